@@ -1,0 +1,205 @@
+//! Typed settings. One source of truth for every number two places must agree on (chunk
+//! size, budget, concurrency, receive count): read from the environment that Terraform sets,
+//! overridable by CLI flags.
+
+use std::time::Duration;
+
+use crate::domain::MAX_CHUNK_SIZE;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Location ids per chunk message (≤ 100).
+    pub chunk_size: usize,
+    /// Location ids per brand page read by fanout.
+    pub page_size: usize,
+    /// Catalog writes per second across all workers; `None` = unlimited.
+    pub write_budget_per_sec: Option<f64>,
+    /// Worker instances (Lambda reserved concurrency / local worker tasks).
+    pub worker_concurrency: usize,
+    /// Deliveries of a message before it moves to the dead-letter queue.
+    pub max_receive_count: u32,
+    /// How long a received message stays invisible to other consumers.
+    pub visibility_timeout: Duration,
+    /// Failed share of attempted locations that fails the job...
+    pub failure_threshold: f64,
+    /// ...once at least this many locations were attempted.
+    pub failure_min_sample: u64,
+    /// Fanout hands over to a fresh invocation when less than this is left before its deadline.
+    pub fanout_deadline_margin: Duration,
+    /// Jobs untouched this long are looked at by the sweeper.
+    pub sweep_idle_after: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            chunk_size: MAX_CHUNK_SIZE,
+            page_size: 10_000,
+            write_budget_per_sec: None,
+            worker_concurrency: 4,
+            max_receive_count: 5,
+            visibility_timeout: Duration::from_secs(30),
+            failure_threshold: 0.25,
+            failure_min_sample: 1_000,
+            fanout_deadline_margin: Duration::from_secs(10),
+            sweep_idle_after: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("setting {name}={value:?} is invalid: {why}")]
+pub struct SettingsError {
+    pub name: &'static str,
+    pub value: String,
+    pub why: &'static str,
+}
+
+impl Settings {
+    /// Names of the environment variables, shared with Terraform.
+    pub const ENV: [&'static str; 10] = [
+        "CHUNK_SIZE",
+        "FANOUT_PAGE_SIZE",
+        "WRITE_BUDGET_PER_SEC",
+        "WORKER_MAX_CONCURRENCY",
+        "MAX_RECEIVE_COUNT",
+        "VISIBILITY_TIMEOUT_SECS",
+        "FAILURE_THRESHOLD",
+        "FAILURE_MIN_SAMPLE",
+        "FANOUT_DEADLINE_MARGIN_SECS",
+        "SWEEP_IDLE_AFTER_SECS",
+    ];
+
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup` (the environment in production, a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let mut s = Settings::default();
+        if let Some(v) = lookup("CHUNK_SIZE") {
+            s.chunk_size = parse("CHUNK_SIZE", &v)?;
+        }
+        if let Some(v) = lookup("FANOUT_PAGE_SIZE") {
+            s.page_size = parse("FANOUT_PAGE_SIZE", &v)?;
+        }
+        if let Some(v) = lookup("WRITE_BUDGET_PER_SEC") {
+            let budget: f64 = parse("WRITE_BUDGET_PER_SEC", &v)?;
+            s.write_budget_per_sec = (budget > 0.0).then_some(budget);
+        }
+        if let Some(v) = lookup("WORKER_MAX_CONCURRENCY") {
+            s.worker_concurrency = parse("WORKER_MAX_CONCURRENCY", &v)?;
+        }
+        if let Some(v) = lookup("MAX_RECEIVE_COUNT") {
+            s.max_receive_count = parse("MAX_RECEIVE_COUNT", &v)?;
+        }
+        if let Some(v) = lookup("VISIBILITY_TIMEOUT_SECS") {
+            s.visibility_timeout = Duration::from_secs_f64(parse("VISIBILITY_TIMEOUT_SECS", &v)?);
+        }
+        if let Some(v) = lookup("FAILURE_THRESHOLD") {
+            s.failure_threshold = parse("FAILURE_THRESHOLD", &v)?;
+        }
+        if let Some(v) = lookup("FAILURE_MIN_SAMPLE") {
+            s.failure_min_sample = parse("FAILURE_MIN_SAMPLE", &v)?;
+        }
+        if let Some(v) = lookup("FANOUT_DEADLINE_MARGIN_SECS") {
+            s.fanout_deadline_margin =
+                Duration::from_secs_f64(parse("FANOUT_DEADLINE_MARGIN_SECS", &v)?);
+        }
+        if let Some(v) = lookup("SWEEP_IDLE_AFTER_SECS") {
+            s.sweep_idle_after = Duration::from_secs_f64(parse("SWEEP_IDLE_AFTER_SECS", &v)?);
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let fail = |name, value: String, why| Err(SettingsError { name, value, why });
+        if self.chunk_size == 0 || self.chunk_size > MAX_CHUNK_SIZE {
+            return fail("CHUNK_SIZE", self.chunk_size.to_string(), "must be 1..=100");
+        }
+        if self.page_size < self.chunk_size {
+            return fail(
+                "FANOUT_PAGE_SIZE",
+                self.page_size.to_string(),
+                "must be at least CHUNK_SIZE",
+            );
+        }
+        if self.worker_concurrency == 0 {
+            return fail("WORKER_MAX_CONCURRENCY", "0".into(), "must be at least 1");
+        }
+        if self.max_receive_count == 0 {
+            return fail("MAX_RECEIVE_COUNT", "0".into(), "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.failure_threshold) {
+            return fail(
+                "FAILURE_THRESHOLD",
+                self.failure_threshold.to_string(),
+                "must be between 0 and 1",
+            );
+        }
+        if let Some(budget) = self.write_budget_per_sec {
+            if !budget.is_finite() || budget < 0.0 {
+                return fail("WRITE_BUDGET_PER_SEC", budget.to_string(), "must be ≥ 0");
+            }
+        }
+        Ok(())
+    }
+
+    /// Each worker instance's share of the write budget (DESIGN §5.5).
+    pub fn per_worker_write_budget(&self) -> Option<f64> {
+        self.write_budget_per_sec
+            .map(|budget| budget / self.worker_concurrency as f64)
+    }
+}
+
+fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, SettingsError> {
+    value.trim().parse().map_err(|_| SettingsError {
+        name,
+        value: value.to_owned(),
+        why: "not a number of the right kind",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        assert_eq!(from(&[]).unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn the_write_budget_is_split_across_workers() {
+        let s = from(&[
+            ("WRITE_BUDGET_PER_SEC", "1000"),
+            ("WORKER_MAX_CONCURRENCY", "4"),
+        ])
+        .unwrap();
+        assert_eq!(s.per_worker_write_budget(), Some(250.0));
+    }
+
+    #[test]
+    fn a_zero_budget_means_unlimited() {
+        let s = from(&[("WRITE_BUDGET_PER_SEC", "0")]).unwrap();
+        assert_eq!(s.write_budget_per_sec, None);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = from(&[("CHUNK_SIZE", "500")]).unwrap_err();
+        assert_eq!(err.name, "CHUNK_SIZE");
+        let err = from(&[("MAX_RECEIVE_COUNT", "many")]).unwrap_err();
+        assert_eq!(err.name, "MAX_RECEIVE_COUNT");
+    }
+}

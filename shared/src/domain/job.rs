@@ -1,0 +1,353 @@
+//! The job record and its state machine: which transitions are legal and which terminal
+//! status a finished job earns. Pure, no IO.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{BrandId, DomainError, JobId, OfferId, WebhookUrl};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    Pending,
+    Running,
+    Cancelling,
+    Failing,
+    Succeeded,
+    CompletedWithErrors,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 8] = [
+        JobStatus::Pending,
+        JobStatus::Running,
+        JobStatus::Cancelling,
+        JobStatus::Failing,
+        JobStatus::Succeeded,
+        JobStatus::CompletedWithErrors,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "PENDING",
+            JobStatus::Running => "RUNNING",
+            JobStatus::Cancelling => "CANCELLING",
+            JobStatus::Failing => "FAILING",
+            JobStatus::Succeeded => "SUCCEEDED",
+            JobStatus::CompletedWithErrors => "COMPLETED_WITH_ERRORS",
+            JobStatus::Failed => "FAILED",
+            JobStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded
+                | JobStatus::CompletedWithErrors
+                | JobStatus::Failed
+                | JobStatus::Cancelled
+        )
+    }
+
+    /// Chunks of a job in this status are skipped (ledgered as `cancelled`), not linked.
+    pub fn skips_chunks(self) -> bool {
+        matches!(self, JobStatus::Cancelling | JobStatus::Failing) || self.is_terminal()
+    }
+
+    /// Whether a cancel request may move the job to CANCELLING.
+    pub fn can_cancel(self) -> bool {
+        matches!(self, JobStatus::Pending | JobStatus::Running)
+    }
+
+    /// The status a job in `self` ends with once all its chunks are accounted.
+    /// `None` for statuses that cannot complete (PENDING has not fanned out; terminal is done).
+    pub fn completes_as(self, counters: &Counters) -> Option<JobStatus> {
+        match self {
+            JobStatus::Running if counters.failed > 0 => Some(JobStatus::CompletedWithErrors),
+            JobStatus::Running => Some(JobStatus::Succeeded),
+            JobStatus::Cancelling => Some(JobStatus::Cancelled),
+            JobStatus::Failing => Some(JobStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = DomainError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| DomainError::Corrupt(format!("unknown job status '{s}'")))
+    }
+}
+
+/// Per-location outcome counts. On a job they are sums over its ledgered chunks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    /// Location ids enqueued by fanout.
+    pub total: u64,
+    /// Links this job created.
+    pub linked: u64,
+    /// Locations that were already linked to the offer by someone else.
+    pub already_linked: u64,
+    /// Locations that vanished (or changed brand) between fanout and linking.
+    pub not_found: u64,
+    /// Locations that could not be linked; see `GET /jobs/{id}/failures`.
+    pub failed: u64,
+    /// Locations skipped because the job was cancelled or failing.
+    pub cancelled: u64,
+}
+
+impl Counters {
+    pub fn processed(&self) -> u64 {
+        self.linked + self.already_linked + self.not_found + self.failed + self.cancelled
+    }
+
+    /// Whether the failure threshold trips: enough samples and too large a share failed.
+    pub fn exceeds_failure_threshold(&self, threshold: f64, min_sample: u64) -> bool {
+        let attempted = self.linked + self.already_linked + self.not_found + self.failed;
+        attempted >= min_sample.max(1) && (self.failed as f64 / attempted as f64) > threshold
+    }
+}
+
+/// The counts of one chunk, as written to the chunk ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkCounts {
+    pub linked: u32,
+    pub already_linked: u32,
+    pub not_found: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+}
+
+impl ChunkCounts {
+    pub fn all_cancelled(n: usize) -> Self {
+        ChunkCounts {
+            cancelled: n as u32,
+            ..Default::default()
+        }
+    }
+
+    pub fn size(&self) -> u32 {
+        self.linked + self.already_linked + self.not_found + self.failed + self.cancelled
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobKind {
+    #[serde(rename = "link-all-locations")]
+    LinkAllLocations,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        "link-all-locations"
+    }
+}
+
+/// A job as stored: status, counters, fanout progress and timestamps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    pub brand_id: BrandId,
+    pub offer_id: OfferId,
+    pub callback_url: Option<WebhookUrl>,
+    pub counters: Counters,
+    /// Opaque position of the next brand page; `None` before the first page.
+    pub fanout_cursor: Option<String>,
+    pub fanout_done: bool,
+    pub chunks_total: u32,
+    pub chunks_done: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub notified_at: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    pub fn new(
+        brand_id: BrandId,
+        offer_id: OfferId,
+        callback_url: Option<WebhookUrl>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Job {
+            id: JobId::new_v7(),
+            kind: JobKind::LinkAllLocations,
+            status: JobStatus::Pending,
+            brand_id,
+            offer_id,
+            callback_url,
+            counters: Counters::default(),
+            fanout_cursor: None,
+            fanout_done: false,
+            chunks_total: 0,
+            chunks_done: 0,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+            notified_at: None,
+        }
+    }
+
+    /// All chunks enqueued by a finished fanout are accounted: the job may complete.
+    pub fn is_fully_accounted(&self) -> bool {
+        self.fanout_done && self.chunks_done >= self.chunks_total
+    }
+
+    /// Share of enqueued locations already accounted, 0..=100. Stays below 100 until
+    /// fanout has finished, because `total` still grows until then.
+    pub fn percent(&self) -> f64 {
+        if self.status.is_terminal() {
+            return 100.0;
+        }
+        let total = self.counters.total;
+        if total == 0 {
+            return 0.0;
+        }
+        let pct = 100.0 * self.counters.processed() as f64 / total as f64;
+        if self.fanout_done {
+            pct.min(100.0)
+        } else {
+            pct.min(99.0)
+        }
+    }
+
+    /// Accounted locations per second since the job started.
+    pub fn rate_per_sec(&self, now: DateTime<Utc>) -> Option<f64> {
+        let started = self.started_at?;
+        let until = self.finished_at.unwrap_or(now);
+        let secs = (until - started).num_milliseconds() as f64 / 1000.0;
+        (secs > 0.0).then(|| self.counters.processed() as f64 / secs)
+    }
+
+    /// Seconds until every enqueued location is accounted, at the current rate.
+    /// Unknown until fanout is done (the total is not final before then).
+    pub fn eta_seconds(&self, now: DateTime<Utc>) -> Option<f64> {
+        if self.status.is_terminal() {
+            return Some(0.0);
+        }
+        if !self.fanout_done {
+            return None;
+        }
+        let rate = self.rate_per_sec(now).filter(|r| *r > 0.0)?;
+        let left = self
+            .counters
+            .total
+            .saturating_sub(self.counters.processed());
+        Some(left as f64 / rate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(linked: u64, failed: u64) -> Counters {
+        Counters {
+            total: linked + failed,
+            linked,
+            failed,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_running_job_without_failures_succeeds() {
+        assert_eq!(
+            JobStatus::Running.completes_as(&counters(10, 0)),
+            Some(JobStatus::Succeeded)
+        );
+    }
+
+    #[test]
+    fn a_running_job_with_failures_completes_with_errors() {
+        assert_eq!(
+            JobStatus::Running.completes_as(&counters(10, 1)),
+            Some(JobStatus::CompletedWithErrors)
+        );
+    }
+
+    #[test]
+    fn cancelling_ends_cancelled_and_failing_ends_failed() {
+        let c = counters(1, 1);
+        assert_eq!(
+            JobStatus::Cancelling.completes_as(&c),
+            Some(JobStatus::Cancelled)
+        );
+        assert_eq!(JobStatus::Failing.completes_as(&c), Some(JobStatus::Failed));
+    }
+
+    #[test]
+    fn pending_and_terminal_jobs_cannot_complete() {
+        let c = counters(1, 0);
+        assert_eq!(JobStatus::Pending.completes_as(&c), None);
+        for status in JobStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
+            assert_eq!(status.completes_as(&c), None, "{status}");
+        }
+    }
+
+    #[test]
+    fn only_pending_or_running_jobs_can_be_cancelled() {
+        let cancellable: Vec<_> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| s.can_cancel())
+            .collect();
+        assert_eq!(cancellable, vec![JobStatus::Pending, JobStatus::Running]);
+    }
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for status in JobStatus::ALL {
+            assert_eq!(status.as_str().parse::<JobStatus>().unwrap(), status);
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+        }
+    }
+
+    #[test]
+    fn failure_threshold_needs_the_minimum_sample() {
+        let c = counters(5, 5);
+        assert!(!c.exceeds_failure_threshold(0.1, 100));
+        assert!(c.exceeds_failure_threshold(0.1, 10));
+        assert!(!c.exceeds_failure_threshold(0.5, 10));
+    }
+
+    #[test]
+    fn percent_stays_below_100_until_fanout_is_done() {
+        let mut job = Job::new(
+            BrandId::new_random(),
+            OfferId::new_random(),
+            None,
+            Utc::now(),
+        );
+        job.status = JobStatus::Running;
+        job.counters = counters(100, 0);
+        assert_eq!(job.percent(), 99.0);
+        job.fanout_done = true;
+        assert_eq!(job.percent(), 100.0);
+    }
+}

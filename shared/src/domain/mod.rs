@@ -1,0 +1,32 @@
+//! The domain: ids, jobs, events, catalog records and message bodies. Pure, no IO.
+
+mod catalog;
+mod chunk;
+mod event;
+mod ids;
+mod job;
+
+pub use catalog::{Link, LinkOutcome, LinkedBy, Location, Offer};
+pub use chunk::{ChunkMessage, FanoutMessage, MAX_CHUNK_SIZE, MAX_MESSAGE_BYTES};
+pub use event::{EventType, JobEvent};
+pub use ids::{
+    BrandId, ChunkSeq, IdempotencyKey, JobId, LocationId, OfferId, SubscriptionId, WebhookUrl,
+};
+pub use job::{ChunkCounts, Counters, Job, JobKind, JobStatus};
+
+/// A value that breaks a domain rule. Always the caller's fault: never retry it.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum DomainError {
+    #[error("{kind} '{value}' is not a valid UUID")]
+    InvalidId { kind: &'static str, value: String },
+    #[error("Idempotency-Key must be 1 to 255 visible ASCII characters")]
+    InvalidIdempotencyKey,
+    #[error("url '{value}' {why}")]
+    InvalidUrl { value: String, why: &'static str },
+    #[error("cursor is not valid: pass back the nextCursor of a previous page unchanged")]
+    InvalidCursor,
+    #[error("bad message: {0}")]
+    BadMessage(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}

@@ -1,0 +1,298 @@
+//! Catalog port on SQLite: offers, locations, links. Linking mirrors the DynamoDB
+//! conditional writes: update the location if it exists in the brand, put the link if absent,
+//! and on a lost condition read who owns the link (ReturnValuesOnConditionCheckFailure).
+
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use super::{from_ms, is_constraint, now_ms, sql, EmbeddedStore};
+use crate::domain::{BrandId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId};
+use crate::error::{StoreError, StoreResult};
+use crate::ports::{Catalog, Cursor, Page};
+
+#[async_trait]
+impl Catalog for EmbeddedStore {
+    async fn create_offer(&self, offer: &Offer) -> StoreResult<()> {
+        let offer = offer.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO offers (id, brand_id, name, locations_total) VALUES (?1, ?2, ?3, 0)",
+                params![offer.id.to_string(), offer.brand_id.to_string(), offer.name],
+            )
+            .map_err(|e| {
+                if is_constraint(&e) {
+                    StoreError::Conflict(format!("offer {} already exists", offer.id))
+                } else {
+                    sql(e)
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_offer(&self, id: OfferId) -> StoreResult<Option<Offer>> {
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT brand_id, name, locations_total FROM offers WHERE id = ?1")
+                .map_err(sql)?
+                .query_row([id.to_string()], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })
+                .optional()
+                .map_err(sql)?
+                .map(|(brand, name, total)| {
+                    Ok(Offer {
+                        id,
+                        brand_id: brand.parse()?,
+                        name,
+                        locations_total: total as u64,
+                    })
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    async fn create_locations(&self, locations: &[Location]) -> StoreResult<()> {
+        let locations = locations.to_vec();
+        self.write(move |conn| {
+            let tx = conn.transaction().map_err(sql)?;
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO locations (id, brand_id, address, has_offer) VALUES (?1, ?2, ?3, 0)",
+                    )
+                    .map_err(sql)?;
+                for loc in &locations {
+                    insert
+                        .execute(params![loc.id.to_string(), loc.brand_id.to_string(), loc.address])
+                        .map_err(|e| {
+                            if is_constraint(&e) {
+                                StoreError::Conflict(format!("location {} already exists", loc.id))
+                            } else {
+                                sql(e)
+                            }
+                        })?;
+                }
+            }
+            tx.commit().map_err(sql)
+        })
+        .await
+    }
+
+    async fn get_location(&self, id: LocationId) -> StoreResult<Option<Location>> {
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT brand_id, address, has_offer FROM locations WHERE id = ?1")
+                .map_err(sql)?
+                .query_row([id.to_string()], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, bool>(2)?,
+                    ))
+                })
+                .optional()
+                .map_err(sql)?
+                .map(|(brand, address, has_offer)| {
+                    Ok(Location {
+                        id,
+                        brand_id: brand.parse()?,
+                        address,
+                        has_offer,
+                    })
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    async fn page_brand_locations(
+        &self,
+        brand: BrandId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<LocationId>> {
+        let after = after.map(|c| c.position().to_owned()).unwrap_or_default();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id FROM locations WHERE brand_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![brand.to_string(), after, limit as i64 + 1], |row| {
+                    row.get::<_, String>(0)
+                })
+                .map_err(sql)?;
+            let mut ids = Vec::with_capacity(limit.min(16_384));
+            for row in rows {
+                ids.push(row.map_err(sql)?.parse::<LocationId>()?);
+            }
+            Ok(page_of(ids, limit, |id| id.to_string()))
+        })
+        .await
+    }
+
+    async fn link_locations(
+        &self,
+        offer: OfferId,
+        brand: BrandId,
+        by: LinkedBy,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<LinkOutcome>> {
+        let ids = ids.to_vec();
+        self.write(move |conn| {
+            let tx = conn.transaction().map_err(sql)?;
+            let outcomes = link_in(&tx, offer, brand, by, &ids)?;
+            tx.commit().map_err(sql)?;
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome> {
+        let (offer_id, brand) = (offer.id, offer.brand_id);
+        self.write(move |conn| {
+            let tx = conn.transaction().map_err(sql)?;
+            let outcome = link_in(&tx, offer_id, brand, LinkedBy::Direct, &[location])?
+                .pop()
+                .ok_or_else(|| StoreError::Internal("link produced no outcome".into()))?;
+            if outcome == LinkOutcome::Linked {
+                tx.execute(
+                    "UPDATE offers SET locations_total = locations_total + 1 WHERE id = ?1",
+                    [offer_id.to_string()],
+                )
+                .map_err(sql)?;
+            }
+            tx.commit().map_err(sql)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn existing_links(
+        &self,
+        offer: OfferId,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<Option<LinkedBy>>> {
+        let ids = ids.to_vec();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT linked_by FROM links WHERE offer_id = ?1 AND location_id = ?2",
+                )
+                .map_err(sql)?;
+            let offer = offer.to_string();
+            ids.iter()
+                .map(|id| {
+                    stmt.query_row(params![offer, id.to_string()], |row| {
+                        row.get::<_, String>(0)
+                    })
+                    .optional()
+                    .map_err(sql)?
+                    .map(|by| LinkedBy::from_attr(&by).map_err(StoreError::from))
+                    .transpose()
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn page_offer_links(
+        &self,
+        offer: OfferId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Link>> {
+        let after = after.map(|c| c.position().to_owned()).unwrap_or_default();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT location_id, linked_by, linked_at FROM links \
+                     WHERE offer_id = ?1 AND location_id > ?2 ORDER BY location_id LIMIT ?3",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![offer.to_string(), after, limit as i64 + 1], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(sql)?;
+            let mut links = Vec::new();
+            for row in rows {
+                let (location, by, at) = row.map_err(sql)?;
+                links.push(Link {
+                    offer_id: offer,
+                    location_id: location.parse()?,
+                    linked_by: LinkedBy::from_attr(&by)?,
+                    linked_at: from_ms(at),
+                });
+            }
+            Ok(page_of(links, limit, |link| link.location_id.to_string()))
+        })
+        .await
+    }
+}
+
+/// The per-location conditional writes, inside the caller's transaction.
+fn link_in(
+    tx: &Transaction<'_>,
+    offer: OfferId,
+    brand: BrandId,
+    by: LinkedBy,
+    ids: &[LocationId],
+) -> StoreResult<Vec<LinkOutcome>> {
+    let mut mark = tx
+        .prepare_cached("UPDATE locations SET has_offer = 1 WHERE id = ?1 AND brand_id = ?2")
+        .map_err(sql)?;
+    let mut put = tx
+        .prepare_cached(
+            "INSERT INTO links (offer_id, location_id, linked_by, linked_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .map_err(sql)?;
+    let mut owner = tx
+        .prepare_cached("SELECT linked_by FROM links WHERE offer_id = ?1 AND location_id = ?2")
+        .map_err(sql)?;
+    let (offer, brand, by_attr, at) =
+        (offer.to_string(), brand.to_string(), by.to_attr(), now_ms());
+    let mut outcomes = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = id.to_string();
+        if mark.execute(params![id, brand]).map_err(sql)? == 0 {
+            outcomes.push(LinkOutcome::NotFound);
+            continue;
+        }
+        if put.execute(params![offer, id, by_attr, at]).map_err(sql)? == 1 {
+            outcomes.push(LinkOutcome::Linked);
+            continue;
+        }
+        let old: String = owner
+            .query_row(params![offer, id], |row| row.get(0))
+            .map_err(sql)?;
+        outcomes.push(if old == by_attr {
+            LinkOutcome::Linked
+        } else {
+            LinkOutcome::AlreadyLinked
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Turns `limit + 1` fetched rows into a page: the extra row only says another page exists.
+pub(super) fn page_of<T>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Page<T> {
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|last| Cursor::from_position(key(last)))
+    } else {
+        None
+    };
+    Page { items, next }
+}

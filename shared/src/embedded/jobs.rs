@@ -1,0 +1,463 @@
+//! JobStore port on SQLite: job records, the chunk ledger, failures, idempotency claims and
+//! the one-active-job-per-offer lock. Every multi-item change is one transaction, as the AWS
+//! adapter makes it one TransactWriteItems.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use super::catalog::page_of;
+use super::{from_ms, now_ms, sql, to_ms, EmbeddedStore};
+use crate::domain::{
+    BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, JobKind, JobStatus, OfferId,
+};
+use crate::error::{StoreError, StoreResult};
+use crate::ports::{
+    Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance,
+    IdempotencyClaim, JobStore, Ledgered, Page,
+};
+
+/// How long an `Idempotency-Key` is remembered.
+const IDEMPOTENCY_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+
+const JOB_COLUMNS: &str = "id, status, brand_id, offer_id, callback_url, total, linked, \
+    already_linked, not_found, failed, cancelled, fanout_cursor, fanout_done, chunks_total, \
+    chunks_done, created_at, updated_at, started_at, finished_at, notified_at";
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
+    let id: String = row.get(0)?;
+    let status: String = row.get(1)?;
+    let brand: String = row.get(2)?;
+    let offer: String = row.get(3)?;
+    let callback: Option<String> = row.get(4)?;
+    let counters = Counters {
+        total: row.get::<_, i64>(5)? as u64,
+        linked: row.get::<_, i64>(6)? as u64,
+        already_linked: row.get::<_, i64>(7)? as u64,
+        not_found: row.get::<_, i64>(8)? as u64,
+        failed: row.get::<_, i64>(9)? as u64,
+        cancelled: row.get::<_, i64>(10)? as u64,
+    };
+    let fanout_cursor: Option<String> = row.get(11)?;
+    let fanout_done: bool = row.get(12)?;
+    let chunks_total = row.get::<_, i64>(13)? as u32;
+    let chunks_done = row.get::<_, i64>(14)? as u32;
+    let created_at = from_ms(row.get(15)?);
+    let updated_at = from_ms(row.get(16)?);
+    let started_at = row.get::<_, Option<i64>>(17)?.map(from_ms);
+    let finished_at = row.get::<_, Option<i64>>(18)?.map(from_ms);
+    let notified_at = row.get::<_, Option<i64>>(19)?.map(from_ms);
+    Ok((|| {
+        Ok(Job {
+            id: id.parse()?,
+            kind: JobKind::LinkAllLocations,
+            status: status.parse()?,
+            brand_id: brand.parse()?,
+            offer_id: offer.parse()?,
+            callback_url: callback.map(|url| url.parse()).transpose()?,
+            counters,
+            fanout_cursor,
+            fanout_done,
+            chunks_total,
+            chunks_done,
+            created_at,
+            updated_at,
+            started_at,
+            finished_at,
+            notified_at,
+        })
+    })())
+}
+
+fn load_job(conn: &Connection, id: &str) -> StoreResult<Option<Job>> {
+    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+        .map_err(sql)?
+        .query_row([id], job_from_row)
+        .optional()
+        .map_err(sql)?
+        .transpose()
+}
+
+fn must_load_job(conn: &Connection, id: &str) -> StoreResult<Job> {
+    load_job(conn, id)?.ok_or_else(|| StoreError::Invalid(format!("job {id} does not exist")))
+}
+
+#[async_trait]
+impl JobStore for EmbeddedStore {
+    async fn create_job(
+        &self,
+        job: &Job,
+        claim: Option<&IdempotencyClaim>,
+    ) -> StoreResult<CreateOutcome> {
+        let (job, claim) = (job.clone(), claim.cloned());
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql)?;
+            let now = now_ms();
+            if let Some(claim) = &claim {
+                let existing: Option<(String, String)> = tx
+                    .query_row(
+                        "SELECT request_hash, job_id FROM idempotency WHERE key_hash = ?1 AND expires_at > ?2",
+                        params![claim.key_hash, now],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(sql)?;
+                if let Some((request_hash, job_id)) = existing {
+                    return if request_hash == claim.request_hash {
+                        Ok(CreateOutcome::Replayed(must_load_job(&tx, &job_id)?))
+                    } else {
+                        Ok(CreateOutcome::KeyReused)
+                    };
+                }
+            }
+            let active: Option<String> = tx
+                .query_row(
+                    "SELECT job_id FROM active_jobs WHERE offer_id = ?1",
+                    [job.offer_id.to_string()],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(sql)?;
+            if let Some(active) = active {
+                return Ok(CreateOutcome::OfferBusy(active.parse()?));
+            }
+            tx.execute(
+                "INSERT INTO jobs (id, kind, status, brand_id, offer_id, callback_url, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                params![
+                    job.id.to_string(),
+                    job.kind.as_str(),
+                    job.status.as_str(),
+                    job.brand_id.to_string(),
+                    job.offer_id.to_string(),
+                    job.callback_url.as_ref().map(|u| u.to_string()),
+                    to_ms(job.created_at),
+                ],
+            )
+            .map_err(sql)?;
+            tx.execute(
+                "INSERT INTO active_jobs (offer_id, job_id) VALUES (?1, ?2)",
+                params![job.offer_id.to_string(), job.id.to_string()],
+            )
+            .map_err(sql)?;
+            if let Some(claim) = &claim {
+                tx.execute(
+                    "INSERT OR REPLACE INTO idempotency (key_hash, request_hash, job_id, expires_at) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![claim.key_hash, claim.request_hash, job.id.to_string(), now + IDEMPOTENCY_TTL_MS],
+                )
+                .map_err(sql)?;
+            }
+            let created = must_load_job(&tx, &job.id.to_string())?;
+            tx.commit().map_err(sql)?;
+            Ok(CreateOutcome::Created(created))
+        })
+        .await
+    }
+
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        self.read(move |conn| load_job(conn, &id.to_string())).await
+    }
+
+    async fn page_brand_jobs(
+        &self,
+        brand: BrandId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Job>> {
+        // Newest first; with no cursor start above every possible id.
+        let before = after
+            .map(|c| c.position().to_owned())
+            .unwrap_or_else(|| "~".to_owned());
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE brand_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+                ))
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![brand.to_string(), before, limit as i64 + 1], job_from_row)
+                .map_err(sql)?;
+            let mut jobs = Vec::new();
+            for row in rows {
+                jobs.push(row.map_err(sql)??);
+            }
+            Ok(page_of(jobs, limit, |job| job.id.to_string()))
+        })
+        .await
+    }
+
+    async fn start_job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        self.write(move |conn| {
+            let now = now_ms();
+            conn.execute(
+                "UPDATE jobs SET status = 'RUNNING', started_at = ?2, updated_at = ?2 \
+                 WHERE id = ?1 AND status = 'PENDING'",
+                params![id.to_string(), now],
+            )
+            .map_err(sql)?;
+            load_job(conn, &id.to_string())
+        })
+        .await
+    }
+
+    async fn advance_fanout(&self, id: JobId, step: &FanoutAdvance) -> StoreResult<Advanced> {
+        let step = step.clone();
+        self.write(move |conn| {
+            let id = id.to_string();
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE jobs SET fanout_cursor = ?3, fanout_done = ?4, \
+                     chunks_total = chunks_total + ?5, total = total + ?6, updated_at = ?7 \
+                     WHERE id = ?1 AND fanout_cursor IS ?2 AND fanout_done = 0",
+                )
+                .map_err(sql)?
+                .execute(params![
+                    id,
+                    step.prev_cursor,
+                    step.next_cursor,
+                    step.done,
+                    step.chunks_added,
+                    step.ids_added as i64,
+                    now_ms()
+                ])
+                .map_err(sql)?;
+            let job = must_load_job(conn, &id)?;
+            Ok(if changed == 1 {
+                Advanced::Applied(job)
+            } else {
+                Advanced::Superseded(job)
+            })
+        })
+        .await
+    }
+
+    async fn record_chunk(
+        &self,
+        job: JobId,
+        offer: OfferId,
+        seq: ChunkSeq,
+        counts: ChunkCounts,
+        failures: &[Failure],
+    ) -> StoreResult<Ledgered> {
+        let failures = failures.to_vec();
+        self.write(move |conn| {
+            let tx = conn.transaction().map_err(sql)?;
+            let (job, now) = (job.to_string(), now_ms());
+            let fresh = tx
+                .prepare_cached(
+                    "INSERT INTO chunk_ledger (job_id, seq, linked, already_linked, not_found, failed, \
+                     cancelled, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                )
+                .map_err(sql)?
+                .execute(params![
+                    job,
+                    seq.0,
+                    counts.linked,
+                    counts.already_linked,
+                    counts.not_found,
+                    counts.failed,
+                    counts.cancelled,
+                    now
+                ])
+                .map_err(sql)?
+                == 1;
+            if !fresh {
+                return Ok(Ledgered::Duplicate(must_load_job(&tx, &job)?));
+            }
+            {
+                let mut put_failure = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO failures (job_id, location_id, reason, attempts) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .map_err(sql)?;
+                for f in &failures {
+                    put_failure
+                        .execute(params![job, f.location_id.to_string(), f.reason, f.attempts])
+                        .map_err(sql)?;
+                }
+            }
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE jobs SET linked = linked + ?2, already_linked = already_linked + ?3, \
+                     not_found = not_found + ?4, failed = failed + ?5, cancelled = cancelled + ?6, \
+                     chunks_done = chunks_done + 1, updated_at = ?7 WHERE id = ?1",
+                )
+                .map_err(sql)?
+                .execute(params![
+                    job,
+                    counts.linked,
+                    counts.already_linked,
+                    counts.not_found,
+                    counts.failed,
+                    counts.cancelled,
+                    now
+                ])
+                .map_err(sql)?;
+            if updated == 0 {
+                // Dropping the transaction rolls the ledger marker back.
+                return Err(StoreError::Invalid(format!("job {job} does not exist")));
+            }
+            if counts.linked > 0 {
+                tx.prepare_cached(
+                    "UPDATE offers SET locations_total = locations_total + ?2 WHERE id = ?1",
+                )
+                .map_err(sql)?
+                .execute(params![offer.to_string(), counts.linked])
+                .map_err(sql)?;
+            }
+            let after = must_load_job(&tx, &job)?;
+            tx.commit().map_err(sql)?;
+            Ok(Ledgered::Recorded(after))
+        })
+        .await
+    }
+
+    async fn try_complete(&self, id: JobId) -> StoreResult<Completion> {
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql)?;
+            let id = id.to_string();
+            let job = must_load_job(&tx, &id)?;
+            if job.status.is_terminal() {
+                return Ok(Completion::AlreadyTerminal(job));
+            }
+            let Some(next) = job.status.completes_as(&job.counters) else {
+                return Ok(Completion::NotYet(job));
+            };
+            if !job.is_fully_accounted() {
+                return Ok(Completion::NotYet(job));
+            }
+            let now = now_ms();
+            let changed = tx
+                .execute(
+                    "UPDATE jobs SET status = ?3, finished_at = ?4, updated_at = ?4 \
+                     WHERE id = ?1 AND status = ?2 AND fanout_done = 1 AND chunks_done >= chunks_total",
+                    params![id, job.status.as_str(), next.as_str(), now],
+                )
+                .map_err(sql)?;
+            if changed == 0 {
+                return Ok(Completion::NotYet(job));
+            }
+            tx.execute(
+                "DELETE FROM active_jobs WHERE offer_id = ?1 AND job_id = ?2",
+                params![job.offer_id.to_string(), id],
+            )
+            .map_err(sql)?;
+            let done = must_load_job(&tx, &id)?;
+            tx.commit().map_err(sql)?;
+            Ok(Completion::Won(done))
+        })
+        .await
+    }
+
+    async fn request_cancel(&self, id: JobId) -> StoreResult<Option<CancelOutcome>> {
+        self.write(move |conn| {
+            let id = id.to_string();
+            conn.execute(
+                "UPDATE jobs SET status = 'CANCELLING', updated_at = ?2 \
+                 WHERE id = ?1 AND status IN ('PENDING', 'RUNNING')",
+                params![id, now_ms()],
+            )
+            .map_err(sql)?;
+            Ok(load_job(conn, &id)?.map(|job| {
+                if job.status == JobStatus::Cancelling {
+                    CancelOutcome::Cancelling(job)
+                } else {
+                    CancelOutcome::NotCancellable(job)
+                }
+            }))
+        })
+        .await
+    }
+
+    async fn mark_failing(&self, id: JobId) -> StoreResult<bool> {
+        self.write(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE jobs SET status = 'FAILING', updated_at = ?2 WHERE id = ?1 AND status = 'RUNNING'",
+                    params![id.to_string(), now_ms()],
+                )
+                .map_err(sql)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn mark_notified(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE jobs SET notified_at = ?2 WHERE id = ?1 AND notified_at IS NULL",
+                params![id.to_string(), to_ms(at)],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn page_failures(
+        &self,
+        id: JobId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Failure>> {
+        let after = after.map(|c| c.position().to_owned()).unwrap_or_default();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT location_id, reason, attempts FROM failures \
+                     WHERE job_id = ?1 AND location_id > ?2 ORDER BY location_id LIMIT ?3",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![id.to_string(), after, limit as i64 + 1], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, u32>(2)?,
+                    ))
+                })
+                .map_err(sql)?;
+            let mut failures = Vec::new();
+            for row in rows {
+                let (location, reason, attempts) = row.map_err(sql)?;
+                failures.push(Failure {
+                    location_id: location.parse()?,
+                    reason,
+                    attempts,
+                });
+            }
+            Ok(page_of(failures, limit, |f| f.location_id.to_string()))
+        })
+        .await
+    }
+
+    async fn unsettled_jobs(
+        &self,
+        idle_since: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Job>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE notified_at IS NULL AND updated_at < ?1 \
+                     ORDER BY updated_at LIMIT ?2"
+                ))
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![to_ms(idle_since), limit as i64], job_from_row)
+                .map_err(sql)?;
+            let mut jobs = Vec::new();
+            for row in rows {
+                jobs.push(row.map_err(sql)??);
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+}

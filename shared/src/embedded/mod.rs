@@ -1,0 +1,179 @@
+//! The embedded backend: every port on one SQLite file (WAL). It mirrors the AWS semantics
+//! (conditional writes, the chunk ledger, queues with visibility timeout, receive count and
+//! dead-letter queue, SNS-style webhook delivery) rather than simplifying them.
+
+mod catalog;
+mod events;
+mod inspect;
+mod jobs;
+mod queue;
+mod schema;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tokio::sync::Notify;
+
+use crate::config::Settings;
+use crate::error::{StoreError, StoreResult};
+use crate::ports::Ports;
+
+pub use events::{DeliveryPolicy, EmbeddedEvents, WebhookDelivery};
+pub use inspect::{LinkStats, SeededBrand};
+pub use queue::EmbeddedQueue;
+
+/// Queue names inside the SQLite file (the AWS backend uses Terraform's names).
+pub const FANOUT_QUEUE: &str = "fanout";
+pub const FANOUT_DLQ: &str = "fanout-dlq";
+pub const CHUNK_QUEUE: &str = "chunks";
+pub const CHUNK_DLQ: &str = "chunks-dlq";
+
+/// One SQLite file: a single writer connection (SQLite allows one writer at a time anyway)
+/// and a separate reader, so status reads never wait behind a long write.
+pub struct EmbeddedStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+    notifiers: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<Arc<Self>> {
+        let path = path.as_ref().to_path_buf();
+        let writer = open_connection(&path, false)?;
+        schema::migrate(&writer)?;
+        let reader = open_connection(&path, true)?;
+        Ok(Arc::new(EmbeddedStore {
+            path,
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+            notifiers: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the writer connection off the async runtime.
+    pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        run_on(self.writer.clone(), f).await
+    }
+
+    /// Runs `f` on the reader connection off the async runtime.
+    pub(crate) async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        run_on(self.reader.clone(), f).await
+    }
+
+    /// Wakes long-polling receivers of a queue (or the webhook deliverer).
+    pub(crate) fn notifier(&self, name: &str) -> Arc<Notify> {
+        let mut map = self
+            .notifiers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.entry(name.to_owned()).or_default().clone()
+    }
+}
+
+async fn run_on<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> StoreResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        // A panic inside `f` rolls its transaction back on drop, so the connection is
+        // still consistent and a poisoned lock can be reused.
+        let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+}
+
+fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        StoreError::Unavailable(format!("cannot open SQLite file {}: {e}", path.display()))
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(sql)?;
+    if !read_only {
+        // WAL lets the reader run beside the writer; NORMAL sync is durable across process
+        // crashes (the crash-resume guarantee) and loses at most the last commits on power loss.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+    }
+    conn.pragma_update(None, "cache_size", -8_000)
+        .map_err(sql)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Maps an SQLite error: lock contention is retryable, anything else is not.
+pub(crate) fn sql(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(format!("SQLite is busy: {e}"))
+        }
+        Some(ErrorCode::DiskFull | ErrorCode::CannotOpen | ErrorCode::SystemIoFailure) => {
+            StoreError::Unavailable(format!("SQLite I/O: {e}"))
+        }
+        _ => StoreError::Internal(format!("SQLite: {e}")),
+    }
+}
+
+pub(crate) fn is_constraint(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// The embedded backend's ports, built on one store.
+pub fn ports(store: &Arc<EmbeddedStore>, settings: &Settings, public_url: &str) -> Ports {
+    let queue = |name: &str, dlq: Option<&str>| -> Arc<dyn crate::ports::Queue> {
+        Arc::new(EmbeddedQueue::new(
+            store.clone(),
+            name,
+            dlq.map(|d| (d.to_owned(), settings.max_receive_count)),
+            settings.visibility_timeout,
+        ))
+    };
+    Ports {
+        catalog: store.clone(),
+        jobs: store.clone(),
+        fanout_queue: queue(FANOUT_QUEUE, Some(FANOUT_DLQ)),
+        chunk_queue: queue(CHUNK_QUEUE, Some(CHUNK_DLQ)),
+        chunk_dlq: queue(CHUNK_DLQ, None),
+        events: Arc::new(EmbeddedEvents::new(store.clone(), public_url)),
+    }
+}

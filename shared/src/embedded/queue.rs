@@ -1,0 +1,220 @@
+//! Queue port on SQLite, with SQS standard-queue semantics: at-least-once delivery, a
+//! visibility timeout, a receive count, a fresh receipt per delivery, and redrive to a
+//! dead-letter queue once a message has been received `max_receive_count` times.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::params;
+use tokio::time::Instant;
+
+use super::{now_ms, sql, EmbeddedStore};
+use crate::domain::MAX_MESSAGE_BYTES;
+use crate::error::{StoreError, StoreResult};
+use crate::ports::{Queue, ReceivedMessage};
+
+/// SQS limits, kept here too so the embedded backend refuses what AWS would refuse.
+const MAX_BATCH: usize = 10;
+/// How often an idle receiver looks again for messages whose visibility timeout ran out.
+const IDLE_POLL: Duration = Duration::from_millis(25);
+
+pub struct EmbeddedQueue {
+    store: Arc<EmbeddedStore>,
+    name: String,
+    /// Dead-letter queue and the receive count after which messages move there.
+    redrive: Option<(String, u32)>,
+    visibility_timeout: Duration,
+}
+
+impl EmbeddedQueue {
+    pub fn new(
+        store: Arc<EmbeddedStore>,
+        name: &str,
+        redrive: Option<(String, u32)>,
+        visibility_timeout: Duration,
+    ) -> Self {
+        EmbeddedQueue {
+            store,
+            name: name.to_owned(),
+            redrive,
+            visibility_timeout,
+        }
+    }
+
+    async fn receive_now(&self, max: usize) -> StoreResult<Vec<ReceivedMessage>> {
+        let name = self.name.clone();
+        let redrive = self.redrive.clone();
+        let visibility_ms = self.visibility_timeout.as_millis() as i64;
+        let (messages, moved) = self
+            .store
+            .write(move |conn| {
+                let tx = conn.transaction().map_err(sql)?;
+                let now = now_ms();
+                let due: Vec<(i64, String, u32)> = {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "SELECT id, body, receive_count FROM queue_messages \
+                             WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, id LIMIT ?3",
+                        )
+                        .map_err(sql)?;
+                    let rows = stmt
+                        .query_map(params![name, now, max as i64], |row| {
+                            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                        })
+                        .map_err(sql)?;
+                    rows.collect::<Result<_, _>>().map_err(sql)?
+                };
+                let mut messages = Vec::with_capacity(due.len());
+                let mut moved = false;
+                {
+                    let mut deliver = tx
+                        .prepare_cached(
+                            "UPDATE queue_messages SET visible_at = ?2, receive_count = ?3, receipt = ?4 \
+                             WHERE id = ?1",
+                        )
+                        .map_err(sql)?;
+                    let mut dead_letter = tx
+                        .prepare_cached(
+                            "UPDATE queue_messages SET queue = ?2, visible_at = ?3, receive_count = 0, \
+                             receipt = NULL WHERE id = ?1",
+                        )
+                        .map_err(sql)?;
+                    for (id, body, count) in due {
+                        let count = count + 1;
+                        if let Some((dlq, max_receive)) = &redrive {
+                            if count > *max_receive {
+                                dead_letter.execute(params![id, dlq, now]).map_err(sql)?;
+                                moved = true;
+                                continue;
+                            }
+                        }
+                        let receipt = format!("{id}:{count}:{:016x}", rand::random::<u64>());
+                        deliver
+                            .execute(params![id, now + visibility_ms, count, receipt])
+                            .map_err(sql)?;
+                        messages.push(ReceivedMessage {
+                            message_id: id.to_string(),
+                            receipt,
+                            body,
+                            receive_count: count,
+                        });
+                    }
+                }
+                tx.commit().map_err(sql)?;
+                Ok((messages, moved))
+            })
+            .await?;
+        if moved {
+            if let Some((dlq, _)) = &self.redrive {
+                self.store.notifier(dlq).notify_waiters();
+            }
+        }
+        Ok(messages)
+    }
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send_batch(&self, bodies: &[String]) -> StoreResult<()> {
+        if bodies.len() > MAX_BATCH {
+            return Err(StoreError::Invalid(format!(
+                "a batch holds at most {MAX_BATCH} messages, not {}",
+                bodies.len()
+            )));
+        }
+        if let Some(big) = bodies.iter().find(|b| b.len() > MAX_MESSAGE_BYTES) {
+            return Err(StoreError::Invalid(format!(
+                "a message of {} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
+                big.len()
+            )));
+        }
+        if bodies.is_empty() {
+            return Ok(());
+        }
+        let name = self.name.clone();
+        let bodies = bodies.to_vec();
+        self.store
+            .write(move |conn| {
+                let tx = conn.transaction().map_err(sql)?;
+                {
+                    let mut insert = tx
+                        .prepare_cached(
+                            "INSERT INTO queue_messages (queue, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?3)",
+                        )
+                        .map_err(sql)?;
+                    let now = now_ms();
+                    for body in &bodies {
+                        insert.execute(params![name, body, now]).map_err(sql)?;
+                    }
+                }
+                tx.commit().map_err(sql)
+            })
+            .await?;
+        self.store.notifier(&self.name).notify_waiters();
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {
+        let max = max.clamp(1, MAX_BATCH);
+        let deadline = Instant::now() + wait;
+        let notify = self.store.notifier(&self.name);
+        loop {
+            // Register interest before looking, so a send between the look and the wait
+            // still wakes us.
+            let sent = notify.notified();
+            tokio::pin!(sent);
+            sent.as_mut().enable();
+            let messages = self.receive_now(max).await?;
+            let now = Instant::now();
+            if !messages.is_empty() || now >= deadline {
+                return Ok(messages);
+            }
+            let nap = IDLE_POLL.min(deadline - now);
+            let _ = tokio::time::timeout(nap, sent).await;
+        }
+    }
+
+    async fn delete(&self, receipts: &[String]) -> StoreResult<()> {
+        let mut keys = Vec::with_capacity(receipts.len());
+        for receipt in receipts {
+            let id: i64 = receipt
+                .split(':')
+                .next()
+                .and_then(|id| id.parse().ok())
+                .ok_or_else(|| StoreError::Invalid(format!("'{receipt}' is not a receipt")))?;
+            keys.push((id, receipt.clone()));
+        }
+        self.store
+            .write(move |conn| {
+                let tx = conn.transaction().map_err(sql)?;
+                {
+                    let mut delete = tx
+                        .prepare_cached("DELETE FROM queue_messages WHERE id = ?1 AND receipt = ?2")
+                        .map_err(sql)?;
+                    for (id, receipt) in &keys {
+                        delete.execute(params![id, receipt]).map_err(sql)?;
+                    }
+                }
+                tx.commit().map_err(sql)
+            })
+            .await
+    }
+
+    async fn depth(&self) -> StoreResult<u64> {
+        let name = self.name.clone();
+        self.store
+            .read(move |conn| {
+                conn.prepare_cached("SELECT COUNT(*) FROM queue_messages WHERE queue = ?1")
+                    .map_err(sql)?
+                    .query_row([name], |row| row.get::<_, i64>(0))
+                    .map(|n| n as u64)
+                    .map_err(sql)
+            })
+            .await
+    }
+}

@@ -1,0 +1,310 @@
+//! HTTP edge shared by the job-api and status routers: the one place errors become
+//! `application/problem+json` (RFC 9457), and extractors whose rejections do too.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::domain::DomainError;
+use crate::error::StoreError;
+use crate::ports::{Cursor, Page};
+
+/// Largest request body accepted (a batch of 100 locations fits with room to spare).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Default and largest page sizes of list endpoints.
+pub const DEFAULT_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 1_000;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub detail: String,
+    pub location: Option<String>,
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            detail: detail.into(),
+            location: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, detail)
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, detail)
+    }
+
+    pub fn with_location(mut self, location: impl Into<String>) -> Self {
+        self.location = Some(location.into());
+        self
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(detail) => ApiError::conflict(detail),
+            StoreError::Invalid(detail) => ApiError::bad_request(detail),
+            e if e.is_retryable() => {
+                tracing::warn!(error = %e, "store unavailable");
+                ApiError {
+                    retry_after: Some(1),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the store is temporarily unavailable; retry shortly",
+                    )
+                }
+            }
+            e => {
+                tracing::error!(error = %e, "internal error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; it has been logged",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut response = (self.status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            headers.insert(header::LOCATION, location);
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// A JSON body whose every rejection is a problem+json naming what is wrong.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+/// An optional JSON body: empty is `None`; anything else must be JSON of type `T`.
+pub struct OptionalJsonBody<T>(pub Option<T>, pub axum::body::Bytes);
+
+impl<S, T> FromRequest<S> for OptionalJsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = json_content_type(req.headers());
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| body_rejection(e.status(), e.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(None, bytes));
+        }
+        if !is_json {
+            return Err(unsupported_media_type());
+        }
+        serde_json::from_slice(&bytes)
+            .map(|value| OptionalJsonBody(Some(value), bytes))
+            .map_err(|e| ApiError::bad_request(format!("request body is not valid: {e}")))
+    }
+}
+
+fn json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "request body must be JSON: send Content-Type: application/json",
+    )
+}
+
+fn body_rejection(status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            status,
+            format!("request body is larger than the {MAX_BODY_BYTES}-byte limit"),
+        )
+    } else {
+        ApiError::new(status, format!("could not read the request body: {text}"))
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => unsupported_media_type(),
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::bad_request(format!("request body is not valid JSON: {}", e.body_text()))
+        }
+        JsonRejection::JsonDataError(e) => {
+            ApiError::bad_request(format!("request body is not valid: {}", e.body_text()))
+        }
+        JsonRejection::BytesRejection(e) => body_rejection(e.status(), e.body_text()),
+        other => ApiError::new(other.status(), other.body_text()),
+    }
+}
+
+/// Query parameters whose rejection is a problem+json.
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| QueryParams(q.0))
+            .map_err(|e: QueryRejection| {
+                ApiError::bad_request(format!("query string is not valid: {}", e.body_text()))
+            })
+    }
+}
+
+/// `?cursor=&limit=` of every list endpoint.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub cursor: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl PageQuery {
+    pub fn cursor(&self) -> Result<Option<Cursor>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(Cursor::decode)
+            .transpose()
+            .map_err(ApiError::from)
+    }
+
+    pub fn limit(&self) -> Result<usize, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_PAGE),
+            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            Some(n) => Err(ApiError::bad_request(format!(
+                "limit {n} is out of range 1..={MAX_PAGE}"
+            ))),
+        }
+    }
+}
+
+/// The list response shape: `{ "items": [...], "nextCursor": "…" }`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListBody<T: Serialize> {
+    pub items: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+impl<T: Serialize> ListBody<T> {
+    pub fn from_page<U>(page: Page<U>, f: impl FnMut(U) -> T) -> Self {
+        ListBody {
+            items: page.items.into_iter().map(f).collect(),
+            next_cursor: page.next.map(|c| c.encode()),
+        }
+    }
+}
+
+/// Who is calling, for scoping idempotency keys. Behind API Gateway the authorizer has
+/// checked the token already; locally any bearer token names its own principal.
+pub fn principal(headers: &HeaderMap) -> String {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token {
+        Some(token) if !token.is_empty() => format!("bearer:{}", sha256_hex(token.as_bytes())),
+        _ => "anonymous".to_owned(),
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The problem+json for unknown routes.
+pub async fn not_found_fallback(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+/// The problem+json for a known route called with the wrong method.
+pub async fn method_not_allowed_fallback(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not support this method", uri.path()),
+    )
+}
+
+/// Parses a path segment into an id newtype, naming the field when it is wrong.
+pub fn parse_id<T: std::str::FromStr<Err = DomainError>>(raw: &str) -> Result<T, ApiError> {
+    raw.parse::<T>().map_err(ApiError::from)
+}

@@ -1,0 +1,16 @@
+//! bulklink's shared core: the domain, the ports every backend implements, the embedded
+//! (SQLite) backend, settings, the HTTP error mapping and the job lifecycle steps that the
+//! worker, fanout and sweeper have in common.
+
+pub mod config;
+pub mod domain;
+pub mod embedded;
+pub mod error;
+pub mod http;
+pub mod lifecycle;
+pub mod ports;
+pub mod telemetry;
+
+pub use config::Settings;
+pub use error::{StoreError, StoreResult};
+pub use ports::Ports;

@@ -1,0 +1,371 @@
+//! The ports: what the pipeline needs from storage, queues and event delivery. Small async
+//! traits; each backend (embedded SQLite, AWS) implements all of them. Handlers take
+//! `Arc<dyn Port>` and never see a concrete backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    BrandId, ChunkCounts, ChunkSeq, DomainError, EventType, Job, JobEvent, JobId, Link,
+    LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId, SubscriptionId, WebhookUrl,
+};
+use crate::error::StoreResult;
+
+/// An opaque page position. Clients only ever see the encoded form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor(String);
+
+impl Cursor {
+    /// Wraps a backend's raw position (an SQLite key, a DynamoDB key as JSON).
+    pub fn from_position(raw: impl Into<String>) -> Self {
+        Cursor(raw.into())
+    }
+
+    pub fn position(&self) -> &str {
+        &self.0
+    }
+
+    pub fn encode(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.0.as_bytes())
+    }
+
+    pub fn decode(s: &str) -> Result<Self, DomainError> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| DomainError::InvalidCursor)?;
+        String::from_utf8(bytes)
+            .map(Cursor)
+            .map_err(|_| DomainError::InvalidCursor)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+/// Offers, locations and links.
+#[async_trait]
+pub trait Catalog: Send + Sync {
+    /// Creates an offer; `Conflict` if its id exists.
+    async fn create_offer(&self, offer: &Offer) -> StoreResult<()>;
+    async fn get_offer(&self, id: OfferId) -> StoreResult<Option<Offer>>;
+    /// Creates up to 100 locations, all or none; `Conflict` if any id exists.
+    async fn create_locations(&self, locations: &[Location]) -> StoreResult<()>;
+    async fn get_location(&self, id: LocationId) -> StoreResult<Option<Location>>;
+    /// A brand's location ids in id order, from the brand index (keys only).
+    async fn page_brand_locations(
+        &self,
+        brand: BrandId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<LocationId>>;
+    /// Links each location to the offer (conditional: once per link), marking it
+    /// `hasOffer`. Does NOT touch `offer.locationsTotal`: the chunk ledger does that.
+    /// A link already made by `by` counts as `Linked`, so a replay sees the same outcomes.
+    async fn link_locations(
+        &self,
+        offer: OfferId,
+        brand: BrandId,
+        by: LinkedBy,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<LinkOutcome>>;
+    /// Links one location now and counts it on the offer, atomically.
+    async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome>;
+    /// Who linked each of `ids` to the offer, if anyone (read-only).
+    async fn existing_links(
+        &self,
+        offer: OfferId,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<Option<LinkedBy>>>;
+    /// The links of an offer in location-id order.
+    async fn page_offer_links(
+        &self,
+        offer: OfferId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Link>>;
+}
+
+/// The claim an `Idempotency-Key` makes: hashes only, never the raw key or body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    /// Hash of (principal, key).
+    pub key_hash: String,
+    /// Hash of what was asked: offer id and the canonical body.
+    pub request_hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CreateOutcome {
+    Created(Job),
+    /// Same key, same request: the job the first request created.
+    Replayed(Job),
+    /// Same key, different request.
+    KeyReused,
+    /// The offer already has an active link-all job: this one.
+    OfferBusy(JobId),
+}
+
+/// One fanout page's effect on the job, applied only if the cursor is still `prev_cursor`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FanoutAdvance {
+    pub prev_cursor: Option<String>,
+    pub next_cursor: Option<String>,
+    pub done: bool,
+    pub chunks_added: u32,
+    pub ids_added: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Advanced {
+    Applied(Job),
+    /// Another fanout moved the cursor first; the job as it is now.
+    Superseded(Job),
+}
+
+/// A location a job could not link, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    pub location_id: LocationId,
+    pub reason: String,
+    pub attempts: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ledgered {
+    /// This call accounted the chunk; the job after the update.
+    Recorded(Job),
+    /// The chunk was already accounted; the job as it is.
+    Duplicate(Job),
+}
+
+impl Ledgered {
+    pub fn job(&self) -> &Job {
+        match self {
+            Ledgered::Recorded(job) | Ledgered::Duplicate(job) => job,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Completion {
+    /// This call moved the job to its terminal status.
+    Won(Job),
+    /// Not every chunk is accounted yet (or fanout is not done).
+    NotYet(Job),
+    AlreadyTerminal(Job),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CancelOutcome {
+    Cancelling(Job),
+    /// Too late: the job is terminal (or already failing).
+    NotCancellable(Job),
+}
+
+/// Jobs, their chunk ledger, failures, idempotency keys and active locks.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Writes the job (PENDING), its idempotency claim and the offer's active lock, atomically.
+    async fn create_job(
+        &self,
+        job: &Job,
+        claim: Option<&IdempotencyClaim>,
+    ) -> StoreResult<CreateOutcome>;
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>>;
+    /// A brand's jobs, newest first.
+    async fn page_brand_jobs(
+        &self,
+        brand: BrandId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Job>>;
+    /// PENDING → RUNNING (sets `startedAt`); other statuses are left alone. The job as it is.
+    async fn start_job(&self, id: JobId) -> StoreResult<Option<Job>>;
+    /// Compare-and-set of the fanout cursor (DESIGN §5.2).
+    async fn advance_fanout(&self, id: JobId, step: &FanoutAdvance) -> StoreResult<Advanced>;
+    /// The chunk ledger (DESIGN §5.1): chunk marker + job counters + `chunksDone` +
+    /// `offer.locationsTotal += counts.linked`, all or nothing, once per (job, seq).
+    /// Failures are durable once this returns.
+    async fn record_chunk(
+        &self,
+        job: JobId,
+        offer: OfferId,
+        seq: ChunkSeq,
+        counts: ChunkCounts,
+        failures: &[Failure],
+    ) -> StoreResult<Ledgered>;
+    /// The conditional terminal transition (DESIGN §5.3); releases the offer's active lock.
+    async fn try_complete(&self, id: JobId) -> StoreResult<Completion>;
+    /// PENDING/RUNNING → CANCELLING.
+    async fn request_cancel(&self, id: JobId) -> StoreResult<Option<CancelOutcome>>;
+    /// RUNNING → FAILING; false if the job was not RUNNING.
+    async fn mark_failing(&self, id: JobId) -> StoreResult<bool>;
+    async fn mark_notified(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn page_failures(
+        &self,
+        id: JobId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Failure>>;
+    /// Jobs the sweeper should look at: not terminal and untouched since `idle_since`,
+    /// or terminal without a notification and finished before `idle_since`.
+    async fn unsettled_jobs(
+        &self,
+        idle_since: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Job>>;
+}
+
+/// A message as received from a queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    /// Valid for this delivery only; a stale receipt deletes nothing.
+    pub receipt: String,
+    pub body: String,
+    /// 1 on the first delivery.
+    pub receive_count: u32,
+}
+
+/// A queue with at-least-once delivery, visibility timeout, receive count and (when
+/// configured) a dead-letter queue after `max_receive_count` deliveries.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    fn name(&self) -> &str;
+    /// Sends up to 10 bodies (the SendMessageBatch limit); every entry or an error.
+    async fn send_batch(&self, bodies: &[String]) -> StoreResult<()>;
+    /// Up to `max` (≤ 10) messages, waiting up to `wait` for the first (long polling).
+    async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>>;
+    /// Deletes delivered messages by receipt (up to 10).
+    async fn delete(&self, receipts: &[String]) -> StoreResult<()>;
+    /// Messages waiting plus in flight (approximate, as SQS reports them).
+    async fn depth(&self) -> StoreResult<u64>;
+}
+
+/// Which events a subscription receives; every field that is set must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubscriptionFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<JobId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand_id: Option<BrandId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<EventType>>,
+}
+
+impl SubscriptionFilter {
+    pub fn matches(&self, event: &JobEvent) -> bool {
+        self.job_id.is_none_or(|id| id == event.job_id)
+            && self.brand_id.is_none_or(|id| id == event.brand_id)
+            && self
+                .events
+                .as_ref()
+                .is_none_or(|types| types.contains(&event.event_type))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SubscriptionStatus {
+    PendingConfirmation,
+    Confirmed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    pub id: SubscriptionId,
+    pub url: WebhookUrl,
+    pub filter: SubscriptionFilter,
+    pub status: SubscriptionStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    Confirmed,
+    BadToken,
+    UnknownSubscription,
+}
+
+/// Job events out to webhooks, with SNS HTTP/S semantics.
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Hands the event to every matching confirmed subscription (durably, then retried).
+    async fn publish(&self, event: &JobEvent) -> StoreResult<()>;
+    /// Subscribes `url` (idempotent per url + filter); it receives a
+    /// SubscriptionConfirmation first and events only once confirmed.
+    async fn subscribe(
+        &self,
+        url: &WebhookUrl,
+        filter: &SubscriptionFilter,
+    ) -> StoreResult<Subscription>;
+    async fn get_subscription(&self, id: SubscriptionId) -> StoreResult<Option<Subscription>>;
+    /// False if there was no such subscription.
+    async fn unsubscribe(&self, id: SubscriptionId) -> StoreResult<bool>;
+    /// The SubscribeURL handshake.
+    async fn confirm_subscription(
+        &self,
+        id: SubscriptionId,
+        token: &str,
+    ) -> StoreResult<Confirmation>;
+}
+
+/// Every port the pipeline uses, one backend's worth.
+#[derive(Clone)]
+pub struct Ports {
+    pub catalog: Arc<dyn Catalog>,
+    pub jobs: Arc<dyn JobStore>,
+    pub fanout_queue: Arc<dyn Queue>,
+    pub chunk_queue: Arc<dyn Queue>,
+    pub chunk_dlq: Arc<dyn Queue>,
+    pub events: Arc<dyn EventBus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_are_opaque_and_round_trip() {
+        let cursor = Cursor::from_position("LOC#1234");
+        let encoded = cursor.encode();
+        assert!(!encoded.contains("LOC"));
+        assert_eq!(Cursor::decode(&encoded).unwrap(), cursor);
+        assert!(Cursor::decode("%%%").is_err());
+    }
+
+    #[test]
+    fn an_empty_filter_matches_every_event() {
+        let mut job = Job::new(
+            BrandId::new_random(),
+            OfferId::new_random(),
+            None,
+            Utc::now(),
+        );
+        job.status = crate::domain::JobStatus::Succeeded;
+        let event = JobEvent::terminal(&job).unwrap();
+        assert!(SubscriptionFilter::default().matches(&event));
+        let other_job = SubscriptionFilter {
+            job_id: Some(JobId::new_v7()),
+            ..Default::default()
+        };
+        assert!(!other_job.matches(&event));
+        let failed_only = SubscriptionFilter {
+            events: Some(vec![EventType::JobFailed]),
+            ..Default::default()
+        };
+        assert!(!failed_only.matches(&event));
+    }
+}
