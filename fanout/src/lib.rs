@@ -1,1 +1,202 @@
-//! placeholder
+//! Fanout: pages a job's brand locations (brand index, keys only), cuts each page into
+//! chunk messages and advances the job's cursor by compare-and-set (DESIGN §5.2). Chunk
+//! sequence numbers derive from the cursor position, so a replayed page resends the same
+//! sequence numbers and the worker's ledger dedupes them. Near its deadline it hands over
+//! to a fresh invocation by re-enqueueing itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use shared::domain::{ChunkMessage, ChunkSeq, DomainError, FanoutMessage, Job, JobId};
+use shared::lifecycle;
+use shared::ports::{Advanced, FanoutAdvance, Ports, Queue, ReceivedMessage};
+use shared::{Settings, StoreError};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn, Instrument};
+
+/// SendMessageBatch takes at most 10 entries.
+const SEND_BATCH: usize = 10;
+/// Batches in flight at once: hides per-request latency against SQS.
+const SENDS_IN_FLIGHT: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    #[error(transparent)]
+    BadMessage(#[from] DomainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum FanoutReport {
+    /// Every page is enqueued (or the job was cancelled before the end).
+    Finished(Job),
+    /// The deadline came first; a fresh fanout message continues from the cursor.
+    HandedOver(Job),
+    /// Another fanout invocation advanced the cursor first; it carries on.
+    Superseded(Job),
+    /// Nothing to do: the job is gone or already finished.
+    Nothing,
+}
+
+pub struct Fanout {
+    ports: Ports,
+    chunk_size: usize,
+    page_size: usize,
+    deadline_margin: Duration,
+}
+
+impl Fanout {
+    pub fn new(ports: Ports, settings: &Settings) -> Self {
+        Fanout {
+            ports,
+            chunk_size: settings.chunk_size,
+            page_size: settings.page_size,
+            deadline_margin: settings.fanout_deadline_margin,
+        }
+    }
+
+    /// Handles one fanout queue message.
+    pub async fn handle(&self, body: &str, deadline: Instant) -> Result<FanoutReport, FanoutError> {
+        let message = FanoutMessage::decode(body)?;
+        self.run(message.job_id, deadline).await
+    }
+
+    /// Fans a job out from its stored cursor until done or `deadline` is near.
+    pub async fn run(&self, job_id: JobId, deadline: Instant) -> Result<FanoutReport, FanoutError> {
+        let span = tracing::info_span!("fanout", job_id = %job_id);
+        async {
+            let Some(mut job) = self.ports.jobs.start_job(job_id).await? else {
+                warn!("fanout for a job that does not exist");
+                return Ok(FanoutReport::Nothing);
+            };
+            loop {
+                if job.status.is_terminal() {
+                    return Ok(FanoutReport::Nothing);
+                }
+                if job.fanout_done {
+                    return Ok(FanoutReport::Finished(
+                        lifecycle::settle(&self.ports, job).await?,
+                    ));
+                }
+                if Instant::now() + self.deadline_margin >= deadline {
+                    self.ports
+                        .fanout_queue
+                        .send_batch(&[FanoutMessage { job_id }.encode()])
+                        .await?;
+                    info!(
+                        chunks = job.chunks_total,
+                        "deadline near; fanout handed over"
+                    );
+                    return Ok(FanoutReport::HandedOver(job));
+                }
+                job = match self.fan_out_one_page(&job).await? {
+                    Advanced::Applied(job) => job,
+                    Advanced::Superseded(job) => {
+                        info!("another fanout advanced the cursor first; stopping");
+                        return Ok(FanoutReport::Superseded(job));
+                    }
+                };
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Reads the page after the job's cursor, enqueues its chunks, then advances the cursor.
+    /// A job being cancelled or failing gets no more pages: its fanout is closed instead.
+    pub async fn fan_out_one_page(&self, job: &Job) -> Result<Advanced, FanoutError> {
+        let prev_cursor = job.fanout_cursor.clone();
+        if job.status.skips_chunks() {
+            let step = FanoutAdvance {
+                prev_cursor,
+                next_cursor: job.fanout_cursor.clone(),
+                done: true,
+                chunks_added: 0,
+                ids_added: 0,
+            };
+            info!(status = %job.status, "job is winding down; fanout stops early");
+            return Ok(self.ports.jobs.advance_fanout(job.id, &step).await?);
+        }
+        let after = prev_cursor
+            .as_deref()
+            .map(shared::ports::Cursor::from_position);
+        let page = self
+            .ports
+            .catalog
+            .page_brand_locations(job.brand_id, after.as_ref(), self.page_size)
+            .await?;
+        let bodies: Vec<String> = page
+            .items
+            .chunks(self.chunk_size)
+            .enumerate()
+            .map(|(i, ids)| {
+                ChunkMessage {
+                    job_id: job.id,
+                    offer_id: job.offer_id,
+                    brand_id: job.brand_id,
+                    seq: ChunkSeq(job.chunks_total + i as u32),
+                    location_ids: ids.to_vec(),
+                }
+                .encode()
+            })
+            .collect();
+        let batches: Vec<Vec<String>> = bodies.chunks(SEND_BATCH).map(<[String]>::to_vec).collect();
+        let queue = self.ports.chunk_queue.clone();
+        futures::stream::iter(batches)
+            .map(move |batch| {
+                let queue = queue.clone();
+                async move { queue.send_batch(&batch).await }
+            })
+            .buffer_unordered(SENDS_IN_FLIGHT)
+            .try_collect::<()>()
+            .await?;
+        let step = FanoutAdvance {
+            prev_cursor,
+            next_cursor: page.next.as_ref().map(|c| c.position().to_owned()),
+            done: page.next.is_none(),
+            chunks_added: bodies.len() as u32,
+            ids_added: page.items.len() as u64,
+        };
+        Ok(self.ports.jobs.advance_fanout(job.id, &step).await?)
+    }
+}
+
+/// The local runner's fanout instance: each message gets `time_budget` as its deadline,
+/// as a Lambda invocation gets its timeout.
+pub async fn run_queue_loop(
+    fanout: Arc<Fanout>,
+    queue: Arc<dyn Queue>,
+    time_budget: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        let received = tokio::select! {
+            received = queue.receive(10, Duration::from_secs(1)) => received,
+            _ = shutdown.changed() => break,
+        };
+        let messages: Vec<ReceivedMessage> = match received {
+            Ok(messages) => messages,
+            Err(e) => {
+                warn!(queue = queue.name(), error = %e, "receive failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        for message in messages {
+            let deadline = Instant::now() + time_budget;
+            match fanout.handle(&message.body, deadline).await {
+                Ok(_) => {
+                    if let Err(e) = queue.delete(std::slice::from_ref(&message.receipt)).await {
+                        warn!(error = %e, "delete failed; the fanout message will be replayed");
+                    }
+                }
+                Err(e) => {
+                    warn!(message_id = %message.message_id, error = %e, "fanout failed; will retry")
+                }
+            }
+        }
+    }
+}

@@ -308,3 +308,13 @@ pub async fn method_not_allowed_fallback(uri: Uri) -> ApiError {
 pub fn parse_id<T: std::str::FromStr<Err = DomainError>>(raw: &str) -> Result<T, ApiError> {
     raw.parse::<T>().map_err(ApiError::from)
 }
+
+/// Adds what every served router needs: the body limit and problem+json fallbacks.
+/// Apply once, to the router that is actually served (merging two finished routers
+/// would give two fallbacks).
+pub fn finish_router(router: axum::Router) -> axum::Router {
+    router
+        .fallback(not_found_fallback)
+        .method_not_allowed_fallback(method_not_allowed_fallback)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}

@@ -10,6 +10,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod ports;
 pub mod telemetry;
+pub mod views;
 
 pub use config::Settings;
 pub use error::{StoreError, StoreResult};

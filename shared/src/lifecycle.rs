@@ -41,3 +41,44 @@ pub async fn notify(ports: &Ports, job: &Job) -> StoreResult<()> {
     info!(job_id = %job.id, event = event.event_type.as_str(), "job event published");
     Ok(())
 }
+
+/// What one sweep did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub notified: usize,
+    pub completed: usize,
+    pub restarted_fanouts: usize,
+    pub stalled: usize,
+}
+
+/// Finishes what an interrupted step left undone, for jobs untouched since `idle_since`:
+/// publishes missing terminal events, completes fully accounted jobs, restarts fanouts that
+/// stopped (a lost fanout message, a crash between job creation and start), and flags jobs
+/// whose chunks make no progress.
+pub async fn sweep(ports: &Ports, idle_since: chrono::DateTime<Utc>) -> StoreResult<SweepReport> {
+    let mut report = SweepReport::default();
+    for job in ports.jobs.unsettled_jobs(idle_since, 100).await? {
+        if job.status.is_terminal() {
+            notify(ports, &job).await?;
+            report.notified += 1;
+        } else if job.is_fully_accounted() {
+            if settle(ports, job).await?.status.is_terminal() {
+                report.completed += 1;
+            }
+        } else if !job.fanout_done {
+            let message = crate::domain::FanoutMessage { job_id: job.id }.encode();
+            ports.fanout_queue.send_batch(&[message]).await?;
+            warn!(job_id = %job.id, status = %job.status, "fanout idle; restarted");
+            report.restarted_fanouts += 1;
+        } else {
+            warn!(
+                job_id = %job.id,
+                chunks_done = job.chunks_done,
+                chunks_total = job.chunks_total,
+                "job has made no progress; chunks are still queued or dead-lettered"
+            );
+            report.stalled += 1;
+        }
+    }
+    Ok(report)
+}

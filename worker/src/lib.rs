@@ -1,1 +1,318 @@
-//! placeholder
+//! The worker: takes chunk messages, links each location under the write budget, accounts
+//! the chunk exactly once in the ledger and finishes the job when the last chunk lands.
+//! The same code serves the Lambda function (SQS batches) and the local runner.
+
+mod limiter;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::domain::{ChunkCounts, ChunkMessage, DomainError, Job, JobId, LinkOutcome, LinkedBy};
+use shared::lifecycle;
+use shared::ports::{Failure, Ledgered, Ports, Queue, ReceivedMessage};
+use shared::{Settings, StoreError};
+use tokio::sync::watch;
+use tracing::{info, warn, Instrument};
+
+pub use limiter::{WriteLimiter, WRITES_PER_LOCATION};
+
+/// Why a message could not be handled. Every error leaves the message for redelivery;
+/// only the kind differs, for logs and metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    #[error(transparent)]
+    BadMessage(#[from] DomainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What handling one message did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChunkReport {
+    /// Accounted by this delivery.
+    Recorded { job_id: JobId, counts: ChunkCounts },
+    /// Already accounted by an earlier delivery; nothing changed.
+    Duplicate { job_id: JobId },
+    /// The job no longer exists (expired); nothing to account.
+    JobGone { job_id: JobId },
+}
+
+/// Which queue a message came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Chunks,
+    DeadLetters,
+}
+
+pub struct ChunkProcessor {
+    ports: Ports,
+    max_receive_count: u32,
+    failure_threshold: f64,
+    failure_min_sample: u64,
+    limiter: Option<WriteLimiter>,
+}
+
+impl ChunkProcessor {
+    /// One worker instance: it holds its share of the write budget.
+    pub fn new(ports: Ports, settings: &Settings) -> Self {
+        ChunkProcessor {
+            ports,
+            max_receive_count: settings.max_receive_count,
+            failure_threshold: settings.failure_threshold,
+            failure_min_sample: settings.failure_min_sample,
+            limiter: settings
+                .per_worker_write_budget()
+                .and_then(WriteLimiter::new),
+        }
+    }
+
+    /// Handles one message from `source`.
+    pub async fn handle(
+        &self,
+        source: Source,
+        message: &ReceivedMessage,
+    ) -> Result<ChunkReport, ChunkError> {
+        match source {
+            Source::Chunks => self.process(&message.body, message.receive_count).await,
+            Source::DeadLetters => self.account_dead_letter(&message.body).await,
+        }
+    }
+
+    /// Links a chunk's locations and accounts it. On the last allowed delivery a chunk
+    /// that still cannot be linked is accounted as failed instead of erroring (DESIGN §5.3).
+    pub async fn process(&self, body: &str, receive_count: u32) -> Result<ChunkReport, ChunkError> {
+        let chunk = ChunkMessage::decode(body)?;
+        let span = tracing::info_span!("chunk", job_id = %chunk.job_id, chunk_seq = %chunk.seq, receive_count);
+        async {
+            let Some(job) = self.load_job(&chunk).await? else {
+                return Ok(ChunkReport::JobGone { job_id: chunk.job_id });
+            };
+            let (counts, failures) = if job.status.skips_chunks() {
+                (ChunkCounts::all_cancelled(chunk.location_ids.len()), Vec::new())
+            } else {
+                match self.link(&chunk).await {
+                    Ok(outcomes) => (tally(&outcomes), Vec::new()),
+                    Err(e) if receive_count >= self.max_receive_count => {
+                        warn!(error = %e, "last delivery failed; accounting the chunk as failed");
+                        let reason = format!("linking failed on every delivery; last error: {e}");
+                        self.classify_unlinked(&chunk, &reason, receive_count).await?
+                    }
+                    Err(e) => {
+                        warn!(error = %e, retryable = e.is_retryable(), "linking failed; the chunk will be redelivered");
+                        return Err(e.into());
+                    }
+                }
+            };
+            self.account(&chunk, counts, &failures).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Accounts a chunk that reached the dead-letter queue: locations this job linked count
+    /// as linked, the rest as failed, so the job still ends (DESIGN §5.3).
+    pub async fn account_dead_letter(&self, body: &str) -> Result<ChunkReport, ChunkError> {
+        let chunk = ChunkMessage::decode(body)?;
+        let span =
+            tracing::info_span!("dead_chunk", job_id = %chunk.job_id, chunk_seq = %chunk.seq);
+        async {
+            let Some(job) = self.load_job(&chunk).await? else {
+                return Ok(ChunkReport::JobGone {
+                    job_id: chunk.job_id,
+                });
+            };
+            let (counts, failures) = if job.status.skips_chunks() {
+                (
+                    ChunkCounts::all_cancelled(chunk.location_ids.len()),
+                    Vec::new(),
+                )
+            } else {
+                let reason = "delivery attempts exhausted; the chunk reached the dead-letter queue";
+                self.classify_unlinked(&chunk, reason, self.max_receive_count)
+                    .await?
+            };
+            self.account(&chunk, counts, &failures).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn load_job(&self, chunk: &ChunkMessage) -> Result<Option<Job>, ChunkError> {
+        let job = self.ports.jobs.get_job(chunk.job_id).await?;
+        match &job {
+            None => warn!("the chunk's job does not exist; dropping the chunk"),
+            Some(job) if job.offer_id != chunk.offer_id || job.brand_id != chunk.brand_id => {
+                return Err(DomainError::BadMessage(format!(
+                    "chunk names offer {} / brand {}, its job has offer {} / brand {}",
+                    chunk.offer_id, chunk.brand_id, job.offer_id, job.brand_id
+                ))
+                .into());
+            }
+            Some(_) => {}
+        }
+        Ok(job)
+    }
+
+    async fn link(&self, chunk: &ChunkMessage) -> Result<Vec<LinkOutcome>, StoreError> {
+        let by = LinkedBy::Job(chunk.job_id);
+        let catalog = &self.ports.catalog;
+        let Some(limiter) = &self.limiter else {
+            return catalog
+                .link_locations(chunk.offer_id, chunk.brand_id, by, &chunk.location_ids)
+                .await;
+        };
+        let mut outcomes = Vec::with_capacity(chunk.location_ids.len());
+        for part in chunk.location_ids.chunks(limiter.locations_per_batch()) {
+            limiter.acquire(part.len()).await;
+            outcomes.extend(
+                catalog
+                    .link_locations(chunk.offer_id, chunk.brand_id, by, part)
+                    .await?,
+            );
+        }
+        Ok(outcomes)
+    }
+
+    /// When linking gave up: what the catalog shows this job did, and failures for the rest.
+    async fn classify_unlinked(
+        &self,
+        chunk: &ChunkMessage,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(ChunkCounts, Vec<Failure>), ChunkError> {
+        let owners = self
+            .ports
+            .catalog
+            .existing_links(chunk.offer_id, &chunk.location_ids)
+            .await?;
+        let mine = LinkedBy::Job(chunk.job_id);
+        let mut counts = ChunkCounts::default();
+        let mut failures = Vec::new();
+        for (id, owner) in chunk.location_ids.iter().zip(owners) {
+            match owner {
+                Some(by) if by == mine => counts.linked += 1,
+                Some(_) => counts.already_linked += 1,
+                None => {
+                    counts.failed += 1;
+                    failures.push(Failure {
+                        location_id: *id,
+                        reason: reason.to_owned(),
+                        attempts,
+                    });
+                }
+            }
+        }
+        Ok((counts, failures))
+    }
+
+    async fn account(
+        &self,
+        chunk: &ChunkMessage,
+        counts: ChunkCounts,
+        failures: &[Failure],
+    ) -> Result<ChunkReport, ChunkError> {
+        let ledgered = self
+            .ports
+            .jobs
+            .record_chunk(chunk.job_id, chunk.offer_id, chunk.seq, counts, failures)
+            .await?;
+        let report = match &ledgered {
+            Ledgered::Recorded(_) => ChunkReport::Recorded {
+                job_id: chunk.job_id,
+                counts,
+            },
+            Ledgered::Duplicate(_) => {
+                info!("chunk already accounted; replay adds nothing");
+                ChunkReport::Duplicate {
+                    job_id: chunk.job_id,
+                }
+            }
+        };
+        let job = match ledgered {
+            Ledgered::Recorded(job)
+                if job
+                    .counters
+                    .exceeds_failure_threshold(self.failure_threshold, self.failure_min_sample) =>
+            {
+                if self.ports.jobs.mark_failing(job.id).await? {
+                    warn!(
+                        failed = job.counters.failed,
+                        "failure threshold exceeded; job is FAILING"
+                    );
+                }
+                job
+            }
+            Ledgered::Recorded(job) | Ledgered::Duplicate(job) => job,
+        };
+        lifecycle::settle(&self.ports, job).await?;
+        Ok(report)
+    }
+}
+
+fn tally(outcomes: &[LinkOutcome]) -> ChunkCounts {
+    let mut counts = ChunkCounts::default();
+    for outcome in outcomes {
+        match outcome {
+            LinkOutcome::Linked => counts.linked += 1,
+            LinkOutcome::AlreadyLinked => counts.already_linked += 1,
+            LinkOutcome::NotFound => counts.not_found += 1,
+        }
+    }
+    counts
+}
+
+/// Handles a batch, each message on its own; returns the ids of the messages that failed
+/// (SQS partial batch response). One bad message never fails the others.
+pub async fn process_batch(
+    processor: &ChunkProcessor,
+    source: Source,
+    messages: &[ReceivedMessage],
+) -> Vec<(String, Result<ChunkReport, ChunkError>)> {
+    let mut results = Vec::with_capacity(messages.len());
+    for message in messages {
+        let result = processor.handle(source, message).await;
+        if let Err(e) = &result {
+            warn!(message_id = %message.message_id, receive_count = message.receive_count, error = %e, "message failed");
+        }
+        results.push((message.message_id.clone(), result));
+    }
+    results
+}
+
+/// The local runner's worker instance: receive, handle, delete what succeeded; failed
+/// messages reappear after their visibility timeout. Runs until `shutdown` turns true,
+/// finishing the batch in hand first.
+pub async fn run_queue_loop(
+    processor: Arc<ChunkProcessor>,
+    queue: Arc<dyn Queue>,
+    source: Source,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        let received = tokio::select! {
+            received = queue.receive(10, Duration::from_secs(1)) => received,
+            _ = shutdown.changed() => break,
+        };
+        let messages = match received {
+            Ok(messages) => messages,
+            Err(e) => {
+                warn!(queue = queue.name(), error = %e, "receive failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let results = process_batch(&processor, source, &messages).await;
+        let done: Vec<String> = messages
+            .iter()
+            .zip(&results)
+            .filter(|(_, (_, result))| result.is_ok())
+            .map(|(message, _)| message.receipt.clone())
+            .collect();
+        if !done.is_empty() {
+            if let Err(e) = queue.delete(&done).await {
+                // The messages come back and their replays are deduped by the ledger.
+                warn!(queue = queue.name(), error = %e, "delete failed");
+            }
+        }
+    }
+}

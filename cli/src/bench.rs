@@ -1,0 +1,260 @@
+//! `bulklink bench`: the embedded pipeline end to end (POST → SUCCEEDED over HTTP) against
+//! its floor — the bare SQLite work of the same links — with peak RSS; and the write budget
+//! as achieved per one-second window. Each size runs in a child process of its own so its
+//! peak RSS is its own.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rusqlite::{params, Connection};
+use serde::{Deserialize, Serialize};
+use shared::domain::{BrandId, JobStatus};
+use shared::embedded::EmbeddedStore;
+
+use crate::client::ApiClient;
+use crate::runtime::{Runtime, RuntimeConfig};
+
+/// What one child run measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Measured {
+    pub locations: u64,
+    pub workers: usize,
+    pub write_budget: Option<f64>,
+    pub pipeline_secs: f64,
+    pub pipeline_per_sec: f64,
+    pub peak_rss_mib: f64,
+    pub floor_secs: Option<f64>,
+    pub floor_per_sec: Option<f64>,
+    /// Catalog writes per one-second window (rate-limited runs).
+    pub write_windows: Vec<u64>,
+}
+
+impl Measured {
+    pub fn ratio(&self) -> Option<f64> {
+        self.floor_per_sec
+            .map(|floor| self.pipeline_per_sec / floor)
+    }
+}
+
+/// One size, in this process: seed, run the job over HTTP, then (unless rate-limited) the floor.
+pub async fn measure(locations: u64, config: RuntimeConfig) -> anyhow::Result<Measured> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("bench.db");
+    let store = EmbeddedStore::open(&db)?;
+    let seeded = store
+        .seed_brand(BrandId::new_random(), "bench", locations)
+        .await?;
+    drop(store);
+    // Seeding is set-up, not pipeline: start the peak-RSS count from here.
+    reset_peak_rss();
+
+    let runtime = Runtime::start_embedded(&db, config.clone()).await?;
+    let api = ApiClient::new(&runtime.base_url)?;
+    let started = Instant::now();
+    let job = api.create_job(seeded.offer_id, None, None).await?;
+    let job = api
+        .wait_terminal(
+            job.id,
+            Duration::from_millis(20),
+            Duration::from_secs(3_600),
+            |_| {},
+        )
+        .await?;
+    let pipeline_secs = started.elapsed().as_secs_f64();
+    let peak_rss_mib = peak_rss_mib().unwrap_or(f64::NAN);
+    if job.status != JobStatus::Succeeded || job.counters.counters.linked != locations {
+        bail!(
+            "bench job ended {} with {} of {locations} linked",
+            job.status,
+            job.counters.counters.linked
+        );
+    }
+    let write_windows = if config.settings.write_budget_per_sec.is_some() {
+        runtime
+            .store
+            .links_per_window(seeded.offer_id, 1_000)
+            .await?
+            .into_iter()
+            .map(|links| links * u64::from(worker::WRITES_PER_LOCATION))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    runtime.shutdown().await;
+
+    let (floor_secs, floor_per_sec) = if config.settings.write_budget_per_sec.is_none() {
+        let floor_db = dir.path().join("floor.db");
+        let store = EmbeddedStore::open(&floor_db)?;
+        let floor_seed = store
+            .seed_brand(BrandId::new_random(), "floor", locations)
+            .await?;
+        drop(store);
+        let secs = tokio::task::spawn_blocking(move || {
+            floor(&floor_db, floor_seed.brand_id, floor_seed.offer_id)
+        })
+        .await??;
+        (Some(secs), Some(locations as f64 / secs))
+    } else {
+        (None, None)
+    };
+    Ok(Measured {
+        locations,
+        workers: config.settings.worker_concurrency,
+        write_budget: config.settings.write_budget_per_sec,
+        pipeline_secs,
+        pipeline_per_sec: locations as f64 / pipeline_secs,
+        peak_rss_mib,
+        floor_secs,
+        floor_per_sec,
+        write_windows,
+    })
+}
+
+/// The floor: page the brand index, then per chunk of 100 one transaction that updates the
+/// locations and inserts the links. Nothing else: no queue, ledger, HTTP or status.
+pub fn floor(db: &Path, brand: BrandId, offer: shared::domain::OfferId) -> anyhow::Result<f64> {
+    let mut conn = Connection::open(db)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let (brand, offer) = (brand.to_string(), offer.to_string());
+    let started = Instant::now();
+    let mut after = String::new();
+    loop {
+        let ids: Vec<String> = conn
+            .prepare_cached(
+                "SELECT id FROM locations WHERE brand_id = ?1 AND id > ?2 ORDER BY id LIMIT 10000",
+            )?
+            .query_map(params![brand, after], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        let Some(last) = ids.last() else { break };
+        after = last.clone();
+        for chunk in ids.chunks(100) {
+            let tx = conn.transaction()?;
+            {
+                let mut mark = tx.prepare_cached(
+                    "UPDATE locations SET has_offer = 1 WHERE id = ?1 AND brand_id = ?2",
+                )?;
+                let mut link = tx.prepare_cached(
+                    "INSERT INTO links (offer_id, location_id, linked_by, linked_at) VALUES (?1, ?2, 'floor', ?3)",
+                )?;
+                let now = chrono::Utc::now().timestamp_millis();
+                for id in chunk {
+                    mark.execute(params![id, brand])?;
+                    link.execute(params![offer, id, now])?;
+                }
+            }
+            tx.commit()?;
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Linux: resets this process's peak RSS to its current RSS (clear_refs 5).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Linux: this process's peak RSS (VmHWM) in MiB.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Runs each size in a child process (`bulklink bench-one`) and collects the results.
+pub fn run_children(
+    sizes: &[u64],
+    workers: usize,
+    write_budget: Option<f64>,
+) -> anyhow::Result<Vec<Measured>> {
+    let exe = std::env::current_exe().context("locating the bulklink binary")?;
+    let mut results = Vec::new();
+    for &n in sizes {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args([
+            "bench-one",
+            "--locations",
+            &n.to_string(),
+            "--workers",
+            &workers.to_string(),
+        ]);
+        if let Some(budget) = write_budget {
+            cmd.args(["--write-budget", &budget.to_string()]);
+        }
+        let output = cmd
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", exe.display()))?;
+        if !output.status.success() {
+            bail!("bench for {n} locations failed ({})", output.status);
+        }
+        let line = String::from_utf8_lossy(&output.stdout);
+        let measured: Measured = serde_json::from_str(line.trim())
+            .with_context(|| format!("bench child printed {line:?}"))?;
+        results.push(measured);
+    }
+    Ok(results)
+}
+
+/// The throughput table, as printed and recorded in docs/benchmarks.md.
+pub fn throughput_table(results: &[Measured]) -> String {
+    let mut out = String::from(
+        "| locations | pipeline s | pipeline loc/s | floor loc/s | pipeline/floor | peak RSS MiB |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+    );
+    for m in results {
+        out.push_str(&format!(
+            "| {} | {:.2} | {:.0} | {} | {} | {:.1} |\n",
+            m.locations,
+            m.pipeline_secs,
+            m.pipeline_per_sec,
+            m.floor_per_sec
+                .map(|f| format!("{f:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            m.ratio()
+                .map(|r| format!("{r:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            m.peak_rss_mib,
+        ));
+    }
+    out
+}
+
+/// Per-window writes against the budget: every full window's ratio, the max and the mean.
+pub fn budget_report(m: &Measured, budget: f64) -> String {
+    let windows = &m.write_windows;
+    // The last window is cut short by the end of the job: it is shown, not judged.
+    let full = &windows[..windows.len().saturating_sub(1)];
+    let mut out = format!(
+        "write budget {budget}/s, {} workers, {} locations ({} writes), {:.1} s\n",
+        m.workers,
+        m.locations,
+        m.locations * u64::from(worker::WRITES_PER_LOCATION),
+        m.pipeline_secs
+    );
+    for (i, w) in windows.iter().enumerate() {
+        let note = if i + 1 == windows.len() {
+            " (partial)"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "  window {i:>3}: {w:>7} writes  {:.3}×B{note}\n",
+            *w as f64 / budget
+        ));
+    }
+    if !full.is_empty() {
+        let max = full.iter().copied().max().unwrap_or(0) as f64;
+        let mean = full.iter().sum::<u64>() as f64 / full.len() as f64;
+        out.push_str(&format!(
+            "  full windows: {}  max {:.3}×B  mean {:.3}×B\n",
+            full.len(),
+            max / budget,
+            mean / budget
+        ));
+    }
+    out
+}

@@ -1,0 +1,162 @@
+//! A small client for bulklink's HTTP API, used by the CLI commands, the demo and the bench.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use shared::domain::{JobId, OfferId};
+use shared::views::JobView;
+
+#[derive(Clone)]
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A response as received: status, `Location` header and JSON body (if any).
+#[derive(Debug)]
+pub struct ApiResponse {
+    pub status: StatusCode,
+    pub location: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Value,
+}
+
+impl ApiResponse {
+    /// The body as `T`, or an error that carries the problem+json detail.
+    pub fn into_json<T: DeserializeOwned>(self) -> anyhow::Result<T> {
+        if !self.status.is_success() {
+            bail!(
+                "HTTP {}: {}",
+                self.status,
+                self.body["detail"].as_str().unwrap_or("(no detail)")
+            );
+        }
+        serde_json::from_value(self.body).context("unexpected response body")
+    }
+}
+
+impl ApiClient {
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(ApiClient {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request; `body` is sent as JSON when present.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<ApiResponse> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("calling {path}"))?;
+        let status = response.status();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let location = header(reqwest::header::LOCATION);
+        let content_type = header(reqwest::header::CONTENT_TYPE);
+        let bytes = response.bytes().await?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Ok(ApiResponse {
+            status,
+            location,
+            content_type,
+            body,
+        })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(Method::GET, path, None, &[]).await?.into_json()
+    }
+
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> anyhow::Result<T> {
+        self.send(Method::POST, path, Some(body), &[])
+            .await?
+            .into_json()
+    }
+
+    /// `POST /offers/{id}/link-all-locations`.
+    pub async fn create_job(
+        &self,
+        offer: OfferId,
+        idempotency_key: Option<&str>,
+        callback_url: Option<&str>,
+    ) -> anyhow::Result<JobView> {
+        let headers: Vec<(&str, &str)> = idempotency_key
+            .map(|key| vec![("idempotency-key", key)])
+            .unwrap_or_default();
+        let body = callback_url.map(|url| serde_json::json!({ "callbackUrl": url }));
+        self.send(
+            Method::POST,
+            &format!("/offers/{offer}/link-all-locations"),
+            body.as_ref(),
+            &headers,
+        )
+        .await?
+        .into_json()
+    }
+
+    pub async fn job(&self, id: JobId) -> anyhow::Result<JobView> {
+        self.get(&format!("/jobs/{id}")).await
+    }
+
+    pub async fn cancel(&self, id: JobId) -> anyhow::Result<JobView> {
+        self.send(Method::POST, &format!("/jobs/{id}/cancel"), None, &[])
+            .await?
+            .into_json()
+    }
+
+    /// Polls the job until it is terminal, calling `progress` on every poll.
+    pub async fn wait_terminal(
+        &self,
+        id: JobId,
+        every: Duration,
+        timeout: Duration,
+        mut progress: impl FnMut(&JobView),
+    ) -> anyhow::Result<JobView> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await?;
+            progress(&job);
+            if job.status.is_terminal() {
+                return Ok(job);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("job {id} is still {} after {timeout:?}", job.status);
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! `bulklink demo`: the main job end to end on a fresh embedded store, over real HTTP —
+//! seed a brand, subscribe a local webhook receiver, create the job, watch it, and check
+//! that every location was linked exactly once.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use shared::domain::{BrandId, JobStatus};
+use shared::embedded::LinkStats;
+use shared::ports::{Subscription, SubscriptionStatus};
+use shared::views::JobView;
+
+use crate::client::ApiClient;
+use crate::receiver::Receiver;
+use crate::runtime::{Runtime, RuntimeConfig};
+
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub locations: u64,
+    pub config: RuntimeConfig,
+    /// Print progress and results (the CLI); tests run it quietly.
+    pub interactive: bool,
+}
+
+#[derive(Debug)]
+pub struct DemoOutcome {
+    pub locations: u64,
+    pub job: JobView,
+    pub event: Value,
+    pub notifications: usize,
+    pub offer_locations_total: u64,
+    pub stats: LinkStats,
+    pub elapsed: Duration,
+}
+
+impl DemoOutcome {
+    /// Every promise of the demo, checked; the list of those broken.
+    pub fn problems(&self) -> Vec<String> {
+        let n = self.locations;
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, what: String| {
+            if !ok {
+                problems.push(what);
+            }
+        };
+        check(
+            self.job.status == JobStatus::Succeeded,
+            format!("status is {}, not SUCCEEDED", self.job.status),
+        );
+        check(
+            self.job.counters.counters.linked == n,
+            format!("linked = {}, not {n}", self.job.counters.counters.linked),
+        );
+        check(
+            self.offer_locations_total == n,
+            format!(
+                "offer.locationsTotal = {}, not {n}",
+                self.offer_locations_total
+            ),
+        );
+        check(
+            self.stats.offer_links == n,
+            format!("{} Link rows, not {n}", self.stats.offer_links),
+        );
+        check(
+            self.stats.brand_locations_with_offer == n,
+            format!(
+                "{} locations have hasOffer = true, not {n}",
+                self.stats.brand_locations_with_offer
+            ),
+        );
+        check(
+            self.notifications == 1,
+            format!("{} webhook notifications, not 1", self.notifications),
+        );
+        check(
+            self.event["type"] == "job.succeeded",
+            format!(
+                "webhook event type is {}, not job.succeeded",
+                self.event["type"]
+            ),
+        );
+        problems
+    }
+}
+
+pub async fn run(options: DemoOptions) -> anyhow::Result<DemoOutcome> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let db = dir.path().join("bulklink-demo.db");
+    let say = |line: String| {
+        if options.interactive {
+            println!("{line}");
+        }
+    };
+
+    let runtime = Runtime::start_embedded(&db, options.config.clone()).await?;
+    let seeded = runtime
+        .store
+        .seed_brand(BrandId::new_random(), "5% cashback", options.locations)
+        .await?;
+    say(format!(
+        "seeded brand {} with {} locations and offer {}",
+        seeded.brand_id, seeded.locations, seeded.offer_id
+    ));
+    say(format!("API listening on {}", runtime.base_url));
+
+    let api = ApiClient::new(&runtime.base_url)?;
+    let mut receiver = Receiver::start().await?;
+    let subscription: Subscription = api
+        .post(
+            "/webhooks",
+            &json!({ "url": receiver.url, "filter": { "brandId": seeded.brand_id } }),
+        )
+        .await?;
+    wait_confirmed(&api, &subscription).await?;
+    say(format!(
+        "webhook {} confirmed at {}",
+        subscription.id, receiver.url
+    ));
+
+    let started = Instant::now();
+    let job = api
+        .create_job(
+            seeded.offer_id,
+            Some(&format!("demo-{}", seeded.offer_id)),
+            None,
+        )
+        .await?;
+    say(format!(
+        "POST /offers/{}/link-all-locations → job {}",
+        seeded.offer_id, job.id
+    ));
+
+    let bar = if options.interactive {
+        ProgressBar::new(options.locations)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40.cyan/blue} {pos}/{len} {msg}",
+        )?
+        .progress_chars("=> "),
+    );
+    let timeout = Duration::from_secs(120 + options.locations / 1_000);
+    let job = api
+        .wait_terminal(job.id, Duration::from_millis(100), timeout, |view| {
+            bar.set_length(view.counters.counters.total.max(options.locations));
+            bar.set_position(view.counters.processed);
+            bar.set_message(format!(
+                "{} {:.0}/s",
+                view.status,
+                view.rate_per_sec.unwrap_or_default()
+            ));
+        })
+        .await?;
+    bar.finish();
+    let elapsed = started.elapsed();
+
+    let notification = tokio::time::timeout(Duration::from_secs(30), receiver.next_notification())
+        .await
+        .context("no webhook notification within 30 s")?
+        .context("webhook receiver stopped")?;
+    let event = notification
+        .event()
+        .context("notification without an event")?;
+    let notifications = 1 + count_further_notifications(&runtime, &mut receiver).await?;
+
+    let offer: shared::domain::Offer = api.get(&format!("/offers/{}", seeded.offer_id)).await?;
+    let stats = runtime
+        .store
+        .link_stats(seeded.brand_id, seeded.offer_id)
+        .await?;
+    receiver.stop();
+    runtime.shutdown().await;
+
+    say(String::new());
+    say(format!("webhook received ({}):", notification.message_type));
+    say(serde_json::to_string_pretty(&event)?);
+    say(String::new());
+    let c = &job.counters.counters;
+    say(format!(
+        "job {} {} in {:.2} s",
+        job.id,
+        job.status,
+        elapsed.as_secs_f64()
+    ));
+    say(format!(
+        "  total {}  linked {}  alreadyLinked {}  notFound {}  failed {}  cancelled {}",
+        c.total, c.linked, c.already_linked, c.not_found, c.failed, c.cancelled
+    ));
+    say(format!(
+        "  offer.locationsTotal {}  Link rows {}  locations with hasOffer {}/{}",
+        offer.locations_total,
+        stats.offer_links,
+        stats.brand_locations_with_offer,
+        stats.brand_locations
+    ));
+    Ok(DemoOutcome {
+        locations: options.locations,
+        job,
+        event,
+        notifications,
+        offer_locations_total: offer.locations_total,
+        stats,
+        elapsed,
+    })
+}
+
+async fn wait_confirmed(api: &ApiClient, subscription: &Subscription) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now: Subscription = api.get(&format!("/webhooks/{}", subscription.id)).await?;
+        if now.status == SubscriptionStatus::Confirmed {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("webhook {} was not confirmed within 10 s", subscription.id);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Once the store holds no undelivered webhook, every notification sent has arrived:
+/// counts those beyond the first.
+async fn count_further_notifications(
+    runtime: &Runtime,
+    receiver: &mut Receiver,
+) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runtime.store.undelivered_webhooks().await? != (0, 0) {
+        if Instant::now() > deadline {
+            bail!("webhook deliveries still pending after 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut more = 0;
+    while let Ok(received) = receiver.messages.try_recv() {
+        if received.message_type == "Notification" {
+            more += 1;
+        }
+    }
+    Ok(more)
+}

@@ -1,0 +1,8 @@
+//! `bulklink`: the whole pipeline in one process (API, fanout, workers, dead-letter consumer,
+//! webhook delivery, sweeper) on the embedded backend, and the tools around it.
+
+pub mod bench;
+pub mod client;
+pub mod demo;
+pub mod receiver;
+pub mod runtime;

@@ -1,0 +1,74 @@
+//! The JSON a client sees of a job: what `GET /jobs/{id}` and the 202 of job creation return.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{BrandId, Counters, Job, JobId, JobStatus, OfferId};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CountersView {
+    #[serde(flatten)]
+    pub counters: Counters,
+    pub processed: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub id: JobId,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: JobStatus,
+    pub brand_id: BrandId,
+    pub offer_id: OfferId,
+    pub counters: CountersView,
+    pub percent: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per_sec: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<f64>,
+    pub fanout_done: bool,
+    pub chunks_total: u32,
+    pub chunks_done: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notified_at: Option<DateTime<Utc>>,
+}
+
+impl JobView {
+    pub fn of(job: &Job, now: DateTime<Utc>) -> Self {
+        let round = |x: f64| (x * 100.0).round() / 100.0;
+        JobView {
+            id: job.id,
+            kind: job.kind.as_str().to_owned(),
+            status: job.status,
+            brand_id: job.brand_id,
+            offer_id: job.offer_id,
+            counters: CountersView {
+                counters: job.counters,
+                processed: job.counters.processed(),
+            },
+            percent: round(job.percent()),
+            rate_per_sec: job.rate_per_sec(now).map(round),
+            eta_seconds: job.eta_seconds(now).map(round),
+            fanout_done: job.fanout_done,
+            chunks_total: job.chunks_total,
+            chunks_done: job.chunks_done,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            notified_at: job.notified_at,
+        }
+    }
+
+    pub fn location(&self) -> String {
+        format!("/jobs/{}", self.id)
+    }
+}
