@@ -60,6 +60,16 @@ pub fn app(ports: Ports) -> axum::Router {
 impl Runtime {
     /// Opens the SQLite file at `db` and starts the API and every consumer.
     pub async fn start_embedded(db: &Path, config: RuntimeConfig) -> anyhow::Result<Runtime> {
+        Self::start_embedded_with(db, config, |ports| ports).await
+    }
+
+    /// As `start_embedded`, with the ports passed through `wrap` first: the seam where
+    /// tests inject faults at the port boundary.
+    pub async fn start_embedded_with(
+        db: &Path,
+        config: RuntimeConfig,
+        wrap: impl FnOnce(Ports) -> Ports,
+    ) -> anyhow::Result<Runtime> {
         config.settings.validate()?;
         let store = EmbeddedStore::open(db)
             .with_context(|| format!("opening the store at {}", db.display()))?;
@@ -71,7 +81,7 @@ impl Runtime {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
-        let ports = embedded::ports(&store, &config.settings, &base_url);
+        let ports = wrap(embedded::ports(&store, &config.settings, &base_url));
         let (shutdown, watcher) = watch::channel(false);
         let mut tasks = JoinSet::new();
 

@@ -277,7 +277,9 @@ fn link_in(
         let old: String = owner
             .query_row(params![offer, id], |row| row.get(0))
             .map_err(sql)?;
-        outcomes.push(if old == by_attr {
+        // Only a job is one actor across deliveries; two direct links are two requests.
+        let replay = matches!(by, LinkedBy::Job(_)) && old == by_attr;
+        outcomes.push(if replay {
             LinkOutcome::Linked
         } else {
             LinkOutcome::AlreadyLinked

@@ -1,0 +1,484 @@
+//! The HTTP API over real HTTP: idempotent creation, catalog routes, and bad input that
+//! gets a problem+json naming the problem while the server keeps serving.
+
+use std::time::Duration;
+
+use bulklink::client::{ApiClient, ApiResponse};
+use bulklink::runtime::{Runtime, RuntimeConfig};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use shared::domain::{BrandId, LocationId, OfferId};
+
+use crate::support::*;
+
+async fn api_only(env: &Env) -> (Runtime, ApiClient) {
+    let config = RuntimeConfig {
+        settings: env.settings.clone(),
+        consumers: false,
+        ..Default::default()
+    };
+    let runtime = Runtime::start_embedded(&env.db(), config).await.unwrap();
+    let api = ApiClient::new(&runtime.base_url).unwrap();
+    (runtime, api)
+}
+
+fn assert_problem(r: &ApiResponse, status: StatusCode, detail_has: &str) {
+    assert_eq!(r.status, status, "body: {}", r.body);
+    assert_eq!(r.content_type.as_deref(), Some("application/problem+json"));
+    assert_eq!(r.body["status"], status.as_u16());
+    let detail = r.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(detail_has),
+        "detail {detail:?} lacks {detail_has:?}"
+    );
+}
+
+#[tokio::test]
+async fn two_concurrent_posts_with_the_same_idempotency_key_create_one_job() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(10).await;
+    let (runtime, api) = api_only(&env).await;
+    let path = format!("/offers/{}/link-all-locations", seeded.offer_id);
+    let headers = [("idempotency-key", "order-42")];
+
+    let (a, b) = tokio::join!(
+        api.send(Method::POST, &path, None, &headers),
+        api.send(Method::POST, &path, None, &headers)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        (a.status, b.status),
+        (StatusCode::ACCEPTED, StatusCode::ACCEPTED)
+    );
+    assert_eq!(a.body["id"], b.body["id"]);
+    assert_eq!(
+        a.location,
+        Some(format!("/jobs/{}", a.body["id"].as_str().unwrap()))
+    );
+    let jobs: Value = api
+        .get(&format!("/jobs?brandId={}", seeded.brand_id))
+        .await
+        .unwrap();
+    assert_eq!(jobs["items"].as_array().unwrap().len(), 1);
+    runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_with_a_different_body_gets_422() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(10).await;
+    let (runtime, api) = api_only(&env).await;
+    let path = format!("/offers/{}/link-all-locations", seeded.offer_id);
+    let headers = [("idempotency-key", "k1")];
+    let first = api.send(Method::POST, &path, None, &headers).await.unwrap();
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+
+    let body = json!({ "callbackUrl": "https://example.com/hook" });
+    let second = api
+        .send(Method::POST, &path, Some(&body), &headers)
+        .await
+        .unwrap();
+    assert_problem(
+        &second,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "different request",
+    );
+    runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_job_for_an_offer_with_a_running_one_gets_409_with_its_location() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(10).await;
+    let (runtime, api) = api_only(&env).await;
+    let first = api.create_job(seeded.offer_id, None, None).await.unwrap();
+
+    let path = format!("/offers/{}/link-all-locations", seeded.offer_id);
+    let second = api.send(Method::POST, &path, None, &[]).await.unwrap();
+    assert_problem(
+        &second,
+        StatusCode::CONFLICT,
+        "already has an active link-all job",
+    );
+    assert_eq!(second.location, Some(format!("/jobs/{}", first.id)));
+    runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_problem_naming_it_and_the_server_keeps_serving() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(10).await;
+    let (runtime, api) = api_only(&env).await;
+    let http = reqwest::Client::new();
+    let base = runtime.base_url.clone();
+
+    let r = api
+        .send(Method::GET, "/jobs/not-a-uuid", None, &[])
+        .await
+        .unwrap();
+    assert_problem(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "jobId 'not-a-uuid' is not a valid UUID",
+    );
+    let r = api
+        .send(Method::POST, "/offers/123/link-all-locations", None, &[])
+        .await
+        .unwrap();
+    assert_problem(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "offerId '123' is not a valid UUID",
+    );
+    let unknown = OfferId::new_random();
+    let r = api
+        .send(
+            Method::POST,
+            &format!("/offers/{unknown}/link-all-locations"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_problem(
+        &r,
+        StatusCode::NOT_FOUND,
+        &format!("offer {unknown} does not exist"),
+    );
+
+    let raw = |path: &str, content_type: &str, body: Vec<u8>| {
+        http.post(format!("{base}{path}"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let to_api = |resp: reqwest::Response| async move {
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: Value = resp.json().await.unwrap();
+        ApiResponse {
+            status,
+            location: None,
+            content_type,
+            body,
+        }
+    };
+    let r = to_api(
+        raw("/offers", "application/json", b"{\"brandId\": ".to_vec())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_problem(&r, StatusCode::BAD_REQUEST, "not valid JSON");
+    let r = to_api(
+        raw(
+            "/offers",
+            "application/json",
+            b"{\"brandId\": \"x\", \"name\": \"n\"}".to_vec(),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_problem(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "brandId 'x' is not a valid UUID",
+    );
+    let r = to_api(raw("/offers", "text/plain", b"{}".to_vec()).await.unwrap()).await;
+    assert_problem(
+        &r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "Content-Type: application/json",
+    );
+    let huge = format!(
+        "{{\"brandId\": \"{}\", \"name\": \"{}\"}}",
+        BrandId::new_random(),
+        "x".repeat(100_000)
+    );
+    let r = to_api(
+        raw("/offers", "application/json", huge.into_bytes())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_problem(
+        &r,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "larger than the 65536-byte limit",
+    );
+    let link_all = format!("/offers/{}/link-all-locations", seeded.offer_id);
+    let r = to_api(
+        raw(&link_all, "text/plain", b"hello".to_vec())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_problem(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "must be JSON");
+    let r = to_api(
+        raw(
+            &link_all,
+            "application/json",
+            b"{\"callbackUrl\": \"ftp://x\"}".to_vec(),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_problem(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "must start with http:// or https://",
+    );
+    let r = to_api(
+        raw(&link_all, "application/json", b"{\"surprise\": 1}".to_vec())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_problem(&r, StatusCode::BAD_REQUEST, "unknown field `surprise`");
+
+    let long_key = "k".repeat(300);
+    let r = api
+        .send(
+            Method::POST,
+            &link_all,
+            None,
+            &[("idempotency-key", &long_key)],
+        )
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::BAD_REQUEST, "Idempotency-Key");
+    let too_many: Vec<Value> = (0..101)
+        .map(|i| json!({ "brandId": seeded.brand_id, "address": format!("{i} Road") }))
+        .collect();
+    let r = api
+        .send(Method::POST, "/locations", Some(&json!(too_many)), &[])
+        .await
+        .unwrap();
+    assert_problem(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "send 1 to 100 locations, not 101",
+    );
+    let r = api
+        .send(Method::GET, "/jobs?brandId=nope", None, &[])
+        .await
+        .unwrap();
+    assert_problem(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "brandId 'nope' is not a valid UUID",
+    );
+    let r = api.send(Method::GET, "/jobs", None, &[]).await.unwrap();
+    assert_problem(&r, StatusCode::BAD_REQUEST, "brandId is required");
+    let r = api
+        .send(
+            Method::GET,
+            &format!("/jobs?brandId={}&cursor=%25%25", seeded.brand_id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::BAD_REQUEST, "cursor is not valid");
+    let r = api
+        .send(Method::GET, "/no/such/route", None, &[])
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::NOT_FOUND, "no route for /no/such/route");
+    let r = api
+        .send(Method::DELETE, "/offers", None, &[])
+        .await
+        .unwrap();
+    assert_problem(
+        &r,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "does not support this method",
+    );
+
+    let health: Value = api.get("/healthz").await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
+    assert_eq!(job.offer_id, seeded.offer_id, "still serving real requests");
+    runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn catalog_routes_create_read_and_link() {
+    let env = Env::new(fast_settings());
+    let (runtime, api) = api_only(&env).await;
+    let brand = BrandId::new_random();
+    let offer = api
+        .send(
+            Method::POST,
+            "/offers",
+            Some(&json!({ "brandId": brand, "name": "10% off" })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(offer.status, StatusCode::CREATED);
+    let offer_id = offer.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(offer.location, Some(format!("/offers/{offer_id}")));
+    let again = json!({ "id": offer_id, "brandId": brand, "name": "dup" });
+    let r = api
+        .send(Method::POST, "/offers", Some(&again), &[])
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::CONFLICT, "already exists");
+
+    let one = api
+        .send(
+            Method::POST,
+            "/locations",
+            Some(&json!({ "brandId": brand, "address": "1 High St" })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(one.status, StatusCode::CREATED);
+    assert_eq!(one.body["hasOffer"], false);
+    let many = api
+        .send(
+            Method::POST,
+            "/locations",
+            Some(&json!([{ "brandId": brand, "address": "2 High St" }, { "brandId": brand, "address": "3 High St" }])),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(many.status, StatusCode::CREATED);
+    assert_eq!(many.body.as_array().unwrap().len(), 2);
+    let location = one.body["id"].as_str().unwrap().to_owned();
+
+    let link = format!("/offers/{offer_id}/locations/{location}");
+    let first = api.send(Method::PUT, &link, None, &[]).await.unwrap();
+    assert_eq!(first.status, StatusCode::CREATED);
+    let second = api.send(Method::PUT, &link, None, &[]).await.unwrap();
+    assert_eq!(second.status, StatusCode::OK);
+    let read: Value = api.get(&format!("/offers/{offer_id}")).await.unwrap();
+    assert_eq!(read["locationsTotal"], 1);
+    let loc: Value = api.get(&format!("/locations/{location}")).await.unwrap();
+    assert_eq!(loc["hasOffer"], true);
+    let links: Value = api
+        .get(&format!("/offers/{offer_id}/locations"))
+        .await
+        .unwrap();
+    assert_eq!(links["items"][0]["locationId"], location);
+    assert_eq!(links["items"][0]["linkedBy"], "direct");
+    assert!(links.get("nextCursor").is_none());
+
+    let other_brand = api
+        .send(
+            Method::POST,
+            "/locations",
+            Some(&json!({ "brandId": BrandId::new_random(), "address": "x" })),
+            &[],
+        )
+        .await
+        .unwrap();
+    let foreign = other_brand.body["id"].as_str().unwrap();
+    let r = api
+        .send(
+            Method::PUT,
+            &format!("/offers/{offer_id}/locations/{foreign}"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::CONFLICT, "belongs to brand");
+    let r = api
+        .send(
+            Method::PUT,
+            &format!("/offers/{offer_id}/locations/{}", LocationId::new_random()),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::NOT_FOUND, "does not exist");
+    runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_brands_jobs_are_listed_newest_first_and_paged() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(0).await;
+    let config = RuntimeConfig {
+        settings: env.settings.clone(),
+        ..Default::default()
+    };
+    let runtime = Runtime::start_embedded(&env.db(), config).await.unwrap();
+    let api = ApiClient::new(&runtime.base_url).unwrap();
+    let mut created = Vec::new();
+    for _ in 0..3 {
+        // An empty brand's job ends at once, freeing the offer for the next.
+        let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
+        api.wait_terminal(
+            job.id,
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        created.push(job.id.to_string());
+    }
+    let page1: Value = api
+        .get(&format!("/jobs?brandId={}&limit=2", seeded.brand_id))
+        .await
+        .unwrap();
+    let cursor = page1["nextCursor"].as_str().unwrap();
+    let page2: Value = api
+        .get(&format!(
+            "/jobs?brandId={}&limit=2&cursor={cursor}",
+            seeded.brand_id
+        ))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(page2["items"].as_array().unwrap())
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    created.reverse();
+    assert_eq!(ids, created);
+    assert!(page2.get("nextCursor").is_none());
+    runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancelling_over_http_answers_202_then_409_once_terminal() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(10).await;
+    let (runtime, api) = api_only(&env).await;
+    let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
+    let cancelling = api.cancel(job.id).await.unwrap();
+    assert_eq!(cancelling.status, shared::domain::JobStatus::Cancelling);
+    // Fanout sees the cancel and closes the job.
+    let ports = runtime.ports.clone();
+    fan_out(&ports, &env.settings, job.id).await;
+    let r = api
+        .send(Method::POST, &format!("/jobs/{}/cancel", job.id), None, &[])
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::CONFLICT, "is CANCELLED");
+    let r = api
+        .send(
+            Method::POST,
+            &format!("/jobs/{}/cancel", shared::domain::JobId::new_v7()),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::NOT_FOUND, "does not exist");
+    runtime.shutdown().await;
+}

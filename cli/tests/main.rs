@@ -1,0 +1,9 @@
+//! End-to-end tests of the pipeline on the embedded backend: through HTTP, through the real
+//! queue loops, and step by step, with faults injected at the port boundary.
+
+mod support;
+
+mod demo;
+mod http_api;
+mod pipeline;
+mod webhooks;

@@ -1,0 +1,494 @@
+//! The invariants of DESIGN §5, driven through the real fanout and worker code, step by step
+//! and through the real queue loops, with faults injected at the port boundary.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulklink::runtime::{Runtime, RuntimeConfig};
+use shared::domain::{ChunkMessage, JobStatus, LocationId};
+use shared::lifecycle;
+use worker::ChunkProcessor;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn every_chunk_delivered_twice_and_concurrently_is_accounted_exactly_once() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(1_000).await;
+    let mut ports = env.ports();
+    let mut duplicating = FaultyQueue::new(ports.chunk_queue.clone());
+    duplicating.duplicate = true;
+    ports.chunk_queue = Arc::new(duplicating);
+    let job = create_job(&ports, &seeded).await;
+    fan_out(&ports, &env.settings, job.id).await;
+
+    let messages = drain(ports.chunk_queue.as_ref()).await;
+    assert_eq!(messages.len(), 40, "20 chunks, each sent twice");
+    let a = ChunkProcessor::new(ports.clone(), &env.settings);
+    let b = ChunkProcessor::new(ports.clone(), &env.settings);
+    for m in &messages {
+        // The same delivery handled by two workers at once, on top of the duplicate send.
+        let (ra, rb) = tokio::join!(a.process(&m.body, 1), b.process(&m.body, 1));
+        ra.expect("worker a");
+        rb.expect("worker b");
+    }
+
+    let job = ports.jobs.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Succeeded);
+    assert_eq!(job.counters.total, 1_000);
+    assert_eq!(job.counters.linked, 1_000);
+    assert_eq!(job.chunks_total, 20);
+    let offer = ports
+        .catalog
+        .get_offer(seeded.offer_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(offer.locations_total, 1_000);
+    assert_exact(&env, &seeded, &job).await;
+    let stats = env
+        .store
+        .link_stats(seeded.brand_id, seeded.offer_id)
+        .await
+        .unwrap();
+    assert_eq!(stats.brand_locations_with_offer, 1_000);
+}
+
+#[tokio::test]
+async fn a_replayed_fanout_page_resends_the_same_sequence_numbers() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(450).await;
+    let ports = env.ports();
+    let job = create_job(&ports, &seeded).await;
+    let job = ports.jobs.start_job(job.id).await.unwrap().unwrap();
+    let fanout = fanout::Fanout::new(ports.clone(), &env.settings);
+
+    // The same page fanned out twice from the same cursor: the second CAS loses.
+    fanout.fan_out_one_page(&job).await.unwrap();
+    let replay = fanout.fan_out_one_page(&job).await.unwrap();
+    assert!(matches!(replay, shared::ports::Advanced::Superseded(_)));
+
+    let seqs: Vec<u32> = drain(ports.chunk_queue.as_ref())
+        .await
+        .iter()
+        .map(|m| ChunkMessage::decode(&m.body).unwrap().seq.0)
+        .collect();
+    assert_eq!(seqs.len(), 8);
+    let distinct: HashSet<_> = seqs.iter().collect();
+    assert_eq!(distinct.len(), 4, "the replay reused seqs 0..4: {seqs:?}");
+    let job = ports.jobs.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!((job.chunks_total, job.counters.total), (4, 200));
+}
+
+/// Drops a whole runtime mid-fanout and mid-chunk, reopens the same SQLite file in a new
+/// runtime, and checks the job still ends exactly right.
+#[test]
+fn a_pipeline_dropped_mid_fanout_and_mid_chunk_resumes_to_exact_counts() {
+    let mut settings = fast_settings();
+    settings.page_size = 1_000; // 20 chunks = two send batches per page
+    settings.worker_concurrency = 2;
+    let env = Env::new(settings.clone());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let seeded = runtime.block_on(env.seed(3_000));
+    let fanout_halt = Arc::new(Halt::default());
+    let chunk_halt = Arc::new(Halt::default());
+    let job_id = {
+        let (fanout_halt, chunk_halt) = (fanout_halt.clone(), chunk_halt.clone());
+        let config = RuntimeConfig {
+            settings: settings.clone(),
+            ..Default::default()
+        };
+        runtime.block_on(async {
+            let pipeline = Runtime::start_embedded_with(&env.db(), config, |mut ports| {
+                // Page 2's second send batch never happens...
+                let mut queue = FaultyQueue::new(ports.chunk_queue.clone());
+                queue.halt_on_send = Some((4, fanout_halt.clone()));
+                ports.chunk_queue = Arc::new(queue);
+                // ...and the 5th chunk's links are written but never ledgered.
+                let mut catalog = FaultyCatalog::new(ports.catalog.clone());
+                catalog.halt_on_call = Some((5, chunk_halt.clone()));
+                ports.catalog = Arc::new(catalog);
+                ports
+            })
+            .await
+            .unwrap();
+            let api = bulklink::client::ApiClient::new(&pipeline.base_url).unwrap();
+            let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(30), async {
+                fanout_halt.wait().await;
+                chunk_halt.wait().await;
+            })
+            .await
+            .expect("both halt points reached");
+            let mid = pipeline.ports.jobs.get_job(job.id).await.unwrap().unwrap();
+            assert_eq!(mid.status, JobStatus::Running);
+            assert!(!mid.fanout_done, "stopped mid-fanout");
+            std::mem::forget(pipeline); // no graceful shutdown: the runtime just goes away
+            job.id
+        })
+    };
+    drop(runtime);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = RuntimeConfig {
+            settings: settings.clone(),
+            ..Default::default()
+        };
+        let pipeline = Runtime::start_embedded(&env.db(), config).await.unwrap();
+        let job = wait_terminal(&pipeline.ports, job_id, Duration::from_secs(60)).await;
+        assert_eq!(job.status, JobStatus::Succeeded);
+        assert_eq!(job.counters.linked, 3_000);
+        assert_eq!(job.counters.total, 3_000);
+        let env2 = Env {
+            dir: tempfile::tempdir().unwrap(),
+            store: pipeline.store.clone(),
+            settings: settings.clone(),
+        };
+        assert_exact(&env2, &seeded, &job).await;
+        let stats = pipeline
+            .store
+            .link_stats(seeded.brand_id, seeded.offer_id)
+            .await
+            .unwrap();
+        assert_eq!(stats.offer_locations_total, 3_000);
+        assert_eq!(stats.brand_locations_with_offer, 3_000);
+        pipeline.shutdown().await;
+    });
+}
+
+#[tokio::test]
+async fn a_chunk_failing_on_every_delivery_is_accounted_failed_on_its_last_delivery() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(500).await;
+    let ports = env.ports();
+    let poisoned = first_location(&ports, &seeded).await;
+    let mut catalog = FaultyCatalog::new(ports.catalog.clone());
+    catalog.fail_link = Box::new(move |ids: &[LocationId]| ids.contains(&poisoned));
+    let config = RuntimeConfig {
+        settings: env.settings.clone(),
+        ..Default::default()
+    };
+    let pipeline = Runtime::start_embedded_with(&env.db(), config, |mut p| {
+        p.catalog = Arc::new(catalog);
+        p
+    })
+    .await
+    .unwrap();
+    let api = bulklink::client::ApiClient::new(&pipeline.base_url).unwrap();
+    let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
+    let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(30)).await;
+
+    assert_eq!(job.status, JobStatus::CompletedWithErrors);
+    assert_eq!(job.counters.failed, 50, "the poisoned chunk's 50 locations");
+    assert_eq!(job.counters.linked, 450);
+    assert_exact(&env, &seeded, &job).await;
+    let failures: serde_json::Value = api
+        .get(&format!("/jobs/{}/failures?limit=1000", job.id))
+        .await
+        .unwrap();
+    let items = failures["items"].as_array().unwrap();
+    assert_eq!(items.len(), 50);
+    assert!(items
+        .iter()
+        .any(|f| f["locationId"] == poisoned.to_string()));
+    assert!(items[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("linking failed on every delivery"));
+    assert_eq!(items[0]["attempts"], 3);
+    pipeline.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_chunk_that_reaches_the_dead_letter_queue_is_accounted_by_the_dlq_consumer() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(300).await;
+    let ports = env.ports();
+    let poisoned = first_location(&ports, &seeded).await;
+    let mut catalog = FaultyCatalog::new(ports.catalog.clone());
+    catalog.fail_link = Box::new(move |ids: &[LocationId]| ids.contains(&poisoned));
+    // The last delivery cannot even read the catalog, so the message is dead-lettered.
+    catalog.fail_existing = 1.into();
+    let catalog = Arc::new(catalog);
+    let config = RuntimeConfig {
+        settings: env.settings.clone(),
+        ..Default::default()
+    };
+    let pipeline = Runtime::start_embedded_with(&env.db(), config, |mut p| {
+        p.catalog = catalog.clone();
+        p
+    })
+    .await
+    .unwrap();
+    let api = bulklink::client::ApiClient::new(&pipeline.base_url).unwrap();
+    let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
+    let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(30)).await;
+
+    assert_eq!(
+        catalog.fail_existing.load(Ordering::SeqCst),
+        0,
+        "the last delivery failed"
+    );
+    assert_eq!(job.status, JobStatus::CompletedWithErrors);
+    assert_eq!((job.counters.failed, job.counters.linked), (50, 250));
+    assert_exact(&env, &seeded, &job).await;
+    let failures: serde_json::Value = api
+        .get(&format!("/jobs/{}/failures", job.id))
+        .await
+        .unwrap();
+    let items = failures["items"].as_array().unwrap();
+    assert_eq!(items.len(), 50);
+    assert!(items[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("dead-letter queue"));
+    assert_eq!(
+        pipeline.ports.chunk_dlq.depth().await.unwrap(),
+        0,
+        "the DLQ was drained"
+    );
+    pipeline.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancelling_mid_job_ends_cancelled_with_every_location_accounted() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(1_000).await;
+    let ports = env.ports();
+    let job = create_job(&ports, &seeded).await;
+    fan_out(&ports, &env.settings, job.id).await;
+    let processor = ChunkProcessor::new(ports.clone(), &env.settings);
+    let first = ports.chunk_queue.receive(5, Duration::ZERO).await.unwrap();
+    for m in &first {
+        processor.process(&m.body, m.receive_count).await.unwrap();
+        ports
+            .chunk_queue
+            .delete(std::slice::from_ref(&m.receipt))
+            .await
+            .unwrap();
+    }
+
+    let cancel = ports.jobs.request_cancel(job.id).await.unwrap();
+    assert!(matches!(
+        cancel,
+        Some(shared::ports::CancelOutcome::Cancelling(_))
+    ));
+    work_off(&ports, &processor).await;
+
+    let job = ports.jobs.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert_eq!(job.counters.linked, 250);
+    assert_eq!(job.counters.cancelled, 750);
+    assert_exact(&env, &seeded, &job).await;
+    let again = ports.jobs.request_cancel(job.id).await.unwrap();
+    assert!(matches!(
+        again,
+        Some(shared::ports::CancelOutcome::NotCancellable(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_job_cancelled_before_fanout_starts_ends_cancelled_with_nothing_enqueued() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(300).await;
+    let ports = env.ports();
+    let job = create_job(&ports, &seeded).await;
+    ports.jobs.request_cancel(job.id).await.unwrap();
+    fan_out(&ports, &env.settings, job.id).await;
+
+    let job = ports.jobs.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert_eq!((job.counters.total, job.chunks_total), (0, 0));
+    assert_eq!(ports.chunk_queue.depth().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_job_whose_failures_pass_the_threshold_ends_failed() {
+    let mut settings = fast_settings();
+    settings.failure_min_sample = 100;
+    settings.failure_threshold = 0.25;
+    settings.max_receive_count = 1; // every delivery is the last: failures are immediate
+    let env = Env::new(settings);
+    let seeded = env.seed(1_000).await;
+    let mut ports = env.ports();
+    let mut catalog = FaultyCatalog::new(ports.catalog.clone());
+    catalog.fail_link = Box::new(|_: &[LocationId]| true);
+    ports.catalog = Arc::new(catalog);
+    let job = create_job(&ports, &seeded).await;
+    fan_out(&ports, &env.settings, job.id).await;
+    let processor = ChunkProcessor::new(ports.clone(), &env.settings);
+    work_off(&ports, &processor).await;
+
+    let job = ports.jobs.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(
+        job.counters.failed, 100,
+        "two chunks fail, then the rest is skipped"
+    );
+    assert_eq!(job.counters.cancelled, 900);
+    assert_exact(&env, &seeded, &job).await;
+}
+
+#[tokio::test]
+async fn a_brand_without_locations_completes_at_once() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(0).await;
+    let ports = env.ports();
+    let job = create_job(&ports, &seeded).await;
+    fan_out(&ports, &env.settings, job.id).await;
+    let job = ports.jobs.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Succeeded);
+    assert_eq!(job.counters.total, 0);
+}
+
+#[tokio::test]
+async fn fanout_near_its_deadline_hands_over_and_the_next_invocation_continues() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(1_000).await;
+    let ports = env.ports();
+    let job = create_job(&ports, &seeded).await;
+    let fanout = fanout::Fanout::new(ports.clone(), &env.settings);
+    // Already inside the deadline margin: nothing but the hand-over happens.
+    let report = fanout
+        .run(job.id, tokio::time::Instant::now())
+        .await
+        .unwrap();
+    assert!(matches!(report, fanout::FanoutReport::HandedOver(_)));
+    let handed = drain(ports.fanout_queue.as_ref()).await;
+    assert_eq!(handed.len(), 1);
+
+    let far = tokio::time::Instant::now() + Duration::from_secs(3_600);
+    let report = fanout.handle(&handed[0].body, far).await.unwrap();
+    assert!(matches!(report, fanout::FanoutReport::Finished(_)));
+    let job = ports.jobs.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!((job.counters.total, job.chunks_total), (1_000, 20));
+}
+
+#[tokio::test]
+async fn a_finished_job_whose_event_was_lost_is_notified_by_the_sweeper() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(100).await;
+    let mut ports = env.ports();
+    let events = Arc::new(RecordingEvents::new(ports.events.clone()));
+    events.refuse.store(true, Ordering::SeqCst);
+    ports.events = events.clone();
+    let job = create_job(&ports, &seeded).await;
+    fan_out(&ports, &env.settings, job.id).await;
+    let processor = ChunkProcessor::new(ports.clone(), &env.settings);
+    work_off(&ports, &processor).await;
+    let stuck = ports.jobs.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(stuck.status, JobStatus::Succeeded);
+    assert!(stuck.notified_at.is_none(), "the publish was refused");
+
+    events.refuse.store(false, Ordering::SeqCst);
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let report = lifecycle::sweep(&ports, later).await.unwrap();
+    assert_eq!(report.notified, 1);
+    let published = events.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].job_id, job.id);
+    assert_eq!(
+        published[0].event_type,
+        shared::domain::EventType::JobSucceeded
+    );
+    assert!(ports
+        .jobs
+        .get_job(job.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .notified_at
+        .is_some());
+    assert_eq!(lifecycle::sweep(&ports, later).await.unwrap().notified, 0);
+}
+
+#[tokio::test]
+async fn the_sweeper_restarts_a_job_whose_fanout_message_was_lost() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(100).await;
+    let ports = env.ports();
+    let job = create_job(&ports, &seeded).await;
+    assert_eq!(ports.fanout_queue.depth().await.unwrap(), 0);
+
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let report = lifecycle::sweep(&ports, later).await.unwrap();
+    assert_eq!(report.restarted_fanouts, 1);
+    let handed = drain(ports.fanout_queue.as_ref()).await;
+    let far = tokio::time::Instant::now() + Duration::from_secs(3_600);
+    fanout::Fanout::new(ports.clone(), &env.settings)
+        .handle(&handed[0].body, far)
+        .await
+        .unwrap();
+    let processor = ChunkProcessor::new(ports.clone(), &env.settings);
+    work_off(&ports, &processor).await;
+    assert_eq!(
+        ports.jobs.get_job(job.id).await.unwrap().unwrap().status,
+        JobStatus::Succeeded
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_message_in_a_batch_fails_alone() {
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(100).await;
+    let ports = env.ports();
+    let job = create_job(&ports, &seeded).await;
+    fan_out(&ports, &env.settings, job.id).await;
+    ports
+        .chunk_queue
+        .send_batch(&["{\"jobId\": 42".to_owned(), "null".to_owned()])
+        .await
+        .unwrap();
+    let messages = drain(ports.chunk_queue.as_ref()).await;
+    assert_eq!(messages.len(), 4);
+    let processor = ChunkProcessor::new(ports.clone(), &env.settings);
+
+    let results = worker::process_batch(&processor, worker::Source::Chunks, &messages).await;
+    let failed: Vec<&String> = results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(failed.len(), 2);
+    assert!(failed.iter().all(|id| !id.is_empty()));
+    assert_eq!(
+        ports.jobs.get_job(job.id).await.unwrap().unwrap().status,
+        JobStatus::Succeeded,
+        "the good chunks of the batch went through"
+    );
+}
+
+#[tokio::test]
+async fn rate_limited_workers_still_link_exactly() {
+    let mut settings = fast_settings();
+    settings.write_budget_per_sec = Some(2_000.0);
+    settings.worker_concurrency = 2;
+    let env = Env::new(settings);
+    let seeded = env.seed(200).await;
+    let config = RuntimeConfig {
+        settings: env.settings.clone(),
+        ..Default::default()
+    };
+    let pipeline = Runtime::start_embedded(&env.db(), config).await.unwrap();
+    let api = bulklink::client::ApiClient::new(&pipeline.base_url).unwrap();
+    let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
+    let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(30)).await;
+    assert_eq!(job.status, JobStatus::Succeeded);
+    assert_exact(&env, &seeded, &job).await;
+    pipeline.shutdown().await;
+}
+
+async fn first_location(
+    ports: &shared::Ports,
+    seeded: &shared::embedded::SeededBrand,
+) -> LocationId {
+    ports
+        .catalog
+        .page_brand_locations(seeded.brand_id, None, 1)
+        .await
+        .unwrap()
+        .items[0]
+}

@@ -1,0 +1,399 @@
+//! Test fixtures: a fresh store per test, fast queue settings, and fault injectors that wrap
+//! a real port (never a fake of one).
+
+use std::future::pending;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use fanout::Fanout;
+use shared::domain::{
+    BrandId, Job, JobEvent, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer,
+    OfferId, SubscriptionId, WebhookUrl,
+};
+use shared::embedded::{self, EmbeddedStore, SeededBrand};
+use shared::ports::{
+    Catalog, Confirmation, CreateOutcome, Cursor, EventBus, Page, Ports, Queue, ReceivedMessage,
+    Subscription, SubscriptionFilter,
+};
+use shared::{Settings, StoreError, StoreResult};
+use tokio::sync::Notify;
+use worker::ChunkProcessor;
+
+/// Small pages and chunks (many of each from few locations) and a short visibility timeout.
+pub fn fast_settings() -> Settings {
+    Settings {
+        chunk_size: 50,
+        page_size: 200,
+        max_receive_count: 3,
+        visibility_timeout: Duration::from_millis(200),
+        failure_min_sample: 1_000_000,
+        ..Settings::default()
+    }
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub store: Arc<EmbeddedStore>,
+    pub settings: Settings,
+}
+
+impl Env {
+    pub fn new(settings: Settings) -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path().join("test.db")).expect("open store");
+        Env {
+            dir,
+            store,
+            settings,
+        }
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("test.db")
+    }
+
+    pub fn ports(&self) -> Ports {
+        embedded::ports(&self.store, &self.settings, "http://127.0.0.1:9")
+    }
+
+    pub async fn seed(&self, locations: u64) -> SeededBrand {
+        self.store
+            .seed_brand(BrandId::new_random(), "test offer", locations)
+            .await
+            .expect("seed")
+    }
+}
+
+/// Creates a PENDING job for the offer, as job-api does (without starting it).
+pub async fn create_job(ports: &Ports, seeded: &SeededBrand) -> Job {
+    let job = Job::new(seeded.brand_id, seeded.offer_id, None, Utc::now());
+    match ports.jobs.create_job(&job, None).await.expect("create job") {
+        CreateOutcome::Created(job) => job,
+        other => panic!("job not created: {other:?}"),
+    }
+}
+
+/// Runs fanout for a job to the end, by hand.
+pub async fn fan_out(ports: &Ports, settings: &Settings, job: JobId) {
+    let far = tokio::time::Instant::now() + Duration::from_secs(3_600);
+    Fanout::new(ports.clone(), settings)
+        .run(job, far)
+        .await
+        .expect("fanout");
+}
+
+/// Every message currently visible on a queue.
+pub async fn drain(queue: &dyn Queue) -> Vec<ReceivedMessage> {
+    let mut all = Vec::new();
+    loop {
+        let batch = queue.receive(10, Duration::ZERO).await.expect("receive");
+        if batch.is_empty() {
+            return all;
+        }
+        all.extend(batch);
+    }
+}
+
+/// Processes every visible chunk message once with `processor`, deleting those that succeed.
+pub async fn work_off(ports: &Ports, processor: &ChunkProcessor) -> usize {
+    let messages = drain(ports.chunk_queue.as_ref()).await;
+    for m in &messages {
+        if processor.process(&m.body, m.receive_count).await.is_ok() {
+            ports
+                .chunk_queue
+                .delete(std::slice::from_ref(&m.receipt))
+                .await
+                .expect("delete");
+        }
+    }
+    messages.len()
+}
+
+/// Polls until `check` holds, or fails the test after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the job is terminal and returns it.
+pub async fn wait_terminal(ports: &Ports, id: JobId, timeout: Duration) -> Job {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let job = ports
+            .jobs
+            .get_job(id)
+            .await
+            .expect("get job")
+            .expect("job exists");
+        if job.status.is_terminal() {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job still {} after {timeout:?}: {job:?}",
+            job.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The invariants of a finished job (DESIGN §5.1) against the store's own rows.
+pub async fn assert_exact(env: &Env, seeded: &SeededBrand, job: &Job) {
+    let c = job.counters;
+    assert_eq!(
+        c.linked + c.already_linked + c.not_found + c.failed + c.cancelled,
+        c.total,
+        "counters do not add up: {c:?}"
+    );
+    assert_eq!(job.chunks_done, job.chunks_total, "chunks accounted");
+    let stats = env
+        .store
+        .link_stats(seeded.brand_id, seeded.offer_id)
+        .await
+        .expect("stats");
+    assert_eq!(
+        stats.offer_locations_total, stats.offer_links,
+        "locationsTotal == Link rows"
+    );
+    assert_eq!(
+        stats.offer_links,
+        c.linked + c.already_linked,
+        "Link rows == linked by us + others"
+    );
+    assert_eq!(
+        env.store.ledger_size(job.id).await.expect("ledger"),
+        u64::from(job.chunks_total),
+        "one ledger row per chunk"
+    );
+}
+
+/// A halt point: the wrapped call stops forever once reached, and says so.
+#[derive(Default)]
+pub struct Halt {
+    pub reached: AtomicBool,
+    pub notify: Notify,
+}
+
+impl Halt {
+    async fn stop_here(&self) -> ! {
+        self.reached.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+        pending::<()>().await;
+        unreachable!()
+    }
+
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.reached.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Wraps a real catalog: link calls can fail (per predicate), or halt after writing.
+pub struct FaultyCatalog {
+    pub inner: Arc<dyn Catalog>,
+    /// `link_locations` fails for a batch this returns true for.
+    pub fail_link: Box<dyn Fn(&[LocationId]) -> bool + Send + Sync>,
+    /// `existing_links` fails this many times before it works.
+    pub fail_existing: AtomicUsize,
+    /// The n-th `link_locations` call (1-based) halts after its writes committed.
+    pub halt_on_call: Option<(usize, Arc<Halt>)>,
+    pub link_calls: AtomicUsize,
+}
+
+impl FaultyCatalog {
+    pub fn new(inner: Arc<dyn Catalog>) -> Self {
+        FaultyCatalog {
+            inner,
+            fail_link: Box::new(|_| false),
+            fail_existing: AtomicUsize::new(0),
+            halt_on_call: None,
+            link_calls: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl Catalog for FaultyCatalog {
+    async fn create_offer(&self, offer: &Offer) -> StoreResult<()> {
+        self.inner.create_offer(offer).await
+    }
+    async fn get_offer(&self, id: OfferId) -> StoreResult<Option<Offer>> {
+        self.inner.get_offer(id).await
+    }
+    async fn create_locations(&self, locations: &[Location]) -> StoreResult<()> {
+        self.inner.create_locations(locations).await
+    }
+    async fn get_location(&self, id: LocationId) -> StoreResult<Option<Location>> {
+        self.inner.get_location(id).await
+    }
+    async fn page_brand_locations(
+        &self,
+        brand: BrandId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<LocationId>> {
+        self.inner.page_brand_locations(brand, after, limit).await
+    }
+    async fn link_locations(
+        &self,
+        offer: OfferId,
+        brand: BrandId,
+        by: LinkedBy,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<LinkOutcome>> {
+        let call = self.link_calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if (self.fail_link)(ids) {
+            return Err(StoreError::Injected("catalog write refused".into()));
+        }
+        let outcomes = self.inner.link_locations(offer, brand, by, ids).await?;
+        if let Some((n, halt)) = &self.halt_on_call {
+            if call == *n {
+                halt.stop_here().await;
+            }
+        }
+        Ok(outcomes)
+    }
+    async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome> {
+        self.inner.link_direct(offer, location).await
+    }
+    async fn existing_links(
+        &self,
+        offer: OfferId,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<Option<LinkedBy>>> {
+        let left = self.fail_existing.load(Ordering::SeqCst);
+        if left > 0 {
+            self.fail_existing.store(left - 1, Ordering::SeqCst);
+            return Err(StoreError::Injected("catalog read refused".into()));
+        }
+        self.inner.existing_links(offer, ids).await
+    }
+    async fn page_offer_links(
+        &self,
+        offer: OfferId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Link>> {
+        self.inner.page_offer_links(offer, after, limit).await
+    }
+}
+
+/// Wraps a real queue: every body is sent twice; or sending halts on the n-th batch.
+pub struct FaultyQueue {
+    pub inner: Arc<dyn Queue>,
+    pub duplicate: bool,
+    pub halt_on_send: Option<(usize, Arc<Halt>)>,
+    pub sends: AtomicUsize,
+}
+
+impl FaultyQueue {
+    pub fn new(inner: Arc<dyn Queue>) -> Self {
+        FaultyQueue {
+            inner,
+            duplicate: false,
+            halt_on_send: None,
+            sends: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for FaultyQueue {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn send_batch(&self, bodies: &[String]) -> StoreResult<()> {
+        let call = self.sends.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some((n, halt)) = &self.halt_on_send {
+            if call == *n {
+                halt.stop_here().await;
+            }
+        }
+        self.inner.send_batch(bodies).await?;
+        if self.duplicate {
+            self.inner.send_batch(bodies).await?;
+        }
+        Ok(())
+    }
+    async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {
+        self.inner.receive(max, wait).await
+    }
+    async fn delete(&self, receipts: &[String]) -> StoreResult<()> {
+        self.inner.delete(receipts).await
+    }
+    async fn depth(&self) -> StoreResult<u64> {
+        self.inner.depth().await
+    }
+}
+
+/// Wraps a real event bus: records what is published, and can refuse to publish.
+pub struct RecordingEvents {
+    pub inner: Arc<dyn EventBus>,
+    pub refuse: AtomicBool,
+    pub published: Mutex<Vec<JobEvent>>,
+}
+
+impl RecordingEvents {
+    pub fn new(inner: Arc<dyn EventBus>) -> Self {
+        RecordingEvents {
+            inner,
+            refuse: AtomicBool::new(false),
+            published: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn published(&self) -> Vec<JobEvent> {
+        self.published.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait]
+impl EventBus for RecordingEvents {
+    async fn publish(&self, event: &JobEvent) -> StoreResult<()> {
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(StoreError::Injected("publish refused".into()));
+        }
+        self.inner.publish(event).await?;
+        self.published.lock().expect("lock").push(event.clone());
+        Ok(())
+    }
+    async fn subscribe(
+        &self,
+        url: &WebhookUrl,
+        filter: &SubscriptionFilter,
+    ) -> StoreResult<Subscription> {
+        self.inner.subscribe(url, filter).await
+    }
+    async fn get_subscription(&self, id: SubscriptionId) -> StoreResult<Option<Subscription>> {
+        self.inner.get_subscription(id).await
+    }
+    async fn unsubscribe(&self, id: SubscriptionId) -> StoreResult<bool> {
+        self.inner.unsubscribe(id).await
+    }
+    async fn confirm_subscription(
+        &self,
+        id: SubscriptionId,
+        token: &str,
+    ) -> StoreResult<Confirmation> {
+        self.inner.confirm_subscription(id, token).await
+    }
+}
