@@ -66,6 +66,16 @@ impl ChunkProcessor {
         }
     }
 
+    /// Messages to take per receive. A rate-limited worker takes one at a time: a batch
+    /// held by one worker is budget the idle workers cannot spend.
+    pub fn receive_batch_size(&self) -> usize {
+        if self.limiter.is_some() {
+            1
+        } else {
+            10
+        }
+    }
+
     /// Handles one message from `source`.
     pub async fn handle(
         &self,
@@ -290,7 +300,7 @@ pub async fn run_queue_loop(
 ) {
     while !*shutdown.borrow() {
         let received = tokio::select! {
-            received = queue.receive(10, Duration::from_secs(1)) => received,
+            received = queue.receive(processor.receive_batch_size(), Duration::from_secs(1)) => received,
             _ = shutdown.changed() => break,
         };
         let messages = match received {
