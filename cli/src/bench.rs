@@ -73,7 +73,8 @@ pub async fn measure(locations: u64, config: RuntimeConfig) -> anyhow::Result<Me
     }
     let write_windows = if config.settings.write_budget_per_sec.is_some() {
         runtime
-            .store
+            .embedded_store()
+            .context("the bench runs on the embedded backend")?
             .links_per_window(seeded.offer_id, 1_000)
             .await?
             .into_iter()

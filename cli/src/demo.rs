@@ -96,8 +96,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoOutcome> {
     };
 
     let runtime = Runtime::start_embedded(&db, options.config.clone()).await?;
-    let seeded = runtime
-        .store
+    let store = runtime
+        .embedded_store()
+        .context("the demo runs on the embedded backend")?
+        .clone();
+    let seeded = store
         .seed_brand(BrandId::new_random(), "5% cashback", options.locations)
         .await?;
     say(format!(
@@ -166,13 +169,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoOutcome> {
     let event = notification
         .event()
         .context("notification without an event")?;
-    let notifications = 1 + count_further_notifications(&runtime, &mut receiver).await?;
+    let notifications = 1 + count_further_notifications(&store, &mut receiver).await?;
 
     let offer: shared::domain::Offer = api.get(&format!("/offers/{}", seeded.offer_id)).await?;
-    let stats = runtime
-        .store
-        .link_stats(seeded.brand_id, seeded.offer_id)
-        .await?;
+    let stats = store.link_stats(seeded.brand_id, seeded.offer_id).await?;
     receiver.stop();
     runtime.shutdown().await;
 
@@ -226,11 +226,11 @@ async fn wait_confirmed(api: &ApiClient, subscription: &Subscription) -> anyhow:
 /// Once the store holds no undelivered webhook, every notification sent has arrived:
 /// counts those beyond the first.
 async fn count_further_notifications(
-    runtime: &Runtime,
+    store: &shared::embedded::EmbeddedStore,
     receiver: &mut Receiver,
 ) -> anyhow::Result<usize> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while runtime.store.undelivered_webhooks().await? != (0, 0) {
+    while store.undelivered_webhooks().await? != (0, 0) {
         if Instant::now() > deadline {
             bail!("webhook deliveries still pending after 10 s");
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fanout::Fanout;
+use shared::aws::{AwsClients, AwsNames};
 use shared::embedded::{self, DeliveryPolicy, EmbeddedStore, WebhookDelivery};
 use shared::{Ports, Settings};
 use tokio::net::TcpListener;
@@ -43,10 +44,17 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// The backend a runtime runs on.
+#[derive(Clone)]
+pub enum Backend {
+    Embedded(Arc<EmbeddedStore>),
+    Aws(AwsClients),
+}
+
 pub struct Runtime {
     pub addr: SocketAddr,
     pub base_url: String,
-    pub store: Arc<EmbeddedStore>,
+    pub backend: Backend,
     pub ports: Ports,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -70,9 +78,33 @@ impl Runtime {
         config: RuntimeConfig,
         wrap: impl FnOnce(Ports) -> Ports,
     ) -> anyhow::Result<Runtime> {
-        config.settings.validate()?;
         let store = EmbeddedStore::open(db)
             .with_context(|| format!("opening the store at {}", db.display()))?;
+        let settings = config.settings.clone();
+        let backend = Backend::Embedded(store.clone());
+        Self::start(backend, config, move |base_url| {
+            wrap(embedded::ports(&store, &settings, base_url))
+        })
+        .await
+    }
+
+    /// Starts the API and every consumer on AWS resources (or a local emulator of them).
+    pub async fn start_aws(
+        clients: AwsClients,
+        names: &AwsNames,
+        config: RuntimeConfig,
+        wrap: impl FnOnce(Ports) -> Ports,
+    ) -> anyhow::Result<Runtime> {
+        let ports = wrap(shared::aws::ports(&clients, names));
+        Self::start(Backend::Aws(clients), config, move |_| ports).await
+    }
+
+    async fn start(
+        backend: Backend,
+        config: RuntimeConfig,
+        make_ports: impl FnOnce(&str) -> Ports,
+    ) -> anyhow::Result<Runtime> {
+        config.settings.validate()?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -81,7 +113,7 @@ impl Runtime {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
-        let ports = wrap(embedded::ports(&store, &config.settings, &base_url));
+        let ports = make_ports(&base_url);
         let (shutdown, watcher) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
@@ -122,8 +154,11 @@ impl Runtime {
                 Source::DeadLetters,
                 watcher.clone(),
             ));
-            let delivery = WebhookDelivery::new(store.clone(), config.delivery.clone())?;
-            tasks.spawn(delivery.run(watcher.clone()));
+            // On AWS, SNS delivers webhooks itself.
+            if let Backend::Embedded(store) = &backend {
+                let delivery = WebhookDelivery::new(store.clone(), config.delivery.clone())?;
+                tasks.spawn(delivery.run(watcher.clone()));
+            }
             tasks.spawn(run_sweeper(
                 ports.clone(),
                 config.sweep_every,
@@ -131,15 +166,23 @@ impl Runtime {
                 watcher.clone(),
             ));
         }
-        tracing::info!(%addr, db = %db.display(), "bulklink running");
+        tracing::info!(%addr, "bulklink running");
         Ok(Runtime {
             addr,
             base_url,
-            store,
+            backend,
             ports,
             shutdown,
             tasks,
         })
+    }
+
+    /// The embedded store, when running on the embedded backend.
+    pub fn embedded_store(&self) -> Option<&Arc<EmbeddedStore>> {
+        match &self.backend {
+            Backend::Embedded(store) => Some(store),
+            Backend::Aws(_) => None,
+        }
     }
 
     /// Stops every task, letting each finish the message in hand.

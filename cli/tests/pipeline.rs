@@ -144,12 +144,13 @@ fn a_pipeline_dropped_mid_fanout_and_mid_chunk_resumes_to_exact_counts() {
         assert_eq!(job.counters.total, 3_000);
         let env2 = Env {
             dir: tempfile::tempdir().unwrap(),
-            store: pipeline.store.clone(),
+            store: pipeline.embedded_store().expect("embedded").clone(),
             settings: settings.clone(),
         };
         assert_exact(&env2, &seeded, &job).await;
         let stats = pipeline
-            .store
+            .embedded_store()
+            .expect("embedded")
             .link_stats(seeded.brand_id, seeded.offer_id)
             .await
             .unwrap();

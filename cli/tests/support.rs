@@ -207,11 +207,14 @@ impl Halt {
     }
 }
 
+/// Decides which link batches a `FaultyCatalog` refuses.
+pub type LinkFault = Box<dyn Fn(&[LocationId]) -> bool + Send + Sync>;
+
 /// Wraps a real catalog: link calls can fail (per predicate), or halt after writing.
 pub struct FaultyCatalog {
     pub inner: Arc<dyn Catalog>,
     /// `link_locations` fails for a batch this returns true for.
-    pub fail_link: Box<dyn Fn(&[LocationId]) -> bool + Send + Sync>,
+    pub fail_link: LinkFault,
     /// `existing_links` fails this many times before it works.
     pub fail_existing: AtomicUsize,
     /// The n-th `link_locations` call (1-based) halts after its writes committed.

@@ -131,7 +131,13 @@ async fn a_subscription_filtered_to_another_brand_receives_nothing() {
         .unwrap()
         .unwrap();
     eventually(Duration::from_secs(5), "all deliveries made", || async {
-        runtime.store.undelivered_webhooks().await.unwrap() == (0, 0)
+        runtime
+            .embedded_store()
+            .expect("embedded")
+            .undelivered_webhooks()
+            .await
+            .unwrap()
+            == (0, 0)
     })
     .await;
     let mut theirs_got = Vec::new();

@@ -2,6 +2,7 @@
 //! (SQLite) backend, settings, the HTTP error mapping and the job lifecycle steps that the
 //! worker, fanout and sweeper have in common.
 
+pub mod aws;
 pub mod config;
 pub mod domain;
 pub mod embedded;

@@ -230,7 +230,8 @@ pub trait JobStore: Send + Sync {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReceivedMessage {
     pub message_id: String,
-    /// Valid for this delivery only; a stale receipt deletes nothing.
+    /// For this delivery. Delete with the latest receipt: with an older one SQS "might not"
+    /// delete the message (the embedded backend never does).
     pub receipt: String,
     pub body: String,
     /// 1 on the first delivery.
@@ -289,7 +290,9 @@ pub struct Subscription {
     pub url: WebhookUrl,
     pub filter: SubscriptionFilter,
     pub status: SubscriptionStatus,
-    pub created_at: DateTime<Utc>,
+    /// When it was made, where the backend records it (SNS does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

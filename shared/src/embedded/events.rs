@@ -111,7 +111,7 @@ fn subscription_from_row(
         } else {
             SubscriptionStatus::PendingConfirmation
         },
-        created_at: from_ms(created_at),
+        created_at: Some(from_ms(created_at)),
     })
 }
 

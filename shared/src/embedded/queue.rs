@@ -189,15 +189,19 @@ impl Queue for EmbeddedQueue {
                 .ok_or_else(|| StoreError::Invalid(format!("'{receipt}' is not a receipt")))?;
             keys.push((id, receipt.clone()));
         }
+        let name = self.name.clone();
         self.store
             .write(move |conn| {
                 let tx = conn.transaction().map_err(sql)?;
                 {
+                    // A receipt only deletes on the queue that issued it, as on SQS.
                     let mut delete = tx
-                        .prepare_cached("DELETE FROM queue_messages WHERE id = ?1 AND receipt = ?2")
+                        .prepare_cached(
+                            "DELETE FROM queue_messages WHERE id = ?1 AND receipt = ?2 AND queue = ?3",
+                        )
                         .map_err(sql)?;
                     for (id, receipt) in &keys {
-                        delete.execute(params![id, receipt]).map_err(sql)?;
+                        delete.execute(params![id, receipt, name]).map_err(sql)?;
                     }
                 }
                 tx.commit().map_err(sql)

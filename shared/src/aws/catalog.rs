@@ -1,0 +1,455 @@
+//! Catalog port on DynamoDB. Linking a location is two conditional writes — mark the
+//! location (it must exist in the brand) and put the Link item if absent, asking for the old
+//! item on a lost condition so a replay by the same job is recognised (DESIGN §5.1).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+use aws_sdk_dynamodb::Client;
+use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
+
+use super::error::classify;
+use super::items::*;
+use crate::domain::{BrandId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId};
+use crate::error::{StoreError, StoreResult};
+use crate::ports::{Catalog, Cursor, Page};
+
+/// Per-location write pairs in flight at once within one chunk.
+const LINKS_IN_FLIGHT: usize = 16;
+/// BatchGetItem takes at most 100 keys.
+const BATCH_GET: usize = 100;
+
+pub struct DynamoCatalog {
+    ddb: Client,
+    table: String,
+}
+
+impl DynamoCatalog {
+    pub fn new(ddb: Client, table: &str) -> Self {
+        DynamoCatalog {
+            ddb,
+            table: table.to_owned(),
+        }
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> StoreResult<Option<Item>> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Marks the location linked if it exists in `brand`; false if it does not.
+    async fn mark_location(&self, id: LocationId, brand: BrandId) -> StoreResult<bool> {
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(location_pk(id), LOCATION_SK)))
+            .update_expression("SET hasOffer = :t")
+            .condition_expression("attribute_exists(pk) AND brandId = :b")
+            .expression_attribute_values(":t", aws_sdk_dynamodb::types::AttributeValue::Bool(true))
+            .expression_attribute_values(":b", s(brand.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    /// Puts the Link item if absent; on a lost condition, who owns the existing link.
+    async fn put_link(
+        &self,
+        offer: OfferId,
+        id: LocationId,
+        by: LinkedBy,
+    ) -> StoreResult<Option<LinkedBy>> {
+        let item = to_item(&LinkItem {
+            pk: offer_pk(offer),
+            sk: link_sk(id),
+            linked_by: by.to_attr(),
+            linked_at: Utc::now().timestamp_millis(),
+        })?;
+        let result = self
+            .ddb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(None),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                let PutItemError::ConditionalCheckFailedException(ccf) = e.into_err() else {
+                    unreachable!("matched above")
+                };
+                let old = match ccf.item() {
+                    Some(old) => old.clone(),
+                    // Not every DynamoDB-compatible store returns ALL_OLD: read it instead.
+                    None => self
+                        .get(offer_pk(offer), &link_sk(id))
+                        .await?
+                        .ok_or_else(|| {
+                            StoreError::Unavailable("link vanished while read".into())
+                        })?,
+                };
+                let link: LinkItem = from_item(old)?;
+                Ok(Some(LinkedBy::from_attr(&link.linked_by)?))
+            }
+            Err(e) => Err(classify("PutItem", e)),
+        }
+    }
+
+    async fn link_one(
+        &self,
+        offer: OfferId,
+        brand: BrandId,
+        by: LinkedBy,
+        id: LocationId,
+    ) -> StoreResult<LinkOutcome> {
+        if !self.mark_location(id, brand).await? {
+            return Ok(LinkOutcome::NotFound);
+        }
+        Ok(match self.put_link(offer, id, by).await? {
+            None => LinkOutcome::Linked,
+            // Only a job is one actor across deliveries; two direct links are two requests.
+            Some(owner) if owner == by && matches!(by, LinkedBy::Job(_)) => LinkOutcome::Linked,
+            Some(_) => LinkOutcome::AlreadyLinked,
+        })
+    }
+
+    async fn query_page(
+        &self,
+        index: Option<&str>,
+        key_condition: &str,
+        values: HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<(Vec<Item>, Option<Cursor>)> {
+        let out = self
+            .ddb
+            .query()
+            .table_name(&self.table)
+            .set_index_name(index.map(str::to_owned))
+            .key_condition_expression(key_condition)
+            .set_expression_attribute_values(Some(values))
+            .set_exclusive_start_key(start_key(after)?)
+            .limit(limit.min(i32::MAX as usize) as i32)
+            .send()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        Ok((
+            out.items.unwrap_or_default(),
+            cursor_of(out.last_evaluated_key)?,
+        ))
+    }
+}
+
+#[async_trait]
+impl Catalog for DynamoCatalog {
+    async fn create_offer(&self, offer: &Offer) -> StoreResult<()> {
+        let item = to_item(&OfferItem::of(offer))?;
+        match self
+            .ddb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Err(StoreError::Conflict(format!(
+                    "offer {} already exists",
+                    offer.id
+                )))
+            }
+            Err(e) => Err(classify("PutItem", e)),
+        }
+    }
+
+    async fn get_offer(&self, id: OfferId) -> StoreResult<Option<Offer>> {
+        self.get(offer_pk(id), OFFER_SK)
+            .await?
+            .map(|item| from_item::<OfferItem>(item)?.into_offer())
+            .transpose()
+    }
+
+    async fn create_locations(&self, locations: &[Location]) -> StoreResult<()> {
+        if locations.is_empty() {
+            return Ok(());
+        }
+        let mut writes = Vec::with_capacity(locations.len());
+        for location in locations {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(to_item(&LocationItem::of(location))?))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            writes.push(TransactWriteItem::builder().put(put).build());
+        }
+        match self
+            .ddb
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    TransactWriteItemsError::TransactionCanceledException(_)
+                ) =>
+            {
+                let TransactWriteItemsError::TransactionCanceledException(cancel) = e.into_err()
+                else {
+                    unreachable!("matched above")
+                };
+                let reasons = cancel.cancellation_reasons();
+                match reasons
+                    .iter()
+                    .position(|r| r.code() == Some("ConditionalCheckFailed"))
+                {
+                    Some(i) => Err(StoreError::Conflict(format!(
+                        "location {} already exists",
+                        locations[i].id
+                    ))),
+                    None => Err(StoreError::Unavailable(format!(
+                        "TransactWriteItems cancelled: {:?}",
+                        reasons.iter().map(|r| r.code()).collect::<Vec<_>>()
+                    ))),
+                }
+            }
+            Err(e) => Err(classify("TransactWriteItems", e)),
+        }
+    }
+
+    async fn get_location(&self, id: LocationId) -> StoreResult<Option<Location>> {
+        self.get(location_pk(id), LOCATION_SK)
+            .await?
+            .map(|item| from_item::<LocationItem>(item)?.into_location())
+            .transpose()
+    }
+
+    async fn page_brand_locations(
+        &self,
+        brand: BrandId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<LocationId>> {
+        let (items, next) = self
+            .query_page(
+                Some("gsi1"),
+                "gsi1pk = :b",
+                HashMap::from([(":b".to_owned(), s(brand_key(brand)))]),
+                after,
+                limit,
+            )
+            .await?;
+        let ids = items
+            .into_iter()
+            .map(|item| match item.get("gsi1sk") {
+                Some(aws_sdk_dynamodb::types::AttributeValue::S(sk)) => sk
+                    .strip_prefix("LOC#")
+                    .ok_or_else(|| StoreError::Internal(format!("bad gsi1sk '{sk}'")))?
+                    .parse::<LocationId>()
+                    .map_err(StoreError::from),
+                _ => Err(StoreError::Internal(
+                    "brand index item without gsi1sk".into(),
+                )),
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page { items: ids, next })
+    }
+
+    async fn link_locations(
+        &self,
+        offer: OfferId,
+        brand: BrandId,
+        by: LinkedBy,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<LinkOutcome>> {
+        futures::stream::iter(ids.iter().copied())
+            .map(|id| self.link_one(offer, brand, by, id))
+            .buffered(LINKS_IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+
+    async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome> {
+        let mark = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(location_pk(location), LOCATION_SK)))
+            .update_expression("SET hasOffer = :t")
+            .condition_expression("attribute_exists(pk) AND brandId = :b")
+            .expression_attribute_values(":t", aws_sdk_dynamodb::types::AttributeValue::Bool(true))
+            .expression_attribute_values(":b", s(offer.brand_id.to_string()))
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let link = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(to_item(&LinkItem {
+                pk: offer_pk(offer.id),
+                sk: link_sk(location),
+                linked_by: LinkedBy::Direct.to_attr(),
+                linked_at: Utc::now().timestamp_millis(),
+            })?))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let count = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(offer_pk(offer.id), OFFER_SK)))
+            .update_expression("ADD locationsTotal :one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let result = self
+            .ddb
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(mark).build())
+            .transact_items(TransactWriteItem::builder().put(link).build())
+            .transact_items(TransactWriteItem::builder().update(count).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(LinkOutcome::Linked),
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    TransactWriteItemsError::TransactionCanceledException(_)
+                ) =>
+            {
+                let TransactWriteItemsError::TransactionCanceledException(cancel) = e.into_err()
+                else {
+                    unreachable!("matched above")
+                };
+                let failed: Vec<bool> = cancel
+                    .cancellation_reasons()
+                    .iter()
+                    .map(|r| r.code() == Some("ConditionalCheckFailed"))
+                    .collect();
+                match failed.as_slice() {
+                    [true, ..] => Ok(LinkOutcome::NotFound),
+                    [_, true, ..] => Ok(LinkOutcome::AlreadyLinked),
+                    [_, _, true] => Err(StoreError::Invalid(format!(
+                        "offer {} does not exist",
+                        offer.id
+                    ))),
+                    _ => Err(StoreError::Unavailable(
+                        "link transaction cancelled by a conflict".into(),
+                    )),
+                }
+            }
+            Err(e) => Err(classify("TransactWriteItems", e)),
+        }
+    }
+
+    async fn existing_links(
+        &self,
+        offer: OfferId,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<Option<LinkedBy>>> {
+        let mut owners: HashMap<LocationId, LinkedBy> = HashMap::new();
+        for batch in ids.chunks(BATCH_GET) {
+            let keys: Vec<Item> = batch
+                .iter()
+                .map(|id| key(offer_pk(offer), &link_sk(*id)))
+                .collect();
+            let mut request = Some(HashMap::from([(
+                self.table.clone(),
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Internal(e.to_string()))?,
+            )]));
+            let mut rounds = 0;
+            while let Some(items) = request.take().filter(|r| !r.is_empty()) {
+                rounds += 1;
+                if rounds > 1 {
+                    // UnprocessedKeys means throttling: back off before asking again.
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << rounds.min(6))).await;
+                }
+                if rounds > 10 {
+                    return Err(StoreError::Unavailable(
+                        "BatchGetItem kept returning unprocessed keys".into(),
+                    ));
+                }
+                let out = self
+                    .ddb
+                    .batch_get_item()
+                    .set_request_items(Some(items))
+                    .send()
+                    .await
+                    .map_err(|e| classify("BatchGetItem", e))?;
+                for item in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    let link = from_item::<LinkItem>(item)?.into_link()?;
+                    owners.insert(link.location_id, link.linked_by);
+                }
+                request = out.unprocessed_keys;
+            }
+        }
+        Ok(ids.iter().map(|id| owners.get(id).copied()).collect())
+    }
+
+    async fn page_offer_links(
+        &self,
+        offer: OfferId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Link>> {
+        let (items, next) = self
+            .query_page(
+                None,
+                "pk = :o AND begins_with(sk, :loc)",
+                HashMap::from([
+                    (":o".to_owned(), s(offer_pk(offer))),
+                    (":loc".to_owned(), s("LOC#")),
+                ]),
+                after,
+                limit,
+            )
+            .await?;
+        let links = items
+            .into_iter()
+            .map(|item| from_item::<LinkItem>(item)?.into_link())
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page { items: links, next })
+    }
+}

@@ -1,0 +1,406 @@
+//! DynamoDB item shapes (DESIGN §4) and their conversions to domain types, through
+//! serde_dynamo. Keys: `pk`/`sk` strings; GSIs `gsi1pk`/`gsi1sk` (and `gsi2pk`/`gsi2sk` for
+//! jobs that are not settled yet).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, JobKind, Link, LinkedBy, Location,
+    LocationId, Offer, OfferId,
+};
+use crate::error::{StoreError, StoreResult};
+use crate::ports::{Cursor, Failure};
+
+pub(crate) type Item = HashMap<String, AttributeValue>;
+
+pub(crate) const OFFER_SK: &str = "#OFFER";
+pub(crate) const LOCATION_SK: &str = "#LOC";
+pub(crate) const JOB_SK: &str = "#JOB";
+pub(crate) const ACTIVE_SK: &str = "#ACTIVE";
+pub(crate) const IDEMP_SK: &str = "#IDEMP";
+/// The sparse index of jobs the sweeper may have to finish: set at creation, removed once
+/// the terminal event is published. Keys only, so counter updates never write to it.
+pub(crate) const UNSETTLED: &str = "UNSETTLED";
+
+pub(crate) fn offer_pk(id: OfferId) -> String {
+    format!("OFFER#{id}")
+}
+pub(crate) fn location_pk(id: LocationId) -> String {
+    format!("LOC#{id}")
+}
+pub(crate) fn link_sk(id: LocationId) -> String {
+    format!("LOC#{id}")
+}
+pub(crate) fn brand_key(id: BrandId) -> String {
+    format!("BRAND#{id}")
+}
+pub(crate) fn job_pk(id: JobId) -> String {
+    format!("JOB#{id}")
+}
+pub(crate) fn chunk_sk(seq: ChunkSeq) -> String {
+    format!("CHUNK#{seq}")
+}
+pub(crate) fn failure_sk(id: LocationId) -> String {
+    format!("FAIL#{id}")
+}
+pub(crate) fn active_pk(id: OfferId) -> String {
+    format!("ACTIVE#{id}")
+}
+pub(crate) fn idemp_pk(key_hash: &str) -> String {
+    format!("IDEMP#{key_hash}")
+}
+
+pub(crate) fn key(pk: String, sk: &str) -> Item {
+    HashMap::from([
+        ("pk".to_owned(), AttributeValue::S(pk)),
+        ("sk".to_owned(), AttributeValue::S(sk.to_owned())),
+    ])
+}
+
+pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+pub(crate) fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+pub(crate) fn to_item<T: Serialize>(value: &T) -> StoreResult<Item> {
+    serde_dynamo::to_item(value).map_err(|e| StoreError::Internal(format!("item encoding: {e}")))
+}
+
+pub(crate) fn from_item<'a, T: Deserialize<'a>>(item: Item) -> StoreResult<T> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Internal(format!("item decoding: {e}")))
+}
+
+fn strip<'a>(value: &'a str, prefix: &str) -> StoreResult<&'a str> {
+    value
+        .strip_prefix(prefix)
+        .ok_or_else(|| StoreError::Internal(format!("key '{value}' lacks prefix '{prefix}'")))
+}
+
+fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct OfferItem {
+    pub pk: String,
+    pub sk: String,
+    pub brand_id: String,
+    pub name: String,
+    pub locations_total: u64,
+}
+
+impl OfferItem {
+    pub fn of(offer: &Offer) -> Self {
+        OfferItem {
+            pk: offer_pk(offer.id),
+            sk: OFFER_SK.to_owned(),
+            brand_id: offer.brand_id.to_string(),
+            name: offer.name.clone(),
+            locations_total: offer.locations_total,
+        }
+    }
+
+    pub fn into_offer(self) -> StoreResult<Offer> {
+        Ok(Offer {
+            id: strip(&self.pk, "OFFER#")?.parse()?,
+            brand_id: self.brand_id.parse()?,
+            name: self.name,
+            locations_total: self.locations_total,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LocationItem {
+    pub pk: String,
+    pub sk: String,
+    pub brand_id: String,
+    pub address: String,
+    pub has_offer: bool,
+    pub gsi1pk: String,
+    pub gsi1sk: String,
+}
+
+impl LocationItem {
+    pub fn of(location: &Location) -> Self {
+        LocationItem {
+            pk: location_pk(location.id),
+            sk: LOCATION_SK.to_owned(),
+            brand_id: location.brand_id.to_string(),
+            address: location.address.clone(),
+            has_offer: location.has_offer,
+            gsi1pk: brand_key(location.brand_id),
+            gsi1sk: link_sk(location.id),
+        }
+    }
+
+    pub fn into_location(self) -> StoreResult<Location> {
+        Ok(Location {
+            id: strip(&self.pk, "LOC#")?.parse()?,
+            brand_id: self.brand_id.parse()?,
+            address: self.address,
+            has_offer: self.has_offer,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LinkItem {
+    pub pk: String,
+    pub sk: String,
+    pub linked_by: String,
+    pub linked_at: i64,
+}
+
+impl LinkItem {
+    pub fn into_link(self) -> StoreResult<Link> {
+        Ok(Link {
+            offer_id: strip(&self.pk, "OFFER#")?.parse()?,
+            location_id: strip(&self.sk, "LOC#")?.parse()?,
+            linked_by: LinkedBy::from_attr(&self.linked_by)?,
+            linked_at: from_ms(self.linked_at),
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct JobItem {
+    pub pk: String,
+    pub sk: String,
+    pub kind: String,
+    pub status: String,
+    pub brand_id: String,
+    pub offer_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    pub total: u64,
+    pub linked: u64,
+    pub already_linked: u64,
+    pub not_found: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanout_cursor: Option<String>,
+    pub fanout_done: bool,
+    pub chunks_total: u32,
+    pub chunks_done: u32,
+    pub created_at: i64,
+    pub updated_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified_at: Option<i64>,
+    pub gsi1pk: String,
+    pub gsi1sk: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsi2pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsi2sk: Option<String>,
+    /// TTL attribute (epoch seconds), set when the job finishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+impl JobItem {
+    pub fn of(job: &Job) -> Self {
+        let c = job.counters;
+        JobItem {
+            pk: job_pk(job.id),
+            sk: JOB_SK.to_owned(),
+            kind: job.kind.as_str().to_owned(),
+            status: job.status.as_str().to_owned(),
+            brand_id: job.brand_id.to_string(),
+            offer_id: job.offer_id.to_string(),
+            callback_url: job.callback_url.as_ref().map(|u| u.to_string()),
+            total: c.total,
+            linked: c.linked,
+            already_linked: c.already_linked,
+            not_found: c.not_found,
+            failed: c.failed,
+            cancelled: c.cancelled,
+            fanout_cursor: job.fanout_cursor.clone(),
+            fanout_done: job.fanout_done,
+            chunks_total: job.chunks_total,
+            chunks_done: job.chunks_done,
+            created_at: job.created_at.timestamp_millis(),
+            updated_at: job.updated_at.timestamp_millis(),
+            started_at: job.started_at.map(|t| t.timestamp_millis()),
+            finished_at: job.finished_at.map(|t| t.timestamp_millis()),
+            notified_at: job.notified_at.map(|t| t.timestamp_millis()),
+            gsi1pk: brand_key(job.brand_id),
+            // Job ids are UUID v7: their order is creation order.
+            gsi1sk: job.id.to_string(),
+            gsi2pk: Some(UNSETTLED.to_owned()),
+            gsi2sk: Some(job.id.to_string()),
+            expires_at: None,
+        }
+    }
+
+    pub fn into_job(self) -> StoreResult<Job> {
+        Ok(Job {
+            id: strip(&self.pk, "JOB#")?.parse()?,
+            kind: JobKind::LinkAllLocations,
+            status: self.status.parse()?,
+            brand_id: self.brand_id.parse()?,
+            offer_id: self.offer_id.parse()?,
+            callback_url: self.callback_url.map(|u| u.parse()).transpose()?,
+            counters: Counters {
+                total: self.total,
+                linked: self.linked,
+                already_linked: self.already_linked,
+                not_found: self.not_found,
+                failed: self.failed,
+                cancelled: self.cancelled,
+            },
+            fanout_cursor: self.fanout_cursor,
+            fanout_done: self.fanout_done,
+            chunks_total: self.chunks_total,
+            chunks_done: self.chunks_done,
+            created_at: from_ms(self.created_at),
+            updated_at: from_ms(self.updated_at),
+            started_at: self.started_at.map(from_ms),
+            finished_at: self.finished_at.map(from_ms),
+            notified_at: self.notified_at.map(from_ms),
+        })
+    }
+}
+
+pub(crate) fn job_from_item(item: Item) -> StoreResult<Job> {
+    from_item::<JobItem>(item)?.into_job()
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ChunkItem {
+    pub pk: String,
+    pub sk: String,
+    pub linked: u32,
+    pub already_linked: u32,
+    pub not_found: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+    pub recorded_at: i64,
+    /// The chunk's failures, ledgered atomically with its counts; the `FAIL#` items that
+    /// `GET /jobs/{id}/failures` pages through are always written from this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<Failure>,
+}
+
+impl ChunkItem {
+    pub fn of(job: JobId, seq: ChunkSeq, c: ChunkCounts, failures: &[Failure]) -> Self {
+        ChunkItem {
+            pk: job_pk(job),
+            sk: chunk_sk(seq),
+            linked: c.linked,
+            already_linked: c.already_linked,
+            not_found: c.not_found,
+            failed: c.failed,
+            cancelled: c.cancelled,
+            recorded_at: Utc::now().timestamp_millis(),
+            failures: failures.to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct FailureItem {
+    pub pk: String,
+    pub sk: String,
+    pub reason: String,
+    pub attempts: u32,
+}
+
+impl FailureItem {
+    pub fn of(job: JobId, f: &Failure) -> Self {
+        FailureItem {
+            pk: job_pk(job),
+            sk: failure_sk(f.location_id),
+            reason: f.reason.clone(),
+            attempts: f.attempts,
+        }
+    }
+
+    pub fn into_failure(self) -> StoreResult<Failure> {
+        Ok(Failure {
+            location_id: strip(&self.sk, "FAIL#")?.parse()?,
+            reason: self.reason,
+            attempts: self.attempts,
+        })
+    }
+}
+
+/// A DynamoDB `LastEvaluatedKey` as an opaque cursor (all our keys are strings).
+pub(crate) fn cursor_of(key: Option<Item>) -> StoreResult<Option<Cursor>> {
+    let Some(key) = key else { return Ok(None) };
+    let mut plain = std::collections::BTreeMap::new();
+    for (name, value) in key {
+        let AttributeValue::S(text) = value else {
+            return Err(StoreError::Internal(format!(
+                "key attribute {name} is not a string"
+            )));
+        };
+        plain.insert(name, text);
+    }
+    let json = serde_json::to_string(&plain)
+        .map_err(|e| StoreError::Internal(format!("cursor encoding: {e}")))?;
+    Ok(Some(Cursor::from_position(json)))
+}
+
+/// The inverse of `cursor_of`; a cursor that does not decode is the caller's mistake.
+pub(crate) fn start_key(cursor: Option<&Cursor>) -> StoreResult<Option<Item>> {
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    let plain: HashMap<String, String> = serde_json::from_str(cursor.position())
+        .map_err(|_| StoreError::Invalid("cursor is not valid".into()))?;
+    Ok(Some(plain.into_iter().map(|(k, v)| (k, s(v))).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_survives_the_round_trip_through_its_item() {
+        let mut job = Job::new(
+            BrandId::new_random(),
+            OfferId::new_random(),
+            None,
+            Utc::now(),
+        );
+        job.fanout_cursor = Some("{\"pk\":\"x\"}".into());
+        job.counters.linked = 7;
+        let item = to_item(&JobItem::of(&job)).unwrap();
+        assert!(!item.contains_key("startedAt"), "absent, not NULL");
+        let back = job_from_item(item).unwrap();
+        assert_eq!(back.id, job.id);
+        assert_eq!(back.counters.linked, 7);
+        assert_eq!(back.fanout_cursor, job.fanout_cursor);
+        assert_eq!(
+            back.created_at.timestamp_millis(),
+            job.created_at.timestamp_millis()
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let key = key("LOC#1".into(), "#LOC");
+        let cursor = cursor_of(Some(key.clone())).unwrap().unwrap();
+        assert_eq!(start_key(Some(&cursor)).unwrap().unwrap(), key);
+        assert!(start_key(Some(&Cursor::from_position("nope"))).is_err());
+    }
+}

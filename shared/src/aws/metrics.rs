@@ -1,0 +1,96 @@
+//! Counts AWS requests by service and operation: an SDK interceptor on every client, so the
+//! bench can print requests per linked location and tests can assert request economy.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+/// Calls (as the code made them) and HTTP attempts (including SDK retries) per operation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub calls: u64,
+    pub attempts: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RequestCounter {
+    counts: Arc<Mutex<BTreeMap<(String, String), Counts>>>,
+}
+
+impl RequestCounter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `(service, operation) → counts`, e.g. `("DynamoDB", "PutItem")`.
+    pub fn snapshot(&self) -> BTreeMap<(String, String), Counts> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn reset(&self) {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Total calls of a service's operations that satisfy `which`.
+    pub fn calls(&self, service: &str, which: impl Fn(&str) -> bool) -> u64 {
+        self.snapshot()
+            .iter()
+            .filter(|((s, op), _)| s == service && which(op))
+            .map(|(_, c)| c.calls)
+            .sum()
+    }
+
+    fn bump(&self, cfg: &ConfigBag, attempt: bool) {
+        let Some(meta) = cfg.load::<Metadata>() else {
+            return;
+        };
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = counts
+            .entry((meta.service().to_owned(), meta.name().to_owned()))
+            .or_default();
+        if attempt {
+            entry.attempts += 1;
+        } else {
+            entry.calls += 1;
+        }
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "bulklink-request-counter"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.bump(cfg, false);
+        Ok(())
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.bump(cfg, true);
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+//! The AWS backend: every port on DynamoDB (catalog and jobs tables, DESIGN §4), SQS
+//! (fanout and chunk queues with dead-letter queues) and SNS (job events). Clients come from
+//! `aws_config` defaults with the standard retry mode; `AWS_ENDPOINT_URL` points them at a
+//! local emulator.
+
+mod bootstrap;
+mod catalog;
+mod emulator;
+mod error;
+mod events;
+mod items;
+mod jobs;
+mod metrics;
+mod queue;
+
+use std::sync::Arc;
+
+use aws_config::retry::RetryConfig;
+use aws_config::BehaviorVersion;
+
+use crate::config::SettingsError;
+use crate::ports::Ports;
+
+pub use bootstrap::{bootstrap, is_loopback_endpoint, Bootstrapped, ResourceNames};
+pub use catalog::DynamoCatalog;
+pub use emulator::{EmulatorError, LocalEmulator};
+pub use events::SnsEvents;
+pub use jobs::DynamoJobs;
+pub use metrics::{Counts, RequestCounter};
+pub use queue::SqsQueue;
+
+/// Where the backend's resources are: the names Terraform creates and passes as env vars.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsNames {
+    pub catalog_table: String,
+    pub jobs_table: String,
+    pub fanout_queue_url: String,
+    pub chunk_queue_url: String,
+    pub chunk_dlq_url: String,
+    pub events_topic_arn: String,
+}
+
+impl AwsNames {
+    pub const ENV: [&'static str; 6] = [
+        "CATALOG_TABLE",
+        "JOBS_TABLE",
+        "FANOUT_QUEUE_URL",
+        "CHUNK_QUEUE_URL",
+        "CHUNK_DLQ_URL",
+        "EVENTS_TOPIC_ARN",
+    ];
+
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let get = |name: &'static str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(SettingsError {
+                    name,
+                    value: String::new(),
+                    why: "is required for the aws backend",
+                })
+        };
+        Ok(AwsNames {
+            catalog_table: get("CATALOG_TABLE")?,
+            jobs_table: get("JOBS_TABLE")?,
+            fanout_queue_url: get("FANOUT_QUEUE_URL")?,
+            chunk_queue_url: get("CHUNK_QUEUE_URL")?,
+            chunk_dlq_url: get("CHUNK_DLQ_URL")?,
+            events_topic_arn: get("EVENTS_TOPIC_ARN")?,
+        })
+    }
+}
+
+/// The three SDK clients, built once, each with the request counter attached.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub counter: RequestCounter,
+}
+
+/// SDK retry attempts for every call (standard mode: exponential backoff with jitter, and
+/// throttling errors retried). Adaptive mode stalls far too long for a Lambda.
+pub const SDK_MAX_ATTEMPTS: u32 = 6;
+
+impl AwsClients {
+    /// Loads the default AWS configuration (env, profile, IMDS; `AWS_ENDPOINT_URL`).
+    /// `endpoint` overrides the endpoint. Against a loopback endpoint (an emulator), missing
+    /// credentials and region get local placeholders, so no AWS account is needed.
+    pub async fn load(endpoint: Option<&str>) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(SDK_MAX_ATTEMPTS));
+        if let Some(url) = endpoint {
+            loader = loader.endpoint_url(url);
+        }
+        let effective = endpoint
+            .map(str::to_owned)
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        if effective
+            .as_deref()
+            .is_some_and(bootstrap::is_loopback_endpoint)
+        {
+            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+                loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                    "local",
+                    "local",
+                    None,
+                    None,
+                    "bulklink-local",
+                ));
+            }
+            if std::env::var_os("AWS_REGION").is_none()
+                && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+            {
+                loader = loader.region(aws_config::Region::new("us-east-1"));
+            }
+        }
+        Self::from_config(&loader.load().await)
+    }
+
+    pub fn from_config(config: &aws_config::SdkConfig) -> Self {
+        let counter = RequestCounter::new();
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(config)
+                .interceptor(counter.clone())
+                .build(),
+        );
+        let sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(config)
+                .interceptor(counter.clone())
+                .build(),
+        );
+        let sns = aws_sdk_sns::Client::from_conf(
+            aws_sdk_sns::config::Builder::from(config)
+                .interceptor(counter.clone())
+                .build(),
+        );
+        AwsClients {
+            dynamodb,
+            sqs,
+            sns,
+            counter,
+        }
+    }
+}
+
+/// The AWS backend's ports.
+pub fn ports(clients: &AwsClients, names: &AwsNames) -> Ports {
+    let queue = |url: &str, name: &str| -> Arc<dyn crate::ports::Queue> {
+        Arc::new(SqsQueue::new(clients.sqs.clone(), url, name))
+    };
+    Ports {
+        catalog: Arc::new(DynamoCatalog::new(
+            clients.dynamodb.clone(),
+            &names.catalog_table,
+        )),
+        jobs: Arc::new(DynamoJobs::new(
+            clients.dynamodb.clone(),
+            &names.jobs_table,
+            &names.catalog_table,
+        )),
+        fanout_queue: queue(&names.fanout_queue_url, "fanout"),
+        chunk_queue: queue(&names.chunk_queue_url, "chunks"),
+        chunk_dlq: queue(&names.chunk_dlq_url, "chunks-dlq"),
+        events: Arc::new(SnsEvents::new(clients.sns.clone(), &names.events_topic_arn)),
+    }
+}

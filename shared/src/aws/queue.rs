@@ -1,0 +1,199 @@
+//! Queue port on SQS. Batch calls answer 200 even when some entries failed: every `Failed`
+//! list is checked, and failed sends are retried before the call gives up.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
+};
+use aws_sdk_sqs::Client;
+
+use super::error::{classify, is_retryable_code};
+use crate::domain::MAX_MESSAGE_BYTES;
+use crate::error::{StoreError, StoreResult};
+use crate::ports::{Queue, ReceivedMessage};
+
+const MAX_BATCH: usize = 10;
+/// SQS long polling waits at most 20 s.
+const MAX_WAIT_SECS: u64 = 20;
+const SEND_ROUNDS: u32 = 5;
+
+pub struct SqsQueue {
+    sqs: Client,
+    url: String,
+    name: String,
+}
+
+impl SqsQueue {
+    pub fn new(sqs: Client, url: &str, name: &str) -> Self {
+        SqsQueue {
+            sqs,
+            url: url.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send_batch(&self, bodies: &[String]) -> StoreResult<()> {
+        if bodies.len() > MAX_BATCH {
+            return Err(StoreError::Invalid(format!(
+                "a batch holds at most {MAX_BATCH} messages, not {}",
+                bodies.len()
+            )));
+        }
+        // SQS (and emulators) may accept more; 256 KiB is the limit we promise.
+        if let Some(big) = bodies.iter().find(|b| b.len() > MAX_MESSAGE_BYTES) {
+            return Err(StoreError::Invalid(format!(
+                "a message of {} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
+                big.len()
+            )));
+        }
+        let mut pending: Vec<(usize, &String)> = bodies.iter().enumerate().collect();
+        for round in 1..=SEND_ROUNDS {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if round > 1 {
+                tokio::time::sleep(Duration::from_millis(50 << round)).await;
+            }
+            let entries = pending
+                .iter()
+                .map(|(i, body)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body.as_str())
+                        .build()
+                        .map_err(internal)
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            let out = self
+                .sqs
+                .send_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| classify("SendMessageBatch", e))?;
+            let failed = out.failed();
+            if let Some(permanent) = failed
+                .iter()
+                .find(|f| f.sender_fault() && !is_retryable_code(f.code()))
+            {
+                return Err(StoreError::Invalid(format!(
+                    "SendMessageBatch refused entry {}: {} {}",
+                    permanent.id(),
+                    permanent.code(),
+                    permanent.message().unwrap_or_default()
+                )));
+            }
+            let failed_ids: Vec<&str> = failed.iter().map(|f| f.id()).collect();
+            pending.retain(|(i, _)| failed_ids.contains(&i.to_string().as_str()));
+        }
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "SendMessageBatch: {} entries still failing after {SEND_ROUNDS} rounds",
+                pending.len()
+            )))
+        }
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+            .wait_time_seconds(wait.as_secs().min(MAX_WAIT_SECS) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| classify("ReceiveMessage", e))?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                let receive_count = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                ReceivedMessage {
+                    message_id: m.message_id.unwrap_or_default(),
+                    receipt: m.receipt_handle.unwrap_or_default(),
+                    body: m.body.unwrap_or_default(),
+                    receive_count,
+                }
+            })
+            .collect())
+    }
+
+    async fn delete(&self, receipts: &[String]) -> StoreResult<()> {
+        for batch in receipts.chunks(MAX_BATCH) {
+            let entries = batch
+                .iter()
+                .enumerate()
+                .map(|(i, receipt)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt)
+                        .build()
+                        .map_err(internal)
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            let out = self
+                .sqs
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| classify("DeleteMessageBatch", e))?;
+            if let Some(f) = out.failed().first() {
+                // The message comes back after its visibility timeout; its replay is harmless.
+                return Err(StoreError::Unavailable(format!(
+                    "DeleteMessageBatch failed for {} entries, first: {} {}",
+                    out.failed().len(),
+                    f.code(),
+                    f.message().unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn depth(&self) -> StoreResult<u64> {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| classify("GetQueueAttributes", e))?;
+        let attrs = out.attributes.unwrap_or_default();
+        let get = |name: &QueueAttributeName| {
+            attrs
+                .get(name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(get(&QueueAttributeName::ApproximateNumberOfMessages)
+            + get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+    }
+}
