@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# The one test command: formatting, lints, and every test of every crate.
+# The one test command: formatting, lints, and every test of every crate, on both backends
+# (embedded SQLite, and AWS through a moto emulator that this script installs in .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if ! .venv/bin/python -c "import moto.server, werkzeug" >/dev/null 2>&1; then
+  echo "== installing the AWS emulator (moto) into .venv"
+  python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
