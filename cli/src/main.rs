@@ -11,9 +11,23 @@ use bulklink::demo::{self, DemoOptions};
 use bulklink::runtime::{Runtime, RuntimeConfig};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use shared::aws::{self, AwsClients, AwsNames, ResourceNames};
 use shared::domain::{BrandId, JobId, OfferId};
 use shared::embedded::EmbeddedStore;
 use shared::Settings;
+
+/// Prints a line to stdout; a closed pipe (`bulklink … | head`) ends the program quietly
+/// instead of panicking.
+macro_rules! emit {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
 
 #[derive(Parser)]
 #[command(
@@ -59,10 +73,16 @@ enum Command {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
-    /// Serve the HTTP API and run the pipeline on the embedded backend.
+    /// Serve the HTTP API and run the pipeline (embedded backend by default).
     Serve {
+        #[arg(long, value_enum, default_value_t = BackendKind::Embedded)]
+        backend: BackendKind,
+        /// The SQLite file (embedded backend).
         #[arg(long, default_value = "bulklink.db")]
         db: PathBuf,
+        /// AWS endpoint override, e.g. a local emulator (aws backend; default: AWS_ENDPOINT_URL).
+        #[arg(long)]
+        endpoint_url: Option<String>,
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// Base URL clients reach this server at (used in webhook SubscribeURLs).
@@ -70,6 +90,15 @@ enum Command {
         public_url: Option<String>,
         #[command(flatten)]
         pipeline: PipelineArgs,
+    },
+    /// Create the tables, queues and topic on a local AWS endpoint (an emulator) and print
+    /// the environment `serve --backend aws` reads. Refuses non-loopback endpoints.
+    Bootstrap {
+        #[arg(long)]
+        endpoint_url: String,
+        /// Resource names start with this.
+        #[arg(long, default_value = "bulklink")]
+        prefix: String,
     },
     /// Create an offer and N locations for a brand; prints {"brandId","offerId","locations"}.
     Seed {
@@ -108,6 +137,12 @@ enum Command {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BackendKind {
+    Embedded,
+    Aws,
 }
 
 #[derive(Subcommand)]
@@ -161,10 +196,12 @@ async fn main() -> anyhow::Result<()> {
             if !problems.is_empty() {
                 bail!("demo failed: {}", problems.join("; "));
             }
-            println!("demo OK: every location linked exactly once");
+            emit!("demo OK: every location linked exactly once");
         }
         Command::Serve {
+            backend,
             db,
+            endpoint_url,
             listen,
             public_url,
             pipeline,
@@ -175,11 +212,17 @@ async fn main() -> anyhow::Result<()> {
                 public_url,
                 ..Default::default()
             };
-            let runtime = Runtime::start_embedded(&db, config).await?;
+            let runtime = match backend {
+                BackendKind::Embedded => Runtime::start_embedded(&db, config).await?,
+                BackendKind::Aws => {
+                    let names = AwsNames::from_env()?;
+                    let clients = AwsClients::load(endpoint_url.as_deref()).await;
+                    Runtime::start_aws(clients, &names, config, |ports| ports).await?
+                }
+            };
             eprintln!(
-                "bulklink serving {} (db {})",
-                runtime.base_url,
-                db.display()
+                "bulklink serving {} ({backend:?} backend)",
+                runtime.base_url
             );
             tokio::signal::ctrl_c().await?;
             eprintln!("shutting down");
@@ -205,15 +248,38 @@ async fn main() -> anyhow::Result<()> {
                 (None, Some(api)) => seed_over_api(&api, brand, &offer_name, locations).await?,
                 (None, None) => bail!("pass --db or --api"),
             };
-            println!("{seeded}");
+            emit!("{seeded}");
         }
         Command::Job { action } => run_job_action(action).await?,
+        Command::Bootstrap {
+            endpoint_url,
+            prefix,
+        } => {
+            let settings = Settings::from_env()?;
+            let clients = AwsClients::load(Some(&endpoint_url)).await;
+            let made = aws::bootstrap(
+                &clients,
+                &endpoint_url,
+                &ResourceNames { prefix },
+                &settings,
+            )
+            .await
+            .context("bootstrapping the local endpoint")?;
+            let n = &made.names;
+            emit!("export AWS_ENDPOINT_URL={endpoint_url}");
+            emit!("export CATALOG_TABLE={}", n.catalog_table);
+            emit!("export JOBS_TABLE={}", n.jobs_table);
+            emit!("export FANOUT_QUEUE_URL={}", n.fanout_queue_url);
+            emit!("export CHUNK_QUEUE_URL={}", n.chunk_queue_url);
+            emit!("export CHUNK_DLQ_URL={}", n.chunk_dlq_url);
+            emit!("export EVENTS_TOPIC_ARN={}", n.events_topic_arn);
+        }
         Command::Bench { sizes, pipeline } => {
             let settings = pipeline.settings()?;
             match settings.write_budget_per_sec {
                 None => {
                     let results = bench::run_children(&sizes, settings.worker_concurrency, None)?;
-                    print!("{}", bench::throughput_table(&results));
+                    emit!("{}", bench::throughput_table(&results).trim_end());
                 }
                 Some(budget) => {
                     // A job of at least 20·B writes, at two writes per location.
@@ -225,7 +291,7 @@ async fn main() -> anyhow::Result<()> {
                         Some(budget),
                     )?;
                     for m in &results {
-                        print!("{}", bench::budget_report(m, budget));
+                        emit!("{}", bench::budget_report(m, budget).trim_end());
                     }
                 }
             }
@@ -239,7 +305,7 @@ async fn main() -> anyhow::Result<()> {
                 ..Default::default()
             };
             let measured = bench::measure(locations, config).await?;
-            println!("{}", serde_json::to_string(&measured)?);
+            emit!("{}", serde_json::to_string(&measured)?);
         }
     }
     Ok(())
@@ -281,7 +347,7 @@ async fn run_job_action(action: JobAction) -> anyhow::Result<()> {
             let job = ApiClient::new(&api)?
                 .create_job(offer, idempotency_key.as_deref(), callback_url.as_deref())
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&job)?);
+            emit!("{}", serde_json::to_string_pretty(&job)?);
         }
         JobAction::Watch { api, job } => {
             let id: JobId = job.parse()?;
@@ -303,12 +369,12 @@ async fn run_job_action(action: JobAction) -> anyhow::Result<()> {
                 .await
                 .context("watching the job")?;
             bar.finish();
-            println!("{}", serde_json::to_string_pretty(&job)?);
+            emit!("{}", serde_json::to_string_pretty(&job)?);
         }
         JobAction::Cancel { api, job } => {
             let id: JobId = job.parse()?;
             let job = ApiClient::new(&api)?.cancel(id).await?;
-            println!("{}", serde_json::to_string_pretty(&job)?);
+            emit!("{}", serde_json::to_string_pretty(&job)?);
         }
     }
     Ok(())

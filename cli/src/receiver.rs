@@ -78,14 +78,16 @@ impl Receiver {
 }
 
 async fn receive(State(ctx): State<Ctx>, headers: HeaderMap, body: String) -> StatusCode {
-    let message_type = headers
-        .get("x-amz-sns-message-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
     let Ok(envelope) = serde_json::from_str::<Value>(&body) else {
         return StatusCode::BAD_REQUEST;
     };
+    // SNS names the type in a header and in the envelope; emulators may send only the latter.
+    let message_type = headers
+        .get("x-amz-sns-message-type")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| envelope["Type"].as_str())
+        .unwrap_or_default()
+        .to_owned();
     if message_type == "SubscriptionConfirmation" {
         let Some(url) = envelope["SubscribeURL"].as_str() else {
             return StatusCode::BAD_REQUEST;

@@ -13,14 +13,19 @@ use crate::support::*;
 
 async fn api_only(env: &Env) -> (Runtime, ApiClient) {
     let config = RuntimeConfig {
-        settings: env.settings.clone(),
         consumers: false,
-        ..Default::default()
+        ..env.config()
     };
-    let runtime = Runtime::start_embedded(&env.db(), config).await.unwrap();
+    let runtime = env.start(config, |ports| ports).await;
     let api = ApiClient::new(&runtime.base_url).unwrap();
     (runtime, api)
 }
+
+crate::on_both_backends!(
+    two_concurrent_posts_with_the_same_idempotency_key_create_one_job,
+    the_same_idempotency_key_with_a_different_body_gets_422,
+    a_second_job_for_an_offer_with_a_running_one_gets_409_with_its_location,
+);
 
 fn assert_problem(r: &ApiResponse, status: StatusCode, detail_has: &str) {
     assert_eq!(r.status, status, "body: {}", r.body);
@@ -33,9 +38,8 @@ fn assert_problem(r: &ApiResponse, status: StatusCode, detail_has: &str) {
     );
 }
 
-#[tokio::test]
-async fn two_concurrent_posts_with_the_same_idempotency_key_create_one_job() {
-    let env = Env::new(fast_settings());
+async fn two_concurrent_posts_with_the_same_idempotency_key_create_one_job(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
     let seeded = env.seed(10).await;
     let (runtime, api) = api_only(&env).await;
     let path = format!("/offers/{}/link-all-locations", seeded.offer_id);
@@ -63,9 +67,8 @@ async fn two_concurrent_posts_with_the_same_idempotency_key_create_one_job() {
     runtime.shutdown().await;
 }
 
-#[tokio::test]
-async fn the_same_idempotency_key_with_a_different_body_gets_422() {
-    let env = Env::new(fast_settings());
+async fn the_same_idempotency_key_with_a_different_body_gets_422(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
     let seeded = env.seed(10).await;
     let (runtime, api) = api_only(&env).await;
     let path = format!("/offers/{}/link-all-locations", seeded.offer_id);
@@ -86,9 +89,8 @@ async fn the_same_idempotency_key_with_a_different_body_gets_422() {
     runtime.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_second_job_for_an_offer_with_a_running_one_gets_409_with_its_location() {
-    let env = Env::new(fast_settings());
+async fn a_second_job_for_an_offer_with_a_running_one_gets_409_with_its_location(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
     let seeded = env.seed(10).await;
     let (runtime, api) = api_only(&env).await;
     let first = api.create_job(seeded.offer_id, None, None).await.unwrap();

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod aws_serve;
 mod demo;
 mod http_api;
 mod pipeline;

@@ -4,17 +4,20 @@
 use std::future::pending;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use bulklink::runtime::{Runtime, RuntimeConfig};
 use chrono::Utc;
 use fanout::Fanout;
+use shared::aws::{self, AwsClients, AwsNames, LocalEmulator, ResourceNames};
 use shared::domain::{
     BrandId, Job, JobEvent, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer,
     OfferId, SubscriptionId, WebhookUrl,
 };
-use shared::embedded::{self, EmbeddedStore, SeededBrand};
+use shared::embedded::{self, EmbeddedStore, LinkStats, SeededBrand};
 use shared::ports::{
     Catalog, Confirmation, CreateOutcome, Cursor, EventBus, Page, Ports, Queue, ReceivedMessage,
     Subscription, SubscriptionFilter,
@@ -35,20 +38,108 @@ pub fn fast_settings() -> Settings {
     }
 }
 
+/// Which backend a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Embedded,
+    Aws,
+}
+
+impl Kind {
+    /// Moto answers in milliseconds per call: aws runs use a few hundred locations.
+    pub fn scale(self, embedded: u64, aws: u64) -> u64 {
+        match self {
+            Kind::Embedded => embedded,
+            Kind::Aws => aws,
+        }
+    }
+}
+
+/// Runs each listed `async fn name(kind: Kind)` as one test per backend:
+/// `<module>::embedded::name` and `<module>::aws::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::support::Kind::Embedded).await;
+                }
+            )*
+        }
+        mod aws {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::support::Kind::Aws).await;
+                }
+            )*
+        }
+    };
+}
+
+/// One moto server for the whole test process; it exits when the process does.
+static EMULATOR: OnceLock<LocalEmulator> = OnceLock::new();
+
+pub fn emulator() -> &'static LocalEmulator {
+    EMULATOR.get_or_init(|| {
+        let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        LocalEmulator::start(&workspace).expect("the moto emulator starts")
+    })
+}
+
+enum Backing {
+    Embedded(Arc<EmbeddedStore>),
+    Aws {
+        clients: AwsClients,
+        names: AwsNames,
+    },
+}
+
+/// A fresh backend for one test: an SQLite file in a temporary directory, or tables,
+/// queues and a topic of their own on the process's moto server.
 pub struct Env {
     pub dir: tempfile::TempDir,
-    pub store: Arc<EmbeddedStore>,
     pub settings: Settings,
+    backing: Backing,
 }
 
 impl Env {
+    /// An embedded backend.
     pub fn new(settings: Settings) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = EmbeddedStore::open(dir.path().join("test.db")).expect("open store");
         Env {
             dir,
-            store,
             settings,
+            backing: Backing::Embedded(store),
+        }
+    }
+
+    pub async fn of(kind: Kind, mut settings: Settings) -> Env {
+        match kind {
+            Kind::Embedded => Env::new(settings),
+            Kind::Aws => {
+                // SQS counts visibility in whole seconds.
+                settings.visibility_timeout =
+                    settings.visibility_timeout.max(Duration::from_secs(1));
+                let endpoint = emulator().endpoint().to_owned();
+                let clients = AwsClients::load(Some(&endpoint)).await;
+                let prefix = format!("e{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+                let made =
+                    aws::bootstrap(&clients, &endpoint, &ResourceNames { prefix }, &settings)
+                        .await
+                        .expect("bootstrap on moto");
+                Env {
+                    dir: tempfile::tempdir().expect("temp dir"),
+                    settings,
+                    backing: Backing::Aws {
+                        clients,
+                        names: made.names,
+                    },
+                }
+            }
         }
     }
 
@@ -57,14 +148,151 @@ impl Env {
     }
 
     pub fn ports(&self) -> Ports {
-        embedded::ports(&self.store, &self.settings, "http://127.0.0.1:9")
+        match &self.backing {
+            Backing::Embedded(store) => {
+                embedded::ports(store, &self.settings, "http://127.0.0.1:9")
+            }
+            Backing::Aws { clients, names } => aws::ports(clients, names),
+        }
+    }
+
+    /// Starts the whole pipeline on this backend, ports passed through `wrap`.
+    pub async fn start(&self, config: RuntimeConfig, wrap: impl FnOnce(Ports) -> Ports) -> Runtime {
+        match &self.backing {
+            Backing::Embedded(_) => Runtime::start_embedded_with(&self.db(), config, wrap).await,
+            Backing::Aws { clients, names } => {
+                Runtime::start_aws(clients.clone(), names, config, wrap).await
+            }
+        }
+        .expect("runtime starts")
+    }
+
+    /// A runtime config with this env's settings.
+    pub fn config(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            settings: self.settings.clone(),
+            ..Default::default()
+        }
     }
 
     pub async fn seed(&self, locations: u64) -> SeededBrand {
-        self.store
-            .seed_brand(BrandId::new_random(), "test offer", locations)
+        let brand = BrandId::new_random();
+        if let Backing::Embedded(store) = &self.backing {
+            return store
+                .seed_brand(brand, "test offer", locations)
+                .await
+                .expect("seed");
+        }
+        let ports = self.ports();
+        let offer = Offer {
+            id: OfferId::new_random(),
+            brand_id: brand,
+            name: "test offer".into(),
+            locations_total: 0,
+        };
+        ports.catalog.create_offer(&offer).await.expect("offer");
+        let all: Vec<Location> = (0..locations)
+            .map(|n| Location {
+                id: LocationId::new_random(),
+                brand_id: brand,
+                address: format!("{n} Main Street"),
+                has_offer: false,
+            })
+            .collect();
+        for batch in all.chunks(100) {
+            ports
+                .catalog
+                .create_locations(batch)
+                .await
+                .expect("locations");
+        }
+        SeededBrand {
+            brand_id: brand,
+            offer_id: offer.id,
+            locations,
+        }
+    }
+
+    /// What the catalog holds for an offer and its brand, read through the ports.
+    pub async fn link_stats(&self, seeded: &SeededBrand) -> LinkStats {
+        if let Backing::Embedded(store) = &self.backing {
+            return store
+                .link_stats(seeded.brand_id, seeded.offer_id)
+                .await
+                .expect("stats");
+        }
+        let ports = self.ports();
+        let mut ids = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = ports
+                .catalog
+                .page_brand_locations(seeded.brand_id, cursor.as_ref(), 1_000)
+                .await
+                .expect("brand page");
+            ids.extend(page.items);
+            cursor = page.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let mut with_offer = 0;
+        for id in &ids {
+            let location = ports
+                .catalog
+                .get_location(*id)
+                .await
+                .expect("get")
+                .expect("exists");
+            with_offer += u64::from(location.has_offer);
+        }
+        let mut links = 0;
+        let mut cursor = None;
+        loop {
+            let page = ports
+                .catalog
+                .page_offer_links(seeded.offer_id, cursor.as_ref(), 1_000)
+                .await
+                .expect("links page");
+            links += page.items.len() as u64;
+            cursor = page.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let offer = ports
+            .catalog
+            .get_offer(seeded.offer_id)
             .await
-            .expect("seed")
+            .expect("offer")
+            .expect("exists");
+        LinkStats {
+            brand_locations: ids.len() as u64,
+            brand_locations_with_offer: with_offer,
+            offer_links: links,
+            offer_locations_total: offer.locations_total,
+        }
+    }
+
+    /// Rows of the chunk ledger of a job, read behind the ports.
+    pub async fn ledger_size(&self, job: JobId) -> u64 {
+        match &self.backing {
+            Backing::Embedded(store) => store.ledger_size(job).await.expect("ledger"),
+            Backing::Aws { clients, names } => {
+                let out = clients
+                    .dynamodb
+                    .query()
+                    .table_name(&names.jobs_table)
+                    .key_condition_expression("pk = :j AND begins_with(sk, :c)")
+                    .expression_attribute_values(":j", AttributeValue::S(format!("JOB#{job}")))
+                    .expression_attribute_values(":c", AttributeValue::S("CHUNK#".into()))
+                    .select(aws_sdk_dynamodb::types::Select::Count)
+                    .send()
+                    .await
+                    .expect("ledger query");
+                out.count as u64
+            }
+        }
     }
 }
 
@@ -160,11 +388,7 @@ pub async fn assert_exact(env: &Env, seeded: &SeededBrand, job: &Job) {
         "counters do not add up: {c:?}"
     );
     assert_eq!(job.chunks_done, job.chunks_total, "chunks accounted");
-    let stats = env
-        .store
-        .link_stats(seeded.brand_id, seeded.offer_id)
-        .await
-        .expect("stats");
+    let stats = env.link_stats(seeded).await;
     assert_eq!(
         stats.offer_locations_total, stats.offer_links,
         "locationsTotal == Link rows"
@@ -175,7 +399,7 @@ pub async fn assert_exact(env: &Env, seeded: &SeededBrand, job: &Job) {
         "Link rows == linked by us + others"
     );
     assert_eq!(
-        env.store.ledger_size(job.id).await.expect("ledger"),
+        env.ledger_size(job.id).await,
         u64::from(job.chunks_total),
         "one ledger row per chunk"
     );

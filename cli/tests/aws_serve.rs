@@ -1,0 +1,294 @@
+//! `bulklink serve --backend aws` as a real process against moto: a job over HTTP, the
+//! tables checked with the AWS SDK afterwards, and the webhook delivered by SNS.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use bulklink::client::ApiClient;
+use bulklink::receiver::Receiver;
+use serde_json::{json, Value};
+use shared::aws::{self, AwsClients, ResourceNames};
+use shared::domain::{JobStatus, OfferId};
+use shared::Settings;
+
+use crate::support::*;
+
+/// Kills the server when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_aws_links_every_location_and_sns_delivers_the_webhook() {
+    let endpoint = emulator().endpoint().to_owned();
+    let settings = Settings::default();
+    let clients = AwsClients::load(Some(&endpoint)).await;
+    let prefix = format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let names = aws::bootstrap(&clients, &endpoint, &ResourceNames { prefix }, &settings)
+        .await
+        .unwrap()
+        .names;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let env: HashMap<&str, &str> = HashMap::from([
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("CATALOG_TABLE", names.catalog_table.as_str()),
+        ("JOBS_TABLE", names.jobs_table.as_str()),
+        ("FANOUT_QUEUE_URL", names.fanout_queue_url.as_str()),
+        ("CHUNK_QUEUE_URL", names.chunk_queue_url.as_str()),
+        ("CHUNK_DLQ_URL", names.chunk_dlq_url.as_str()),
+        ("EVENTS_TOPIC_ARN", names.events_topic_arn.as_str()),
+    ]);
+    let _server = Server(
+        Command::new(env!("CARGO_BIN_EXE_bulklink"))
+            .args([
+                "serve",
+                "--backend",
+                "aws",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .envs(&env)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let api = ApiClient::new(&base).unwrap();
+    eventually(Duration::from_secs(30), "the server to answer", || async {
+        api.get::<Value>("/healthz").await.is_ok()
+    })
+    .await;
+
+    let seeded = Command::new(env!("CARGO_BIN_EXE_bulklink"))
+        .args(["seed", "--api", &base, "--locations", "500"])
+        .output()
+        .unwrap();
+    assert!(seeded.status.success());
+    let seeded: Value = serde_json::from_slice(&seeded.stdout).unwrap();
+    let offer: OfferId = seeded["offerId"].as_str().unwrap().parse().unwrap();
+    let brand = seeded["brandId"].as_str().unwrap().to_owned();
+
+    let mut receiver = Receiver::start().await.unwrap();
+    let subscription: Value = api
+        .post(
+            "/webhooks",
+            &json!({ "url": receiver.url, "filter": { "brandId": brand } }),
+        )
+        .await
+        .unwrap();
+    let mut other_brand = Receiver::start().await.unwrap();
+    let other_subscription: Value = api
+        .post(
+            "/webhooks",
+            &json!({ "url": other_brand.url, "filter": { "brandId": shared::domain::BrandId::new_random() } }),
+        )
+        .await
+        .unwrap();
+    // Moto leaves MessageAttributes out of HTTP deliveries (SNS includes them); an SQS
+    // subscriber of the same topic shows what the publish carried.
+    let probe = attribute_probe(&clients, &names.events_topic_arn).await;
+    let job = api.create_job(offer, None, None).await.unwrap();
+    let job = api
+        .wait_terminal(
+            job.id,
+            Duration::from_millis(200),
+            Duration::from_secs(180),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Succeeded);
+    assert_eq!(job.counters.counters.linked, 500);
+
+    let note = tokio::time::timeout(Duration::from_secs(30), receiver.next_notification())
+        .await
+        .expect("a notification within 30 s")
+        .unwrap();
+    assert_eq!(note.envelope["Type"], "Notification");
+    assert_eq!(note.envelope["TopicArn"], names.events_topic_arn.as_str());
+    assert_eq!(note.envelope["Subject"], "job.succeeded");
+    let event = note.event().unwrap();
+    assert_eq!(event["type"], "job.succeeded");
+    assert_eq!(event["jobId"], job.id.to_string());
+    assert_eq!(event["counters"]["linked"], 500);
+
+    let carried = probe_envelope(&clients, &probe).await;
+    let attr = |name: &str| carried["MessageAttributes"][name]["Value"].clone();
+    assert_eq!(attr("eventType"), "job.succeeded");
+    assert_eq!(attr("jobId"), job.id.to_string());
+    assert_eq!(attr("brandId"), brand.as_str());
+    assert_eq!(attr("offerId"), offer.to_string());
+    assert!(
+        other_brand.messages.try_recv().is_err(),
+        "the subscription filtered to another brand received nothing"
+    );
+    // Moto fails every publish while a subscriber is unreachable: leave no dead receiver.
+    for sub in [&subscription, &other_subscription] {
+        let id = sub["id"].as_str().unwrap();
+        let deleted = api
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/webhooks/{id}"),
+                None,
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(deleted.status, reqwest::StatusCode::NO_CONTENT);
+    }
+    receiver.stop();
+    other_brand.stop();
+
+    // The tables themselves, read with the SDK.
+    let ddb = &clients.dynamodb;
+    let mut links = 0;
+    let mut start = None;
+    loop {
+        let page = ddb
+            .query()
+            .table_name(&names.catalog_table)
+            .key_condition_expression("pk = :o AND begins_with(sk, :l)")
+            .expression_attribute_values(":o", AttributeValue::S(format!("OFFER#{offer}")))
+            .expression_attribute_values(":l", AttributeValue::S("LOC#".into()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        links += page.count;
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    assert_eq!(links, 500, "Link items");
+    let offer_item = ddb
+        .get_item()
+        .table_name(&names.catalog_table)
+        .key("pk", AttributeValue::S(format!("OFFER#{offer}")))
+        .key("sk", AttributeValue::S("#OFFER".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(
+        offer_item["locationsTotal"],
+        AttributeValue::N("500".into())
+    );
+
+    let mut keys = Vec::new();
+    let mut start = None;
+    loop {
+        let page = ddb
+            .query()
+            .table_name(&names.catalog_table)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :b")
+            .expression_attribute_values(":b", AttributeValue::S(format!("BRAND#{brand}")))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in page.items.unwrap_or_default() {
+            keys.push(HashMap::from([
+                ("pk".to_owned(), item["pk"].clone()),
+                ("sk".to_owned(), item["sk"].clone()),
+            ]));
+        }
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    assert_eq!(keys.len(), 500);
+    let mut with_offer = 0;
+    for batch in keys.chunks(100) {
+        let out = ddb
+            .batch_get_item()
+            .request_items(
+                &names.catalog_table,
+                KeysAndAttributes::builder()
+                    .set_keys(Some(batch.to_vec()))
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(out.unprocessed_keys.unwrap_or_default().is_empty());
+        with_offer += out.responses.unwrap()[&names.catalog_table]
+            .iter()
+            .filter(|item| item["hasOffer"] == AttributeValue::Bool(true))
+            .count();
+    }
+    assert_eq!(with_offer, 500, "every location hasOffer = true");
+}
+
+/// An SQS queue subscribed to the topic (SNS envelopes, not raw): returns its URL.
+async fn attribute_probe(clients: &AwsClients, topic: &str) -> String {
+    let name = format!("probe-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let url = clients
+        .sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    clients
+        .sns
+        .subscribe()
+        .topic_arn(topic)
+        .protocol("sqs")
+        .endpoint(arn)
+        .send()
+        .await
+        .unwrap();
+    url
+}
+
+async fn probe_envelope(clients: &AwsClients, url: &str) -> Value {
+    let out = clients
+        .sqs
+        .receive_message()
+        .queue_url(url)
+        .wait_time_seconds(5)
+        .send()
+        .await
+        .unwrap();
+    let message = out
+        .messages
+        .unwrap_or_default()
+        .pop()
+        .expect("the probe got the event");
+    serde_json::from_str(message.body().unwrap()).unwrap()
+}
