@@ -7,4 +7,5 @@ mod aws_serve;
 mod demo;
 mod http_api;
 mod pipeline;
+mod throttling;
 mod webhooks;

@@ -32,7 +32,7 @@ pub fn fast_settings() -> Settings {
         chunk_size: 50,
         page_size: 200,
         max_receive_count: 3,
-        visibility_timeout: Duration::from_millis(200),
+        visibility_timeout: Duration::from_secs(1),
         failure_min_sample: 1_000_000,
         ..Settings::default()
     }
@@ -140,6 +140,14 @@ impl Env {
                     },
                 }
             }
+        }
+    }
+
+    /// The AWS resources of an aws env.
+    pub fn aws_names(&self) -> Option<&AwsNames> {
+        match &self.backing {
+            Backing::Aws { names, .. } => Some(names),
+            Backing::Embedded(_) => None,
         }
     }
 

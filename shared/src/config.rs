@@ -143,6 +143,18 @@ impl Settings {
                 return fail("WRITE_BUDGET_PER_SEC", budget.to_string(), "must be ≥ 0");
             }
         }
+        if let Some(per_worker) = self.per_worker_write_budget() {
+            // Two writes per location; a chunk must fit in most of its visibility timeout.
+            let chunk_secs = 2.0 * self.chunk_size as f64 / per_worker;
+            if chunk_secs > 0.5 * self.visibility_timeout.as_secs_f64() {
+                return fail(
+                    "VISIBILITY_TIMEOUT_SECS",
+                    self.visibility_timeout.as_secs_f64().to_string(),
+                    "must be at least twice the time one chunk takes at a worker's share of the \
+                     write budget (2 × CHUNK_SIZE × WORKER_MAX_CONCURRENCY / WRITE_BUDGET_PER_SEC)",
+                );
+            }
+        }
         Ok(())
     }
 
@@ -193,6 +205,23 @@ mod tests {
     fn a_zero_budget_means_unlimited() {
         let s = from(&[("WRITE_BUDGET_PER_SEC", "0")]).unwrap();
         assert_eq!(s.write_budget_per_sec, None);
+    }
+
+    #[test]
+    fn a_chunk_must_fit_its_visibility_timeout_at_the_write_budget() {
+        // 100 locations × 2 writes at 10 writes/s per worker = 20 s a chunk.
+        let tight = from(&[
+            ("WRITE_BUDGET_PER_SEC", "40"),
+            ("WORKER_MAX_CONCURRENCY", "4"),
+            ("VISIBILITY_TIMEOUT_SECS", "30"),
+        ]);
+        assert_eq!(tight.unwrap_err().name, "VISIBILITY_TIMEOUT_SECS");
+        let roomy = from(&[
+            ("WRITE_BUDGET_PER_SEC", "40"),
+            ("WORKER_MAX_CONCURRENCY", "4"),
+            ("VISIBILITY_TIMEOUT_SECS", "60"),
+        ]);
+        assert!(roomy.is_ok());
     }
 
     #[test]

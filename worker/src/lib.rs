@@ -24,6 +24,8 @@ pub enum ChunkError {
     BadMessage(#[from] DomainError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("processing took longer than {0:?}; the chunk will be redelivered")]
+    TimedOut(Duration),
 }
 
 /// What handling one message did.
@@ -50,7 +52,13 @@ pub struct ChunkProcessor {
     failure_threshold: f64,
     failure_min_sample: u64,
     limiter: Option<WriteLimiter>,
+    time_limit: Duration,
 }
+
+/// Share of the visibility timeout one delivery may spend. Past it the delivery gives up,
+/// so no message is redelivered (or dead-lettered and accounted) while a worker still
+/// writes for it; on Lambda the function timeout (≤ visibility / 6) bounds it instead.
+const VISIBILITY_SHARE: f64 = 0.8;
 
 impl ChunkProcessor {
     /// One worker instance: it holds its share of the write budget.
@@ -63,6 +71,7 @@ impl ChunkProcessor {
             limiter: settings
                 .per_worker_write_budget()
                 .and_then(WriteLimiter::new),
+            time_limit: settings.visibility_timeout.mul_f64(VISIBILITY_SHARE),
         }
     }
 
@@ -82,10 +91,17 @@ impl ChunkProcessor {
         source: Source,
         message: &ReceivedMessage,
     ) -> Result<ChunkReport, ChunkError> {
-        match source {
-            Source::Chunks => self.process(&message.body, message.receive_count).await,
-            Source::DeadLetters => self.account_dead_letter(&message.body).await,
-        }
+        let work = async {
+            match source {
+                Source::Chunks => self.process(&message.body, message.receive_count).await,
+                Source::DeadLetters => self.account_dead_letter(&message.body).await,
+            }
+        };
+        // Dropping the work midway is a crash at a port boundary: the ledger makes the
+        // redelivery exact.
+        tokio::time::timeout(self.time_limit, work)
+            .await
+            .unwrap_or(Err(ChunkError::TimedOut(self.time_limit)))
     }
 
     /// Links a chunk's locations and accounts it. On the last allowed delivery a chunk

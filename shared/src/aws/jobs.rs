@@ -354,6 +354,11 @@ impl JobStore for DynamoJobs {
                 Some(AttributeValue::S(id)) => id.parse()?,
                 _ => return Err(internal("active lock without a jobId")),
             };
+            // A timed-out attempt may have been applied before the SDK retried it: then
+            // the lock is our own and the job exists.
+            if holder == job.id {
+                return Ok(CreateOutcome::Created(self.must_load(job.id).await?));
+            }
             return Ok(CreateOutcome::OfferBusy(holder));
         }
         Err(retryable_cancel(&reasons))

@@ -87,6 +87,9 @@ pub struct AwsClients {
 /// SDK retry attempts for every call (standard mode: exponential backoff with jitter, and
 /// throttling errors retried). Adaptive mode stalls far too long for a Lambda.
 pub const SDK_MAX_ATTEMPTS: u32 = 6;
+/// One attempt of any call gives up after this; the SDK then retries it. Without it a
+/// stalled connection would hold a worker until the Lambda times out.
+pub const SDK_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl AwsClients {
     /// Loads the default AWS configuration (env, profile, IMDS; `AWS_ENDPOINT_URL`).
@@ -94,7 +97,13 @@ impl AwsClients {
     /// credentials and region get local placeholders, so no AWS account is needed.
     pub async fn load(endpoint: Option<&str>) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(SDK_MAX_ATTEMPTS));
+            .retry_config(RetryConfig::standard().with_max_attempts(SDK_MAX_ATTEMPTS))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(SDK_ATTEMPT_TIMEOUT)
+                    .connect_timeout(std::time::Duration::from_secs(3))
+                    .build(),
+            );
         if let Some(url) = endpoint {
             loader = loader.endpoint_url(url);
         }

@@ -112,13 +112,20 @@ impl Queue for SqsQueue {
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {
+        let wait_secs = wait.as_secs().min(MAX_WAIT_SECS);
+        // A long poll legitimately outlasts the usual attempt timeout.
+        let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(Duration::from_secs(wait_secs + 5))
+            .build();
         let out = self
             .sqs
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
-            .wait_time_seconds(wait.as_secs().min(MAX_WAIT_SECS) as i32)
+            .wait_time_seconds(wait_secs as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .customize()
+            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts))
             .send()
             .await
             .map_err(|e| classify("ReceiveMessage", e))?;

@@ -1,0 +1,253 @@
+//! Throttling and timeouts, as the real SDK meets them: a proxy in front of moto answers
+//! some DynamoDB requests with `ProvisionedThroughputExceededException` or
+//! `ThrottlingException`, or answers too late. The SDK retries them with backoff, errors that
+//! outlast its retries are retryable, and the job still ends with exact counts.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use bulklink::client::ApiClient;
+use shared::aws::AwsClients;
+use shared::domain::{JobStatus, OfferId};
+
+use crate::support::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Pass,
+    Throttle(&'static str),
+    Late,
+}
+
+type Rule = Arc<dyn Fn(&str, usize) -> Fault + Send + Sync>;
+
+#[derive(Clone)]
+struct Proxy {
+    upstream: String,
+    http: reqwest::Client,
+    rule: Rule,
+    seen: Arc<AtomicUsize>,
+    throttled: Arc<AtomicUsize>,
+    late: Arc<AtomicUsize>,
+}
+
+/// How late a late answer is: past the clients' attempt timeout below.
+const LATE: Duration = Duration::from_millis(1_500);
+
+async fn forward(
+    State(proxy): State<Proxy>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let fault = if target.starts_with("DynamoDB_") {
+        (proxy.rule)(&target, proxy.seen.fetch_add(1, Ordering::SeqCst))
+    } else {
+        Fault::Pass
+    };
+    match fault {
+        Fault::Throttle(code) => {
+            proxy.throttled.fetch_add(1, Ordering::SeqCst);
+            let body = format!(
+                r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"injected by the test proxy"}}"#
+            );
+            return (
+                StatusCode::BAD_REQUEST,
+                [
+                    ("content-type", "application/x-amz-json-1.0"),
+                    ("x-amzn-errortype", code),
+                ],
+                body,
+            )
+                .into_response();
+        }
+        Fault::Late => {
+            proxy.late.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(LATE).await;
+        }
+        Fault::Pass => {}
+    }
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut request = proxy
+        .http
+        .request(method, format!("{}{path}", proxy.upstream))
+        .body(body);
+    for (name, value) in &headers {
+        if name != "host" && name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    match request.send().await {
+        Ok(upstream) => {
+            let status = upstream.status();
+            let headers = upstream.headers().clone();
+            let bytes = upstream.bytes().await.unwrap_or_default();
+            let mut response = Response::new(Body::from(bytes));
+            *response.status_mut() = status;
+            for (name, value) in &headers {
+                if name != "content-length" && name != "transfer-encoding" {
+                    response.headers_mut().insert(name, value.clone());
+                }
+            }
+            response
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+async fn start_proxy(rule: Rule) -> (String, Proxy) {
+    let proxy = Proxy {
+        upstream: emulator().endpoint().to_owned(),
+        http: reqwest::Client::new(),
+        rule,
+        seen: Arc::default(),
+        throttled: Arc::default(),
+        late: Arc::default(),
+    };
+    let app = axum::Router::new()
+        .fallback(forward)
+        .with_state(proxy.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, proxy)
+}
+
+/// Clients through the proxy: the product's standard retry mode, with test-sized backoff
+/// and attempt timeout.
+async fn clients_via(endpoint: &str, max_attempts: u32) -> AwsClients {
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(max_attempts)
+                .with_initial_backoff(Duration::from_millis(20)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(1))
+                .build(),
+        )
+        .load()
+        .await;
+    AwsClients::from_config(&config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_under_throttling_and_timeouts_still_ends_with_exact_counts() {
+    // A visibility timeout with room for retries and backoff, as in production.
+    let mut settings = fast_settings();
+    settings.visibility_timeout = Duration::from_secs(20);
+    settings.max_receive_count = 5;
+    let env = Env::of(Kind::Aws, settings).await;
+    let n = 200;
+    let seeded = env.seed(n).await;
+    let (endpoint, proxy) = start_proxy(Arc::new(|_target: &str, i: usize| match i % 23 {
+        3 | 10 | 17 => Fault::Throttle("ProvisionedThroughputExceededException"),
+        6 | 20 => Fault::Throttle("ThrottlingException"),
+        13 => Fault::Late,
+        _ => Fault::Pass,
+    }))
+    .await;
+    let clients = clients_via(&endpoint, 8).await;
+    let counter = clients.counter.clone();
+    let pipeline = bulklink::runtime::Runtime::start_aws(
+        clients,
+        env.aws_names().unwrap(),
+        env.config(),
+        |ports| ports,
+    )
+    .await
+    .unwrap();
+    let api = ApiClient::new(&pipeline.base_url).unwrap();
+
+    let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
+    let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(180)).await;
+
+    let failures = pipeline
+        .ports
+        .jobs
+        .page_failures(job.id, None, 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        job.status,
+        JobStatus::Succeeded,
+        "{:?} {:?}",
+        job.counters,
+        failures.items.first()
+    );
+    assert_eq!(job.counters.linked, n);
+    assert_exact(&env, &seeded, &job).await;
+    assert_eq!(env.link_stats(&seeded).await.brand_locations_with_offer, n);
+    let (throttled, late) = (
+        proxy.throttled.load(Ordering::SeqCst),
+        proxy.late.load(Ordering::SeqCst),
+    );
+    assert!(
+        throttled >= 20,
+        "only {throttled} throttling answers injected"
+    );
+    assert!(late >= 5, "only {late} late answers injected");
+    let dynamo: (u64, u64) = counter
+        .snapshot()
+        .iter()
+        .filter(|((service, _), _)| service == "DynamoDB")
+        .fold((0, 0), |(c, a), (_, n)| (c + n.calls, a + n.attempts));
+    assert!(
+        dynamo.1 >= dynamo.0 + throttled as u64,
+        "the SDK retried every throttled request: {dynamo:?}"
+    );
+    pipeline.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_that_outlasts_the_sdk_retries_is_a_retryable_error() {
+    let env = Env::of(Kind::Aws, fast_settings()).await;
+    let (endpoint, proxy) = start_proxy(Arc::new(|target: &str, _| {
+        if target.ends_with(".GetItem") {
+            Fault::Throttle("ProvisionedThroughputExceededException")
+        } else {
+            Fault::Pass
+        }
+    }))
+    .await;
+    let clients = clients_via(&endpoint, 3).await;
+    let ports = shared::aws::ports(&clients, env.aws_names().unwrap());
+
+    let err = ports
+        .catalog
+        .get_offer(OfferId::new_random())
+        .await
+        .unwrap_err();
+
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("ProvisionedThroughputExceededException"),
+        "{err}"
+    );
+    assert_eq!(
+        proxy.throttled.load(Ordering::SeqCst),
+        3,
+        "three attempts, all throttled"
+    );
+}
