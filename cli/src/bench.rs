@@ -259,3 +259,174 @@ pub fn budget_report(m: &Measured, budget: f64) -> String {
     }
     out
 }
+
+/// AWS requests of one aws-mode job, per linked location.
+#[derive(Clone, Debug)]
+pub struct RequestEconomy {
+    pub locations: u64,
+    pub secs: f64,
+    /// `(service, operation) → (calls, attempts)`.
+    pub requests: std::collections::BTreeMap<(String, String), shared::aws::Counts>,
+}
+
+const DYNAMO_WRITES: [&str; 5] = [
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "TransactWriteItems",
+    "BatchWriteItem",
+];
+
+impl RequestEconomy {
+    fn calls(&self, service: &str, which: impl Fn(&str) -> bool) -> u64 {
+        self.requests
+            .iter()
+            .filter(|((s, op), _)| s == service && which(op))
+            .map(|(_, c)| c.calls)
+            .sum()
+    }
+
+    pub fn dynamodb_writes(&self) -> u64 {
+        self.calls("DynamoDB", |op| DYNAMO_WRITES.contains(&op))
+    }
+
+    pub fn queries(&self) -> u64 {
+        self.calls("DynamoDB", |op| op == "Query")
+    }
+
+    pub fn scans(&self) -> u64 {
+        self.calls("DynamoDB", |op| op == "Scan")
+    }
+
+    pub fn sqs_sends(&self) -> u64 {
+        self.calls("SQS", |op| op.starts_with("SendMessage"))
+    }
+
+    pub fn publishes(&self) -> u64 {
+        self.calls("SNS", |op| op == "Publish")
+    }
+
+    /// The report, as printed and recorded in docs/benchmarks.md.
+    pub fn report(&self) -> String {
+        let n = self.locations as f64;
+        let mut out = format!(
+            "aws-mode job: {} locations in {:.1} s\n\n| service | operation | calls | attempts | per location |\n|---|---|---:|---:|---:|\n",
+            self.locations, self.secs
+        );
+        for ((service, op), c) in &self.requests {
+            out.push_str(&format!(
+                "| {service} | {op} | {} | {} | {:.4} |\n",
+                c.calls,
+                c.attempts,
+                c.calls as f64 / n
+            ));
+        }
+        let check = |ok: bool| if ok { "ok" } else { "OVER" };
+        let writes = self.dynamodb_writes() as f64 / n;
+        let queries = self.queries() as f64 / n;
+        let sends = self.sqs_sends() as f64 / n;
+        out.push_str(&format!(
+            "\nDynamoDB writes per location {writes:.4} (≤ 2.05: {})\n\
+             DynamoDB queries per location {queries:.4} (≤ 0.002: {})\n\
+             DynamoDB scans {} (0: {})\n\
+             SQS SendMessage* per location {sends:.4} (≤ 0.002: {})\n\
+             SNS Publish {} (1 terminal event: {})\n",
+            check(writes <= 2.05),
+            check(queries <= 0.002),
+            self.scans(),
+            check(self.scans() == 0),
+            check(sends <= 0.002),
+            self.publishes(),
+            check(self.publishes() == 1),
+        ));
+        out
+    }
+}
+
+/// One job on the AWS backend (a local emulator: the one at `endpoint`, or a moto server
+/// started from the workspace's `.venv`), counting every AWS request from job creation to
+/// the terminal event.
+pub async fn measure_aws(
+    locations: u64,
+    config: RuntimeConfig,
+    endpoint: Option<String>,
+) -> anyhow::Result<RequestEconomy> {
+    use shared::aws::{self, AwsClients, LocalEmulator, ResourceNames};
+    use shared::domain::{Location, LocationId, Offer, OfferId};
+
+    let emulator = match &endpoint {
+        Some(_) => None,
+        None => {
+            let workspace = std::env::current_dir()?
+                .ancestors()
+                .find(|dir| dir.join("scripts/moto_server.py").exists())
+                .map(Path::to_path_buf)
+                .context("run from the bulklink checkout, or pass --endpoint-url")?;
+            Some(LocalEmulator::start(&workspace)?)
+        }
+    };
+    let endpoint = endpoint
+        .or_else(|| emulator.as_ref().map(|e| e.endpoint().to_owned()))
+        .context("no endpoint")?;
+    let clients = AwsClients::load(Some(&endpoint)).await;
+    let prefix = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let names = aws::bootstrap(
+        &clients,
+        &endpoint,
+        &ResourceNames { prefix },
+        &config.settings,
+    )
+    .await?
+    .names;
+    let ports = aws::ports(&clients, &names);
+    let brand = BrandId::new_random();
+    let offer = Offer {
+        id: OfferId::new_random(),
+        brand_id: brand,
+        name: "bench".into(),
+        locations_total: 0,
+    };
+    ports.catalog.create_offer(&offer).await?;
+    let all: Vec<Location> = (0..locations)
+        .map(|n| Location {
+            id: LocationId::new_random(),
+            brand_id: brand,
+            address: format!("{n} Main Street"),
+            has_offer: false,
+        })
+        .collect();
+    for batch in all.chunks(100) {
+        ports.catalog.create_locations(batch).await?;
+    }
+
+    // Count from the job's creation on: seeding is set-up.
+    clients.counter.reset();
+    let counter = clients.counter.clone();
+    let runtime = Runtime::start_aws(clients, &names, config, |ports| ports).await?;
+    let api = ApiClient::new(&runtime.base_url)?;
+    let started = Instant::now();
+    let job = api.create_job(offer.id, None, None).await?;
+    let job = api
+        .wait_terminal(
+            job.id,
+            Duration::from_millis(500),
+            Duration::from_secs(3_600),
+            |_| {},
+        )
+        .await?;
+    let secs = started.elapsed().as_secs_f64();
+    if job.status != JobStatus::Succeeded || job.counters.counters.linked != locations {
+        bail!(
+            "aws bench job ended {} with {} of {locations} linked",
+            job.status,
+            job.counters.counters.linked
+        );
+    }
+    // Stop the pollers before reading the counts, so idle receives stop adding up.
+    runtime.shutdown().await;
+    Ok(RequestEconomy {
+        locations,
+        secs,
+        requests: counter.snapshot(),
+    })
+}

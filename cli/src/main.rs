@@ -121,11 +121,20 @@ enum Command {
         #[command(subcommand)]
         action: JobAction,
     },
-    /// Benchmark the embedded pipeline against its floor (see docs/benchmarks.md).
+    /// Benchmark the embedded pipeline against its floor, or count an aws-mode job's AWS
+    /// requests (see docs/benchmarks.md).
     Bench {
-        /// Comma-separated location counts.
+        #[arg(long, value_enum, default_value_t = BackendKind::Embedded)]
+        backend: BackendKind,
+        /// Comma-separated location counts (embedded).
         #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
         sizes: Vec<u64>,
+        /// Locations of the aws-mode job.
+        #[arg(long, default_value_t = 2_000)]
+        locations: u64,
+        /// A running local emulator (aws); default: start moto from .venv.
+        #[arg(long)]
+        endpoint_url: Option<String>,
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
@@ -274,7 +283,26 @@ async fn main() -> anyhow::Result<()> {
             emit!("export CHUNK_DLQ_URL={}", n.chunk_dlq_url);
             emit!("export EVENTS_TOPIC_ARN={}", n.events_topic_arn);
         }
-        Command::Bench { sizes, pipeline } => {
+        Command::Bench {
+            backend: BackendKind::Aws,
+            locations,
+            endpoint_url,
+            pipeline,
+            ..
+        } => {
+            let config = RuntimeConfig {
+                settings: pipeline.settings()?,
+                ..Default::default()
+            };
+            let economy = bench::measure_aws(locations, config, endpoint_url).await?;
+            emit!("{}", economy.report().trim_end());
+        }
+        Command::Bench {
+            backend: BackendKind::Embedded,
+            sizes,
+            pipeline,
+            ..
+        } => {
             let settings = pipeline.settings()?;
             match settings.write_budget_per_sec {
                 None => {

@@ -15,9 +15,37 @@ use crate::support::*;
 
 crate::on_both_backends!(
     every_chunk_delivered_twice_and_concurrently_is_accounted_exactly_once,
+    the_last_chunks_finishing_together_publish_one_event,
     a_chunk_failing_on_every_delivery_is_accounted_failed_on_its_last_delivery,
     a_chunk_that_reaches_the_dead_letter_queue_is_accounted_by_the_dlq_consumer,
 );
+
+async fn the_last_chunks_finishing_together_publish_one_event(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
+    let mut ports = env.ports();
+    let events = Arc::new(RecordingEvents::new(ports.events.clone()));
+    ports.events = events.clone();
+    let jobs = 4;
+    for _ in 0..jobs {
+        let seeded = env.seed(2 * env.settings.chunk_size as u64).await;
+        let job = create_job(&ports, &seeded).await;
+        fan_out(&ports, &env.settings, job.id).await;
+        let messages = drain(ports.chunk_queue.as_ref()).await;
+        let [first, second] = messages.as_slice() else {
+            panic!("two chunks expected, got {}", messages.len());
+        };
+        let a = ChunkProcessor::new(ports.clone(), &env.settings);
+        let b = ChunkProcessor::new(ports.clone(), &env.settings);
+        let (ra, rb) = tokio::join!(a.process(&first.body, 1), b.process(&second.body, 1));
+        ra.unwrap();
+        rb.unwrap();
+        let receipts = [first.receipt.clone(), second.receipt.clone()];
+        ports.chunk_queue.delete(&receipts).await.unwrap();
+        let done = ports.jobs.get_job(job.id).await.unwrap().unwrap();
+        assert_eq!(done.status, JobStatus::Succeeded);
+    }
+    assert_eq!(events.published().len(), jobs, "one event per job");
+}
 
 async fn every_chunk_delivered_twice_and_concurrently_is_accounted_exactly_once(kind: Kind) {
     let env = Env::of(kind, fast_settings()).await;

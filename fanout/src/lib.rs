@@ -78,7 +78,7 @@ impl Fanout {
                 }
                 if job.fanout_done {
                     return Ok(FanoutReport::Finished(
-                        lifecycle::settle(&self.ports, job).await?,
+                        lifecycle::settle(&self.ports, job, lifecycle::Republish::No).await?,
                     ));
                 }
                 if Instant::now() + self.deadline_margin >= deadline {

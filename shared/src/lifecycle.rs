@@ -8,21 +8,40 @@ use crate::domain::{Job, JobEvent};
 use crate::error::StoreResult;
 use crate::ports::{Completion, Ports};
 
-/// Brings `job` as far as it can go: completes it if every chunk is accounted, then
-/// publishes its terminal event if nobody has yet (DESIGN §5.3, §5.4). Returns the job as
-/// it is afterwards.
-pub async fn settle(ports: &Ports, job: Job) -> StoreResult<Job> {
-    let job = if !job.status.is_terminal() && job.is_fully_accounted() {
-        match ports.jobs.try_complete(job.id).await? {
+/// Whether a caller that finds a job terminal but not yet notified publishes its event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Republish {
+    /// Only the winner of the terminal transition publishes (the normal path: another
+    /// caller that finds the job terminal is racing the winner, not replacing it).
+    No,
+    /// A replay or a sweep: the winner may have died between the transition and the
+    /// publish, so publish again (receivers dedupe on `eventId`).
+    IfUnnotified,
+}
+
+/// Brings `job` as far as it can go: completes it if every chunk is accounted (the winner
+/// publishes the terminal event, DESIGN §5.3, §5.4). Returns the job as it is afterwards.
+pub async fn settle(ports: &Ports, job: Job, republish: Republish) -> StoreResult<Job> {
+    if !job.status.is_terminal() && job.is_fully_accounted() {
+        return match ports.jobs.try_complete(job.id).await? {
             Completion::Won(done) => {
                 info!(job_id = %done.id, status = %done.status, "job finished");
-                done
+                notify(ports, &done).await?;
+                Ok(done)
             }
-            Completion::NotYet(job) | Completion::AlreadyTerminal(job) => job,
-        }
-    } else {
-        job
-    };
+            Completion::AlreadyTerminal(done) if republish == Republish::IfUnnotified => {
+                notify_if_needed(ports, done).await
+            }
+            Completion::NotYet(job) | Completion::AlreadyTerminal(job) => Ok(job),
+        };
+    }
+    if republish == Republish::IfUnnotified {
+        return notify_if_needed(ports, job).await;
+    }
+    Ok(job)
+}
+
+async fn notify_if_needed(ports: &Ports, job: Job) -> StoreResult<Job> {
     if job.status.is_terminal() && job.notified_at.is_none() {
         notify(ports, &job).await?;
     }
@@ -62,7 +81,11 @@ pub async fn sweep(ports: &Ports, idle_since: chrono::DateTime<Utc>) -> StoreRes
             notify(ports, &job).await?;
             report.notified += 1;
         } else if job.is_fully_accounted() {
-            if settle(ports, job).await?.status.is_terminal() {
+            if settle(ports, job, Republish::IfUnnotified)
+                .await?
+                .status
+                .is_terminal()
+            {
                 report.completed += 1;
             }
         } else if !job.fanout_done {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::domain::{ChunkCounts, ChunkMessage, DomainError, Job, JobId, LinkOutcome, LinkedBy};
-use shared::lifecycle;
+use shared::lifecycle::{self, Republish};
 use shared::ports::{Failure, Ledgered, Ports, Queue, ReceivedMessage};
 use shared::{Settings, StoreError};
 use tokio::sync::watch;
@@ -254,23 +254,24 @@ impl ChunkProcessor {
                 }
             }
         };
-        let job = match ledgered {
-            Ledgered::Recorded(job)
+        let (job, republish) = match ledgered {
+            Ledgered::Recorded(job) => {
                 if job
                     .counters
-                    .exceeds_failure_threshold(self.failure_threshold, self.failure_min_sample) =>
-            {
-                if self.ports.jobs.mark_failing(job.id).await? {
+                    .exceeds_failure_threshold(self.failure_threshold, self.failure_min_sample)
+                    && self.ports.jobs.mark_failing(job.id).await?
+                {
                     warn!(
                         failed = job.counters.failed,
                         "failure threshold exceeded; job is FAILING"
                     );
                 }
-                job
+                (job, Republish::No)
             }
-            Ledgered::Recorded(job) | Ledgered::Duplicate(job) => job,
+            // A replay: the delivery it replays may have died before finishing the job.
+            Ledgered::Duplicate(job) => (job, Republish::IfUnnotified),
         };
-        lifecycle::settle(&self.ports, job).await?;
+        lifecycle::settle(&self.ports, job, republish).await?;
         Ok(report)
     }
 }
