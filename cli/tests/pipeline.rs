@@ -192,7 +192,9 @@ fn dropped_mid_fanout_and_mid_chunk_resumes_to_exact_counts(kind: Kind) {
 }
 
 async fn a_chunk_failing_on_every_delivery_is_accounted_failed_on_its_last_delivery(kind: Kind) {
-    let env = Env::of(kind, fast_settings()).await;
+    let mut settings = fast_settings();
+    settings.chunk_size = kind.scale(50, 20) as usize;
+    let env = Env::of(kind, settings).await;
     let n = kind.scale(500, 200);
     let seeded = env.seed(n).await;
     let ports = env.ports();
@@ -207,18 +209,19 @@ async fn a_chunk_failing_on_every_delivery_is_accounted_failed_on_its_last_deliv
         .await;
     let api = bulklink::client::ApiClient::new(&pipeline.base_url).unwrap();
     let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
-    let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(60)).await;
+    let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(120)).await;
 
+    let chunk = env.settings.chunk_size as u64;
     assert_eq!(job.status, JobStatus::CompletedWithErrors);
-    assert_eq!(job.counters.failed, 50, "the poisoned chunk's 50 locations");
-    assert_eq!(job.counters.linked, n - 50);
+    assert_eq!(job.counters.failed, chunk, "the poisoned chunk's locations");
+    assert_eq!(job.counters.linked, n - chunk);
     assert_exact(&env, &seeded, &job).await;
     let failures: serde_json::Value = api
         .get(&format!("/jobs/{}/failures?limit=1000", job.id))
         .await
         .unwrap();
     let items = failures["items"].as_array().unwrap();
-    assert_eq!(items.len(), 50);
+    assert_eq!(items.len() as u64, chunk);
     assert!(items
         .iter()
         .any(|f| f["locationId"] == poisoned.to_string()));
@@ -231,7 +234,9 @@ async fn a_chunk_failing_on_every_delivery_is_accounted_failed_on_its_last_deliv
 }
 
 async fn a_chunk_that_reaches_the_dead_letter_queue_is_accounted_by_the_dlq_consumer(kind: Kind) {
-    let env = Env::of(kind, fast_settings()).await;
+    let mut settings = fast_settings();
+    settings.chunk_size = kind.scale(50, 20) as usize;
+    let env = Env::of(kind, settings).await;
     let seeded = env.seed(300).await;
     let ports = env.ports();
     let poisoned = first_location(&ports, &seeded).await;
@@ -248,22 +253,26 @@ async fn a_chunk_that_reaches_the_dead_letter_queue_is_accounted_by_the_dlq_cons
         .await;
     let api = bulklink::client::ApiClient::new(&pipeline.base_url).unwrap();
     let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
-    let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(60)).await;
+    let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(120)).await;
 
     assert_eq!(
         catalog.fail_existing.load(Ordering::SeqCst),
         0,
         "the last delivery failed"
     );
+    let chunk = env.settings.chunk_size as u64;
     assert_eq!(job.status, JobStatus::CompletedWithErrors);
-    assert_eq!((job.counters.failed, job.counters.linked), (50, 250));
+    assert_eq!(
+        (job.counters.failed, job.counters.linked),
+        (chunk, 300 - chunk)
+    );
     assert_exact(&env, &seeded, &job).await;
     let failures: serde_json::Value = api
         .get(&format!("/jobs/{}/failures", job.id))
         .await
         .unwrap();
     let items = failures["items"].as_array().unwrap();
-    assert_eq!(items.len(), 50);
+    assert_eq!(items.len() as u64, chunk);
     assert!(items[0]["reason"]
         .as_str()
         .unwrap()

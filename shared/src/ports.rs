@@ -238,6 +238,30 @@ pub struct ReceivedMessage {
     pub receive_count: u32,
 }
 
+/// Most messages in one send (the SendMessageBatch limit).
+pub const MAX_SEND_BATCH: usize = 10;
+
+/// The limits every queue adapter enforces on a send, whatever its service would accept.
+pub fn check_send_batch(bodies: &[String]) -> StoreResult<()> {
+    if bodies.len() > MAX_SEND_BATCH {
+        return Err(crate::StoreError::Invalid(format!(
+            "a batch holds at most {MAX_SEND_BATCH} messages, not {}",
+            bodies.len()
+        )));
+    }
+    if let Some(big) = bodies
+        .iter()
+        .find(|b| b.len() > crate::domain::MAX_MESSAGE_BYTES)
+    {
+        return Err(crate::StoreError::Invalid(format!(
+            "a message of {} bytes exceeds the {}-byte limit",
+            big.len(),
+            crate::domain::MAX_MESSAGE_BYTES
+        )));
+    }
+    Ok(())
+}
+
 /// A queue with at-least-once delivery, visibility timeout, receive count and (when
 /// configured) a dead-letter queue after `max_receive_count` deliveries.
 #[async_trait]

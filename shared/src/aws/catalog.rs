@@ -7,16 +7,16 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 
-use super::error::classify;
+use super::batch_get;
+use super::error::{cancellation, classify, condition_failed, retryable_cancel};
 use super::items::*;
 use crate::domain::{BrandId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId};
 use crate::error::{StoreError, StoreResult};
@@ -24,8 +24,6 @@ use crate::ports::{Catalog, Cursor, Page};
 
 /// Per-location write pairs in flight at once within one chunk.
 const LINKS_IN_FLIGHT: usize = 16;
-/// BatchGetItem takes at most 100 keys.
-const BATCH_GET: usize = 100;
 
 pub struct DynamoCatalog {
     ddb: Client,
@@ -216,40 +214,22 @@ impl Catalog for DynamoCatalog {
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
             writes.push(TransactWriteItem::builder().put(put).build());
         }
-        match self
+        let Err(e) = self
             .ddb
             .transact_write_items()
             .set_transact_items(Some(writes))
             .send()
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(
-                    e.err(),
-                    TransactWriteItemsError::TransactionCanceledException(_)
-                ) =>
-            {
-                let TransactWriteItemsError::TransactionCanceledException(cancel) = e.into_err()
-                else {
-                    unreachable!("matched above")
-                };
-                let reasons = cancel.cancellation_reasons();
-                match reasons
-                    .iter()
-                    .position(|r| r.code() == Some("ConditionalCheckFailed"))
-                {
-                    Some(i) => Err(StoreError::Conflict(format!(
-                        "location {} already exists",
-                        locations[i].id
-                    ))),
-                    None => Err(StoreError::Unavailable(format!(
-                        "TransactWriteItems cancelled: {:?}",
-                        reasons.iter().map(|r| r.code()).collect::<Vec<_>>()
-                    ))),
-                }
-            }
-            Err(e) => Err(classify("TransactWriteItems", e)),
+        else {
+            return Ok(());
+        };
+        let reasons = cancellation(e)?;
+        match reasons.iter().position(|r| condition_failed(Some(r))) {
+            Some(i) => Err(StoreError::Conflict(format!(
+                "location {} already exists",
+                locations[i].id
+            ))),
+            None => Err(retryable_cancel(&reasons)),
         }
     }
 
@@ -342,36 +322,21 @@ impl Catalog for DynamoCatalog {
             .transact_items(TransactWriteItem::builder().update(count).build())
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(LinkOutcome::Linked),
-            Err(SdkError::ServiceError(e))
-                if matches!(
-                    e.err(),
-                    TransactWriteItemsError::TransactionCanceledException(_)
-                ) =>
-            {
-                let TransactWriteItemsError::TransactionCanceledException(cancel) = e.into_err()
-                else {
-                    unreachable!("matched above")
-                };
-                let failed: Vec<bool> = cancel
-                    .cancellation_reasons()
-                    .iter()
-                    .map(|r| r.code() == Some("ConditionalCheckFailed"))
-                    .collect();
-                match failed.as_slice() {
-                    [true, ..] => Ok(LinkOutcome::NotFound),
-                    [_, true, ..] => Ok(LinkOutcome::AlreadyLinked),
-                    [_, _, true] => Err(StoreError::Invalid(format!(
-                        "offer {} does not exist",
-                        offer.id
-                    ))),
-                    _ => Err(StoreError::Unavailable(
-                        "link transaction cancelled by a conflict".into(),
-                    )),
-                }
-            }
-            Err(e) => Err(classify("TransactWriteItems", e)),
+        let Err(e) = result else {
+            return Ok(LinkOutcome::Linked);
+        };
+        let reasons = cancellation(e)?;
+        if condition_failed(reasons.first()) {
+            Ok(LinkOutcome::NotFound)
+        } else if condition_failed(reasons.get(1)) {
+            Ok(LinkOutcome::AlreadyLinked)
+        } else if condition_failed(reasons.get(2)) {
+            Err(StoreError::Invalid(format!(
+                "offer {} does not exist",
+                offer.id
+            )))
+        } else {
+            Err(retryable_cancel(&reasons))
         }
     }
 
@@ -380,50 +345,14 @@ impl Catalog for DynamoCatalog {
         offer: OfferId,
         ids: &[LocationId],
     ) -> StoreResult<Vec<Option<LinkedBy>>> {
+        let keys = ids
+            .iter()
+            .map(|id| key(offer_pk(offer), &link_sk(*id)))
+            .collect();
         let mut owners: HashMap<LocationId, LinkedBy> = HashMap::new();
-        for batch in ids.chunks(BATCH_GET) {
-            let keys: Vec<Item> = batch
-                .iter()
-                .map(|id| key(offer_pk(offer), &link_sk(*id)))
-                .collect();
-            let mut request = Some(HashMap::from([(
-                self.table.clone(),
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| StoreError::Internal(e.to_string()))?,
-            )]));
-            let mut rounds = 0;
-            while let Some(items) = request.take().filter(|r| !r.is_empty()) {
-                rounds += 1;
-                if rounds > 1 {
-                    // UnprocessedKeys means throttling: back off before asking again.
-                    tokio::time::sleep(std::time::Duration::from_millis(50 << rounds.min(6))).await;
-                }
-                if rounds > 10 {
-                    return Err(StoreError::Unavailable(
-                        "BatchGetItem kept returning unprocessed keys".into(),
-                    ));
-                }
-                let out = self
-                    .ddb
-                    .batch_get_item()
-                    .set_request_items(Some(items))
-                    .send()
-                    .await
-                    .map_err(|e| classify("BatchGetItem", e))?;
-                for item in out
-                    .responses
-                    .unwrap_or_default()
-                    .remove(&self.table)
-                    .unwrap_or_default()
-                {
-                    let link = from_item::<LinkItem>(item)?.into_link()?;
-                    owners.insert(link.location_id, link.linked_by);
-                }
-                request = out.unprocessed_keys;
-            }
+        for item in batch_get(&self.ddb, &self.table, keys).await? {
+            let link = from_item::<LinkItem>(item)?.into_link()?;
+            owners.insert(link.location_id, link.linked_by);
         }
         Ok(ids.iter().map(|id| owners.get(id).copied()).collect())
     }

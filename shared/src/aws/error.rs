@@ -2,6 +2,8 @@
 //! has already retried them with backoff); everything else is not.
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::CancellationReason;
 
 use crate::error::StoreError;
 
@@ -59,6 +61,43 @@ fn describe(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+/// A cancelled TransactWriteItems: each item's reason; any other error, classified.
+pub(crate) fn cancellation(
+    e: SdkError<TransactWriteItemsError, aws_smithy_runtime_api::http::Response>,
+) -> Result<Vec<CancellationReason>, StoreError> {
+    match e {
+        SdkError::ServiceError(service)
+            if matches!(
+                service.err(),
+                TransactWriteItemsError::TransactionCanceledException(_)
+            ) =>
+        {
+            let TransactWriteItemsError::TransactionCanceledException(cancel) = service.into_err()
+            else {
+                unreachable!("matched above")
+            };
+            Ok(cancel.cancellation_reasons().to_vec())
+        }
+        other => Err(classify("TransactWriteItems", other)),
+    }
+}
+
+pub(crate) fn condition_failed(reason: Option<&CancellationReason>) -> bool {
+    reason.and_then(|r| r.code()) == Some("ConditionalCheckFailed")
+}
+
+/// A cancellation that was not a condition of ours (a conflicting transaction, throttling):
+/// safe to retry.
+pub(crate) fn retryable_cancel(reasons: &[CancellationReason]) -> StoreError {
+    StoreError::Unavailable(format!(
+        "transaction cancelled: {:?}",
+        reasons
+            .iter()
+            .map(|r| r.code().unwrap_or("None"))
+            .collect::<Vec<_>>()
+    ))
 }
 
 #[cfg(test)]

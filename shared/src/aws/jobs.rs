@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, Delete, KeysAndAttributes, Put, PutRequest, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
+    AttributeValue, Delete, Put, PutRequest, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 
-use super::error::classify;
+use super::batch_get;
+use super::error::{cancellation, classify, condition_failed, retryable_cancel};
 use super::items::*;
 use crate::domain::{BrandId, ChunkCounts, ChunkSeq, Job, JobId, JobStatus, OfferId};
 use crate::error::{StoreError, StoreResult};
@@ -40,43 +40,6 @@ pub struct DynamoJobs {
 
 fn internal(e: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(e.to_string())
-}
-
-/// The transaction was cancelled: each item's reason, or `None` for another failure.
-fn cancellation(
-    e: SdkError<TransactWriteItemsError, aws_smithy_runtime_api::http::Response>,
-) -> Result<Vec<CancellationReason>, StoreError> {
-    match e {
-        SdkError::ServiceError(service)
-            if matches!(
-                service.err(),
-                TransactWriteItemsError::TransactionCanceledException(_)
-            ) =>
-        {
-            let TransactWriteItemsError::TransactionCanceledException(cancel) = service.into_err()
-            else {
-                unreachable!("matched above")
-            };
-            Ok(cancel.cancellation_reasons().to_vec())
-        }
-        other => Err(classify("TransactWriteItems", other)),
-    }
-}
-
-fn condition_failed(reason: Option<&CancellationReason>) -> bool {
-    reason.and_then(|r| r.code()) == Some("ConditionalCheckFailed")
-}
-
-/// A cancellation that was not a condition of ours (a conflicting transaction, throttling):
-/// safe to retry.
-fn retryable_cancel(reasons: &[CancellationReason]) -> StoreError {
-    StoreError::Unavailable(format!(
-        "transaction cancelled: {:?}",
-        reasons
-            .iter()
-            .map(|r| r.code().unwrap_or("None"))
-            .collect::<Vec<_>>()
-    ))
 }
 
 impl DynamoJobs {
@@ -184,48 +147,12 @@ impl DynamoJobs {
     }
 
     async fn batch_get_jobs(&self, ids: &[JobId]) -> StoreResult<HashMap<JobId, Job>> {
-        let mut found = HashMap::new();
-        for batch in ids.chunks(100) {
-            let keys = batch.iter().map(|id| key(job_pk(*id), JOB_SK)).collect();
-            let mut pending = Some(HashMap::from([(
-                self.table.clone(),
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(internal)?,
-            )]));
-            let mut round = 0u32;
-            while let Some(items) = pending.take().filter(|p| !p.is_empty()) {
-                round += 1;
-                if round > 10 {
-                    return Err(StoreError::Unavailable(
-                        "BatchGetItem kept returning unprocessed keys".into(),
-                    ));
-                }
-                if round > 1 {
-                    tokio::time::sleep(Duration::from_millis(50 << round.min(6))).await;
-                }
-                let out = self
-                    .ddb
-                    .batch_get_item()
-                    .set_request_items(Some(items))
-                    .send()
-                    .await
-                    .map_err(|e| classify("BatchGetItem", e))?;
-                for item in out
-                    .responses
-                    .unwrap_or_default()
-                    .remove(&self.table)
-                    .unwrap_or_default()
-                {
-                    let job = job_from_item(item)?;
-                    found.insert(job.id, job);
-                }
-                pending = out.unprocessed_keys;
-            }
-        }
-        Ok(found)
+        let keys = ids.iter().map(|id| key(job_pk(*id), JOB_SK)).collect();
+        batch_get(&self.ddb, &self.table, keys)
+            .await?
+            .into_iter()
+            .map(|item| job_from_item(item).map(|job| (job.id, job)))
+            .collect()
     }
 
     /// Job ids from a keys-only index query, in index order, plus the next cursor.

@@ -179,3 +179,55 @@ pub fn ports(clients: &AwsClients, names: &AwsNames) -> Ports {
         events: Arc::new(SnsEvents::new(clients.sns.clone(), &names.events_topic_arn)),
     }
 }
+
+/// Reads items by key (consistently), 100 keys a request, asking again with backoff for
+/// the keys DynamoDB leaves unprocessed (it does so when throttled, and answers 200).
+pub(crate) async fn batch_get(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    keys: Vec<items::Item>,
+) -> crate::StoreResult<Vec<items::Item>> {
+    use std::collections::HashMap;
+
+    use aws_sdk_dynamodb::types::KeysAndAttributes;
+
+    use crate::StoreError;
+
+    const MAX_KEYS: usize = 100;
+    const MAX_ROUNDS: u32 = 10;
+    let mut found = Vec::with_capacity(keys.len());
+    for batch in keys.chunks(MAX_KEYS) {
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(batch.to_vec()))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut pending = Some(HashMap::from([(table.to_owned(), request)]));
+        let mut round = 0u32;
+        while let Some(items) = pending.take().filter(|p| !p.is_empty()) {
+            round += 1;
+            if round > MAX_ROUNDS {
+                return Err(StoreError::Unavailable(
+                    "BatchGetItem kept returning unprocessed keys".into(),
+                ));
+            }
+            if round > 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(50 << round.min(6))).await;
+            }
+            let out = ddb
+                .batch_get_item()
+                .set_request_items(Some(items))
+                .send()
+                .await
+                .map_err(|e| error::classify("BatchGetItem", e))?;
+            found.extend(
+                out.responses
+                    .unwrap_or_default()
+                    .remove(table)
+                    .unwrap_or_default(),
+            );
+            pending = out.unprocessed_keys;
+        }
+    }
+    Ok(found)
+}

@@ -11,11 +11,9 @@ use aws_sdk_sqs::types::{
 use aws_sdk_sqs::Client;
 
 use super::error::{classify, is_retryable_code};
-use crate::domain::MAX_MESSAGE_BYTES;
 use crate::error::{StoreError, StoreResult};
-use crate::ports::{Queue, ReceivedMessage};
+use crate::ports::{check_send_batch, Queue, ReceivedMessage, MAX_SEND_BATCH as MAX_BATCH};
 
-const MAX_BATCH: usize = 10;
 /// SQS long polling waits at most 20 s.
 const MAX_WAIT_SECS: u64 = 20;
 const SEND_ROUNDS: u32 = 5;
@@ -47,19 +45,7 @@ impl Queue for SqsQueue {
     }
 
     async fn send_batch(&self, bodies: &[String]) -> StoreResult<()> {
-        if bodies.len() > MAX_BATCH {
-            return Err(StoreError::Invalid(format!(
-                "a batch holds at most {MAX_BATCH} messages, not {}",
-                bodies.len()
-            )));
-        }
-        // SQS (and emulators) may accept more; 256 KiB is the limit we promise.
-        if let Some(big) = bodies.iter().find(|b| b.len() > MAX_MESSAGE_BYTES) {
-            return Err(StoreError::Invalid(format!(
-                "a message of {} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
-                big.len()
-            )));
-        }
+        check_send_batch(bodies)?;
         let mut pending: Vec<(usize, &String)> = bodies.iter().enumerate().collect();
         for round in 1..=SEND_ROUNDS {
             if pending.is_empty() {

@@ -10,12 +10,9 @@ use rusqlite::params;
 use tokio::time::Instant;
 
 use super::{now_ms, sql, EmbeddedStore};
-use crate::domain::MAX_MESSAGE_BYTES;
 use crate::error::{StoreError, StoreResult};
-use crate::ports::{Queue, ReceivedMessage};
+use crate::ports::{check_send_batch, Queue, ReceivedMessage, MAX_SEND_BATCH as MAX_BATCH};
 
-/// SQS limits, kept here too so the embedded backend refuses what AWS would refuse.
-const MAX_BATCH: usize = 10;
 /// How often an idle receiver looks again for messages whose visibility timeout ran out.
 const IDLE_POLL: Duration = Duration::from_millis(25);
 
@@ -121,18 +118,7 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn send_batch(&self, bodies: &[String]) -> StoreResult<()> {
-        if bodies.len() > MAX_BATCH {
-            return Err(StoreError::Invalid(format!(
-                "a batch holds at most {MAX_BATCH} messages, not {}",
-                bodies.len()
-            )));
-        }
-        if let Some(big) = bodies.iter().find(|b| b.len() > MAX_MESSAGE_BYTES) {
-            return Err(StoreError::Invalid(format!(
-                "a message of {} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
-                big.len()
-            )));
-        }
+        check_send_batch(bodies)?;
         if bodies.is_empty() {
             return Ok(());
         }
