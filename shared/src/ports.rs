@@ -259,6 +259,14 @@ pub fn check_send_batch(bodies: &[String]) -> StoreResult<()> {
             crate::domain::MAX_MESSAGE_BYTES
         )));
     }
+    // SendMessageBatch limits the whole batch's payload as well as each message's.
+    let total: usize = bodies.iter().map(String::len).sum();
+    if total > crate::domain::MAX_MESSAGE_BYTES {
+        return Err(crate::StoreError::Invalid(format!(
+            "a batch of {total} bytes exceeds the {}-byte limit of one send",
+            crate::domain::MAX_MESSAGE_BYTES
+        )));
+    }
     Ok(())
 }
 

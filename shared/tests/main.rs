@@ -95,6 +95,7 @@ contract! {
             a_batch_of_more_than_ten_messages_is_refused,
             a_batch_with_a_body_over_256_kib_sends_nothing,
             a_body_of_exactly_256_kib_is_sent,
+            a_batch_over_256_kib_in_all_sends_nothing,
             a_long_poll_returns_as_soon_as_a_message_is_sent,
             depth_counts_waiting_and_in_flight_messages,
         ],

@@ -137,6 +137,19 @@ pub async fn a_body_of_exactly_256_kib_is_sent(fx: &Fixture) {
     assert_eq!(received.body, body);
 }
 
+pub async fn a_batch_over_256_kib_in_all_sends_nothing(fx: &Fixture) {
+    let queue = fx.ports.chunk_queue.as_ref();
+    let half = "y".repeat(MAX_MESSAGE_BYTES / 2 + 1);
+
+    let result = queue.send_batch(&[half.clone(), half]).await;
+
+    assert!(
+        matches!(result, Err(shared::StoreError::Invalid(_))),
+        "{result:?}"
+    );
+    assert_eq!(queue.depth().await.unwrap(), 0);
+}
+
 pub async fn a_long_poll_returns_as_soon_as_a_message_is_sent(fx: &Fixture) {
     let queue = fx.ports.chunk_queue.clone();
     // 20 s is the longest SQS long poll; the bound below is far shorter.
