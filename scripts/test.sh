@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one test command: formatting, lints, and every test of every crate, on both backends
-# (embedded SQLite, and AWS through a moto emulator that this script installs in .venv).
+# The one test command: formatting, lints, every test of every crate on both backends
+# (embedded SQLite, and AWS through a moto emulator that this script installs in .venv),
+# and the static checks of the Terraform deployment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,3 +17,5 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== terraform (checkov, wiring tests)"
+bash scripts/check-terraform.sh

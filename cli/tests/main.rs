@@ -6,6 +6,7 @@ mod support;
 mod aws_serve;
 mod demo;
 mod http_api;
+mod lambda_fixtures;
 mod pipeline;
 mod throttling;
 mod webhooks;

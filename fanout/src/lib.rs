@@ -4,6 +4,8 @@
 //! sequence numbers and the worker's ledger dedupes them. Near its deadline it hands over
 //! to a fresh invocation by re-enqueueing itself.
 
+pub mod lambda;
+
 use std::sync::Arc;
 use std::time::Duration;
 

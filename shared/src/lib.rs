@@ -8,6 +8,7 @@ pub mod domain;
 pub mod embedded;
 pub mod error;
 pub mod http;
+pub mod lambda;
 pub mod lifecycle;
 pub mod ports;
 pub mod telemetry;

@@ -57,7 +57,8 @@ pub trait Catalog: Send + Sync {
     /// Creates an offer; `Conflict` if its id exists.
     async fn create_offer(&self, offer: &Offer) -> StoreResult<()>;
     async fn get_offer(&self, id: OfferId) -> StoreResult<Option<Offer>>;
-    /// Creates up to 100 locations, all or none; `Conflict` if any id exists.
+    /// Creates up to 100 locations, all or none; `Conflict` if any id exists, unless the
+    /// whole batch exists exactly as sent (a retried request, which is then already done).
     async fn create_locations(&self, locations: &[Location]) -> StoreResult<()>;
     async fn get_location(&self, id: LocationId) -> StoreResult<Option<Location>>;
     /// A brand's location ids in id order, from the brand index (keys only).

@@ -49,6 +49,22 @@ pub async fn a_location_batch_reads_back_without_an_offer(fx: &Fixture) {
     }
 }
 
+pub async fn a_location_batch_sent_again_whole_is_already_created(fx: &Fixture) {
+    // What an SDK retry of an applied attempt looks like.
+    let batch = locations(BrandId::new_random(), 3);
+    fx.ports.catalog.create_locations(&batch).await.unwrap();
+
+    let again = fx.ports.catalog.create_locations(&batch).await;
+
+    assert!(again.is_ok(), "{again:?}");
+    for location in batch {
+        assert_eq!(
+            fx.ports.catalog.get_location(location.id).await.unwrap(),
+            Some(location)
+        );
+    }
+}
+
 pub async fn a_location_batch_with_an_existing_id_creates_nothing(fx: &Fixture) {
     let catalog = &fx.ports.catalog;
     let brand = BrandId::new_random();

@@ -46,6 +46,7 @@ contract! {
             an_offer_is_created_once,
             unknown_offers_and_locations_read_as_none,
             a_location_batch_reads_back_without_an_offer,
+            a_location_batch_sent_again_whole_is_already_created,
             a_location_batch_with_an_existing_id_creates_nothing,
             brand_locations_page_in_id_order_exactly_once,
             linking_a_fresh_location_marks_it_as_having_the_offer,

@@ -2,7 +2,9 @@
 //! the chunk exactly once in the ledger and finishes the job when the last chunk lands.
 //! The same code serves the Lambda function (SQS batches) and the local runner.
 
+pub mod lambda;
 mod limiter;
+pub mod sweeper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +55,7 @@ pub struct ChunkProcessor {
     failure_min_sample: u64,
     limiter: Option<WriteLimiter>,
     time_limit: Duration,
+    retries: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
 }
 
 /// Share of the visibility timeout one delivery may spend. Past it the delivery gives up,
@@ -72,7 +75,20 @@ impl ChunkProcessor {
                 .per_worker_write_budget()
                 .and_then(WriteLimiter::new),
             time_limit: settings.visibility_timeout.mul_f64(VISIBILITY_SHARE),
+            retries: None,
         }
+    }
+
+    /// Reads the backend's count of SDK retries (throttling, timeouts), for the per-chunk
+    /// metrics of a Lambda instance.
+    pub fn with_retry_probe(mut self, probe: Arc<dyn Fn() -> u64 + Send + Sync>) -> Self {
+        self.retries = Some(probe);
+        self
+    }
+
+    /// SDK retries so far (0 where the backend has none).
+    pub fn sdk_retries(&self) -> u64 {
+        self.retries.as_ref().map_or(0, |probe| probe())
     }
 
     /// Messages to take per receive. A rate-limited worker takes one at a time: a batch
@@ -91,6 +107,18 @@ impl ChunkProcessor {
         source: Source,
         message: &ReceivedMessage,
     ) -> Result<ChunkReport, ChunkError> {
+        self.handle_within(source, message, self.time_limit).await
+    }
+
+    /// Handles one message, giving up after `limit` (or the visibility-timeout bound, if
+    /// shorter): a Lambda invocation passes the time its deadline leaves.
+    pub async fn handle_within(
+        &self,
+        source: Source,
+        message: &ReceivedMessage,
+        limit: Duration,
+    ) -> Result<ChunkReport, ChunkError> {
+        let limit = limit.min(self.time_limit);
         let work = async {
             match source {
                 Source::Chunks => self.process(&message.body, message.receive_count).await,
@@ -99,9 +127,9 @@ impl ChunkProcessor {
         };
         // Dropping the work midway is a crash at a port boundary: the ledger makes the
         // redelivery exact.
-        tokio::time::timeout(self.time_limit, work)
+        tokio::time::timeout(limit, work)
             .await
-            .unwrap_or(Err(ChunkError::TimedOut(self.time_limit)))
+            .unwrap_or(Err(ChunkError::TimedOut(limit)))
     }
 
     /// Links a chunk's locations and accounts it. On the last allowed delivery a chunk
@@ -243,10 +271,20 @@ impl ChunkProcessor {
             .record_chunk(chunk.job_id, chunk.offer_id, chunk.seq, counts, failures)
             .await?;
         let report = match &ledgered {
-            Ledgered::Recorded(_) => ChunkReport::Recorded {
-                job_id: chunk.job_id,
-                counts,
-            },
+            Ledgered::Recorded(_) => {
+                info!(
+                    linked = counts.linked,
+                    already_linked = counts.already_linked,
+                    not_found = counts.not_found,
+                    failed = counts.failed,
+                    cancelled = counts.cancelled,
+                    "chunk accounted"
+                );
+                ChunkReport::Recorded {
+                    job_id: chunk.job_id,
+                    counts,
+                }
+            }
             Ledgered::Duplicate(_) => {
                 info!("chunk already accounted; replay adds nothing");
                 ChunkReport::Duplicate {

@@ -204,12 +204,19 @@ impl Catalog for DynamoCatalog {
         if locations.is_empty() {
             return Ok(());
         }
+        let items = locations
+            .iter()
+            .map(|location| to_item(&LocationItem::of(location)))
+            .collect::<StoreResult<Vec<_>>>()?;
         let mut writes = Vec::with_capacity(locations.len());
-        for location in locations {
+        for item in &items {
             let put = Put::builder()
                 .table_name(&self.table)
-                .set_item(Some(to_item(&LocationItem::of(location))?))
+                .set_item(Some(item.clone()))
                 .condition_expression("attribute_not_exists(pk)")
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .build()
                 .map_err(|e| StoreError::Internal(e.to_string()))?;
             writes.push(TransactWriteItem::builder().put(put).build());
@@ -224,13 +231,26 @@ impl Catalog for DynamoCatalog {
             return Ok(());
         };
         let reasons = cancellation(e)?;
-        match reasons.iter().position(|r| condition_failed(Some(r))) {
-            Some(i) => Err(StoreError::Conflict(format!(
-                "location {} already exists",
-                locations[i].id
-            ))),
-            None => Err(retryable_cancel(&reasons)),
+        let conflicts: Vec<usize> = (0..reasons.len())
+            .filter(|i| condition_failed(reasons.get(*i)))
+            .collect();
+        if conflicts.is_empty() {
+            return Err(retryable_cancel(&reasons));
         }
+        // An SDK retry of an attempt that timed out after it was applied finds its own
+        // items. The batch is atomic, so that attempt wrote all of them: only when every
+        // item conflicts, each with exactly what we wrote, is the batch already done.
+        let ours = conflicts.len() == items.len()
+            && conflicts
+                .iter()
+                .all(|&i| reasons[i].item() == Some(&items[i]));
+        if ours {
+            return Ok(());
+        }
+        Err(StoreError::Conflict(format!(
+            "location {} already exists",
+            locations[conflicts[0]].id
+        )))
     }
 
     async fn get_location(&self, id: LocationId) -> StoreResult<Option<Location>> {

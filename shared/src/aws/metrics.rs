@@ -54,6 +54,15 @@ impl RequestCounter {
             .sum()
     }
 
+    /// Attempts beyond the first of every call so far: the SDK's retries (throttling,
+    /// timeouts, server errors).
+    pub fn retries(&self) -> u64 {
+        self.snapshot()
+            .values()
+            .map(|c| c.attempts.saturating_sub(c.calls))
+            .sum()
+    }
+
     fn bump(&self, cfg: &ConfigBag, attempt: bool) {
         let Some(meta) = cfg.load::<Metadata>() else {
             return;

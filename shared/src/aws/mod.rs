@@ -158,6 +158,29 @@ impl AwsClients {
     }
 }
 
+/// What every Lambda function builds once at start: settings and the backend's ports, from
+/// the environment Terraform sets. Logs are JSON lines (`LOG_FORMAT=json` in Lambda).
+pub struct LambdaSetup {
+    pub settings: crate::Settings,
+    pub clients: AwsClients,
+    pub ports: Ports,
+}
+
+impl LambdaSetup {
+    pub async fn from_env() -> Result<Self, SettingsError> {
+        crate::telemetry::init("info");
+        let settings = crate::Settings::from_env()?;
+        let names = AwsNames::from_env()?;
+        let clients = AwsClients::load(None).await;
+        let ports = ports(&clients, &names);
+        Ok(LambdaSetup {
+            settings,
+            clients,
+            ports,
+        })
+    }
+}
+
 /// The AWS backend's ports.
 pub fn ports(clients: &AwsClients, names: &AwsNames) -> Ports {
     let queue = |url: &str, name: &str| -> Arc<dyn crate::ports::Queue> {

@@ -61,6 +61,7 @@ impl Catalog for EmbeddedStore {
         let locations = locations.to_vec();
         self.write(move |conn| {
             let tx = conn.transaction().map_err(sql)?;
+            let mut conflict = None;
             {
                 let mut insert = tx
                     .prepare_cached(
@@ -68,18 +69,33 @@ impl Catalog for EmbeddedStore {
                     )
                     .map_err(sql)?;
                 for loc in &locations {
-                    insert
-                        .execute(params![loc.id.to_string(), loc.brand_id.to_string(), loc.address])
-                        .map_err(|e| {
-                            if is_constraint(&e) {
-                                StoreError::Conflict(format!("location {} already exists", loc.id))
-                            } else {
-                                sql(e)
-                            }
-                        })?;
+                    match insert.execute(params![loc.id.to_string(), loc.brand_id.to_string(), loc.address]) {
+                        Ok(_) => {}
+                        Err(e) if is_constraint(&e) => {
+                            conflict = Some(loc.id);
+                            break;
+                        }
+                        Err(e) => return Err(sql(e)),
+                    }
                 }
             }
-            tx.commit().map_err(sql)
+            let Some(conflict) = conflict else {
+                return tx.commit().map_err(sql);
+            };
+            drop(tx);
+            // The same batch sent again whole (a retried request) is already created.
+            let mut same = conn
+                .prepare_cached("SELECT 1 FROM locations WHERE id = ?1 AND brand_id = ?2 AND address = ?3")
+                .map_err(sql)?;
+            for loc in &locations {
+                let exists = same
+                    .exists(params![loc.id.to_string(), loc.brand_id.to_string(), loc.address])
+                    .map_err(sql)?;
+                if !exists {
+                    return Err(StoreError::Conflict(format!("location {conflict} already exists")));
+                }
+            }
+            Ok(())
         })
         .await
     }

@@ -1,0 +1,288 @@
+//! The Lambda handlers fed real event JSON (API Gateway HTTP API v2 request, SQS batches,
+//! an EventBridge scheduled event) against moto, checking their responses and the state
+//! they leave; and the JSON log and EMF metric lines a worker invocation writes.
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_http::request::LambdaRequest;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{json, Value};
+use shared::domain::{JobStatus, LocationId};
+use tower::ServiceExt;
+use worker::{ChunkProcessor, Source};
+
+use crate::support::*;
+
+fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// An SQS event of the fixture record, one per `(message id, body, receive count)`.
+fn sqs_event(records: &[(String, String, u32)]) -> SqsEvent {
+    let template: Value = serde_json::from_str(&fixture("sqs_record.json")).unwrap();
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(id, body, count)| {
+            let mut record = template.clone();
+            record["messageId"] = json!(id);
+            record["body"] = json!(body);
+            record["attributes"]["ApproximateReceiveCount"] = json!(count.to_string());
+            record
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).unwrap()
+}
+
+fn context(request_id: &str) -> Context {
+    let mut context = Context::default();
+    context.request_id = request_id.to_owned();
+    context.deadline =
+        (chrono::Utc::now() + chrono::Duration::seconds(60)).timestamp_millis() as u64;
+    context
+}
+
+/// A job of `chunks` chunks fanned out by the fanout handler, its chunk messages drained.
+async fn fanned_out_job(
+    env: &Env,
+    ports: &shared::Ports,
+    chunks: u64,
+) -> (
+    shared::embedded::SeededBrand,
+    shared::domain::Job,
+    Vec<shared::ports::ReceivedMessage>,
+) {
+    let seeded = env.seed(chunks * env.settings.chunk_size as u64).await;
+    let job = create_job(ports, &seeded).await;
+    let fanout = fanout::Fanout::new(ports.clone(), &env.settings);
+    let trigger = sqs_event(&[("fanout-1".into(), json!({ "jobId": job.id }).to_string(), 1)]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let response = fanout::lambda::handle_sqs_event(&fanout, trigger, deadline)
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let messages = drain(ports.chunk_queue.as_ref()).await;
+    assert_eq!(messages.len() as u64, chunks);
+    (seeded, job, messages)
+}
+
+fn small_chunks() -> shared::Settings {
+    let mut settings = fast_settings();
+    settings.chunk_size = 10;
+    settings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_gateway_v2_request_creates_a_job_through_the_lambda_adapter() {
+    let env = Env::of(Kind::Aws, fast_settings()).await;
+    let seeded = env.seed(10).await;
+    let event = fixture("apigw_v2_link_all.json").replace("OFFER_ID", &seeded.offer_id.to_string());
+    let request: LambdaRequest = serde_json::from_str(&event).unwrap();
+    let router = shared::http::finish_router(job_api::router(env.ports()));
+
+    let response = lambda_http::Adapter::from(router)
+        .oneshot(LambdaEvent::new(request, context("apigw-req-1")))
+        .await
+        .unwrap();
+
+    let response = serde_json::to_value(response).unwrap();
+    assert_eq!(response["statusCode"], 202, "{response}");
+    let location = response["headers"]["location"].as_str().unwrap().to_owned();
+    assert!(location.starts_with("/jobs/"));
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["offerId"], seeded.offer_id.to_string());
+    assert_eq!(format!("/jobs/{}", body["id"].as_str().unwrap()), location);
+    // The same request again (same Idempotency-Key) answers with the same job.
+    let again: LambdaRequest = serde_json::from_str(&event).unwrap();
+    let router = shared::http::finish_router(job_api::router(env.ports()));
+    let replay = lambda_http::Adapter::from(router)
+        .oneshot(LambdaEvent::new(again, context("apigw-req-2")))
+        .await
+        .unwrap();
+    let replay = serde_json::to_value(replay).unwrap();
+    assert_eq!(replay["statusCode"], 202);
+    assert_eq!(replay["headers"]["location"], location.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_malformed_record_in_a_batch_of_ten_is_the_only_failure_reported() {
+    let env = Env::of(Kind::Aws, small_chunks()).await;
+    let ports = env.ports();
+    let (seeded, job, messages) = fanned_out_job(&env, &ports, 9).await;
+    let mut records: Vec<(String, String, u32)> = messages
+        .iter()
+        .map(|m| (m.message_id.clone(), m.body.clone(), 1))
+        .collect();
+    records.insert(4, ("malformed-1".into(), "{\"jobId\": 42".into(), 1));
+    let processor = ChunkProcessor::new(ports.clone(), &env.settings);
+    let mut metrics = Vec::new();
+
+    let response = worker::lambda::invoke(
+        &processor,
+        Source::Chunks,
+        LambdaEvent::new(sqs_event(&records), context("worker-req-1")),
+        &mut metrics,
+    )
+    .await
+    .unwrap();
+
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, vec!["malformed-1"]);
+    let job = ports.jobs.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Succeeded);
+    assert_exact(&env, &seeded, &job).await;
+    let lines: Vec<Value> = String::from_utf8(metrics)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every metrics line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 9, "one EMF line per handled chunk");
+    let emf = &lines[0];
+    assert_eq!(emf["_aws"]["CloudWatchMetrics"][0]["Namespace"], "bulklink");
+    let declared: Vec<&str> = emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "Linked",
+        "AlreadyLinked",
+        "Failed",
+        "ThrottledRetries",
+        "ChunkDuration",
+    ] {
+        assert!(declared.contains(&name), "{name} declared");
+        assert!(emf[name].is_number(), "{name} carried");
+    }
+    let linked: f64 = lines.iter().map(|l| l["Linked"].as_f64().unwrap()).sum();
+    assert_eq!(linked, 90.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_on_its_last_receive_is_accounted_and_the_job_ends() {
+    let env = Env::of(Kind::Aws, small_chunks()).await;
+    let mut ports = env.ports();
+    let mut catalog = FaultyCatalog::new(ports.catalog.clone());
+    catalog.fail_link = Box::new(|_: &[LocationId]| true);
+    ports.catalog = Arc::new(catalog);
+    let (seeded, job, messages) = fanned_out_job(&env, &ports, 1).await;
+    let last = env.settings.max_receive_count;
+    let processor = ChunkProcessor::new(ports.clone(), &env.settings);
+    let event = sqs_event(&[(
+        messages[0].message_id.clone(),
+        messages[0].body.clone(),
+        last,
+    )]);
+
+    let response = worker::lambda::invoke(
+        &processor,
+        Source::Chunks,
+        LambdaEvent::new(event, context("worker-req-last")),
+        &mut std::io::sink(),
+    )
+    .await
+    .unwrap();
+
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "accounted, not failed"
+    );
+    let job = ports.jobs.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::CompletedWithErrors);
+    assert_eq!(job.counters.failed, 10);
+    assert_exact(&env, &seeded, &job).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_event_makes_the_sweeper_publish_a_lost_event() {
+    let mut settings = small_chunks();
+    settings.sweep_idle_after = Duration::ZERO;
+    let env = Env::of(Kind::Aws, settings).await;
+    let mut ports = env.ports();
+    let events = Arc::new(RecordingEvents::new(ports.events.clone()));
+    events.refuse.store(true, Ordering::SeqCst);
+    ports.events = events.clone();
+    let (_, job, messages) = fanned_out_job(&env, &ports, 1).await;
+    let processor = ChunkProcessor::new(ports.clone(), &env.settings);
+    let _refused_publish = processor.process(&messages[0].body, 1).await;
+    let stuck = ports.jobs.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stuck.status, stuck.notified_at),
+        (JobStatus::Succeeded, None)
+    );
+    events.refuse.store(false, Ordering::SeqCst);
+    let _scheduled: Value = serde_json::from_str(&fixture("scheduled_event.json")).unwrap();
+
+    let report = worker::sweeper::handle_scheduled_event(&ports, &env.settings)
+        .await
+        .unwrap();
+
+    assert_eq!(report["notified"], 1, "{report}");
+    assert_eq!(events.published().len(), 1);
+    assert!(ports
+        .jobs
+        .get_job(job.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .notified_at
+        .is_some());
+}
+
+/// Collects what the JSON log layer writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_invocation_logs_json_lines_with_request_job_and_chunk() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    shared::telemetry::init_with("info", true, move || sink.clone());
+    let env = Env::of(Kind::Aws, small_chunks()).await;
+    let ports = env.ports();
+    let (_, job, messages) = fanned_out_job(&env, &ports, 1).await;
+    let processor = ChunkProcessor::new(ports.clone(), &env.settings);
+    let event = sqs_event(&[(messages[0].message_id.clone(), messages[0].body.clone(), 1)]);
+
+    worker::lambda::invoke(
+        &processor,
+        Source::Chunks,
+        LambdaEvent::new(event, context("log-req-7")),
+        &mut std::io::sink(),
+    )
+    .await
+    .unwrap();
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "chunk accounted" && l.to_string().contains("log-req-7"))
+        .unwrap_or_else(|| panic!("no 'chunk accounted' line of this invocation in:\n{text}"));
+    let spans = line["spans"].as_array().unwrap();
+    let field = |name: &str| spans.iter().find_map(|s| s.get(name).cloned());
+    assert_eq!(field("request_id"), Some(json!("log-req-7")));
+    assert_eq!(field("job_id"), Some(json!(job.id.to_string())));
+    assert_eq!(field("chunk_seq"), Some(json!("00000000")));
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["linked"], 10);
+}

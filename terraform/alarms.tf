@@ -1,0 +1,81 @@
+# Alarms: anything dead-lettered, work waiting too long, functions erroring. They notify
+# var.alarm_sns_topic_arn when it is set.
+
+locals {
+  alarm_actions = var.alarm_sns_topic_arn == null ? [] : [var.alarm_sns_topic_arn]
+
+  dead_letter_queues = {
+    fanout_dlq = aws_sqs_queue.fanout_dlq.name
+    chunks_dlq = aws_sqs_queue.chunks_dlq.name
+  }
+
+  oldest_message_limits = {
+    fanout = { queue = aws_sqs_queue.fanout.name, seconds = var.fanout_age_alarm_seconds }
+    chunks = { queue = aws_sqs_queue.chunks.name, seconds = var.chunk_age_alarm_seconds }
+  }
+
+  erroring_functions = {
+    fanout = aws_lambda_function.fanout.function_name
+    worker = aws_lambda_function.worker.function_name
+  }
+}
+
+# A fanout message here is a job that stopped fanning out (the sweeper restarts it); a chunk
+# here is accounted as failed by worker-dlq, so a chunk DLQ that stays non-empty means
+# worker-dlq itself is failing.
+resource "aws_cloudwatch_metric_alarm" "dlq_depth" {
+  for_each = local.dead_letter_queues
+
+  alarm_name          = "${each.value}-not-empty"
+  alarm_description   = "Messages are waiting in the dead-letter queue ${each.value}."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = each.value }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  actions_enabled     = true
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+}
+
+resource "aws_cloudwatch_metric_alarm" "oldest_message_age" {
+  for_each = local.oldest_message_limits
+
+  alarm_name          = "${each.value.queue}-oldest-message-age"
+  alarm_description   = "The oldest message in ${each.value.queue} has waited more than ${each.value.seconds} s."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateAgeOfOldestMessage"
+  dimensions          = { QueueName = each.value.queue }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = each.value.seconds
+  treat_missing_data  = "notBreaching"
+  actions_enabled     = true
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+}
+
+resource "aws_cloudwatch_metric_alarm" "function_errors" {
+  for_each = local.erroring_functions
+
+  alarm_name          = "${each.value}-errors"
+  alarm_description   = "The ${each.value} function failed invocations (whole batches, not reported item failures)."
+  namespace           = "AWS/Lambda"
+  metric_name         = "Errors"
+  dimensions          = { FunctionName = each.value }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  actions_enabled     = true
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+}

@@ -1,0 +1,146 @@
+# HTTP API (API Gateway v2), payload format 2.0: job-api serves the write routes, status the
+# read routes and webhooks. A JWT authorizer guards every route except GET /healthz.
+
+locals {
+  job_api_routes = [
+    "POST /offers/{offerId}/link-all-locations",
+    "POST /jobs/{jobId}/cancel",
+    "POST /offers",
+    "POST /locations",
+    "PUT /offers/{offerId}/locations/{locationId}",
+  ]
+
+  # GET /healthz is the public liveness probe: aws_apigatewayv2_route.healthz.
+  status_routes = [
+    "GET /jobs/{jobId}",
+    "GET /jobs/{jobId}/failures",
+    "GET /jobs",
+    "GET /offers/{offerId}",
+    "GET /offers/{offerId}/locations",
+    "GET /locations/{locationId}",
+    "POST /webhooks",
+    "GET /webhooks/{id}",
+    "DELETE /webhooks/{id}",
+    "GET /webhooks/{id}/confirm",
+    "GET /openapi.json",
+  ]
+
+  route_authorization_type = var.authorizer_enabled ? "JWT" : "NONE"
+  route_authorizer_id      = one(aws_apigatewayv2_authorizer.jwt[*].id) # null without the authorizer
+}
+
+resource "aws_apigatewayv2_api" "http" {
+  name          = "${var.name}-api"
+  description   = "bulklink: link one offer to all of a brand's locations"
+  protocol_type = "HTTP"
+}
+
+resource "aws_apigatewayv2_authorizer" "jwt" {
+  count = var.authorizer_enabled ? 1 : 0
+
+  api_id           = aws_apigatewayv2_api.http.id
+  name             = "${var.name}-jwt"
+  authorizer_type  = "JWT"
+  identity_sources = ["$request.header.Authorization"]
+
+  jwt_configuration {
+    issuer   = var.jwt_issuer
+    audience = var.jwt_audience
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.jwt_issuer != null && length(var.jwt_audience) > 0
+      error_message = "authorizer_enabled is true: set jwt_issuer and jwt_audience (or set authorizer_enabled = false explicitly)."
+    }
+  }
+}
+
+resource "aws_apigatewayv2_integration" "job_api" {
+  api_id                 = aws_apigatewayv2_api.http.id
+  integration_type       = "AWS_PROXY"
+  integration_uri        = aws_lambda_function.job_api.invoke_arn
+  payload_format_version = "2.0"
+}
+
+resource "aws_apigatewayv2_integration" "status" {
+  api_id                 = aws_apigatewayv2_api.http.id
+  integration_type       = "AWS_PROXY"
+  integration_uri        = aws_lambda_function.status.invoke_arn
+  payload_format_version = "2.0"
+}
+
+resource "aws_apigatewayv2_route" "job_api" {
+  for_each = toset(local.job_api_routes)
+
+  api_id             = aws_apigatewayv2_api.http.id
+  route_key          = each.value
+  target             = "integrations/${aws_apigatewayv2_integration.job_api.id}"
+  authorization_type = local.route_authorization_type
+  authorizer_id      = local.route_authorizer_id
+}
+
+resource "aws_apigatewayv2_route" "status" {
+  for_each = toset(local.status_routes)
+
+  api_id             = aws_apigatewayv2_api.http.id
+  route_key          = each.value
+  target             = "integrations/${aws_apigatewayv2_integration.status.id}"
+  authorization_type = local.route_authorization_type
+  authorizer_id      = local.route_authorizer_id
+}
+
+resource "aws_apigatewayv2_route" "healthz" {
+  #checkov:skip=CKV_AWS_309:GET /healthz is the public liveness probe for load balancers and uptime checks; it reveals nothing and touches no data
+  api_id             = aws_apigatewayv2_api.http.id
+  route_key          = "GET /healthz"
+  target             = "integrations/${aws_apigatewayv2_integration.status.id}"
+  authorization_type = "NONE"
+}
+
+resource "aws_cloudwatch_log_group" "api_access" {
+  #checkov:skip=CKV_AWS_338:Retention is an operator choice (var.log_retention_days, default 30 days for cost); set 365 or more where a year of logs is required
+  name              = "/aws/apigateway/${var.name}-api/access"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.main.arn
+}
+
+resource "aws_apigatewayv2_stage" "default" {
+  api_id      = aws_apigatewayv2_api.http.id
+  name        = "$default"
+  auto_deploy = true
+
+  access_log_settings {
+    destination_arn = aws_cloudwatch_log_group.api_access.arn
+    format = jsonencode({
+      requestId        = "$context.requestId"
+      sourceIp         = "$context.identity.sourceIp"
+      requestTime      = "$context.requestTime"
+      httpMethod       = "$context.httpMethod"
+      path             = "$context.path"
+      routeKey         = "$context.routeKey"
+      status           = "$context.status"
+      protocol         = "$context.protocol"
+      responseLength   = "$context.responseLength"
+      integrationError = "$context.integrationErrorMessage"
+      authorizerError  = "$context.authorizer.error"
+      principal        = "$context.authorizer.claims.sub"
+    })
+  }
+}
+
+resource "aws_lambda_permission" "api_job_api" {
+  statement_id  = "AllowHttpApi"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.job_api.function_name
+  principal     = "apigateway.amazonaws.com"
+  source_arn    = "${aws_apigatewayv2_api.http.execution_arn}/*/*"
+}
+
+resource "aws_lambda_permission" "api_status" {
+  statement_id  = "AllowHttpApi"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.status.function_name
+  principal     = "apigateway.amazonaws.com"
+  source_arn    = "${aws_apigatewayv2_api.http.execution_arn}/*/*"
+}

@@ -1,0 +1,354 @@
+# One role per function, each allowed exactly the calls its code makes (shared/src/aws/*).
+#
+# DynamoDB has no IAM action for TransactWriteItems: each item of a transaction is
+# authorised as the PutItem, UpdateItem, DeleteItem or ConditionCheckItem it is. So a
+# function whose transactions put, update and delete (e.g. the completion transaction:
+# update the job + delete the offer's active lock) is granted those item actions.
+#
+# No statement has a wildcard action, and no resource is "*": X-Ray's PutTraceSegments and
+# PutTelemetryRecords take no resource, so they come from the AWS managed policy
+# AWSXRayDaemonWriteAccess; logs go to the function's own log group.
+
+data "aws_iam_policy_document" "lambda_assume" {
+  statement {
+    effect  = "Allow"
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "lambda" {
+  for_each = local.function_names
+
+  name               = "${each.value}-lambda"
+  description        = "Execution role of the ${each.value} function"
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "xray" {
+  for_each = local.function_names
+
+  role       = aws_iam_role.lambda[each.key].name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"
+}
+
+locals {
+  catalog_indexes = "${aws_dynamodb_table.catalog.arn}/index/*"
+  jobs_indexes    = "${aws_dynamodb_table.jobs.arn}/index/*"
+  # Subscriptions are named <topic ARN>:<uuid>.
+  topic_subscriptions = "${aws_sns_topic.job_events.arn}:*"
+}
+
+# --- job-api: create/cancel jobs, offers, locations, direct links ------------------------------------
+
+data "aws_iam_policy_document" "job_api" {
+  statement {
+    sid       = "OwnLogGroup"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.lambda["job_api"].arn}:*"]
+  }
+
+  # create_offer (PutItem), create_locations (transaction of puts), get_offer/get_location,
+  # link_direct (transaction: update location + put link + update offer).
+  statement {
+    sid       = "CatalogOffersLocationsDirectLinks"
+    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.catalog.arn]
+  }
+
+  # create_job (transaction: idempotency claim + active lock + job, all puts), request_cancel
+  # (conditional UpdateItem), re-reads of the job.
+  statement {
+    sid       = "JobsCreateCancelRead"
+    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.jobs.arn]
+  }
+
+  statement {
+    sid       = "StartFanout"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.fanout.arn]
+  }
+
+  # A link-all request may carry a webhook: Subscribe, then read the new subscription back.
+  statement {
+    sid       = "SubscribeWebhook"
+    actions   = ["sns:Subscribe"]
+    resources = [aws_sns_topic.job_events.arn]
+  }
+
+  statement {
+    sid       = "ReadNewSubscription"
+    actions   = ["sns:GetSubscriptionAttributes"]
+    resources = [local.topic_subscriptions]
+  }
+
+  statement {
+    sid       = "UseDeploymentKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.main.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "job_api" {
+  name   = "job-api"
+  role   = aws_iam_role.lambda["job_api"].id
+  policy = data.aws_iam_policy_document.job_api.json
+}
+
+# --- status: reads and webhook subscriptions ---------------------------------------------------------
+
+data "aws_iam_policy_document" "status" {
+  statement {
+    sid       = "OwnLogGroup"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.lambda["status"].arn}:*"]
+  }
+
+  # Jobs of a brand (gsi1 keys, then BatchGetItem), a job, its failures; offers, locations,
+  # an offer's links.
+  statement {
+    sid     = "ReadCatalogAndJobs"
+    actions = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Query"]
+    resources = [
+      aws_dynamodb_table.catalog.arn,
+      local.catalog_indexes,
+      aws_dynamodb_table.jobs.arn,
+      local.jobs_indexes,
+    ]
+  }
+
+  statement {
+    sid       = "SubscribeAndConfirmWebhooks"
+    actions   = ["sns:ConfirmSubscription", "sns:Subscribe"]
+    resources = [aws_sns_topic.job_events.arn]
+  }
+
+  # GetSubscriptionAttributes and Unsubscribe act on subscription ARNs under the topic.
+  statement {
+    sid       = "ReadAndRemoveWebhooks"
+    actions   = ["sns:GetSubscriptionAttributes", "sns:Unsubscribe"]
+    resources = [aws_sns_topic.job_events.arn, local.topic_subscriptions]
+  }
+
+  statement {
+    sid       = "UseDeploymentKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.main.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "status" {
+  name   = "status"
+  role   = aws_iam_role.lambda["status"].id
+  policy = data.aws_iam_policy_document.status.json
+}
+
+# --- fanout: page a brand, enqueue chunks, checkpoint ------------------------------------------------
+
+data "aws_iam_policy_document" "fanout" {
+  statement {
+    sid       = "OwnLogGroup"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.lambda["fanout"].arn}:*"]
+  }
+
+  statement {
+    sid       = "PageBrandLocations"
+    actions   = ["dynamodb:Query"]
+    resources = ["${aws_dynamodb_table.catalog.arn}/index/gsi1"]
+  }
+
+  statement {
+    sid       = "ReadCatalog"
+    actions   = ["dynamodb:GetItem"]
+    resources = [aws_dynamodb_table.catalog.arn]
+  }
+
+  # start_job/advance_fanout (conditional UpdateItem); completing an empty job (transaction:
+  # update job + delete active lock); mark_notified.
+  statement {
+    sid       = "JobsStartAdvanceComplete"
+    actions   = ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.jobs.arn]
+  }
+
+  # Chunks to the workers; a hand-over message to itself near its deadline.
+  statement {
+    sid       = "EnqueueChunksAndHandOver"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.chunks.arn, aws_sqs_queue.fanout.arn]
+  }
+
+  statement {
+    sid       = "ConsumeFanoutQueue"
+    actions   = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
+    resources = [aws_sqs_queue.fanout.arn]
+  }
+
+  statement {
+    sid       = "PublishJobEvents"
+    actions   = ["sns:Publish"]
+    resources = [aws_sns_topic.job_events.arn]
+  }
+
+  statement {
+    sid       = "UseDeploymentKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.main.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "fanout" {
+  name   = "fanout"
+  role   = aws_iam_role.lambda["fanout"].id
+  policy = data.aws_iam_policy_document.fanout.json
+}
+
+# --- worker and worker-dlq: link, ledger, complete -----------------------------------------------------
+# Both run the worker binary; they differ only in the queue they consume.
+
+data "aws_iam_policy_document" "worker" {
+  statement {
+    sid       = "OwnLogGroup"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.lambda["worker"].arn}:*"]
+  }
+
+  # Link a location (UpdateItem location, PutItem link), existing links (BatchGetItem),
+  # the ledger transaction's `ADD locationsTotal` on the offer (UpdateItem).
+  statement {
+    sid       = "LinkLocations"
+    actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.catalog.arn]
+  }
+
+  # Ledger transaction (put CHUNK# marker + update job counters), FAIL# items
+  # (BatchWriteItem), mark_failing, completion transaction (update job + delete lock).
+  statement {
+    sid       = "LedgerAndCompleteJobs"
+    actions   = ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.jobs.arn]
+  }
+
+  statement {
+    sid       = "ConsumeChunkQueue"
+    actions   = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
+    resources = [aws_sqs_queue.chunks.arn]
+  }
+
+  statement {
+    sid       = "PublishJobEvents"
+    actions   = ["sns:Publish"]
+    resources = [aws_sns_topic.job_events.arn]
+  }
+
+  statement {
+    sid       = "UseDeploymentKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.main.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "worker" {
+  name   = "worker"
+  role   = aws_iam_role.lambda["worker"].id
+  policy = data.aws_iam_policy_document.worker.json
+}
+
+data "aws_iam_policy_document" "worker_dlq" {
+  statement {
+    sid       = "OwnLogGroup"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.lambda["worker_dlq"].arn}:*"]
+  }
+
+  # The same grants as the worker's (same binary). Accounting a dead chunk reads which of
+  # its locations this job already linked (BatchGetItem links) and ledgers it (the
+  # transaction's `ADD locationsTotal` on the offer).
+  statement {
+    sid       = "LinkLocations"
+    actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.catalog.arn]
+  }
+
+  statement {
+    sid       = "LedgerAndCompleteJobs"
+    actions   = ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.jobs.arn]
+  }
+
+  statement {
+    sid       = "ConsumeChunkDeadLetterQueue"
+    actions   = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
+    resources = [aws_sqs_queue.chunks_dlq.arn]
+  }
+
+  statement {
+    sid       = "PublishJobEvents"
+    actions   = ["sns:Publish"]
+    resources = [aws_sns_topic.job_events.arn]
+  }
+
+  statement {
+    sid       = "UseDeploymentKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.main.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "worker_dlq" {
+  name   = "worker-dlq"
+  role   = aws_iam_role.lambda["worker_dlq"].id
+  policy = data.aws_iam_policy_document.worker_dlq.json
+}
+
+# --- sweeper: find unsettled jobs, complete/notify/restart them -----------------------------------------
+
+data "aws_iam_policy_document" "sweeper" {
+  statement {
+    sid       = "OwnLogGroup"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.lambda["sweeper"].arn}:*"]
+  }
+
+  # Unsettled jobs: gsi2 keys (Query), then the jobs (BatchGetItem); completion transaction
+  # (update job + delete active lock); mark_notified (UpdateItem).
+  statement {
+    sid       = "SettleJobs"
+    actions   = ["dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.jobs.arn, local.jobs_indexes]
+  }
+
+  statement {
+    sid       = "RestartFanout"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.fanout.arn]
+  }
+
+  statement {
+    sid       = "PublishJobEvents"
+    actions   = ["sns:Publish"]
+    resources = [aws_sns_topic.job_events.arn]
+  }
+
+  statement {
+    sid       = "UseDeploymentKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.main.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "sweeper" {
+  name   = "sweeper"
+  role   = aws_iam_role.lambda["sweeper"].id
+  policy = data.aws_iam_policy_document.sweeper.json
+}

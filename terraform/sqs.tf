@@ -1,0 +1,68 @@
+# Two work queues, each with its dead-letter queue. A message is dead-lettered after
+# var.max_receive_count deliveries. Each queue consumed by a function keeps a message
+# invisible for 6 times that function's timeout (AWS's advice for SQS event sources: room
+# for the function's own retries of a batch), so a delivery always ends before the message
+# can be delivered again.
+
+locals {
+  main_queue_retention_seconds = 4 * 24 * 3600  # SQS default
+  dlq_retention_seconds        = 14 * 24 * 3600 # SQS maximum: a dead-letter outlives its source
+}
+
+resource "aws_sqs_queue" "fanout_dlq" {
+  name                              = "${var.name}-fanout-dlq"
+  message_retention_seconds         = local.dlq_retention_seconds
+  kms_master_key_id                 = aws_kms_key.main.arn
+  kms_data_key_reuse_period_seconds = 300
+}
+
+resource "aws_sqs_queue" "fanout" {
+  name                              = "${var.name}-fanout"
+  visibility_timeout_seconds        = 6 * var.fanout_timeout_seconds
+  message_retention_seconds         = local.main_queue_retention_seconds
+  kms_master_key_id                 = aws_kms_key.main.arn
+  kms_data_key_reuse_period_seconds = 300
+
+  redrive_policy = jsonencode({
+    deadLetterTargetArn = aws_sqs_queue.fanout_dlq.arn
+    maxReceiveCount     = var.max_receive_count
+  })
+}
+
+resource "aws_sqs_queue_redrive_allow_policy" "fanout_dlq" {
+  queue_url = aws_sqs_queue.fanout_dlq.id
+  redrive_allow_policy = jsonencode({
+    redrivePermission = "byQueue"
+    sourceQueueArns   = [aws_sqs_queue.fanout.arn]
+  })
+}
+
+# The chunk DLQ is consumed too: worker-dlq accounts every chunk that lands here.
+resource "aws_sqs_queue" "chunks_dlq" {
+  name                              = "${var.name}-chunks-dlq"
+  visibility_timeout_seconds        = 6 * var.worker_dlq_timeout_seconds
+  message_retention_seconds         = local.dlq_retention_seconds
+  kms_master_key_id                 = aws_kms_key.main.arn
+  kms_data_key_reuse_period_seconds = 300
+}
+
+resource "aws_sqs_queue" "chunks" {
+  name                              = "${var.name}-chunks"
+  visibility_timeout_seconds        = 6 * var.worker_timeout_seconds
+  message_retention_seconds         = local.main_queue_retention_seconds
+  kms_master_key_id                 = aws_kms_key.main.arn
+  kms_data_key_reuse_period_seconds = 300
+
+  redrive_policy = jsonencode({
+    deadLetterTargetArn = aws_sqs_queue.chunks_dlq.arn
+    maxReceiveCount     = var.max_receive_count
+  })
+}
+
+resource "aws_sqs_queue_redrive_allow_policy" "chunks_dlq" {
+  queue_url = aws_sqs_queue.chunks_dlq.id
+  redrive_allow_policy = jsonencode({
+    redrivePermission = "byQueue"
+    sourceQueueArns   = [aws_sqs_queue.chunks.arn]
+  })
+}

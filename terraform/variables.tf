@@ -1,0 +1,317 @@
+# Inputs of the deployment. Numbers that the Rust code also reads (chunk size, budget,
+# concurrency, receive count, ...) reach it only through the functions' environment, which
+# is built from these variables in lambda.tf: there is one source for each of them.
+
+# --- naming and placement ----------------------------------------------------------------
+
+variable "name" {
+  description = "Prefix of every resource name (tables, queues, topic, functions, API)."
+  type        = string
+  default     = "bulklink"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9-]{1,40}$", var.name))
+    error_message = "name must be 1-40 letters, digits or hyphens (it prefixes queue, table and function names)."
+  }
+}
+
+variable "aws_region" {
+  description = "AWS region to deploy into, e.g. \"eu-west-1\"."
+  type        = string
+}
+
+# --- Lambda artifacts ----------------------------------------------------------------------
+
+variable "lambda_architecture" {
+  description = "Instruction set of every function: \"x86_64\" or \"arm64\". Must match the target the artifacts were built for (cargo lambda build --arm64 for arm64)."
+  type        = string
+  default     = "x86_64"
+
+  validation {
+    condition     = contains(["x86_64", "arm64"], var.lambda_architecture)
+    error_message = "lambda_architecture must be \"x86_64\" or \"arm64\"."
+  }
+}
+
+variable "artifacts_dir" {
+  description = "Directory holding <bin>/bootstrap.zip for each Lambda binary, as written by `cargo lambda build --release --output-format zip` (scripts/package.sh). Relative paths are relative to the directory terraform runs in (terraform/ with -chdir=terraform)."
+  type        = string
+  default     = "../target/lambda"
+}
+
+# --- per-function timeout and memory ---------------------------------------------------------
+
+variable "job_api_timeout_seconds" {
+  description = "Timeout of the job-api function (write side of the HTTP API). API Gateway stops waiting after 30 s."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.job_api_timeout_seconds >= 1 && var.job_api_timeout_seconds <= 30
+    error_message = "job_api_timeout_seconds must be 1-30 (the HTTP API integration timeout is 30 s)."
+  }
+}
+
+variable "job_api_memory_mb" {
+  description = "Memory of the job-api function, in MB (CPU scales with it)."
+  type        = number
+  default     = 256
+}
+
+variable "status_timeout_seconds" {
+  description = "Timeout of the status function (read side of the HTTP API and webhook subscriptions). API Gateway stops waiting after 30 s."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.status_timeout_seconds >= 1 && var.status_timeout_seconds <= 30
+    error_message = "status_timeout_seconds must be 1-30 (the HTTP API integration timeout is 30 s)."
+  }
+}
+
+variable "status_memory_mb" {
+  description = "Memory of the status function, in MB."
+  type        = number
+  default     = 256
+}
+
+variable "fanout_timeout_seconds" {
+  description = "Timeout of the fanout function. Fanout hands over to a fresh invocation before it runs out, so this bounds one invocation, not one job. The fanout queue's visibility timeout is 6 times this."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.fanout_timeout_seconds >= 30 && var.fanout_timeout_seconds <= 900
+    error_message = "fanout_timeout_seconds must be 30-900 (it must leave room for the 10 s hand-over margin)."
+  }
+}
+
+variable "fanout_memory_mb" {
+  description = "Memory of the fanout function, in MB."
+  type        = number
+  default     = 256
+}
+
+variable "worker_timeout_seconds" {
+  description = "Timeout of the worker function (one batch of chunks). The chunk queue's visibility timeout is 6 times this, so a delivery always ends before its message can be redelivered."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.worker_timeout_seconds >= 1 && var.worker_timeout_seconds <= 900
+    error_message = "worker_timeout_seconds must be 1-900."
+  }
+}
+
+variable "worker_memory_mb" {
+  description = "Memory of the worker function, in MB."
+  type        = number
+  default     = 256
+}
+
+variable "worker_dlq_timeout_seconds" {
+  description = "Timeout of the worker-dlq function (accounts chunks that reached the chunk dead-letter queue). The chunk DLQ's visibility timeout is 6 times this."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.worker_dlq_timeout_seconds >= 1 && var.worker_dlq_timeout_seconds <= 900
+    error_message = "worker_dlq_timeout_seconds must be 1-900."
+  }
+}
+
+variable "worker_dlq_memory_mb" {
+  description = "Memory of the worker-dlq function, in MB."
+  type        = number
+  default     = 256
+}
+
+variable "sweeper_timeout_seconds" {
+  description = "Timeout of the sweeper function (one scheduled sweep)."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.sweeper_timeout_seconds >= 1 && var.sweeper_timeout_seconds <= 900
+    error_message = "sweeper_timeout_seconds must be 1-900."
+  }
+}
+
+variable "sweeper_memory_mb" {
+  description = "Memory of the sweeper function, in MB."
+  type        = number
+  default     = 256
+}
+
+# --- throughput --------------------------------------------------------------------------------
+
+variable "worker_max_concurrency" {
+  description = "Worker instances at most. One number feeds the worker's reserved concurrency, the chunk event source mapping's maximum concurrency and WORKER_MAX_CONCURRENCY (each worker takes 1/N of the write budget). AWS requires at least 2 for an SQS event source mapping."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.worker_max_concurrency >= 2 && var.worker_max_concurrency <= 1000 && floor(var.worker_max_concurrency) == var.worker_max_concurrency
+    error_message = "worker_max_concurrency must be a whole number 2-1000 (the SQS event source mapping's maximum_concurrency range)."
+  }
+}
+
+variable "write_budget_per_sec" {
+  description = "Catalog writes per second across all workers (2 writes per linked location); 0 = unlimited. Each worker gets write_budget_per_sec / worker_max_concurrency."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.write_budget_per_sec >= 0
+    error_message = "write_budget_per_sec must be >= 0 (0 = unlimited)."
+  }
+}
+
+variable "chunk_size" {
+  description = "Location ids per chunk message (one DynamoDB transaction holds at most 100 items, so at most 100)."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.chunk_size >= 1 && var.chunk_size <= 100
+    error_message = "chunk_size must be 1-100."
+  }
+}
+
+variable "fanout_page_size" {
+  description = "Location ids read per brand page by fanout (a keys-only GSI page of about 1 MB holds about 10,000). Must be at least chunk_size."
+  type        = number
+  default     = 10000
+
+  validation {
+    condition     = var.fanout_page_size >= 1
+    error_message = "fanout_page_size must be >= 1."
+  }
+}
+
+variable "fanout_batch_size" {
+  description = "Fanout messages per fanout invocation. Each message may run until the function's deadline, so 1 is the sensible value."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.fanout_batch_size >= 1 && var.fanout_batch_size <= 10
+    error_message = "fanout_batch_size must be 1-10."
+  }
+}
+
+variable "worker_batch_size" {
+  description = "Chunk messages per worker invocation. An invocation must finish its whole batch within worker_timeout_seconds; when a write budget is set, one chunk takes about 2 * chunk_size * worker_max_concurrency / write_budget_per_sec seconds, so operators may have to lower this (or raise the timeout) for small budgets."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.worker_batch_size >= 1 && var.worker_batch_size <= 10
+    error_message = "worker_batch_size must be 1-10."
+  }
+}
+
+variable "worker_dlq_batch_size" {
+  description = "Dead-lettered chunk messages per worker-dlq invocation."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.worker_dlq_batch_size >= 1 && var.worker_dlq_batch_size <= 10
+    error_message = "worker_dlq_batch_size must be 1-10."
+  }
+}
+
+# --- failure handling ---------------------------------------------------------------------------
+
+variable "max_receive_count" {
+  description = "Deliveries of a fanout or chunk message before SQS moves it to the queue's dead-letter queue (also MAX_RECEIVE_COUNT for the code). AWS recommends at least 5 for Lambda consumers, so that throttled deliveries do not dead-letter messages."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.max_receive_count >= 5 && var.max_receive_count <= 1000
+    error_message = "max_receive_count must be 5-1000."
+  }
+}
+
+variable "failure_threshold" {
+  description = "Share (0-1) of attempted locations that failed at which a job is failed, once failure_min_sample locations were attempted."
+  type        = number
+  default     = 0.25
+
+  validation {
+    condition     = var.failure_threshold >= 0 && var.failure_threshold <= 1
+    error_message = "failure_threshold must be between 0 and 1."
+  }
+}
+
+variable "failure_min_sample" {
+  description = "Locations a job must have attempted before failure_threshold can fail it."
+  type        = number
+  default     = 1000
+
+  validation {
+    condition     = var.failure_min_sample >= 0
+    error_message = "failure_min_sample must be >= 0."
+  }
+}
+
+variable "sweep_schedule" {
+  description = "EventBridge schedule expression of the sweeper, which completes, notifies or restarts jobs an interrupted step left behind."
+  type        = string
+  default     = "rate(5 minutes)"
+}
+
+# --- observability ------------------------------------------------------------------------------
+
+variable "log_retention_days" {
+  description = "Retention of every log group (functions and API access log), in days."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be one of the values CloudWatch Logs accepts (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)."
+  }
+}
+
+variable "alarm_sns_topic_arn" {
+  description = "SNS topic that alarms notify (alarm and OK). null = alarms without actions."
+  type        = string
+  default     = null
+}
+
+variable "fanout_age_alarm_seconds" {
+  description = "Alarm when the oldest fanout message is older than this (fanout should pick up a job within seconds)."
+  type        = number
+  default     = 900
+}
+
+variable "chunk_age_alarm_seconds" {
+  description = "Alarm when the oldest chunk message is older than this. A large job under a small write budget keeps chunks queued for long: raise this to the longest expected job."
+  type        = number
+  default     = 3600
+}
+
+# --- API authentication --------------------------------------------------------------------------
+
+variable "authorizer_enabled" {
+  description = "Put a JWT authorizer on every HTTP route except GET /healthz. Turned off only by setting it to false explicitly."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
+variable "jwt_issuer" {
+  description = "Issuer URL of the JWT authorizer (the iss claim, e.g. https://cognito-idp.<region>.amazonaws.com/<pool-id>). Required while authorizer_enabled is true."
+  type        = string
+  default     = null
+}
+
+variable "jwt_audience" {
+  description = "Accepted audiences of the JWT authorizer (the aud claim, or the client id for Cognito access tokens). Required (non-empty) while authorizer_enabled is true."
+  type        = list(string)
+  default     = []
+  nullable    = false
+}

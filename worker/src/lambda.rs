@@ -1,0 +1,131 @@
+//! The worker as a Lambda function: an SQS batch in, the ids of the messages that failed out
+//! (`ReportBatchItemFailures`). Each record is handled on its own, so a malformed one is
+//! reported alone; records that the invocation's deadline leaves no time for are reported
+//! failed without being started, and SQS redelivers them.
+
+use std::io::Write;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use shared::lambda::{batch_response, deadline_instant, received_messages, RecordWithoutId};
+use shared::ports::ReceivedMessage;
+use shared::telemetry::{emf_line, Metric};
+use tokio::time::Instant;
+use tracing::{warn, Instrument};
+
+use crate::{ChunkError, ChunkProcessor, ChunkReport, Source};
+
+/// Time kept back from the deadline for answering the runtime.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+
+/// Handles one SQS event: every record, one at a time, until `deadline`. Writes one CloudWatch
+/// Embedded Metric Format line per handled chunk to `metrics`.
+pub async fn handle_sqs_event(
+    processor: &ChunkProcessor,
+    source: Source,
+    event: SqsEvent,
+    deadline: Instant,
+    metrics: &mut impl Write,
+) -> Result<SqsBatchResponse, RecordWithoutId> {
+    let mut failed = Vec::new();
+    for message in received_messages(event)? {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left <= DEADLINE_MARGIN {
+            warn!(message_id = %message.message_id, "no time left in this invocation; the message will be redelivered");
+            failed.push(message.message_id);
+            continue;
+        }
+        let started = Instant::now();
+        let retries_before = processor.sdk_retries();
+        match processor
+            .handle_within(source, &message, left - DEADLINE_MARGIN)
+            .await
+        {
+            Ok(report) => {
+                let retries = processor.sdk_retries().saturating_sub(retries_before);
+                let _ = writeln!(
+                    metrics,
+                    "{}",
+                    chunk_metrics(&report, retries, started.elapsed())
+                );
+            }
+            Err(e) => {
+                log_failure(&message, &e);
+                failed.push(message.message_id);
+            }
+        }
+    }
+    Ok(batch_response(failed))
+}
+
+/// The Lambda function: the SQS consumer of the chunk queue, or of the chunk DLQ when
+/// `WORKER_SOURCE=dead-letters`.
+pub async fn run() -> Result<(), lambda_runtime::Error> {
+    let setup = shared::aws::LambdaSetup::from_env().await?;
+    let source = match std::env::var("WORKER_SOURCE").as_deref() {
+        Ok("dead-letters") => Source::DeadLetters,
+        Ok("chunks") | Err(_) => Source::Chunks,
+        Ok(other) => {
+            return Err(format!("WORKER_SOURCE={other:?}: use chunks or dead-letters").into())
+        }
+    };
+    let counter = setup.clients.counter.clone();
+    let processor = ChunkProcessor::new(setup.ports, &setup.settings)
+        .with_retry_probe(std::sync::Arc::new(move || counter.retries()));
+    let processor = &processor;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<SqsEvent>| async move {
+            invoke(processor, source, event, &mut std::io::stdout())
+                .await
+                .map_err(lambda_runtime::Error::from)
+        },
+    ))
+    .await
+}
+
+/// One invocation as the Lambda runtime makes it: every log line of it carries the
+/// request id, and it ends before the context's deadline.
+pub async fn invoke(
+    processor: &ChunkProcessor,
+    source: Source,
+    event: lambda_runtime::LambdaEvent<SqsEvent>,
+    metrics: &mut impl Write,
+) -> Result<SqsBatchResponse, RecordWithoutId> {
+    let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
+    let deadline = deadline_instant(event.context.deadline);
+    handle_sqs_event(processor, source, event.payload, deadline, metrics)
+        .instrument(span)
+        .await
+}
+
+fn log_failure(message: &ReceivedMessage, e: &ChunkError) {
+    warn!(
+        message_id = %message.message_id,
+        receive_count = message.receive_count,
+        error = %e,
+        "message failed; reported in batchItemFailures"
+    );
+}
+
+/// The per-chunk metrics line (EMF): counts, SDK retries (throttling and timeouts), duration.
+pub fn chunk_metrics(report: &ChunkReport, sdk_retries: u64, duration: Duration) -> String {
+    let counts = match report {
+        ChunkReport::Recorded { counts, .. } => *counts,
+        ChunkReport::Duplicate { .. } | ChunkReport::JobGone { .. } => Default::default(),
+    };
+    let duplicate = matches!(report, ChunkReport::Duplicate { .. });
+    emf_line(
+        "bulklink",
+        &[("Function", "worker")],
+        &[
+            Metric::count("Linked", counts.linked.into()),
+            Metric::count("AlreadyLinked", counts.already_linked.into()),
+            Metric::count("NotFound", counts.not_found.into()),
+            Metric::count("Failed", counts.failed.into()),
+            Metric::count("Cancelled", counts.cancelled.into()),
+            Metric::count("DuplicateDeliveries", u64::from(duplicate)),
+            Metric::count("ThrottledRetries", sdk_retries),
+            Metric::millis("ChunkDuration", duration.as_millis() as u64),
+        ],
+    )
+}

@@ -1,0 +1,39 @@
+//! The sweeper as a scheduled Lambda function: finishes jobs whose completion or
+//! notification was interrupted, restarts lost fanouts and flags jobs without progress.
+
+use serde_json::{json, Value};
+use shared::lifecycle::{self, SweepReport};
+use shared::ports::Ports;
+use shared::Settings;
+use tracing::Instrument;
+
+/// One sweep, as the scheduled event triggers it; the report is the function's result.
+pub async fn handle_scheduled_event(
+    ports: &Ports,
+    settings: &Settings,
+) -> Result<Value, shared::StoreError> {
+    let idle_for =
+        chrono::Duration::from_std(settings.sweep_idle_after).unwrap_or(chrono::Duration::MAX);
+    let report: SweepReport = lifecycle::sweep(ports, chrono::Utc::now() - idle_for).await?;
+    Ok(json!({
+        "notified": report.notified,
+        "completed": report.completed,
+        "restartedFanouts": report.restarted_fanouts,
+        "stalled": report.stalled,
+    }))
+}
+
+pub async fn run() -> Result<(), lambda_runtime::Error> {
+    let setup = shared::aws::LambdaSetup::from_env().await?;
+    let (ports, settings) = (&setup.ports, &setup.settings);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<Value>| async move {
+            let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
+            handle_scheduled_event(ports, settings)
+                .instrument(span)
+                .await
+                .map_err(lambda_runtime::Error::from)
+        },
+    ))
+    .await
+}
