@@ -352,7 +352,6 @@ pub async fn measure_aws(
     endpoint: Option<String>,
 ) -> anyhow::Result<RequestEconomy> {
     use shared::aws::{self, AwsClients, LocalEmulator, ResourceNames};
-    use shared::domain::{Location, LocationId, Offer, OfferId};
 
     let emulator = match &endpoint {
         Some(_) => None,
@@ -379,25 +378,7 @@ pub async fn measure_aws(
     .await?
     .names;
     let ports = aws::ports(&clients, &names);
-    let brand = BrandId::new_random();
-    let offer = Offer {
-        id: OfferId::new_random(),
-        brand_id: brand,
-        name: "bench".into(),
-        locations_total: 0,
-    };
-    ports.catalog.create_offer(&offer).await?;
-    let all: Vec<Location> = (0..locations)
-        .map(|n| Location {
-            id: LocationId::new_random(),
-            brand_id: brand,
-            address: format!("{n} Main Street"),
-            has_offer: false,
-        })
-        .collect();
-    for batch in all.chunks(100) {
-        ports.catalog.create_locations(batch).await?;
-    }
+    let offer = crate::seed::seed_brand(&ports, BrandId::new_random(), "bench", locations).await?;
 
     // Count from the job's creation on: seeding is set-up.
     clients.counter.reset();
@@ -405,7 +386,7 @@ pub async fn measure_aws(
     let runtime = Runtime::start_aws(clients, &names, config, |ports| ports).await?;
     let api = ApiClient::new(&runtime.base_url)?;
     let started = Instant::now();
-    let job = api.create_job(offer.id, None, None).await?;
+    let job = api.create_job(offer.offer_id, None, None).await?;
     let job = api
         .wait_terminal(
             job.id,

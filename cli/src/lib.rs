@@ -6,3 +6,4 @@ pub mod client;
 pub mod demo;
 pub mod receiver;
 pub mod runtime;
+pub mod seed;

@@ -192,34 +192,9 @@ impl Env {
                 .await
                 .expect("seed");
         }
-        let ports = self.ports();
-        let offer = Offer {
-            id: OfferId::new_random(),
-            brand_id: brand,
-            name: "test offer".into(),
-            locations_total: 0,
-        };
-        ports.catalog.create_offer(&offer).await.expect("offer");
-        let all: Vec<Location> = (0..locations)
-            .map(|n| Location {
-                id: LocationId::new_random(),
-                brand_id: brand,
-                address: format!("{n} Main Street"),
-                has_offer: false,
-            })
-            .collect();
-        for batch in all.chunks(100) {
-            ports
-                .catalog
-                .create_locations(batch)
-                .await
-                .expect("locations");
-        }
-        SeededBrand {
-            brand_id: brand,
-            offer_id: offer.id,
-            locations,
-        }
+        bulklink::seed::seed_brand(&self.ports(), brand, "test offer", locations)
+            .await
+            .expect("seed")
     }
 
     /// What the catalog holds for an offer and its brand, read through the ports.

@@ -45,15 +45,6 @@ impl RequestCounter {
             .clear();
     }
 
-    /// Total calls of a service's operations that satisfy `which`.
-    pub fn calls(&self, service: &str, which: impl Fn(&str) -> bool) -> u64 {
-        self.snapshot()
-            .iter()
-            .filter(|((s, op), _)| s == service && which(op))
-            .map(|(_, c)| c.calls)
-            .sum()
-    }
-
     /// Attempts beyond the first of every call so far: the SDK's retries (throttling,
     /// timeouts, server errors).
     pub fn retries(&self) -> u64 {

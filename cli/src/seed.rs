@@ -1,0 +1,40 @@
+//! Seeding a brand through the ports, for backends without a bulk path (the aws backend):
+//! one offer, then the locations in batches of the port's limit.
+
+use shared::domain::{BrandId, Location, LocationId, Offer, OfferId};
+use shared::embedded::SeededBrand;
+use shared::{Ports, StoreResult};
+
+/// Most locations the catalog port creates in one call.
+const BATCH: usize = 100;
+
+pub async fn seed_brand(
+    ports: &Ports,
+    brand: BrandId,
+    offer_name: &str,
+    locations: u64,
+) -> StoreResult<SeededBrand> {
+    let offer = Offer {
+        id: OfferId::new_random(),
+        brand_id: brand,
+        name: offer_name.to_owned(),
+        locations_total: 0,
+    };
+    ports.catalog.create_offer(&offer).await?;
+    let all: Vec<Location> = (0..locations)
+        .map(|n| Location {
+            id: LocationId::new_random(),
+            brand_id: brand,
+            address: format!("{n} Main Street"),
+            has_offer: false,
+        })
+        .collect();
+    for batch in all.chunks(BATCH) {
+        ports.catalog.create_locations(batch).await?;
+    }
+    Ok(SeededBrand {
+        brand_id: brand,
+        offer_id: offer.id,
+        locations,
+    })
+}
