@@ -15,6 +15,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build (the Lambda function binaries some tests run)"
+cargo build --workspace --bins --locked
 echo "== cargo test"
 cargo test --workspace --locked
 echo "== terraform (checkov, wiring tests)"

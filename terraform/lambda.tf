@@ -41,7 +41,11 @@ locals {
     VISIBILITY_TIMEOUT_SECS = aws_sqs_queue.chunks.visibility_timeout_seconds
     FAILURE_THRESHOLD       = var.failure_threshold
     FAILURE_MIN_SAMPLE      = var.failure_min_sample
-    LOG_FORMAT              = "json"
+    BRAND_CLAIM             = var.brand_claim
+    # The functions read the caller from the authorizer's claims; without the authorizer
+    # they must be told so explicitly, or every request is refused (401).
+    AUTH_MODE  = var.authorizer_enabled ? "gateway" : "none"
+    LOG_FORMAT = "json"
     RUST_LOG                = "info"
   }
 }

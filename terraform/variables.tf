@@ -309,6 +309,18 @@ variable "jwt_issuer" {
   default     = null
 }
 
+variable "brand_claim" {
+  description = "The JWT claim that names a caller's brand (one brand UUID). The scope bulklink:admin makes a caller an administrator of every brand instead. See terraform/README.md for issuing such tokens with Cognito or another OIDC provider."
+  type        = string
+  default     = "brand_id"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_:.-]+$", var.brand_claim))
+    error_message = "brand_claim must be a claim name: letters, digits, _ : . - and no spaces."
+  }
+}
+
 variable "jwt_audience" {
   description = "Accepted audiences of the JWT authorizer (the aud claim, or the client id for Cognito access tokens). Required (non-empty) while authorizer_enabled is true."
   type        = list(string)

@@ -51,7 +51,8 @@ pub async fn measure(locations: u64, config: RuntimeConfig) -> anyhow::Result<Me
     reset_peak_rss();
 
     let runtime = Runtime::start_embedded(&db, config.clone()).await?;
-    let api = ApiClient::new(&runtime.base_url)?;
+    let api = ApiClient::new(&runtime.base_url)?
+        .with_token(config.token(shared::auth::Role::Brand(seeded.brand_id)));
     let started = Instant::now();
     let job = api.create_job(seeded.offer_id, None, None).await?;
     let job = api
@@ -383,8 +384,9 @@ pub async fn measure_aws(
     // Count from the job's creation on: seeding is set-up.
     clients.counter.reset();
     let counter = clients.counter.clone();
+    let token = config.token(shared::auth::Role::Brand(offer.brand_id));
     let runtime = Runtime::start_aws(clients, &names, config, |ports| ports).await?;
-    let api = ApiClient::new(&runtime.base_url)?;
+    let api = ApiClient::new(&runtime.base_url)?.with_token(token);
     let started = Instant::now();
     let job = api.create_job(offer.offer_id, None, None).await?;
     let job = api

@@ -13,6 +13,8 @@ use shared::views::JobView;
 pub struct ApiClient {
     base: String,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer …` on every request.
+    token: Option<String>,
 }
 
 /// A response as received: status, `Location` header and JSON body (if any).
@@ -21,6 +23,8 @@ pub struct ApiResponse {
     pub status: StatusCode,
     pub location: Option<String>,
     pub content_type: Option<String>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    pub www_authenticate: Option<String>,
     pub body: Value,
 }
 
@@ -46,7 +50,20 @@ impl ApiClient {
         Ok(ApiClient {
             base: base.trim_end_matches('/').to_owned(),
             http,
+            token: None,
         })
+    }
+
+    /// The same client acting with `token`.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The same client acting with `token`, or with none.
+    pub fn with_optional_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -62,6 +79,9 @@ impl ApiClient {
         headers: &[(&str, &str)],
     ) -> anyhow::Result<ApiResponse> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -82,6 +102,7 @@ impl ApiClient {
         };
         let location = header(reqwest::header::LOCATION);
         let content_type = header(reqwest::header::CONTENT_TYPE);
+        let www_authenticate = header(reqwest::header::WWW_AUTHENTICATE);
         let bytes = response.bytes().await?;
         let body = if bytes.is_empty() {
             Value::Null
@@ -93,6 +114,7 @@ impl ApiClient {
             status,
             location,
             content_type,
+            www_authenticate,
             body,
         })
     }

@@ -95,7 +95,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoOutcome> {
         }
     };
 
-    let runtime = Runtime::start_embedded(&db, options.config.clone()).await?;
+    // The demo's webhook receiver listens on loopback: open exactly that range.
+    let mut config = options.config.clone();
+    config.egress = shared::egress::Egress::new(
+        vec!["127.0.0.0/8".parse().expect("a CIDR")],
+        std::sync::Arc::new(shared::egress::SystemResolver),
+    );
+    let runtime = Runtime::start_embedded(&db, config).await?;
     let store = runtime
         .embedded_store()
         .context("the demo runs on the embedded backend")?
@@ -109,7 +115,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoOutcome> {
     ));
     say(format!("API listening on {}", runtime.base_url));
 
-    let api = ApiClient::new(&runtime.base_url)?;
+    // The demo's own brand token: every request acts as that brand.
+    let api = ApiClient::new(&runtime.base_url)?.with_token(
+        options
+            .config
+            .token_for("demo", shared::auth::Role::Brand(seeded.brand_id)),
+    );
     let mut receiver = Receiver::start().await?;
     let subscription: Subscription = api
         .post(

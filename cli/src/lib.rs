@@ -7,3 +7,4 @@ pub mod demo;
 pub mod receiver;
 pub mod runtime;
 pub mod seed;
+pub mod server;

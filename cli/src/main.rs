@@ -8,9 +8,11 @@ use anyhow::{bail, Context};
 use bulklink::bench;
 use bulklink::client::ApiClient;
 use bulklink::demo::{self, DemoOptions};
-use bulklink::runtime::{Runtime, RuntimeConfig};
+use bulklink::runtime::{AuthSetup, Runtime, RuntimeConfig};
+use bulklink::server::ServerLimits;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use shared::auth::Role;
 use shared::aws::{self, AwsClients, AwsNames, ResourceNames};
 use shared::domain::{BrandId, JobId, OfferId};
 use shared::embedded::EmbeddedStore;
@@ -77,6 +79,10 @@ enum Command {
     Serve {
         #[arg(long, value_enum, default_value_t = BackendKind::Embedded)]
         backend: BackendKind,
+        #[command(flatten)]
+        auth: AuthArgs,
+        #[command(flatten)]
+        server: ServerArgs,
         /// The SQLite file (embedded backend).
         #[arg(long, default_value = "bulklink.db")]
         db: PathBuf,
@@ -100,6 +106,24 @@ enum Command {
         #[arg(long, default_value = "bulklink")]
         prefix: String,
     },
+    /// Print a signed token that `serve` (with the same --token-key) accepts.
+    Token {
+        /// The HS256 key file; created (mode 0600) when missing.
+        #[arg(long, default_value = "bulklink.key")]
+        token_key: PathBuf,
+        /// A token of this brand...
+        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        brand: Option<String>,
+        /// ...or of an administrator of every brand (scope bulklink:admin).
+        #[arg(long)]
+        admin: bool,
+        /// How long it is valid: 90s, 30m, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// The principal (`sub`); idempotency keys are scoped by it.
+        #[arg(long)]
+        sub: Option<String>,
+    },
     /// Create an offer and N locations for a brand; prints {"brandId","offerId","locations"}.
     Seed {
         /// Write straight into this SQLite file...
@@ -108,6 +132,9 @@ enum Command {
         /// ...or go through a running server's API.
         #[arg(long)]
         api: Option<String>,
+        /// Bearer token for --api (a brand's, or an administrator's with --brand).
+        #[arg(long, env = "BULKLINK_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         #[arg(long)]
         locations: u64,
         /// Brand id (a new one if absent).
@@ -154,12 +181,128 @@ enum BackendKind {
     Aws,
 }
 
+#[derive(Args, Clone)]
+struct AuthArgs {
+    /// The HS256 key that local tokens are signed with (`bulklink token`); created with
+    /// mode 0600 when missing.
+    #[arg(long, default_value = "bulklink.key")]
+    token_key: PathBuf,
+    /// Verify RS256/ES256 tokens against this JWKS file instead (as API Gateway would).
+    #[arg(long, requires_all = ["jwt_issuer", "jwt_audience"], conflicts_with = "insecure_no_auth")]
+    jwks: Option<PathBuf>,
+    /// The `iss` a --jwks token must carry.
+    #[arg(long, requires = "jwks")]
+    jwt_issuer: Option<String>,
+    /// The `aud` a --jwks token must carry.
+    #[arg(long, requires = "jwks")]
+    jwt_audience: Option<String>,
+    /// No authentication at all: every caller is an administrator. Only on a loopback
+    /// --listen address, for experiments.
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// The claim naming a caller's brand.
+    #[arg(long, env = "BRAND_CLAIM", default_value = shared::auth::DEFAULT_BRAND_CLAIM)]
+    brand_claim: String,
+    /// Let webhooks reach this range (repeatable), e.g. 127.0.0.0/8 for a local receiver.
+    #[arg(long = "webhook-allow-cidr", value_name = "CIDR")]
+    webhook_allow_cidr: Vec<String>,
+}
+
+impl AuthArgs {
+    fn setup(&self, listen: SocketAddr) -> anyhow::Result<AuthSetup> {
+        if self.insecure_no_auth {
+            if !listen.ip().is_loopback() {
+                bail!(
+                    "--insecure-no-auth is refused on {listen}: it lets anyone act on every \
+                     brand, so it only runs on a loopback --listen address"
+                );
+            }
+            tracing::warn!(
+                %listen,
+                "authentication is OFF (--insecure-no-auth): every caller is an administrator"
+            );
+            return Ok(AuthSetup::Disabled);
+        }
+        if let Some(path) = &self.jwks {
+            let json = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the JWKS {}", path.display()))?;
+            return Ok(AuthSetup::Jwks {
+                json,
+                issuer: self.jwt_issuer.clone().unwrap_or_default(),
+                audience: self.jwt_audience.clone().unwrap_or_default(),
+            });
+        }
+        Ok(AuthSetup::LocalKey(shared::auth::load_or_create_key(
+            &self.token_key,
+        )?))
+    }
+
+    fn egress(&self) -> anyhow::Result<shared::egress::Egress> {
+        let mut list = std::env::var("WEBHOOK_ALLOW_CIDRS").unwrap_or_default();
+        for cidr in &self.webhook_allow_cidr {
+            list.push(',');
+            list.push_str(cidr);
+        }
+        let allow = shared::egress::Egress::parse_cidrs(&list)
+            .map_err(|e| anyhow::anyhow!("--webhook-allow-cidr / WEBHOOK_ALLOW_CIDRS: {e}"))?;
+        if !allow.is_empty() {
+            tracing::info!(?allow, "webhooks may reach these ranges");
+        }
+        Ok(shared::egress::Egress::new(
+            allow,
+            std::sync::Arc::new(shared::egress::SystemResolver),
+        ))
+    }
+}
+
+#[derive(Args, Clone)]
+struct ServerArgs {
+    /// Most connections served at once; more are answered 503.
+    #[arg(long, default_value_t = ServerLimits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds a request's headers may take to arrive.
+    #[arg(long, default_value_t = ServerLimits::default().header_read_timeout.as_secs_f64())]
+    header_read_timeout: f64,
+    /// Seconds an idle connection is kept open.
+    #[arg(long, default_value_t = ServerLimits::default().idle_timeout.as_secs_f64())]
+    idle_timeout: f64,
+    /// Seconds a request may take before it is answered 408/503.
+    #[arg(long, default_value_t = ServerLimits::default().request_timeout.as_secs_f64())]
+    request_timeout: f64,
+}
+
+impl ServerArgs {
+    fn limits(&self) -> anyhow::Result<ServerLimits> {
+        let secs = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(anyhow::anyhow!(
+                    "--{name} must be a positive number of seconds"
+                ))
+            }
+        };
+        if self.max_connections == 0 {
+            bail!("--max-connections must be at least 1");
+        }
+        Ok(ServerLimits {
+            header_read_timeout: secs("header-read-timeout", self.header_read_timeout)?,
+            idle_timeout: secs("idle-timeout", self.idle_timeout)?,
+            request_timeout: secs("request-timeout", self.request_timeout)?,
+            max_connections: self.max_connections,
+            ..ServerLimits::default()
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum JobAction {
     /// POST /offers/{offer}/link-all-locations; prints the job.
     Create {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         api: String,
+        #[arg(long, env = "BULKLINK_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         #[arg(long)]
         offer: String,
         #[arg(long)]
@@ -171,12 +314,16 @@ enum JobAction {
     Watch {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         api: String,
+        #[arg(long, env = "BULKLINK_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         job: String,
     },
     /// POST /jobs/{job}/cancel; prints the job.
     Cancel {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         api: String,
+        #[arg(long, env = "BULKLINK_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         job: String,
     },
 }
@@ -209,6 +356,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve {
             backend,
+            auth,
+            server,
             db,
             endpoint_url,
             listen,
@@ -219,6 +368,10 @@ async fn main() -> anyhow::Result<()> {
                 settings: pipeline.settings()?,
                 listen,
                 public_url,
+                auth: auth.setup(listen)?,
+                brand_claim: auth.brand_claim.clone(),
+                egress: auth.egress()?,
+                limits: server.limits()?,
                 ..Default::default()
             };
             let runtime = match backend {
@@ -233,28 +386,55 @@ async fn main() -> anyhow::Result<()> {
                 "bulklink serving {} ({backend:?} backend)",
                 runtime.base_url
             );
-            tokio::signal::ctrl_c().await?;
-            eprintln!("shutting down");
+            let signal = stop_signal().await?;
+            eprintln!("{signal}: shutting down (in-flight requests finish first)");
             runtime.shutdown().await;
+            eprintln!("stopped");
+        }
+        Command::Token {
+            token_key,
+            brand,
+            admin,
+            ttl,
+            sub,
+        } => {
+            let role = match (admin, brand) {
+                (true, _) => Role::Admin,
+                (false, Some(brand)) => Role::Brand(brand.parse()?),
+                (false, None) => bail!("pass --brand UUID or --admin"),
+            };
+            let ttl = shared::auth::parse_ttl(&ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+            let key = shared::auth::load_or_create_key(&token_key)?;
+            let sub = sub.unwrap_or_else(|| match &role {
+                Role::Admin => "admin".to_owned(),
+                Role::Brand(brand) => format!("brand-{brand}"),
+            });
+            let brand_claim = shared::auth::brand_claim_from(|n| std::env::var(n).ok())?;
+            emit!(
+                "{}",
+                shared::auth::mint_token(&key, &sub, &role, ttl, &brand_claim)?
+            );
         }
         Command::Seed {
             db,
             api,
+            token,
             locations,
             brand,
             offer_name,
         } => {
-            let brand: BrandId = match brand {
-                Some(b) => b.parse()?,
-                None => BrandId::new_random(),
-            };
+            let brand: Option<BrandId> = brand.map(|b| b.parse()).transpose()?;
             let seeded = match (db, api) {
                 (Some(db), _) => {
                     let store = EmbeddedStore::open(&db)?;
+                    let brand = brand.unwrap_or_else(BrandId::new_random);
                     let s = store.seed_brand(brand, &offer_name, locations).await?;
                     json!({ "brandId": s.brand_id, "offerId": s.offer_id, "locations": s.locations })
                 }
-                (None, Some(api)) => seed_over_api(&api, brand, &offer_name, locations).await?,
+                (None, Some(api)) => {
+                    let client = ApiClient::new(&api)?.with_optional_token(token);
+                    seed_over_api(&client, brand, &offer_name, locations).await?
+                }
                 (None, None) => bail!("pass --db or --api"),
             };
             emit!("{seeded}");
@@ -339,16 +519,37 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits for SIGTERM or SIGINT (Ctrl-C); names the one that came.
+async fn stop_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT").map_err(Into::into),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok("Ctrl-C")
+    }
+}
+
+/// Seeds through the API as the token's caller: its own brand, or (an administrator's
+/// token) the brand named by --brand.
 async fn seed_over_api(
-    api: &str,
-    brand: BrandId,
+    client: &ApiClient,
+    brand: Option<BrandId>,
     offer_name: &str,
     locations: u64,
 ) -> anyhow::Result<serde_json::Value> {
-    let client = ApiClient::new(api)?;
-    let offer: shared::domain::Offer = client
-        .post("/offers", &json!({ "brandId": brand, "name": offer_name }))
-        .await?;
+    let mut new_offer = json!({ "name": offer_name });
+    if let Some(brand) = brand {
+        new_offer["brandId"] = json!(brand);
+    }
+    let offer: shared::domain::Offer = client.post("/offers", &new_offer).await?;
+    let brand = offer.brand_id;
     let mut left = locations;
     let mut n = 0u64;
     while left > 0 {
@@ -367,23 +568,26 @@ async fn run_job_action(action: JobAction) -> anyhow::Result<()> {
     match action {
         JobAction::Create {
             api,
+            token,
             offer,
             idempotency_key,
             callback_url,
         } => {
             let offer: OfferId = offer.parse()?;
             let job = ApiClient::new(&api)?
+                .with_optional_token(token)
                 .create_job(offer, idempotency_key.as_deref(), callback_url.as_deref())
                 .await?;
             emit!("{}", serde_json::to_string_pretty(&job)?);
         }
-        JobAction::Watch { api, job } => {
+        JobAction::Watch { api, token, job } => {
             let id: JobId = job.parse()?;
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(indicatif::ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {bar:40.cyan/blue} {pos}/{len} {msg}",
             )?);
             let job = ApiClient::new(&api)?
+                .with_optional_token(token)
                 .wait_terminal(
                     id,
                     Duration::from_millis(250),
@@ -399,9 +603,12 @@ async fn run_job_action(action: JobAction) -> anyhow::Result<()> {
             bar.finish();
             emit!("{}", serde_json::to_string_pretty(&job)?);
         }
-        JobAction::Cancel { api, job } => {
+        JobAction::Cancel { api, token, job } => {
             let id: JobId = job.parse()?;
-            let job = ApiClient::new(&api)?.cancel(id).await?;
+            let job = ApiClient::new(&api)?
+                .with_optional_token(token)
+                .cancel(id)
+                .await?;
             emit!("{}", serde_json::to_string_pretty(&job)?);
         }
     }

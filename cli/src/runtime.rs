@@ -8,13 +8,45 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fanout::Fanout;
+use shared::auth::{Authenticator, Role, Verifier};
 use shared::aws::{AwsClients, AwsNames};
+use shared::egress::Egress;
 use shared::embedded::{self, DeliveryPolicy, EmbeddedStore, WebhookDelivery};
+use shared::http::ApiState;
 use shared::{Ports, Settings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use worker::{ChunkProcessor, Source};
+
+use crate::server::{self, ServerLimits};
+
+/// How the API authenticates callers.
+#[derive(Clone)]
+pub enum AuthSetup {
+    /// HS256 tokens signed with this key (`bulklink token`, or `RuntimeConfig::token`).
+    LocalKey(Vec<u8>),
+    /// RS256/ES256 tokens of an OIDC issuer, checked against its key set.
+    Jwks {
+        json: String,
+        issuer: String,
+        audience: String,
+    },
+    /// No authentication (`--insecure-no-auth`): every caller is an administrator.
+    Disabled,
+}
+
+impl std::fmt::Debug for AuthSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthSetup::LocalKey(_) => f.write_str("LocalKey(…)"),
+            AuthSetup::Jwks {
+                issuer, audience, ..
+            } => write!(f, "Jwks({issuer}, {audience})"),
+            AuthSetup::Disabled => f.write_str("Disabled"),
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
@@ -28,6 +60,56 @@ pub struct RuntimeConfig {
     pub sweep_every: Duration,
     /// Start the queue consumers (off: only the API runs, for driving steps by hand).
     pub consumers: bool,
+    /// How callers are authenticated. The default is a fresh local key that only this
+    /// config can mint tokens for (`token`): nothing is open by default.
+    pub auth: AuthSetup,
+    /// The claim naming a caller's brand (`BRAND_CLAIM`).
+    pub brand_claim: String,
+    /// Where webhooks may go.
+    pub egress: Egress,
+    pub limits: ServerLimits,
+}
+
+impl RuntimeConfig {
+    /// A token for `role`, signed with this config's local key.
+    pub fn token(&self, role: Role) -> String {
+        self.token_for(&format!("{role:?}").to_lowercase(), role)
+    }
+
+    /// As `token`, for the principal `sub`.
+    pub fn token_for(&self, sub: &str, role: Role) -> String {
+        let AuthSetup::LocalKey(key) = &self.auth else {
+            panic!(
+                "tokens can only be minted with a local key, not {:?}",
+                self.auth
+            );
+        };
+        shared::auth::mint_token(
+            key,
+            sub,
+            &role,
+            Duration::from_secs(3_600),
+            &self.brand_claim,
+        )
+        .expect("HS256 signing cannot fail")
+    }
+
+    fn authenticator(&self) -> anyhow::Result<Authenticator> {
+        Ok(match &self.auth {
+            AuthSetup::LocalKey(key) => {
+                Authenticator::Verify(Verifier::hs256(key, &self.brand_claim))
+            }
+            AuthSetup::Jwks {
+                json,
+                issuer,
+                audience,
+            } => Authenticator::Verify(
+                Verifier::jwks(json, issuer, audience, &self.brand_claim)
+                    .map_err(|e| anyhow::anyhow!("the JWKS: {e}"))?,
+            ),
+            AuthSetup::Disabled => Authenticator::Disabled,
+        })
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -38,8 +120,12 @@ impl Default for RuntimeConfig {
             public_url: None,
             fanout_time_budget: Duration::from_secs(60),
             delivery: DeliveryPolicy::default(),
-            sweep_every: Duration::from_secs(30),
+            sweep_every: Duration::from_secs(10),
             consumers: true,
+            auth: AuthSetup::LocalKey(random_key()),
+            brand_claim: shared::auth::DEFAULT_BRAND_CLAIM.to_owned(),
+            egress: Egress::default(),
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -56,13 +142,24 @@ pub struct Runtime {
     pub base_url: String,
     pub backend: Backend,
     pub ports: Ports,
+    /// What `token` signs with: the local key and brand claim, if the API uses one.
+    minter: Option<(Vec<u8>, String)>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
+fn random_key() -> Vec<u8> {
+    let mut key = vec![0u8; 32];
+    rand::fill(&mut key[..]);
+    key
+}
+
 /// The HTTP API: both routers, finished once.
-pub fn app(ports: Ports) -> axum::Router {
-    shared::http::finish_router(job_api::router(ports.clone()).merge(status::router(ports)))
+pub fn app(state: ApiState, auth: Arc<Authenticator>) -> axum::Router {
+    shared::http::finish_router(
+        job_api::router(state.clone()).merge(status::router(state)),
+        auth,
+    )
 }
 
 impl Runtime {
@@ -105,6 +202,7 @@ impl Runtime {
         make_ports: impl FnOnce(&str) -> Ports,
     ) -> anyhow::Result<Runtime> {
         config.settings.validate()?;
+        let auth = Arc::new(config.authenticator()?);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -117,16 +215,19 @@ impl Runtime {
         let (shutdown, watcher) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
-        let server = axum::serve(listener, app(ports.clone()));
-        let mut stop = watcher.clone();
-        tasks.spawn(async move {
-            let graceful = server.with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
-            if let Err(e) = graceful.await {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        });
+        let state = ApiState {
+            ports: ports.clone(),
+            egress: config.egress.clone(),
+        };
+        tasks.spawn(server::serve(
+            listener,
+            app(state, auth),
+            config.limits,
+            watcher.clone(),
+        ));
+        if let Backend::Embedded(store) = &backend {
+            tasks.spawn(watch_database_file(store.clone(), watcher.clone()));
+        }
 
         if config.consumers {
             let fanout = Arc::new(Fanout::new(ports.clone(), &config.settings));
@@ -156,25 +257,58 @@ impl Runtime {
             ));
             // On AWS, SNS delivers webhooks itself.
             if let Backend::Embedded(store) = &backend {
-                let delivery = WebhookDelivery::new(store.clone(), config.delivery.clone())?;
+                let delivery = WebhookDelivery::new(
+                    store.clone(),
+                    config.delivery.clone(),
+                    config.egress.clone(),
+                )?;
                 tasks.spawn(delivery.run(watcher.clone()));
             }
             tasks.spawn(run_sweeper(
                 ports.clone(),
                 config.sweep_every,
-                config.settings.sweep_idle_after,
+                config.settings.clone(),
                 watcher.clone(),
             ));
         }
         tracing::info!(%addr, "bulklink running");
+        let minter = match &config.auth {
+            AuthSetup::LocalKey(key) => Some((key.clone(), config.brand_claim.clone())),
+            _ => None,
+        };
         Ok(Runtime {
             addr,
             base_url,
             backend,
             ports,
+            minter,
             shutdown,
             tasks,
         })
+    }
+
+    /// A token this runtime's API accepts, for `role` (principal `sub`). Only with a local key.
+    pub fn token_for(&self, sub: &str, role: Role) -> anyhow::Result<String> {
+        let (key, claim) = self
+            .minter
+            .as_ref()
+            .context("this runtime does not verify tokens with a local key")?;
+        Ok(shared::auth::mint_token(
+            key,
+            sub,
+            &role,
+            Duration::from_secs(3_600),
+            claim,
+        )?)
+    }
+
+    /// An API client acting as `role`.
+    pub fn api_as(&self, role: Role) -> anyhow::Result<crate::client::ApiClient> {
+        let sub = match &role {
+            Role::Admin => "admin".to_owned(),
+            Role::Brand(brand) => format!("brand-{brand}"),
+        };
+        Ok(crate::client::ApiClient::new(&self.base_url)?.with_token(self.token_for(&sub, role)?))
     }
 
     /// The embedded store, when running on the embedded backend.
@@ -192,10 +326,33 @@ impl Runtime {
     }
 }
 
+/// Logs an error when the SQLite file is removed or replaced under the running server
+/// (`/healthz` answers 503 meanwhile), and again when it is back.
+async fn watch_database_file(store: Arc<EmbeddedStore>, mut shutdown: watch::Receiver<bool>) {
+    let mut healthy = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        match (store.check_file(), healthy) {
+            (Err(problem), true) => {
+                tracing::error!(path = %store.path().display(), problem = %problem, "database file lost");
+                healthy = false;
+            }
+            (Ok(()), false) => {
+                tracing::info!(path = %store.path().display(), "database file is back");
+                healthy = true;
+            }
+            _ => {}
+        }
+    }
+}
+
 async fn run_sweeper(
     ports: Ports,
     every: Duration,
-    idle_after: Duration,
+    settings: Settings,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -203,9 +360,8 @@ async fn run_sweeper(
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let idle_since = chrono::Utc::now()
-            - chrono::Duration::from_std(idle_after).unwrap_or(chrono::Duration::MAX);
-        match shared::lifecycle::sweep(&ports, idle_since).await {
+        let (idle_since, pending_since) = settings.sweep_thresholds(chrono::Utc::now());
+        match shared::lifecycle::sweep(&ports, idle_since, pending_since).await {
             Ok(report) if report != Default::default() => tracing::info!(?report, "sweep"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweep failed"),

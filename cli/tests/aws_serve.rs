@@ -45,6 +45,9 @@ async fn serve_on_aws_links_every_location_and_sns_delivers_the_webhook() {
         .names;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("bulklink.key");
+    let key = key.to_str().unwrap();
     let env: HashMap<&str, &str> = HashMap::from([
         ("AWS_ENDPOINT_URL", endpoint.as_str()),
         ("CATALOG_TABLE", names.catalog_table.as_str()),
@@ -62,6 +65,10 @@ async fn serve_on_aws_links_every_location_and_sns_delivers_the_webhook() {
                 "aws",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
+                "--token-key",
+                key,
+                "--webhook-allow-cidr",
+                "127.0.0.0/8",
             ])
             .envs(&env)
             .env_remove("AWS_ACCESS_KEY_ID")
@@ -70,20 +77,49 @@ async fn serve_on_aws_links_every_location_and_sns_delivers_the_webhook() {
             .spawn()
             .unwrap(),
     );
-    let api = ApiClient::new(&base).unwrap();
+    let health = ApiClient::new(&base).unwrap();
     eventually(Duration::from_secs(30), "the server to answer", || async {
-        api.get::<Value>("/healthz").await.is_ok()
+        health.get::<Value>("/healthz").await.is_ok()
     })
     .await;
 
+    // Tokens from `bulklink token` with the server's key: the brand's, and an admin's.
+    let brand = shared::domain::BrandId::new_random().to_string();
+    let token = |role: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bulklink"))
+            .args(["token", "--token-key", key])
+            .args(role)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let brand_token = token(&["--brand", &brand]);
+    let admin_token = token(&["--admin"]);
+    let api = ApiClient::new(&base).unwrap().with_token(&brand_token);
+    let admin = ApiClient::new(&base).unwrap().with_token(&admin_token);
+
     let seeded = Command::new(env!("CARGO_BIN_EXE_bulklink"))
         .args(["seed", "--api", &base, "--locations", "500"])
+        .env("BULKLINK_TOKEN", &brand_token)
         .output()
         .unwrap();
-    assert!(seeded.status.success());
+    assert!(
+        seeded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
     let seeded: Value = serde_json::from_slice(&seeded.stdout).unwrap();
     let offer: OfferId = seeded["offerId"].as_str().unwrap().parse().unwrap();
-    let brand = seeded["brandId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        seeded["brandId"],
+        brand.as_str(),
+        "seeded as the token's brand"
+    );
 
     let mut receiver = Receiver::start().await.unwrap();
     let subscription: Value = api
@@ -93,8 +129,9 @@ async fn serve_on_aws_links_every_location_and_sns_delivers_the_webhook() {
         )
         .await
         .unwrap();
+    // An administrator may subscribe for another brand; that brand's filter keeps it quiet.
     let mut other_brand = Receiver::start().await.unwrap();
-    let other_subscription: Value = api
+    let other_subscription: Value = admin
         .post(
             "/webhooks",
             &json!({ "url": other_brand.url, "filter": { "brandId": shared::domain::BrandId::new_random() } }),
@@ -142,7 +179,7 @@ async fn serve_on_aws_links_every_location_and_sns_delivers_the_webhook() {
     // Moto fails every publish while a subscriber is unreachable: leave no dead receiver.
     for sub in [&subscription, &other_subscription] {
         let id = sub["id"].as_str().unwrap();
-        let deleted = api
+        let deleted = admin
             .send(
                 reqwest::Method::DELETE,
                 &format!("/webhooks/{id}"),

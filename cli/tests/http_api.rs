@@ -7,17 +7,19 @@ use bulklink::client::{ApiClient, ApiResponse};
 use bulklink::runtime::{Runtime, RuntimeConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use shared::auth::Role;
 use shared::domain::{BrandId, LocationId, OfferId};
 
 use crate::support::*;
 
-async fn api_only(env: &Env) -> (Runtime, ApiClient) {
+/// The API without consumers, and a client acting as `brand`.
+async fn api_only(env: &Env, brand: BrandId) -> (Runtime, ApiClient) {
     let config = RuntimeConfig {
         consumers: false,
         ..env.config()
     };
     let runtime = env.start(config, |ports| ports).await;
-    let api = ApiClient::new(&runtime.base_url).unwrap();
+    let api = runtime.api_as(Role::Brand(brand)).unwrap();
     (runtime, api)
 }
 
@@ -41,7 +43,7 @@ fn assert_problem(r: &ApiResponse, status: StatusCode, detail_has: &str) {
 async fn two_concurrent_posts_with_the_same_idempotency_key_create_one_job(kind: Kind) {
     let env = Env::of(kind, fast_settings()).await;
     let seeded = env.seed(10).await;
-    let (runtime, api) = api_only(&env).await;
+    let (runtime, api) = api_only(&env, seeded.brand_id).await;
     let path = format!("/offers/{}/link-all-locations", seeded.offer_id);
     let headers = [("idempotency-key", "order-42")];
 
@@ -70,13 +72,13 @@ async fn two_concurrent_posts_with_the_same_idempotency_key_create_one_job(kind:
 async fn the_same_idempotency_key_with_a_different_body_gets_422(kind: Kind) {
     let env = Env::of(kind, fast_settings()).await;
     let seeded = env.seed(10).await;
-    let (runtime, api) = api_only(&env).await;
+    let (runtime, api) = api_only(&env, seeded.brand_id).await;
     let path = format!("/offers/{}/link-all-locations", seeded.offer_id);
     let headers = [("idempotency-key", "k1")];
     let first = api.send(Method::POST, &path, None, &headers).await.unwrap();
     assert_eq!(first.status, StatusCode::ACCEPTED);
 
-    let body = json!({ "callbackUrl": "https://example.com/hook" });
+    let body = json!({ "callbackUrl": "https://hooks.example.invalid/hook" });
     let second = api
         .send(Method::POST, &path, Some(&body), &headers)
         .await
@@ -92,7 +94,7 @@ async fn the_same_idempotency_key_with_a_different_body_gets_422(kind: Kind) {
 async fn a_second_job_for_an_offer_with_a_running_one_gets_409_with_its_location(kind: Kind) {
     let env = Env::of(kind, fast_settings()).await;
     let seeded = env.seed(10).await;
-    let (runtime, api) = api_only(&env).await;
+    let (runtime, api) = api_only(&env, seeded.brand_id).await;
     let first = api.create_job(seeded.offer_id, None, None).await.unwrap();
 
     let path = format!("/offers/{}/link-all-locations", seeded.offer_id);
@@ -110,9 +112,12 @@ async fn a_second_job_for_an_offer_with_a_running_one_gets_409_with_its_location
 async fn bad_input_gets_a_problem_naming_it_and_the_server_keeps_serving() {
     let env = Env::new(fast_settings());
     let seeded = env.seed(10).await;
-    let (runtime, api) = api_only(&env).await;
+    let (runtime, api) = api_only(&env, seeded.brand_id).await;
     let http = reqwest::Client::new();
     let base = runtime.base_url.clone();
+    let token = runtime
+        .token_for("raw", Role::Brand(seeded.brand_id))
+        .unwrap();
 
     let r = api
         .send(Method::GET, "/jobs/not-a-uuid", None, &[])
@@ -150,6 +155,7 @@ async fn bad_input_gets_a_problem_naming_it_and_the_server_keeps_serving() {
 
     let raw = |path: &str, content_type: &str, body: Vec<u8>| {
         http.post(format!("{base}{path}"))
+            .bearer_auth(&token)
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -165,6 +171,7 @@ async fn bad_input_gets_a_problem_naming_it_and_the_server_keeps_serving() {
             status,
             location: None,
             content_type,
+            www_authenticate: None,
             body,
         }
     };
@@ -275,8 +282,33 @@ async fn bad_input_gets_a_problem_naming_it_and_the_server_keeps_serving() {
         StatusCode::BAD_REQUEST,
         "brandId 'nope' is not a valid UUID",
     );
-    let r = api.send(Method::GET, "/jobs", None, &[]).await.unwrap();
+    let admin = runtime.api_as(Role::Admin).unwrap();
+    let r = admin.send(Method::GET, "/jobs", None, &[]).await.unwrap();
     assert_problem(&r, StatusCode::BAD_REQUEST, "brandId is required");
+    let r = api
+        .send(
+            Method::POST,
+            "/offers",
+            Some(&json!({ "name": "a\u{0}b" })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::BAD_REQUEST, "control character U+0000");
+    let r = api
+        .send(
+            Method::POST,
+            "/locations",
+            Some(&json!([{ "address": "ok" }, { "address": "bell\u{7}" }])),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_problem(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "[1].address contains the control character",
+    );
     let r = api
         .send(
             Method::GET,
@@ -312,8 +344,8 @@ async fn bad_input_gets_a_problem_naming_it_and_the_server_keeps_serving() {
 #[tokio::test]
 async fn catalog_routes_create_read_and_link() {
     let env = Env::new(fast_settings());
-    let (runtime, api) = api_only(&env).await;
     let brand = BrandId::new_random();
+    let (runtime, api) = api_only(&env, brand).await;
     let offer = api
         .send(
             Method::POST,
@@ -374,7 +406,10 @@ async fn catalog_routes_create_read_and_link() {
     assert_eq!(links["items"][0]["linkedBy"], "direct");
     assert!(links.get("nextCursor").is_none());
 
-    let other_brand = api
+    // Another brand's location: not there for this brand, a brand mismatch for an
+    // administrator who can see both.
+    let admin = runtime.api_as(Role::Admin).unwrap();
+    let other_brand = admin
         .send(
             Method::POST,
             "/locations",
@@ -384,13 +419,14 @@ async fn catalog_routes_create_read_and_link() {
         .await
         .unwrap();
     let foreign = other_brand.body["id"].as_str().unwrap();
+    let foreign_link = format!("/offers/{offer_id}/locations/{foreign}");
     let r = api
-        .send(
-            Method::PUT,
-            &format!("/offers/{offer_id}/locations/{foreign}"),
-            None,
-            &[],
-        )
+        .send(Method::PUT, &foreign_link, None, &[])
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::NOT_FOUND, "does not exist");
+    let r = admin
+        .send(Method::PUT, &foreign_link, None, &[])
         .await
         .unwrap();
     assert_problem(&r, StatusCode::CONFLICT, "belongs to brand");
@@ -416,7 +452,7 @@ async fn a_brands_jobs_are_listed_newest_first_and_paged() {
         ..Default::default()
     };
     let runtime = Runtime::start_embedded(&env.db(), config).await.unwrap();
-    let api = ApiClient::new(&runtime.base_url).unwrap();
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
     let mut created = Vec::new();
     for _ in 0..3 {
         // An empty brand's job ends at once, freeing the offer for the next.
@@ -460,7 +496,7 @@ async fn a_brands_jobs_are_listed_newest_first_and_paged() {
 async fn cancelling_over_http_answers_202_then_409_once_terminal() {
     let env = Env::new(fast_settings());
     let seeded = env.seed(10).await;
-    let (runtime, api) = api_only(&env).await;
+    let (runtime, api) = api_only(&env, seeded.brand_id).await;
     let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
     let cancelling = api.cancel(job.id).await.unwrap();
     assert_eq!(cancelling.status, shared::domain::JobStatus::Cancelling);

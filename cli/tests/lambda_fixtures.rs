@@ -11,7 +11,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_http::request::LambdaRequest;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
-use shared::domain::{JobStatus, LocationId};
+use shared::domain::{BrandId, JobStatus, LocationId, OfferId};
 use tower::ServiceExt;
 use worker::{ChunkProcessor, Source};
 
@@ -76,36 +76,94 @@ fn small_chunks() -> shared::Settings {
     settings
 }
 
+/// The API Gateway v2 fixture for the offer, its JWT claims naming `brand` (no claims at
+/// all with `None`: the authorizer is off).
+fn link_all_request(offer: OfferId, brand: Option<BrandId>) -> LambdaRequest {
+    let event = fixture("apigw_v2_link_all.json").replace("OFFER_ID", &offer.to_string());
+    let mut event: Value = serde_json::from_str(&event).unwrap();
+    match brand {
+        Some(brand) => {
+            event["requestContext"]["authorizer"]["jwt"]["claims"]["brand_id"] =
+                json!(brand.to_string())
+        }
+        None => {
+            event["requestContext"]
+                .as_object_mut()
+                .unwrap()
+                .remove("authorizer");
+        }
+    }
+    serde_json::from_value(event).unwrap()
+}
+
+async fn through_job_api_lambda(
+    env: &Env,
+    auth: shared::auth::Authenticator,
+    request: LambdaRequest,
+) -> Value {
+    let state = shared::http::ApiState {
+        ports: env.ports(),
+        egress: shared::egress::Egress::default(),
+    };
+    let router = shared::http::finish_router(job_api::router(state), Arc::new(auth));
+    let response = lambda_http::Adapter::from(router)
+        .oneshot(LambdaEvent::new(request, context("apigw-req")))
+        .await
+        .unwrap();
+    serde_json::to_value(response).unwrap()
+}
+
+fn gateway_auth() -> shared::auth::Authenticator {
+    shared::auth::Authenticator::from_lambda_env(|_| None).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_gateway_v2_request_creates_a_job_through_the_lambda_adapter() {
     let env = Env::of(Kind::Aws, fast_settings()).await;
     let seeded = env.seed(10).await;
-    let event = fixture("apigw_v2_link_all.json").replace("OFFER_ID", &seeded.offer_id.to_string());
-    let request: LambdaRequest = serde_json::from_str(&event).unwrap();
-    let router = shared::http::finish_router(job_api::router(env.ports()));
+    let request = || link_all_request(seeded.offer_id, Some(seeded.brand_id));
 
-    let response = lambda_http::Adapter::from(router)
-        .oneshot(LambdaEvent::new(request, context("apigw-req-1")))
-        .await
-        .unwrap();
-
-    let response = serde_json::to_value(response).unwrap();
+    let response = through_job_api_lambda(&env, gateway_auth(), request()).await;
     assert_eq!(response["statusCode"], 202, "{response}");
     let location = response["headers"]["location"].as_str().unwrap().to_owned();
     assert!(location.starts_with("/jobs/"));
     let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["offerId"], seeded.offer_id.to_string());
     assert_eq!(format!("/jobs/{}", body["id"].as_str().unwrap()), location);
-    // The same request again (same Idempotency-Key) answers with the same job.
-    let again: LambdaRequest = serde_json::from_str(&event).unwrap();
-    let router = shared::http::finish_router(job_api::router(env.ports()));
-    let replay = lambda_http::Adapter::from(router)
-        .oneshot(LambdaEvent::new(again, context("apigw-req-2")))
-        .await
-        .unwrap();
-    let replay = serde_json::to_value(replay).unwrap();
+    // The same request again (same Idempotency-Key, same sub) answers with the same job.
+    let replay = through_job_api_lambda(&env, gateway_auth(), request()).await;
     assert_eq!(replay["statusCode"], 202);
     assert_eq!(replay["headers"]["location"], location.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lambda_reads_the_caller_from_the_authorizer_claims() {
+    let env = Env::of(Kind::Aws, fast_settings()).await;
+    let seeded = env.seed(10).await;
+
+    let other = link_all_request(seeded.offer_id, Some(BrandId::new_random()));
+    let response = through_job_api_lambda(&env, gateway_auth(), other).await;
+    assert_eq!(
+        response["statusCode"], 404,
+        "another brand's offer: {response}"
+    );
+
+    let no_claims = link_all_request(seeded.offer_id, None);
+    let response = through_job_api_lambda(&env, gateway_auth(), no_claims).await;
+    assert_eq!(response["statusCode"], 401, "{response}");
+    assert!(response["headers"]["www-authenticate"]
+        .as_str()
+        .unwrap()
+        .starts_with("Bearer"));
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert!(body["detail"].as_str().unwrap().contains("AUTH_MODE=none"));
+
+    let off = shared::auth::Authenticator::from_lambda_env(|name| {
+        (name == "AUTH_MODE").then(|| "none".to_owned())
+    })
+    .unwrap();
+    let response = through_job_api_lambda(&env, off, link_all_request(seeded.offer_id, None)).await;
+    assert_eq!(response["statusCode"], 202, "AUTH_MODE=none: {response}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,4 +343,94 @@ async fn a_worker_invocation_logs_json_lines_with_request_job_and_chunk() {
     assert_eq!(field("chunk_seq"), Some(json!("00000000")));
     assert_eq!(line["level"], "INFO");
     assert_eq!(line["linked"], 10);
+}
+
+/// The environment Lambda gives every function, and the one Terraform adds, for a function
+/// binary run under the Runtime API stand-in against this env's moto resources.
+pub fn lambda_env(env: &Env, runtime_api: &str, function: &str) -> Vec<(String, String)> {
+    let names = env.aws_names().expect("an aws env");
+    let mut vars: Vec<(String, String)> = [
+        ("AWS_LAMBDA_RUNTIME_API", runtime_api),
+        ("AWS_LAMBDA_FUNCTION_NAME", function),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512"),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        (
+            "AWS_LAMBDA_LOG_STREAM_NAME",
+            "2026/12/01/[$LATEST]0123456789abcdef",
+        ),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", function),
+        ("AWS_ENDPOINT_URL", emulator().endpoint()),
+        ("LOG_FORMAT", "json"),
+        ("CATALOG_TABLE", &names.catalog_table),
+        ("JOBS_TABLE", &names.jobs_table),
+        ("FANOUT_QUEUE_URL", &names.fanout_queue_url),
+        ("CHUNK_QUEUE_URL", &names.chunk_queue_url),
+        ("CHUNK_DLQ_URL", &names.chunk_dlq_url),
+        ("EVENTS_TOPIC_ARN", &names.events_topic_arn),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let s = &env.settings;
+    vars.extend([
+        ("CHUNK_SIZE".to_owned(), s.chunk_size.to_string()),
+        ("FANOUT_PAGE_SIZE".to_owned(), s.page_size.to_string()),
+        (
+            "MAX_RECEIVE_COUNT".to_owned(),
+            s.max_receive_count.to_string(),
+        ),
+        (
+            "VISIBILITY_TIMEOUT_SECS".to_owned(),
+            s.visibility_timeout.as_secs_f64().to_string(),
+        ),
+    ]);
+    vars
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_binary_logs_the_fields_the_operations_queries_filter_on() {
+    let env = Env::of(Kind::Aws, small_chunks()).await;
+    let ports = env.ports();
+    let (_, job, messages) = fanned_out_job(&env, &ports, 1).await;
+    let api = crate::runtime_api::RuntimeApi::start().await;
+    let mut worker =
+        std::process::Command::new(crate::runtime_api::function_binary("bulklink-worker"))
+            .env_clear()
+            .envs(lambda_env(&env, &api.host(), "bulklink-worker"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let event = serde_json::to_value(sqs_event(&[(
+        messages[0].message_id.clone(),
+        messages[0].body.clone(),
+        1,
+    )]))
+    .unwrap();
+    let request_id = api.invoke(event, Duration::from_secs(60));
+
+    let outcome = api.outcome(&request_id, Duration::from_secs(60)).await;
+    let _ = worker.kill();
+    let output = worker.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        outcome,
+        Some(crate::runtime_api::Outcome::Response(
+            json!({ "batchItemFailures": [] })
+        )),
+        "{stderr}"
+    );
+    let line: Value = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "chunk accounted")
+        .unwrap_or_else(|| panic!("no 'chunk accounted' line in:\n{stderr}"));
+    // docs/operations.md: `filter spans.0.requestId = "…"` (the runtime's span comes first)
+    // and `filter message = "chunk accounted"`; a chunk's lines carry job_id and chunk_seq.
+    assert_eq!(line["spans"][0]["requestId"], request_id.as_str(), "{line}");
+    assert_eq!(line["spans"][2]["chunk_seq"], "00000000", "{line}");
+    let spans = line["spans"].as_array().unwrap();
+    let field = |name: &str| spans.iter().find_map(|s| s.get(name).cloned());
+    assert_eq!(field("job_id"), Some(json!(job.id.to_string())), "{line}");
+    assert_eq!(field("chunk_seq"), Some(json!("00000000")), "{line}");
 }

@@ -1,10 +1,14 @@
 //! End-to-end tests of the pipeline on the embedded backend: through HTTP, through the real
 //! queue loops, and step by step, with faults injected at the port boundary.
 
+mod runtime_api;
 mod support;
 
+mod access;
 mod aws_serve;
 mod demo;
+mod egress;
+mod hardening;
 mod http_api;
 mod lambda_fixtures;
 mod pipeline;

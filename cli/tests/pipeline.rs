@@ -160,7 +160,9 @@ fn dropped_mid_fanout_and_mid_chunk_resumes_to_exact_counts(kind: Kind) {
                 ports
             })
             .await;
-        let api = bulklink::client::ApiClient::new(&pipeline.base_url).unwrap();
+        let api = pipeline
+            .api_as(shared::auth::Role::Brand(seeded.brand_id))
+            .unwrap();
         let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
         tokio::time::timeout(Duration::from_secs(60), async {
             fanout_halt.wait().await;
@@ -207,7 +209,9 @@ async fn a_chunk_failing_on_every_delivery_is_accounted_failed_on_its_last_deliv
             p
         })
         .await;
-    let api = bulklink::client::ApiClient::new(&pipeline.base_url).unwrap();
+    let api = pipeline
+        .api_as(shared::auth::Role::Brand(seeded.brand_id))
+        .unwrap();
     let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
     let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(120)).await;
 
@@ -251,7 +255,9 @@ async fn a_chunk_that_reaches_the_dead_letter_queue_is_accounted_by_the_dlq_cons
             p
         })
         .await;
-    let api = bulklink::client::ApiClient::new(&pipeline.base_url).unwrap();
+    let api = pipeline
+        .api_as(shared::auth::Role::Brand(seeded.brand_id))
+        .unwrap();
     let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
     let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(120)).await;
 
@@ -417,7 +423,7 @@ async fn a_finished_job_whose_event_was_lost_is_notified_by_the_sweeper() {
 
     events.refuse.store(false, Ordering::SeqCst);
     let later = chrono::Utc::now() + chrono::Duration::seconds(1);
-    let report = lifecycle::sweep(&ports, later).await.unwrap();
+    let report = lifecycle::sweep(&ports, later, later).await.unwrap();
     assert_eq!(report.notified, 1);
     let published = events.published();
     assert_eq!(published.len(), 1);
@@ -434,7 +440,13 @@ async fn a_finished_job_whose_event_was_lost_is_notified_by_the_sweeper() {
         .unwrap()
         .notified_at
         .is_some());
-    assert_eq!(lifecycle::sweep(&ports, later).await.unwrap().notified, 0);
+    assert_eq!(
+        lifecycle::sweep(&ports, later, later)
+            .await
+            .unwrap()
+            .notified,
+        0
+    );
 }
 
 #[tokio::test]
@@ -446,7 +458,7 @@ async fn the_sweeper_restarts_a_job_whose_fanout_message_was_lost() {
     assert_eq!(ports.fanout_queue.depth().await.unwrap(), 0);
 
     let later = chrono::Utc::now() + chrono::Duration::seconds(1);
-    let report = lifecycle::sweep(&ports, later).await.unwrap();
+    let report = lifecycle::sweep(&ports, later, later).await.unwrap();
     assert_eq!(report.restarted_fanouts, 1);
     let handed = drain(ports.fanout_queue.as_ref()).await;
     let far = tokio::time::Instant::now() + Duration::from_secs(3_600);
@@ -505,7 +517,9 @@ async fn rate_limited_workers_still_link_exactly() {
         ..Default::default()
     };
     let pipeline = Runtime::start_embedded(&env.db(), config).await.unwrap();
-    let api = bulklink::client::ApiClient::new(&pipeline.base_url).unwrap();
+    let api = pipeline
+        .api_as(shared::auth::Role::Brand(seeded.brand_id))
+        .unwrap();
     let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
     let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(30)).await;
     assert_eq!(job.status, JobStatus::Succeeded);

@@ -26,6 +26,15 @@ use shared::{Settings, StoreError, StoreResult};
 use tokio::sync::Notify;
 use worker::ChunkProcessor;
 
+/// Webhook targets on this machine's loopback are allowed (the test receivers); nothing
+/// else is, and names resolve only through an empty table.
+pub fn loopback_egress() -> shared::egress::Egress {
+    shared::egress::Egress::new(
+        vec!["127.0.0.0/8".parse().expect("a CIDR")],
+        Arc::new(shared::egress::StaticResolver::default()),
+    )
+}
+
 /// Small pages and chunks (many of each from few locations) and a short visibility timeout.
 pub fn fast_settings() -> Settings {
     Settings {
@@ -176,10 +185,11 @@ impl Env {
         .expect("runtime starts")
     }
 
-    /// A runtime config with this env's settings.
+    /// A runtime config with this env's settings; loopback webhook receivers allowed.
     pub fn config(&self) -> RuntimeConfig {
         RuntimeConfig {
             settings: self.settings.clone(),
+            egress: loopback_egress(),
             ..Default::default()
         }
     }
@@ -512,6 +522,8 @@ impl Catalog for FaultyCatalog {
 pub struct FaultyQueue {
     pub inner: Arc<dyn Queue>,
     pub duplicate: bool,
+    /// Every send waits this long first (a slow queue service).
+    pub send_delay: Duration,
     pub halt_on_send: Option<(usize, Arc<Halt>)>,
     pub sends: AtomicUsize,
 }
@@ -521,6 +533,7 @@ impl FaultyQueue {
         FaultyQueue {
             inner,
             duplicate: false,
+            send_delay: Duration::ZERO,
             halt_on_send: None,
             sends: AtomicUsize::new(0),
         }
@@ -534,6 +547,7 @@ impl Queue for FaultyQueue {
     }
     async fn send_batch(&self, bodies: &[String]) -> StoreResult<()> {
         let call = self.sends.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::time::sleep(self.send_delay).await;
         if let Some((n, halt)) = &self.halt_on_send {
             if call == *n {
                 halt.stop_here().await;

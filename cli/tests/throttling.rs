@@ -14,7 +14,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use bulklink::client::ApiClient;
 use shared::aws::AwsClients;
 use shared::domain::{JobStatus, OfferId};
 
@@ -177,7 +176,9 @@ async fn a_job_under_throttling_and_timeouts_still_ends_with_exact_counts() {
     )
     .await
     .unwrap();
-    let api = ApiClient::new(&pipeline.base_url).unwrap();
+    let api = pipeline
+        .api_as(shared::auth::Role::Brand(seeded.brand_id))
+        .unwrap();
 
     let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
     let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(180)).await;

@@ -10,6 +10,8 @@ use bulklink::client::ApiClient;
 use bulklink::receiver::Receiver;
 use bulklink::runtime::{Runtime, RuntimeConfig};
 use serde_json::{json, Value};
+use shared::auth::Role;
+use shared::domain::BrandId;
 use shared::embedded::DeliveryPolicy;
 use shared::ports::{Subscription, SubscriptionStatus};
 
@@ -20,18 +22,19 @@ fn quick_retries() -> DeliveryPolicy {
         max_attempts: 5,
         min_delay: Duration::from_millis(50),
         max_delay: Duration::from_millis(200),
-        request_timeout: Duration::from_secs(5),
     }
 }
 
-async fn start(env: &Env) -> (Runtime, ApiClient) {
+/// The pipeline with loopback receivers allowed, and a client acting as `brand`.
+async fn start(env: &Env, brand: BrandId) -> (Runtime, ApiClient) {
     let config = RuntimeConfig {
         settings: env.settings.clone(),
         delivery: quick_retries(),
+        egress: loopback_egress(),
         ..Default::default()
     };
     let runtime = Runtime::start_embedded(&env.db(), config).await.unwrap();
-    let api = ApiClient::new(&runtime.base_url).unwrap();
+    let api = runtime.api_as(Role::Brand(brand)).unwrap();
     (runtime, api)
 }
 
@@ -44,7 +47,7 @@ async fn confirmed(api: &ApiClient, id: &str) -> bool {
 async fn a_subscriber_confirms_then_receives_the_sns_notification_with_attributes() {
     let env = Env::new(fast_settings());
     let seeded = env.seed(120).await;
-    let (runtime, api) = start(&env).await;
+    let (runtime, api) = start(&env, seeded.brand_id).await;
     let mut receiver = Receiver::start().await.unwrap();
     let sub: Value = api
         .post(
@@ -97,39 +100,51 @@ async fn a_subscriber_confirms_then_receives_the_sns_notification_with_attribute
 }
 
 #[tokio::test]
-async fn a_subscription_filtered_to_another_brand_receives_nothing() {
+async fn a_brands_webhooks_hear_only_its_own_brand() {
     let env = Env::new(fast_settings());
-    let seeded = env.seed(60).await;
-    let (runtime, api) = start(&env).await;
-    let mut ours = Receiver::start().await.unwrap();
-    let mut theirs = Receiver::start().await.unwrap();
+    let ours_seed = env.seed(60).await;
+    let theirs_seed = env.seed(60).await;
+    let (runtime, api) = start(&env, ours_seed.brand_id).await;
+    let mut unfiltered = Receiver::start().await.unwrap();
+    let mut snooping = Receiver::start().await.unwrap();
+    // Brand A subscribes with no filter (pinned to A) and tries a filter on brand B.
     let a: Value = api
-        .post(
+        .post("/webhooks", &json!({ "url": unfiltered.url }))
+        .await
+        .unwrap();
+    assert_eq!(a["filter"]["brandId"], ours_seed.brand_id.to_string());
+    let refused = api
+        .send(
+            reqwest::Method::POST,
             "/webhooks",
-            &json!({ "url": ours.url, "filter": { "jobId": null, "events": ["job.succeeded"] } }),
+            Some(&json!({ "url": snooping.url, "filter": { "brandId": theirs_seed.brand_id } })),
+            &[],
         )
         .await
         .unwrap();
-    let b: Value = api
-        .post(
-            "/webhooks",
-            &json!({ "url": theirs.url, "filter": { "brandId": shared::domain::BrandId::new_random() } }),
-        )
-        .await
-        .unwrap();
-    for id in [&a["id"], &b["id"]] {
-        let id = id.as_str().unwrap().to_owned();
-        eventually(Duration::from_secs(5), "confirmation", || {
-            confirmed(&api, &id)
-        })
-        .await;
-    }
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let id = a["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(5), "confirmation", || {
+        confirmed(&api, &id)
+    })
+    .await;
 
-    api.create_job(seeded.offer_id, None, None).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(30), ours.next_notification())
+    // Brand B's job ends first, then A's: A's receiver hears exactly A's.
+    let theirs = runtime.api_as(Role::Brand(theirs_seed.brand_id)).unwrap();
+    let their_job = theirs
+        .create_job(theirs_seed.offer_id, None, None)
+        .await
+        .unwrap();
+    wait_terminal(&runtime.ports, their_job.id, Duration::from_secs(30)).await;
+    let our_job = api
+        .create_job(ours_seed.offer_id, None, None)
+        .await
+        .unwrap();
+    let note = tokio::time::timeout(Duration::from_secs(30), unfiltered.next_notification())
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(note.event().unwrap()["jobId"], our_job.id.to_string());
     eventually(Duration::from_secs(5), "all deliveries made", || async {
         runtime
             .embedded_store()
@@ -140,11 +155,11 @@ async fn a_subscription_filtered_to_another_brand_receives_nothing() {
             == (0, 0)
     })
     .await;
-    let mut theirs_got = Vec::new();
-    while let Ok(m) = theirs.messages.try_recv() {
-        theirs_got.push(m.message_type);
-    }
-    assert_eq!(theirs_got, vec!["SubscriptionConfirmation".to_owned()]);
+    assert!(
+        unfiltered.messages.try_recv().is_err(),
+        "nothing of brand B"
+    );
+    assert!(snooping.messages.try_recv().is_err(), "never subscribed");
     runtime.shutdown().await;
 }
 
@@ -152,7 +167,7 @@ async fn a_subscription_filtered_to_another_brand_receives_nothing() {
 async fn a_failed_delivery_is_retried_until_the_receiver_accepts_it() {
     let env = Env::new(fast_settings());
     let seeded = env.seed(60).await;
-    let (runtime, api) = start(&env).await;
+    let (runtime, api) = start(&env, seeded.brand_id).await;
     let hits = Arc::new(AtomicUsize::new(0));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
     let app = {
@@ -210,7 +225,7 @@ async fn a_failed_delivery_is_retried_until_the_receiver_accepts_it() {
 #[tokio::test]
 async fn webhook_subscriptions_can_be_read_and_deleted_and_bad_ones_are_refused() {
     let env = Env::new(fast_settings());
-    let (runtime, api) = start(&env).await;
+    let (runtime, api) = start(&env, BrandId::new_random()).await;
     let bad = api
         .send(
             reqwest::Method::POST,
@@ -229,7 +244,7 @@ async fn webhook_subscriptions_can_be_read_and_deleted_and_bad_ones_are_refused(
         .send(
             reqwest::Method::POST,
             "/webhooks",
-            Some(&json!({ "url": "https://example.com/h", "filter": { "events": ["job.exploded"] } })),
+            Some(&json!({ "url": "https://hooks.example.invalid/h", "filter": { "events": ["job.exploded"] } })),
             &[],
         )
         .await
@@ -240,7 +255,7 @@ async fn webhook_subscriptions_can_be_read_and_deleted_and_bad_ones_are_refused(
         .send(
             reqwest::Method::POST,
             "/webhooks",
-            Some(&json!({ "url": "https://example.com/h" })),
+            Some(&json!({ "url": "https://hooks.example.invalid/h" })),
             &[],
         )
         .await

@@ -25,7 +25,7 @@ pub async fn handle_sqs_event(
 }
 
 pub async fn run() -> Result<(), lambda_runtime::Error> {
-    let setup = shared::aws::LambdaSetup::from_env().await?;
+    let setup = shared::aws::LambdaSetup::init().await;
     let fanout = Fanout::new(setup.ports, &setup.settings);
     let fanout = &fanout;
     lambda_runtime::run(lambda_runtime::service_fn(

@@ -1,6 +1,7 @@
 //! job-api: the write side of the HTTP API. Creates link-all jobs (idempotently, one
 //! active per offer), cancels them, and the catalog writes: offers, locations, direct links.
-//! One axum `Router` serves Lambda and `bulklink serve` alike.
+//! Every route acts as its `Caller`: a brand's caller on its own brand only. One axum
+//! `Router` serves Lambda and `bulklink serve` alike.
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -9,11 +10,14 @@ use axum::routing::{post, put};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use shared::auth::Caller;
 use shared::domain::{
-    BrandId, FanoutMessage, IdempotencyKey, Job, JobId, LinkOutcome, Location, LocationId, Offer,
-    OfferId, WebhookUrl,
+    BrandId, FanoutMessage, IdempotencyKey, Job, JobId, JobStatus, LinkOutcome, Location,
+    LocationId, Offer, OfferId, WebhookUrl,
 };
-use shared::http::{parse_id, principal, sha256_hex, ApiError, JsonBody, OptionalJsonBody};
+use shared::http::{
+    checked_text, parse_id, sha256_hex, ApiError, ApiState, JsonBody, OptionalJsonBody,
+};
 use shared::ports::{CancelOutcome, CreateOutcome, IdempotencyClaim, Ports, SubscriptionFilter};
 use shared::views::JobView;
 use tracing::info;
@@ -23,7 +27,7 @@ pub const MAX_LOCATIONS_PER_REQUEST: usize = 100;
 const MAX_NAME_LEN: usize = 200;
 const MAX_ADDRESS_LEN: usize = 500;
 
-pub fn router(ports: Ports) -> Router {
+pub fn router(state: ApiState) -> Router {
     Router::new()
         .route(
             "/offers/{offer_id}/link-all-locations",
@@ -36,7 +40,7 @@ pub fn router(ports: Ports) -> Router {
             "/offers/{offer_id}/locations/{location_id}",
             put(link_one_location),
         )
-        .with_state(ports)
+        .with_state(state)
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -56,8 +60,21 @@ fn accepted(job: &Job) -> Response {
         .into_response()
 }
 
+/// The offer, if the caller may see it; otherwise the same 404 as a missing one.
+async fn visible_offer(ports: &Ports, caller: &Caller, id: OfferId) -> Result<Offer, ApiError> {
+    let missing = || format!("offer {id} does not exist");
+    let offer = ports
+        .catalog
+        .get_offer(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(missing()))?;
+    caller.check_owner(Some(offer.brand_id), missing())?;
+    Ok(offer)
+}
+
 async fn create_link_all_job(
-    State(ports): State<Ports>,
+    State(state): State<ApiState>,
+    caller: Caller,
     Path(offer_id): Path<String>,
     headers: HeaderMap,
     OptionalJsonBody(body, _): OptionalJsonBody<LinkAllBody>,
@@ -65,13 +82,32 @@ async fn create_link_all_job(
     let offer_id: OfferId = parse_id(&offer_id)?;
     let key = idempotency_key(&headers)?;
     let body = body.unwrap_or_default();
-    let offer = ports
-        .catalog
-        .get_offer(offer_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("offer {offer_id} does not exist")))?;
+    // Detached from the request: a client that hangs up mid-request (the handler's future is
+    // dropped with the connection) must not leave a job written but never started.
+    tokio::spawn(async move { link_all(&state, &caller, offer_id, key, body).await })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "job creation task failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; it has been logged",
+            )
+        })?
+}
+
+async fn link_all(
+    state: &ApiState,
+    caller: &Caller,
+    offer_id: OfferId,
+    key: Option<IdempotencyKey>,
+    body: LinkAllBody,
+) -> Result<Response, ApiError> {
+    let offer = visible_offer(&state.ports, caller, offer_id).await?;
+    if let Some(url) = &body.callback_url {
+        state.egress.check_registration(url).await?;
+    }
     let claim = key.map(|key| IdempotencyClaim {
-        key_hash: sha256_hex(format!("{}\n{}", principal(&headers), key.as_str()).as_bytes()),
+        key_hash: sha256_hex(format!("{}\n{}", caller.principal, key.as_str()).as_bytes()),
         // The parsed body, re-serialised: whitespace or key order do not make a new request.
         request_hash: sha256_hex(
             format!(
@@ -87,16 +123,25 @@ async fn create_link_all_job(
         body.callback_url.clone(),
         Utc::now(),
     );
+    create_and_start(&state.ports, job, claim).await
+}
+
+async fn create_and_start(
+    ports: &Ports,
+    job: Job,
+    claim: Option<IdempotencyClaim>,
+) -> Result<Response, ApiError> {
+    let offer_id = job.offer_id;
     match ports.jobs.create_job(&job, claim.as_ref()).await? {
         CreateOutcome::Created(job) => {
             info!(job_id = %job.id, offer_id = %offer_id, "job created");
-            start(&ports, &job).await?;
+            start(ports, &job).await?;
             Ok(accepted(&job))
         }
         CreateOutcome::Replayed(job) => {
             // The first request may have died between writing the job and starting it.
-            if job.status == shared::domain::JobStatus::Pending {
-                start(&ports, &job).await?;
+            if job.status == JobStatus::Pending {
+                start(ports, &job).await?;
             }
             Ok(accepted(&job))
         }
@@ -117,6 +162,7 @@ async fn start(ports: &Ports, job: &Job) -> Result<(), ApiError> {
     if let Some(url) = &job.callback_url {
         let filter = SubscriptionFilter {
             job_id: Some(job.id),
+            brand_id: Some(job.brand_id),
             ..Default::default()
         };
         ports.events.subscribe(url, &filter).await?;
@@ -143,13 +189,21 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
 
 async fn cancel_job(
     State(ports): State<Ports>,
+    caller: Caller,
     Path(job_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job_id: JobId = parse_id(&job_id)?;
+    let missing = || format!("job {job_id} does not exist");
+    let job = ports
+        .jobs
+        .get_job(job_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(missing()))?;
+    caller.check_owner(Some(job.brand_id), missing())?;
     match ports.jobs.request_cancel(job_id).await? {
-        None => Err(ApiError::not_found(format!("job {job_id} does not exist"))),
+        None => Err(ApiError::not_found(missing())),
         Some(CancelOutcome::Cancelling(job)) => {
-            info!(job_id = %job_id, "cancel requested");
+            info!(job_id = %job_id, principal = %caller.principal, "cancel requested");
             Ok(accepted(&job))
         }
         Some(CancelOutcome::NotCancellable(job)) => Err(ApiError::conflict(format!(
@@ -164,18 +218,21 @@ async fn cancel_job(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NewOffer {
     id: Option<OfferId>,
-    brand_id: BrandId,
+    /// The caller's brand when absent; an administrator must name it.
+    brand_id: Option<BrandId>,
     name: String,
 }
 
 async fn create_offer(
     State(ports): State<Ports>,
+    caller: Caller,
     JsonBody(new): JsonBody<NewOffer>,
 ) -> Result<Response, ApiError> {
+    let brand_id = caller.acting_brand(new.brand_id, "brandId")?;
     let name = checked_text("name", &new.name, MAX_NAME_LEN)?;
     let offer = Offer {
         id: new.id.unwrap_or_else(OfferId::new_random),
-        brand_id: new.brand_id,
+        brand_id,
         name,
         locations_total: 0,
     };
@@ -192,32 +249,24 @@ async fn create_offer(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NewLocation {
     id: Option<LocationId>,
-    brand_id: BrandId,
+    /// The caller's brand when absent; an administrator must name it.
+    brand_id: Option<BrandId>,
     address: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    Many(Vec<NewLocation>),
-    One(NewLocation),
 }
 
 async fn create_locations(
     State(ports): State<Ports>,
+    caller: Caller,
     JsonBody(body): JsonBody<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     // Parsed in two steps so a bad element gets serde's own message, not "no variant matched".
-    let parsed = if body.is_array() {
-        serde_json::from_value::<Vec<NewLocation>>(body).map(OneOrMany::Many)
+    let many = body.is_array();
+    let new = if many {
+        serde_json::from_value::<Vec<NewLocation>>(body)
     } else {
-        serde_json::from_value::<NewLocation>(body).map(OneOrMany::One)
+        serde_json::from_value::<NewLocation>(body).map(|one| vec![one])
     }
     .map_err(|e| ApiError::bad_request(format!("request body is not valid: {e}")))?;
-    let (new, many) = match parsed {
-        OneOrMany::Many(list) => (list, true),
-        OneOrMany::One(one) => (vec![one], false),
-    };
     if new.is_empty() || new.len() > MAX_LOCATIONS_PER_REQUEST {
         return Err(ApiError::bad_request(format!(
             "send 1 to {MAX_LOCATIONS_PER_REQUEST} locations, not {}",
@@ -226,15 +275,17 @@ async fn create_locations(
     }
     let mut locations = Vec::with_capacity(new.len());
     for (i, n) in new.into_iter().enumerate() {
-        let field = if many {
-            format!("[{i}].address")
-        } else {
-            "address".to_owned()
+        let field = |name: &str| {
+            if many {
+                format!("[{i}].{name}")
+            } else {
+                name.to_owned()
+            }
         };
         locations.push(Location {
             id: n.id.unwrap_or_else(LocationId::new_random),
-            brand_id: n.brand_id,
-            address: checked_text(&field, &n.address, MAX_ADDRESS_LEN)?,
+            brand_id: caller.acting_brand(n.brand_id, &field("brandId"))?,
+            address: checked_text(&field("address"), &n.address, MAX_ADDRESS_LEN)?,
             has_offer: false,
         });
     }
@@ -247,17 +298,13 @@ async fn create_locations(
     }
     ports.catalog.create_locations(&locations).await?;
     let response = if many {
-        (
-            StatusCode::CREATED,
-            Json(serde_json::to_value(&locations).unwrap_or_default()),
-        )
-            .into_response()
+        (StatusCode::CREATED, Json(locations)).into_response()
     } else {
         let one = &locations[0];
         (
             StatusCode::CREATED,
             [(header::LOCATION, format!("/locations/{}", one.id))],
-            Json(serde_json::to_value(one).unwrap_or_default()),
+            Json(one),
         )
             .into_response()
     };
@@ -266,21 +313,21 @@ async fn create_locations(
 
 async fn link_one_location(
     State(ports): State<Ports>,
+    caller: Caller,
     Path((offer_id, location_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let offer_id: OfferId = parse_id(&offer_id)?;
     let location_id: LocationId = parse_id(&location_id)?;
-    let offer = ports
-        .catalog
-        .get_offer(offer_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("offer {offer_id} does not exist")))?;
+    let offer = visible_offer(&ports, &caller, offer_id).await?;
+    let missing = || format!("location {location_id} does not exist");
     let location = ports
         .catalog
         .get_location(location_id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("location {location_id} does not exist")))?;
+        .ok_or_else(|| ApiError::not_found(missing()))?;
+    caller.check_owner(Some(location.brand_id), missing())?;
     if location.brand_id != offer.brand_id {
+        // Only an administrator gets this far with two brands in hand.
         return Err(ApiError::conflict(format!(
             "location {location_id} belongs to brand {}, offer {offer_id} to brand {}",
             location.brand_id, offer.brand_id
@@ -289,26 +336,9 @@ async fn link_one_location(
     let status = match ports.catalog.link_direct(&offer, location_id).await? {
         LinkOutcome::Linked => StatusCode::CREATED,
         LinkOutcome::AlreadyLinked => StatusCode::OK,
-        LinkOutcome::NotFound => {
-            return Err(ApiError::not_found(format!(
-                "location {location_id} does not exist"
-            )))
-        }
+        LinkOutcome::NotFound => return Err(ApiError::not_found(missing())),
     };
     let body =
         serde_json::json!({ "offerId": offer_id, "locationId": location_id, "linked": true });
     Ok((status, Json(body)).into_response())
-}
-
-fn checked_text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(ApiError::bad_request(format!("{field} must not be empty")));
-    }
-    if trimmed.chars().count() > max {
-        return Err(ApiError::bad_request(format!(
-            "{field} is longer than {max} characters"
-        )));
-    }
-    Ok(trimmed.to_owned())
 }

@@ -2,6 +2,7 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let setup = shared::aws::LambdaSetup::from_env().await?;
-    lambda_http::run(shared::http::finish_router(job_api::router(setup.ports))).await
+    let setup = shared::aws::LambdaSetup::init().await;
+    let router = job_api::router(setup.api_state());
+    lambda_http::run(shared::http::finish_router(router, setup.auth)).await
 }

@@ -28,6 +28,9 @@ pub struct Settings {
     pub fanout_deadline_margin: Duration,
     /// Jobs untouched this long are looked at by the sweeper.
     pub sweep_idle_after: Duration,
+    /// A job still PENDING this long after its last change was never started (its
+    /// request died between writing it and starting it): the sweeper starts it.
+    pub sweep_pending_after: Duration,
 }
 
 impl Default for Settings {
@@ -43,6 +46,7 @@ impl Default for Settings {
             failure_min_sample: 1_000,
             fanout_deadline_margin: Duration::from_secs(10),
             sweep_idle_after: Duration::from_secs(300),
+            sweep_pending_after: Duration::from_secs(20),
         }
     }
 }
@@ -57,7 +61,7 @@ pub struct SettingsError {
 
 impl Settings {
     /// Names of the environment variables, shared with Terraform.
-    pub const ENV: [&'static str; 10] = [
+    pub const ENV: [&'static str; 11] = [
         "CHUNK_SIZE",
         "FANOUT_PAGE_SIZE",
         "WRITE_BUDGET_PER_SEC",
@@ -68,6 +72,7 @@ impl Settings {
         "FAILURE_MIN_SAMPLE",
         "FANOUT_DEADLINE_MARGIN_SECS",
         "SWEEP_IDLE_AFTER_SECS",
+        "SWEEP_PENDING_AFTER_SECS",
     ];
 
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -108,6 +113,9 @@ impl Settings {
         }
         if let Some(v) = lookup("SWEEP_IDLE_AFTER_SECS") {
             s.sweep_idle_after = Duration::from_secs_f64(parse("SWEEP_IDLE_AFTER_SECS", &v)?);
+        }
+        if let Some(v) = lookup("SWEEP_PENDING_AFTER_SECS") {
+            s.sweep_pending_after = Duration::from_secs_f64(parse("SWEEP_PENDING_AFTER_SECS", &v)?);
         }
         s.validate()?;
         Ok(s)
@@ -156,6 +164,16 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The sweeper's thresholds at `now`: (idle since, pending since).
+    pub fn sweep_thresholds(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+        let ago =
+            |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        (ago(self.sweep_idle_after), ago(self.sweep_pending_after))
     }
 
     /// Each worker instance's share of the write budget (DESIGN §5.5).

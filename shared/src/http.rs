@@ -25,6 +25,8 @@ pub struct ApiError {
     pub detail: String,
     pub location: Option<String>,
     pub retry_after: Option<u32>,
+    /// `WWW-Authenticate` of a 401.
+    pub challenge: Option<String>,
 }
 
 impl ApiError {
@@ -34,6 +36,7 @@ impl ApiError {
             detail: detail.into(),
             location: None,
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -53,6 +56,16 @@ impl ApiError {
         self.location = Some(location.into());
         self
     }
+
+    pub fn with_challenge(mut self, challenge: impl Into<String>) -> Self {
+        self.challenge = Some(challenge.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
 }
 
 impl From<DomainError> for ApiError {
@@ -68,13 +81,11 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(detail) => ApiError::bad_request(detail),
             e if e.is_retryable() => {
                 tracing::warn!(error = %e, "store unavailable");
-                ApiError {
-                    retry_after: Some(1),
-                    ..ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the store is temporarily unavailable; retry shortly",
-                    )
-                }
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store is temporarily unavailable; retry shortly",
+                )
+                .with_retry_after(1)
             }
             e => {
                 tracing::error!(error = %e, "internal error");
@@ -106,6 +117,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(challenge) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }
@@ -270,20 +284,6 @@ impl<T: Serialize> ListBody<T> {
     }
 }
 
-/// Who is calling, for scoping idempotency keys. Behind API Gateway the authorizer has
-/// checked the token already; locally any bearer token names its own principal.
-pub fn principal(headers: &HeaderMap) -> String {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match token {
-        Some(token) if !token.is_empty() => format!("bearer:{}", sha256_hex(token.as_bytes())),
-        _ => "anonymous".to_owned(),
-    }
-}
-
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -309,12 +309,89 @@ pub fn parse_id<T: std::str::FromStr<Err = DomainError>>(raw: &str) -> Result<T,
     raw.parse::<T>().map_err(ApiError::from)
 }
 
-/// Adds what every served router needs: the body limit and problem+json fallbacks.
-/// Apply once, to the router that is actually served (merging two finished routers
-/// would give two fallbacks).
-pub fn finish_router(router: axum::Router) -> axum::Router {
+/// Longest request target accepted (414 beyond it).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most header bytes accepted, names and values together (431 beyond it).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Refuses request targets and header sections beyond the limits, as problem+json.
+async fn request_limits(request: Request, next: axum::middleware::Next) -> Response {
+    let uri_len = request.uri().to_string().len();
+    if uri_len > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is {uri_len} bytes; the limit is {MAX_URI_BYTES}"),
+        )
+        .into_response();
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request headers are {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}"
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Adds what every served router needs: authentication, the body and header limits and
+/// problem+json fallbacks. Apply once, to the router that is actually served (merging two
+/// finished routers would give two fallbacks).
+pub fn finish_router(
+    router: axum::Router,
+    auth: std::sync::Arc<crate::auth::Authenticator>,
+) -> axum::Router {
     router
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::Extension(auth))
+        .layer(axum::middleware::from_fn(request_limits))
+}
+
+/// What the HTTP routers share: the backend's ports and the rules webhook targets follow.
+#[derive(Clone)]
+pub struct ApiState {
+    pub ports: crate::ports::Ports,
+    pub egress: crate::egress::Egress,
+}
+
+impl axum::extract::FromRef<ApiState> for crate::ports::Ports {
+    fn from_ref(state: &ApiState) -> Self {
+        state.ports.clone()
+    }
+}
+
+impl From<crate::egress::EgressError> for ApiError {
+    fn from(e: crate::egress::EgressError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+/// Text a client sends for a name or an address: trimmed, not empty, at most `max`
+/// characters, no control characters (NUL and friends).
+pub fn checked_text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(ApiError::bad_request(format!("{field} must not be empty")));
+    }
+    if trimmed.chars().count() > max {
+        return Err(ApiError::bad_request(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    if let Some(c) = trimmed.chars().find(|c| c.is_control()) {
+        return Err(ApiError::bad_request(format!(
+            "{field} contains the control character U+{:04X}",
+            c as u32
+        )));
+    }
+    Ok(trimmed.to_owned())
 }

@@ -61,3 +61,35 @@ pub fn deadline_instant(deadline_ms: u64) -> Instant {
         .unwrap_or_default();
     Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
+
+/// Ends a function's init on an invalid setting: one JSON log line naming it, the reason
+/// posted to the Runtime API's init-error endpoint, then exit.
+pub async fn fail_init(e: &crate::config::SettingsError) -> ! {
+    tracing::error!(
+        setting = e.name,
+        value = %e.value,
+        why = e.why,
+        "invalid setting; the function cannot start"
+    );
+    if let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") {
+        let body = serde_json::json!({
+            "errorMessage": e.to_string(),
+            "errorType": "InvalidSetting",
+            "stackTrace": [],
+        });
+        let posted = reqwest::Client::new()
+            .post(format!("http://{api}/2018-06-01/runtime/init/error"))
+            .header(
+                "Lambda-Runtime-Function-Error-Type",
+                "Runtime.InvalidSetting",
+            )
+            .json(&body)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        if let Err(err) = posted {
+            tracing::error!(error = %err, "could not report the init error to the Runtime API");
+        }
+    }
+    std::process::exit(1)
+}

@@ -2,9 +2,11 @@
 //! (SQLite) backend, settings, the HTTP error mapping and the job lifecycle steps that the
 //! worker, fanout and sweeper have in common.
 
+pub mod auth;
 pub mod aws;
 pub mod config;
 pub mod domain;
+pub mod egress;
 pub mod embedded;
 pub mod error;
 pub mod http;

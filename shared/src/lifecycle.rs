@@ -70,13 +70,25 @@ pub struct SweepReport {
     pub stalled: usize,
 }
 
-/// Finishes what an interrupted step left undone, for jobs untouched since `idle_since`:
-/// publishes missing terminal events, completes fully accounted jobs, restarts fanouts that
-/// stopped (a lost fanout message, a crash between job creation and start), and flags jobs
-/// whose chunks make no progress.
-pub async fn sweep(ports: &Ports, idle_since: chrono::DateTime<Utc>) -> StoreResult<SweepReport> {
+/// Finishes what an interrupted step left undone, for jobs untouched since `idle_since`
+/// (and PENDING jobs untouched since `pending_since`, which no request is starting any
+/// more): publishes missing terminal events, completes fully accounted jobs, restarts
+/// fanouts that stopped (a lost fanout message, a crash between job creation and start),
+/// and flags jobs whose chunks make no progress.
+pub async fn sweep(
+    ports: &Ports,
+    idle_since: chrono::DateTime<Utc>,
+    pending_since: chrono::DateTime<Utc>,
+) -> StoreResult<SweepReport> {
     let mut report = SweepReport::default();
-    for job in ports.jobs.unsettled_jobs(idle_since, 100).await? {
+    let newest = idle_since.max(pending_since);
+    for job in ports.jobs.unsettled_jobs(newest, 100).await? {
+        let idle = job.updated_at < idle_since;
+        let unstarted =
+            job.status == crate::domain::JobStatus::Pending && job.updated_at < pending_since;
+        if !(idle || unstarted) {
+            continue;
+        }
         if job.status.is_terminal() {
             notify(ports, &job).await?;
             report.notified += 1;

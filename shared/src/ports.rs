@@ -358,6 +358,23 @@ pub trait EventBus: Send + Sync {
     ) -> StoreResult<Confirmation>;
 }
 
+/// Whether the backend can serve: what `GET /healthz` reports.
+#[async_trait]
+pub trait Health: Send + Sync {
+    /// `Err` says what is wrong, naming the resource (e.g. the database file).
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// A backend whose resources are managed services: healthy as long as this process runs.
+pub struct AlwaysHealthy;
+
+#[async_trait]
+impl Health for AlwaysHealthy {
+    async fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// Every port the pipeline uses, one backend's worth.
 #[derive(Clone)]
 pub struct Ports {
@@ -367,6 +384,7 @@ pub struct Ports {
     pub chunk_queue: Arc<dyn Queue>,
     pub chunk_dlq: Arc<dyn Queue>,
     pub events: Arc<dyn EventBus>,
+    pub health: Arc<dyn Health>,
 }
 
 #[cfg(test)]

@@ -39,7 +39,8 @@ REQUIRED_ENV = {
     "CATALOG_TABLE", "JOBS_TABLE", "FANOUT_QUEUE_URL", "CHUNK_QUEUE_URL", "CHUNK_DLQ_URL",
     "EVENTS_TOPIC_ARN", "CHUNK_SIZE", "FANOUT_PAGE_SIZE", "WRITE_BUDGET_PER_SEC",
     "WORKER_MAX_CONCURRENCY", "MAX_RECEIVE_COUNT", "VISIBILITY_TIMEOUT_SECS",
-    "FAILURE_THRESHOLD", "FAILURE_MIN_SAMPLE", "LOG_FORMAT", "RUST_LOG",
+    "FAILURE_THRESHOLD", "FAILURE_MIN_SAMPLE", "LOG_FORMAT", "RUST_LOG", "BRAND_CLAIM",
+    "AUTH_MODE",
 }
 
 # Env var naming a resource -> (resource type, attribute, resource name at the defaults).
@@ -256,13 +257,23 @@ def test_every_function_gets_the_whole_environment_from_resources_and_variables(
         missing = REQUIRED_ENV - set(env)
         assert not missing, f"{function} lacks {sorted(missing)}"
         for key, node in env.items():
-            if key in ("LOG_FORMAT", "RUST_LOG", "WORKER_SOURCE"):
+            if key in ("LOG_FORMAT", "RUST_LOG", "WORKER_SOURCE", "AUTH_MODE"):
                 continue
             assert isinstance(node, Ref) and node.names[0] != "local", (
                 f"{function}: {key} is not taken from a variable or resource: {node!r}"
             )
         visibility = env["VISIBILITY_TIMEOUT_SECS"]
         assert visibility.names == ("aws_sqs_queue", "chunks", "visibility_timeout_seconds")
+
+
+def test_the_functions_trust_the_authorizer_exactly_when_it_is_on(cfg):
+    for function in cfg.of_type("aws_lambda_function"):
+        mode = environment(cfg, function)["AUTH_MODE"]
+        assert cfg.eval(mode, {"authorizer_enabled": True}) == "gateway", function
+        assert cfg.eval(mode, {"authorizer_enabled": False}) == "none", function
+        assert environment(cfg, function)["BRAND_CLAIM"] == Ref(("var", "brand_claim"))
+    assert validation_accepts(cfg, "brand_claim", "custom:brand_id")
+    assert not validation_accepts(cfg, "brand_claim", "brand id")
 
 
 def test_every_table_queue_and_topic_variable_names_a_declared_resource(cfg):

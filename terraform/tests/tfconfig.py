@@ -557,6 +557,16 @@ class Config:
             }[node.op]()
         if isinstance(node, Cond):
             return ev(node.then) if ev(node.cond) else ev(node.other)
+        if isinstance(node, Call) and node.name == "can":
+            # can(x): whether x evaluates without an error; what this reader cannot know
+            # stays unknown.
+            try:
+                ev(node.args[0])
+                return True
+            except Unknown:
+                raise
+            except ValueError:
+                return False
         if isinstance(node, Call):
             args = [ev(a) for a in node.args]
             funcs = {
@@ -566,11 +576,21 @@ class Config:
                 "min": min,
                 "max": max,
                 "merge": lambda *ds: {k: v for d in ds for k, v in d.items()},
+                "regex": _regex,
             }
             if node.name not in funcs:
                 raise Unknown(f"{node.name}()")
             return funcs[node.name](*args)
         raise Unknown(repr(node))
+
+
+def _regex(pattern: str, text: str) -> str:
+    """Terraform's regex(): the first match, or an error when there is none (the simple
+    patterns of this configuration mean the same in RE2 and Python)."""
+    found = re.search(pattern, text)
+    if found is None:
+        raise ValueError(f"regex {pattern!r} does not match {text!r}")
+    return found.group(0)
 
 
 def _text(value) -> str:

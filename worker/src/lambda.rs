@@ -61,7 +61,7 @@ pub async fn handle_sqs_event(
 /// The Lambda function: the SQS consumer of the chunk queue, or of the chunk DLQ when
 /// `WORKER_SOURCE=dead-letters`.
 pub async fn run() -> Result<(), lambda_runtime::Error> {
-    let setup = shared::aws::LambdaSetup::from_env().await?;
+    let setup = shared::aws::LambdaSetup::init().await;
     let source = match std::env::var("WORKER_SOURCE").as_deref() {
         Ok("dead-letters") => Source::DeadLetters,
         Ok("chunks") | Err(_) => Source::Chunks,

@@ -12,9 +12,8 @@ pub async fn handle_scheduled_event(
     ports: &Ports,
     settings: &Settings,
 ) -> Result<Value, shared::StoreError> {
-    let idle_for =
-        chrono::Duration::from_std(settings.sweep_idle_after).unwrap_or(chrono::Duration::MAX);
-    let report: SweepReport = lifecycle::sweep(ports, chrono::Utc::now() - idle_for).await?;
+    let (idle_since, pending_since) = settings.sweep_thresholds(chrono::Utc::now());
+    let report: SweepReport = lifecycle::sweep(ports, idle_since, pending_since).await?;
     Ok(json!({
         "notified": report.notified,
         "completed": report.completed,
@@ -24,7 +23,7 @@ pub async fn handle_scheduled_event(
 }
 
 pub async fn run() -> Result<(), lambda_runtime::Error> {
-    let setup = shared::aws::LambdaSetup::from_env().await?;
+    let setup = shared::aws::LambdaSetup::init().await;
     let (ports, settings) = (&setup.ports, &setup.settings);
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<Value>| async move {

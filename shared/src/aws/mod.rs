@@ -158,26 +158,52 @@ impl AwsClients {
     }
 }
 
-/// What every Lambda function builds once at start: settings and the backend's ports, from
-/// the environment Terraform sets. Logs are JSON lines (`LOG_FORMAT=json` in Lambda).
+/// What every Lambda function builds once at start: settings, the backend's ports, how
+/// callers are authenticated and where webhooks may go, from the environment Terraform
+/// sets. Logs are JSON lines (`LOG_FORMAT=json` in Lambda).
 pub struct LambdaSetup {
     pub settings: crate::Settings,
     pub clients: AwsClients,
     pub ports: Ports,
+    pub auth: Arc<crate::auth::Authenticator>,
+    pub egress: crate::egress::Egress,
 }
 
 impl LambdaSetup {
     pub async fn from_env() -> Result<Self, SettingsError> {
-        crate::telemetry::init("info");
+        let lookup = |name: &str| std::env::var(name).ok();
         let settings = crate::Settings::from_env()?;
         let names = AwsNames::from_env()?;
+        let auth = Arc::new(crate::auth::Authenticator::from_lambda_env(lookup)?);
+        let egress = crate::egress::Egress::from_env(lookup)?;
         let clients = AwsClients::load(None).await;
         let ports = ports(&clients, &names);
         Ok(LambdaSetup {
             settings,
             clients,
             ports,
+            auth,
+            egress,
         })
+    }
+
+    /// `from_env` for a function's init: an invalid setting is logged as one JSON line that
+    /// names it and reported to the Runtime API's init-error endpoint, and the process ends
+    /// (AWS then shows the reason instead of a bare `Runtime.ExitError`).
+    pub async fn init() -> Self {
+        crate::telemetry::init("info");
+        match Self::from_env().await {
+            Ok(setup) => setup,
+            Err(e) => crate::lambda::fail_init(&e).await,
+        }
+    }
+
+    /// The HTTP API state of this function.
+    pub fn api_state(&self) -> crate::http::ApiState {
+        crate::http::ApiState {
+            ports: self.ports.clone(),
+            egress: self.egress.clone(),
+        }
     }
 }
 
@@ -200,6 +226,7 @@ pub fn ports(clients: &AwsClients, names: &AwsNames) -> Ports {
         chunk_queue: queue(&names.chunk_queue_url, "chunks"),
         chunk_dlq: queue(&names.chunk_dlq_url, "chunks-dlq"),
         events: Arc::new(SnsEvents::new(clients.sns.clone(), &names.events_topic_arn)),
+        health: Arc::new(crate::ports::AlwaysHealthy),
     }
 }
 

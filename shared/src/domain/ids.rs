@@ -170,6 +170,9 @@ impl WebhookUrl {
 impl FromStr for WebhookUrl {
     type Err = DomainError;
 
+    /// Absolute `http`/`https` with a host and no userinfo, kept in its WHATWG-normalised
+    /// form: `http://0x7f000001/` is stored as `http://127.0.0.1/`, so the address the
+    /// egress rules check is the one a delivery connects to.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let invalid = |why: &'static str| DomainError::InvalidUrl {
             value: truncate_for_message(s),
@@ -178,18 +181,40 @@ impl FromStr for WebhookUrl {
         if s.len() > Self::MAX_LEN {
             return Err(invalid("longer than 2048 characters"));
         }
-        let rest = s
-            .strip_prefix("https://")
-            .or_else(|| s.strip_prefix("http://"))
-            .ok_or_else(|| invalid("must start with http:// or https://"))?;
-        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        if host.is_empty() || host.starts_with(':') {
+        let lower = s.get(..8).unwrap_or(s).to_ascii_lowercase();
+        let rest = if lower.starts_with("https://") {
+            &s[8..]
+        } else if lower.starts_with("http://") {
+            &s[7..]
+        } else {
+            return Err(invalid("must start with http:// or https://"));
+        };
+        // WHATWG parsing would read `https:///x` as host `x`: the authority must be there.
+        let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or_default();
+        if authority.is_empty() || authority.starts_with(':') {
             return Err(invalid("has no host"));
         }
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("contains whitespace or control characters"));
         }
-        Ok(Self(s.to_owned()))
+        let url = url::Url::parse(s).map_err(|e| match e {
+            url::ParseError::EmptyHost => invalid("has no host"),
+            url::ParseError::InvalidPort => invalid("has an invalid port"),
+            url::ParseError::InvalidIpv4Address | url::ParseError::InvalidIpv6Address => {
+                invalid("has an invalid IP address")
+            }
+            _ => invalid("is not a valid URL"),
+        })?;
+        if url.host().is_none() {
+            return Err(invalid("has no host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid("must not carry a user name or password"));
+        }
+        if url.port() == Some(0) {
+            return Err(invalid("has an invalid port"));
+        }
+        Ok(Self(url.to_string()))
     }
 }
 
@@ -270,6 +295,12 @@ mod tests {
         assert!("ftp://example.com".parse::<WebhookUrl>().is_err());
         assert!("https:///path".parse::<WebhookUrl>().is_err());
         assert!("https://a b".parse::<WebhookUrl>().is_err());
+        assert!("https://user:pw@example.com/"
+            .parse::<WebhookUrl>()
+            .is_err());
+        assert!("https://user@example.com/".parse::<WebhookUrl>().is_err());
+        let numeric: WebhookUrl = "http://0x7f000001:8080/hook".parse().unwrap();
+        assert_eq!(numeric.as_str(), "http://127.0.0.1:8080/hook");
     }
 
     #[test]

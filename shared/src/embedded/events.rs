@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::{from_ms, now_ms, sql, EmbeddedStore};
 use crate::domain::{JobEvent, SubscriptionId, WebhookUrl};
+use crate::egress::Egress;
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Confirmation, EventBus, Subscription, SubscriptionFilter, SubscriptionStatus};
 
@@ -300,7 +301,6 @@ pub struct DeliveryPolicy {
     pub max_attempts: u32,
     pub min_delay: Duration,
     pub max_delay: Duration,
-    pub request_timeout: Duration,
 }
 
 impl Default for DeliveryPolicy {
@@ -309,7 +309,6 @@ impl Default for DeliveryPolicy {
             max_attempts: 10,
             min_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -332,22 +331,27 @@ struct Due {
     attempts: u32,
 }
 
-/// Sends queued deliveries and retries the failed ones. One per process.
+/// Sends queued deliveries and retries the failed ones. One per process. Every attempt
+/// goes through the egress rules (checked targets, no redirects, bounded responses).
 pub struct WebhookDelivery {
     store: Arc<EmbeddedStore>,
+    egress: Egress,
     client: reqwest::Client,
     policy: DeliveryPolicy,
 }
 
 impl WebhookDelivery {
-    pub fn new(store: Arc<EmbeddedStore>, policy: DeliveryPolicy) -> StoreResult<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(policy.request_timeout)
-            .user_agent("Amazon Simple Notification Service Agent (bulklink embedded)")
-            .build()
+    pub fn new(
+        store: Arc<EmbeddedStore>,
+        policy: DeliveryPolicy,
+        egress: Egress,
+    ) -> StoreResult<Self> {
+        let client = egress
+            .client("Amazon Simple Notification Service Agent (bulklink embedded)")
             .map_err(|e| StoreError::Internal(format!("HTTP client: {e}")))?;
         Ok(WebhookDelivery {
             store,
+            egress,
             client,
             policy,
         })
@@ -413,23 +417,30 @@ impl WebhookDelivery {
     }
 
     async fn send(&self, d: &Due) -> Result<(), String> {
-        let mut request = self
-            .client
-            .post(&d.url)
-            .header("content-type", "text/plain; charset=UTF-8")
-            .header("x-amz-sns-message-type", &d.message_type)
-            .header("x-amz-sns-message-id", &d.message_id)
-            .header("x-amz-sns-topic-arn", TOPIC_ARN);
+        let url: WebhookUrl = d
+            .url
+            .parse()
+            .map_err(|e| format!("stored URL is not valid: {e}"))?;
+        let mut headers = vec![
+            ("content-type", "text/plain; charset=UTF-8".to_owned()),
+            ("x-amz-sns-message-type", d.message_type.clone()),
+            ("x-amz-sns-message-id", d.message_id.clone()),
+            ("x-amz-sns-topic-arn", TOPIC_ARN.to_owned()),
+        ];
         if d.message_type == "Notification" {
-            request = request.header(
+            headers.push((
                 "x-amz-sns-subscription-arn",
                 subscription_arn(&d.subscription_id),
-            );
+            ));
         }
-        match request.body(d.body.clone()).send().await {
-            Ok(resp) if resp.status().is_success() => Ok(()),
-            Ok(resp) => Err(format!("HTTP {}", resp.status())),
-            Err(e) => Err(format!("request failed: {e}")),
+        match self
+            .egress
+            .post(&self.client, &url, &headers, d.body.clone())
+            .await
+        {
+            Ok(attempt) if attempt.delivered() => Ok(()),
+            Ok(attempt) => Err(format!("HTTP {}", attempt.status)),
+            Err(e) => Err(e.to_string()),
         }
     }
 

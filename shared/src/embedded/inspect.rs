@@ -132,6 +132,20 @@ impl EmbeddedStore {
         .await
     }
 
+    /// Every queued webhook delivery: (message type, attempts, last error).
+    pub async fn webhook_deliveries(&self) -> StoreResult<Vec<(String, u32, Option<String>)>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT message_type, attempts, last_error FROM deliveries ORDER BY id")
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                .map_err(sql)?;
+            rows.collect::<Result<_, _>>().map_err(sql)
+        })
+        .await
+    }
+
     /// Rows of the chunk ledger for a job.
     pub async fn ledger_size(&self, job: crate::domain::JobId) -> StoreResult<u64> {
         self.read(move |conn| {

@@ -35,6 +35,9 @@ pub const CHUNK_DLQ: &str = "chunks-dlq";
 /// and a separate reader, so status reads never wait behind a long write.
 pub struct EmbeddedStore {
     path: PathBuf,
+    /// (device, inode) of the file at open: a file removed or replaced under a running
+    /// server is noticed (its connections still hold the old one).
+    identity: Option<(u64, u64)>,
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
     notifiers: Mutex<HashMap<String, Arc<Notify>>>,
@@ -47,8 +50,10 @@ impl EmbeddedStore {
         let writer = open_connection(&path, false)?;
         schema::migrate(&writer)?;
         let reader = open_connection(&path, true)?;
+        let identity = file_identity(&path);
         Ok(Arc::new(EmbeddedStore {
             path,
+            identity,
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
             notifiers: Mutex::new(HashMap::new()),
@@ -57,6 +62,22 @@ impl EmbeddedStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the file this store opened is still the one at its path.
+    pub fn check_file(&self) -> Result<(), String> {
+        let path = self.path.display();
+        match (std::fs::metadata(&self.path), self.identity) {
+            (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+                "the database file {path} was removed while the server runs; restart it"
+            )),
+            (Err(e), _) => Err(format!("the database file {path} cannot be read: {e}")),
+            (Ok(_), None) => Ok(()),
+            (Ok(_), Some(opened)) if file_identity(&self.path) == Some(opened) => Ok(()),
+            (Ok(_), Some(_)) => Err(format!(
+                "the database file {path} was replaced by another file while the server runs; restart it"
+            )),
+        }
     }
 
     /// Runs `f` on the writer connection off the async runtime.
@@ -84,6 +105,24 @@ impl EmbeddedStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         map.entry(name.to_owned()).or_default().clone()
+    }
+}
+
+#[cfg(unix)]
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_identity(_path: &Path) -> Option<(u64, u64)> {
+    None
+}
+
+#[async_trait::async_trait]
+impl crate::ports::Health for EmbeddedStore {
+    async fn check(&self) -> Result<(), String> {
+        self.check_file()
     }
 }
 
@@ -175,5 +214,6 @@ pub fn ports(store: &Arc<EmbeddedStore>, settings: &Settings, public_url: &str) 
         chunk_queue: queue(CHUNK_QUEUE, Some(CHUNK_DLQ)),
         chunk_dlq: queue(CHUNK_DLQ, None),
         events: Arc::new(EmbeddedEvents::new(store.clone(), public_url)),
+        health: store.clone(),
     }
 }

@@ -1,0 +1,649 @@
+//! Who is calling. Bearer JWTs are verified here (`bulklink serve`) or by API Gateway's JWT
+//! authorizer (Lambda); either way they become one `Caller`, the only identity handlers see,
+//! together with the rules of which brands a caller may touch.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Map, Value};
+
+use crate::config::SettingsError;
+use crate::domain::BrandId;
+use crate::http::ApiError;
+
+/// The scope that makes a caller an administrator of every brand.
+pub const ADMIN_SCOPE: &str = "bulklink:admin";
+/// The claim that names a caller's brand unless `BRAND_CLAIM` says otherwise.
+pub const DEFAULT_BRAND_CLAIM: &str = "brand_id";
+/// Issuer and audience of the tokens `bulklink token` mints.
+pub const LOCAL_ISSUER: &str = "bulklink";
+pub const LOCAL_AUDIENCE: &str = "bulklink";
+/// Bytes of a new local signing key.
+const KEY_BYTES: usize = 32;
+
+/// What a caller may act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// One brand's caller: sees and changes that brand only.
+    Brand(BrandId),
+    /// `bulklink:admin`: every brand, naming it where a route needs one.
+    Admin,
+}
+
+/// The verified identity of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's `sub`: idempotency keys are scoped by it.
+    pub principal: String,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn admin(principal: impl Into<String>) -> Self {
+        Caller {
+            principal: principal.into(),
+            role: Role::Admin,
+        }
+    }
+
+    pub fn brand(&self) -> Option<BrandId> {
+        match self.role {
+            Role::Brand(brand) => Some(brand),
+            Role::Admin => None,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    pub fn may_access(&self, brand: BrandId) -> bool {
+        match self.role {
+            Role::Admin => true,
+            Role::Brand(own) => own == brand,
+        }
+    }
+
+    /// Another brand's resource answers exactly as one that does not exist: 404 with the
+    /// same detail, so its existence does not leak.
+    pub fn check_owner(&self, owner: Option<BrandId>, missing: String) -> Result<(), ApiError> {
+        match owner {
+            Some(brand) if self.may_access(brand) => Ok(()),
+            None if self.is_admin() => Ok(()),
+            _ => Err(ApiError::not_found(missing)),
+        }
+    }
+
+    /// The brand a create or list acts on: a brand's caller acts on its own (naming another
+    /// is 403); an administrator must name one (`field` says where).
+    pub fn acting_brand(
+        &self,
+        requested: Option<BrandId>,
+        field: &str,
+    ) -> Result<BrandId, ApiError> {
+        match (&self.role, requested) {
+            (Role::Admin, Some(brand)) => Ok(brand),
+            (Role::Admin, None) => Err(ApiError::bad_request(format!(
+                "{field} is required: an administrator must name the brand"
+            ))),
+            (Role::Brand(own), None) => Ok(*own),
+            (Role::Brand(own), Some(brand)) if brand == *own => Ok(brand),
+            (Role::Brand(own), Some(brand)) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{field} {brand} is not your brand ({own}); a token acts on its own brand only"
+                ),
+            )),
+        }
+    }
+}
+
+/// Why a request carries no usable identity. Every variant is a 401.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("this route needs a bearer token: send Authorization: Bearer <JWT>")]
+    Missing,
+    #[error("the Authorization header is not a bearer token")]
+    NotBearer,
+    #[error("the bearer token is not valid: {0}")]
+    Invalid(String),
+    #[error("the bearer token has expired")]
+    Expired,
+    #[error("the request carries no verified claims (is the API Gateway JWT authorizer off? set AUTH_MODE=none to run without one)")]
+    NoGatewayClaims,
+    #[error("the token's {claim} claim is not a brand id: {value}")]
+    BadBrandClaim { claim: String, value: String },
+    #[error(
+        "the token names no brand: it carries neither a {0} claim nor the bulklink:admin scope"
+    )]
+    NoBrand(String),
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let challenge = match e {
+            AuthError::Missing => r#"Bearer realm="bulklink""#.to_owned(),
+            _ => r#"Bearer realm="bulklink", error="invalid_token""#.to_owned(),
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()).with_challenge(challenge)
+    }
+}
+
+/// One verification key with the algorithm it is for.
+struct Key {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// Verifies tokens in this process: HS256 with a local key, or RS256/ES256 against a JWKS.
+pub struct Verifier {
+    keys: Vec<Key>,
+    issuer: String,
+    audience: String,
+    brand_claim: String,
+}
+
+impl Verifier {
+    /// HS256 tokens signed with `secret`, issued by `bulklink token`.
+    pub fn hs256(secret: &[u8], brand_claim: &str) -> Self {
+        Verifier {
+            keys: vec![Key {
+                kid: None,
+                algorithm: Algorithm::HS256,
+                key: DecodingKey::from_secret(secret),
+            }],
+            issuer: LOCAL_ISSUER.to_owned(),
+            audience: LOCAL_AUDIENCE.to_owned(),
+            brand_claim: brand_claim.to_owned(),
+        }
+    }
+
+    /// RS256 / ES256 tokens of an OIDC issuer, checked as API Gateway's JWT authorizer checks
+    /// them: signature by a key of the set, `iss`, `aud`, `exp`.
+    pub fn jwks(
+        jwks_json: &str,
+        issuer: &str,
+        audience: &str,
+        brand_claim: &str,
+    ) -> Result<Self, String> {
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_str(jwks_json).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            let algorithm = match &jwk.algorithm {
+                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec)
+                    if ec.curve == jsonwebtoken::jwk::EllipticCurve::P256 =>
+                {
+                    Algorithm::ES256
+                }
+                // Symmetric keys in a public key set would let anyone holding the set sign.
+                _ => continue,
+            };
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key: {e}"))?;
+            keys.push(Key {
+                kid: jwk.common.key_id.clone(),
+                algorithm,
+                key,
+            });
+        }
+        if keys.is_empty() {
+            return Err("the JWKS holds no RS256 or ES256 (P-256) key".into());
+        }
+        Ok(Verifier {
+            keys,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            brand_claim: brand_claim.to_owned(),
+        })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        // The key decides the algorithm, never the token: a token cannot pick HS256 against
+        // a public key, or `none`.
+        let key = self
+            .keys
+            .iter()
+            .find(|k| {
+                k.algorithm == header.alg
+                    && (header.kid.is_none() || k.kid.is_none() || k.kid == header.kid)
+            })
+            .ok_or_else(|| {
+                AuthError::Invalid(format!(
+                    "no key for algorithm {:?}{}",
+                    header.alg,
+                    header
+                        .kid
+                        .as_deref()
+                        .map(|kid| format!(" and key id {kid}"))
+                        .unwrap_or_default()
+                ))
+            })?;
+        let mut validation = Validation::new(key.algorithm);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        validation.leeway = 30;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            })?;
+        let claims: HashMap<String, String> = data
+            .claims
+            .into_iter()
+            .map(|(name, value)| {
+                let text = match value {
+                    Value::String(s) => s,
+                    Value::Array(items) => items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    other => other.to_string(),
+                };
+                (name, text)
+            })
+            .collect();
+        caller_from_claims(&claims, &[], &self.brand_claim)
+    }
+}
+
+/// Turns verified claims into a caller: `sub`, the brand claim and `scope` (space-separated;
+/// API Gateway also lists the authorized scopes apart, in `scopes`).
+pub fn caller_from_claims(
+    claims: &HashMap<String, String>,
+    extra_scopes: &[String],
+    brand_claim: &str,
+) -> Result<Caller, AuthError> {
+    let principal = claims
+        .get("sub")
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| AuthError::Invalid("the token has no sub claim".into()))?
+        .clone();
+    let mut scopes: Vec<&str> = ["scope", "scp"]
+        .iter()
+        .filter_map(|name| claims.get(*name))
+        .flat_map(|s| s.trim_matches(['[', ']']).split([' ', ',']))
+        .collect();
+    scopes.extend(extra_scopes.iter().map(String::as_str));
+    if scopes.contains(&ADMIN_SCOPE) {
+        return Ok(Caller {
+            principal,
+            role: Role::Admin,
+        });
+    }
+    let raw = claims
+        .get(brand_claim)
+        .ok_or_else(|| AuthError::NoBrand(brand_claim.to_owned()))?;
+    let brand = raw.parse().map_err(|_| AuthError::BadBrandClaim {
+        claim: brand_claim.to_owned(),
+        value: raw.chars().take(80).collect(),
+    })?;
+    Ok(Caller {
+        principal,
+        role: Role::Brand(brand),
+    })
+}
+
+/// How requests are authenticated, set once per process.
+pub enum Authenticator {
+    /// Tokens are verified in this process (`bulklink serve`).
+    Verify(Verifier),
+    /// API Gateway's JWT authorizer verified the token; the claims come from the request
+    /// context `lambda_http` attaches. No claims → 401.
+    Gateway { brand_claim: String },
+    /// No authentication: every request acts as an administrator. Experiments only.
+    Disabled,
+}
+
+impl Authenticator {
+    /// The Lambda functions' authenticator: `AUTH_MODE` (`gateway`, the default, or `none`)
+    /// and `BRAND_CLAIM`.
+    pub fn from_lambda_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let brand_claim = brand_claim_from(&lookup)?;
+        match lookup("AUTH_MODE").as_deref().map(str::trim) {
+            None | Some("") | Some("gateway") => Ok(Authenticator::Gateway { brand_claim }),
+            Some("none") => Ok(Authenticator::Disabled),
+            Some(other) => Err(SettingsError {
+                name: "AUTH_MODE",
+                value: other.to_owned(),
+                why: "must be gateway (API Gateway verified the token) or none",
+            }),
+        }
+    }
+
+    pub fn authenticate(&self, parts: &Parts) -> Result<Caller, AuthError> {
+        match self {
+            Authenticator::Disabled => Ok(Caller::admin("anonymous")),
+            Authenticator::Verify(verifier) => verifier.verify(bearer_token(parts)?),
+            Authenticator::Gateway { brand_claim } => {
+                let (claims, scopes) = gateway_claims(parts).ok_or(AuthError::NoGatewayClaims)?;
+                caller_from_claims(&claims, &scopes, brand_claim)
+            }
+        }
+    }
+}
+
+/// `BRAND_CLAIM`, default `brand_id`.
+pub fn brand_claim_from(lookup: impl Fn(&str) -> Option<String>) -> Result<String, SettingsError> {
+    match lookup("BRAND_CLAIM") {
+        None => Ok(DEFAULT_BRAND_CLAIM.to_owned()),
+        Some(v) if !v.trim().is_empty() && !v.contains(char::is_whitespace) => {
+            Ok(v.trim().to_owned())
+        }
+        Some(v) => Err(SettingsError {
+            name: "BRAND_CLAIM",
+            value: v,
+            why: "must be a claim name without spaces",
+        }),
+    }
+}
+
+fn bearer_token(parts: &Parts) -> Result<&str, AuthError> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?
+        .to_str()
+        .map_err(|_| AuthError::NotBearer)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::NotBearer)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::NotBearer);
+    }
+    Ok(token.trim())
+}
+
+fn gateway_claims(parts: &Parts) -> Option<(HashMap<String, String>, Vec<String>)> {
+    let lambda_http::request::RequestContext::ApiGatewayV2(context) =
+        parts
+            .extensions
+            .get::<lambda_http::request::RequestContext>()?
+    else {
+        return None;
+    };
+    let jwt = context.authorizer.as_ref()?.jwt.as_ref()?;
+    if jwt.claims.is_empty() {
+        return None;
+    }
+    Some((jwt.claims.clone(), jwt.scopes.clone().unwrap_or_default()))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(auth) = parts.extensions.get::<Arc<Authenticator>>() else {
+            // A router served without `finish_router`: fail closed.
+            tracing::error!("no authenticator on this router; refusing the request");
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "authentication is not configured on this server",
+            ));
+        };
+        Ok(auth.authenticate(parts)?)
+    }
+}
+
+/// Mints a token `bulklink serve` accepts with the same key.
+pub fn mint_token(
+    secret: &[u8],
+    principal: &str,
+    role: &Role,
+    ttl: Duration,
+    brand_claim: &str,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = Map::new();
+    claims.insert("sub".into(), principal.into());
+    claims.insert("iss".into(), LOCAL_ISSUER.into());
+    claims.insert("aud".into(), LOCAL_AUDIENCE.into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), (now + ttl.as_secs() as i64).into());
+    match role {
+        Role::Admin => {
+            claims.insert("scope".into(), ADMIN_SCOPE.into());
+        }
+        Role::Brand(brand) => {
+            claims.insert(brand_claim.into(), brand.to_string().into());
+        }
+    }
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("cannot read the token key {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the token key {path}: {source}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the token key {path} is readable by others (mode {mode:o}); run chmod 600 on it")]
+    TooOpen { path: PathBuf, mode: u32 },
+    #[error("the token key {path} is not a base64 key of at least {KEY_BYTES} bytes")]
+    Malformed { path: PathBuf },
+}
+
+/// The local HS256 key: read from `path`, or created there (mode 0600) when missing.
+pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, KeyFileError> {
+    match read_key(path) {
+        Err(KeyFileError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        }
+        other => return other,
+    }
+    let mut secret = vec![0u8; KEY_BYTES];
+    rand::fill(&mut secret[..]);
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&secret);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            writeln!(file, "{encoded}")
+                .and_then(|()| file.sync_all())
+                .map_err(|source| KeyFileError::Create {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            tracing::info!(path = %path.display(), "created a new token key");
+            Ok(secret)
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key(path),
+        Err(source) => Err(KeyFileError::Create {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn read_key(path: &Path) -> Result<Vec<u8>, KeyFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|source| KeyFileError::Read {
+                path: path.to_owned(),
+                source,
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(KeyFileError::TooOpen {
+                path: path.to_owned(),
+                mode: mode & 0o777,
+            });
+        }
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim())
+        .ok()
+        .filter(|k| k.len() >= KEY_BYTES)
+        .ok_or_else(|| KeyFileError::Malformed {
+            path: path.to_owned(),
+        })
+}
+
+/// Parses `24h`, `90m`, `3600s`, `7d` or a number of seconds.
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 24h, 90m or 3600s"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3_600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("a token must live at least one second".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts_with(auth: Option<&str>) -> Parts {
+        let mut builder = axum::http::Request::builder().uri("/jobs");
+        if let Some(value) = auth {
+            builder = builder.header(header::AUTHORIZATION, value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn a_minted_brand_token_verifies_as_that_brand() {
+        let brand = BrandId::new_random();
+        let token = mint_token(
+            b"0123456789abcdef0123456789abcdef",
+            "alice",
+            &Role::Brand(brand),
+            Duration::from_secs(60),
+            DEFAULT_BRAND_CLAIM,
+        )
+        .unwrap();
+        let verifier = Verifier::hs256(b"0123456789abcdef0123456789abcdef", DEFAULT_BRAND_CLAIM);
+        let caller = verifier.verify(&token).unwrap();
+        assert_eq!(caller.principal, "alice");
+        assert_eq!(caller.role, Role::Brand(brand));
+    }
+
+    #[test]
+    fn a_token_signed_with_another_key_is_refused() {
+        let token = mint_token(
+            b"another key another key another k",
+            "mallory",
+            &Role::Admin,
+            Duration::from_secs(60),
+            DEFAULT_BRAND_CLAIM,
+        )
+        .unwrap();
+        let verifier = Verifier::hs256(b"0123456789abcdef0123456789abcdef", DEFAULT_BRAND_CLAIM);
+        assert!(matches!(
+            verifier.verify(&token),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn the_admin_scope_wins_over_a_brand_claim() {
+        let claims = HashMap::from([
+            ("sub".to_owned(), "ops".to_owned()),
+            ("scope".to_owned(), "openid bulklink:admin".to_owned()),
+            ("brand_id".to_owned(), BrandId::new_random().to_string()),
+        ]);
+        let caller = caller_from_claims(&claims, &[], DEFAULT_BRAND_CLAIM).unwrap();
+        assert!(caller.is_admin());
+    }
+
+    #[test]
+    fn claims_without_a_brand_or_with_a_bad_one_are_refused() {
+        let mut claims = HashMap::from([("sub".to_owned(), "x".to_owned())]);
+        assert_eq!(
+            caller_from_claims(&claims, &[], "tenant"),
+            Err(AuthError::NoBrand("tenant".into()))
+        );
+        claims.insert("tenant".into(), "not-a-uuid".into());
+        assert!(matches!(
+            caller_from_claims(&claims, &[], "tenant"),
+            Err(AuthError::BadBrandClaim { .. })
+        ));
+    }
+
+    #[test]
+    fn only_bearer_authorization_is_read() {
+        assert_eq!(bearer_token(&parts_with(None)), Err(AuthError::Missing));
+        assert_eq!(
+            bearer_token(&parts_with(Some("Basic dXNlcjpwYXNz"))),
+            Err(AuthError::NotBearer)
+        );
+        assert_eq!(bearer_token(&parts_with(Some("Bearer abc"))), Ok("abc"));
+    }
+
+    #[test]
+    fn acting_brand_follows_the_rules() {
+        let own = BrandId::new_random();
+        let other = BrandId::new_random();
+        let brand = Caller {
+            principal: "b".into(),
+            role: Role::Brand(own),
+        };
+        assert_eq!(brand.acting_brand(None, "brandId").unwrap(), own);
+        assert_eq!(
+            brand
+                .acting_brand(Some(other), "brandId")
+                .unwrap_err()
+                .status,
+            StatusCode::FORBIDDEN
+        );
+        let admin = Caller::admin("ops");
+        assert_eq!(
+            admin.acting_brand(None, "brandId").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(admin.acting_brand(Some(other), "brandId").unwrap(), other);
+    }
+
+    #[test]
+    fn ttls_parse_with_units() {
+        assert_eq!(parse_ttl("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_ttl("90").unwrap(), Duration::from_secs(90));
+        assert!(parse_ttl("3w").is_err());
+        assert!(parse_ttl("0s").is_err());
+    }
+}
