@@ -631,3 +631,63 @@ async fn a_lambda_with_an_invalid_setting_reports_it_to_the_runtime_api_at_init(
         assert_eq!(line["value"], value, "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_1024_file_limit_1100_held_connections_do_not_lock_clients_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let bin = env!("CARGO_BIN_EXE_bulklink");
+    let mut server = Command::new("sh")
+        .current_dir(dir.path())
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 1024 && exec {bin} serve --db bulklink.db --listen 127.0.0.1:{port} \
+             --header-read-timeout 2 --idle-timeout 3"
+        ))
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = fresh_connections();
+    let healthz = format!("{base}/healthz");
+    eventually(Duration::from_secs(30), "serve to answer", || async {
+        matches!(http.get(&healthz).send().await, Ok(r) if r.status() == 200)
+    })
+    .await;
+
+    let mut held = Vec::new();
+    for i in 0..1_100 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        if i % 2 == 0 {
+            let _ = stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: b\r\n")
+                .await;
+        }
+        held.push(stream);
+    }
+    // Once the held connections' timeouts pass, a client is served within 1 s again, and
+    // the server is still accepting.
+    eventually(
+        Duration::from_secs(30),
+        "healthz after the timeouts",
+        || async { matches!(http.get(&healthz).send().await, Ok(r) if r.status() == 200) },
+    )
+    .await;
+    for _ in 0..5 {
+        let r = http
+            .get(&healthz)
+            .send()
+            .await
+            .expect("answered within 1 s");
+        assert_eq!(r.status(), 200);
+    }
+    assert!(
+        server.try_wait().unwrap().is_none(),
+        "the server is still running"
+    );
+    drop(held);
+    let _ = server.kill();
+    let _ = server.wait();
+}
