@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! .venv/bin/python -c "import moto.server, werkzeug" >/dev/null 2>&1; then
-  echo "== installing the AWS emulator (moto) into .venv"
+if ! .venv/bin/python -c "import moto.server, werkzeug, standardwebhooks" >/dev/null 2>&1; then
+  echo "== installing the AWS emulator (moto) and standardwebhooks into .venv"
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 fi

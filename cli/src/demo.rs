@@ -9,8 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use shared::domain::{BrandId, JobStatus};
 use shared::embedded::LinkStats;
-use shared::ports::{Subscription, SubscriptionStatus};
-use shared::views::JobView;
+use shared::views::{JobView, SubscriptionView};
 
 use crate::client::ApiClient;
 use crate::receiver::Receiver;
@@ -30,6 +29,8 @@ pub struct DemoOutcome {
     pub job: JobView,
     pub event: Value,
     pub notifications: usize,
+    /// The delivery's Standard Webhooks signature checked out with the subscription's secret.
+    pub signature_verified: bool,
     pub offer_locations_total: u64,
     pub stats: LinkStats,
     pub elapsed: Duration,
@@ -74,6 +75,10 @@ impl DemoOutcome {
         check(
             self.notifications == 1,
             format!("{} webhook notifications, not 1", self.notifications),
+        );
+        check(
+            self.signature_verified,
+            "the webhook's signature did not verify".to_owned(),
         );
         check(
             self.event["type"] == "job.succeeded",
@@ -122,15 +127,20 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoOutcome> {
             .token_for("demo", shared::auth::Role::Brand(seeded.brand_id)),
     );
     let mut receiver = Receiver::start().await?;
-    let subscription: Subscription = api
+    let subscription: SubscriptionView = api
         .post(
             "/webhooks",
-            &json!({ "url": receiver.url, "filter": { "brandId": seeded.brand_id } }),
+            &json!({ "url": receiver.url, "description": "the demo's receiver" }),
         )
         .await?;
-    wait_confirmed(&api, &subscription).await?;
+    receiver.trust(
+        subscription
+            .secret
+            .as_deref()
+            .context("a new subscription shows its secret")?,
+    )?;
     say(format!(
-        "webhook {} confirmed at {}",
+        "webhook {} subscribed at {}",
         subscription.id, receiver.url
     ));
 
@@ -173,14 +183,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoOutcome> {
     bar.finish();
     let elapsed = started.elapsed();
 
-    let notification = tokio::time::timeout(Duration::from_secs(30), receiver.next_notification())
+    let delivery = tokio::time::timeout(Duration::from_secs(30), receiver.next())
         .await
-        .context("no webhook notification within 30 s")?
+        .context("no webhook delivery within 30 s")?
         .context("webhook receiver stopped")?;
-    let event = notification
-        .event()
-        .context("notification without an event")?;
-    let notifications = 1 + count_further_notifications(&store, &mut receiver).await?;
+    let event = delivery.event().context("a delivery without an event")?;
+    let signature_verified = delivery.verified.is_ok();
+    let notifications = 1 + count_further_deliveries(&store, &mut receiver).await?;
 
     let offer: shared::domain::Offer = api.get(&format!("/offers/{}", seeded.offer_id)).await?;
     let stats = store.link_stats(seeded.brand_id, seeded.offer_id).await?;
@@ -188,7 +197,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoOutcome> {
     runtime.shutdown().await;
 
     say(String::new());
-    say(format!("webhook received ({}):", notification.message_type));
+    say(format!(
+        "webhook received (webhook-id {}), signature {}:",
+        delivery.webhook_id().unwrap_or("?"),
+        match &delivery.verified {
+            Ok(()) => "verified (Standard Webhooks v1, the subscription's secret)".to_owned(),
+            Err(e) => format!("NOT verified: {e}"),
+        }
+    ));
     say(serde_json::to_string_pretty(&event)?);
     say(String::new());
     let c = &job.counters.counters;
@@ -214,44 +230,29 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoOutcome> {
         job,
         event,
         notifications,
+        signature_verified,
         offer_locations_total: offer.locations_total,
         stats,
         elapsed,
     })
 }
 
-async fn wait_confirmed(api: &ApiClient, subscription: &Subscription) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now: Subscription = api.get(&format!("/webhooks/{}", subscription.id)).await?;
-        if now.status == SubscriptionStatus::Confirmed {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("webhook {} was not confirmed within 10 s", subscription.id);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Once the store holds no undelivered webhook, every notification sent has arrived:
-/// counts those beyond the first.
-async fn count_further_notifications(
+/// Once the store holds no pending delivery, every delivery made has arrived: counts
+/// those beyond the first.
+async fn count_further_deliveries(
     store: &shared::embedded::EmbeddedStore,
     receiver: &mut Receiver,
 ) -> anyhow::Result<usize> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while store.undelivered_webhooks().await? != (0, 0) {
+    while store.delivery_counts().await?.0 != 0 {
         if Instant::now() > deadline {
             bail!("webhook deliveries still pending after 10 s");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut more = 0;
-    while let Ok(received) = receiver.messages.try_recv() {
-        if received.message_type == "Notification" {
-            more += 1;
-        }
+    while receiver.messages.try_recv().is_ok() {
+        more += 1;
     }
     Ok(more)
 }

@@ -91,7 +91,7 @@ enum Command {
         endpoint_url: Option<String>,
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Base URL clients reach this server at (used in webhook SubscribeURLs).
+        /// Base URL clients reach this server at (printed at start).
         #[arg(long)]
         public_url: Option<String>,
         #[command(flatten)]
@@ -462,6 +462,7 @@ async fn main() -> anyhow::Result<()> {
             emit!("export CHUNK_QUEUE_URL={}", n.chunk_queue_url);
             emit!("export CHUNK_DLQ_URL={}", n.chunk_dlq_url);
             emit!("export EVENTS_TOPIC_ARN={}", n.events_topic_arn);
+            emit!("export WEBHOOK_QUEUE_URL={}", n.webhook_queue_url);
         }
         Command::Bench {
             backend: BackendKind::Aws,

@@ -1,50 +1,102 @@
-//! A local webhook receiver that behaves as an SNS HTTP/S subscriber must: it confirms a
-//! subscription by GETting the `SubscribeURL`, and hands each `Notification` on.
+//! A local webhook receiver on loopback, as a bulklink user would write one: it checks each
+//! delivery's Standard Webhooks signature with the subscription's secret, keeps what it got,
+//! and answers with the status its `answer` function picks (200 by default).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
+use chrono::Utc;
 use serde_json::Value;
+use shared::domain::{VerifyError, WebhookSecret};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-/// One received SNS envelope, with the header that named its type.
+/// One delivery as received.
 #[derive(Clone, Debug)]
 pub struct Received {
-    pub message_type: String,
-    pub envelope: Value,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+    /// The signature check against the secrets the receiver knew at that moment.
+    pub verified: Result<(), VerifyError>,
+    /// 1 for the first request this receiver got.
+    pub nth: u32,
+    /// What the receiver answered.
+    pub answered: u16,
 }
 
 impl Received {
-    /// The event inside a `Notification` (its `Message`, parsed).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// The `webhook-id`: the same on every attempt of one delivery.
+    pub fn webhook_id(&self) -> Option<&str> {
+        self.header("webhook-id")
+    }
+
+    /// The whole payload `{ type, timestamp, data }`.
+    pub fn payload(&self) -> Option<Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+
+    /// The event: the payload's `data`.
     pub fn event(&self) -> Option<Value> {
-        serde_json::from_str(self.envelope["Message"].as_str()?).ok()
+        Some(self.payload()?.get("data")?.clone())
+    }
+
+    /// Checks the signature against `secrets`, as a receiver does.
+    pub fn verify_with(&self, secrets: &[&WebhookSecret]) -> Result<(), VerifyError> {
+        shared::domain::verify(
+            secrets,
+            self.header("webhook-id"),
+            self.header("webhook-timestamp"),
+            self.header("webhook-signature"),
+            &self.body,
+            Utc::now(),
+        )
     }
 }
+
+/// Picks the answer to the `nth` request.
+pub type Answer = Arc<dyn Fn(u32) -> u16 + Send + Sync>;
 
 pub struct Receiver {
     pub url: String,
     pub messages: mpsc::UnboundedReceiver<Received>,
+    secrets: Arc<Mutex<Vec<WebhookSecret>>>,
     stop: watch::Sender<bool>,
 }
 
 #[derive(Clone)]
 struct Ctx {
     tx: mpsc::UnboundedSender<Received>,
-    http: reqwest::Client,
+    secrets: Arc<Mutex<Vec<WebhookSecret>>>,
+    answer: Answer,
+    count: Arc<AtomicU32>,
 }
 
 impl Receiver {
+    /// A receiver that answers 200 to everything.
     pub async fn start() -> anyhow::Result<Receiver> {
+        Self::start_with(Arc::new(|_| 200)).await
+    }
+
+    pub async fn start_with(answer: Answer) -> anyhow::Result<Receiver> {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let url = format!("http://{}/hook", listener.local_addr()?);
         let (tx, messages) = mpsc::unbounded_channel();
+        let secrets = Arc::new(Mutex::new(Vec::new()));
         let ctx = Ctx {
             tx,
-            http: reqwest::Client::new(),
+            secrets: secrets.clone(),
+            answer,
+            count: Arc::new(AtomicU32::new(0)),
         };
         let app = Router::new().route("/hook", post(receive)).with_state(ctx);
         let (stop, mut stopped) = watch::channel(false);
@@ -58,18 +110,24 @@ impl Receiver {
         Ok(Receiver {
             url,
             messages,
+            secrets,
             stop,
         })
     }
 
-    /// The next `Notification`, skipping confirmations.
-    pub async fn next_notification(&mut self) -> Option<Received> {
-        while let Some(received) = self.messages.recv().await {
-            if received.message_type == "Notification" {
-                return Some(received);
-            }
-        }
-        None
+    /// Trusts `secret` from now on (beside any it already trusts).
+    pub fn trust(&self, secret: &str) -> anyhow::Result<()> {
+        let secret: WebhookSecret = secret.parse()?;
+        self.secrets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(secret);
+        Ok(())
+    }
+
+    /// The next delivery.
+    pub async fn next(&mut self) -> Option<Received> {
+        self.messages.recv().await
     }
 
     pub fn stop(&self) {
@@ -78,28 +136,34 @@ impl Receiver {
 }
 
 async fn receive(State(ctx): State<Ctx>, headers: HeaderMap, body: String) -> StatusCode {
-    let Ok(envelope) = serde_json::from_str::<Value>(&body) else {
-        return StatusCode::BAD_REQUEST;
-    };
-    // SNS names the type in a header and in the envelope; emulators may send only the latter.
-    let message_type = headers
-        .get("x-amz-sns-message-type")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| envelope["Type"].as_str())
-        .unwrap_or_default()
-        .to_owned();
-    if message_type == "SubscriptionConfirmation" {
-        let Some(url) = envelope["SubscribeURL"].as_str() else {
-            return StatusCode::BAD_REQUEST;
-        };
-        match ctx.http.get(url).send().await {
-            Ok(resp) if resp.status().is_success() => {}
-            _ => return StatusCode::BAD_GATEWAY,
-        }
-    }
+    let nth = ctx.count.fetch_add(1, Ordering::SeqCst) + 1;
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let secrets = ctx
+        .secrets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let get = |name: &str| headers.get(name).map(String::as_str);
+    let verified = shared::domain::verify(
+        &secrets.iter().collect::<Vec<_>>(),
+        get("webhook-id"),
+        get("webhook-timestamp"),
+        get("webhook-signature"),
+        &body,
+        Utc::now(),
+    );
+    let answered = (ctx.answer)(nth);
     let _ = ctx.tx.send(Received {
-        message_type,
-        envelope,
+        headers,
+        body,
+        verified,
+        nth,
+        answered,
     });
-    StatusCode::OK
+    StatusCode::from_u16(answered).unwrap_or(StatusCode::OK)
 }

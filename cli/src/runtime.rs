@@ -11,7 +11,7 @@ use fanout::Fanout;
 use shared::auth::{Authenticator, Role, Verifier};
 use shared::aws::{AwsClients, AwsNames};
 use shared::egress::Egress;
-use shared::embedded::{self, DeliveryPolicy, EmbeddedStore, WebhookDelivery};
+use shared::embedded::{self, EmbeddedStore};
 use shared::http::ApiState;
 use shared::{Ports, Settings};
 use tokio::net::TcpListener;
@@ -52,11 +52,10 @@ impl std::fmt::Debug for AuthSetup {
 pub struct RuntimeConfig {
     pub settings: Settings,
     pub listen: SocketAddr,
-    /// Base URL clients (and webhook receivers) reach the API at; default `http://{listen}`.
+    /// Base URL clients reach the API at; default `http://{listen}`.
     pub public_url: Option<String>,
     /// Each fanout message's deadline, as a Lambda invocation's timeout.
     pub fanout_time_budget: Duration,
-    pub delivery: DeliveryPolicy,
     pub sweep_every: Duration,
     /// Start the queue consumers (off: only the API runs, for driving steps by hand).
     pub consumers: bool,
@@ -119,7 +118,6 @@ impl Default for RuntimeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_url: None,
             fanout_time_budget: Duration::from_secs(60),
-            delivery: DeliveryPolicy::default(),
             sweep_every: Duration::from_secs(10),
             consumers: true,
             auth: AuthSetup::LocalKey(random_key()),
@@ -179,8 +177,8 @@ impl Runtime {
             .with_context(|| format!("opening the store at {}", db.display()))?;
         let settings = config.settings.clone();
         let backend = Backend::Embedded(store.clone());
-        Self::start(backend, config, move |base_url| {
-            wrap(embedded::ports(&store, &settings, base_url))
+        Self::start(backend, config, move || {
+            wrap(embedded::ports(&store, &settings))
         })
         .await
     }
@@ -193,13 +191,13 @@ impl Runtime {
         wrap: impl FnOnce(Ports) -> Ports,
     ) -> anyhow::Result<Runtime> {
         let ports = wrap(shared::aws::ports(&clients, names));
-        Self::start(Backend::Aws(clients), config, move |_| ports).await
+        Self::start(Backend::Aws(clients), config, move || ports).await
     }
 
     async fn start(
         backend: Backend,
         config: RuntimeConfig,
-        make_ports: impl FnOnce(&str) -> Ports,
+        make_ports: impl FnOnce() -> Ports,
     ) -> anyhow::Result<Runtime> {
         config.settings.validate()?;
         let auth = Arc::new(config.authenticator()?);
@@ -211,7 +209,7 @@ impl Runtime {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
-        let ports = make_ports(&base_url);
+        let ports = make_ports();
         let (shutdown, watcher) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
@@ -255,17 +253,23 @@ impl Runtime {
                 Source::DeadLetters,
                 watcher.clone(),
             ));
-            // On AWS, SNS delivers webhooks itself.
-            if let Backend::Embedded(store) = &backend {
-                let delivery = WebhookDelivery::new(
-                    store.clone(),
-                    config.delivery.clone(),
-                    config.egress.clone(),
-                )?;
-                tasks.spawn(delivery.run(watcher.clone()));
-            }
+            // The same deliverer on both backends, over the backend's webhook queue.
+            let deliverer = Arc::new(webhooks::Deliverer::new(
+                &ports,
+                config.egress.clone(),
+                &config.settings,
+            )?);
+            tasks.spawn(webhooks::run_queue_loop(
+                deliverer,
+                ports.webhook_queue.clone(),
+                watcher.clone(),
+            ));
             tasks.spawn(run_sweeper(
                 ports.clone(),
+                match &backend {
+                    Backend::Embedded(store) => Some(store.clone()),
+                    Backend::Aws(_) => None,
+                },
                 config.sweep_every,
                 config.settings.clone(),
                 watcher.clone(),
@@ -351,6 +355,7 @@ async fn watch_database_file(store: Arc<EmbeddedStore>, mut shutdown: watch::Rec
 
 async fn run_sweeper(
     ports: Ports,
+    store: Option<Arc<EmbeddedStore>>,
     every: Duration,
     settings: Settings,
     mut shutdown: watch::Receiver<bool>,
@@ -365,6 +370,11 @@ async fn run_sweeper(
             Ok(report) if report != Default::default() => tracing::info!(?report, "sweep"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+        if let Some(store) = &store {
+            if let Err(e) = store.expire_deliveries(chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "expiring old webhook deliveries failed");
+            }
         }
     }
 }

@@ -15,7 +15,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use shared::auth::Role;
 use shared::egress::{Egress, Resolve};
-use shared::embedded::DeliveryPolicy;
 
 use crate::support::*;
 
@@ -50,20 +49,33 @@ impl Resolve for TestResolver {
     }
 }
 
-async fn start(env: &Env, allow: &[&str], resolver: &TestResolver, attempts: u32) -> Runtime {
+async fn start(env: &Env, allow: &[&str], resolver: &TestResolver) -> Runtime {
     let config = RuntimeConfig {
         egress: Egress::new(
             allow.iter().map(|c| c.parse().unwrap()).collect(),
             Arc::new(resolver.clone()),
         ),
-        delivery: DeliveryPolicy {
-            max_attempts: attempts,
-            min_delay: Duration::from_millis(50),
-            max_delay: Duration::from_millis(200),
-        },
         ..env.config()
     };
     env.start(config, |ports| ports).await
+}
+
+/// The first delivery of a subscription, once it has been attempted.
+async fn first_attempt(api: &bulklink::client::ApiClient, sub: &str) -> Value {
+    let path = format!("/webhooks/{sub}/deliveries");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let log: Value = api.get(&path).await.unwrap();
+        let first = log["items"][0].clone();
+        if first["attempts"].as_u64().unwrap_or(0) > 0 {
+            return first;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no attempt within 20 s: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +87,7 @@ async fn webhook_targets_that_reach_inside_are_refused_at_registration() {
     resolver.set("metadata.example.invalid", &["169.254.169.254"]);
     resolver.set("split.example.invalid", &["8.8.8.8", "192.168.1.10"]);
     resolver.set("v6.example.invalid", &["fd12:3456::1"]);
-    let runtime = start(&env, &[], &resolver, 1).await;
+    let runtime = start(&env, &[], &resolver).await;
     let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
 
     let refused = [
@@ -169,7 +181,7 @@ async fn a_loopback_receiver_gets_its_event_only_when_loopback_is_allowed() {
     let seeded = env.seed(20).await;
     let resolver = TestResolver::default();
 
-    let closed = start(&env, &[], &resolver, 3).await;
+    let closed = start(&env, &[], &resolver).await;
     let receiver = Receiver::start().await.unwrap();
     let api = closed.api_as(Role::Brand(seeded.brand_id)).unwrap();
     let r = api
@@ -185,7 +197,7 @@ async fn a_loopback_receiver_gets_its_event_only_when_loopback_is_allowed() {
     assert!(r.body["detail"].as_str().unwrap().contains("loopback"));
     closed.shutdown().await;
 
-    let open = start(&env, &["127.0.0.0/8"], &resolver, 3).await;
+    let open = start(&env, &["127.0.0.0/8"], &resolver).await;
     let mut receiver = receiver;
     let api = open.api_as(Role::Brand(seeded.brand_id)).unwrap();
     let body = json!({ "callbackUrl": receiver.url });
@@ -196,11 +208,11 @@ async fn a_loopback_receiver_gets_its_event_only_when_loopback_is_allowed() {
         )
         .await
         .unwrap();
-    let note = tokio::time::timeout(Duration::from_secs(30), receiver.next_notification())
+    let delivery = tokio::time::timeout(Duration::from_secs(30), receiver.next())
         .await
         .expect("the event within 30 s")
         .unwrap();
-    assert_eq!(note.event().unwrap()["jobId"], job["id"]);
+    assert_eq!(delivery.event().unwrap()["jobId"], job["id"]);
     open.shutdown().await;
 }
 
@@ -214,32 +226,21 @@ async fn a_name_that_resolves_inside_when_delivering_is_never_contacted() {
     // At registration the name points at the (allowed) loopback receiver, at every later
     // lookup at a private address.
     resolver.answer_in_turn("rebind.example.invalid", &[&["127.0.0.1"], &["10.9.8.7"]]);
-    let runtime = start(&env, &["127.0.0.0/8"], &resolver, 1).await;
+    let runtime = start(&env, &["127.0.0.0/8"], &resolver).await;
     let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
     let url = format!("http://rebind.example.invalid:{port}");
     let sub: Value = api.post("/webhooks", &json!({ "url": url })).await.unwrap();
-    assert_eq!(sub["status"], "pendingConfirmation");
+    api.create_job(seeded.offer_id, None, None).await.unwrap();
 
-    let store = runtime.embedded_store().unwrap().clone();
-    eventually(
-        Duration::from_secs(10),
-        "the attempt to be made",
-        || async {
-            store
-                .webhook_deliveries()
-                .await
-                .unwrap()
-                .iter()
-                .any(|(_, attempts, _)| *attempts > 0)
-        },
-    )
-    .await;
-    let deliveries = store.webhook_deliveries().await.unwrap();
-    let (_, _, error) = &deliveries[0];
-    let error = error.as_deref().unwrap();
+    let delivery = first_attempt(&api, sub["id"].as_str().unwrap()).await;
+    let error = delivery["lastError"].as_str().unwrap();
     assert!(
         error.contains("10.9.8.7") && error.contains("private"),
         "{error}"
+    );
+    assert!(
+        delivery.get("lastStatusCode").is_none(),
+        "never connected: {delivery}"
     );
     assert!(
         receiver.messages.try_recv().is_err(),
@@ -272,20 +273,18 @@ async fn a_redirecting_receiver_gets_one_attempt_and_the_redirect_is_not_followe
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let runtime = start(&env, &["127.0.0.0/8"], &resolver, 1).await;
+    let runtime = start(&env, &["127.0.0.0/8"], &resolver).await;
     let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
-    api.post::<Value>("/webhooks", &json!({ "url": url }))
-        .await
-        .unwrap();
+    let sub: Value = api.post("/webhooks", &json!({ "url": url })).await.unwrap();
+    api.create_job(seeded.offer_id, None, None).await.unwrap();
 
-    let store = runtime.embedded_store().unwrap().clone();
-    eventually(Duration::from_secs(10), "the one attempt", || async {
-        store.undelivered_webhooks().await.unwrap() == (0, 1)
-    })
-    .await;
-    let deliveries = store.webhook_deliveries().await.unwrap();
-    assert_eq!(deliveries[0].1, 1, "one attempt");
-    assert_eq!(deliveries[0].2.as_deref(), Some("HTTP 307"));
+    let delivery = first_attempt(&api, sub["id"].as_str().unwrap()).await;
+    assert_eq!(delivery["attempts"], 1, "{delivery}");
+    assert_eq!(delivery["lastStatusCode"], 307);
+    assert_eq!(
+        delivery["status"], "pending",
+        "a failed attempt, retried later: {delivery}"
+    );
     assert_eq!(*hits.lock().unwrap(), 1);
     let mut target = target;
     assert!(

@@ -367,6 +367,7 @@ pub fn lambda_env(env: &Env, runtime_api: &str, function: &str) -> Vec<(String, 
         ("CHUNK_QUEUE_URL", &names.chunk_queue_url),
         ("CHUNK_DLQ_URL", &names.chunk_dlq_url),
         ("EVENTS_TOPIC_ARN", &names.events_topic_arn),
+        ("WEBHOOK_QUEUE_URL", &names.webhook_queue_url),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

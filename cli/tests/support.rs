@@ -15,12 +15,11 @@ use fanout::Fanout;
 use shared::aws::{self, AwsClients, AwsNames, LocalEmulator, ResourceNames};
 use shared::domain::{
     BrandId, Job, JobEvent, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer,
-    OfferId, SubscriptionId, WebhookUrl,
+    OfferId,
 };
 use shared::embedded::{self, EmbeddedStore, LinkStats, SeededBrand};
 use shared::ports::{
-    Catalog, Confirmation, CreateOutcome, Cursor, EventBus, Page, Ports, Queue, ReceivedMessage,
-    Subscription, SubscriptionFilter,
+    Catalog, CreateOutcome, Cursor, EventBus, Page, Ports, Queue, ReceivedMessage,
 };
 use shared::{Settings, StoreError, StoreResult};
 use tokio::sync::Notify;
@@ -167,9 +166,7 @@ impl Env {
 
     pub fn ports(&self) -> Ports {
         match &self.backing {
-            Backing::Embedded(store) => {
-                embedded::ports(store, &self.settings, "http://127.0.0.1:9")
-            }
+            Backing::Embedded(store) => embedded::ports(store, &self.settings),
             Backing::Aws { clients, names } => aws::ports(clients, names),
         }
     }
@@ -559,6 +556,9 @@ impl Queue for FaultyQueue {
         }
         Ok(())
     }
+    async fn send_delayed(&self, body: &str, delay: Duration) -> StoreResult<()> {
+        self.inner.send_delayed(body, delay).await
+    }
     async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {
         self.inner.receive(max, wait).await
     }
@@ -601,24 +601,104 @@ impl EventBus for RecordingEvents {
         self.published.lock().expect("lock").push(event.clone());
         Ok(())
     }
-    async fn subscribe(
+}
+
+/// Wraps a real webhooks store: the first delivery created, or the first attempt recorded,
+/// halts (forever) once stored.
+pub struct FaultyWebhooks {
+    pub inner: Arc<dyn shared::ports::Webhooks>,
+    pub halt_after_create: Option<Arc<Halt>>,
+    pub halt_before_update: Option<Arc<Halt>>,
+}
+
+#[async_trait]
+impl shared::ports::Webhooks for FaultyWebhooks {
+    async fn create_subscription(
         &self,
-        url: &WebhookUrl,
-        filter: &SubscriptionFilter,
-    ) -> StoreResult<Subscription> {
-        self.inner.subscribe(url, filter).await
+        s: &shared::domain::Subscription,
+    ) -> StoreResult<shared::domain::Subscription> {
+        self.inner.create_subscription(s).await
     }
-    async fn get_subscription(&self, id: SubscriptionId) -> StoreResult<Option<Subscription>> {
+    async fn get_subscription(
+        &self,
+        id: shared::domain::SubscriptionId,
+    ) -> StoreResult<Option<shared::domain::Subscription>> {
         self.inner.get_subscription(id).await
     }
-    async fn unsubscribe(&self, id: SubscriptionId) -> StoreResult<bool> {
-        self.inner.unsubscribe(id).await
-    }
-    async fn confirm_subscription(
+    async fn page_brand_subscriptions(
         &self,
-        id: SubscriptionId,
-        token: &str,
-    ) -> StoreResult<Confirmation> {
-        self.inner.confirm_subscription(id, token).await
+        brand: BrandId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<shared::domain::Subscription>> {
+        self.inner
+            .page_brand_subscriptions(brand, after, limit)
+            .await
+    }
+    async fn delete_subscription(&self, id: shared::domain::SubscriptionId) -> StoreResult<bool> {
+        self.inner.delete_subscription(id).await
+    }
+    async fn rotate_secret(
+        &self,
+        id: shared::domain::SubscriptionId,
+        secret: &shared::domain::WebhookSecret,
+        until: chrono::DateTime<Utc>,
+    ) -> StoreResult<Option<shared::domain::Subscription>> {
+        self.inner.rotate_secret(id, secret, until).await
+    }
+    async fn disable_subscription(&self, id: shared::domain::SubscriptionId) -> StoreResult<()> {
+        self.inner.disable_subscription(id).await
+    }
+    async fn create_delivery(
+        &self,
+        d: &shared::domain::Delivery,
+    ) -> StoreResult<shared::domain::Delivery> {
+        let stored = self.inner.create_delivery(d).await?;
+        if let Some(halt) = &self.halt_after_create {
+            halt.stop_here().await;
+        }
+        Ok(stored)
+    }
+    async fn get_delivery(
+        &self,
+        s: shared::domain::SubscriptionId,
+        id: shared::domain::DeliveryId,
+    ) -> StoreResult<Option<shared::domain::Delivery>> {
+        self.inner.get_delivery(s, id).await
+    }
+    async fn update_delivery(
+        &self,
+        d: &shared::domain::Delivery,
+        expected: u32,
+    ) -> StoreResult<bool> {
+        if let Some(halt) = &self.halt_before_update {
+            halt.stop_here().await;
+        }
+        self.inner.update_delivery(d, expected).await
+    }
+    async fn page_subscription_deliveries(
+        &self,
+        s: shared::domain::SubscriptionId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<shared::domain::Delivery>> {
+        self.inner
+            .page_subscription_deliveries(s, after, limit)
+            .await
+    }
+    async fn page_job_deliveries(
+        &self,
+        job: JobId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<shared::domain::Delivery>> {
+        self.inner.page_job_deliveries(job, after, limit).await
+    }
+    async fn overdue_deliveries(
+        &self,
+        before: chrono::DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<shared::domain::Delivery>> {
+        self.inner.overdue_deliveries(before, limit).await
     }
 }

@@ -13,13 +13,13 @@ use serde::{Deserialize, Serialize};
 use shared::auth::Caller;
 use shared::domain::{
     BrandId, FanoutMessage, IdempotencyKey, Job, JobId, JobStatus, LinkOutcome, Location,
-    LocationId, Offer, OfferId, WebhookUrl,
+    LocationId, Offer, OfferId, Subscription, WebhookUrl,
 };
 use shared::http::{
     checked_text, parse_id, sha256_hex, ApiError, ApiState, JsonBody, OptionalJsonBody,
 };
-use shared::ports::{CancelOutcome, CreateOutcome, IdempotencyClaim, Ports, SubscriptionFilter};
-use shared::views::JobView;
+use shared::ports::{CancelOutcome, CreateOutcome, IdempotencyClaim, Ports};
+use shared::views::{CallbackView, JobView};
 use tracing::info;
 
 /// Most locations in one `POST /locations`.
@@ -50,8 +50,9 @@ struct LinkAllBody {
     callback_url: Option<WebhookUrl>,
 }
 
-fn accepted(job: &Job) -> Response {
-    let view = JobView::of(job, Utc::now());
+fn accepted(job: &Job, callback: Option<CallbackView>) -> Response {
+    let mut view = JobView::of(job, Utc::now());
+    view.callback = callback;
     (
         StatusCode::ACCEPTED,
         [(header::LOCATION, view.location())],
@@ -135,15 +136,17 @@ async fn create_and_start(
     match ports.jobs.create_job(&job, claim.as_ref()).await? {
         CreateOutcome::Created(job) => {
             info!(job_id = %job.id, offer_id = %offer_id, "job created");
+            let callback = callback(ports, &job).await?;
             start(ports, &job).await?;
-            Ok(accepted(&job))
+            Ok(accepted(&job, callback))
         }
         CreateOutcome::Replayed(job) => {
             // The first request may have died between writing the job and starting it.
+            let callback = callback(ports, &job).await?;
             if job.status == JobStatus::Pending {
                 start(ports, &job).await?;
             }
-            Ok(accepted(&job))
+            Ok(accepted(&job, callback))
         }
         CreateOutcome::KeyReused => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -156,17 +159,22 @@ async fn create_and_start(
     }
 }
 
-/// Subscribes the job's callback (if any) before the job can finish, then starts fanout.
-/// Both are idempotent, so a retried request repeats them safely.
+/// The job's `callbackUrl` subscription, made before the job can start (so its event
+/// reaches it however fast the job ends). One per job: a replay finds the same one.
+async fn callback(ports: &Ports, job: &Job) -> Result<Option<CallbackView>, ApiError> {
+    let Some(url) = &job.callback_url else {
+        return Ok(None);
+    };
+    let wanted = Subscription::for_callback(job.id, job.brand_id, url.clone(), Utc::now());
+    let stored = ports.webhooks.create_subscription(&wanted).await?;
+    Ok(Some(CallbackView {
+        subscription_id: stored.id,
+        secret: stored.secret.as_str().to_owned(),
+    }))
+}
+
+/// Starts fanout; idempotent, so a retried request repeats it safely.
 async fn start(ports: &Ports, job: &Job) -> Result<(), ApiError> {
-    if let Some(url) = &job.callback_url {
-        let filter = SubscriptionFilter {
-            job_id: Some(job.id),
-            brand_id: Some(job.brand_id),
-            ..Default::default()
-        };
-        ports.events.subscribe(url, &filter).await?;
-    }
     ports
         .fanout_queue
         .send_batch(&[FanoutMessage { job_id: job.id }.encode()])
@@ -204,7 +212,7 @@ async fn cancel_job(
         None => Err(ApiError::not_found(missing())),
         Some(CancelOutcome::Cancelling(job)) => {
             info!(job_id = %job_id, principal = %caller.principal, "cancel requested");
-            Ok(accepted(&job))
+            Ok(accepted(&job, None))
         }
         Some(CancelOutcome::NotCancellable(job)) => Err(ApiError::conflict(format!(
             "job {job_id} is {}; it can no longer be cancelled",

@@ -31,6 +31,15 @@ pub struct Settings {
     /// A job still PENDING this long after its last change was never started (its
     /// request died between writing it and starting it): the sweeper starts it.
     pub sweep_pending_after: Duration,
+    /// Failed webhook deliveries are retried for this long after their first attempt.
+    pub webhook_retry_window: Duration,
+    /// How long a received webhook-queue message stays hidden (the local runner; on AWS the
+    /// queue's own setting, from Terraform).
+    pub webhook_visibility_timeout: Duration,
+    /// Webhook attempts in flight at once, per deliverer.
+    pub webhook_concurrency: usize,
+    /// …and per receiving host (scheme, host and port).
+    pub webhook_host_concurrency: usize,
 }
 
 impl Default for Settings {
@@ -47,6 +56,10 @@ impl Default for Settings {
             fanout_deadline_margin: Duration::from_secs(10),
             sweep_idle_after: Duration::from_secs(300),
             sweep_pending_after: Duration::from_secs(20),
+            webhook_retry_window: Duration::from_secs(24 * 3_600),
+            webhook_visibility_timeout: Duration::from_secs(60),
+            webhook_concurrency: 64,
+            webhook_host_concurrency: 8,
         }
     }
 }
@@ -61,7 +74,7 @@ pub struct SettingsError {
 
 impl Settings {
     /// Names of the environment variables, shared with Terraform.
-    pub const ENV: [&'static str; 11] = [
+    pub const ENV: [&'static str; 15] = [
         "CHUNK_SIZE",
         "FANOUT_PAGE_SIZE",
         "WRITE_BUDGET_PER_SEC",
@@ -73,6 +86,10 @@ impl Settings {
         "FANOUT_DEADLINE_MARGIN_SECS",
         "SWEEP_IDLE_AFTER_SECS",
         "SWEEP_PENDING_AFTER_SECS",
+        "WEBHOOK_RETRY_HOURS",
+        "WEBHOOK_VISIBILITY_TIMEOUT_SECS",
+        "WEBHOOK_CONCURRENCY",
+        "WEBHOOK_HOST_CONCURRENCY",
     ];
 
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -135,6 +152,20 @@ impl Settings {
         }
         if self.worker_concurrency == 0 {
             return fail("WORKER_MAX_CONCURRENCY", "0".into(), "must be at least 1");
+        }
+        if self.webhook_concurrency == 0 || self.webhook_host_concurrency == 0 {
+            return fail(
+                "WEBHOOK_CONCURRENCY",
+                self.webhook_concurrency.to_string(),
+                "WEBHOOK_CONCURRENCY and WEBHOOK_HOST_CONCURRENCY must be at least 1",
+            );
+        }
+        if self.webhook_visibility_timeout < Duration::from_secs(15) {
+            return fail(
+                "WEBHOOK_VISIBILITY_TIMEOUT_SECS",
+                self.webhook_visibility_timeout.as_secs_f64().to_string(),
+                "must be at least 15 s: longer than an attempt's 10 s timeout",
+            );
         }
         if self.max_receive_count == 0 {
             return fail("MAX_RECEIVE_COUNT", "0".into(), "must be at least 1");

@@ -68,6 +68,7 @@ pub struct SweepReport {
     pub completed: usize,
     pub restarted_fanouts: usize,
     pub stalled: usize,
+    pub rescheduled_deliveries: usize,
 }
 
 /// Finishes what an interrupted step left undone, for jobs untouched since `idle_since`
@@ -115,5 +116,69 @@ pub async fn sweep(
             report.stalled += 1;
         }
     }
+    report.rescheduled_deliveries = reschedule_overdue_deliveries(ports).await?;
     Ok(report)
+}
+
+/// Asks the webhook deliverer to attempt `delivery` after `delay` (zero: now). The message
+/// names the delivery's attempt count; once another attempt has been recorded it is stale
+/// and dropped, so extra copies cost nothing.
+pub async fn schedule_attempt(
+    queue: &dyn crate::ports::Queue,
+    delivery: &crate::domain::Delivery,
+    delay: std::time::Duration,
+) -> StoreResult<()> {
+    let message = crate::domain::WebhookMessage::Attempt {
+        subscription_id: delivery.subscription_id,
+        delivery_id: delivery.id,
+        attempts: delivery.attempts,
+    };
+    queue
+        .send_delayed(&message.encode(), delay.min(crate::ports::MAX_SEND_DELAY))
+        .await
+}
+
+/// Sends a delivery again now, whatever its state: same `webhook-id`, a new timestamp.
+/// `None` if another attempt changed it meanwhile (ask again).
+pub async fn redeliver(
+    ports: &Ports,
+    delivery: crate::domain::Delivery,
+) -> StoreResult<Option<crate::domain::Delivery>> {
+    let expected = delivery.attempts;
+    let mut again = delivery;
+    again.status = crate::domain::DeliveryStatus::Pending;
+    again.next_attempt_at = Some(Utc::now());
+    if !ports.webhooks.update_delivery(&again, expected).await? {
+        return Ok(None);
+    }
+    // Dying right here leaves the delivery pending without a message: the sweeper finds
+    // overdue deliveries and schedules them again.
+    schedule_attempt(
+        ports.webhook_queue.as_ref(),
+        &again,
+        std::time::Duration::ZERO,
+    )
+    .await?;
+    Ok(Some(again))
+}
+
+/// Pending deliveries are overdue this long after their attempt was due: their message was
+/// lost (a crash between recording a delivery's state and scheduling its next attempt).
+pub const DELIVERY_OVERDUE_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Schedules overdue deliveries again; how many.
+pub async fn reschedule_overdue_deliveries(ports: &Ports) -> StoreResult<usize> {
+    let before = Utc::now()
+        - chrono::Duration::from_std(DELIVERY_OVERDUE_AFTER).unwrap_or(chrono::Duration::zero());
+    let overdue = ports.webhooks.overdue_deliveries(before, 100).await?;
+    for delivery in &overdue {
+        warn!(delivery_id = %delivery.id, "webhook delivery overdue; scheduled again");
+        schedule_attempt(
+            ports.webhook_queue.as_ref(),
+            delivery,
+            std::time::Duration::ZERO,
+        )
+        .await?;
+    }
+    Ok(overdue.len())
 }

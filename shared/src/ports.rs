@@ -11,8 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    BrandId, ChunkCounts, ChunkSeq, DomainError, EventType, Job, JobEvent, JobId, Link,
-    LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId, SubscriptionId, WebhookUrl,
+    BrandId, ChunkCounts, ChunkSeq, Delivery, DeliveryId, DomainError, Job, JobEvent, JobId, Link,
+    LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId, Subscription, SubscriptionId,
+    WebhookSecret,
 };
 use crate::error::StoreResult;
 
@@ -271,6 +272,18 @@ pub fn check_send_batch(bodies: &[String]) -> StoreResult<()> {
     Ok(())
 }
 
+/// A delayed send waits at most `MAX_SEND_DELAY`.
+pub fn check_delay(delay: Duration) -> StoreResult<()> {
+    if delay > MAX_SEND_DELAY {
+        return Err(crate::StoreError::Invalid(format!(
+            "a message can be delayed by at most {} s, not {} s",
+            MAX_SEND_DELAY.as_secs(),
+            delay.as_secs_f64()
+        )));
+    }
+    Ok(())
+}
+
 /// A queue with at-least-once delivery, visibility timeout, receive count and (when
 /// configured) a dead-letter queue after `max_receive_count` deliveries.
 #[async_trait]
@@ -278,6 +291,9 @@ pub trait Queue: Send + Sync {
     fn name(&self) -> &str;
     /// Sends up to 10 bodies (the SendMessageBatch limit); every entry or an error.
     async fn send_batch(&self, bodies: &[String]) -> StoreResult<()>;
+    /// Sends one body that becomes visible after `delay` (at most 15 minutes, as SQS's
+    /// DelaySeconds).
+    async fn send_delayed(&self, body: &str, delay: Duration) -> StoreResult<()>;
     /// Up to `max` (≤ 10) messages, waiting up to `wait` for the first (long polling).
     async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>>;
     /// Deletes delivered messages by receipt (up to 10).
@@ -286,76 +302,73 @@ pub trait Queue: Send + Sync {
     async fn depth(&self) -> StoreResult<u64>;
 }
 
-/// Which events a subscription receives; every field that is set must match.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SubscriptionFilter {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<JobId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub brand_id: Option<BrandId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub events: Option<Vec<EventType>>,
-}
-
-impl SubscriptionFilter {
-    pub fn matches(&self, event: &JobEvent) -> bool {
-        self.job_id.is_none_or(|id| id == event.job_id)
-            && self.brand_id.is_none_or(|id| id == event.brand_id)
-            && self
-                .events
-                .as_ref()
-                .is_none_or(|types| types.contains(&event.event_type))
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum SubscriptionStatus {
-    PendingConfirmation,
-    Confirmed,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Subscription {
-    pub id: SubscriptionId,
-    pub url: WebhookUrl,
-    pub filter: SubscriptionFilter,
-    pub status: SubscriptionStatus,
-    /// When it was made, where the backend records it (SNS does not).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Confirmation {
-    Confirmed,
-    BadToken,
-    UnknownSubscription,
-}
-
-/// Job events out to webhooks, with SNS HTTP/S semantics.
+/// Job events onto the event bus: SNS on AWS (where AWS-native consumers can subscribe
+/// too), the webhook queue itself on the embedded backend. Either way every event reaches
+/// the webhook queue, raw.
 #[async_trait]
 pub trait EventBus: Send + Sync {
-    /// Hands the event to every matching confirmed subscription (durably, then retried).
     async fn publish(&self, event: &JobEvent) -> StoreResult<()>;
-    /// Subscribes `url` (idempotent per url + filter); it receives a
-    /// SubscriptionConfirmation first and events only once confirmed.
-    async fn subscribe(
-        &self,
-        url: &WebhookUrl,
-        filter: &SubscriptionFilter,
-    ) -> StoreResult<Subscription>;
+}
+
+/// Webhook subscriptions and the record of their deliveries.
+#[async_trait]
+pub trait Webhooks: Send + Sync {
+    /// Stores a new subscription; one with the same id already there is returned as it is
+    /// (a replayed `callbackUrl`), secret included.
+    async fn create_subscription(&self, subscription: &Subscription) -> StoreResult<Subscription>;
     async fn get_subscription(&self, id: SubscriptionId) -> StoreResult<Option<Subscription>>;
+    /// A brand's subscriptions, newest first.
+    async fn page_brand_subscriptions(
+        &self,
+        brand: BrandId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Subscription>>;
     /// False if there was no such subscription.
-    async fn unsubscribe(&self, id: SubscriptionId) -> StoreResult<bool>;
-    /// The SubscribeURL handshake.
-    async fn confirm_subscription(
+    async fn delete_subscription(&self, id: SubscriptionId) -> StoreResult<bool>;
+    /// The new secret signs from now on; the one it replaces also signs until `previous_until`.
+    async fn rotate_secret(
         &self,
         id: SubscriptionId,
-        token: &str,
-    ) -> StoreResult<Confirmation>;
+        secret: &WebhookSecret,
+        previous_until: DateTime<Utc>,
+    ) -> StoreResult<Option<Subscription>>;
+    /// The receiver said 410 Gone.
+    async fn disable_subscription(&self, id: SubscriptionId) -> StoreResult<()>;
+    /// Stores the delivery unless one with its id exists; the delivery as stored.
+    async fn create_delivery(&self, delivery: &Delivery) -> StoreResult<Delivery>;
+    async fn get_delivery(
+        &self,
+        subscription: SubscriptionId,
+        id: DeliveryId,
+    ) -> StoreResult<Option<Delivery>>;
+    /// Writes the delivery's new state if it still has `expected_attempts` attempts (no
+    /// other attempt got there first); false otherwise.
+    async fn update_delivery(
+        &self,
+        delivery: &Delivery,
+        expected_attempts: u32,
+    ) -> StoreResult<bool>;
+    /// A subscription's deliveries, newest first.
+    async fn page_subscription_deliveries(
+        &self,
+        subscription: SubscriptionId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Delivery>>;
+    /// A job's deliveries, newest first.
+    async fn page_job_deliveries(
+        &self,
+        job: JobId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Delivery>>;
+    /// Pending deliveries whose next attempt was due before `before` (oldest first).
+    async fn overdue_deliveries(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>>;
 }
 
 /// Whether the backend can serve: what `GET /healthz` reports.
@@ -384,8 +397,14 @@ pub struct Ports {
     pub chunk_queue: Arc<dyn Queue>,
     pub chunk_dlq: Arc<dyn Queue>,
     pub events: Arc<dyn EventBus>,
+    pub webhooks: Arc<dyn Webhooks>,
+    /// Events (raw) and scheduled delivery attempts, for the webhook deliverer.
+    pub webhook_queue: Arc<dyn Queue>,
     pub health: Arc<dyn Health>,
 }
+
+/// The longest delay of a delayed send (SQS's DelaySeconds maximum).
+pub const MAX_SEND_DELAY: Duration = Duration::from_secs(900);
 
 #[cfg(test)]
 mod tests {
@@ -398,28 +417,5 @@ mod tests {
         assert!(!encoded.contains("LOC"));
         assert_eq!(Cursor::decode(&encoded).unwrap(), cursor);
         assert!(Cursor::decode("%%%").is_err());
-    }
-
-    #[test]
-    fn an_empty_filter_matches_every_event() {
-        let mut job = Job::new(
-            BrandId::new_random(),
-            OfferId::new_random(),
-            None,
-            Utc::now(),
-        );
-        job.status = crate::domain::JobStatus::Succeeded;
-        let event = JobEvent::terminal(&job).unwrap();
-        assert!(SubscriptionFilter::default().matches(&event));
-        let other_job = SubscriptionFilter {
-            job_id: Some(JobId::new_v7()),
-            ..Default::default()
-        };
-        assert!(!other_job.matches(&event));
-        let failed_only = SubscriptionFilter {
-            events: Some(vec![EventType::JobFailed]),
-            ..Default::default()
-        };
-        assert!(!failed_only.matches(&event));
     }
 }

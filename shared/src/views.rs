@@ -39,6 +39,9 @@ pub struct JobView {
     pub finished_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notified_at: Option<DateTime<Utc>>,
+    /// Only in the answer to a job creation with a `callbackUrl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackView>,
 }
 
 impl JobView {
@@ -65,10 +68,55 @@ impl JobView {
             started_at: job.started_at,
             finished_at: job.finished_at,
             notified_at: job.notified_at,
+            callback: None,
         }
     }
 
     pub fn location(&self) -> String {
         format!("/jobs/{}", self.id)
     }
+}
+
+/// A webhook subscription as its owner sees it. The secret only in the answers that make
+/// one (creation and rotation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionView {
+    pub id: crate::domain::SubscriptionId,
+    pub brand_id: BrandId,
+    pub url: crate::domain::WebhookUrl,
+    pub filter: crate::domain::SubscriptionFilter,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub status: crate::domain::SubscriptionStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// After a rotation: until when the previous secret also signs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+}
+
+impl SubscriptionView {
+    pub fn of(sub: &crate::domain::Subscription, with_secret: bool) -> Self {
+        SubscriptionView {
+            id: sub.id,
+            brand_id: sub.brand_id,
+            url: sub.url.clone(),
+            filter: sub.filter.clone(),
+            description: sub.description.clone(),
+            created_at: sub.created_at,
+            status: sub.status,
+            secret: with_secret.then(|| sub.secret.as_str().to_owned()),
+            previous_secret_expires_at: sub.previous_secret.as_ref().map(|(_, until)| *until),
+        }
+    }
+}
+
+/// The subscription a `callbackUrl` made, in the 202 of job creation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackView {
+    pub subscription_id: crate::domain::SubscriptionId,
+    pub secret: String,
 }

@@ -4,9 +4,9 @@
 mod support;
 
 mod catalog;
-mod events;
 mod jobs;
 mod queue;
+mod webhooks;
 
 /// Generates one `#[tokio::test]` per backend and contract test. Tests are listed once; a
 /// backend is one `name => fixture constructor` line, and its tests are named
@@ -99,13 +99,21 @@ contract! {
             a_batch_over_256_kib_in_all_sends_nothing,
             a_long_poll_returns_as_soon_as_a_message_is_sent,
             depth_counts_waiting_and_in_flight_messages,
+            a_delayed_message_arrives_only_after_its_delay,
+            a_delay_longer_than_fifteen_minutes_is_refused,
         ],
-        events: [
-            subscribing_returns_a_subscription_pending_confirmation,
-            subscribing_the_same_url_and_filter_again_returns_the_same_subscription,
-            unsubscribing_removes_the_subscription_once,
-            confirming_with_a_wrong_token_is_refused,
-            confirming_an_unknown_subscription_is_refused,
+        webhooks: [
+            a_new_subscription_reads_back_with_its_secret,
+            creating_a_subscription_that_exists_returns_the_stored_one,
+            a_brands_subscriptions_list_newest_first_page_by_page,
+            deleting_a_subscription_removes_it_once,
+            rotating_keeps_the_previous_secret_until_its_expiry,
+            disabling_a_subscription_stops_it_wanting_events,
+            a_delivery_is_created_once_and_a_replay_finds_it,
+            a_delivery_update_applies_only_from_the_attempt_count_it_was_read_at,
+            deliveries_list_newest_first_by_subscription_and_by_job,
+            overdue_deliveries_are_the_pending_ones_past_due,
+            a_published_event_reaches_the_webhook_queue_raw,
         ],
     },
 }

@@ -206,3 +206,35 @@ mod embedded_only {
         assert_eq!(queue.depth().await.unwrap(), 0);
     }
 }
+
+pub async fn a_delayed_message_arrives_only_after_its_delay(fx: &Fixture) {
+    let queue = fx.ports.chunk_queue.as_ref();
+    let delay = Duration::from_secs(2);
+    let sent = tokio::time::Instant::now();
+
+    queue.send_delayed("later", delay).await.unwrap();
+    let early = queue.receive(10, Duration::ZERO).await.unwrap();
+    let message = receive_one(queue, delay + fx.arrival_wait()).await;
+
+    assert!(early.is_empty(), "visible before its delay");
+    assert_eq!(message.body, "later");
+    assert!(
+        sent.elapsed() >= delay,
+        "arrived after {:?}",
+        sent.elapsed()
+    );
+}
+
+pub async fn a_delay_longer_than_fifteen_minutes_is_refused(fx: &Fixture) {
+    let queue = fx.ports.chunk_queue.as_ref();
+
+    let refused = queue
+        .send_delayed("much later", Duration::from_secs(901))
+        .await;
+
+    assert!(
+        matches!(refused, Err(shared::StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    assert_eq!(queue.depth().await.unwrap(), 0);
+}

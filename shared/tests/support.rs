@@ -20,12 +20,12 @@ pub struct Fixture {
     /// What the ports were built with; queue tests derive their waits from it.
     pub settings: Settings,
     /// Declared last so it is dropped last: the temporary directory outlives the store.
-    backend: Backend,
+    _backend: Backend,
 }
 
 enum Backend {
     Embedded {
-        dir: TempDir,
+        _dir: TempDir,
     },
     /// Resources under a prefix of their own on the process's one emulator.
     Aws,
@@ -52,12 +52,11 @@ impl Fixture {
         };
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = EmbeddedStore::open(dir.path().join(SQLITE_FILE)).expect("the store opens");
-        // No webhook deliverer runs in these tests, so the public URL is never called.
-        let ports = embedded::ports(&store, &settings, "http://127.0.0.1:9");
+        let ports = embedded::ports(&store, &settings);
         Fixture {
             ports,
             settings,
-            backend: Backend::Embedded { dir },
+            _backend: Backend::Embedded { _dir: dir },
         }
     }
 
@@ -78,21 +77,7 @@ impl Fixture {
         Fixture {
             ports: aws::ports(&clients, &resources.names),
             settings,
-            backend: Backend::Aws,
-        }
-    }
-
-    /// Whether subscriptions skip the confirmation handshake: a known gap of the moto
-    /// emulator (real SNS sends a SubscriptionConfirmation first).
-    pub fn confirms_subscriptions_at_once(&self) -> bool {
-        matches!(self.backend, Backend::Aws)
-    }
-
-    /// The embedded backend's SQLite file, for the tests that must look behind a port.
-    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
-        match &self.backend {
-            Backend::Embedded { dir } => Some(dir.path().join(SQLITE_FILE)),
-            Backend::Aws => None,
+            _backend: Backend::Aws,
         }
     }
 

@@ -1,20 +1,22 @@
 //! status: the read side of the HTTP API. Job status, failures and a brand's jobs; reads of
-//! offers, locations and an offer's links; webhook subscriptions. Every route but `/healthz`
-//! (and the confirmation handshake, which its token authorises) acts as its `Caller`. One
-//! axum `Router` serves Lambda and `bulklink serve` alike.
+//! offers, locations and an offer's links; webhook subscriptions and their deliveries. Every
+//! route but `/healthz` acts as its `Caller`. One axum `Router` serves Lambda and
+//! `bulklink serve` alike.
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
 use shared::auth::Caller;
-use shared::domain::{BrandId, Job, JobId, LocationId, OfferId, SubscriptionId, WebhookUrl};
-use shared::http::{parse_id, ApiError, ApiState, JsonBody, ListBody, PageQuery, QueryParams};
-use shared::ports::{Confirmation, Ports, Subscription, SubscriptionFilter};
+use shared::domain::{BrandId, Job, JobId, LocationId, OfferId};
+use shared::http::{parse_id, ApiError, ApiState, ListBody, PageQuery, QueryParams};
+use shared::ports::Ports;
 use shared::views::JobView;
+
+mod webhooks;
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
@@ -25,9 +27,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/offers/{offer_id}", get(get_offer))
         .route("/offers/{offer_id}/locations", get(list_offer_locations))
         .route("/locations/{location_id}", get(get_location))
-        .route("/webhooks", axum::routing::post(subscribe))
-        .route("/webhooks/{id}", get(get_subscription).delete(unsubscribe))
-        .route("/webhooks/{id}/confirm", get(confirm_subscription))
+        .route("/jobs/{job_id}/deliveries", get(list_job_deliveries))
+        .merge(webhooks::routes())
         .with_state(state)
 }
 
@@ -161,101 +162,18 @@ async fn get_location(
     Ok(Json(location).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct NewSubscription {
-    url: WebhookUrl,
-    #[serde(default)]
-    filter: SubscriptionFilter,
-}
-
-/// A subscription belongs to the brand its filter is pinned to.
-async fn subscribe(
-    State(state): State<ApiState>,
-    caller: Caller,
-    JsonBody(new): JsonBody<NewSubscription>,
-) -> Result<Response, ApiError> {
-    let mut filter = new.filter;
-    filter.brand_id = Some(caller.acting_brand(filter.brand_id, "filter.brandId")?);
-    if let Some(job_id) = filter.job_id {
-        let job = state.ports.jobs.get_job(job_id).await?;
-        if job.is_none_or(|job| Some(job.brand_id) != filter.brand_id) {
-            return Err(ApiError::bad_request(format!(
-                "filter.jobId {job_id} is not a job of brand {}",
-                filter.brand_id.map(|b| b.to_string()).unwrap_or_default()
-            )));
-        }
-    }
-    state.egress.check_registration(&new.url).await?;
-    let subscription = state.ports.events.subscribe(&new.url, &filter).await?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/webhooks/{}", subscription.id))],
-        Json(subscription),
-    )
-        .into_response())
-}
-
-async fn visible_subscription(
-    ports: &Ports,
-    caller: &Caller,
-    id: SubscriptionId,
-) -> Result<Subscription, ApiError> {
-    let missing = || format!("webhook {id} does not exist");
-    let subscription = ports
-        .events
-        .get_subscription(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(missing()))?;
-    caller.check_owner(subscription.filter.brand_id, missing())?;
-    Ok(subscription)
-}
-
-async fn get_subscription(
+async fn list_job_deliveries(
     State(ports): State<Ports>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(job_id): Path<String>,
+    QueryParams(query): QueryParams<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let id: SubscriptionId = parse_id(&id)?;
-    let subscription = visible_subscription(&ports, &caller, id).await?;
-    Ok(Json(subscription).into_response())
-}
-
-async fn unsubscribe(
-    State(ports): State<Ports>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let id: SubscriptionId = parse_id(&id)?;
-    visible_subscription(&ports, &caller, id).await?;
-    if ports.events.unsubscribe(id).await? {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(ApiError::not_found(format!("webhook {id} does not exist")))
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct ConfirmQuery {
-    token: String,
-}
-
-async fn confirm_subscription(
-    State(ports): State<Ports>,
-    Path(id): Path<String>,
-    QueryParams(query): QueryParams<ConfirmQuery>,
-) -> Result<Response, ApiError> {
-    let id: SubscriptionId = parse_id(&id)?;
-    match ports.events.confirm_subscription(id, &query.token).await? {
-        Confirmation::Confirmed => {
-            Ok(Json(serde_json::json!({ "id": id, "status": "confirmed" })).into_response())
-        }
-        Confirmation::BadToken => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "the confirmation token does not match this subscription",
-        )),
-        Confirmation::UnknownSubscription => {
-            Err(ApiError::not_found(format!("webhook {id} does not exist")))
-        }
-    }
+    let job_id: JobId = parse_id(&job_id)?;
+    let (cursor, limit) = (query.cursor()?, query.limit()?);
+    visible_job(&ports, &caller, job_id).await?;
+    let page = ports
+        .webhooks
+        .page_job_deliveries(job_id, cursor.as_ref(), limit)
+        .await?;
+    Ok(Json(ListBody::from_page(page, |d| d)).into_response())
 }

@@ -102,6 +102,15 @@ pub async fn bootstrap(
     let fanout = create_queue(clients, &names.queue("fanout"), settings, Some(&fanout_dlq)).await?;
     let chunk_dlq = create_queue(clients, &names.queue("chunks-dlq"), settings, None).await?;
     let chunks = create_queue(clients, &names.queue("chunks"), settings, Some(&chunk_dlq)).await?;
+    let webhooks_dlq = create_queue(clients, &names.queue("webhooks-dlq"), settings, None).await?;
+    let webhooks = create_queue_with(
+        clients,
+        &names.queue("webhooks"),
+        settings.webhook_visibility_timeout,
+        settings.max_receive_count,
+        Some(&webhooks_dlq),
+    )
+    .await?;
     let topic = clients
         .sns
         .create_topic()
@@ -111,6 +120,17 @@ pub async fn bootstrap(
         .map_err(|e| classify("CreateTopic", e))?
         .topic_arn
         .ok_or_else(|| internal("CreateTopic returned no ARN"))?;
+    // The webhook queue hears every event, raw (the event JSON is the message body).
+    clients
+        .sns
+        .subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(queue_arn(clients, &webhooks).await?)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .map_err(|e| classify("Subscribe", e))?;
     Ok(Bootstrapped {
         names: AwsNames {
             catalog_table: names.catalog_table(),
@@ -119,6 +139,7 @@ pub async fn bootstrap(
             chunk_queue_url: chunks,
             chunk_dlq_url: chunk_dlq.clone(),
             events_topic_arn: topic,
+            webhook_queue_url: webhooks,
         },
         fanout_dlq_url: fanout_dlq,
     })
@@ -181,33 +202,54 @@ async fn create_table(clients: &AwsClients, table: &str, indexes: &[&str]) -> St
     }
 }
 
+async fn queue_arn(clients: &AwsClients, url: &str) -> StoreResult<String> {
+    clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| classify("GetQueueAttributes", e))?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| internal("queue without an ARN"))
+}
+
 async fn create_queue(
     clients: &AwsClients,
     name: &str,
     settings: &Settings,
     dead_letter_url: Option<&str>,
 ) -> StoreResult<String> {
+    create_queue_with(
+        clients,
+        name,
+        settings.visibility_timeout,
+        settings.max_receive_count,
+        dead_letter_url,
+    )
+    .await
+}
+
+async fn create_queue_with(
+    clients: &AwsClients,
+    name: &str,
+    visibility_timeout: std::time::Duration,
+    max_receive_count: u32,
+    dead_letter_url: Option<&str>,
+) -> StoreResult<String> {
     let mut attributes = HashMap::from([(
         QueueAttributeName::VisibilityTimeout,
-        settings.visibility_timeout.as_secs().max(1).to_string(),
+        visibility_timeout.as_secs().max(1).to_string(),
     )]);
     if let Some(dlq_url) = dead_letter_url {
-        let dlq_arn = clients
-            .sqs
-            .get_queue_attributes()
-            .queue_url(dlq_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .map_err(|e| classify("GetQueueAttributes", e))?
-            .attributes
-            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-            .ok_or_else(|| internal("dead-letter queue without an ARN"))?;
+        let dlq_arn = queue_arn(clients, dlq_url).await?;
         attributes.insert(
             QueueAttributeName::RedrivePolicy,
             serde_json::json!({
                 "deadLetterTargetArn": dlq_arn,
-                "maxReceiveCount": settings.max_receive_count,
+                "maxReceiveCount": max_receive_count,
             })
             .to_string(),
         );

@@ -12,6 +12,7 @@ mod items;
 mod jobs;
 mod metrics;
 mod queue;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ pub use events::SnsEvents;
 pub use jobs::DynamoJobs;
 pub use metrics::{Counts, RequestCounter};
 pub use queue::SqsQueue;
+pub use webhooks::DynamoWebhooks;
 
 /// Where the backend's resources are: the names Terraform creates and passes as env vars.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,16 +40,19 @@ pub struct AwsNames {
     pub chunk_queue_url: String,
     pub chunk_dlq_url: String,
     pub events_topic_arn: String,
+    /// The queue subscribed to the topic (raw), read by the webhook deliverer.
+    pub webhook_queue_url: String,
 }
 
 impl AwsNames {
-    pub const ENV: [&'static str; 6] = [
+    pub const ENV: [&'static str; 7] = [
         "CATALOG_TABLE",
         "JOBS_TABLE",
         "FANOUT_QUEUE_URL",
         "CHUNK_QUEUE_URL",
         "CHUNK_DLQ_URL",
         "EVENTS_TOPIC_ARN",
+        "WEBHOOK_QUEUE_URL",
     ];
 
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -71,6 +76,7 @@ impl AwsNames {
             chunk_queue_url: get("CHUNK_QUEUE_URL")?,
             chunk_dlq_url: get("CHUNK_DLQ_URL")?,
             events_topic_arn: get("EVENTS_TOPIC_ARN")?,
+            webhook_queue_url: get("WEBHOOK_QUEUE_URL")?,
         })
     }
 }
@@ -226,6 +232,11 @@ pub fn ports(clients: &AwsClients, names: &AwsNames) -> Ports {
         chunk_queue: queue(&names.chunk_queue_url, "chunks"),
         chunk_dlq: queue(&names.chunk_dlq_url, "chunks-dlq"),
         events: Arc::new(SnsEvents::new(clients.sns.clone(), &names.events_topic_arn)),
+        webhooks: Arc::new(DynamoWebhooks::new(
+            clients.dynamodb.clone(),
+            &names.jobs_table,
+        )),
+        webhook_queue: queue(&names.webhook_queue_url, "webhooks"),
         health: Arc::new(crate::ports::AlwaysHealthy),
     }
 }

@@ -12,7 +12,9 @@ use aws_sdk_sqs::Client;
 
 use super::error::{classify, is_retryable_code};
 use crate::error::{StoreError, StoreResult};
-use crate::ports::{check_send_batch, Queue, ReceivedMessage, MAX_SEND_BATCH as MAX_BATCH};
+use crate::ports::{
+    check_delay, check_send_batch, Queue, ReceivedMessage, MAX_SEND_BATCH as MAX_BATCH,
+};
 
 /// SQS long polling waits at most 20 s.
 const MAX_WAIT_SECS: u64 = 20;
@@ -95,6 +97,22 @@ impl Queue for SqsQueue {
                 pending.len()
             )))
         }
+    }
+
+    async fn send_delayed(&self, body: &str, delay: Duration) -> StoreResult<()> {
+        check_send_batch(std::slice::from_ref(&body.to_owned()))?;
+        check_delay(delay)?;
+        // SQS counts whole seconds: round up, so a message is never early.
+        let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+        self.sqs
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(secs as i32)
+            .send()
+            .await
+            .map_err(|e| classify("SendMessage", e))?;
+        Ok(())
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {

@@ -5,6 +5,7 @@ mod chunk;
 mod event;
 mod ids;
 mod job;
+mod webhook;
 
 pub use catalog::{Link, LinkOutcome, LinkedBy, Location, Offer};
 pub use chunk::{ChunkMessage, FanoutMessage, MAX_CHUNK_SIZE, MAX_MESSAGE_BYTES};
@@ -13,6 +14,11 @@ pub use ids::{
     BrandId, ChunkSeq, IdempotencyKey, JobId, LocationId, OfferId, SubscriptionId, WebhookUrl,
 };
 pub use job::{ChunkCounts, Counters, Job, JobKind, JobStatus};
+pub use webhook::{
+    payload, verify, Delivery, DeliveryId, DeliveryStatus, RetrySchedule, Subscription,
+    SubscriptionFilter, SubscriptionStatus, VerifyError, WebhookMessage, WebhookSecret,
+    DELIVERY_RETENTION, PREVIOUS_SECRET_GRACE,
+};
 
 /// A value that breaks a domain rule. Always the caller's fault: never retry it.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

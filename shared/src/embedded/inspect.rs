@@ -119,29 +119,22 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Webhook deliveries not yet made: (pending, abandoned).
-    pub async fn undelivered_webhooks(&self) -> StoreResult<(u64, u64)> {
+    /// Webhook deliveries by status: (pending, succeeded, failed).
+    pub async fn delivery_counts(&self) -> StoreResult<(u64, u64, u64)> {
         self.read(|conn| {
             conn.query_row(
-                "SELECT COALESCE(SUM(dead = 0), 0), COALESCE(SUM(dead = 1), 0) FROM deliveries",
+                "SELECT COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'succeeded'), 0), \
+                 COALESCE(SUM(status = 'failed'), 0) FROM webhook_deliveries",
                 [],
-                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)? as u64,
+                        row.get::<_, i64>(1)? as u64,
+                        row.get::<_, i64>(2)? as u64,
+                    ))
+                },
             )
             .map_err(sql)
-        })
-        .await
-    }
-
-    /// Every queued webhook delivery: (message type, attempts, last error).
-    pub async fn webhook_deliveries(&self) -> StoreResult<Vec<(String, u32, Option<String>)>> {
-        self.read(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT message_type, attempts, last_error FROM deliveries ORDER BY id")
-                .map_err(sql)?;
-            let rows = stmt
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-                .map_err(sql)?;
-            rows.collect::<Result<_, _>>().map_err(sql)
         })
         .await
     }

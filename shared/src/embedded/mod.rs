@@ -8,6 +8,7 @@ mod inspect;
 mod jobs;
 mod queue;
 mod schema;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use crate::config::Settings;
 use crate::error::{StoreError, StoreResult};
 use crate::ports::Ports;
 
-pub use events::{DeliveryPolicy, EmbeddedEvents, WebhookDelivery};
+pub use events::EmbeddedEvents;
 pub use inspect::{LinkStats, SeededBrand};
 pub use queue::EmbeddedQueue;
 
@@ -30,6 +31,8 @@ pub const FANOUT_QUEUE: &str = "fanout";
 pub const FANOUT_DLQ: &str = "fanout-dlq";
 pub const CHUNK_QUEUE: &str = "chunks";
 pub const CHUNK_DLQ: &str = "chunks-dlq";
+pub const WEBHOOK_QUEUE: &str = "webhooks";
+pub const WEBHOOK_DLQ: &str = "webhooks-dlq";
 
 /// One SQLite file: a single writer connection (SQLite allows one writer at a time anyway)
 /// and a separate reader, so status reads never wait behind a long write.
@@ -47,8 +50,8 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Arc<Self>> {
         let path = path.as_ref().to_path_buf();
-        let writer = open_connection(&path, false)?;
-        schema::migrate(&writer)?;
+        let mut writer = open_connection(&path, false)?;
+        schema::migrate(&mut writer)?;
         let reader = open_connection(&path, true)?;
         let identity = file_identity(&path);
         Ok(Arc::new(EmbeddedStore {
@@ -198,7 +201,7 @@ pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
 }
 
 /// The embedded backend's ports, built on one store.
-pub fn ports(store: &Arc<EmbeddedStore>, settings: &Settings, public_url: &str) -> Ports {
+pub fn ports(store: &Arc<EmbeddedStore>, settings: &Settings) -> Ports {
     let queue = |name: &str, dlq: Option<&str>| -> Arc<dyn crate::ports::Queue> {
         Arc::new(EmbeddedQueue::new(
             store.clone(),
@@ -207,13 +210,21 @@ pub fn ports(store: &Arc<EmbeddedStore>, settings: &Settings, public_url: &str) 
             settings.visibility_timeout,
         ))
     };
+    let webhook_queue = Arc::new(EmbeddedQueue::new(
+        store.clone(),
+        WEBHOOK_QUEUE,
+        Some((WEBHOOK_DLQ.to_owned(), settings.max_receive_count)),
+        settings.webhook_visibility_timeout,
+    ));
     Ports {
         catalog: store.clone(),
         jobs: store.clone(),
         fanout_queue: queue(FANOUT_QUEUE, Some(FANOUT_DLQ)),
         chunk_queue: queue(CHUNK_QUEUE, Some(CHUNK_DLQ)),
         chunk_dlq: queue(CHUNK_DLQ, None),
-        events: Arc::new(EmbeddedEvents::new(store.clone(), public_url)),
+        events: Arc::new(EmbeddedEvents::new(webhook_queue.clone())),
+        webhooks: store.clone(),
+        webhook_queue,
         health: store.clone(),
     }
 }

@@ -11,7 +11,9 @@ use tokio::time::Instant;
 
 use super::{now_ms, sql, EmbeddedStore};
 use crate::error::{StoreError, StoreResult};
-use crate::ports::{check_send_batch, Queue, ReceivedMessage, MAX_SEND_BATCH as MAX_BATCH};
+use crate::ports::{
+    check_delay, check_send_batch, Queue, ReceivedMessage, MAX_SEND_BATCH as MAX_BATCH,
+};
 
 /// How often an idle receiver looks again for messages whose visibility timeout ran out.
 const IDLE_POLL: Duration = Duration::from_millis(25);
@@ -141,6 +143,28 @@ impl Queue for EmbeddedQueue {
                 tx.commit().map_err(sql)
             })
             .await?;
+        self.store.notifier(&self.name).notify_waiters();
+        Ok(())
+    }
+
+    async fn send_delayed(&self, body: &str, delay: Duration) -> StoreResult<()> {
+        check_send_batch(std::slice::from_ref(&body.to_owned()))?;
+        check_delay(delay)?;
+        let name = self.name.clone();
+        let body = body.to_owned();
+        self.store
+            .write(move |conn| {
+                let now = now_ms();
+                conn.prepare_cached(
+                    "INSERT INTO queue_messages (queue, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql)?
+                .execute(params![name, body, now, now + delay.as_millis() as i64])
+                .map_err(sql)?;
+                Ok(())
+            })
+            .await?;
+        // A receiver that is waiting looks again when the message becomes visible.
         self.store.notifier(&self.name).notify_waiters();
         Ok(())
     }

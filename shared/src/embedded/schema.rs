@@ -1,14 +1,24 @@
-//! The SQLite schema: the DynamoDB tables of DESIGN §4 as tables and indexes, plus queues
-//! and webhook deliveries. Times are milliseconds since the Unix epoch.
+//! The SQLite schema: the DynamoDB tables of DESIGN §4 as tables and indexes, plus queues,
+//! webhook subscriptions and deliveries. Times are milliseconds since the Unix epoch.
+//! Versioned with `PRAGMA user_version`: a file of an earlier release is brought forward
+//! once, migration by migration, each in its own transaction.
 
-use rusqlite::Connection;
+use rusqlite::{params, Connection, Transaction};
 
 use super::sql;
 use crate::error::{StoreError, StoreResult};
 
-const VERSION: i64 = 1;
+/// One step forward from the version before it.
+type Migration = fn(&Transaction<'_>) -> StoreResult<()>;
 
-const SCHEMA: &str = r#"
+/// `MIGRATIONS[i]` takes a file from version `i` to `i + 1`.
+const MIGRATIONS: &[Migration] = &[v1_initial, v2_own_webhooks];
+
+/// The schema version this build writes.
+pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Version 1: the first release's tables.
+const V1: &str = r#"
 CREATE TABLE IF NOT EXISTS offers (
     id TEXT PRIMARY KEY,
     brand_id TEXT NOT NULL,
@@ -129,17 +139,124 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (dead, next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_by_subscription ON deliveries (subscription_id);
 "#;
 
-pub(super) fn migrate(conn: &Connection) -> StoreResult<()> {
+fn v1_initial(tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.execute_batch(V1).map_err(sql)
+}
+
+/// Version 2: webhooks are bulklink's own (Standard Webhooks) instead of SNS-style
+/// subscriptions with a confirmation handshake.
+const V2: &str = r#"
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    brand_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    filter TEXT NOT NULL,
+    description TEXT,
+    status TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    previous_secret TEXT,
+    previous_secret_until INTEGER,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+-- A brand's subscriptions, newest first; the deliverer reads a brand's active ones.
+CREATE INDEX webhooks_by_brand ON webhooks (brand_id, created_at, id);
+
+CREATE TABLE webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    subscription_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    brand_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    first_attempt_at INTEGER,
+    last_attempt_at INTEGER,
+    last_status_code INTEGER,
+    last_error TEXT,
+    next_attempt_at INTEGER,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Delivery ids are ordered by their event's time: id order is newest-first order.
+CREATE INDEX webhook_deliveries_by_subscription ON webhook_deliveries (subscription_id, id);
+CREATE INDEX webhook_deliveries_by_job ON webhook_deliveries (job_id, id);
+CREATE INDEX webhook_deliveries_by_age ON webhook_deliveries (created_at);
+-- Pending deliveries by when they are due (the sweeper's safety net for lost messages).
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (next_attempt_at)
+    WHERE status = 'pending';
+"#;
+
+fn v2_own_webhooks(tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.execute_batch(V2).map_err(sql)?;
+    // A subscription of a brand keeps its URL and filter and gets a signing secret (its
+    // owner reads one with rotate-secret). Its undelivered SNS envelopes are dropped: the
+    // format they were made in is gone. Subscriptions of no brand (made before access
+    // control) have no owner to hand a secret to, and go.
+    let old: Vec<(String, String, String, i64)> = {
+        let mut stmt = tx
+            .prepare("SELECT id, url, filter, created_at FROM subscriptions")
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .map_err(sql)?;
+        rows.collect::<Result<_, _>>().map_err(sql)?
+    };
+    let mut kept = 0;
+    for (id, url, filter, created_at) in &old {
+        let Ok(parsed) = serde_json::from_str::<crate::domain::SubscriptionFilter>(filter) else {
+            continue;
+        };
+        let Some(brand) = parsed.brand_id else {
+            continue;
+        };
+        tx.execute(
+            "INSERT INTO webhooks (id, brand_id, url, filter, status, secret, created_at) \
+             VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6)",
+            params![
+                id,
+                brand.to_string(),
+                url,
+                filter,
+                crate::domain::WebhookSecret::generate().as_str(),
+                created_at
+            ],
+        )
+        .map_err(sql)?;
+        kept += 1;
+    }
+    if !old.is_empty() {
+        tracing::warn!(
+            kept,
+            dropped = old.len() - kept,
+            "webhook subscriptions moved to signed webhooks; owners get their secret with POST /webhooks/{{id}}/rotate-secret"
+        );
+    }
+    tx.execute_batch("DROP TABLE deliveries; DROP TABLE subscriptions;")
+        .map_err(sql)
+}
+
+pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(sql)?;
     if version > VERSION {
         return Err(StoreError::Internal(format!(
-            "the SQLite file has schema version {version}, newer than this build ({VERSION})"
+            "the SQLite file has schema version {version}, newer than this build ({VERSION}); \
+             run a newer bulklink"
         )));
     }
-    conn.execute_batch(SCHEMA).map_err(sql)?;
-    conn.pragma_update(None, "user_version", VERSION)
-        .map_err(sql)?;
+    for (from, step) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = conn.transaction().map_err(sql)?;
+        step(&tx)?;
+        tx.pragma_update(None, "user_version", from as i64 + 1)
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        if version > 0 {
+            tracing::info!(to = from + 1, "migrated the SQLite schema");
+        }
+    }
     Ok(())
 }

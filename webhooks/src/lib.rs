@@ -1,0 +1,442 @@
+//! webhooks: delivers job events to bulklink's webhook subscriptions, the same code on both
+//! backends. It reads the webhook queue: an event (raw, from the event bus) becomes one
+//! recorded delivery per matching subscription, attempted at once; a failed attempt is
+//! scheduled again on the same queue (a delayed message) until it succeeds, the receiver
+//! says 410 Gone, or the retry window is spent. Every attempt is signed per Standard
+//! Webhooks, goes through the egress rules, and never waits on another endpoint.
+
+pub mod lambda;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::join_all;
+use shared::domain::{
+    Delivery, DeliveryId, DeliveryStatus, JobEvent, RetrySchedule, Subscription, SubscriptionId,
+    WebhookMessage,
+};
+use shared::egress::Egress;
+use shared::lifecycle::schedule_attempt;
+use shared::ports::{Ports, Queue, ReceivedMessage, Webhooks};
+use shared::{Settings, StoreError};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{info, warn, Instrument};
+
+/// The `user-agent` of every delivery.
+pub const USER_AGENT: &str = concat!("bulklink/", env!("CARGO_PKG_VERSION"));
+/// An attempt that finds its endpoint busy (at its concurrency cap) goes back on the queue
+/// for this long instead of waiting for it.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+
+/// Why a message could not be handled. Retryable ones leave the message to be delivered
+/// again; a message that can never decode is dropped (and logged).
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error("undecodable message: {0}")]
+    Undecodable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl HandleError {
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, HandleError::Undecodable(_))
+    }
+}
+
+/// What handling one message did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub attempted: u32,
+    pub delivered: u32,
+    pub failed_attempts: u32,
+    /// Deliveries given up on (window spent, 410, subscription gone).
+    pub given_up: u32,
+    /// Attempts put back on the queue because their endpoint was busy.
+    pub deferred: u32,
+}
+
+impl Report {
+    pub fn add(&mut self, other: Report) {
+        self.attempted += other.attempted;
+        self.delivered += other.delivered;
+        self.failed_attempts += other.failed_attempts;
+        self.given_up += other.given_up;
+        self.deferred += other.deferred;
+    }
+}
+
+pub struct Deliverer {
+    webhooks: Arc<dyn Webhooks>,
+    queue: Arc<dyn Queue>,
+    egress: Egress,
+    client: reqwest::Client,
+    schedule: RetrySchedule,
+    in_flight: Arc<Semaphore>,
+    per_host: Mutex<HashMap<String, Arc<Semaphore>>>,
+    host_limit: usize,
+}
+
+impl Deliverer {
+    pub fn new(ports: &Ports, egress: Egress, settings: &Settings) -> Result<Self, StoreError> {
+        let client = egress
+            .client(USER_AGENT)
+            .map_err(|e| StoreError::Internal(format!("HTTP client: {e}")))?;
+        Ok(Deliverer {
+            webhooks: ports.webhooks.clone(),
+            queue: ports.webhook_queue.clone(),
+            egress,
+            client,
+            schedule: RetrySchedule {
+                window: settings.webhook_retry_window,
+            },
+            in_flight: Arc::new(Semaphore::new(settings.webhook_concurrency)),
+            per_host: Mutex::new(HashMap::new()),
+            host_limit: settings.webhook_host_concurrency,
+        })
+    }
+
+    /// Handles one message of the webhook queue. `Ok`: delete it.
+    pub async fn handle(&self, body: &str) -> Result<Report, HandleError> {
+        match WebhookMessage::decode(body).map_err(|e| HandleError::Undecodable(e.to_string()))? {
+            WebhookMessage::Event(event) => {
+                let span = tracing::info_span!("webhook_event", job_id = %event.job_id, event = event.event_type.as_str());
+                self.dispatch(event).instrument(span).await
+            }
+            WebhookMessage::Attempt {
+                subscription_id,
+                delivery_id,
+                attempts,
+            } => {
+                let span = tracing::info_span!("webhook_attempt", delivery_id = %delivery_id);
+                self.scheduled(subscription_id, delivery_id, attempts)
+                    .instrument(span)
+                    .await
+            }
+        }
+    }
+
+    /// An event: one delivery per matching subscription (kept if it exists: a replayed
+    /// event finds its deliveries), each due one attempted now.
+    async fn dispatch(&self, event: JobEvent) -> Result<Report, HandleError> {
+        let now = Utc::now();
+        let mut wanted = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .webhooks
+                .page_brand_subscriptions(event.brand_id, cursor.as_ref(), 1_000)
+                .await?;
+            wanted.extend(page.items.into_iter().filter(|s| s.wants(&event)));
+            cursor = page.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let mut due = Vec::new();
+        for subscription in wanted {
+            let delivery = self
+                .webhooks
+                .create_delivery(&Delivery::new(&event, &subscription, now))
+                .await?;
+            if delivery.is_due(now) {
+                due.push((subscription, delivery));
+            }
+        }
+        let reports = join_all(due.into_iter().map(|(s, d)| self.attempt(s, d))).await;
+        let mut total = Report::default();
+        for report in reports {
+            total.add(report?);
+        }
+        if total.attempted > 0 || total.deferred > 0 {
+            info!(
+                attempted = total.attempted,
+                delivered = total.delivered,
+                deferred = total.deferred,
+                "event dispatched to webhooks"
+            );
+        }
+        Ok(total)
+    }
+
+    /// A scheduled attempt: made if the delivery still stands where the message left it.
+    async fn scheduled(
+        &self,
+        subscription_id: SubscriptionId,
+        delivery_id: DeliveryId,
+        attempts: u32,
+    ) -> Result<Report, HandleError> {
+        let Some(delivery) = self
+            .webhooks
+            .get_delivery(subscription_id, delivery_id)
+            .await?
+        else {
+            return Ok(Report::default());
+        };
+        if delivery.status != DeliveryStatus::Pending || delivery.attempts != attempts {
+            // Another attempt was recorded after this message was sent.
+            return Ok(Report::default());
+        }
+        let now = Utc::now();
+        if let Some(at) = delivery.next_attempt_at.filter(|at| *at > now) {
+            // Waits longer than one delayed message can: send it on.
+            let wait = (at - now).to_std().unwrap_or_default();
+            schedule_attempt(self.queue.as_ref(), &delivery, wait).await?;
+            return Ok(Report::default());
+        }
+        match self.webhooks.get_subscription(subscription_id).await? {
+            Some(subscription) => self
+                .attempt(subscription, delivery)
+                .await
+                .map_err(Into::into),
+            None => self
+                .give_up(delivery, "the subscription was deleted")
+                .await
+                .map_err(Into::into),
+        }
+    }
+
+    async fn give_up(&self, mut delivery: Delivery, why: &str) -> Result<Report, StoreError> {
+        let expected = delivery.attempts;
+        delivery.status = DeliveryStatus::Failed;
+        delivery.next_attempt_at = None;
+        delivery.last_error = Some(why.to_owned());
+        self.webhooks.update_delivery(&delivery, expected).await?;
+        Ok(Report {
+            given_up: 1,
+            ..Default::default()
+        })
+    }
+
+    fn host_slots(&self, subscription: &Subscription) -> Arc<Semaphore> {
+        let host = url_authority(subscription.url.as_str());
+        let mut map = self
+            .per_host
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.entry(host)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.host_limit)))
+            .clone()
+    }
+
+    /// Takes a slot of this deliverer and one of the endpoint's, without waiting.
+    fn slots(
+        &self,
+        subscription: &Subscription,
+    ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let host = self.host_slots(subscription).try_acquire_owned().ok()?;
+        let global = self.in_flight.clone().try_acquire_owned().ok()?;
+        Some((host, global))
+    }
+
+    /// One attempt of `delivery`, recorded; the next one scheduled if it failed.
+    async fn attempt(
+        &self,
+        subscription: Subscription,
+        mut delivery: Delivery,
+    ) -> Result<Report, StoreError> {
+        if subscription.status != shared::domain::SubscriptionStatus::Active {
+            return self.give_up(delivery, "the subscription is disabled").await;
+        }
+        let Some(_slots) = self.slots(&subscription) else {
+            // Busy endpoint (or deliverer): come back shortly rather than hold this message
+            // and everything behind it.
+            schedule_attempt(self.queue.as_ref(), &delivery, BUSY_RETRY).await?;
+            return Ok(Report {
+                deferred: 1,
+                ..Default::default()
+            });
+        };
+        let now = Utc::now();
+        let id = delivery.id.to_string();
+        let timestamp = now.timestamp();
+        let signature = subscription
+            .signing_secrets(now)
+            .iter()
+            .map(|secret| secret.sign(&id, timestamp, &delivery.body))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let headers = [
+            ("webhook-id", id.clone()),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", signature),
+            ("content-type", "application/json".to_owned()),
+        ];
+        let result = self
+            .egress
+            .post(
+                &self.client,
+                &subscription.url,
+                &headers,
+                delivery.body.clone(),
+            )
+            .await;
+
+        let expected = delivery.attempts;
+        delivery.attempts += 1;
+        delivery.first_attempt_at.get_or_insert(now);
+        delivery.last_attempt_at = Some(now);
+        let mut report = Report {
+            attempted: 1,
+            ..Default::default()
+        };
+        let mut retry_after = None;
+        match &result {
+            Ok(answer) if answer.delivered() => {
+                delivery.status = DeliveryStatus::Succeeded;
+                delivery.last_status_code = Some(answer.status);
+                delivery.last_error = None;
+                delivery.next_attempt_at = None;
+                report.delivered = 1;
+            }
+            Ok(answer) if answer.status == 410 => {
+                delivery.status = DeliveryStatus::Failed;
+                delivery.last_status_code = Some(410);
+                delivery.last_error = Some("410 Gone: the subscription is now disabled".into());
+                delivery.next_attempt_at = None;
+                self.webhooks.disable_subscription(subscription.id).await?;
+                warn!(subscription_id = %subscription.id, "receiver answered 410 Gone; subscription disabled");
+                report.given_up = 1;
+            }
+            Ok(answer) => {
+                delivery.last_status_code = Some(answer.status);
+                delivery.last_error = Some(if answer.body_excerpt.is_empty() {
+                    format!("HTTP {}", answer.status)
+                } else {
+                    format!("HTTP {}: {}", answer.status, answer.body_excerpt)
+                });
+                retry_after = answer.retry_after;
+            }
+            Err(e) => {
+                delivery.last_status_code = None;
+                delivery.last_error = Some(e.to_string());
+            }
+        }
+        if delivery.status == DeliveryStatus::Pending {
+            report.failed_attempts = 1;
+            let first = delivery.first_attempt_at.unwrap_or(now);
+            match self.schedule.next_attempt(
+                first,
+                now,
+                delivery.attempts,
+                retry_after,
+                rand::random::<f64>(),
+            ) {
+                Some(at) => delivery.next_attempt_at = Some(at),
+                None => {
+                    delivery.status = DeliveryStatus::Failed;
+                    delivery.next_attempt_at = None;
+                    report.given_up = 1;
+                }
+            }
+        }
+        if !self.webhooks.update_delivery(&delivery, expected).await? {
+            // Another attempt of the same delivery got there first; its record stands.
+            return Ok(report);
+        }
+        match delivery.status {
+            DeliveryStatus::Succeeded => {
+                info!(delivery_id = %delivery.id, attempts = delivery.attempts, "webhook delivered")
+            }
+            DeliveryStatus::Failed => warn!(
+                delivery_id = %delivery.id,
+                attempts = delivery.attempts,
+                error = delivery.last_error.as_deref().unwrap_or_default(),
+                "webhook delivery given up"
+            ),
+            DeliveryStatus::Pending => {
+                let wait = delivery
+                    .next_attempt_at
+                    .map(|at| (at - Utc::now()).to_std().unwrap_or_default())
+                    .unwrap_or_default();
+                warn!(
+                    delivery_id = %delivery.id,
+                    attempts = delivery.attempts,
+                    error = delivery.last_error.as_deref().unwrap_or_default(),
+                    retry_in_secs = wait.as_secs(),
+                    "webhook attempt failed; will retry"
+                );
+                // Dying between the record above and this leaves no message: the sweeper
+                // reschedules overdue deliveries.
+                schedule_attempt(self.queue.as_ref(), &delivery, wait).await?;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// `scheme://host:port` of a URL: the unit of the per-endpoint concurrency cap.
+fn url_authority(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    format!("{scheme}://{host}")
+}
+
+/// The local runner: receives from the webhook queue until `shutdown`, handling messages
+/// side by side (a slow endpoint holds only its own message), deleting the handled ones.
+pub async fn run_queue_loop(
+    deliverer: Arc<Deliverer>,
+    queue: Arc<dyn Queue>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    const MESSAGES_IN_FLIGHT: usize = 64;
+    let slots = Arc::new(Semaphore::new(MESSAGES_IN_FLIGHT));
+    let mut handling = JoinSet::new();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        while handling.try_join_next().is_some() {}
+        let free = slots.available_permits().min(10);
+        if free == 0 {
+            tokio::select! {
+                _ = handling.join_next() => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let messages = tokio::select! {
+            received = queue.receive(free, Duration::from_secs(1)) => received,
+            _ = shutdown.changed() => continue,
+        };
+        let messages = match messages {
+            Ok(messages) => messages,
+            Err(e) => {
+                warn!(queue = queue.name(), error = %e, "receive failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        for message in messages {
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let (deliverer, queue) = (deliverer.clone(), queue.clone());
+            handling.spawn(async move {
+                handle_and_delete(&deliverer, queue.as_ref(), message).await;
+                drop(slot);
+            });
+        }
+    }
+    // Finish what is in hand (each attempt is bounded by its timeout).
+    while handling.join_next().await.is_some() {}
+}
+
+async fn handle_and_delete(deliverer: &Deliverer, queue: &dyn Queue, message: ReceivedMessage) {
+    match deliverer.handle(&message.body).await {
+        Ok(_) => {}
+        Err(e) if e.is_permanent() => {
+            warn!(message_id = %message.message_id, error = %e, "dropping an undecodable webhook-queue message");
+        }
+        Err(e) => {
+            warn!(message_id = %message.message_id, receive_count = message.receive_count, error = %e, "webhook message failed; it will be delivered again");
+            return;
+        }
+    }
+    if let Err(e) = queue.delete(std::slice::from_ref(&message.receipt)).await {
+        warn!(error = %e, "delete failed; the message will be handled again");
+    }
+}
