@@ -122,6 +122,26 @@ async fn every_route_answers_each_caller_by_the_rules(kind: Kind) {
         w_admin["id"].as_str().unwrap().to_owned(),
     );
     let (a1, j, loc, ab) = (a.offer_id, job.id, location, a.brand_id);
+    // A delivery of the first webhook, for the routes that read or redeliver one.
+    let hook_sub = ports
+        .webhooks
+        .get_subscription(w_own.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut finished = ports.jobs.get_job(j).await.unwrap().unwrap();
+    finished.status = shared::domain::JobStatus::Succeeded;
+    let event = shared::domain::JobEvent::terminal(&finished).unwrap();
+    let delivery = ports
+        .webhooks
+        .create_delivery(&shared::domain::Delivery::new(
+            &event,
+            &hook_sub,
+            chrono::Utc::now(),
+        ))
+        .await
+        .unwrap()
+        .id;
 
     let cases = vec![
         case(
@@ -268,6 +288,69 @@ async fn every_route_answers_each_caller_by_the_rules(kind: Kind) {
             200,
         ),
         case(
+            "list a brand's webhooks",
+            Method::GET,
+            move |_| format!("/webhooks?brandId={ab}"),
+            None,
+            403,
+            200,
+            200,
+        ),
+        case(
+            "list the caller's webhooks",
+            Method::GET,
+            |_| "/webhooks".to_owned(),
+            None,
+            200,
+            200,
+            400,
+        ),
+        case(
+            "rotate a webhook's secret",
+            Method::POST,
+            {
+                let w = w_own.clone();
+                move |_| format!("/webhooks/{w}/rotate-secret")
+            },
+            None,
+            404,
+            200,
+            200,
+        ),
+        case(
+            "a webhook's deliveries",
+            Method::GET,
+            {
+                let w = w_own.clone();
+                move |_| format!("/webhooks/{w}/deliveries")
+            },
+            None,
+            404,
+            200,
+            200,
+        ),
+        case(
+            "redeliver a delivery",
+            Method::POST,
+            {
+                let w = w_own.clone();
+                move |_| format!("/webhooks/{w}/deliveries/{delivery}/redeliver")
+            },
+            None,
+            404,
+            202,
+            202,
+        ),
+        case(
+            "a job's deliveries",
+            Method::GET,
+            move |_| format!("/jobs/{j}/deliveries"),
+            None,
+            404,
+            200,
+            200,
+        ),
+        case(
             "delete a webhook",
             Method::DELETE,
             move |who| {
@@ -292,11 +375,14 @@ async fn every_route_answers_each_caller_by_the_rules(kind: Kind) {
         ),
     ];
 
+    let w_own_id = hook_sub.id.to_string();
     let a_ids = [
         a.brand_id.to_string(),
         a1.to_string(),
         a3.clone(),
         j.to_string(),
+        w_own_id,
+        delivery.to_string(),
     ];
     for c in &cases {
         for (who, status) in c.expect {

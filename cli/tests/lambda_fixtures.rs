@@ -435,3 +435,68 @@ async fn the_worker_binary_logs_the_fields_the_operations_queries_filter_on() {
     assert_eq!(field("job_id"), Some(json!(job.id.to_string())), "{line}");
     assert_eq!(field("chunk_seq"), Some(json!("00000000")), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_function_delivers_a_raw_sns_message_and_drops_an_undecodable_one() {
+    let env = Env::of(Kind::Aws, small_chunks()).await;
+    let ports = env.ports();
+    let brand = BrandId::new_random();
+    let mut receiver = bulklink::receiver::Receiver::start().await.unwrap();
+    let subscription = shared::domain::Subscription::new(
+        shared::domain::SubscriptionId::new_v7(),
+        brand,
+        receiver.url.parse().unwrap(),
+        Default::default(),
+        None,
+        chrono::Utc::now(),
+    );
+    ports
+        .webhooks
+        .create_subscription(&subscription)
+        .await
+        .unwrap();
+    receiver.trust(subscription.secret.as_str()).unwrap();
+    let mut job = shared::domain::Job::new(brand, OfferId::new_random(), None, chrono::Utc::now());
+    job.status = JobStatus::Succeeded;
+    job.finished_at = Some(chrono::Utc::now());
+    let event = shared::domain::JobEvent::terminal(&job).unwrap();
+    // With raw message delivery, the SQS body is the published message itself.
+    let raw = serde_json::to_string(&event).unwrap();
+    let records = sqs_event(&[
+        ("sns-raw-1".into(), raw, 1),
+        ("garbage-1".into(), "{\"jobId\": 42".into(), 1),
+    ]);
+    let deliverer = webhooks::Deliverer::new(&ports, loopback_egress(), &env.settings).unwrap();
+    let mut metrics = Vec::new();
+
+    let response = webhooks::lambda::handle_sqs_event(&deliverer, records, &mut metrics)
+        .await
+        .unwrap();
+
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "the undecodable one is dropped, not retried"
+    );
+    let delivery = tokio::time::timeout(Duration::from_secs(10), receiver.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(delivery.verified.is_ok(), "{:?}", delivery.verified);
+    assert_eq!(
+        delivery.event().unwrap()["eventId"],
+        event.event_id.to_string()
+    );
+    let emf: Value = serde_json::from_slice(metrics.trim_ascii_end()).unwrap();
+    assert_eq!(emf["Function"], "webhooks");
+    assert_eq!(emf["WebhookDelivered"], 1.0);
+    let log = ports
+        .webhooks
+        .page_subscription_deliveries(subscription.id, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(log.items.len(), 1);
+    assert_eq!(
+        log.items[0].status,
+        shared::domain::DeliveryStatus::Succeeded
+    );
+}

@@ -11,6 +11,8 @@ mod egress;
 mod hardening;
 mod http_api;
 mod lambda_fixtures;
+mod migration;
 mod pipeline;
+mod rehearsal;
 mod throttling;
 mod webhooks;

@@ -1,0 +1,321 @@
+//! A deployment rehearsal: every Lambda binary runs as its own process under a Runtime API
+//! stand-in (real `Lambda-Runtime-Deadline-Ms`), with the environment Terraform gives it,
+//! against moto. The test plays API Gateway (v2 events with JWT authorizer claims) and the
+//! SQS event source mappings (receive, invoke, delete what the batch response does not
+//! report); only the function binaries do bulklink's work.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use bulklink::receiver::Receiver;
+use serde_json::{json, Value};
+use shared::domain::{BrandId, WebhookSecret};
+use tokio::sync::watch;
+
+use crate::lambda_fixtures::lambda_env;
+use crate::runtime_api::{function_binary, Outcome, RuntimeApi};
+use crate::support::*;
+
+/// One function: its process and its Runtime API.
+struct Function {
+    name: &'static str,
+    api: RuntimeApi,
+    child: Child,
+}
+
+impl Function {
+    async fn start(
+        env: &Env,
+        binary: &str,
+        name: &'static str,
+        extra: &[(&str, &str)],
+    ) -> Function {
+        let api = RuntimeApi::start().await;
+        let child = Command::new(function_binary(binary))
+            .env_clear()
+            .envs(lambda_env(env, &api.host(), name))
+            .envs(extra.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Function { name, api, child }
+    }
+
+    async fn invoke(&self, event: Value, timeout: Duration) -> Value {
+        let id = self.api.invoke(event, timeout);
+        match self
+            .api
+            .outcome(&id, timeout + Duration::from_secs(10))
+            .await
+        {
+            Some(Outcome::Response(body)) => body,
+            other => panic!("{}: invocation {id} ended {other:?}", self.name),
+        }
+    }
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// API Gateway's side: an HTTP API v2 event with the authorizer's claims of `brand`.
+fn http_event(method: &str, path: &str, body: Option<&Value>, brand: BrandId) -> Value {
+    let (raw_path, query) = path.split_once('?').unwrap_or((path, ""));
+    json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": raw_path,
+        "rawQueryString": query,
+        "headers": { "content-type": "application/json", "host": "api.example.invalid" },
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "rehearsal",
+            "domainName": "api.example.invalid",
+            "domainPrefix": "api",
+            "http": { "method": method, "path": raw_path, "protocol": "HTTP/1.1",
+                      "sourceIp": "127.0.0.1", "userAgent": "rehearsal" },
+            "requestId": uuid::Uuid::new_v4().to_string(),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "01/Dec/2026:00:00:00 +0000",
+            "timeEpoch": chrono::Utc::now().timestamp_millis(),
+            "authorizer": { "jwt": { "claims": {
+                "sub": "rehearsal", "brand_id": brand.to_string(), "scope": "bulklink/jobs"
+            }, "scopes": null } }
+        },
+        "body": body.map(|b| b.to_string()),
+        "isBase64Encoded": false
+    })
+}
+
+/// The function's answer: status code and JSON body.
+async fn call(
+    function: &Function,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    brand: BrandId,
+) -> (u16, Value) {
+    let response = function
+        .invoke(
+            http_event(method, path, body.as_ref(), brand),
+            Duration::from_secs(10),
+        )
+        .await;
+    let status = response["statusCode"].as_u64().unwrap() as u16;
+    let body = response["body"]
+        .as_str()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// The SQS event source mapping of `queue_url` onto `function`, until `stop`.
+async fn event_source_mapping(
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    function: Arc<Function>,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let received = tokio::select! {
+            r = sqs.receive_message()
+                .queue_url(&queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send() => r,
+            _ = stop.changed() => return,
+        };
+        let Ok(received) = received else { continue };
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            continue;
+        }
+        let records: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                let attributes: serde_json::Map<String, Value> = m
+                    .attributes()
+                    .map(|a| {
+                        a.iter()
+                            .map(|(k, v)| (k.as_str().to_owned(), json!(v)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!({
+                    "messageId": m.message_id(),
+                    "receiptHandle": m.receipt_handle(),
+                    "body": m.body(),
+                    "attributes": attributes,
+                    "messageAttributes": {},
+                    "md5OfBody": m.md5_of_body(),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:rehearsal",
+                    "awsRegion": "us-east-1",
+                })
+            })
+            .collect();
+        let answer = function
+            .invoke(json!({ "Records": records }), Duration::from_secs(30))
+            .await;
+        let failed: Vec<&str> = answer["batchItemFailures"]
+            .as_array()
+            .map(|f| {
+                f.iter()
+                    .filter_map(|f| f["itemIdentifier"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for m in &messages {
+            if !failed.contains(&m.message_id().unwrap_or_default()) {
+                let _ = sqs
+                    .delete_message()
+                    .queue_url(&queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
+    let env = Env::of(Kind::Aws, fast_settings()).await;
+    let names = env.aws_names().unwrap().clone();
+    let loopback = [("WEBHOOK_ALLOW_CIDRS", "127.0.0.0/8")];
+    let job_api = Function::start(&env, "bulklink-job-api", "bulklink-job-api", &loopback).await;
+    let status = Function::start(&env, "bulklink-status", "bulklink-status", &loopback).await;
+    let fanout = Arc::new(Function::start(&env, "bulklink-fanout", "bulklink-fanout", &[]).await);
+    let worker = Arc::new(
+        Function::start(
+            &env,
+            "bulklink-worker",
+            "bulklink-worker",
+            &[("WORKER_SOURCE", "chunks")],
+        )
+        .await,
+    );
+    let deliverer =
+        Arc::new(Function::start(&env, "bulklink-webhooks", "bulklink-webhooks", &loopback).await);
+    let sweeper = Function::start(&env, "bulklink-sweeper", "bulklink-sweeper", &[]).await;
+
+    let brand = BrandId::new_random();
+    let (code, offer) = call(
+        &job_api,
+        "POST",
+        "/offers",
+        Some(json!({ "name": "rehearsal" })),
+        brand,
+    )
+    .await;
+    assert_eq!(code, 201, "{offer}");
+    let offer_id = offer["id"].as_str().unwrap().to_owned();
+    for batch in 0..3 {
+        let locations: Vec<Value> = (0..100)
+            .map(|i| json!({ "address": format!("{} Rehearsal Road", batch * 100 + i) }))
+            .collect();
+        let (code, body) = call(
+            &job_api,
+            "POST",
+            "/locations",
+            Some(json!(locations)),
+            brand,
+        )
+        .await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let mut receiver = Receiver::start().await.unwrap();
+    let (code, hook) = call(
+        &status,
+        "POST",
+        "/webhooks",
+        Some(json!({ "url": receiver.url })),
+        brand,
+    )
+    .await;
+    assert_eq!(code, 201, "{hook}");
+    let secret: WebhookSecret = hook["secret"].as_str().unwrap().parse().unwrap();
+
+    let (stop, stopped) = watch::channel(false);
+    let clients = shared::aws::AwsClients::load(Some(emulator().endpoint())).await;
+    let mappings = [
+        (names.fanout_queue_url.clone(), fanout.clone()),
+        (names.chunk_queue_url.clone(), worker.clone()),
+        (names.webhook_queue_url.clone(), deliverer.clone()),
+    ]
+    .map(|(url, function)| {
+        tokio::spawn(event_source_mapping(
+            clients.sqs.clone(),
+            url,
+            function,
+            stopped.clone(),
+        ))
+    });
+
+    let (code, job) = call(
+        &job_api,
+        "POST",
+        &format!("/offers/{offer_id}/link-all-locations"),
+        None,
+        brand,
+    )
+    .await;
+    assert_eq!(code, 202, "{job}");
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    let mut done = Value::Null;
+    for _ in 0..600 {
+        let (code, body) = call(&status, "GET", &format!("/jobs/{job_id}"), None, brand).await;
+        assert_eq!(code, 200, "{body}");
+        if body["status"] == "SUCCEEDED" {
+            done = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        done["status"], "SUCCEEDED",
+        "the job ended through the binaries"
+    );
+    assert_eq!(done["counters"]["linked"], 300);
+    assert_eq!(done["counters"]["total"], 300);
+
+    let delivery = tokio::time::timeout(Duration::from_secs(60), receiver.next())
+        .await
+        .expect("the delivery function delivered the event")
+        .unwrap();
+    assert!(
+        delivery.verify_with(&[&secret]).is_ok(),
+        "signed with the subscription's secret"
+    );
+    assert_eq!(delivery.event().unwrap()["jobId"], job_id.as_str());
+    let report = sweeper
+        .invoke(
+            serde_json::from_str(
+                &std::fs::read_to_string(format!(
+                    "{}/tests/fixtures/scheduled_event.json",
+                    env!("CARGO_MANIFEST_DIR")
+                ))
+                .unwrap(),
+            )
+            .unwrap(),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(
+        report.get("notified").is_some() && report.get("stalled").is_some(),
+        "{report}"
+    );
+
+    let _ = stop.send(true);
+    for mapping in mappings {
+        let _ = mapping.await;
+    }
+}
