@@ -5,24 +5,30 @@ locals {
   alarm_actions = var.alarm_sns_topic_arn == null ? [] : [var.alarm_sns_topic_arn]
 
   dead_letter_queues = {
-    fanout_dlq = aws_sqs_queue.fanout_dlq.name
-    chunks_dlq = aws_sqs_queue.chunks_dlq.name
+    fanout_dlq   = aws_sqs_queue.fanout_dlq.name
+    chunks_dlq   = aws_sqs_queue.chunks_dlq.name
+    webhooks_dlq = aws_sqs_queue.webhooks_dlq.name
   }
 
   oldest_message_limits = {
-    fanout = { queue = aws_sqs_queue.fanout.name, seconds = var.fanout_age_alarm_seconds }
-    chunks = { queue = aws_sqs_queue.chunks.name, seconds = var.chunk_age_alarm_seconds }
+    fanout   = { queue = aws_sqs_queue.fanout.name, seconds = var.fanout_age_alarm_seconds }
+    chunks   = { queue = aws_sqs_queue.chunks.name, seconds = var.chunk_age_alarm_seconds }
+    webhooks = { queue = aws_sqs_queue.webhooks.name, seconds = var.webhooks_age_alarm_seconds }
   }
 
   erroring_functions = {
-    fanout = aws_lambda_function.fanout.function_name
-    worker = aws_lambda_function.worker.function_name
+    fanout   = aws_lambda_function.fanout.function_name
+    worker   = aws_lambda_function.worker.function_name
+    webhooks = aws_lambda_function.webhooks.function_name
   }
 }
 
 # A fanout message here is a job that stopped fanning out (the sweeper restarts it); a chunk
 # here is accounted as failed by worker-dlq, so a chunk DLQ that stays non-empty means
-# worker-dlq itself is failing.
+# worker-dlq itself is failing; a webhook-queue message here is one the webhooks function
+# failed on (a DynamoDB or SQS error) max_receive_count times: an event or an attempt that
+# may not have been delivered. Receivers that answer with errors do not land here: their
+# retries are new messages, and giving up is recorded in the delivery log.
 resource "aws_cloudwatch_metric_alarm" "dlq_depth" {
   for_each = local.dead_letter_queues
 

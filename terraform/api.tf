@@ -1,5 +1,6 @@
 # HTTP API (API Gateway v2), payload format 2.0: job-api serves the write routes, status the
-# read routes and webhooks. A JWT authorizer guards every route except GET /healthz.
+# read routes, webhook subscriptions and their delivery log. A JWT authorizer guards every
+# route except GET /healthz.
 
 locals {
   job_api_routes = [
@@ -18,10 +19,14 @@ locals {
     "GET /offers/{offerId}",
     "GET /offers/{offerId}/locations",
     "GET /locations/{locationId}",
+    "GET /jobs/{jobId}/deliveries",
     "POST /webhooks",
+    "GET /webhooks",
     "GET /webhooks/{id}",
     "DELETE /webhooks/{id}",
-    "GET /webhooks/{id}/confirm",
+    "POST /webhooks/{id}/rotate-secret",
+    "GET /webhooks/{id}/deliveries",
+    "POST /webhooks/{id}/deliveries/{deliveryId}/redeliver",
     "GET /openapi.json",
   ]
 

@@ -43,11 +43,16 @@ resource "aws_iam_role_policy_attachment" "xray" {
 locals {
   catalog_indexes = "${aws_dynamodb_table.catalog.arn}/index/*"
   jobs_indexes    = "${aws_dynamodb_table.jobs.arn}/index/*"
-  # Subscriptions are named <topic ARN>:<uuid>.
-  topic_subscriptions = "${aws_sns_topic.job_events.arn}:*"
+  jobs_gsi1       = "${aws_dynamodb_table.jobs.arn}/index/gsi1"
 }
 
-# --- job-api: create/cancel jobs, offers, locations, direct links ------------------------------------
+# Webhooks are bulklink's own (subscriptions and deliveries are items of the jobs table,
+# shared/src/aws/webhooks.rs), not SNS subscriptions: no role has any sns:Subscribe,
+# Unsubscribe, GetSubscriptionAttributes or ConfirmSubscription. The functions that finish
+# jobs publish to the topic; its raw subscriber, the webhook queue, feeds the webhooks
+# function.
+
+# --- job-api: create/cancel jobs, offers, locations, direct links, callback subscriptions -------------
 
 data "aws_iam_policy_document" "job_api" {
   statement {
@@ -65,7 +70,8 @@ data "aws_iam_policy_document" "job_api" {
   }
 
   # create_job (transaction: idempotency claim + active lock + job, all puts), request_cancel
-  # (conditional UpdateItem), re-reads of the job.
+  # (conditional UpdateItem), re-reads of the job; a link-all request's callbackUrl becomes a
+  # webhook subscription of that job (conditional PutItem, which returns the existing item).
   statement {
     sid       = "JobsCreateCancelRead"
     actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]
@@ -76,19 +82,6 @@ data "aws_iam_policy_document" "job_api" {
     sid       = "StartFanout"
     actions   = ["sqs:SendMessage"]
     resources = [aws_sqs_queue.fanout.arn]
-  }
-
-  # A link-all request may carry a webhook: Subscribe, then read the new subscription back.
-  statement {
-    sid       = "SubscribeWebhook"
-    actions   = ["sns:Subscribe"]
-    resources = [aws_sns_topic.job_events.arn]
-  }
-
-  statement {
-    sid       = "ReadNewSubscription"
-    actions   = ["sns:GetSubscriptionAttributes"]
-    resources = [local.topic_subscriptions]
   }
 
   statement {
@@ -104,7 +97,7 @@ resource "aws_iam_role_policy" "job_api" {
   policy = data.aws_iam_policy_document.job_api.json
 }
 
-# --- status: reads and webhook subscriptions ---------------------------------------------------------
+# --- status: reads, webhook subscriptions and their delivery log ---------------------------------------
 
 data "aws_iam_policy_document" "status" {
   statement {
@@ -126,17 +119,22 @@ data "aws_iam_policy_document" "status" {
     ]
   }
 
+  # Webhook subscriptions and deliveries are items of the jobs table. Their reads come from
+  # the statement above: a subscription or delivery (GetItem), a brand's subscriptions and a
+  # job's deliveries (gsi1 keys, then BatchGetItem), a subscription's deliveries (Query).
+  # Writes: create (conditional PutItem), rotate-secret (UpdateItem), delete (DeleteItem),
+  # redeliver (conditional PutItem of the delivery's new state).
   statement {
-    sid       = "SubscribeAndConfirmWebhooks"
-    actions   = ["sns:ConfirmSubscription", "sns:Subscribe"]
-    resources = [aws_sns_topic.job_events.arn]
+    sid       = "ManageWebhooks"
+    actions   = ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.jobs.arn]
   }
 
-  # GetSubscriptionAttributes and Unsubscribe act on subscription ARNs under the topic.
+  # Redeliver: the delivery's attempt, now, on the webhook queue.
   statement {
-    sid       = "ReadAndRemoveWebhooks"
-    actions   = ["sns:GetSubscriptionAttributes", "sns:Unsubscribe"]
-    resources = [aws_sns_topic.job_events.arn, local.topic_subscriptions]
+    sid       = "ScheduleRedelivery"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.webhooks.arn]
   }
 
   statement {
@@ -321,7 +319,8 @@ data "aws_iam_policy_document" "sweeper" {
   }
 
   # Unsettled jobs: gsi2 keys (Query), then the jobs (BatchGetItem); completion transaction
-  # (update job + delete active lock); mark_notified (UpdateItem).
+  # (update job + delete active lock); mark_notified (UpdateItem). Overdue webhook deliveries:
+  # gsi2 keys (the sparse PENDING_DELIVERIES partition), then the deliveries (BatchGetItem).
   statement {
     sid       = "SettleJobs"
     actions   = ["dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"]
@@ -332,6 +331,13 @@ data "aws_iam_policy_document" "sweeper" {
     sid       = "RestartFanout"
     actions   = ["sqs:SendMessage"]
     resources = [aws_sqs_queue.fanout.arn]
+  }
+
+  # A pending delivery whose scheduled attempt was lost is scheduled again.
+  statement {
+    sid       = "RescheduleOverdueDeliveries"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.webhooks.arn]
   }
 
   statement {
@@ -351,4 +357,51 @@ resource "aws_iam_role_policy" "sweeper" {
   name   = "sweeper"
   role   = aws_iam_role.lambda["sweeper"].id
   policy = data.aws_iam_policy_document.sweeper.json
+}
+
+# --- webhooks: deliver job events to subscribed endpoints, record and retry each delivery ---------------
+
+data "aws_iam_policy_document" "webhooks" {
+  statement {
+    sid       = "OwnLogGroup"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.lambda["webhooks"].arn}:*"]
+  }
+
+  # The event's matching subscriptions (gsi1 keys of the brand, then BatchGetItem), a
+  # subscription or delivery (GetItem), a delivery's record and each new state (conditional
+  # PutItem), disabling a subscription whose endpoint is gone (UpdateItem).
+  statement {
+    sid     = "DeliverAndRecordWebhooks"
+    actions = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]
+    resources = [
+      aws_dynamodb_table.jobs.arn,
+      local.jobs_gsi1,
+    ]
+  }
+
+  statement {
+    sid       = "ConsumeWebhookQueue"
+    actions   = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage"]
+    resources = [aws_sqs_queue.webhooks.arn]
+  }
+
+  # A delivery's next attempt is a delayed message on the same queue.
+  statement {
+    sid       = "ScheduleAttempts"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.webhooks.arn]
+  }
+
+  statement {
+    sid       = "UseDeploymentKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.main.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "webhooks" {
+  name   = "webhooks"
+  role   = aws_iam_role.lambda["webhooks"].id
+  policy = data.aws_iam_policy_document.webhooks.json
 }

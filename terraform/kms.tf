@@ -65,7 +65,10 @@ data "aws_iam_policy_document" "kms" {
     resources = ["*"]
   }
 
-  # SQS and SNS encrypt/decrypt messages of this account's queues and topic.
+  # SQS and SNS encrypt/decrypt messages of this account's queues and topic. SNS also
+  # delivers the topic's events to the KMS-encrypted webhook queue (sns.tf): for that it
+  # needs kms:GenerateDataKey (the SQS data key; the only GenerateDataKey* action SQS
+  # server-side encryption calls) and kms:Decrypt, both granted here.
   statement {
     sid    = "SqsAndSnsUseKeyForThisAccount"
     effect = "Allow"

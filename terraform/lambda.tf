@@ -1,4 +1,4 @@
-# The six functions, their log groups, their triggers.
+# The seven functions, their log groups, their triggers.
 #
 # Every function runs a Rust `bootstrap` binary on provided.al2023, built by
 # `cargo lambda build --release --output-format zip` into <artifacts_dir>/<bin>/bootstrap.zip.
@@ -12,10 +12,11 @@ locals {
     worker     = "${var.name}-worker"
     worker_dlq = "${var.name}-worker-dlq"
     sweeper    = "${var.name}-sweeper"
+    webhooks   = "${var.name}-webhooks"
   }
 
   bootstrap_zip = {
-    for bin in ["bulklink-job-api", "bulklink-status", "bulklink-fanout", "bulklink-worker", "bulklink-sweeper"] :
+    for bin in ["bulklink-job-api", "bulklink-status", "bulklink-fanout", "bulklink-worker", "bulklink-sweeper", "bulklink-webhooks"] :
     bin => "${var.artifacts_dir}/${bin}/bootstrap.zip"
   }
 
@@ -32,6 +33,7 @@ locals {
     FANOUT_QUEUE_URL        = aws_sqs_queue.fanout.url
     CHUNK_QUEUE_URL         = aws_sqs_queue.chunks.url
     CHUNK_DLQ_URL           = aws_sqs_queue.chunks_dlq.url
+    WEBHOOK_QUEUE_URL       = aws_sqs_queue.webhooks.url
     EVENTS_TOPIC_ARN        = aws_sns_topic.job_events.arn
     CHUNK_SIZE              = var.chunk_size
     FANOUT_PAGE_SIZE        = var.fanout_page_size
@@ -42,11 +44,15 @@ locals {
     FAILURE_THRESHOLD       = var.failure_threshold
     FAILURE_MIN_SAMPLE      = var.failure_min_sample
     BRAND_CLAIM             = var.brand_claim
+    # The webhook queue's own visibility timeout (6 x webhooks_timeout_seconds), and how
+    # long failed deliveries are retried.
+    WEBHOOK_VISIBILITY_TIMEOUT_SECS = aws_sqs_queue.webhooks.visibility_timeout_seconds
+    WEBHOOK_RETRY_HOURS             = var.webhook_retry_hours
     # The functions read the caller from the authorizer's claims; without the authorizer
     # they must be told so explicitly, or every request is refused (401).
     AUTH_MODE  = var.authorizer_enabled ? "gateway" : "none"
     LOG_FORMAT = "json"
-    RUST_LOG                = "info"
+    RUST_LOG   = "info"
   }
 }
 
@@ -65,7 +71,7 @@ resource "aws_cloudwatch_log_group" "lambda" {
 resource "aws_lambda_function" "job_api" {
   #checkov:skip=CKV_AWS_116:Invoked synchronously by API Gateway only; a dead-letter queue applies to asynchronous invocations
   #checkov:skip=CKV_AWS_115:Not reserved on purpose: the HTTP functions share the account's unreserved pool; only the worker's concurrency is a design parameter
-  #checkov:skip=CKV_AWS_117:Reaches only AWS APIs (DynamoDB, SQS, SNS) over their public endpoints with IAM auth; a VPC would add NAT/endpoints for no isolation gain
+  #checkov:skip=CKV_AWS_117:Reaches only AWS APIs (DynamoDB, SQS) over their public endpoints with IAM auth; a VPC would add NAT/endpoints for no isolation gain
   #checkov:skip=CKV_AWS_272:Artifacts are built from source by cargo lambda in CI and deployed by terraform; no AWS Signer profile exists for this project
   function_name    = local.function_names.job_api
   description      = "bulklink write side: create/cancel jobs, create offers and locations, link one location"
@@ -97,10 +103,10 @@ resource "aws_lambda_function" "job_api" {
 resource "aws_lambda_function" "status" {
   #checkov:skip=CKV_AWS_116:Invoked synchronously by API Gateway only; a dead-letter queue applies to asynchronous invocations
   #checkov:skip=CKV_AWS_115:Not reserved on purpose: the HTTP functions share the account's unreserved pool; only the worker's concurrency is a design parameter
-  #checkov:skip=CKV_AWS_117:Reaches only AWS APIs (DynamoDB, SNS) over their public endpoints with IAM auth; a VPC would add NAT/endpoints for no isolation gain
+  #checkov:skip=CKV_AWS_117:Reaches only AWS APIs (DynamoDB, SQS) over their public endpoints with IAM auth; a VPC would add NAT/endpoints for no isolation gain
   #checkov:skip=CKV_AWS_272:Artifacts are built from source by cargo lambda in CI and deployed by terraform; no AWS Signer profile exists for this project
   function_name    = local.function_names.status
-  description      = "bulklink read side: jobs, failures, offers, locations, webhook subscriptions"
+  description      = "bulklink read side: jobs, failures, offers, locations, webhook subscriptions and deliveries"
   role             = aws_iam_role.lambda["status"].arn
   runtime          = "provided.al2023"
   handler          = "bootstrap"
@@ -249,7 +255,7 @@ resource "aws_lambda_function" "sweeper" {
   #checkov:skip=CKV_AWS_117:Reaches only AWS APIs (DynamoDB, SQS, SNS) over their public endpoints with IAM auth; a VPC would add NAT/endpoints for no isolation gain
   #checkov:skip=CKV_AWS_272:Artifacts are built from source by cargo lambda in CI and deployed by terraform; no AWS Signer profile exists for this project
   function_name    = local.function_names.sweeper
-  description      = "bulklink sweeper: completes, notifies or restarts jobs an interrupted step left behind"
+  description      = "bulklink sweeper: completes, notifies or restarts jobs an interrupted step left behind; reschedules overdue webhook deliveries"
   role             = aws_iam_role.lambda["sweeper"].arn
   runtime          = "provided.al2023"
   handler          = "bootstrap"
@@ -272,6 +278,38 @@ resource "aws_lambda_function" "sweeper" {
     aws_cloudwatch_log_group.lambda["sweeper"],
     aws_iam_role_policy.sweeper,
     aws_iam_role_policy_attachment.xray["sweeper"],
+  ]
+}
+
+resource "aws_lambda_function" "webhooks" {
+  #checkov:skip=CKV_AWS_116:Invoked by an SQS event source mapping on the webhook queue, not asynchronously; failed messages go to the webhook queue's own DLQ (redrive policy)
+  #checkov:skip=CKV_AWS_115:Not reserved on purpose: it writes no catalog items, so it needs no share of the write budget, and scales with the webhook queue; only the worker's concurrency is a design parameter
+  #checkov:skip=CKV_AWS_117:POSTs to customers' public HTTPS endpoints (the code refuses private, loopback and link-local targets) and reaches AWS APIs (DynamoDB, SQS) with IAM auth; in a VPC it would need a NAT gateway for that egress, for no isolation gain
+  #checkov:skip=CKV_AWS_272:Artifacts are built from source by cargo lambda in CI and deployed by terraform; no AWS Signer profile exists for this project
+  function_name    = local.function_names.webhooks
+  description      = "bulklink webhooks: signs and POSTs job events to subscribed endpoints, records and retries each delivery"
+  role             = aws_iam_role.lambda["webhooks"].arn
+  runtime          = "provided.al2023"
+  handler          = "bootstrap"
+  architectures    = [var.lambda_architecture]
+  filename         = local.bootstrap_zip["bulklink-webhooks"]
+  source_code_hash = local.bootstrap_hash["bulklink-webhooks"]
+  timeout          = var.webhooks_timeout_seconds
+  memory_size      = var.webhooks_memory_mb
+  kms_key_arn      = aws_kms_key.main.arn
+
+  environment {
+    variables = local.lambda_env
+  }
+
+  tracing_config {
+    mode = "Active"
+  }
+
+  depends_on = [
+    aws_cloudwatch_log_group.lambda["webhooks"],
+    aws_iam_role_policy.webhooks,
+    aws_iam_role_policy_attachment.xray["webhooks"],
   ]
 }
 
@@ -304,6 +342,16 @@ resource "aws_lambda_event_source_mapping" "chunk_dead_letters" {
   event_source_arn        = aws_sqs_queue.chunks_dlq.arn
   function_name           = aws_lambda_function.worker_dlq.arn
   batch_size              = var.worker_dlq_batch_size
+  function_response_types = ["ReportBatchItemFailures"]
+}
+
+# New events (from the topic) and scheduled retries (from the function itself). A message
+# the function reports failed is redelivered after the visibility timeout and, after
+# max_receive_count deliveries, dead-lettered; a delivery's own retries are new messages.
+resource "aws_lambda_event_source_mapping" "webhooks" {
+  event_source_arn        = aws_sqs_queue.webhooks.arn
+  function_name           = aws_lambda_function.webhooks.arn
+  batch_size              = var.webhooks_batch_size
   function_response_types = ["ReportBatchItemFailures"]
 }
 

@@ -38,6 +38,16 @@ output "chunk_dlq_url" {
   value       = aws_sqs_queue.chunks_dlq.url
 }
 
+output "webhook_queue_url" {
+  description = "Webhook queue, the job-events topic's raw subscriber (WEBHOOK_QUEUE_URL)."
+  value       = aws_sqs_queue.webhooks.url
+}
+
+output "webhook_dlq_url" {
+  description = "Dead-letter queue of the webhook queue."
+  value       = aws_sqs_queue.webhooks_dlq.url
+}
+
 output "kms_key_arn" {
   description = "The deployment's customer-managed KMS key."
   value       = aws_kms_key.main.arn

@@ -59,7 +59,7 @@ variable "job_api_memory_mb" {
 }
 
 variable "status_timeout_seconds" {
-  description = "Timeout of the status function (read side of the HTTP API and webhook subscriptions). API Gateway stops waiting after 30 s."
+  description = "Timeout of the status function (read side of the HTTP API, webhook subscriptions and their delivery log). API Gateway stops waiting after 30 s."
   type        = number
   default     = 10
 
@@ -122,6 +122,23 @@ variable "worker_dlq_timeout_seconds" {
 
 variable "worker_dlq_memory_mb" {
   description = "Memory of the worker-dlq function, in MB."
+  type        = number
+  default     = 256
+}
+
+variable "webhooks_timeout_seconds" {
+  description = "Timeout of the webhooks function (one batch of webhook-queue messages, attempted side by side; one delivery attempt gives up after 10 s). The webhook queue's visibility timeout is 6 times this, and is also WEBHOOK_VISIBILITY_TIMEOUT_SECS."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.webhooks_timeout_seconds >= 15 && var.webhooks_timeout_seconds <= 900
+    error_message = "webhooks_timeout_seconds must be 15-900 (a delivery attempt alone may take 10 s)."
+  }
+}
+
+variable "webhooks_memory_mb" {
+  description = "Memory of the webhooks function, in MB."
   type        = number
   default     = 256
 }
@@ -222,16 +239,38 @@ variable "worker_dlq_batch_size" {
   }
 }
 
+variable "webhooks_batch_size" {
+  description = "Webhook-queue messages per webhooks invocation (their attempts run side by side, so a slow receiver holds only its own message)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.webhooks_batch_size >= 1 && var.webhooks_batch_size <= 10
+    error_message = "webhooks_batch_size must be 1-10."
+  }
+}
+
 # --- failure handling ---------------------------------------------------------------------------
 
 variable "max_receive_count" {
-  description = "Deliveries of a fanout or chunk message before SQS moves it to the queue's dead-letter queue (also MAX_RECEIVE_COUNT for the code). AWS recommends at least 5 for Lambda consumers, so that throttled deliveries do not dead-letter messages."
+  description = "Deliveries of a fanout, chunk or webhook-queue message before SQS moves it to the queue's dead-letter queue (also MAX_RECEIVE_COUNT for the code). AWS recommends at least 5 for Lambda consumers, so that throttled deliveries do not dead-letter messages."
   type        = number
   default     = 5
 
   validation {
     condition     = var.max_receive_count >= 5 && var.max_receive_count <= 1000
     error_message = "max_receive_count must be 5-1000."
+  }
+}
+
+variable "webhook_retry_hours" {
+  description = "Failed webhook deliveries are retried (with backoff, as delayed messages on the webhook queue) for this long after their first attempt, then given up (WEBHOOK_RETRY_HOURS)."
+  type        = number
+  default     = 24
+
+  validation {
+    condition     = var.webhook_retry_hours > 0 && var.webhook_retry_hours <= 336
+    error_message = "webhook_retry_hours must be > 0 and at most 336 (14 days)."
   }
 }
 
@@ -292,6 +331,12 @@ variable "chunk_age_alarm_seconds" {
   description = "Alarm when the oldest chunk message is older than this. A large job under a small write budget keeps chunks queued for long: raise this to the longest expected job."
   type        = number
   default     = 3600
+}
+
+variable "webhooks_age_alarm_seconds" {
+  description = "Alarm when the oldest webhook-queue message is older than this. A new event is picked up within seconds; a retry is a fresh message delayed by at most 15 minutes (SQS's limit), so a healthy queue stays near or below 900 s."
+  type        = number
+  default     = 900
 }
 
 # --- API authentication --------------------------------------------------------------------------

@@ -134,6 +134,27 @@ impl Settings {
         if let Some(v) = lookup("SWEEP_PENDING_AFTER_SECS") {
             s.sweep_pending_after = Duration::from_secs_f64(parse("SWEEP_PENDING_AFTER_SECS", &v)?);
         }
+        if let Some(v) = lookup("WEBHOOK_RETRY_HOURS") {
+            let hours: f64 = parse("WEBHOOK_RETRY_HOURS", &v)?;
+            if !(hours.is_finite() && hours > 0.0 && hours <= 24.0 * 14.0) {
+                return Err(SettingsError {
+                    name: "WEBHOOK_RETRY_HOURS",
+                    value: v,
+                    why: "must be more than 0 and at most 336 (14 days)",
+                });
+            }
+            s.webhook_retry_window = Duration::from_secs_f64(hours * 3_600.0);
+        }
+        if let Some(v) = lookup("WEBHOOK_VISIBILITY_TIMEOUT_SECS") {
+            s.webhook_visibility_timeout =
+                Duration::from_secs_f64(parse("WEBHOOK_VISIBILITY_TIMEOUT_SECS", &v)?);
+        }
+        if let Some(v) = lookup("WEBHOOK_CONCURRENCY") {
+            s.webhook_concurrency = parse("WEBHOOK_CONCURRENCY", &v)?;
+        }
+        if let Some(v) = lookup("WEBHOOK_HOST_CONCURRENCY") {
+            s.webhook_host_concurrency = parse("WEBHOOK_HOST_CONCURRENCY", &v)?;
+        }
         s.validate()?;
         Ok(s)
     }
@@ -271,6 +292,30 @@ mod tests {
             ("VISIBILITY_TIMEOUT_SECS", "60"),
         ]);
         assert!(roomy.is_ok());
+    }
+
+    #[test]
+    fn webhook_settings_are_read_and_checked() {
+        let s = from(&[
+            ("WEBHOOK_RETRY_HOURS", "1.5"),
+            ("WEBHOOK_VISIBILITY_TIMEOUT_SECS", "360"),
+            ("WEBHOOK_CONCURRENCY", "16"),
+            ("WEBHOOK_HOST_CONCURRENCY", "2"),
+        ])
+        .unwrap();
+        assert_eq!(s.webhook_retry_window, Duration::from_secs(5_400));
+        assert_eq!(s.webhook_visibility_timeout, Duration::from_secs(360));
+        assert_eq!((s.webhook_concurrency, s.webhook_host_concurrency), (16, 2));
+        assert_eq!(
+            from(&[("WEBHOOK_RETRY_HOURS", "0")]).unwrap_err().name,
+            "WEBHOOK_RETRY_HOURS"
+        );
+        assert_eq!(
+            from(&[("WEBHOOK_VISIBILITY_TIMEOUT_SECS", "5")])
+                .unwrap_err()
+                .name,
+            "WEBHOOK_VISIBILITY_TIMEOUT_SECS"
+        );
     }
 
     #[test]

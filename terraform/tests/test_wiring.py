@@ -1,13 +1,15 @@
 """Wiring of the Terraform deployment, read from the HCL itself (python-hcl2), not from
 its text: the numbers that must agree come from one variable, queues outlive their
 consumers' timeouts, every function is pointed at resources that exist, IAM has no
-wildcard actions.
+wildcard actions, the webhook queue hears the job-events topic and nothing else, and no
+role manages SNS subscriptions.
 
 Run: .venv/bin/pytest -q terraform/tests
 """
 
 from __future__ import annotations
 
+import fnmatch
 import sys
 from pathlib import Path
 
@@ -18,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tfconfig import (  # noqa: E402
     Call,
     Config,
+    ForExpr,
     Obj,
     Ref,
     Template,
@@ -37,7 +40,8 @@ MAX_RECEIVE_COUNT = Ref(("var", "max_receive_count"))
 # shared/src/telemetry.rs).
 REQUIRED_ENV = {
     "CATALOG_TABLE", "JOBS_TABLE", "FANOUT_QUEUE_URL", "CHUNK_QUEUE_URL", "CHUNK_DLQ_URL",
-    "EVENTS_TOPIC_ARN", "CHUNK_SIZE", "FANOUT_PAGE_SIZE", "WRITE_BUDGET_PER_SEC",
+    "WEBHOOK_QUEUE_URL", "EVENTS_TOPIC_ARN", "WEBHOOK_VISIBILITY_TIMEOUT_SECS",
+    "WEBHOOK_RETRY_HOURS", "CHUNK_SIZE", "FANOUT_PAGE_SIZE", "WRITE_BUDGET_PER_SEC",
     "WORKER_MAX_CONCURRENCY", "MAX_RECEIVE_COUNT", "VISIBILITY_TIMEOUT_SECS",
     "FAILURE_THRESHOLD", "FAILURE_MIN_SAMPLE", "LOG_FORMAT", "RUST_LOG", "BRAND_CLAIM",
     "AUTH_MODE",
@@ -50,7 +54,22 @@ RESOURCE_ENV = {
     "FANOUT_QUEUE_URL": ("aws_sqs_queue", "url", "bulklink-fanout"),
     "CHUNK_QUEUE_URL": ("aws_sqs_queue", "url", "bulklink-chunks"),
     "CHUNK_DLQ_URL": ("aws_sqs_queue", "url", "bulklink-chunks-dlq"),
+    "WEBHOOK_QUEUE_URL": ("aws_sqs_queue", "url", "bulklink-webhooks"),
     "EVENTS_TOPIC_ARN": ("aws_sns_topic", "arn", "bulklink-job-events"),
+}
+
+# Each queue consumed by an event source mapping -> its consumer.
+CONSUMERS = {
+    "fanout": "fanout",
+    "chunks": "worker",
+    "chunks_dlq": "worker_dlq",
+    "webhooks": "webhooks",
+}
+
+# Webhooks are bulklink's own, not SNS subscriptions: no role may manage subscriptions.
+SNS_SUBSCRIPTION_ACTIONS = {
+    "sns:subscribe", "sns:unsubscribe", "sns:getsubscriptionattributes",
+    "sns:confirmsubscription",
 }
 
 ROUTES = {
@@ -65,10 +84,14 @@ ROUTES = {
     "GET /offers/{offerId}": "status",
     "GET /offers/{offerId}/locations": "status",
     "GET /locations/{locationId}": "status",
+    "GET /jobs/{jobId}/deliveries": "status",
     "POST /webhooks": "status",
+    "GET /webhooks": "status",
     "GET /webhooks/{id}": "status",
     "DELETE /webhooks/{id}": "status",
-    "GET /webhooks/{id}/confirm": "status",
+    "POST /webhooks/{id}/rotate-secret": "status",
+    "GET /webhooks/{id}/deliveries": "status",
+    "POST /webhooks/{id}/deliveries/{deliveryId}/redeliver": "status",
     "GET /healthz": "status",
     "GET /openapi.json": "status",
 }
@@ -139,6 +162,69 @@ def policy_statements(cfg: Config) -> list[tuple[str, dict]]:
     return found
 
 
+def index_key(cfg: Config, ref: Ref):
+    """The evaluated key of a reference's index step: "webhooks" of
+    aws_iam_role.lambda["webhooks"].arn; None without one."""
+    steps = [step for step in ref.path if isinstance(step, tuple) and step[0] == "["]
+    assert len(steps) <= 1, f"several index steps in {ref!r}"
+    return cfg.eval(steps[0][1]) if steps else None
+
+
+def symbolic(cfg: Config, value) -> str:
+    """A policy resource as text with references spelled out, locals followed:
+    "${aws_dynamodb_table.jobs.arn}/index/*" -> "aws_dynamodb_table.jobs.arn/index/*"."""
+
+    def spell(node) -> str:
+        node = cfg.resolve(node)
+        if isinstance(node, Ref):
+            return node.dotted()
+        assert isinstance(node, Template), f"unexpected policy resource {node!r}"
+        return "".join(p if isinstance(p, str) else spell(p) for p in node.parts)
+
+    return spell(node_of(value))
+
+
+def service_principals(statement: dict) -> list:
+    """The Service principals of a policy statement: literal names as text, interpolated
+    ones (logs.${var.aws_region}.amazonaws.com) as their syntax tree."""
+    out = []
+    for principal in statement.get("principals", []):
+        if principal["type"] != "Service":
+            continue
+        for identifier in principal["identifiers"]:
+            node = node_of(identifier)
+            literal = all(isinstance(p, str) for p in node.parts)
+            out.append("".join(node.parts) if literal else repr(node))
+    return out
+
+
+def role_statements(cfg: Config) -> dict:
+    """Function key (of local.function_names) -> the statements of its role's inline policy."""
+    out = {}
+    for name, body in cfg.of_type("aws_iam_role_policy").items():
+        (role,) = [r for r in refs_in(cfg.expr(body, "role")) if r.names[0] == "aws_iam_role"]
+        function = index_key(cfg, role)
+        (doc,) = [r for r in refs_in(cfg.expr(body, "policy")) if r.names[0] == "data"]
+        assert function not in out, f"two inline policies on the {function} role"
+        out[function] = cfg.data[("aws_iam_policy_document", doc.names[2])]["statement"]
+    return out
+
+
+def allows(cfg: Config, statements: list, action: str, resource: str) -> bool:
+    """Whether an Allow statement grants `action` on `resource` (IAM's * as a glob)."""
+    for st in statements:
+        if st.get("effect", "Allow") != "Allow" or action not in st.get("actions", []):
+            continue
+        if any(fnmatch.fnmatchcase(resource, symbolic(cfg, r)) for r in st.get("resources", [])):
+            return True
+    return False
+
+
+def redrive_target(cfg: Config, queue: str) -> str:
+    policy = cfg.expr(cfg.resource("aws_sqs_queue", queue), "redrive_policy")
+    return target(policy.args[0].as_dict()["deadLetterTargetArn"], "aws_sqs_queue")
+
+
 # --- the tests ----------------------------------------------------------------------------------
 
 
@@ -195,6 +281,8 @@ def test_only_the_worker_reserves_concurrency(cfg):
 
 
 def test_each_consumed_queue_hides_a_message_for_at_least_six_times_its_consumers_timeout(cfg):
+    consumed = {queue: function for queue, function, _ in mappings(cfg).values()}
+    assert consumed == CONSUMERS, "one event source mapping per consumed queue, the webhook queue included"
     for esm, (queue, function, _) in mappings(cfg).items():
         queue_body = cfg.resource("aws_sqs_queue", queue)
         assert "visibility_timeout_seconds" in queue_body, f"{queue} keeps the 30 s default"
@@ -211,12 +299,14 @@ def test_each_consumed_queue_hides_a_message_for_at_least_six_times_its_consumer
                 )
 
 
-def test_both_main_queues_are_consumed_and_redrive_to_their_own_dead_letter_queue(cfg):
+def test_every_main_queue_is_consumed_and_redrives_to_its_own_dead_letter_queue(cfg):
     consumed = {queue for queue, _, _ in mappings(cfg).values()}
     redriving = {
         name: body for name, body in cfg.of_type("aws_sqs_queue").items() if "redrive_policy" in body
     }
-    assert set(redriving) == {"fanout", "chunks"}
+    assert set(redriving) == {"fanout", "chunks", "webhooks"}
+    dead_letter_queues = [redrive_target(cfg, name) for name in redriving]
+    assert len(set(dead_letter_queues)) == len(dead_letter_queues), "a dead-letter queue per queue"
     for name, body in redriving.items():
         assert name in consumed, f"nothing consumes {name}"
         policy = cfg.expr(body, "redrive_policy")
@@ -243,7 +333,7 @@ def test_messages_are_dead_lettered_after_max_receive_count_deliveries_of_at_lea
 
 def test_every_event_source_mapping_reports_batch_item_failures(cfg):
     esms = cfg.of_type("aws_lambda_event_source_mapping")
-    assert len(esms) >= 3
+    assert {queue for queue, _, _ in mappings(cfg).values()} == set(CONSUMERS)
     for name, body in esms.items():
         types = cfg.eval(cfg.expr(body, "function_response_types"))
         assert "ReportBatchItemFailures" in types, name
@@ -251,7 +341,7 @@ def test_every_event_source_mapping_reports_batch_item_failures(cfg):
 
 def test_every_function_gets_the_whole_environment_from_resources_and_variables(cfg):
     functions = cfg.of_type("aws_lambda_function")
-    assert len(functions) == 6
+    assert len(functions) == 7
     for function in functions:
         env = environment(cfg, function)
         missing = REQUIRED_ENV - set(env)
@@ -324,7 +414,7 @@ def test_no_function_role_grants_its_actions_on_every_resource(cfg):
         (ref,) = [r for r in refs_in(cfg.expr(body, "policy")) if r.names[0] == "data"]
         assert ref.names[1] == "aws_iam_policy_document" and ref.names[3] == "json", name
         attached.append(ref.names[2])
-    assert len(set(attached)) == 6, "one policy document per function role"
+    assert len(set(attached)) == 7, "one policy document per function role"
     for doc in attached:
         for st in cfg.data[("aws_iam_policy_document", doc)]["statement"]:
             resources = st.get("resources", [])
@@ -363,6 +453,223 @@ def test_every_http_route_reaches_its_function_and_only_healthz_is_public(cfg):
     assert cfg.eval(cfg.expr(authorizer, "count")) == 1
     assert cfg.eval(cfg.expr(authorizer, "count"), {"authorizer_enabled": False}) == 0
     assert cfg.variables["authorizer_enabled"]["default"] is True
+
+
+def test_every_function_has_its_own_log_group_role_and_built_artifact(cfg):
+    names = cfg.resolve_object(Ref(("local", "function_names")))
+    functions = cfg.of_type("aws_lambda_function")
+    assert set(names) == set(functions)
+    assert cfg.eval(names["webhooks"]) == "bulklink-webhooks"
+    for rtype, name in [
+        ("aws_cloudwatch_log_group", "lambda"),
+        ("aws_iam_role", "lambda"),
+        ("aws_iam_role_policy_attachment", "xray"),
+    ]:
+        assert cfg.expr(cfg.resource(rtype, name), "for_each") == Ref(("local", "function_names"))
+
+    bins = cfg.eval(node_of(cfg.locals["bootstrap_zip"]).collection)
+    hashed = node_of(cfg.locals["bootstrap_hash"])
+    assert isinstance(hashed, ForExpr) and hashed.collection == Ref(("local", "bootstrap_zip"))
+    artifacts = {}
+    for function, body in functions.items():
+        assert cfg.expr(body, "function_name") == Ref(("local", "function_names", function))
+        role = cfg.expr(body, "role")
+        assert role.names == ("aws_iam_role", "lambda", "arn") and index_key(cfg, role) == function
+        zip_ = cfg.expr(body, "filename")
+        assert zip_.names == ("local", "bootstrap_zip")
+        artifacts[function] = index_key(cfg, zip_)
+        assert artifacts[function] in bins, f"{function}: no artifact {artifacts[function]}"
+        code_hash = cfg.expr(body, "source_code_hash")
+        assert code_hash.names == ("local", "bootstrap_hash")
+        assert index_key(cfg, code_hash) == artifacts[function]
+        waits_for = {(r.names[:2], index_key(cfg, r)) for r in refs_in(cfg.expr(body, "depends_on"))}
+        assert (("aws_cloudwatch_log_group", "lambda"), function) in waits_for, function
+        assert (("aws_iam_role_policy_attachment", "xray"), function) in waits_for, function
+        assert (("aws_iam_role_policy", function), None) in waits_for, function
+    assert artifacts["webhooks"] == "bulklink-webhooks"
+
+
+def test_the_webhook_settings_come_from_the_webhook_queue_and_one_variable(cfg):
+    webhooks = cfg.resource("aws_lambda_function", "webhooks")
+    timeout = cfg.expr(webhooks, "timeout")
+    assert timeout == Ref(("var", "webhooks_timeout_seconds"))
+    for function in cfg.of_type("aws_lambda_function"):
+        env = environment(cfg, function)
+        assert env["WEBHOOK_VISIBILITY_TIMEOUT_SECS"].names == (
+            "aws_sqs_queue", "webhooks", "visibility_timeout_seconds"
+        ), function
+        assert env["WEBHOOK_RETRY_HOURS"] == Ref(("var", "webhook_retry_hours")), function
+
+    # The code refuses a webhook visibility timeout under 15 s: no accepted timeout gives one.
+    visibility = cfg.expr(cfg.resource("aws_sqs_queue", "webhooks"), "visibility_timeout_seconds")
+    accepted = [t for t in range(1, 901) if validation_accepts(cfg, "webhooks_timeout_seconds", t)]
+    assert accepted and not validation_accepts(cfg, "webhooks_timeout_seconds", 901)
+    for t in accepted:
+        assert cfg.eval(visibility, {"webhooks_timeout_seconds": t}) >= 15, t
+
+    assert cfg.variables["webhook_retry_hours"]["default"] == 24
+    for hours in (1, 24, 336):
+        assert validation_accepts(cfg, "webhook_retry_hours", hours), hours
+    for hours in (0, -1, 337):
+        assert not validation_accepts(cfg, "webhook_retry_hours", hours), hours
+
+
+def test_the_webhook_queue_hears_every_job_event_raw(cfg):
+    subscriptions = cfg.of_type("aws_sns_topic_subscription")
+    for name, body in subscriptions.items():
+        protocol = cfg.eval(cfg.expr(body, "protocol"))
+        assert protocol not in ("http", "https"), f"{name}: webhooks are not SNS subscriptions"
+    to_queue = {
+        name: body for name, body in subscriptions.items()
+        if any(r.names[:2] == ("aws_sqs_queue", "webhooks") for r in refs_in(cfg.expr(body, "endpoint")))
+    }
+    assert len(to_queue) == 1, "the webhook queue needs exactly one subscription"
+    (body,) = to_queue.values()
+    assert cfg.expr(body, "topic_arn") == Ref(("aws_sns_topic", "job_events", "arn"))
+    assert cfg.expr(body, "endpoint") == Ref(("aws_sqs_queue", "webhooks", "arn"))
+    assert cfg.eval(cfg.expr(body, "protocol")) == "sqs"
+    # Raw: the message body is the event JSON the deliverer decodes, not an SNS envelope.
+    assert cfg.eval(cfg.expr(body, "raw_message_delivery")) is True
+    # Every event: the deliverer matches subscriptions itself.
+    assert "filter_policy" not in body
+    # An event SNS cannot hand over is kept in the webhooks DLQ, not lost.
+    redrive = cfg.expr(body, "redrive_policy")
+    assert any(r.names == ("aws_sqs_queue", "webhooks_dlq", "arn") for r in refs_in(redrive)), redrive
+    dlq_policies = [
+        p for p in cfg.of_type("aws_sqs_queue_policy").values()
+        if target(cfg.expr(p, "queue_url"), "aws_sqs_queue") == "webhooks_dlq"
+    ]
+    assert len(dlq_policies) == 1, "SNS needs a queue policy to dead-letter into the webhooks DLQ"
+
+
+def test_only_the_job_events_topic_may_send_to_the_webhook_queue(cfg):
+    policies = [
+        body for body in cfg.of_type("aws_sqs_queue_policy").values()
+        if target(cfg.expr(body, "queue_url"), "aws_sqs_queue") == "webhooks"
+    ]
+    assert len(policies) == 1, "the webhook queue needs one queue policy"
+    (doc,) = [r for r in refs_in(cfg.expr(policies[0], "policy")) if r.names[0] == "data"]
+    assert doc.names[1] == "aws_iam_policy_document" and doc.names[3] == "json"
+    statements = cfg.data[("aws_iam_policy_document", doc.names[2])]["statement"]
+    assert statements
+    for st in statements:
+        assert st.get("effect", "Allow") == "Allow"
+        assert [p["type"] for p in st["principals"]] == ["Service"]
+        assert service_principals(st) == ["sns.amazonaws.com"], st["principals"]
+        assert st["actions"] == ["sqs:SendMessage"]
+        assert [node_of(r) for r in st["resources"]] == [Ref(("aws_sqs_queue", "webhooks", "arn"))]
+        source = [
+            c for c in st.get("condition", [])
+            if c["variable"] == "aws:SourceArn" and c["test"] in ("ArnEquals", "ArnLike")
+        ]
+        assert len(source) == 1, "SNS must be limited to the job-events topic"
+        assert [node_of(v) for v in source[0]["values"]] == [Ref(("aws_sns_topic", "job_events", "arn"))]
+
+
+def test_sns_may_encrypt_to_the_kms_encrypted_webhook_queue(cfg):
+    queue = cfg.resource("aws_sqs_queue", "webhooks")
+    assert cfg.expr(queue, "kms_master_key_id") == Ref(("aws_kms_key", "main", "arn"))
+    assert cfg.expr(cfg.resource("aws_sqs_queue", "webhooks_dlq"), "kms_master_key_id") == Ref(
+        ("aws_kms_key", "main", "arn")
+    )
+    key_policy = cfg.expr(cfg.resource("aws_kms_key", "main"), "policy")
+    assert key_policy.names[:2] == ("data", "aws_iam_policy_document")
+    granted = set()
+    for st in cfg.data[("aws_iam_policy_document", key_policy.names[2])]["statement"]:
+        if st.get("effect", "Allow") == "Allow" and "sns.amazonaws.com" in service_principals(st):
+            granted |= set(st["actions"])
+    assert {"kms:GenerateDataKey", "kms:Decrypt"} <= granted, granted
+
+
+def test_no_role_manages_sns_subscriptions_and_only_finishers_publish(cfg):
+    for where, st in policy_statements(cfg):
+        for action in st.get("actions", []):
+            assert action.lower() not in SNS_SUBSCRIPTION_ACTIONS, f"{where}: {action}"
+    publishers = set()
+    for function, statements in role_statements(cfg).items():
+        for st in statements:
+            sns = [a for a in st["actions"] if a.lower().startswith("sns:")]
+            assert set(sns) <= {"sns:Publish"}, f"{function}: {sns}"
+            if sns:
+                assert [node_of(r) for r in st["resources"]] == [
+                    Ref(("aws_sns_topic", "job_events", "arn"))
+                ], function
+                publishers.add(function)
+    assert publishers == {"fanout", "worker", "worker_dlq", "sweeper"}
+
+
+def test_each_role_may_do_what_its_part_in_webhooks_needs(cfg):
+    roles = role_statements(cfg)
+    assert set(roles) == set(cfg.of_type("aws_lambda_function"))
+    jobs = "aws_dynamodb_table.jobs.arn"
+    webhook_queue = "aws_sqs_queue.webhooks.arn"
+
+    # Every consumer may consume its queue.
+    for queue, function in CONSUMERS.items():
+        for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+                       "sqs:ChangeMessageVisibility"):
+            assert allows(cfg, roles[function], action, f"aws_sqs_queue.{queue}.arn"), (
+                f"{function}: {action} on {queue}"
+            )
+
+    # Who schedules webhook attempts: the deliverer (retries), status (redeliver), the
+    # sweeper (overdue deliveries). Events reach the queue through the topic only.
+    senders = {f for f in roles if allows(cfg, roles[f], "sqs:SendMessage", webhook_queue)}
+    assert senders == {"webhooks", "status", "sweeper"}
+
+    expected = {
+        "webhooks": {
+            jobs: ["GetItem", "PutItem", "UpdateItem", "Query", "BatchGetItem"],
+            f"{jobs}/index/gsi1": ["Query"],
+        },
+        "status": {
+            jobs: ["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchGetItem"],
+            f"{jobs}/index/gsi1": ["Query"],
+        },
+        "job_api": {jobs: ["GetItem", "PutItem"]},
+        "sweeper": {jobs: ["BatchGetItem"], f"{jobs}/index/gsi2": ["Query"]},
+    }
+    for function, grants in expected.items():
+        for resource, actions in grants.items():
+            for action in actions:
+                assert allows(cfg, roles[function], f"dynamodb:{action}", resource), (
+                    f"{function}: dynamodb:{action} on {resource}"
+                )
+    # The deliverer never touches the catalog.
+    catalog = "aws_dynamodb_table.catalog.arn"
+    for st in roles["webhooks"]:
+        assert not any(symbolic(cfg, r).startswith(catalog) for r in st["resources"])
+    # Each role may use the deployment key (queues, table, environment).
+    for function, statements in roles.items():
+        for action in ("kms:Decrypt", "kms:GenerateDataKey"):
+            assert allows(cfg, statements, action, "aws_kms_key.main.arn"), f"{function}: {action}"
+
+
+def test_the_webhook_queue_its_dead_letters_and_its_function_alarm(cfg):
+    dead_letter_alarms = cfg.resolve_object(
+        cfg.expr(cfg.resource("aws_cloudwatch_metric_alarm", "dlq_depth"), "for_each")
+    )
+    alarmed_dlqs = {node.names[1] for node in dead_letter_alarms.values()}
+    redriving = [n for n, b in cfg.of_type("aws_sqs_queue").items() if "redrive_policy" in b]
+    assert alarmed_dlqs == {redrive_target(cfg, q) for q in redriving}
+    assert "webhooks_dlq" in alarmed_dlqs
+
+    age_alarms = cfg.resolve_object(
+        cfg.expr(cfg.resource("aws_cloudwatch_metric_alarm", "oldest_message_age"), "for_each")
+    )
+    by_queue = {
+        cfg.resolve_object(v)["queue"].names[1]: cfg.resolve_object(v)["seconds"]
+        for v in age_alarms.values()
+    }
+    assert set(redriving) <= set(by_queue)
+    assert by_queue["webhooks"] == Ref(("var", "webhooks_age_alarm_seconds"))
+    assert cfg.variables["webhooks_age_alarm_seconds"]["default"] == 900
+
+    error_alarms = cfg.resolve_object(
+        cfg.expr(cfg.resource("aws_cloudwatch_metric_alarm", "function_errors"), "for_each")
+    )
+    alarmed_functions = {target(v, "aws_lambda_function") for v in error_alarms.values()}
+    assert {"fanout", "worker", "webhooks"} <= alarmed_functions
 
 
 def test_the_evaluator_refuses_what_it_cannot_know(cfg):

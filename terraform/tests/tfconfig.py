@@ -107,9 +107,11 @@ class Cond:
 
 @dataclass(frozen=True)
 class ForExpr:
-    """Kept opaque: the tests never need to evaluate one."""
+    """Kept opaque but for the collection it iterates (`for x in <collection> : ...`): the
+    tests never evaluate the body."""
 
     text: str
+    collection: Any = None
 
 
 # --- tokenizer ---------------------------------------------------------------------------
@@ -299,7 +301,7 @@ class _Parser:
             return inner
         if value == "[":
             if self.peek("for"):
-                return self._skip_for("[", "]")
+                return self._for("[", "]")
             items = []
             while not self.peek("]"):
                 items.append(self.expr())
@@ -309,7 +311,7 @@ class _Parser:
             return Tup(tuple(items))
         if value == "{":
             if self.peek("for"):
-                return self._skip_for("{", "}")
+                return self._for("{", "}")
             items = []
             while not self.peek("}"):
                 key_tok = self.take()
@@ -327,7 +329,13 @@ class _Parser:
             return Obj(tuple(items))
         raise SyntaxError(f"unexpected {value!r} in {self.text!r}")
 
-    def _skip_for(self, open_, close):
+    def _for(self, open_, close):
+        """After the opening bracket: `for k, v in <collection> : ...`, up to the closing one."""
+        self.take("for")
+        while not self.peek("in"):
+            self.take()
+        self.take("in")
+        collection = self.expr()
         depth = 1
         while depth:
             kind, value = self.take()
@@ -335,7 +343,7 @@ class _Parser:
                 depth += 1
             elif kind == "op" and value == close:
                 depth -= 1
-        return ForExpr(self.text)
+        return ForExpr(self.text, collection)
 
 
 def parse(text: str):
