@@ -26,14 +26,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_on_aws_links_every_location_and_delivers_the_signed_webhook() {
     let endpoint = emulator().endpoint().to_owned();

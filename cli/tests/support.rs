@@ -702,3 +702,12 @@ impl shared::ports::Webhooks for FaultyWebhooks {
         self.inner.overdue_deliveries(before, limit).await
     }
 }
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -61,14 +61,6 @@ async fn run_job(api: &ApiClient, offer: shared::domain::OfferId) -> shared::vie
     .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The receiver of `fixtures/standardwebhooks_receiver.py`: the Standard Webhooks reference
 /// library (PyPI `standardwebhooks`) verifying each request with every named secret.
 struct LibraryReceiver {

@@ -61,18 +61,6 @@ fn accepted(job: &Job, callback: Option<CallbackView>) -> Response {
         .into_response()
 }
 
-/// The offer, if the caller may see it; otherwise the same 404 as a missing one.
-async fn visible_offer(ports: &Ports, caller: &Caller, id: OfferId) -> Result<Offer, ApiError> {
-    let missing = || format!("offer {id} does not exist");
-    let offer = ports
-        .catalog
-        .get_offer(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(missing()))?;
-    caller.check_owner(Some(offer.brand_id), missing())?;
-    Ok(offer)
-}
-
 async fn create_link_all_job(
     State(state): State<ApiState>,
     caller: Caller,
@@ -103,7 +91,7 @@ async fn link_all(
     key: Option<IdempotencyKey>,
     body: LinkAllBody,
 ) -> Result<Response, ApiError> {
-    let offer = visible_offer(&state.ports, caller, offer_id).await?;
+    let offer = caller.visible_offer(&state.ports, offer_id).await?;
     if let Some(url) = &body.callback_url {
         state.egress.check_registration(url).await?;
     }
@@ -201,15 +189,9 @@ async fn cancel_job(
     Path(job_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job_id: JobId = parse_id(&job_id)?;
-    let missing = || format!("job {job_id} does not exist");
-    let job = ports
-        .jobs
-        .get_job(job_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(missing()))?;
-    caller.check_owner(Some(job.brand_id), missing())?;
+    caller.visible_job(&ports, job_id).await?;
     match ports.jobs.request_cancel(job_id).await? {
-        None => Err(ApiError::not_found(missing())),
+        None => Err(ApiError::not_found(format!("job {job_id} does not exist"))),
         Some(CancelOutcome::Cancelling(job)) => {
             info!(job_id = %job_id, principal = %caller.principal, "cancel requested");
             Ok(accepted(&job, None))
@@ -326,14 +308,8 @@ async fn link_one_location(
 ) -> Result<Response, ApiError> {
     let offer_id: OfferId = parse_id(&offer_id)?;
     let location_id: LocationId = parse_id(&location_id)?;
-    let offer = visible_offer(&ports, &caller, offer_id).await?;
-    let missing = || format!("location {location_id} does not exist");
-    let location = ports
-        .catalog
-        .get_location(location_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(missing()))?;
-    caller.check_owner(Some(location.brand_id), missing())?;
+    let offer = caller.visible_offer(&ports, offer_id).await?;
+    let location = caller.visible_location(&ports, location_id).await?;
     if location.brand_id != offer.brand_id {
         // Only an administrator gets this far with two brands in hand.
         return Err(ApiError::conflict(format!(
@@ -344,7 +320,11 @@ async fn link_one_location(
     let status = match ports.catalog.link_direct(&offer, location_id).await? {
         LinkOutcome::Linked => StatusCode::CREATED,
         LinkOutcome::AlreadyLinked => StatusCode::OK,
-        LinkOutcome::NotFound => return Err(ApiError::not_found(missing())),
+        LinkOutcome::NotFound => {
+            return Err(ApiError::not_found(format!(
+                "location {location_id} does not exist"
+            )))
+        }
     };
     let body =
         serde_json::json!({ "offerId": offer_id, "locationId": location_id, "linked": true });

@@ -106,6 +106,70 @@ impl Caller {
     }
 }
 
+/// The resources a route touches, each found only if the caller may see it: another
+/// brand's answers the same 404 as a missing one.
+impl Caller {
+    pub async fn visible_offer(
+        &self,
+        ports: &crate::Ports,
+        id: crate::domain::OfferId,
+    ) -> Result<crate::domain::Offer, ApiError> {
+        let missing = || format!("offer {id} does not exist");
+        let offer = ports
+            .catalog
+            .get_offer(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(missing()))?;
+        self.check_owner(Some(offer.brand_id), missing())?;
+        Ok(offer)
+    }
+
+    pub async fn visible_job(
+        &self,
+        ports: &crate::Ports,
+        id: crate::domain::JobId,
+    ) -> Result<crate::domain::Job, ApiError> {
+        let missing = || format!("job {id} does not exist");
+        let job = ports
+            .jobs
+            .get_job(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(missing()))?;
+        self.check_owner(Some(job.brand_id), missing())?;
+        Ok(job)
+    }
+
+    pub async fn visible_location(
+        &self,
+        ports: &crate::Ports,
+        id: crate::domain::LocationId,
+    ) -> Result<crate::domain::Location, ApiError> {
+        let missing = || format!("location {id} does not exist");
+        let location = ports
+            .catalog
+            .get_location(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(missing()))?;
+        self.check_owner(Some(location.brand_id), missing())?;
+        Ok(location)
+    }
+
+    pub async fn visible_subscription(
+        &self,
+        ports: &crate::Ports,
+        id: crate::domain::SubscriptionId,
+    ) -> Result<crate::domain::Subscription, ApiError> {
+        let missing = || format!("webhook {id} does not exist");
+        let subscription = ports
+            .webhooks
+            .get_subscription(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(missing()))?;
+        self.check_owner(Some(subscription.brand_id), missing())?;
+        Ok(subscription)
+    }
+}
+
 /// Why a request carries no usable identity. Every variant is a 401.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {

@@ -266,6 +266,31 @@ impl PageQuery {
     }
 }
 
+/// `?brandId=&cursor=&limit=` of a brand's list: the brand defaults to the caller's.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BrandPageQuery {
+    pub brand_id: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl BrandPageQuery {
+    /// The brand the caller lists, where the page starts and how long it is.
+    pub fn resolve(
+        &self,
+        caller: &crate::auth::Caller,
+    ) -> Result<(crate::domain::BrandId, Option<Cursor>, usize), ApiError> {
+        let requested = self.brand_id.as_deref().map(parse_id).transpose()?;
+        let brand = caller.acting_brand(requested, "query parameter brandId")?;
+        let page = PageQuery {
+            cursor: self.cursor.clone(),
+            limit: self.limit,
+        };
+        Ok((brand, page.cursor()?, page.limit()?))
+    }
+}
+
 /// The list response shape: `{ "items": [...], "nextCursor": "…" }`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

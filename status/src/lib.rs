@@ -9,10 +9,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
-use serde::Deserialize;
 use shared::auth::Caller;
-use shared::domain::{BrandId, Job, JobId, LocationId, OfferId};
-use shared::http::{parse_id, ApiError, ApiState, ListBody, PageQuery, QueryParams};
+use shared::domain::{JobId, LocationId, OfferId};
+use shared::http::{
+    parse_id, ApiError, ApiState, BrandPageQuery, ListBody, PageQuery, QueryParams,
+};
 use shared::ports::Ports;
 use shared::views::JobView;
 
@@ -39,25 +40,13 @@ async fn healthz(State(ports): State<Ports>) -> Result<Json<serde_json::Value>, 
     }
 }
 
-/// The job, if the caller may see it; otherwise the same 404 as a missing one.
-async fn visible_job(ports: &Ports, caller: &Caller, id: JobId) -> Result<Job, ApiError> {
-    let missing = || format!("job {id} does not exist");
-    let job = ports
-        .jobs
-        .get_job(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(missing()))?;
-    caller.check_owner(Some(job.brand_id), missing())?;
-    Ok(job)
-}
-
 async fn get_job(
     State(ports): State<Ports>,
     caller: Caller,
     Path(job_id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let job_id: JobId = parse_id(&job_id)?;
-    let job = visible_job(&ports, &caller, job_id).await?;
+    let job = caller.visible_job(&ports, job_id).await?;
     Ok(Json(JobView::of(&job, Utc::now())))
 }
 
@@ -69,7 +58,7 @@ async fn list_failures(
 ) -> Result<Response, ApiError> {
     let job_id: JobId = parse_id(&job_id)?;
     let (cursor, limit) = (query.cursor()?, query.limit()?);
-    visible_job(&ports, &caller, job_id).await?;
+    caller.visible_job(&ports, job_id).await?;
     let page = ports
         .jobs
         .page_failures(job_id, cursor.as_ref(), limit)
@@ -77,26 +66,12 @@ async fn list_failures(
     Ok(Json(ListBody::from_page(page, |f| f)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct JobsQuery {
-    brand_id: Option<String>,
-    cursor: Option<String>,
-    limit: Option<usize>,
-}
-
 async fn list_brand_jobs(
     State(ports): State<Ports>,
     caller: Caller,
-    QueryParams(query): QueryParams<JobsQuery>,
+    QueryParams(query): QueryParams<BrandPageQuery>,
 ) -> Result<Response, ApiError> {
-    let requested: Option<BrandId> = query.brand_id.as_deref().map(parse_id).transpose()?;
-    let brand = caller.acting_brand(requested, "query parameter brandId")?;
-    let page_query = PageQuery {
-        cursor: query.cursor,
-        limit: query.limit,
-    };
-    let (cursor, limit) = (page_query.cursor()?, page_query.limit()?);
+    let (brand, cursor, limit) = query.resolve(&caller)?;
     let page = ports
         .jobs
         .page_brand_jobs(brand, cursor.as_ref(), limit)
@@ -105,28 +80,13 @@ async fn list_brand_jobs(
     Ok(Json(ListBody::from_page(page, |job| JobView::of(&job, now))).into_response())
 }
 
-async fn visible_offer(
-    ports: &Ports,
-    caller: &Caller,
-    id: OfferId,
-) -> Result<shared::domain::Offer, ApiError> {
-    let missing = || format!("offer {id} does not exist");
-    let offer = ports
-        .catalog
-        .get_offer(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(missing()))?;
-    caller.check_owner(Some(offer.brand_id), missing())?;
-    Ok(offer)
-}
-
 async fn get_offer(
     State(ports): State<Ports>,
     caller: Caller,
     Path(offer_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let offer_id: OfferId = parse_id(&offer_id)?;
-    let offer = visible_offer(&ports, &caller, offer_id).await?;
+    let offer = caller.visible_offer(&ports, offer_id).await?;
     Ok(Json(offer).into_response())
 }
 
@@ -138,7 +98,7 @@ async fn list_offer_locations(
 ) -> Result<Response, ApiError> {
     let offer_id: OfferId = parse_id(&offer_id)?;
     let (cursor, limit) = (query.cursor()?, query.limit()?);
-    visible_offer(&ports, &caller, offer_id).await?;
+    caller.visible_offer(&ports, offer_id).await?;
     let page = ports
         .catalog
         .page_offer_links(offer_id, cursor.as_ref(), limit)
@@ -152,13 +112,7 @@ async fn get_location(
     Path(location_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let location_id: LocationId = parse_id(&location_id)?;
-    let missing = || format!("location {location_id} does not exist");
-    let location = ports
-        .catalog
-        .get_location(location_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(missing()))?;
-    caller.check_owner(Some(location.brand_id), missing())?;
+    let location = caller.visible_location(&ports, location_id).await?;
     Ok(Json(location).into_response())
 }
 
@@ -170,7 +124,7 @@ async fn list_job_deliveries(
 ) -> Result<Response, ApiError> {
     let job_id: JobId = parse_id(&job_id)?;
     let (cursor, limit) = (query.cursor()?, query.limit()?);
-    visible_job(&ports, &caller, job_id).await?;
+    caller.visible_job(&ports, job_id).await?;
     let page = ports
         .webhooks
         .page_job_deliveries(job_id, cursor.as_ref(), limit)

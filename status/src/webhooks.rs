@@ -10,11 +10,12 @@ use chrono::Utc;
 use serde::Deserialize;
 use shared::auth::Caller;
 use shared::domain::{
-    BrandId, DeliveryId, Subscription, SubscriptionFilter, SubscriptionId, WebhookSecret,
-    WebhookUrl, PREVIOUS_SECRET_GRACE,
+    DeliveryId, Subscription, SubscriptionFilter, SubscriptionId, WebhookSecret, WebhookUrl,
+    PREVIOUS_SECRET_GRACE,
 };
 use shared::http::{
-    checked_text, parse_id, ApiError, ApiState, JsonBody, ListBody, PageQuery, QueryParams,
+    checked_text, parse_id, ApiError, ApiState, BrandPageQuery, JsonBody, ListBody, PageQuery,
+    QueryParams,
 };
 use shared::ports::Ports;
 use shared::views::SubscriptionView;
@@ -84,26 +85,12 @@ async fn subscribe(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ListQuery {
-    brand_id: Option<String>,
-    cursor: Option<String>,
-    limit: Option<usize>,
-}
-
 async fn list_subscriptions(
     State(ports): State<Ports>,
     caller: Caller,
-    QueryParams(query): QueryParams<ListQuery>,
+    QueryParams(query): QueryParams<BrandPageQuery>,
 ) -> Result<Response, ApiError> {
-    let requested: Option<BrandId> = query.brand_id.as_deref().map(parse_id).transpose()?;
-    let brand = caller.acting_brand(requested, "query parameter brandId")?;
-    let page_query = PageQuery {
-        cursor: query.cursor,
-        limit: query.limit,
-    };
-    let (cursor, limit) = (page_query.cursor()?, page_query.limit()?);
+    let (brand, cursor, limit) = query.resolve(&caller)?;
     let page = ports
         .webhooks
         .page_brand_subscriptions(brand, cursor.as_ref(), limit)
@@ -114,29 +101,13 @@ async fn list_subscriptions(
     .into_response())
 }
 
-/// The subscription, if the caller may see it; otherwise the same 404 as a missing one.
-async fn visible_subscription(
-    ports: &Ports,
-    caller: &Caller,
-    id: SubscriptionId,
-) -> Result<Subscription, ApiError> {
-    let missing = || format!("webhook {id} does not exist");
-    let subscription = ports
-        .webhooks
-        .get_subscription(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(missing()))?;
-    caller.check_owner(Some(subscription.brand_id), missing())?;
-    Ok(subscription)
-}
-
 async fn get_subscription(
     State(ports): State<Ports>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id: SubscriptionId = parse_id(&id)?;
-    let subscription = visible_subscription(&ports, &caller, id).await?;
+    let subscription = caller.visible_subscription(&ports, id).await?;
     Ok(Json(SubscriptionView::of(&subscription, false)).into_response())
 }
 
@@ -146,7 +117,7 @@ async fn unsubscribe(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id: SubscriptionId = parse_id(&id)?;
-    visible_subscription(&ports, &caller, id).await?;
+    caller.visible_subscription(&ports, id).await?;
     if ports.webhooks.delete_subscription(id).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
@@ -161,7 +132,7 @@ async fn rotate_secret(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id: SubscriptionId = parse_id(&id)?;
-    visible_subscription(&ports, &caller, id).await?;
+    caller.visible_subscription(&ports, id).await?;
     let until = Utc::now()
         + chrono::Duration::from_std(PREVIOUS_SECRET_GRACE).unwrap_or(chrono::Duration::zero());
     let rotated = ports
@@ -181,7 +152,7 @@ async fn list_deliveries(
 ) -> Result<Response, ApiError> {
     let id: SubscriptionId = parse_id(&id)?;
     let (cursor, limit) = (query.cursor()?, query.limit()?);
-    visible_subscription(&ports, &caller, id).await?;
+    caller.visible_subscription(&ports, id).await?;
     let page = ports
         .webhooks
         .page_subscription_deliveries(id, cursor.as_ref(), limit)
@@ -197,7 +168,7 @@ async fn redeliver(
 ) -> Result<Response, ApiError> {
     let id: SubscriptionId = parse_id(&id)?;
     let delivery_id: DeliveryId = parse_id(&delivery_id)?;
-    let subscription = visible_subscription(&ports, &caller, id).await?;
+    let subscription = caller.visible_subscription(&ports, id).await?;
     if subscription.status != shared::domain::SubscriptionStatus::Active {
         return Err(ApiError::conflict(format!(
             "webhook {id} is disabled (its receiver answered 410 Gone); create a new one"
