@@ -165,6 +165,8 @@ enum Command {
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
+    /// Print the API's OpenAPI 3.1 document (what `GET /openapi.json` serves).
+    Openapi,
     /// One bench size in this process; prints one JSON line (used by `bench`).
     #[command(hide = true)]
     BenchOne {
@@ -206,6 +208,16 @@ struct AuthArgs {
     /// Let webhooks reach this range (repeatable), e.g. 127.0.0.0/8 for a local receiver.
     #[arg(long = "webhook-allow-cidr", value_name = "CIDR")]
     webhook_allow_cidr: Vec<String>,
+    /// How webhook host names are looked up: `system`, or `none` (no DNS at all: names are
+    /// accepted at registration and every delivery to one fails; for closed environments).
+    #[arg(long, value_enum, default_value_t = ResolverKind::System)]
+    webhook_resolver: ResolverKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ResolverKind {
+    System,
+    None,
 }
 
 impl AuthArgs {
@@ -248,10 +260,11 @@ impl AuthArgs {
         if !allow.is_empty() {
             tracing::info!(?allow, "webhooks may reach these ranges");
         }
-        Ok(shared::egress::Egress::new(
-            allow,
-            std::sync::Arc::new(shared::egress::SystemResolver),
-        ))
+        let resolver: std::sync::Arc<dyn shared::egress::Resolve> = match self.webhook_resolver {
+            ResolverKind::System => std::sync::Arc::new(shared::egress::SystemResolver),
+            ResolverKind::None => std::sync::Arc::new(shared::egress::NoResolver),
+        };
+        Ok(shared::egress::Egress::new(allow, resolver))
     }
 }
 
@@ -504,6 +517,9 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        Command::Openapi => {
+            emit!("{}", serde_json::to_string_pretty(status::openapi())?);
         }
         Command::BenchOne {
             locations,

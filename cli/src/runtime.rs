@@ -154,10 +154,8 @@ fn random_key() -> Vec<u8> {
 
 /// The HTTP API: both routers, finished once.
 pub fn app(state: ApiState, auth: Arc<Authenticator>) -> axum::Router {
-    shared::http::finish_router(
-        job_api::router(state.clone()).merge(status::router(state)),
-        auth,
-    )
+    let (router, _) = job_api::routes().merge(status::routes()).split_for_parts();
+    shared::http::finish_router(router.with_state(state), auth)
 }
 
 impl Runtime {

@@ -166,6 +166,46 @@ async fn the_lambda_reads_the_caller_from_the_authorizer_claims() {
     assert_eq!(response["statusCode"], 202, "AUTH_MODE=none: {response}");
 }
 
+/// A GET through the status function as API Gateway sends one on a route without the
+/// authorizer: no claims.
+async fn through_status_lambda_without_claims(env: &Env, route: &str, path: &str) -> Value {
+    let mut event: Value = serde_json::from_str(&fixture("apigw_v2_link_all.json")).unwrap();
+    event["routeKey"] = json!(route);
+    event["requestContext"]["routeKey"] = json!(route);
+    event["rawPath"] = json!(path);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["requestContext"]["http"]["method"] = json!("GET");
+    event["pathParameters"] = json!({});
+    event["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    let request: LambdaRequest = serde_json::from_value(event).unwrap();
+    let state = shared::http::ApiState {
+        ports: env.ports(),
+        egress: shared::egress::Egress::default(),
+    };
+    let router = shared::http::finish_router(status::router(state), Arc::new(gateway_auth()));
+    let response = lambda_http::Adapter::from(router)
+        .oneshot(LambdaEvent::new(request, context("apigw-public")))
+        .await
+        .unwrap();
+    serde_json::to_value(response).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_function_serves_the_openapi_document_without_a_caller() {
+    let env = Env::of(Kind::Embedded, fast_settings()).await;
+    let response =
+        through_status_lambda_without_claims(&env, "GET /openapi.json", "/openapi.json").await;
+    assert_eq!(response["statusCode"], 200, "{response}");
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body, serde_json::to_value(status::openapi()).unwrap());
+    // The same function still refuses the data routes without claims.
+    let jobs = through_status_lambda_without_claims(&env, "GET /jobs", "/jobs").await;
+    assert_eq!(jobs["statusCode"], 401, "{jobs}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_malformed_record_in_a_batch_of_ten_is_the_only_failure_reported() {
     let env = Env::of(Kind::Aws, small_chunks()).await;

@@ -12,6 +12,7 @@ mod hardening;
 mod http_api;
 mod lambda_fixtures;
 mod migration;
+mod openapi;
 mod pipeline;
 mod rehearsal;
 mod throttling;

@@ -561,6 +561,29 @@ async fn a_brands_webhooks_hear_only_its_own_brand(kind: Kind) {
     let delivery = next_delivery(&mut unfiltered, Duration::from_secs(30)).await;
 
     assert_eq!(delivery.event().unwrap()["jobId"], our_job.id.to_string());
+    // A filter on another brand's job is refused as naming no job of ours.
+    let refused = api
+        .send(
+            Method::POST,
+            "/webhooks",
+            Some(&json!({ "url": snooping.url, "filter": { "jobId": their_job.id } })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("is not a job of brand")),
+        "{}",
+        refused.body
+    );
     let theirs_log: Value = their_api
         .get(&format!("/jobs/{}/deliveries", their_job.id))
         .await

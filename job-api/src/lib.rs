@@ -6,7 +6,6 @@
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -15,40 +14,49 @@ use shared::domain::{
     BrandId, FanoutMessage, IdempotencyKey, Job, JobId, JobStatus, LinkOutcome, Location,
     LocationId, Offer, OfferId, Subscription, WebhookUrl,
 };
+use shared::http::Problem;
 use shared::http::{
     checked_text, parse_id, sha256_hex, ApiError, ApiState, JsonBody, OptionalJsonBody,
+};
+use shared::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
 };
 use shared::ports::{CancelOutcome, CreateOutcome, IdempotencyClaim, Ports};
 use shared::views::{CallbackView, JobView};
 use tracing::info;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Most locations in one `POST /locations`.
 pub const MAX_LOCATIONS_PER_REQUEST: usize = 100;
 const MAX_NAME_LEN: usize = 200;
 const MAX_ADDRESS_LEN: usize = 500;
 
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route(
-            "/offers/{offer_id}/link-all-locations",
-            post(create_link_all_job),
-        )
-        .route("/jobs/{job_id}/cancel", post(cancel_job))
-        .route("/offers", post(create_offer))
-        .route("/locations", post(create_locations))
-        .route(
-            "/offers/{offer_id}/locations/{location_id}",
-            put(link_one_location),
-        )
-        .with_state(state)
+/// The write routes, each with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_link_all_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(create_offer))
+        .routes(routes!(create_locations))
+        .routes(routes!(link_one_location))
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// The write routes as an axum router (what the job-api function serves).
+pub fn router(state: ApiState) -> Router {
+    let (router, _) = routes().split_for_parts();
+    router.with_state(state)
+}
+
+/// The optional body of a link-all request.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 struct LinkAllBody {
+    /// A webhook for this job alone: a subscription filtered to it, made before the job starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     callback_url: Option<WebhookUrl>,
 }
+shared::json_object_only!(LinkAllBody, serialize);
 
 fn accepted(job: &Job, callback: Option<CallbackView>) -> Response {
     let mut view = JobView::of(job, Utc::now());
@@ -61,6 +69,45 @@ fn accepted(job: &Job, callback: Option<CallbackView>) -> Response {
         .into_response()
 }
 
+/// Create a job that links the offer to every location of its brand.
+///
+/// Answers at once; the job runs in the background (follow it at `Location`). An offer has
+/// at most one active job: a second one gets 409 with the `Location` of the first. The same
+/// `Idempotency-Key` (per caller) and body within 24 hours answers with the same job.
+#[utoipa::path(
+    post,
+    path = "/offers/{offerId}/link-all-locations",
+    tag = "jobs",
+    operation_id = "createLinkAllJob",
+    params(
+        ("offerId" = OfferId, Path, description = "The offer to link"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7E]{1,255}$(?!\\n)",
+         description = "Makes a retry safe: 1 to 255 visible ASCII characters, per caller, kept 24 hours",
+         example = "order-2026-12-01-42"),
+    ),
+    request_body(content = Option<LinkAllBody>, content_type = "application/json",
+        description = "Optional", example = json!({ "callbackUrl": "https://hooks.example.com/bulklink" })),
+    responses(
+        (status = 202, description = "The job, created (or the one this key made before)", body = JobView,
+         headers(("Location" = String, description = "`/jobs/{jobId}`")),
+         links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id")))), ("ListJobFailures" = (operation_id = "listJobFailures", parameters(("jobId" = "$response.body#/id")))), ("ListJobDeliveries" = (operation_id = "listJobDeliveries", parameters(("jobId" = "$response.body#/id"))))),
+         example = json!({"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011", "type": "link-all-locations",
+             "status": "PENDING", "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
+             "offerId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1013",
+             "counters": {"total": 0, "linked": 0, "alreadyLinked": 0, "notFound": 0, "failed": 0, "cancelled": 0, "processed": 0},
+             "percent": 0.0, "fanoutDone": false, "chunksTotal": 0, "chunksDone": 0,
+             "createdAt": "2026-12-01T10:00:00.000Z", "updatedAt": "2026-12-01T10:00:00.000Z"})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The offer already has an active job", content_type = "application/problem+json",
+         body = Problem, headers(("Location" = String, description = "The active job"))),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "This Idempotency-Key was used for a different request",
+         content_type = "application/problem+json", body = Problem),
+    )
+)]
 async fn create_link_all_job(
     State(state): State<ApiState>,
     caller: Caller,
@@ -183,6 +230,23 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
         .transpose()
 }
 
+/// Cancel a job: it stops linking and ends `CANCELLED` once its queued chunks are skipped.
+#[utoipa::path(
+    post,
+    path = "/jobs/{jobId}/cancel",
+    tag = "jobs",
+    operation_id = "cancelJob",
+    params(("jobId" = JobId, Path, description = "The job")),
+    responses(
+        (status = 202, description = "The job, now cancelling", body = JobView,
+         headers(("Location" = String, description = "`/jobs/{jobId}`"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The job has ended", content_type = "application/problem+json", body = Problem,
+         headers(("Location" = String, description = "The job"))),
+    )
+)]
 async fn cancel_job(
     State(ports): State<Ports>,
     caller: Caller,
@@ -204,15 +268,42 @@ async fn cancel_job(
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A new offer.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({ "name": "5% cashback" }))]
 struct NewOffer {
+    /// Chosen by the client, or a new one.
     id: Option<OfferId>,
     /// The caller's brand when absent; an administrator must name it.
     brand_id: Option<BrandId>,
+    /// 1 to 200 characters, not only white space, no control characters.
+    #[schema(schema_with = name_schema)]
     name: String,
 }
+shared::json_object_only!(NewOffer);
 
+/// Create an offer of the caller's brand.
+#[utoipa::path(
+    post,
+    path = "/offers",
+    tag = "catalog",
+    operation_id = "createOffer",
+    request_body(content = NewOffer, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The offer", body = Offer,
+         headers(("Location" = String, description = "`/offers/{offerId}`")),
+         links(("GetOffer" = (operation_id = "getOffer", parameters(("offerId" = "$response.body#/id")))), ("CreateLinkAllJob" = (operation_id = "createLinkAllJob", parameters(("offerId" = "$response.body#/id")))), ("ListOfferLinks" = (operation_id = "listOfferLinks", parameters(("offerId" = "$response.body#/id"))))),
+         example = json!({"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1013", "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
+                          "name": "5% cashback", "locationsTotal": 0})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+    )
+)]
 async fn create_offer(
     State(ports): State<Ports>,
     caller: Caller,
@@ -235,15 +326,103 @@ async fn create_offer(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A new location.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 struct NewLocation {
+    /// Chosen by the client, or a new one.
     id: Option<LocationId>,
     /// The caller's brand when absent; an administrator must name it.
     brand_id: Option<BrandId>,
+    /// 1 to 500 characters, not only white space, no control characters.
+    #[schema(schema_with = address_schema)]
     address: String,
 }
+shared::json_object_only!(NewLocation);
 
+fn name_schema() -> utoipa::openapi::Object {
+    shared::http::text_schema(MAX_NAME_LEN)
+}
+
+fn address_schema() -> utoipa::openapi::Object {
+    shared::http::text_schema(MAX_ADDRESS_LEN)
+}
+
+/// One location, or a batch of 1 to 100 (created all or none).
+struct NewLocations;
+
+impl utoipa::PartialSchema for NewLocations {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder, Ref};
+        let one = Ref::from_schema_name(NewLocation::name());
+        OneOfBuilder::new()
+            .item(one.clone())
+            .item(
+                ArrayBuilder::new()
+                    .items(one)
+                    .min_items(Some(1))
+                    .max_items(Some(MAX_LOCATIONS_PER_REQUEST)),
+            )
+            .description(Some(
+                "One location, or a batch of 1 to 100 (created all or none)",
+            ))
+            .examples([serde_json::json!([{ "address": "1 Main St" }, { "address": "2 Main St" }])])
+            .into()
+    }
+}
+
+impl ToSchema for NewLocations {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            NewLocation::name().into(),
+            <NewLocation as utoipa::PartialSchema>::schema(),
+        ));
+        NewLocation::schemas(schemas);
+    }
+}
+
+/// What `POST /locations` made: the location, or the batch.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum CreatedLocations {
+    One(Location),
+    Many(Vec<Location>),
+}
+
+/// The answer to a direct link.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct LinkResult {
+    offer_id: OfferId,
+    location_id: LocationId,
+    /// Always true: the location carries the offer now.
+    linked: bool,
+}
+
+/// Create one location of the caller's brand, or a batch of up to 100.
+#[utoipa::path(
+    post,
+    path = "/locations",
+    tag = "catalog",
+    operation_id = "createLocations",
+    request_body(content = NewLocations, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The location (with `Location`), or the batch", body = CreatedLocations,
+         headers(("Location" = Option<String>, description = "`/locations/{locationId}`, for a single location"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+    )
+)]
 async fn create_locations(
     State(ports): State<Ports>,
     caller: Caller,
@@ -301,6 +480,26 @@ async fn create_locations(
     Ok(response)
 }
 
+/// Link one location to the offer now.
+#[utoipa::path(
+    put,
+    path = "/offers/{offerId}/locations/{locationId}",
+    tag = "catalog",
+    operation_id = "linkLocation",
+    params(
+        ("offerId" = OfferId, Path, description = "The offer"),
+        ("locationId" = LocationId, Path, description = "A location of the offer's brand"),
+    ),
+    responses(
+        (status = 201, description = "Linked now", body = LinkResult),
+        (status = 200, description = "It was linked already", body = LinkResult),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "An administrator linked a location of another brand than the offer's",
+         content_type = "application/problem+json", body = Problem),
+    )
+)]
 async fn link_one_location(
     State(ports): State<Ports>,
     caller: Caller,
@@ -326,7 +525,10 @@ async fn link_one_location(
             )))
         }
     };
-    let body =
-        serde_json::json!({ "offerId": offer_id, "locationId": location_id, "linked": true });
+    let body = LinkResult {
+        offer_id,
+        location_id,
+        linked: true,
+    };
     Ok((status, Json(body)).into_response())
 }

@@ -30,6 +30,11 @@ pub enum EgressError {
     },
     #[error("webhook URL host {host} does not resolve to any address")]
     Unresolvable { host: String },
+    #[error(
+        "webhook URL host {ip} is an IP address: name the host (IP addresses are accepted \
+         only inside ranges opened with --webhook-allow-cidr)"
+    )]
+    IpAddress { ip: IpAddr },
     #[error("webhook URL {0} cannot be parsed")]
     Unparsable(String),
 }
@@ -156,6 +161,16 @@ impl Resolve for SystemResolver {
     }
 }
 
+/// Resolves nothing, asking no server: for closed environments where webhooks only reach
+/// IP addresses of opened ranges (`serve --webhook-resolver none`).
+pub struct NoResolver;
+
+impl Resolve for NoResolver {
+    fn lookup(&self, _host: &str) -> BoxFuture<'_, std::io::Result<Vec<IpAddr>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
 /// A fixed table of names (tests); any other name does not resolve.
 #[derive(Default)]
 pub struct StaticResolver(pub HashMap<String, Vec<IpAddr>>);
@@ -259,7 +274,7 @@ impl Egress {
     /// contacted. A name that does not resolve (yet) is accepted; every attempt checks again.
     pub async fn check_registration(&self, url: &WebhookUrl) -> Result<(), EgressError> {
         match Self::host_of(url)?.0 {
-            Host::Ip(ip) => self.check_ip(&ip.to_string(), ip),
+            Host::Ip(ip) => self.check_literal(ip),
             Host::Name(name) => {
                 let addrs = self.resolver.lookup(&name).await.unwrap_or_default();
                 for ip in addrs {
@@ -267,6 +282,17 @@ impl Egress {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// A URL naming an IP address: only one inside an opened range.
+    fn check_literal(&self, ip: IpAddr) -> Result<(), EgressError> {
+        self.check_ip(&ip.to_string(), ip)?;
+        let ip = canonical(ip);
+        if self.allow.iter().any(|net| net.contains(&ip)) {
+            Ok(())
+        } else {
+            Err(EgressError::IpAddress { ip })
         }
     }
 
@@ -286,7 +312,10 @@ impl Egress {
     pub async fn addresses(&self, url: &WebhookUrl) -> Result<Vec<SocketAddr>, EgressError> {
         let (host, port) = Self::host_of(url)?;
         let (name, candidates) = match host {
-            Host::Ip(ip) => (ip.to_string(), vec![ip]),
+            Host::Ip(ip) => {
+                self.check_literal(ip)?;
+                (ip.to_string(), vec![ip])
+            }
             Host::Name(name) => {
                 let addrs = self.resolver.lookup(&name).await.unwrap_or_default();
                 (name, addrs)
@@ -333,8 +362,7 @@ impl Egress {
     ) -> Result<Attempt, AttemptError> {
         // Literal addresses never reach the resolver: check them here.
         if let (Host::Ip(ip), _) = Self::host_of(url).map_err(AttemptError::Refused)? {
-            self.check_ip(&ip.to_string(), ip)
-                .map_err(AttemptError::Refused)?;
+            self.check_literal(ip).map_err(AttemptError::Refused)?;
         }
         let mut request = client.post(url.as_str());
         for (name, value) in headers {

@@ -19,6 +19,45 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1_000;
 
+/// Implements `Deserialize` for a request body type from a JSON object only.
+///
+/// serde's derive also builds a struct from a JSON array of its fields in order, so
+/// `"filter": [null, null]` would pass as a filter. The type derives with
+/// `#[serde(remote = "Self")]`, which turns the derived code into inherent functions, and this
+/// macro puts a map-only front on them (and forwards `Serialize` when asked:
+/// `json_object_only!(Type, serialize)`).
+#[macro_export]
+macro_rules! json_object_only {
+    ($ty:ty) => {
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Object;
+                impl<'de> serde::de::Visitor<'de> for Object {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a JSON object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        map: A,
+                    ) -> Result<$ty, A::Error> {
+                        <$ty>::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    }
+                }
+                deserializer.deserialize_map(Object)
+            }
+        }
+    };
+    ($ty:ty, serialize) => {
+        $crate::json_object_only!($ty);
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                <$ty>::serialize(self, serializer)
+            }
+        }
+    };
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -98,6 +137,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// An error, as RFC 9457 problem details (`application/problem+json`).
+#[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"type": "about:blank", "title": "Not Found", "status": 404,
+    "detail": "offer 0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011 does not exist"}))]
+pub struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status code's reason phrase.
+    pub title: String,
+    pub status: u16,
+    /// What is wrong, naming the field or resource.
+    pub detail: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({
@@ -164,8 +218,9 @@ where
         if !is_json {
             return Err(unsupported_media_type());
         }
-        serde_json::from_slice(&bytes)
-            .map(|value| OptionalJsonBody(Some(value), bytes))
+        // JSON `null` is no body, as the document describes the optional body.
+        serde_json::from_slice::<Option<T>>(&bytes)
+            .map(|value| OptionalJsonBody(value, bytes))
             .map_err(|e| ApiError::bad_request(format!("request body is not valid: {e}")))
     }
 }
@@ -239,15 +294,25 @@ where
 }
 
 /// `?cursor=&limit=` of every list endpoint.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Where the page starts: the `nextCursor` of the previous page, unchanged.
+    #[param(min_length = 1, pattern = "^[A-Za-z0-9_-]+$(?!\\n)")]
     pub cursor: Option<String>,
+    /// Items per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
 impl PageQuery {
     pub fn cursor(&self) -> Result<Option<Cursor>, ApiError> {
+        if self.cursor.as_deref() == Some("") {
+            return Err(ApiError::bad_request(
+                "cursor must not be empty: leave it out for the first page",
+            ));
+        }
         self.cursor
             .as_deref()
             .map(Cursor::decode)
@@ -267,11 +332,18 @@ impl PageQuery {
 }
 
 /// `?brandId=&cursor=&limit=` of a brand's list: the brand defaults to the caller's.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BrandPageQuery {
+    /// The brand: the caller's when absent; an administrator must name one.
+    #[param(value_type = Option<crate::domain::BrandId>)]
     pub brand_id: Option<String>,
+    /// Where the page starts: the `nextCursor` of the previous page, unchanged.
+    #[param(min_length = 1, pattern = "^[A-Za-z0-9_-]+$(?!\\n)")]
     pub cursor: Option<String>,
+    /// Items per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -292,7 +364,7 @@ impl BrandPageQuery {
 }
 
 /// The list response shape: `{ "items": [...], "nextCursor": "…" }`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListBody<T: Serialize> {
     pub items: Vec<T>,
@@ -400,22 +472,75 @@ impl From<crate::egress::EgressError> for ApiError {
     }
 }
 
-/// Text a client sends for a name or an address: trimmed, not empty, at most `max`
-/// characters, no control characters (NUL and friends).
+/// The white space a text field may not consist of (and loses at both ends): the same set
+/// in `TEXT_PATTERN` and in `checked_text`, so the documented rule and the checked one agree.
+const BLANKS: &[char] = &[
+    ' ', '\u{a0}', '\u{1680}', '\u{2000}', '\u{2001}', '\u{2002}', '\u{2003}', '\u{2004}',
+    '\u{2005}', '\u{2006}', '\u{2007}', '\u{2008}', '\u{2009}', '\u{200a}', '\u{2028}', '\u{2029}',
+    '\u{202f}', '\u{205f}', '\u{3000}', '\u{feff}',
+];
+
+/// Names, addresses, descriptions (ECMA-262): no control character (U+0000–U+001F,
+/// U+007F–U+009F), and at least one character that is neither control nor white space.
+pub const TEXT_PATTERN: &str = concat!(
+    r"^[^\u0000-\u001F\u007F-\u009F]*",
+    r"[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\uFEFF]",
+    r"[^\u0000-\u001F\u007F-\u009F]*$(?!\n)"
+);
+
+/// The schema of a text field of at most `max` characters (`checked_text`'s rules).
+pub fn text_schema(max: usize) -> utoipa::openapi::Object {
+    text_schema_of(max, utoipa::openapi::schema::Type::String.into())
+}
+
+/// [`text_schema`] for an optional field, where JSON `null` means the same as leaving it out.
+pub fn nullable_text_schema(max: usize) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    text_schema_of(max, SchemaType::from_iter([Type::String, Type::Null]))
+}
+
+fn text_schema_of(
+    max: usize,
+    schema_type: utoipa::openapi::schema::SchemaType,
+) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(schema_type)
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(TEXT_PATTERN))
+        .description(Some(format!(
+            "1 to {max} characters, not only white space, no control characters; kept without the white space at its ends"
+        )))
+        .build()
+}
+
+fn is_control(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
+}
+
+/// Text a client sends for a name, an address or a description: 1 to `max` characters as
+/// sent, no control characters (NUL and friends), not only white space; kept without the
+/// white space at its ends.
 pub fn checked_text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
+    let length = value.chars().count();
+    if length == 0 {
         return Err(ApiError::bad_request(format!("{field} must not be empty")));
     }
-    if trimmed.chars().count() > max {
+    if length > max {
         return Err(ApiError::bad_request(format!(
             "{field} is longer than {max} characters"
         )));
     }
-    if let Some(c) = trimmed.chars().find(|c| c.is_control()) {
+    if let Some(c) = value.chars().find(|c| is_control(*c)) {
         return Err(ApiError::bad_request(format!(
             "{field} contains the control character U+{:04X}",
             c as u32
+        )));
+    }
+    let trimmed = value.trim_matches(BLANKS);
+    if trimmed.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{field} must not be only white space"
         )));
     }
     Ok(trimmed.to_owned())

@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod lambda;
 pub mod lifecycle;
+pub mod openapi;
 pub mod ports;
 pub mod telemetry;
 pub mod views;

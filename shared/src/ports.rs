@@ -134,7 +134,7 @@ pub enum Advanced {
 }
 
 /// A location a job could not link, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Failure {
     pub location_id: LocationId,

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{BrandId, Counters, Job, JobId, JobStatus, OfferId};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A job's counters, with `processed`: their sum so far.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CountersView {
     #[serde(flatten)]
@@ -13,12 +14,13 @@ pub struct CountersView {
     pub processed: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A job: status, counters, progress and timestamps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
     pub id: JobId,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: crate::domain::JobKind,
     pub status: JobStatus,
     pub brand_id: BrandId,
     pub offer_id: OfferId,
@@ -49,7 +51,7 @@ impl JobView {
         let round = |x: f64| (x * 100.0).round() / 100.0;
         JobView {
             id: job.id,
-            kind: job.kind.as_str().to_owned(),
+            kind: job.kind,
             status: job.status,
             brand_id: job.brand_id,
             offer_id: job.offer_id,
@@ -79,7 +81,7 @@ impl JobView {
 
 /// A webhook subscription as its owner sees it. The secret only in the answers that make
 /// one (creation and rotation).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionView {
     pub id: crate::domain::SubscriptionId,
@@ -114,7 +116,7 @@ impl SubscriptionView {
 }
 
 /// The subscription a `callbackUrl` made, in the 202 of job creation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallbackView {
     pub subscription_id: crate::domain::SubscriptionId,

@@ -6,40 +6,116 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
 use shared::auth::Caller;
+use shared::domain::{Delivery, Link, Location, Offer};
 use shared::domain::{JobId, LocationId, OfferId};
+use shared::http::Problem;
 use shared::http::{
     parse_id, ApiError, ApiState, BrandPageQuery, ListBody, PageQuery, QueryParams,
 };
+use shared::openapi::{BadRequest, Forbidden, NotFound, Unauthorized};
+use shared::ports::Failure;
 use shared::ports::Ports;
 use shared::views::JobView;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 mod webhooks;
 
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/jobs", get(list_brand_jobs))
-        .route("/jobs/{job_id}", get(get_job))
-        .route("/jobs/{job_id}/failures", get(list_failures))
-        .route("/offers/{offer_id}", get(get_offer))
-        .route("/offers/{offer_id}/locations", get(list_offer_locations))
-        .route("/locations/{location_id}", get(get_location))
-        .route("/jobs/{job_id}/deliveries", get(list_job_deliveries))
+/// The read routes and webhooks, each with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(openapi_json))
+        .routes(routes!(list_brand_jobs))
+        .routes(routes!(get_job))
+        .routes(routes!(list_failures))
+        .routes(routes!(list_job_deliveries))
+        .routes(routes!(get_offer))
+        .routes(routes!(list_offer_locations))
+        .routes(routes!(get_location))
         .merge(webhooks::routes())
-        .with_state(state)
 }
 
-async fn healthz(State(ports): State<Ports>) -> Result<Json<serde_json::Value>, ApiError> {
+/// The read routes as an axum router (what the status function serves).
+pub fn router(state: ApiState) -> Router {
+    let (router, _) = routes().split_for_parts();
+    router.with_state(state)
+}
+
+/// The whole API's OpenAPI 3.1 document: the write routes (job-api) and these.
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        use utoipa::OpenApi;
+        let (_, mut document) =
+            OpenApiRouter::<ApiState>::with_openapi(shared::openapi::ApiDoc::openapi())
+                .merge(job_api::routes())
+                .merge(routes())
+                .split_for_parts();
+        document.info.version = env!("CARGO_PKG_VERSION").to_owned();
+        document
+    })
+}
+
+/// The answer of a healthy server.
+#[derive(serde::Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`.
+    status: String,
+}
+
+/// Liveness: 200 while the backend can serve.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    operation_id = "healthz",
+    security(()),
+    responses(
+        (status = 200, description = "Serving", body = Health, example = json!({ "status": "ok" })),
+        (status = 503, description = "The backend cannot serve (e.g. its database file was removed); `detail` says why",
+         content_type = "application/problem+json", body = Problem),
+    )
+)]
+async fn healthz(State(ports): State<Ports>) -> Result<Json<Health>, ApiError> {
     match ports.health.check().await {
-        Ok(()) => Ok(Json(serde_json::json!({ "status": "ok" }))),
+        Ok(()) => Ok(Json(Health {
+            status: "ok".to_owned(),
+        })),
         Err(problem) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, problem)),
     }
 }
 
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "service",
+    operation_id = "openapi",
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object))
+)]
+async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+/// A job: status, counters, percent, rate, ETA, timestamps.
+#[utoipa::path(
+    get,
+    path = "/jobs/{jobId}",
+    tag = "jobs",
+    operation_id = "getJob",
+    params(("jobId" = JobId, Path, description = "The job")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 async fn get_job(
     State(ports): State<Ports>,
     caller: Caller,
@@ -50,6 +126,20 @@ async fn get_job(
     Ok(Json(JobView::of(&job, Utc::now())))
 }
 
+/// The locations a job could not link, with reasons.
+#[utoipa::path(
+    get,
+    path = "/jobs/{jobId}/failures",
+    tag = "jobs",
+    operation_id = "listJobFailures",
+    params(("jobId" = JobId, Path, description = "The job"), PageQuery),
+    responses(
+        (status = 200, description = "A page of failures", body = ListBody<Failure>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 async fn list_failures(
     State(ports): State<Ports>,
     caller: Caller,
@@ -66,6 +156,20 @@ async fn list_failures(
     Ok(Json(ListBody::from_page(page, |f| f)).into_response())
 }
 
+/// A brand's jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/jobs",
+    tag = "jobs",
+    operation_id = "listJobs",
+    params(BrandPageQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = ListBody<JobView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    )
+)]
 async fn list_brand_jobs(
     State(ports): State<Ports>,
     caller: Caller,
@@ -80,6 +184,20 @@ async fn list_brand_jobs(
     Ok(Json(ListBody::from_page(page, |job| JobView::of(&job, now))).into_response())
 }
 
+/// An offer, with `locationsTotal`.
+#[utoipa::path(
+    get,
+    path = "/offers/{offerId}",
+    tag = "catalog",
+    operation_id = "getOffer",
+    params(("offerId" = OfferId, Path, description = "The offer")),
+    responses(
+        (status = 200, description = "The offer", body = Offer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 async fn get_offer(
     State(ports): State<Ports>,
     caller: Caller,
@@ -90,6 +208,20 @@ async fn get_offer(
     Ok(Json(offer).into_response())
 }
 
+/// The offer's links, in location-id order.
+#[utoipa::path(
+    get,
+    path = "/offers/{offerId}/locations",
+    tag = "catalog",
+    operation_id = "listOfferLinks",
+    params(("offerId" = OfferId, Path, description = "The offer"), PageQuery),
+    responses(
+        (status = 200, description = "A page of links", body = ListBody<Link>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 async fn list_offer_locations(
     State(ports): State<Ports>,
     caller: Caller,
@@ -106,6 +238,20 @@ async fn list_offer_locations(
     Ok(Json(ListBody::from_page(page, |link| link)).into_response())
 }
 
+/// A location, with `hasOffer`.
+#[utoipa::path(
+    get,
+    path = "/locations/{locationId}",
+    tag = "catalog",
+    operation_id = "getLocation",
+    params(("locationId" = LocationId, Path, description = "The location")),
+    responses(
+        (status = 200, description = "The location", body = Location),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 async fn get_location(
     State(ports): State<Ports>,
     caller: Caller,
@@ -116,6 +262,22 @@ async fn get_location(
     Ok(Json(location).into_response())
 }
 
+/// The webhook deliveries of a job's event, newest first.
+#[utoipa::path(
+    get,
+    path = "/jobs/{jobId}/deliveries",
+    tag = "webhooks",
+    operation_id = "listJobDeliveries",
+    params(("jobId" = JobId, Path, description = "The job"), PageQuery),
+    responses(
+        (status = 200, description = "A page of deliveries", body = ListBody<Delivery>,
+         links(("Redeliver" = (operation_id = "redeliver", parameters(("id" = "$response.body#/items/0/subscriptionId"),
+             ("deliveryId" = "$response.body#/items/0/id")))))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 async fn list_job_deliveries(
     State(ports): State<Ports>,
     caller: Caller,

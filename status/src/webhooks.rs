@@ -4,46 +4,98 @@
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 use shared::auth::Caller;
+use shared::domain::Delivery;
 use shared::domain::{
     DeliveryId, Subscription, SubscriptionFilter, SubscriptionId, WebhookSecret, WebhookUrl,
     PREVIOUS_SECRET_GRACE,
 };
+use shared::http::Problem;
 use shared::http::{
     checked_text, parse_id, ApiError, ApiState, BrandPageQuery, JsonBody, ListBody, PageQuery,
     QueryParams,
 };
+use shared::openapi::{
+    BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
+};
 use shared::ports::Ports;
 use shared::views::SubscriptionView;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 const MAX_DESCRIPTION_LEN: usize = 500;
 
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/webhooks", post(subscribe).get(list_subscriptions))
-        .route("/webhooks/{id}", get(get_subscription).delete(unsubscribe))
-        .route("/webhooks/{id}/rotate-secret", post(rotate_secret))
-        .route("/webhooks/{id}/deliveries", get(list_deliveries))
-        .route(
-            "/webhooks/{id}/deliveries/{delivery_id}/redeliver",
-            post(redeliver),
-        )
+pub(crate) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(subscribe, list_subscriptions))
+        .routes(routes!(get_subscription, unsubscribe))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(redeliver))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// A new webhook subscription of the caller's brand.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({ "url": "https://hooks.example.com/bulklink",
+    "filter": { "events": ["job.succeeded", "job.failed"] }, "description": "orders service" }))]
 struct NewSubscription {
     url: WebhookUrl,
+    /// Which of the brand's events it hears (all when absent); `brandId` is pinned to the
+    /// caller's brand.
     #[serde(default)]
     filter: SubscriptionFilter,
+    /// What it is for, 1 to 500 characters.
+    #[schema(schema_with = description_schema)]
     description: Option<String>,
 }
+shared::json_object_only!(NewSubscription);
 
-/// A subscription belongs to the brand its filter is pinned to: the caller's.
+fn description_schema() -> utoipa::openapi::Object {
+    shared::http::nullable_text_schema(MAX_DESCRIPTION_LEN)
+}
+
+fn subscription_example(with_secret: bool) -> serde_json::Value {
+    let mut example = serde_json::json!({
+        "id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1014",
+        "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
+        "url": "https://hooks.example.com/bulklink",
+        "filter": { "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012", "events": ["job.succeeded"] },
+        "description": "orders service",
+        "createdAt": "2026-12-01T10:00:00.000Z",
+        "status": "active"
+    });
+    if with_secret {
+        example["secret"] = serde_json::json!("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    }
+    example
+}
+
+/// Subscribe a webhook: the answer carries its signing secret, shown only here.
+#[utoipa::path(
+    post,
+    path = "/webhooks",
+    tag = "webhooks",
+    operation_id = "createWebhook",
+    request_body(content = NewSubscription, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The subscription, with its `secret`", body = SubscriptionView,
+         headers(("Location" = String, description = "`/webhooks/{id}`")),
+         links(("GetWebhook" = (operation_id = "getWebhook", parameters(("id" = "$response.body#/id")))), ("ListWebhookDeliveries" = (operation_id = "listWebhookDeliveries", parameters(("id" = "$response.body#/id")))), ("RotateWebhookSecret" = (operation_id = "rotateWebhookSecret", parameters(("id" = "$response.body#/id")))), ("DeleteWebhook" = (operation_id = "deleteWebhook", parameters(("id" = "$response.body#/id"))))),
+         example = json!(subscription_example(true))
+        ),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "`filter.jobId` names no job of the brand",
+         content_type = "application/problem+json", body = Problem),
+    )
+)]
 async fn subscribe(
     State(state): State<ApiState>,
     caller: Caller,
@@ -53,9 +105,10 @@ async fn subscribe(
     if let Some(job_id) = new.filter.job_id {
         let job = state.ports.jobs.get_job(job_id).await?;
         if job.is_none_or(|job| job.brand_id != brand) {
-            return Err(ApiError::bad_request(format!(
-                "filter.jobId {job_id} is not a job of brand {brand}"
-            )));
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("filter.jobId {job_id} is not a job of brand {brand}"),
+            ));
         }
     }
     let description = new
@@ -85,6 +138,20 @@ async fn subscribe(
         .into_response())
 }
 
+/// A brand's webhook subscriptions, newest first (no secrets).
+#[utoipa::path(
+    get,
+    path = "/webhooks",
+    tag = "webhooks",
+    operation_id = "listWebhooks",
+    params(BrandPageQuery),
+    responses(
+        (status = 200, description = "A page of subscriptions", body = ListBody<SubscriptionView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    )
+)]
 async fn list_subscriptions(
     State(ports): State<Ports>,
     caller: Caller,
@@ -101,6 +168,20 @@ async fn list_subscriptions(
     .into_response())
 }
 
+/// A webhook subscription (no secret).
+#[utoipa::path(
+    get,
+    path = "/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "getWebhook",
+    params(("id" = SubscriptionId, Path, description = "The subscription")),
+    responses(
+        (status = 200, description = "The subscription", body = SubscriptionView, example = json!(subscription_example(false))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 async fn get_subscription(
     State(ports): State<Ports>,
     caller: Caller,
@@ -111,6 +192,20 @@ async fn get_subscription(
     Ok(Json(SubscriptionView::of(&subscription, false)).into_response())
 }
 
+/// Remove a webhook subscription.
+#[utoipa::path(
+    delete,
+    path = "/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "deleteWebhook",
+    params(("id" = SubscriptionId, Path, description = "The subscription")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 async fn unsubscribe(
     State(ports): State<Ports>,
     caller: Caller,
@@ -126,6 +221,20 @@ async fn unsubscribe(
 }
 
 /// A new secret, shown in this answer only; the previous one keeps signing for 24 hours.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/rotate-secret",
+    tag = "webhooks",
+    operation_id = "rotateWebhookSecret",
+    params(("id" = SubscriptionId, Path, description = "The subscription")),
+    responses(
+        (status = 200, description = "The subscription with its new `secret` and `previousSecretExpiresAt`",
+         body = SubscriptionView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 async fn rotate_secret(
     State(ports): State<Ports>,
     caller: Caller,
@@ -144,6 +253,22 @@ async fn rotate_secret(
     Ok(Json(SubscriptionView::of(&rotated, true)).into_response())
 }
 
+/// A subscription's deliveries and their attempts, newest first.
+#[utoipa::path(
+    get,
+    path = "/webhooks/{id}/deliveries",
+    tag = "webhooks",
+    operation_id = "listWebhookDeliveries",
+    params(("id" = SubscriptionId, Path, description = "The subscription"), PageQuery),
+    responses(
+        (status = 200, description = "A page of deliveries", body = ListBody<Delivery>,
+         links(("Redeliver" = (operation_id = "redeliver", parameters(("id" = "$request.path.id"),
+             ("deliveryId" = "$response.body#/items/0/id")))))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
 async fn list_deliveries(
     State(ports): State<Ports>,
     caller: Caller,
@@ -160,7 +285,25 @@ async fn list_deliveries(
     Ok(Json(ListBody::from_page(page, |d| d)).into_response())
 }
 
-/// Sends a delivery again now: the same `webhook-id`, a new timestamp.
+/// Send a delivery again now: the same `webhook-id`, a new timestamp.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/deliveries/{deliveryId}/redeliver",
+    tag = "webhooks",
+    operation_id = "redeliver",
+    params(
+        ("id" = SubscriptionId, Path, description = "The subscription"),
+        ("deliveryId" = DeliveryId, Path, description = "The delivery (its `webhook-id`)"),
+    ),
+    responses(
+        (status = 202, description = "Scheduled now", body = Delivery),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The subscription is disabled, or an attempt is under way",
+         content_type = "application/problem+json", body = Problem),
+    )
+)]
 async fn redeliver(
     State(ports): State<Ports>,
     caller: Caller,

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{BrandId, DomainError, JobId, LocationId, OfferId};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A brand's offer, with how many locations carry it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Offer {
     pub id: OfferId,
@@ -14,7 +15,8 @@ pub struct Offer {
     pub locations_total: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A brand's store location, and whether it carries any offer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Location {
     pub id: LocationId,
@@ -47,6 +49,23 @@ impl LinkedBy {
     }
 }
 
+impl utoipa::PartialSchema for LinkedBy {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "`direct` (PUT /offers/{offerId}/locations/{locationId}) or the id of the job that made the link",
+            ))
+            .pattern(Some(
+                "^(direct|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for LinkedBy {}
+
 impl Serialize for LinkedBy {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_attr())
@@ -60,7 +79,8 @@ impl<'de> Deserialize<'de> for LinkedBy {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A location carrying the offer: who linked it and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Link {
     pub offer_id: OfferId,

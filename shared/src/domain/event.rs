@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use super::{BrandId, Counters, Job, JobId, JobStatus, OfferId};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The events a job sends when it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum EventType {
     #[serde(rename = "job.succeeded")]
     JobSucceeded,
@@ -49,7 +50,8 @@ impl EventType {
 /// Namespace for deriving event ids, so a re-published event keeps its id.
 const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_4a0e_2c59_4d0b_9a57_3e1d_52c8_a001);
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A job's terminal event: the `data` of a webhook delivery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobEvent {
     /// Stable for one job's terminal event: receivers dedupe on it.

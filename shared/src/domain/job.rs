@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BrandId, DomainError, JobId, OfferId, WebhookUrl};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobStatus {
     Pending,
@@ -98,7 +98,7 @@ impl FromStr for JobStatus {
 }
 
 /// Per-location outcome counts. On a job they are sums over its ledgered chunks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Counters {
     /// Location ids enqueued by fanout.
@@ -151,7 +151,8 @@ impl ChunkCounts {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What a job does to its locations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum JobKind {
     #[serde(rename = "link-all-locations")]
     LinkAllLocations,

@@ -142,8 +142,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Which events a subscription receives; every field that is set must match.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<JobId>,
@@ -152,6 +152,7 @@ pub struct SubscriptionFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<EventType>>,
 }
+crate::json_object_only!(SubscriptionFilter, serialize);
 
 impl SubscriptionFilter {
     pub fn matches(&self, event: &JobEvent) -> bool {
@@ -164,7 +165,8 @@ impl SubscriptionFilter {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `disabled` once the receiver answered 410 Gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum SubscriptionStatus {
     Active,
@@ -301,6 +303,22 @@ impl DeliveryId {
     }
 }
 
+impl utoipa::PartialSchema for DeliveryId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^msg_[0-9a-fA-F]{32}$"))
+            .description(Some(
+                "A delivery's id: its `webhook-id`, the same on every attempt",
+            ))
+            .examples([serde_json::json!("msg_0190a0b0c0d07e0f8a0b0c0d0e0f1011")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for DeliveryId {}
+
 impl fmt::Display for DeliveryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "msg_{}", self.0.simple())
@@ -335,7 +353,8 @@ impl From<DeliveryId> for String {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `pending` until delivered (`succeeded`) or given up (`failed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum DeliveryStatus {
     /// Not delivered yet; attempted again at `next_attempt_at`.
@@ -374,7 +393,7 @@ impl FromStr for DeliveryStatus {
 pub const DELIVERY_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// One event on its way to one subscription, with the story of its attempts.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     pub id: DeliveryId,
@@ -398,6 +417,7 @@ pub struct Delivery {
     pub created_at: DateTime<Utc>,
     /// The JSON body every attempt sends (the same bytes each time).
     #[serde(skip_serializing)]
+    #[schema(ignore)]
     pub body: String,
 }
 
@@ -552,6 +572,22 @@ impl WebhookMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_is_read_from_a_json_object_only() {
+        let filter: SubscriptionFilter =
+            serde_json::from_str(r#"{"events":["job.succeeded"]}"#).unwrap();
+        assert_eq!(filter.events, Some(vec![EventType::JobSucceeded]));
+        // serde's derive alone would take an array of the fields in order.
+        let err = serde_json::from_str::<SubscriptionFilter>("[null, null]").unwrap_err();
+        assert!(err.to_string().contains("expected a JSON object"), "{err}");
+        assert!(serde_json::from_str::<SubscriptionFilter>(r#"{"other":1}"#).is_err());
+        // Written as it was before.
+        assert_eq!(
+            serde_json::to_string(&filter).unwrap(),
+            r#"{"events":["job.succeeded"]}"#
+        );
+    }
 
     #[test]
     fn the_signer_matches_the_specifications_test_vector() {

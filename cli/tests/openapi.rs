@@ -1,0 +1,1233 @@
+//! The OpenAPI document as a contract: the committed copy is the generated one, it names
+//! exactly the routes of the README's table and the server serves each of them, and every
+//! status code it documents is one a real request gets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulklink::client::{ApiClient, ApiResponse};
+use bulklink::receiver::Receiver;
+use bulklink::runtime::RuntimeConfig;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use shared::auth::Role;
+use shared::domain::{BrandId, LocationId, OfferId};
+use utoipa::openapi::{OpenApi, PathItem};
+
+use crate::support::*;
+
+/// The repository's root.
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// What `bulklink openapi` prints.
+fn generated() -> String {
+    serde_json::to_string_pretty(status::openapi()).unwrap() + "\n"
+}
+
+#[test]
+fn the_committed_document_is_the_generated_one() {
+    let committed = std::fs::read_to_string(root().join("docs/openapi.json")).unwrap();
+    // Line by line, so a failure points at the first difference.
+    let first_difference = committed
+        .lines()
+        .zip(generated().lines())
+        .enumerate()
+        .find(|(_, (a, b))| a != b)
+        .map(|(i, (a, b))| format!("line {}: committed {a:?}, generated {b:?}", i + 1));
+    assert!(
+        committed == generated(),
+        "docs/openapi.json differs from the API the code serves ({}); regenerate it with \
+         `cargo run --bin bulklink -- openapi > docs/openapi.json` and review the change",
+        first_difference.unwrap_or_else(|| "in length".to_owned())
+    );
+}
+
+/// Every `(METHOD, /path)` the document describes, with its operation.
+fn operations(doc: &OpenApi) -> BTreeMap<Route, &utoipa::openapi::path::Operation> {
+    let mut all = BTreeMap::new();
+    for (path, item) in &doc.paths.paths {
+        let item: &PathItem = item;
+        for (method, op) in [
+            ("GET", &item.get),
+            ("PUT", &item.put),
+            ("POST", &item.post),
+            ("DELETE", &item.delete),
+            ("PATCH", &item.patch),
+            ("HEAD", &item.head),
+            ("OPTIONS", &item.options),
+            ("TRACE", &item.trace),
+        ] {
+            if let Some(op) = op {
+                all.insert((method.to_owned(), path.clone()), op);
+            }
+        }
+    }
+    all
+}
+
+/// The rows of the README's API table: the first column's backticked method and path pairs
+/// (`GET` / `DELETE /webhooks/{id}` is two routes, queries left off) and the status codes the
+/// last column names.
+/// A route as the README writes it: method and path.
+type Route = (String, String);
+
+/// One row of the README's API table: its routes and the status codes it names.
+struct ReadmeRow {
+    routes: Vec<Route>,
+    codes: BTreeSet<String>,
+}
+
+fn readme_rows() -> Vec<ReadmeRow> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let table = readme
+        .split("| method & path |")
+        .nth(1)
+        .expect("README has the API table");
+    let mut rows = Vec::new();
+    for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = row.split('|').collect();
+        let mut routes = Vec::new();
+        let mut pending_methods = Vec::new();
+        for code in cells[1].split('`').skip(1).step_by(2) {
+            match code.split_once(' ') {
+                None => pending_methods.push(code.to_owned()),
+                Some((method, path)) => {
+                    let path = path.split('?').next().unwrap().to_owned();
+                    for m in pending_methods.drain(..).chain([method.to_owned()]) {
+                        routes.push((m, path.clone()));
+                    }
+                }
+            }
+        }
+        let codes = cells[cells.len() - 2]
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|n| n.len() == 3)
+            .map(str::to_owned)
+            .collect();
+        rows.push(ReadmeRow { routes, codes });
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_document_lists_the_readme_routes_and_the_server_serves_each() {
+    let env = Env::new(fast_settings());
+    let runtime = env
+        .start(
+            RuntimeConfig {
+                consumers: false,
+                ..env.config()
+            },
+            |ports| ports,
+        )
+        .await;
+    // Public: no token.
+    let served: Value = ApiClient::new(&runtime.base_url)
+        .unwrap()
+        .get("/openapi.json")
+        .await
+        .unwrap();
+    assert_eq!(served, serde_json::to_value(status::openapi()).unwrap());
+    assert_eq!(served["openapi"], "3.1.0");
+
+    let documented: BTreeSet<_> = operations(status::openapi()).into_keys().collect();
+    let rows = readme_rows();
+    let readme: BTreeSet<_> = rows.iter().flat_map(|row| row.routes.clone()).collect();
+    assert!(readme.len() >= 20, "the table parsed: {readme:?}");
+    assert_eq!(
+        documented.difference(&readme).collect::<Vec<_>>(),
+        Vec::<&Route>::new(),
+        "documented but not in the README's table"
+    );
+    assert_eq!(
+        readme.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&Route>::new(),
+        "in the README's table but not documented"
+    );
+
+    // The codes the table names are documented ones.
+    let ops = operations(status::openapi());
+    for ReadmeRow { routes, codes } in &rows {
+        let documented: BTreeSet<String> = routes
+            .iter()
+            .filter_map(|route| ops.get(route))
+            .flat_map(|op| op.responses.responses.keys().cloned())
+            .collect();
+        let undocumented: Vec<_> = codes.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty(),
+            "the README names {undocumented:?} for {routes:?}, the document does not"
+        );
+    }
+
+    // Each documented route reaches a handler: the router's own answers for unknown routes
+    // and methods say so in `detail`.
+    let admin = runtime.api_as(Role::Admin).unwrap();
+    let placeholder = "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011";
+    for (method, path) in &documented {
+        let concrete = path
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    if segment == "{deliveryId}" {
+                        "msg_0190a0b0c0d07e0f8a0b0c0d0e0f1011"
+                    } else {
+                        placeholder
+                    }
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let r = admin
+            .send(method.parse().unwrap(), &concrete, None, &[])
+            .await
+            .unwrap();
+        let detail = r.body["detail"].as_str().unwrap_or_default();
+        assert!(
+            r.status != StatusCode::METHOD_NOT_ALLOWED && !detail.starts_with("no route for"),
+            "{method} {path} is documented but not served: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    runtime.shutdown().await;
+}
+
+/// An answer, from the API client or from a hand-made request.
+struct Answer {
+    status: StatusCode,
+    content_type: Option<String>,
+    location: Option<String>,
+    body: Value,
+}
+
+impl From<ApiResponse> for Answer {
+    fn from(r: ApiResponse) -> Self {
+        Answer {
+            status: r.status,
+            content_type: r.content_type,
+            location: r.location,
+            body: r.body,
+        }
+    }
+}
+
+/// The documented `(operationId, status)` pairs, and those seen answered.
+struct Reach {
+    documented: BTreeMap<(String, u16), bool>,
+    seen: BTreeSet<(String, u16)>,
+}
+
+impl Reach {
+    fn new() -> Reach {
+        let mut documented = BTreeMap::new();
+        for op in operations(status::openapi()).into_values() {
+            let id = op.operation_id.clone().unwrap();
+            for (status, response) in &op.responses.responses {
+                let has_location = match response {
+                    utoipa::openapi::RefOr::T(r) => r.headers.contains_key("Location"),
+                    // A shared problem response: no Location.
+                    utoipa::openapi::RefOr::Ref(_) => false,
+                };
+                documented.insert((id.clone(), status.parse().unwrap()), has_location);
+            }
+        }
+        Reach {
+            documented,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    /// Asserts `answer` is the documented `status` of `op` and in its documented shape.
+    fn saw(&mut self, op: &str, status: u16, answer: impl Into<Answer>) -> Value {
+        let answer = answer.into();
+        let key = (op.to_owned(), status);
+        let has_location = *self
+            .documented
+            .get(&key)
+            .unwrap_or_else(|| panic!("{op} does not document {status}"));
+        assert_eq!(answer.status.as_u16(), status, "{op}: {}", answer.body);
+        if status >= 400 {
+            assert_eq!(
+                answer.content_type.as_deref(),
+                Some("application/problem+json"),
+                "{op} {status}"
+            );
+            assert_eq!(answer.body["status"], status, "{op}: {}", answer.body);
+            assert!(
+                answer.body["detail"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty()),
+                "{op} {status}: {}",
+                answer.body
+            );
+        }
+        if has_location && !(op == "createLocations" && answer.body.is_array()) {
+            assert!(answer.location.is_some(), "{op} {status} carries Location");
+        }
+        self.seen.insert(key);
+        answer.body
+    }
+
+    fn assert_all_seen(&self) {
+        let unreached: Vec<_> = self
+            .documented
+            .keys()
+            .filter(|k| !self.seen.contains(*k))
+            .collect();
+        assert!(
+            unreached.is_empty(),
+            "documented but never answered: {unreached:?}"
+        );
+    }
+}
+
+/// A request by hand: a raw body of `content_type`.
+async fn raw(
+    api: &ApiClient,
+    token: &str,
+    method: Method,
+    path: &str,
+    ct: &str,
+    body: Vec<u8>,
+) -> Answer {
+    let r = reqwest::Client::new()
+        .request(method, format!("{}{path}", api.base()))
+        .bearer_auth(token)
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let header = |name: reqwest::header::HeaderName| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (status, content_type, location) = (
+        r.status(),
+        header(reqwest::header::CONTENT_TYPE),
+        header(reqwest::header::LOCATION),
+    );
+    Answer {
+        status,
+        content_type,
+        location,
+        body: r.json().await.unwrap_or(Value::Null),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_status_code_is_answered_to_a_real_request() {
+    let mut reach = Reach::new();
+    let big = vec![b' '; shared::http::MAX_BODY_BYTES + 1];
+
+    // --- a server whose jobs never start: active jobs stay active -----------------------
+    let idle_env = Env::new(fast_settings());
+    let idle_seed = idle_env.seed(5).await;
+    let idle = idle_env
+        .start(
+            RuntimeConfig {
+                consumers: false,
+                ..idle_env.config()
+            },
+            |ports| ports,
+        )
+        .await;
+    let brand = idle_seed.brand_id;
+    let api = idle.api_as(Role::Brand(brand)).unwrap();
+    let token = idle.token_for("brand", Role::Brand(brand)).unwrap();
+    let link_all = format!("/offers/{}/link-all-locations", idle_seed.offer_id);
+    let key = [("idempotency-key", "k-1")];
+    let job = reach.saw(
+        "createLinkAllJob",
+        202,
+        api.send(Method::POST, &link_all, None, &key).await.unwrap(),
+    );
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    reach.saw(
+        "createLinkAllJob",
+        409,
+        api.send(Method::POST, &link_all, None, &[]).await.unwrap(),
+    );
+    reach.saw(
+        "createLinkAllJob",
+        422,
+        api.send(
+            Method::POST,
+            &link_all,
+            Some(&json!({ "callbackUrl": "https://a.example/x" })),
+            &key,
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "createLinkAllJob",
+        400,
+        api.send(Method::POST, "/offers/nope/link-all-locations", None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "createLinkAllJob",
+        404,
+        api.send(
+            Method::POST,
+            &format!("/offers/{}/link-all-locations", OfferId::new_random()),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "createLinkAllJob",
+        413,
+        raw(
+            &api,
+            &token,
+            Method::POST,
+            &link_all,
+            "application/json",
+            big.clone(),
+        )
+        .await,
+    );
+    reach.saw(
+        "createLinkAllJob",
+        415,
+        raw(
+            &api,
+            &token,
+            Method::POST,
+            &link_all,
+            "text/plain",
+            b"{}".to_vec(),
+        )
+        .await,
+    );
+    reach.saw(
+        "cancelJob",
+        202,
+        api.send(Method::POST, &format!("/jobs/{job_id}/cancel"), None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "cancelJob",
+        400,
+        api.send(Method::POST, "/jobs/nope/cancel", None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "cancelJob",
+        404,
+        api.send(
+            Method::POST,
+            &format!("/jobs/{}/cancel", uuid::Uuid::new_v4()),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+
+    // The database file gone: /healthz says so (last on this server).
+    reach.saw(
+        "healthz",
+        200,
+        api.send(Method::GET, "/healthz", None, &[]).await.unwrap(),
+    );
+    std::fs::remove_file(idle_env.db()).unwrap();
+    reach.saw(
+        "healthz",
+        503,
+        api.send(Method::GET, "/healthz", None, &[]).await.unwrap(),
+    );
+    idle.shutdown().await;
+
+    // --- a running server, with a brand, another brand and an administrator --------------
+    let env = Env::new(fast_settings());
+    let seeded = env.seed(10).await;
+    let other = env.seed(3).await;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let brand = seeded.brand_id;
+    let api = runtime.api_as(Role::Brand(brand)).unwrap();
+    let admin = runtime.api_as(Role::Admin).unwrap();
+    let token = runtime.token_for("brand", Role::Brand(brand)).unwrap();
+    let anonymous = ApiClient::new(&runtime.base_url).unwrap();
+    let theirs = other.brand_id;
+    let unknown = "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011";
+
+    // Webhooks first, so the job below is delivered: one receiver that takes it, one that
+    // answers 410 (its subscription is disabled).
+    let mut taker = Receiver::start().await.unwrap();
+    let mut gone = Receiver::start_with(Arc::new(|_| 410)).await.unwrap();
+    let sub = reach.saw(
+        "createWebhook",
+        201,
+        api.send(
+            Method::POST,
+            "/webhooks",
+            Some(&json!({ "url": taker.url })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    let sub_id = sub["id"].as_str().unwrap().to_owned();
+    let gone_sub = reach.saw(
+        "createWebhook",
+        201,
+        api.send(
+            Method::POST,
+            "/webhooks",
+            Some(&json!({ "url": gone.url })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    let gone_id = gone_sub["id"].as_str().unwrap().to_owned();
+    reach.saw(
+        "createWebhook",
+        400,
+        api.send(
+            Method::POST,
+            "/webhooks",
+            Some(&json!({ "url": "not a url" })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "createWebhook",
+        403,
+        api.send(
+            Method::POST,
+            "/webhooks",
+            Some(&json!({ "url": taker.url, "filter": { "brandId": theirs } })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "createWebhook",
+        422,
+        api.send(
+            Method::POST,
+            "/webhooks",
+            Some(&json!({ "url": taker.url, "filter": { "jobId": uuid::Uuid::new_v4() } })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "createWebhook",
+        413,
+        raw(
+            &api,
+            &token,
+            Method::POST,
+            "/webhooks",
+            "application/json",
+            big.clone(),
+        )
+        .await,
+    );
+    reach.saw(
+        "createWebhook",
+        415,
+        raw(
+            &api,
+            &token,
+            Method::POST,
+            "/webhooks",
+            "text/plain",
+            b"{}".to_vec(),
+        )
+        .await,
+    );
+
+    let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
+    let job = api
+        .wait_terminal(
+            job.id,
+            Duration::from_millis(20),
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), taker.next())
+        .await
+        .expect("a delivery")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), gone.next())
+        .await
+        .expect("a delivery")
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the 410 subscription to be disabled",
+        || async {
+            let read: Value = api.get(&format!("/webhooks/{gone_id}")).await.unwrap();
+            read["status"] == "disabled"
+        },
+    )
+    .await;
+
+    // Jobs.
+    let j = job.id;
+    reach.saw(
+        "getJob",
+        200,
+        api.send(Method::GET, &format!("/jobs/{j}"), None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "getJob",
+        400,
+        api.send(Method::GET, "/jobs/nope", None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "getJob",
+        404,
+        api.send(Method::GET, &format!("/jobs/{unknown}"), None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "listJobs",
+        200,
+        api.send(Method::GET, "/jobs", None, &[]).await.unwrap(),
+    );
+    reach.saw(
+        "listJobs",
+        400,
+        api.send(Method::GET, "/jobs?limit=0", None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "listJobs",
+        403,
+        api.send(Method::GET, &format!("/jobs?brandId={theirs}"), None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "listJobFailures",
+        200,
+        api.send(Method::GET, &format!("/jobs/{j}/failures"), None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "listJobFailures",
+        400,
+        api.send(
+            Method::GET,
+            &format!("/jobs/{j}/failures?cursor="),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "listJobFailures",
+        404,
+        api.send(Method::GET, &format!("/jobs/{unknown}/failures"), None, &[])
+            .await
+            .unwrap(),
+    );
+    let log = reach.saw(
+        "listJobDeliveries",
+        200,
+        api.send(Method::GET, &format!("/jobs/{j}/deliveries"), None, &[])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(log["items"].as_array().unwrap().len(), 2, "{log}");
+    reach.saw(
+        "listJobDeliveries",
+        400,
+        api.send(
+            Method::GET,
+            &format!("/jobs/{j}/deliveries?limit=x"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "listJobDeliveries",
+        404,
+        api.send(
+            Method::GET,
+            &format!("/jobs/{unknown}/deliveries"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "cancelJob",
+        409,
+        api.send(Method::POST, &format!("/jobs/{j}/cancel"), None, &[])
+            .await
+            .unwrap(),
+    );
+
+    // Offers and locations.
+    let offer = reach.saw(
+        "createOffer",
+        201,
+        api.send(
+            Method::POST,
+            "/offers",
+            Some(&json!({ "name": "autumn" })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    let offer_id = offer["id"].as_str().unwrap().to_owned();
+    reach.saw(
+        "createOffer",
+        409,
+        api.send(
+            Method::POST,
+            "/offers",
+            Some(&json!({ "id": offer_id, "name": "again" })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "createOffer",
+        400,
+        api.send(Method::POST, "/offers", Some(&json!({ "name": "" })), &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "createOffer",
+        403,
+        api.send(
+            Method::POST,
+            "/offers",
+            Some(&json!({ "name": "x", "brandId": theirs })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "createOffer",
+        413,
+        raw(
+            &api,
+            &token,
+            Method::POST,
+            "/offers",
+            "application/json",
+            big.clone(),
+        )
+        .await,
+    );
+    reach.saw(
+        "createOffer",
+        415,
+        raw(
+            &api,
+            &token,
+            Method::POST,
+            "/offers",
+            "text/plain",
+            b"{}".to_vec(),
+        )
+        .await,
+    );
+    reach.saw(
+        "getOffer",
+        200,
+        api.send(Method::GET, &format!("/offers/{offer_id}"), None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "getOffer",
+        400,
+        api.send(Method::GET, "/offers/nope", None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "getOffer",
+        404,
+        api.send(
+            Method::GET,
+            &format!("/offers/{}", other.offer_id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "listOfferLinks",
+        200,
+        api.send(
+            Method::GET,
+            &format!("/offers/{}/locations", seeded.offer_id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "listOfferLinks",
+        400,
+        api.send(
+            Method::GET,
+            &format!("/offers/{offer_id}/locations?limit=1001"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "listOfferLinks",
+        404,
+        api.send(
+            Method::GET,
+            &format!("/offers/{unknown}/locations"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+
+    let location = reach.saw(
+        "createLocations",
+        201,
+        api.send(
+            Method::POST,
+            "/locations",
+            Some(&json!({ "address": "1 Main St" })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    let location_id = location["id"].as_str().unwrap().to_owned();
+    let batch = reach.saw(
+        "createLocations",
+        201,
+        api.send(
+            Method::POST,
+            "/locations",
+            Some(&json!([{ "address": "2 Main St" }, { "address": "3 Main St" }])),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(batch.as_array().unwrap().len(), 2);
+    reach.saw(
+        "createLocations",
+        409,
+        api.send(
+            Method::POST,
+            "/locations",
+            Some(&json!({ "id": location_id, "address": "elsewhere" })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "createLocations",
+        400,
+        api.send(Method::POST, "/locations", Some(&json!([])), &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "createLocations",
+        403,
+        api.send(
+            Method::POST,
+            "/locations",
+            Some(&json!({ "address": "x", "brandId": theirs })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "createLocations",
+        413,
+        raw(
+            &api,
+            &token,
+            Method::POST,
+            "/locations",
+            "application/json",
+            big.clone(),
+        )
+        .await,
+    );
+    reach.saw(
+        "createLocations",
+        415,
+        raw(
+            &api,
+            &token,
+            Method::POST,
+            "/locations",
+            "text/plain",
+            b"{}".to_vec(),
+        )
+        .await,
+    );
+    reach.saw(
+        "getLocation",
+        200,
+        api.send(Method::GET, &format!("/locations/{location_id}"), None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "getLocation",
+        400,
+        api.send(Method::GET, "/locations/nope", None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "getLocation",
+        404,
+        api.send(
+            Method::GET,
+            &format!("/locations/{}", LocationId::new_random()),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+
+    let link = format!("/offers/{offer_id}/locations/{location_id}");
+    reach.saw(
+        "linkLocation",
+        201,
+        api.send(Method::PUT, &link, None, &[]).await.unwrap(),
+    );
+    reach.saw(
+        "linkLocation",
+        200,
+        api.send(Method::PUT, &link, None, &[]).await.unwrap(),
+    );
+    reach.saw(
+        "linkLocation",
+        400,
+        api.send(
+            Method::PUT,
+            &format!("/offers/nope/locations/{location_id}"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "linkLocation",
+        404,
+        api.send(
+            Method::PUT,
+            &format!("/offers/{offer_id}/locations/{unknown}"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    let their_location = their_first_location(&admin, theirs).await;
+    reach.saw(
+        "linkLocation",
+        409,
+        admin
+            .send(
+                Method::PUT,
+                &format!("/offers/{offer_id}/locations/{their_location}"),
+                None,
+                &[],
+            )
+            .await
+            .unwrap(),
+    );
+
+    // Webhooks.
+    reach.saw(
+        "listWebhooks",
+        200,
+        api.send(Method::GET, "/webhooks", None, &[]).await.unwrap(),
+    );
+    reach.saw(
+        "listWebhooks",
+        400,
+        api.send(Method::GET, "/webhooks?brandId=nope", None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "listWebhooks",
+        403,
+        api.send(
+            Method::GET,
+            &format!("/webhooks?brandId={theirs}"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "getWebhook",
+        200,
+        api.send(Method::GET, &format!("/webhooks/{sub_id}"), None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "getWebhook",
+        400,
+        api.send(Method::GET, "/webhooks/nope", None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "getWebhook",
+        404,
+        api.send(Method::GET, &format!("/webhooks/{unknown}"), None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "rotateWebhookSecret",
+        200,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{sub_id}/rotate-secret"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "rotateWebhookSecret",
+        400,
+        api.send(Method::POST, "/webhooks/nope/rotate-secret", None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "rotateWebhookSecret",
+        404,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{unknown}/rotate-secret"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    let taken = reach.saw(
+        "listWebhookDeliveries",
+        200,
+        api.send(
+            Method::GET,
+            &format!("/webhooks/{sub_id}/deliveries"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "listWebhookDeliveries",
+        400,
+        api.send(
+            Method::GET,
+            &format!("/webhooks/{sub_id}/deliveries?cursor=%25"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "listWebhookDeliveries",
+        404,
+        api.send(
+            Method::GET,
+            &format!("/webhooks/{unknown}/deliveries"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    let delivery = taken["items"][0]["id"].as_str().unwrap().to_owned();
+    let refused: Value = api
+        .get(&format!("/webhooks/{gone_id}/deliveries"))
+        .await
+        .unwrap();
+    let refused = refused["items"][0]["id"].as_str().unwrap().to_owned();
+    reach.saw(
+        "redeliver",
+        202,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{sub_id}/deliveries/{delivery}/redeliver"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "redeliver",
+        409,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{gone_id}/deliveries/{refused}/redeliver"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "redeliver",
+        400,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{sub_id}/deliveries/nope/redeliver"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "redeliver",
+        404,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{sub_id}/deliveries/{refused}/redeliver"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "deleteWebhook",
+        204,
+        api.send(Method::DELETE, &format!("/webhooks/{sub_id}"), None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "deleteWebhook",
+        404,
+        api.send(Method::DELETE, &format!("/webhooks/{sub_id}"), None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "deleteWebhook",
+        400,
+        api.send(Method::DELETE, "/webhooks/nope", None, &[])
+            .await
+            .unwrap(),
+    );
+
+    reach.saw(
+        "openapi",
+        200,
+        anonymous
+            .send(Method::GET, "/openapi.json", None, &[])
+            .await
+            .unwrap(),
+    );
+
+    // No token: 401 on every route but the public ones.
+    for ((method, path), op) in operations(status::openapi()) {
+        let public = op
+            .security
+            .as_ref()
+            .is_some_and(|s| s.iter().all(|r| r == &Default::default()));
+        let id = op.operation_id.clone().unwrap();
+        if public {
+            continue;
+        }
+        let concrete = path.replace("{deliveryId}", "msg_0190a0b0c0d07e0f8a0b0c0d0e0f1011");
+        let concrete = concrete
+            .split('/')
+            .map(|s| if s.starts_with('{') { unknown } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        let r = anonymous
+            .send(method.parse().unwrap(), &concrete, None, &[])
+            .await
+            .unwrap();
+        assert!(
+            r.www_authenticate
+                .as_deref()
+                .is_some_and(|c| c.starts_with("Bearer")),
+            "{id}"
+        );
+        reach.saw(&id, 401, r);
+    }
+    runtime.shutdown().await;
+    reach.assert_all_seen();
+}
+
+/// A location of brand `theirs`, as an administrator reads it.
+async fn their_first_location(admin: &ApiClient, theirs: BrandId) -> String {
+    let created: Value = admin
+        .post(
+            "/locations",
+            &json!({ "brandId": theirs, "address": "their street" }),
+        )
+        .await
+        .unwrap();
+    created["id"].as_str().unwrap().to_owned()
+}

@@ -1,0 +1,174 @@
+//! The pieces of the OpenAPI document every router shares: the problem+json error answers,
+//! the bearer-JWT security scheme, and the document's frame (info, tags). The paths come from
+//! the `#[utoipa::path]` annotations on the handlers, collected as the routers are built.
+
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, RefOr, Response};
+use utoipa::{Modify, PartialSchema, ToSchema};
+
+use crate::http::Problem;
+
+/// The media type of every error answer.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+/// The name of the security scheme (bearer JWT).
+pub const BEARER: &str = "bearerAuth";
+
+fn problem(description: &str, example: serde_json::Value) -> ResponseBuilder {
+    ResponseBuilder::new().description(description).content(
+        PROBLEM_JSON,
+        ContentBuilder::new()
+            .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                Problem::name(),
+            ))))
+            .example(Some(example))
+            .build(),
+    )
+}
+
+fn example(status: u16, title: &str, detail: &str) -> serde_json::Value {
+    serde_json::json!({ "type": "about:blank", "title": title, "status": status, "detail": detail })
+}
+
+macro_rules! problem_response {
+    ($(#[$doc:meta])* $name:ident, $status:literal, $title:literal, $description:literal, $detail:literal) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl<'s> utoipa::ToResponse<'s> for $name {
+            fn response() -> (&'s str, RefOr<Response>) {
+                (
+                    stringify!($name),
+                    problem($description, example($status, $title, $detail)).build().into(),
+                )
+            }
+        }
+    };
+}
+
+problem_response!(
+    BadRequest,
+    400,
+    "Bad Request",
+    "The request is not valid: a malformed id, parameter or body; `detail` names it.",
+    "offerId 'nope' is not a valid UUID"
+);
+problem_response!(
+    Forbidden,
+    403,
+    "Forbidden",
+    "The caller may not act on the brand it named.",
+    "brandId 0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011 is not your brand (0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012); a token acts on its own brand only"
+);
+problem_response!(
+    NotFound,
+    404,
+    "Not Found",
+    "No such resource, or one of another brand (the answer is the same).",
+    "offer 0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011 does not exist"
+);
+problem_response!(
+    Conflict,
+    409,
+    "Conflict",
+    "The request conflicts with the resource's state; `detail` says how.",
+    "offer 0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011 already exists"
+);
+problem_response!(
+    PayloadTooLarge,
+    413,
+    "Payload Too Large",
+    "The body is larger than 64 KiB.",
+    "request body is larger than the 65536-byte limit"
+);
+problem_response!(
+    UnsupportedMediaType,
+    415,
+    "Unsupported Media Type",
+    "A body was sent that is not JSON.",
+    "request body must be JSON: send Content-Type: application/json"
+);
+
+/// 401, with its `WWW-Authenticate: Bearer` challenge.
+pub struct Unauthorized;
+
+impl<'s> utoipa::ToResponse<'s> for Unauthorized {
+    fn response() -> (&'s str, RefOr<Response>) {
+        let response = problem(
+            "No bearer token, or a malformed, expired or badly signed one.",
+            example(
+                401,
+                "Unauthorized",
+                "this route needs a bearer token: send Authorization: Bearer <JWT>",
+            ),
+        )
+        .header(
+            "WWW-Authenticate",
+            HeaderBuilder::new()
+                .schema(Some(String::schema()))
+                .description(Some(
+                    "`Bearer realm=\"bulklink\"` (with `error=\"invalid_token\"` for a bad token)",
+                ))
+                .build(),
+        )
+        .build();
+        ("Unauthorized", response.into())
+    }
+}
+
+/// A `Location` header: where the resource is.
+pub fn location_header() -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(Some(String::schema()))
+        .description(Some("The path of the resource"))
+        .build()
+}
+
+/// Adds the bearer-JWT scheme and requires it everywhere; public operations opt out.
+pub struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A JWT with `sub`, the brand claim (`brand_id` by default: one brand UUID) \
+                         and/or `scope` with `bulklink:admin`. `bulklink token` mints local ones.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document's frame.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "bulklink",
+        description = "Link one offer to all of a brand's locations, as a job. Every route but \
+                       `/healthz` and `/openapi.json` needs a bearer token and acts on the token's \
+                       brand. Errors are `application/problem+json` (RFC 9457). Lists answer \
+                       `{ items, nextCursor }`; pass `cursor` back unchanged for the next page.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    security(("bearerAuth" = [])),
+    modifiers(&BearerAuth),
+    components(
+        schemas(Problem),
+        responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType)
+    ),
+    tags(
+        (name = "jobs", description = "Bulk jobs: create, follow, cancel"),
+        (name = "catalog", description = "Offers, locations and links"),
+        (name = "webhooks", description = "Subscriptions and their deliveries (Standard Webhooks)"),
+        (name = "service", description = "Liveness and this document")
+    )
+)]
+pub struct ApiDoc;
