@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! .venv/bin/python -c "import moto.server, werkzeug, standardwebhooks" >/dev/null 2>&1; then
-  echo "== installing the AWS emulator (moto) and standardwebhooks into .venv"
+if ! .venv/bin/python -c "import moto.server, werkzeug, standardwebhooks, schemathesis, openapi_spec_validator" >/dev/null 2>&1; then
+  echo "== installing the AWS emulator (moto), standardwebhooks and schemathesis into .venv"
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 fi
@@ -19,5 +19,7 @@ echo "== cargo build (the Lambda function binaries some tests run)"
 cargo build --workspace --bins --locked
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== API contract (openapi-spec-validator, schemathesis)"
+bash scripts/contract.sh
 echo "== terraform (checkov, wiring tests)"
 bash scripts/check-terraform.sh

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Holds the HTTP API to its OpenAPI document: validates the document (openapi-spec-validator)
+# and runs schemathesis against a real `bulklink serve` seeded with a brand, an offer,
+# locations and a finished job — as that brand and as an administrator, then (with a smaller
+# budget) against `serve --backend aws` on moto. JUnit reports land in target/schemathesis/.
+#
+# usage: scripts/contract.sh [BULKLINK_BINARY]   (default: the debug build)
+# env:   CONTRACT_EXAMPLES (per-operation budget, embedded), CONTRACT_AWS_EXAMPLES, CONTRACT_SEED
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN="${1:-${CARGO_TARGET_DIR:-$PWD/target}/debug/bulklink}"
+EXAMPLES="${CONTRACT_EXAMPLES:-100}"
+AWS_EXAMPLES="${CONTRACT_AWS_EXAMPLES:-20}"
+SEED="${CONTRACT_SEED:-20261201}"
+REPORTS="${CARGO_TARGET_DIR:-$PWD/target}/schemathesis"
+PY=.venv/bin/python
+mkdir -p "$REPORTS"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  exec 9>&- 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_ready() {
+  for _ in $(seq 1 300); do
+    if curl -fsS "$1/healthz" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  echo "the server at $1 did not come up" >&2
+  return 1
+}
+
+# A brand's offer, 50 locations and a finished job, through the API.
+seed() {
+  local api=$1 token=$2
+  BULKLINK_TOKEN=$token "$BIN" seed --api "$api" --locations 50 >"$work/seed.json"
+  local offer job
+  offer=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["offerId"])' "$work/seed.json")
+  job=$(BULKLINK_TOKEN=$token "$BIN" job create --api "$api" --offer "$offer" |
+    "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  BULKLINK_TOKEN=$token "$BIN" job watch --api "$api" "$job" >/dev/null
+}
+
+run_schemathesis() {
+  local name=$1 role=$2 api=$3 token=$4 examples=$5
+  echo "== schemathesis: $name ($examples examples per operation, seed $SEED)"
+  local started=$SECONDS
+  cat scripts/schemathesis.toml "scripts/schemathesis-$role.toml" >"$work/schemathesis-$role.toml"
+  .venv/bin/schemathesis --config-file "$work/schemathesis-$role.toml" --no-color \
+    run "$api/openapi.json" \
+    --header "Authorization: Bearer $token" \
+    --phases examples,coverage,fuzzing,stateful \
+    --checks all \
+    --seed "$SEED" \
+    --max-examples "$examples" \
+    --report junit --report-dir "$REPORTS/$name"
+  echo "== schemathesis: $name took $((SECONDS - started)) s"
+}
+
+echo "== openapi-spec-validator docs/openapi.json"
+"$PY" -m openapi_spec_validator docs/openapi.json
+
+# --- embedded -------------------------------------------------------------------------------
+port=$(free_port)
+api="http://127.0.0.1:$port"
+(cd "$work" && exec "$BIN" serve --db "$work/contract.db" --listen "127.0.0.1:$port" \
+  --token-key "$work/bulklink.key" --webhook-resolver none >"$work/serve.log" 2>&1) &
+pids+=($!)
+wait_ready "$api"
+brand_token=$("$BIN" token --token-key "$work/bulklink.key" --brand "$("$PY" -c 'import uuid; print(uuid.uuid4())')")
+admin_token=$("$BIN" token --token-key "$work/bulklink.key" --admin)
+seed "$api" "$brand_token"
+curl -fsS "$api/openapi.json" >"$work/served.json"
+"$PY" -m openapi_spec_validator "$work/served.json"
+run_schemathesis embedded-brand brand "$api" "$brand_token" "$EXAMPLES"
+run_schemathesis embedded-admin admin "$api" "$admin_token" "$EXAMPLES"
+
+# --- aws on moto ----------------------------------------------------------------------------
+moto_port=$(free_port)
+# moto stops when its standard input closes: this script holds the writing end (fd 9), so
+# however the script ends, moto ends with it.
+mkfifo "$work/moto.stdin"
+"$PY" scripts/moto_server.py "$moto_port" <"$work/moto.stdin" >"$work/moto.log" 2>&1 &
+pids+=($!)
+exec 9>"$work/moto.stdin"
+for _ in $(seq 1 300); do
+  curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+eval "$("$BIN" bootstrap --endpoint-url "http://127.0.0.1:$moto_port" --prefix contract)"
+aws_port=$(free_port)
+aws_api="http://127.0.0.1:$aws_port"
+(cd "$work" && exec "$BIN" serve --backend aws --listen "127.0.0.1:$aws_port" \
+  --token-key "$work/bulklink.key" --webhook-resolver none >"$work/serve-aws.log" 2>&1) &
+pids+=($!)
+wait_ready "$aws_api"
+seed "$aws_api" "$brand_token"
+run_schemathesis aws-brand brand "$aws_api" "$brand_token" "$AWS_EXAMPLES"
