@@ -1,6 +1,6 @@
 # HTTP API (API Gateway v2), payload format 2.0: job-api serves the write routes, status the
 # read routes, webhook subscriptions and their delivery log. A JWT authorizer guards every
-# route except GET /healthz.
+# route except GET /healthz and GET /openapi.json.
 
 locals {
   job_api_routes = [
@@ -11,7 +11,8 @@ locals {
     "PUT /offers/{offerId}/locations/{locationId}",
   ]
 
-  # GET /healthz is the public liveness probe: aws_apigatewayv2_route.healthz.
+  # Public (no authorizer): GET /healthz, the liveness probe, and GET /openapi.json, the API's
+  # contract (aws_apigatewayv2_route.healthz and .openapi).
   status_routes = [
     "GET /jobs/{jobId}",
     "GET /jobs/{jobId}/failures",
@@ -27,7 +28,6 @@ locals {
     "POST /webhooks/{id}/rotate-secret",
     "GET /webhooks/{id}/deliveries",
     "POST /webhooks/{id}/deliveries/{deliveryId}/redeliver",
-    "GET /openapi.json",
   ]
 
   route_authorization_type = var.authorizer_enabled ? "JWT" : "NONE"
@@ -99,6 +99,14 @@ resource "aws_apigatewayv2_route" "healthz" {
   #checkov:skip=CKV_AWS_309:GET /healthz is the public liveness probe for load balancers and uptime checks; it reveals nothing and touches no data
   api_id             = aws_apigatewayv2_api.http.id
   route_key          = "GET /healthz"
+  target             = "integrations/${aws_apigatewayv2_integration.status.id}"
+  authorization_type = "NONE"
+}
+
+resource "aws_apigatewayv2_route" "openapi" {
+  #checkov:skip=CKV_AWS_309:GET /openapi.json is the API's published contract, the same document as docs/openapi.json; it touches no data
+  api_id             = aws_apigatewayv2_api.http.id
+  route_key          = "GET /openapi.json"
   target             = "integrations/${aws_apigatewayv2_integration.status.id}"
   authorization_type = "NONE"
 }

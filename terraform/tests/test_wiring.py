@@ -422,7 +422,7 @@ def test_no_function_role_grants_its_actions_on_every_resource(cfg):
             assert "*" not in resources, f"{doc}: Resource \"*\" for {st['actions']}"
 
 
-def test_every_http_route_reaches_its_function_and_only_healthz_is_public(cfg):
+def test_every_http_route_reaches_its_function_and_only_healthz_and_the_contract_are_public(cfg):
     integration_function = {
         name: target(cfg.expr(body, "integration_uri"), "aws_lambda_function")
         for name, body in cfg.of_type("aws_apigatewayv2_integration").items()
@@ -445,7 +445,7 @@ def test_every_http_route_reaches_its_function_and_only_healthz_is_public(cfg):
 
     assert {k: v[0] for k, v in declared.items()} == ROUTES
     for key, (_, auth_on, auth_off) in declared.items():
-        expected = "NONE" if key == "GET /healthz" else "JWT"
+        expected = "NONE" if key in ("GET /healthz", "GET /openapi.json") else "JWT"
         assert auth_on == expected, f"{key} is {auth_on} with the authorizer on"
         assert auth_off == "NONE"
 
