@@ -10,6 +10,7 @@ mod demo;
 mod egress;
 mod hardening;
 mod http_api;
+mod kinds;
 mod lambda_fixtures;
 mod migration;
 mod openapi;

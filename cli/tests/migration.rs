@@ -45,7 +45,7 @@ async fn a_file_of_the_previous_release_migrates_once_and_keeps_every_job_link_a
     assert_eq!(user_version(&db), 1);
 
     let store = EmbeddedStore::open(&db).unwrap();
-    assert_eq!(user_version(&db), 2);
+    assert_eq!(user_version(&db), 3);
     let stats = store.link_stats(v1.brand, v1.offer).await.unwrap();
     assert_eq!(
         (
@@ -59,7 +59,7 @@ async fn a_file_of_the_previous_release_migrates_once_and_keeps_every_job_link_a
     drop(store);
     // Opening it again migrates nothing more.
     EmbeddedStore::open(&db).unwrap();
-    assert_eq!(user_version(&db), 2);
+    assert_eq!(user_version(&db), 3);
 
     let config = RuntimeConfig {
         consumers: false,
@@ -126,4 +126,93 @@ async fn a_file_of_a_newer_release_is_refused_and_left_alone() {
         "{refused}"
     );
     assert_eq!(user_version(&db), 99);
+}
+
+/// `fixtures/store-v2.db`, written by the release before job kinds (schema 2): a finished
+/// 300-location link-all job with the Idempotency-Key `fixture-2`, and one of its locations
+/// also linked directly to a second offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_of_the_release_before_job_kinds_migrates_and_its_jobs_can_be_undone() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bulklink.db");
+    std::fs::copy(fixtures.join("store-v2.db"), &db).unwrap();
+    let seeded: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("store-v2.json")).unwrap())
+            .unwrap();
+    let id = |name: &str| seeded[name].as_str().unwrap().to_owned();
+    let brand: BrandId = id("brandId").parse().unwrap();
+    let offer: OfferId = id("offerId").parse().unwrap();
+    let second: OfferId = id("secondOfferId").parse().unwrap();
+    let shared_location: shared::domain::LocationId = id("sharedLocationId").parse().unwrap();
+    assert_eq!(user_version(&db), 2);
+
+    let store = EmbeddedStore::open(&db).unwrap();
+    assert_eq!(user_version(&db), 3);
+    let stats = store.link_stats(brand, offer).await.unwrap();
+    assert_eq!(
+        (
+            stats.brand_locations,
+            stats.brand_locations_with_offer,
+            stats.offer_links,
+            stats.offer_locations_total
+        ),
+        (300, 300, 300, 300)
+    );
+    drop(store);
+
+    let runtime =
+        bulklink::runtime::Runtime::start_embedded(&db, Env::new(fast_settings()).config())
+            .await
+            .unwrap();
+    let api = bulklink::client::ApiClient::new(&runtime.base_url)
+        .unwrap()
+        .with_token(
+            runtime
+                .token_for(&format!("brand-{brand}"), Role::Brand(brand))
+                .unwrap(),
+        );
+    let job: Value = api.get(&format!("/jobs/{}", id("jobId"))).await.unwrap();
+    assert_eq!(job["type"], "link-all-locations");
+    assert_eq!(job["status"], "SUCCEEDED");
+    assert_eq!(job["counters"]["linked"], 300);
+    assert_eq!(job["counters"]["unlinked"], 0);
+    let replay = api
+        .send(
+            Method::POST,
+            &format!("/offers/{offer}/link-all-locations"),
+            None,
+            &[("idempotency-key", "fixture-2")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        replay.body["id"], job["id"],
+        "its Idempotency-Key still names it"
+    );
+
+    // The old job is undone like a new one; the location with the second offer keeps hasOffer.
+    let undo = api
+        .send(
+            Method::POST,
+            &format!("/jobs/{}/undo", id("jobId")),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(undo.status, 202, "{}", undo.body);
+    let undo_id: shared::domain::JobId = undo.body["id"].as_str().unwrap().parse().unwrap();
+    let undone = wait_terminal(&runtime.ports, undo_id, std::time::Duration::from_secs(60)).await;
+    assert_eq!(undone.counters.unlinked, 300);
+    let location: Value = api
+        .get(&format!("/locations/{shared_location}"))
+        .await
+        .unwrap();
+    assert_eq!(location["hasOffer"], true);
+    let second: Value = api.get(&format!("/offers/{second}")).await.unwrap();
+    assert_eq!(second["locationsTotal"], 1);
+    let first: Value = api.get(&format!("/offers/{offer}")).await.unwrap();
+    assert_eq!(first["locationsTotal"], 0);
+    runtime.shutdown().await;
 }

@@ -323,6 +323,79 @@ async fn raw(
     }
 }
 
+/// The codes every job-creating route shares: 400 (a bad id), 404 (an unknown one), 413
+/// and 415 (the body).
+#[allow(clippy::too_many_arguments)]
+async fn creation_codes(
+    reach: &mut Reach,
+    op: &str,
+    api: &ApiClient,
+    token: &str,
+    path: &str,
+    bad_id: &str,
+    unknown_id: &str,
+    big: &[u8],
+) {
+    let bad = api.send(Method::POST, bad_id, None, &[]).await.unwrap();
+    reach.saw(op, 400, bad);
+    let unknown = api.send(Method::POST, unknown_id, None, &[]).await.unwrap();
+    reach.saw(op, 404, unknown);
+    let json = "application/json";
+    reach.saw(
+        op,
+        413,
+        raw(api, token, Method::POST, path, json, big.to_vec()).await,
+    );
+    let text = b"{}".to_vec();
+    reach.saw(
+        op,
+        415,
+        raw(api, token, Method::POST, path, "text/plain", text).await,
+    );
+}
+
+/// A job of `brand` on `offer` that ended COMPLETED_WITH_ERRORS with one failure, written
+/// through the job store's own steps.
+async fn finished_with_a_failure(
+    ports: &shared::ports::Ports,
+    brand: BrandId,
+    offer: OfferId,
+) -> shared::domain::JobId {
+    use shared::domain::{ChunkCounts, ChunkSeq, Job};
+    use shared::ports::{Completion, CreateOutcome, Failure, FanoutAdvance};
+    let job = Job::new(brand, offer, None, chrono::Utc::now());
+    let CreateOutcome::Created(job) = ports.jobs.create_job(&job, None).await.unwrap() else {
+        panic!("job not created");
+    };
+    ports.jobs.start_job(job.id).await.unwrap();
+    let step = FanoutAdvance {
+        prev_cursor: None,
+        next_cursor: None,
+        done: true,
+        chunks_added: 1,
+        ids_added: 1,
+    };
+    ports.jobs.advance_fanout(job.id, &step).await.unwrap();
+    let counts = ChunkCounts {
+        failed: 1,
+        ..Default::default()
+    };
+    let failure = Failure {
+        location_id: LocationId::new_random(),
+        reason: "refused".into(),
+        attempts: 3,
+    };
+    ports
+        .jobs
+        .record_chunk(job.id, offer, ChunkSeq(0), counts, 0, &[failure])
+        .await
+        .unwrap();
+    let Completion::Won(done) = ports.jobs.try_complete(job.id).await.unwrap() else {
+        panic!("job not completed");
+    };
+    done.id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_status_code_is_answered_to_a_real_request() {
     let mut reach = Reach::new();
@@ -438,6 +511,106 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         )
         .await
         .unwrap(),
+    );
+
+    // Unlink-all on an offer of its own; 409 on the offer whose link-all is active.
+    let spare: Value = api
+        .post("/offers", &json!({ "name": "spare" }))
+        .await
+        .unwrap();
+    let unlink_all = format!(
+        "/offers/{}/unlink-all-locations",
+        spare["id"].as_str().unwrap()
+    );
+    let key = [("idempotency-key", "k-unlink")];
+    creation_codes(
+        &mut reach,
+        "createUnlinkAllJob",
+        &api,
+        &token,
+        &unlink_all,
+        "/offers/nope/unlink-all-locations",
+        &format!("/offers/{}/unlink-all-locations", OfferId::new_random()),
+        &big,
+    )
+    .await;
+    reach.saw(
+        "createUnlinkAllJob",
+        202,
+        api.send(Method::POST, &unlink_all, None, &key)
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "createUnlinkAllJob",
+        422,
+        api.send(
+            Method::POST,
+            &unlink_all,
+            Some(&json!({ "callbackUrl": "https://a.example/x" })),
+            &key,
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "createUnlinkAllJob",
+        409,
+        api.send(
+            Method::POST,
+            &format!("/offers/{}/unlink-all-locations", idle_seed.offer_id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+
+    // Retry-failures of a job that ended with a failure (ledgered by hand: no consumers here).
+    let retried: Value = api
+        .post("/offers", &json!({ "name": "retried" }))
+        .await
+        .unwrap();
+    let failed = finished_with_a_failure(
+        &idle.ports,
+        brand,
+        retried["id"].as_str().unwrap().parse().unwrap(),
+    )
+    .await;
+    let retry = format!("/jobs/{failed}/retry-failures");
+    let key = [("idempotency-key", "k-retry")];
+    creation_codes(
+        &mut reach,
+        "retryJobFailures",
+        &api,
+        &token,
+        &retry,
+        "/jobs/nope/retry-failures",
+        &format!("/jobs/{}/retry-failures", uuid::Uuid::new_v4()),
+        &big,
+    )
+    .await;
+    reach.saw(
+        "retryJobFailures",
+        202,
+        api.send(Method::POST, &retry, None, &key).await.unwrap(),
+    );
+    reach.saw(
+        "retryJobFailures",
+        422,
+        api.send(
+            Method::POST,
+            &retry,
+            Some(&json!({ "callbackUrl": "https://a.example/x" })),
+            &key,
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "retryJobFailures",
+        409,
+        api.send(Method::POST, &retry, None, &[]).await.unwrap(),
     );
 
     // The database file gone: /healthz says so (last on this server).
@@ -694,6 +867,41 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         api.send(Method::POST, &format!("/jobs/{j}/cancel"), None, &[])
             .await
             .unwrap(),
+    );
+    let undo = format!("/jobs/{j}/undo");
+    creation_codes(
+        &mut reach,
+        "undoJob",
+        &api,
+        &token,
+        &undo,
+        "/jobs/nope/undo",
+        &format!("/jobs/{unknown}/undo"),
+        &big,
+    )
+    .await;
+    let key = [("idempotency-key", "k-undo")];
+    reach.saw(
+        "undoJob",
+        202,
+        api.send(Method::POST, &undo, None, &key).await.unwrap(),
+    );
+    reach.saw(
+        "undoJob",
+        422,
+        api.send(
+            Method::POST,
+            &undo,
+            Some(&json!({ "callbackUrl": "https://a.example/x" })),
+            &key,
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "undoJob",
+        409,
+        api.send(Method::POST, &undo, None, &[]).await.unwrap(),
     );
 
     // Offers and locations.

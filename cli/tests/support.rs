@@ -373,11 +373,7 @@ pub async fn wait_terminal(ports: &Ports, id: JobId, timeout: Duration) -> Job {
 /// The invariants of a finished job (DESIGN §5.1) against the store's own rows.
 pub async fn assert_exact(env: &Env, seeded: &SeededBrand, job: &Job) {
     let c = job.counters;
-    assert_eq!(
-        c.linked + c.already_linked + c.not_found + c.failed + c.cancelled,
-        c.total,
-        "counters do not add up: {c:?}"
-    );
+    assert_eq!(c.processed(), c.total, "counters do not add up: {c:?}");
     assert_eq!(job.chunks_done, job.chunks_total, "chunks accounted");
     let stats = env.link_stats(seeded).await;
     assert_eq!(
@@ -492,6 +488,44 @@ impl Catalog for FaultyCatalog {
     }
     async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome> {
         self.inner.link_direct(offer, location).await
+    }
+    /// Faults and halts as `link_locations` (they share the call count).
+    async fn unlink_locations(
+        &self,
+        offer: OfferId,
+        by: JobId,
+        only_by: Option<JobId>,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<LinkOutcome>> {
+        let call = self.link_calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if (self.fail_link)(ids) {
+            return Err(StoreError::Injected("catalog write refused".into()));
+        }
+        let outcomes = self.inner.unlink_locations(offer, by, only_by, ids).await?;
+        if let Some((n, halt)) = &self.halt_on_call {
+            if call == *n {
+                halt.stop_here().await;
+            }
+        }
+        Ok(outcomes)
+    }
+    async fn unlinked_by(
+        &self,
+        offer: OfferId,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<Option<JobId>>> {
+        self.inner.unlinked_by(offer, ids).await
+    }
+    async fn page_offer_link_ids(
+        &self,
+        offer: OfferId,
+        made_by: Option<LinkedBy>,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<LocationId>> {
+        self.inner
+            .page_offer_link_ids(offer, made_by, after, limit)
+            .await
     }
     async fn existing_links(
         &self,

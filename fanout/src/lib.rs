@@ -1,4 +1,5 @@
-//! Fanout: pages a job's brand locations (brand index, keys only), cuts each page into
+//! Fanout: pages a job's location ids (where they come from is the job kind's business:
+//! `shared::kinds::page_ids`), cuts each page into
 //! chunk messages and advances the job's cursor by compare-and-set (DESIGN §5.2). Chunk
 //! sequence numbers derive from the cursor position, so a replayed page resends the same
 //! sequence numbers and the worker's ledger dedupes them. Near its deadline it hands over
@@ -125,11 +126,8 @@ impl Fanout {
         let after = prev_cursor
             .as_deref()
             .map(shared::ports::Cursor::from_position);
-        let page = self
-            .ports
-            .catalog
-            .page_brand_locations(job.brand_id, after.as_ref(), self.page_size)
-            .await?;
+        let page =
+            shared::kinds::page_ids(&self.ports, job, after.as_ref(), self.page_size).await?;
         let bodies: Vec<String> = page
             .items
             .chunks(self.chunk_size)

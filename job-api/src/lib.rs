@@ -11,8 +11,8 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use shared::auth::Caller;
 use shared::domain::{
-    BrandId, FanoutMessage, IdempotencyKey, Job, JobId, JobStatus, LinkOutcome, Location,
-    LocationId, Offer, OfferId, Subscription, WebhookUrl,
+    Action, BrandId, FanoutMessage, IdempotencyKey, Job, JobId, JobKind, JobStatus, LinkOutcome,
+    Location, LocationId, Offer, OfferId, Subscription, WebhookUrl,
 };
 use shared::http::Problem;
 use shared::http::{
@@ -36,6 +36,9 @@ const MAX_ADDRESS_LEN: usize = 500;
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(create_link_all_job))
+        .routes(routes!(create_unlink_all_job))
+        .routes(routes!(undo_job))
+        .routes(routes!(retry_job_failures))
         .routes(routes!(cancel_job))
         .routes(routes!(create_offer))
         .routes(routes!(create_locations))
@@ -115,12 +118,209 @@ async fn create_link_all_job(
     headers: HeaderMap,
     OptionalJsonBody(body, _): OptionalJsonBody<LinkAllBody>,
 ) -> Result<Response, ApiError> {
-    let offer_id: OfferId = parse_id(&offer_id)?;
-    let key = idempotency_key(&headers)?;
+    let target = Target::Offer(parse_id(&offer_id)?);
+    create_job(
+        state,
+        caller,
+        JobKind::LinkAllLocations,
+        target,
+        &headers,
+        body,
+    )
+    .await
+}
+
+/// Create a job that unlinks the offer from every location it is linked to.
+///
+/// Like link-all: answers at once, one active job per offer (of any kind), idempotent
+/// with `Idempotency-Key`. Each location left without any offer loses `hasOffer`.
+#[utoipa::path(
+    post,
+    path = "/offers/{offerId}/unlink-all-locations",
+    tag = "jobs",
+    operation_id = "createUnlinkAllJob",
+    params(
+        ("offerId" = OfferId, Path, description = "The offer to unlink"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7E]{1,255}$(?!\\n)",
+         description = "Makes a retry safe: 1 to 255 visible ASCII characters, per caller, kept 24 hours"),
+    ),
+    request_body(content = Option<LinkAllBody>, content_type = "application/json", description = "Optional"),
+    responses(
+        (status = 202, description = "The job, created (or the one this key made before)", body = JobView,
+         headers(("Location" = String, description = "`/jobs/{jobId}`")),
+         links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id"))))),
+         example = json!({"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1021", "type": "unlink-all-locations",
+             "status": "PENDING", "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
+             "offerId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1013",
+             "counters": {"total": 0, "linked": 0, "alreadyLinked": 0, "notFound": 0, "failed": 0, "cancelled": 0, "unlinked": 0, "notLinked": 0, "processed": 0},
+             "percent": 0.0, "fanoutDone": false, "chunksTotal": 0, "chunksDone": 0,
+             "createdAt": "2026-12-01T10:00:00.000Z", "updatedAt": "2026-12-01T10:00:00.000Z"})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The offer already has an active job", content_type = "application/problem+json",
+         body = Problem, headers(("Location" = String, description = "The active job"))),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "This Idempotency-Key was used for a different request",
+         content_type = "application/problem+json", body = Problem),
+    )
+)]
+async fn create_unlink_all_job(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(offer_id): Path<String>,
+    headers: HeaderMap,
+    OptionalJsonBody(body, _): OptionalJsonBody<LinkAllBody>,
+) -> Result<Response, ApiError> {
+    let target = Target::Offer(parse_id(&offer_id)?);
+    create_job(
+        state,
+        caller,
+        JobKind::UnlinkAllLocations,
+        target,
+        &headers,
+        body,
+    )
+    .await
+}
+
+/// Undo a job: a new job that unlinks exactly the links that job made.
+///
+/// Links made directly or by other jobs stay. Only a finished job that links can be undone,
+/// and only once.
+#[utoipa::path(
+    post,
+    path = "/jobs/{jobId}/undo",
+    tag = "jobs",
+    operation_id = "undoJob",
+    params(
+        ("jobId" = JobId, Path, description = "The job to undo"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7E]{1,255}$(?!\\n)",
+         description = "Makes a retry safe: 1 to 255 visible ASCII characters, per caller, kept 24 hours"),
+    ),
+    request_body(content = Option<LinkAllBody>, content_type = "application/json", description = "Optional"),
+    responses(
+        (status = 202, description = "The undo job, created (or the one this key made before)", body = JobView,
+         headers(("Location" = String, description = "`/jobs/{jobId}`")),
+         links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id"))))),
+         example = json!({"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1022", "type": "undo",
+             "parentJobId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011",
+             "status": "PENDING", "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
+             "offerId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1013",
+             "counters": {"total": 0, "linked": 0, "alreadyLinked": 0, "notFound": 0, "failed": 0, "cancelled": 0, "unlinked": 0, "notLinked": 0, "processed": 0},
+             "percent": 0.0, "fanoutDone": false, "chunksTotal": 0, "chunksDone": 0,
+             "createdAt": "2026-12-01T10:00:00.000Z", "updatedAt": "2026-12-01T10:00:00.000Z"})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The job has not ended, does not link, has an undo already, or its offer has an active job",
+         content_type = "application/problem+json", body = Problem,
+         headers(("Location" = Option<String>, description = "The undo or the active job, where there is one"))),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "This Idempotency-Key was used for a different request",
+         content_type = "application/problem+json", body = Problem),
+    )
+)]
+async fn undo_job(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+    headers: HeaderMap,
+    OptionalJsonBody(body, _): OptionalJsonBody<LinkAllBody>,
+) -> Result<Response, ApiError> {
+    let target = Target::Job(parse_id(&job_id)?);
+    create_job(state, caller, JobKind::Undo, target, &headers, body).await
+}
+
+/// Retry a job's failures: a new job over exactly the locations it failed on.
+///
+/// It does what that job did (link, or unlink) to those locations only. Only a finished
+/// job with failures.
+#[utoipa::path(
+    post,
+    path = "/jobs/{jobId}/retry-failures",
+    tag = "jobs",
+    operation_id = "retryJobFailures",
+    params(
+        ("jobId" = JobId, Path, description = "The job whose failures to retry"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7E]{1,255}$(?!\\n)",
+         description = "Makes a retry safe: 1 to 255 visible ASCII characters, per caller, kept 24 hours"),
+    ),
+    request_body(content = Option<LinkAllBody>, content_type = "application/json", description = "Optional"),
+    responses(
+        (status = 202, description = "The retry job, created (or the one this key made before)", body = JobView,
+         headers(("Location" = String, description = "`/jobs/{jobId}`")),
+         links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id"))))),
+         example = json!({"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1023", "type": "retry-failures",
+             "parentJobId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011",
+             "status": "PENDING", "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
+             "offerId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1013",
+             "counters": {"total": 0, "linked": 0, "alreadyLinked": 0, "notFound": 0, "failed": 0, "cancelled": 0, "unlinked": 0, "notLinked": 0, "processed": 0},
+             "percent": 0.0, "fanoutDone": false, "chunksTotal": 0, "chunksDone": 0,
+             "createdAt": "2026-12-01T10:00:00.000Z", "updatedAt": "2026-12-01T10:00:00.000Z"})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The job has not ended, has no failures, or its offer has an active job",
+         content_type = "application/problem+json", body = Problem,
+         headers(("Location" = Option<String>, description = "The active job, where there is one"))),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "This Idempotency-Key was used for a different request",
+         content_type = "application/problem+json", body = Problem),
+    )
+)]
+async fn retry_job_failures(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+    headers: HeaderMap,
+    OptionalJsonBody(body, _): OptionalJsonBody<LinkAllBody>,
+) -> Result<Response, ApiError> {
+    let target = Target::Job(parse_id(&job_id)?);
+    create_job(
+        state,
+        caller,
+        JobKind::RetryFailures,
+        target,
+        &headers,
+        body,
+    )
+    .await
+}
+
+/// What a creating route names: the offer of an offer-wide job, or the job a derived job
+/// derives from.
+#[derive(Clone, Copy)]
+enum Target {
+    Offer(OfferId),
+    Job(JobId),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Offer(id) => write!(f, "{id}"),
+            Target::Job(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+async fn create_job(
+    state: ApiState,
+    caller: Caller,
+    kind: JobKind,
+    target: Target,
+    headers: &HeaderMap,
+    body: Option<LinkAllBody>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(headers)?;
     let body = body.unwrap_or_default();
     // Detached from the request: a client that hangs up mid-request (the handler's future is
     // dropped with the connection) must not leave a job written but never started.
-    tokio::spawn(async move { link_all(&state, &caller, offer_id, key, body).await })
+    tokio::spawn(async move { new_job(&state, &caller, kind, target, key, body).await })
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "job creation task failed");
@@ -131,14 +331,33 @@ async fn create_link_all_job(
         })?
 }
 
-async fn link_all(
+async fn new_job(
     state: &ApiState,
     caller: &Caller,
-    offer_id: OfferId,
+    kind: JobKind,
+    target: Target,
     key: Option<IdempotencyKey>,
     body: LinkAllBody,
 ) -> Result<Response, ApiError> {
-    let offer = caller.visible_offer(&state.ports, offer_id).await?;
+    let (action, parent, brand, offer) = match target {
+        Target::Offer(offer_id) => {
+            let offer = caller.visible_offer(&state.ports, offer_id).await?;
+            let action = match kind {
+                JobKind::UnlinkAllLocations => Action::Unlink { only_by: None },
+                _ => Action::Link,
+            };
+            (action, None, offer.brand_id, offer.id)
+        }
+        Target::Job(parent_id) => {
+            let parent = caller.visible_job(&state.ports, parent_id).await?;
+            (
+                derived_action(kind, &parent)?,
+                Some(parent.id),
+                parent.brand_id,
+                parent.offer_id,
+            )
+        }
+    };
     if let Some(url) = &body.callback_url {
         state.egress.check_registration(url).await?;
     }
@@ -147,19 +366,45 @@ async fn link_all(
         // The parsed body, re-serialised: whitespace or key order do not make a new request.
         request_hash: sha256_hex(
             format!(
-                "link-all-locations\n{offer_id}\n{}",
+                "{kind}\n{target}\n{}",
                 serde_json::to_string(&body).unwrap_or_default()
             )
             .as_bytes(),
         ),
     });
-    let job = Job::new(
-        offer.brand_id,
-        offer.id,
+    let job = Job::of_kind(
+        kind,
+        action,
+        parent,
+        brand,
+        offer,
         body.callback_url.clone(),
         Utc::now(),
     );
     create_and_start(&state.ports, job, claim).await
+}
+
+/// What a job derived from `parent` does, if `parent` allows one of `kind`.
+fn derived_action(kind: JobKind, parent: &Job) -> Result<Action, ApiError> {
+    let id = parent.id;
+    if !parent.status.is_terminal() {
+        return Err(ApiError::conflict(format!(
+            "job {id} is {}; wait until it has ended",
+            parent.status
+        ))
+        .with_location(format!("/jobs/{id}")));
+    }
+    match kind {
+        JobKind::Undo if parent.action != Action::Link => Err(ApiError::conflict(format!(
+            "job {id} is a {} job: it made no links to undo",
+            parent.kind
+        ))),
+        JobKind::Undo => Ok(Action::Unlink { only_by: Some(id) }),
+        JobKind::RetryFailures if parent.counters.failed == 0 => Err(ApiError::conflict(format!(
+            "job {id} has no failures to retry"
+        ))),
+        _ => Ok(parent.action),
+    }
 }
 
 async fn create_and_start(
@@ -188,9 +433,14 @@ async fn create_and_start(
             "this Idempotency-Key was already used for a different request",
         )),
         CreateOutcome::OfferBusy(running) => Err(ApiError::conflict(format!(
-            "offer {offer_id} already has an active link-all job: {running}"
+            "offer {offer_id} already has an active job: {running}"
         ))
         .with_location(format!("/jobs/{running}"))),
+        CreateOutcome::UndoExists(undo) => Err(ApiError::conflict(format!(
+            "job {} has been undone already, by job {undo}",
+            job.parent_job_id.map(|p| p.to_string()).unwrap_or_default()
+        ))
+        .with_location(format!("/jobs/{undo}"))),
     }
 }
 
@@ -519,7 +769,7 @@ async fn link_one_location(
     let status = match ports.catalog.link_direct(&offer, location_id).await? {
         LinkOutcome::Linked => StatusCode::CREATED,
         LinkOutcome::AlreadyLinked => StatusCode::OK,
-        LinkOutcome::NotFound => {
+        LinkOutcome::NotFound | LinkOutcome::Unlinked | LinkOutcome::NotLinked => {
             return Err(ApiError::not_found(format!(
                 "location {location_id} does not exist"
             )))

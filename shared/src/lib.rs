@@ -10,6 +10,7 @@ pub mod egress;
 pub mod embedded;
 pub mod error;
 pub mod http;
+pub mod kinds;
 pub mod lambda;
 pub mod lifecycle;
 pub mod openapi;

@@ -79,6 +79,34 @@ pub trait Catalog: Send + Sync {
         by: LinkedBy,
         ids: &[LocationId],
     ) -> StoreResult<Vec<LinkOutcome>>;
+    /// Removes the offer's link to each location, if there is one (and, with `only_by`, if
+    /// that job made it); a location left without any offer loses `hasOffer`. Leaves a
+    /// mark that `by` removed it, so a replay sees `Unlinked` again. Does NOT touch
+    /// `offer.locationsTotal`: the chunk ledger does that.
+    async fn unlink_locations(
+        &self,
+        offer: OfferId,
+        by: JobId,
+        only_by: Option<JobId>,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<LinkOutcome>>;
+    /// Which job removed each of `ids` from the offer, where the mark of one is left and no
+    /// link was made since (read-only).
+    async fn unlinked_by(
+        &self,
+        offer: OfferId,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<Option<JobId>>>;
+    /// The ids of the offer's links in location-id order; with `made_by`, only the links
+    /// that one made. A page may hold fewer than `limit` ids (even none) and still have a
+    /// next one.
+    async fn page_offer_link_ids(
+        &self,
+        offer: OfferId,
+        made_by: Option<LinkedBy>,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<LocationId>>;
     /// Links one location now and counts it on the offer, atomically.
     async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome>;
     /// Who linked each of `ids` to the offer, if anyone (read-only).
@@ -112,8 +140,10 @@ pub enum CreateOutcome {
     Replayed(Job),
     /// Same key, different request.
     KeyReused,
-    /// The offer already has an active link-all job: this one.
+    /// The offer already has an active job: this one.
     OfferBusy(JobId),
+    /// The job to undo has an undo already: this one.
+    UndoExists(JobId),
 }
 
 /// One fanout page's effect on the job, applied only if the cursor is still `prev_cursor`.
@@ -177,7 +207,8 @@ pub enum CancelOutcome {
 /// Jobs, their chunk ledger, failures, idempotency keys and active locks.
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    /// Writes the job (PENDING), its idempotency claim and the offer's active lock, atomically.
+    /// Writes the job (PENDING), its idempotency claim and the offer's active lock, atomically;
+    /// for an undo also the mark that its parent has one (one undo per job).
     async fn create_job(
         &self,
         job: &Job,
@@ -196,14 +227,16 @@ pub trait JobStore: Send + Sync {
     /// Compare-and-set of the fanout cursor (DESIGN §5.2).
     async fn advance_fanout(&self, id: JobId, step: &FanoutAdvance) -> StoreResult<Advanced>;
     /// The chunk ledger (DESIGN §5.1): chunk marker + job counters + `chunksDone` +
-    /// `offer.locationsTotal += counts.linked`, all or nothing, once per (job, seq).
-    /// Failures are durable once this returns.
+    /// `offer.locationsTotal += offer_delta`, all or nothing, once per (job, seq). What the
+    /// counts mean is the job kind's business, not the ledger's. Failures are durable once
+    /// this returns.
     async fn record_chunk(
         &self,
         job: JobId,
         offer: OfferId,
         seq: ChunkSeq,
         counts: ChunkCounts,
+        offer_delta: i64,
         failures: &[Failure],
     ) -> StoreResult<Ledgered>;
     /// The conditional terminal transition (DESIGN §5.3); releases the offer's active lock.

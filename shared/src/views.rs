@@ -21,6 +21,9 @@ pub struct JobView {
     pub id: JobId,
     #[serde(rename = "type")]
     pub kind: crate::domain::JobKind,
+    /// For `undo` and `retry-failures`: the job this one derives from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_job_id: Option<JobId>,
     pub status: JobStatus,
     pub brand_id: BrandId,
     pub offer_id: OfferId,
@@ -52,6 +55,7 @@ impl JobView {
         JobView {
             id: job.id,
             kind: job.kind,
+            parent_job_id: job.parent_job_id,
             status: job.status,
             brand_id: job.brand_id,
             offer_id: job.offer_id,

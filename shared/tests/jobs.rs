@@ -29,7 +29,7 @@ fn counts(linked: u32, already_linked: u32, not_found: u32, failed: u32) -> Chun
         already_linked,
         not_found,
         failed,
-        cancelled: 0,
+        ..Default::default()
     }
 }
 
@@ -84,9 +84,16 @@ async fn fanned_out(fx: &Fixture, chunks: u32, ids: u64) -> (Offer, Job) {
 async fn succeeded(fx: &Fixture) -> (Offer, Job) {
     let (offer, job) = fanned_out(fx, 1, 1).await;
     let jobs = &fx.ports.jobs;
-    jobs.record_chunk(job.id, offer.id, ChunkSeq(0), counts(1, 0, 0, 0), &[])
-        .await
-        .unwrap();
+    jobs.record_chunk(
+        job.id,
+        offer.id,
+        ChunkSeq(0),
+        counts(1, 0, 0, 0),
+        counts(1, 0, 0, 0).offer_delta(),
+        &[],
+    )
+    .await
+    .unwrap();
     let Completion::Won(job) = jobs.try_complete(job.id).await.unwrap() else {
         panic!("the job did not complete");
     };
@@ -349,7 +356,14 @@ pub async fn recording_a_chunk_adds_its_counts_to_the_job_and_the_offer(fx: &Fix
     let (offer, job) = fanned_out(fx, 2, 10).await;
 
     let ledgered = jobs
-        .record_chunk(job.id, offer.id, ChunkSeq(0), counts(3, 1, 1, 0), &[])
+        .record_chunk(
+            job.id,
+            offer.id,
+            ChunkSeq(0),
+            counts(3, 1, 1, 0),
+            counts(3, 1, 1, 0).offer_delta(),
+            &[],
+        )
         .await
         .unwrap();
 
@@ -378,6 +392,7 @@ pub async fn a_replayed_chunk_adds_nothing_to_the_counters(fx: &Fixture) {
             offer.id,
             ChunkSeq(0),
             counts(2, 0, 0, 1),
+            counts(2, 0, 0, 1).offer_delta(),
             std::slice::from_ref(&first_failure),
         )
         .await
@@ -389,6 +404,7 @@ pub async fn a_replayed_chunk_adds_nothing_to_the_counters(fx: &Fixture) {
             offer.id,
             ChunkSeq(0),
             counts(2, 0, 0, 1),
+            counts(2, 0, 0, 1).offer_delta(),
             &[failure("again", 4)],
         )
         .await
@@ -414,9 +430,17 @@ pub async fn concurrent_deliveries_of_one_chunk_are_recorded_once(fx: &Fixture) 
     let (offer, job) = fanned_out(fx, 1, 5).await;
     let chunk = counts(4, 1, 0, 0);
 
-    let results =
-        join_all((0..10).map(|_| jobs.record_chunk(job.id, offer.id, ChunkSeq(0), chunk, &[])))
-            .await;
+    let results = join_all((0..10).map(|_| {
+        jobs.record_chunk(
+            job.id,
+            offer.id,
+            ChunkSeq(0),
+            chunk,
+            chunk.offer_delta(),
+            &[],
+        )
+    }))
+    .await;
 
     let recorded = results
         .iter()
@@ -446,12 +470,26 @@ pub async fn recorded_failures_are_listed_with_reason_and_attempts(fx: &Fixture)
     let (offer, job) = fanned_out(fx, 2, 10).await;
     let first: Vec<Failure> = (1..=3).map(|n| failure("brand mismatch", n)).collect();
     let second = vec![failure("throttled", 5), failure("timeout", 2)];
-    jobs.record_chunk(job.id, offer.id, ChunkSeq(0), counts(2, 0, 0, 3), &first)
-        .await
-        .unwrap();
-    jobs.record_chunk(job.id, offer.id, ChunkSeq(1), counts(3, 0, 0, 2), &second)
-        .await
-        .unwrap();
+    jobs.record_chunk(
+        job.id,
+        offer.id,
+        ChunkSeq(0),
+        counts(2, 0, 0, 3),
+        counts(2, 0, 0, 3).offer_delta(),
+        &first,
+    )
+    .await
+    .unwrap();
+    jobs.record_chunk(
+        job.id,
+        offer.id,
+        ChunkSeq(1),
+        counts(3, 0, 0, 2),
+        counts(3, 0, 0, 2).offer_delta(),
+        &second,
+    )
+    .await
+    .unwrap();
 
     let mut sizes = Vec::new();
     let mut listed = Vec::new();
@@ -491,9 +529,16 @@ pub async fn completion_waits_for_fanout_and_every_chunk(fx: &Fixture) {
         ids_added: 2,
     };
     jobs.advance_fanout(job.id, &first_page).await.unwrap();
-    jobs.record_chunk(job.id, offer.id, ChunkSeq(0), counts(2, 0, 0, 0), &[])
-        .await
-        .unwrap();
+    jobs.record_chunk(
+        job.id,
+        offer.id,
+        ChunkSeq(0),
+        counts(2, 0, 0, 0),
+        counts(2, 0, 0, 0).offer_delta(),
+        &[],
+    )
+    .await
+    .unwrap();
     let while_fanning_out = jobs.try_complete(job.id).await.unwrap();
     let last_page = FanoutAdvance {
         prev_cursor: Some("page-2".to_owned()),
@@ -504,9 +549,16 @@ pub async fn completion_waits_for_fanout_and_every_chunk(fx: &Fixture) {
     };
     jobs.advance_fanout(job.id, &last_page).await.unwrap();
     let with_a_chunk_outstanding = jobs.try_complete(job.id).await.unwrap();
-    jobs.record_chunk(job.id, offer.id, ChunkSeq(1), counts(2, 0, 0, 0), &[])
-        .await
-        .unwrap();
+    jobs.record_chunk(
+        job.id,
+        offer.id,
+        ChunkSeq(1),
+        counts(2, 0, 0, 0),
+        counts(2, 0, 0, 0).offer_delta(),
+        &[],
+    )
+    .await
+    .unwrap();
 
     let done = jobs.try_complete(job.id).await.unwrap();
     let after = jobs.try_complete(job.id).await.unwrap();
@@ -537,9 +589,16 @@ pub async fn completion_waits_for_fanout_and_every_chunk(fx: &Fixture) {
 pub async fn concurrent_completion_attempts_have_exactly_one_winner(fx: &Fixture) {
     let jobs = &fx.ports.jobs;
     let (offer, job) = fanned_out(fx, 1, 1).await;
-    jobs.record_chunk(job.id, offer.id, ChunkSeq(0), counts(1, 0, 0, 0), &[])
-        .await
-        .unwrap();
+    jobs.record_chunk(
+        job.id,
+        offer.id,
+        ChunkSeq(0),
+        counts(1, 0, 0, 0),
+        counts(1, 0, 0, 0).offer_delta(),
+        &[],
+    )
+    .await
+    .unwrap();
 
     let results: Vec<_> = join_all((0..10).map(|_| jobs.try_complete(job.id))).await;
 
@@ -563,6 +622,7 @@ pub async fn a_running_job_with_failures_completes_with_errors(fx: &Fixture) {
         offer.id,
         ChunkSeq(0),
         counts(1, 0, 0, 1),
+        counts(1, 0, 0, 1).offer_delta(),
         &[failure("x", 3)],
     )
     .await
@@ -585,6 +645,7 @@ pub async fn a_cancelling_job_completes_as_cancelled(fx: &Fixture) {
         offer.id,
         ChunkSeq(0),
         ChunkCounts::all_cancelled(2),
+        ChunkCounts::all_cancelled(2).offer_delta(),
         &[],
     )
     .await
@@ -601,9 +662,16 @@ pub async fn a_cancelling_job_completes_as_cancelled(fx: &Fixture) {
 pub async fn a_failing_job_completes_as_failed(fx: &Fixture) {
     let jobs = &fx.ports.jobs;
     let (offer, job) = fanned_out(fx, 1, 2).await;
-    jobs.record_chunk(job.id, offer.id, ChunkSeq(0), counts(0, 0, 0, 2), &[])
-        .await
-        .unwrap();
+    jobs.record_chunk(
+        job.id,
+        offer.id,
+        ChunkSeq(0),
+        counts(0, 0, 0, 2),
+        counts(0, 0, 0, 2).offer_delta(),
+        &[],
+    )
+    .await
+    .unwrap();
     assert!(jobs.mark_failing(job.id).await.unwrap());
 
     let completion = jobs.try_complete(job.id).await.unwrap();
@@ -617,9 +685,16 @@ pub async fn a_failing_job_completes_as_failed(fx: &Fixture) {
 pub async fn completion_frees_the_offer_for_a_new_job(fx: &Fixture) {
     let jobs = &fx.ports.jobs;
     let (offer, job) = fanned_out(fx, 1, 1).await;
-    jobs.record_chunk(job.id, offer.id, ChunkSeq(0), counts(1, 0, 0, 0), &[])
-        .await
-        .unwrap();
+    jobs.record_chunk(
+        job.id,
+        offer.id,
+        ChunkSeq(0),
+        counts(1, 0, 0, 0),
+        counts(1, 0, 0, 0).offer_delta(),
+        &[],
+    )
+    .await
+    .unwrap();
     let while_running = jobs.create_job(&job_for(&offer), None).await.unwrap();
 
     jobs.try_complete(job.id).await.unwrap();

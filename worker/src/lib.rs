@@ -9,7 +9,8 @@ pub mod sweeper;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::domain::{ChunkCounts, ChunkMessage, DomainError, Job, JobId, LinkOutcome, LinkedBy};
+use shared::domain::{ChunkCounts, ChunkMessage, DomainError, Job, JobId, LinkOutcome};
+use shared::kinds;
 use shared::lifecycle::{self, Republish};
 use shared::ports::{Failure, Ledgered, Ports, Queue, ReceivedMessage};
 use shared::{Settings, StoreError};
@@ -39,6 +40,15 @@ pub enum ChunkReport {
     Duplicate { job_id: JobId },
     /// The job no longer exists (expired); nothing to account.
     JobGone { job_id: JobId },
+}
+
+/// What a delivery does with its chunk.
+#[derive(Clone, Copy, Debug)]
+enum Attempt {
+    /// Try the action; on the last allowed delivery give up if it fails.
+    Try { receive_count: u32 },
+    /// Give up at once (the chunk reached the dead-letter queue).
+    GiveUp,
 }
 
 /// Which queue a message came from.
@@ -132,11 +142,30 @@ impl ChunkProcessor {
             .unwrap_or(Err(ChunkError::TimedOut(limit)))
     }
 
-    /// Links a chunk's locations and accounts it. On the last allowed delivery a chunk
-    /// that still cannot be linked is accounted as failed instead of erroring (DESIGN §5.3).
+    /// Does a chunk's action and accounts it. On the last allowed delivery a chunk that
+    /// still cannot be done is accounted as given up instead of erroring (DESIGN §5.3).
     pub async fn process(&self, body: &str, receive_count: u32) -> Result<ChunkReport, ChunkError> {
+        self.run(body, Attempt::Try { receive_count }).await
+    }
+
+    /// Accounts a chunk that reached the dead-letter queue: what this job did counts as
+    /// done, the rest as failed, so the job still ends (DESIGN §5.3).
+    pub async fn account_dead_letter(&self, body: &str) -> Result<ChunkReport, ChunkError> {
+        self.run(body, Attempt::GiveUp).await
+    }
+
+    /// The one path of a chunk: try the action (or skip it for a winding-down job), or give
+    /// up with a reason, then account it once.
+    async fn run(&self, body: &str, attempt: Attempt) -> Result<ChunkReport, ChunkError> {
         let chunk = ChunkMessage::decode(body)?;
-        let span = tracing::info_span!("chunk", job_id = %chunk.job_id, chunk_seq = %chunk.seq, receive_count);
+        let span = match attempt {
+            Attempt::Try { receive_count } => {
+                tracing::info_span!("chunk", job_id = %chunk.job_id, chunk_seq = %chunk.seq, receive_count)
+            }
+            Attempt::GiveUp => {
+                tracing::info_span!("dead_chunk", job_id = %chunk.job_id, chunk_seq = %chunk.seq)
+            }
+        };
         async {
             let Some(job) = self.load_job(&chunk).await? else {
                 return Ok(ChunkReport::JobGone { job_id: chunk.job_id });
@@ -144,46 +173,24 @@ impl ChunkProcessor {
             let (counts, failures) = if job.status.skips_chunks() {
                 (ChunkCounts::all_cancelled(chunk.location_ids.len()), Vec::new())
             } else {
-                match self.link(&chunk).await {
-                    Ok(outcomes) => (tally(&outcomes), Vec::new()),
-                    Err(e) if receive_count >= self.max_receive_count => {
-                        warn!(error = %e, "last delivery failed; accounting the chunk as failed");
-                        let reason = format!("linking failed on every delivery; last error: {e}");
-                        self.classify_unlinked(&chunk, &reason, receive_count).await?
+                match attempt {
+                    Attempt::GiveUp => {
+                        let reason = "delivery attempts exhausted; the chunk reached the dead-letter queue";
+                        kinds::account_given_up(&self.ports, &job, chunk.offer_id, &chunk.location_ids, reason, self.max_receive_count).await?
                     }
-                    Err(e) => {
-                        warn!(error = %e, retryable = e.is_retryable(), "linking failed; the chunk will be redelivered");
-                        return Err(e.into());
-                    }
+                    Attempt::Try { receive_count } => match self.apply(&job, &chunk).await {
+                        Ok(outcomes) => (kinds::tally(&outcomes), Vec::new()),
+                        Err(e) if receive_count >= self.max_receive_count => {
+                            warn!(error = %e, "last delivery failed; accounting the chunk as given up");
+                            let reason = format!("{} failed on every delivery; last error: {e}", job.action.verb());
+                            kinds::account_given_up(&self.ports, &job, chunk.offer_id, &chunk.location_ids, &reason, receive_count).await?
+                        }
+                        Err(e) => {
+                            warn!(error = %e, retryable = e.is_retryable(), "the chunk's action failed; it will be redelivered");
+                            return Err(e.into());
+                        }
+                    },
                 }
-            };
-            self.account(&chunk, counts, &failures).await
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Accounts a chunk that reached the dead-letter queue: locations this job linked count
-    /// as linked, the rest as failed, so the job still ends (DESIGN §5.3).
-    pub async fn account_dead_letter(&self, body: &str) -> Result<ChunkReport, ChunkError> {
-        let chunk = ChunkMessage::decode(body)?;
-        let span =
-            tracing::info_span!("dead_chunk", job_id = %chunk.job_id, chunk_seq = %chunk.seq);
-        async {
-            let Some(job) = self.load_job(&chunk).await? else {
-                return Ok(ChunkReport::JobGone {
-                    job_id: chunk.job_id,
-                });
-            };
-            let (counts, failures) = if job.status.skips_chunks() {
-                (
-                    ChunkCounts::all_cancelled(chunk.location_ids.len()),
-                    Vec::new(),
-                )
-            } else {
-                let reason = "delivery attempts exhausted; the chunk reached the dead-letter queue";
-                self.classify_unlinked(&chunk, reason, self.max_receive_count)
-                    .await?
             };
             self.account(&chunk, counts, &failures).await
         }
@@ -207,56 +214,17 @@ impl ChunkProcessor {
         Ok(job)
     }
 
-    async fn link(&self, chunk: &ChunkMessage) -> Result<Vec<LinkOutcome>, StoreError> {
-        let by = LinkedBy::Job(chunk.job_id);
-        let catalog = &self.ports.catalog;
+    /// The job's action on the chunk, in slices of the write budget.
+    async fn apply(&self, job: &Job, chunk: &ChunkMessage) -> Result<Vec<LinkOutcome>, StoreError> {
         let Some(limiter) = &self.limiter else {
-            return catalog
-                .link_locations(chunk.offer_id, chunk.brand_id, by, &chunk.location_ids)
-                .await;
+            return kinds::apply(&self.ports, job, &chunk.location_ids).await;
         };
         let mut outcomes = Vec::with_capacity(chunk.location_ids.len());
         for part in chunk.location_ids.chunks(limiter.locations_per_batch()) {
             limiter.acquire(part.len()).await;
-            outcomes.extend(
-                catalog
-                    .link_locations(chunk.offer_id, chunk.brand_id, by, part)
-                    .await?,
-            );
+            outcomes.extend(kinds::apply(&self.ports, job, part).await?);
         }
         Ok(outcomes)
-    }
-
-    /// When linking gave up: what the catalog shows this job did, and failures for the rest.
-    async fn classify_unlinked(
-        &self,
-        chunk: &ChunkMessage,
-        reason: &str,
-        attempts: u32,
-    ) -> Result<(ChunkCounts, Vec<Failure>), ChunkError> {
-        let owners = self
-            .ports
-            .catalog
-            .existing_links(chunk.offer_id, &chunk.location_ids)
-            .await?;
-        let mine = LinkedBy::Job(chunk.job_id);
-        let mut counts = ChunkCounts::default();
-        let mut failures = Vec::new();
-        for (id, owner) in chunk.location_ids.iter().zip(owners) {
-            match owner {
-                Some(by) if by == mine => counts.linked += 1,
-                Some(_) => counts.already_linked += 1,
-                None => {
-                    counts.failed += 1;
-                    failures.push(Failure {
-                        location_id: *id,
-                        reason: reason.to_owned(),
-                        attempts,
-                    });
-                }
-            }
-        }
-        Ok((counts, failures))
     }
 
     async fn account(
@@ -268,13 +236,22 @@ impl ChunkProcessor {
         let ledgered = self
             .ports
             .jobs
-            .record_chunk(chunk.job_id, chunk.offer_id, chunk.seq, counts, failures)
+            .record_chunk(
+                chunk.job_id,
+                chunk.offer_id,
+                chunk.seq,
+                counts,
+                counts.offer_delta(),
+                failures,
+            )
             .await?;
         let report = match &ledgered {
             Ledgered::Recorded(_) => {
                 info!(
                     linked = counts.linked,
                     already_linked = counts.already_linked,
+                    unlinked = counts.unlinked,
+                    not_linked = counts.not_linked,
                     not_found = counts.not_found,
                     failed = counts.failed,
                     cancelled = counts.cancelled,
@@ -312,18 +289,6 @@ impl ChunkProcessor {
         lifecycle::settle(&self.ports, job, republish).await?;
         Ok(report)
     }
-}
-
-fn tally(outcomes: &[LinkOutcome]) -> ChunkCounts {
-    let mut counts = ChunkCounts::default();
-    for outcome in outcomes {
-        match outcome {
-            LinkOutcome::Linked => counts.linked += 1,
-            LinkOutcome::AlreadyLinked => counts.already_linked += 1,
-            LinkOutcome::NotFound => counts.not_found += 1,
-        }
-    }
-    counts
 }
 
 /// Handles a batch, each message on its own; returns the ids of the messages that failed

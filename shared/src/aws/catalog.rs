@@ -9,21 +9,30 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
 };
 use aws_sdk_dynamodb::Client;
-use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 
 use super::batch_get;
 use super::error::{cancellation, classify, condition_failed, retryable_cancel};
 use super::items::*;
-use crate::domain::{BrandId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId};
+use crate::domain::{
+    BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId,
+};
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
 
 /// Per-location write pairs in flight at once within one chunk.
 const LINKS_IN_FLIGHT: usize = 16;
+
+/// Linking marks the location: the offer joins its set (`offerIds`), `hasOffer` is true.
+const MARK_LOCATION: &str = "SET hasOffer = :t ADD offerIds :o";
+
+fn offer_set(offer: OfferId) -> AttributeValue {
+    AttributeValue::Ss(vec![offer.to_string()])
+}
 
 pub struct DynamoCatalog {
     ddb: Client,
@@ -51,16 +60,23 @@ impl DynamoCatalog {
         Ok(out.item)
     }
 
-    /// Marks the location linked if it exists in `brand`; false if it does not.
-    async fn mark_location(&self, id: LocationId, brand: BrandId) -> StoreResult<bool> {
+    /// Adds the offer to the location's offer set (`hasOffer` true) if it exists in `brand`;
+    /// false if it does not. Idempotent: a set holds the offer once however often it is added.
+    async fn mark_location(
+        &self,
+        id: LocationId,
+        offer: OfferId,
+        brand: BrandId,
+    ) -> StoreResult<bool> {
         let result = self
             .ddb
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(location_pk(id), LOCATION_SK)))
-            .update_expression("SET hasOffer = :t")
+            .update_expression(MARK_LOCATION)
             .condition_expression("attribute_exists(pk) AND brandId = :b")
-            .expression_attribute_values(":t", aws_sdk_dynamodb::types::AttributeValue::Bool(true))
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":o", offer_set(offer))
             .expression_attribute_values(":b", s(brand.to_string()))
             .send()
             .await;
@@ -82,18 +98,14 @@ impl DynamoCatalog {
         id: LocationId,
         by: LinkedBy,
     ) -> StoreResult<Option<LinkedBy>> {
-        let item = to_item(&LinkItem {
-            pk: offer_pk(offer),
-            sk: link_sk(id),
-            linked_by: by.to_attr(),
-            linked_at: Utc::now().timestamp_millis(),
-        })?;
+        let item = to_item(&LinkItem::new(offer, id, by))?;
         let result = self
             .ddb
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
+            // Absent, or an unlink's mark (which the link replaces).
+            .condition_expression("attribute_not_exists(linkedBy)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
@@ -116,7 +128,9 @@ impl DynamoCatalog {
                         })?,
                 };
                 let link: LinkItem = from_item(old)?;
-                Ok(Some(LinkedBy::from_attr(&link.linked_by)?))
+                link.owner()?
+                    .map(Some)
+                    .ok_or_else(|| StoreError::Unavailable("link changed while written".into()))
             }
             Err(e) => Err(classify("PutItem", e)),
         }
@@ -129,7 +143,7 @@ impl DynamoCatalog {
         by: LinkedBy,
         id: LocationId,
     ) -> StoreResult<LinkOutcome> {
-        if !self.mark_location(id, brand).await? {
+        if !self.mark_location(id, offer, brand).await? {
             return Ok(LinkOutcome::NotFound);
         }
         Ok(match self.put_link(offer, id, by).await? {
@@ -138,6 +152,130 @@ impl DynamoCatalog {
             Some(owner) if owner == by && matches!(by, LinkedBy::Job(_)) => LinkOutcome::Linked,
             Some(_) => LinkOutcome::AlreadyLinked,
         })
+    }
+
+    /// Removes one link (DESIGN: unlinking): replace the Link item by the mark that `by`
+    /// removed it, then take the offer out of the location's set, and clear `hasOffer` if
+    /// the set is empty and still is when written. A replay finds its own mark and does the
+    /// location steps again (they are idempotent).
+    async fn unlink_one(
+        &self,
+        offer: OfferId,
+        by: JobId,
+        only_by: Option<JobId>,
+        id: LocationId,
+    ) -> StoreResult<LinkOutcome> {
+        let mut condition = "attribute_exists(linkedBy)".to_owned();
+        let mut request = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(offer_pk(offer), &link_sk(id))))
+            .update_expression("SET unlinkedBy = :j REMOVE linkedBy, linkedAt")
+            .expression_attribute_values(":j", s(by.to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(undone) = only_by {
+            condition.push_str(" AND linkedBy = :by");
+            request =
+                request.expression_attribute_values(":by", s(LinkedBy::Job(undone).to_attr()));
+        }
+        match request.condition_expression(condition).send().await {
+            Ok(_) => {}
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                let UpdateItemError::ConditionalCheckFailedException(ccf) = e.into_err() else {
+                    unreachable!("matched above")
+                };
+                let old = match ccf.item() {
+                    Some(old) => Some(old.clone()),
+                    None => self.get(offer_pk(offer), &link_sk(id)).await?,
+                };
+                let mine = match old {
+                    Some(old) => from_item::<LinkItem>(old)?.remover()? == Some(by),
+                    None => false,
+                };
+                if !mine {
+                    return Ok(LinkOutcome::NotLinked);
+                }
+            }
+            Err(e) => return Err(classify("UpdateItem", e)),
+        }
+        self.unmark_location(id, offer).await?;
+        Ok(LinkOutcome::Unlinked)
+    }
+
+    async fn unmark_location(&self, id: LocationId, offer: OfferId) -> StoreResult<()> {
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(location_pk(id), LOCATION_SK)))
+            .update_expression("DELETE offerIds :o")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":o", offer_set(offer))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        let left = match result {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                return Ok(()); // the location is gone
+            }
+            Err(e) => return Err(classify("UpdateItem", e)),
+        };
+        if left.contains_key("offerIds") {
+            return Ok(());
+        }
+        // An empty set is removed by DynamoDB; a link of another offer made since adds it back,
+        // and then this condition keeps `hasOffer` true.
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(location_pk(id), LOCATION_SK)))
+            .update_expression("SET hasOffer = :f")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(offerIds)")
+            .expression_attribute_values(":f", AttributeValue::Bool(false))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    /// Link items of an offer (and unlink marks), one query page.
+    async fn link_items(
+        &self,
+        offer: OfferId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<(Vec<LinkItem>, Option<Cursor>)> {
+        let (items, next) = self
+            .query_page(
+                None,
+                "pk = :o AND begins_with(sk, :loc)",
+                HashMap::from([
+                    (":o".to_owned(), s(offer_pk(offer))),
+                    (":loc".to_owned(), s("LOC#")),
+                ]),
+                after,
+                limit,
+            )
+            .await?;
+        let links = items
+            .into_iter()
+            .map(from_item::<LinkItem>)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((links, next))
     }
 
     async fn query_page(
@@ -309,21 +447,21 @@ impl Catalog for DynamoCatalog {
         let mark = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(location_pk(location), LOCATION_SK)))
-            .update_expression("SET hasOffer = :t")
+            .update_expression(MARK_LOCATION)
             .condition_expression("attribute_exists(pk) AND brandId = :b")
-            .expression_attribute_values(":t", aws_sdk_dynamodb::types::AttributeValue::Bool(true))
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":o", offer_set(offer.id))
             .expression_attribute_values(":b", s(offer.brand_id.to_string()))
             .build()
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let link = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(to_item(&LinkItem {
-                pk: offer_pk(offer.id),
-                sk: link_sk(location),
-                linked_by: LinkedBy::Direct.to_attr(),
-                linked_at: Utc::now().timestamp_millis(),
-            })?))
-            .condition_expression("attribute_not_exists(pk)")
+            .set_item(Some(to_item(&LinkItem::new(
+                offer.id,
+                location,
+                LinkedBy::Direct,
+            ))?))
+            .condition_expression("attribute_not_exists(linkedBy)")
             .build()
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let count = Update::builder()
@@ -371,10 +509,64 @@ impl Catalog for DynamoCatalog {
             .collect();
         let mut owners: HashMap<LocationId, LinkedBy> = HashMap::new();
         for item in batch_get(&self.ddb, &self.table, keys).await? {
-            let link = from_item::<LinkItem>(item)?.into_link()?;
-            owners.insert(link.location_id, link.linked_by);
+            if let Some(link) = from_item::<LinkItem>(item)?.into_link()? {
+                owners.insert(link.location_id, link.linked_by);
+            }
         }
         Ok(ids.iter().map(|id| owners.get(id).copied()).collect())
+    }
+
+    async fn unlink_locations(
+        &self,
+        offer: OfferId,
+        by: JobId,
+        only_by: Option<JobId>,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<LinkOutcome>> {
+        futures::stream::iter(ids.iter().copied())
+            .map(|id| self.unlink_one(offer, by, only_by, id))
+            .buffered(LINKS_IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+
+    async fn unlinked_by(
+        &self,
+        offer: OfferId,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<Option<JobId>>> {
+        let keys = ids
+            .iter()
+            .map(|id| key(offer_pk(offer), &link_sk(*id)))
+            .collect();
+        let mut removers: HashMap<LocationId, JobId> = HashMap::new();
+        for item in batch_get(&self.ddb, &self.table, keys).await? {
+            let item = from_item::<LinkItem>(item)?;
+            if let Some(job) = item.remover()? {
+                removers.insert(item.location_id()?, job);
+            }
+        }
+        Ok(ids.iter().map(|id| removers.get(id).copied()).collect())
+    }
+
+    async fn page_offer_link_ids(
+        &self,
+        offer: OfferId,
+        made_by: Option<LinkedBy>,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<LocationId>> {
+        let (items, next) = self.link_items(offer, after, limit).await?;
+        let mut ids = Vec::with_capacity(items.len());
+        for item in items {
+            match item.owner()? {
+                Some(owner) if made_by.is_none_or(|wanted| wanted == owner) => {
+                    ids.push(item.location_id()?)
+                }
+                _ => {}
+            }
+        }
+        Ok(Page { items: ids, next })
     }
 
     async fn page_offer_links(
@@ -383,22 +575,11 @@ impl Catalog for DynamoCatalog {
         after: Option<&Cursor>,
         limit: usize,
     ) -> StoreResult<Page<Link>> {
-        let (items, next) = self
-            .query_page(
-                None,
-                "pk = :o AND begins_with(sk, :loc)",
-                HashMap::from([
-                    (":o".to_owned(), s(offer_pk(offer))),
-                    (":loc".to_owned(), s("LOC#")),
-                ]),
-                after,
-                limit,
-            )
-            .await?;
-        let links = items
-            .into_iter()
-            .map(|item| from_item::<LinkItem>(item)?.into_link())
-            .collect::<StoreResult<Vec<_>>>()?;
+        let (items, next) = self.link_items(offer, after, limit).await?;
+        let mut links = Vec::with_capacity(items.len());
+        for item in items {
+            links.extend(item.into_link()?);
+        }
         Ok(Page { items: links, next })
     }
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, JobKind, Link, LinkedBy, Location,
+    Action, BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, Link, LinkedBy, Location,
     LocationId, Offer, OfferId,
 };
 use crate::error::{StoreError, StoreResult};
@@ -50,6 +50,10 @@ pub(crate) fn failure_sk(id: LocationId) -> String {
 pub(crate) fn active_pk(id: OfferId) -> String {
     format!("ACTIVE#{id}")
 }
+pub(crate) fn undo_pk(parent: JobId) -> String {
+    format!("UNDO#{parent}")
+}
+pub(crate) const UNDO_SK: &str = "#UNDO";
 pub(crate) fn idemp_pk(key_hash: &str) -> String {
     format!("IDEMP#{key_hash}")
 }
@@ -158,18 +162,60 @@ impl LocationItem {
 pub(crate) struct LinkItem {
     pub pk: String,
     pub sk: String,
-    pub linked_by: String,
-    pub linked_at: i64,
+    /// Absent on the mark an unlink leaves in the link's place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked_at: Option<i64>,
+    /// The job that removed the link: the item is a mark, not a link, until the location is
+    /// linked to the offer again (which replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlinked_by: Option<String>,
 }
 
 impl LinkItem {
-    pub fn into_link(self) -> StoreResult<Link> {
-        Ok(Link {
+    pub fn new(offer: OfferId, location: LocationId, by: LinkedBy) -> Self {
+        LinkItem {
+            pk: offer_pk(offer),
+            sk: link_sk(location),
+            linked_by: Some(by.to_attr()),
+            linked_at: Some(Utc::now().timestamp_millis()),
+            unlinked_by: None,
+        }
+    }
+
+    /// Who linked it; `None` for an unlink's mark.
+    pub fn owner(&self) -> StoreResult<Option<LinkedBy>> {
+        Ok(self
+            .linked_by
+            .as_deref()
+            .map(LinkedBy::from_attr)
+            .transpose()?)
+    }
+
+    /// The job whose unlink left this mark.
+    pub fn remover(&self) -> StoreResult<Option<JobId>> {
+        match (&self.linked_by, &self.unlinked_by) {
+            (None, Some(job)) => Ok(Some(job.parse()?)),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn location_id(&self) -> StoreResult<LocationId> {
+        Ok(strip(&self.sk, "LOC#")?.parse()?)
+    }
+
+    /// The link; `None` for an unlink's mark.
+    pub fn into_link(self) -> StoreResult<Option<Link>> {
+        let Some(linked_by) = self.owner()? else {
+            return Ok(None);
+        };
+        Ok(Some(Link {
             offer_id: strip(&self.pk, "OFFER#")?.parse()?,
-            location_id: strip(&self.sk, "LOC#")?.parse()?,
-            linked_by: LinkedBy::from_attr(&self.linked_by)?,
-            linked_at: from_ms(self.linked_at),
-        })
+            location_id: self.location_id()?,
+            linked_by,
+            linked_at: from_ms(self.linked_at.unwrap_or_default()),
+        }))
     }
 }
 
@@ -179,6 +225,11 @@ pub(crate) struct JobItem {
     pub pk: String,
     pub sk: String,
     pub kind: String,
+    /// Absent on jobs written before kinds: those link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_job_id: Option<String>,
     pub status: String,
     pub brand_id: String,
     pub offer_id: String,
@@ -190,6 +241,10 @@ pub(crate) struct JobItem {
     pub not_found: u64,
     pub failed: u64,
     pub cancelled: u64,
+    #[serde(default)]
+    pub unlinked: u64,
+    #[serde(default)]
+    pub not_linked: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fanout_cursor: Option<String>,
     pub fanout_done: bool,
@@ -221,6 +276,8 @@ impl JobItem {
             pk: job_pk(job.id),
             sk: JOB_SK.to_owned(),
             kind: job.kind.as_str().to_owned(),
+            action: Some(job.action.to_attr()),
+            parent_job_id: job.parent_job_id.map(|p| p.to_string()),
             status: job.status.as_str().to_owned(),
             brand_id: job.brand_id.to_string(),
             offer_id: job.offer_id.to_string(),
@@ -231,6 +288,8 @@ impl JobItem {
             not_found: c.not_found,
             failed: c.failed,
             cancelled: c.cancelled,
+            unlinked: c.unlinked,
+            not_linked: c.not_linked,
             fanout_cursor: job.fanout_cursor.clone(),
             fanout_done: job.fanout_done,
             chunks_total: job.chunks_total,
@@ -252,7 +311,14 @@ impl JobItem {
     pub fn into_job(self) -> StoreResult<Job> {
         Ok(Job {
             id: strip(&self.pk, "JOB#")?.parse()?,
-            kind: JobKind::LinkAllLocations,
+            kind: self.kind.parse()?,
+            action: self
+                .action
+                .as_deref()
+                .map(Action::from_attr)
+                .transpose()?
+                .unwrap_or(Action::Link),
+            parent_job_id: self.parent_job_id.map(|p| p.parse()).transpose()?,
             status: self.status.parse()?,
             brand_id: self.brand_id.parse()?,
             offer_id: self.offer_id.parse()?,
@@ -264,6 +330,8 @@ impl JobItem {
                 not_found: self.not_found,
                 failed: self.failed,
                 cancelled: self.cancelled,
+                unlinked: self.unlinked,
+                not_linked: self.not_linked,
             },
             fanout_cursor: self.fanout_cursor,
             fanout_done: self.fanout_done,
@@ -292,6 +360,10 @@ pub(crate) struct ChunkItem {
     pub not_found: u32,
     pub failed: u32,
     pub cancelled: u32,
+    #[serde(default)]
+    pub unlinked: u32,
+    #[serde(default)]
+    pub not_linked: u32,
     pub recorded_at: i64,
     /// The chunk's failures, ledgered atomically with its counts; the `FAIL#` items that
     /// `GET /jobs/{id}/failures` pages through are always written from this list.
@@ -309,6 +381,8 @@ impl ChunkItem {
             not_found: c.not_found,
             failed: c.failed,
             cancelled: c.cancelled,
+            unlinked: c.unlinked,
+            not_linked: c.not_linked,
             recorded_at: Utc::now().timestamp_millis(),
             failures: failures.to_vec(),
         }

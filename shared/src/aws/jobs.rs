@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use super::batch_get;
 use super::error::{cancellation, classify, condition_failed, retryable_cancel};
 use super::items::*;
-use crate::domain::{BrandId, ChunkCounts, ChunkSeq, Job, JobId, JobStatus, OfferId};
+use crate::domain::{BrandId, ChunkCounts, ChunkSeq, Job, JobId, JobKind, JobStatus, OfferId};
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
     Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance,
@@ -223,6 +223,22 @@ impl JobStore for DynamoJobs {
             claim_index = Some(writes.len());
             writes.push(TransactWriteItem::builder().put(put).build());
         }
+        let mut undo_index = None;
+        if let (JobKind::Undo, Some(parent)) = (job.kind, job.parent_job_id) {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .item("pk", s(undo_pk(parent)))
+                .item("sk", s(UNDO_SK))
+                .item("jobId", s(job.id.to_string()))
+                .condition_expression("attribute_not_exists(pk)")
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .build()
+                .map_err(internal)?;
+            undo_index = Some(writes.len());
+            writes.push(TransactWriteItem::builder().put(put).build());
+        }
         let lock_index = writes.len();
         writes.push(
             TransactWriteItem::builder()
@@ -287,6 +303,16 @@ impl JobStore for DynamoJobs {
                 return Ok(CreateOutcome::Created(self.must_load(job.id).await?));
             }
             return Ok(CreateOutcome::OfferBusy(holder));
+        }
+        if let Some(i) = undo_index.filter(|i| condition_failed(reasons.get(*i))) {
+            let holder = match reasons[i].item().and_then(|item| item.get("jobId")) {
+                Some(AttributeValue::S(id)) => id.parse()?,
+                _ => return Err(internal("undo mark without a jobId")),
+            };
+            if holder == job.id {
+                return Ok(CreateOutcome::Created(self.must_load(job.id).await?));
+            }
+            return Ok(CreateOutcome::UndoExists(holder));
         }
         Err(retryable_cancel(&reasons))
     }
@@ -380,6 +406,7 @@ impl JobStore for DynamoJobs {
         offer: OfferId,
         seq: ChunkSeq,
         counts: ChunkCounts,
+        offer_delta: i64,
         failures: &[Failure],
     ) -> StoreResult<Ledgered> {
         // The marker carries the failures (a transaction holds at most 100 items, a chunk
@@ -397,7 +424,7 @@ impl JobStore for DynamoJobs {
             .set_key(Some(key(job_pk(job), JOB_SK)))
             .update_expression(
                 "SET updatedAt = :now ADD linked :l, alreadyLinked :a, notFound :nf, failed :f, \
-                 cancelled :c, chunksDone :one",
+                 cancelled :c, unlinked :u, notLinked :nl, chunksDone :one",
             )
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":now", n(Utc::now().timestamp_millis()))
@@ -406,6 +433,8 @@ impl JobStore for DynamoJobs {
             .expression_attribute_values(":nf", n(counts.not_found))
             .expression_attribute_values(":f", n(counts.failed))
             .expression_attribute_values(":c", n(counts.cancelled))
+            .expression_attribute_values(":u", n(counts.unlinked))
+            .expression_attribute_values(":nl", n(counts.not_linked))
             .expression_attribute_values(":one", n(1))
             .build()
             .map_err(internal)?;
@@ -414,12 +443,12 @@ impl JobStore for DynamoJobs {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(marker).build())
             .transact_items(TransactWriteItem::builder().update(counters).build());
-        if counts.linked > 0 {
+        if offer_delta != 0 {
             let total = Update::builder()
                 .table_name(&self.catalog_table)
                 .set_key(Some(key(offer_pk(offer), OFFER_SK)))
-                .update_expression("ADD locationsTotal :l")
-                .expression_attribute_values(":l", n(counts.linked))
+                .update_expression("ADD locationsTotal :d")
+                .expression_attribute_values(":d", n(offer_delta))
                 .build()
                 .map_err(internal)?;
             request = request.transact_items(TransactWriteItem::builder().update(total).build());

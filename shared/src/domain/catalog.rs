@@ -98,6 +98,10 @@ pub enum LinkOutcome {
     AlreadyLinked,
     /// The location does not exist, or belongs to another brand.
     NotFound,
+    /// This caller removed the link (or removed it on an earlier delivery of the same chunk).
+    Unlinked,
+    /// There was no link this caller could remove.
+    NotLinked,
 }
 
 #[cfg(test)]

@@ -113,16 +113,33 @@ pub struct Counters {
     pub failed: u64,
     /// Locations skipped because the job was cancelled or failing.
     pub cancelled: u64,
+    /// Links this job removed (unlinking kinds).
+    #[serde(default)]
+    pub unlinked: u64,
+    /// Locations that carried no link this job could remove (unlinking kinds): not linked
+    /// to the offer, or (for an undo) linked by someone other than the undone job.
+    #[serde(default)]
+    pub not_linked: u64,
 }
 
 impl Counters {
     pub fn processed(&self) -> u64 {
-        self.linked + self.already_linked + self.not_found + self.failed + self.cancelled
+        self.attempted() + self.cancelled
+    }
+
+    /// Locations the job tried its action on (all but the cancelled ones).
+    fn attempted(&self) -> u64 {
+        self.linked
+            + self.already_linked
+            + self.not_found
+            + self.failed
+            + self.unlinked
+            + self.not_linked
     }
 
     /// Whether the failure threshold trips: enough samples and too large a share failed.
     pub fn exceeds_failure_threshold(&self, threshold: f64, min_sample: u64) -> bool {
-        let attempted = self.linked + self.already_linked + self.not_found + self.failed;
+        let attempted = self.attempted();
         attempted >= min_sample.max(1) && (self.failed as f64 / attempted as f64) > threshold
     }
 }
@@ -136,6 +153,10 @@ pub struct ChunkCounts {
     pub not_found: u32,
     pub failed: u32,
     pub cancelled: u32,
+    #[serde(default)]
+    pub unlinked: u32,
+    #[serde(default)]
+    pub not_linked: u32,
 }
 
 impl ChunkCounts {
@@ -147,20 +168,113 @@ impl ChunkCounts {
     }
 
     pub fn size(&self) -> u32 {
-        self.linked + self.already_linked + self.not_found + self.failed + self.cancelled
+        self.linked
+            + self.already_linked
+            + self.not_found
+            + self.failed
+            + self.cancelled
+            + self.unlinked
+            + self.not_linked
+    }
+
+    /// The signed change this chunk makes to its offer's `locationsTotal`: links made minus
+    /// links removed. What the ledger adds, whatever the kind.
+    pub fn offer_delta(&self) -> i64 {
+        i64::from(self.linked) - i64::from(self.unlinked)
     }
 }
 
-/// What a job does to its locations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// What a job is: where its location ids come from (see `crate::kinds`). Stored with the
+/// job and shown as its `type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum JobKind {
+    /// Every location of the offer's brand.
     #[serde(rename = "link-all-locations")]
     LinkAllLocations,
+    /// Every location the offer is linked to.
+    #[serde(rename = "unlink-all-locations")]
+    UnlinkAllLocations,
+    /// The links another job (`parentJobId`) made.
+    #[serde(rename = "undo")]
+    Undo,
+    /// The locations another job (`parentJobId`) failed on, with that job's action.
+    #[serde(rename = "retry-failures")]
+    RetryFailures,
 }
 
 impl JobKind {
+    pub const ALL: [JobKind; 4] = [
+        JobKind::LinkAllLocations,
+        JobKind::UnlinkAllLocations,
+        JobKind::Undo,
+        JobKind::RetryFailures,
+    ];
+
     pub fn as_str(self) -> &'static str {
-        "link-all-locations"
+        match self {
+            JobKind::LinkAllLocations => "link-all-locations",
+            JobKind::UnlinkAllLocations => "unlink-all-locations",
+            JobKind::Undo => "undo",
+            JobKind::RetryFailures => "retry-failures",
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobKind {
+    type Err = DomainError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| DomainError::Corrupt(format!("unknown job kind '{s}'")))
+    }
+}
+
+/// What a job does to each of its location ids. Stored with the job: a retry of an undo
+/// must unlink under the undo's condition, which its kind alone does not say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Link the location to the offer (once per link).
+    Link,
+    /// Remove the offer's link to the location; with `only_by`, only a link that job made.
+    Unlink { only_by: Option<JobId> },
+}
+
+impl Action {
+    /// The action as a word, for messages.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Link => "linking",
+            Action::Unlink { .. } => "unlinking",
+        }
+    }
+
+    pub fn to_attr(self) -> String {
+        match self {
+            Action::Link => "link".to_owned(),
+            Action::Unlink { only_by: None } => "unlink".to_owned(),
+            Action::Unlink { only_by: Some(job) } => format!("unlink-by:{job}"),
+        }
+    }
+
+    pub fn from_attr(s: &str) -> Result<Self, DomainError> {
+        match s {
+            "link" => Ok(Action::Link),
+            "unlink" => Ok(Action::Unlink { only_by: None }),
+            _ => match s.strip_prefix("unlink-by:") {
+                Some(job) => Ok(Action::Unlink {
+                    only_by: Some(job.parse()?),
+                }),
+                None => Err(DomainError::Corrupt(format!("unknown job action '{s}'"))),
+            },
+        }
     }
 }
 
@@ -170,6 +284,10 @@ impl JobKind {
 pub struct Job {
     pub id: JobId,
     pub kind: JobKind,
+    /// What is done to each id.
+    pub action: Action,
+    /// The job an undo or retry-failures job derives from.
+    pub parent_job_id: Option<JobId>,
     pub status: JobStatus,
     pub brand_id: BrandId,
     pub offer_id: OfferId,
@@ -187,7 +305,21 @@ pub struct Job {
     pub notified_at: Option<DateTime<Utc>>,
 }
 
+impl Serialize for Action {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_attr())
+    }
+}
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Action::from_attr(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl Job {
+    /// A link-all job.
     pub fn new(
         brand_id: BrandId,
         offer_id: OfferId,
@@ -197,6 +329,8 @@ impl Job {
         Job {
             id: JobId::new_v7(),
             kind: JobKind::LinkAllLocations,
+            action: Action::Link,
+            parent_job_id: None,
             status: JobStatus::Pending,
             brand_id,
             offer_id,
@@ -211,6 +345,24 @@ impl Job {
             started_at: None,
             finished_at: None,
             notified_at: None,
+        }
+    }
+
+    /// A job of another kind: `new` with its kind, action and parent.
+    pub fn of_kind(
+        kind: JobKind,
+        action: Action,
+        parent: Option<JobId>,
+        brand_id: BrandId,
+        offer_id: OfferId,
+        callback_url: Option<WebhookUrl>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Job {
+            kind,
+            action,
+            parent_job_id: parent,
+            ..Job::new(brand_id, offer_id, callback_url, now)
         }
     }
 
@@ -327,6 +479,44 @@ mod tests {
             let json = serde_json::to_string(&status).unwrap();
             assert_eq!(json, format!("\"{}\"", status.as_str()));
         }
+    }
+
+    #[test]
+    fn kinds_and_actions_round_trip_through_their_names() {
+        for kind in JobKind::ALL {
+            assert_eq!(kind.as_str().parse::<JobKind>().unwrap(), kind);
+            assert_eq!(
+                serde_json::to_string(&kind).unwrap(),
+                format!("\"{}\"", kind.as_str())
+            );
+        }
+        let undone = JobId::new_v7();
+        for action in [
+            Action::Link,
+            Action::Unlink { only_by: None },
+            Action::Unlink {
+                only_by: Some(undone),
+            },
+        ] {
+            assert_eq!(Action::from_attr(&action.to_attr()).unwrap(), action);
+        }
+        assert!(Action::from_attr("relink").is_err());
+    }
+
+    #[test]
+    fn a_chunk_changes_its_offer_by_links_made_minus_links_removed() {
+        let linking = ChunkCounts {
+            linked: 7,
+            already_linked: 3,
+            ..Default::default()
+        };
+        let unlinking = ChunkCounts {
+            unlinked: 4,
+            not_linked: 6,
+            ..Default::default()
+        };
+        assert_eq!((linking.offer_delta(), linking.size()), (7, 10));
+        assert_eq!((unlinking.offer_delta(), unlinking.size()), (-4, 10));
     }
 
     #[test]

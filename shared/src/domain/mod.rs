@@ -13,7 +13,7 @@ pub use event::{EventType, JobEvent};
 pub use ids::{
     BrandId, ChunkSeq, IdempotencyKey, JobId, LocationId, OfferId, SubscriptionId, WebhookUrl,
 };
-pub use job::{ChunkCounts, Counters, Job, JobKind, JobStatus};
+pub use job::{Action, ChunkCounts, Counters, Job, JobKind, JobStatus};
 pub use webhook::{
     payload, verify, Delivery, DeliveryId, DeliveryStatus, RetrySchedule, Subscription,
     SubscriptionFilter, SubscriptionStatus, VerifyError, WebhookMessage, WebhookSecret,

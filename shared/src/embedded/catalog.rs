@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::{from_ms, is_constraint, now_ms, sql, EmbeddedStore};
-use crate::domain::{BrandId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId};
+use crate::domain::{
+    BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId,
+};
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
 
@@ -170,6 +172,86 @@ impl Catalog for EmbeddedStore {
         .await
     }
 
+    async fn unlink_locations(
+        &self,
+        offer: OfferId,
+        by: JobId,
+        only_by: Option<JobId>,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<LinkOutcome>> {
+        let ids = ids.to_vec();
+        self.write(move |conn| {
+            let tx = conn.transaction().map_err(sql)?;
+            let outcomes = unlink_in(&tx, offer, by, only_by, &ids)?;
+            tx.commit().map_err(sql)?;
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    async fn unlinked_by(
+        &self,
+        offer: OfferId,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<Option<JobId>>> {
+        let ids = ids.to_vec();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT job_id FROM unlinks WHERE offer_id = ?1 AND location_id = ?2",
+                )
+                .map_err(sql)?;
+            let offer = offer.to_string();
+            ids.iter()
+                .map(|id| {
+                    stmt.query_row(params![offer, id.to_string()], |row| {
+                        row.get::<_, String>(0)
+                    })
+                    .optional()
+                    .map_err(sql)?
+                    .map(|job| job.parse::<JobId>().map_err(StoreError::from))
+                    .transpose()
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn page_offer_link_ids(
+        &self,
+        offer: OfferId,
+        made_by: Option<LinkedBy>,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<LocationId>> {
+        let after = after.map(|c| c.position().to_owned()).unwrap_or_default();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT location_id FROM links WHERE offer_id = ?1 AND location_id > ?2 \
+                     AND (?3 IS NULL OR linked_by = ?3) ORDER BY location_id LIMIT ?4",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        offer.to_string(),
+                        after,
+                        made_by.map(LinkedBy::to_attr),
+                        limit as i64 + 1
+                    ],
+                    |row| row.get::<_, String>(0),
+                )
+                .map_err(sql)?;
+            let mut ids = Vec::with_capacity(limit.min(16_384));
+            for row in rows {
+                ids.push(row.map_err(sql)?.parse::<LocationId>()?);
+            }
+            Ok(page_of(ids, limit, |id| id.to_string()))
+        })
+        .await
+    }
+
     async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome> {
         let (offer_id, brand) = (offer.id, offer.brand_id);
         self.write(move |conn| {
@@ -277,6 +359,9 @@ fn link_in(
     let mut owner = tx
         .prepare_cached("SELECT linked_by FROM links WHERE offer_id = ?1 AND location_id = ?2")
         .map_err(sql)?;
+    let mut forget_unlink = tx
+        .prepare_cached("DELETE FROM unlinks WHERE offer_id = ?1 AND location_id = ?2")
+        .map_err(sql)?;
     let (offer, brand, by_attr, at) =
         (offer.to_string(), brand.to_string(), by.to_attr(), now_ms());
     let mut outcomes = Vec::with_capacity(ids.len());
@@ -287,6 +372,8 @@ fn link_in(
             continue;
         }
         if put.execute(params![offer, id, by_attr, at]).map_err(sql)? == 1 {
+            // Linked again: an earlier unlink's mark no longer describes the link.
+            forget_unlink.execute(params![offer, id]).map_err(sql)?;
             outcomes.push(LinkOutcome::Linked);
             continue;
         }
@@ -300,6 +387,62 @@ fn link_in(
         } else {
             LinkOutcome::AlreadyLinked
         });
+    }
+    Ok(outcomes)
+}
+
+/// The per-location removals, inside the caller's transaction: delete the link (if it is
+/// one `only_by` made), leave the mark that `by` removed it, and derive `has_offer` from
+/// the links the location still has.
+fn unlink_in(
+    tx: &Transaction<'_>,
+    offer: OfferId,
+    by: JobId,
+    only_by: Option<JobId>,
+    ids: &[LocationId],
+) -> StoreResult<Vec<LinkOutcome>> {
+    let mut delete = tx
+        .prepare_cached(
+            "DELETE FROM links WHERE offer_id = ?1 AND location_id = ?2 \
+             AND (?3 IS NULL OR linked_by = ?3)",
+        )
+        .map_err(sql)?;
+    let mut mark = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO unlinks (offer_id, location_id, job_id, unlinked_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(sql)?;
+    let mut marked = tx
+        .prepare_cached(
+            "SELECT 1 FROM unlinks WHERE offer_id = ?1 AND location_id = ?2 AND job_id = ?3",
+        )
+        .map_err(sql)?;
+    let mut derive = tx
+        .prepare_cached(
+            "UPDATE locations SET has_offer = EXISTS \
+             (SELECT 1 FROM links WHERE links.location_id = locations.id) WHERE id = ?1",
+        )
+        .map_err(sql)?;
+    let (offer, by, only_by, at) = (
+        offer.to_string(),
+        by.to_string(),
+        only_by.map(|j| LinkedBy::Job(j).to_attr()),
+        now_ms(),
+    );
+    let mut outcomes = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = id.to_string();
+        if delete.execute(params![offer, id, only_by]).map_err(sql)? == 1 {
+            mark.execute(params![offer, id, by, at]).map_err(sql)?;
+            derive.execute([&id]).map_err(sql)?;
+            outcomes.push(LinkOutcome::Unlinked);
+        } else if marked.exists(params![offer, id, by]).map_err(sql)? {
+            // Removed by an earlier delivery of this job's chunk.
+            outcomes.push(LinkOutcome::Unlinked);
+        } else {
+            outcomes.push(LinkOutcome::NotLinked);
+        }
     }
     Ok(outcomes)
 }

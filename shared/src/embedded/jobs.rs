@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use super::catalog::page_of;
 use super::{from_ms, now_ms, sql, to_ms, EmbeddedStore};
 use crate::domain::{
-    BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, JobKind, JobStatus, OfferId,
+    Action, BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, JobKind, JobStatus, OfferId,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
@@ -22,7 +22,8 @@ const IDEMPOTENCY_TTL_MS: i64 = 24 * 60 * 60 * 1000;
 
 const JOB_COLUMNS: &str = "id, status, brand_id, offer_id, callback_url, total, linked, \
     already_linked, not_found, failed, cancelled, fanout_cursor, fanout_done, chunks_total, \
-    chunks_done, created_at, updated_at, started_at, finished_at, notified_at";
+    chunks_done, created_at, updated_at, started_at, finished_at, notified_at, kind, action, \
+    parent_job_id, unlinked, not_linked";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
     let id: String = row.get(0)?;
@@ -37,7 +38,12 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
         not_found: row.get::<_, i64>(8)? as u64,
         failed: row.get::<_, i64>(9)? as u64,
         cancelled: row.get::<_, i64>(10)? as u64,
+        unlinked: row.get::<_, i64>(23)? as u64,
+        not_linked: row.get::<_, i64>(24)? as u64,
     };
+    let kind: String = row.get(20)?;
+    let action: String = row.get(21)?;
+    let parent: Option<String> = row.get(22)?;
     let fanout_cursor: Option<String> = row.get(11)?;
     let fanout_done: bool = row.get(12)?;
     let chunks_total = row.get::<_, i64>(13)? as u32;
@@ -50,7 +56,9 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
     Ok((|| {
         Ok(Job {
             id: id.parse()?,
-            kind: JobKind::LinkAllLocations,
+            kind: kind.parse()?,
+            action: Action::from_attr(&action)?,
+            parent_job_id: parent.map(|p| p.parse()).transpose()?,
             status: status.parse()?,
             brand_id: brand.parse()?,
             offer_id: offer.parse()?,
@@ -123,12 +131,32 @@ impl JobStore for EmbeddedStore {
             if let Some(active) = active {
                 return Ok(CreateOutcome::OfferBusy(active.parse()?));
             }
+            if let (JobKind::Undo, Some(parent)) = (job.kind, job.parent_job_id) {
+                let undo: Option<String> = tx
+                    .query_row(
+                        "SELECT job_id FROM undos WHERE parent_job_id = ?1",
+                        [parent.to_string()],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(sql)?;
+                if let Some(undo) = undo {
+                    return Ok(CreateOutcome::UndoExists(undo.parse()?));
+                }
+                tx.execute(
+                    "INSERT INTO undos (parent_job_id, job_id) VALUES (?1, ?2)",
+                    params![parent.to_string(), job.id.to_string()],
+                )
+                .map_err(sql)?;
+            }
             tx.execute(
-                "INSERT INTO jobs (id, kind, status, brand_id, offer_id, callback_url, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                "INSERT INTO jobs (id, kind, action, parent_job_id, status, brand_id, offer_id, \
+                 callback_url, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
                 params![
                     job.id.to_string(),
                     job.kind.as_str(),
+                    job.action.to_attr(),
+                    job.parent_job_id.map(|p| p.to_string()),
                     job.status.as_str(),
                     job.brand_id.to_string(),
                     job.offer_id.to_string(),
@@ -240,6 +268,7 @@ impl JobStore for EmbeddedStore {
         offer: OfferId,
         seq: ChunkSeq,
         counts: ChunkCounts,
+        offer_delta: i64,
         failures: &[Failure],
     ) -> StoreResult<Ledgered> {
         let failures = failures.to_vec();
@@ -249,7 +278,8 @@ impl JobStore for EmbeddedStore {
             let fresh = tx
                 .prepare_cached(
                     "INSERT INTO chunk_ledger (job_id, seq, linked, already_linked, not_found, failed, \
-                     cancelled, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                     cancelled, unlinked, not_linked, recorded_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
                 )
                 .map_err(sql)?
                 .execute(params![
@@ -260,6 +290,8 @@ impl JobStore for EmbeddedStore {
                     counts.not_found,
                     counts.failed,
                     counts.cancelled,
+                    counts.unlinked,
+                    counts.not_linked,
                     now
                 ])
                 .map_err(sql)?
@@ -284,6 +316,7 @@ impl JobStore for EmbeddedStore {
                 .prepare_cached(
                     "UPDATE jobs SET linked = linked + ?2, already_linked = already_linked + ?3, \
                      not_found = not_found + ?4, failed = failed + ?5, cancelled = cancelled + ?6, \
+                     unlinked = unlinked + ?8, not_linked = not_linked + ?9, \
                      chunks_done = chunks_done + 1, updated_at = ?7 WHERE id = ?1",
                 )
                 .map_err(sql)?
@@ -294,19 +327,21 @@ impl JobStore for EmbeddedStore {
                     counts.not_found,
                     counts.failed,
                     counts.cancelled,
-                    now
+                    now,
+                    counts.unlinked,
+                    counts.not_linked
                 ])
                 .map_err(sql)?;
             if updated == 0 {
                 // Dropping the transaction rolls the ledger marker back.
                 return Err(StoreError::Invalid(format!("job {job} does not exist")));
             }
-            if counts.linked > 0 {
+            if offer_delta != 0 {
                 tx.prepare_cached(
                     "UPDATE offers SET locations_total = locations_total + ?2 WHERE id = ?1",
                 )
                 .map_err(sql)?
-                .execute(params![offer.to_string(), counts.linked])
+                .execute(params![offer.to_string(), offer_delta])
                 .map_err(sql)?;
             }
             let after = must_load_job(&tx, &job)?;

@@ -12,7 +12,7 @@ use crate::error::{StoreError, StoreResult};
 type Migration = fn(&Transaction<'_>) -> StoreResult<()>;
 
 /// `MIGRATIONS[i]` takes a file from version `i` to `i + 1`.
-const MIGRATIONS: &[Migration] = &[v1_initial, v2_own_webhooks];
+const MIGRATIONS: &[Migration] = &[v1_initial, v2_own_webhooks, v3_job_kinds];
 
 /// The schema version this build writes.
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -236,6 +236,41 @@ fn v2_own_webhooks(tx: &Transaction<'_>) -> StoreResult<()> {
     }
     tx.execute_batch("DROP TABLE deliveries; DROP TABLE subscriptions;")
         .map_err(sql)
+}
+
+/// Version 3: jobs of several kinds. A job stores its action and parent; counters for
+/// unlinking; the marks unlinking leaves (so a replay recognises its own work); one undo per
+/// job; `has_offer` derived from the links, with the index that makes that cheap.
+const V3: &str = r#"
+ALTER TABLE jobs ADD COLUMN action TEXT NOT NULL DEFAULT 'link';
+ALTER TABLE jobs ADD COLUMN parent_job_id TEXT;
+ALTER TABLE jobs ADD COLUMN unlinked INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN not_linked INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE chunk_ledger ADD COLUMN unlinked INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE chunk_ledger ADD COLUMN not_linked INTEGER NOT NULL DEFAULT 0;
+
+-- The job that removed a link, until the location is linked to the offer again.
+CREATE TABLE unlinks (
+    offer_id TEXT NOT NULL,
+    location_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    unlinked_at INTEGER NOT NULL,
+    PRIMARY KEY (offer_id, location_id)
+) WITHOUT ROWID;
+
+-- At most one undo per job.
+CREATE TABLE undos (
+    parent_job_id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- A location's links, for has_offer.
+CREATE INDEX links_by_location ON links (location_id);
+UPDATE locations SET has_offer = EXISTS (SELECT 1 FROM links WHERE links.location_id = locations.id);
+"#;
+
+fn v3_job_kinds(tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.execute_batch(V3).map_err(sql)
 }
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {

@@ -1,0 +1,399 @@
+//! Jobs of every kind through the real pipeline and the HTTP API: unlink-all, undo and
+//! retry-failures, exact under duplicate delivery and a worker stopped after its writes,
+//! with `hasOffer` exact for locations that carry another offer.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulklink::client::{ApiClient, ApiResponse};
+use bulklink::runtime::Runtime;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use shared::auth::Role;
+use shared::domain::{Job, JobId, JobKind, JobStatus, LinkedBy, LocationId, OfferId};
+use shared::embedded::SeededBrand;
+use shared::ports::Ports;
+
+use crate::support::*;
+
+crate::on_both_backends!(
+    undo_removes_exactly_its_jobs_links_under_duplicates_and_a_stopped_worker,
+    unlink_all_removes_every_link_and_keeps_has_offer_exact,
+    retry_failures_does_exactly_the_failed_locations,
+);
+
+const WAIT: Duration = Duration::from_secs(120);
+
+async fn post(api: &ApiClient, path: &str) -> ApiResponse {
+    api.send(Method::POST, path, None, &[]).await.unwrap()
+}
+
+async fn accepted_job(api: &ApiClient, path: &str) -> JobId {
+    let r = post(api, path).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{path}: {}", r.body);
+    r.body["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// Every id of a brand, in id order.
+async fn brand_ids(ports: &Ports, seeded: &SeededBrand) -> Vec<LocationId> {
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = ports
+            .catalog
+            .page_brand_locations(seeded.brand_id, cursor.as_ref(), 1_000)
+            .await
+            .unwrap();
+        ids.extend(page.items);
+        cursor = page.next;
+        if cursor.is_none() {
+            return ids;
+        }
+    }
+}
+
+/// The offer's links as (location, linked by).
+async fn links(ports: &Ports, offer: OfferId) -> Vec<(LocationId, LinkedBy)> {
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = ports
+            .catalog
+            .page_offer_links(offer, cursor.as_ref(), 1_000)
+            .await
+            .unwrap();
+        all.extend(page.items.iter().map(|l| (l.location_id, l.linked_by)));
+        cursor = page.next;
+        if cursor.is_none() {
+            return all;
+        }
+    }
+}
+
+async fn locations_total(ports: &Ports, offer: OfferId) -> u64 {
+    ports
+        .catalog
+        .get_offer(offer)
+        .await
+        .unwrap()
+        .unwrap()
+        .locations_total
+}
+
+async fn has_offer(ports: &Ports, id: LocationId) -> bool {
+    ports
+        .catalog
+        .get_location(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .has_offer
+}
+
+/// A second offer of the seeded brand, linked directly to `ids`.
+async fn second_offer(api: &ApiClient, ids: &[LocationId]) -> OfferId {
+    let offer: Value = api
+        .post("/offers", &json!({ "name": "second offer" }))
+        .await
+        .unwrap();
+    let offer: OfferId = offer["id"].as_str().unwrap().parse().unwrap();
+    for id in ids {
+        let r = api
+            .send(
+                Method::PUT,
+                &format!("/offers/{offer}/locations/{id}"),
+                None,
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    offer
+}
+
+/// The counters of every kind add up to `total`.
+fn assert_adds_up(job: &Job) {
+    assert_eq!(job.counters.processed(), job.counters.total, "{job:?}");
+    assert_eq!(job.chunks_done, job.chunks_total);
+}
+
+async fn undo_removes_exactly_its_jobs_links_under_duplicates_and_a_stopped_worker(kind: Kind) {
+    let mut settings = fast_settings();
+    settings.worker_concurrency = 2;
+    let env = Env::of(kind, settings).await;
+    let n = kind.scale(300, 120);
+    let seeded = env.seed(n).await;
+    let ids = brand_ids(&env.ports(), &seeded).await;
+    let (direct, shared_location) = (ids[0], ids[1]);
+
+    // Before the job: one link made directly; a location that carries a second offer.
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let r = api
+        .send(
+            Method::PUT,
+            &format!("/offers/{}/locations/{direct}", seeded.offer_id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::CREATED);
+    let other_offer = second_offer(&api, &[shared_location]).await;
+    let before = locations_total(&runtime.ports, seeded.offer_id).await;
+    assert_eq!(before, 1);
+
+    let link_all = accepted_job(
+        &api,
+        &format!("/offers/{}/link-all-locations", seeded.offer_id),
+    )
+    .await;
+    let parent = wait_terminal(&runtime.ports, link_all, WAIT).await;
+    assert_eq!(parent.status, JobStatus::Succeeded);
+    assert_eq!(
+        (parent.counters.linked, parent.counters.already_linked),
+        (n - 1, 1)
+    );
+
+    // Links by another job: new locations, linked by a second link-all.
+    let new: Vec<Value> = (0..5)
+        .map(|i| json!({ "address": format!("{i} New St") }))
+        .collect();
+    let made: Vec<Value> = api.post("/locations", &json!(new)).await.unwrap();
+    let newer: Vec<LocationId> = made
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let second = accepted_job(
+        &api,
+        &format!("/offers/{}/link-all-locations", seeded.offer_id),
+    )
+    .await;
+    let second = wait_terminal(&runtime.ports, second, WAIT).await;
+    assert_eq!(second.counters.linked, 5);
+    runtime.shutdown().await;
+
+    // The undo runs with every chunk sent twice, and its second write call stops for good
+    // after its writes (as a worker killed there): the chunk comes back to the other worker.
+    let halt = Arc::new(Halt::default());
+    let stopping = halt.clone();
+    let runtime = env
+        .start(env.config(), move |mut ports| {
+            let mut queue = FaultyQueue::new(ports.chunk_queue.clone());
+            queue.duplicate = true;
+            ports.chunk_queue = Arc::new(queue);
+            let mut catalog = FaultyCatalog::new(ports.catalog.clone());
+            catalog.halt_on_call = Some((2, stopping));
+            ports.catalog = Arc::new(catalog);
+            ports
+        })
+        .await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let undo_path = format!("/jobs/{link_all}/undo");
+    let undo = post(&api, &undo_path).await;
+    assert_eq!(undo.status, StatusCode::ACCEPTED, "{}", undo.body);
+    assert_eq!(undo.body["type"], "undo");
+    assert_eq!(undo.body["parentJobId"], link_all.to_string());
+    let undo_id: JobId = undo.body["id"].as_str().unwrap().parse().unwrap();
+    tokio::time::timeout(WAIT, halt.wait())
+        .await
+        .expect("a worker stopped after its writes");
+    let undone = wait_terminal(&runtime.ports, undo_id, WAIT).await;
+    assert_eq!(undone.status, JobStatus::Succeeded, "{undone:?}");
+    assert_eq!(undone.kind, JobKind::Undo);
+    assert_adds_up(&undone);
+    assert_eq!(
+        (undone.counters.total, undone.counters.unlinked),
+        (n - 1, n - 1)
+    );
+
+    let ports = env.ports();
+    let left: HashSet<_> = links(&ports, seeded.offer_id).await.into_iter().collect();
+    let expected: HashSet<_> = std::iter::once((direct, LinkedBy::Direct))
+        .chain(newer.iter().map(|id| (*id, LinkedBy::Job(second.id))))
+        .collect();
+    assert_eq!(left, expected, "only the undone job's links are gone");
+    assert_eq!(
+        locations_total(&ports, seeded.offer_id).await,
+        before + 5,
+        "locationsTotal is what it was before the job, plus the other job's links"
+    );
+    assert!(has_offer(&ports, direct).await);
+    assert!(
+        has_offer(&ports, shared_location).await,
+        "it still carries the other offer"
+    );
+    assert!(!has_offer(&ports, ids[2]).await, "it carries no offer now");
+    for id in &newer {
+        assert!(has_offer(&ports, *id).await);
+    }
+    assert_eq!(links(&ports, other_offer).await.len(), 1);
+
+    // One undo per job; an undo makes no links to undo.
+    let again = post(&api, &undo_path).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    assert_eq!(again.location, Some(format!("/jobs/{undo_id}")));
+    let of_undo = post(&api, &format!("/jobs/{undo_id}/undo")).await;
+    assert_eq!(of_undo.status, StatusCode::CONFLICT, "{}", of_undo.body);
+    // Another brand does not see the job at all.
+    let stranger = runtime
+        .api_as(Role::Brand(shared::domain::BrandId::new_random()))
+        .unwrap();
+    let foreign = post(&stranger, &format!("/jobs/{}/undo", second.id)).await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+    std::mem::forget(runtime); // its stopped worker never returns
+}
+
+async fn unlink_all_removes_every_link_and_keeps_has_offer_exact(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
+    let n = kind.scale(2_000, 200);
+    let seeded = env.seed(n).await;
+    let runtime: Runtime = env.start(env.config(), |ports| ports).await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let ids = brand_ids(&runtime.ports, &seeded).await;
+    let carrying_b = &ids[10..13];
+    let offer_b = second_offer(&api, carrying_b).await;
+
+    let link_all = accepted_job(
+        &api,
+        &format!("/offers/{}/link-all-locations", seeded.offer_id),
+    )
+    .await;
+    wait_terminal(&runtime.ports, link_all, WAIT).await;
+    assert_eq!(links(&runtime.ports, seeded.offer_id).await.len() as u64, n);
+
+    let unlink = post(
+        &api,
+        &format!("/offers/{}/unlink-all-locations", seeded.offer_id),
+    )
+    .await;
+    assert_eq!(unlink.status, StatusCode::ACCEPTED, "{}", unlink.body);
+    assert_eq!(unlink.body["type"], "unlink-all-locations");
+    let unlink_id: JobId = unlink.body["id"].as_str().unwrap().parse().unwrap();
+    let job = wait_terminal(&runtime.ports, unlink_id, WAIT).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+    assert_adds_up(&job);
+    assert_eq!((job.counters.total, job.counters.unlinked), (n, n));
+
+    let ports = env.ports();
+    assert!(links(&ports, seeded.offer_id).await.is_empty());
+    assert_eq!(locations_total(&ports, seeded.offer_id).await, 0);
+    let stats = env.link_stats(&seeded).await;
+    assert_eq!(
+        stats.brand_locations_with_offer, 3,
+        "hasOffer only where offer B is"
+    );
+    for id in carrying_b {
+        assert!(has_offer(&ports, *id).await);
+    }
+    assert_eq!(locations_total(&ports, offer_b).await, 3);
+    runtime.shutdown().await;
+
+    // One active job per offer, across kinds (no consumers: the first job stays PENDING).
+    let config = bulklink::runtime::RuntimeConfig {
+        consumers: false,
+        ..env.config()
+    };
+    let runtime = env.start(config, |ports| ports).await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let pending = accepted_job(
+        &api,
+        &format!("/offers/{}/link-all-locations", seeded.offer_id),
+    )
+    .await;
+    let busy = post(
+        &api,
+        &format!("/offers/{}/unlink-all-locations", seeded.offer_id),
+    )
+    .await;
+    assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.body);
+    assert_eq!(busy.location, Some(format!("/jobs/{pending}")));
+    // Nor can a job that has not ended be undone.
+    let early = post(&api, &format!("/jobs/{pending}/undo")).await;
+    assert_eq!(early.status, StatusCode::CONFLICT, "{}", early.body);
+    runtime.shutdown().await;
+}
+
+async fn retry_failures_does_exactly_the_failed_locations(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
+    let n = kind.scale(300, 120);
+    let seeded = env.seed(n).await;
+    let ids = brand_ids(&env.ports(), &seeded).await;
+    let victim = ids[n as usize / 2];
+
+    // Every batch holding the victim is refused, on every delivery.
+    let runtime = env
+        .start(env.config(), move |mut ports| {
+            let mut catalog = FaultyCatalog::new(ports.catalog.clone());
+            catalog.fail_link = Box::new(move |batch| batch.contains(&victim));
+            ports.catalog = Arc::new(catalog);
+            ports
+        })
+        .await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let parent = accepted_job(
+        &api,
+        &format!("/offers/{}/link-all-locations", seeded.offer_id),
+    )
+    .await;
+    let parent = wait_terminal(&runtime.ports, parent, WAIT).await;
+    assert_eq!(parent.status, JobStatus::CompletedWithErrors);
+    assert!(parent.counters.failed > 0);
+    runtime.shutdown().await;
+    let mut failed = BTreeSet::new();
+    let mut cursor = None;
+    loop {
+        let page = env
+            .ports()
+            .jobs
+            .page_failures(parent.id, cursor.as_ref(), 1_000)
+            .await
+            .unwrap();
+        failed.extend(page.items.iter().map(|f| f.location_id));
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(failed.len() as u64, parent.counters.failed);
+    assert!(failed.contains(&victim));
+
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let retry = post(&api, &format!("/jobs/{}/retry-failures", parent.id)).await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED, "{}", retry.body);
+    assert_eq!(retry.body["type"], "retry-failures");
+    let retry_id: JobId = retry.body["id"].as_str().unwrap().parse().unwrap();
+    let retried = wait_terminal(&runtime.ports, retry_id, WAIT).await;
+    assert_eq!(retried.status, JobStatus::Succeeded);
+    assert_adds_up(&retried);
+    assert_eq!(
+        (retried.counters.total, retried.counters.linked),
+        (failed.len() as u64, failed.len() as u64)
+    );
+    let by_retry: BTreeSet<_> = links(&runtime.ports, seeded.offer_id)
+        .await
+        .into_iter()
+        .filter(|(_, by)| *by == LinkedBy::Job(retry_id))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(by_retry, failed, "exactly the failed ids");
+    let stats = env.link_stats(&seeded).await;
+    assert_eq!(
+        (
+            stats.offer_links,
+            stats.offer_locations_total,
+            stats.brand_locations_with_offer
+        ),
+        (n, n, n)
+    );
+    // A job without failures has nothing to retry.
+    let nothing = post(&api, &format!("/jobs/{retry_id}/retry-failures")).await;
+    assert_eq!(nothing.status, StatusCode::CONFLICT, "{}", nothing.body);
+    assert!(nothing.body["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("no failures")));
+    runtime.shutdown().await;
+}

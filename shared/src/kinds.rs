@@ -1,0 +1,146 @@
+//! The job-kind seam: everything that differs between kinds of job, in one place. Where a
+//! kind's location ids come from (fanout pages them), what is done to each id (the worker
+//! applies it), how an outcome counts, and how a chunk that could not be done is accounted.
+//! Fanout, worker, ledger and views call these and know no kind themselves; the signed
+//! change to the offer's `locationsTotal` is `ChunkCounts::offer_delta`.
+
+use crate::domain::{
+    Action, ChunkCounts, Job, JobId, JobKind, LinkOutcome, LinkedBy, LocationId, OfferId,
+};
+use crate::error::{StoreError, StoreResult};
+use crate::ports::{Cursor, Failure, Page, Ports};
+
+/// One page of a job's location ids, after `after` (the job's fanout cursor).
+pub async fn page_ids(
+    ports: &Ports,
+    job: &Job,
+    after: Option<&Cursor>,
+    limit: usize,
+) -> StoreResult<Page<LocationId>> {
+    match job.kind {
+        JobKind::LinkAllLocations => {
+            ports
+                .catalog
+                .page_brand_locations(job.brand_id, after, limit)
+                .await
+        }
+        JobKind::UnlinkAllLocations => {
+            ports
+                .catalog
+                .page_offer_link_ids(job.offer_id, None, after, limit)
+                .await
+        }
+        JobKind::Undo => {
+            let parent = parent(job)?;
+            ports
+                .catalog
+                .page_offer_link_ids(job.offer_id, Some(LinkedBy::Job(parent)), after, limit)
+                .await
+        }
+        JobKind::RetryFailures => {
+            let page = ports.jobs.page_failures(parent(job)?, after, limit).await?;
+            Ok(Page {
+                items: page.items.into_iter().map(|f| f.location_id).collect(),
+                next: page.next,
+            })
+        }
+    }
+}
+
+fn parent(job: &Job) -> StoreResult<JobId> {
+    job.parent_job_id.ok_or_else(|| {
+        StoreError::Internal(format!("{} job {} has no parent job", job.kind, job.id))
+    })
+}
+
+/// Does the job's action to `ids` (one slice of a chunk).
+pub async fn apply(ports: &Ports, job: &Job, ids: &[LocationId]) -> StoreResult<Vec<LinkOutcome>> {
+    match job.action {
+        Action::Link => {
+            ports
+                .catalog
+                .link_locations(job.offer_id, job.brand_id, LinkedBy::Job(job.id), ids)
+                .await
+        }
+        Action::Unlink { only_by } => {
+            ports
+                .catalog
+                .unlink_locations(job.offer_id, job.id, only_by, ids)
+                .await
+        }
+    }
+}
+
+/// The counts of a chunk whose action was done.
+pub fn tally(outcomes: &[LinkOutcome]) -> ChunkCounts {
+    let mut counts = ChunkCounts::default();
+    for outcome in outcomes {
+        match outcome {
+            LinkOutcome::Linked => counts.linked += 1,
+            LinkOutcome::AlreadyLinked => counts.already_linked += 1,
+            LinkOutcome::NotFound => counts.not_found += 1,
+            LinkOutcome::Unlinked => counts.unlinked += 1,
+            LinkOutcome::NotLinked => counts.not_linked += 1,
+        }
+    }
+    counts
+}
+
+/// When the action gave up on a chunk (last delivery, dead-letter queue): what the store
+/// shows this job did counts as done, ids left as they were count as done by someone else
+/// where that is so, and the rest as failed with `reason`. Counting the whole chunk as
+/// failed would break `locationsTotal = links` whenever an earlier delivery did part of it.
+pub async fn account_given_up(
+    ports: &Ports,
+    job: &Job,
+    offer: OfferId,
+    ids: &[LocationId],
+    reason: &str,
+    attempts: u32,
+) -> StoreResult<(ChunkCounts, Vec<Failure>)> {
+    let owners = ports.catalog.existing_links(offer, ids).await?;
+    let removed = match job.action {
+        Action::Link => vec![None; ids.len()],
+        Action::Unlink { .. } => ports.catalog.unlinked_by(offer, ids).await?,
+    };
+    let me = LinkedBy::Job(job.id);
+    let mut counts = ChunkCounts::default();
+    let mut failures = Vec::new();
+    for ((id, owner), removed) in ids.iter().zip(owners).zip(removed) {
+        let failed = match (job.action, owner) {
+            (Action::Link, Some(by)) if by == me => {
+                counts.linked += 1;
+                false
+            }
+            (Action::Link, Some(_)) => {
+                counts.already_linked += 1;
+                false
+            }
+            (Action::Link, None) => true,
+            (Action::Unlink { only_by }, Some(by))
+                if only_by.is_some_and(|undone| by != LinkedBy::Job(undone)) =>
+            {
+                counts.not_linked += 1;
+                false
+            }
+            (Action::Unlink { .. }, Some(_)) => true,
+            (Action::Unlink { .. }, None) if removed == Some(job.id) => {
+                counts.unlinked += 1;
+                false
+            }
+            (Action::Unlink { .. }, None) => {
+                counts.not_linked += 1;
+                false
+            }
+        };
+        if failed {
+            counts.failed += 1;
+            failures.push(Failure {
+                location_id: *id,
+                reason: reason.to_owned(),
+                attempts,
+            });
+        }
+    }
+    Ok((counts, failures))
+}
