@@ -214,6 +214,7 @@ impl Runtime {
         let state = ApiState {
             ports: ports.clone(),
             egress: config.egress.clone(),
+            settings: config.settings.clone(),
         };
         tasks.spawn(server::serve(
             listener,

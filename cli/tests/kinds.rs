@@ -21,6 +21,7 @@ crate::on_both_backends!(
     undo_removes_exactly_its_jobs_links_under_duplicates_and_a_stopped_worker,
     unlink_all_removes_every_link_and_keeps_has_offer_exact,
     retry_failures_does_exactly_the_failed_locations,
+    a_dry_run_counts_exactly_and_writes_nothing,
 );
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -395,5 +396,93 @@ async fn retry_failures_does_exactly_the_failed_locations(kind: Kind) {
     assert!(nothing.body["detail"]
         .as_str()
         .is_some_and(|d| d.contains("no failures")));
+    runtime.shutdown().await;
+}
+
+async fn a_dry_run_counts_exactly_and_writes_nothing(kind: Kind) {
+    let mut settings = fast_settings();
+    settings.write_budget_per_sec = Some(1_000.0);
+    let env = Env::of(kind, settings).await;
+    let n = kind.scale(500, 120);
+    let seeded = env.seed(n).await;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let ids = brand_ids(&runtime.ports, &seeded).await;
+    let r = api
+        .send(
+            Method::PUT,
+            &format!("/offers/{}/locations/{}", seeded.offer_id, ids[0]),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::CREATED);
+    let link_all = format!("/offers/{}/link-all-locations", seeded.offer_id);
+    let job = accepted_job(&api, &link_all).await;
+    wait_terminal(&runtime.ports, job, WAIT).await;
+    // Nothing in flight: what the store holds now is what it must hold after the dry runs.
+    eventually(
+        WAIT,
+        "the job's event to be delivered and the queues empty",
+        || async {
+            let ports = env.ports();
+            ports.chunk_queue.depth().await.unwrap() == 0
+                && ports.fanout_queue.depth().await.unwrap() == 0
+                && ports.webhook_queue.depth().await.unwrap() == 0
+                && ports
+                    .jobs
+                    .get_job(job)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .notified_at
+                    .is_some()
+        },
+    )
+    .await;
+    let before = env.snapshot().await;
+
+    let plans = [
+        (link_all.clone(), "link-all-locations", n),
+        (
+            format!("/offers/{}/unlink-all-locations", seeded.offer_id),
+            "unlink-all-locations",
+            n,
+        ),
+        // The link made directly is not the job's to undo.
+        (format!("/jobs/{job}/undo"), "undo", n - 1),
+    ];
+    for (path, kind_name, expected) in plans {
+        let r = post(&api, &format!("{path}?dryRun=true")).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+        let plan = &r.body;
+        assert_eq!(plan["kind"], kind_name);
+        assert_eq!(plan["locations"], expected, "{path}: {plan}");
+        let chunks = expected.div_ceil(env.settings.chunk_size as u64);
+        assert_eq!(plan["chunks"], chunks);
+        assert_eq!(plan["writes"], 2 * expected);
+        let seconds = (2 * expected) as f64 / 1_000.0;
+        assert_eq!(plan["estimatedSeconds"], (seconds * 100.0).round() / 100.0);
+        let cost = &plan["estimatedCost"];
+        assert_eq!(cost["currency"], "USD");
+        let parts: f64 = ["dynamodb", "sqs", "lambda"]
+            .iter()
+            .map(|k| cost[k].as_f64().unwrap())
+            .sum();
+        assert!(
+            (cost["total"].as_f64().unwrap() - parts).abs() < 1e-5,
+            "{cost}"
+        );
+        assert!(cost["dynamodb"].as_f64().unwrap() > 0.0);
+    }
+    // A dry run is refused where the job would be: no failures to retry.
+    let none = post(&api, &format!("/jobs/{job}/retry-failures?dryRun=true")).await;
+    assert_eq!(none.status, StatusCode::CONFLICT, "{}", none.body);
+    let bad = post(&api, &format!("{link_all}?dryRun=maybe")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+
+    let after = env.snapshot().await;
+    assert_eq!(before, after, "a dry run wrote something");
     runtime.shutdown().await;
 }

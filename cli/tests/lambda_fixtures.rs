@@ -104,6 +104,7 @@ async fn through_job_api_lambda(
     let state = shared::http::ApiState {
         ports: env.ports(),
         egress: shared::egress::Egress::default(),
+        settings: env.settings.clone(),
     };
     let router = shared::http::finish_router(job_api::router(state), Arc::new(auth));
     let response = lambda_http::Adapter::from(router)
@@ -184,6 +185,7 @@ async fn through_status_lambda_without_claims(env: &Env, route: &str, path: &str
     let state = shared::http::ApiState {
         ports: env.ports(),
         egress: shared::egress::Egress::default(),
+        settings: env.settings.clone(),
     };
     let router = shared::http::finish_router(status::router(state), Arc::new(gateway_auth()));
     let response = lambda_http::Adapter::from(router)

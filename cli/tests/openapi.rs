@@ -426,6 +426,13 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
     let job_id = job["id"].as_str().unwrap().to_owned();
     reach.saw(
         "createLinkAllJob",
+        200,
+        api.send(Method::POST, &format!("{link_all}?dryRun=true"), None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "createLinkAllJob",
         409,
         api.send(Method::POST, &link_all, None, &[]).await.unwrap(),
     );
@@ -536,6 +543,18 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
     .await;
     reach.saw(
         "createUnlinkAllJob",
+        200,
+        api.send(
+            Method::POST,
+            &format!("{unlink_all}?dryRun=true"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "createUnlinkAllJob",
         202,
         api.send(Method::POST, &unlink_all, None, &key)
             .await
@@ -590,6 +609,13 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         &big,
     )
     .await;
+    reach.saw(
+        "retryJobFailures",
+        200,
+        api.send(Method::POST, &format!("{retry}?dryRun=true"), None, &[])
+            .await
+            .unwrap(),
+    );
     reach.saw(
         "retryJobFailures",
         202,
@@ -881,6 +907,13 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
     )
     .await;
     let key = [("idempotency-key", "k-undo")];
+    reach.saw(
+        "undoJob",
+        200,
+        api.send(Method::POST, &format!("{undo}?dryRun=true"), None, &[])
+            .await
+            .unwrap(),
+    );
     reach.saw(
         "undoJob",
         202,

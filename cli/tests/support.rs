@@ -265,6 +265,75 @@ impl Env {
         }
     }
 
+    /// Everything the backend holds, behind the ports: every row of every SQLite table, or
+    /// every item of both DynamoDB tables and the depth of each queue; sorted, as text.
+    pub async fn snapshot(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        match &self.backing {
+            Backing::Embedded(_) => {
+                let conn = rusqlite::Connection::open(self.db()).expect("open");
+                let tables: Vec<String> = conn
+                    .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+                    .unwrap()
+                    .query_map([], |row| row.get(0))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                for table in tables {
+                    let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
+                    let columns = stmt.column_count();
+                    let rows = stmt
+                        .query_map([], |row| {
+                            let cells: Vec<String> = (0..columns)
+                                .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                                .collect();
+                            Ok(format!("{table}: {}", cells.join(" | ")))
+                        })
+                        .unwrap();
+                    all.extend(rows.map(Result::unwrap));
+                }
+            }
+            Backing::Aws { clients, names } => {
+                for table in [&names.catalog_table, &names.jobs_table] {
+                    let mut start = None;
+                    loop {
+                        let out = clients
+                            .dynamodb
+                            .scan()
+                            .table_name(table)
+                            .set_exclusive_start_key(start)
+                            .send()
+                            .await
+                            .expect("scan");
+                        for item in out.items.unwrap_or_default() {
+                            let sorted: std::collections::BTreeMap<_, _> =
+                                item.into_iter().collect();
+                            all.push(format!("{table}: {sorted:?}"));
+                        }
+                        start = out.last_evaluated_key;
+                        if start.is_none() {
+                            break;
+                        }
+                    }
+                }
+                let ports = self.ports();
+                for queue in [
+                    &ports.fanout_queue,
+                    &ports.chunk_queue,
+                    &ports.webhook_queue,
+                ] {
+                    all.push(format!(
+                        "{}: {}",
+                        queue.name(),
+                        queue.depth().await.unwrap()
+                    ));
+                }
+            }
+        }
+        all.sort();
+        all
+    }
+
     /// Rows of the chunk ledger of a job, read behind the ports.
     pub async fn ledger_size(&self, job: JobId) -> u64 {
         match &self.backing {

@@ -14,9 +14,10 @@ use shared::domain::{
     Action, BrandId, FanoutMessage, IdempotencyKey, Job, JobId, JobKind, JobStatus, LinkOutcome,
     Location, LocationId, Offer, OfferId, Subscription, WebhookUrl,
 };
+use shared::estimate::DryRun;
 use shared::http::Problem;
 use shared::http::{
-    checked_text, parse_id, sha256_hex, ApiError, ApiState, JsonBody, OptionalJsonBody,
+    checked_text, parse_id, sha256_hex, ApiError, ApiState, JsonBody, OptionalJsonBody, QueryParams,
 };
 use shared::openapi::{
     BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
@@ -83,6 +84,7 @@ fn accepted(job: &Job, callback: Option<CallbackView>) -> Response {
     tag = "jobs",
     operation_id = "createLinkAllJob",
     params(
+        CreateQuery,
         ("offerId" = OfferId, Path, description = "The offer to link"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7E]{1,255}$(?!\\n)",
          description = "Makes a retry safe: 1 to 255 visible ASCII characters, per caller, kept 24 hours",
@@ -91,6 +93,7 @@ fn accepted(job: &Job, callback: Option<CallbackView>) -> Response {
     request_body(content = Option<LinkAllBody>, content_type = "application/json",
         description = "Optional", example = json!({ "callbackUrl": "https://hooks.example.com/bulklink" })),
     responses(
+        (status = 200, description = "`dryRun=true`: what the job would do; nothing was written", body = DryRun),
         (status = 202, description = "The job, created (or the one this key made before)", body = JobView,
          headers(("Location" = String, description = "`/jobs/{jobId}`")),
          links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id")))), ("ListJobFailures" = (operation_id = "listJobFailures", parameters(("jobId" = "$response.body#/id")))), ("ListJobDeliveries" = (operation_id = "listJobDeliveries", parameters(("jobId" = "$response.body#/id"))))),
@@ -115,6 +118,7 @@ async fn create_link_all_job(
     State(state): State<ApiState>,
     caller: Caller,
     Path(offer_id): Path<String>,
+    QueryParams(query): QueryParams<CreateQuery>,
     headers: HeaderMap,
     OptionalJsonBody(body, _): OptionalJsonBody<LinkAllBody>,
 ) -> Result<Response, ApiError> {
@@ -125,6 +129,7 @@ async fn create_link_all_job(
         JobKind::LinkAllLocations,
         target,
         &headers,
+        query,
         body,
     )
     .await
@@ -140,12 +145,14 @@ async fn create_link_all_job(
     tag = "jobs",
     operation_id = "createUnlinkAllJob",
     params(
+        CreateQuery,
         ("offerId" = OfferId, Path, description = "The offer to unlink"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7E]{1,255}$(?!\\n)",
          description = "Makes a retry safe: 1 to 255 visible ASCII characters, per caller, kept 24 hours"),
     ),
     request_body(content = Option<LinkAllBody>, content_type = "application/json", description = "Optional"),
     responses(
+        (status = 200, description = "`dryRun=true`: what the job would do; nothing was written", body = DryRun),
         (status = 202, description = "The job, created (or the one this key made before)", body = JobView,
          headers(("Location" = String, description = "`/jobs/{jobId}`")),
          links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id"))))),
@@ -170,6 +177,7 @@ async fn create_unlink_all_job(
     State(state): State<ApiState>,
     caller: Caller,
     Path(offer_id): Path<String>,
+    QueryParams(query): QueryParams<CreateQuery>,
     headers: HeaderMap,
     OptionalJsonBody(body, _): OptionalJsonBody<LinkAllBody>,
 ) -> Result<Response, ApiError> {
@@ -180,6 +188,7 @@ async fn create_unlink_all_job(
         JobKind::UnlinkAllLocations,
         target,
         &headers,
+        query,
         body,
     )
     .await
@@ -195,12 +204,14 @@ async fn create_unlink_all_job(
     tag = "jobs",
     operation_id = "undoJob",
     params(
+        CreateQuery,
         ("jobId" = JobId, Path, description = "The job to undo"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7E]{1,255}$(?!\\n)",
          description = "Makes a retry safe: 1 to 255 visible ASCII characters, per caller, kept 24 hours"),
     ),
     request_body(content = Option<LinkAllBody>, content_type = "application/json", description = "Optional"),
     responses(
+        (status = 200, description = "`dryRun=true`: what the job would do; nothing was written", body = DryRun),
         (status = 202, description = "The undo job, created (or the one this key made before)", body = JobView,
          headers(("Location" = String, description = "`/jobs/{jobId}`")),
          links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id"))))),
@@ -227,11 +238,12 @@ async fn undo_job(
     State(state): State<ApiState>,
     caller: Caller,
     Path(job_id): Path<String>,
+    QueryParams(query): QueryParams<CreateQuery>,
     headers: HeaderMap,
     OptionalJsonBody(body, _): OptionalJsonBody<LinkAllBody>,
 ) -> Result<Response, ApiError> {
     let target = Target::Job(parse_id(&job_id)?);
-    create_job(state, caller, JobKind::Undo, target, &headers, body).await
+    create_job(state, caller, JobKind::Undo, target, &headers, query, body).await
 }
 
 /// Retry a job's failures: a new job over exactly the locations it failed on.
@@ -244,12 +256,14 @@ async fn undo_job(
     tag = "jobs",
     operation_id = "retryJobFailures",
     params(
+        CreateQuery,
         ("jobId" = JobId, Path, description = "The job whose failures to retry"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7E]{1,255}$(?!\\n)",
          description = "Makes a retry safe: 1 to 255 visible ASCII characters, per caller, kept 24 hours"),
     ),
     request_body(content = Option<LinkAllBody>, content_type = "application/json", description = "Optional"),
     responses(
+        (status = 200, description = "`dryRun=true`: what the job would do; nothing was written", body = DryRun),
         (status = 202, description = "The retry job, created (or the one this key made before)", body = JobView,
          headers(("Location" = String, description = "`/jobs/{jobId}`")),
          links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id"))))),
@@ -276,6 +290,7 @@ async fn retry_job_failures(
     State(state): State<ApiState>,
     caller: Caller,
     Path(job_id): Path<String>,
+    QueryParams(query): QueryParams<CreateQuery>,
     headers: HeaderMap,
     OptionalJsonBody(body, _): OptionalJsonBody<LinkAllBody>,
 ) -> Result<Response, ApiError> {
@@ -286,9 +301,20 @@ async fn retry_job_failures(
         JobKind::RetryFailures,
         target,
         &headers,
+        query,
         body,
     )
     .await
+}
+
+/// The query of every job-creating route.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct CreateQuery {
+    /// `true`: count the job's locations and estimate its time and AWS cost; nothing is
+    /// written and no job is made (200).
+    dry_run: Option<bool>,
 }
 
 /// What a creating route names: the offer of an offer-wide job, or the job a derived job
@@ -314,10 +340,14 @@ async fn create_job(
     kind: JobKind,
     target: Target,
     headers: &HeaderMap,
+    query: CreateQuery,
     body: Option<LinkAllBody>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(headers)?;
     let body = body.unwrap_or_default();
+    if query.dry_run == Some(true) {
+        return dry_run(&state, &caller, kind, target, body).await;
+    }
     // Detached from the request: a client that hangs up mid-request (the handler's future is
     // dropped with the connection) must not leave a job written but never started.
     tokio::spawn(async move { new_job(&state, &caller, kind, target, key, body).await })
@@ -331,6 +361,20 @@ async fn create_job(
         })?
 }
 
+/// `?dryRun=true`: the job as it would be made, counted and estimated; nothing is written.
+async fn dry_run(
+    state: &ApiState,
+    caller: &Caller,
+    kind: JobKind,
+    target: Target,
+    body: LinkAllBody,
+) -> Result<Response, ApiError> {
+    let job = planned_job(state, caller, kind, target, &body).await?;
+    let locations = shared::kinds::count_ids(&state.ports, &job).await?;
+    let plan = shared::estimate::estimate(kind, locations, &state.settings);
+    Ok((StatusCode::OK, Json(plan)).into_response())
+}
+
 async fn new_job(
     state: &ApiState,
     caller: &Caller,
@@ -339,6 +383,29 @@ async fn new_job(
     key: Option<IdempotencyKey>,
     body: LinkAllBody,
 ) -> Result<Response, ApiError> {
+    let job = planned_job(state, caller, kind, target, &body).await?;
+    let claim = key.map(|key| IdempotencyClaim {
+        key_hash: sha256_hex(format!("{}\n{}", caller.principal, key.as_str()).as_bytes()),
+        // The parsed body, re-serialised: whitespace or key order do not make a new request.
+        request_hash: sha256_hex(
+            format!(
+                "{kind}\n{target}\n{}",
+                serde_json::to_string(&body).unwrap_or_default()
+            )
+            .as_bytes(),
+        ),
+    });
+    create_and_start(&state.ports, job, claim).await
+}
+
+/// The job a creating request asks for, checked against the caller and its parent.
+async fn planned_job(
+    state: &ApiState,
+    caller: &Caller,
+    kind: JobKind,
+    target: Target,
+    body: &LinkAllBody,
+) -> Result<Job, ApiError> {
     let (action, parent, brand, offer) = match target {
         Target::Offer(offer_id) => {
             let offer = caller.visible_offer(&state.ports, offer_id).await?;
@@ -361,18 +428,7 @@ async fn new_job(
     if let Some(url) = &body.callback_url {
         state.egress.check_registration(url).await?;
     }
-    let claim = key.map(|key| IdempotencyClaim {
-        key_hash: sha256_hex(format!("{}\n{}", caller.principal, key.as_str()).as_bytes()),
-        // The parsed body, re-serialised: whitespace or key order do not make a new request.
-        request_hash: sha256_hex(
-            format!(
-                "{kind}\n{target}\n{}",
-                serde_json::to_string(&body).unwrap_or_default()
-            )
-            .as_bytes(),
-        ),
-    });
-    let job = Job::of_kind(
+    Ok(Job::of_kind(
         kind,
         action,
         parent,
@@ -380,8 +436,7 @@ async fn new_job(
         offer,
         body.callback_url.clone(),
         Utc::now(),
-    );
-    create_and_start(&state.ports, job, claim).await
+    ))
 }
 
 /// What a job derived from `parent` does, if `parent` allows one of `kind`.

@@ -458,6 +458,8 @@ pub fn finish_router(
 pub struct ApiState {
     pub ports: crate::ports::Ports,
     pub egress: crate::egress::Egress,
+    /// What dry runs estimate with (chunk size, write budget, workers).
+    pub settings: crate::Settings,
 }
 
 impl axum::extract::FromRef<ApiState> for crate::ports::Ports {

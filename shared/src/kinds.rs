@@ -47,6 +47,24 @@ pub async fn page_ids(
     }
 }
 
+/// How many ids the job would act on now: every page of its source, read as fanout reads
+/// them (keys only; on DynamoDB the brand index holds no location attributes).
+pub async fn count_ids(ports: &Ports, job: &Job) -> StoreResult<u64> {
+    let mut count = 0;
+    let mut cursor = None;
+    loop {
+        let page = page_ids(ports, job, cursor.as_ref(), COUNT_PAGE).await?;
+        count += page.items.len() as u64;
+        cursor = page.next;
+        if cursor.is_none() {
+            return Ok(count);
+        }
+    }
+}
+
+/// Ids per page when counting.
+const COUNT_PAGE: usize = 1_000;
+
 fn parent(job: &Job) -> StoreResult<JobId> {
     job.parent_job_id.ok_or_else(|| {
         StoreError::Internal(format!("{} job {} has no parent job", job.kind, job.id))

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod egress;
 pub mod embedded;
 pub mod error;
+pub mod estimate;
 pub mod http;
 pub mod kinds;
 pub mod lambda;

@@ -209,6 +209,7 @@ impl LambdaSetup {
         crate::http::ApiState {
             ports: self.ports.clone(),
             egress: self.egress.clone(),
+            settings: self.settings.clone(),
         }
     }
 }
