@@ -9,6 +9,13 @@ locals {
     "POST /offers",
     "POST /locations",
     "PUT /offers/{offerId}/locations/{locationId}",
+    "POST /offers/{offerId}/unlink-all-locations",
+    "POST /jobs/{jobId}/undo",
+    "POST /jobs/{jobId}/retry-failures",
+    "PATCH /offers/{offerId}",
+    "DELETE /offers/{offerId}",
+    "PATCH /locations/{locationId}",
+    "DELETE /locations/{locationId}",
   ]
 
   # Public (no authorizer): GET /healthz, the liveness probe, and GET /openapi.json, the API's

@@ -22,6 +22,8 @@ crate::on_both_backends!(
     unlink_all_removes_every_link_and_keeps_has_offer_exact,
     retry_failures_does_exactly_the_failed_locations,
     a_dry_run_counts_exactly_and_writes_nothing,
+    a_closing_location_leaves_its_offers_exact_while_a_job_links_another,
+    offers_and_locations_are_renamed_and_deleted_by_their_brand_only,
 );
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -484,5 +486,136 @@ async fn a_dry_run_counts_exactly_and_writes_nothing(kind: Kind) {
 
     let after = env.snapshot().await;
     assert_eq!(before, after, "a dry run wrote something");
+    runtime.shutdown().await;
+}
+
+async fn a_closing_location_leaves_its_offers_exact_while_a_job_links_another(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
+    let n = kind.scale(2_000, 200);
+    let seeded = env.seed(n).await;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let ids = brand_ids(&runtime.ports, &seeded).await;
+    // Three offers on the locations that will close (and one more that stays).
+    let closing = &ids[..3];
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(second_offer(&api, &ids[..4]).await);
+    }
+    // A link-all of a fourth offer (the seeded one) runs while they close.
+    let job = accepted_job(
+        &api,
+        &format!("/offers/{}/link-all-locations", seeded.offer_id),
+    )
+    .await;
+    for id in closing {
+        let r = api
+            .send(Method::DELETE, &format!("/locations/{id}"), None, &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    }
+    let job = wait_terminal(&runtime.ports, job, WAIT).await;
+    assert_adds_up(&job);
+    assert_eq!(
+        job.counters.linked + job.counters.not_found,
+        n,
+        "each location linked, or found closed: {job:?}"
+    );
+    let ports = env.ports();
+    for offer in others.iter().chain([&seeded.offer_id]) {
+        let links = links(&ports, *offer).await;
+        assert_eq!(
+            locations_total(&ports, *offer).await,
+            links.len() as u64,
+            "offer {offer}: locationsTotal == its links"
+        );
+        assert!(
+            links.iter().all(|(id, _)| !closing.contains(id)),
+            "a closed location is linked to {offer}"
+        );
+    }
+    for offer in &others {
+        assert_eq!(
+            locations_total(&ports, *offer).await,
+            1,
+            "only ids[3] is left"
+        );
+    }
+    assert_eq!(locations_total(&ports, seeded.offer_id).await, n - 3);
+    let gone = api
+        .send(
+            Method::GET,
+            &format!("/locations/{}", closing[0]),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    runtime.shutdown().await;
+}
+
+async fn offers_and_locations_are_renamed_and_deleted_by_their_brand_only(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
+    let seeded = env.seed(20).await;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let stranger = runtime
+        .api_as(Role::Brand(shared::domain::BrandId::new_random()))
+        .unwrap();
+    let ids = brand_ids(&runtime.ports, &seeded).await;
+    let offer = format!("/offers/{}", seeded.offer_id);
+    let location = format!("/locations/{}", ids[0]);
+    let rename = json!({ "name": "autumn" });
+    let readdress = json!({ "address": "9 Elm St" });
+
+    for (method, path, body) in [
+        (Method::PATCH, &offer, Some(&rename)),
+        (Method::PATCH, &location, Some(&readdress)),
+        (Method::DELETE, &offer, None),
+        (Method::DELETE, &location, None),
+    ] {
+        let r = stranger
+            .send(method.clone(), path, body, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path} by another brand"
+        );
+    }
+    let renamed = api
+        .send(Method::PATCH, &offer, Some(&rename), &[])
+        .await
+        .unwrap();
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+    assert_eq!(renamed.body["name"], "autumn");
+    let moved = api
+        .send(Method::PATCH, &location, Some(&readdress), &[])
+        .await
+        .unwrap();
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    let read: Value = api.get(&location).await.unwrap();
+    assert_eq!(read["address"], "9 Elm St");
+
+    // An offer with links is not deleted; after unlink-all it is.
+    let job = accepted_job(&api, &format!("{offer}/link-all-locations")).await;
+    wait_terminal(&runtime.ports, job, WAIT).await;
+    let refused = api.send(Method::DELETE, &offer, None, &[]).await.unwrap();
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(refused.body["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("unlink")));
+    let unlink = accepted_job(&api, &format!("{offer}/unlink-all-locations")).await;
+    wait_terminal(&runtime.ports, unlink, WAIT).await;
+    let deleted = api.send(Method::DELETE, &offer, None, &[]).await.unwrap();
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
+    let gone = api.send(Method::GET, &offer, None, &[]).await.unwrap();
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    // A job for a deleted offer is not made.
+    let late = post(&api, &format!("{offer}/link-all-locations")).await;
+    assert_eq!(late.status, StatusCode::NOT_FOUND, "{}", late.body);
     runtime.shutdown().await;
 }

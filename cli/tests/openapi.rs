@@ -520,6 +520,20 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         .unwrap(),
     );
 
+    // An offer with an active job is not deleted.
+    reach.saw(
+        "deleteOffer",
+        409,
+        api.send(
+            Method::DELETE,
+            &format!("/offers/{}", idle_seed.offer_id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+
     // Unlink-all on an offer of its own; 409 on the offer whose link-all is active.
     let spare: Value = api
         .post("/offers", &json!({ "name": "spare" }))
@@ -1419,6 +1433,85 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
             .await
             .unwrap(),
     );
+
+    // Catalog changes: the offer above carries a location now, a fresh one does not.
+    let path = format!("/offers/{offer_id}");
+    let rename = json!({ "name": "winter" });
+    let fresh: Value = api
+        .post("/offers", &json!({ "name": "brief" }))
+        .await
+        .unwrap();
+    let fresh = format!("/offers/{}", fresh["id"].as_str().unwrap());
+    let bad_offer = "/offers/nope";
+    let unknown_offer = format!("/offers/{unknown}");
+    for (op, method, body, ok) in [
+        ("renameOffer", Method::PATCH, Some(&rename), 200),
+        ("deleteOffer", Method::DELETE, None, 204),
+    ] {
+        reach.saw(
+            op,
+            400,
+            api.send(method.clone(), bad_offer, body, &[])
+                .await
+                .unwrap(),
+        );
+        reach.saw(
+            op,
+            404,
+            api.send(method.clone(), &unknown_offer, body, &[])
+                .await
+                .unwrap(),
+        );
+        let target = if ok == 204 { &fresh } else { &path };
+        reach.saw(op, ok, api.send(method, target, body, &[]).await.unwrap());
+    }
+    let here = format!("/locations/{location_id}");
+    let readdress = json!({ "address": "3 Elm St" });
+    let bad_location = "/locations/nope";
+    let unknown_location = format!("/locations/{unknown}");
+    for (op, method, body, ok) in [
+        ("readdressLocation", Method::PATCH, Some(&readdress), 200),
+        ("deleteLocation", Method::DELETE, None, 204),
+    ] {
+        reach.saw(
+            op,
+            400,
+            api.send(method.clone(), bad_location, body, &[])
+                .await
+                .unwrap(),
+        );
+        reach.saw(
+            op,
+            404,
+            api.send(method.clone(), &unknown_location, body, &[])
+                .await
+                .unwrap(),
+        );
+        reach.saw(op, ok, api.send(method, &here, body, &[]).await.unwrap());
+    }
+    for (op, method, path) in [
+        ("renameOffer", Method::PATCH, &path),
+        ("readdressLocation", Method::PATCH, &unknown_location),
+    ] {
+        reach.saw(
+            op,
+            413,
+            raw(
+                &api,
+                &token,
+                method.clone(),
+                path,
+                "application/json",
+                big.clone(),
+            )
+            .await,
+        );
+        reach.saw(
+            op,
+            415,
+            raw(&api, &token, method, path, "text/plain", b"{}".to_vec()).await,
+        );
+    }
 
     reach.saw(
         "openapi",

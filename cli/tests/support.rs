@@ -558,6 +558,19 @@ impl Catalog for FaultyCatalog {
     async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome> {
         self.inner.link_direct(offer, location).await
     }
+    async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>> {
+        self.inner.rename_offer(id, name).await
+    }
+    async fn readdress_location(
+        &self,
+        id: LocationId,
+        address: &str,
+    ) -> StoreResult<Option<Location>> {
+        self.inner.readdress_location(id, address).await
+    }
+    async fn delete_location(&self, id: LocationId) -> StoreResult<Option<Vec<OfferId>>> {
+        self.inner.delete_location(id).await
+    }
     /// Faults and halts as `link_locations` (they share the call count).
     async fn unlink_locations(
         &self,

@@ -22,7 +22,7 @@ use shared::http::{
 use shared::openapi::{
     BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
 };
-use shared::ports::{CancelOutcome, CreateOutcome, IdempotencyClaim, Ports};
+use shared::ports::{CancelOutcome, CreateOutcome, IdempotencyClaim, OfferDeletion, Ports};
 use shared::views::{CallbackView, JobView};
 use tracing::info;
 use utoipa::ToSchema;
@@ -42,7 +42,9 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(retry_job_failures))
         .routes(routes!(cancel_job))
         .routes(routes!(create_offer))
+        .routes(routes!(rename_offer, delete_offer))
         .routes(routes!(create_locations))
+        .routes(routes!(readdress_location, delete_location))
         .routes(routes!(link_one_location))
 }
 
@@ -491,6 +493,9 @@ async fn create_and_start(
             "offer {offer_id} already has an active job: {running}"
         ))
         .with_location(format!("/jobs/{running}"))),
+        CreateOutcome::OfferGone => Err(ApiError::not_found(format!(
+            "offer {offer_id} does not exist"
+        ))),
         CreateOutcome::UndoExists(undo) => Err(ApiError::conflict(format!(
             "job {} has been undone already, by job {undo}",
             job.parent_job_id.map(|p| p.to_string()).unwrap_or_default()
@@ -629,6 +634,174 @@ async fn create_offer(
         Json(offer),
     )
         .into_response())
+}
+
+/// An offer's new name.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({ "name": "10% cashback" }))]
+struct OfferChange {
+    /// 1 to 200 characters, not only white space, no control characters.
+    #[schema(schema_with = name_schema)]
+    name: String,
+}
+shared::json_object_only!(OfferChange);
+
+/// Rename an offer.
+#[utoipa::path(
+    patch,
+    path = "/offers/{offerId}",
+    tag = "catalog",
+    operation_id = "renameOffer",
+    params(("offerId" = OfferId, Path, description = "The offer")),
+    request_body(content = OfferChange, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The offer, renamed", body = Offer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+    )
+)]
+async fn rename_offer(
+    State(ports): State<Ports>,
+    caller: Caller,
+    Path(offer_id): Path<String>,
+    JsonBody(change): JsonBody<OfferChange>,
+) -> Result<Response, ApiError> {
+    let offer_id: OfferId = parse_id(&offer_id)?;
+    caller.visible_offer(&ports, offer_id).await?;
+    let name = checked_text("name", &change.name, MAX_NAME_LEN)?;
+    let offer = ports
+        .catalog
+        .rename_offer(offer_id, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("offer {offer_id} does not exist")))?;
+    Ok(Json(offer).into_response())
+}
+
+/// Delete an offer that carries no location and has no active job.
+///
+/// Unlink it first (`POST /offers/{offerId}/unlink-all-locations`).
+#[utoipa::path(
+    delete,
+    path = "/offers/{offerId}",
+    tag = "catalog",
+    operation_id = "deleteOffer",
+    params(("offerId" = OfferId, Path, description = "The offer")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "It still carries locations, or has an active job",
+         content_type = "application/problem+json", body = Problem,
+         headers(("Location" = Option<String>, description = "The active job, where there is one"))),
+    )
+)]
+async fn delete_offer(
+    State(ports): State<Ports>,
+    caller: Caller,
+    Path(offer_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let offer_id: OfferId = parse_id(&offer_id)?;
+    caller.visible_offer(&ports, offer_id).await?;
+    match ports.jobs.delete_offer(offer_id).await? {
+        OfferDeletion::Deleted => {
+            info!(offer_id = %offer_id, principal = %caller.principal, "offer deleted");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        OfferDeletion::NotFound => Err(ApiError::not_found(format!(
+            "offer {offer_id} does not exist"
+        ))),
+        OfferDeletion::HasLinks(n) => Err(ApiError::conflict(format!(
+            "offer {offer_id} still carries {n} locations; unlink them first \
+             (POST /offers/{offer_id}/unlink-all-locations)"
+        ))),
+        OfferDeletion::Busy(job) => Err(ApiError::conflict(format!(
+            "offer {offer_id} has an active job: {job}"
+        ))
+        .with_location(format!("/jobs/{job}"))),
+    }
+}
+
+/// A location's new address.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({ "address": "1 High St" }))]
+struct LocationChange {
+    /// 1 to 500 characters, not only white space, no control characters.
+    #[schema(schema_with = address_schema)]
+    address: String,
+}
+shared::json_object_only!(LocationChange);
+
+/// Change a location's address.
+#[utoipa::path(
+    patch,
+    path = "/locations/{locationId}",
+    tag = "catalog",
+    operation_id = "readdressLocation",
+    params(("locationId" = LocationId, Path, description = "The location")),
+    request_body(content = LocationChange, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The location, changed", body = Location),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+    )
+)]
+async fn readdress_location(
+    State(ports): State<Ports>,
+    caller: Caller,
+    Path(location_id): Path<String>,
+    JsonBody(change): JsonBody<LocationChange>,
+) -> Result<Response, ApiError> {
+    let location_id: LocationId = parse_id(&location_id)?;
+    caller.visible_location(&ports, location_id).await?;
+    let address = checked_text("address", &change.address, MAX_ADDRESS_LEN)?;
+    let location = ports
+        .catalog
+        .readdress_location(location_id, &address)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("location {location_id} does not exist")))?;
+    Ok(Json(location).into_response())
+}
+
+/// Delete a location (a store closes): it leaves every offer it carried.
+///
+/// Each of those offers' `locationsTotal` drops by one; a running job that comes to the
+/// location counts it `notFound`.
+#[utoipa::path(
+    delete,
+    path = "/locations/{locationId}",
+    tag = "catalog",
+    operation_id = "deleteLocation",
+    params(("locationId" = LocationId, Path, description = "The location")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
+async fn delete_location(
+    State(ports): State<Ports>,
+    caller: Caller,
+    Path(location_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let location_id: LocationId = parse_id(&location_id)?;
+    caller.visible_location(&ports, location_id).await?;
+    let left = ports
+        .catalog
+        .delete_location(location_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("location {location_id} does not exist")))?;
+    info!(location_id = %location_id, offers = left.len(), principal = %caller.principal, "location deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// A new location.

@@ -107,6 +107,18 @@ pub trait Catalog: Send + Sync {
         after: Option<&Cursor>,
         limit: usize,
     ) -> StoreResult<Page<LocationId>>;
+    /// Renames an offer; `None` if it does not exist.
+    async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>>;
+    /// Changes a location's address; `None` if it does not exist.
+    async fn readdress_location(
+        &self,
+        id: LocationId,
+        address: &str,
+    ) -> StoreResult<Option<Location>>;
+    /// Closes a location: it leaves every offer it carried, each offer's `locationsTotal`
+    /// one less, all at once; a job that comes to it later counts it `notFound`. The offers
+    /// it left; `None` if it did not exist.
+    async fn delete_location(&self, id: LocationId) -> StoreResult<Option<Vec<OfferId>>>;
     /// Links one location now and counts it on the offer, atomically.
     async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome>;
     /// Who linked each of `ids` to the offer, if anyone (read-only).
@@ -144,6 +156,19 @@ pub enum CreateOutcome {
     OfferBusy(JobId),
     /// The job to undo has an undo already: this one.
     UndoExists(JobId),
+    /// The offer was deleted.
+    OfferGone,
+}
+
+/// What `delete_offer` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OfferDeletion {
+    Deleted,
+    NotFound,
+    /// It still carries this many locations: unlink them first.
+    HasLinks(u64),
+    /// It has an active job.
+    Busy(JobId),
 }
 
 /// One fanout page's effect on the job, applied only if the cursor is still `prev_cursor`.
@@ -215,6 +240,9 @@ pub trait JobStore: Send + Sync {
         claim: Option<&IdempotencyClaim>,
     ) -> StoreResult<CreateOutcome>;
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>>;
+    /// Deletes an offer that carries no location and has no active job, atomically with
+    /// both checks (the active lock lives with the jobs).
+    async fn delete_offer(&self, id: OfferId) -> StoreResult<OfferDeletion>;
     /// A brand's jobs, newest first.
     async fn page_brand_jobs(
         &self,

@@ -9,8 +9,8 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
-    Update,
+    AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use futures::{StreamExt, TryStreamExt};
@@ -24,8 +24,23 @@ use crate::domain::{
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
 
+/// Reads and transactions a location's deletion tries before it gives up (503).
+const DELETE_ATTEMPTS: usize = 5;
+
 /// Per-location write pairs in flight at once within one chunk.
 const LINKS_IN_FLIGHT: usize = 16;
+
+/// What putting a link found.
+enum PutLink {
+    Made,
+    Exists(LinkedBy),
+    /// The location was closed while the link was being made.
+    Closed,
+}
+
+/// Offers a location may carry and still be closed in one transaction (of 100 items: the
+/// location, and per offer the link and the offer's count).
+const MAX_OFFERS_ON_DELETE: usize = 49;
 
 /// Linking marks the location: the offer joins its set (`offerIds`), `hasOffer` is true.
 const MARK_LOCATION: &str = "SET hasOffer = :t ADD offerIds :o";
@@ -91,26 +106,22 @@ impl DynamoCatalog {
         }
     }
 
-    /// Puts the Link item if absent; on a lost condition, who owns the existing link.
-    async fn put_link(
-        &self,
-        offer: OfferId,
-        id: LocationId,
-        by: LinkedBy,
-    ) -> StoreResult<Option<LinkedBy>> {
+    /// Puts the Link item if absent; on a lost condition, who owns the existing link (or
+    /// that the location was closed while this link was being made).
+    async fn put_link(&self, offer: OfferId, id: LocationId, by: LinkedBy) -> StoreResult<PutLink> {
         let item = to_item(&LinkItem::new(offer, id, by))?;
         let result = self
             .ddb
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            // Absent, or an unlink's mark (which the link replaces).
-            .condition_expression("attribute_not_exists(linkedBy)")
+            // Absent, or an unlink's mark (which the link replaces); not a closed location's.
+            .condition_expression("attribute_not_exists(linkedBy) AND attribute_not_exists(closed)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(None),
+            Ok(_) => Ok(PutLink::Made),
             Err(SdkError::ServiceError(e))
                 if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
             {
@@ -127,9 +138,12 @@ impl DynamoCatalog {
                             StoreError::Unavailable("link vanished while read".into())
                         })?,
                 };
+                if old.contains_key("closed") {
+                    return Ok(PutLink::Closed);
+                }
                 let link: LinkItem = from_item(old)?;
                 link.owner()?
-                    .map(Some)
+                    .map(PutLink::Exists)
                     .ok_or_else(|| StoreError::Unavailable("link changed while written".into()))
             }
             Err(e) => Err(classify("PutItem", e)),
@@ -147,11 +161,120 @@ impl DynamoCatalog {
             return Ok(LinkOutcome::NotFound);
         }
         Ok(match self.put_link(offer, id, by).await? {
-            None => LinkOutcome::Linked,
+            PutLink::Made => LinkOutcome::Linked,
             // Only a job is one actor across deliveries; two direct links are two requests.
-            Some(owner) if owner == by && matches!(by, LinkedBy::Job(_)) => LinkOutcome::Linked,
-            Some(_) => LinkOutcome::AlreadyLinked,
+            PutLink::Exists(owner) if owner == by && matches!(by, LinkedBy::Job(_)) => {
+                LinkOutcome::Linked
+            }
+            PutLink::Exists(_) => LinkOutcome::AlreadyLinked,
+            PutLink::Closed => LinkOutcome::NotFound,
         })
+    }
+
+    /// One attempt at closing a location (see `delete_location`): `Ok(None)` if it lost a
+    /// race and should be tried again.
+    async fn try_delete_location(
+        &self,
+        id: LocationId,
+    ) -> StoreResult<Option<Option<Vec<OfferId>>>> {
+        let Some(item) = self.get(location_pk(id), LOCATION_SK).await? else {
+            return Ok(Some(None));
+        };
+        let offers: Vec<String> = match item.get("offerIds") {
+            Some(AttributeValue::Ss(set)) => set.clone(),
+            _ => Vec::new(),
+        };
+        if offers.len() > MAX_OFFERS_ON_DELETE {
+            return Err(StoreError::Conflict(format!(
+                "location {id} carries {} offers, more than the {MAX_OFFERS_ON_DELETE} one \
+                 closing can leave at once; unlink some first",
+                offers.len()
+            )));
+        }
+        let keys = offers
+            .iter()
+            .map(|o| key(format!("OFFER#{o}"), &link_sk(id)))
+            .collect();
+        let mut linked = std::collections::HashSet::new();
+        for item in batch_get(&self.ddb, &self.table, keys).await? {
+            if item.contains_key("linkedBy") {
+                if let Some(AttributeValue::S(pk)) = item.get("pk") {
+                    linked.insert(pk.trim_start_matches("OFFER#").to_owned());
+                }
+            }
+        }
+        // The location goes only if its offers are still exactly these.
+        let mut condition = "attribute_exists(pk)".to_owned();
+        let mut delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(location_pk(id), LOCATION_SK)));
+        if offers.is_empty() {
+            condition.push_str(" AND attribute_not_exists(offerIds)");
+        } else {
+            condition.push_str(" AND size(offerIds) = :n");
+            delete = delete.expression_attribute_values(":n", n(offers.len()));
+            for (i, offer) in offers.iter().enumerate() {
+                condition.push_str(&format!(" AND contains(offerIds, :o{i})"));
+                delete = delete.expression_attribute_values(format!(":o{i}"), s(offer));
+            }
+        }
+        let delete = delete
+            .condition_expression(condition)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut request = self
+            .ddb
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(delete).build());
+        for offer in &offers {
+            let link_key = key(format!("OFFER#{offer}"), &link_sk(id));
+            if linked.contains(offer) {
+                let unlink = Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(link_key))
+                    .condition_expression("attribute_exists(linkedBy)")
+                    .build()
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                let count = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(format!("OFFER#{offer}"), OFFER_SK)))
+                    .update_expression("ADD locationsTotal :minus")
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_values(":minus", n(-1))
+                    .build()
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                request = request
+                    .transact_items(TransactWriteItem::builder().delete(unlink).build())
+                    .transact_items(TransactWriteItem::builder().update(count).build());
+            } else {
+                // A link being made right now (the location marked, the link not yet put):
+                // this mark makes that put find the location closed.
+                let mut closed = link_key;
+                closed.insert("closed".to_owned(), AttributeValue::Bool(true));
+                let block = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(closed))
+                    .condition_expression("attribute_not_exists(linkedBy)")
+                    .build()
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                request = request.transact_items(TransactWriteItem::builder().put(block).build());
+            }
+        }
+        match request.send().await {
+            Ok(_) => offers
+                .iter()
+                .map(|o| o.parse::<OfferId>().map_err(StoreError::from))
+                .collect::<StoreResult<Vec<_>>>()
+                .map(|o| Some(Some(o))),
+            Err(e) => {
+                let reasons = cancellation(e)?;
+                if reasons.iter().any(|r| condition_failed(Some(r))) {
+                    Ok(None) // a job linked or unlinked it meanwhile: read it again
+                } else {
+                    Err(retryable_cancel(&reasons))
+                }
+            }
+        }
     }
 
     /// Removes one link (DESIGN: unlinking): replace the Link item by the mark that `by`
@@ -276,6 +399,37 @@ impl DynamoCatalog {
             .map(from_item::<LinkItem>)
             .collect::<StoreResult<Vec<_>>>()?;
         Ok((links, next))
+    }
+
+    /// `SET name = value` on an existing item; the item after, or `None` if it is absent.
+    async fn update_attribute(
+        &self,
+        pk: String,
+        sk: &str,
+        name: &str,
+        value: &str,
+    ) -> StoreResult<Option<Item>> {
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .update_expression("SET #a = :v")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#a", name)
+            .expression_attribute_values(":v", s(value))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(out.attributes),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
     }
 
     async fn query_page(
@@ -441,6 +595,38 @@ impl Catalog for DynamoCatalog {
             .buffered(LINKS_IN_FLIGHT)
             .try_collect()
             .await
+    }
+
+    async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>> {
+        self.update_attribute(offer_pk(id), OFFER_SK, "name", name)
+            .await?
+            .map(|item| from_item::<OfferItem>(item)?.into_offer())
+            .transpose()
+    }
+
+    async fn readdress_location(
+        &self,
+        id: LocationId,
+        address: &str,
+    ) -> StoreResult<Option<Location>> {
+        self.update_attribute(location_pk(id), LOCATION_SK, "address", address)
+            .await?
+            .map(|item| from_item::<LocationItem>(item)?.into_location())
+            .transpose()
+    }
+
+    /// Reads the location's offer set and the links it names, then in one transaction
+    /// deletes the location (if its set is still that), its links and one from each offer's
+    /// `locationsTotal`; a set that changed meanwhile (a job linking it) means read again.
+    async fn delete_location(&self, id: LocationId) -> StoreResult<Option<Vec<OfferId>>> {
+        for _ in 0..DELETE_ATTEMPTS {
+            if let Some(done) = self.try_delete_location(id).await? {
+                return Ok(done);
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "location {id} kept changing while it was being deleted; retry"
+        )))
     }
 
     async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome> {

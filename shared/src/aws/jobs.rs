@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, Put, PutRequest, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update, WriteRequest,
+    AttributeValue, ConditionCheck, Delete, Put, PutRequest, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
@@ -22,7 +22,7 @@ use crate::domain::{BrandId, ChunkCounts, ChunkSeq, Job, JobId, JobKind, JobStat
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
     Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance,
-    IdempotencyClaim, JobStore, Ledgered, Page,
+    IdempotencyClaim, JobStore, Ledgered, OfferDeletion, Page,
 };
 
 /// How long an `Idempotency-Key` is remembered (DynamoDB TTL, checked on read too).
@@ -239,6 +239,20 @@ impl JobStore for DynamoJobs {
             undo_index = Some(writes.len());
             writes.push(TransactWriteItem::builder().put(put).build());
         }
+        // The offer must still exist (DELETE /offers/{id} may have run since it was read).
+        let offer_index = writes.len();
+        writes.push(
+            TransactWriteItem::builder()
+                .condition_check(
+                    ConditionCheck::builder()
+                        .table_name(&self.catalog_table)
+                        .set_key(Some(key(offer_pk(job.offer_id), OFFER_SK)))
+                        .condition_expression("attribute_exists(pk)")
+                        .build()
+                        .map_err(internal)?,
+                )
+                .build(),
+        );
         let lock_index = writes.len();
         writes.push(
             TransactWriteItem::builder()
@@ -304,6 +318,9 @@ impl JobStore for DynamoJobs {
             }
             return Ok(CreateOutcome::OfferBusy(holder));
         }
+        if condition_failed(reasons.get(offer_index)) {
+            return Ok(CreateOutcome::OfferGone);
+        }
         if let Some(i) = undo_index.filter(|i| condition_failed(reasons.get(*i))) {
             let holder = match reasons[i].item().and_then(|item| item.get("jobId")) {
                 Some(AttributeValue::S(id)) => id.parse()?,
@@ -319,6 +336,55 @@ impl JobStore for DynamoJobs {
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
         self.load(id).await
+    }
+
+    async fn delete_offer(&self, id: OfferId) -> StoreResult<OfferDeletion> {
+        let idle = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(active_pk(id), ACTIVE_SK)))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(internal)?;
+        let delete = Delete::builder()
+            .table_name(&self.catalog_table)
+            .set_key(Some(key(offer_pk(id), OFFER_SK)))
+            .condition_expression("attribute_exists(pk) AND locationsTotal = :zero")
+            .expression_attribute_values(":zero", n(0))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(internal)?;
+        let result = self
+            .ddb
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().condition_check(idle).build())
+            .transact_items(TransactWriteItem::builder().delete(delete).build())
+            .send()
+            .await;
+        let Err(e) = result else {
+            return Ok(OfferDeletion::Deleted);
+        };
+        let reasons = cancellation(e)?;
+        if condition_failed(reasons.first()) {
+            return match reasons[0].item().and_then(|i| i.get("jobId")) {
+                Some(AttributeValue::S(job)) => Ok(OfferDeletion::Busy(job.parse()?)),
+                _ => Err(StoreError::Unavailable(
+                    "active lock changed while read".into(),
+                )),
+            };
+        }
+        if condition_failed(reasons.get(1)) {
+            return Ok(match reasons[1].item() {
+                None => OfferDeletion::NotFound,
+                Some(item) => match item.get("locationsTotal") {
+                    Some(AttributeValue::N(total)) => {
+                        OfferDeletion::HasLinks(total.parse().unwrap_or_default())
+                    }
+                    _ => OfferDeletion::HasLinks(0),
+                },
+            });
+        }
+        Err(retryable_cancel(&reasons))
     }
 
     async fn page_brand_jobs(

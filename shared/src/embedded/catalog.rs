@@ -252,6 +252,81 @@ impl Catalog for EmbeddedStore {
         .await
     }
 
+    async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>> {
+        let name = name.to_owned();
+        let changed = self
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE offers SET name = ?2 WHERE id = ?1",
+                    params![id.to_string(), name],
+                )
+                .map_err(sql)
+            })
+            .await?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.get_offer(id).await
+    }
+
+    async fn readdress_location(
+        &self,
+        id: LocationId,
+        address: &str,
+    ) -> StoreResult<Option<Location>> {
+        let address = address.to_owned();
+        let changed = self
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE locations SET address = ?2 WHERE id = ?1",
+                    params![id.to_string(), address],
+                )
+                .map_err(sql)
+            })
+            .await?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.get_location(id).await
+    }
+
+    async fn delete_location(&self, id: LocationId) -> StoreResult<Option<Vec<OfferId>>> {
+        self.write(move |conn| {
+            let tx = conn.transaction().map_err(sql)?;
+            let id = id.to_string();
+            if tx
+                .execute("DELETE FROM locations WHERE id = ?1", [&id])
+                .map_err(sql)?
+                == 0
+            {
+                return Ok(None);
+            }
+            let offers: Vec<String> = {
+                let mut stmt = tx
+                    .prepare_cached("SELECT offer_id FROM links WHERE location_id = ?1")
+                    .map_err(sql)?;
+                let rows = stmt.query_map([&id], |row| row.get(0)).map_err(sql)?;
+                rows.collect::<Result<_, _>>().map_err(sql)?
+            };
+            tx.execute("DELETE FROM links WHERE location_id = ?1", [&id])
+                .map_err(sql)?;
+            for offer in &offers {
+                tx.execute(
+                    "UPDATE offers SET locations_total = locations_total - 1 WHERE id = ?1",
+                    [offer],
+                )
+                .map_err(sql)?;
+            }
+            tx.commit().map_err(sql)?;
+            offers
+                .iter()
+                .map(|o| o.parse::<OfferId>().map_err(StoreError::from))
+                .collect::<StoreResult<Vec<_>>>()
+                .map(Some)
+        })
+        .await
+    }
+
     async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome> {
         let (offer_id, brand) = (offer.id, offer.brand_id);
         self.write(move |conn| {

@@ -14,7 +14,7 @@ use crate::domain::{
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
     Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance,
-    IdempotencyClaim, JobStore, Ledgered, Page,
+    IdempotencyClaim, JobStore, Ledgered, OfferDeletion, Page,
 };
 
 /// How long an `Idempotency-Key` is remembered.
@@ -131,6 +131,14 @@ impl JobStore for EmbeddedStore {
             if let Some(active) = active {
                 return Ok(CreateOutcome::OfferBusy(active.parse()?));
             }
+            let offer_exists = tx
+                .prepare_cached("SELECT 1 FROM offers WHERE id = ?1")
+                .map_err(sql)?
+                .exists([job.offer_id.to_string()])
+                .map_err(sql)?;
+            if !offer_exists {
+                return Ok(CreateOutcome::OfferGone);
+            }
             if let (JobKind::Undo, Some(parent)) = (job.kind, job.parent_job_id) {
                 let undo: Option<String> = tx
                     .query_row(
@@ -187,6 +195,47 @@ impl JobStore for EmbeddedStore {
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
         self.read(move |conn| load_job(conn, &id.to_string())).await
+    }
+
+    async fn delete_offer(&self, id: OfferId) -> StoreResult<OfferDeletion> {
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql)?;
+            let id = id.to_string();
+            let total: Option<i64> = tx
+                .query_row(
+                    "SELECT locations_total FROM offers WHERE id = ?1",
+                    [&id],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(sql)?;
+            let Some(total) = total else {
+                return Ok(OfferDeletion::NotFound);
+            };
+            let active: Option<String> = tx
+                .query_row(
+                    "SELECT job_id FROM active_jobs WHERE offer_id = ?1",
+                    [&id],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(sql)?;
+            if let Some(active) = active {
+                return Ok(OfferDeletion::Busy(active.parse()?));
+            }
+            if total != 0 {
+                return Ok(OfferDeletion::HasLinks(total as u64));
+            }
+            tx.execute("DELETE FROM offers WHERE id = ?1", [&id])
+                .map_err(sql)?;
+            tx.execute("DELETE FROM unlinks WHERE offer_id = ?1", [&id])
+                .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+            Ok(OfferDeletion::Deleted)
+        })
+        .await
     }
 
     async fn page_brand_jobs(
