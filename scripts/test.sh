@@ -11,10 +11,23 @@ if ! .venv/bin/python -c "import moto.server, werkzeug, standardwebhooks, schema
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 fi
 
+if ! cargo machete --version >/dev/null 2>&1; then
+  echo "== installing cargo-machete"
+  cargo install --quiet --locked cargo-machete@0.9.2
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo machete (no dependency declared but unused)"
+cargo machete
+echo "== the Lambda functions build without SQLite"
+if cargo tree --locked -e normal -p bulklink-job-api -p bulklink-status -p bulklink-fanout \
+  -p bulklink-worker -p bulklink-webhooks | grep -E "rusqlite|libsqlite3"; then
+  echo "a Lambda function links SQLite (shared's embedded feature)" >&2
+  exit 1
+fi
 echo "== cargo build (the Lambda function binaries some tests run)"
 cargo build --workspace --bins --locked
 echo "== cargo test"

@@ -29,6 +29,9 @@ pub struct Measured {
     pub floor_per_sec: Option<f64>,
     /// Catalog writes per one-second window (rate-limited runs).
     pub write_windows: Vec<u64>,
+    /// An unlink-all job of the same offer right after (unlimited runs).
+    #[serde(default)]
+    pub unlink_secs: Option<f64>,
 }
 
 impl Measured {
@@ -84,6 +87,11 @@ pub async fn measure(locations: u64, config: RuntimeConfig) -> anyhow::Result<Me
     } else {
         Vec::new()
     };
+    let unlink_secs = if config.settings.write_budget_per_sec.is_none() {
+        Some(unlink_all(&api, seeded.offer_id, locations).await?)
+    } else {
+        None
+    };
     runtime.shutdown().await;
 
     let (floor_secs, floor_per_sec) = if config.settings.write_budget_per_sec.is_none() {
@@ -111,7 +119,52 @@ pub async fn measure(locations: u64, config: RuntimeConfig) -> anyhow::Result<Me
         floor_secs,
         floor_per_sec,
         write_windows,
+        unlink_secs,
     })
+}
+
+/// Runs an unlink-all job of `offer` over HTTP to the end; its duration.
+async fn unlink_all(
+    api: &ApiClient,
+    offer: shared::domain::OfferId,
+    locations: u64,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let created = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/offers/{offer}/unlink-all-locations"),
+            None,
+            &[],
+        )
+        .await?;
+    if created.status != reqwest::StatusCode::ACCEPTED {
+        bail!(
+            "unlink-all was refused: {} {}",
+            created.status,
+            created.body
+        );
+    }
+    let id = created.body["id"]
+        .as_str()
+        .context("unlink-all answered without an id")?
+        .parse()?;
+    let job = api
+        .wait_terminal(
+            id,
+            Duration::from_millis(20),
+            Duration::from_secs(3_600),
+            |_| {},
+        )
+        .await?;
+    if job.status != JobStatus::Succeeded || job.counters.counters.unlinked != locations {
+        bail!(
+            "unlink-all ended {} with {} of {locations} unlinked",
+            job.status,
+            job.counters.counters.unlinked
+        );
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// The floor: page the brand index, then per chunk of 100 one transaction that updates the
@@ -204,12 +257,12 @@ pub fn run_children(
 /// The throughput table, as printed and recorded in docs/benchmarks.md.
 pub fn throughput_table(results: &[Measured]) -> String {
     let mut out = String::from(
-        "| locations | pipeline s | pipeline loc/s | floor loc/s | pipeline/floor | peak RSS MiB |\n\
-         |---:|---:|---:|---:|---:|---:|\n",
+        "| locations | pipeline s | pipeline loc/s | floor loc/s | pipeline/floor | unlink-all loc/s | peak RSS MiB |\n\
+         |---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for m in results {
         out.push_str(&format!(
-            "| {} | {:.2} | {:.0} | {} | {} | {:.1} |\n",
+            "| {} | {:.2} | {:.0} | {} | {} | {} | {:.1} |\n",
             m.locations,
             m.pipeline_secs,
             m.pipeline_per_sec,
@@ -218,6 +271,9 @@ pub fn throughput_table(results: &[Measured]) -> String {
                 .unwrap_or_else(|| "-".into()),
             m.ratio()
                 .map(|r| format!("{r:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            m.unlink_secs
+                .map(|secs| format!("{:.0}", m.locations as f64 / secs))
                 .unwrap_or_else(|| "-".into()),
             m.peak_rss_mib,
         ));
@@ -264,6 +320,8 @@ pub fn budget_report(m: &Measured, budget: f64) -> String {
 /// AWS requests of one aws-mode job, per linked location.
 #[derive(Clone, Debug)]
 pub struct RequestEconomy {
+    /// The job's kind: the write target applies to link-all.
+    pub kind: shared::domain::JobKind,
     pub locations: u64,
     pub secs: f64,
     /// `(service, operation) → (calls, attempts)`.
@@ -311,8 +369,8 @@ impl RequestEconomy {
     pub fn report(&self) -> String {
         let n = self.locations as f64;
         let mut out = format!(
-            "aws-mode job: {} locations in {:.1} s\n\n| service | operation | calls | attempts | per location |\n|---|---|---:|---:|---:|\n",
-            self.locations, self.secs
+            "aws-mode {} job: {} locations in {:.1} s\n\n| service | operation | calls | attempts | per location |\n|---|---|---:|---:|---:|\n",
+            self.kind, self.locations, self.secs
         );
         for ((service, op), c) in &self.requests {
             out.push_str(&format!(
@@ -324,15 +382,21 @@ impl RequestEconomy {
         }
         let check = |ok: bool| if ok { "ok" } else { "OVER" };
         let writes = self.dynamodb_writes() as f64 / n;
+        // Unlinking writes 2 per location, 3 where the location is left without offers:
+        // reported, with no target.
+        let write_target = if self.kind == shared::domain::JobKind::LinkAllLocations {
+            format!("≤ 2.05: {}", check(writes <= 2.05))
+        } else {
+            "no target: 2 per location, 3 for one left without offers".to_owned()
+        };
         let queries = self.queries() as f64 / n;
         let sends = self.sqs_sends() as f64 / n;
         out.push_str(&format!(
-            "\nDynamoDB writes per location {writes:.4} (≤ 2.05: {})\n\
+            "\nDynamoDB writes per location {writes:.4} ({write_target})\n\
              DynamoDB queries per location {queries:.4} (≤ 0.002: {})\n\
              DynamoDB scans {} (0: {})\n\
              SQS SendMessage* per location {sends:.4} (≤ 0.002: {})\n\
              SNS Publish {} (1 terminal event: {})\n",
-            check(writes <= 2.05),
             check(queries <= 0.002),
             self.scans(),
             check(self.scans() == 0),
@@ -351,7 +415,7 @@ pub async fn measure_aws(
     locations: u64,
     config: RuntimeConfig,
     endpoint: Option<String>,
-) -> anyhow::Result<RequestEconomy> {
+) -> anyhow::Result<(RequestEconomy, RequestEconomy)> {
     use shared::aws::{self, AwsClients, LocalEmulator, ResourceNames};
 
     let emulator = match &endpoint {
@@ -405,11 +469,24 @@ pub async fn measure_aws(
             job.counters.counters.linked
         );
     }
-    // Stop the pollers before reading the counts, so idle receives stop adding up.
-    runtime.shutdown().await;
-    Ok(RequestEconomy {
+    let link_all = RequestEconomy {
+        kind: shared::domain::JobKind::LinkAllLocations,
         locations,
         secs,
         requests: counter.snapshot(),
-    })
+    };
+    // Then the same offer unlinked from all of them, counted on its own.
+    counter.reset();
+    let started = Instant::now();
+    unlink_all(&api, offer.offer_id, locations).await?;
+    let unlink_secs = started.elapsed().as_secs_f64();
+    let unlink = RequestEconomy {
+        kind: shared::domain::JobKind::UnlinkAllLocations,
+        locations,
+        secs: unlink_secs,
+        requests: counter.snapshot(),
+    };
+    // Stop the pollers before reading the counts, so idle receives stop adding up.
+    runtime.shutdown().await;
+    Ok((link_all, unlink))
 }

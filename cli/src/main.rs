@@ -488,8 +488,10 @@ async fn main() -> anyhow::Result<()> {
                 settings: pipeline.settings()?,
                 ..Default::default()
             };
-            let economy = bench::measure_aws(locations, config, endpoint_url).await?;
-            emit!("{}", economy.report().trim_end());
+            let (link_all, unlink_all) =
+                bench::measure_aws(locations, config, endpoint_url).await?;
+            emit!("link-all:\n{}", link_all.report().trim_end());
+            emit!("\nunlink-all:\n{}", unlink_all.report().trim_end());
         }
         Command::Bench {
             backend: BackendKind::Embedded,

@@ -7,6 +7,7 @@ pub mod aws;
 pub mod config;
 pub mod domain;
 pub mod egress;
+#[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod error;
 pub mod estimate;

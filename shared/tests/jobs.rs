@@ -11,10 +11,11 @@ use shared::domain::{
 };
 use shared::ports::{
     Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance, Ledgered,
+    OfferDeletion,
 };
 use shared::StoreResult;
 
-use crate::support::{claim, job_for, now_ms, seed, Fixture};
+use crate::support::{claim, job_for, now_ms, offer, seed, Fixture};
 
 fn created(outcome: CreateOutcome) -> Job {
     match outcome {
@@ -784,10 +785,14 @@ pub async fn a_brands_jobs_list_newest_first_page_by_page(fx: &Fixture) {
     let brand = BrandId::new_random();
     let mut mine = Vec::new();
     for _ in 0..5 {
-        let job = Job::new(brand, OfferId::new_random(), None, now_ms());
+        let mine_offer = offer(brand);
+        fx.ports.catalog.create_offer(&mine_offer).await.unwrap();
+        let job = Job::new(brand, mine_offer.id, None, now_ms());
         mine.push(created(jobs.create_job(&job, None).await.unwrap()).id);
     }
-    let other = Job::new(BrandId::new_random(), OfferId::new_random(), None, now_ms());
+    let theirs = offer(BrandId::new_random());
+    fx.ports.catalog.create_offer(&theirs).await.unwrap();
+    let other = Job::new(theirs.brand_id, theirs.id, None, now_ms());
     created(jobs.create_job(&other, None).await.unwrap());
 
     let mut sizes = Vec::new();
@@ -837,4 +842,60 @@ pub async fn unsettled_jobs_are_the_idle_ones_not_yet_notified(fx: &Fixture) {
         none_idle.iter().all(|job| !ours.contains(&job.id)),
         "{none_idle:?}"
     );
+}
+
+pub async fn a_job_is_not_created_for_an_offer_that_does_not_exist(fx: &Fixture) {
+    let job = Job::new(BrandId::new_random(), OfferId::new_random(), None, now_ms());
+    let outcome = fx.ports.jobs.create_job(&job, None).await.unwrap();
+    assert_eq!(outcome, CreateOutcome::OfferGone);
+    assert!(fx.ports.jobs.get_job(job.id).await.unwrap().is_none());
+}
+
+pub async fn an_offer_is_deleted_only_without_links_or_an_active_job(fx: &Fixture) {
+    let (first, ids) = seed(&fx.ports, 2).await;
+    let jobs = &fx.ports.jobs;
+    let job = created(jobs.create_job(&job_for(&first), None).await.unwrap());
+    assert_eq!(
+        jobs.delete_offer(first.id).await.unwrap(),
+        OfferDeletion::Busy(job.id)
+    );
+    fx.ports.catalog.link_direct(&first, ids[0]).await.unwrap();
+    let idle = offer_with_links(fx, &first).await;
+    assert_eq!(
+        jobs.delete_offer(idle.id).await.unwrap(),
+        OfferDeletion::HasLinks(1)
+    );
+    let empty = offer(first.brand_id);
+    fx.ports.catalog.create_offer(&empty).await.unwrap();
+    assert_eq!(
+        jobs.delete_offer(empty.id).await.unwrap(),
+        OfferDeletion::Deleted
+    );
+    assert!(fx
+        .ports
+        .catalog
+        .get_offer(empty.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        jobs.delete_offer(empty.id).await.unwrap(),
+        OfferDeletion::NotFound
+    );
+}
+
+/// A second offer of the brand, linked directly to the first offer's first link.
+async fn offer_with_links(fx: &Fixture, first: &Offer) -> Offer {
+    let second = offer(first.brand_id);
+    fx.ports.catalog.create_offer(&second).await.unwrap();
+    let link = fx
+        .ports
+        .catalog
+        .page_offer_links(first.id, None, 1)
+        .await
+        .unwrap()
+        .items[0]
+        .location_id;
+    fx.ports.catalog.link_direct(&second, link).await.unwrap();
+    second
 }

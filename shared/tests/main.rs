@@ -86,6 +86,8 @@ contract! {
             only_a_running_job_can_be_marked_failing,
             marking_a_job_notified_records_when,
             a_brands_jobs_list_newest_first_page_by_page,
+            a_job_is_not_created_for_an_offer_that_does_not_exist,
+            an_offer_is_deleted_only_without_links_or_an_active_job,
             unsettled_jobs_are_the_idle_ones_not_yet_notified,
         ],
         queue: [
