@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN="${1:-${CARGO_TARGET_DIR:-$PWD/target}/debug/bulklink}"
-EXAMPLES="${CONTRACT_EXAMPLES:-100}"
-AWS_EXAMPLES="${CONTRACT_AWS_EXAMPLES:-20}"
+EXAMPLES="${CONTRACT_EXAMPLES:-50}"
+AWS_EXAMPLES="${CONTRACT_AWS_EXAMPLES:-10}"
 SEED="${CONTRACT_SEED:-20261201}"
 REPORTS="${CARGO_TARGET_DIR:-$PWD/target}/schemathesis"
 PY=.venv/bin/python

@@ -98,7 +98,7 @@ fn accepted(job: &Job, callback: Option<CallbackView>) -> Response {
         (status = 200, description = "`dryRun=true`: what the job would do; nothing was written", body = DryRun),
         (status = 202, description = "The job, created (or the one this key made before)", body = JobView,
          headers(("Location" = String, description = "`/jobs/{jobId}`")),
-         links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id")))), ("ListJobFailures" = (operation_id = "listJobFailures", parameters(("jobId" = "$response.body#/id")))), ("ListJobDeliveries" = (operation_id = "listJobDeliveries", parameters(("jobId" = "$response.body#/id"))))),
+         links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id")))), ("ListJobFailures" = (operation_id = "listJobFailures", parameters(("jobId" = "$response.body#/id")))), ("ListJobDeliveries" = (operation_id = "listJobDeliveries", parameters(("jobId" = "$response.body#/id")))), ("UndoJob" = (operation_id = "undoJob", parameters(("jobId" = "$response.body#/id")))), ("RetryJobFailures" = (operation_id = "retryJobFailures", parameters(("jobId" = "$response.body#/id"))))),
          example = json!({"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011", "type": "link-all-locations",
              "status": "PENDING", "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
              "offerId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1013",
