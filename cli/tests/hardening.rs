@@ -683,3 +683,105 @@ async fn under_a_1024_file_limit_1100_held_connections_do_not_lock_clients_out()
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// A real `bulklink serve` killed with SIGKILL in the middle of an undo (writes made,
+/// chunks unaccounted); a new one on the same file finishes the undo exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undo_killed_mid_way_is_exact_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let seeded: Value = serde_json::from_str(&cli(
+        dir.path(),
+        &["seed", "--db", "bulklink.db", "--locations", "1000"],
+    ))
+    .unwrap();
+    let brand = seeded["brandId"].as_str().unwrap().to_owned();
+    let offer: OfferId = seeded["offerId"].as_str().unwrap().parse().unwrap();
+    let token = cli(dir.path(), &["token", "--brand", &brand]);
+    let mut serve = Serve::start(dir.path(), free_port());
+    serve.ready().await;
+    let api = ApiClient::new(&serve.base).unwrap().with_token(&token);
+    let job = api.create_job(offer, None, None).await.unwrap();
+    let wait = |api: ApiClient, id| async move {
+        api.wait_terminal(
+            id,
+            Duration::from_millis(20),
+            Duration::from_secs(120),
+            |_| {},
+        )
+        .await
+        .unwrap()
+    };
+    let linked = wait(api.clone(), job.id).await;
+    assert_eq!(linked.counters.counters.linked, 1_000);
+
+    let undo = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/jobs/{}/undo", job.id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(undo.status, 202, "{}", undo.body);
+    let undo_id: shared::domain::JobId = undo.body["id"].as_str().unwrap().parse().unwrap();
+    // At 1,000 writes a second the undo takes seconds: kill it once it is under way.
+    eventually(
+        Duration::from_secs(30),
+        "the undo to be under way",
+        || async {
+            api.job(undo_id)
+                .await
+                .is_ok_and(|j| j.counters.counters.unlinked > 0)
+        },
+    )
+    .await;
+    let pid = serve.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let serve = tokio::task::spawn_blocking(move || {
+        serve.child.wait().unwrap();
+        serve
+    })
+    .await
+    .unwrap();
+    let mid = EmbeddedStore::open(dir.path().join("bulklink.db"))
+        .unwrap()
+        .link_stats(brand.parse().unwrap(), offer)
+        .await
+        .unwrap();
+    assert!(
+        mid.offer_links > 0 && mid.offer_links < 1_000,
+        "killed mid-undo: {mid:?}"
+    );
+    drop(serve);
+
+    let restarted = Serve::start(dir.path(), free_port());
+    restarted.ready().await;
+    let api = ApiClient::new(&restarted.base).unwrap().with_token(&token);
+    let done = wait(api, undo_id).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(
+        (
+            done.counters.counters.total,
+            done.counters.counters.unlinked
+        ),
+        (1_000, 1_000)
+    );
+    let stats = EmbeddedStore::open(dir.path().join("bulklink.db"))
+        .unwrap()
+        .link_stats(brand.parse().unwrap(), offer)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            stats.offer_links,
+            stats.offer_locations_total,
+            stats.brand_locations_with_offer
+        ),
+        (0, 0, 0)
+    );
+}

@@ -471,6 +471,40 @@ mod tests {
     }
 
     #[test]
+    fn items_written_before_job_kinds_read_as_link_all_jobs_and_links() {
+        let job = Job::new(
+            BrandId::new_random(),
+            OfferId::new_random(),
+            None,
+            Utc::now(),
+        );
+        let mut item = to_item(&JobItem::of(&job)).unwrap();
+        for new in ["action", "parentJobId", "unlinked", "notLinked"] {
+            item.remove(new);
+        }
+        assert!(item.contains_key("kind"), "the kind was always written");
+        let back = job_from_item(item).unwrap();
+        assert_eq!(back.kind, crate::domain::JobKind::LinkAllLocations);
+        assert_eq!(back.action, Action::Link);
+        assert_eq!(back.parent_job_id, None);
+        assert_eq!((back.counters.unlinked, back.counters.not_linked), (0, 0));
+
+        // A Link item of the earlier release: linkedBy and linkedAt, nothing else.
+        let location = LocationId::new_random();
+        let old: Item = HashMap::from([
+            ("pk".to_owned(), s(offer_pk(job.offer_id))),
+            ("sk".to_owned(), s(link_sk(location))),
+            ("linkedBy".to_owned(), s(job.id.to_string())),
+            ("linkedAt".to_owned(), n(1_700_000_000_000_i64)),
+        ]);
+        let link = from_item::<LinkItem>(old).unwrap();
+        assert_eq!(link.remover().unwrap(), None);
+        let link = link.into_link().unwrap().expect("a link, not a mark");
+        assert_eq!(link.linked_by, LinkedBy::Job(job.id));
+        assert_eq!(link.location_id, location);
+    }
+
+    #[test]
     fn cursors_round_trip_and_reject_garbage() {
         let key = key("LOC#1".into(), "#LOC");
         let cursor = cursor_of(Some(key.clone())).unwrap().unwrap();
