@@ -42,8 +42,9 @@ pub const LIST_PRICES: Prices = Prices {
     as_of: "2024-11-01",
 };
 
-/// Catalog writes per location (both actions; see the module comment).
-pub const WRITES_PER_LOCATION: u64 = 2;
+/// Catalog writes per location (both actions; see the module comment). The worker's write
+/// budget spends this many per location too.
+pub const WRITES_PER_LOCATION: u32 = 2;
 /// Write units of one chunk's ledger transaction: three items, two units each.
 const LEDGER_WRITE_UNITS_PER_CHUNK: u64 = 6;
 /// Strongly consistent job reads per chunk (before and after the ledger).
@@ -93,7 +94,7 @@ pub struct DryRun {
 pub fn estimate(kind: JobKind, locations: u64, settings: &Settings) -> DryRun {
     let p = &LIST_PRICES;
     let chunks = locations.div_ceil(settings.chunk_size.max(1) as u64);
-    let writes = locations * WRITES_PER_LOCATION;
+    let writes = locations * u64::from(WRITES_PER_LOCATION);
     let estimated_seconds = settings
         .write_budget_per_sec
         .filter(|b| *b > 0.0)

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-/// Catalog writes per linked location: the Link put and the location update.
-pub const WRITES_PER_LOCATION: u32 = 2;
+/// Catalog writes per location: the Link put (or an unlink's mark) and the location update.
+pub use shared::estimate::WRITES_PER_LOCATION;
 /// Budget slices per second a worker spends its permits in.
 const SLICES_PER_SEC: f64 = 50.0;
 

@@ -12,6 +12,29 @@ use crate::domain::{
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
 
+impl EmbeddedStore {
+    /// `SET column = value` on the row `id` of `table`; false if there is no such row.
+    async fn set_text(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        id: String,
+        value: &str,
+    ) -> StoreResult<bool> {
+        let value = value.to_owned();
+        let changed = self
+            .write(move |conn| {
+                conn.execute(
+                    &format!("UPDATE {table} SET {column} = ?2 WHERE id = ?1"),
+                    params![id, value],
+                )
+                .map_err(sql)
+            })
+            .await?;
+        Ok(changed == 1)
+    }
+}
+
 #[async_trait]
 impl Catalog for EmbeddedStore {
     async fn create_offer(&self, offer: &Offer) -> StoreResult<()> {
@@ -253,17 +276,10 @@ impl Catalog for EmbeddedStore {
     }
 
     async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>> {
-        let name = name.to_owned();
-        let changed = self
-            .write(move |conn| {
-                conn.execute(
-                    "UPDATE offers SET name = ?2 WHERE id = ?1",
-                    params![id.to_string(), name],
-                )
-                .map_err(sql)
-            })
-            .await?;
-        if changed == 0 {
+        if !self
+            .set_text("offers", "name", id.to_string(), name)
+            .await?
+        {
             return Ok(None);
         }
         self.get_offer(id).await
@@ -274,17 +290,10 @@ impl Catalog for EmbeddedStore {
         id: LocationId,
         address: &str,
     ) -> StoreResult<Option<Location>> {
-        let address = address.to_owned();
-        let changed = self
-            .write(move |conn| {
-                conn.execute(
-                    "UPDATE locations SET address = ?2 WHERE id = ?1",
-                    params![id.to_string(), address],
-                )
-                .map_err(sql)
-            })
-            .await?;
-        if changed == 0 {
+        if !self
+            .set_text("locations", "address", id.to_string(), address)
+            .await?
+        {
             return Ok(None);
         }
         self.get_location(id).await
