@@ -1,11 +1,13 @@
-# HTTP API (API Gateway v2), payload format 2.0: job-api serves the write routes, status the
-# read routes, webhook subscriptions and their delivery log. A JWT authorizer guards every
-# route except GET /healthz and GET /openapi.json.
+# HTTP API (API Gateway v2), payload format 2.0: job-api serves the write routes and the
+# live write budget, status the read routes, webhook subscriptions and their delivery log.
+# A JWT authorizer guards every route except GET /healthz and GET /openapi.json.
 
 locals {
   job_api_routes = [
     "POST /offers/{offerId}/link-all-locations",
     "POST /jobs/{jobId}/cancel",
+    "POST /jobs/{jobId}/pause",
+    "POST /jobs/{jobId}/resume",
     "POST /offers",
     "POST /locations",
     "PUT /offers/{offerId}/locations/{locationId}",
@@ -16,6 +18,9 @@ locals {
     "DELETE /offers/{offerId}",
     "PATCH /locations/{locationId}",
     "DELETE /locations/{locationId}",
+    # The live write budget, an operator's setting stored in the jobs table (docs/scaling.md).
+    "GET /admin/write-budget",
+    "PUT /admin/write-budget",
   ]
 
   # Public (no authorizer): GET /healthz, the liveness probe, and GET /openapi.json, the API's
@@ -129,6 +134,14 @@ resource "aws_apigatewayv2_stage" "default" {
   api_id      = aws_apigatewayv2_api.http.id
   name        = "$default"
   auto_deploy = true
+
+  # Every route without settings of its own, all callers together: API Gateway knows no
+  # brands (HTTP APIs have no usage plans). Per-brand limits are the functions' own
+  # (BRAND_RATE_PER_SEC / BRAND_RATE_BURST, lambda.tf); see docs/scaling.md.
+  default_route_settings {
+    throttling_rate_limit  = var.api_throttle_rate_limit
+    throttling_burst_limit = var.api_throttle_burst_limit
+  }
 
   access_log_settings {
     destination_arn = aws_cloudwatch_log_group.api_access.arn

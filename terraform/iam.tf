@@ -52,7 +52,7 @@ locals {
 # jobs publish to the topic; its raw subscriber, the webhook queue, feeds the webhooks
 # function.
 
-# --- job-api: create/cancel jobs, offers, locations, direct links, callback subscriptions -------------
+# --- job-api: jobs (create, cancel, pause, resume), offers, locations, direct links, the write budget ---
 
 data "aws_iam_policy_document" "job_api" {
   statement {
@@ -69,15 +69,18 @@ data "aws_iam_policy_document" "job_api" {
     resources = [aws_dynamodb_table.catalog.arn]
   }
 
-  # create_job (transaction: idempotency claim + active lock + job, all puts), request_cancel
-  # (conditional UpdateItem), re-reads of the job; a link-all request's callbackUrl becomes a
-  # webhook subscription of that job (conditional PutItem, which returns the existing item).
+  # create_job (transaction: idempotency claim + active lock + job, all puts), request_cancel,
+  # pause and resume (conditional UpdateItem), re-reads of the job; a link-all request's
+  # callbackUrl becomes a webhook subscription of that job (conditional PutItem, which returns
+  # the existing item). The live write budget is one item of this table: GET reads it
+  # (GetItem), PUT writes it (PutItem / UpdateItem).
   statement {
     sid       = "JobsCreateCancelRead"
     actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]
     resources = [aws_dynamodb_table.jobs.arn]
   }
 
+  # A new job's fanout; a resumed job's fanout message, which re-sends its parked chunks.
   statement {
     sid       = "StartFanout"
     actions   = ["sqs:SendMessage"]
@@ -172,14 +175,17 @@ data "aws_iam_policy_document" "fanout" {
   }
 
   # start_job/advance_fanout (conditional UpdateItem); completing an empty job (transaction:
-  # update job + delete active lock); mark_notified.
+  # update job + delete active lock); mark_notified. A resumed job: its parked chunks (Query
+  # on the job's partition), re-sent to the chunk queue, then removed with the job's update
+  # (transactions of DeleteItem + UpdateItem).
   statement {
     sid       = "JobsStartAdvanceComplete"
-    actions   = ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:UpdateItem"]
+    actions   = ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"]
     resources = [aws_dynamodb_table.jobs.arn]
   }
 
-  # Chunks to the workers; a hand-over message to itself near its deadline.
+  # Chunks to the workers (a resumed job's parked ones too); a hand-over message to itself
+  # near its deadline.
   statement {
     sid       = "EnqueueChunksAndHandOver"
     actions   = ["sqs:SendMessage"]
@@ -230,7 +236,10 @@ data "aws_iam_policy_document" "worker" {
   }
 
   # Ledger transaction (put CHUNK# marker + update job counters), FAIL# items
-  # (BatchWriteItem), mark_failing, completion transaction (update job + delete lock).
+  # (BatchWriteItem), mark_failing, completion transaction (update job + delete lock). The
+  # live write budget item, re-read at most every 5 s (GetItem). A paused job's chunk is
+  # parked: one transaction puts the parked-chunk item and updates the job (PutItem +
+  # UpdateItem).
   statement {
     sid       = "LedgerAndCompleteJobs"
     actions   = ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]

@@ -54,6 +54,13 @@ locals {
     LOG_FORMAT = "json"
     RUST_LOG   = "info"
   }
+
+  # The HTTP functions also limit each brand's requests: a token bucket per brand in each
+  # function instance (so the effective limit is this times the warm instances).
+  api_env = merge(local.lambda_env, {
+    BRAND_RATE_PER_SEC = var.brand_requests_per_sec
+    BRAND_RATE_BURST   = var.brand_request_burst
+  })
 }
 
 # Created here (not by Lambda on first run) so that retention and encryption apply.
@@ -74,7 +81,7 @@ resource "aws_lambda_function" "job_api" {
   #checkov:skip=CKV_AWS_117:Reaches only AWS APIs (DynamoDB, SQS) over their public endpoints with IAM auth; a VPC would add NAT/endpoints for no isolation gain
   #checkov:skip=CKV_AWS_272:Artifacts are built from source by cargo lambda in CI and deployed by terraform; no AWS Signer profile exists for this project
   function_name    = local.function_names.job_api
-  description      = "bulklink write side: create/cancel jobs, create offers and locations, link one location"
+  description      = "bulklink write side: create/cancel/pause/resume jobs, create offers and locations, link one location, the live write budget"
   role             = aws_iam_role.lambda["job_api"].arn
   runtime          = "provided.al2023"
   handler          = "bootstrap"
@@ -86,7 +93,7 @@ resource "aws_lambda_function" "job_api" {
   kms_key_arn      = aws_kms_key.main.arn
 
   environment {
-    variables = local.lambda_env
+    variables = local.api_env
   }
 
   tracing_config {
@@ -118,7 +125,7 @@ resource "aws_lambda_function" "status" {
   kms_key_arn      = aws_kms_key.main.arn
 
   environment {
-    variables = local.lambda_env
+    variables = local.api_env
   }
 
   tracing_config {
@@ -204,6 +211,7 @@ resource "aws_lambda_function" "worker" {
   lifecycle {
     # Mirrors Settings::validate: a chunk at one worker's share of the budget must take at
     # most half the visibility timeout (2 writes per location), or the code refuses to start.
+    # This is the initial budget; one set later through PUT /admin/write-budget replaces it.
     precondition {
       condition     = var.write_budget_per_sec == 0 || 4 * var.chunk_size * var.worker_max_concurrency <= var.write_budget_per_sec * aws_sqs_queue.chunks.visibility_timeout_seconds
       error_message = "With this write budget one chunk takes more than half the chunk queue's visibility timeout (6 * worker_timeout_seconds): raise write_budget_per_sec or worker_timeout_seconds, or lower chunk_size or worker_max_concurrency."

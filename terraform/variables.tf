@@ -174,9 +174,9 @@ variable "worker_max_concurrency" {
 }
 
 variable "write_budget_per_sec" {
-  description = "Catalog writes per second across all workers (2 writes per linked location); 0 = unlimited. Each worker gets write_budget_per_sec / worker_max_concurrency."
+  description = "The initial write budget: catalog writes per second across all workers (about 2 per location: one on the offer's partition, one on the location item), used until an operator sets one at runtime with PUT /admin/write-budget (stored in the jobs table, re-read by every worker within 5 s). 0 = unlimited. Each worker gets budget / worker_max_concurrency. The default, 1000, is derived in docs/scaling.md: it keeps one offer's link partition at about half of DynamoDB's 1,000 writes/s per partition, even when that offer's job is the only one running."
   type        = number
-  default     = 0
+  default     = 1000
 
   validation {
     condition     = var.write_budget_per_sec >= 0
@@ -337,6 +337,52 @@ variable "webhooks_age_alarm_seconds" {
   description = "Alarm when the oldest webhook-queue message is older than this. A new event is picked up within seconds; a retry is a fresh message delayed by at most 15 minutes (SQS's limit), so a healthy queue stays near or below 900 s."
   type        = number
   default     = 900
+}
+
+# --- API request limits ---------------------------------------------------------------------------
+
+variable "brand_requests_per_sec" {
+  description = "Requests per second one brand may make to the API (BRAND_RATE_PER_SEC of the job-api and status functions): a token bucket per brand, refilled at this rate; beyond it the API answers 429 problem+json with Retry-After. Administrators are not limited. Each function instance keeps its own buckets, so the effective limit is this times the warm instances (an upper bound; see docs/scaling.md)."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.brand_requests_per_sec > 0
+    error_message = "brand_requests_per_sec must be > 0."
+  }
+}
+
+variable "brand_request_burst" {
+  description = "Requests one brand may make at once before brand_requests_per_sec applies: the size of its token bucket (BRAND_RATE_BURST of the job-api and status functions)."
+  type        = number
+  default     = 40
+
+  validation {
+    condition     = var.brand_request_burst > 0 && floor(var.brand_request_burst) == var.brand_request_burst
+    error_message = "brand_request_burst must be a whole number > 0 (a count of requests)."
+  }
+}
+
+variable "api_throttle_rate_limit" {
+  description = "Steady requests per second of the HTTP API stage's default route throttling: every route without settings of its own, all callers together (API Gateway knows no brands). Best effort, and at most the account's regional limit (10,000 per second by default)."
+  type        = number
+  default     = 500
+
+  validation {
+    condition     = var.api_throttle_rate_limit > 0
+    error_message = "api_throttle_rate_limit must be > 0 (0 would refuse every request)."
+  }
+}
+
+variable "api_throttle_burst_limit" {
+  description = "Burst (bucket size) of the HTTP API stage's default route throttling, all callers together. At most the account's regional burst (5,000 by default)."
+  type        = number
+  default     = 1000
+
+  validation {
+    condition     = var.api_throttle_burst_limit >= 1 && floor(var.api_throttle_burst_limit) == var.api_throttle_burst_limit
+    error_message = "api_throttle_burst_limit must be a whole number >= 1."
+  }
 }
 
 # --- API authentication --------------------------------------------------------------------------

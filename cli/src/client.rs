@@ -160,6 +160,18 @@ impl ApiClient {
             .into_json()
     }
 
+    pub async fn pause(&self, id: JobId) -> anyhow::Result<JobView> {
+        self.send(Method::POST, &format!("/jobs/{id}/pause"), None, &[])
+            .await?
+            .into_json()
+    }
+
+    pub async fn resume(&self, id: JobId) -> anyhow::Result<JobView> {
+        self.send(Method::POST, &format!("/jobs/{id}/resume"), None, &[])
+            .await?
+            .into_json()
+    }
+
     /// Polls the job until it is terminal, calling `progress` on every poll.
     pub async fn wait_terminal(
         &self,

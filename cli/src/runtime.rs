@@ -21,6 +21,9 @@ use worker::{ChunkProcessor, Source};
 
 use crate::server::{self, ServerLimits};
 
+/// Fanout loops of the local runtime.
+const FANOUT_INSTANCES: usize = 2;
+
 /// How the API authenticates callers.
 #[derive(Clone)]
 pub enum AuthSetup {
@@ -227,13 +230,17 @@ impl Runtime {
         }
 
         if config.consumers {
+            // Several fanout instances, as Lambda runs one invocation per message: one
+            // brand's long fanout never holds up another brand's start.
             let fanout = Arc::new(Fanout::new(ports.clone(), &config.settings));
-            tasks.spawn(fanout::run_queue_loop(
-                fanout,
-                ports.fanout_queue.clone(),
-                config.fanout_time_budget,
-                watcher.clone(),
-            ));
+            for _ in 0..FANOUT_INSTANCES {
+                tasks.spawn(fanout::run_queue_loop(
+                    fanout.clone(),
+                    ports.fanout_queue.clone(),
+                    config.fanout_time_budget,
+                    watcher.clone(),
+                ));
+            }
             // One processor per worker: each holds its own share of the write budget,
             // as each Lambda instance does.
             for _ in 0..config.settings.worker_concurrency {

@@ -12,6 +12,7 @@ mod hardening;
 mod http_api;
 mod kinds;
 mod lambda_fixtures;
+mod many_brands;
 mod migration;
 mod openapi;
 mod pipeline;

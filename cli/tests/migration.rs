@@ -45,7 +45,7 @@ async fn a_file_of_the_previous_release_migrates_once_and_keeps_every_job_link_a
     assert_eq!(user_version(&db), 1);
 
     let store = EmbeddedStore::open(&db).unwrap();
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), 4);
     let stats = store.link_stats(v1.brand, v1.offer).await.unwrap();
     assert_eq!(
         (
@@ -59,7 +59,7 @@ async fn a_file_of_the_previous_release_migrates_once_and_keeps_every_job_link_a
     drop(store);
     // Opening it again migrates nothing more.
     EmbeddedStore::open(&db).unwrap();
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), 4);
 
     let config = RuntimeConfig {
         consumers: false,
@@ -148,7 +148,7 @@ async fn a_file_of_the_release_before_job_kinds_migrates_and_its_jobs_can_be_und
     assert_eq!(user_version(&db), 2);
 
     let store = EmbeddedStore::open(&db).unwrap();
-    assert_eq!(user_version(&db), 3);
+    assert_eq!(user_version(&db), 4);
     let stats = store.link_stats(brand, offer).await.unwrap();
     assert_eq!(
         (

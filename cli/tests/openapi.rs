@@ -493,6 +493,34 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         )
         .await,
     );
+    for (op, action) in [("pauseJob", "pause"), ("resumeJob", "resume")] {
+        reach.saw(
+            op,
+            202,
+            api.send(Method::POST, &format!("/jobs/{job_id}/{action}"), None, &[])
+                .await
+                .unwrap(),
+        );
+        reach.saw(
+            op,
+            400,
+            api.send(Method::POST, &format!("/jobs/nope/{action}"), None, &[])
+                .await
+                .unwrap(),
+        );
+        reach.saw(
+            op,
+            404,
+            api.send(
+                Method::POST,
+                &format!("/jobs/{}/{action}", uuid::Uuid::new_v4()),
+                None,
+                &[],
+            )
+            .await
+            .unwrap(),
+        );
+    }
     reach.saw(
         "cancelJob",
         202,
@@ -901,13 +929,19 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         .await
         .unwrap(),
     );
-    reach.saw(
-        "cancelJob",
-        409,
-        api.send(Method::POST, &format!("/jobs/{j}/cancel"), None, &[])
-            .await
-            .unwrap(),
-    );
+    for (op, action) in [
+        ("cancelJob", "cancel"),
+        ("pauseJob", "pause"),
+        ("resumeJob", "resume"),
+    ] {
+        reach.saw(
+            op,
+            409,
+            api.send(Method::POST, &format!("/jobs/{j}/{action}"), None, &[])
+                .await
+                .unwrap(),
+        );
+    }
     let undo = format!("/jobs/{j}/undo");
     creation_codes(
         &mut reach,

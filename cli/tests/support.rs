@@ -160,6 +160,14 @@ impl Env {
         }
     }
 
+    /// The SDK clients of an aws env.
+    pub fn aws_clients(&self) -> Option<&AwsClients> {
+        match &self.backing {
+            Backing::Aws { clients, .. } => Some(clients),
+            Backing::Embedded(_) => None,
+        }
+    }
+
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("test.db")
     }
@@ -658,7 +666,7 @@ impl Queue for FaultyQueue {
     fn name(&self) -> &str {
         self.inner.name()
     }
-    async fn send_batch(&self, bodies: &[String]) -> StoreResult<()> {
+    async fn send_grouped(&self, group: Option<&str>, bodies: &[String]) -> StoreResult<()> {
         let call = self.sends.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::time::sleep(self.send_delay).await;
         if let Some((n, halt)) = &self.halt_on_send {
@@ -666,9 +674,9 @@ impl Queue for FaultyQueue {
                 halt.stop_here().await;
             }
         }
-        self.inner.send_batch(bodies).await?;
+        self.inner.send_grouped(group, bodies).await?;
         if self.duplicate {
-            self.inner.send_batch(bodies).await?;
+            self.inner.send_grouped(group, bodies).await?;
         }
         Ok(())
     }

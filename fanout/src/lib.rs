@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use shared::domain::{ChunkMessage, ChunkSeq, DomainError, FanoutMessage, Job, JobId};
+use shared::domain::{ChunkMessage, ChunkSeq, DomainError, FanoutMessage, Job, JobId, JobStatus};
 use shared::lifecycle;
 use shared::ports::{Advanced, FanoutAdvance, Ports, Queue, ReceivedMessage};
 use shared::{Settings, StoreError};
@@ -40,6 +40,8 @@ pub enum FanoutReport {
     HandedOver(Job),
     /// Another fanout invocation advanced the cursor first; it carries on.
     Superseded(Job),
+    /// The job is paused: its resume sends a fresh fanout message.
+    Paused(Job),
     /// Nothing to do: the job is gone or already finished.
     Nothing,
 }
@@ -79,6 +81,14 @@ impl Fanout {
                 if job.status.is_terminal() {
                     return Ok(FanoutReport::Nothing);
                 }
+                if job.status == JobStatus::Paused {
+                    info!("job is paused; fanout stops until it resumes");
+                    return Ok(FanoutReport::Paused(job));
+                }
+                if job.chunks_parked > 0 {
+                    job = self.resend_parked(job).await?;
+                    continue;
+                }
                 if job.fanout_done {
                     return Ok(FanoutReport::Finished(
                         lifecycle::settle(&self.ports, job, lifecycle::Republish::No).await?,
@@ -106,6 +116,41 @@ impl Fanout {
         }
         .instrument(span)
         .await
+    }
+
+    /// Re-sends the chunks parked while the job was paused (same group, same sequence
+    /// numbers: the ledger dedupes a chunk that was also accounted), then removes each
+    /// parking. A crash between the two re-sends them again, which costs nothing. The job
+    /// as it is after.
+    async fn resend_parked(&self, job: Job) -> Result<Job, FanoutError> {
+        let group = job.brand_id.to_string();
+        // Bounded: a chunk parked again meanwhile (a second pause) stays for that pause.
+        let rounds = (job.chunks_parked as usize).div_ceil(SEND_BATCH) + 1;
+        for _ in 0..rounds {
+            let parked = self.ports.jobs.parked_chunks(job.id, SEND_BATCH).await?;
+            if parked.is_empty() {
+                break;
+            }
+            let bodies: Vec<String> = parked.iter().map(|p| p.body.clone()).collect();
+            self.ports
+                .chunk_queue
+                .send_grouped(Some(&group), &bodies)
+                .await?;
+            for chunk in &parked {
+                self.ports.jobs.unpark_chunk(job.id, chunk).await?;
+            }
+            info!(chunks = parked.len(), "parked chunks re-sent");
+        }
+        let id = job.id;
+        match self.ports.jobs.get_job(id).await? {
+            Some(job) if job.chunks_parked == 0 || job.status == JobStatus::Paused => Ok(job),
+            Some(job) => Err(StoreError::Unavailable(format!(
+                "{} chunks of job {} are still parked; the fanout message will be retried",
+                job.chunks_parked, job.id
+            ))
+            .into()),
+            None => Err(StoreError::Invalid(format!("job {id} vanished")).into()),
+        }
     }
 
     /// Reads the page after the job's cursor, enqueues its chunks, then advances the cursor.
@@ -145,10 +190,13 @@ impl Fanout {
             .collect();
         let batches: Vec<Vec<String>> = bodies.chunks(SEND_BATCH).map(<[String]>::to_vec).collect();
         let queue = self.ports.chunk_queue.clone();
+        // The brand is the message group: brands share the chunk queue fairly.
+        let group = job.brand_id.to_string();
         futures::stream::iter(batches)
             .map(move |batch| {
                 let queue = queue.clone();
-                async move { queue.send_batch(&batch).await }
+                let group = group.clone();
+                async move { queue.send_grouped(Some(&group), &batch).await }
             })
             .buffer_unordered(SENDS_IN_FLIGHT)
             .try_collect::<()>()
@@ -174,7 +222,8 @@ pub async fn run_queue_loop(
 ) {
     while !*shutdown.borrow() {
         let received = tokio::select! {
-            received = queue.receive(10, Duration::from_secs(1)) => received,
+            // One at a time: a fanout message in hand is one no other instance can take.
+            received = queue.receive(1, Duration::from_secs(1)) => received,
             _ = shutdown.changed() => break,
         };
         let messages: Vec<ReceivedMessage> = match received {

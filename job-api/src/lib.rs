@@ -22,7 +22,9 @@ use shared::http::{
 use shared::openapi::{
     BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
 };
-use shared::ports::{CancelOutcome, CreateOutcome, IdempotencyClaim, OfferDeletion, Ports};
+use shared::ports::{
+    CancelOutcome, CreateOutcome, IdempotencyClaim, OfferDeletion, PauseOutcome, Ports,
+};
 use shared::views::{CallbackView, JobView};
 use tracing::info;
 use utoipa::ToSchema;
@@ -41,6 +43,8 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(undo_job))
         .routes(routes!(retry_job_failures))
         .routes(routes!(cancel_job))
+        .routes(routes!(pause_job))
+        .routes(routes!(resume_job))
         .routes(routes!(create_offer))
         .routes(routes!(rename_offer, delete_offer))
         .routes(routes!(create_locations))
@@ -568,6 +572,8 @@ async fn cancel_job(
         None => Err(ApiError::not_found(format!("job {job_id} does not exist"))),
         Some(CancelOutcome::Cancelling(job)) => {
             info!(job_id = %job_id, principal = %caller.principal, "cancel requested");
+            // Chunks parked by a pause come back to be skipped: fanout re-sends them.
+            start(&ports, &job).await?;
             Ok(accepted(&job, None))
         }
         Some(CancelOutcome::NotCancellable(job)) => Err(ApiError::conflict(format!(
@@ -576,6 +582,97 @@ async fn cancel_job(
         ))
         .with_location(format!("/jobs/{job_id}"))),
     }
+}
+
+/// Pause a job: its workers stop writing and park its chunks (no write budget spent, no
+/// delivery counted toward the dead-letter queue) until it is resumed or cancelled.
+#[utoipa::path(
+    post,
+    path = "/jobs/{jobId}/pause",
+    tag = "jobs",
+    operation_id = "pauseJob",
+    params(("jobId" = JobId, Path, description = "The job")),
+    responses(
+        (status = 202, description = "The job, now paused (or paused already)", body = JobView,
+         headers(("Location" = String, description = "`/jobs/{jobId}`"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The job has ended or is winding down", content_type = "application/problem+json", body = Problem,
+         headers(("Location" = String, description = "The job"))),
+    )
+)]
+async fn pause_job(
+    State(ports): State<Ports>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job_id: JobId = parse_id(&job_id)?;
+    caller.visible_job(&ports, job_id).await?;
+    match ports.jobs.pause_job(job_id, Utc::now()).await? {
+        None => Err(ApiError::not_found(format!("job {job_id} does not exist"))),
+        Some(PauseOutcome::Changed(job)) => {
+            info!(job_id = %job_id, principal = %caller.principal, "job paused");
+            Ok(accepted(&job, None))
+        }
+        Some(PauseOutcome::Unchanged(job)) if job.status == JobStatus::Paused => {
+            Ok(accepted(&job, None))
+        }
+        Some(PauseOutcome::Unchanged(job)) => Err(ApiError::conflict(format!(
+            "job {job_id} is {}; only a PENDING or RUNNING job can be paused",
+            job.status
+        ))
+        .with_location(format!("/jobs/{job_id}"))),
+    }
+}
+
+/// Resume a paused job: it goes back to RUNNING and its parked chunks are queued again.
+#[utoipa::path(
+    post,
+    path = "/jobs/{jobId}/resume",
+    tag = "jobs",
+    operation_id = "resumeJob",
+    params(("jobId" = JobId, Path, description = "The job")),
+    responses(
+        (status = 202, description = "The job, running again (or not paused: left as it is)", body = JobView,
+         headers(("Location" = String, description = "`/jobs/{jobId}`"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The job has ended or is winding down", content_type = "application/problem+json", body = Problem,
+         headers(("Location" = String, description = "The job"))),
+    )
+)]
+async fn resume_job(
+    State(ports): State<Ports>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job_id: JobId = parse_id(&job_id)?;
+    caller.visible_job(&ports, job_id).await?;
+    let job = match ports.jobs.resume_job(job_id, Utc::now()).await? {
+        None => return Err(ApiError::not_found(format!("job {job_id} does not exist"))),
+        Some(PauseOutcome::Changed(job)) => {
+            info!(job_id = %job_id, principal = %caller.principal, "job resumed");
+            job
+        }
+        Some(PauseOutcome::Unchanged(job))
+            if matches!(job.status, JobStatus::Pending | JobStatus::Running) =>
+        {
+            job
+        }
+        Some(PauseOutcome::Unchanged(job)) => {
+            return Err(ApiError::conflict(format!(
+                "job {job_id} is {}; only a PAUSED job can be resumed",
+                job.status
+            ))
+            .with_location(format!("/jobs/{job_id}")))
+        }
+    };
+    // Fanout re-sends the parked chunks and carries on paging; a retried resume (the first
+    // died before this) repeats it safely.
+    start(&ports, &job).await?;
+    Ok(accepted(&job, None))
 }
 
 /// A new offer.

@@ -104,17 +104,36 @@ pub fn tally(outcomes: &[LinkOutcome]) -> ChunkCounts {
     counts
 }
 
-/// When the action gave up on a chunk (last delivery, dead-letter queue): what the store
-/// shows this job did counts as done, ids left as they were count as done by someone else
-/// where that is so, and the rest as failed with `reason`. Counting the whole chunk as
-/// failed would break `locationsTotal = links` whenever an earlier delivery did part of it.
-pub async fn account_given_up(
+/// How a chunk that was not (fully) done ends: given up (last delivery, dead-letter
+/// queue), or skipped because its job is winding down (cancelled, failing).
+#[derive(Clone, Copy, Debug)]
+pub enum Unfinished<'a> {
+    GivenUp { reason: &'a str, attempts: u32 },
+    Skipped,
+}
+
+/// What the store shows of a job's action on one id.
+enum Effect {
+    /// This job's action is done (linked, or unlinked by it).
+    Done(LinkOutcome),
+    /// Done by someone else, or nothing to do (already linked; not linked, or not by the
+    /// undone job).
+    Moot(LinkOutcome),
+    /// Left as it was.
+    Untouched,
+}
+
+/// Accounts a chunk that was not done: what the store shows this job did counts as done
+/// (an earlier delivery may have done part of it before it timed out or the job was
+/// paused); the rest counts as failed with the reason (given up) or as cancelled (skipped;
+/// what others did included). Counting the whole chunk as failed or cancelled would break
+/// `locationsTotal = links` whenever an earlier delivery did part of it.
+pub async fn account_unfinished(
     ports: &Ports,
     job: &Job,
     offer: OfferId,
     ids: &[LocationId],
-    reason: &str,
-    attempts: u32,
+    how: Unfinished<'_>,
 ) -> StoreResult<(ChunkCounts, Vec<Failure>)> {
     let owners = ports.catalog.existing_links(offer, ids).await?;
     let removed = match job.action {
@@ -122,43 +141,47 @@ pub async fn account_given_up(
         Action::Unlink { .. } => ports.catalog.unlinked_by(offer, ids).await?,
     };
     let me = LinkedBy::Job(job.id);
-    let mut counts = ChunkCounts::default();
+    let mut done = Vec::with_capacity(ids.len());
     let mut failures = Vec::new();
+    let mut counts = ChunkCounts::default();
     for ((id, owner), removed) in ids.iter().zip(owners).zip(removed) {
-        let failed = match (job.action, owner) {
-            (Action::Link, Some(by)) if by == me => {
-                counts.linked += 1;
-                false
-            }
-            (Action::Link, Some(_)) => {
-                counts.already_linked += 1;
-                false
-            }
-            (Action::Link, None) => true,
+        let effect = match (job.action, owner) {
+            (Action::Link, Some(by)) if by == me => Effect::Done(LinkOutcome::Linked),
+            (Action::Link, Some(_)) => Effect::Moot(LinkOutcome::AlreadyLinked),
+            (Action::Link, None) => Effect::Untouched,
             (Action::Unlink { only_by }, Some(by))
                 if only_by.is_some_and(|undone| by != LinkedBy::Job(undone)) =>
             {
-                counts.not_linked += 1;
-                false
+                Effect::Moot(LinkOutcome::NotLinked)
             }
-            (Action::Unlink { .. }, Some(_)) => true,
+            (Action::Unlink { .. }, Some(_)) => Effect::Untouched,
             (Action::Unlink { .. }, None) if removed == Some(job.id) => {
-                counts.unlinked += 1;
-                false
+                Effect::Done(LinkOutcome::Unlinked)
             }
-            (Action::Unlink { .. }, None) => {
-                counts.not_linked += 1;
-                false
-            }
+            (Action::Unlink { .. }, None) => Effect::Moot(LinkOutcome::NotLinked),
         };
-        if failed {
-            counts.failed += 1;
-            failures.push(Failure {
-                location_id: *id,
-                reason: reason.to_owned(),
-                attempts,
-            });
+        match (effect, how) {
+            (Effect::Done(outcome), _) | (Effect::Moot(outcome), Unfinished::GivenUp { .. }) => {
+                done.push(outcome)
+            }
+            (Effect::Untouched, Unfinished::GivenUp { reason, attempts }) => {
+                counts.failed += 1;
+                failures.push(Failure {
+                    location_id: *id,
+                    reason: reason.to_owned(),
+                    attempts,
+                });
+            }
+            (Effect::Moot(_) | Effect::Untouched, Unfinished::Skipped) => counts.cancelled += 1,
         }
     }
-    Ok((counts, failures))
+    let tallied = tally(&done);
+    Ok((
+        ChunkCounts {
+            failed: counts.failed,
+            cancelled: counts.cancelled,
+            ..tallied
+        },
+        failures,
+    ))
 }

@@ -90,9 +90,19 @@ pub async fn sweep(
         if !(idle || unstarted) {
             continue;
         }
+        if job.status == crate::domain::JobStatus::Paused {
+            // Waiting for its owner; its resume restarts it.
+            continue;
+        }
         if job.status.is_terminal() {
             notify(ports, &job).await?;
             report.notified += 1;
+        } else if job.chunks_parked > 0 {
+            // Left PAUSED but its parked chunks were not re-sent (the fanout message was lost).
+            let message = crate::domain::FanoutMessage { job_id: job.id }.encode();
+            ports.fanout_queue.send_batch(&[message]).await?;
+            warn!(job_id = %job.id, parked = job.chunks_parked, "parked chunks left behind; fanout restarted");
+            report.restarted_fanouts += 1;
         } else if job.is_fully_accounted() {
             if settle(ports, job, Republish::IfUnnotified)
                 .await?

@@ -229,6 +229,40 @@ pub enum CancelOutcome {
     NotCancellable(Job),
 }
 
+/// What a pause or resume request found and did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PauseOutcome {
+    /// This call moved the job (PAUSED, or back to RUNNING); the job after the change.
+    Changed(Job),
+    /// Nothing to change: the job is already where it was asked to go, or its status does
+    /// not allow the move; the job as it is.
+    Unchanged(Job),
+}
+
+/// A chunk a paused job's worker took off the queue. `token` names this parking: a chunk
+/// parked again (a redelivery, or a second pause) gets a new one, so the fanout that re-sends
+/// it removes only the parking it read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParkedChunk {
+    pub seq: ChunkSeq,
+    pub body: String,
+    pub token: String,
+}
+
+/// What `park_chunk` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parking {
+    Parked,
+    /// The job is not PAUSED (any more): nothing parked.
+    NotPaused,
+    /// The chunk is accounted already (a redelivery of one a worker finished while the
+    /// pause began): nothing to park.
+    Accounted,
+}
+
+/// A setting operators change while jobs run, stored with the jobs.
+pub const WRITE_BUDGET_SETTING: &str = "write-budget";
+
 /// Jobs, their chunk ledger, failures, idempotency keys and active locks.
 #[async_trait]
 pub trait JobStore: Send + Sync {
@@ -269,8 +303,25 @@ pub trait JobStore: Send + Sync {
     ) -> StoreResult<Ledgered>;
     /// The conditional terminal transition (DESIGN §5.3); releases the offer's active lock.
     async fn try_complete(&self, id: JobId) -> StoreResult<Completion>;
-    /// PENDING/RUNNING → CANCELLING.
+    /// PENDING/RUNNING/PAUSED → CANCELLING (a pause ends: its time is added to `pausedMs`).
     async fn request_cancel(&self, id: JobId) -> StoreResult<Option<CancelOutcome>>;
+    /// PENDING/RUNNING → PAUSED at `at`.
+    async fn pause_job(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<Option<PauseOutcome>>;
+    /// PAUSED → RUNNING at `at`, adding the pause to `pausedMs` (and setting `startedAt` if
+    /// the job was paused before it started).
+    async fn resume_job(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<Option<PauseOutcome>>;
+    /// Parks a chunk of a PAUSED job, atomically with that status and with the chunk not
+    /// being accounted yet (nothing written otherwise). Parking a parked chunk again
+    /// replaces its token.
+    async fn park_chunk(&self, id: JobId, seq: ChunkSeq, body: &str) -> StoreResult<Parking>;
+    /// Up to `limit` of a job's parked chunks.
+    async fn parked_chunks(&self, id: JobId, limit: usize) -> StoreResult<Vec<ParkedChunk>>;
+    /// Removes a parking (once its chunk is re-sent), unless the chunk was parked again
+    /// since (another token).
+    async fn unpark_chunk(&self, id: JobId, parked: &ParkedChunk) -> StoreResult<()>;
+    /// A runtime setting (`WRITE_BUDGET_SETTING`), as stored.
+    async fn get_setting(&self, name: &str) -> StoreResult<Option<String>>;
+    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()>;
     /// RUNNING → FAILING; false if the job was not RUNNING.
     async fn mark_failing(&self, id: JobId) -> StoreResult<bool>;
     async fn mark_notified(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<()>;
@@ -351,7 +402,13 @@ pub fn check_delay(delay: Duration) -> StoreResult<()> {
 pub trait Queue: Send + Sync {
     fn name(&self) -> &str;
     /// Sends up to 10 bodies (the SendMessageBatch limit); every entry or an error.
-    async fn send_batch(&self, bodies: &[String]) -> StoreResult<()>;
+    async fn send_batch(&self, bodies: &[String]) -> StoreResult<()> {
+        self.send_grouped(None, bodies).await
+    }
+    /// As `send_batch`, each message in message group `group` (a chunk's brand). Groups
+    /// share the queue fairly: SQS fair queues on AWS, least recently served first on the
+    /// embedded queue, so one group's backlog does not hold up another's messages.
+    async fn send_grouped(&self, group: Option<&str>, bodies: &[String]) -> StoreResult<()>;
     /// Sends one body that becomes visible after `delay` (at most 15 minutes, as SQS's
     /// DelaySeconds).
     async fn send_delayed(&self, body: &str, delay: Duration) -> StoreResult<()>;

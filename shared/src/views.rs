@@ -44,6 +44,14 @@ pub struct JobView {
     pub finished_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notified_at: Option<DateTime<Utc>>,
+    /// When the current pause began (PAUSED only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<DateTime<Utc>>,
+    /// Seconds the job has spent paused, the current pause included. Rate and ETA count
+    /// only the time it ran.
+    pub paused_seconds: f64,
+    /// Chunks parked while the job is paused, queued again when it resumes.
+    pub chunks_parked: u32,
     /// Only in the answer to a job creation with a `callbackUrl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackView>,
@@ -67,6 +75,9 @@ impl JobView {
             rate_per_sec: job.rate_per_sec(now).map(round),
             eta_seconds: job.eta_seconds(now).map(round),
             fanout_done: job.fanout_done,
+            paused_at: job.paused_at,
+            paused_seconds: round(job.paused_for(now).as_secs_f64()),
+            chunks_parked: job.chunks_parked,
             chunks_total: job.chunks_total,
             chunks_done: job.chunks_done,
             created_at: job.created_at,

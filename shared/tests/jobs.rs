@@ -11,7 +11,7 @@ use shared::domain::{
 };
 use shared::ports::{
     Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance, Ledgered,
-    OfferDeletion,
+    OfferDeletion, ParkedChunk, Parking, PauseOutcome,
 };
 use shared::StoreResult;
 
@@ -898,4 +898,117 @@ async fn offer_with_links(fx: &Fixture, first: &Offer) -> Offer {
         .location_id;
     fx.ports.catalog.link_direct(&second, link).await.unwrap();
     second
+}
+
+pub async fn a_paused_job_parks_each_chunk_once_and_resumes_with_its_pause_counted(fx: &Fixture) {
+    let (offer, job) = fanned_out(fx, 3, 3).await;
+    let jobs = &fx.ports.jobs;
+    let at = Utc::now();
+    let Some(PauseOutcome::Changed(paused)) = jobs.pause_job(job.id, at).await.unwrap() else {
+        panic!("not paused");
+    };
+    assert_eq!(paused.status, JobStatus::Paused);
+    assert_eq!(
+        paused.paused_at.map(|t| t.timestamp_millis()),
+        Some(at.timestamp_millis())
+    );
+    assert!(matches!(
+        jobs.pause_job(job.id, Utc::now()).await.unwrap(),
+        Some(PauseOutcome::Unchanged(_))
+    ));
+    // Chunk 0 was accounted while the pause began; 1 is parked twice (a redelivery).
+    jobs.record_chunk(job.id, offer.id, ChunkSeq(0), counts(1, 0, 0, 0), 1, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs.park_chunk(job.id, ChunkSeq(0), "zero").await.unwrap(),
+        Parking::Accounted
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            jobs.park_chunk(job.id, ChunkSeq(1), "one").await.unwrap(),
+            Parking::Parked
+        );
+    }
+    assert_eq!(
+        jobs.park_chunk(job.id, ChunkSeq(2), "two").await.unwrap(),
+        Parking::Parked
+    );
+    let now = jobs.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!((now.chunks_parked, now.chunks_done), (2, 1));
+    let parked = jobs.parked_chunks(job.id, 10).await.unwrap();
+    let mut bodies: Vec<&str> = parked.iter().map(|p| p.body.as_str()).collect();
+    bodies.sort();
+    assert_eq!(bodies, ["one", "two"]);
+
+    let resumed_at = at + Duration::milliseconds(1_500);
+    let Some(PauseOutcome::Changed(resumed)) = jobs.resume_job(job.id, resumed_at).await.unwrap()
+    else {
+        panic!("not resumed");
+    };
+    assert_eq!(resumed.status, JobStatus::Running);
+    assert_eq!((resumed.paused_at, resumed.paused_ms), (None, 1_500));
+    assert!(matches!(
+        jobs.resume_job(job.id, Utc::now()).await.unwrap(),
+        Some(PauseOutcome::Unchanged(_))
+    ));
+    // Not paused any more: nothing parks.
+    assert_eq!(
+        jobs.park_chunk(job.id, ChunkSeq(1), "one").await.unwrap(),
+        Parking::NotPaused
+    );
+    // A parking removed with a stale token stays; with its own, it goes.
+    let one = parked.iter().find(|p| p.seq == ChunkSeq(1)).unwrap();
+    let stale = ParkedChunk {
+        token: "stale".into(),
+        ..one.clone()
+    };
+    jobs.unpark_chunk(job.id, &stale).await.unwrap();
+    assert_eq!(jobs.parked_chunks(job.id, 10).await.unwrap().len(), 2);
+    for chunk in &parked {
+        jobs.unpark_chunk(job.id, chunk).await.unwrap();
+    }
+    assert_eq!(jobs.parked_chunks(job.id, 10).await.unwrap(), vec![]);
+    let after = jobs.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(after.chunks_parked, 0);
+}
+
+pub async fn a_paused_job_can_be_cancelled_but_an_ended_one_not_paused(fx: &Fixture) {
+    let (_, job) = fanned_out(fx, 1, 1).await;
+    let jobs = &fx.ports.jobs;
+    jobs.pause_job(job.id, Utc::now() - Duration::seconds(2))
+        .await
+        .unwrap();
+    let Some(CancelOutcome::Cancelling(cancelling)) = jobs.request_cancel(job.id).await.unwrap()
+    else {
+        panic!("a paused job is cancellable");
+    };
+    assert_eq!(cancelling.paused_at, None);
+    assert!(cancelling.paused_ms >= 2_000, "{cancelling:?}");
+    let (_, ended) = succeeded(fx).await;
+    for outcome in [
+        jobs.pause_job(ended.id, Utc::now()).await.unwrap(),
+        jobs.resume_job(ended.id, Utc::now()).await.unwrap(),
+    ] {
+        let Some(PauseOutcome::Unchanged(job)) = outcome else {
+            panic!("an ended job changed: {outcome:?}");
+        };
+        assert_eq!(job.status, JobStatus::Succeeded);
+    }
+    assert_eq!(
+        jobs.pause_job(JobId::new_v7(), Utc::now()).await.unwrap(),
+        None
+    );
+}
+
+pub async fn a_setting_reads_back_as_last_written(fx: &Fixture) {
+    let jobs = &fx.ports.jobs;
+    let name = format!("test-{}", JobId::new_v7());
+    assert_eq!(jobs.get_setting(&name).await.unwrap(), None);
+    jobs.put_setting(&name, "1000").await.unwrap();
+    jobs.put_setting(&name, "250").await.unwrap();
+    assert_eq!(
+        jobs.get_setting(&name).await.unwrap().as_deref(),
+        Some("250")
+    );
 }

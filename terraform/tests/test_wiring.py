@@ -10,6 +10,7 @@ Run: .venv/bin/pytest -q terraform/tests
 from __future__ import annotations
 
 import fnmatch
+import re
 import sys
 from pathlib import Path
 
@@ -18,13 +19,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tfconfig import (  # noqa: E402
+    BinOp,
     Call,
+    Cond,
     Config,
     ForExpr,
     Obj,
     Ref,
     Template,
     Tup,
+    Unary,
     Unknown,
     load_file,
     node_of,
@@ -32,6 +36,9 @@ from tfconfig import (  # noqa: E402
 )
 
 TF_DIR = Path(__file__).resolve().parent.parent
+# The scale model, which derives the default write budget (write_budget_per_sec).
+SCALING_DOC = TF_DIR.parent / "docs" / "scaling.md"
+DEFAULT_BUDGET_LINE = re.compile(r"\*\*Default write budget: ([0-9][0-9,]*) writes/s\*\*")
 
 CONCURRENCY = Ref(("var", "worker_max_concurrency"))
 MAX_RECEIVE_COUNT = Ref(("var", "max_receive_count"))
@@ -45,6 +52,13 @@ REQUIRED_ENV = {
     "WORKER_MAX_CONCURRENCY", "MAX_RECEIVE_COUNT", "VISIBILITY_TIMEOUT_SECS",
     "FAILURE_THRESHOLD", "FAILURE_MIN_SAMPLE", "LOG_FORMAT", "RUST_LOG", "BRAND_CLAIM",
     "AUTH_MODE",
+}
+
+# What the HTTP functions read besides (shared/src/config.rs): each brand's request limit.
+API_FUNCTIONS = {"job_api", "status"}
+API_ENV = {
+    "BRAND_RATE_PER_SEC": Ref(("var", "brand_requests_per_sec")),
+    "BRAND_RATE_BURST": Ref(("var", "brand_request_burst")),
 }
 
 # Env var naming a resource -> (resource type, attribute, resource name at the defaults).
@@ -75,6 +89,8 @@ SNS_SUBSCRIPTION_ACTIONS = {
 ROUTES = {
     "POST /offers/{offerId}/link-all-locations": "job_api",
     "POST /jobs/{jobId}/cancel": "job_api",
+    "POST /jobs/{jobId}/pause": "job_api",
+    "POST /jobs/{jobId}/resume": "job_api",
     "POST /offers": "job_api",
     "POST /locations": "job_api",
     "PUT /offers/{offerId}/locations/{locationId}": "job_api",
@@ -85,6 +101,8 @@ ROUTES = {
     "DELETE /offers/{offerId}": "job_api",
     "PATCH /locations/{locationId}": "job_api",
     "DELETE /locations/{locationId}": "job_api",
+    "GET /admin/write-budget": "job_api",
+    "PUT /admin/write-budget": "job_api",
     "GET /jobs/{jobId}": "status",
     "GET /jobs/{jobId}/failures": "status",
     "GET /jobs": "status",
@@ -225,6 +243,22 @@ def allows(cfg: Config, statements: list, action: str, resource: str) -> bool:
         if any(fnmatch.fnmatchcase(resource, symbolic(cfg, r)) for r in st.get("resources", [])):
             return True
     return False
+
+
+def substitute(node, replacements: dict):
+    """The node with each reference in `replacements` replaced by its expression (e.g. a
+    resource attribute by the expression it is set to), so that it can be evaluated."""
+    if isinstance(node, Ref):
+        return replacements.get(node, node)
+    if isinstance(node, BinOp):
+        return BinOp(node.op, substitute(node.left, replacements), substitute(node.right, replacements))
+    if isinstance(node, Unary):
+        return Unary(node.op, substitute(node.operand, replacements))
+    if isinstance(node, Cond):
+        return Cond(*(substitute(n, replacements) for n in (node.cond, node.then, node.other)))
+    if isinstance(node, Call):
+        return Call(node.name, tuple(substitute(a, replacements) for a in node.args))
+    return node
 
 
 def redrive_target(cfg: Config, queue: str) -> str:
@@ -677,6 +711,100 @@ def test_the_webhook_queue_its_dead_letters_and_its_function_alarm(cfg):
     )
     alarmed_functions = {target(v, "aws_lambda_function") for v in error_alarms.values()}
     assert {"fanout", "worker", "webhooks"} <= alarmed_functions
+
+
+def test_the_default_write_budget_is_non_zero_and_the_one_docs_scaling_derives(cfg):
+    stated = DEFAULT_BUDGET_LINE.findall(SCALING_DOC.read_text(encoding="utf-8"))
+    assert len(stated) == 1, f"{SCALING_DOC.name} states the default write budget once: {stated}"
+    derived = int(stated[0].replace(",", ""))
+    default = cfg.variables["write_budget_per_sec"]["default"]
+    assert default > 0, "the initial budget must bound the writes (0 = unlimited)"
+    assert default == derived, f"variables.tf says {default}, {SCALING_DOC.name} derives {derived}"
+    for function in cfg.of_type("aws_lambda_function"):
+        assert environment(cfg, function)["WRITE_BUDGET_PER_SEC"] == Ref(("var", "write_budget_per_sec"))
+    # 0 stays allowed: unlimited.
+    assert validation_accepts(cfg, "write_budget_per_sec", 0)
+    assert not validation_accepts(cfg, "write_budget_per_sec", -1)
+
+    # The worker's precondition (a chunk at one worker's share of the budget takes at most
+    # half the chunk queue's visibility timeout) holds at the defaults, and is not vacuous.
+    worker = cfg.resource("aws_lambda_function", "worker")
+    (precondition,) = cfg.attr(worker, "lifecycle", "precondition")
+    visibility = Ref(("aws_sqs_queue", "chunks", "visibility_timeout_seconds"))
+    condition = substitute(
+        node_of(precondition["condition"]),
+        {visibility: cfg.expr(cfg.resource("aws_sqs_queue", "chunks"), "visibility_timeout_seconds")},
+    )
+    assert visibility not in refs_in(condition)
+    assert cfg.eval(condition) is True
+    assert cfg.eval(condition, {"write_budget_per_sec": 4}) is False
+    assert cfg.eval(condition, {"write_budget_per_sec": 0}) is True
+
+
+def test_the_per_brand_request_limit_reaches_the_api_functions_from_its_variables(cfg):
+    for function in cfg.of_type("aws_lambda_function"):
+        env = environment(cfg, function)
+        if function in API_FUNCTIONS:
+            for key, variable in API_ENV.items():
+                assert env.get(key) == variable, f"{function}: {key} = {env.get(key)!r}"
+        else:
+            assert not set(API_ENV) & set(env), f"{function} serves no HTTP requests"
+
+    assert cfg.variables["brand_requests_per_sec"]["default"] == 20
+    assert cfg.variables["brand_request_burst"]["default"] == 40
+    for rate, ok in [(20, True), (0.5, True), (0, False), (-1, False)]:
+        assert validation_accepts(cfg, "brand_requests_per_sec", rate) is ok, rate
+    for burst, ok in [(40, True), (1, True), (0, False), (1.5, False)]:
+        assert validation_accepts(cfg, "brand_request_burst", burst) is ok, burst
+
+
+def test_the_stage_throttles_every_route_with_the_two_throttle_variables(cfg):
+    stage = cfg.resource("aws_apigatewayv2_stage", "default")
+    assert cfg.expr(stage, "default_route_settings", "throttling_rate_limit") == Ref(
+        ("var", "api_throttle_rate_limit")
+    )
+    assert cfg.expr(stage, "default_route_settings", "throttling_burst_limit") == Ref(
+        ("var", "api_throttle_burst_limit")
+    )
+    # No route has settings of its own: the default applies to every route.
+    assert "route_settings" not in stage
+    assert cfg.variables["api_throttle_rate_limit"]["default"] == 500
+    assert cfg.variables["api_throttle_burst_limit"]["default"] == 1000
+    for rate, ok in [(500, True), (0.5, True), (0, False)]:
+        assert validation_accepts(cfg, "api_throttle_rate_limit", rate) is ok, rate
+    for burst, ok in [(1000, True), (1, True), (0, False), (2.5, False)]:
+        assert validation_accepts(cfg, "api_throttle_burst_limit", burst) is ok, burst
+
+
+def test_pause_resume_and_the_write_budget_are_job_api_routes(cfg):
+    routes = cfg.eval(cfg.resolve(Ref(("local", "job_api_routes"))))
+    for key in ("POST /jobs/{jobId}/pause", "POST /jobs/{jobId}/resume",
+                "GET /admin/write-budget", "PUT /admin/write-budget"):
+        assert key in routes, f"{key} is not routed to job-api"
+
+
+def test_each_role_may_do_what_pausing_and_the_live_write_budget_need(cfg):
+    roles = role_statements(cfg)
+    jobs = "aws_dynamodb_table.jobs.arn"
+    expected = {
+        # Re-reads the budget item; parks a paused job's chunk (put + job update).
+        "worker": ["GetItem", "PutItem", "UpdateItem"],
+        # Re-sends a resumed job's parked chunks and removes their items.
+        "fanout": ["Query", "DeleteItem", "UpdateItem"],
+        # The budget item (GET, PUT), pause and resume.
+        "job_api": ["GetItem", "PutItem", "UpdateItem"],
+    }
+    for function, actions in expected.items():
+        for action in actions:
+            assert allows(cfg, roles[function], f"dynamodb:{action}", jobs), (
+                f"{function}: dynamodb:{action} on the jobs table"
+            )
+    assert allows(cfg, roles["fanout"], "sqs:SendMessage", "aws_sqs_queue.chunks.arn")
+    assert allows(cfg, roles["job_api"], "sqs:SendMessage", "aws_sqs_queue.fanout.arn")
+    # Least privilege: the queries stay on the table, not its indexes, and job-api sends
+    # no chunks itself.
+    assert not allows(cfg, roles["fanout"], "dynamodb:Query", f"{jobs}/index/gsi1")
+    assert not allows(cfg, roles["job_api"], "sqs:SendMessage", "aws_sqs_queue.chunks.arn")
 
 
 def test_the_evaluator_refuses_what_it_cannot_know(cfg):

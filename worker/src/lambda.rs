@@ -111,9 +111,12 @@ fn log_failure(message: &ReceivedMessage, e: &ChunkError) {
 pub fn chunk_metrics(report: &ChunkReport, sdk_retries: u64, duration: Duration) -> String {
     let counts = match report {
         ChunkReport::Recorded { counts, .. } => *counts,
-        ChunkReport::Duplicate { .. } | ChunkReport::JobGone { .. } => Default::default(),
+        ChunkReport::Duplicate { .. }
+        | ChunkReport::JobGone { .. }
+        | ChunkReport::Parked { .. } => Default::default(),
     };
     let duplicate = matches!(report, ChunkReport::Duplicate { .. });
+    let parked = matches!(report, ChunkReport::Parked { .. });
     emf_line(
         "bulklink",
         &[("Function", "worker")],
@@ -124,6 +127,7 @@ pub fn chunk_metrics(report: &ChunkReport, sdk_retries: u64, duration: Duration)
             Metric::count("Failed", counts.failed.into()),
             Metric::count("Cancelled", counts.cancelled.into()),
             Metric::count("DuplicateDeliveries", u64::from(duplicate)),
+            Metric::count("ParkedChunks", u64::from(parked)),
             Metric::count("ThrottledRetries", sdk_retries),
             Metric::millis("ChunkDuration", duration.as_millis() as u64),
         ],

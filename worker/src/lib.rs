@@ -9,10 +9,10 @@ pub mod sweeper;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::domain::{ChunkCounts, ChunkMessage, DomainError, Job, JobId, LinkOutcome};
-use shared::kinds;
+use shared::domain::{ChunkCounts, ChunkMessage, DomainError, Job, JobId, JobStatus, LinkOutcome};
+use shared::kinds::{self, Unfinished};
 use shared::lifecycle::{self, Republish};
-use shared::ports::{Failure, Ledgered, Ports, Queue, ReceivedMessage};
+use shared::ports::{Failure, Ledgered, Parking, Ports, Queue, ReceivedMessage};
 use shared::{Settings, StoreError};
 use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
@@ -40,6 +40,9 @@ pub enum ChunkReport {
     Duplicate { job_id: JobId },
     /// The job no longer exists (expired); nothing to account.
     JobGone { job_id: JobId },
+    /// The job is paused: the chunk is parked with it until it resumes (no write, and no
+    /// delivery counted toward the dead-letter queue meanwhile).
+    Parked { job_id: JobId },
 }
 
 /// What a delivery does with its chunk.
@@ -167,23 +170,46 @@ impl ChunkProcessor {
             }
         };
         async {
-            let Some(job) = self.load_job(&chunk).await? else {
+            let Some(mut job) = self.load_job(&chunk).await? else {
                 return Ok(ChunkReport::JobGone { job_id: chunk.job_id });
             };
+            let mut looks = 0;
+            while job.status == JobStatus::Paused && matches!(attempt, Attempt::Try { .. }) {
+                match self.ports.jobs.park_chunk(job.id, chunk.seq, body).await? {
+                    Parking::Parked => {
+                        info!("job is paused; chunk parked until it resumes");
+                        return Ok(ChunkReport::Parked { job_id: job.id });
+                    }
+                    Parking::Accounted => {
+                        info!("chunk already accounted; replay adds nothing");
+                        return Ok(ChunkReport::Duplicate { job_id: job.id });
+                    }
+                    Parking::NotPaused => {}
+                }
+                looks += 1;
+                if looks == 3 {
+                    return Err(StoreError::Unavailable("the job's pause keeps changing".into()).into());
+                }
+                // Resumed (or cancelled) in the meantime: carry on as it is now.
+                let Some(now) = self.load_job(&chunk).await? else {
+                    return Ok(ChunkReport::JobGone { job_id: chunk.job_id });
+                };
+                job = now;
+            }
             let (counts, failures) = if job.status.skips_chunks() {
-                (ChunkCounts::all_cancelled(chunk.location_ids.len()), Vec::new())
+                kinds::account_unfinished(&self.ports, &job, chunk.offer_id, &chunk.location_ids, Unfinished::Skipped).await?
             } else {
                 match attempt {
                     Attempt::GiveUp => {
                         let reason = "delivery attempts exhausted; the chunk reached the dead-letter queue";
-                        kinds::account_given_up(&self.ports, &job, chunk.offer_id, &chunk.location_ids, reason, self.max_receive_count).await?
+                        kinds::account_unfinished(&self.ports, &job, chunk.offer_id, &chunk.location_ids, Unfinished::GivenUp { reason, attempts: self.max_receive_count }).await?
                     }
                     Attempt::Try { receive_count } => match self.apply(&job, &chunk).await {
                         Ok(outcomes) => (kinds::tally(&outcomes), Vec::new()),
                         Err(e) if receive_count >= self.max_receive_count => {
                             warn!(error = %e, "last delivery failed; accounting the chunk as given up");
                             let reason = format!("{} failed on every delivery; last error: {e}", job.action.verb());
-                            kinds::account_given_up(&self.ports, &job, chunk.offer_id, &chunk.location_ids, &reason, receive_count).await?
+                            kinds::account_unfinished(&self.ports, &job, chunk.offer_id, &chunk.location_ids, Unfinished::GivenUp { reason: &reason, attempts: receive_count }).await?
                         }
                         Err(e) => {
                             warn!(error = %e, retryable = e.is_retryable(), "the chunk's action failed; it will be redelivered");

@@ -44,6 +44,13 @@ pub(crate) fn job_pk(id: JobId) -> String {
 pub(crate) fn chunk_sk(seq: ChunkSeq) -> String {
     format!("CHUNK#{seq}")
 }
+pub(crate) fn parked_sk(seq: ChunkSeq) -> String {
+    format!("PARKED#{seq}")
+}
+pub(crate) fn setting_pk(name: &str) -> String {
+    format!("SETTING#{name}")
+}
+pub(crate) const SETTING_SK: &str = "#SETTING";
 pub(crate) fn failure_sk(id: LocationId) -> String {
     format!("FAIL#{id}")
 }
@@ -258,6 +265,12 @@ pub(crate) struct JobItem {
     pub finished_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notified_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<i64>,
+    #[serde(default)]
+    pub paused_ms: u64,
+    #[serde(default)]
+    pub chunks_parked: u32,
     pub gsi1pk: String,
     pub gsi1sk: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -299,6 +312,9 @@ impl JobItem {
             started_at: job.started_at.map(|t| t.timestamp_millis()),
             finished_at: job.finished_at.map(|t| t.timestamp_millis()),
             notified_at: job.notified_at.map(|t| t.timestamp_millis()),
+            paused_at: job.paused_at.map(|t| t.timestamp_millis()),
+            paused_ms: job.paused_ms,
+            chunks_parked: job.chunks_parked,
             gsi1pk: brand_key(job.brand_id),
             // Job ids are UUID v7: their order is creation order.
             gsi1sk: job.id.to_string(),
@@ -342,6 +358,9 @@ impl JobItem {
             started_at: self.started_at.map(from_ms),
             finished_at: self.finished_at.map(from_ms),
             notified_at: self.notified_at.map(from_ms),
+            paused_at: self.paused_at.map(from_ms),
+            paused_ms: self.paused_ms,
+            chunks_parked: self.chunks_parked,
         })
     }
 }

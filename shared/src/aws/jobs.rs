@@ -22,13 +22,15 @@ use crate::domain::{BrandId, ChunkCounts, ChunkSeq, Job, JobId, JobKind, JobStat
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
     Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance,
-    IdempotencyClaim, JobStore, Ledgered, OfferDeletion, Page,
+    IdempotencyClaim, JobStore, Ledgered, OfferDeletion, Page, ParkedChunk, Parking, PauseOutcome,
 };
 
 /// How long an `Idempotency-Key` is remembered (DynamoDB TTL, checked on read too).
 const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
 /// How long a finished job's items stay before TTL removes them.
 const JOB_RETENTION_SECS: i64 = 30 * 24 * 60 * 60;
+/// Read-then-write rounds a pause's end gets when the job changes between the two.
+const PAUSE_RACE_ROUNDS: usize = 3;
 /// BatchWriteItem takes at most 25 items.
 const BATCH_WRITE: usize = 25;
 
@@ -36,6 +38,14 @@ pub struct DynamoJobs {
     ddb: Client,
     table: String,
     catalog_table: String,
+}
+
+fn pause_outcome(result: Result<Job, Option<Job>>) -> Option<PauseOutcome> {
+    match result {
+        Ok(job) => Some(PauseOutcome::Changed(job)),
+        Err(Some(job)) => Some(PauseOutcome::Unchanged(job)),
+        Err(None) => None,
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> StoreError {
@@ -108,6 +118,36 @@ impl DynamoJobs {
             }
             Err(e) => Err(classify("UpdateItem", e)),
         }
+    }
+
+    /// Ends the pause that began at `paused_at`: status `to`, its time added to pausedMs
+    /// (and `startedAt` set at `started` if the job never started), only if the job is
+    /// still in that pause.
+    async fn end_pause(
+        &self,
+        id: JobId,
+        paused_at: DateTime<Utc>,
+        to: &str,
+        started: Option<DateTime<Utc>>,
+    ) -> StoreResult<Result<Job, Option<Job>>> {
+        let now = started.unwrap_or_else(Utc::now);
+        let paused_for = (now - paused_at).num_milliseconds().max(0);
+        self.conditional_update(
+            id,
+            "SET #s = :to, pausedMs = if_not_exists(pausedMs, :zero) + :for, \
+             startedAt = if_not_exists(startedAt, :now), updatedAt = :now REMOVE pausedAt",
+            "#s = :paused AND pausedAt = :at",
+            HashMap::from([
+                (":to".into(), s(to)),
+                (":paused".into(), s("PAUSED")),
+                (":at".into(), n(paused_at.timestamp_millis())),
+                (":for".into(), n(paused_for)),
+                (":zero".into(), n(0)),
+                (":now".into(), n(now.timestamp_millis())),
+            ]),
+            Some(HashMap::from([("#s".into(), "status".into())])),
+        )
+        .await
     }
 
     async fn put_failures(&self, job: JobId, failures: &[Failure]) -> StoreResult<()> {
@@ -603,7 +643,7 @@ impl JobStore for DynamoJobs {
     }
 
     async fn request_cancel(&self, id: JobId) -> StoreResult<Option<CancelOutcome>> {
-        let result = self
+        let mut result = self
             .conditional_update(
                 id,
                 "SET #s = :cancelling, updatedAt = :now",
@@ -617,6 +657,16 @@ impl JobStore for DynamoJobs {
                 Some(HashMap::from([("#s".into(), "status".into())])),
             )
             .await?;
+        // A paused job: the pause ends with the cancel, its time added to pausedMs.
+        for _ in 0..PAUSE_RACE_ROUNDS {
+            let Err(Some(job)) = &result else { break };
+            let Some(paused_at) = job.paused_at.filter(|_| job.status == JobStatus::Paused) else {
+                break;
+            };
+            result = self
+                .end_pause(job.id, paused_at, "CANCELLING", None)
+                .await?;
+        }
         Ok(match result {
             Ok(job) => Some(CancelOutcome::Cancelling(job)),
             Err(None) => None,
@@ -625,6 +675,246 @@ impl JobStore for DynamoJobs {
             }
             Err(Some(job)) => Some(CancelOutcome::NotCancellable(job)),
         })
+    }
+
+    async fn pause_job(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<Option<PauseOutcome>> {
+        let result = self
+            .conditional_update(
+                id,
+                "SET #s = :paused, pausedAt = :at, updatedAt = :at",
+                "#s IN (:pending, :running)",
+                HashMap::from([
+                    (":paused".into(), s("PAUSED")),
+                    (":pending".into(), s("PENDING")),
+                    (":running".into(), s("RUNNING")),
+                    (":at".into(), n(at.timestamp_millis())),
+                ]),
+                Some(HashMap::from([("#s".into(), "status".into())])),
+            )
+            .await?;
+        Ok(pause_outcome(result))
+    }
+
+    async fn resume_job(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<Option<PauseOutcome>> {
+        let Some(mut job) = self.load(id).await? else {
+            return Ok(None);
+        };
+        for _ in 0..PAUSE_RACE_ROUNDS {
+            let Some(paused_at) = job.paused_at.filter(|_| job.status == JobStatus::Paused) else {
+                return Ok(Some(PauseOutcome::Unchanged(job)));
+            };
+            match self.end_pause(id, paused_at, "RUNNING", Some(at)).await? {
+                Ok(job) => return Ok(Some(PauseOutcome::Changed(job))),
+                Err(None) => return Ok(None),
+                Err(Some(now)) => job = now,
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "job {id} changed under {PAUSE_RACE_ROUNDS} resume attempts"
+        )))
+    }
+
+    async fn park_chunk(&self, id: JobId, seq: ChunkSeq, body: &str) -> StoreResult<Parking> {
+        let now = Utc::now().timestamp_millis();
+        let parked = |condition: Option<&str>| {
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(
+                    [
+                        ("pk", s(job_pk(id))),
+                        ("sk", s(parked_sk(seq))),
+                        ("body", s(body)),
+                        ("token", s(format!("{:016x}", rand::random::<u64>()))),
+                        ("parkedAt", n(now)),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+                ))
+                .set_condition_expression(condition.map(str::to_owned))
+                .build()
+                .map_err(internal)
+        };
+        let unaccounted = || {
+            ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(job_pk(id), &chunk_sk(seq))))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(internal)
+        };
+        let count = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(job_pk(id), JOB_SK)))
+            .update_expression("ADD chunksParked :one SET updatedAt = :now")
+            .condition_expression("#s = :paused")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":paused", s("PAUSED"))
+            .build()
+            .map_err(internal)?;
+        let first = self
+            .ddb
+            .transact_write_items()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(parked(Some("attribute_not_exists(pk)"))?)
+                    .build(),
+            )
+            .transact_items(TransactWriteItem::builder().update(count).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .condition_check(unaccounted()?)
+                    .build(),
+            )
+            .send()
+            .await;
+        let Err(e) = first else {
+            return Ok(Parking::Parked);
+        };
+        let reasons = cancellation(e)?;
+        if condition_failed(reasons.get(1)) {
+            return Ok(Parking::NotPaused);
+        }
+        if condition_failed(reasons.get(2)) {
+            return Ok(Parking::Accounted);
+        }
+        if !condition_failed(reasons.first()) {
+            return Err(retryable_cancel(&reasons));
+        }
+        // Parked already (a redelivery, or parked again before its re-send was removed): a
+        // new token, still only while the job is PAUSED.
+        let paused = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(job_pk(id), JOB_SK)))
+            .condition_expression("#s = :paused")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":paused", s("PAUSED"))
+            .build()
+            .map_err(internal)?;
+        let again = self
+            .ddb
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().condition_check(paused).build())
+            .transact_items(TransactWriteItem::builder().put(parked(None)?).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .condition_check(unaccounted()?)
+                    .build(),
+            )
+            .send()
+            .await;
+        let Err(e) = again else {
+            return Ok(Parking::Parked);
+        };
+        let reasons = cancellation(e)?;
+        if condition_failed(reasons.first()) {
+            return Ok(Parking::NotPaused);
+        }
+        if condition_failed(reasons.get(2)) {
+            return Ok(Parking::Accounted);
+        }
+        Err(retryable_cancel(&reasons))
+    }
+
+    async fn parked_chunks(&self, id: JobId, limit: usize) -> StoreResult<Vec<ParkedChunk>> {
+        let out = self
+            .ddb
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :parked)")
+            .expression_attribute_values(":pk", s(job_pk(id)))
+            .expression_attribute_values(":parked", s("PARKED#"))
+            .consistent_read(true)
+            .limit(limit.clamp(1, 1_000) as i32)
+            .send()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        out.items()
+            .iter()
+            .map(|item| {
+                let text = |name: &str| match item.get(name) {
+                    Some(AttributeValue::S(v)) => Ok(v.clone()),
+                    _ => Err(StoreError::Internal(format!(
+                        "a parked chunk of job {id} has no {name}"
+                    ))),
+                };
+                let sk = text("sk")?;
+                let seq = sk
+                    .strip_prefix("PARKED#")
+                    .and_then(|seq| seq.parse().ok())
+                    .ok_or_else(|| StoreError::Internal(format!("parked chunk key '{sk}'")))?;
+                Ok(ParkedChunk {
+                    seq: ChunkSeq(seq),
+                    body: text("body")?,
+                    token: text("token")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn unpark_chunk(&self, id: JobId, parked: &ParkedChunk) -> StoreResult<()> {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(job_pk(id), &parked_sk(parked.seq))))
+            .condition_expression("#t = :token")
+            .expression_attribute_names("#t", "token")
+            .expression_attribute_values(":token", s(&parked.token))
+            .build()
+            .map_err(internal)?;
+        let count = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(job_pk(id), JOB_SK)))
+            .update_expression("ADD chunksParked :minus SET updatedAt = :now")
+            .expression_attribute_values(":minus", n(-1))
+            .expression_attribute_values(":now", n(Utc::now().timestamp_millis()))
+            .build()
+            .map_err(internal)?;
+        let result = self
+            .ddb
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(delete).build())
+            .transact_items(TransactWriteItem::builder().update(count).build())
+            .send()
+            .await;
+        let Err(e) = result else { return Ok(()) };
+        let reasons = cancellation(e)?;
+        if condition_failed(reasons.first()) {
+            // Parked again since (or removed already): that parking stays.
+            return Ok(());
+        }
+        Err(retryable_cancel(&reasons))
+    }
+
+    async fn get_setting(&self, name: &str) -> StoreResult<Option<String>> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(setting_pk(name), SETTING_SK)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        Ok(out.item.and_then(|item| match item.get("value") {
+            Some(AttributeValue::S(v)) => Some(v.clone()),
+            _ => None,
+        }))
+    }
+
+    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        let mut item = key(setting_pk(name), SETTING_SK);
+        item.insert("value".into(), s(value));
+        item.insert("updatedAt".into(), n(Utc::now().timestamp_millis()));
+        self.ddb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| classify("PutItem", e))?;
+        Ok(())
     }
 
     async fn mark_failing(&self, id: JobId) -> StoreResult<bool> {

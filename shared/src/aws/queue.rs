@@ -46,7 +46,7 @@ impl Queue for SqsQueue {
         &self.name
     }
 
-    async fn send_batch(&self, bodies: &[String]) -> StoreResult<()> {
+    async fn send_grouped(&self, group: Option<&str>, bodies: &[String]) -> StoreResult<()> {
         check_send_batch(bodies)?;
         let mut pending: Vec<(usize, &String)> = bodies.iter().enumerate().collect();
         for round in 1..=SEND_ROUNDS {
@@ -62,6 +62,7 @@ impl Queue for SqsQueue {
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(body.as_str())
+                        .set_message_group_id(group.map(str::to_owned))
                         .build()
                         .map_err(internal)
                 })

@@ -14,6 +14,8 @@ use super::{BrandId, DomainError, JobId, OfferId, WebhookUrl};
 pub enum JobStatus {
     Pending,
     Running,
+    /// Paused by its owner: chunks are parked, not worked, until it is resumed.
+    Paused,
     Cancelling,
     Failing,
     Succeeded,
@@ -23,9 +25,10 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 8] = [
+    pub const ALL: [JobStatus; 9] = [
         JobStatus::Pending,
         JobStatus::Running,
+        JobStatus::Paused,
         JobStatus::Cancelling,
         JobStatus::Failing,
         JobStatus::Succeeded,
@@ -38,6 +41,7 @@ impl JobStatus {
         match self {
             JobStatus::Pending => "PENDING",
             JobStatus::Running => "RUNNING",
+            JobStatus::Paused => "PAUSED",
             JobStatus::Cancelling => "CANCELLING",
             JobStatus::Failing => "FAILING",
             JobStatus::Succeeded => "SUCCEEDED",
@@ -64,6 +68,14 @@ impl JobStatus {
 
     /// Whether a cancel request may move the job to CANCELLING.
     pub fn can_cancel(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Pending | JobStatus::Running | JobStatus::Paused
+        )
+    }
+
+    /// Whether a pause request may move the job to PAUSED.
+    pub fn can_pause(self) -> bool {
         matches!(self, JobStatus::Pending | JobStatus::Running)
     }
 
@@ -303,6 +315,15 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub notified_at: Option<DateTime<Utc>>,
+    /// When the current pause began; `None` unless PAUSED.
+    #[serde(default)]
+    pub paused_at: Option<DateTime<Utc>>,
+    /// Milliseconds spent paused in earlier pauses (the current one is not included).
+    #[serde(default)]
+    pub paused_ms: u64,
+    /// Chunks taken off the queue while the job was paused, waiting to be re-sent.
+    #[serde(default)]
+    pub chunks_parked: u32,
 }
 
 impl Serialize for Action {
@@ -345,6 +366,9 @@ impl Job {
             started_at: None,
             finished_at: None,
             notified_at: None,
+            paused_at: None,
+            paused_ms: 0,
+            chunks_parked: 0,
         }
     }
 
@@ -389,16 +413,27 @@ impl Job {
         }
     }
 
-    /// Accounted locations per second since the job started.
+    /// Time spent paused so far, the current pause included.
+    pub fn paused_for(&self, now: DateTime<Utc>) -> std::time::Duration {
+        let current = self
+            .paused_at
+            .map_or(0, |at| (now - at).num_milliseconds().max(0) as u64);
+        std::time::Duration::from_millis(self.paused_ms + current)
+    }
+
+    /// Accounted locations per second of the time the job ran (since it started, less the
+    /// time it spent paused).
     pub fn rate_per_sec(&self, now: DateTime<Utc>) -> Option<f64> {
         let started = self.started_at?;
         let until = self.finished_at.unwrap_or(now);
-        let secs = (until - started).num_milliseconds() as f64 / 1000.0;
+        let secs = (until - started).num_milliseconds() as f64 / 1000.0
+            - self.paused_for(now).as_secs_f64();
         (secs > 0.0).then(|| self.counters.processed() as f64 / secs)
     }
 
-    /// Seconds until every enqueued location is accounted, at the current rate.
-    /// Unknown until fanout is done (the total is not final before then).
+    /// Seconds until every enqueued location is accounted, at the rate it ran at (a paused
+    /// job: the running time still needed once resumed). Unknown until fanout is done (the
+    /// total is not final before then).
     pub fn eta_seconds(&self, now: DateTime<Utc>) -> Option<f64> {
         if self.status.is_terminal() {
             return Some(0.0);
@@ -464,12 +499,40 @@ mod tests {
     }
 
     #[test]
-    fn only_pending_or_running_jobs_can_be_cancelled() {
+    fn only_pending_running_or_paused_jobs_can_be_cancelled() {
         let cancellable: Vec<_> = JobStatus::ALL
             .into_iter()
             .filter(|s| s.can_cancel())
             .collect();
-        assert_eq!(cancellable, vec![JobStatus::Pending, JobStatus::Running]);
+        assert_eq!(
+            cancellable,
+            vec![JobStatus::Pending, JobStatus::Running, JobStatus::Paused]
+        );
+        let pausable: Vec<_> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| s.can_pause())
+            .collect();
+        assert_eq!(pausable, vec![JobStatus::Pending, JobStatus::Running]);
+        assert!(!JobStatus::Paused.skips_chunks());
+        assert_eq!(JobStatus::Paused.completes_as(&counters(1, 0)), None);
+    }
+
+    #[test]
+    fn time_paused_does_not_count_toward_the_rate() {
+        let t0 = Utc::now();
+        let mut job = Job::new(BrandId::new_random(), OfferId::new_random(), None, t0);
+        job.status = JobStatus::Paused;
+        job.started_at = Some(t0);
+        job.counters = counters(100, 0);
+        job.fanout_done = true;
+        job.counters.total = 300;
+        // Ran 10 s, paused 20 s earlier and for the last 10 s.
+        job.paused_ms = 20_000;
+        job.paused_at = Some(t0 + chrono::Duration::seconds(30));
+        let now = t0 + chrono::Duration::seconds(40);
+        assert_eq!(job.paused_for(now), std::time::Duration::from_secs(30));
+        assert_eq!(job.rate_per_sec(now), Some(10.0));
+        assert_eq!(job.eta_seconds(now), Some(20.0));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::domain::{
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
     Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance,
-    IdempotencyClaim, JobStore, Ledgered, OfferDeletion, Page,
+    IdempotencyClaim, JobStore, Ledgered, OfferDeletion, Page, ParkedChunk, Parking, PauseOutcome,
 };
 
 /// How long an `Idempotency-Key` is remembered.
@@ -23,7 +23,7 @@ const IDEMPOTENCY_TTL_MS: i64 = 24 * 60 * 60 * 1000;
 const JOB_COLUMNS: &str = "id, status, brand_id, offer_id, callback_url, total, linked, \
     already_linked, not_found, failed, cancelled, fanout_cursor, fanout_done, chunks_total, \
     chunks_done, created_at, updated_at, started_at, finished_at, notified_at, kind, action, \
-    parent_job_id, unlinked, not_linked";
+    parent_job_id, unlinked, not_linked, paused_at, paused_ms, chunks_parked";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
     let id: String = row.get(0)?;
@@ -53,6 +53,9 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
     let started_at = row.get::<_, Option<i64>>(17)?.map(from_ms);
     let finished_at = row.get::<_, Option<i64>>(18)?.map(from_ms);
     let notified_at = row.get::<_, Option<i64>>(19)?.map(from_ms);
+    let paused_at = row.get::<_, Option<i64>>(25)?.map(from_ms);
+    let paused_ms = row.get::<_, i64>(26)?.max(0) as u64;
+    let chunks_parked = row.get::<_, i64>(27)?.max(0) as u32;
     Ok((|| {
         Ok(Job {
             id: id.parse()?,
@@ -73,6 +76,9 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
             started_at,
             finished_at,
             notified_at,
+            paused_at,
+            paused_ms,
+            chunks_parked,
         })
     })())
 }
@@ -84,6 +90,14 @@ fn load_job(conn: &Connection, id: &str) -> StoreResult<Option<Job>> {
         .optional()
         .map_err(sql)?
         .transpose()
+}
+
+fn pause_outcome(changed: usize, job: Job) -> PauseOutcome {
+    if changed == 1 {
+        PauseOutcome::Changed(job)
+    } else {
+        PauseOutcome::Unchanged(job)
+    }
 }
 
 fn must_load_job(conn: &Connection, id: &str) -> StoreResult<Job> {
@@ -443,8 +457,9 @@ impl JobStore for EmbeddedStore {
         self.write(move |conn| {
             let id = id.to_string();
             conn.execute(
-                "UPDATE jobs SET status = 'CANCELLING', updated_at = ?2 \
-                 WHERE id = ?1 AND status IN ('PENDING', 'RUNNING')",
+                "UPDATE jobs SET status = 'CANCELLING', updated_at = ?2, \
+                 paused_ms = paused_ms + COALESCE(MAX(?2 - paused_at, 0), 0), paused_at = NULL \
+                 WHERE id = ?1 AND status IN ('PENDING', 'RUNNING', 'PAUSED')",
                 params![id, now_ms()],
             )
             .map_err(sql)?;
@@ -455,6 +470,157 @@ impl JobStore for EmbeddedStore {
                     CancelOutcome::NotCancellable(job)
                 }
             }))
+        })
+        .await
+    }
+
+    async fn pause_job(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<Option<PauseOutcome>> {
+        self.write(move |conn| {
+            let id = id.to_string();
+            let changed = conn
+                .execute(
+                    "UPDATE jobs SET status = 'PAUSED', paused_at = ?2, updated_at = ?2 \
+                     WHERE id = ?1 AND status IN ('PENDING', 'RUNNING')",
+                    params![id, to_ms(at)],
+                )
+                .map_err(sql)?;
+            Ok(load_job(conn, &id)?.map(|job| pause_outcome(changed, job)))
+        })
+        .await
+    }
+
+    async fn resume_job(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<Option<PauseOutcome>> {
+        self.write(move |conn| {
+            let id = id.to_string();
+            let changed = conn
+                .execute(
+                    "UPDATE jobs SET status = 'RUNNING', \
+                     paused_ms = paused_ms + MAX(?2 - paused_at, 0), paused_at = NULL, \
+                     started_at = COALESCE(started_at, ?2), updated_at = ?2 \
+                     WHERE id = ?1 AND status = 'PAUSED'",
+                    params![id, to_ms(at)],
+                )
+                .map_err(sql)?;
+            Ok(load_job(conn, &id)?.map(|job| pause_outcome(changed, job)))
+        })
+        .await
+    }
+
+    async fn park_chunk(&self, id: JobId, seq: ChunkSeq, body: &str) -> StoreResult<Parking> {
+        let body = body.to_owned();
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql)?;
+            let id = id.to_string();
+            let paused = tx
+                .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1 AND status = 'PAUSED'")
+                .map_err(sql)?
+                .exists([&id])
+                .map_err(sql)?;
+            if !paused {
+                return Ok(Parking::NotPaused);
+            }
+            let accounted = tx
+                .prepare_cached("SELECT 1 FROM chunk_ledger WHERE job_id = ?1 AND seq = ?2")
+                .map_err(sql)?
+                .exists(params![id, seq.0])
+                .map_err(sql)?;
+            if accounted {
+                return Ok(Parking::Accounted);
+            }
+            let now = now_ms();
+            let token = format!("{:016x}", rand::random::<u64>());
+            let existed = tx
+                .prepare_cached("SELECT 1 FROM parked_chunks WHERE job_id = ?1 AND seq = ?2")
+                .map_err(sql)?
+                .exists(params![id, seq.0])
+                .map_err(sql)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO parked_chunks (job_id, seq, body, parked_at, token) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, seq.0, body, now, token],
+            )
+            .map_err(sql)?;
+            if !existed {
+                tx.execute(
+                    "UPDATE jobs SET chunks_parked = chunks_parked + 1, updated_at = ?2 WHERE id = ?1",
+                    params![id, now],
+                )
+                .map_err(sql)?;
+            }
+            tx.commit().map_err(sql)?;
+            Ok(Parking::Parked)
+        })
+        .await
+    }
+
+    async fn parked_chunks(&self, id: JobId, limit: usize) -> StoreResult<Vec<ParkedChunk>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, body, token FROM parked_chunks WHERE job_id = ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![id.to_string(), limit as i64], |row| {
+                    Ok(ParkedChunk {
+                        seq: ChunkSeq(row.get(0)?),
+                        body: row.get(1)?,
+                        token: row.get(2)?,
+                    })
+                })
+                .map_err(sql)?;
+            rows.collect::<Result<_, _>>().map_err(sql)
+        })
+        .await
+    }
+
+    async fn unpark_chunk(&self, id: JobId, parked: &ParkedChunk) -> StoreResult<()> {
+        let (seq, token) = (parked.seq, parked.token.clone());
+        self.write(move |conn| {
+            let tx = conn.transaction().map_err(sql)?;
+            let id = id.to_string();
+            let removed = tx
+                .execute(
+                    "DELETE FROM parked_chunks WHERE job_id = ?1 AND seq = ?2 AND token = ?3",
+                    params![id, seq.0, token],
+                )
+                .map_err(sql)?;
+            if removed == 1 {
+                tx.execute(
+                    "UPDATE jobs SET chunks_parked = chunks_parked - 1, updated_at = ?2 WHERE id = ?1",
+                    params![id, now_ms()],
+                )
+                .map_err(sql)?;
+            }
+            tx.commit().map_err(sql)
+        })
+        .await
+    }
+
+    async fn get_setting(&self, name: &str) -> StoreResult<Option<String>> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT value FROM settings WHERE name = ?1")
+                .map_err(sql)?
+                .query_row([name], |row| row.get(0))
+                .optional()
+                .map_err(sql)
+        })
+        .await
+    }
+
+    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO settings (name, value, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![name, value, now_ms()],
+            )
+            .map_err(sql)?;
+            Ok(())
         })
         .await
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use tokio::time::Instant;
 
 use super::{now_ms, sql, EmbeddedStore};
@@ -50,23 +50,31 @@ impl EmbeddedQueue {
             .write(move |conn| {
                 let tx = conn.transaction().map_err(sql)?;
                 let now = now_ms();
-                let due: Vec<(i64, String, u32)> = {
-                    let mut stmt = tx
-                        .prepare_cached(
-                            "SELECT id, body, receive_count FROM queue_messages \
-                             WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, id LIMIT ?3",
-                        )
-                        .map_err(sql)?;
-                    let rows = stmt
-                        .query_map(params![name, now, max as i64], |row| {
-                            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                        })
-                        .map_err(sql)?;
-                    rows.collect::<Result<_, _>>().map_err(sql)?
-                };
-                let mut messages = Vec::with_capacity(due.len());
+                let mut messages = Vec::with_capacity(max);
                 let mut moved = false;
                 {
+                    // Fair share: the group served least recently among those with a
+                    // visible message goes first; within a group, the oldest message.
+                    let mut next_group = tx
+                        .prepare_cached(
+                            "SELECT g.grp FROM queue_groups g WHERE g.queue = ?1 AND EXISTS \
+                             (SELECT 1 FROM queue_messages m WHERE m.queue = g.queue AND m.grp = g.grp \
+                              AND m.visible_at <= ?2) ORDER BY g.served LIMIT 1",
+                        )
+                        .map_err(sql)?;
+                    let mut oldest = tx
+                        .prepare_cached(
+                            "SELECT id, body, receive_count FROM queue_messages \
+                             WHERE queue = ?1 AND grp = ?2 AND visible_at <= ?3 ORDER BY visible_at, id LIMIT 1",
+                        )
+                        .map_err(sql)?;
+                    let mut served = tx
+                        .prepare_cached(
+                            "UPDATE queue_groups SET served = \
+                             (SELECT MAX(served) FROM queue_groups WHERE queue = ?1) + 1 \
+                             WHERE queue = ?1 AND grp = ?2",
+                        )
+                        .map_err(sql)?;
                     let mut deliver = tx
                         .prepare_cached(
                             "UPDATE queue_messages SET visible_at = ?2, receive_count = ?3, receipt = ?4 \
@@ -79,11 +87,28 @@ impl EmbeddedQueue {
                              receipt = NULL WHERE id = ?1",
                         )
                         .map_err(sql)?;
-                    for (id, body, count) in due {
+                    let mut dead_letter_group = tx
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO queue_groups (queue, grp) VALUES (?1, ?2)",
+                        )
+                        .map_err(sql)?;
+                    while messages.len() < max {
+                        let group: Option<String> = next_group
+                            .query_row(params![name, now], |row| row.get(0))
+                            .optional()
+                            .map_err(sql)?;
+                        let Some(group) = group else { break };
+                        let (id, body, count): (i64, String, u32) = oldest
+                            .query_row(params![name, group, now], |row| {
+                                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                            })
+                            .map_err(sql)?;
+                        served.execute(params![name, group]).map_err(sql)?;
                         let count = count + 1;
                         if let Some((dlq, max_receive)) = &redrive {
                             if count > *max_receive {
                                 dead_letter.execute(params![id, dlq, now]).map_err(sql)?;
+                                dead_letter_group.execute(params![dlq, group]).map_err(sql)?;
                                 moved = true;
                                 continue;
                             }
@@ -111,6 +136,46 @@ impl EmbeddedQueue {
         }
         Ok(messages)
     }
+
+    /// Inserts `bodies` into group `group`, visible after `delay_ms`.
+    async fn insert(
+        &self,
+        group: Option<&str>,
+        bodies: Vec<String>,
+        delay_ms: i64,
+    ) -> StoreResult<()> {
+        let name = self.name.clone();
+        let group = group.unwrap_or_default().to_owned();
+        self.store
+            .write(move |conn| {
+                let tx = conn.transaction().map_err(sql)?;
+                {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO queue_groups (queue, grp) VALUES (?1, ?2)",
+                    )
+                    .map_err(sql)?
+                    .execute(params![name, group])
+                    .map_err(sql)?;
+                    let mut insert = tx
+                        .prepare_cached(
+                            "INSERT INTO queue_messages (queue, grp, body, sent_at, visible_at) \
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )
+                        .map_err(sql)?;
+                    let now = now_ms();
+                    for body in &bodies {
+                        insert
+                            .execute(params![name, group, body, now, now + delay_ms])
+                            .map_err(sql)?;
+                    }
+                }
+                tx.commit().map_err(sql)
+            })
+            .await?;
+        // A receiver that is waiting looks again (a delayed message, when it is visible).
+        self.store.notifier(&self.name).notify_waiters();
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -119,54 +184,19 @@ impl Queue for EmbeddedQueue {
         &self.name
     }
 
-    async fn send_batch(&self, bodies: &[String]) -> StoreResult<()> {
+    async fn send_grouped(&self, group: Option<&str>, bodies: &[String]) -> StoreResult<()> {
         check_send_batch(bodies)?;
         if bodies.is_empty() {
             return Ok(());
         }
-        let name = self.name.clone();
-        let bodies = bodies.to_vec();
-        self.store
-            .write(move |conn| {
-                let tx = conn.transaction().map_err(sql)?;
-                {
-                    let mut insert = tx
-                        .prepare_cached(
-                            "INSERT INTO queue_messages (queue, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?3)",
-                        )
-                        .map_err(sql)?;
-                    let now = now_ms();
-                    for body in &bodies {
-                        insert.execute(params![name, body, now]).map_err(sql)?;
-                    }
-                }
-                tx.commit().map_err(sql)
-            })
-            .await?;
-        self.store.notifier(&self.name).notify_waiters();
-        Ok(())
+        self.insert(group, bodies.to_vec(), 0).await
     }
 
     async fn send_delayed(&self, body: &str, delay: Duration) -> StoreResult<()> {
         check_send_batch(std::slice::from_ref(&body.to_owned()))?;
         check_delay(delay)?;
-        let name = self.name.clone();
-        let body = body.to_owned();
-        self.store
-            .write(move |conn| {
-                let now = now_ms();
-                conn.prepare_cached(
-                    "INSERT INTO queue_messages (queue, body, sent_at, visible_at) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(sql)?
-                .execute(params![name, body, now, now + delay.as_millis() as i64])
-                .map_err(sql)?;
-                Ok(())
-            })
-            .await?;
-        // A receiver that is waiting looks again when the message becomes visible.
-        self.store.notifier(&self.name).notify_waiters();
-        Ok(())
+        self.insert(None, vec![body.to_owned()], delay.as_millis() as i64)
+            .await
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {

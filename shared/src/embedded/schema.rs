@@ -12,7 +12,7 @@ use crate::error::{StoreError, StoreResult};
 type Migration = fn(&Transaction<'_>) -> StoreResult<()>;
 
 /// `MIGRATIONS[i]` takes a file from version `i` to `i + 1`.
-const MIGRATIONS: &[Migration] = &[v1_initial, v2_own_webhooks, v3_job_kinds];
+const MIGRATIONS: &[Migration] = &[v1_initial, v2_own_webhooks, v3_job_kinds, v4_many_brands];
 
 /// The schema version this build writes.
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -271,6 +271,45 @@ UPDATE locations SET has_offer = EXISTS (SELECT 1 FROM links WHERE links.locatio
 
 fn v3_job_kinds(tx: &Transaction<'_>) -> StoreResult<()> {
     tx.execute_batch(V3).map_err(sql)
+}
+
+/// Version 4: many brands at once. Queue messages carry a group (a chunk's brand) that
+/// receives serve fairly; jobs can be paused, their chunks parked meanwhile; settings that
+/// operators change at runtime (the write budget).
+const V4: &str = r#"
+ALTER TABLE queue_messages ADD COLUMN grp TEXT NOT NULL DEFAULT '';
+CREATE INDEX queue_ready_by_group ON queue_messages (queue, grp, visible_at, id);
+-- When each group of a queue was last served: receives take the least recent first.
+CREATE TABLE queue_groups (
+    queue TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    served INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, grp)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO queue_groups (queue, grp) SELECT DISTINCT queue, '' FROM queue_messages;
+
+ALTER TABLE jobs ADD COLUMN paused_at INTEGER;
+ALTER TABLE jobs ADD COLUMN paused_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN chunks_parked INTEGER NOT NULL DEFAULT 0;
+-- Chunks a paused job's workers took off the queue, until the job leaves PAUSED.
+CREATE TABLE parked_chunks (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    parked_at INTEGER NOT NULL,
+    token TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
+fn v4_many_brands(tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.execute_batch(V4).map_err(sql)
 }
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
