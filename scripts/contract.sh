@@ -72,7 +72,8 @@ echo "== openapi-spec-validator docs/openapi.json"
 port=$(free_port)
 api="http://127.0.0.1:$port"
 (cd "$work" && exec "$BIN" serve --db "$work/contract.db" --listen "127.0.0.1:$port" \
-  --token-key "$work/bulklink.key" --webhook-resolver none >"$work/serve.log" 2>&1) &
+  --token-key "$work/bulklink.key" --webhook-resolver none \
+  --brand-rate-per-sec 100000 --brand-rate-burst 100000 >"$work/serve.log" 2>&1) &
 pids+=($!)
 wait_ready "$api"
 brand_token=$("$BIN" token --token-key "$work/bulklink.key" --brand "$("$PY" -c 'import uuid; print(uuid.uuid4())')")
@@ -99,7 +100,8 @@ eval "$("$BIN" bootstrap --endpoint-url "http://127.0.0.1:$moto_port" --prefix c
 aws_port=$(free_port)
 aws_api="http://127.0.0.1:$aws_port"
 (cd "$work" && exec "$BIN" serve --backend aws --listen "127.0.0.1:$aws_port" \
-  --token-key "$work/bulklink.key" --webhook-resolver none >"$work/serve-aws.log" 2>&1) &
+  --token-key "$work/bulklink.key" --webhook-resolver none \
+  --brand-rate-per-sec 100000 --brand-rate-burst 100000 >"$work/serve-aws.log" 2>&1) &
 pids+=($!)
 wait_ready "$aws_api"
 seed "$aws_api" "$brand_token"

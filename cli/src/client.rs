@@ -160,6 +160,24 @@ impl ApiClient {
             .into_json()
     }
 
+    pub async fn write_budget(&self) -> anyhow::Result<job_api::admin::WriteBudgetView> {
+        self.get("/admin/write-budget").await
+    }
+
+    pub async fn set_write_budget(
+        &self,
+        writes_per_sec: f64,
+    ) -> anyhow::Result<job_api::admin::WriteBudgetView> {
+        self.send(
+            Method::PUT,
+            "/admin/write-budget",
+            Some(&serde_json::json!({ "writesPerSec": writes_per_sec })),
+            &[],
+        )
+        .await?
+        .into_json()
+    }
+
     pub async fn pause(&self, id: JobId) -> anyhow::Result<JobView> {
         self.send(Method::POST, &format!("/jobs/{id}/pause"), None, &[])
             .await?

@@ -50,6 +50,12 @@ struct PipelineArgs {
     /// Catalog writes per second across all workers; 0 = unlimited (overrides WRITE_BUDGET_PER_SEC).
     #[arg(long)]
     write_budget: Option<f64>,
+    /// API requests per second per brand (overrides BRAND_RATE_PER_SEC).
+    #[arg(long)]
+    brand_rate_per_sec: Option<f64>,
+    /// Requests a brand may make at once (overrides BRAND_RATE_BURST).
+    #[arg(long)]
+    brand_rate_burst: Option<u32>,
 }
 
 impl PipelineArgs {
@@ -61,11 +67,19 @@ impl PipelineArgs {
         if let Some(budget) = self.write_budget {
             settings.write_budget_per_sec = (budget > 0.0).then_some(budget);
         }
+        if let Some(rate) = self.brand_rate_per_sec {
+            settings.brand_rate_per_sec = rate;
+        }
+        if let Some(burst) = self.brand_rate_burst {
+            settings.brand_rate_burst = burst;
+        }
         settings.validate()?;
         Ok(settings)
     }
 }
 
+// Parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the main job end to end on a fresh embedded store and check the result.
@@ -143,10 +157,15 @@ enum Command {
         #[arg(long, default_value = "5% cashback")]
         offer_name: String,
     },
-    /// Create, watch or cancel a job on a running server.
+    /// Create, watch, pause, resume or cancel a job on a running server.
     Job {
         #[command(subcommand)]
         action: JobAction,
+    },
+    /// Read or change the live write budget of a running server (administrators).
+    Budget {
+        #[command(subcommand)]
+        action: BudgetAction,
     },
     /// Benchmark the embedded pipeline against its floor, or count an aws-mode job's AWS
     /// requests (see docs/benchmarks.md).
@@ -339,6 +358,44 @@ enum JobAction {
         token: Option<String>,
         job: String,
     },
+    /// POST /jobs/{job}/pause; prints the job.
+    Pause {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        #[arg(long, env = "BULKLINK_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        job: String,
+    },
+    /// POST /jobs/{job}/resume; prints the job.
+    Resume {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        #[arg(long, env = "BULKLINK_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        job: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BudgetAction {
+    /// GET /admin/write-budget: the budget in force and the workers' live rates.
+    Get {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        /// An administrator's token.
+        #[arg(long, env = "BULKLINK_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// PUT /admin/write-budget: catalog writes per second across all workers (0 =
+    /// unlimited); every worker applies it within 5 s.
+    Set {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        /// An administrator's token.
+        #[arg(long, env = "BULKLINK_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        writes_per_sec: f64,
+    },
 }
 
 #[tokio::main]
@@ -453,6 +510,7 @@ async fn main() -> anyhow::Result<()> {
             emit!("{seeded}");
         }
         Command::Job { action } => run_job_action(action).await?,
+        Command::Budget { action } => run_budget_action(action).await?,
         Command::Bootstrap {
             endpoint_url,
             prefix,
@@ -630,6 +688,40 @@ async fn run_job_action(action: JobAction) -> anyhow::Result<()> {
                 .await?;
             emit!("{}", serde_json::to_string_pretty(&job)?);
         }
+        JobAction::Pause { api, token, job } => {
+            let id: JobId = job.parse()?;
+            let job = ApiClient::new(&api)?
+                .with_optional_token(token)
+                .pause(id)
+                .await?;
+            emit!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        JobAction::Resume { api, token, job } => {
+            let id: JobId = job.parse()?;
+            let job = ApiClient::new(&api)?
+                .with_optional_token(token)
+                .resume(id)
+                .await?;
+            emit!("{}", serde_json::to_string_pretty(&job)?);
+        }
     }
+    Ok(())
+}
+
+async fn run_budget_action(action: BudgetAction) -> anyhow::Result<()> {
+    let (api, token, change) = match action {
+        BudgetAction::Get { api, token } => (api, token, None),
+        BudgetAction::Set {
+            api,
+            token,
+            writes_per_sec,
+        } => (api, token, Some(writes_per_sec)),
+    };
+    let client = ApiClient::new(&api)?.with_optional_token(token);
+    let budget = match change {
+        None => client.write_budget().await?,
+        Some(writes) => client.set_write_budget(writes).await?,
+    };
+    emit!("{}", serde_json::to_string_pretty(&budget)?);
     Ok(())
 }

@@ -157,8 +157,9 @@ fn random_key() -> Vec<u8> {
 
 /// The HTTP API: both routers, finished once.
 pub fn app(state: ApiState, auth: Arc<Authenticator>) -> axum::Router {
+    let settings = state.settings.clone();
     let (router, _) = job_api::routes().merge(status::routes()).split_for_parts();
-    shared::http::finish_router(router.with_state(state), auth)
+    shared::http::finish_router(router.with_state(state), auth, &settings)
 }
 
 impl Runtime {
@@ -214,10 +215,12 @@ impl Runtime {
         let (shutdown, watcher) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
+        let live_rates = shared::budget::LiveRates::default();
         let state = ApiState {
             ports: ports.clone(),
             egress: config.egress.clone(),
             settings: config.settings.clone(),
+            live_rates: live_rates.clone(),
         };
         tasks.spawn(server::serve(
             listener,
@@ -243,8 +246,15 @@ impl Runtime {
             }
             // One processor per worker: each holds its own share of the write budget,
             // as each Lambda instance does.
-            for _ in 0..config.settings.worker_concurrency {
-                let processor = Arc::new(ChunkProcessor::new(ports.clone(), &config.settings));
+            for n in 1..=config.settings.worker_concurrency {
+                let mut processor = ChunkProcessor::new(ports.clone(), &config.settings)
+                    .with_live_rates(live_rates.clone(), &format!("worker-{n}"));
+                if let Backend::Aws(clients) = &backend {
+                    let counter = clients.counter.clone();
+                    processor =
+                        processor.with_throttle_probe(Arc::new(move || counter.throttles()));
+                }
+                let processor = Arc::new(processor);
                 tasks.spawn(worker::run_queue_loop(
                     processor,
                     ports.chunk_queue.clone(),

@@ -105,8 +105,9 @@ async fn through_job_api_lambda(
         ports: env.ports(),
         egress: shared::egress::Egress::default(),
         settings: env.settings.clone(),
+        live_rates: Default::default(),
     };
-    let router = shared::http::finish_router(job_api::router(state), Arc::new(auth));
+    let router = shared::http::finish_router(job_api::router(state), Arc::new(auth), &env.settings);
     let response = lambda_http::Adapter::from(router)
         .oneshot(LambdaEvent::new(request, context("apigw-req")))
         .await
@@ -186,8 +187,13 @@ async fn through_status_lambda_without_claims(env: &Env, route: &str, path: &str
         ports: env.ports(),
         egress: shared::egress::Egress::default(),
         settings: env.settings.clone(),
+        live_rates: Default::default(),
     };
-    let router = shared::http::finish_router(status::router(state), Arc::new(gateway_auth()));
+    let router = shared::http::finish_router(
+        status::router(state),
+        Arc::new(gateway_auth()),
+        &env.settings,
+    );
     let response = lambda_http::Adapter::from(router)
         .oneshot(LambdaEvent::new(request, context("apigw-public")))
         .await
@@ -541,4 +547,84 @@ async fn the_delivery_function_delivers_a_raw_sns_message_and_drops_an_undecodab
         log.items[0].status,
         shared::domain::DeliveryStatus::Succeeded
     );
+}
+
+/// A worker instance re-reads the live write budget: after an administrator's change its
+/// metrics report the new rate (its share: one instance here), without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_instance_picks_up_a_changed_write_budget() {
+    let env = Env::of(Kind::Aws, small_chunks()).await;
+    let ports = env.ports();
+    let (_, _, messages) = fanned_out_job(&env, &ports, 2).await;
+    let api = crate::runtime_api::RuntimeApi::start().await;
+    let mut vars = lambda_env(&env, &api.host(), "bulklink-worker");
+    vars.extend([
+        ("WRITE_BUDGET_PER_SEC".to_owned(), "400".to_owned()),
+        ("WORKER_MAX_CONCURRENCY".to_owned(), "1".to_owned()),
+        ("WRITE_BUDGET_REFRESH_SECS".to_owned(), "1".to_owned()),
+    ]);
+    let mut worker =
+        std::process::Command::new(crate::runtime_api::function_binary("bulklink-worker"))
+            .env_clear()
+            .envs(vars)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stdout = worker.stdout.take().unwrap();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let last_rate = || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find_map(|l| l["WriteRatePerSec"].as_f64())
+    };
+    let deliver = |n: usize| {
+        let m = &messages[n];
+        let event =
+            serde_json::to_value(sqs_event(&[(m.message_id.clone(), m.body.clone(), 1)])).unwrap();
+        api.invoke(event, Duration::from_secs(60))
+    };
+    let id = deliver(0);
+    assert!(api.outcome(&id, Duration::from_secs(60)).await.is_some());
+    eventually(
+        Duration::from_secs(10),
+        "the first metrics line",
+        || async { last_rate().is_some() },
+    )
+    .await;
+    assert_eq!(last_rate(), Some(400.0));
+
+    ports
+        .jobs
+        .put_setting(shared::ports::WRITE_BUDGET_SETTING, "1000")
+        .await
+        .unwrap();
+    // The same chunk again and again (a replay: nothing is written twice) until the
+    // instance's refresh has read the change.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while last_rate() != Some(1_000.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still at {:?} after 30 s",
+            last_rate()
+        );
+        let id = deliver(1);
+        assert!(api.outcome(&id, Duration::from_secs(60)).await.is_some());
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
 }

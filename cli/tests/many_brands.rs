@@ -354,3 +354,128 @@ async fn the_embedded_queue_alternates_between_groups_with_waiting_messages() {
     assert_eq!(set(&order[3..5]), expect(&["a1", "b1"]), "{order:?}");
     assert_eq!(order[5], "a2", "{order:?}");
 }
+
+/// A brand over its request rate gets 429 with `Retry-After`; another brand's requests in
+/// the same second, and an administrator's, are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brand_over_its_request_rate_gets_429_and_other_brands_do_not() {
+    let env = Env::new(shared::Settings {
+        brand_rate_per_sec: 0.1,
+        brand_rate_burst: 5,
+        ..fast_settings()
+    });
+    let noisy = env.seed(3).await;
+    let quiet = env.seed(3).await;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let get = |role: Role, path: String| {
+        let token = runtime.token_for("someone", role).unwrap();
+        let url = format!("{}{path}", runtime.base_url);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let offer = |seeded: &shared::embedded::SeededBrand| format!("/offers/{}", seeded.offer_id);
+    for _ in 0..5 {
+        let r = get(Role::Brand(noisy.brand_id), offer(&noisy)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let over = get(Role::Brand(noisy.brand_id), offer(&noisy)).await;
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = over.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=10).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    assert_eq!(over.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = over.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&noisy.brand_id.to_string()),
+        "{problem}"
+    );
+    // The same second: the quiet brand has its own bucket, the administrator none.
+    for _ in 0..5 {
+        let r = get(Role::Brand(quiet.brand_id), offer(&quiet)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    for _ in 0..10 {
+        let r = get(Role::Admin, offer(&noisy)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        get(Role::Brand(noisy.brand_id), offer(&noisy))
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    runtime.shutdown().await;
+}
+
+/// An administrator changes the write budget while a job runs: every worker takes its new
+/// share (the live rates say so), a brand may not touch it, and the job ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_budget_changes_while_a_job_runs_and_every_worker_takes_its_share() {
+    let env = Env::new(shared::Settings {
+        write_budget_per_sec: Some(400.0),
+        worker_concurrency: 4,
+        budget_refresh: Duration::from_millis(500),
+        visibility_timeout: Duration::from_secs(4),
+        ..fast_settings()
+    });
+    let seeded = env.seed(2_000).await;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let admin = runtime.api_as(Role::Admin).unwrap();
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let before = admin.write_budget().await.unwrap();
+    assert_eq!(
+        (before.writes_per_sec, before.source.as_str()),
+        (400.0, "default")
+    );
+    let refused = api
+        .send(
+            Method::PUT,
+            "/admin/write-budget",
+            Some(&serde_json::json!({ "writesPerSec": 1e6 })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+
+    let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
+    let at_default = || async {
+        let rates = admin.write_budget().await.unwrap().workers;
+        rates.len() == 4 && rates.iter().all(|w| w.writes_per_sec == 100.0)
+    };
+    eventually(WAIT, "every worker at 400 / 4", at_default).await;
+    let changed = admin.set_write_budget(4_000.0).await.unwrap();
+    assert_eq!(
+        (changed.writes_per_sec, changed.source.as_str()),
+        (4_000.0, "setting")
+    );
+    let at_new = || async {
+        let rates = admin.write_budget().await.unwrap().workers;
+        rates.iter().all(|w| w.writes_per_sec == 1_000.0)
+    };
+    eventually(WAIT, "every worker at 4,000 / 4", at_new).await;
+    let done = wait_terminal(&runtime.ports, job.id, WAIT).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_exact(&env, &seeded, &done).await;
+    // 0 is unlimited.
+    assert_eq!(
+        admin.set_write_budget(0.0).await.unwrap().writes_per_sec,
+        0.0
+    );
+    runtime.shutdown().await;
+}

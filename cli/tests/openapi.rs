@@ -1556,6 +1556,63 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
             .unwrap(),
     );
 
+    // The write budget: administrators only.
+    let budget = "/admin/write-budget";
+    let admin_token = runtime.token_for("admin", Role::Admin).unwrap();
+    let set = |writes: f64| json!({ "writesPerSec": writes });
+    reach.saw(
+        "getWriteBudget",
+        200,
+        admin.send(Method::GET, budget, None, &[]).await.unwrap(),
+    );
+    reach.saw(
+        "getWriteBudget",
+        403,
+        api.send(Method::GET, budget, None, &[]).await.unwrap(),
+    );
+    for (caller, writes, code) in [
+        (&admin, 5_000.0, 200),
+        (&admin, -1.0, 400),
+        (&admin, 1.0, 422),
+        (&api, 5_000.0, 403),
+        (&admin, 0.0, 200),
+    ] {
+        reach.saw(
+            "setWriteBudget",
+            code,
+            caller
+                .send(Method::PUT, budget, Some(&set(writes)), &[])
+                .await
+                .unwrap(),
+        );
+    }
+    reach.saw(
+        "setWriteBudget",
+        413,
+        raw(
+            &admin,
+            &admin_token,
+            Method::PUT,
+            budget,
+            "application/json",
+            big.clone(),
+        )
+        .await,
+    );
+    reach.saw(
+        "setWriteBudget",
+        415,
+        raw(
+            &admin,
+            &admin_token,
+            Method::PUT,
+            budget,
+            "text/plain",
+            b"{}".to_vec(),
+        )
+        .await,
+    );
+
     // No token: 401 on every route but the public ones.
     for ((method, path), op) in operations(status::openapi()) {
         let public = op
@@ -1585,6 +1642,34 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         reach.saw(&id, 401, r);
     }
     runtime.shutdown().await;
+
+    // Over its request rate, a brand gets 429 on every route that needs a caller.
+    let limited_env = Env::new(shared::Settings {
+        brand_rate_per_sec: 0.01,
+        brand_rate_burst: 1,
+        ..fast_settings()
+    });
+    let limited = limited_env.start(limited_env.config(), |ports| ports).await;
+    let spent = limited.api_as(Role::Brand(brand)).unwrap();
+    let first = spent.send(Method::GET, "/jobs", None, &[]).await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.body);
+    for ((method, path), op) in operations(status::openapi()) {
+        let id = op.operation_id.clone().unwrap();
+        if !op.responses.responses.contains_key("429") {
+            continue;
+        }
+        let concrete = path
+            .split('/')
+            .map(|s| if s.starts_with('{') { unknown } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        let r = spent
+            .send(method.parse().unwrap(), &concrete, None, &[])
+            .await
+            .unwrap();
+        reach.saw(&id, 429, r);
+    }
+    limited.shutdown().await;
     reach.assert_all_seen();
 }
 

@@ -42,6 +42,9 @@ pub fn fast_settings() -> Settings {
         max_receive_count: 3,
         visibility_timeout: Duration::from_secs(1),
         failure_min_sample: 1_000_000,
+        // Tests fire requests far faster than a brand may: the limit has its own tests.
+        brand_rate_per_sec: 100_000.0,
+        brand_rate_burst: 100_000,
         ..Settings::default()
     }
 }

@@ -3,6 +3,8 @@
 //! Every route acts as its `Caller`: a brand's caller on its own brand only. One axum
 //! `Router` serves Lambda and `bulklink serve` alike.
 
+pub mod admin;
+
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -44,6 +46,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(retry_job_failures))
         .routes(routes!(cancel_job))
         .routes(routes!(pause_job))
+        .routes(routes!(admin::get_write_budget, admin::set_write_budget))
         .routes(routes!(resume_job))
         .routes(routes!(create_offer))
         .routes(routes!(rename_offer, delete_offer))

@@ -456,7 +456,59 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
                 "authentication is not configured on this server",
             ));
         };
-        Ok(auth.authenticate(parts)?)
+        let caller = auth.authenticate(parts)?;
+        if let (Role::Brand(brand), Some(limiter)) =
+            (&caller.role, parts.extensions.get::<Arc<BrandLimiter>>())
+        {
+            limiter.check(*brand)?;
+        }
+        Ok(caller)
+    }
+}
+
+/// Requests per brand: a token bucket per brand (`BRAND_RATE_PER_SEC`, `BRAND_RATE_BURST`),
+/// taken when a request's caller is known. Administrators are not limited. Per process: on
+/// Lambda each instance keeps its own buckets (docs/scaling.md).
+pub struct BrandLimiter {
+    limiter: governor::DefaultKeyedRateLimiter<BrandId>,
+    checks: std::sync::atomic::AtomicU64,
+}
+
+/// Buckets are pruned of brands that are full again every this many checks.
+const PRUNE_EVERY: u64 = 10_000;
+
+impl BrandLimiter {
+    pub fn new(settings: &crate::Settings) -> Self {
+        let period = Duration::from_secs_f64(1.0 / settings.brand_rate_per_sec);
+        let burst = std::num::NonZeroU32::new(settings.brand_rate_burst)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = governor::Quota::with_period(period)
+            .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MAX))
+            .allow_burst(burst);
+        BrandLimiter {
+            limiter: governor::RateLimiter::keyed(quota),
+            checks: Default::default(),
+        }
+    }
+
+    /// Takes one request from the brand's bucket, or answers 429 with when to come back.
+    pub fn check(&self, brand: BrandId) -> Result<(), ApiError> {
+        use governor::clock::Clock as _;
+        let n = self
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&brand).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("brand {brand} is over its request rate; retry after {secs} s"),
+            )
+            .with_retry_after(secs)
+        })
     }
 }
 

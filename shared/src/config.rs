@@ -40,6 +40,13 @@ pub struct Settings {
     pub webhook_concurrency: usize,
     /// …and per receiving host (scheme, host and port).
     pub webhook_host_concurrency: usize,
+    /// How often a worker re-reads the live write budget (`PUT /admin/write-budget`).
+    pub budget_refresh: Duration,
+    /// API requests per second each brand may make (a token bucket per brand; the
+    /// administrator is not limited).
+    pub brand_rate_per_sec: f64,
+    /// …and the bucket's size: requests a brand may make at once.
+    pub brand_rate_burst: u32,
 }
 
 impl Default for Settings {
@@ -60,6 +67,9 @@ impl Default for Settings {
             webhook_visibility_timeout: Duration::from_secs(60),
             webhook_concurrency: 64,
             webhook_host_concurrency: 8,
+            budget_refresh: Duration::from_secs(5),
+            brand_rate_per_sec: 20.0,
+            brand_rate_burst: 40,
         }
     }
 }
@@ -74,7 +84,7 @@ pub struct SettingsError {
 
 impl Settings {
     /// Names of the environment variables, shared with Terraform.
-    pub const ENV: [&'static str; 15] = [
+    pub const ENV: [&'static str; 18] = [
         "CHUNK_SIZE",
         "FANOUT_PAGE_SIZE",
         "WRITE_BUDGET_PER_SEC",
@@ -90,6 +100,9 @@ impl Settings {
         "WEBHOOK_VISIBILITY_TIMEOUT_SECS",
         "WEBHOOK_CONCURRENCY",
         "WEBHOOK_HOST_CONCURRENCY",
+        "WRITE_BUDGET_REFRESH_SECS",
+        "BRAND_RATE_PER_SEC",
+        "BRAND_RATE_BURST",
     ];
 
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -155,6 +168,15 @@ impl Settings {
         if let Some(v) = lookup("WEBHOOK_HOST_CONCURRENCY") {
             s.webhook_host_concurrency = parse("WEBHOOK_HOST_CONCURRENCY", &v)?;
         }
+        if let Some(v) = lookup("WRITE_BUDGET_REFRESH_SECS") {
+            s.budget_refresh = Duration::from_secs_f64(parse("WRITE_BUDGET_REFRESH_SECS", &v)?);
+        }
+        if let Some(v) = lookup("BRAND_RATE_PER_SEC") {
+            s.brand_rate_per_sec = parse("BRAND_RATE_PER_SEC", &v)?;
+        }
+        if let Some(v) = lookup("BRAND_RATE_BURST") {
+            s.brand_rate_burst = parse("BRAND_RATE_BURST", &v)?;
+        }
         s.validate()?;
         Ok(s)
     }
@@ -187,6 +209,23 @@ impl Settings {
                 self.webhook_visibility_timeout.as_secs_f64().to_string(),
                 "must be at least 15 s: longer than an attempt's 10 s timeout",
             );
+        }
+        if self.budget_refresh.is_zero() || self.budget_refresh > Duration::from_secs(5) {
+            return fail(
+                "WRITE_BUDGET_REFRESH_SECS",
+                self.budget_refresh.as_secs_f64().to_string(),
+                "must be more than 0 and at most 5: a budget change applies within 5 s",
+            );
+        }
+        if !(self.brand_rate_per_sec.is_finite() && self.brand_rate_per_sec > 0.0) {
+            return fail(
+                "BRAND_RATE_PER_SEC",
+                self.brand_rate_per_sec.to_string(),
+                "must be more than 0",
+            );
+        }
+        if self.brand_rate_burst == 0 {
+            return fail("BRAND_RATE_BURST", "0".into(), "must be at least 1");
         }
         if self.max_receive_count == 0 {
             return fail("MAX_RECEIVE_COUNT", "0".into(), "must be at least 1");

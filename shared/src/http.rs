@@ -444,12 +444,16 @@ async fn request_limits(request: Request, next: axum::middleware::Next) -> Respo
 pub fn finish_router(
     router: axum::Router,
     auth: std::sync::Arc<crate::auth::Authenticator>,
+    settings: &crate::Settings,
 ) -> axum::Router {
     router
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::Extension(auth))
+        .layer(axum::Extension(std::sync::Arc::new(
+            crate::auth::BrandLimiter::new(settings),
+        )))
         .layer(axum::middleware::from_fn(request_limits))
 }
 
@@ -460,6 +464,8 @@ pub struct ApiState {
     pub egress: crate::egress::Egress,
     /// What dry runs estimate with (chunk size, write budget, workers).
     pub settings: crate::Settings,
+    /// The live write rates of this process's workers (empty on Lambda).
+    pub live_rates: crate::budget::LiveRates,
 }
 
 impl axum::extract::FromRef<ApiState> for crate::ports::Ports {

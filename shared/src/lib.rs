@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod aws;
+pub mod budget;
 pub mod config;
 pub mod domain;
 pub mod egress;

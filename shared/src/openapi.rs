@@ -117,6 +117,66 @@ impl<'s> utoipa::ToResponse<'s> for Unauthorized {
     }
 }
 
+/// 429, with its `Retry-After`.
+pub struct TooManyRequests;
+
+impl<'s> utoipa::ToResponse<'s> for TooManyRequests {
+    fn response() -> (&'s str, RefOr<Response>) {
+        let response = problem(
+            "The caller's brand is over its request rate (`BRAND_RATE_PER_SEC`, \
+             `BRAND_RATE_BURST`); administrators are not limited.",
+            example(
+                429,
+                "Too Many Requests",
+                "brand 0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012 is over its request rate; retry after 1 s",
+            ),
+        )
+        .header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(Some(u32::schema()))
+                .description(Some("Seconds until the brand may send again"))
+                .build(),
+        )
+        .build();
+        ("TooManyRequests", response.into())
+    }
+}
+
+/// Every operation that needs a caller may answer 429: the per-brand request limit applies
+/// where the caller is known, whatever the route.
+pub fn limit_every_authenticated_operation(document: &mut utoipa::openapi::OpenApi) {
+    let (name, response) = <TooManyRequests as utoipa::ToResponse>::response();
+    document
+        .components
+        .get_or_insert_with(Default::default)
+        .responses
+        .insert(name.to_owned(), response);
+    for item in document.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let public = op
+                .security
+                .as_ref()
+                .is_some_and(|s| s.iter().all(|r| r == &Default::default()));
+            if !public {
+                op.responses.responses.insert(
+                    "429".to_owned(),
+                    RefOr::Ref(utoipa::openapi::Ref::from_response_name(name)),
+                );
+            }
+        }
+    }
+}
+
 /// A `Location` header: where the resource is.
 pub fn location_header() -> utoipa::openapi::header::Header {
     HeaderBuilder::new()
@@ -168,6 +228,7 @@ impl Modify for BearerAuth {
         (name = "jobs", description = "Bulk jobs: create, follow, cancel"),
         (name = "catalog", description = "Offers, locations and links"),
         (name = "webhooks", description = "Subscriptions and their deliveries (Standard Webhooks)"),
+        (name = "admin", description = "Operating the service: the live write budget"),
         (name = "service", description = "Liveness and this document")
     )
 )]

@@ -54,6 +54,15 @@ impl<'a> Metric<'a> {
         }
     }
 
+    /// A rate (writes per second); unlimited is not a number and is left out.
+    pub fn per_sec(name: &'a str, value: f64) -> Self {
+        Metric {
+            name,
+            value,
+            unit: "Count/Second",
+        }
+    }
+
     pub fn millis(name: &'a str, value: u64) -> Self {
         Metric {
             name,

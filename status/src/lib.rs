@@ -56,6 +56,7 @@ pub fn openapi() -> &'static utoipa::openapi::OpenApi {
                 .merge(routes())
                 .split_for_parts();
         document.info.version = env!("CARGO_PKG_VERSION").to_owned();
+        shared::openapi::limit_every_authenticated_operation(&mut document);
         document
     })
 }

@@ -46,7 +46,13 @@ pub async fn handle_sqs_event(
                 let _ = writeln!(
                     metrics,
                     "{}",
-                    chunk_metrics(&report, retries, started.elapsed())
+                    chunk_metrics(
+                        source,
+                        &report,
+                        retries,
+                        processor.write_rate(),
+                        started.elapsed()
+                    )
                 );
             }
             Err(e) => {
@@ -70,8 +76,10 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
         }
     };
     let counter = setup.clients.counter.clone();
+    let throttles = setup.clients.counter.clone();
     let processor = ChunkProcessor::new(setup.ports, &setup.settings)
-        .with_retry_probe(std::sync::Arc::new(move || counter.retries()));
+        .with_retry_probe(std::sync::Arc::new(move || counter.retries()))
+        .with_throttle_probe(std::sync::Arc::new(move || throttles.throttles()));
     let processor = &processor;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<SqsEvent>| async move {
@@ -107,8 +115,16 @@ fn log_failure(message: &ReceivedMessage, e: &ChunkError) {
     );
 }
 
-/// The per-chunk metrics line (EMF): counts, SDK retries (throttling and timeouts), duration.
-pub fn chunk_metrics(report: &ChunkReport, sdk_retries: u64, duration: Duration) -> String {
+/// The per-chunk metrics line (EMF): counts, SDK retries (throttling and timeouts), the
+/// instance's write rate now (when limited), duration. The chunk DLQ consumer's lines carry
+/// `Function = worker-dlq`.
+pub fn chunk_metrics(
+    source: Source,
+    report: &ChunkReport,
+    sdk_retries: u64,
+    write_rate: Option<f64>,
+    duration: Duration,
+) -> String {
     let counts = match report {
         ChunkReport::Recorded { counts, .. } => *counts,
         ChunkReport::Duplicate { .. }
@@ -117,19 +133,23 @@ pub fn chunk_metrics(report: &ChunkReport, sdk_retries: u64, duration: Duration)
     };
     let duplicate = matches!(report, ChunkReport::Duplicate { .. });
     let parked = matches!(report, ChunkReport::Parked { .. });
-    emf_line(
-        "bulklink",
-        &[("Function", "worker")],
-        &[
-            Metric::count("Linked", counts.linked.into()),
-            Metric::count("AlreadyLinked", counts.already_linked.into()),
-            Metric::count("NotFound", counts.not_found.into()),
-            Metric::count("Failed", counts.failed.into()),
-            Metric::count("Cancelled", counts.cancelled.into()),
-            Metric::count("DuplicateDeliveries", u64::from(duplicate)),
-            Metric::count("ParkedChunks", u64::from(parked)),
-            Metric::count("ThrottledRetries", sdk_retries),
-            Metric::millis("ChunkDuration", duration.as_millis() as u64),
-        ],
-    )
+    let function = match source {
+        Source::Chunks => "worker",
+        Source::DeadLetters => "worker-dlq",
+    };
+    let mut metrics = vec![
+        Metric::count("Linked", counts.linked.into()),
+        Metric::count("AlreadyLinked", counts.already_linked.into()),
+        Metric::count("NotFound", counts.not_found.into()),
+        Metric::count("Failed", counts.failed.into()),
+        Metric::count("Cancelled", counts.cancelled.into()),
+        Metric::count("DuplicateDeliveries", u64::from(duplicate)),
+        Metric::count("ParkedChunks", u64::from(parked)),
+        Metric::count("ThrottledRetries", sdk_retries),
+        Metric::millis("ChunkDuration", duration.as_millis() as u64),
+    ];
+    if let Some(rate) = write_rate {
+        metrics.push(Metric::per_sec("WriteRatePerSec", rate));
+    }
+    emf_line("bulklink", &[("Function", function)], &metrics)
 }

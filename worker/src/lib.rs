@@ -9,6 +9,7 @@ pub mod sweeper;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shared::budget::{BudgetWatch, LiveRates};
 use shared::domain::{ChunkCounts, ChunkMessage, DomainError, Job, JobId, JobStatus, LinkOutcome};
 use shared::kinds::{self, Unfinished};
 use shared::lifecycle::{self, Republish};
@@ -66,9 +67,13 @@ pub struct ChunkProcessor {
     max_receive_count: u32,
     failure_threshold: f64,
     failure_min_sample: u64,
-    limiter: Option<WriteLimiter>,
+    limiter: WriteLimiter,
+    budget: BudgetWatch,
     time_limit: Duration,
     retries: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+    throttles: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+    /// Where this worker reports its live rate, under its name.
+    live: Option<(LiveRates, String)>,
 }
 
 /// Share of the visibility timeout one delivery may spend. Past it the delivery gives up,
@@ -80,16 +85,40 @@ impl ChunkProcessor {
     /// One worker instance: it holds its share of the write budget.
     pub fn new(ports: Ports, settings: &Settings) -> Self {
         ChunkProcessor {
-            ports,
             max_receive_count: settings.max_receive_count,
             failure_threshold: settings.failure_threshold,
             failure_min_sample: settings.failure_min_sample,
-            limiter: settings
-                .per_worker_write_budget()
-                .and_then(WriteLimiter::new),
+            limiter: WriteLimiter::new(settings.per_worker_write_budget()),
+            budget: BudgetWatch::new(ports.jobs.clone(), settings),
+            ports,
             time_limit: settings.visibility_timeout.mul_f64(VISIBILITY_SHARE),
             retries: None,
+            throttles: None,
+            live: None,
         }
+    }
+
+    /// Reads the backend's count of throttled requests: the adaptive limiter backs off when
+    /// it grows while this worker writes.
+    pub fn with_throttle_probe(mut self, probe: Arc<dyn Fn() -> u64 + Send + Sync>) -> Self {
+        self.throttles = Some(probe);
+        self
+    }
+
+    /// Reports this worker's live write rate into `rates` as `name`.
+    pub fn with_live_rates(mut self, rates: LiveRates, name: &str) -> Self {
+        rates.set(name, self.limiter.current_rate());
+        self.live = Some((rates, name.to_owned()));
+        self
+    }
+
+    /// The rate this worker writes at now (writes/s); `None` = unlimited.
+    pub fn write_rate(&self) -> Option<f64> {
+        self.limiter.current_rate()
+    }
+
+    fn throttle_count(&self) -> u64 {
+        self.throttles.as_ref().map_or(0, |probe| probe())
     }
 
     /// Reads the backend's count of SDK retries (throttling, timeouts), for the per-chunk
@@ -107,7 +136,7 @@ impl ChunkProcessor {
     /// Messages to take per receive. A rate-limited worker takes one at a time: a batch
     /// held by one worker is budget the idle workers cannot spend.
     pub fn receive_batch_size(&self) -> usize {
-        if self.limiter.is_some() {
+        if self.limiter.current_rate().is_some() {
             1
         } else {
             10
@@ -161,6 +190,8 @@ impl ChunkProcessor {
     /// up with a reason, then account it once.
     async fn run(&self, body: &str, attempt: Attempt) -> Result<ChunkReport, ChunkError> {
         let chunk = ChunkMessage::decode(body)?;
+        // The live budget, re-read at most every `budget_refresh`.
+        self.limiter.set_share(self.budget.share().await);
         let span = match attempt {
             Attempt::Try { receive_count } => {
                 tracing::info_span!("chunk", job_id = %chunk.job_id, chunk_seq = %chunk.seq, receive_count)
@@ -242,13 +273,19 @@ impl ChunkProcessor {
 
     /// The job's action on the chunk, in slices of the write budget.
     async fn apply(&self, job: &Job, chunk: &ChunkMessage) -> Result<Vec<LinkOutcome>, StoreError> {
-        let Some(limiter) = &self.limiter else {
-            return kinds::apply(&self.ports, job, &chunk.location_ids).await;
-        };
         let mut outcomes = Vec::with_capacity(chunk.location_ids.len());
-        for part in chunk.location_ids.chunks(limiter.locations_per_batch()) {
-            limiter.acquire(part.len()).await;
-            outcomes.extend(kinds::apply(&self.ports, job, part).await?);
+        let batch = self.limiter.locations_per_batch();
+        for part in chunk.location_ids.chunks(batch) {
+            self.limiter.acquire(part.len()).await;
+            let throttled_before = self.throttle_count();
+            let done = kinds::apply(&self.ports, job, part).await;
+            if self.throttle_count() > throttled_before {
+                self.limiter.throttled();
+            }
+            outcomes.extend(done?);
+        }
+        if let Some((rates, name)) = &self.live {
+            rates.set(name, self.limiter.current_rate());
         }
         Ok(outcomes)
     }

@@ -2,6 +2,7 @@
 //! bench can print requests per linked location and tests can assert request economy.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -20,9 +21,22 @@ pub struct Counts {
     pub attempts: u64,
 }
 
+/// Whether an error type (header or body) names a throttling error.
+fn is_throttling(text: &[u8]) -> bool {
+    const CODES: [&[u8]; 3] = [
+        b"ProvisionedThroughputExceeded",
+        b"ThrottlingException",
+        b"RequestLimitExceeded",
+    ];
+    CODES
+        .iter()
+        .any(|code| text.windows(code.len()).any(|w| w == *code))
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct RequestCounter {
     counts: Arc<Mutex<BTreeMap<(String, String), Counts>>>,
+    throttles: Arc<AtomicU64>,
 }
 
 impl RequestCounter {
@@ -52,6 +66,13 @@ impl RequestCounter {
             .values()
             .map(|c| c.attempts.saturating_sub(c.calls))
             .sum()
+    }
+
+    /// Attempts DynamoDB answered with throttling (`ProvisionedThroughputExceededException`,
+    /// `ThrottlingException`, `RequestLimitExceeded`), retried or not: the signal the
+    /// adaptive write limiter backs off on.
+    pub fn throttles(&self) -> u64 {
+        self.throttles.load(Ordering::Relaxed)
     }
 
     fn bump(&self, cfg: &ConfigBag, attempt: bool) {
@@ -84,6 +105,29 @@ impl Intercept for RequestCounter {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         self.bump(cfg, false);
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(response) = context.response() {
+            if response.status().as_u16() == 400 {
+                let named = response
+                    .headers()
+                    .get("x-amzn-errortype")
+                    .map(str::as_bytes);
+                let text = named
+                    .or_else(|| response.body().bytes())
+                    .unwrap_or_default();
+                if is_throttling(text) {
+                    self.throttles.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         Ok(())
     }
 

@@ -210,6 +210,7 @@ impl LambdaSetup {
             ports: self.ports.clone(),
             egress: self.egress.clone(),
             settings: self.settings.clone(),
+            live_rates: Default::default(),
         }
     }
 }
