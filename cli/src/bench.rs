@@ -494,3 +494,175 @@ pub async fn measure_aws(
     runtime.shutdown().await;
     Ok((link_all, unlink))
 }
+
+/// When one job of a fairness run began (after its delay) and how long it took.
+#[derive(Clone, Copy, Debug)]
+struct Timed {
+    secs: f64,
+}
+
+/// Runs jobs of `(locations, start delay)` at once on one fresh embedded store, each of its
+/// own brand; how long each took from its POST to its end.
+async fn run_jobs(config: &RuntimeConfig, jobs: &[(u64, Duration)]) -> anyhow::Result<Vec<Timed>> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("fairness.db");
+    let store = EmbeddedStore::open(&db)?;
+    let mut seeded = Vec::new();
+    for (n, _) in jobs {
+        seeded.push(
+            store
+                .seed_brand(BrandId::new_random(), "fairness", *n)
+                .await?,
+        );
+    }
+    drop(store);
+    let runtime = Runtime::start_embedded(&db, config.clone()).await?;
+    let began = Instant::now();
+    let mut running = tokio::task::JoinSet::new();
+    for (i, ((n, delay), seed)) in jobs.iter().zip(&seeded).enumerate() {
+        let api = ApiClient::new(&runtime.base_url)?
+            .with_token(config.token(shared::auth::Role::Brand(seed.brand_id)));
+        let (n, delay, offer) = (*n, *delay, seed.offer_id);
+        running.spawn(async move {
+            tokio::time::sleep_until((began + delay).into()).await;
+            let started = Instant::now();
+            let job = api.create_job(offer, None, None).await?;
+            let job = api
+                .wait_terminal(
+                    job.id,
+                    Duration::from_millis(10),
+                    Duration::from_secs(3_600),
+                    |_| {},
+                )
+                .await?;
+            if job.status != JobStatus::Succeeded || job.counters.counters.linked != n {
+                bail!(
+                    "fairness job {i} ended {} with {} of {n} linked",
+                    job.status,
+                    job.counters.counters.linked
+                );
+            }
+            Ok::<_, anyhow::Error>((
+                i,
+                Timed {
+                    secs: started.elapsed().as_secs_f64(),
+                },
+            ))
+        });
+    }
+    let mut timed = vec![Timed { secs: 0.0 }; jobs.len()];
+    while let Some(done) = running.join_next().await {
+        let (i, t) = done??;
+        timed[i] = t;
+    }
+    runtime.shutdown().await;
+    Ok(timed)
+}
+
+/// `bench --fairness`: brand A's large job alone, brand B's small job alone, then B started
+/// `delay` after A on the same queue and budget. B's latency beside its solo latency, A's
+/// duration beside its solo duration, against the targets (B ≤ 2 s and ≤ 3× solo; A ≤
+/// 1.05× solo).
+pub async fn fairness(
+    config: RuntimeConfig,
+    large: u64,
+    small: u64,
+    delay: Duration,
+) -> anyhow::Result<String> {
+    let solo_a = run_jobs(&config, &[(large, Duration::ZERO)]).await?[0];
+    let solo_b = run_jobs(&config, &[(small, Duration::ZERO)]).await?[0];
+    let both = run_jobs(&config, &[(large, Duration::ZERO), (small, delay)]).await?;
+    let (a, b) = (both[0], both[1]);
+    let mark = |ok: bool| if ok { "meets" } else { "MISSES" };
+    Ok(format!(
+        "fairness: budget {} writes/s, {} workers; A = {large} locations, B = {small} locations started {:.0} s after A\n\
+         | job | alone s | beside the other s | ratio | target |\n\
+         |---|---:|---:|---:|---|\n\
+         | B ({small}) | {:.3} | {:.3} | {:.2}× | ≤ 2 s and ≤ 3× alone: {} |\n\
+         | A ({large}) | {:.2} | {:.2} | {:.3}× | ≤ 1.05× alone: {} |\n",
+        config.settings.write_budget_per_sec.map_or("unlimited".to_owned(), |b| b.to_string()),
+        config.settings.worker_concurrency,
+        delay.as_secs_f64(),
+        solo_b.secs,
+        b.secs,
+        b.secs / solo_b.secs,
+        mark(b.secs <= 2.0 && b.secs <= 3.0 * solo_b.secs),
+        solo_a.secs,
+        a.secs,
+        a.secs / solo_a.secs,
+        mark(a.secs <= 1.05 * solo_a.secs),
+    ))
+}
+
+/// `bench --budget-change-to N`: one rate-limited job; `at` after it starts an
+/// administrator sets the budget to `to` over the API. Catalog writes per one-second
+/// window, with the window the change landed in marked.
+pub async fn budget_change(
+    config: RuntimeConfig,
+    locations: u64,
+    to: f64,
+    at: Duration,
+) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("budget.db");
+    let store = EmbeddedStore::open(&db)?;
+    let seeded = store
+        .seed_brand(BrandId::new_random(), "budget", locations)
+        .await?;
+    drop(store);
+    let runtime = Runtime::start_embedded(&db, config.clone()).await?;
+    let api = ApiClient::new(&runtime.base_url)?
+        .with_token(config.token(shared::auth::Role::Brand(seeded.brand_id)));
+    let admin =
+        ApiClient::new(&runtime.base_url)?.with_token(config.token(shared::auth::Role::Admin));
+    let job = api.create_job(seeded.offer_id, None, None).await?;
+    let started = chrono::Utc::now();
+    let change = tokio::spawn(async move {
+        tokio::time::sleep(at).await;
+        let when = chrono::Utc::now();
+        admin.set_write_budget(to).await.map(|_| when)
+    });
+    let job = api
+        .wait_terminal(
+            job.id,
+            Duration::from_millis(20),
+            Duration::from_secs(3_600),
+            |_| {},
+        )
+        .await?;
+    let changed_at = change.await??;
+    if job.status != JobStatus::Succeeded || job.counters.counters.linked != locations {
+        bail!(
+            "budget job ended {} with {} linked",
+            job.status,
+            job.counters.counters.linked
+        );
+    }
+    let windows = runtime
+        .embedded_store()
+        .context("the bench runs on the embedded backend")?
+        .links_per_window(seeded.offer_id, 1_000)
+        .await?;
+    runtime.shutdown().await;
+    let from = config.settings.write_budget_per_sec.unwrap_or(0.0);
+    let change_window =
+        ((changed_at - started).num_milliseconds() as f64 / 1_000.0).floor() as usize;
+    let mut out = format!(
+        "budget change: {locations} locations at {from} writes/s; PUT /admin/write-budget {to} at {:.1} s (window {change_window})\n",
+        (changed_at - started).num_milliseconds() as f64 / 1_000.0
+    );
+    for (i, links) in windows.iter().enumerate() {
+        let writes = links * u64::from(worker::WRITES_PER_LOCATION);
+        let budget = if i < change_window { from } else { to };
+        let note = match i.cmp(&change_window) {
+            std::cmp::Ordering::Equal => "  ← budget changed in this window",
+            _ if i + 1 == windows.len() => "  (last, partial)",
+            _ => "",
+        };
+        out.push_str(&format!(
+            "  window {i:>3}: {writes:>7} writes  {:.3}× the budget in force{note}\n",
+            writes as f64 / budget
+        ));
+    }
+    Ok(out)
+}

@@ -181,6 +181,16 @@ enum Command {
         /// A running local emulator (aws); default: start moto from .venv.
         #[arg(long)]
         endpoint_url: Option<String>,
+        /// Fair share (embedded): brand A's 100,000-location job, brand B's 300-location
+        /// job 5 s later, each beside its solo run (use with --write-budget 2000).
+        #[arg(long)]
+        fairness: bool,
+        /// A live budget change (embedded): one job at --write-budget, set to this many
+        /// writes/s over the API --budget-change-at seconds in; prints per-second windows.
+        #[arg(long)]
+        budget_change_to: Option<f64>,
+        #[arg(long, default_value_t = 5.0)]
+        budget_change_at: f64,
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
@@ -550,6 +560,47 @@ async fn main() -> anyhow::Result<()> {
                 bench::measure_aws(locations, config, endpoint_url).await?;
             emit!("link-all:\n{}", link_all.report().trim_end());
             emit!("\nunlink-all:\n{}", unlink_all.report().trim_end());
+        }
+        Command::Bench {
+            backend: BackendKind::Embedded,
+            fairness: true,
+            pipeline,
+            ..
+        } => {
+            let config = RuntimeConfig {
+                settings: pipeline.settings()?,
+                ..Default::default()
+            };
+            let report = bench::fairness(config, 100_000, 300, Duration::from_secs(5)).await?;
+            emit!("{}", report.trim_end());
+        }
+        Command::Bench {
+            backend: BackendKind::Embedded,
+            budget_change_to: Some(to),
+            budget_change_at,
+            pipeline,
+            ..
+        } => {
+            let settings = pipeline.settings()?;
+            let budget = settings
+                .write_budget_per_sec
+                .context("--budget-change-to needs a --write-budget to change from")?;
+            // Enough writes for 15 s at the first budget and as long again after.
+            let locations = (budget * 15.0 / f64::from(worker::WRITES_PER_LOCATION)
+                + to * 10.0 / f64::from(worker::WRITES_PER_LOCATION))
+            .ceil() as u64;
+            let config = RuntimeConfig {
+                settings,
+                ..Default::default()
+            };
+            let report = bench::budget_change(
+                config,
+                locations,
+                to,
+                Duration::from_secs_f64(budget_change_at),
+            )
+            .await?;
+            emit!("{}", report.trim_end());
         }
         Command::Bench {
             backend: BackendKind::Embedded,

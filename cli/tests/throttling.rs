@@ -26,7 +26,9 @@ enum Fault {
     Late,
 }
 
-type Rule = Arc<dyn Fn(&str, usize) -> Fault + Send + Sync>;
+/// What to answer a DynamoDB request: its `X-Amz-Target`, its JSON body, and how many
+/// DynamoDB requests came before it.
+type Rule = Arc<dyn Fn(&str, &[u8], usize) -> Fault + Send + Sync>;
 
 #[derive(Clone)]
 struct Proxy {
@@ -54,7 +56,7 @@ async fn forward(
         .unwrap_or_default()
         .to_owned();
     let fault = if target.starts_with("DynamoDB_") {
-        (proxy.rule)(&target, proxy.seen.fetch_add(1, Ordering::SeqCst))
+        (proxy.rule)(&target, &body, proxy.seen.fetch_add(1, Ordering::SeqCst))
     } else {
         Fault::Pass
     };
@@ -159,13 +161,14 @@ async fn a_job_under_throttling_and_timeouts_still_ends_with_exact_counts() {
     let env = Env::of(Kind::Aws, settings).await;
     let n = 200;
     let seeded = env.seed(n).await;
-    let (endpoint, proxy) = start_proxy(Arc::new(|_target: &str, i: usize| match i % 23 {
-        3 | 10 | 17 => Fault::Throttle("ProvisionedThroughputExceededException"),
-        6 | 20 => Fault::Throttle("ThrottlingException"),
-        13 => Fault::Late,
-        _ => Fault::Pass,
-    }))
-    .await;
+    let (endpoint, proxy) =
+        start_proxy(Arc::new(|_target: &str, _: &[u8], i: usize| match i % 23 {
+            3 | 10 | 17 => Fault::Throttle("ProvisionedThroughputExceededException"),
+            6 | 20 => Fault::Throttle("ThrottlingException"),
+            13 => Fault::Late,
+            _ => Fault::Pass,
+        }))
+        .await;
     let clients = clients_via(&endpoint, 8).await;
     let counter = clients.counter.clone();
     let pipeline = bulklink::runtime::Runtime::start_aws(
@@ -223,7 +226,7 @@ async fn a_job_under_throttling_and_timeouts_still_ends_with_exact_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_that_outlasts_the_sdk_retries_is_a_retryable_error() {
     let env = Env::of(Kind::Aws, fast_settings()).await;
-    let (endpoint, proxy) = start_proxy(Arc::new(|target: &str, _| {
+    let (endpoint, proxy) = start_proxy(Arc::new(|target: &str, _: &[u8], _| {
         if target.ends_with(".GetItem") {
             Fault::Throttle("ProvisionedThroughputExceededException")
         } else {
@@ -251,4 +254,152 @@ async fn throttling_that_outlasts_the_sdk_retries_is_a_retryable_error() {
         3,
         "three attempts, all throttled"
     );
+}
+
+/// DynamoDB's capacity, scaled down for the emulator: every partition key takes
+/// `per_key` writes a second (a token bucket per `pk`, a second's worth deep). A write
+/// request that touches a key with no token left is throttled whole, as DynamoDB throttles
+/// a hot partition. Each write answer is recorded with when it was given.
+struct Capacity {
+    per_key: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+    log: std::sync::Mutex<Vec<(std::time::Instant, bool)>>,
+}
+
+impl Capacity {
+    fn new(per_key: f64) -> Arc<Self> {
+        Arc::new(Capacity {
+            per_key,
+            buckets: Default::default(),
+            log: Default::default(),
+        })
+    }
+
+    /// Every `"pk": {"S": …}` a request names.
+    fn keys(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (name, v) in map {
+                    match (name.as_str(), v.get("S").and_then(|s| s.as_str())) {
+                        ("pk", Some(pk)) => out.push(pk.to_owned()),
+                        _ => Self::keys(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| Self::keys(v, out)),
+            _ => {}
+        }
+    }
+
+    fn answer(&self, target: &str, body: &[u8]) -> Fault {
+        let write = [
+            "PutItem",
+            "UpdateItem",
+            "DeleteItem",
+            "TransactWriteItems",
+            "BatchWriteItem",
+        ]
+        .iter()
+        .any(|op| target.ends_with(&format!(".{op}")));
+        if !write {
+            return Fault::Pass;
+        }
+        let mut keys = Vec::new();
+        Self::keys(&serde_json::from_slice(body).unwrap_or_default(), &mut keys);
+        let now = std::time::Instant::now();
+        let mut buckets = self.buckets.lock().unwrap();
+        let mut fill = |key: &String| {
+            let (tokens, at) = buckets.entry(key.clone()).or_insert((self.per_key, now));
+            *tokens = (*tokens + (now - *at).as_secs_f64() * self.per_key).min(self.per_key);
+            *at = now;
+            *tokens
+        };
+        let throttled = keys.iter().any(|key| fill(key) < 1.0);
+        if !throttled {
+            for key in &keys {
+                buckets.get_mut(key).unwrap().0 -= 1.0;
+            }
+        }
+        self.log.lock().unwrap().push((now, throttled));
+        if throttled {
+            Fault::Throttle("ProvisionedThroughputExceededException")
+        } else {
+            Fault::Pass
+        }
+    }
+
+    /// (throttled, all) of the write answers since `since`, and of their later half: the
+    /// second half of the job's writes, however long stalls between them took.
+    fn since(&self, since: std::time::Instant) -> ((usize, usize), (usize, usize)) {
+        let log = self.log.lock().unwrap();
+        let answers: Vec<bool> = log
+            .iter()
+            .filter(|(at, _)| *at >= since)
+            .map(|a| a.1)
+            .collect();
+        let count = |part: &[bool]| (part.iter().filter(|t| **t).count(), part.len());
+        (count(&answers), count(&answers[answers.len() / 2..]))
+    }
+}
+
+/// A budget three times what the table can take: the offer's links share one partition key
+/// of 40 writes a second, so the job can write about 80 a second (a link and a location
+/// each), and the budget is 240. The job ends exact, and the adaptive limiter brings the
+/// throttled share of writes in the job's second half under 5%.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_above_the_tables_capacity_converges_to_it_instead_of_burning_retries() {
+    const PER_KEY: f64 = 40.0;
+    let mut settings = fast_settings();
+    settings.chunk_size = 10;
+    settings.visibility_timeout = Duration::from_secs(30);
+    settings.max_receive_count = 5;
+    settings.worker_concurrency = 4;
+    settings.write_budget_per_sec = Some(3.0 * 2.0 * PER_KEY);
+    let env = Env::of(Kind::Aws, settings).await;
+    let n = 400;
+    let seeded = env.seed(n).await;
+    let capacity = Capacity::new(PER_KEY);
+    let model = capacity.clone();
+    let (endpoint, _proxy) = start_proxy(Arc::new(move |target: &str, body: &[u8], _| {
+        model.answer(target, body)
+    }))
+    .await;
+    let clients = clients_via(&endpoint, 10).await;
+    let pipeline = bulklink::runtime::Runtime::start_aws(
+        clients,
+        env.aws_names().unwrap(),
+        env.config(),
+        |ports| ports,
+    )
+    .await
+    .unwrap();
+    let api = pipeline
+        .api_as(shared::auth::Role::Brand(seeded.brand_id))
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
+    let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(240)).await;
+    let took = started.elapsed();
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.counters);
+    assert_eq!(job.counters.linked, n);
+    assert_exact(&env, &seeded, &job).await;
+
+    let ((all_throttled, all_writes), (throttled, writes)) = capacity.since(started);
+    let share = throttled as f64 / writes as f64;
+    println!(
+        "capacity model: {n} locations in {:.1} s; throttled {all_throttled} of {all_writes} \
+         write answers overall, {throttled} of {writes} ({:.2}%) in the second half",
+        took.as_secs_f64(),
+        100.0 * share
+    );
+    assert!(
+        all_throttled > 0,
+        "the budget never met the modelled capacity"
+    );
+    assert!(
+        share < 0.05,
+        "{throttled} of {writes} writes throttled in the job's second half"
+    );
+    pipeline.shutdown().await;
 }
