@@ -43,6 +43,7 @@ impl Measured {
 
 /// One size, in this process: seed, run the job over HTTP, then (unless rate-limited) the floor.
 pub async fn measure(locations: u64, config: RuntimeConfig) -> anyhow::Result<Measured> {
+    let config = unlimited_callers(config);
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("bench.db");
     let store = EmbeddedStore::open(&db)?;
@@ -58,23 +59,17 @@ pub async fn measure(locations: u64, config: RuntimeConfig) -> anyhow::Result<Me
         .with_token(config.token(shared::auth::Role::Brand(seeded.brand_id)));
     let started = Instant::now();
     let job = api.create_job(seeded.offer_id, None, None).await?;
-    let job = api
-        .wait_terminal(
-            job.id,
-            Duration::from_millis(20),
-            Duration::from_secs(3_600),
-            |_| {},
-        )
-        .await?;
+    ended(
+        &api,
+        job.id,
+        Duration::from_millis(20),
+        "bench job",
+        |c| c.linked,
+        locations,
+    )
+    .await?;
     let pipeline_secs = started.elapsed().as_secs_f64();
     let peak_rss_mib = peak_rss_mib().unwrap_or(f64::NAN);
-    if job.status != JobStatus::Succeeded || job.counters.counters.linked != locations {
-        bail!(
-            "bench job ended {} with {} of {locations} linked",
-            job.status,
-            job.counters.counters.linked
-        );
-    }
     let write_windows = if config.settings.write_budget_per_sec.is_some() {
         runtime
             .embedded_store()
@@ -149,21 +144,15 @@ async fn unlink_all(
         .as_str()
         .context("unlink-all answered without an id")?
         .parse()?;
-    let job = api
-        .wait_terminal(
-            id,
-            Duration::from_millis(20),
-            Duration::from_secs(3_600),
-            |_| {},
-        )
-        .await?;
-    if job.status != JobStatus::Succeeded || job.counters.counters.unlinked != locations {
-        bail!(
-            "unlink-all ended {} with {} of {locations} unlinked",
-            job.status,
-            job.counters.counters.unlinked
-        );
-    }
+    ended(
+        &api,
+        id,
+        Duration::from_millis(20),
+        "unlink-all",
+        |c| c.unlinked,
+        locations,
+    )
+    .await?;
     Ok(started.elapsed().as_secs_f64())
 }
 
@@ -420,6 +409,7 @@ pub async fn measure_aws(
     config: RuntimeConfig,
     endpoint: Option<String>,
 ) -> anyhow::Result<(RequestEconomy, RequestEconomy)> {
+    let config = unlimited_callers(config);
     use shared::aws::{self, AwsClients, LocalEmulator, ResourceNames};
 
     let emulator = match &endpoint {
@@ -457,22 +447,16 @@ pub async fn measure_aws(
     let api = ApiClient::new(&runtime.base_url)?.with_token(token);
     let started = Instant::now();
     let job = api.create_job(offer.offer_id, None, None).await?;
-    let job = api
-        .wait_terminal(
-            job.id,
-            Duration::from_millis(500),
-            Duration::from_secs(3_600),
-            |_| {},
-        )
-        .await?;
+    ended(
+        &api,
+        job.id,
+        Duration::from_millis(500),
+        "aws bench job",
+        |c| c.linked,
+        locations,
+    )
+    .await?;
     let secs = started.elapsed().as_secs_f64();
-    if job.status != JobStatus::Succeeded || job.counters.counters.linked != locations {
-        bail!(
-            "aws bench job ended {} with {} of {locations} linked",
-            job.status,
-            job.counters.counters.linked
-        );
-    }
     let link_all = RequestEconomy {
         kind: shared::domain::JobKind::LinkAllLocations,
         locations,
@@ -495,6 +479,37 @@ pub async fn measure_aws(
     Ok((link_all, unlink))
 }
 
+/// Waits for a bench job to end and checks it did everything: SUCCEEDED with `done`
+/// (linked or unlinked) of `want` locations.
+async fn ended(
+    api: &ApiClient,
+    id: shared::domain::JobId,
+    poll: Duration,
+    what: &str,
+    done: impl Fn(&shared::domain::Counters) -> u64,
+    want: u64,
+) -> anyhow::Result<shared::views::JobView> {
+    let job = api
+        .wait_terminal(id, poll, Duration::from_secs(3_600), |_| {})
+        .await?;
+    let got = done(&job.counters.counters);
+    if job.status != JobStatus::Succeeded || got != want {
+        bail!(
+            "{what} ended {} with {got} of {want} locations done",
+            job.status
+        );
+    }
+    Ok(job)
+}
+
+/// The bench polls job status faster than a brand may call the API: the per-brand request
+/// limit is not what it measures.
+fn unlimited_callers(mut config: RuntimeConfig) -> RuntimeConfig {
+    config.settings.brand_rate_per_sec = 1e9;
+    config.settings.brand_rate_burst = u32::MAX;
+    config
+}
+
 /// When one job of a fairness run began (after its delay) and how long it took.
 #[derive(Clone, Copy, Debug)]
 struct Timed {
@@ -504,6 +519,7 @@ struct Timed {
 /// Runs jobs of `(locations, start delay)` at once on one fresh embedded store, each of its
 /// own brand; how long each took from its POST to its end.
 async fn run_jobs(config: &RuntimeConfig, jobs: &[(u64, Duration)]) -> anyhow::Result<Vec<Timed>> {
+    let config = &unlimited_callers(config.clone());
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("fairness.db");
     let store = EmbeddedStore::open(&db)?;
@@ -527,21 +543,15 @@ async fn run_jobs(config: &RuntimeConfig, jobs: &[(u64, Duration)]) -> anyhow::R
             tokio::time::sleep_until((began + delay).into()).await;
             let started = Instant::now();
             let job = api.create_job(offer, None, None).await?;
-            let job = api
-                .wait_terminal(
-                    job.id,
-                    Duration::from_millis(10),
-                    Duration::from_secs(3_600),
-                    |_| {},
-                )
-                .await?;
-            if job.status != JobStatus::Succeeded || job.counters.counters.linked != n {
-                bail!(
-                    "fairness job {i} ended {} with {} of {n} linked",
-                    job.status,
-                    job.counters.counters.linked
-                );
-            }
+            ended(
+                &api,
+                job.id,
+                Duration::from_millis(10),
+                &format!("fairness job {i}"),
+                |c| c.linked,
+                n,
+            )
+            .await?;
             Ok::<_, anyhow::Error>((
                 i,
                 Timed {
@@ -603,6 +613,7 @@ pub async fn budget_change(
     to: f64,
     at: Duration,
 ) -> anyhow::Result<String> {
+    let config = unlimited_callers(config);
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("budget.db");
     let store = EmbeddedStore::open(&db)?;
@@ -622,22 +633,16 @@ pub async fn budget_change(
         let when = chrono::Utc::now();
         admin.set_write_budget(to).await.map(|_| when)
     });
-    let job = api
-        .wait_terminal(
-            job.id,
-            Duration::from_millis(20),
-            Duration::from_secs(3_600),
-            |_| {},
-        )
-        .await?;
+    ended(
+        &api,
+        job.id,
+        Duration::from_millis(20),
+        "budget job",
+        |c| c.linked,
+        locations,
+    )
+    .await?;
     let changed_at = change.await??;
-    if job.status != JobStatus::Succeeded || job.counters.counters.linked != locations {
-        bail!(
-            "budget job ended {} with {} linked",
-            job.status,
-            job.counters.counters.linked
-        );
-    }
     let windows = runtime
         .embedded_store()
         .context("the bench runs on the embedded backend")?

@@ -25,6 +25,8 @@ pub struct ApiResponse {
     pub content_type: Option<String>,
     /// The `WWW-Authenticate` challenge of a 401.
     pub www_authenticate: Option<String>,
+    /// The `Retry-After` of a 429 or 503, in seconds.
+    pub retry_after: Option<u64>,
     pub body: Value,
 }
 
@@ -103,6 +105,7 @@ impl ApiClient {
         let location = header(reqwest::header::LOCATION);
         let content_type = header(reqwest::header::CONTENT_TYPE);
         let www_authenticate = header(reqwest::header::WWW_AUTHENTICATE);
+        let retry_after = header(reqwest::header::RETRY_AFTER).and_then(|v| v.parse().ok());
         let bytes = response.bytes().await?;
         let body = if bytes.is_empty() {
             Value::Null
@@ -115,6 +118,7 @@ impl ApiClient {
             location,
             content_type,
             www_authenticate,
+            retry_after,
             body,
         })
     }
@@ -200,7 +204,16 @@ impl ApiClient {
     ) -> anyhow::Result<JobView> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let job = self.job(id).await?;
+            let answer = self
+                .send(Method::GET, &format!("/jobs/{id}"), None, &[])
+                .await?;
+            if answer.status == StatusCode::TOO_MANY_REQUESTS {
+                // Over the brand's request rate: wait as long as the server says.
+                let wait = answer.retry_after.unwrap_or(1).clamp(1, 60);
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                continue;
+            }
+            let job: JobView = answer.into_json()?;
             progress(&job);
             if job.status.is_terminal() {
                 return Ok(job);

@@ -168,6 +168,7 @@ async fn bad_input_gets_a_problem_naming_it_and_the_server_keeps_serving() {
             location: None,
             content_type,
             www_authenticate: None,
+            retry_after: None,
             body,
         }
     };

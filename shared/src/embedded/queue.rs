@@ -54,7 +54,9 @@ impl EmbeddedQueue {
                 let mut moved = false;
                 {
                     // Fair share: the group served least recently among those with a
-                    // visible message goes first; within a group, the oldest message.
+                    // visible message goes first, for as many of its oldest messages as the
+                    // receive takes; the next receive (or the rest of this one) goes to the
+                    // next group.
                     let mut next_group = tx
                         .prepare_cached(
                             "SELECT g.grp FROM queue_groups g WHERE g.queue = ?1 AND EXISTS \
@@ -65,7 +67,7 @@ impl EmbeddedQueue {
                     let mut oldest = tx
                         .prepare_cached(
                             "SELECT id, body, receive_count FROM queue_messages \
-                             WHERE queue = ?1 AND grp = ?2 AND visible_at <= ?3 ORDER BY visible_at, id LIMIT 1",
+                             WHERE queue = ?1 AND grp = ?2 AND visible_at <= ?3 ORDER BY visible_at, id LIMIT ?4",
                         )
                         .map_err(sql)?;
                     let mut served = tx
@@ -98,12 +100,15 @@ impl EmbeddedQueue {
                             .optional()
                             .map_err(sql)?;
                         let Some(group) = group else { break };
-                        let (id, body, count): (i64, String, u32) = oldest
-                            .query_row(params![name, group, now], |row| {
+                        let due: Vec<(i64, String, u32)> = oldest
+                            .query_map(params![name, group, now, (max - messages.len()) as i64], |row| {
                                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                             })
+                            .map_err(sql)?
+                            .collect::<Result<_, _>>()
                             .map_err(sql)?;
                         served.execute(params![name, group]).map_err(sql)?;
+                        for (id, body, count) in due {
                         let count = count + 1;
                         if let Some((dlq, max_receive)) = &redrive {
                             if count > *max_receive {
@@ -123,6 +128,7 @@ impl EmbeddedQueue {
                             body,
                             receive_count: count,
                         });
+                        }
                     }
                 }
                 tx.commit().map_err(sql)?;

@@ -279,6 +279,8 @@ fn v3_job_kinds(tx: &Transaction<'_>) -> StoreResult<()> {
 const V4: &str = r#"
 ALTER TABLE queue_messages ADD COLUMN grp TEXT NOT NULL DEFAULT '';
 CREATE INDEX queue_ready_by_group ON queue_messages (queue, grp, visible_at, id);
+-- Receives go by group now: the index they used before would only cost every write.
+DROP INDEX queue_ready;
 -- When each group of a queue was last served: receives take the least recent first.
 CREATE TABLE queue_groups (
     queue TEXT NOT NULL,
