@@ -145,7 +145,7 @@ async fn unlink_all(
         .context("unlink-all answered without an id")?
         .parse()?;
     ended(
-        &api,
+        api,
         id,
         Duration::from_millis(20),
         "unlink-all",

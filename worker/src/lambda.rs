@@ -153,3 +153,34 @@ pub fn chunk_metrics(
     }
     emf_line("bulklink", &[("Function", function)], &metrics)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(source: Source, rate: Option<f64>) -> serde_json::Value {
+        let report = ChunkReport::Parked {
+            job_id: shared::domain::JobId::new_v7(),
+        };
+        serde_json::from_str(&chunk_metrics(
+            source,
+            &report,
+            0,
+            rate,
+            Duration::from_millis(3),
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_dead_letter_consumer_reports_under_its_own_function_with_its_write_rate() {
+        let chunks = line(Source::Chunks, Some(250.0));
+        assert_eq!(chunks["Function"], "worker");
+        assert_eq!(chunks["WriteRatePerSec"], 250.0);
+        assert_eq!(chunks["ParkedChunks"], 1.0);
+        let dead = line(Source::DeadLetters, None);
+        assert_eq!(dead["Function"], "worker-dlq");
+        // Unlimited: no rate to report.
+        assert!(dead.get("WriteRatePerSec").is_none(), "{dead}");
+    }
+}
