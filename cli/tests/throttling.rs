@@ -328,9 +328,13 @@ impl Capacity {
         }
     }
 
-    /// (throttled, all) of the write answers since `since`, and of their later half: the
-    /// second half of the job's writes, however long stalls between them took.
-    fn since(&self, since: std::time::Instant) -> ((usize, usize), (usize, usize)) {
+    /// (throttled, all) of the write answers since `since`; of their later half (the second
+    /// half of the job's writes, however long stalls between them took); and of the later
+    /// half of those from the first throttle on (the budget's first meeting with the
+    /// capacity: on a loaded machine the emulator's own slowness can keep a job under the
+    /// capacity until late in it).
+    #[allow(clippy::type_complexity)]
+    fn since(&self, since: std::time::Instant) -> ((usize, usize), (usize, usize), (usize, usize)) {
         let log = self.log.lock().unwrap();
         let answers: Vec<bool> = log
             .iter()
@@ -338,7 +342,13 @@ impl Capacity {
             .map(|a| a.1)
             .collect();
         let count = |part: &[bool]| (part.iter().filter(|t| **t).count(), part.len());
-        (count(&answers), count(&answers[answers.len() / 2..]))
+        let met = answers.iter().position(|t| *t).unwrap_or(answers.len());
+        let after = &answers[met..];
+        (
+            count(&answers),
+            count(&answers[answers.len() / 2..]),
+            count(&after[after.len() / 2..]),
+        )
     }
 }
 
@@ -364,7 +374,8 @@ async fn a_budget_above_the_tables_capacity_converges_to_it_instead_of_burning_r
         model.answer(target, body)
     }))
     .await;
-    let clients = clients_via(&endpoint, 10).await;
+    // The product's number of attempts (its backoff scaled down, as elsewhere here).
+    let clients = clients_via(&endpoint, shared::aws::SDK_MAX_ATTEMPTS).await;
     let pipeline = bulklink::runtime::Runtime::start_aws(
         clients,
         env.aws_names().unwrap(),
@@ -385,12 +396,15 @@ async fn a_budget_above_the_tables_capacity_converges_to_it_instead_of_burning_r
     assert_eq!(job.counters.linked, n);
     assert_exact(&env, &seeded, &job).await;
 
-    let ((all_throttled, all_writes), (throttled, writes)) = capacity.since(started);
+    let ((all_throttled, all_writes), (late_throttled, late_writes), (throttled, writes)) =
+        capacity.since(started);
     let share = throttled as f64 / writes as f64;
     println!(
         "capacity model: {n} locations in {:.1} s; throttled {all_throttled} of {all_writes} \
-         write answers overall, {throttled} of {writes} ({:.2}%) in the second half",
+         write answers overall, {late_throttled} of {late_writes} ({:.2}%) in the job's second \
+         half, {throttled} of {writes} ({:.2}%) in the second half from the first throttle on",
         took.as_secs_f64(),
+        100.0 * late_throttled as f64 / late_writes as f64,
         100.0 * share
     );
     assert!(
@@ -399,7 +413,7 @@ async fn a_budget_above_the_tables_capacity_converges_to_it_instead_of_burning_r
     );
     assert!(
         share < 0.05,
-        "{throttled} of {writes} writes throttled in the job's second half"
+        "{throttled} of {writes} writes throttled in the second half from the first throttle on"
     );
     pipeline.shutdown().await;
 }

@@ -26,8 +26,13 @@ const SLICES_PER_SEC: f64 = 50.0;
 const DECREASE: f64 = 0.5;
 /// …at most once per this long; the rate climbs only this long after the last decrease.
 const CALM: Duration = Duration::from_secs(1);
-/// Each calm second adds this share of the ceiling back.
+/// Each calm second adds this share of the ceiling back…
 const INCREASE_SHARE: f64 = 0.05;
+/// …and only this share once the rate is near the one that was last throttled: the rate
+/// approaches what the table took last time slowly, rather than overshooting it.
+const CAREFUL_INCREASE_SHARE: f64 = 0.01;
+/// "Near": this share of the last throttled rate.
+const NEAR: f64 = 0.9;
 /// The rate never drops below this share of the ceiling (nor below one location a second).
 const FLOOR_SHARE: f64 = 0.02;
 
@@ -66,6 +71,8 @@ struct State {
     /// The rate it writes at now (≤ ceiling).
     rate: Option<f64>,
     bucket: Option<Arc<Bucket>>,
+    /// The rate the last throttle came at.
+    throttled_at: Option<f64>,
     last_decrease: Option<Instant>,
     last_increase: Instant,
 }
@@ -84,6 +91,7 @@ impl WriteLimiter {
                 ceiling: share,
                 rate: share,
                 bucket: share.and_then(Bucket::new),
+                throttled_at: None,
                 last_decrease: None,
                 last_increase: Instant::now(),
             }),
@@ -108,6 +116,7 @@ impl WriteLimiter {
         }
         state.ceiling = share;
         state.rate = share;
+        state.throttled_at = None;
         state.last_decrease = None;
         state.last_increase = Instant::now();
         state.bucket = share.and_then(Bucket::new);
@@ -127,6 +136,7 @@ impl WriteLimiter {
             .max(WRITES_PER_LOCATION as f64)
             .min(ceiling);
         let lowered = (rate * DECREASE).max(floor);
+        state.throttled_at = Some(rate);
         state.last_decrease = Some(now);
         state.last_increase = now;
         if lowered < rate {
@@ -149,7 +159,11 @@ impl WriteLimiter {
             return;
         }
         let seconds = (now - state.last_increase).as_secs_f64().floor();
-        let raised = (rate + seconds * ceiling * INCREASE_SHARE).min(ceiling);
+        let step = match state.throttled_at {
+            Some(throttled) if rate >= NEAR * throttled => CAREFUL_INCREASE_SHARE,
+            _ => INCREASE_SHARE,
+        };
+        let raised = (rate + seconds * ceiling * step).min(ceiling);
         state.last_increase = now;
         state.rate = Some(raised);
         state.bucket = Bucket::new(raised);
@@ -241,6 +255,19 @@ mod tests {
             WriteLimiter::climb(&mut state);
         }
         assert_eq!(limiter.current_rate(), Some(1_000.0));
+    }
+
+    #[test]
+    fn near_the_last_throttled_rate_the_climb_slows() {
+        let limiter = WriteLimiter::new(Some(1_000.0));
+        limiter.throttled();
+        let mut state = limiter.state();
+        // Throttled at 1,000: from 900 on, 1% of the share a second instead of 5%.
+        state.rate = Some(900.0);
+        state.last_decrease = Some(Instant::now() - Duration::from_secs(3));
+        state.last_increase = Instant::now() - Duration::from_secs(1);
+        WriteLimiter::climb(&mut state);
+        assert_eq!(state.rate, Some(910.0));
     }
 
     #[test]
