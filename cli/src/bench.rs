@@ -510,15 +510,9 @@ fn unlimited_callers(mut config: RuntimeConfig) -> RuntimeConfig {
     config
 }
 
-/// When one job of a fairness run began (after its delay) and how long it took.
-#[derive(Clone, Copy, Debug)]
-struct Timed {
-    secs: f64,
-}
-
 /// Runs jobs of `(locations, start delay)` at once on one fresh embedded store, each of its
-/// own brand; how long each took from its POST to its end.
-async fn run_jobs(config: &RuntimeConfig, jobs: &[(u64, Duration)]) -> anyhow::Result<Vec<Timed>> {
+/// own brand; how long each took from its POST to its end, in seconds.
+async fn run_jobs(config: &RuntimeConfig, jobs: &[(u64, Duration)]) -> anyhow::Result<Vec<f64>> {
     let config = &unlimited_callers(config.clone());
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("fairness.db");
@@ -552,15 +546,10 @@ async fn run_jobs(config: &RuntimeConfig, jobs: &[(u64, Duration)]) -> anyhow::R
                 n,
             )
             .await?;
-            Ok::<_, anyhow::Error>((
-                i,
-                Timed {
-                    secs: started.elapsed().as_secs_f64(),
-                },
-            ))
+            Ok::<_, anyhow::Error>((i, started.elapsed().as_secs_f64()))
         });
     }
-    let mut timed = vec![Timed { secs: 0.0 }; jobs.len()];
+    let mut timed = vec![0.0; jobs.len()];
     while let Some(done) = running.join_next().await {
         let (i, t) = done??;
         timed[i] = t;
@@ -593,14 +582,14 @@ pub async fn fairness(
         config.settings.write_budget_per_sec.map_or("unlimited".to_owned(), |b| b.to_string()),
         config.settings.worker_concurrency,
         delay.as_secs_f64(),
-        solo_b.secs,
-        b.secs,
-        b.secs / solo_b.secs,
-        mark(b.secs <= 2.0 && b.secs <= 3.0 * solo_b.secs),
-        solo_a.secs,
-        a.secs,
-        a.secs / solo_a.secs,
-        mark(a.secs <= 1.05 * solo_a.secs),
+        solo_b,
+        b,
+        b / solo_b,
+        mark(b <= 2.0 && b <= 3.0 * solo_b),
+        solo_a,
+        a,
+        a / solo_a,
+        mark(a <= 1.05 * solo_a),
     ))
 }
 

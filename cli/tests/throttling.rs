@@ -152,6 +152,24 @@ async fn clients_via(endpoint: &str, max_attempts: u32) -> AwsClients {
     AwsClients::from_config(&config)
 }
 
+/// The whole pipeline on `env`'s resources through `clients`, and an API client of `brand`.
+async fn pipeline_via(
+    env: &Env,
+    clients: AwsClients,
+    brand: shared::domain::BrandId,
+) -> (bulklink::runtime::Runtime, bulklink::client::ApiClient) {
+    let pipeline = bulklink::runtime::Runtime::start_aws(
+        clients,
+        env.aws_names().unwrap(),
+        env.config(),
+        |ports| ports,
+    )
+    .await
+    .unwrap();
+    let api = pipeline.api_as(shared::auth::Role::Brand(brand)).unwrap();
+    (pipeline, api)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_under_throttling_and_timeouts_still_ends_with_exact_counts() {
     // A visibility timeout with room for retries and backoff, as in production.
@@ -171,17 +189,7 @@ async fn a_job_under_throttling_and_timeouts_still_ends_with_exact_counts() {
         .await;
     let clients = clients_via(&endpoint, 8).await;
     let counter = clients.counter.clone();
-    let pipeline = bulklink::runtime::Runtime::start_aws(
-        clients,
-        env.aws_names().unwrap(),
-        env.config(),
-        |ports| ports,
-    )
-    .await
-    .unwrap();
-    let api = pipeline
-        .api_as(shared::auth::Role::Brand(seeded.brand_id))
-        .unwrap();
+    let (pipeline, api) = pipeline_via(&env, clients, seeded.brand_id).await;
 
     let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
     let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(180)).await;
@@ -376,17 +384,7 @@ async fn a_budget_above_the_tables_capacity_converges_to_it_instead_of_burning_r
     .await;
     // The product's number of attempts (its backoff scaled down, as elsewhere here).
     let clients = clients_via(&endpoint, shared::aws::SDK_MAX_ATTEMPTS).await;
-    let pipeline = bulklink::runtime::Runtime::start_aws(
-        clients,
-        env.aws_names().unwrap(),
-        env.config(),
-        |ports| ports,
-    )
-    .await
-    .unwrap();
-    let api = pipeline
-        .api_as(shared::auth::Role::Brand(seeded.brand_id))
-        .unwrap();
+    let (pipeline, api) = pipeline_via(&env, clients, seeded.brand_id).await;
 
     let started = std::time::Instant::now();
     let job = api.create_job(seeded.offer_id, None, None).await.unwrap();

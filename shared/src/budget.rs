@@ -82,10 +82,14 @@ pub struct LiveRates(Arc<Mutex<BTreeMap<String, Option<f64>>>>);
 
 impl LiveRates {
     pub fn set(&self, worker: &str, rate: Option<f64>) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(worker.to_owned(), rate);
+        let mut rates = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Called once per chunk: no new key (an allocation) once the worker is known.
+        match rates.get_mut(worker) {
+            Some(known) => *known = rate,
+            None => {
+                rates.insert(worker.to_owned(), rate);
+            }
+        }
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, Option<f64>> {

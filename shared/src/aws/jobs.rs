@@ -40,6 +40,21 @@ pub struct DynamoJobs {
     catalog_table: String,
 }
 
+/// Why a parking transaction was refused, if for a reason of its own: its item at `paused`
+/// checks that the job is PAUSED, its last (2) that the chunk is not in the ledger.
+fn parking_refused(
+    reasons: &[aws_sdk_dynamodb::types::CancellationReason],
+    paused: usize,
+) -> Option<Parking> {
+    if condition_failed(reasons.get(paused)) {
+        Some(Parking::NotPaused)
+    } else if condition_failed(reasons.get(2)) {
+        Some(Parking::Accounted)
+    } else {
+        None
+    }
+}
+
 fn pause_outcome(result: Result<Job, Option<Job>>) -> Option<PauseOutcome> {
     match result {
         Ok(job) => Some(PauseOutcome::Changed(job)),
@@ -774,11 +789,8 @@ impl JobStore for DynamoJobs {
             return Ok(Parking::Parked);
         };
         let reasons = cancellation(e)?;
-        if condition_failed(reasons.get(1)) {
-            return Ok(Parking::NotPaused);
-        }
-        if condition_failed(reasons.get(2)) {
-            return Ok(Parking::Accounted);
+        if let Some(refused) = parking_refused(&reasons, 1) {
+            return Ok(refused);
         }
         if !condition_failed(reasons.first()) {
             return Err(retryable_cancel(&reasons));
@@ -809,13 +821,7 @@ impl JobStore for DynamoJobs {
             return Ok(Parking::Parked);
         };
         let reasons = cancellation(e)?;
-        if condition_failed(reasons.first()) {
-            return Ok(Parking::NotPaused);
-        }
-        if condition_failed(reasons.get(2)) {
-            return Ok(Parking::Accounted);
-        }
-        Err(retryable_cancel(&reasons))
+        parking_refused(&reasons, 0).ok_or_else(|| retryable_cancel(&reasons))
     }
 
     async fn parked_chunks(&self, id: JobId, limit: usize) -> StoreResult<Vec<ParkedChunk>> {
