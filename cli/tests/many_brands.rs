@@ -27,6 +27,9 @@ fn paced_settings(kind: Kind) -> shared::Settings {
         // moto under a full test run is slow: room for a slow delivery or two.
         max_receive_count: kind.scale(2, 3) as u32,
         write_budget_per_sec: Some(kind.scale(1_000, 400) as f64),
+        // Small chunks on moto: a delivery's writes fit its visibility timeout even when
+        // the emulator is slow under the whole suite.
+        chunk_size: kind.scale(50, 20) as usize,
         ..fast_settings()
     }
 }

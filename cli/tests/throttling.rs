@@ -361,12 +361,13 @@ impl Capacity {
 }
 
 /// A budget three times what the table can take: the offer's links share one partition key
-/// of 40 writes a second, so the job can write about 80 a second (a link and a location
-/// each), and the budget is 240. The job ends exact, and the adaptive limiter brings the
+/// of 20 writes a second, so the job can write about 40 a second (a link and a location
+/// each), and the budget is 120. The job ends exact, and the adaptive limiter brings the
 /// throttled share of writes in the job's second half under 5%.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_above_the_tables_capacity_converges_to_it_instead_of_burning_retries() {
-    const PER_KEY: f64 = 40.0;
+    // Well under what moto takes when the whole suite runs, so the budget meets it.
+    const PER_KEY: f64 = 20.0;
     let mut settings = fast_settings();
     settings.chunk_size = 10;
     settings.visibility_timeout = Duration::from_secs(30);
