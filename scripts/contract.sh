@@ -18,25 +18,8 @@ PY=.venv/bin/python
 mkdir -p "$REPORTS"
 
 work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  exec 9>&- 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_ready() {
-  for _ in $(seq 1 300); do
-    if curl -fsS "$1/healthz" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  echo "the server at $1 did not come up" >&2
-  return 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # A brand's offer, 50 locations and a finished job, through the API.
 seed() {
@@ -85,17 +68,7 @@ run_schemathesis embedded-brand brand "$api" "$brand_token" "$EXAMPLES"
 run_schemathesis embedded-admin admin "$api" "$admin_token" "$EXAMPLES"
 
 # --- aws on moto ----------------------------------------------------------------------------
-moto_port=$(free_port)
-# moto stops when its standard input closes: this script holds the writing end (fd 9), so
-# however the script ends, moto ends with it.
-mkfifo "$work/moto.stdin"
-"$PY" scripts/moto_server.py "$moto_port" <"$work/moto.stdin" >"$work/moto.log" 2>&1 &
-pids+=($!)
-exec 9>"$work/moto.stdin"
-for _ in $(seq 1 300); do
-  curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+start_moto
 eval "$("$BIN" bootstrap --endpoint-url "http://127.0.0.1:$moto_port" --prefix contract)"
 aws_port=$(free_port)
 aws_api="http://127.0.0.1:$aws_port"

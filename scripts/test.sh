@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: formatting, lints, every test of every crate on both backends
 # (embedded SQLite, and AWS through a moto emulator that this script installs in .venv),
-# and the static checks of the Terraform deployment.
+# the operator console in a real Chromium (Debian's package and playwright-core from npm,
+# installed when missing), and the static checks of the Terraform deployment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,5 +35,7 @@ echo "== cargo test"
 cargo test --workspace --locked
 echo "== API contract (openapi-spec-validator, schemathesis)"
 bash scripts/contract.sh
+echo "== console in Chromium (playwright-core; installs Chromium and the npm packages if missing)"
+bash scripts/console.sh
 echo "== terraform (checkov, wiring tests)"
 bash scripts/check-terraform.sh

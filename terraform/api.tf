@@ -1,6 +1,7 @@
 # HTTP API (API Gateway v2), payload format 2.0: job-api serves the write routes and the
 # live write budget, status the read routes, webhook subscriptions and their delivery log.
-# A JWT authorizer guards every route except GET /healthz and GET /openapi.json.
+# A JWT authorizer guards every route except GET /healthz, GET /openapi.json and the
+# console's static page (GET /console, GET /console/{proxy+}).
 
 locals {
   job_api_routes = [
@@ -22,6 +23,9 @@ locals {
     "GET /admin/write-budget",
     "PUT /admin/write-budget",
   ]
+
+  # Public (no authorizer): the operator console's page and its two files, served by status.
+  console_routes = ["GET /console", "GET /console/{proxy+}"]
 
   # Public (no authorizer): GET /healthz, the liveness probe, and GET /openapi.json, the API's
   # contract (aws_apigatewayv2_route.healthz and .openapi).
@@ -119,6 +123,18 @@ resource "aws_apigatewayv2_route" "openapi" {
   #checkov:skip=CKV_AWS_309:GET /openapi.json is the API's published contract, the same document as docs/openapi.json; it touches no data
   api_id             = aws_apigatewayv2_api.http.id
   route_key          = "GET /openapi.json"
+  target             = "integrations/${aws_apigatewayv2_integration.status.id}"
+  authorization_type = "NONE"
+}
+
+# The operator console: static HTML, CSS and JavaScript compiled into the status function.
+# The page is public; the data it shows comes from the routes above, with the caller's token.
+resource "aws_apigatewayv2_route" "console" {
+  #checkov:skip=CKV_AWS_309:the console's static page (HTML, CSS, JavaScript) holds no data; it calls the authorized routes with the user's bearer token
+  for_each = toset(local.console_routes)
+
+  api_id             = aws_apigatewayv2_api.http.id
+  route_key          = each.value
   target             = "integrations/${aws_apigatewayv2_integration.status.id}"
   authorization_type = "NONE"
 }

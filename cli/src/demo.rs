@@ -21,6 +21,26 @@ pub struct DemoOptions {
     pub config: RuntimeConfig,
     /// Print progress and results (the CLI); tests run it quietly.
     pub interactive: bool,
+    /// Keep the server running after the job, for the console (`run_keeping_console`).
+    pub console: bool,
+}
+
+/// What `demo --console` keeps running after the job: the server (API, pipeline, console),
+/// the webhook receiver (so redeliveries land) and the store's directory.
+pub struct ConsoleSession {
+    /// The console, with the demo brand's token in the fragment (`#token=…`): a browser
+    /// never sends a fragment to the server.
+    pub url: String,
+    runtime: Runtime,
+    receiver: Receiver,
+    _dir: tempfile::TempDir,
+}
+
+impl ConsoleSession {
+    pub async fn shutdown(self) {
+        self.receiver.stop();
+        self.runtime.shutdown().await;
+    }
 }
 
 #[derive(Debug)]
@@ -91,7 +111,20 @@ impl DemoOutcome {
     }
 }
 
+/// Runs the demo and stops everything it started.
 pub async fn run(options: DemoOptions) -> anyhow::Result<DemoOutcome> {
+    let (outcome, session) = run_keeping_console(options).await?;
+    if let Some(session) = session {
+        session.shutdown().await;
+    }
+    Ok(outcome)
+}
+
+/// Runs the demo; with `options.console` the server keeps running afterwards and the
+/// session to stop it is returned.
+pub async fn run_keeping_console(
+    options: DemoOptions,
+) -> anyhow::Result<(DemoOutcome, Option<ConsoleSession>)> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let db = dir.path().join("bulklink-demo.db");
     let say = |line: String| {
@@ -121,11 +154,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoOutcome> {
     say(format!("API listening on {}", runtime.base_url));
 
     // The demo's own brand token: every request acts as that brand.
-    let api = ApiClient::new(&runtime.base_url)?.with_token(
-        options
-            .config
-            .token_for("demo", shared::auth::Role::Brand(seeded.brand_id)),
-    );
+    let token = options
+        .config
+        .token_for("demo", shared::auth::Role::Brand(seeded.brand_id));
+    let api = ApiClient::new(&runtime.base_url)?.with_token(token.clone());
     let mut receiver = Receiver::start().await?;
     let subscription: SubscriptionView = api
         .post(
@@ -193,8 +225,6 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoOutcome> {
 
     let offer: shared::domain::Offer = api.get(&format!("/offers/{}", seeded.offer_id)).await?;
     let stats = store.link_stats(seeded.brand_id, seeded.offer_id).await?;
-    receiver.stop();
-    runtime.shutdown().await;
 
     say(String::new());
     say(format!(
@@ -225,7 +255,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoOutcome> {
         stats.brand_locations_with_offer,
         stats.brand_locations
     ));
-    Ok(DemoOutcome {
+    let outcome = DemoOutcome {
         locations: options.locations,
         job,
         event,
@@ -234,7 +264,22 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoOutcome> {
         offer_locations_total: offer.locations_total,
         stats,
         elapsed,
-    })
+    };
+    if !options.console {
+        receiver.stop();
+        runtime.shutdown().await;
+        return Ok((outcome, None));
+    }
+    let url = format!("{}/console/#token={token}", runtime.base_url);
+    Ok((
+        outcome,
+        Some(ConsoleSession {
+            url,
+            runtime,
+            receiver,
+            _dir: dir,
+        }),
+    ))
 }
 
 /// Once the store holds no pending delivery, every delivery made has arrived: counts

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod client;
 pub mod demo;
+pub mod faults;
 pub mod receiver;
 pub mod runtime;
 pub mod seed;

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -14,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use shared::auth::Role;
 use shared::aws::{self, AwsClients, AwsNames, ResourceNames};
-use shared::domain::{BrandId, JobId, OfferId};
+use shared::domain::{BrandId, JobId, LocationId, OfferId};
 use shared::embedded::EmbeddedStore;
 use shared::Settings;
 
@@ -88,6 +89,10 @@ enum Command {
         locations: u64,
         #[command(flatten)]
         pipeline: PipelineArgs,
+        /// Keep the server running after the job and print the console's URL, with the
+        /// demo brand's token (valid 1 h) in its fragment; Ctrl-C stops it.
+        #[arg(long)]
+        console: bool,
     },
     /// Serve the HTTP API and run the pipeline (embedded backend by default).
     Serve {
@@ -110,6 +115,11 @@ enum Command {
         public_url: Option<String>,
         #[command(flatten)]
         pipeline: PipelineArgs,
+        /// For trying out failure handling (never in production): every link or unlink
+        /// write to this location fails, so a job over it ends with it among its failures.
+        /// Repeatable.
+        #[arg(long, value_name = "LOCATION_ID")]
+        fail_links_to: Vec<String>,
     },
     /// Create the tables, queues and topic on a local AWS endpoint (an emulator) and print
     /// the environment `serve --backend aws` reads. Refuses non-loopback endpoints.
@@ -417,22 +427,37 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo {
             locations,
             pipeline,
+            console,
         } => {
             let config = RuntimeConfig {
                 settings: pipeline.settings()?,
                 ..Default::default()
             };
-            let outcome = demo::run(DemoOptions {
+            let (outcome, session) = demo::run_keeping_console(DemoOptions {
                 locations,
                 config,
                 interactive: true,
+                console,
             })
             .await?;
             let problems = outcome.problems();
             if !problems.is_empty() {
+                if let Some(session) = session {
+                    session.shutdown().await;
+                }
                 bail!("demo failed: {}", problems.join("; "));
             }
             emit!("demo OK: every location linked exactly once");
+            if let Some(session) = session {
+                emit!(
+                    "console (the demo brand's token is in the fragment, which a browser never sends): {}",
+                    session.url
+                );
+                emit!("serving until Ctrl-C");
+                let signal = stop_signal().await?;
+                eprintln!("{signal}: shutting down");
+                session.shutdown().await;
+            }
         }
         Command::Serve {
             backend,
@@ -443,7 +468,28 @@ async fn main() -> anyhow::Result<()> {
             listen,
             public_url,
             pipeline,
+            fail_links_to,
         } => {
+            let failing = fail_links_to
+                .iter()
+                .map(|id| {
+                    id.parse::<LocationId>()
+                        .map_err(|e| anyhow::anyhow!("--fail-links-to {id}: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if !failing.is_empty() {
+                tracing::warn!(
+                    locations = failing.len(),
+                    "link writes to the --fail-links-to locations will fail (a testing aid)"
+                );
+            }
+            let wrap = move |mut ports: shared::ports::Ports| {
+                if !failing.is_empty() {
+                    ports.catalog =
+                        Arc::new(bulklink::faults::failing_links_to(ports.catalog, failing));
+                }
+                ports
+            };
             let config = RuntimeConfig {
                 settings: pipeline.settings()?,
                 listen,
@@ -455,11 +501,11 @@ async fn main() -> anyhow::Result<()> {
                 ..Default::default()
             };
             let runtime = match backend {
-                BackendKind::Embedded => Runtime::start_embedded(&db, config).await?,
+                BackendKind::Embedded => Runtime::start_embedded_with(&db, config, wrap).await?,
                 BackendKind::Aws => {
                     let names = AwsNames::from_env()?;
                     let clients = AwsClients::load(endpoint_url.as_deref()).await;
-                    Runtime::start_aws(clients, &names, config, |ports| ports).await?
+                    Runtime::start_aws(clients, &names, config, wrap).await?
                 }
             };
             eprintln!(

@@ -155,11 +155,12 @@ fn random_key() -> Vec<u8> {
     key
 }
 
-/// The HTTP API: both routers, finished once.
+/// The HTTP API (both routers) and the console, finished once.
 pub fn app(state: ApiState, auth: Arc<Authenticator>) -> axum::Router {
     let settings = state.settings.clone();
     let (router, _) = job_api::routes().merge(status::routes()).split_for_parts();
-    shared::http::finish_router(router.with_state(state), auth, &settings)
+    let router = router.merge(status::console::router()).with_state(state);
+    shared::http::finish_router(router, auth, &settings)
 }
 
 impl Runtime {

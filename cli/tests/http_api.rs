@@ -517,3 +517,75 @@ async fn cancelling_over_http_answers_202_then_409_once_terminal() {
     assert_problem(&r, StatusCode::NOT_FOUND, "does not exist");
     runtime.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_console_is_served_without_a_token_self_contained_and_locked_to_this_origin() {
+    let env = Env::of(Kind::Embedded, fast_settings()).await;
+    let (runtime, _) = api_only(&env, BrandId::new_random()).await;
+    let anonymous = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |path: &str| anonymous.get(format!("{}{path}", runtime.base_url)).send();
+
+    let redirect = get("/console").await.unwrap();
+    assert_eq!(redirect.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        redirect.headers()["location"],
+        "console/",
+        "relative: works under a stage path"
+    );
+
+    let mut bodies = Vec::new();
+    for (path, content_type) in [
+        ("/console/", "text/html; charset=utf-8"),
+        ("/console/index.html", "text/html; charset=utf-8"),
+        ("/console/console.js", "text/javascript; charset=utf-8"),
+        ("/console/console.css", "text/css; charset=utf-8"),
+    ] {
+        let response = get(path).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers().clone();
+        assert_eq!(headers["content-type"], content_type, "{path}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp} lacks {directive}");
+        }
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+        bodies.push((path, response.text().await.unwrap()));
+    }
+    // Nothing is fetched from elsewhere: no absolute URL in the page, its script or its style
+    // (the SVG namespace is a name, never fetched).
+    for (path, body) in &bodies {
+        let outside: Vec<&str> = body
+            .match_indices("//")
+            .map(|(at, _)| &body[at.saturating_sub(6)..(at + 30).min(body.len())])
+            .filter(|near| near.contains("http:") || near.contains("https:"))
+            .filter(|near| !near.contains("www.w3.org/2000/svg"))
+            .collect();
+        assert!(outside.is_empty(), "{path} refers elsewhere: {outside:?}");
+    }
+    assert!(bodies[0].1.contains(r#"<script src="console.js" defer>"#));
+    assert!(bodies[0]
+        .1
+        .contains(r#"<link rel="stylesheet" href="console.css">"#));
+
+    // Any other path under /console/ is the API's own 404; the data still needs a token.
+    let missing = get("/console/nothing-here.js").await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(
+        get("/jobs").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    runtime.shutdown().await;
+}

@@ -215,6 +215,25 @@ async fn the_status_function_serves_the_openapi_document_without_a_caller() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_function_serves_the_console_without_a_caller() {
+    let env = Env::of(Kind::Embedded, fast_settings()).await;
+    for (path, content_type) in [
+        ("/console/", "text/html; charset=utf-8"),
+        ("/console/console.js", "text/javascript; charset=utf-8"),
+        ("/console/console.css", "text/css; charset=utf-8"),
+    ] {
+        let response =
+            through_status_lambda_without_claims(&env, "GET /console/{proxy+}", path).await;
+        assert_eq!(response["statusCode"], 200, "{path}: {response}");
+        assert_eq!(response["headers"]["content-type"], content_type, "{path}");
+        assert!(!response["body"].as_str().unwrap().is_empty(), "{path}");
+    }
+    let bare = through_status_lambda_without_claims(&env, "GET /console", "/console").await;
+    assert_eq!(bare["statusCode"], 308, "{bare}");
+    assert_eq!(bare["headers"]["location"], "console/");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_malformed_record_in_a_batch_of_ten_is_the_only_failure_reported() {
     let env = Env::of(Kind::Aws, small_chunks()).await;
     let ports = env.ports();

@@ -1,7 +1,6 @@
 //! Test fixtures: a fresh store per test, fast queue settings, and fault injectors that wrap
 //! a real port (never a fake of one).
 
-use std::future::pending;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -9,20 +8,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
+pub use bulklink::faults::{FaultyCatalog, Halt};
 use bulklink::runtime::{Runtime, RuntimeConfig};
 use chrono::Utc;
 use fanout::Fanout;
 use shared::aws::{self, AwsClients, AwsNames, LocalEmulator, ResourceNames};
-use shared::domain::{
-    BrandId, Job, JobEvent, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer,
-    OfferId,
-};
+use shared::domain::{BrandId, Job, JobEvent, JobId};
 use shared::embedded::{self, EmbeddedStore, LinkStats, SeededBrand};
-use shared::ports::{
-    Catalog, CreateOutcome, Cursor, EventBus, Page, Ports, Queue, ReceivedMessage,
-};
+use shared::ports::{CreateOutcome, Cursor, EventBus, Page, Ports, Queue, ReceivedMessage};
 use shared::{Settings, StoreError, StoreResult};
-use tokio::sync::Notify;
 use worker::ChunkProcessor;
 
 /// Webhook targets on this machine's loopback are allowed (the test receivers); nothing
@@ -470,176 +464,6 @@ pub async fn assert_exact(env: &Env, seeded: &SeededBrand, job: &Job) {
         u64::from(job.chunks_total),
         "one ledger row per chunk"
     );
-}
-
-/// A halt point: the wrapped call stops forever once reached, and says so.
-#[derive(Default)]
-pub struct Halt {
-    pub reached: AtomicBool,
-    pub notify: Notify,
-}
-
-impl Halt {
-    async fn stop_here(&self) -> ! {
-        self.reached.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-        pending::<()>().await;
-        unreachable!()
-    }
-
-    pub async fn wait(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.reached.load(Ordering::SeqCst) {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// Decides which link batches a `FaultyCatalog` refuses.
-pub type LinkFault = Box<dyn Fn(&[LocationId]) -> bool + Send + Sync>;
-
-/// Wraps a real catalog: link calls can fail (per predicate), or halt after writing.
-pub struct FaultyCatalog {
-    pub inner: Arc<dyn Catalog>,
-    /// `link_locations` fails for a batch this returns true for.
-    pub fail_link: LinkFault,
-    /// `existing_links` fails this many times before it works.
-    pub fail_existing: AtomicUsize,
-    /// The n-th `link_locations` call (1-based) halts after its writes committed.
-    pub halt_on_call: Option<(usize, Arc<Halt>)>,
-    pub link_calls: AtomicUsize,
-}
-
-impl FaultyCatalog {
-    pub fn new(inner: Arc<dyn Catalog>) -> Self {
-        FaultyCatalog {
-            inner,
-            fail_link: Box::new(|_| false),
-            fail_existing: AtomicUsize::new(0),
-            halt_on_call: None,
-            link_calls: AtomicUsize::new(0),
-        }
-    }
-}
-
-#[async_trait]
-impl Catalog for FaultyCatalog {
-    async fn create_offer(&self, offer: &Offer) -> StoreResult<()> {
-        self.inner.create_offer(offer).await
-    }
-    async fn get_offer(&self, id: OfferId) -> StoreResult<Option<Offer>> {
-        self.inner.get_offer(id).await
-    }
-    async fn create_locations(&self, locations: &[Location]) -> StoreResult<()> {
-        self.inner.create_locations(locations).await
-    }
-    async fn get_location(&self, id: LocationId) -> StoreResult<Option<Location>> {
-        self.inner.get_location(id).await
-    }
-    async fn page_brand_locations(
-        &self,
-        brand: BrandId,
-        after: Option<&Cursor>,
-        limit: usize,
-    ) -> StoreResult<Page<LocationId>> {
-        self.inner.page_brand_locations(brand, after, limit).await
-    }
-    async fn link_locations(
-        &self,
-        offer: OfferId,
-        brand: BrandId,
-        by: LinkedBy,
-        ids: &[LocationId],
-    ) -> StoreResult<Vec<LinkOutcome>> {
-        let call = self.link_calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if (self.fail_link)(ids) {
-            return Err(StoreError::Injected("catalog write refused".into()));
-        }
-        let outcomes = self.inner.link_locations(offer, brand, by, ids).await?;
-        if let Some((n, halt)) = &self.halt_on_call {
-            if call == *n {
-                halt.stop_here().await;
-            }
-        }
-        Ok(outcomes)
-    }
-    async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome> {
-        self.inner.link_direct(offer, location).await
-    }
-    async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>> {
-        self.inner.rename_offer(id, name).await
-    }
-    async fn readdress_location(
-        &self,
-        id: LocationId,
-        address: &str,
-    ) -> StoreResult<Option<Location>> {
-        self.inner.readdress_location(id, address).await
-    }
-    async fn delete_location(&self, id: LocationId) -> StoreResult<Option<Vec<OfferId>>> {
-        self.inner.delete_location(id).await
-    }
-    /// Faults and halts as `link_locations` (they share the call count).
-    async fn unlink_locations(
-        &self,
-        offer: OfferId,
-        by: JobId,
-        only_by: Option<JobId>,
-        ids: &[LocationId],
-    ) -> StoreResult<Vec<LinkOutcome>> {
-        let call = self.link_calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if (self.fail_link)(ids) {
-            return Err(StoreError::Injected("catalog write refused".into()));
-        }
-        let outcomes = self.inner.unlink_locations(offer, by, only_by, ids).await?;
-        if let Some((n, halt)) = &self.halt_on_call {
-            if call == *n {
-                halt.stop_here().await;
-            }
-        }
-        Ok(outcomes)
-    }
-    async fn unlinked_by(
-        &self,
-        offer: OfferId,
-        ids: &[LocationId],
-    ) -> StoreResult<Vec<Option<JobId>>> {
-        self.inner.unlinked_by(offer, ids).await
-    }
-    async fn page_offer_link_ids(
-        &self,
-        offer: OfferId,
-        made_by: Option<LinkedBy>,
-        after: Option<&Cursor>,
-        limit: usize,
-    ) -> StoreResult<Page<LocationId>> {
-        self.inner
-            .page_offer_link_ids(offer, made_by, after, limit)
-            .await
-    }
-    async fn existing_links(
-        &self,
-        offer: OfferId,
-        ids: &[LocationId],
-    ) -> StoreResult<Vec<Option<LinkedBy>>> {
-        let left = self.fail_existing.load(Ordering::SeqCst);
-        if left > 0 {
-            self.fail_existing.store(left - 1, Ordering::SeqCst);
-            return Err(StoreError::Injected("catalog read refused".into()));
-        }
-        self.inner.existing_links(offer, ids).await
-    }
-    async fn page_offer_links(
-        &self,
-        offer: OfferId,
-        after: Option<&Cursor>,
-        limit: usize,
-    ) -> StoreResult<Page<Link>> {
-        self.inner.page_offer_links(offer, after, limit).await
-    }
 }
 
 /// Wraps a real queue: every body is sent twice; or sending halts on the n-th batch.

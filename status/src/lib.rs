@@ -1,6 +1,7 @@
 //! status: the read side of the HTTP API. Job status, failures and a brand's jobs; reads of
 //! offers, locations and an offer's links; webhook subscriptions and their deliveries. Every
-//! route but `/healthz` acts as its `Caller`. One axum `Router` serves Lambda and
+//! route but `/healthz` acts as its `Caller`; the operator console (`console`) is public
+//! and calls these routes from the browser. One axum `Router` serves Lambda and
 //! `bulklink serve` alike.
 
 use axum::extract::{Path, State};
@@ -22,6 +23,7 @@ use shared::views::JobView;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+pub mod console;
 mod webhooks;
 
 /// The read routes and webhooks, each with its OpenAPI operation.
@@ -42,7 +44,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
 /// The read routes as an axum router (what the status function serves).
 pub fn router(state: ApiState) -> Router {
     let (router, _) = routes().split_for_parts();
-    router.with_state(state)
+    router.merge(console::router()).with_state(state)
 }
 
 /// The whole API's OpenAPI 3.1 document: the write routes (job-api) and these.

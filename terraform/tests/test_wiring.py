@@ -119,7 +119,14 @@ ROUTES = {
     "POST /webhooks/{id}/deliveries/{deliveryId}/redeliver": "status",
     "GET /healthz": "status",
     "GET /openapi.json": "status",
+    "GET /console": "status",
+    "GET /console/{proxy+}": "status",
 }
+
+
+# What anyone may fetch: the liveness probe, the contract and the console's static page (its
+# data comes from the authorized routes).
+PUBLIC_ROUTES = ("GET /healthz", "GET /openapi.json", "GET /console", "GET /console/{proxy+}")
 
 
 @pytest.fixture(scope="module")
@@ -463,7 +470,7 @@ def test_no_function_role_grants_its_actions_on_every_resource(cfg):
             assert "*" not in resources, f"{doc}: Resource \"*\" for {st['actions']}"
 
 
-def test_every_http_route_reaches_its_function_and_only_healthz_and_the_contract_are_public(cfg):
+def test_every_http_route_reaches_its_function_and_only_healthz_the_contract_and_the_console_are_public(cfg):
     integration_function = {
         name: target(cfg.expr(body, "integration_uri"), "aws_lambda_function")
         for name, body in cfg.of_type("aws_apigatewayv2_integration").items()
@@ -486,7 +493,7 @@ def test_every_http_route_reaches_its_function_and_only_healthz_and_the_contract
 
     assert {k: v[0] for k, v in declared.items()} == ROUTES
     for key, (_, auth_on, auth_off) in declared.items():
-        expected = "NONE" if key in ("GET /healthz", "GET /openapi.json") else "JWT"
+        expected = "NONE" if key in PUBLIC_ROUTES else "JWT"
         assert auth_on == expected, f"{key} is {auth_on} with the authorizer on"
         assert auth_off == "NONE"
 

@@ -1,0 +1,382 @@
+// The console, driven in a real Chromium (Debian's, headless) by playwright-core against a
+// real `bulklink serve`. Run by scripts/console.sh, which starts the server and passes:
+//   API           the server's base URL (http://127.0.0.1:PORT)
+//   TOKEN_A       a token of brand A (the brand whose jobs are watched)
+//   TOKEN_B       a token of brand B (which must see none of A's)
+//   TOKEN_ADMIN   an administrator's token
+//   FAIL_ID       a location id the server fails every link write to (--fail-links-to)
+//   SHOTS         where screenshots go
+//   MODE          "full" (the embedded server) or "smoke" (serve --backend aws on moto)
+//   CHROMIUM      the browser (default /usr/bin/chromium)
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import { mkdirSync, readFileSync } from "node:fs";
+import http from "node:http";
+import { chromium } from "playwright-core";
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const API = env("API");
+const TOKEN_A = env("TOKEN_A");
+const SHOTS = env("SHOTS");
+const MODE = process.env.MODE || "full";
+const CONSOLE = `${API}/console/`;
+const WAIT = 90_000;
+mkdirSync(SHOTS, { recursive: true });
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+
+let stepName = "start";
+// The pages that must log no console error at all: checked at every step, so an error is
+// reported at the step that caused it.
+const clean = [];
+const step = (name) => {
+  for (const page of clean) assert.deepEqual(page.errors, [], `console errors before step "${name}"`);
+  stepName = name;
+  console.log(`-- ${name}`);
+};
+
+// --- the API, as a brand (what a client program does beside the console) ---------------------
+
+async function call(token, method, path, body) {
+  const response = await fetch(`${API}${path}`, {
+    method,
+    headers: {
+      Authorization: `Bearer ${token}`,
+      ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${text}`);
+  return data;
+}
+
+async function seedBrand(token, offers, locations, extra = []) {
+  const ids = [];
+  for (let i = 0; i < offers; i += 1) {
+    ids.push((await call(token, "POST", "/offers", { name: `offer ${i + 1}` })).id);
+  }
+  for (let start = 0; start < locations; start += 100) {
+    const batch = [];
+    for (let n = start; n < Math.min(locations, start + 100); n += 1) batch.push({ address: `${n} Main Street` });
+    await call(token, "POST", "/locations", batch);
+  }
+  for (const location of extra) await call(token, "POST", "/locations", location);
+  return ids;
+}
+
+const startJob = async (token, offer) => (await call(token, "POST", `/offers/${offer}/link-all-locations`)).id;
+
+// --- a webhook receiver on loopback ------------------------------------------------------------
+
+function receiver() {
+  const requests = [];
+  const server = http.createServer((req, res) => {
+    let body = "";
+    req.on("data", (chunk) => { body += chunk; });
+    req.on("end", () => {
+      requests.push({ id: req.headers["webhook-id"], body });
+      res.writeHead(200, { "Content-Type": "text/plain" }).end("ok");
+    });
+  });
+  return new Promise((resolve) => {
+    server.listen(0, "127.0.0.1", () => resolve({
+      url: `http://127.0.0.1:${server.address().port}/hook`,
+      requests,
+      close: () => server.close(),
+    }));
+  });
+}
+
+async function until(what, check, timeout = WAIT) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+// --- the browser -------------------------------------------------------------------------------
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  // No background traffic: the machine's network is closed and tests talk only to loopback.
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-default-apps", "--disable-features=Translate,OptimizationHints,MediaRouter"],
+});
+
+/** A page in a fresh context, every console error and page error it logs recorded. */
+async function open(name, viewport = { width: 1280, height: 900 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("console", (message) => {
+    if (message.type() === "error") errors.push(`${name}: console error: ${message.text()} (${message.location().url})`);
+  });
+  page.on("pageerror", (error) => errors.push(`${name}: page error: ${error.message}`));
+  page.on("dialog", (dialog) => dialog.accept());
+  // Nothing but this server: any other request fails the test.
+  const foreign = [];
+  await context.route((url) => !url.href.startsWith(`${API}/`) && !url.href.startsWith("data:"), (route) => {
+    foreign.push(route.request().url());
+    return route.abort();
+  });
+  return { context, page, errors, foreign };
+}
+
+async function signIn(page, token) {
+  await page.goto(CONSOLE);
+  await page.getByLabel("Bearer token").fill(token);
+  await page.getByRole("button", { name: "Use this token" }).click();
+  await page.getByRole("heading", { name: "Jobs", level: 1 }).waitFor();
+}
+
+const row = (page, id) => page.locator(`tr[data-key="${id}"]`);
+
+async function jobRowReads(page, id, status) {
+  await row(page, id).locator(".status", { hasText: new RegExp(`^${status}$`) }).waitFor({ timeout: WAIT });
+}
+
+async function jobPageReads(page, status) {
+  await page.locator("main p", { hasText: "Status:" }).locator(".status", { hasText: new RegExp(`^${status}$`) })
+    .waitFor({ timeout: WAIT });
+}
+
+/** axe-core's WCAG 2.1 A/AA rules on the page as it is now: no violation. */
+async function accessible(page, what) {
+  await page.evaluate(axeSource);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] });
+    return result.violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
+  });
+  assert.deepEqual(violations, [], `accessibility violations on ${what}`);
+}
+
+const failures = [];
+let exitCode = 0;
+try {
+  if (MODE === "smoke") await smoke();
+  else await full();
+} catch (error) {
+  exitCode = 1;
+  console.error(`FAILED at step "${stepName}": ${error.stack || error}`);
+} finally {
+  await browser.close();
+}
+if (failures.length) {
+  exitCode = 1;
+  console.error(failures.join("\n"));
+}
+if (exitCode === 0) console.log(`console tests (${MODE}) passed; screenshots in ${SHOTS}`);
+process.exit(exitCode);
+
+// --- the whole console, on the embedded backend ------------------------------------------------
+
+async function full() {
+  const TOKEN_B = env("TOKEN_B");
+  const TOKEN_ADMIN = env("TOKEN_ADMIN");
+  const FAIL_ID = env("FAIL_ID");
+
+  step("seed brand A (4 offers, 1,000 locations) and subscribe a loopback receiver");
+  const offers = await seedBrand(TOKEN_A, 4, 1000);
+  const hooks = await receiver();
+  await call(TOKEN_A, "POST", "/webhooks", { url: hooks.url, description: "console test receiver" });
+
+  const a = await open("brand A");
+  clean.push(a);
+  const { page } = a;
+
+  step("the page before sign-in: a labelled token field, nothing else");
+  await page.goto(CONSOLE);
+  assert.equal(await page.getByLabel("Bearer token").isVisible(), true);
+  assert.equal(await page.locator("#nav").isVisible(), false);
+  await accessible(page, "the sign-in page");
+
+  step("paste brand A's token: an empty jobs list");
+  await signIn(page, TOKEN_A);
+  await page.getByText("No jobs yet.").waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("bulklink.token")), TOKEN_A);
+  assert.equal(await page.evaluate(() => localStorage.length), 0, "nothing in localStorage");
+
+  step("a job started through the API appears, runs and reaches 100% / SUCCEEDED without a reload");
+  const navigations = [];
+  page.on("framenavigated", (frame) => { if (frame === page.mainFrame()) navigations.push(frame.url()); });
+  const job1 = await startJob(TOKEN_A, offers[0]);
+  await jobRowReads(page, job1, "RUNNING");
+  const midway = Number(await row(page, job1).locator("progress").getAttribute("value"));
+  await jobRowReads(page, job1, "SUCCEEDED");
+  assert.equal(await row(page, job1).locator("progress").getAttribute("value"), "100.0");
+  assert.equal((await row(page, job1).locator(".pct").textContent()).trim(), "100%");
+  assert.ok(midway < 100, `the bar moved while the job ran (it read ${midway} while RUNNING)`);
+  assert.deepEqual(navigations, [], "the list updated in place, without a navigation");
+
+  step("open the job: counters, a chart, the webhook delivery; redeliver it");
+  await row(page, job1).getByRole("link").click();
+  await page.getByRole("heading", { name: `Job ${job1}` }).waitFor();
+  await jobPageReads(page, "SUCCEEDED");
+  const linked = page.locator("dl.counters div", { hasText: /^Linked/ }).locator("dd");
+  assert.equal((await linked.textContent()).replace(/[^0-9]/g, ""), "1000");
+  await page.locator("figure.chart svg polyline").waitFor();
+  assert.match(await page.locator("figure.chart svg").getAttribute("aria-label"), /100% after/);
+  assert.equal(await page.getByRole("button", { name: "Undo" }).isVisible(), true, "undo offered for an ended job with links");
+  assert.equal(await page.getByRole("button", { name: "Retry failures" }).isVisible(), false, "no failures to retry");
+  assert.equal(await page.getByRole("button", { name: "Cancel job" }).isVisible(), false, "an ended job cannot be cancelled");
+  const delivery = page.locator("section", { hasText: "Webhook deliveries" }).locator("tbody tr").first();
+  await delivery.locator(".status", { hasText: /^succeeded$/ }).waitFor({ timeout: WAIT });
+  assert.match(await delivery.textContent(), /job\.succeeded/);
+  await until("the receiver to get the delivery", () => hooks.requests.length >= 1);
+  const webhookId = hooks.requests[0].id;
+  assert.ok(webhookId, "a webhook-id header");
+  await delivery.getByRole("button", { name: /^Redeliver job\.succeeded delivery/ }).click();
+  await until("the redelivery to arrive", () => hooks.requests.length >= 2);
+  assert.equal(hooks.requests[1].id, webhookId, "a redelivery carries the same webhook-id");
+  await delivery.locator("td.num", { hasText: /^2$/ }).waitFor({ timeout: WAIT });
+  await page.screenshot({ path: `${SHOTS}/job.png`, fullPage: true });
+  await accessible(page, "a job page");
+
+  step("a job with injected failures: the failure list, with reasons, paginated");
+  await call(TOKEN_A, "POST", "/locations", { id: FAIL_ID, address: "13 Failing Street" });
+  const job2 = await startJob(TOKEN_A, offers[1]);
+  await page.goto(`${CONSOLE}#/jobs/${job2}`);
+  await jobPageReads(page, "COMPLETED_WITH_ERRORS");
+  const failureRows = page.locator("section", { hasText: "Failures" }).locator("tbody tr");
+  await failureRows.first().waitFor();
+  const job2View = await call(TOKEN_A, "GET", `/jobs/${job2}`);
+  assert.ok(job2View.counters.failed >= 1, "the job has failures");
+  const firstPage = await failureRows.allTextContents();
+  assert.equal(firstPage.length, Math.min(20, job2View.counters.failed), "a page of 20 failures");
+  assert.ok(firstPage.every((text) => text.length > 36), "each failure names its location and a reason");
+  const allFailures = (await call(TOKEN_A, "GET", `/jobs/${job2}/failures?limit=1000`)).items;
+  assert.ok(allFailures.some((f) => f.locationId === FAIL_ID), "the failing location is among the failures");
+  const next = page.getByRole("button", { name: "Next page" });
+  if (job2View.counters.failed > 20) {
+    await next.click();
+    await page.getByText("Page 2").waitFor();
+    const secondPage = await failureRows.allTextContents();
+    assert.notDeepEqual(secondPage, firstPage, "page 2 shows other failures");
+    await page.getByRole("button", { name: "Previous page" }).click();
+    await page.getByText("Page 1").waitFor();
+  } else {
+    assert.equal(await next.isDisabled(), true);
+  }
+  assert.equal(await page.getByRole("button", { name: "Retry failures" }).isVisible(), true);
+
+  step("press cancel on a running job: CANCELLED");
+  const job3 = await startJob(TOKEN_A, offers[2]);
+  await page.goto(`${CONSOLE}#/jobs/${job3}`);
+  await jobPageReads(page, "RUNNING");
+  await page.getByRole("button", { name: "Cancel job" }).click();
+  await jobPageReads(page, "CANCELLED");
+  assert.equal((await call(TOKEN_A, "GET", `/jobs/${job3}`)).status, "CANCELLED");
+
+  step("pause (from the keyboard) and resume a running job");
+  const job4 = await startJob(TOKEN_A, offers[3]);
+  await page.goto(`${CONSOLE}#/jobs/${job4}`);
+  await jobPageReads(page, "RUNNING");
+  await page.getByRole("button", { name: "Pause" }).focus();
+  await page.keyboard.press("Enter");
+  await jobPageReads(page, "PAUSED");
+  assert.equal((await call(TOKEN_A, "GET", `/jobs/${job4}`)).status, "PAUSED");
+  assert.equal(await page.getByRole("button", { name: "Pause" }).isVisible(), false);
+  await page.getByRole("button", { name: "Resume" }).click();
+  await jobPageReads(page, "RUNNING");
+  assert.notEqual((await call(TOKEN_A, "GET", `/jobs/${job4}`)).status, "PAUSED");
+
+  step("the jobs list with every job, its screenshot; the webhooks page");
+  await page.getByRole("link", { name: "Jobs" }).click();
+  for (const id of [job1, job2, job3, job4]) await row(page, id).waitFor();
+  await page.screenshot({ path: `${SHOTS}/jobs.png`, fullPage: true });
+  await accessible(page, "the jobs list");
+  await page.getByRole("link", { name: "Webhooks" }).click();
+  await page.getByRole("link", { name: hooks.url }).waitFor();
+  assert.equal(await page.locator("#nav-admin").isVisible(), false, "a brand sees no admin section");
+
+  step("a phone-width screen: readable, no sideways scrolling");
+  const phone = await open("brand A, phone", { width: 390, height: 844 });
+  clean.push(phone);
+  await signIn(phone.page, TOKEN_A);
+  await row(phone.page, job1).waitFor();
+  const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow}px wider than the screen`);
+  const bar = await row(phone.page, job1).locator("progress").boundingBox();
+  assert.ok(bar && bar.x + bar.width <= 390, `the progress bar is on the screen (${JSON.stringify(bar)})`);
+  assert.equal(await row(phone.page, job1).locator(".status").isVisible(), true);
+  await phone.page.screenshot({ path: `${SHOTS}/jobs-phone.png`, fullPage: true });
+  await phone.context.close();
+
+  step("brand B (token in the URL's fragment) sees none of it");
+  const b = await open("brand B");
+  const seenByB = [];
+  b.page.on("response", async (response) => {
+    if (response.url().startsWith(`${API}/`) && !response.url().includes("/console/")) {
+      seenByB.push({ url: response.url(), status: response.status(), body: await response.text().catch(() => "") });
+    }
+  });
+  await b.page.goto(`${CONSOLE}#token=${TOKEN_B}`);
+  await b.page.getByText("No jobs yet.").waitFor();
+  assert.ok(!b.page.url().includes("token="), `the token left the address bar: ${b.page.url()}`);
+  await b.page.goto(`${CONSOLE}#/jobs/${job1}`);
+  await b.page.getByText("No such job").waitFor();
+  assert.ok(seenByB.some((r) => r.status === 404 && r.url.endsWith(`/jobs/${job1}`)), "A's job is a 404 to B");
+  await b.page.goto(`${CONSOLE}#/webhooks`);
+  await b.page.getByText("No subscriptions.").waitFor();
+  for (const id of [job1, job2, job3, job4]) {
+    // Only the 404 of the job B asked for by its id may name it.
+    const shown = seenByB.filter((r) => r.body.includes(id) && !(r.status === 404 && r.url.includes(id)));
+    assert.deepEqual(shown.map((r) => `${r.status} ${r.url}`), [], `brand B was shown job ${id}`);
+  }
+  // The 404 of A's job is the one error B's page may log (the browser reports a 4xx fetch).
+  const expected = b.errors.filter((e) => /status of 404/.test(e));
+  assert.equal(expected.length, b.errors.length, `brand B's page logged: ${b.errors.join("; ")}`);
+  failures.push(...b.foreign.map((url) => `brand B's page requested ${url}`));
+  await b.context.close();
+
+  step("an administrator: the write budget with each worker's live rate; change it");
+  const admin = await open("administrator");
+  clean.push(admin);
+  await signIn(admin.page, TOKEN_ADMIN);
+  await admin.page.getByRole("link", { name: "Write budget" }).click();
+  await admin.page.getByRole("heading", { name: "Write budget" }).waitFor();
+  await admin.page.locator("tbody tr", { hasText: "worker-1" }).waitFor();
+  await admin.page.getByLabel("New write budget (writes per second)").fill("600");
+  await admin.page.getByRole("button", { name: "Set budget" }).click();
+  await admin.page.locator("dd", { hasText: /^600 writes\/s$/ }).waitFor();
+  assert.equal((await call(TOKEN_ADMIN, "GET", "/admin/write-budget")).writesPerSec, 600);
+  await accessible(admin.page, "the write budget page");
+  step("the administrator's page logged no error");
+  failures.push(...admin.foreign.map((url) => `the admin page requested ${url}`));
+  await admin.context.close();
+
+  step("brand A's pages logged no error");
+  failures.push(...a.foreign.map((url) => `brand A's page requested ${url}`));
+  hooks.close();
+}
+
+// --- one pass on `serve --backend aws` (moto) ---------------------------------------------------
+
+async function smoke() {
+  step("aws: seed a brand (50 locations), sign in, start a job");
+  const [offer] = await seedBrand(TOKEN_A, 1, 50);
+  const a = await open("aws brand");
+  clean.push(a);
+  await signIn(a.page, TOKEN_A);
+  const job = await startJob(TOKEN_A, offer);
+  await jobRowReads(a.page, job, "SUCCEEDED");
+  assert.equal(await row(a.page, job).locator("progress").getAttribute("value"), "100.0");
+  step("aws: the job page");
+  await row(a.page, job).getByRole("link").click();
+  await jobPageReads(a.page, "SUCCEEDED");
+  const linked = a.page.locator("dl.counters div", { hasText: /^Linked/ }).locator("dd");
+  assert.equal((await linked.textContent()).trim(), "50");
+  await a.page.screenshot({ path: `${SHOTS}/job-aws.png`, fullPage: true });
+  step("the page logged no error");
+  failures.push(...a.foreign.map((url) => `the page requested ${url}`));
+}

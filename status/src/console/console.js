@@ -1,0 +1,771 @@
+// bulklink console: a single page over the public JSON API. No framework, no build step,
+// nothing loaded from elsewhere. The bearer token lives in this tab's sessionStorage and is
+// sent only to this origin's API; the page itself holds no authority.
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "bulklink.token";
+  const BRAND_KEY = "bulklink.brand";
+  const POLL_MS = 1000;
+  const HIDDEN_POLL_MS = 5000;
+  const FAILURES_PAGE = 20;
+  const UNLINKING = ["unlink-all-locations", "undo"];
+  const TERMINAL = ["SUCCEEDED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELLED"];
+  const STATUS_CLASS = {
+    PENDING: "wait", RUNNING: "run", PAUSED: "paused", CANCELLING: "warn", FAILING: "warn",
+    SUCCEEDED: "ok", COMPLETED_WITH_ERRORS: "warn", FAILED: "bad", CANCELLED: "stop",
+    pending: "wait", succeeded: "ok", failed: "bad", active: "ok", disabled: "bad",
+  };
+  // The API's root: the console is served at <root>/console/.
+  const API_ROOT = new URL("../", location.href);
+  const numbers = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+  const oneDecimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+  // Progress samples per job, kept while the page is open: the chart's points.
+  const samples = new Map();
+
+  const $ = (id) => document.getElementById(id);
+
+  // --- DOM -----------------------------------------------------------------------------------
+
+  /** An element with attributes (`on…` are listeners) and children (text is text, never HTML). */
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+      else if (name === "dataset") Object.assign(el.dataset, value);
+      else el.setAttribute(name, value === true ? "" : String(value));
+    }
+    append(el, children);
+    return el;
+  }
+
+  function append(el, children) {
+    for (const child of children.flat(Infinity)) {
+      if (child === undefined || child === null || child === false) continue;
+      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+  }
+
+  function svg(tag, attrs, ...children) {
+    const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [name, value] of Object.entries(attrs || {})) el.setAttribute(name, String(value));
+    append(el, children);
+    return el;
+  }
+
+  function replace(el, ...children) {
+    el.replaceChildren();
+    append(el, children);
+  }
+
+  /** As `replace`, only when `key` changed: links inside keep their focus between polls. */
+  function replaceOnChange(el, key, ...children) {
+    if (el.dataset.shown === key) return;
+    el.dataset.shown = key;
+    replace(el, ...children);
+  }
+
+  /**
+   * Keeps one row per item in `tbody`, in the items' order, rebuilding a row only when its
+   * item changed, and gives focus back to the control that had it (live updates never
+   * steal a keyboard user's place).
+   */
+  function syncRows(tbody, items, key, cells) {
+    const focused = document.activeElement && document.activeElement.dataset
+      ? document.activeElement.dataset.focusKey : undefined;
+    const existing = new Map([...tbody.children].map((tr) => [tr.dataset.key, tr]));
+    const wanted = [];
+    for (const item of items) {
+      const k = key(item);
+      const signature = JSON.stringify(item);
+      let tr = existing.get(k);
+      if (!tr || tr.dataset.signature !== signature) {
+        tr = h("tr", { dataset: { key: k, signature } }, cells(item));
+      }
+      wanted.push(tr);
+    }
+    const same = wanted.length === tbody.children.length
+      && wanted.every((tr, i) => tbody.children[i] === tr);
+    if (!same) tbody.replaceChildren(...wanted);
+    if (focused) {
+      const again = tbody.querySelector(`[data-focus-key="${CSS.escape(focused)}"]`);
+      if (again && document.activeElement !== again) again.focus();
+    }
+  }
+
+  function td(content, cls) {
+    return h("td", { class: cls }, content);
+  }
+
+  function statusBadge(status) {
+    // Breakable after each underscore (a narrow screen wraps COMPLETED_WITH_ERRORS there).
+    const parts = status.split("_").flatMap((part, i) => (i ? [h("wbr"), `_${part}`] : [part]));
+    return h("span", { class: `status ${STATUS_CLASS[status] || "wait"}` }, h("span", {}, parts));
+  }
+
+  function progressCell(job, label) {
+    const pct = Math.max(0, Math.min(100, job.percent || 0));
+    return h("div", { class: "progress" },
+      h("progress", { max: 100, value: pct.toFixed(1), "aria-label": label }),
+      h("span", { class: "pct" }, `${oneDecimal.format(pct)}%`));
+  }
+
+  function when(iso) {
+    return iso ? new Date(iso).toLocaleString() : "—";
+  }
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "—";
+    const s = Math.round(seconds);
+    if (s < 60) return `${s} s`;
+    const m = Math.floor(s / 60);
+    if (m < 60) return `${m} min ${s % 60} s`;
+    return `${Math.floor(m / 60)} h ${m % 60} min`;
+  }
+
+  function rate(perSec) {
+    return perSec === null || perSec === undefined ? "—" : `${numbers.format(perSec)}/s`;
+  }
+
+  function announce(text) {
+    $("announcer").textContent = text;
+  }
+
+  function showError(text) {
+    const alert = $("alert");
+    alert.textContent = text;
+    alert.hidden = false;
+  }
+
+  function clearError() {
+    $("alert").hidden = true;
+  }
+
+  // --- the API ---------------------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, detail, response) {
+      super(detail);
+      this.status = status;
+      this.retryAfter = response ? Number(response.headers.get("Retry-After")) || 0 : 0;
+      this.location = response ? response.headers.get("Location") : null;
+    }
+  }
+
+  function token() {
+    return sessionStorage.getItem(TOKEN_KEY);
+  }
+
+  /** Calls the API as the signed-in caller; answers `{ status, data, location }`. */
+  async function api(method, path, body) {
+    const headers = { Accept: "application/json", Authorization: `Bearer ${token()}` };
+    const init = { method, headers, cache: "no-store", credentials: "omit", redirect: "error" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(new URL(path, API_ROOT), init);
+    } catch (e) {
+      throw new ApiError(0, `the server could not be reached (${e.message})`);
+    }
+    const text = await response.text();
+    let data = null;
+    if (text) {
+      try { data = JSON.parse(text); } catch (_) { data = null; }
+    }
+    if (!response.ok) {
+      const detail = data && (data.detail || data.title) ? (data.detail || data.title) : response.statusText;
+      if (response.status === 401) signOut(`The token was refused: ${detail}`);
+      throw new ApiError(response.status, detail, response);
+    }
+    return { status: response.status, data, location: response.headers.get("Location") };
+  }
+
+  /** The token's claims, read for display only (the server verifies them). */
+  function claims() {
+    try {
+      const part = (token() || "").split(".")[1];
+      const binary = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
+      const bytes = Uint8Array.from(binary, (ch) => ch.charCodeAt(0));
+      return JSON.parse(new TextDecoder().decode(bytes));
+    } catch (_) {
+      return {};
+    }
+  }
+
+  function isAdmin() {
+    const scope = claims().scope;
+    return typeof scope === "string" && scope.split(" ").includes("bulklink:admin");
+  }
+
+  function brandQuery() {
+    if (!isAdmin()) return "";
+    const brand = sessionStorage.getItem(BRAND_KEY);
+    return brand ? `brandId=${encodeURIComponent(brand)}` : null;
+  }
+
+  // --- polling -------------------------------------------------------------------------------
+
+  let current = null; // { refresh(), stopped }
+  let timer = null;
+
+  function poll(view) {
+    clearTimeout(timer);
+    const tick = async () => {
+      if (view.stopped) return;
+      let delay = document.hidden ? HIDDEN_POLL_MS : POLL_MS;
+      try {
+        const again = await view.refresh();
+        clearError();
+        if (again === false) return;
+      } catch (e) {
+        if (view.stopped) return;
+        if (e.status === 429) delay = Math.max(1, e.retryAfter) * 1000;
+        if (e.status !== 401) showError(`Could not refresh: ${e.message}`);
+      }
+      if (!view.stopped) timer = setTimeout(tick, delay);
+    };
+    tick();
+  }
+
+  // --- views ---------------------------------------------------------------------------------
+
+  function brandPicker(onChange) {
+    if (!isAdmin()) return null;
+    const input = h("input", {
+      type: "text", id: "brand-input", name: "brand", autocomplete: "off", spellcheck: "false",
+      value: sessionStorage.getItem(BRAND_KEY) || "", "aria-describedby": "brand-help",
+    });
+    return h("form", {
+      class: "inline-form",
+      onsubmit: (event) => {
+        event.preventDefault();
+        sessionStorage.setItem(BRAND_KEY, input.value.trim());
+        onChange();
+      },
+    },
+    h("div", {}, h("label", { for: "brand-input" }, "Brand"), input),
+    h("button", { type: "submit" }, "Show"),
+    h("p", { id: "brand-help", class: "help" }, "An administrator names the brand to look at."));
+  }
+
+  function jobsView(view) {
+    const tbody = h("tbody");
+    const empty = h("p", { class: "empty", hidden: true }, "No jobs yet.");
+    const table = h("div", { class: "table-wrap" },
+      h("table", {},
+        h("caption", {}, "Newest first; updates every second."),
+        h("thead", {}, h("tr", {},
+          h("th", { scope: "col" }, "Job"), h("th", { scope: "col", class: "hide-narrow" }, "Kind"),
+          h("th", { scope: "col" }, "Status"), h("th", { scope: "col" }, "Progress"),
+          h("th", { scope: "col", class: "num hide-narrow" }, "Rate"),
+          h("th", { scope: "col", class: "num hide-narrow" }, "ETA"),
+          h("th", { scope: "col", class: "hide-narrow" }, "Created"))),
+        tbody),
+      empty);
+    const body = [h("h1", { tabindex: "-1" }, "Jobs"), brandPicker(() => poll(view)), table];
+    view.refresh = async () => {
+      const brand = brandQuery();
+      if (brand === null) {
+        empty.textContent = "Name a brand to see its jobs.";
+        empty.hidden = false;
+        syncRows(tbody, [], () => "", () => []);
+        return false;
+      }
+      const { data } = await api("GET", `jobs?limit=100${brand ? `&${brand}` : ""}`);
+      const items = data.items || [];
+      empty.textContent = "No jobs yet.";
+      empty.hidden = items.length > 0;
+      syncRows(tbody, items, (job) => job.id, (job) => [
+        td(h("a", { href: `#/jobs/${job.id}`, class: "mono", dataset: { focusKey: `job-${job.id}` } }, job.id)),
+        td(job.type, "hide-narrow"),
+        td(statusBadge(job.status)),
+        td(progressCell(job, `Progress of job ${job.id}`)),
+        td(rate(job.ratePerSec), "num hide-narrow"),
+        td(TERMINAL.includes(job.status) ? "—" : duration(job.etaSeconds), "num hide-narrow"),
+        td(when(job.createdAt), "hide-narrow"),
+      ]);
+      return true;
+    };
+    return body;
+  }
+
+  function counter(label, value) {
+    return h("div", {}, h("dt", {}, label), h("dd", {}, numbers.format(value || 0)));
+  }
+
+  function chart(jobId, job) {
+    const points = (samples.get(jobId) || []).slice();
+    if (job.startedAt) points.unshift({ t: Date.parse(job.startedAt), p: 0 });
+    if (job.finishedAt) points.push({ t: Date.parse(job.finishedAt), p: job.percent });
+    points.sort((a, b) => a.t - b.t);
+    const W = 600, H = 220, L = 48, R = 16, T = 12, B = 34;
+    const start = points.length ? points[0].t : Date.now();
+    const end = points.length ? Math.max(points[points.length - 1].t, start + 1000) : start + 1000;
+    const x = (t) => L + ((t - start) / (end - start)) * (W - L - R);
+    const y = (p) => T + (1 - p / 100) * (H - T - B);
+    const last = points.length ? points[points.length - 1].p : 0;
+    const summary = points.length
+      ? `Progress over time: ${oneDecimal.format(last)}% after ${duration((end - start) / 1000)}.`
+      : "Progress over time: no progress yet.";
+    const grid = [0, 25, 50, 75, 100].map((p) => [
+      svg("line", { class: "grid", x1: L, x2: W - R, y1: y(p), y2: y(p) }),
+      svg("text", { x: L - 6, y: y(p) + 4, "text-anchor": "end" }, `${p}%`),
+    ]);
+    const ticks = [0, 0.5, 1].map((f) => svg("text", {
+      x: L + f * (W - L - R), y: H - 10, "text-anchor": f === 0 ? "start" : f === 1 ? "end" : "middle",
+    }, duration(((end - start) / 1000) * f)));
+    const path = points.map((pt) => `${x(pt.t).toFixed(1)},${y(pt.p).toFixed(1)}`).join(" ");
+    return h("figure", { class: "chart" },
+      svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": summary },
+        grid, ticks,
+        svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }),
+        svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }),
+        points.length > 1 ? svg("polyline", { class: "line", points: path }) : null,
+        points.length ? svg("circle", { class: "dot", r: 4, cx: x(points[points.length - 1].t), cy: y(last) }) : null),
+      h("figcaption", { class: "help" }, summary, " Time since the job started."));
+  }
+
+  function deliveriesTable(caption, onRedeliver) {
+    const tbody = h("tbody");
+    const empty = h("p", { class: "empty" }, "No deliveries yet.");
+    const wrap = h("div", { class: "table-wrap" },
+      h("table", {},
+        h("caption", {}, caption),
+        h("thead", {}, h("tr", {},
+          h("th", { scope: "col" }, "Event"), h("th", { scope: "col" }, "Status"),
+          h("th", { scope: "col", class: "num" }, "Attempts"),
+          h("th", { scope: "col" }, "Last answer"),
+          h("th", { scope: "col", class: "hide-narrow" }, "Last attempt"),
+          h("th", { scope: "col", class: "hide-narrow" }, "Next attempt"),
+          h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Actions")))),
+        tbody),
+      empty);
+    const update = (items) => {
+      empty.hidden = items.length > 0;
+      syncRows(tbody, items, (d) => d.id, (d) => [
+        td(h("span", { title: d.eventId }, d.eventType)),
+        td(statusBadge(d.status)),
+        td(numbers.format(d.attempts), "num"),
+        td(d.lastStatusCode ? `HTTP ${d.lastStatusCode}` : d.lastError || "—"),
+        td(when(d.lastAttemptAt), "hide-narrow"),
+        td(when(d.nextAttemptAt), "hide-narrow"),
+        td(h("button", {
+          type: "button", class: "secondary",
+          "aria-label": `Redeliver ${d.eventType} delivery ${d.id}`,
+          dataset: { focusKey: `redeliver-${d.id}` },
+          onclick: (event) => onRedeliver(d, event.currentTarget),
+        }, "Redeliver")),
+      ]);
+    };
+    return { element: wrap, update };
+  }
+
+  async function redeliver(delivery, button, after) {
+    button.disabled = true;
+    try {
+      await api("POST", `webhooks/${delivery.subscriptionId}/deliveries/${delivery.id}/redeliver`);
+      announce(`Delivery ${delivery.id} queued for redelivery.`);
+      clearError();
+      await after();
+    } catch (e) {
+      showError(`Redelivery refused: ${e.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function jobView(view, jobId) {
+    const heading = h("h1", { tabindex: "-1" }, "Job ", h("span", { class: "mono" }, jobId));
+    const summary = h("p", { class: "muted" }, "Loading…");
+    const statusLine = h("p", {});
+    const progress = h("div", {});
+    const counters = h("dl", { class: "counters" });
+    const times = h("dl", { class: "kv" });
+    const chartBox = h("div", {});
+    const notice = h("div", { class: "notice", hidden: true, role: "status" });
+
+    const buttons = {};
+    const action = (name, label, cls, run) => {
+      buttons[name] = h("button", { type: "button", class: cls, hidden: true, onclick: run }, label);
+      return buttons[name];
+    };
+    let job = null;
+    const act = async (verb, done, confirmText) => {
+      if (confirmText && !window.confirm(confirmText)) return;
+      Object.values(buttons).forEach((b) => { b.disabled = true; });
+      try {
+        const answer = await api("POST", `jobs/${jobId}/${verb}`);
+        clearError();
+        if (answer.location && (verb === "undo" || verb === "retry-failures")) {
+          const created = answer.location.split("/").pop();
+          announce(`${done}: job ${created}.`);
+          location.hash = `#/jobs/${created}`;
+          return;
+        }
+        announce(done);
+        await view.refresh();
+      } catch (e) {
+        if (e.status === 409 && e.location) {
+          const other = e.location.split("/").pop();
+          replace(notice, `${e.message} `, h("a", { href: `#/jobs/${other}` }, `Open job ${other}`));
+          notice.hidden = false;
+        } else {
+          showError(`${verb} refused: ${e.message}`);
+        }
+      } finally {
+        Object.values(buttons).forEach((b) => { b.disabled = false; });
+      }
+    };
+    const actions = h("div", { class: "actions", role: "group", "aria-label": "Job actions" },
+      action("pause", "Pause", "secondary", () => act("pause", "Job paused")),
+      action("resume", "Resume", "", () => act("resume", "Job resumed")),
+      action("cancel", "Cancel job", "danger", () => act("cancel", "Cancellation requested",
+        "Cancel this job? Locations already linked stay linked.")),
+      action("undo", "Undo", "secondary", () => act("undo", "Undo started",
+        "Start a job that unlinks exactly the links this job made?")),
+      action("retry", "Retry failures", "", () => act("retry-failures", "Retry started")));
+
+    // Failures: paginated with the API's cursors (a stack of the pages seen).
+    const failureRows = h("tbody");
+    const failuresEmpty = h("p", { class: "empty" }, "No failures.");
+    const pageLabel = h("span", { class: "muted" });
+    const cursors = [null];
+    let failurePage = 0;
+    let failuresSeen = -1;
+    const prev = h("button", { type: "button", class: "secondary", onclick: () => loadFailures(failurePage - 1) }, "Previous page");
+    const next = h("button", { type: "button", class: "secondary", onclick: () => loadFailures(failurePage + 1) }, "Next page");
+    const loadFailures = async (page) => {
+      const cursor = cursors[page];
+      const query = `limit=${FAILURES_PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+      const { data } = await api("GET", `jobs/${jobId}/failures?${query}`);
+      failurePage = page;
+      cursors.length = page + 1;
+      if (data.nextCursor) cursors.push(data.nextCursor);
+      const items = data.items || [];
+      failuresEmpty.hidden = items.length > 0 || page > 0;
+      syncRows(failureRows, items, (f) => f.locationId, (f) => [
+        td(f.locationId, "mono"), td(f.reason), td(numbers.format(f.attempts), "num"),
+      ]);
+      prev.disabled = page === 0;
+      next.disabled = !data.nextCursor;
+      pageLabel.textContent = `Page ${page + 1}`;
+    };
+    const failures = h("section", { "aria-labelledby": "failures-title" },
+      h("h2", { id: "failures-title" }, "Failures"),
+      h("div", { class: "table-wrap" },
+        h("table", {},
+          h("caption", {}, "Locations that could not be done, with the reason."),
+          h("thead", {}, h("tr", {},
+            h("th", { scope: "col" }, "Location"), h("th", { scope: "col" }, "Reason"),
+            h("th", { scope: "col", class: "num" }, "Attempts"))),
+          failureRows),
+        failuresEmpty),
+      h("nav", { class: "pager", "aria-label": "Failure pages" }, prev, pageLabel, next));
+
+    const loadDeliveries = async () => {
+      const { data } = await api("GET", `jobs/${jobId}/deliveries?limit=100`);
+      deliveries.update(data.items || []);
+    };
+    const deliveries = deliveriesTable("The webhook deliveries of this job's events, newest first.",
+      (d, button) => redeliver(d, button, loadDeliveries));
+    let tick = 0;
+    let lastStatus = null;
+
+    view.refresh = async () => {
+      let answer;
+      try {
+        answer = await api("GET", `jobs/${jobId}`);
+      } catch (e) {
+        if (e.status === 404) {
+          replace(summary, "No such job: it does not exist, or it is not one of your brand's.");
+          [statusLine, progress, counters, times, chartBox, actions, failures, deliveries.element]
+            .forEach((el) => { el.hidden = true; });
+          return false;
+        }
+        throw e;
+      }
+      job = answer.data;
+      const c = job.counters;
+      const list = samples.get(jobId) || [];
+      if (!TERMINAL.includes(job.status)) list.push({ t: Date.now(), p: job.percent });
+      samples.set(jobId, list.slice(-600));
+
+      replaceOnChange(summary, `${job.type} ${job.offerId} ${job.parentJobId}`, `${job.type} of offer `, h("span", { class: "mono" }, job.offerId),
+        job.parentJobId ? [" (from job ", h("a", { href: `#/jobs/${job.parentJobId}`, class: "mono" }, job.parentJobId), ")"] : null);
+      replace(statusLine, "Status: ", statusBadge(job.status),
+        job.status === "PAUSED" ? ` — ${numbers.format(job.chunksParked)} chunks parked` : null);
+      replace(progress, progressCell(job, "Job progress"),
+        h("p", { class: "muted" }, `${rate(job.ratePerSec)}`,
+          TERMINAL.includes(job.status) ? "" : ` · ETA ${duration(job.etaSeconds)}`,
+          ` · ${numbers.format(job.chunksDone)} of ${numbers.format(job.chunksTotal)} chunks`,
+          job.fanoutDone ? "" : " (still paging)"));
+      const shown = [
+        counter("Total", c.total), counter("Processed", c.processed), counter("Linked", c.linked),
+        counter("Already linked", c.alreadyLinked), counter("Not found", c.notFound),
+        counter("Failed", c.failed), counter("Cancelled", c.cancelled),
+      ];
+      if (UNLINKING.includes(job.type)) {
+        shown.push(counter("Unlinked", c.unlinked), counter("Not linked", c.notLinked));
+      }
+      replace(counters, shown);
+      replace(times,
+        h("dt", {}, "Created"), h("dd", {}, when(job.createdAt)),
+        h("dt", {}, "Started"), h("dd", {}, when(job.startedAt)),
+        h("dt", {}, "Finished"), h("dd", {}, when(job.finishedAt)),
+        h("dt", {}, "Paused for"), h("dd", {}, duration(job.pausedSeconds)));
+      replace(chartBox, chart(jobId, job));
+
+      const ended = TERMINAL.includes(job.status);
+      buttons.pause.hidden = !["PENDING", "RUNNING"].includes(job.status);
+      buttons.resume.hidden = job.status !== "PAUSED";
+      buttons.cancel.hidden = !["PENDING", "RUNNING", "PAUSED"].includes(job.status);
+      buttons.undo.hidden = !(ended && c.linked > 0);
+      buttons.retry.hidden = !(ended && c.failed > 0);
+
+      if (c.failed !== failuresSeen && failurePage === 0) {
+        failuresSeen = c.failed;
+        await loadFailures(0);
+      }
+      if (job.status !== lastStatus || tick % 5 === 0) await loadDeliveries();
+      lastStatus = job.status;
+      tick += 1;
+      return true;
+    };
+
+    return [
+      heading, summary, notice, statusLine, progress, actions,
+      h("h2", {}, "Counters"), counters,
+      h("h2", {}, "Progress over time"), chartBox,
+      h("h2", {}, "Times"), times,
+      failures,
+      h("section", { "aria-labelledby": "deliveries-title" },
+        h("h2", { id: "deliveries-title" }, "Webhook deliveries"), deliveries.element),
+    ];
+  }
+
+  function webhooksView(view) {
+    const tbody = h("tbody");
+    const empty = h("p", { class: "empty", hidden: true }, "No subscriptions.");
+    view.refresh = async () => {
+      const brand = brandQuery();
+      if (brand === null) {
+        empty.textContent = "Name a brand to see its webhooks.";
+        empty.hidden = false;
+        return false;
+      }
+      const { data } = await api("GET", `webhooks?limit=100${brand ? `&${brand}` : ""}`);
+      const items = data.items || [];
+      empty.textContent = "No subscriptions.";
+      empty.hidden = items.length > 0;
+      syncRows(tbody, items, (s) => s.id, (s) => [
+        td(h("a", { href: `#/webhooks/${s.id}`, dataset: { focusKey: `webhook-${s.id}` } }, s.url)),
+        td(s.filter && s.filter.events ? s.filter.events.join(", ") : "every event"),
+        td(s.filter && s.filter.jobId ? h("a", { href: `#/jobs/${s.filter.jobId}`, class: "mono" }, s.filter.jobId) : "any job", "hide-narrow"),
+        td(statusBadge(s.status)),
+        td(s.description || "—", "hide-narrow"),
+        td(when(s.createdAt), "hide-narrow"),
+      ]);
+      return true;
+    };
+    return [
+      h("h1", { tabindex: "-1" }, "Webhooks"),
+      brandPicker(() => poll(view)),
+      h("div", { class: "table-wrap" },
+        h("table", {},
+          h("caption", {}, "The brand's subscriptions, newest first."),
+          h("thead", {}, h("tr", {},
+            h("th", { scope: "col" }, "URL"), h("th", { scope: "col" }, "Events"),
+            h("th", { scope: "col", class: "hide-narrow" }, "Job"), h("th", { scope: "col" }, "Status"),
+            h("th", { scope: "col", class: "hide-narrow" }, "Description"),
+            h("th", { scope: "col", class: "hide-narrow" }, "Created"))),
+          tbody),
+        empty),
+    ];
+  }
+
+  function webhookView(view, id) {
+    const details = h("dl", { class: "kv" });
+    const summary = h("p", { class: "muted" }, "Loading…");
+    const load = async () => {
+      const { data } = await api("GET", `webhooks/${id}/deliveries?limit=100`);
+      deliveries.update(data.items || []);
+    };
+    const deliveries = deliveriesTable("This subscription's deliveries, newest first.",
+      (d, button) => redeliver(d, button, load));
+    view.refresh = async () => {
+      let sub;
+      try {
+        sub = (await api("GET", `webhooks/${id}`)).data;
+      } catch (e) {
+        if (e.status === 404) {
+          summary.textContent = "No such subscription: it does not exist, or it is not one of your brand's.";
+          deliveries.element.hidden = true;
+          return false;
+        }
+        throw e;
+      }
+      summary.textContent = sub.description || "";
+      replace(details,
+        h("dt", {}, "URL"), h("dd", {}, sub.url),
+        h("dt", {}, "Status"), h("dd", {}, statusBadge(sub.status)),
+        h("dt", {}, "Events"), h("dd", {}, sub.filter && sub.filter.events ? sub.filter.events.join(", ") : "every event"),
+        h("dt", {}, "Created"), h("dd", {}, when(sub.createdAt)));
+      await load();
+      return true;
+    };
+    return [
+      h("h1", { tabindex: "-1" }, "Webhook ", h("span", { class: "mono" }, id)),
+      summary, details,
+      h("h2", {}, "Deliveries"), deliveries.element,
+    ];
+  }
+
+  function adminView(view) {
+    const facts = h("dl", { class: "kv" });
+    const tbody = h("tbody");
+    const empty = h("p", { class: "empty" }, "No worker runs in this process (on AWS each Lambda instance reports its rate in its metrics).");
+    const input = h("input", { type: "number", id: "budget-input", min: "0", step: "any", inputmode: "decimal", required: true, "aria-describedby": "budget-help" });
+    const form = h("form", {
+      class: "inline-form",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const value = Number(input.value);
+        if (input.value === "" || !Number.isFinite(value) || value < 0) {
+          showError("The write budget is a number of writes per second, 0 or more.");
+          input.focus();
+          return;
+        }
+        try {
+          await api("PUT", "admin/write-budget", { writesPerSec: value });
+          announce(`Write budget set to ${value === 0 ? "unlimited" : `${numbers.format(value)}/s`}.`);
+          clearError();
+          await view.refresh();
+        } catch (e) {
+          showError(`The budget was not changed: ${e.message}`);
+        }
+      },
+    },
+    h("div", {}, h("label", { for: "budget-input" }, "New write budget (writes per second)"), input),
+    h("button", { type: "submit" }, "Set budget"),
+    h("p", { id: "budget-help", class: "help" }, "0 means unlimited. Every worker applies it within its refresh interval."));
+    view.refresh = async () => {
+      let data;
+      try {
+        data = (await api("GET", "admin/write-budget")).data;
+      } catch (e) {
+        if (e.status === 403) {
+          replace(facts, h("dt", {}, "Access"), h("dd", {}, "Administrators only."));
+          form.hidden = true;
+          return false;
+        }
+        throw e;
+      }
+      replace(facts,
+        h("dt", {}, "In force"), h("dd", {}, data.writesPerSec === 0 ? "unlimited" : `${numbers.format(data.writesPerSec)} writes/s`),
+        h("dt", {}, "Source"), h("dd", {}, data.source),
+        h("dt", {}, "Workers re-read it every"), h("dd", {}, duration(data.refreshSeconds)));
+      const workers = data.workers || [];
+      empty.hidden = workers.length > 0;
+      syncRows(tbody, workers, (w) => w.worker, (w) => [td(w.worker), td(rate(w.writesPerSec), "num")]);
+      return true;
+    };
+    return [
+      h("h1", { tabindex: "-1" }, "Write budget"), facts, form,
+      h("h2", {}, "Live rates"),
+      h("div", { class: "table-wrap" },
+        h("table", {},
+          h("caption", {}, "Catalog writes per second each worker is allowed now."),
+          h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Worker"), h("th", { scope: "col", class: "num" }, "Writes/s"))),
+          tbody),
+        empty),
+    ];
+  }
+
+  // --- routing and sign-in -----------------------------------------------------------------
+
+  function takeTokenFromFragment() {
+    const match = location.hash.match(/^#token=([^&]+)/);
+    if (!match) return;
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+    // The token leaves the address bar (and the history) at once.
+    history.replaceState(null, "", `${location.pathname}${location.search}#/jobs`);
+  }
+
+  function signOut(reason) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(BRAND_KEY);
+    if (current) current.stopped = true;
+    render();
+    if (reason) showError(reason);
+  }
+
+  function render() {
+    if (current) current.stopped = true;
+    clearTimeout(timer);
+    const signedIn = Boolean(token());
+    $("signin").hidden = signedIn;
+    $("nav").hidden = !signedIn;
+    $("who").hidden = !signedIn;
+    const view = $("view");
+    view.hidden = !signedIn;
+    if (!signedIn) {
+      view.replaceChildren();
+      return;
+    }
+    const c = claims();
+    $("who-text").textContent = isAdmin()
+      ? `administrator ${c.sub || ""}`
+      : `brand ${c.brand_id || c.sub || ""}`;
+    $("nav-admin").hidden = !isAdmin();
+
+    const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean);
+    const section = parts[0] || "jobs";
+    for (const link of document.querySelectorAll("#nav a")) {
+      if (link.dataset.section === section) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+    current = { stopped: false, refresh: async () => false };
+    let content;
+    if (section === "jobs" && parts[1]) content = jobView(current, parts[1]);
+    else if (section === "webhooks" && parts[1]) content = webhookView(current, parts[1]);
+    else if (section === "webhooks") content = webhooksView(current);
+    else if (section === "admin") content = adminView(current);
+    else content = jobsView(current);
+    replace(view, content);
+    document.title = `${view.querySelector("h1").textContent} · bulklink console`;
+    view.querySelector("h1").focus();
+    poll(current);
+  }
+
+  function start() {
+    takeTokenFromFragment();
+    $("signin-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const input = $("token-input");
+      const value = input.value.trim().replace(/^Bearer\s+/i, "");
+      if (value.split(".").length !== 3) {
+        showError("That is not a JWT: a token has three parts separated by dots.");
+        input.focus();
+        return;
+      }
+      input.value = "";
+      sessionStorage.setItem(TOKEN_KEY, value);
+      clearError();
+      if (!location.hash || location.hash === "#") location.hash = "#/jobs";
+      render();
+    });
+    $("sign-out").addEventListener("click", () => signOut());
+    window.addEventListener("hashchange", () => {
+      takeTokenFromFragment();
+      clearError();
+      render();
+    });
+    render();
+  }
+
+  start();
+})();
