@@ -1,9 +1,9 @@
 //! `bulklink bench`: the embedded pipeline end to end (POST → SUCCEEDED over HTTP) against
 //! its floor — the bare SQLite work of the same links — with peak RSS; and the write budget
 //! as achieved per one-second window. Each size runs in a child process of its own so its
-//! peak RSS is its own.
+//! peak RSS is its own. Beside its tables it draws PNG charts (`crate::charts`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use shared::domain::{BrandId, JobStatus};
 use shared::embedded::EmbeddedStore;
 
+use crate::charts;
 use crate::client::ApiClient;
 use crate::runtime::{Runtime, RuntimeConfig};
 
@@ -489,8 +490,21 @@ async fn ended(
     done: impl Fn(&shared::domain::Counters) -> u64,
     want: u64,
 ) -> anyhow::Result<shared::views::JobView> {
+    ended_watching(api, id, poll, what, done, want, |_| {}).await
+}
+
+/// [`ended`], shown every status read on the way.
+async fn ended_watching(
+    api: &ApiClient,
+    id: shared::domain::JobId,
+    poll: Duration,
+    what: &str,
+    done: impl Fn(&shared::domain::Counters) -> u64,
+    want: u64,
+    progress: impl FnMut(&shared::views::JobView),
+) -> anyhow::Result<shared::views::JobView> {
     let job = api
-        .wait_terminal(id, poll, Duration::from_secs(3_600), |_| {})
+        .wait_terminal(id, poll, Duration::from_secs(3_600), progress)
         .await?;
     let got = done(&job.counters.counters);
     if job.status != JobStatus::Succeeded || got != want {
@@ -510,9 +524,19 @@ fn unlimited_callers(mut config: RuntimeConfig) -> RuntimeConfig {
     config
 }
 
+/// A job's percent done over time: (seconds since the run began, percent).
+type Progress = Vec<(f64, f64)>;
+
+/// How often a job's progress is kept: the status is read every 10 ms for the latencies'
+/// sake, and a chart needs a sample only every 100 ms or so.
+const PROGRESS_EVERY: f64 = 0.1;
+
 /// Runs jobs of `(locations, start delay)` at once on one fresh embedded store, each of its
-/// own brand; how long each took from its POST to its end, in seconds.
-async fn run_jobs(config: &RuntimeConfig, jobs: &[(u64, Duration)]) -> anyhow::Result<Vec<f64>> {
+/// own brand; how long each took from its POST to its end, in seconds, and its progress.
+async fn run_jobs(
+    config: &RuntimeConfig,
+    jobs: &[(u64, Duration)],
+) -> anyhow::Result<Vec<(f64, Progress)>> {
     let config = &unlimited_callers(config.clone());
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("fairness.db");
@@ -537,22 +561,31 @@ async fn run_jobs(config: &RuntimeConfig, jobs: &[(u64, Duration)]) -> anyhow::R
             tokio::time::sleep_until((began + delay).into()).await;
             let started = Instant::now();
             let job = api.create_job(offer, None, None).await?;
-            ended(
+            let mut progress = vec![(began.elapsed().as_secs_f64(), 0.0)];
+            ended_watching(
                 &api,
                 job.id,
                 Duration::from_millis(10),
                 &format!("fairness job {i}"),
                 |c| c.linked,
                 n,
+                |view| {
+                    let at = began.elapsed().as_secs_f64();
+                    let last = progress.last().map_or(f64::NEG_INFINITY, |(t, _)| *t);
+                    if view.status.is_terminal() || at - last >= PROGRESS_EVERY {
+                        let linked = view.counters.counters.linked as f64;
+                        progress.push((at, 100.0 * linked / n.max(1) as f64));
+                    }
+                },
             )
             .await?;
-            Ok::<_, anyhow::Error>((i, started.elapsed().as_secs_f64()))
+            Ok::<_, anyhow::Error>((i, started.elapsed().as_secs_f64(), progress))
         });
     }
-    let mut timed = vec![0.0; jobs.len()];
+    let mut timed = vec![(0.0, Vec::new()); jobs.len()];
     while let Some(done) = running.join_next().await {
-        let (i, t) = done??;
-        timed[i] = t;
+        let (i, t, progress) = done??;
+        timed[i] = (t, progress);
     }
     runtime.shutdown().await;
     Ok(timed)
@@ -561,17 +594,44 @@ async fn run_jobs(config: &RuntimeConfig, jobs: &[(u64, Duration)]) -> anyhow::R
 /// `bench --fairness`: brand A's large job alone, brand B's small job alone, then B started
 /// `delay` after A on the same queue and budget. B's latency beside its solo latency, A's
 /// duration beside its solo duration, against the targets (B ≤ 2 s and ≤ 3× solo; A ≤
-/// 1.05× solo).
+/// 1.05× solo). Charts both jobs' progress of the run together, with A's alone beside it,
+/// as `fairness.png` in `charts`.
 pub async fn fairness(
     config: RuntimeConfig,
     large: u64,
     small: u64,
     delay: Duration,
+    charts: &Path,
 ) -> anyhow::Result<String> {
-    let solo_a = run_jobs(&config, &[(large, Duration::ZERO)]).await?[0];
-    let solo_b = run_jobs(&config, &[(small, Duration::ZERO)]).await?[0];
-    let both = run_jobs(&config, &[(large, Duration::ZERO), (small, delay)]).await?;
-    let (a, b) = (both[0], both[1]);
+    let (solo_a, solo_a_progress) = first(run_jobs(&config, &[(large, Duration::ZERO)]).await?)?;
+    let (solo_b, _) = first(run_jobs(&config, &[(small, Duration::ZERO)]).await?)?;
+    let mut both = run_jobs(&config, &[(large, Duration::ZERO), (small, delay)]).await?;
+    let (b, b_progress) = both.pop().context("the run together ran no B")?;
+    let (a, a_progress) = first(both)?;
+    let budget = config
+        .settings
+        .write_budget_per_sec
+        .map_or("unlimited".to_owned(), |b| format!("{b}/s"));
+    let title = format!(
+        "Fair share: A = {} locations, B = {small} started {:.0} s later (budget {budget}, {} workers)",
+        charts::grouped(large as f64),
+        delay.as_secs_f64(),
+        config.settings.worker_concurrency,
+    );
+    // B's run is a second or so of A's hundred: enlarged on the right, with half a second
+    // either side.
+    let zoom = match (b_progress.first(), b_progress.last()) {
+        (Some((from, _)), Some((to, _))) => Some((from - 0.5, to + 0.5)),
+        _ => None,
+    };
+    let series = [
+        ("A beside B".to_owned(), a_progress),
+        ("B beside A".to_owned(), b_progress),
+        ("A alone (a run of its own)".to_owned(), solo_a_progress),
+    ];
+    let chart = write_chart(charts, "fairness.png", |path| {
+        charts::fairness(path, &title, &series, zoom)
+    });
     let mark = |ok: bool| if ok { "meets" } else { "MISSES" };
     Ok(format!(
         "fairness: budget {} writes/s, {} workers; A = {large} locations, B = {small} locations started {:.0} s after A\n\
@@ -590,17 +650,23 @@ pub async fn fairness(
         a,
         a / solo_a,
         mark(a <= 1.05 * solo_a),
-    ))
+    ) + &chart_line(chart))
+}
+
+fn first<T>(items: Vec<T>) -> anyhow::Result<T> {
+    items.into_iter().next().context("the run ran no job")
 }
 
 /// `bench --budget-change-to N`: one rate-limited job; `at` after it starts an
 /// administrator sets the budget to `to` over the API. Catalog writes per one-second
-/// window, with the window the change landed in marked.
+/// window, with the window the change landed in marked; charted as `budget-change.png` in
+/// `charts`.
 pub async fn budget_change(
     config: RuntimeConfig,
     locations: u64,
     to: f64,
     at: Duration,
+    charts: &Path,
 ) -> anyhow::Result<String> {
     let config = unlimited_callers(config);
     let dir = tempfile::tempdir()?;
@@ -639,11 +705,10 @@ pub async fn budget_change(
         .await?;
     runtime.shutdown().await;
     let from = config.settings.write_budget_per_sec.unwrap_or(0.0);
-    let change_window =
-        ((changed_at - started).num_milliseconds() as f64 / 1_000.0).floor() as usize;
+    let changed_secs = (changed_at - started).num_milliseconds() as f64 / 1_000.0;
+    let change_window = changed_secs.floor() as usize;
     let mut out = format!(
-        "budget change: {locations} locations at {from} writes/s; PUT /admin/write-budget {to} at {:.1} s (window {change_window})\n",
-        (changed_at - started).num_milliseconds() as f64 / 1_000.0
+        "budget change: {locations} locations at {from} writes/s; PUT /admin/write-budget {to} at {changed_secs:.1} s (window {change_window})\n",
     );
     for (i, links) in windows.iter().enumerate() {
         let writes = links * u64::from(worker::WRITES_PER_LOCATION);
@@ -658,5 +723,90 @@ pub async fn budget_change(
             writes as f64 / budget
         ));
     }
-    Ok(out)
+    let title = format!(
+        "Live budget change: {from} → {to} writes/s at {changed_secs:.1} s ({locations} locations, {} workers)",
+        config.settings.worker_concurrency
+    );
+    let chart = write_chart(charts, "budget-change.png", |path| {
+        charts::budget_windows(
+            path,
+            &title,
+            &write_windows(&windows),
+            &[(0.0, from), (changed_secs, to)],
+        )
+    });
+    Ok(out + &chart_line(chart))
+}
+
+/// Links per one-second window as (window start s, catalog writes).
+fn write_windows(links: &[u64]) -> Vec<(f64, f64)> {
+    links
+        .iter()
+        .enumerate()
+        .map(|(i, links)| {
+            (
+                i as f64,
+                (links * u64::from(worker::WRITES_PER_LOCATION)) as f64,
+            )
+        })
+        .collect()
+}
+
+/// Draws one chart into `dir` (made if missing); its path, or `None` with the reason on
+/// stderr: a chart never fails the bench, whose tables are its result.
+fn write_chart(
+    dir: &Path,
+    name: &str,
+    draw: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> Option<PathBuf> {
+    let path = dir.join(name);
+    let drawn = charts::ensure_font()
+        .and_then(|_| {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+        })
+        .and_then(|()| draw(&path));
+    match drawn {
+        Ok(()) => Some(path),
+        Err(e) => {
+            eprintln!("chart {} skipped: {e:#}", path.display());
+            None
+        }
+    }
+}
+
+/// The line a report prints for its chart: its path, or nothing when it was skipped.
+fn chart_line(chart: Option<PathBuf>) -> String {
+    chart.map_or_else(String::new, |path| format!("chart: {}\n", path.display()))
+}
+
+/// `bench` (no budget): pipeline and floor rates per size, as `pipeline-vs-floor.png` in `dir`;
+/// its path unless it was skipped.
+pub fn throughput_chart(results: &[Measured], dir: &Path) -> Option<PathBuf> {
+    let rows: Vec<_> = results
+        .iter()
+        .filter_map(|m| Some((m.locations, m.pipeline_per_sec, m.floor_per_sec?)))
+        .collect();
+    let workers = results.first().map_or(0, |m| m.workers);
+    let title = format!("Embedded pipeline vs its floor ({workers} workers, no write budget)");
+    write_chart(dir, "pipeline-vs-floor.png", |path| {
+        charts::pipeline_vs_floor(path, &title, &rows)
+    })
+}
+
+/// `bench --write-budget B`: the run's windows against B, as `write-budget.png` in `dir`; its
+/// path unless it was skipped.
+pub fn budget_chart(m: &Measured, budget: f64, dir: &Path) -> Option<PathBuf> {
+    let windows: Vec<_> = m
+        .write_windows
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (i as f64, *w as f64))
+        .collect();
+    let title = format!(
+        "Catalog writes per 1 s window at a budget of {budget} writes/s ({} workers, {} locations)",
+        m.workers, m.locations
+    );
+    write_chart(dir, "write-budget.png", |path| {
+        charts::budget_windows(path, &title, &windows, &[(0.0, budget)])
+    })
 }

@@ -2,6 +2,7 @@
 //! webhook delivery, sweeper) on the embedded backend, and the tools around it.
 
 pub mod bench;
+pub mod charts;
 pub mod client;
 pub mod demo;
 pub mod faults;

@@ -201,6 +201,12 @@ enum Command {
         budget_change_to: Option<f64>,
         #[arg(long, default_value_t = 5.0)]
         budget_change_at: f64,
+        /// Directory for the PNG charts drawn beside the tables (made if missing):
+        /// pipeline-vs-floor.png, write-budget.png, budget-change.png or fairness.png. Their
+        /// text needs a TTF font ($BULKLINK_CHART_FONT, else DejaVu Sans or Liberation Sans
+        /// from Debian's font packages); without one the charts are skipped, not the bench.
+        #[arg(long, value_name = "DIR", default_value = "bench-charts")]
+        charts: PathBuf,
         #[command(flatten)]
         pipeline: PipelineArgs,
     },
@@ -610,6 +616,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             backend: BackendKind::Embedded,
             fairness: true,
+            charts,
             pipeline,
             ..
         } => {
@@ -617,13 +624,15 @@ async fn main() -> anyhow::Result<()> {
                 settings: pipeline.settings()?,
                 ..Default::default()
             };
-            let report = bench::fairness(config, 100_000, 300, Duration::from_secs(5)).await?;
+            let report =
+                bench::fairness(config, 100_000, 300, Duration::from_secs(5), &charts).await?;
             emit!("{}", report.trim_end());
         }
         Command::Bench {
             backend: BackendKind::Embedded,
             budget_change_to: Some(to),
             budget_change_at,
+            charts,
             pipeline,
             ..
         } => {
@@ -644,6 +653,7 @@ async fn main() -> anyhow::Result<()> {
                 locations,
                 to,
                 Duration::from_secs_f64(budget_change_at),
+                &charts,
             )
             .await?;
             emit!("{}", report.trim_end());
@@ -651,6 +661,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             backend: BackendKind::Embedded,
             sizes,
+            charts,
             pipeline,
             ..
         } => {
@@ -659,6 +670,9 @@ async fn main() -> anyhow::Result<()> {
                 None => {
                     let results = bench::run_children(&sizes, settings.worker_concurrency, None)?;
                     emit!("{}", bench::throughput_table(&results).trim_end());
+                    if let Some(chart) = bench::throughput_chart(&results, &charts) {
+                        emit!("chart: {}", chart.display());
+                    }
                 }
                 Some(budget) => {
                     // A job of at least 20·B writes, at two writes per location.
@@ -671,6 +685,9 @@ async fn main() -> anyhow::Result<()> {
                     )?;
                     for m in &results {
                         emit!("{}", bench::budget_report(m, budget).trim_end());
+                        if let Some(chart) = bench::budget_chart(m, budget, &charts) {
+                            emit!("chart: {}", chart.display());
+                        }
                     }
                 }
             }

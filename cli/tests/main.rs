@@ -6,6 +6,7 @@ mod support;
 
 mod access;
 mod aws_serve;
+mod bench_charts;
 mod demo;
 mod egress;
 mod hardening;
