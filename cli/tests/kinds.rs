@@ -422,7 +422,13 @@ async fn a_dry_run_counts_exactly_and_writes_nothing(kind: Kind) {
     assert_eq!(r.status, StatusCode::CREATED);
     let link_all = format!("/offers/{}/link-all-locations", seeded.offer_id);
     let job = accepted_job(&api, &link_all).await;
-    wait_terminal(&runtime.ports, job, WAIT).await;
+    // On a loaded emulator a chunk may time out and fail: the plans below must count what
+    // the store holds, whatever the job managed.
+    let made = wait_terminal(&runtime.ports, job, WAIT)
+        .await
+        .counters
+        .linked;
+    assert!(made > 0, "the job made links to count");
     // Nothing in flight: what the store holds now is what it must hold after the dry runs.
     eventually(
         WAIT,
@@ -447,13 +453,14 @@ async fn a_dry_run_counts_exactly_and_writes_nothing(kind: Kind) {
 
     let plans = [
         (link_all.clone(), "link-all-locations", n),
+        // The offer's links: the one made directly and the job's.
         (
             format!("/offers/{}/unlink-all-locations", seeded.offer_id),
             "unlink-all-locations",
-            n,
+            made + 1,
         ),
         // The link made directly is not the job's to undo.
-        (format!("/jobs/{job}/undo"), "undo", n - 1),
+        (format!("/jobs/{job}/undo"), "undo", made),
     ];
     for (path, kind_name, expected) in plans {
         let r = post(&api, &format!("{path}?dryRun=true")).await;
