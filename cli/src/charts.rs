@@ -189,6 +189,28 @@ fn canvas(path: &Path) -> anyhow::Result<DrawingArea<BitMapBackend<'_>, Shift>> 
     Ok(root)
 }
 
+/// The series' legend, boxed, at `position`.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .legend_area_size(36)
+        .label_font(text_style(14))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .position(position)
+        .draw()?;
+    Ok(())
+}
+
+/// Writes the finished chart to its file.
+fn write(root: &DrawingArea<BitMapBackend<'_>, Shift>, path: &Path) -> anyhow::Result<()> {
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 fn text_style(size: u32) -> TextStyle<'static> {
     TextStyle::from((FAMILY, size).into_font())
 }
@@ -297,17 +319,8 @@ pub fn budget_windows(
         }))?;
     }
 
-    chart
-        .configure_series_labels()
-        .legend_area_size(36)
-        .label_font(text_style(14))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
-    root.present()
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+    write(&root, path)
 }
 
 /// Each series' percent done over time, on one clock: the whole run on the left and, when
@@ -355,9 +368,7 @@ pub fn fairness(
             false,
         )?;
     }
-    root.present()
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    write(&root, path)
 }
 
 fn progress_panel(
@@ -436,14 +447,7 @@ fn progress_panel(
         }))?;
     }
     if legend {
-        chart
-            .configure_series_labels()
-            .legend_area_size(36)
-            .label_font(text_style(14))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()?;
+        self::legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     }
     Ok(())
 }
@@ -529,15 +533,6 @@ pub fn pipeline_vs_floor(path: &Path, title: &str, rows: &[(u64, f64, f64)]) -> 
         )
     }))?;
 
-    chart
-        .configure_series_labels()
-        .legend_area_size(36)
-        .label_font(text_style(14))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
-    root.present()
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+    write(&root, path)
 }
