@@ -72,14 +72,7 @@ pub async fn measure(locations: u64, config: RuntimeConfig) -> anyhow::Result<Me
     let pipeline_secs = started.elapsed().as_secs_f64();
     let peak_rss_mib = peak_rss_mib().unwrap_or(f64::NAN);
     let write_windows = if config.settings.write_budget_per_sec.is_some() {
-        runtime
-            .embedded_store()
-            .context("the bench runs on the embedded backend")?
-            .links_per_window(seeded.offer_id, 1_000)
-            .await?
-            .into_iter()
-            .map(|links| links * u64::from(worker::WRITES_PER_LOCATION))
-            .collect()
+        writes_per_window(&runtime, seeded.offer_id).await?
     } else {
         Vec::new()
     };
@@ -698,11 +691,7 @@ pub async fn budget_change(
     )
     .await?;
     let changed_at = change.await??;
-    let windows = runtime
-        .embedded_store()
-        .context("the bench runs on the embedded backend")?
-        .links_per_window(seeded.offer_id, 1_000)
-        .await?;
+    let writes = writes_per_window(&runtime, seeded.offer_id).await?;
     runtime.shutdown().await;
     let from = config.settings.write_budget_per_sec.unwrap_or(0.0);
     let changed_secs = (changed_at - started).num_milliseconds() as f64 / 1_000.0;
@@ -710,12 +699,12 @@ pub async fn budget_change(
     let mut out = format!(
         "budget change: {locations} locations at {from} writes/s; PUT /admin/write-budget {to} at {changed_secs:.1} s (window {change_window})\n",
     );
-    for (i, links) in windows.iter().enumerate() {
-        let writes = links * u64::from(worker::WRITES_PER_LOCATION);
+    let last = writes.len().saturating_sub(1);
+    for (i, &writes) in writes.iter().enumerate() {
         let budget = if i < change_window { from } else { to };
         let note = match i.cmp(&change_window) {
             std::cmp::Ordering::Equal => "  ← budget changed in this window",
-            _ if i + 1 == windows.len() => "  (last, partial)",
+            _ if i == last => "  (last, partial)",
             _ => "",
         };
         out.push_str(&format!(
@@ -731,24 +720,35 @@ pub async fn budget_change(
         charts::budget_windows(
             path,
             &title,
-            &write_windows(&windows),
+            &per_window(&writes),
             &[(0.0, from), (changed_secs, to)],
         )
     });
     Ok(out + &chart_line(chart))
 }
 
-/// Links per one-second window as (window start s, catalog writes).
-fn write_windows(links: &[u64]) -> Vec<(f64, f64)> {
-    links
+/// Catalog writes per one-second window from the offer's first link: every Link row carries
+/// its write time, and each link is `WRITES_PER_LOCATION` catalog writes.
+async fn writes_per_window(
+    runtime: &Runtime,
+    offer: shared::domain::OfferId,
+) -> anyhow::Result<Vec<u64>> {
+    Ok(runtime
+        .embedded_store()
+        .context("the bench runs on the embedded backend")?
+        .links_per_window(offer, 1_000)
+        .await?
+        .into_iter()
+        .map(|links| links * u64::from(worker::WRITES_PER_LOCATION))
+        .collect())
+}
+
+/// Catalog writes per one-second window as chart points: (window start s, writes).
+fn per_window(writes: &[u64]) -> Vec<(f64, f64)> {
+    writes
         .iter()
         .enumerate()
-        .map(|(i, links)| {
-            (
-                i as f64,
-                (links * u64::from(worker::WRITES_PER_LOCATION)) as f64,
-            )
-        })
+        .map(|(i, &w)| (i as f64, w as f64))
         .collect()
 }
 
@@ -796,12 +796,7 @@ pub fn throughput_chart(results: &[Measured], dir: &Path) -> Option<PathBuf> {
 /// `bench --write-budget B`: the run's windows against B, as `write-budget.png` in `dir`; its
 /// path unless it was skipped.
 pub fn budget_chart(m: &Measured, budget: f64, dir: &Path) -> Option<PathBuf> {
-    let windows: Vec<_> = m
-        .write_windows
-        .iter()
-        .enumerate()
-        .map(|(i, w)| (i as f64, *w as f64))
-        .collect();
+    let windows = per_window(&m.write_windows);
     let title = format!(
         "Catalog writes per 1 s window at a budget of {budget} writes/s ({} workers, {} locations)",
         m.workers, m.locations

@@ -142,12 +142,12 @@ impl<C, DB: DrawingBackend> Drawable<DB> for Mark<C> {
         let line = colour.stroke_width(2);
         if self.icon {
             // The legend's origin is the icon's left end; the marker sits in its middle.
-            let segments: [(i32, i32); 3] = if self.look.dashed {
-                [(0, 7), (11, 19), (23, 30)]
+            let segments: &[(i32, i32)] = if self.look.dashed {
+                &[(0, 7), (11, 19), (23, 30)]
             } else {
-                [(0, 10), (10, 20), (20, 30)]
+                &[(0, 30)]
             };
-            for (from, to) in segments {
+            for &(from, to) in segments {
                 backend.draw_line((x + from, y), (x + to, y), &line)?;
             }
             return Mark {
@@ -187,6 +187,11 @@ fn canvas(path: &Path) -> anyhow::Result<DrawingArea<BitMapBackend<'_>, Shift>> 
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     Ok(root)
+}
+
+/// A bar series' sample in the legend, at the legend entry's origin.
+fn swatch<S: Into<ShapeStyle>>((x, y): (i32, i32), style: S) -> Rectangle<(i32, i32)> {
+    Rectangle::new([(x + 4, y - 6), (x + 26, y + 6)], style)
 }
 
 /// The series' legend, boxed, at `position`.
@@ -279,7 +284,7 @@ pub fn budget_windows(
             Rectangle::new([(x + 0.12, 0.0), (x + 0.88, y)], bar.mix(0.85).filled())
         }))?
         .label("writes in a full window")
-        .legend(move |(x, y)| Rectangle::new([(x + 4, y - 6), (x + 26, y + 6)], bar.filled()));
+        .legend(move |(x, y)| swatch((x, y), bar.filled()));
     let (x, y) = windows[last];
     chart
         .draw_series(std::iter::once(Rectangle::new(
@@ -287,9 +292,7 @@ pub fn budget_windows(
             bar.stroke_width(2),
         )))?
         .label("last window (partial: the job ended in it)")
-        .legend(move |(x, y)| {
-            Rectangle::new([(x + 4, y - 6), (x + 26, y + 6)], bar.stroke_width(2))
-        });
+        .legend(move |(x, y)| swatch((x, y), bar.stroke_width(2)));
 
     if !steps.is_empty() {
         let mut line = Vec::new();
@@ -410,10 +413,11 @@ fn progress_panel(
             .filter(|(x, _)| (from..=to).contains(x))
             .collect();
         let style = look.colour.stroke_width(if i == 1 { 3 } else { 2 });
+        let line = visible.iter().copied();
         let drawn = if look.dashed {
-            chart.draw_series(DashedLineSeries::new(visible.clone(), 8, 5, style))?
+            chart.draw_series(DashedLineSeries::new(line, 8, 5, style))?
         } else {
-            chart.draw_series(LineSeries::new(visible.clone(), style))?
+            chart.draw_series(LineSeries::new(line, style))?
         };
         if legend {
             drawn.label(*label).legend(move |at| Mark {
@@ -504,16 +508,14 @@ pub fn pipeline_vs_floor(path: &Path, title: &str, rows: &[(u64, f64, f64)]) -> 
             Rectangle::new([(x - 0.36, 0.0), (x - 0.02, p)], pipe.filled())
         }))?
         .label("pipeline: POST → SUCCEEDED over HTTP (filled)")
-        .legend(move |(x, y)| Rectangle::new([(x + 4, y - 6), (x + 26, y + 6)], pipe.filled()));
+        .legend(move |(x, y)| swatch((x, y), pipe.filled()));
     chart
         .draw_series(rows.iter().enumerate().map(|(i, &(_, _, f))| {
             let x = i as f64;
             Rectangle::new([(x + 0.02, 0.0), (x + 0.36, f)], floor.stroke_width(3))
         }))?
         .label("floor: the bare SQLite work (outlined)")
-        .legend(move |(x, y)| {
-            Rectangle::new([(x + 4, y - 6), (x + 26, y + 6)], floor.stroke_width(3))
-        });
+        .legend(move |(x, y)| swatch((x, y), floor.stroke_width(3)));
     let values = rows.iter().enumerate().flat_map(|(i, &(_, p, f))| {
         let x = i as f64;
         [(x - 0.19, p), (x + 0.19, f)]

@@ -119,7 +119,7 @@ enum Command {
         /// write to this location fails, so a job over it ends with it among its failures.
         /// Repeatable.
         #[arg(long, value_name = "LOCATION_ID")]
-        fail_links_to: Vec<String>,
+        fail_links_to: Vec<LocationId>,
     },
     /// Create the tables, queues and topic on a local AWS endpoint (an emulator) and print
     /// the environment `serve --backend aws` reads. Refuses non-loopback endpoints.
@@ -476,13 +476,7 @@ async fn main() -> anyhow::Result<()> {
             pipeline,
             fail_links_to,
         } => {
-            let failing = fail_links_to
-                .iter()
-                .map(|id| {
-                    id.parse::<LocationId>()
-                        .map_err(|e| anyhow::anyhow!("--fail-links-to {id}: {e}"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let failing = fail_links_to;
             if !failing.is_empty() {
                 tracing::warn!(
                     locations = failing.len(),
