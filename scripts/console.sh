@@ -2,7 +2,8 @@
 # The console in a real browser: playwright-core drives Debian's Chromium (headless) against a
 # real `bulklink serve` — the whole console on the embedded backend, then one pass on
 # `serve --backend aws` on moto. Installs Chromium (apt) and the npm packages when missing.
-# Screenshots land in target/console/.
+# The npm packages go to target/console-npm/ (as pinned in scripts/console/package-lock.json);
+# screenshots land in target/console/.
 #
 # usage: scripts/console.sh [BULKLINK_BINARY]   (default: the debug build)
 set -euo pipefail
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 BIN="${1:-${CARGO_TARGET_DIR:-$PWD/target}/debug/bulklink}"
 SHOTS="${CARGO_TARGET_DIR:-$PWD/target}/console"
+NPM_DIR="${CARGO_TARGET_DIR:-$PWD/target}/console-npm"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 PY=.venv/bin/python
 
@@ -20,9 +22,11 @@ if [ ! -x "$CHROMIUM" ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
-if ! cmp -s scripts/console/package-lock.json scripts/console/node_modules/.installed-lock.json; then
-  echo "== installing playwright-core and axe-core (npm ci)"
-  (cd scripts/console && npm ci --no-audit --no-fund --silent &&
+if ! cmp -s scripts/console/package-lock.json "$NPM_DIR/node_modules/.installed-lock.json"; then
+  echo "== installing playwright-core and axe-core (npm ci into $NPM_DIR)"
+  mkdir -p "$NPM_DIR"
+  cp scripts/console/package.json scripts/console/package-lock.json "$NPM_DIR/"
+  (cd "$NPM_DIR" && npm ci --no-audit --no-fund --silent &&
     cp package-lock.json node_modules/.installed-lock.json)
 fi
 
@@ -31,6 +35,19 @@ work=$(mktemp -d)
 source scripts/lib.sh
 mkdir -p "$SHOTS"
 uuid() { "$PY" -c 'import uuid; print(uuid.uuid4())'; }
+
+# Runs the browser tests with the given environment (API, MODE, tokens…); on a failure, the
+# tail of the server's log (the first argument) follows.
+browser_tests() {
+  local log=$1
+  shift
+  if ! env SHOTS="$SHOTS" CHROMIUM="$CHROMIUM" NODE_MODULES="$NPM_DIR/node_modules" "$@" \
+    node scripts/console/console.test.mjs; then
+    echo "-- the server's log:" >&2
+    tail -n 40 "$log" >&2
+    return 1
+  fi
+}
 
 # --- embedded: the whole console ------------------------------------------------------------
 fail_id=$(uuid)
@@ -49,13 +66,9 @@ pids+=($!)
 wait_ready "$api" || { tail -n 20 "$work/serve.log" >&2; exit 1; }
 token() { "$BIN" token --token-key "$work/bulklink.key" "$@"; }
 echo "== console: the whole console on the embedded backend ($api)"
-if ! API="$api" MODE=full SHOTS="$SHOTS" CHROMIUM="$CHROMIUM" FAIL_ID="$fail_id" \
+browser_tests "$work/serve.log" API="$api" MODE=full FAIL_ID="$fail_id" \
   TOKEN_A="$(token --brand "$(uuid)")" TOKEN_B="$(token --brand "$(uuid)")" \
-  TOKEN_ADMIN="$(token --admin)" node scripts/console/console.test.mjs; then
-  echo "-- the server's log:" >&2
-  tail -n 40 "$work/serve.log" >&2
-  exit 1
-fi
+  TOKEN_ADMIN="$(token --admin)"
 
 # --- aws on moto: one pass ------------------------------------------------------------------
 start_moto
@@ -67,9 +80,4 @@ aws_api="http://127.0.0.1:$aws_port"
 pids+=($!)
 wait_ready "$aws_api" || { tail -n 20 "$work/serve-aws.log" >&2; exit 1; }
 echo "== console: one pass on serve --backend aws (moto)"
-if ! API="$aws_api" MODE=smoke SHOTS="$SHOTS" CHROMIUM="$CHROMIUM" \
-  TOKEN_A="$(token --brand "$(uuid)")" node scripts/console/console.test.mjs; then
-  echo "-- the server's log:" >&2
-  tail -n 40 "$work/serve-aws.log" >&2
-  exit 1
-fi
+browser_tests "$work/serve-aws.log" API="$aws_api" MODE=smoke TOKEN_A="$(token --brand "$(uuid)")"

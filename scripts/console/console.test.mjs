@@ -8,11 +8,12 @@
 //   SHOTS         where screenshots go
 //   MODE          "full" (the embedded server) or "smoke" (serve --backend aws on moto)
 //   CHROMIUM      the browser (default /usr/bin/chromium)
+//   NODE_MODULES  where playwright-core and axe-core are installed (default: beside this file)
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import { mkdirSync, readFileSync } from "node:fs";
 import http from "node:http";
-import { chromium } from "playwright-core";
+import path from "node:path";
 
 const env = (name) => {
   const value = process.env[name];
@@ -26,7 +27,12 @@ const MODE = process.env.MODE || "full";
 const CONSOLE = `${API}/console/`;
 const WAIT = 90_000;
 mkdirSync(SHOTS, { recursive: true });
-const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+// The packages live outside the source tree (scripts/console.sh installs them under target/).
+const requirePackage = process.env.NODE_MODULES
+  ? createRequire(path.join(process.env.NODE_MODULES, "..", "package.json"))
+  : createRequire(import.meta.url);
+const { chromium } = requirePackage("playwright-core");
+const axeSource = readFileSync(requirePackage.resolve("axe-core/axe.min.js"), "utf8");
 
 let stepName = "start";
 // The pages that must log no console error at all: checked at every step, so an error is
