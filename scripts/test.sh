@@ -2,7 +2,8 @@
 # The one test command: formatting, lints, every test of every crate on both backends
 # (embedded SQLite, and AWS through a moto emulator that this script installs in .venv),
 # the operator console in a real Chromium (Debian's package and playwright-core from npm,
-# installed when missing), and the static checks of the Terraform deployment.
+# installed when missing), the tests that keep time run again a year ahead (faketime), and
+# the static checks of the Terraform deployment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,8 @@ echo "== cargo build (the Lambda function binaries some tests run)"
 cargo build --workspace --bins --locked
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== the time-keeping tests again, a year ahead (faketime)"
+bash scripts/year-ahead.sh
 echo "== API contract (openapi-spec-validator, schemathesis)"
 bash scripts/contract.sh
 echo "== console in Chromium (playwright-core; installs Chromium and the npm packages if missing)"

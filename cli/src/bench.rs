@@ -177,7 +177,7 @@ pub fn floor(db: &Path, brand: BrandId, offer: shared::domain::OfferId) -> anyho
                 let mut link = tx.prepare_cached(
                     "INSERT INTO links (offer_id, location_id, linked_by, linked_at) VALUES (?1, ?2, 'floor', ?3)",
                 )?;
-                let now = chrono::Utc::now().timestamp_millis();
+                let now = shared::Clock::system().now_ms();
                 for id in chunk {
                     mark.execute(params![id, brand])?;
                     link.execute(params![offer, id, now])?;
@@ -430,7 +430,7 @@ pub async fn measure_aws(
     )
     .await?
     .names;
-    let ports = aws::ports(&clients, &names);
+    let ports = aws::ports(&clients, &names, shared::Clock::system());
     let offer = crate::seed::seed_brand(&ports, BrandId::new_random(), "bench", locations).await?;
 
     // Count from the job's creation on: seeding is set-up.
@@ -675,10 +675,10 @@ pub async fn budget_change(
     let admin =
         ApiClient::new(&runtime.base_url)?.with_token(config.token(shared::auth::Role::Admin));
     let job = api.create_job(seeded.offer_id, None, None).await?;
-    let started = chrono::Utc::now();
+    let started = shared::Clock::system().now();
     let change = tokio::spawn(async move {
         tokio::time::sleep(at).await;
-        let when = chrono::Utc::now();
+        let when = shared::Clock::system().now();
         admin.set_write_budget(to).await.map(|_| when)
     });
     ended(

@@ -538,7 +538,14 @@ async fn main() -> anyhow::Result<()> {
             let brand_claim = shared::auth::brand_claim_from(|n| std::env::var(n).ok())?;
             emit!(
                 "{}",
-                shared::auth::mint_token(&key, &sub, &role, ttl, &brand_claim)?
+                shared::auth::mint_token(
+                    &key,
+                    &sub,
+                    &role,
+                    ttl,
+                    &brand_claim,
+                    &shared::Clock::system()
+                )?
             );
         }
         Command::Seed {

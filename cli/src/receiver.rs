@@ -11,7 +11,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use chrono::Utc;
 use serde_json::Value;
 use shared::domain::{VerifyError, WebhookSecret};
 use tokio::net::TcpListener;
@@ -58,7 +57,8 @@ impl Received {
             self.header("webhook-timestamp"),
             self.header("webhook-signature"),
             &self.body,
-            Utc::now(),
+            // A receiver checks the timestamp against its own machine's time.
+            shared::Clock::system().now(),
         )
     }
 }
@@ -155,7 +155,7 @@ async fn receive(State(ctx): State<Ctx>, headers: HeaderMap, body: String) -> St
         get("webhook-timestamp"),
         get("webhook-signature"),
         &body,
-        Utc::now(),
+        shared::Clock::system().now(),
     );
     let answered = (ctx.answer)(nth);
     let _ = ctx.tx.send(Received {

@@ -13,7 +13,7 @@ use shared::aws::{AwsClients, AwsNames};
 use shared::egress::Egress;
 use shared::embedded::{self, EmbeddedStore};
 use shared::http::ApiState;
-use shared::{Ports, Settings};
+use shared::{Clock, Ports, Settings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -70,6 +70,8 @@ pub struct RuntimeConfig {
     /// Where webhooks may go.
     pub egress: Egress,
     pub limits: ServerLimits,
+    /// The time of day the store, the API and the pipeline read (the machine's by default).
+    pub clock: Clock,
 }
 
 impl RuntimeConfig {
@@ -92,22 +94,24 @@ impl RuntimeConfig {
             &role,
             Duration::from_secs(3_600),
             &self.brand_claim,
+            &self.clock,
         )
         .expect("HS256 signing cannot fail")
     }
 
     fn authenticator(&self) -> anyhow::Result<Authenticator> {
         Ok(match &self.auth {
-            AuthSetup::LocalKey(key) => {
-                Authenticator::Verify(Verifier::hs256(key, &self.brand_claim))
-            }
+            AuthSetup::LocalKey(key) => Authenticator::Verify(
+                Verifier::hs256(key, &self.brand_claim).with_clock(self.clock.clone()),
+            ),
             AuthSetup::Jwks {
                 json,
                 issuer,
                 audience,
             } => Authenticator::Verify(
                 Verifier::jwks(json, issuer, audience, &self.brand_claim)
-                    .map_err(|e| anyhow::anyhow!("the JWKS: {e}"))?,
+                    .map_err(|e| anyhow::anyhow!("the JWKS: {e}"))?
+                    .with_clock(self.clock.clone()),
             ),
             AuthSetup::Disabled => Authenticator::Disabled,
         })
@@ -127,6 +131,7 @@ impl Default for RuntimeConfig {
             brand_claim: shared::auth::DEFAULT_BRAND_CLAIM.to_owned(),
             egress: Egress::default(),
             limits: ServerLimits::default(),
+            clock: Clock::system(),
         }
     }
 }
@@ -145,6 +150,8 @@ pub struct Runtime {
     pub ports: Ports,
     /// What `token` signs with: the local key and brand claim, if the API uses one.
     minter: Option<(Vec<u8>, String)>,
+    /// The runtime's time of day (its tokens are issued at it).
+    pub clock: Clock,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -176,7 +183,7 @@ impl Runtime {
         config: RuntimeConfig,
         wrap: impl FnOnce(Ports) -> Ports,
     ) -> anyhow::Result<Runtime> {
-        let store = EmbeddedStore::open(db)
+        let store = EmbeddedStore::open_with_clock(db, config.clock.clone())
             .with_context(|| format!("opening the store at {}", db.display()))?;
         let settings = config.settings.clone();
         let backend = Backend::Embedded(store.clone());
@@ -193,7 +200,7 @@ impl Runtime {
         config: RuntimeConfig,
         wrap: impl FnOnce(Ports) -> Ports,
     ) -> anyhow::Result<Runtime> {
-        let ports = wrap(shared::aws::ports(&clients, names));
+        let ports = wrap(shared::aws::ports(&clients, names, config.clock.clone()));
         Self::start(Backend::Aws(clients), config, move || ports).await
     }
 
@@ -213,13 +220,14 @@ impl Runtime {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         let ports = make_ports();
+        let egress = config.egress.clone().with_clock(config.clock.clone());
         let (shutdown, watcher) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
         let live_rates = shared::budget::LiveRates::default();
         let state = ApiState {
             ports: ports.clone(),
-            egress: config.egress.clone(),
+            egress: egress.clone(),
             settings: config.settings.clone(),
             live_rates: live_rates.clone(),
         };
@@ -273,7 +281,7 @@ impl Runtime {
             // The same deliverer on both backends, over the backend's webhook queue.
             let deliverer = Arc::new(webhooks::Deliverer::new(
                 &ports,
-                config.egress.clone(),
+                egress.clone(),
                 &config.settings,
             )?);
             tasks.spawn(webhooks::run_queue_loop(
@@ -303,6 +311,7 @@ impl Runtime {
             backend,
             ports,
             minter,
+            clock: config.clock.clone(),
             shutdown,
             tasks,
         })
@@ -320,6 +329,7 @@ impl Runtime {
             &role,
             Duration::from_secs(3_600),
             claim,
+            &self.clock,
         )?)
     }
 
@@ -382,14 +392,14 @@ async fn run_sweeper(
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let (idle_since, pending_since) = settings.sweep_thresholds(chrono::Utc::now());
+        let (idle_since, pending_since) = settings.sweep_thresholds(ports.clock.now());
         match shared::lifecycle::sweep(&ports, idle_since, pending_since).await {
             Ok(report) if report != Default::default() => tracing::info!(?report, "sweep"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweep failed"),
         }
         if let Some(store) = &store {
-            if let Err(e) = store.expire_deliveries(chrono::Utc::now()).await {
+            if let Err(e) = store.expire_deliveries(ports.clock.now()).await {
                 tracing::warn!(error = %e, "expiring old webhook deliveries failed");
             }
         }

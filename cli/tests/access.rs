@@ -512,8 +512,15 @@ async fn idempotency_keys_belong_to_their_principal(kind: Kind) {
     assert_ne!(bob_other.body["id"], first.body["id"]);
     // Alice with a fresh token (same sub) retrying: the same job.
     let refreshed = ApiClient::new(&runtime.base_url).unwrap().with_token(
-        shared::auth::mint_token(KEY, "alice", &brand, Duration::from_secs(7_200), "brand_id")
-            .unwrap(),
+        shared::auth::mint_token(
+            KEY,
+            "alice",
+            &brand,
+            Duration::from_secs(7_200),
+            "brand_id",
+            &runtime.clock,
+        )
+        .unwrap(),
     );
     let again = refreshed
         .send(Method::POST, &link_all(a.offer_id), None, &key)
@@ -679,6 +686,7 @@ fn runtime_free_local_token(brand: BrandId) -> String {
         &Role::Brand(brand),
         Duration::from_secs(600),
         "brand_id",
+        &shared::Clock::system(),
     )
     .unwrap()
 }

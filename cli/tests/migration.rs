@@ -1,13 +1,20 @@
 //! Data that outlives a version: a SQLite file written by the previous release (schema 1,
 //! `fixtures/store-v1.db`: a finished 300-location job, its idempotency key, a webhook
 //! subscription of the SNS era) opens, migrates once and keeps what it held.
+//!
+//! Each fixture was written at the time in its `store-vN.json` (`createdAt`); the tests
+//! run the runtime's clock from a minute after it, so what they prove holds on any day.
+//! What a day later changes (the Idempotency-Key has expired) is a test of its own.
 
-use bulklink::runtime::RuntimeConfig;
+use bulklink::client::ApiClient;
+use bulklink::runtime::{Runtime, RuntimeConfig};
+use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::Value;
 use shared::auth::Role;
 use shared::domain::{BrandId, JobStatus, OfferId};
 use shared::embedded::EmbeddedStore;
+use shared::Clock;
 
 use crate::support::*;
 
@@ -15,6 +22,22 @@ struct V1 {
     dir: tempfile::TempDir,
     brand: BrandId,
     offer: OfferId,
+    /// When the fixture was written.
+    created: DateTime<Utc>,
+}
+
+/// The `createdAt` of a fixture's description.
+fn created_at(seeded: &Value) -> DateTime<Utc> {
+    seeded["createdAt"]
+        .as_str()
+        .expect("the fixture's description names its createdAt")
+        .parse()
+        .unwrap()
+}
+
+/// A clock a minute after the fixture was written, running from there.
+fn fixture_clock(created: DateTime<Utc>) -> Clock {
+    Clock::starting_at(created + chrono::Duration::minutes(1))
 }
 
 fn v1_copy() -> V1 {
@@ -28,7 +51,27 @@ fn v1_copy() -> V1 {
         dir,
         brand: seeded["brandId"].as_str().unwrap().parse().unwrap(),
         offer: seeded["offerId"].as_str().unwrap().parse().unwrap(),
+        created: created_at(&seeded),
     }
+}
+
+/// The v1 file's runtime, its clock at `clock`, and an API client of the fixture's brand
+/// (the sub `bulklink token --brand` gave its token).
+async fn v1_runtime(v1: &V1, clock: Clock) -> (Runtime, ApiClient) {
+    let config = RuntimeConfig {
+        consumers: false,
+        clock,
+        ..Env::new(fast_settings()).config()
+    };
+    let runtime = Runtime::start_embedded(&v1.dir.path().join("bulklink.db"), config)
+        .await
+        .unwrap();
+    let api = ApiClient::new(&runtime.base_url).unwrap().with_token(
+        runtime
+            .token_for(&format!("brand-{}", v1.brand), Role::Brand(v1.brand))
+            .unwrap(),
+    );
+    (runtime, api)
 }
 
 fn user_version(path: &std::path::Path) -> i64 {
@@ -44,7 +87,7 @@ async fn a_file_of_the_previous_release_migrates_once_and_keeps_every_job_link_a
     let db = v1.dir.path().join("bulklink.db");
     assert_eq!(user_version(&db), 1);
 
-    let store = EmbeddedStore::open(&db).unwrap();
+    let store = EmbeddedStore::open_with_clock(&db, fixture_clock(v1.created)).unwrap();
     assert_eq!(user_version(&db), 4);
     let stats = store.link_stats(v1.brand, v1.offer).await.unwrap();
     assert_eq!(
@@ -61,21 +104,7 @@ async fn a_file_of_the_previous_release_migrates_once_and_keeps_every_job_link_a
     EmbeddedStore::open(&db).unwrap();
     assert_eq!(user_version(&db), 4);
 
-    let config = RuntimeConfig {
-        consumers: false,
-        ..Env::new(fast_settings()).config()
-    };
-    let runtime = bulklink::runtime::Runtime::start_embedded(&db, config)
-        .await
-        .unwrap();
-    // The token `bulklink token --brand` minted when the file was written had this sub.
-    let api = bulklink::client::ApiClient::new(&runtime.base_url)
-        .unwrap()
-        .with_token(
-            runtime
-                .token_for(&format!("brand-{}", v1.brand), Role::Brand(v1.brand))
-                .unwrap(),
-        );
+    let (runtime, api) = v1_runtime(&v1, fixture_clock(v1.created)).await;
     let jobs: Value = api.get("/jobs").await.unwrap();
     let job = &jobs["items"][0];
     assert_eq!(job["status"], JobStatus::Succeeded.as_str());
@@ -107,6 +136,48 @@ async fn a_file_of_the_previous_release_migrates_once_and_keeps_every_job_link_a
         .await
         .unwrap();
     assert!(rotated["secret"].as_str().unwrap().starts_with("whsec_"));
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_after_the_file_was_written_its_idempotency_key_has_expired_and_makes_a_new_job() {
+    let v1 = v1_copy();
+    // Within the key's 24 h it names the fixture's job; a second past them it names nothing.
+    let clock =
+        Clock::manual(v1.created + chrono::Duration::hours(24) - chrono::Duration::seconds(1));
+    let (runtime, api) = v1_runtime(&v1, clock.clone()).await;
+    let jobs: Value = api.get("/jobs").await.unwrap();
+    let fixture_job = jobs["items"][0]["id"].clone();
+    let link_all = format!("/offers/{}/link-all-locations", v1.offer);
+    let key = [("idempotency-key", "fixture-1")];
+
+    let within = api.send(Method::POST, &link_all, None, &key).await.unwrap();
+    assert_eq!(within.status, 202, "{}", within.body);
+    assert_eq!(
+        within.body["id"], fixture_job,
+        "within its 24 h the key names the job"
+    );
+
+    clock.advance(chrono::Duration::seconds(2));
+    let after = api.send(Method::POST, &link_all, None, &key).await.unwrap();
+    assert_eq!(after.status, 202, "{}", after.body);
+    assert_ne!(
+        after.body["id"], fixture_job,
+        "an expired key starts a new job"
+    );
+    assert_eq!(after.body["status"], "PENDING");
+    assert_eq!(
+        after.body["createdAt"]
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .unwrap(),
+        clock.now(),
+        "the new job is created at the runtime's time"
+    );
+    // The key now names the new job, for another 24 h.
+    let replay = api.send(Method::POST, &link_all, None, &key).await.unwrap();
+    assert_eq!(replay.body["id"], after.body["id"]);
     runtime.shutdown().await;
 }
 
@@ -145,9 +216,10 @@ async fn a_file_of_the_release_before_job_kinds_migrates_and_its_jobs_can_be_und
     let offer: OfferId = id("offerId").parse().unwrap();
     let second: OfferId = id("secondOfferId").parse().unwrap();
     let shared_location: shared::domain::LocationId = id("sharedLocationId").parse().unwrap();
+    let clock = fixture_clock(created_at(&seeded));
     assert_eq!(user_version(&db), 2);
 
-    let store = EmbeddedStore::open(&db).unwrap();
+    let store = EmbeddedStore::open_with_clock(&db, clock.clone()).unwrap();
     assert_eq!(user_version(&db), 4);
     let stats = store.link_stats(brand, offer).await.unwrap();
     assert_eq!(
@@ -161,17 +233,16 @@ async fn a_file_of_the_release_before_job_kinds_migrates_and_its_jobs_can_be_und
     );
     drop(store);
 
-    let runtime =
-        bulklink::runtime::Runtime::start_embedded(&db, Env::new(fast_settings()).config())
-            .await
-            .unwrap();
-    let api = bulklink::client::ApiClient::new(&runtime.base_url)
-        .unwrap()
-        .with_token(
-            runtime
-                .token_for(&format!("brand-{brand}"), Role::Brand(brand))
-                .unwrap(),
-        );
+    let config = RuntimeConfig {
+        clock,
+        ..Env::new(fast_settings()).config()
+    };
+    let runtime = Runtime::start_embedded(&db, config).await.unwrap();
+    let api = ApiClient::new(&runtime.base_url).unwrap().with_token(
+        runtime
+            .token_for(&format!("brand-{brand}"), Role::Brand(brand))
+            .unwrap(),
+    );
     let job: Value = api.get(&format!("/jobs/{}", id("jobId"))).await.unwrap();
     assert_eq!(job["type"], "link-all-locations");
     assert_eq!(job["status"], "SUCCEEDED");

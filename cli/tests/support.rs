@@ -172,7 +172,7 @@ impl Env {
     pub fn ports(&self) -> Ports {
         match &self.backing {
             Backing::Embedded(store) => embedded::ports(store, &self.settings),
-            Backing::Aws { clients, names } => aws::ports(clients, names),
+            Backing::Aws { clients, names } => aws::ports(clients, names, shared::Clock::system()),
         }
     }
 

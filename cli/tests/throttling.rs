@@ -243,7 +243,7 @@ async fn throttling_that_outlasts_the_sdk_retries_is_a_retryable_error() {
     }))
     .await;
     let clients = clients_via(&endpoint, 3).await;
-    let ports = shared::aws::ports(&clients, env.aws_names().unwrap());
+    let ports = shared::aws::ports(&clients, env.aws_names().unwrap(), shared::Clock::system());
 
     let err = ports
         .catalog

@@ -2,6 +2,8 @@
 //! active per offer), cancels them, and the catalog writes: offers, locations, direct links.
 //! Every route acts as its `Caller`: a brand's caller on its own brand only. One axum
 //! `Router` serves Lambda and `bulklink serve` alike.
+// Unit tests may read the machine's time; production code reads shared::clock::Clock.
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod admin;
 
@@ -9,7 +11,6 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use shared::auth::Caller;
 use shared::domain::{
@@ -71,8 +72,8 @@ struct LinkAllBody {
 }
 shared::json_object_only!(LinkAllBody, serialize);
 
-fn accepted(job: &Job, callback: Option<CallbackView>) -> Response {
-    let mut view = JobView::of(job, Utc::now());
+fn accepted(ports: &Ports, job: &Job, callback: Option<CallbackView>) -> Response {
+    let mut view = JobView::of(job, ports.clock.now());
     view.callback = callback;
     (
         StatusCode::ACCEPTED,
@@ -444,7 +445,7 @@ async fn planned_job(
         brand,
         offer,
         body.callback_url.clone(),
-        Utc::now(),
+        state.ports.clock.now(),
     ))
 }
 
@@ -482,7 +483,7 @@ async fn create_and_start(
             info!(job_id = %job.id, offer_id = %offer_id, "job created");
             let callback = callback(ports, &job).await?;
             start(ports, &job).await?;
-            Ok(accepted(&job, callback))
+            Ok(accepted(ports, &job, callback))
         }
         CreateOutcome::Replayed(job) => {
             // The first request may have died between writing the job and starting it.
@@ -490,7 +491,7 @@ async fn create_and_start(
             if job.status == JobStatus::Pending {
                 start(ports, &job).await?;
             }
-            Ok(accepted(&job, callback))
+            Ok(accepted(ports, &job, callback))
         }
         CreateOutcome::KeyReused => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -517,7 +518,7 @@ async fn callback(ports: &Ports, job: &Job) -> Result<Option<CallbackView>, ApiE
     let Some(url) = &job.callback_url else {
         return Ok(None);
     };
-    let wanted = Subscription::for_callback(job.id, job.brand_id, url.clone(), Utc::now());
+    let wanted = Subscription::for_callback(job.id, job.brand_id, url.clone(), ports.clock.now());
     let stored = ports.webhooks.create_subscription(&wanted).await?;
     Ok(Some(CallbackView {
         subscription_id: stored.id,
@@ -577,7 +578,7 @@ async fn cancel_job(
             info!(job_id = %job_id, principal = %caller.principal, "cancel requested");
             // Chunks parked by a pause come back to be skipped: fanout re-sends them.
             start(&ports, &job).await?;
-            Ok(accepted(&job, None))
+            Ok(accepted(&ports, &job, None))
         }
         Some(CancelOutcome::NotCancellable(job)) => Err(ApiError::conflict(format!(
             "job {job_id} is {}; it can no longer be cancelled",
@@ -612,14 +613,14 @@ async fn pause_job(
 ) -> Result<Response, ApiError> {
     let job_id: JobId = parse_id(&job_id)?;
     caller.visible_job(&ports, job_id).await?;
-    match ports.jobs.pause_job(job_id, Utc::now()).await? {
+    match ports.jobs.pause_job(job_id, ports.clock.now()).await? {
         None => Err(ApiError::not_found(format!("job {job_id} does not exist"))),
         Some(PauseOutcome::Changed(job)) => {
             info!(job_id = %job_id, principal = %caller.principal, "job paused");
-            Ok(accepted(&job, None))
+            Ok(accepted(&ports, &job, None))
         }
         Some(PauseOutcome::Unchanged(job)) if job.status == JobStatus::Paused => {
-            Ok(accepted(&job, None))
+            Ok(accepted(&ports, &job, None))
         }
         Some(PauseOutcome::Unchanged(job)) => Err(ApiError::conflict(format!(
             "job {job_id} is {}; only a PENDING or RUNNING job can be paused",
@@ -653,7 +654,7 @@ async fn resume_job(
 ) -> Result<Response, ApiError> {
     let job_id: JobId = parse_id(&job_id)?;
     caller.visible_job(&ports, job_id).await?;
-    let job = match ports.jobs.resume_job(job_id, Utc::now()).await? {
+    let job = match ports.jobs.resume_job(job_id, ports.clock.now()).await? {
         None => return Err(ApiError::not_found(format!("job {job_id} does not exist"))),
         Some(PauseOutcome::Changed(job)) => {
             info!(job_id = %job_id, principal = %caller.principal, "job resumed");
@@ -675,7 +676,7 @@ async fn resume_job(
     // Fanout re-sends the parked chunks and carries on paging; a retried resume (the first
     // died before this) repeats it safely.
     start(&ports, &job).await?;
-    Ok(accepted(&job, None))
+    Ok(accepted(&ports, &job, None))
 }
 
 /// A new offer.

@@ -15,6 +15,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
+use crate::clock::Clock;
 use crate::config::SettingsError;
 use crate::domain::BrandId;
 use crate::http::ApiError;
@@ -28,6 +29,8 @@ pub const LOCAL_ISSUER: &str = "bulklink";
 pub const LOCAL_AUDIENCE: &str = "bulklink";
 /// Bytes of a new local signing key.
 const KEY_BYTES: usize = 32;
+/// How long after its `exp` a token is still accepted (clock skew between issuer and us).
+const EXP_LEEWAY_SECS: i64 = 30;
 
 /// What a caller may act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -214,6 +217,8 @@ pub struct Verifier {
     issuer: String,
     audience: String,
     brand_claim: String,
+    /// `exp` is checked against this clock.
+    clock: Clock,
 }
 
 impl Verifier {
@@ -228,6 +233,7 @@ impl Verifier {
             issuer: LOCAL_ISSUER.to_owned(),
             audience: LOCAL_AUDIENCE.to_owned(),
             brand_claim: brand_claim.to_owned(),
+            clock: Clock::system(),
         }
     }
 
@@ -268,7 +274,14 @@ impl Verifier {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             brand_claim: brand_claim.to_owned(),
+            clock: Clock::system(),
         })
+    }
+
+    /// The same verifier, checking `exp` against `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
@@ -298,12 +311,19 @@ impl Verifier {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
-        validation.leeway = 30;
+        // `exp` is checked below against this process's clock, not the library's reading
+        // of the system time.
+        validation.validate_exp = false;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid(e.to_string()),
-            })?;
+            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let exp = data
+            .claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .ok_or_else(|| AuthError::Invalid("the exp claim is not a number".into()))?;
+        if exp < (self.clock.now_secs() - EXP_LEEWAY_SECS) as f64 {
+            return Err(AuthError::Expired);
+        }
         let claims: HashMap<String, String> = data
             .claims
             .into_iter()
@@ -512,15 +532,16 @@ impl BrandLimiter {
     }
 }
 
-/// Mints a token `bulklink serve` accepts with the same key.
+/// Mints a token `bulklink serve` accepts with the same key, issued at `clock`'s time.
 pub fn mint_token(
     secret: &[u8],
     principal: &str,
     role: &Role,
     ttl: Duration,
     brand_claim: &str,
+    clock: &Clock,
 ) -> Result<String, jsonwebtoken::errors::Error> {
-    let now = chrono::Utc::now().timestamp();
+    let now = clock.now_secs();
     let mut claims = Map::new();
     claims.insert("sub".into(), principal.into());
     claims.insert("iss".into(), LOCAL_ISSUER.into());
@@ -671,12 +692,42 @@ mod tests {
             &Role::Brand(brand),
             Duration::from_secs(60),
             DEFAULT_BRAND_CLAIM,
+            &Clock::system(),
         )
         .unwrap();
         let verifier = Verifier::hs256(b"0123456789abcdef0123456789abcdef", DEFAULT_BRAND_CLAIM);
         let caller = verifier.verify(&token).unwrap();
         assert_eq!(caller.principal, "alice");
         assert_eq!(caller.role, Role::Brand(brand));
+    }
+
+    #[test]
+    fn a_token_expires_by_the_verifiers_clock_after_a_leeway() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let minted = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2031, 5, 6, 7, 8, 9).unwrap();
+        let clock = Clock::manual(minted);
+        let token = mint_token(
+            key,
+            "alice",
+            &Role::Admin,
+            Duration::from_secs(60),
+            DEFAULT_BRAND_CLAIM,
+            &clock,
+        )
+        .unwrap();
+        let verifier = Verifier::hs256(key, DEFAULT_BRAND_CLAIM).with_clock(clock.clone());
+        assert!(verifier.verify(&token).is_ok(), "valid when minted");
+        clock.advance(chrono::Duration::seconds(60 + EXP_LEEWAY_SECS));
+        assert!(
+            verifier.verify(&token).is_ok(),
+            "valid to the end of the leeway"
+        );
+        clock.advance(chrono::Duration::seconds(1));
+        assert!(matches!(verifier.verify(&token), Err(AuthError::Expired)));
+        // The machine's time (years before the token's) does not decide it.
+        assert!(Verifier::hs256(key, DEFAULT_BRAND_CLAIM)
+            .verify(&token)
+            .is_ok());
     }
 
     #[test]
@@ -687,6 +738,7 @@ mod tests {
             &Role::Admin,
             Duration::from_secs(60),
             DEFAULT_BRAND_CLAIM,
+            &Clock::system(),
         )
         .unwrap();
         let verifier = Verifier::hs256(b"0123456789abcdef0123456789abcdef", DEFAULT_BRAND_CLAIM);

@@ -188,6 +188,8 @@ impl Resolve for StaticResolver {
 pub struct Egress {
     allow: Vec<IpNet>,
     resolver: Arc<dyn Resolve>,
+    /// Reads a `Retry-After` date against this clock.
+    clock: crate::clock::Clock,
 }
 
 impl std::fmt::Debug for Egress {
@@ -213,7 +215,17 @@ enum Host {
 
 impl Egress {
     pub fn new(allow: Vec<IpNet>, resolver: Arc<dyn Resolve>) -> Self {
-        Egress { allow, resolver }
+        Egress {
+            allow,
+            resolver,
+            clock: crate::clock::Clock::system(),
+        }
+    }
+
+    /// The same rules, with `Retry-After` dates read against `clock`.
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Parses a comma-separated list of CIDRs (`WEBHOOK_ALLOW_CIDRS`).
@@ -383,7 +395,7 @@ impl Egress {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+            .and_then(|v| parse_retry_after(v, self.clock.now()));
         let mut read = Vec::new();
         while read.len() < MAX_RESPONSE_BYTES {
             match response.chunk().await {
@@ -428,12 +440,12 @@ pub enum AttemptError {
     Network(String),
 }
 
-fn parse_retry_after(value: &str) -> Option<u64> {
+fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<u64> {
     if let Ok(secs) = value.trim().parse::<u64>() {
         return Some(secs);
     }
     let at = chrono::DateTime::parse_from_rfc2822(value.trim()).ok()?;
-    let secs = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds();
+    let secs = (at.with_timezone(&chrono::Utc) - now).num_seconds();
     Some(secs.max(0) as u64)
 }
 
@@ -546,9 +558,19 @@ mod tests {
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {
-        assert_eq!(parse_retry_after("120"), Some(120));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(0));
-        assert_eq!(parse_retry_after("soon"), None);
+        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:27:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(parse_retry_after("120", now), Some(120));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(60)
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:26:00 GMT", now),
+            Some(0)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]

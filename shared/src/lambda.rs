@@ -1,7 +1,7 @@
 //! What the SQS-triggered Lambda functions share: reading an SQS event's records as queue
 //! messages, the partial batch response, and the invocation's deadline.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use tokio::time::Instant;
@@ -55,10 +55,8 @@ pub fn batch_response(failed: impl IntoIterator<Item = String>) -> SqsBatchRespo
 /// The invocation's deadline (milliseconds since the epoch, from the Lambda context) as an
 /// `Instant` of this process.
 pub fn deadline_instant(deadline_ms: u64) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default();
+    // The deadline is the Lambda service's reading of the machine's time.
+    let now_ms = crate::clock::Clock::system().now_ms().max(0) as u64;
     Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
 

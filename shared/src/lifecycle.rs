@@ -56,7 +56,7 @@ pub async fn notify(ports: &Ports, job: &Job) -> StoreResult<()> {
         return Ok(());
     };
     ports.events.publish(&event).await?;
-    ports.jobs.mark_notified(job.id, Utc::now()).await?;
+    ports.jobs.mark_notified(job.id, ports.clock.now()).await?;
     info!(job_id = %job.id, event = event.event_type.as_str(), "job event published");
     Ok(())
 }
@@ -157,7 +157,7 @@ pub async fn redeliver(
     let expected = delivery.attempts;
     let mut again = delivery;
     again.status = crate::domain::DeliveryStatus::Pending;
-    again.next_attempt_at = Some(Utc::now());
+    again.next_attempt_at = Some(ports.clock.now());
     if !ports.webhooks.update_delivery(&again, expected).await? {
         return Ok(None);
     }
@@ -178,7 +178,7 @@ pub const DELIVERY_OVERDUE_AFTER: std::time::Duration = std::time::Duration::fro
 
 /// Schedules overdue deliveries again; how many.
 pub async fn reschedule_overdue_deliveries(ports: &Ports) -> StoreResult<usize> {
-    let before = Utc::now()
+    let before = ports.clock.now()
         - chrono::Duration::from_std(DELIVERY_OVERDUE_AFTER).unwrap_or(chrono::Duration::zero());
     let overdue = ports.webhooks.overdue_deliveries(before, 100).await?;
     for delivery in &overdue {

@@ -519,6 +519,8 @@ pub struct Ports {
     /// Events (raw) and scheduled delivery attempts, for the webhook deliverer.
     pub webhook_queue: Arc<dyn Queue>,
     pub health: Arc<dyn Health>,
+    /// The time of day every handler and pipeline step reads (the stores hold the same one).
+    pub clock: crate::clock::Clock,
 }
 
 /// The longest delay of a delayed send (SQS's DelaySeconds maximum).

@@ -3,8 +3,6 @@
 //! and log pipelines want), each line carrying the fields of the spans it happened in
 //! (`request_id`, `job_id`, `chunk_seq`). Filter with `RUST_LOG`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{json, Map, Value};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
@@ -75,10 +73,8 @@ impl<'a> Metric<'a> {
 /// A CloudWatch Embedded Metric Format line: printed to stdout in Lambda, CloudWatch turns it
 /// into metrics in `namespace` with the given dimensions.
 pub fn emf_line(namespace: &str, dimensions: &[(&str, &str)], metrics: &[Metric<'_>]) -> String {
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default();
+    // CloudWatch takes the machine's time here (it refuses metrics far from its own).
+    let timestamp = crate::clock::Clock::system().now_ms().max(0) as u64;
     let mut root = Map::new();
     root.insert(
         "_aws".into(),

@@ -1,5 +1,7 @@
 //! The port contract suite: every test here states a rule that each backend's adapters must
 //! honour, and runs once per backend. The one integration-test binary of `shared`.
+// Tests may read the machine's time; production code reads shared::clock::Clock.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

@@ -75,7 +75,7 @@ impl Fixture {
             .await
             .expect("bootstrap on moto");
         Fixture {
-            ports: aws::ports(&clients, &resources.names),
+            ports: aws::ports(&clients, &resources.names, shared::Clock::system()),
             settings,
             _backend: Backend::Aws,
         }

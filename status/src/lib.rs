@@ -3,12 +3,13 @@
 //! route but `/healthz` acts as its `Caller`; the operator console (`console`) is public
 //! and calls these routes from the browser. One axum `Router` serves Lambda and
 //! `bulklink serve` alike.
+// Unit tests may read the machine's time; production code reads shared::clock::Clock.
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use chrono::Utc;
 use shared::auth::Caller;
 use shared::domain::{Delivery, Link, Location, Offer};
 use shared::domain::{JobId, LocationId, OfferId};
@@ -126,7 +127,7 @@ async fn get_job(
 ) -> Result<Json<JobView>, ApiError> {
     let job_id: JobId = parse_id(&job_id)?;
     let job = caller.visible_job(&ports, job_id).await?;
-    Ok(Json(JobView::of(&job, Utc::now())))
+    Ok(Json(JobView::of(&job, ports.clock.now())))
 }
 
 /// The locations a job could not link, with reasons.
@@ -183,7 +184,7 @@ async fn list_brand_jobs(
         .jobs
         .page_brand_jobs(brand, cursor.as_ref(), limit)
         .await?;
-    let now = Utc::now();
+    let now = ports.clock.now();
     Ok(Json(ListBody::from_page(page, |job| JobView::of(&job, now))).into_response())
 }
 

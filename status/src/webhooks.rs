@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
 use serde::Deserialize;
 use shared::auth::Caller;
 use shared::domain::Delivery;
@@ -123,7 +122,7 @@ async fn subscribe(
         new.url,
         new.filter,
         description,
-        Utc::now(),
+        state.ports.clock.now(),
     );
     let stored = state
         .ports
@@ -242,7 +241,7 @@ async fn rotate_secret(
 ) -> Result<Response, ApiError> {
     let id: SubscriptionId = parse_id(&id)?;
     caller.visible_subscription(&ports, id).await?;
-    let until = Utc::now()
+    let until = ports.clock.now()
         + chrono::Duration::from_std(PREVIOUS_SECRET_GRACE).unwrap_or(chrono::Duration::zero());
     let rotated = ports
         .webhooks

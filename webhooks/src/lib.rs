@@ -4,6 +4,8 @@
 //! scheduled again on the same queue (a delayed message) until it succeeds, the receiver
 //! says 410 Gone, or the retry window is spent. Every attempt is signed per Standard
 //! Webhooks, goes through the egress rules, and never waits on another endpoint.
+// Unit tests may read the machine's time; production code reads shared::clock::Clock.
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod lambda;
 
@@ -11,7 +13,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use futures::future::join_all;
 use shared::domain::{
     Delivery, DeliveryId, DeliveryStatus, JobEvent, RetrySchedule, Subscription, SubscriptionId,
@@ -78,6 +79,7 @@ pub struct Deliverer {
     in_flight: Arc<Semaphore>,
     per_host: Mutex<HashMap<String, Arc<Semaphore>>>,
     host_limit: usize,
+    clock: shared::Clock,
 }
 
 impl Deliverer {
@@ -96,6 +98,7 @@ impl Deliverer {
             in_flight: Arc::new(Semaphore::new(settings.webhook_concurrency)),
             per_host: Mutex::new(HashMap::new()),
             host_limit: settings.webhook_host_concurrency,
+            clock: ports.clock.clone(),
         })
     }
 
@@ -122,7 +125,7 @@ impl Deliverer {
     /// An event: one delivery per matching subscription (kept if it exists: a replayed
     /// event finds its deliveries), each due one attempted now.
     async fn dispatch(&self, event: JobEvent) -> Result<Report, HandleError> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let mut wanted = Vec::new();
         let mut cursor = None;
         loop {
@@ -180,7 +183,7 @@ impl Deliverer {
             // Another attempt was recorded after this message was sent.
             return Ok(Report::default());
         }
-        let now = Utc::now();
+        let now = self.clock.now();
         if let Some(at) = delivery.next_attempt_at.filter(|at| *at > now) {
             // Waits longer than one delayed message can: send it on.
             let wait = (at - now).to_std().unwrap_or_default();
@@ -250,7 +253,7 @@ impl Deliverer {
                 ..Default::default()
             });
         };
-        let now = Utc::now();
+        let now = self.clock.now();
         let id = delivery.id.to_string();
         let timestamp = now.timestamp();
         let signature = subscription
@@ -350,7 +353,7 @@ impl Deliverer {
             DeliveryStatus::Pending => {
                 let wait = delivery
                     .next_attempt_at
-                    .map(|at| (at - Utc::now()).to_std().unwrap_or_default())
+                    .map(|at| (at - self.clock.now()).to_std().unwrap_or_default())
                     .unwrap_or_default();
                 warn!(
                     delivery_id = %delivery.id,

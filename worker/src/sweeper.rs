@@ -12,7 +12,7 @@ pub async fn handle_scheduled_event(
     ports: &Ports,
     settings: &Settings,
 ) -> Result<Value, shared::StoreError> {
-    let (idle_since, pending_since) = settings.sweep_thresholds(chrono::Utc::now());
+    let (idle_since, pending_since) = settings.sweep_thresholds(ports.clock.now());
     let report: SweepReport = lifecycle::sweep(ports, idle_since, pending_since).await?;
     Ok(json!({
         "notified": report.notified,

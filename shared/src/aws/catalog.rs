@@ -18,6 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::batch_get;
 use super::error::{cancellation, classify, condition_failed, retryable_cancel};
 use super::items::*;
+use crate::clock::Clock;
 use crate::domain::{
     BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId,
 };
@@ -52,13 +53,15 @@ fn offer_set(offer: OfferId) -> AttributeValue {
 pub struct DynamoCatalog {
     ddb: Client,
     table: String,
+    clock: Clock,
 }
 
 impl DynamoCatalog {
-    pub fn new(ddb: Client, table: &str) -> Self {
+    pub fn new(ddb: Client, table: &str, clock: Clock) -> Self {
         DynamoCatalog {
             ddb,
             table: table.to_owned(),
+            clock,
         }
     }
 
@@ -109,7 +112,7 @@ impl DynamoCatalog {
     /// Puts the Link item if absent; on a lost condition, who owns the existing link (or
     /// that the location was closed while this link was being made).
     async fn put_link(&self, offer: OfferId, id: LocationId, by: LinkedBy) -> StoreResult<PutLink> {
-        let item = to_item(&LinkItem::new(offer, id, by))?;
+        let item = to_item(&LinkItem::new(offer, id, by, self.clock.now_ms()))?;
         let result = self
             .ddb
             .put_item()
@@ -646,6 +649,7 @@ impl Catalog for DynamoCatalog {
                 offer.id,
                 location,
                 LinkedBy::Direct,
+                self.clock.now_ms(),
             ))?))
             .condition_expression("attribute_not_exists(linkedBy)")
             .build()

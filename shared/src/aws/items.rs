@@ -181,12 +181,12 @@ pub(crate) struct LinkItem {
 }
 
 impl LinkItem {
-    pub fn new(offer: OfferId, location: LocationId, by: LinkedBy) -> Self {
+    pub fn new(offer: OfferId, location: LocationId, by: LinkedBy, at_ms: i64) -> Self {
         LinkItem {
             pk: offer_pk(offer),
             sk: link_sk(location),
             linked_by: Some(by.to_attr()),
-            linked_at: Some(Utc::now().timestamp_millis()),
+            linked_at: Some(at_ms),
             unlinked_by: None,
         }
     }
@@ -391,7 +391,13 @@ pub(crate) struct ChunkItem {
 }
 
 impl ChunkItem {
-    pub fn of(job: JobId, seq: ChunkSeq, c: ChunkCounts, failures: &[Failure]) -> Self {
+    pub fn of(
+        job: JobId,
+        seq: ChunkSeq,
+        c: ChunkCounts,
+        failures: &[Failure],
+        recorded_at_ms: i64,
+    ) -> Self {
         ChunkItem {
             pk: job_pk(job),
             sk: chunk_sk(seq),
@@ -402,7 +408,7 @@ impl ChunkItem {
             cancelled: c.cancelled,
             unlinked: c.unlinked,
             not_linked: c.not_linked,
-            recorded_at: Utc::now().timestamp_millis(),
+            recorded_at: recorded_at_ms,
             failures: failures.to_vec(),
         }
     }

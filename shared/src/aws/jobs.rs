@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use super::batch_get;
 use super::error::{cancellation, classify, condition_failed, retryable_cancel};
 use super::items::*;
+use crate::clock::Clock;
 use crate::domain::{BrandId, ChunkCounts, ChunkSeq, Job, JobId, JobKind, JobStatus, OfferId};
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
@@ -38,6 +39,7 @@ pub struct DynamoJobs {
     ddb: Client,
     table: String,
     catalog_table: String,
+    clock: Clock,
 }
 
 /// Why a parking transaction was refused, if for a reason of its own: its item at `paused`
@@ -68,11 +70,12 @@ fn internal(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl DynamoJobs {
-    pub fn new(ddb: Client, table: &str, catalog_table: &str) -> Self {
+    pub fn new(ddb: Client, table: &str, catalog_table: &str, clock: Clock) -> Self {
         DynamoJobs {
             ddb,
             table: table.to_owned(),
             catalog_table: catalog_table.to_owned(),
+            clock,
         }
     }
 
@@ -145,7 +148,7 @@ impl DynamoJobs {
         to: &str,
         started: Option<DateTime<Utc>>,
     ) -> StoreResult<Result<Job, Option<Job>>> {
-        let now = started.unwrap_or_else(Utc::now);
+        let now = started.unwrap_or_else(|| self.clock.now());
         let paused_for = (now - paused_at).num_milliseconds().max(0);
         self.conditional_update(
             id,
@@ -256,7 +259,7 @@ impl JobStore for DynamoJobs {
         job: &Job,
         claim: Option<&IdempotencyClaim>,
     ) -> StoreResult<CreateOutcome> {
-        let now = Utc::now().timestamp();
+        let now = self.clock.now().timestamp();
         let mut writes = Vec::with_capacity(3);
         let mut claim_index = None;
         if let Some(claim) = claim {
@@ -457,7 +460,7 @@ impl JobStore for DynamoJobs {
     }
 
     async fn start_job(&self, id: JobId) -> StoreResult<Option<Job>> {
-        let now = Utc::now().timestamp_millis();
+        let now = self.clock.now().timestamp_millis();
         let result = self
             .conditional_update(
                 id,
@@ -483,7 +486,7 @@ impl JobStore for DynamoJobs {
             (":open".to_owned(), AttributeValue::Bool(false)),
             (":chunks".to_owned(), n(step.chunks_added)),
             (":ids".to_owned(), n(step.ids_added)),
-            (":now".to_owned(), n(Utc::now().timestamp_millis())),
+            (":now".to_owned(), n(self.clock.now().timestamp_millis())),
         ]);
         let mut update =
             "SET fanoutDone = :done, updatedAt = :now ADD chunksTotal :chunks, #total :ids"
@@ -535,7 +538,13 @@ impl JobStore for DynamoJobs {
         // the chunk won the ledger, so a replay never changes them.
         let marker = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(to_item(&ChunkItem::of(job, seq, counts, failures))?))
+            .set_item(Some(to_item(&ChunkItem::of(
+                job,
+                seq,
+                counts,
+                failures,
+                self.clock.now_ms(),
+            ))?))
             .condition_expression("attribute_not_exists(pk)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
@@ -548,7 +557,7 @@ impl JobStore for DynamoJobs {
                  cancelled :c, unlinked :u, notLinked :nl, chunksDone :one",
             )
             .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":now", n(Utc::now().timestamp_millis()))
+            .expression_attribute_values(":now", n(self.clock.now().timestamp_millis()))
             .expression_attribute_values(":l", n(counts.linked))
             .expression_attribute_values(":a", n(counts.already_linked))
             .expression_attribute_values(":nf", n(counts.not_found))
@@ -609,7 +618,7 @@ impl JobStore for DynamoJobs {
         if !job.is_fully_accounted() {
             return Ok(Completion::NotYet(job));
         }
-        let now = Utc::now();
+        let now = self.clock.now();
         let finish = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(job_pk(id), JOB_SK)))
@@ -667,7 +676,7 @@ impl JobStore for DynamoJobs {
                     (":cancelling".into(), s("CANCELLING")),
                     (":pending".into(), s("PENDING")),
                     (":running".into(), s("RUNNING")),
-                    (":now".into(), n(Utc::now().timestamp_millis())),
+                    (":now".into(), n(self.clock.now().timestamp_millis())),
                 ]),
                 Some(HashMap::from([("#s".into(), "status".into())])),
             )
@@ -730,7 +739,7 @@ impl JobStore for DynamoJobs {
     }
 
     async fn park_chunk(&self, id: JobId, seq: ChunkSeq, body: &str) -> StoreResult<Parking> {
-        let now = Utc::now().timestamp_millis();
+        let now = self.clock.now().timestamp_millis();
         let parked = |condition: Option<&str>| {
             Put::builder()
                 .table_name(&self.table)
@@ -874,7 +883,7 @@ impl JobStore for DynamoJobs {
             .set_key(Some(key(job_pk(id), JOB_SK)))
             .update_expression("ADD chunksParked :minus SET updatedAt = :now")
             .expression_attribute_values(":minus", n(-1))
-            .expression_attribute_values(":now", n(Utc::now().timestamp_millis()))
+            .expression_attribute_values(":now", n(self.clock.now().timestamp_millis()))
             .build()
             .map_err(internal)?;
         let result = self
@@ -912,7 +921,7 @@ impl JobStore for DynamoJobs {
     async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()> {
         let mut item = key(setting_pk(name), SETTING_SK);
         item.insert("value".into(), s(value));
-        item.insert("updatedAt".into(), n(Utc::now().timestamp_millis()));
+        item.insert("updatedAt".into(), n(self.clock.now().timestamp_millis()));
         self.ddb
             .put_item()
             .table_name(&self.table)
@@ -932,7 +941,7 @@ impl JobStore for DynamoJobs {
                 HashMap::from([
                     (":failing".into(), s("FAILING")),
                     (":running".into(), s("RUNNING")),
-                    (":now".into(), n(Utc::now().timestamp_millis())),
+                    (":now".into(), n(self.clock.now().timestamp_millis())),
                 ]),
                 Some(HashMap::from([("#s".into(), "status".into())])),
             )

@@ -183,7 +183,7 @@ impl LambdaSetup {
         let auth = Arc::new(crate::auth::Authenticator::from_lambda_env(lookup)?);
         let egress = crate::egress::Egress::from_env(lookup)?;
         let clients = AwsClients::load(None).await;
-        let ports = ports(&clients, &names);
+        let ports = ports(&clients, &names, crate::clock::Clock::system());
         Ok(LambdaSetup {
             settings,
             clients,
@@ -216,7 +216,7 @@ impl LambdaSetup {
 }
 
 /// The AWS backend's ports.
-pub fn ports(clients: &AwsClients, names: &AwsNames) -> Ports {
+pub fn ports(clients: &AwsClients, names: &AwsNames, clock: crate::clock::Clock) -> Ports {
     let queue = |url: &str, name: &str| -> Arc<dyn crate::ports::Queue> {
         Arc::new(SqsQueue::new(clients.sqs.clone(), url, name))
     };
@@ -224,11 +224,13 @@ pub fn ports(clients: &AwsClients, names: &AwsNames) -> Ports {
         catalog: Arc::new(DynamoCatalog::new(
             clients.dynamodb.clone(),
             &names.catalog_table,
+            clock.clone(),
         )),
         jobs: Arc::new(DynamoJobs::new(
             clients.dynamodb.clone(),
             &names.jobs_table,
             &names.catalog_table,
+            clock.clone(),
         )),
         fanout_queue: queue(&names.fanout_queue_url, "fanout"),
         chunk_queue: queue(&names.chunk_queue_url, "chunks"),
@@ -240,6 +242,7 @@ pub fn ports(clients: &AwsClients, names: &AwsNames) -> Ports {
         )),
         webhook_queue: queue(&names.webhook_queue_url, "webhooks"),
         health: Arc::new(crate::ports::AlwaysHealthy),
+        clock,
     }
 }
 

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::{from_ms, is_constraint, now_ms, sql, EmbeddedStore};
+use super::{from_ms, is_constraint, sql, EmbeddedStore};
 use crate::domain::{
     BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId,
 };
@@ -185,10 +185,10 @@ impl Catalog for EmbeddedStore {
         by: LinkedBy,
         ids: &[LocationId],
     ) -> StoreResult<Vec<LinkOutcome>> {
-        let ids = ids.to_vec();
+        let (ids, clock) = (ids.to_vec(), self.clock().clone());
         self.write(move |conn| {
             let tx = conn.transaction().map_err(sql)?;
-            let outcomes = link_in(&tx, offer, brand, by, &ids)?;
+            let outcomes = link_in(&tx, offer, brand, by, &ids, clock.now_ms())?;
             tx.commit().map_err(sql)?;
             Ok(outcomes)
         })
@@ -202,10 +202,10 @@ impl Catalog for EmbeddedStore {
         only_by: Option<JobId>,
         ids: &[LocationId],
     ) -> StoreResult<Vec<LinkOutcome>> {
-        let ids = ids.to_vec();
+        let (ids, clock) = (ids.to_vec(), self.clock().clone());
         self.write(move |conn| {
             let tx = conn.transaction().map_err(sql)?;
-            let outcomes = unlink_in(&tx, offer, by, only_by, &ids)?;
+            let outcomes = unlink_in(&tx, offer, by, only_by, &ids, clock.now_ms())?;
             tx.commit().map_err(sql)?;
             Ok(outcomes)
         })
@@ -337,12 +337,19 @@ impl Catalog for EmbeddedStore {
     }
 
     async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome> {
-        let (offer_id, brand) = (offer.id, offer.brand_id);
+        let (offer_id, brand, clock) = (offer.id, offer.brand_id, self.clock().clone());
         self.write(move |conn| {
             let tx = conn.transaction().map_err(sql)?;
-            let outcome = link_in(&tx, offer_id, brand, LinkedBy::Direct, &[location])?
-                .pop()
-                .ok_or_else(|| StoreError::Internal("link produced no outcome".into()))?;
+            let outcome = link_in(
+                &tx,
+                offer_id,
+                brand,
+                LinkedBy::Direct,
+                &[location],
+                clock.now_ms(),
+            )?
+            .pop()
+            .ok_or_else(|| StoreError::Internal("link produced no outcome".into()))?;
             if outcome == LinkOutcome::Linked {
                 tx.execute(
                     "UPDATE offers SET locations_total = locations_total + 1 WHERE id = ?1",
@@ -430,6 +437,7 @@ fn link_in(
     brand: BrandId,
     by: LinkedBy,
     ids: &[LocationId],
+    at: i64,
 ) -> StoreResult<Vec<LinkOutcome>> {
     let mut mark = tx
         .prepare_cached("UPDATE locations SET has_offer = 1 WHERE id = ?1 AND brand_id = ?2")
@@ -446,8 +454,7 @@ fn link_in(
     let mut forget_unlink = tx
         .prepare_cached("DELETE FROM unlinks WHERE offer_id = ?1 AND location_id = ?2")
         .map_err(sql)?;
-    let (offer, brand, by_attr, at) =
-        (offer.to_string(), brand.to_string(), by.to_attr(), now_ms());
+    let (offer, brand, by_attr) = (offer.to_string(), brand.to_string(), by.to_attr());
     let mut outcomes = Vec::with_capacity(ids.len());
     for id in ids {
         let id = id.to_string();
@@ -484,6 +491,7 @@ fn unlink_in(
     by: JobId,
     only_by: Option<JobId>,
     ids: &[LocationId],
+    at: i64,
 ) -> StoreResult<Vec<LinkOutcome>> {
     let mut delete = tx
         .prepare_cached(
@@ -508,11 +516,10 @@ fn unlink_in(
              (SELECT 1 FROM links WHERE links.location_id = locations.id) WHERE id = ?1",
         )
         .map_err(sql)?;
-    let (offer, by, only_by, at) = (
+    let (offer, by, only_by) = (
         offer.to_string(),
         by.to_string(),
         only_by.map(|j| LinkedBy::Job(j).to_attr()),
-        now_ms(),
     );
     let mut outcomes = Vec::with_capacity(ids.len());
     for id in ids {

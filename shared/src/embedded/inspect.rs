@@ -3,7 +3,7 @@
 
 use rusqlite::params;
 
-use super::{now_ms, sql, EmbeddedStore};
+use super::{sql, EmbeddedStore};
 use crate::domain::{BrandId, OfferId};
 use crate::error::StoreResult;
 
@@ -155,6 +155,6 @@ impl EmbeddedStore {
 
     /// Milliseconds since the Unix epoch, by the store's clock.
     pub fn clock_ms(&self) -> i64 {
-        now_ms()
+        self.now_ms()
     }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::catalog::page_of;
-use super::{from_ms, now_ms, sql, to_ms, EmbeddedStore};
+use super::{from_ms, sql, to_ms, EmbeddedStore};
 use crate::domain::{
     Action, BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, JobKind, JobStatus, OfferId,
 };
@@ -111,12 +111,13 @@ impl JobStore for EmbeddedStore {
         job: &Job,
         claim: Option<&IdempotencyClaim>,
     ) -> StoreResult<CreateOutcome> {
+        let clock = self.clock.clone();
         let (job, claim) = (job.clone(), claim.cloned());
         self.write(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql)?;
-            let now = now_ms();
+            let now = clock.now_ms();
             if let Some(claim) = &claim {
                 let existing: Option<(String, String)> = tx
                     .query_row(
@@ -281,8 +282,9 @@ impl JobStore for EmbeddedStore {
     }
 
     async fn start_job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        let clock = self.clock.clone();
         self.write(move |conn| {
-            let now = now_ms();
+            let now = clock.now_ms();
             conn.execute(
                 "UPDATE jobs SET status = 'RUNNING', started_at = ?2, updated_at = ?2 \
                  WHERE id = ?1 AND status = 'PENDING'",
@@ -295,6 +297,7 @@ impl JobStore for EmbeddedStore {
     }
 
     async fn advance_fanout(&self, id: JobId, step: &FanoutAdvance) -> StoreResult<Advanced> {
+        let clock = self.clock.clone();
         let step = step.clone();
         self.write(move |conn| {
             let id = id.to_string();
@@ -312,7 +315,7 @@ impl JobStore for EmbeddedStore {
                     step.done,
                     step.chunks_added,
                     step.ids_added as i64,
-                    now_ms()
+                    clock.now_ms()
                 ])
                 .map_err(sql)?;
             let job = must_load_job(conn, &id)?;
@@ -334,10 +337,11 @@ impl JobStore for EmbeddedStore {
         offer_delta: i64,
         failures: &[Failure],
     ) -> StoreResult<Ledgered> {
+        let clock = self.clock.clone();
         let failures = failures.to_vec();
         self.write(move |conn| {
             let tx = conn.transaction().map_err(sql)?;
-            let (job, now) = (job.to_string(), now_ms());
+            let (job, now) = (job.to_string(), clock.now_ms());
             let fresh = tx
                 .prepare_cached(
                     "INSERT INTO chunk_ledger (job_id, seq, linked, already_linked, not_found, failed, \
@@ -415,6 +419,7 @@ impl JobStore for EmbeddedStore {
     }
 
     async fn try_complete(&self, id: JobId) -> StoreResult<Completion> {
+        let clock = self.clock.clone();
         self.write(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -430,7 +435,7 @@ impl JobStore for EmbeddedStore {
             if !job.is_fully_accounted() {
                 return Ok(Completion::NotYet(job));
             }
-            let now = now_ms();
+            let now = clock.now_ms();
             let changed = tx
                 .execute(
                     "UPDATE jobs SET status = ?3, finished_at = ?4, updated_at = ?4 \
@@ -454,13 +459,14 @@ impl JobStore for EmbeddedStore {
     }
 
     async fn request_cancel(&self, id: JobId) -> StoreResult<Option<CancelOutcome>> {
+        let clock = self.clock.clone();
         self.write(move |conn| {
             let id = id.to_string();
             conn.execute(
                 "UPDATE jobs SET status = 'CANCELLING', updated_at = ?2, \
                  paused_ms = paused_ms + COALESCE(MAX(?2 - paused_at, 0), 0), paused_at = NULL \
                  WHERE id = ?1 AND status IN ('PENDING', 'RUNNING', 'PAUSED')",
-                params![id, now_ms()],
+                params![id, clock.now_ms()],
             )
             .map_err(sql)?;
             Ok(load_job(conn, &id)?.map(|job| {
@@ -507,6 +513,7 @@ impl JobStore for EmbeddedStore {
     }
 
     async fn park_chunk(&self, id: JobId, seq: ChunkSeq, body: &str) -> StoreResult<Parking> {
+        let clock = self.clock.clone();
         let body = body.to_owned();
         self.write(move |conn| {
             let tx = conn
@@ -529,7 +536,7 @@ impl JobStore for EmbeddedStore {
             if accounted {
                 return Ok(Parking::Accounted);
             }
-            let now = now_ms();
+            let now = clock.now_ms();
             let token = format!("{:016x}", rand::random::<u64>());
             let existed = tx
                 .prepare_cached("SELECT 1 FROM parked_chunks WHERE job_id = ?1 AND seq = ?2")
@@ -577,6 +584,7 @@ impl JobStore for EmbeddedStore {
     }
 
     async fn unpark_chunk(&self, id: JobId, parked: &ParkedChunk) -> StoreResult<()> {
+        let clock = self.clock.clone();
         let (seq, token) = (parked.seq, parked.token.clone());
         self.write(move |conn| {
             let tx = conn.transaction().map_err(sql)?;
@@ -590,7 +598,7 @@ impl JobStore for EmbeddedStore {
             if removed == 1 {
                 tx.execute(
                     "UPDATE jobs SET chunks_parked = chunks_parked - 1, updated_at = ?2 WHERE id = ?1",
-                    params![id, now_ms()],
+                    params![id, clock.now_ms()],
                 )
                 .map_err(sql)?;
             }
@@ -612,12 +620,13 @@ impl JobStore for EmbeddedStore {
     }
 
     async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        let clock = self.clock.clone();
         let (name, value) = (name.to_owned(), value.to_owned());
         self.write(move |conn| {
             conn.execute(
                 "INSERT INTO settings (name, value, updated_at) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                params![name, value, now_ms()],
+                params![name, value, clock.now_ms()],
             )
             .map_err(sql)?;
             Ok(())
@@ -626,11 +635,12 @@ impl JobStore for EmbeddedStore {
     }
 
     async fn mark_failing(&self, id: JobId) -> StoreResult<bool> {
+        let clock = self.clock.clone();
         self.write(move |conn| {
             let changed = conn
                 .execute(
                     "UPDATE jobs SET status = 'FAILING', updated_at = ?2 WHERE id = ?1 AND status = 'RUNNING'",
-                    params![id.to_string(), now_ms()],
+                    params![id.to_string(), clock.now_ms()],
                 )
                 .map_err(sql)?;
             Ok(changed == 1)

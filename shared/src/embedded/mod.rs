@@ -18,6 +18,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::Notify;
 
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::error::{StoreError, StoreResult};
 use crate::ports::Ports;
@@ -44,11 +45,19 @@ pub struct EmbeddedStore {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
     notifiers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// The time every stored time and expiry of this store is read from.
+    clock: Clock,
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date; it
+    /// keeps the machine's time.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Arc<Self>> {
+        Self::open_with_clock(path, Clock::system())
+    }
+
+    /// [`EmbeddedStore::open`] with the clock its times are read from.
+    pub fn open_with_clock(path: impl AsRef<Path>, clock: Clock) -> StoreResult<Arc<Self>> {
         let path = path.as_ref().to_path_buf();
         let mut writer = open_connection(&path, false)?;
         schema::migrate(&mut writer)?;
@@ -60,7 +69,18 @@ impl EmbeddedStore {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
             notifiers: Mutex::new(HashMap::new()),
+            clock,
         }))
+    }
+
+    /// The clock this store reads the time from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The store's time, in milliseconds since the epoch (what it stores).
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     pub fn path(&self) -> &Path {
@@ -188,10 +208,6 @@ pub(crate) fn is_constraint(e: &rusqlite::Error) -> bool {
     e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
 }
 
-pub(crate) fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
-}
-
 pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -226,5 +242,6 @@ pub fn ports(store: &Arc<EmbeddedStore>, settings: &Settings) -> Ports {
         webhooks: store.clone(),
         webhook_queue,
         health: store.clone(),
+        clock: store.clock().clone(),
     }
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use tokio::time::Instant;
 
-use super::{now_ms, sql, EmbeddedStore};
+use super::{sql, EmbeddedStore};
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
     check_delay, check_send_batch, Queue, ReceivedMessage, MAX_SEND_BATCH as MAX_BATCH,
@@ -42,6 +42,7 @@ impl EmbeddedQueue {
     }
 
     async fn receive_now(&self, max: usize) -> StoreResult<Vec<ReceivedMessage>> {
+        let clock = self.store.clock().clone();
         let name = self.name.clone();
         let redrive = self.redrive.clone();
         let visibility_ms = self.visibility_timeout.as_millis() as i64;
@@ -49,7 +50,7 @@ impl EmbeddedQueue {
             .store
             .write(move |conn| {
                 let tx = conn.transaction().map_err(sql)?;
-                let now = now_ms();
+                let now = clock.now_ms();
                 let mut messages = Vec::with_capacity(max);
                 let mut moved = false;
                 {
@@ -150,6 +151,7 @@ impl EmbeddedQueue {
         bodies: Vec<String>,
         delay_ms: i64,
     ) -> StoreResult<()> {
+        let clock = self.store.clock().clone();
         let name = self.name.clone();
         let group = group.unwrap_or_default().to_owned();
         self.store
@@ -168,7 +170,7 @@ impl EmbeddedQueue {
                              VALUES (?1, ?2, ?3, ?4, ?5)",
                         )
                         .map_err(sql)?;
-                    let now = now_ms();
+                    let now = clock.now_ms();
                     for body in &bodies {
                         insert
                             .execute(params![name, group, body, now, now + delay_ms])
