@@ -47,17 +47,27 @@ async fn demo_console_keeps_serving_and_prints_a_console_url_with_the_token_in_i
             .unwrap(),
     );
     let stdout = child.0.stdout.take().unwrap();
-    // The demo's output, line by line, up to the console's URL (or the end of its output).
-    let url = tokio::task::spawn_blocking(move || {
+    // The demo's output, line by line, up to the console's URL (or the end of its output);
+    // read on to the end, so the demo's later lines never meet a closed pipe (on which it
+    // would exit, as a command piped into `head` does).
+    let (found, url) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
         let mut seen = Vec::new();
+        let mut found = Some(found);
         for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if let Some((_, url)) = line.split_once("never sends): ") {
-                return (Some(url.trim().to_owned()), seen);
+            let Ok(line) = line else { break };
+            match line.split_once("never sends): ") {
+                Some((_, url)) => {
+                    if let Some(found) = found.take() {
+                        let _ = found.send((Some(url.trim().to_owned()), seen.clone()));
+                    }
+                }
+                None => seen.push(line),
             }
-            seen.push(line);
         }
-        (None, seen)
+        if let Some(found) = found {
+            let _ = found.send((None, seen));
+        }
     });
     let (url, seen) = tokio::time::timeout(Duration::from_secs(120), url)
         .await
