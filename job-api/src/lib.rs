@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use shared::auth::Caller;
 use shared::domain::{
     Action, BrandId, FanoutMessage, IdempotencyKey, Job, JobId, JobKind, JobStatus, LinkOutcome,
-    Location, LocationId, Offer, OfferId, Subscription, WebhookUrl,
+    Location, LocationId, NotDerivable, Offer, OfferId, Subscription, WebhookUrl,
 };
 use shared::estimate::DryRun;
 use shared::http::Problem;
@@ -108,7 +108,7 @@ fn accepted(ports: &Ports, job: &Job, callback: Option<CallbackView>) -> Respons
          headers(("Location" = String, description = "`/jobs/{jobId}`")),
          links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id")))), ("ListJobFailures" = (operation_id = "listJobFailures", parameters(("jobId" = "$response.body#/id")))), ("ListJobDeliveries" = (operation_id = "listJobDeliveries", parameters(("jobId" = "$response.body#/id")))), ("UndoJob" = (operation_id = "undoJob", parameters(("jobId" = "$response.body#/id")))), ("RetryJobFailures" = (operation_id = "retryJobFailures", parameters(("jobId" = "$response.body#/id"))))),
          example = json!({"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011", "type": "link-all-locations",
-             "status": "PENDING", "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
+             "action": "link", "status": "PENDING", "allowedActions": ["cancel", "pause"], "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
              "offerId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1013",
              "counters": {"total": 0, "linked": 0, "alreadyLinked": 0, "notFound": 0, "failed": 0, "cancelled": 0, "processed": 0},
              "percent": 0.0, "fanoutDone": false, "chunksTotal": 0, "chunksDone": 0,
@@ -167,7 +167,7 @@ async fn create_link_all_job(
          headers(("Location" = String, description = "`/jobs/{jobId}`")),
          links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id"))))),
          example = json!({"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1021", "type": "unlink-all-locations",
-             "status": "PENDING", "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
+             "action": "unlink", "status": "PENDING", "allowedActions": ["cancel", "pause"], "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
              "offerId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1013",
              "counters": {"total": 0, "linked": 0, "alreadyLinked": 0, "notFound": 0, "failed": 0, "cancelled": 0, "unlinked": 0, "notLinked": 0, "processed": 0},
              "percent": 0.0, "fanoutDone": false, "chunksTotal": 0, "chunksDone": 0,
@@ -227,7 +227,7 @@ async fn create_unlink_all_job(
          links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id"))))),
          example = json!({"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1022", "type": "undo",
              "parentJobId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011",
-             "status": "PENDING", "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
+             "action": "unlink", "status": "PENDING", "allowedActions": ["cancel", "pause"], "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
              "offerId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1013",
              "counters": {"total": 0, "linked": 0, "alreadyLinked": 0, "notFound": 0, "failed": 0, "cancelled": 0, "unlinked": 0, "notLinked": 0, "processed": 0},
              "percent": 0.0, "fanoutDone": false, "chunksTotal": 0, "chunksDone": 0,
@@ -279,7 +279,7 @@ async fn undo_job(
          links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id"))))),
          example = json!({"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1023", "type": "retry-failures",
              "parentJobId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011",
-             "status": "PENDING", "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
+             "action": "link", "status": "PENDING", "allowedActions": ["cancel", "pause"], "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
              "offerId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1013",
              "counters": {"total": 0, "linked": 0, "alreadyLinked": 0, "notFound": 0, "failed": 0, "cancelled": 0, "unlinked": 0, "notLinked": 0, "processed": 0},
              "percent": 0.0, "fanoutDone": false, "chunksTotal": 0, "chunksDone": 0,
@@ -449,27 +449,16 @@ async fn planned_job(
     ))
 }
 
-/// What a job derived from `parent` does, if `parent` allows one of `kind`.
+/// What a job derived from `parent` does, if `parent` allows one of `kind` (the rule is the
+/// domain's `Job::derived_action`, which `allowedActions` shows too).
 fn derived_action(kind: JobKind, parent: &Job) -> Result<Action, ApiError> {
-    let id = parent.id;
-    if !parent.status.is_terminal() {
-        return Err(ApiError::conflict(format!(
-            "job {id} is {}; wait until it has ended",
-            parent.status
-        ))
-        .with_location(format!("/jobs/{id}")));
-    }
-    match kind {
-        JobKind::Undo if parent.action != Action::Link => Err(ApiError::conflict(format!(
-            "job {id} is a {} job: it made no links to undo",
-            parent.kind
-        ))),
-        JobKind::Undo => Ok(Action::Unlink { only_by: Some(id) }),
-        JobKind::RetryFailures if parent.counters.failed == 0 => Err(ApiError::conflict(format!(
-            "job {id} has no failures to retry"
-        ))),
-        _ => Ok(parent.action),
-    }
+    parent.derived_action(kind).map_err(|refused| {
+        let conflict = ApiError::conflict(refused.to_string());
+        match refused {
+            NotDerivable::NotEnded(id, _) => conflict.with_location(format!("/jobs/{id}")),
+            _ => conflict,
+        }
+    })
 }
 
 async fn create_and_start(

@@ -3,7 +3,25 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{BrandId, Counters, Job, JobId, JobStatus, OfferId};
+use crate::domain::{Action, BrandId, Counters, Job, JobId, JobStatus, OfferId, OwnerAction};
+
+/// What a job does to each of its locations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionView {
+    #[default]
+    Link,
+    Unlink,
+}
+
+impl From<Action> for ActionView {
+    fn from(action: Action) -> Self {
+        match action {
+            Action::Link => ActionView::Link,
+            Action::Unlink { .. } => ActionView::Unlink,
+        }
+    }
+}
 
 /// A job's counters, with `processed`: their sum so far.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -24,7 +42,17 @@ pub struct JobView {
     /// For `undo` and `retry-failures`: the job this one derives from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_job_id: Option<JobId>,
+    /// What the job does to each location: an undo and an unlink-all unlink; a
+    /// retry-failures job does what its parent did.
+    #[serde(default)]
+    pub action: ActionView,
     pub status: JobStatus,
+    /// What its owner may ask of the job now, each a `POST /jobs/{jobId}/<action>`: by
+    /// status (`cancel`, `pause`, `resume`) and, for an ended job, by what it did (`undo`
+    /// of a linking job, `retry-failures` of one with failures). An undo asked of a job
+    /// that has one already answers 409 with that undo's `Location`.
+    #[serde(default)]
+    pub allowed_actions: Vec<OwnerAction>,
     pub brand_id: BrandId,
     pub offer_id: OfferId,
     pub counters: CountersView,
@@ -64,7 +92,9 @@ impl JobView {
             id: job.id,
             kind: job.kind,
             parent_job_id: job.parent_job_id,
+            action: job.action.into(),
             status: job.status,
+            allowed_actions: job.allowed_actions(),
             brand_id: job.brand_id,
             offer_id: job.offer_id,
             counters: CountersView {

@@ -19,7 +19,9 @@ use super::batch_get;
 use super::error::{cancellation, classify, condition_failed, retryable_cancel};
 use super::items::*;
 use crate::clock::Clock;
-use crate::domain::{BrandId, ChunkCounts, ChunkSeq, Job, JobId, JobKind, JobStatus, OfferId};
+use crate::domain::{
+    BrandId, ChunkCounts, ChunkSeq, Job, JobId, JobKind, JobStatus, OfferId, Transition,
+};
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
     Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance,
@@ -63,6 +65,18 @@ fn pause_outcome(result: Result<Job, Option<Job>>) -> Option<PauseOutcome> {
         Err(Some(job)) => Some(PauseOutcome::Unchanged(job)),
         Err(None) => None,
     }
+}
+
+/// `#s IN (:s0, :s1, …)` and its values: a job status condition built from the state
+/// machine's list (`#s` names the `status` attribute).
+fn status_in(statuses: &[JobStatus]) -> (String, HashMap<String, AttributeValue>) {
+    let values: HashMap<String, AttributeValue> = statuses
+        .iter()
+        .enumerate()
+        .map(|(i, status)| (format!(":s{i}"), s(status.as_str())))
+        .collect();
+    let names: Vec<String> = (0..statuses.len()).map(|i| format!(":s{i}")).collect();
+    (format!("#s IN ({})", names.join(", ")), values)
 }
 
 fn internal(e: impl std::fmt::Display) -> StoreError {
@@ -145,9 +159,10 @@ impl DynamoJobs {
         &self,
         id: JobId,
         paused_at: DateTime<Utc>,
-        to: &str,
+        to: Transition,
         started: Option<DateTime<Utc>>,
     ) -> StoreResult<Result<Job, Option<Job>>> {
+        debug_assert!(to.allows(JobStatus::Paused), "{to:?} does not end a pause");
         let now = started.unwrap_or_else(|| self.clock.now());
         let paused_for = (now - paused_at).num_milliseconds().max(0);
         self.conditional_update(
@@ -156,8 +171,8 @@ impl DynamoJobs {
              startedAt = if_not_exists(startedAt, :now), updatedAt = :now REMOVE pausedAt",
             "#s = :paused AND pausedAt = :at",
             HashMap::from([
-                (":to".into(), s(to)),
-                (":paused".into(), s("PAUSED")),
+                (":to".into(), s(to.to().as_str())),
+                (":paused".into(), s(JobStatus::Paused.as_str())),
                 (":at".into(), n(paused_at.timestamp_millis())),
                 (":for".into(), n(paused_for)),
                 (":zero".into(), n(0)),
@@ -461,16 +476,15 @@ impl JobStore for DynamoJobs {
 
     async fn start_job(&self, id: JobId) -> StoreResult<Option<Job>> {
         let now = self.clock.now().timestamp_millis();
+        let (condition, mut values) = status_in(Transition::Start.from());
+        values.insert(":to".into(), s(Transition::Start.to().as_str()));
+        values.insert(":now".into(), n(now));
         let result = self
             .conditional_update(
                 id,
-                "SET #s = :running, startedAt = :now, updatedAt = :now",
-                "#s = :pending",
-                HashMap::from([
-                    (":running".into(), s("RUNNING")),
-                    (":pending".into(), s("PENDING")),
-                    (":now".into(), n(now)),
-                ]),
+                "SET #s = :to, startedAt = :now, updatedAt = :now",
+                &condition,
+                values,
                 Some(HashMap::from([("#s".into(), "status".into())])),
             )
             .await?;
@@ -667,17 +681,22 @@ impl JobStore for DynamoJobs {
     }
 
     async fn request_cancel(&self, id: JobId) -> StoreResult<Option<CancelOutcome>> {
+        // One update from the statuses without a pause to end; a PAUSED job below.
+        let unpaused: Vec<JobStatus> = Transition::Cancel
+            .from()
+            .iter()
+            .copied()
+            .filter(|s| *s != JobStatus::Paused)
+            .collect();
+        let (condition, mut values) = status_in(&unpaused);
+        values.insert(":to".into(), s(Transition::Cancel.to().as_str()));
+        values.insert(":now".into(), n(self.clock.now().timestamp_millis()));
         let mut result = self
             .conditional_update(
                 id,
-                "SET #s = :cancelling, updatedAt = :now",
-                "#s IN (:pending, :running)",
-                HashMap::from([
-                    (":cancelling".into(), s("CANCELLING")),
-                    (":pending".into(), s("PENDING")),
-                    (":running".into(), s("RUNNING")),
-                    (":now".into(), n(self.clock.now().timestamp_millis())),
-                ]),
+                "SET #s = :to, updatedAt = :now",
+                &condition,
+                values,
                 Some(HashMap::from([("#s".into(), "status".into())])),
             )
             .await?;
@@ -688,7 +707,7 @@ impl JobStore for DynamoJobs {
                 break;
             };
             result = self
-                .end_pause(job.id, paused_at, "CANCELLING", None)
+                .end_pause(job.id, paused_at, Transition::Cancel, None)
                 .await?;
         }
         Ok(match result {
@@ -702,17 +721,15 @@ impl JobStore for DynamoJobs {
     }
 
     async fn pause_job(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<Option<PauseOutcome>> {
+        let (condition, mut values) = status_in(Transition::Pause.from());
+        values.insert(":to".into(), s(Transition::Pause.to().as_str()));
+        values.insert(":at".into(), n(at.timestamp_millis()));
         let result = self
             .conditional_update(
                 id,
-                "SET #s = :paused, pausedAt = :at, updatedAt = :at",
-                "#s IN (:pending, :running)",
-                HashMap::from([
-                    (":paused".into(), s("PAUSED")),
-                    (":pending".into(), s("PENDING")),
-                    (":running".into(), s("RUNNING")),
-                    (":at".into(), n(at.timestamp_millis())),
-                ]),
+                "SET #s = :to, pausedAt = :at, updatedAt = :at",
+                &condition,
+                values,
                 Some(HashMap::from([("#s".into(), "status".into())])),
             )
             .await?;
@@ -727,7 +744,10 @@ impl JobStore for DynamoJobs {
             let Some(paused_at) = job.paused_at.filter(|_| job.status == JobStatus::Paused) else {
                 return Ok(Some(PauseOutcome::Unchanged(job)));
             };
-            match self.end_pause(id, paused_at, "RUNNING", Some(at)).await? {
+            match self
+                .end_pause(id, paused_at, Transition::Resume, Some(at))
+                .await?
+            {
                 Ok(job) => return Ok(Some(PauseOutcome::Changed(job))),
                 Err(None) => return Ok(None),
                 Err(Some(now)) => job = now,
@@ -775,7 +795,7 @@ impl JobStore for DynamoJobs {
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":paused", s("PAUSED"))
+            .expression_attribute_values(":paused", s(JobStatus::Paused.as_str()))
             .build()
             .map_err(internal)?;
         let first = self
@@ -811,7 +831,7 @@ impl JobStore for DynamoJobs {
             .set_key(Some(key(job_pk(id), JOB_SK)))
             .condition_expression("#s = :paused")
             .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":paused", s("PAUSED"))
+            .expression_attribute_values(":paused", s(JobStatus::Paused.as_str()))
             .build()
             .map_err(internal)?;
         let again = self
@@ -933,16 +953,15 @@ impl JobStore for DynamoJobs {
     }
 
     async fn mark_failing(&self, id: JobId) -> StoreResult<bool> {
+        let (condition, mut values) = status_in(Transition::StartFailing.from());
+        values.insert(":to".into(), s(Transition::StartFailing.to().as_str()));
+        values.insert(":now".into(), n(self.clock.now().timestamp_millis()));
         let result = self
             .conditional_update(
                 id,
-                "SET #s = :failing, updatedAt = :now",
-                "#s = :running",
-                HashMap::from([
-                    (":failing".into(), s("FAILING")),
-                    (":running".into(), s("RUNNING")),
-                    (":now".into(), n(self.clock.now().timestamp_millis())),
-                ]),
+                "SET #s = :to, updatedAt = :now",
+                &condition,
+                values,
                 Some(HashMap::from([("#s".into(), "status".into())])),
             )
             .await?;

@@ -68,15 +68,12 @@ impl JobStatus {
 
     /// Whether a cancel request may move the job to CANCELLING.
     pub fn can_cancel(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Pending | JobStatus::Running | JobStatus::Paused
-        )
+        Transition::Cancel.allows(self)
     }
 
     /// Whether a pause request may move the job to PAUSED.
     pub fn can_pause(self) -> bool {
-        matches!(self, JobStatus::Pending | JobStatus::Running)
+        Transition::Pause.allows(self)
     }
 
     /// The status a job in `self` ends with once all its chunks are accounted.
@@ -90,6 +87,105 @@ impl JobStatus {
             _ => None,
         }
     }
+}
+
+/// The job state machine: each change of status a request or the pipeline makes, with the
+/// statuses it may start from. Both backends build their conditions from `from()` (an SQL
+/// `status IN (…)`, a DynamoDB `#s IN (…)`), and `allowedActions` is derived from it, so
+/// the rule lives here only. Completion (RUNNING, CANCELLING or FAILING to a terminal
+/// status) is `JobStatus::completes_as`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Fanout's first step.
+    Start,
+    /// An owner's cancel; chunks still queued are then skipped.
+    Cancel,
+    /// An owner's pause.
+    Pause,
+    /// An owner's resume.
+    Resume,
+    /// The failure threshold tripped.
+    StartFailing,
+}
+
+impl Transition {
+    pub const ALL: [Transition; 5] = [
+        Transition::Start,
+        Transition::Cancel,
+        Transition::Pause,
+        Transition::Resume,
+        Transition::StartFailing,
+    ];
+
+    /// The statuses this change may start from.
+    pub const fn from(self) -> &'static [JobStatus] {
+        match self {
+            Transition::Start => &[JobStatus::Pending],
+            Transition::Cancel => &[JobStatus::Pending, JobStatus::Running, JobStatus::Paused],
+            Transition::Pause => &[JobStatus::Pending, JobStatus::Running],
+            Transition::Resume => &[JobStatus::Paused],
+            Transition::StartFailing => &[JobStatus::Running],
+        }
+    }
+
+    /// The status it leaves the job in.
+    pub const fn to(self) -> JobStatus {
+        match self {
+            Transition::Start | Transition::Resume => JobStatus::Running,
+            Transition::Cancel => JobStatus::Cancelling,
+            Transition::Pause => JobStatus::Paused,
+            Transition::StartFailing => JobStatus::Failing,
+        }
+    }
+
+    pub fn allows(self, status: JobStatus) -> bool {
+        self.from().contains(&status)
+    }
+
+    /// `status IN ('A', 'B')`: this change's condition in SQL, for a column named `column`.
+    pub fn sql_condition(self, column: &str) -> String {
+        let listed: Vec<String> = self
+            .from()
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        format!("{column} IN ({})", listed.join(", "))
+    }
+}
+
+/// What a job's owner may ask of a job (`allowedActions` of the job's view; each is a
+/// `POST /jobs/{id}/<action>` route).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OwnerAction {
+    Cancel,
+    Pause,
+    Resume,
+    Undo,
+    RetryFailures,
+}
+
+impl OwnerAction {
+    pub const ALL: [OwnerAction; 5] = [
+        OwnerAction::Cancel,
+        OwnerAction::Pause,
+        OwnerAction::Resume,
+        OwnerAction::Undo,
+        OwnerAction::RetryFailures,
+    ];
+}
+
+/// Why a job cannot be the parent of a derived (undo, retry-failures) job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotDerivable {
+    #[error("job {0} is {1}; wait until it has ended")]
+    NotEnded(JobId, JobStatus),
+    #[error("job {0} is a {1} job: it made no links to undo")]
+    NothingToUndo(JobId, JobKind),
+    #[error("job {0} has no failures to retry")]
+    NoFailures(JobId),
+    #[error("a {1} job cannot be derived from job {0}")]
+    NotDerivedKind(JobId, JobKind),
 }
 
 impl fmt::Display for JobStatus {
@@ -326,6 +422,53 @@ pub struct Job {
     pub chunks_parked: u32,
 }
 
+impl Job {
+    /// What a job of `kind` derived from this one does: an undo removes exactly the links
+    /// this job made; a retry repeats this job's action on its failures. Only an ended job
+    /// has a derived job; an undo needs a linking job, a retry some failures.
+    pub fn derived_action(&self, kind: JobKind) -> Result<Action, NotDerivable> {
+        if !self.status.is_terminal() {
+            return Err(NotDerivable::NotEnded(self.id, self.status));
+        }
+        match kind {
+            JobKind::Undo if self.action != Action::Link => {
+                Err(NotDerivable::NothingToUndo(self.id, self.kind))
+            }
+            JobKind::Undo => Ok(Action::Unlink {
+                only_by: Some(self.id),
+            }),
+            JobKind::RetryFailures if self.counters.failed == 0 => {
+                Err(NotDerivable::NoFailures(self.id))
+            }
+            JobKind::RetryFailures => Ok(self.action),
+            JobKind::LinkAllLocations | JobKind::UnlinkAllLocations => {
+                Err(NotDerivable::NotDerivedKind(self.id, kind))
+            }
+        }
+    }
+
+    /// Whether its owner may ask `action` of the job now, by its status and counters. (An
+    /// undo of a job that has one already is refused at creation with 409 and the existing
+    /// undo's `Location`: that needs a read this rule does not make.)
+    pub fn allows(&self, action: OwnerAction) -> bool {
+        match action {
+            OwnerAction::Cancel => Transition::Cancel.allows(self.status),
+            OwnerAction::Pause => Transition::Pause.allows(self.status),
+            OwnerAction::Resume => Transition::Resume.allows(self.status),
+            OwnerAction::Undo => self.derived_action(JobKind::Undo).is_ok(),
+            OwnerAction::RetryFailures => self.derived_action(JobKind::RetryFailures).is_ok(),
+        }
+    }
+
+    /// Every action its owner may ask of the job now.
+    pub fn allowed_actions(&self) -> Vec<OwnerAction> {
+        OwnerAction::ALL
+            .into_iter()
+            .filter(|a| self.allows(*a))
+            .collect()
+    }
+}
+
 impl Serialize for Action {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_attr())
@@ -515,6 +658,86 @@ mod tests {
         assert_eq!(pausable, vec![JobStatus::Pending, JobStatus::Running]);
         assert!(!JobStatus::Paused.skips_chunks());
         assert_eq!(JobStatus::Paused.completes_as(&counters(1, 0)), None);
+    }
+
+    #[test]
+    fn transitions_start_where_the_state_machine_says_and_their_sql_lists_exactly_those() {
+        assert_eq!(
+            Transition::Cancel.sql_condition("status"),
+            "status IN ('PENDING', 'RUNNING', 'PAUSED')"
+        );
+        for t in Transition::ALL {
+            for s in JobStatus::ALL {
+                let quoted = format!("'{}'", s.as_str());
+                assert_eq!(
+                    t.sql_condition("status").contains(&quoted),
+                    t.allows(s),
+                    "{t:?} from {s}"
+                );
+            }
+            assert!(!t.allows(t.to()), "{t:?} leaves the job where it was");
+            assert!(t.from().iter().all(|s| !s.is_terminal()), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn allowed_actions_follow_status_action_and_counters() {
+        let brand = BrandId::new_random();
+        let job_in = |kind: JobKind, status: JobStatus, failed: u64| {
+            let mut job = Job::new(brand, OfferId::new_random(), None, Utc::now());
+            job.kind = kind;
+            if kind == JobKind::UnlinkAllLocations {
+                job.action = Action::Unlink { only_by: None };
+            }
+            job.status = status;
+            job.counters = counters(3, failed);
+            job
+        };
+        use OwnerAction::*;
+        let link = JobKind::LinkAllLocations;
+        let expect = [
+            (link, JobStatus::Pending, 0, vec![Cancel, Pause]),
+            (link, JobStatus::Running, 0, vec![Cancel, Pause]),
+            (link, JobStatus::Paused, 0, vec![Cancel, Resume]),
+            (link, JobStatus::Cancelling, 0, vec![]),
+            (link, JobStatus::Failing, 1, vec![]),
+            (link, JobStatus::Succeeded, 0, vec![Undo]),
+            (
+                link,
+                JobStatus::CompletedWithErrors,
+                1,
+                vec![Undo, RetryFailures],
+            ),
+            (link, JobStatus::Failed, 1, vec![Undo, RetryFailures]),
+            (link, JobStatus::Cancelled, 0, vec![Undo]),
+            (
+                JobKind::UnlinkAllLocations,
+                JobStatus::CompletedWithErrors,
+                1,
+                vec![RetryFailures],
+            ),
+            (JobKind::UnlinkAllLocations, JobStatus::Succeeded, 0, vec![]),
+        ];
+        for (kind, status, failed, allowed) in expect {
+            let job = job_in(kind, status, failed);
+            assert_eq!(job.allowed_actions(), allowed, "{kind} {status}");
+        }
+        let running = job_in(link, JobStatus::Running, 0);
+        assert_eq!(
+            running.derived_action(JobKind::Undo),
+            Err(NotDerivable::NotEnded(running.id, JobStatus::Running))
+        );
+        let done = job_in(link, JobStatus::Succeeded, 0);
+        assert_eq!(
+            done.derived_action(JobKind::Undo),
+            Ok(Action::Unlink {
+                only_by: Some(done.id)
+            })
+        );
+        assert_eq!(
+            done.derived_action(JobKind::RetryFailures),
+            Err(NotDerivable::NoFailures(done.id))
+        );
     }
 
     #[test]

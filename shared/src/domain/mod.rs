@@ -13,7 +13,9 @@ pub use event::{EventType, JobEvent};
 pub use ids::{
     BrandId, ChunkSeq, IdempotencyKey, JobId, LocationId, OfferId, SubscriptionId, WebhookUrl,
 };
-pub use job::{Action, ChunkCounts, Counters, Job, JobKind, JobStatus};
+pub use job::{
+    Action, ChunkCounts, Counters, Job, JobKind, JobStatus, NotDerivable, OwnerAction, Transition,
+};
 pub use webhook::{
     payload, verify, Delivery, DeliveryId, DeliveryStatus, RetrySchedule, Subscription,
     SubscriptionFilter, SubscriptionStatus, VerifyError, WebhookMessage, WebhookSecret,

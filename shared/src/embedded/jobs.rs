@@ -10,6 +10,7 @@ use super::catalog::page_of;
 use super::{from_ms, sql, to_ms, EmbeddedStore};
 use crate::domain::{
     Action, BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, JobKind, JobStatus, OfferId,
+    Transition,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
@@ -286,8 +287,12 @@ impl JobStore for EmbeddedStore {
         self.write(move |conn| {
             let now = clock.now_ms();
             conn.execute(
-                "UPDATE jobs SET status = 'RUNNING', started_at = ?2, updated_at = ?2 \
-                 WHERE id = ?1 AND status = 'PENDING'",
+                &format!(
+                    "UPDATE jobs SET status = '{}', started_at = ?2, updated_at = ?2 \
+                     WHERE id = ?1 AND {}",
+                    Transition::Start.to(),
+                    Transition::Start.sql_condition("status")
+                ),
                 params![id.to_string(), now],
             )
             .map_err(sql)?;
@@ -463,9 +468,13 @@ impl JobStore for EmbeddedStore {
         self.write(move |conn| {
             let id = id.to_string();
             conn.execute(
-                "UPDATE jobs SET status = 'CANCELLING', updated_at = ?2, \
-                 paused_ms = paused_ms + COALESCE(MAX(?2 - paused_at, 0), 0), paused_at = NULL \
-                 WHERE id = ?1 AND status IN ('PENDING', 'RUNNING', 'PAUSED')",
+                &format!(
+                    "UPDATE jobs SET status = '{}', updated_at = ?2, \
+                     paused_ms = paused_ms + COALESCE(MAX(?2 - paused_at, 0), 0), \
+                     paused_at = NULL WHERE id = ?1 AND {}",
+                    Transition::Cancel.to(),
+                    Transition::Cancel.sql_condition("status")
+                ),
                 params![id, clock.now_ms()],
             )
             .map_err(sql)?;
@@ -485,8 +494,12 @@ impl JobStore for EmbeddedStore {
             let id = id.to_string();
             let changed = conn
                 .execute(
-                    "UPDATE jobs SET status = 'PAUSED', paused_at = ?2, updated_at = ?2 \
-                     WHERE id = ?1 AND status IN ('PENDING', 'RUNNING')",
+                    &format!(
+                        "UPDATE jobs SET status = '{}', paused_at = ?2, updated_at = ?2 \
+                         WHERE id = ?1 AND {}",
+                        Transition::Pause.to(),
+                        Transition::Pause.sql_condition("status")
+                    ),
                     params![id, to_ms(at)],
                 )
                 .map_err(sql)?;
@@ -500,10 +513,14 @@ impl JobStore for EmbeddedStore {
             let id = id.to_string();
             let changed = conn
                 .execute(
-                    "UPDATE jobs SET status = 'RUNNING', \
-                     paused_ms = paused_ms + MAX(?2 - paused_at, 0), paused_at = NULL, \
-                     started_at = COALESCE(started_at, ?2), updated_at = ?2 \
-                     WHERE id = ?1 AND status = 'PAUSED'",
+                    &format!(
+                        "UPDATE jobs SET status = '{}', \
+                         paused_ms = paused_ms + MAX(?2 - paused_at, 0), paused_at = NULL, \
+                         started_at = COALESCE(started_at, ?2), updated_at = ?2 \
+                         WHERE id = ?1 AND {}",
+                        Transition::Resume.to(),
+                        Transition::Resume.sql_condition("status")
+                    ),
                     params![id, to_ms(at)],
                 )
                 .map_err(sql)?;
@@ -521,7 +538,10 @@ impl JobStore for EmbeddedStore {
                 .map_err(sql)?;
             let id = id.to_string();
             let paused = tx
-                .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1 AND status = 'PAUSED'")
+                .prepare_cached(&format!(
+                    "SELECT 1 FROM jobs WHERE id = ?1 AND status = '{}'",
+                    JobStatus::Paused
+                ))
                 .map_err(sql)?
                 .exists([&id])
                 .map_err(sql)?;
@@ -639,7 +659,11 @@ impl JobStore for EmbeddedStore {
         self.write(move |conn| {
             let changed = conn
                 .execute(
-                    "UPDATE jobs SET status = 'FAILING', updated_at = ?2 WHERE id = ?1 AND status = 'RUNNING'",
+                    &format!(
+                        "UPDATE jobs SET status = '{}', updated_at = ?2 WHERE id = ?1 AND {}",
+                        Transition::StartFailing.to(),
+                        Transition::StartFailing.sql_condition("status")
+                    ),
                     params![id.to_string(), clock.now_ms()],
                 )
                 .map_err(sql)?;

@@ -9,8 +9,9 @@
   const POLL_MS = 1000;
   const HIDDEN_POLL_MS = 5000;
   const FAILURES_PAGE = 20;
-  const UNLINKING = ["unlink-all-locations", "undo"];
-  const TERMINAL = ["SUCCEEDED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELLED"];
+  // Whether a job has ended: the API sets finishedAt then. Which actions a job allows is the
+  // API's `allowedActions`; the page keeps no status rules of its own.
+  const ended = (job) => Boolean(job.finishedAt);
   const STATUS_CLASS = {
     PENDING: "wait", RUNNING: "run", PAUSED: "paused", CANCELLING: "warn", FAILING: "warn",
     SUCCEEDED: "ok", COMPLETED_WITH_ERRORS: "warn", FAILED: "bad", CANCELLED: "stop",
@@ -285,7 +286,7 @@
         td(statusBadge(job.status)),
         td(progressCell(job, `Progress of job ${job.id}`)),
         td(rate(job.ratePerSec), "num hide-narrow"),
-        td(TERMINAL.includes(job.status) ? "—" : duration(job.etaSeconds), "num hide-narrow"),
+        td(ended(job) ? "—" : duration(job.etaSeconds), "num hide-narrow"),
         td(when(job.createdAt), "hide-narrow"),
       ]);
       return true;
@@ -427,7 +428,7 @@
         "Cancel this job? Locations already linked stay linked.")),
       action("undo", "Undo", "secondary", () => act("undo", "Undo started",
         "Start a job that unlinks exactly the links this job made?")),
-      action("retry", "Retry failures", "", () => act("retry-failures", "Retry started")));
+      action("retry-failures", "Retry failures", "", () => act("retry-failures", "Retry started")));
 
     // Failures: paginated with the API's cursors (a stack of the pages seen).
     const failureRows = h("tbody");
@@ -491,7 +492,7 @@
       job = answer.data;
       const c = job.counters;
       const list = samples.get(jobId) || [];
-      if (!TERMINAL.includes(job.status)) list.push({ t: Date.now(), p: job.percent });
+      if (!ended(job)) list.push({ t: Date.now(), p: job.percent });
       samples.set(jobId, list.slice(-600));
 
       replaceOnChange(summary, `${job.type} ${job.offerId} ${job.parentJobId}`, `${job.type} of offer `, h("span", { class: "mono" }, job.offerId),
@@ -500,7 +501,7 @@
         job.status === "PAUSED" ? ` — ${numbers.format(job.chunksParked)} chunks parked` : null);
       replace(progress, progressCell(job, "Job progress"),
         h("p", { class: "muted" }, `${rate(job.ratePerSec)}`,
-          TERMINAL.includes(job.status) ? "" : ` · ETA ${duration(job.etaSeconds)}`,
+          ended(job) ? "" : ` · ETA ${duration(job.etaSeconds)}`,
           ` · ${numbers.format(job.chunksDone)} of ${numbers.format(job.chunksTotal)} chunks`,
           job.fanoutDone ? "" : " (still paging)"));
       const shown = [
@@ -508,7 +509,7 @@
         counter("Already linked", c.alreadyLinked), counter("Not found", c.notFound),
         counter("Failed", c.failed), counter("Cancelled", c.cancelled),
       ];
-      if (UNLINKING.includes(job.type)) {
+      if (job.action === "unlink") {
         shown.push(counter("Unlinked", c.unlinked), counter("Not linked", c.notLinked));
       }
       replace(counters, shown);
@@ -519,12 +520,8 @@
         h("dt", {}, "Paused for"), h("dd", {}, duration(job.pausedSeconds)));
       replace(chartBox, chart(jobId, job));
 
-      const ended = TERMINAL.includes(job.status);
-      buttons.pause.hidden = !["PENDING", "RUNNING"].includes(job.status);
-      buttons.resume.hidden = job.status !== "PAUSED";
-      buttons.cancel.hidden = !["PENDING", "RUNNING", "PAUSED"].includes(job.status);
-      buttons.undo.hidden = !(ended && c.linked > 0);
-      buttons.retry.hidden = !(ended && c.failed > 0);
+      const allowed = new Set(job.allowedActions || []);
+      for (const [verb, button] of Object.entries(buttons)) button.hidden = !allowed.has(verb);
 
       if (c.failed !== failuresSeen && failurePage === 0) {
         failuresSeen = c.failed;
