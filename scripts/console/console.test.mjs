@@ -307,7 +307,11 @@ async function full() {
   await page.getByRole("button", { name: "Cancel job" }).click();
   await jobPageReads(page, "CANCELLED");
   assert.equal((await call(TOKEN_A, "GET", `/jobs/${job3}`)).status, "CANCELLED");
-  await buttonsFollowTheApi(page, TOKEN_A, job3, ["undo"]);
+  await buttonsFollowTheApi(page, TOKEN_A, job3);
+  // Undo, and a retry if the cancel came after the failing location's chunk; nothing else.
+  const cancelled = (await call(TOKEN_A, "GET", `/jobs/${job3}`)).allowedActions;
+  assert.ok(cancelled.includes("undo") && cancelled.every((a) => a === "undo" || a === "retry-failures"),
+    `a cancelled job allows ${cancelled}`);
 
   step("pause (from the keyboard) and resume a running job");
   const job4 = await startJob(TOKEN_A, offers[3]);
