@@ -30,6 +30,12 @@ if cargo tree --locked -e normal -p bulklink-job-api -p bulklink-status -p bulkl
   echo "a Lambda function links SQLite (shared's embedded feature)" >&2
   exit 1
 fi
+echo "== no production build enables the test-only fault switches"
+if cargo tree --locked -e normal,features -p bulklink -p bulklink-job-api -p bulklink-status \
+  -p bulklink-fanout -p bulklink-worker -p bulklink-webhooks -i bulklink-shared | grep 'feature "faults"'; then
+  echo "a production build enables bulklink-shared's faults feature" >&2
+  exit 1
+fi
 echo "== cargo build (the Lambda function binaries some tests run)"
 cargo build --workspace --bins --locked
 echo "== cargo test"

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bulklink::client::{ApiClient, ApiResponse};
 use bulklink::receiver::Receiver;
-use bulklink::runtime::RuntimeConfig;
+use bulklink::runtime::{Runtime, RuntimeConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use shared::auth::Role;
@@ -198,11 +198,67 @@ async fn the_served_document_lists_the_readme_routes_and_the_server_serves_each(
     runtime.shutdown().await;
 }
 
+/// Every operation that documents 503, asked of `runtime` (whose store is down) with a
+/// request that reaches the store: ids of nothing, and a valid body where one is needed.
+/// Administrators' routes as an administrator, the rest as a brand.
+async fn ask_every_store_operation(runtime: &Runtime, brand: BrandId) -> Vec<(String, Answer)> {
+    let as_brand = runtime.api_as(Role::Brand(brand)).unwrap();
+    let as_admin = runtime.api_as(Role::Admin).unwrap();
+    let nothing = uuid::Uuid::now_v7().to_string();
+    let bodies: BTreeMap<&str, Value> = BTreeMap::from([
+        ("setWriteBudget", json!({ "writesPerSec": 100_000 })),
+        ("createOffer", json!({ "name": "5% off" })),
+        ("renameOffer", json!({ "name": "6% off" })),
+        ("createLocations", json!({ "address": "1 High Street" })),
+        ("readdressLocation", json!({ "address": "2 High Street" })),
+        ("createWebhook", json!({ "url": "http://127.0.0.1:9/hook" })),
+    ]);
+    let delivery = format!("msg_{}", uuid::Uuid::now_v7().simple());
+    let mut asked = Vec::new();
+    for ((method, path), op) in operations(status::openapi()) {
+        if !op.responses.responses.contains_key("503") || path == "/healthz" {
+            continue;
+        }
+        let id = op.operation_id.clone().unwrap();
+        let concrete = path
+            .split('/')
+            .map(|s| match s {
+                "{deliveryId}" => delivery.as_str(),
+                s if s.starts_with('{') => nothing.as_str(),
+                s => s,
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let caller = if path.starts_with("/admin/") {
+            as_admin.clone()
+        } else {
+            as_brand.clone()
+        };
+        let body = bodies.get(id.as_str()).cloned();
+        // All at once: on AWS each waits out the SDK's retries.
+        asked.push(async move {
+            let answer = caller
+                .send(method.parse().unwrap(), &concrete, body.as_ref(), &[])
+                .await
+                .unwrap();
+            (id, Answer::from(answer))
+        });
+    }
+    let answers = futures::future::join_all(asked).await;
+    assert!(
+        answers.len() > 20,
+        "every store operation: {}",
+        answers.len()
+    );
+    answers
+}
+
 /// An answer, from the API client or from a hand-made request.
 struct Answer {
     status: StatusCode,
     content_type: Option<String>,
     location: Option<String>,
+    retry_after: Option<u64>,
     body: Value,
 }
 
@@ -212,6 +268,7 @@ impl From<ApiResponse> for Answer {
             status: r.status,
             content_type: r.content_type,
             location: r.location,
+            retry_after: r.retry_after,
             body: r.body,
         }
     }
@@ -267,6 +324,13 @@ impl Reach {
                 answer.body
             );
         }
+        // The shared 429 and 503 say when to come back (a health check's 503 does not).
+        if status == 429 || (status == 503 && op != "healthz") {
+            assert!(
+                answer.retry_after.is_some_and(|secs| secs >= 1),
+                "{op} {status} carries Retry-After"
+            );
+        }
         if has_location && !(op == "createLocations" && answer.body.is_array()) {
             assert!(answer.location.is_some(), "{op} {status} carries Location");
         }
@@ -315,10 +379,12 @@ async fn raw(
         header(reqwest::header::CONTENT_TYPE),
         header(reqwest::header::LOCATION),
     );
+    let retry_after = header(reqwest::header::RETRY_AFTER).and_then(|s| s.parse().ok());
     Answer {
         status,
         content_type,
         location,
+        retry_after,
         body: r.json().await.unwrap_or(Value::Null),
     }
 }
@@ -1670,7 +1736,65 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         reach.saw(&id, 429, r);
     }
     limited.shutdown().await;
+
+    // With its store unavailable, every operation that reads or writes it answers 503.
+    let down_env = Env::new(fast_settings());
+    let down_seed = down_env.seed(1).await;
+    let down = down_env
+        .start(
+            RuntimeConfig {
+                consumers: false,
+                ..down_env.config()
+            },
+            |ports| ports,
+        )
+        .await;
+    down.embedded_store().unwrap().fail_every_call(true);
+    for (id, answer) in ask_every_store_operation(&down, down_seed.brand_id).await {
+        reach.saw(&id, 503, answer);
+    }
+    down.embedded_store().unwrap().fail_every_call(false);
+    down.shutdown().await;
     reach.assert_all_seen();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_dynamodb_and_sqs_unreachable_every_store_operation_answers_503_with_retry_after() {
+    // A loopback port nothing listens on: every SDK call is refused, retried, then given up.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let clients = shared::aws::AwsClients::load(Some(&endpoint)).await;
+    let names = shared::aws::AwsNames {
+        catalog_table: "catalog".into(),
+        jobs_table: "jobs".into(),
+        fanout_queue_url: format!("{endpoint}/000000000000/fanout"),
+        chunk_queue_url: format!("{endpoint}/000000000000/chunks"),
+        chunk_dlq_url: format!("{endpoint}/000000000000/chunks-dlq"),
+        events_topic_arn: "arn:aws:sns:us-east-1:000000000000:events".into(),
+        webhook_queue_url: format!("{endpoint}/000000000000/webhooks"),
+    };
+    let config = RuntimeConfig {
+        consumers: false,
+        settings: fast_settings(),
+        egress: crate::support::loopback_egress(),
+        ..Default::default()
+    };
+    let runtime = Runtime::start_aws(clients, &names, config, |ports| ports)
+        .await
+        .unwrap();
+    let answers = ask_every_store_operation(&runtime, BrandId::new_random()).await;
+    let wrong: Vec<_> = answers
+        .iter()
+        .filter(|(_, a)| {
+            a.status != StatusCode::SERVICE_UNAVAILABLE
+                || a.content_type.as_deref() != Some("application/problem+json")
+                || a.retry_after.is_none()
+        })
+        .map(|(id, a)| format!("{id}: {} {:?} {}", a.status, a.retry_after, a.body))
+        .collect();
+    assert!(wrong.is_empty(), "not a 503 with Retry-After: {wrong:#?}");
+    runtime.shutdown().await;
 }
 
 /// A location of brand `theirs`, as an administrator reads it.

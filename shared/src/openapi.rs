@@ -143,15 +143,51 @@ impl<'s> utoipa::ToResponse<'s> for TooManyRequests {
     }
 }
 
-/// Every operation that needs a caller may answer 429: the per-brand request limit applies
-/// where the caller is known, whatever the route.
+/// 503, with its `Retry-After`: the store did not answer in time or reported itself busy.
+pub struct ServiceUnavailable;
+
+impl<'s> utoipa::ToResponse<'s> for ServiceUnavailable {
+    fn response() -> (&'s str, RefOr<Response>) {
+        let response = problem(
+            "The store is unavailable for the moment (DynamoDB throttling or unreachable, \
+             SQLite busy), or the request took longer than the server's request timeout. \
+             Nothing or all of a write was done: retry the same request (with its \
+             Idempotency-Key where the route takes one) after `Retry-After`.",
+            example(
+                503,
+                "Service Unavailable",
+                "the store is temporarily unavailable; retry shortly",
+            ),
+        )
+        .header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(Some(u32::schema()))
+                .description(Some("Seconds to wait before retrying"))
+                .build(),
+        )
+        .build();
+        ("ServiceUnavailable", response.into())
+    }
+}
+
+/// Every operation that needs a caller may answer 429 (the per-brand request limit applies
+/// where the caller is known, whatever the route) and, as each reads or writes the store,
+/// 503 when the store is unavailable.
 pub fn limit_every_authenticated_operation(document: &mut utoipa::openapi::OpenApi) {
-    let (name, response) = <TooManyRequests as utoipa::ToResponse>::response();
-    document
-        .components
-        .get_or_insert_with(Default::default)
-        .responses
-        .insert(name.to_owned(), response);
+    let shared = [
+        ("429", <TooManyRequests as utoipa::ToResponse>::response()),
+        (
+            "503",
+            <ServiceUnavailable as utoipa::ToResponse>::response(),
+        ),
+    ];
+    let components = document.components.get_or_insert_with(Default::default);
+    for (_, (name, response)) in &shared {
+        components
+            .responses
+            .insert((*name).to_owned(), response.clone());
+    }
     for item in document.paths.paths.values_mut() {
         for op in [
             &mut item.get,
@@ -168,10 +204,12 @@ pub fn limit_every_authenticated_operation(document: &mut utoipa::openapi::OpenA
                 .as_ref()
                 .is_some_and(|s| s.iter().all(|r| r == &Default::default()));
             if !public {
-                op.responses.responses.insert(
-                    "429".to_owned(),
-                    RefOr::Ref(utoipa::openapi::Ref::from_response_name(name)),
-                );
+                for (status, (name, _)) in &shared {
+                    op.responses.responses.insert(
+                        (*status).to_owned(),
+                        RefOr::Ref(utoipa::openapi::Ref::from_response_name(*name)),
+                    );
+                }
             }
         }
     }

@@ -47,6 +47,9 @@ pub struct EmbeddedStore {
     notifiers: Mutex<HashMap<String, Arc<Notify>>>,
     /// The time every stored time and expiry of this store is read from.
     clock: Clock,
+    /// Tests: every call reports the store unavailable.
+    #[cfg(feature = "faults")]
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl EmbeddedStore {
@@ -70,6 +73,8 @@ impl EmbeddedStore {
             reader: Arc::new(Mutex::new(reader)),
             notifiers: Mutex::new(HashMap::new()),
             clock,
+            #[cfg(feature = "faults")]
+            failing: Default::default(),
         }))
     }
 
@@ -109,6 +114,7 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
+        self.check_faults()?;
         run_on(self.writer.clone(), f).await
     }
 
@@ -118,7 +124,30 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
+        self.check_faults()?;
         run_on(self.reader.clone(), f).await
+    }
+
+    /// Tests (feature `faults`): from now on every read and write reports the store
+    /// unavailable (as a busy SQLite file does), until switched off.
+    #[cfg(feature = "faults")]
+    pub fn fail_every_call(&self, on: bool) {
+        self.failing.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[cfg(feature = "faults")]
+    fn check_faults(&self) -> StoreResult<()> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "injected: the store is unavailable".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "faults"))]
+    fn check_faults(&self) -> StoreResult<()> {
+        Ok(())
     }
 
     /// Wakes long-polling receivers of a queue (or the webhook deliverer).
