@@ -504,7 +504,8 @@ async fn the_worker_binary_logs_the_fields_the_operations_queries_filter_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_delivery_function_delivers_a_raw_sns_message_and_drops_an_undecodable_one() {
+async fn the_delivery_function_delivers_a_raw_sns_message_and_leaves_an_undecodable_one_for_its_dlq(
+) {
     let env = Env::of(Kind::Aws, small_chunks()).await;
     let ports = env.ports();
     let brand = BrandId::new_random();
@@ -540,9 +541,16 @@ async fn the_delivery_function_delivers_a_raw_sns_message_and_drops_an_undecodab
         .await
         .unwrap();
 
-    assert!(
-        response.batch_item_failures.is_empty(),
-        "the undecodable one is dropped, not retried"
+    // The one queue policy: never dropped; reported alone, so redrive takes it to the DLQ.
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        vec!["garbage-1"],
+        "only the undecodable one is left"
     );
     let delivery = tokio::time::timeout(Duration::from_secs(10), receiver.next())
         .await

@@ -505,6 +505,51 @@ async fn a_malformed_message_in_a_batch_fails_alone() {
     );
 }
 
+/// The one queue policy, in the local runtime: a webhook-queue message that can never
+/// decode is not dropped; after `max_receive_count` deliveries it is in the webhook DLQ,
+/// body unchanged, and the queue is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_webhook_message_ends_in_its_dead_letter_queue_unchanged() {
+    // The shortest a webhook message may stay invisible, and one delivery before the DLQ.
+    let settings = shared::Settings {
+        webhook_visibility_timeout: Duration::from_secs(15),
+        max_receive_count: 1,
+        ..fast_settings()
+    };
+    let env = Env::new(settings.clone());
+    let runtime = env.start(env.config(), |ports| ports).await;
+    use shared::ports::Queue;
+    let garbage = "{\"eventId\": 42".to_owned();
+    runtime
+        .ports
+        .webhook_queue
+        .send_batch(std::slice::from_ref(&garbage))
+        .await
+        .unwrap();
+    let store = runtime.embedded_store().unwrap().clone();
+    let dlq = shared::embedded::EmbeddedQueue::new(
+        store,
+        shared::embedded::WEBHOOK_DLQ,
+        None,
+        Duration::from_secs(30),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let dead = loop {
+        let got = dlq.receive(10, Duration::from_millis(500)).await.unwrap();
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the undecodable message never reached the webhook DLQ"
+        );
+    };
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body, garbage);
+    assert_eq!(runtime.ports.webhook_queue.depth().await.unwrap(), 0);
+    runtime.shutdown().await;
+}
+
 #[tokio::test]
 async fn rate_limited_workers_still_link_exactly() {
     let mut settings = fast_settings();

@@ -3,9 +3,11 @@
 //! messages are reported alone (`ReportBatchItemFailures`).
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use shared::lambda::{batch_response, deadline_instant, received_messages, RecordWithoutId};
+use shared::lambda::{
+    batch_response, deadline_instant, leave_for_redelivery, received_messages, RecordWithoutId,
+};
 use tokio::time::Instant;
-use tracing::{warn, Instrument};
+use tracing::Instrument;
 
 use crate::Fanout;
 
@@ -17,7 +19,7 @@ pub async fn handle_sqs_event(
     let mut failed = Vec::new();
     for message in received_messages(event)? {
         if let Err(e) = fanout.handle(&message.body, deadline).await {
-            warn!(message_id = %message.message_id, error = %e, "fanout failed; reported in batchItemFailures");
+            leave_for_redelivery("fanout", &message, e.failure());
             failed.push(message.message_id);
         }
     }

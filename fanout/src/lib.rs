@@ -34,6 +34,16 @@ pub enum FanoutError {
     Store(#[from] StoreError),
 }
 
+impl FanoutError {
+    /// What the queue policy (`shared::lambda::leave_for_redelivery`) makes of it.
+    pub fn failure(&self) -> shared::lambda::Failure<'_> {
+        match self {
+            FanoutError::BadMessage(_) => shared::lambda::Failure::Undecodable(self),
+            FanoutError::Store(_) => shared::lambda::Failure::Passing(self),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum FanoutReport {
     /// Every page is enqueued (or the job was cancelled before the end).
@@ -244,9 +254,7 @@ pub async fn run_queue_loop(
                         warn!(error = %e, "delete failed; the fanout message will be replayed");
                     }
                 }
-                Err(e) => {
-                    warn!(message_id = %message.message_id, error = %e, "fanout failed; will retry")
-                }
+                Err(e) => shared::lambda::leave_for_redelivery("fanout", &message, e.failure()),
             }
         }
     }

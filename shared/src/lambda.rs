@@ -91,3 +91,37 @@ pub async fn fail_init(e: &crate::config::SettingsError) -> ! {
     }
     std::process::exit(1)
 }
+
+/// How a consumer's handling of one queue message failed.
+pub enum Failure<'a> {
+    /// The body can never decode: not JSON, or not this queue's message.
+    Undecodable(&'a dyn std::fmt::Display),
+    /// Anything else (the store, a timeout): the next delivery may succeed.
+    Passing(&'a dyn std::fmt::Display),
+}
+
+/// The one policy for a message whose handling failed, for every queue consumer (fanout,
+/// worker, webhooks) on Lambda and in `serve`: the message stays on its queue — reported in
+/// `batchItemFailures` on Lambda, not deleted locally — so the queue delivers it again, and
+/// after `maxReceiveCount` deliveries the queue's redrive policy moves it to its dead-letter
+/// queue, where the DLQ alarm fires. A message that can never decode goes the same way and
+/// is logged at error level: it is never dropped (what was sent stays for whoever looks into
+/// it) and never acted on. The caller reports or keeps the message; this logs why.
+pub fn leave_for_redelivery(consumer: &str, message: &ReceivedMessage, failure: Failure<'_>) {
+    match failure {
+        Failure::Undecodable(e) => tracing::error!(
+            consumer,
+            message_id = %message.message_id,
+            receive_count = message.receive_count,
+            error = %e,
+            "undecodable message: left for the dead-letter queue"
+        ),
+        Failure::Passing(e) => tracing::warn!(
+            consumer,
+            message_id = %message.message_id,
+            receive_count = message.receive_count,
+            error = %e,
+            "message failed; it will be delivered again"
+        ),
+    }
+}

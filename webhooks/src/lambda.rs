@@ -1,14 +1,15 @@
 //! The deliverer as a Lambda function on the webhook queue: the records of a batch are
 //! handled side by side (a hanging receiver holds only its own), each failure reported
-//! alone (`ReportBatchItemFailures`); an undecodable record is logged and dropped.
+//! alone (`ReportBatchItemFailures`); an undecodable record too (the one queue policy,
+//! `shared::lambda::leave_for_redelivery`: it reaches the webhook queue's DLQ).
 
 use std::io::Write;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::future::join_all;
-use shared::lambda::{batch_response, received_messages, RecordWithoutId};
+use shared::lambda::{batch_response, leave_for_redelivery, received_messages, RecordWithoutId};
 use shared::telemetry::{emf_line, Metric};
-use tracing::{warn, Instrument};
+use tracing::Instrument;
 
 use crate::{Deliverer, Report};
 
@@ -24,11 +25,8 @@ pub async fn handle_sqs_event(
     for (message, result) in messages.into_iter().zip(results) {
         match result {
             Ok(report) => total.add(report),
-            Err(e) if e.is_permanent() => {
-                warn!(message_id = %message.message_id, error = %e, "dropping an undecodable webhook-queue message");
-            }
             Err(e) => {
-                warn!(message_id = %message.message_id, error = %e, "webhook message failed; reported in batchItemFailures");
+                leave_for_redelivery("webhooks", &message, e.failure());
                 failed.push(message.message_id);
             }
         }

@@ -32,8 +32,9 @@ pub const USER_AGENT: &str = concat!("bulklink/", env!("CARGO_PKG_VERSION"));
 /// for this long instead of waiting for it.
 const BUSY_RETRY: Duration = Duration::from_secs(1);
 
-/// Why a message could not be handled. Retryable ones leave the message to be delivered
-/// again; a message that can never decode is dropped (and logged).
+/// Why a message could not be handled. Either way the message is left to be delivered
+/// again (`shared::lambda::leave_for_redelivery`): one that can never decode reaches the
+/// webhook queue's dead-letter queue.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
     #[error("undecodable message: {0}")]
@@ -43,8 +44,12 @@ pub enum HandleError {
 }
 
 impl HandleError {
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, HandleError::Undecodable(_))
+    /// What the queue policy (`shared::lambda::leave_for_redelivery`) makes of it.
+    pub fn failure(&self) -> shared::lambda::Failure<'_> {
+        match self {
+            HandleError::Undecodable(_) => shared::lambda::Failure::Undecodable(self),
+            _ => shared::lambda::Failure::Passing(self),
+        }
     }
 }
 
@@ -431,11 +436,8 @@ pub async fn run_queue_loop(
 async fn handle_and_delete(deliverer: &Deliverer, queue: &dyn Queue, message: ReceivedMessage) {
     match deliverer.handle(&message.body).await {
         Ok(_) => {}
-        Err(e) if e.is_permanent() => {
-            warn!(message_id = %message.message_id, error = %e, "dropping an undecodable webhook-queue message");
-        }
         Err(e) => {
-            warn!(message_id = %message.message_id, receive_count = message.receive_count, error = %e, "webhook message failed; it will be delivered again");
+            shared::lambda::leave_for_redelivery("webhooks", &message, e.failure());
             return;
         }
     }

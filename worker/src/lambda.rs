@@ -7,13 +7,14 @@ use std::io::Write;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use shared::lambda::{batch_response, deadline_instant, received_messages, RecordWithoutId};
-use shared::ports::ReceivedMessage;
+use shared::lambda::{
+    batch_response, deadline_instant, leave_for_redelivery, received_messages, RecordWithoutId,
+};
 use shared::telemetry::{emf_line, Metric};
 use tokio::time::Instant;
 use tracing::{warn, Instrument};
 
-use crate::{ChunkError, ChunkProcessor, ChunkReport, Source};
+use crate::{ChunkProcessor, ChunkReport, Source};
 
 /// Time kept back from the deadline for answering the runtime.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
@@ -56,7 +57,7 @@ pub async fn handle_sqs_event(
                 );
             }
             Err(e) => {
-                log_failure(&message, &e);
+                leave_for_redelivery(source.consumer(), &message, e.failure());
                 failed.push(message.message_id);
             }
         }
@@ -104,15 +105,6 @@ pub async fn invoke(
     handle_sqs_event(processor, source, event.payload, deadline, metrics)
         .instrument(span)
         .await
-}
-
-fn log_failure(message: &ReceivedMessage, e: &ChunkError) {
-    warn!(
-        message_id = %message.message_id,
-        receive_count = message.receive_count,
-        error = %e,
-        "message failed; reported in batchItemFailures"
-    );
 }
 
 /// The per-chunk metrics line (EMF): counts, SDK retries (throttling and timeouts), the

@@ -34,6 +34,16 @@ pub enum ChunkError {
     TimedOut(Duration),
 }
 
+impl ChunkError {
+    /// What the queue policy (`shared::lambda::leave_for_redelivery`) makes of it.
+    pub fn failure(&self) -> shared::lambda::Failure<'_> {
+        match self {
+            ChunkError::BadMessage(_) => shared::lambda::Failure::Undecodable(self),
+            _ => shared::lambda::Failure::Passing(self),
+        }
+    }
+}
+
 /// What handling one message did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ChunkReport {
@@ -62,6 +72,16 @@ enum Attempt {
 pub enum Source {
     Chunks,
     DeadLetters,
+}
+
+impl Source {
+    /// The consumer's name in logs.
+    pub fn consumer(self) -> &'static str {
+        match self {
+            Source::Chunks => "worker",
+            Source::DeadLetters => "worker-dlq",
+        }
+    }
 }
 
 pub struct ChunkProcessor {
@@ -367,7 +387,7 @@ pub async fn process_batch(
     for message in messages {
         let result = processor.handle(source, message).await;
         if let Err(e) = &result {
-            warn!(message_id = %message.message_id, receive_count = message.receive_count, error = %e, "message failed");
+            shared::lambda::leave_for_redelivery(source.consumer(), message, e.failure());
         }
         results.push((message.message_id.clone(), result));
     }
