@@ -248,7 +248,7 @@ impl Runtime {
             for _ in 0..FANOUT_INSTANCES {
                 tasks.spawn(fanout::run_queue_loop(
                     fanout.clone(),
-                    ports.fanout_queue.clone(),
+                    ports.fanout_queue.raw().clone(),
                     config.fanout_time_budget,
                     watcher.clone(),
                 ));
@@ -266,7 +266,7 @@ impl Runtime {
                 let processor = Arc::new(processor);
                 tasks.spawn(worker::run_queue_loop(
                     processor,
-                    ports.chunk_queue.clone(),
+                    ports.chunk_queue.raw().clone(),
                     Source::Chunks,
                     watcher.clone(),
                 ));
@@ -274,7 +274,7 @@ impl Runtime {
             let dead_letters = Arc::new(ChunkProcessor::new(ports.clone(), &config.settings));
             tasks.spawn(worker::run_queue_loop(
                 dead_letters,
-                ports.chunk_dlq.clone(),
+                ports.chunk_dlq.raw().clone(),
                 Source::DeadLetters,
                 watcher.clone(),
             ));
@@ -286,7 +286,7 @@ impl Runtime {
             )?);
             tasks.spawn(webhooks::run_queue_loop(
                 deliverer,
-                ports.webhook_queue.clone(),
+                ports.webhook_queue.raw().clone(),
                 watcher.clone(),
             ));
             tasks.spawn(run_sweeper(

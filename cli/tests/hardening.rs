@@ -253,9 +253,9 @@ async fn jobs_of_clients_that_hang_up_right_after_posting_all_run_to_the_end() {
     // a dropped request used to leave the job PENDING.
     let runtime = env
         .start(config, |mut ports| {
-            let mut queue = FaultyQueue::new(ports.fanout_queue.clone());
+            let mut queue = FaultyQueue::new(ports.fanout_queue.raw().clone());
             queue.send_delay = Duration::from_millis(300);
-            ports.fanout_queue = Arc::new(queue);
+            ports.fanout_queue = shared::ports::TypedQueue::new(Arc::new(queue));
             ports
         })
         .await;

@@ -188,9 +188,9 @@ async fn undo_removes_exactly_its_jobs_links_under_duplicates_and_a_stopped_work
     let stopping = halt.clone();
     let runtime = env
         .start(env.config(), move |mut ports| {
-            let mut queue = FaultyQueue::new(ports.chunk_queue.clone());
+            let mut queue = FaultyQueue::new(ports.chunk_queue.raw().clone());
             queue.duplicate = true;
-            ports.chunk_queue = Arc::new(queue);
+            ports.chunk_queue = shared::ports::TypedQueue::new(Arc::new(queue));
             let mut catalog = FaultyCatalog::new(ports.catalog.clone());
             catalog.halt_on_call = Some((2, stopping));
             ports.catalog = Arc::new(catalog);

@@ -324,7 +324,7 @@ async fn every_chunk_message_on_sqs_carries_its_brand_as_message_group() {
 #[tokio::test]
 async fn the_embedded_queue_alternates_between_groups_with_waiting_messages() {
     let env = Env::new(fast_settings());
-    let queue = env.ports().chunk_queue;
+    let queue = env.ports().chunk_queue.raw().clone();
     let bodies = |prefix: &str, n: usize| -> Vec<String> {
         (0..n).map(|i| format!("{prefix}{i}")).collect()
     };

@@ -53,9 +53,9 @@ async fn every_chunk_delivered_twice_and_concurrently_is_accounted_exactly_once(
     let chunks = n / env.settings.chunk_size as u64;
     let seeded = env.seed(n).await;
     let mut ports = env.ports();
-    let mut duplicating = FaultyQueue::new(ports.chunk_queue.clone());
+    let mut duplicating = FaultyQueue::new(ports.chunk_queue.raw().clone());
     duplicating.duplicate = true;
-    ports.chunk_queue = Arc::new(duplicating);
+    ports.chunk_queue = shared::ports::TypedQueue::new(Arc::new(duplicating));
     let job = create_job(&ports, &seeded).await;
     fan_out(&ports, &env.settings, job.id).await;
 
@@ -150,9 +150,9 @@ fn dropped_mid_fanout_and_mid_chunk_resumes_to_exact_counts(kind: Kind) {
         let pipeline = env
             .start(env.config(), |mut ports| {
                 // Page 2's second send batch never happens...
-                let mut queue = FaultyQueue::new(ports.chunk_queue.clone());
+                let mut queue = FaultyQueue::new(ports.chunk_queue.raw().clone());
                 queue.halt_on_send = Some((4, fanout_halt.clone()));
-                ports.chunk_queue = Arc::new(queue);
+                ports.chunk_queue = shared::ports::TypedQueue::new(Arc::new(queue));
                 // ...and the 5th chunk's links are written but never ledgered.
                 let mut catalog = FaultyCatalog::new(ports.catalog.clone());
                 catalog.halt_on_call = Some((5, chunk_halt.clone()));
@@ -483,6 +483,7 @@ async fn a_malformed_message_in_a_batch_fails_alone() {
     fan_out(&ports, &env.settings, job.id).await;
     ports
         .chunk_queue
+        .raw()
         .send_batch(&["{\"jobId\": 42".to_owned(), "null".to_owned()])
         .await
         .unwrap();
@@ -523,6 +524,7 @@ async fn an_undecodable_webhook_message_ends_in_its_dead_letter_queue_unchanged(
     runtime
         .ports
         .webhook_queue
+        .raw()
         .send_batch(std::slice::from_ref(&garbage))
         .await
         .unwrap();

@@ -323,9 +323,9 @@ impl Env {
                 }
                 let ports = self.ports();
                 for queue in [
-                    &ports.fanout_queue,
-                    &ports.chunk_queue,
-                    &ports.webhook_queue,
+                    ports.fanout_queue.raw(),
+                    ports.chunk_queue.raw(),
+                    ports.webhook_queue.raw(),
                 ] {
                     all.push(format!(
                         "{}: {}",

@@ -109,7 +109,7 @@ impl Fanout {
                 if Instant::now() + self.deadline_margin >= deadline {
                     self.ports
                         .fanout_queue
-                        .send_batch(&[FanoutMessage { job_id }.encode()])
+                        .send(&FanoutMessage { job_id })
                         .await?;
                     info!(
                         chunks = job.chunks_total,
@@ -143,9 +143,11 @@ impl Fanout {
             if parked.is_empty() {
                 break;
             }
+            // The bodies exactly as they were received and parked.
             let bodies: Vec<String> = parked.iter().map(|p| p.body.clone()).collect();
             self.ports
                 .chunk_queue
+                .raw()
                 .send_grouped(Some(&group), &bodies)
                 .await?;
             for chunk in &parked {
@@ -185,22 +187,26 @@ impl Fanout {
             .map(shared::ports::Cursor::from_position);
         let page =
             shared::kinds::page_ids(&self.ports, job, after.as_ref(), self.page_size).await?;
-        let bodies: Vec<String> = page
+        let chunks: Vec<ChunkMessage> = page
             .items
             .chunks(self.chunk_size)
             .enumerate()
-            .map(|(i, ids)| {
-                ChunkMessage {
-                    job_id: job.id,
-                    offer_id: job.offer_id,
-                    brand_id: job.brand_id,
-                    seq: ChunkSeq(job.chunks_total + i as u32),
-                    location_ids: ids.to_vec(),
-                }
-                .encode()
+            .map(|(i, ids)| ChunkMessage {
+                job_id: job.id,
+                offer_id: job.offer_id,
+                brand_id: job.brand_id,
+                seq: ChunkSeq(job.chunks_total + i as u32),
+                location_ids: ids.to_vec(),
             })
             .collect();
-        let batches: Vec<Vec<String>> = bodies.chunks(SEND_BATCH).map(<[String]>::to_vec).collect();
+        let chunks_added = chunks.len() as u32;
+        let mut batches: Vec<Vec<ChunkMessage>> = Vec::new();
+        for chunk in chunks {
+            match batches.last_mut() {
+                Some(batch) if batch.len() < SEND_BATCH => batch.push(chunk),
+                _ => batches.push(vec![chunk]),
+            }
+        }
         let queue = self.ports.chunk_queue.clone();
         // The brand is the message group: brands share the chunk queue fairly.
         let group = job.brand_id.to_string();
@@ -217,7 +223,7 @@ impl Fanout {
             prev_cursor,
             next_cursor: page.next.as_ref().map(|c| c.position().to_owned()),
             done: page.next.is_none(),
-            chunks_added: bodies.len() as u32,
+            chunks_added,
             ids_added: page.items.len() as u64,
         };
         Ok(self.ports.jobs.advance_fanout(job.id, &step).await?)

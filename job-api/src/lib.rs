@@ -519,7 +519,7 @@ async fn callback(ports: &Ports, job: &Job) -> Result<Option<CallbackView>, ApiE
 async fn start(ports: &Ports, job: &Job) -> Result<(), ApiError> {
     ports
         .fanout_queue
-        .send_batch(&[FanoutMessage { job_id: job.id }.encode()])
+        .send(&FanoutMessage { job_id: job.id })
         .await?;
     Ok(())
 }

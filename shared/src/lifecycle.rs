@@ -99,8 +99,8 @@ pub async fn sweep(
             report.notified += 1;
         } else if job.chunks_parked > 0 {
             // Left PAUSED but its parked chunks were not re-sent (the fanout message was lost).
-            let message = crate::domain::FanoutMessage { job_id: job.id }.encode();
-            ports.fanout_queue.send_batch(&[message]).await?;
+            let message = crate::domain::FanoutMessage { job_id: job.id };
+            ports.fanout_queue.send(&message).await?;
             warn!(job_id = %job.id, parked = job.chunks_parked, "parked chunks left behind; fanout restarted");
             report.restarted_fanouts += 1;
         } else if job.is_fully_accounted() {
@@ -112,8 +112,8 @@ pub async fn sweep(
                 report.completed += 1;
             }
         } else if !job.fanout_done {
-            let message = crate::domain::FanoutMessage { job_id: job.id }.encode();
-            ports.fanout_queue.send_batch(&[message]).await?;
+            let message = crate::domain::FanoutMessage { job_id: job.id };
+            ports.fanout_queue.send(&message).await?;
             warn!(job_id = %job.id, status = %job.status, "fanout idle; restarted");
             report.restarted_fanouts += 1;
         } else {
@@ -134,7 +134,7 @@ pub async fn sweep(
 /// names the delivery's attempt count; once another attempt has been recorded it is stale
 /// and dropped, so extra copies cost nothing.
 pub async fn schedule_attempt(
-    queue: &dyn crate::ports::Queue,
+    queue: &crate::ports::TypedQueue<crate::domain::WebhookMessage>,
     delivery: &crate::domain::Delivery,
     delay: std::time::Duration,
 ) -> StoreResult<()> {
@@ -144,7 +144,7 @@ pub async fn schedule_attempt(
         attempts: delivery.attempts,
     };
     queue
-        .send_delayed(&message.encode(), delay.min(crate::ports::MAX_SEND_DELAY))
+        .send_delayed(&message, delay.min(crate::ports::MAX_SEND_DELAY))
         .await
 }
 
@@ -163,12 +163,7 @@ pub async fn redeliver(
     }
     // Dying right here leaves the delivery pending without a message: the sweeper finds
     // overdue deliveries and schedules them again.
-    schedule_attempt(
-        ports.webhook_queue.as_ref(),
-        &again,
-        std::time::Duration::ZERO,
-    )
-    .await?;
+    schedule_attempt(&ports.webhook_queue, &again, std::time::Duration::ZERO).await?;
     Ok(Some(again))
 }
 
@@ -183,12 +178,7 @@ pub async fn reschedule_overdue_deliveries(ports: &Ports) -> StoreResult<usize> 
     let overdue = ports.webhooks.overdue_deliveries(before, 100).await?;
     for delivery in &overdue {
         warn!(delivery_id = %delivery.id, "webhook delivery overdue; scheduled again");
-        schedule_attempt(
-            ports.webhook_queue.as_ref(),
-            delivery,
-            std::time::Duration::ZERO,
-        )
-        .await?;
+        schedule_attempt(&ports.webhook_queue, delivery, std::time::Duration::ZERO).await?;
     }
     Ok(overdue.len())
 }

@@ -420,6 +420,116 @@ pub trait Queue: Send + Sync {
     async fn depth(&self) -> StoreResult<u64>;
 }
 
+/// What a queue carries, encoded and decoded in one place: a sender hands a
+/// [`TypedQueue`] the message, never a body it encoded itself.
+pub trait QueueMessage: Sized + Send + Sync + 'static {
+    fn encode(&self) -> String;
+    /// The message a body holds; an error says why it holds none.
+    fn decode(body: &str) -> Result<Self, crate::domain::DomainError>;
+}
+
+impl QueueMessage for crate::domain::FanoutMessage {
+    fn encode(&self) -> String {
+        crate::domain::FanoutMessage::encode(self)
+    }
+    fn decode(body: &str) -> Result<Self, crate::domain::DomainError> {
+        crate::domain::FanoutMessage::decode(body)
+    }
+}
+
+impl QueueMessage for crate::domain::ChunkMessage {
+    fn encode(&self) -> String {
+        crate::domain::ChunkMessage::encode(self)
+    }
+    fn decode(body: &str) -> Result<Self, crate::domain::DomainError> {
+        crate::domain::ChunkMessage::decode(body)
+    }
+}
+
+impl QueueMessage for crate::domain::WebhookMessage {
+    fn encode(&self) -> String {
+        crate::domain::WebhookMessage::encode(self)
+    }
+    fn decode(body: &str) -> Result<Self, crate::domain::DomainError> {
+        crate::domain::WebhookMessage::decode(body)
+    }
+}
+
+/// A queue of one kind of message (`TypedQueue<ChunkMessage>`) over a backend's [`Queue`]:
+/// sends take messages and encode them here. Receiving, deleting and the depth are the
+/// queue's own; [`TypedQueue::raw`] is the untyped queue, for the consumer loops and for
+/// tests that put on a queue what no sender would.
+pub struct TypedQueue<M> {
+    queue: Arc<dyn Queue>,
+    of: std::marker::PhantomData<fn(M) -> M>,
+}
+
+impl<M> Clone for TypedQueue<M> {
+    fn clone(&self) -> Self {
+        TypedQueue {
+            queue: self.queue.clone(),
+            of: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<M> AsRef<dyn Queue> for TypedQueue<M> {
+    fn as_ref(&self) -> &(dyn Queue + 'static) {
+        self.queue.as_ref()
+    }
+}
+
+impl<M: QueueMessage> TypedQueue<M> {
+    pub fn new(queue: Arc<dyn Queue>) -> Self {
+        TypedQueue {
+            queue,
+            of: std::marker::PhantomData,
+        }
+    }
+
+    /// Sends one message.
+    pub async fn send(&self, message: &M) -> StoreResult<()> {
+        self.queue.send_batch(&[message.encode()]).await
+    }
+
+    /// Sends up to 10 messages in one batch, each in message group `group`.
+    pub async fn send_grouped(&self, group: Option<&str>, messages: &[M]) -> StoreResult<()> {
+        let bodies: Vec<String> = messages.iter().map(QueueMessage::encode).collect();
+        self.queue.send_grouped(group, &bodies).await
+    }
+
+    /// Sends one message that becomes visible after `delay` (at most [`MAX_SEND_DELAY`]).
+    pub async fn send_delayed(&self, message: &M, delay: Duration) -> StoreResult<()> {
+        self.queue.send_delayed(&message.encode(), delay).await
+    }
+
+    /// The message a received body holds.
+    pub fn decode(&self, body: &str) -> Result<M, crate::domain::DomainError> {
+        M::decode(body)
+    }
+
+    /// The untyped queue underneath.
+    pub fn raw(&self) -> &Arc<dyn Queue> {
+        &self.queue
+    }
+
+    pub fn name(&self) -> &str {
+        self.queue.name()
+    }
+
+    pub async fn receive(&self, max: usize, wait: Duration) -> StoreResult<Vec<ReceivedMessage>> {
+        self.queue.receive(max, wait).await
+    }
+
+    pub async fn delete(&self, receipts: &[String]) -> StoreResult<()> {
+        self.queue.delete(receipts).await
+    }
+
+    pub async fn depth(&self) -> StoreResult<u64> {
+        self.queue.depth().await
+    }
+}
+
 /// Job events onto the event bus: SNS on AWS (where AWS-native consumers can subscribe
 /// too), the webhook queue itself on the embedded backend. Either way every event reaches
 /// the webhook queue, raw.
@@ -511,13 +621,13 @@ impl Health for AlwaysHealthy {
 pub struct Ports {
     pub catalog: Arc<dyn Catalog>,
     pub jobs: Arc<dyn JobStore>,
-    pub fanout_queue: Arc<dyn Queue>,
-    pub chunk_queue: Arc<dyn Queue>,
-    pub chunk_dlq: Arc<dyn Queue>,
+    pub fanout_queue: TypedQueue<crate::domain::FanoutMessage>,
+    pub chunk_queue: TypedQueue<crate::domain::ChunkMessage>,
+    pub chunk_dlq: TypedQueue<crate::domain::ChunkMessage>,
     pub events: Arc<dyn EventBus>,
     pub webhooks: Arc<dyn Webhooks>,
     /// Events (raw) and scheduled delivery attempts, for the webhook deliverer.
-    pub webhook_queue: Arc<dyn Queue>,
+    pub webhook_queue: TypedQueue<crate::domain::WebhookMessage>,
     pub health: Arc<dyn Health>,
     /// The time of day every handler and pipeline step reads (the stores hold the same one).
     pub clock: crate::clock::Clock,

@@ -108,6 +108,7 @@ contract! {
             depth_counts_waiting_and_in_flight_messages,
             a_delayed_message_arrives_only_after_its_delay,
             a_delay_longer_than_fifteen_minutes_is_refused,
+            a_typed_queue_sends_messages_that_its_receiver_decodes_as_sent,
         ],
         webhooks: [
             a_new_subscription_reads_back_with_its_secret,

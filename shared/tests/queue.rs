@@ -157,6 +157,7 @@ pub async fn a_long_poll_returns_as_soon_as_a_message_is_sent(fx: &Fixture) {
 
     fx.ports
         .chunk_queue
+        .raw()
         .send_batch(&bodies(&["wake up"]))
         .await
         .unwrap();
@@ -237,4 +238,42 @@ pub async fn a_delay_longer_than_fifteen_minutes_is_refused(fx: &Fixture) {
         "{refused:?}"
     );
     assert_eq!(queue.depth().await.unwrap(), 0);
+}
+
+pub async fn a_typed_queue_sends_messages_that_its_receiver_decodes_as_sent(fx: &Fixture) {
+    use shared::domain::{BrandId, ChunkMessage, ChunkSeq, FanoutMessage, JobId, LocationId};
+    let chunks: Vec<ChunkMessage> = (0..3)
+        .map(|seq| ChunkMessage {
+            job_id: JobId::new_v7(),
+            offer_id: shared::domain::OfferId::new_random(),
+            brand_id: BrandId::new_random(),
+            seq: ChunkSeq(seq),
+            location_ids: vec![LocationId::new_random(), LocationId::new_random()],
+        })
+        .collect();
+    fx.ports
+        .chunk_queue
+        .send_grouped(Some("brand"), &chunks)
+        .await
+        .unwrap();
+    let fanout = FanoutMessage {
+        job_id: JobId::new_v7(),
+    };
+    fx.ports.fanout_queue.send(&fanout).await.unwrap();
+
+    let mut got: Vec<ChunkMessage> = receive_n(fx.ports.chunk_queue.as_ref(), 3, fx.arrival_wait())
+        .await
+        .iter()
+        .map(|m| fx.ports.chunk_queue.decode(&m.body).unwrap())
+        .collect();
+    got.sort_by_key(|c| c.seq.0);
+    assert_eq!(got, chunks);
+    let handed = receive_one(fx.ports.fanout_queue.as_ref(), fx.arrival_wait()).await;
+    assert_eq!(fx.ports.fanout_queue.decode(&handed.body).unwrap(), fanout);
+    // A body that is no chunk is refused by name, not guessed at.
+    let refused = fx.ports.chunk_queue.decode(&handed.body).unwrap_err();
+    assert!(
+        refused.to_string().contains("not a chunk message"),
+        "{refused}"
+    );
 }

@@ -20,7 +20,7 @@ use shared::domain::{
 };
 use shared::egress::Egress;
 use shared::lifecycle::schedule_attempt;
-use shared::ports::{Ports, Queue, ReceivedMessage, Webhooks};
+use shared::ports::{Ports, Queue, ReceivedMessage, TypedQueue, Webhooks};
 use shared::{Settings, StoreError};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -77,7 +77,7 @@ impl Report {
 
 pub struct Deliverer {
     webhooks: Arc<dyn Webhooks>,
-    queue: Arc<dyn Queue>,
+    queue: TypedQueue<WebhookMessage>,
     egress: Egress,
     client: reqwest::Client,
     schedule: RetrySchedule,
@@ -192,7 +192,7 @@ impl Deliverer {
         if let Some(at) = delivery.next_attempt_at.filter(|at| *at > now) {
             // Waits longer than one delayed message can: send it on.
             let wait = (at - now).to_std().unwrap_or_default();
-            schedule_attempt(self.queue.as_ref(), &delivery, wait).await?;
+            schedule_attempt(&self.queue, &delivery, wait).await?;
             return Ok(Report::default());
         }
         match self.webhooks.get_subscription(subscription_id).await? {
@@ -252,7 +252,7 @@ impl Deliverer {
         let Some(_slots) = self.slots(&subscription) else {
             // Busy endpoint (or deliverer): come back shortly rather than hold this message
             // and everything behind it.
-            schedule_attempt(self.queue.as_ref(), &delivery, BUSY_RETRY).await?;
+            schedule_attempt(&self.queue, &delivery, BUSY_RETRY).await?;
             return Ok(Report {
                 deferred: 1,
                 ..Default::default()
@@ -369,7 +369,7 @@ impl Deliverer {
                 );
                 // Dying between the record above and this leaves no message: the sweeper
                 // reschedules overdue deliveries.
-                schedule_attempt(self.queue.as_ref(), &delivery, wait).await?;
+                schedule_attempt(&self.queue, &delivery, wait).await?;
             }
         }
         Ok(report)

@@ -217,6 +217,7 @@ impl LambdaSetup {
 
 /// The AWS backend's ports.
 pub fn ports(clients: &AwsClients, names: &AwsNames, clock: crate::clock::Clock) -> Ports {
+    use crate::ports::TypedQueue;
     let queue = |url: &str, name: &str| -> Arc<dyn crate::ports::Queue> {
         Arc::new(SqsQueue::new(clients.sqs.clone(), url, name))
     };
@@ -232,15 +233,15 @@ pub fn ports(clients: &AwsClients, names: &AwsNames, clock: crate::clock::Clock)
             &names.catalog_table,
             clock.clone(),
         )),
-        fanout_queue: queue(&names.fanout_queue_url, "fanout"),
-        chunk_queue: queue(&names.chunk_queue_url, "chunks"),
-        chunk_dlq: queue(&names.chunk_dlq_url, "chunks-dlq"),
+        fanout_queue: TypedQueue::new(queue(&names.fanout_queue_url, "fanout")),
+        chunk_queue: TypedQueue::new(queue(&names.chunk_queue_url, "chunks")),
+        chunk_dlq: TypedQueue::new(queue(&names.chunk_dlq_url, "chunks-dlq")),
         events: Arc::new(SnsEvents::new(clients.sns.clone(), &names.events_topic_arn)),
         webhooks: Arc::new(DynamoWebhooks::new(
             clients.dynamodb.clone(),
             &names.jobs_table,
         )),
-        webhook_queue: queue(&names.webhook_queue_url, "webhooks"),
+        webhook_queue: TypedQueue::new(queue(&names.webhook_queue_url, "webhooks")),
         health: Arc::new(crate::ports::AlwaysHealthy),
         clock,
     }

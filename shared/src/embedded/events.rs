@@ -1,20 +1,18 @@
 //! EventBus port on SQLite: an event goes straight onto the webhook queue, as SNS hands it
 //! to the webhook queue's raw subscription on AWS.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 
 use crate::domain::{JobEvent, WebhookMessage};
 use crate::error::StoreResult;
-use crate::ports::{EventBus, Queue};
+use crate::ports::{EventBus, TypedQueue};
 
 pub struct EmbeddedEvents {
-    webhook_queue: Arc<dyn Queue>,
+    webhook_queue: TypedQueue<WebhookMessage>,
 }
 
 impl EmbeddedEvents {
-    pub fn new(webhook_queue: Arc<dyn Queue>) -> Self {
+    pub fn new(webhook_queue: TypedQueue<WebhookMessage>) -> Self {
         EmbeddedEvents { webhook_queue }
     }
 }
@@ -23,7 +21,7 @@ impl EmbeddedEvents {
 impl EventBus for EmbeddedEvents {
     async fn publish(&self, event: &JobEvent) -> StoreResult<()> {
         self.webhook_queue
-            .send_batch(&[WebhookMessage::Event(event.clone()).encode()])
+            .send(&WebhookMessage::Event(event.clone()))
             .await
     }
 }

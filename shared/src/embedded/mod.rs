@@ -261,15 +261,16 @@ pub fn ports(store: &Arc<EmbeddedStore>, settings: &Settings) -> Ports {
         Some((WEBHOOK_DLQ.to_owned(), settings.max_receive_count)),
         settings.webhook_visibility_timeout,
     ));
+    use crate::ports::TypedQueue;
     Ports {
         catalog: store.clone(),
         jobs: store.clone(),
-        fanout_queue: queue(FANOUT_QUEUE, Some(FANOUT_DLQ)),
-        chunk_queue: queue(CHUNK_QUEUE, Some(CHUNK_DLQ)),
-        chunk_dlq: queue(CHUNK_DLQ, None),
-        events: Arc::new(EmbeddedEvents::new(webhook_queue.clone())),
+        fanout_queue: TypedQueue::new(queue(FANOUT_QUEUE, Some(FANOUT_DLQ))),
+        chunk_queue: TypedQueue::new(queue(CHUNK_QUEUE, Some(CHUNK_DLQ))),
+        chunk_dlq: TypedQueue::new(queue(CHUNK_DLQ, None)),
+        events: Arc::new(EmbeddedEvents::new(TypedQueue::new(webhook_queue.clone()))),
         webhooks: store.clone(),
-        webhook_queue,
+        webhook_queue: TypedQueue::new(webhook_queue),
         health: store.clone(),
         clock: store.clock().clone(),
     }
