@@ -25,15 +25,30 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo machete (no dependency declared but unused)"
 cargo machete
 echo "== the Lambda functions build without SQLite"
-if cargo tree --locked -e normal -p bulklink-job-api -p bulklink-status -p bulklink-fanout \
-  -p bulklink-worker -p bulklink-webhooks | grep -E "rusqlite|libsqlite3"; then
-  echo "a Lambda function links SQLite (shared's embedded feature)" >&2
-  exit 1
-fi
+lambdas=(bulklink-job-api bulklink-status bulklink-fanout bulklink-worker bulklink-webhooks)
+for pkg in "${lambdas[@]}"; do
+  if cargo tree --locked -e normal -p "$pkg" | grep -E "rusqlite|libsqlite3"; then
+    echo "$pkg links SQLite (bulklink-sqlite)" >&2
+    exit 1
+  fi
+done
+echo "== the fanout and worker functions link only what they use (no HTTP edge, no emulator)"
+# Each package alone, as its Lambda zip is built: its normal dependencies, by name.
+for pkg in bulklink-fanout bulklink-worker; do
+  if cargo tree --locked -e normal -p "$pkg" --prefix none | awk '{print $1}' | sort -u \
+    | grep -xE "axum|utoipa|jsonwebtoken|reqwest|rusqlite|libsqlite3-sys|bulklink-http|bulklink-sqlite"; then
+    echo "$pkg depends on the crates above; the fanout and worker functions must not" >&2
+    exit 1
+  fi
+  if cargo tree --locked -e normal,features -p "$pkg" -i bulklink-aws --prefix none | grep 'feature "emulator"'; then
+    echo "$pkg builds bulklink-aws with the emulator launcher and bootstrap" >&2
+    exit 1
+  fi
+done
 echo "== no production build enables the test-only fault switches"
 if cargo tree --locked -e normal,features -p bulklink -p bulklink-job-api -p bulklink-status \
-  -p bulklink-fanout -p bulklink-worker -p bulklink-webhooks -i bulklink-shared | grep 'feature "faults"'; then
-  echo "a production build enables bulklink-shared's faults feature" >&2
+  -p bulklink-fanout -p bulklink-worker -p bulklink-webhooks -i bulklink-sqlite | grep 'feature "faults"'; then
+  echo "a production build enables bulklink-sqlite's faults feature" >&2
   exit 1
 fi
 echo "== cargo build (the Lambda function binaries some tests run)"

@@ -25,10 +25,12 @@ for line in sys.stdin:
 bin_of() { # crate folder, target kind, target name
   awk -v p="$1" -v k="$2" -v t="$3" '$1 == p && $2 == k && $3 == t { print $4 }' <<<"$bins"
 }
-shared_lib=$(bin_of shared lib shared)
-shared_main=$(bin_of shared test main)
+core_lib=$(bin_of core lib bulklink_core)
+http_lib=$(bin_of http lib bulklink_http)
+egress_lib=$(bin_of egress lib bulklink_egress)
+contract=$(bin_of contract test main)
 e2e=$(bin_of cli test e2e)
-for b in "$shared_lib" "$shared_main" "$e2e"; do
+for b in "$core_lib" "$http_lib" "$egress_lib" "$contract" "$e2e"; do
   [ -x "$b" ] || { echo "a test binary is missing: '$b'" >&2; exit 1; }
 done
 
@@ -45,10 +47,13 @@ echo "== the same tests on $later, UTC+14 (today is $today UTC)"
 year_ahead() {
   TZ=BLK-14 FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f "$ahead" "$@"
 }
-# Unit tests of the core: the clock, tokens, signatures, retention, Retry-After dates.
-year_ahead "$shared_lib" --quiet
+# Unit tests of the core (the clock, signatures, retention), the HTTP edge (tokens) and
+# egress (Retry-After dates).
+year_ahead "$core_lib" --quiet
+year_ahead "$http_lib" --quiet
+year_ahead "$egress_lib" --quiet
 # The store's own times (idempotency, deliveries' retention) on the embedded backend.
-year_ahead "$shared_main" --quiet embedded::
+year_ahead "$contract" --quiet embedded::
 # Fixtures of earlier releases, Lambda fixture events, tokens and their expiry, webhooks
 # and their signatures (the standardwebhooks receiver runs under the same clock). On the
 # embedded backend: the AWS adapters read the same Clock, and moto under faketime is slowed

@@ -1,4 +1,4 @@
-# One role per function, each allowed exactly the calls its code makes (shared/src/aws/*).
+# One role per function, each allowed exactly the calls its code makes (shared/aws/*).
 #
 # DynamoDB has no IAM action for TransactWriteItems: each item of a transaction is
 # authorised as the PutItem, UpdateItem, DeleteItem or ConditionCheckItem it is. So a
@@ -47,7 +47,7 @@ locals {
 }
 
 # Webhooks are bulklink's own (subscriptions and deliveries are items of the jobs table,
-# shared/src/aws/webhooks.rs), not SNS subscriptions: no role has any sns:Subscribe,
+# shared/aws/webhooks.rs), not SNS subscriptions: no role has any sns:Subscribe,
 # Unsubscribe, GetSubscriptionAttributes or ConfirmSubscription. The functions that finish
 # jobs publish to the topic; its raw subscriber, the webhook queue, feeds the webhooks
 # function.

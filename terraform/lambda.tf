@@ -25,7 +25,7 @@ locals {
     for bin, zip in local.bootstrap_zip : bin => fileexists(zip) ? filebase64sha256(zip) : null
   }
 
-  # What every function is told (names from shared/src/aws/mod.rs and shared/src/config.rs).
+  # What every function is told (names from shared/aws/src/lib.rs and shared/core/src/config.rs).
   # Each value comes from the resource or variable it describes, never from a copy.
   lambda_env = {
     CATALOG_TABLE           = aws_dynamodb_table.catalog.name

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bulklink_core::domain::{BrandId, JobStatus};
+use bulklink_sqlite::EmbeddedStore;
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
-use shared::domain::{BrandId, JobStatus};
-use shared::embedded::EmbeddedStore;
 
 use crate::charts;
 use crate::client::ApiClient;
@@ -57,7 +57,7 @@ pub async fn measure(locations: u64, config: RuntimeConfig) -> anyhow::Result<Me
 
     let runtime = Runtime::start_embedded(&db, config.clone()).await?;
     let api = ApiClient::new(&runtime.base_url)?
-        .with_token(config.token(shared::auth::Role::Brand(seeded.brand_id)));
+        .with_token(config.token(bulklink_http::auth::Role::Brand(seeded.brand_id)));
     let started = Instant::now();
     let job = api.create_job(seeded.offer_id, None, None).await?;
     ended(
@@ -115,7 +115,7 @@ pub async fn measure(locations: u64, config: RuntimeConfig) -> anyhow::Result<Me
 /// Runs an unlink-all job of `offer` over HTTP to the end; its duration.
 async fn unlink_all(
     api: &ApiClient,
-    offer: shared::domain::OfferId,
+    offer: bulklink_core::domain::OfferId,
     locations: u64,
 ) -> anyhow::Result<f64> {
     let started = Instant::now();
@@ -152,7 +152,11 @@ async fn unlink_all(
 
 /// The floor: page the brand index, then per chunk of 100 one transaction that updates the
 /// locations and inserts the links. Nothing else: no queue, ledger, HTTP or status.
-pub fn floor(db: &Path, brand: BrandId, offer: shared::domain::OfferId) -> anyhow::Result<f64> {
+pub fn floor(
+    db: &Path,
+    brand: BrandId,
+    offer: bulklink_core::domain::OfferId,
+) -> anyhow::Result<f64> {
     let mut conn = Connection::open(db)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -177,7 +181,7 @@ pub fn floor(db: &Path, brand: BrandId, offer: shared::domain::OfferId) -> anyho
                 let mut link = tx.prepare_cached(
                     "INSERT INTO links (offer_id, location_id, linked_by, linked_at) VALUES (?1, ?2, 'floor', ?3)",
                 )?;
-                let now = shared::Clock::system().now_ms();
+                let now = bulklink_core::Clock::system().now_ms();
                 for id in chunk {
                     mark.execute(params![id, brand])?;
                     link.execute(params![offer, id, now])?;
@@ -304,11 +308,11 @@ pub fn budget_report(m: &Measured, budget: f64) -> String {
 #[derive(Clone, Debug)]
 pub struct RequestEconomy {
     /// The job's kind: the write target applies to link-all.
-    pub kind: shared::domain::JobKind,
+    pub kind: bulklink_core::domain::JobKind,
     pub locations: u64,
     pub secs: f64,
     /// `(service, operation) → (calls, attempts)`.
-    pub requests: std::collections::BTreeMap<(String, String), shared::aws::Counts>,
+    pub requests: std::collections::BTreeMap<(String, String), bulklink_aws::Counts>,
 }
 
 const DYNAMO_WRITES: [&str; 5] = [
@@ -367,13 +371,13 @@ impl RequestEconomy {
         let writes = self.dynamodb_writes() as f64 / n;
         // Unlinking writes 2 per location, 3 where the location is left without offers:
         // reported, with no target.
-        let write_target = if self.kind == shared::domain::JobKind::LinkAllLocations {
+        let write_target = if self.kind == bulklink_core::domain::JobKind::LinkAllLocations {
             format!("≤ 2.05: {}", check(writes <= 2.05))
         } else {
             "no target: 2 per location, 3 for one left without offers".to_owned()
         };
         let queries = self.queries() as f64 / n;
-        let query_target = if self.kind == shared::domain::JobKind::LinkAllLocations {
+        let query_target = if self.kind == bulklink_core::domain::JobKind::LinkAllLocations {
             format!("≤ 0.002: {}", check(queries <= 0.002))
         } else {
             "no target".to_owned()
@@ -404,7 +408,7 @@ pub async fn measure_aws(
     endpoint: Option<String>,
 ) -> anyhow::Result<(RequestEconomy, RequestEconomy)> {
     let config = unlimited_callers(config);
-    use shared::aws::{self, AwsClients, LocalEmulator, ResourceNames};
+    use bulklink_aws::{self as aws, AwsClients, LocalEmulator, ResourceNames};
 
     let emulator = match &endpoint {
         Some(_) => None,
@@ -430,13 +434,13 @@ pub async fn measure_aws(
     )
     .await?
     .names;
-    let ports = aws::ports(&clients, &names, shared::Clock::system());
+    let ports = aws::ports(&clients, &names, bulklink_core::Clock::system());
     let offer = crate::seed::seed_brand(&ports, BrandId::new_random(), "bench", locations).await?;
 
     // Count from the job's creation on: seeding is set-up.
     clients.counter.reset();
     let counter = clients.counter.clone();
-    let token = config.token(shared::auth::Role::Brand(offer.brand_id));
+    let token = config.token(bulklink_http::auth::Role::Brand(offer.brand_id));
     let runtime = Runtime::start_aws(clients, &names, config, |ports| ports).await?;
     let api = ApiClient::new(&runtime.base_url)?.with_token(token);
     let started = Instant::now();
@@ -452,7 +456,7 @@ pub async fn measure_aws(
     .await?;
     let secs = started.elapsed().as_secs_f64();
     let link_all = RequestEconomy {
-        kind: shared::domain::JobKind::LinkAllLocations,
+        kind: bulklink_core::domain::JobKind::LinkAllLocations,
         locations,
         secs,
         requests: counter.snapshot(),
@@ -463,7 +467,7 @@ pub async fn measure_aws(
     unlink_all(&api, offer.offer_id, locations).await?;
     let unlink_secs = started.elapsed().as_secs_f64();
     let unlink = RequestEconomy {
-        kind: shared::domain::JobKind::UnlinkAllLocations,
+        kind: bulklink_core::domain::JobKind::UnlinkAllLocations,
         locations,
         secs: unlink_secs,
         requests: counter.snapshot(),
@@ -477,25 +481,25 @@ pub async fn measure_aws(
 /// (linked or unlinked) of `want` locations.
 async fn ended(
     api: &ApiClient,
-    id: shared::domain::JobId,
+    id: bulklink_core::domain::JobId,
     poll: Duration,
     what: &str,
-    done: impl Fn(&shared::domain::Counters) -> u64,
+    done: impl Fn(&bulklink_core::domain::Counters) -> u64,
     want: u64,
-) -> anyhow::Result<shared::views::JobView> {
+) -> anyhow::Result<bulklink_http::views::JobView> {
     ended_watching(api, id, poll, what, done, want, |_| {}).await
 }
 
 /// [`ended`], shown every status read on the way.
 async fn ended_watching(
     api: &ApiClient,
-    id: shared::domain::JobId,
+    id: bulklink_core::domain::JobId,
     poll: Duration,
     what: &str,
-    done: impl Fn(&shared::domain::Counters) -> u64,
+    done: impl Fn(&bulklink_core::domain::Counters) -> u64,
     want: u64,
-    progress: impl FnMut(&shared::views::JobView),
-) -> anyhow::Result<shared::views::JobView> {
+    progress: impl FnMut(&bulklink_http::views::JobView),
+) -> anyhow::Result<bulklink_http::views::JobView> {
     let job = api
         .wait_terminal(id, poll, Duration::from_secs(3_600), progress)
         .await?;
@@ -548,7 +552,7 @@ async fn run_jobs(
     let mut running = tokio::task::JoinSet::new();
     for (i, ((n, delay), seed)) in jobs.iter().zip(&seeded).enumerate() {
         let api = ApiClient::new(&runtime.base_url)?
-            .with_token(config.token(shared::auth::Role::Brand(seed.brand_id)));
+            .with_token(config.token(bulklink_http::auth::Role::Brand(seed.brand_id)));
         let (n, delay, offer) = (*n, *delay, seed.offer_id);
         running.spawn(async move {
             tokio::time::sleep_until((began + delay).into()).await;
@@ -671,14 +675,14 @@ pub async fn budget_change(
     drop(store);
     let runtime = Runtime::start_embedded(&db, config.clone()).await?;
     let api = ApiClient::new(&runtime.base_url)?
-        .with_token(config.token(shared::auth::Role::Brand(seeded.brand_id)));
-    let admin =
-        ApiClient::new(&runtime.base_url)?.with_token(config.token(shared::auth::Role::Admin));
+        .with_token(config.token(bulklink_http::auth::Role::Brand(seeded.brand_id)));
+    let admin = ApiClient::new(&runtime.base_url)?
+        .with_token(config.token(bulklink_http::auth::Role::Admin));
     let job = api.create_job(seeded.offer_id, None, None).await?;
-    let started = shared::Clock::system().now();
+    let started = bulklink_core::Clock::system().now();
     let change = tokio::spawn(async move {
         tokio::time::sleep(at).await;
-        let when = shared::Clock::system().now();
+        let when = bulklink_core::Clock::system().now();
         admin.set_write_budget(to).await.map(|_| when)
     });
     ended(
@@ -731,7 +735,7 @@ pub async fn budget_change(
 /// its write time, and each link is `WRITES_PER_LOCATION` catalog writes.
 async fn writes_per_window(
     runtime: &Runtime,
-    offer: shared::domain::OfferId,
+    offer: bulklink_core::domain::OfferId,
 ) -> anyhow::Result<Vec<u64>> {
     Ok(runtime
         .embedded_store()

@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use bulklink_core::domain::{JobId, OfferId};
+use bulklink_http::views::JobView;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use shared::domain::{JobId, OfferId};
-use shared::views::JobView;
 
 #[derive(Clone)]
 pub struct ApiClient {

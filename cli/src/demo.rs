@@ -5,11 +5,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bulklink_core::domain::{BrandId, JobStatus};
+use bulklink_http::views::{JobView, SubscriptionView};
+use bulklink_sqlite::LinkStats;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use shared::domain::{BrandId, JobStatus};
-use shared::embedded::LinkStats;
-use shared::views::{JobView, SubscriptionView};
 
 use crate::client::ApiClient;
 use crate::receiver::Receiver;
@@ -135,9 +135,9 @@ pub async fn run_keeping_console(
 
     // The demo's webhook receiver listens on loopback: open exactly that range.
     let mut config = options.config.clone();
-    config.egress = shared::egress::Egress::new(
+    config.egress = bulklink_egress::Egress::new(
         vec!["127.0.0.0/8".parse().expect("a CIDR")],
-        std::sync::Arc::new(shared::egress::SystemResolver),
+        std::sync::Arc::new(bulklink_egress::SystemResolver),
     );
     let runtime = Runtime::start_embedded(&db, config).await?;
     let store = runtime
@@ -156,7 +156,7 @@ pub async fn run_keeping_console(
     // The demo's own brand token: every request acts as that brand.
     let token = options
         .config
-        .token_for("demo", shared::auth::Role::Brand(seeded.brand_id));
+        .token_for("demo", bulklink_http::auth::Role::Brand(seeded.brand_id));
     let api = ApiClient::new(&runtime.base_url)?.with_token(token.clone());
     let mut receiver = Receiver::start().await?;
     let subscription: SubscriptionView = api
@@ -223,7 +223,8 @@ pub async fn run_keeping_console(
     let signature_verified = delivery.verified.is_ok();
     let notifications = 1 + count_further_deliveries(&store, &mut receiver).await?;
 
-    let offer: shared::domain::Offer = api.get(&format!("/offers/{}", seeded.offer_id)).await?;
+    let offer: bulklink_core::domain::Offer =
+        api.get(&format!("/offers/{}", seeded.offer_id)).await?;
     let stats = store.link_stats(seeded.brand_id, seeded.offer_id).await?;
 
     say(String::new());
@@ -285,7 +286,7 @@ pub async fn run_keeping_console(
 /// Once the store holds no pending delivery, every delivery made has arrived: counts
 /// those beyond the first.
 async fn count_further_deliveries(
-    store: &shared::embedded::EmbeddedStore,
+    store: &bulklink_sqlite::EmbeddedStore,
     receiver: &mut Receiver,
 ) -> anyhow::Result<usize> {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use shared::domain::{BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId};
-use shared::domain::{Offer, OfferId};
-use shared::ports::{Catalog, Cursor, Page};
-use shared::{StoreError, StoreResult};
+use bulklink_core::domain::{BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId};
+use bulklink_core::domain::{Offer, OfferId};
+use bulklink_core::ports::{Catalog, Cursor, Page};
+use bulklink_core::{StoreError, StoreResult};
 use tokio::sync::Notify;
 
 /// A halt point: the wrapped call stops forever once reached, and says so.

@@ -11,13 +11,13 @@ use bulklink::client::ApiClient;
 use bulklink::demo::{self, DemoOptions};
 use bulklink::runtime::{AuthSetup, Runtime, RuntimeConfig};
 use bulklink::server::ServerLimits;
+use bulklink_aws::{self as aws, AwsClients, AwsNames, ResourceNames};
+use bulklink_core::domain::{BrandId, JobId, LocationId, OfferId};
+use bulklink_core::Settings;
+use bulklink_http::auth::Role;
+use bulklink_sqlite::EmbeddedStore;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use shared::auth::Role;
-use shared::aws::{self, AwsClients, AwsNames, ResourceNames};
-use shared::domain::{BrandId, JobId, LocationId, OfferId};
-use shared::embedded::EmbeddedStore;
-use shared::Settings;
 
 /// Prints a line to stdout; a closed pipe (`bulklink … | head`) ends the program quietly
 /// instead of panicking.
@@ -248,7 +248,7 @@ struct AuthArgs {
     #[arg(long)]
     insecure_no_auth: bool,
     /// The claim naming a caller's brand.
-    #[arg(long, env = "BRAND_CLAIM", default_value = shared::auth::DEFAULT_BRAND_CLAIM)]
+    #[arg(long, env = "BRAND_CLAIM", default_value = bulklink_http::auth::DEFAULT_BRAND_CLAIM)]
     brand_claim: String,
     /// Let webhooks reach this range (repeatable), e.g. 127.0.0.0/8 for a local receiver.
     #[arg(long = "webhook-allow-cidr", value_name = "CIDR")]
@@ -289,27 +289,27 @@ impl AuthArgs {
                 audience: self.jwt_audience.clone().unwrap_or_default(),
             });
         }
-        Ok(AuthSetup::LocalKey(shared::auth::load_or_create_key(
-            &self.token_key,
-        )?))
+        Ok(AuthSetup::LocalKey(
+            bulklink_http::auth::load_or_create_key(&self.token_key)?,
+        ))
     }
 
-    fn egress(&self) -> anyhow::Result<shared::egress::Egress> {
+    fn egress(&self) -> anyhow::Result<bulklink_egress::Egress> {
         let mut list = std::env::var("WEBHOOK_ALLOW_CIDRS").unwrap_or_default();
         for cidr in &self.webhook_allow_cidr {
             list.push(',');
             list.push_str(cidr);
         }
-        let allow = shared::egress::Egress::parse_cidrs(&list)
+        let allow = bulklink_egress::Egress::parse_cidrs(&list)
             .map_err(|e| anyhow::anyhow!("--webhook-allow-cidr / WEBHOOK_ALLOW_CIDRS: {e}"))?;
         if !allow.is_empty() {
             tracing::info!(?allow, "webhooks may reach these ranges");
         }
-        let resolver: std::sync::Arc<dyn shared::egress::Resolve> = match self.webhook_resolver {
-            ResolverKind::System => std::sync::Arc::new(shared::egress::SystemResolver),
-            ResolverKind::None => std::sync::Arc::new(shared::egress::NoResolver),
+        let resolver: std::sync::Arc<dyn bulklink_egress::Resolve> = match self.webhook_resolver {
+            ResolverKind::System => std::sync::Arc::new(bulklink_egress::SystemResolver),
+            ResolverKind::None => std::sync::Arc::new(bulklink_egress::NoResolver),
         };
-        Ok(shared::egress::Egress::new(allow, resolver))
+        Ok(bulklink_egress::Egress::new(allow, resolver))
     }
 }
 
@@ -428,7 +428,7 @@ enum BudgetAction {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Command::Serve { .. });
-    shared::telemetry::init(if quiet { "warn" } else { "info" });
+    bulklink_core::telemetry::init(if quiet { "warn" } else { "info" });
     match cli.command {
         Command::Demo {
             locations,
@@ -483,7 +483,7 @@ async fn main() -> anyhow::Result<()> {
                     "link writes to the --fail-links-to locations will fail (a testing aid)"
                 );
             }
-            let wrap = move |mut ports: shared::ports::Ports| {
+            let wrap = move |mut ports: bulklink_core::ports::Ports| {
                 if !failing.is_empty() {
                     ports.catalog =
                         Arc::new(bulklink::faults::failing_links_to(ports.catalog, failing));
@@ -529,22 +529,23 @@ async fn main() -> anyhow::Result<()> {
                 (false, Some(brand)) => Role::Brand(brand.parse()?),
                 (false, None) => bail!("pass --brand UUID or --admin"),
             };
-            let ttl = shared::auth::parse_ttl(&ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
-            let key = shared::auth::load_or_create_key(&token_key)?;
+            let ttl =
+                bulklink_http::auth::parse_ttl(&ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+            let key = bulklink_http::auth::load_or_create_key(&token_key)?;
             let sub = sub.unwrap_or_else(|| match &role {
                 Role::Admin => "admin".to_owned(),
                 Role::Brand(brand) => format!("brand-{brand}"),
             });
-            let brand_claim = shared::auth::brand_claim_from(|n| std::env::var(n).ok())?;
+            let brand_claim = bulklink_http::auth::brand_claim_from(|n| std::env::var(n).ok())?;
             emit!(
                 "{}",
-                shared::auth::mint_token(
+                bulklink_http::auth::mint_token(
                     &key,
                     &sub,
                     &role,
                     ttl,
                     &brand_claim,
-                    &shared::Clock::system()
+                    &bulklink_core::Clock::system()
                 )?
             );
         }
@@ -740,7 +741,7 @@ async fn seed_over_api(
     if let Some(brand) = brand {
         new_offer["brandId"] = json!(brand);
     }
-    let offer: shared::domain::Offer = client.post("/offers", &new_offer).await?;
+    let offer: bulklink_core::domain::Offer = client.post("/offers", &new_offer).await?;
     let brand = offer.brand_id;
     let mut left = locations;
     let mut n = 0u64;

@@ -11,8 +11,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
+use bulklink_core::domain::{VerifyError, WebhookSecret};
 use serde_json::Value;
-use shared::domain::{VerifyError, WebhookSecret};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -51,14 +51,14 @@ impl Received {
 
     /// Checks the signature against `secrets`, as a receiver does.
     pub fn verify_with(&self, secrets: &[&WebhookSecret]) -> Result<(), VerifyError> {
-        shared::domain::verify(
+        bulklink_core::domain::verify(
             secrets,
             self.header("webhook-id"),
             self.header("webhook-timestamp"),
             self.header("webhook-signature"),
             &self.body,
             // A receiver checks the timestamp against its own machine's time.
-            shared::Clock::system().now(),
+            bulklink_core::Clock::system().now(),
         )
     }
 }
@@ -149,13 +149,13 @@ async fn receive(State(ctx): State<Ctx>, headers: HeaderMap, body: String) -> St
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let get = |name: &str| headers.get(name).map(String::as_str);
-    let verified = shared::domain::verify(
+    let verified = bulklink_core::domain::verify(
         &secrets.iter().collect::<Vec<_>>(),
         get("webhook-id"),
         get("webhook-timestamp"),
         get("webhook-signature"),
         &body,
-        shared::Clock::system().now(),
+        bulklink_core::Clock::system().now(),
     );
     let answered = (ctx.answer)(nth);
     let _ = ctx.tx.send(Received {

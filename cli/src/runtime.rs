@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use bulklink_aws::{AwsClients, AwsNames};
+use bulklink_core::{Clock, Ports, Settings};
+use bulklink_egress::Egress;
+use bulklink_http::auth::{Authenticator, Role, Verifier};
+use bulklink_http::http::ApiState;
+use bulklink_sqlite::{self as embedded, EmbeddedStore};
 use fanout::Fanout;
-use shared::auth::{Authenticator, Role, Verifier};
-use shared::aws::{AwsClients, AwsNames};
-use shared::egress::Egress;
-use shared::embedded::{self, EmbeddedStore};
-use shared::http::ApiState;
-use shared::{Clock, Ports, Settings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -88,7 +88,7 @@ impl RuntimeConfig {
                 self.auth
             );
         };
-        shared::auth::mint_token(
+        bulklink_http::auth::mint_token(
             key,
             sub,
             &role,
@@ -128,7 +128,7 @@ impl Default for RuntimeConfig {
             sweep_every: Duration::from_secs(10),
             consumers: true,
             auth: AuthSetup::LocalKey(random_key()),
-            brand_claim: shared::auth::DEFAULT_BRAND_CLAIM.to_owned(),
+            brand_claim: bulklink_http::auth::DEFAULT_BRAND_CLAIM.to_owned(),
             egress: Egress::default(),
             limits: ServerLimits::default(),
             clock: Clock::system(),
@@ -167,7 +167,7 @@ pub fn app(state: ApiState, auth: Arc<Authenticator>) -> axum::Router {
     let settings = state.settings.clone();
     let (router, _) = job_api::routes().merge(status::routes()).split_for_parts();
     let router = router.merge(status::console::router()).with_state(state);
-    shared::http::finish_router(router, auth, &settings)
+    bulklink_http::http::finish_router(router, auth, &settings)
 }
 
 impl Runtime {
@@ -200,7 +200,7 @@ impl Runtime {
         config: RuntimeConfig,
         wrap: impl FnOnce(Ports) -> Ports,
     ) -> anyhow::Result<Runtime> {
-        let ports = wrap(shared::aws::ports(&clients, names, config.clock.clone()));
+        let ports = wrap(bulklink_aws::ports(&clients, names, config.clock.clone()));
         Self::start(Backend::Aws(clients), config, move || ports).await
     }
 
@@ -224,7 +224,7 @@ impl Runtime {
         let (shutdown, watcher) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
-        let live_rates = shared::budget::LiveRates::default();
+        let live_rates = bulklink_core::budget::LiveRates::default();
         let state = ApiState {
             ports: ports.clone(),
             egress: egress.clone(),
@@ -323,7 +323,7 @@ impl Runtime {
             .minter
             .as_ref()
             .context("this runtime does not verify tokens with a local key")?;
-        Ok(shared::auth::mint_token(
+        Ok(bulklink_http::auth::mint_token(
             key,
             sub,
             &role,
@@ -393,7 +393,7 @@ async fn run_sweeper(
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let (idle_since, pending_since) = settings.sweep_thresholds(ports.clock.now());
-        match shared::lifecycle::sweep(&ports, idle_since, pending_since).await {
+        match bulklink_core::lifecycle::sweep(&ports, idle_since, pending_since).await {
             Ok(report) if report != Default::default() => tracing::info!(?report, "sweep"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweep failed"),

@@ -1,9 +1,9 @@
 //! Seeding a brand through the ports, for backends without a bulk path (the aws backend):
 //! one offer, then the locations in batches of the port's limit.
 
-use shared::domain::{BrandId, Location, LocationId, Offer, OfferId};
-use shared::embedded::SeededBrand;
-use shared::{Ports, StoreResult};
+use bulklink_core::domain::{BrandId, Location, LocationId, Offer, OfferId};
+use bulklink_core::{Ports, StoreResult};
+use bulklink_sqlite::SeededBrand;
 
 /// Most locations the catalog port creates in one call.
 const BATCH: usize = 100;

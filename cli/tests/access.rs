@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use bulklink::client::{ApiClient, ApiResponse};
 use bulklink::runtime::{AuthSetup, Runtime, RuntimeConfig};
+use bulklink_core::domain::{BrandId, LocationId, OfferId};
+use bulklink_http::auth::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use shared::auth::Role;
-use shared::domain::{BrandId, LocationId, OfferId};
 
 use crate::support::*;
 
@@ -130,11 +130,11 @@ async fn every_route_answers_each_caller_by_the_rules(kind: Kind) {
         .unwrap()
         .unwrap();
     let mut finished = ports.jobs.get_job(j).await.unwrap().unwrap();
-    finished.status = shared::domain::JobStatus::Succeeded;
-    let event = shared::domain::JobEvent::terminal(&finished).unwrap();
+    finished.status = bulklink_core::domain::JobStatus::Succeeded;
+    let event = bulklink_core::domain::JobEvent::terminal(&finished).unwrap();
     let delivery = ports
         .webhooks
-        .create_delivery(&shared::domain::Delivery::new(
+        .create_delivery(&bulklink_core::domain::Delivery::new(
             &event,
             &hook_sub,
             chrono::Utc::now(),
@@ -512,7 +512,7 @@ async fn idempotency_keys_belong_to_their_principal(kind: Kind) {
     assert_ne!(bob_other.body["id"], first.body["id"]);
     // Alice with a fresh token (same sub) retrying: the same job.
     let refreshed = ApiClient::new(&runtime.base_url).unwrap().with_token(
-        shared::auth::mint_token(
+        bulklink_http::auth::mint_token(
             KEY,
             "alice",
             &brand,
@@ -680,13 +680,13 @@ async fn with_a_jwks_rs256_and_es256_tokens_of_the_issuer_are_accepted_and_nothi
 
 /// A perfectly valid local HS256 token — of a server that uses a JWKS instead.
 fn runtime_free_local_token(brand: BrandId) -> String {
-    shared::auth::mint_token(
+    bulklink_http::auth::mint_token(
         KEY,
         "local",
         &Role::Brand(brand),
         Duration::from_secs(600),
         "brand_id",
-        &shared::Clock::system(),
+        &bulklink_core::Clock::system(),
     )
     .unwrap()
 }

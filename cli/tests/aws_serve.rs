@@ -9,10 +9,10 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use bulklink::client::ApiClient;
 use bulklink::receiver::Receiver;
+use bulklink_aws::{self as aws, AwsClients, ResourceNames};
+use bulklink_core::domain::{JobStatus, OfferId};
+use bulklink_core::Settings;
 use serde_json::{json, Value};
-use shared::aws::{self, AwsClients, ResourceNames};
-use shared::domain::{JobStatus, OfferId};
-use shared::Settings;
 
 use crate::support::*;
 
@@ -78,7 +78,7 @@ async fn serve_on_aws_links_every_location_and_delivers_the_signed_webhook() {
     .await;
 
     // Tokens from `bulklink token` with the server's key: the brand's, and an admin's.
-    let brand = shared::domain::BrandId::new_random().to_string();
+    let brand = bulklink_core::domain::BrandId::new_random().to_string();
     let token = |role: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_bulklink"))
             .args(["token", "--token-key", key])
@@ -128,7 +128,7 @@ async fn serve_on_aws_links_every_location_and_delivers_the_signed_webhook() {
     admin
         .post::<Value>(
             "/webhooks",
-            &json!({ "url": other_brand.url, "filter": { "brandId": shared::domain::BrandId::new_random() } }),
+            &json!({ "url": other_brand.url, "filter": { "brandId": bulklink_core::domain::BrandId::new_random() } }),
         )
         .await
         .unwrap();

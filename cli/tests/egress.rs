@@ -10,11 +10,11 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use bulklink::receiver::Receiver;
 use bulklink::runtime::{Runtime, RuntimeConfig};
+use bulklink_egress::{Egress, Resolve};
+use bulklink_http::auth::Role;
 use futures::future::BoxFuture;
 use reqwest::Method;
 use serde_json::{json, Value};
-use shared::auth::Role;
-use shared::egress::{Egress, Resolve};
 
 use crate::support::*;
 

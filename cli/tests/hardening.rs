@@ -10,10 +10,10 @@ use std::time::Duration;
 use bulklink::client::ApiClient;
 use bulklink::runtime::{Runtime, RuntimeConfig};
 use bulklink::server::ServerLimits;
+use bulklink_core::domain::{JobStatus, OfferId};
+use bulklink_http::auth::Role;
+use bulklink_sqlite::{EmbeddedStore, SeededBrand};
 use serde_json::{json, Value};
-use shared::auth::Role;
-use shared::domain::{JobStatus, OfferId};
-use shared::embedded::{EmbeddedStore, SeededBrand};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -255,7 +255,7 @@ async fn jobs_of_clients_that_hang_up_right_after_posting_all_run_to_the_end() {
         .start(config, |mut ports| {
             let mut queue = FaultyQueue::new(ports.fanout_queue.raw().clone());
             queue.send_delay = Duration::from_millis(300);
-            ports.fanout_queue = shared::ports::TypedQueue::new(Arc::new(queue));
+            ports.fanout_queue = bulklink_core::ports::TypedQueue::new(Arc::new(queue));
             ports
         })
         .await;
@@ -593,7 +593,7 @@ async fn a_lambda_with_an_invalid_setting_reports_it_to_the_runtime_api_at_init(
             move || {
                 Command::new(function_binary("bulklink-job-api"))
                     .env_clear()
-                    .envs(shared::aws::AwsNames::ENV.map(|n| (n, "unused")))
+                    .envs(bulklink_aws::AwsNames::ENV.map(|n| (n, "unused")))
                     .env("AWS_LAMBDA_RUNTIME_API", host)
                     .env("LOG_FORMAT", "json")
                     .env(name, value)
@@ -724,7 +724,7 @@ async fn an_undo_killed_mid_way_is_exact_after_a_restart() {
         .await
         .unwrap();
     assert_eq!(undo.status, 202, "{}", undo.body);
-    let undo_id: shared::domain::JobId = undo.body["id"].as_str().unwrap().parse().unwrap();
+    let undo_id: bulklink_core::domain::JobId = undo.body["id"].as_str().unwrap().parse().unwrap();
     // At 1,000 writes a second the undo takes seconds: kill it once it is under way.
     eventually(
         Duration::from_secs(30),

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use bulklink::client::{ApiClient, ApiResponse};
 use bulklink::runtime::{Runtime, RuntimeConfig};
+use bulklink_core::domain::{BrandId, LocationId, OfferId};
+use bulklink_http::auth::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use shared::auth::Role;
-use shared::domain::{BrandId, LocationId, OfferId};
 
 use crate::support::*;
 
@@ -496,7 +496,10 @@ async fn cancelling_over_http_answers_202_then_409_once_terminal() {
     let (runtime, api) = api_only(&env, seeded.brand_id).await;
     let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
     let cancelling = api.cancel(job.id).await.unwrap();
-    assert_eq!(cancelling.status, shared::domain::JobStatus::Cancelling);
+    assert_eq!(
+        cancelling.status,
+        bulklink_core::domain::JobStatus::Cancelling
+    );
     // Fanout sees the cancel and closes the job.
     let ports = runtime.ports.clone();
     fan_out(&ports, &env.settings, job.id).await;
@@ -508,7 +511,7 @@ async fn cancelling_over_http_answers_202_then_409_once_terminal() {
     let r = api
         .send(
             Method::POST,
-            &format!("/jobs/{}/cancel", shared::domain::JobId::new_v7()),
+            &format!("/jobs/{}/cancel", bulklink_core::domain::JobId::new_v7()),
             None,
             &[],
         )

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use bulklink::client::{ApiClient, ApiResponse};
 use bulklink::runtime::Runtime;
+use bulklink_core::domain::{Job, JobId, JobKind, JobStatus, LinkedBy, LocationId, OfferId};
+use bulklink_core::ports::Ports;
+use bulklink_http::auth::Role;
+use bulklink_sqlite::SeededBrand;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use shared::auth::Role;
-use shared::domain::{Job, JobId, JobKind, JobStatus, LinkedBy, LocationId, OfferId};
-use shared::embedded::SeededBrand;
-use shared::ports::Ports;
 
 use crate::support::*;
 
@@ -190,7 +190,7 @@ async fn undo_removes_exactly_its_jobs_links_under_duplicates_and_a_stopped_work
         .start(env.config(), move |mut ports| {
             let mut queue = FaultyQueue::new(ports.chunk_queue.raw().clone());
             queue.duplicate = true;
-            ports.chunk_queue = shared::ports::TypedQueue::new(Arc::new(queue));
+            ports.chunk_queue = bulklink_core::ports::TypedQueue::new(Arc::new(queue));
             let mut catalog = FaultyCatalog::new(ports.catalog.clone());
             catalog.halt_on_call = Some((2, stopping));
             ports.catalog = Arc::new(catalog);
@@ -246,7 +246,7 @@ async fn undo_removes_exactly_its_jobs_links_under_duplicates_and_a_stopped_work
     assert_eq!(of_undo.status, StatusCode::CONFLICT, "{}", of_undo.body);
     // Another brand does not see the job at all.
     let stranger = runtime
-        .api_as(Role::Brand(shared::domain::BrandId::new_random()))
+        .api_as(Role::Brand(bulklink_core::domain::BrandId::new_random()))
         .unwrap();
     let foreign = post(&stranger, &format!("/jobs/{}/undo", second.id)).await;
     assert_eq!(foreign.status, StatusCode::NOT_FOUND);
@@ -576,7 +576,7 @@ async fn offers_and_locations_are_renamed_and_deleted_by_their_brand_only(kind: 
     let runtime = env.start(env.config(), |ports| ports).await;
     let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
     let stranger = runtime
-        .api_as(Role::Brand(shared::domain::BrandId::new_random()))
+        .api_as(Role::Brand(bulklink_core::domain::BrandId::new_random()))
         .unwrap();
     let ids = brand_ids(&runtime.ports, &seeded).await;
     let offer = format!("/offers/{}", seeded.offer_id);

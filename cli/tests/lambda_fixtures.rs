@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
+use bulklink_core::domain::{BrandId, JobStatus, LocationId, OfferId};
 use lambda_http::request::LambdaRequest;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
-use shared::domain::{BrandId, JobStatus, LocationId, OfferId};
 use tower::ServiceExt;
 use worker::{ChunkProcessor, Source};
 
@@ -49,12 +49,12 @@ fn context(request_id: &str) -> Context {
 /// A job of `chunks` chunks fanned out by the fanout handler, its chunk messages drained.
 async fn fanned_out_job(
     env: &Env,
-    ports: &shared::Ports,
+    ports: &bulklink_core::Ports,
     chunks: u64,
 ) -> (
-    shared::embedded::SeededBrand,
-    shared::domain::Job,
-    Vec<shared::ports::ReceivedMessage>,
+    bulklink_sqlite::SeededBrand,
+    bulklink_core::domain::Job,
+    Vec<bulklink_core::ports::ReceivedMessage>,
 ) {
     let seeded = env.seed(chunks * env.settings.chunk_size as u64).await;
     let job = create_job(ports, &seeded).await;
@@ -70,7 +70,7 @@ async fn fanned_out_job(
     (seeded, job, messages)
 }
 
-fn small_chunks() -> shared::Settings {
+fn small_chunks() -> bulklink_core::Settings {
     let mut settings = fast_settings();
     settings.chunk_size = 10;
     settings
@@ -98,16 +98,17 @@ fn link_all_request(offer: OfferId, brand: Option<BrandId>) -> LambdaRequest {
 
 async fn through_job_api_lambda(
     env: &Env,
-    auth: shared::auth::Authenticator,
+    auth: bulklink_http::auth::Authenticator,
     request: LambdaRequest,
 ) -> Value {
-    let state = shared::http::ApiState {
+    let state = bulklink_http::http::ApiState {
         ports: env.ports(),
-        egress: shared::egress::Egress::default(),
+        egress: bulklink_egress::Egress::default(),
         settings: env.settings.clone(),
         live_rates: Default::default(),
     };
-    let router = shared::http::finish_router(job_api::router(state), Arc::new(auth), &env.settings);
+    let router =
+        bulklink_http::http::finish_router(job_api::router(state), Arc::new(auth), &env.settings);
     let response = lambda_http::Adapter::from(router)
         .oneshot(LambdaEvent::new(request, context("apigw-req")))
         .await
@@ -115,8 +116,8 @@ async fn through_job_api_lambda(
     serde_json::to_value(response).unwrap()
 }
 
-fn gateway_auth() -> shared::auth::Authenticator {
-    shared::auth::Authenticator::from_lambda_env(|_| None).unwrap()
+fn gateway_auth() -> bulklink_http::auth::Authenticator {
+    bulklink_http::auth::Authenticator::from_lambda_env(|_| None).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +161,7 @@ async fn the_lambda_reads_the_caller_from_the_authorizer_claims() {
     let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
     assert!(body["detail"].as_str().unwrap().contains("AUTH_MODE=none"));
 
-    let off = shared::auth::Authenticator::from_lambda_env(|name| {
+    let off = bulklink_http::auth::Authenticator::from_lambda_env(|name| {
         (name == "AUTH_MODE").then(|| "none".to_owned())
     })
     .unwrap();
@@ -183,13 +184,13 @@ async fn through_status_lambda_without_claims(env: &Env, route: &str, path: &str
         .unwrap()
         .remove("authorizer");
     let request: LambdaRequest = serde_json::from_value(event).unwrap();
-    let state = shared::http::ApiState {
+    let state = bulklink_http::http::ApiState {
         ports: env.ports(),
-        egress: shared::egress::Egress::default(),
+        egress: bulklink_egress::Egress::default(),
         settings: env.settings.clone(),
         live_rates: Default::default(),
     };
-    let router = shared::http::finish_router(
+    let router = bulklink_http::http::finish_router(
         status::router(state),
         Arc::new(gateway_auth()),
         &env.settings,
@@ -381,7 +382,7 @@ impl Write for Captured {
 async fn a_worker_invocation_logs_json_lines_with_request_job_and_chunk() {
     let captured = Captured::default();
     let sink = captured.clone();
-    shared::telemetry::init_with("info", true, move || sink.clone());
+    bulklink_core::telemetry::init_with("info", true, move || sink.clone());
     let env = Env::of(Kind::Aws, small_chunks()).await;
     let ports = env.ports();
     let (_, job, messages) = fanned_out_job(&env, &ports, 1).await;
@@ -510,8 +511,8 @@ async fn the_delivery_function_delivers_a_raw_sns_message_and_leaves_an_undecoda
     let ports = env.ports();
     let brand = BrandId::new_random();
     let mut receiver = bulklink::receiver::Receiver::start().await.unwrap();
-    let subscription = shared::domain::Subscription::new(
-        shared::domain::SubscriptionId::new_v7(),
+    let subscription = bulklink_core::domain::Subscription::new(
+        bulklink_core::domain::SubscriptionId::new_v7(),
         brand,
         receiver.url.parse().unwrap(),
         Default::default(),
@@ -524,10 +525,11 @@ async fn the_delivery_function_delivers_a_raw_sns_message_and_leaves_an_undecoda
         .await
         .unwrap();
     receiver.trust(subscription.secret.as_str()).unwrap();
-    let mut job = shared::domain::Job::new(brand, OfferId::new_random(), None, chrono::Utc::now());
+    let mut job =
+        bulklink_core::domain::Job::new(brand, OfferId::new_random(), None, chrono::Utc::now());
     job.status = JobStatus::Succeeded;
     job.finished_at = Some(chrono::Utc::now());
-    let event = shared::domain::JobEvent::terminal(&job).unwrap();
+    let event = bulklink_core::domain::JobEvent::terminal(&job).unwrap();
     // With raw message delivery, the SQS body is the published message itself.
     let raw = serde_json::to_string(&event).unwrap();
     let records = sqs_event(&[
@@ -572,7 +574,7 @@ async fn the_delivery_function_delivers_a_raw_sns_message_and_leaves_an_undecoda
     assert_eq!(log.items.len(), 1);
     assert_eq!(
         log.items[0].status,
-        shared::domain::DeliveryStatus::Succeeded
+        bulklink_core::domain::DeliveryStatus::Succeeded
     );
 }
 
@@ -637,7 +639,7 @@ async fn a_worker_instance_picks_up_a_changed_write_budget() {
 
     ports
         .jobs
-        .put_setting(shared::ports::WRITE_BUDGET_SETTING, "1000")
+        .put_setting(bulklink_core::ports::WRITE_BUDGET_SETTING, "1000")
         .await
         .unwrap();
     // The same chunk again and again (a replay: nothing is written twice) until the

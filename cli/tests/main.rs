@@ -1,6 +1,6 @@
 //! End-to-end tests of the pipeline on the embedded backend: through HTTP, through the real
 //! queue loops, and step by step, with faults injected at the port boundary.
-// Tests may read the machine's time; production code reads shared::clock::Clock.
+// Tests may read the machine's time; production code reads bulklink_core::clock::Clock.
 #![allow(clippy::disallowed_methods)]
 
 mod runtime_api;

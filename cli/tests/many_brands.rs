@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulklink::client::ApiClient;
+use bulklink_core::domain::{JobId, JobStatus};
+use bulklink_core::ports::Ports;
+use bulklink_http::auth::Role;
+use bulklink_http::views::JobView;
 use reqwest::{Method, StatusCode};
-use shared::auth::Role;
-use shared::domain::{JobId, JobStatus};
-use shared::ports::Ports;
-use shared::views::JobView;
 
 use crate::support::*;
 
@@ -22,8 +22,8 @@ crate::on_both_backends!(
 const WAIT: Duration = Duration::from_secs(120);
 
 /// A budget that makes the job take a few seconds: long enough to pause it mid-way.
-fn paced_settings(kind: Kind) -> shared::Settings {
-    shared::Settings {
+fn paced_settings(kind: Kind) -> bulklink_core::Settings {
+    bulklink_core::Settings {
         // moto under a full test run is slow: room for a slow delivery or two.
         max_receive_count: kind.scale(2, 3) as u32,
         write_budget_per_sec: Some(kind.scale(1_000, 400) as f64),
@@ -142,7 +142,7 @@ async fn a_paused_job_can_be_cancelled_and_its_parked_chunks_are_accounted(kind:
 
     // Another brand sees no such job.
     let stranger = runtime
-        .api_as(Role::Brand(shared::domain::BrandId::new_random()))
+        .api_as(Role::Brand(bulklink_core::domain::BrandId::new_random()))
         .unwrap();
     for action in ["pause", "resume"] {
         let r = stranger
@@ -186,13 +186,13 @@ async fn a_skipped_chunk_counts_what_an_earlier_delivery_of_it_linked() {
     fan_out(&ports, &env.settings, job.id).await;
     let messages = drain(ports.chunk_queue.as_ref()).await;
     assert_eq!(messages.len(), 2);
-    let first = shared::domain::ChunkMessage::decode(&messages[0].body).unwrap();
+    let first = bulklink_core::domain::ChunkMessage::decode(&messages[0].body).unwrap();
     ports
         .catalog
         .link_locations(
             job.offer_id,
             job.brand_id,
-            shared::domain::LinkedBy::Job(job.id),
+            bulklink_core::domain::LinkedBy::Job(job.id),
             &first.location_ids[..20],
         )
         .await
@@ -213,7 +213,7 @@ async fn a_skipped_chunk_counts_what_an_earlier_delivery_of_it_linked() {
 /// queued whole before it, still has most of its chunks to go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_brands_small_job_finishes_while_a_large_one_is_still_running() {
-    let env = Env::new(shared::Settings {
+    let env = Env::new(bulklink_core::Settings {
         chunk_size: 100,
         page_size: 1_000,
         write_budget_per_sec: Some(2_000.0),
@@ -362,7 +362,7 @@ async fn the_embedded_queue_alternates_between_groups_with_waiting_messages() {
 /// the same second, and an administrator's, are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_brand_over_its_request_rate_gets_429_and_other_brands_do_not() {
-    let env = Env::new(shared::Settings {
+    let env = Env::new(bulklink_core::Settings {
         brand_rate_per_sec: 0.1,
         brand_rate_burst: 5,
         ..fast_settings()
@@ -382,7 +382,7 @@ async fn a_brand_over_its_request_rate_gets_429_and_other_brands_do_not() {
                 .unwrap()
         }
     };
-    let offer = |seeded: &shared::embedded::SeededBrand| format!("/offers/{}", seeded.offer_id);
+    let offer = |seeded: &bulklink_sqlite::SeededBrand| format!("/offers/{}", seeded.offer_id);
     for _ in 0..5 {
         let r = get(Role::Brand(noisy.brand_id), offer(&noisy)).await;
         assert_eq!(r.status(), StatusCode::OK);
@@ -429,7 +429,7 @@ async fn a_brand_over_its_request_rate_gets_429_and_other_brands_do_not() {
 /// share (the live rates say so), a brand may not touch it, and the job ends exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_write_budget_changes_while_a_job_runs_and_every_worker_takes_its_share() {
-    let env = Env::new(shared::Settings {
+    let env = Env::new(bulklink_core::Settings {
         write_budget_per_sec: Some(400.0),
         worker_concurrency: 4,
         budget_refresh: Duration::from_millis(500),

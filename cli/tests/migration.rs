@@ -8,13 +8,13 @@
 
 use bulklink::client::ApiClient;
 use bulklink::runtime::{Runtime, RuntimeConfig};
+use bulklink_core::domain::{BrandId, JobStatus, OfferId};
+use bulklink_core::Clock;
+use bulklink_http::auth::Role;
+use bulklink_sqlite::EmbeddedStore;
 use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::Value;
-use shared::auth::Role;
-use shared::domain::{BrandId, JobStatus, OfferId};
-use shared::embedded::EmbeddedStore;
-use shared::Clock;
 
 use crate::support::*;
 
@@ -215,7 +215,8 @@ async fn a_file_of_the_release_before_job_kinds_migrates_and_its_jobs_can_be_und
     let brand: BrandId = id("brandId").parse().unwrap();
     let offer: OfferId = id("offerId").parse().unwrap();
     let second: OfferId = id("secondOfferId").parse().unwrap();
-    let shared_location: shared::domain::LocationId = id("sharedLocationId").parse().unwrap();
+    let shared_location: bulklink_core::domain::LocationId =
+        id("sharedLocationId").parse().unwrap();
     let clock = fixture_clock(created_at(&seeded));
     assert_eq!(user_version(&db), 2);
 
@@ -273,7 +274,7 @@ async fn a_file_of_the_release_before_job_kinds_migrates_and_its_jobs_can_be_und
         .await
         .unwrap();
     assert_eq!(undo.status, 202, "{}", undo.body);
-    let undo_id: shared::domain::JobId = undo.body["id"].as_str().unwrap().parse().unwrap();
+    let undo_id: bulklink_core::domain::JobId = undo.body["id"].as_str().unwrap().parse().unwrap();
     let undone = wait_terminal(&runtime.ports, undo_id, std::time::Duration::from_secs(60)).await;
     assert_eq!(undone.counters.unlinked, 300);
     let location: Value = api

@@ -9,10 +9,10 @@ use std::time::Duration;
 use bulklink::client::{ApiClient, ApiResponse};
 use bulklink::receiver::Receiver;
 use bulklink::runtime::{Runtime, RuntimeConfig};
+use bulklink_core::domain::{BrandId, LocationId, OfferId};
+use bulklink_http::auth::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use shared::auth::Role;
-use shared::domain::{BrandId, LocationId, OfferId};
 use utoipa::openapi::{OpenApi, PathItem};
 
 use crate::support::*;
@@ -423,12 +423,12 @@ async fn creation_codes(
 /// A job of `brand` on `offer` that ended COMPLETED_WITH_ERRORS with one failure, written
 /// through the job store's own steps.
 async fn finished_with_a_failure(
-    ports: &shared::ports::Ports,
+    ports: &bulklink_core::ports::Ports,
     brand: BrandId,
     offer: OfferId,
-) -> shared::domain::JobId {
-    use shared::domain::{ChunkCounts, ChunkSeq, Job};
-    use shared::ports::{Completion, CreateOutcome, Failure, FanoutAdvance};
+) -> bulklink_core::domain::JobId {
+    use bulklink_core::domain::{ChunkCounts, ChunkSeq, Job};
+    use bulklink_core::ports::{Completion, CreateOutcome, Failure, FanoutAdvance};
     let job = Job::new(brand, offer, None, chrono::Utc::now());
     let CreateOutcome::Created(job) = ports.jobs.create_job(&job, None).await.unwrap() else {
         panic!("job not created");
@@ -465,7 +465,7 @@ async fn finished_with_a_failure(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_status_code_is_answered_to_a_real_request() {
     let mut reach = Reach::new();
-    let big = vec![b' '; shared::http::MAX_BODY_BYTES + 1];
+    let big = vec![b' '; bulklink_http::http::MAX_BODY_BYTES + 1];
 
     // --- a server whose jobs never start: active jobs stay active -----------------------
     let idle_env = Env::new(fast_settings());
@@ -1710,7 +1710,7 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
     runtime.shutdown().await;
 
     // Over its request rate, a brand gets 429 on every route that needs a caller.
-    let limited_env = Env::new(shared::Settings {
+    let limited_env = Env::new(bulklink_core::Settings {
         brand_rate_per_sec: 0.01,
         brand_rate_burst: 1,
         ..fast_settings()
@@ -1764,8 +1764,8 @@ async fn with_dynamodb_and_sqs_unreachable_every_store_operation_answers_503_wit
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
-    let clients = shared::aws::AwsClients::load(Some(&endpoint)).await;
-    let names = shared::aws::AwsNames {
+    let clients = bulklink_aws::AwsClients::load(Some(&endpoint)).await;
+    let names = bulklink_aws::AwsNames {
         catalog_table: "catalog".into(),
         jobs_table: "jobs".into(),
         fanout_queue_url: format!("{endpoint}/000000000000/fanout"),

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulklink::runtime::{Runtime, RuntimeConfig};
-use shared::domain::{ChunkMessage, JobStatus, LocationId};
-use shared::lifecycle;
+use bulklink_core::domain::{ChunkMessage, JobStatus, LocationId};
+use bulklink_core::lifecycle;
 use worker::ChunkProcessor;
 
 use crate::support::*;
@@ -55,7 +55,7 @@ async fn every_chunk_delivered_twice_and_concurrently_is_accounted_exactly_once(
     let mut ports = env.ports();
     let mut duplicating = FaultyQueue::new(ports.chunk_queue.raw().clone());
     duplicating.duplicate = true;
-    ports.chunk_queue = shared::ports::TypedQueue::new(Arc::new(duplicating));
+    ports.chunk_queue = bulklink_core::ports::TypedQueue::new(Arc::new(duplicating));
     let job = create_job(&ports, &seeded).await;
     fan_out(&ports, &env.settings, job.id).await;
 
@@ -107,7 +107,10 @@ async fn a_replayed_fanout_page_resends_the_same_sequence_numbers() {
     // The same page fanned out twice from the same cursor: the second CAS loses.
     fanout.fan_out_one_page(&job).await.unwrap();
     let replay = fanout.fan_out_one_page(&job).await.unwrap();
-    assert!(matches!(replay, shared::ports::Advanced::Superseded(_)));
+    assert!(matches!(
+        replay,
+        bulklink_core::ports::Advanced::Superseded(_)
+    ));
 
     let seqs: Vec<u32> = drain(ports.chunk_queue.as_ref())
         .await
@@ -152,7 +155,7 @@ fn dropped_mid_fanout_and_mid_chunk_resumes_to_exact_counts(kind: Kind) {
                 // Page 2's second send batch never happens...
                 let mut queue = FaultyQueue::new(ports.chunk_queue.raw().clone());
                 queue.halt_on_send = Some((4, fanout_halt.clone()));
-                ports.chunk_queue = shared::ports::TypedQueue::new(Arc::new(queue));
+                ports.chunk_queue = bulklink_core::ports::TypedQueue::new(Arc::new(queue));
                 // ...and the 5th chunk's links are written but never ledgered.
                 let mut catalog = FaultyCatalog::new(ports.catalog.clone());
                 catalog.halt_on_call = Some((5, chunk_halt.clone()));
@@ -161,7 +164,7 @@ fn dropped_mid_fanout_and_mid_chunk_resumes_to_exact_counts(kind: Kind) {
             })
             .await;
         let api = pipeline
-            .api_as(shared::auth::Role::Brand(seeded.brand_id))
+            .api_as(bulklink_http::auth::Role::Brand(seeded.brand_id))
             .unwrap();
         let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
         tokio::time::timeout(Duration::from_secs(60), async {
@@ -210,7 +213,7 @@ async fn a_chunk_failing_on_every_delivery_is_accounted_failed_on_its_last_deliv
         })
         .await;
     let api = pipeline
-        .api_as(shared::auth::Role::Brand(seeded.brand_id))
+        .api_as(bulklink_http::auth::Role::Brand(seeded.brand_id))
         .unwrap();
     let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
     let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(120)).await;
@@ -256,7 +259,7 @@ async fn a_chunk_that_reaches_the_dead_letter_queue_is_accounted_by_the_dlq_cons
         })
         .await;
     let api = pipeline
-        .api_as(shared::auth::Role::Brand(seeded.brand_id))
+        .api_as(bulklink_http::auth::Role::Brand(seeded.brand_id))
         .unwrap();
     let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
     let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(120)).await;
@@ -312,7 +315,7 @@ async fn cancelling_mid_job_ends_cancelled_with_every_location_accounted() {
     let cancel = ports.jobs.request_cancel(job.id).await.unwrap();
     assert!(matches!(
         cancel,
-        Some(shared::ports::CancelOutcome::Cancelling(_))
+        Some(bulklink_core::ports::CancelOutcome::Cancelling(_))
     ));
     work_off(&ports, &processor).await;
 
@@ -324,7 +327,7 @@ async fn cancelling_mid_job_ends_cancelled_with_every_location_accounted() {
     let again = ports.jobs.request_cancel(job.id).await.unwrap();
     assert!(matches!(
         again,
-        Some(shared::ports::CancelOutcome::NotCancellable(_))
+        Some(bulklink_core::ports::CancelOutcome::NotCancellable(_))
     ));
 }
 
@@ -430,7 +433,7 @@ async fn a_finished_job_whose_event_was_lost_is_notified_by_the_sweeper() {
     assert_eq!(published[0].job_id, job.id);
     assert_eq!(
         published[0].event_type,
-        shared::domain::EventType::JobSucceeded
+        bulklink_core::domain::EventType::JobSucceeded
     );
     assert!(ports
         .jobs
@@ -512,14 +515,14 @@ async fn a_malformed_message_in_a_batch_fails_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_webhook_message_ends_in_its_dead_letter_queue_unchanged() {
     // The shortest a webhook message may stay invisible, and one delivery before the DLQ.
-    let settings = shared::Settings {
+    let settings = bulklink_core::Settings {
         webhook_visibility_timeout: Duration::from_secs(15),
         max_receive_count: 1,
         ..fast_settings()
     };
     let env = Env::new(settings.clone());
     let runtime = env.start(env.config(), |ports| ports).await;
-    use shared::ports::Queue;
+    use bulklink_core::ports::Queue;
     let garbage = "{\"eventId\": 42".to_owned();
     runtime
         .ports
@@ -529,9 +532,9 @@ async fn an_undecodable_webhook_message_ends_in_its_dead_letter_queue_unchanged(
         .await
         .unwrap();
     let store = runtime.embedded_store().unwrap().clone();
-    let dlq = shared::embedded::EmbeddedQueue::new(
+    let dlq = bulklink_sqlite::EmbeddedQueue::new(
         store,
-        shared::embedded::WEBHOOK_DLQ,
+        bulklink_sqlite::WEBHOOK_DLQ,
         None,
         Duration::from_secs(30),
     );
@@ -565,7 +568,7 @@ async fn rate_limited_workers_still_link_exactly() {
     };
     let pipeline = Runtime::start_embedded(&env.db(), config).await.unwrap();
     let api = pipeline
-        .api_as(shared::auth::Role::Brand(seeded.brand_id))
+        .api_as(bulklink_http::auth::Role::Brand(seeded.brand_id))
         .unwrap();
     let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
     let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(30)).await;
@@ -575,8 +578,8 @@ async fn rate_limited_workers_still_link_exactly() {
 }
 
 async fn first_location(
-    ports: &shared::Ports,
-    seeded: &shared::embedded::SeededBrand,
+    ports: &bulklink_core::Ports,
+    seeded: &bulklink_sqlite::SeededBrand,
 ) -> LocationId {
     ports
         .catalog

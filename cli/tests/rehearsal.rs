@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use bulklink::receiver::Receiver;
+use bulklink_core::domain::{BrandId, WebhookSecret};
 use serde_json::{json, Value};
-use shared::domain::{BrandId, WebhookSecret};
 use tokio::sync::watch;
 
 use crate::lambda_fixtures::lambda_env;
@@ -245,7 +245,7 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
     let secret: WebhookSecret = hook["secret"].as_str().unwrap().parse().unwrap();
 
     let (stop, stopped) = watch::channel(false);
-    let clients = shared::aws::AwsClients::load(Some(emulator().endpoint())).await;
+    let clients = bulklink_aws::AwsClients::load(Some(emulator().endpoint())).await;
     let mappings = [
         (names.fanout_queue_url.clone(), fanout.clone()),
         (names.chunk_queue_url.clone(), worker.clone()),

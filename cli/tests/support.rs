@@ -10,21 +10,21 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 pub use bulklink::faults::{FaultyCatalog, Halt};
 use bulklink::runtime::{Runtime, RuntimeConfig};
+use bulklink_aws::{self as aws, AwsClients, AwsNames, LocalEmulator, ResourceNames};
+use bulklink_core::domain::{BrandId, Job, JobEvent, JobId};
+use bulklink_core::ports::{CreateOutcome, Cursor, EventBus, Page, Ports, Queue, ReceivedMessage};
+use bulklink_core::{Settings, StoreError, StoreResult};
+use bulklink_sqlite::{self as embedded, EmbeddedStore, LinkStats, SeededBrand};
 use chrono::Utc;
 use fanout::Fanout;
-use shared::aws::{self, AwsClients, AwsNames, LocalEmulator, ResourceNames};
-use shared::domain::{BrandId, Job, JobEvent, JobId};
-use shared::embedded::{self, EmbeddedStore, LinkStats, SeededBrand};
-use shared::ports::{CreateOutcome, Cursor, EventBus, Page, Ports, Queue, ReceivedMessage};
-use shared::{Settings, StoreError, StoreResult};
 use worker::ChunkProcessor;
 
 /// Webhook targets on this machine's loopback are allowed (the test receivers); nothing
 /// else is, and names resolve only through an empty table.
-pub fn loopback_egress() -> shared::egress::Egress {
-    shared::egress::Egress::new(
+pub fn loopback_egress() -> bulklink_egress::Egress {
+    bulklink_egress::Egress::new(
         vec!["127.0.0.0/8".parse().expect("a CIDR")],
-        Arc::new(shared::egress::StaticResolver::default()),
+        Arc::new(bulklink_egress::StaticResolver::default()),
     )
 }
 
@@ -172,7 +172,9 @@ impl Env {
     pub fn ports(&self) -> Ports {
         match &self.backing {
             Backing::Embedded(store) => embedded::ports(store, &self.settings),
-            Backing::Aws { clients, names } => aws::ports(clients, names, shared::Clock::system()),
+            Backing::Aws { clients, names } => {
+                aws::ports(clients, names, bulklink_core::Clock::system())
+            }
         }
     }
 
@@ -557,23 +559,23 @@ impl EventBus for RecordingEvents {
 /// Wraps a real webhooks store: the first delivery created, or the first attempt recorded,
 /// halts (forever) once stored.
 pub struct FaultyWebhooks {
-    pub inner: Arc<dyn shared::ports::Webhooks>,
+    pub inner: Arc<dyn bulklink_core::ports::Webhooks>,
     pub halt_after_create: Option<Arc<Halt>>,
     pub halt_before_update: Option<Arc<Halt>>,
 }
 
 #[async_trait]
-impl shared::ports::Webhooks for FaultyWebhooks {
+impl bulklink_core::ports::Webhooks for FaultyWebhooks {
     async fn create_subscription(
         &self,
-        s: &shared::domain::Subscription,
-    ) -> StoreResult<shared::domain::Subscription> {
+        s: &bulklink_core::domain::Subscription,
+    ) -> StoreResult<bulklink_core::domain::Subscription> {
         self.inner.create_subscription(s).await
     }
     async fn get_subscription(
         &self,
-        id: shared::domain::SubscriptionId,
-    ) -> StoreResult<Option<shared::domain::Subscription>> {
+        id: bulklink_core::domain::SubscriptionId,
+    ) -> StoreResult<Option<bulklink_core::domain::Subscription>> {
         self.inner.get_subscription(id).await
     }
     async fn page_brand_subscriptions(
@@ -581,29 +583,35 @@ impl shared::ports::Webhooks for FaultyWebhooks {
         brand: BrandId,
         after: Option<&Cursor>,
         limit: usize,
-    ) -> StoreResult<Page<shared::domain::Subscription>> {
+    ) -> StoreResult<Page<bulklink_core::domain::Subscription>> {
         self.inner
             .page_brand_subscriptions(brand, after, limit)
             .await
     }
-    async fn delete_subscription(&self, id: shared::domain::SubscriptionId) -> StoreResult<bool> {
+    async fn delete_subscription(
+        &self,
+        id: bulklink_core::domain::SubscriptionId,
+    ) -> StoreResult<bool> {
         self.inner.delete_subscription(id).await
     }
     async fn rotate_secret(
         &self,
-        id: shared::domain::SubscriptionId,
-        secret: &shared::domain::WebhookSecret,
+        id: bulklink_core::domain::SubscriptionId,
+        secret: &bulklink_core::domain::WebhookSecret,
         until: chrono::DateTime<Utc>,
-    ) -> StoreResult<Option<shared::domain::Subscription>> {
+    ) -> StoreResult<Option<bulklink_core::domain::Subscription>> {
         self.inner.rotate_secret(id, secret, until).await
     }
-    async fn disable_subscription(&self, id: shared::domain::SubscriptionId) -> StoreResult<()> {
+    async fn disable_subscription(
+        &self,
+        id: bulklink_core::domain::SubscriptionId,
+    ) -> StoreResult<()> {
         self.inner.disable_subscription(id).await
     }
     async fn create_delivery(
         &self,
-        d: &shared::domain::Delivery,
-    ) -> StoreResult<shared::domain::Delivery> {
+        d: &bulklink_core::domain::Delivery,
+    ) -> StoreResult<bulklink_core::domain::Delivery> {
         let stored = self.inner.create_delivery(d).await?;
         if let Some(halt) = &self.halt_after_create {
             halt.stop_here().await;
@@ -612,14 +620,14 @@ impl shared::ports::Webhooks for FaultyWebhooks {
     }
     async fn get_delivery(
         &self,
-        s: shared::domain::SubscriptionId,
-        id: shared::domain::DeliveryId,
-    ) -> StoreResult<Option<shared::domain::Delivery>> {
+        s: bulklink_core::domain::SubscriptionId,
+        id: bulklink_core::domain::DeliveryId,
+    ) -> StoreResult<Option<bulklink_core::domain::Delivery>> {
         self.inner.get_delivery(s, id).await
     }
     async fn update_delivery(
         &self,
-        d: &shared::domain::Delivery,
+        d: &bulklink_core::domain::Delivery,
         expected: u32,
     ) -> StoreResult<bool> {
         if let Some(halt) = &self.halt_before_update {
@@ -629,10 +637,10 @@ impl shared::ports::Webhooks for FaultyWebhooks {
     }
     async fn page_subscription_deliveries(
         &self,
-        s: shared::domain::SubscriptionId,
+        s: bulklink_core::domain::SubscriptionId,
         after: Option<&Cursor>,
         limit: usize,
-    ) -> StoreResult<Page<shared::domain::Delivery>> {
+    ) -> StoreResult<Page<bulklink_core::domain::Delivery>> {
         self.inner
             .page_subscription_deliveries(s, after, limit)
             .await
@@ -642,14 +650,14 @@ impl shared::ports::Webhooks for FaultyWebhooks {
         job: JobId,
         after: Option<&Cursor>,
         limit: usize,
-    ) -> StoreResult<Page<shared::domain::Delivery>> {
+    ) -> StoreResult<Page<bulklink_core::domain::Delivery>> {
         self.inner.page_job_deliveries(job, after, limit).await
     }
     async fn overdue_deliveries(
         &self,
         before: chrono::DateTime<Utc>,
         limit: usize,
-    ) -> StoreResult<Vec<shared::domain::Delivery>> {
+    ) -> StoreResult<Vec<bulklink_core::domain::Delivery>> {
         self.inner.overdue_deliveries(before, limit).await
     }
 }

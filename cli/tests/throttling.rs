@@ -14,8 +14,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use shared::aws::AwsClients;
-use shared::domain::{JobStatus, OfferId};
+use bulklink_aws::AwsClients;
+use bulklink_core::domain::{JobStatus, OfferId};
 
 use crate::support::*;
 
@@ -156,7 +156,7 @@ async fn clients_via(endpoint: &str, max_attempts: u32) -> AwsClients {
 async fn pipeline_via(
     env: &Env,
     clients: AwsClients,
-    brand: shared::domain::BrandId,
+    brand: bulklink_core::domain::BrandId,
 ) -> (bulklink::runtime::Runtime, bulklink::client::ApiClient) {
     let pipeline = bulklink::runtime::Runtime::start_aws(
         clients,
@@ -166,7 +166,9 @@ async fn pipeline_via(
     )
     .await
     .unwrap();
-    let api = pipeline.api_as(shared::auth::Role::Brand(brand)).unwrap();
+    let api = pipeline
+        .api_as(bulklink_http::auth::Role::Brand(brand))
+        .unwrap();
     (pipeline, api)
 }
 
@@ -243,7 +245,11 @@ async fn throttling_that_outlasts_the_sdk_retries_is_a_retryable_error() {
     }))
     .await;
     let clients = clients_via(&endpoint, 3).await;
-    let ports = shared::aws::ports(&clients, env.aws_names().unwrap(), shared::Clock::system());
+    let ports = bulklink_aws::ports(
+        &clients,
+        env.aws_names().unwrap(),
+        bulklink_core::Clock::system(),
+    );
 
     let err = ports
         .catalog
@@ -384,7 +390,7 @@ async fn a_budget_above_the_tables_capacity_converges_to_it_instead_of_burning_r
     }))
     .await;
     // The product's number of attempts (its backoff scaled down, as elsewhere here).
-    let clients = clients_via(&endpoint, shared::aws::SDK_MAX_ATTEMPTS).await;
+    let clients = clients_via(&endpoint, bulklink_aws::SDK_MAX_ATTEMPTS).await;
     let (pipeline, api) = pipeline_via(&env, clients, seeded.brand_id).await;
 
     let started = std::time::Instant::now();

@@ -13,11 +13,11 @@ use axum::http::StatusCode;
 use bulklink::client::ApiClient;
 use bulklink::receiver::{Received, Receiver};
 use bulklink::runtime::Runtime;
+use bulklink_core::domain::{BrandId, WebhookSecret};
+use bulklink_http::auth::Role;
+use bulklink_http::views::SubscriptionView;
 use reqwest::Method;
 use serde_json::{json, Value};
-use shared::auth::Role;
-use shared::domain::{BrandId, WebhookSecret};
-use shared::views::SubscriptionView;
 
 use crate::support::*;
 
@@ -49,7 +49,10 @@ async fn next_delivery(receiver: &mut Receiver, within: Duration) -> Received {
         .expect("the receiver runs")
 }
 
-async fn run_job(api: &ApiClient, offer: shared::domain::OfferId) -> shared::views::JobView {
+async fn run_job(
+    api: &ApiClient,
+    offer: bulklink_core::domain::OfferId,
+) -> bulklink_http::views::JobView {
     let job = api.create_job(offer, None, None).await.unwrap();
     api.wait_terminal(
         job.id,

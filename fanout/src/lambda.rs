@@ -3,7 +3,7 @@
 //! messages are reported alone (`ReportBatchItemFailures`).
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use shared::lambda::{
+use bulklink_lambda::{
     batch_response, deadline_instant, leave_for_redelivery, received_messages, RecordWithoutId,
 };
 use tokio::time::Instant;
@@ -27,7 +27,7 @@ pub async fn handle_sqs_event(
 }
 
 pub async fn run() -> Result<(), lambda_runtime::Error> {
-    let setup = shared::aws::LambdaSetup::init().await;
+    let setup = bulklink_lambda::LambdaSetup::init().await;
     let fanout = Fanout::new(setup.ports, &setup.settings);
     let fanout = &fanout;
     lambda_runtime::run(lambda_runtime::service_fn(

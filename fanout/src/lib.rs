@@ -1,10 +1,10 @@
 //! Fanout: pages a job's location ids (where they come from is the job kind's business:
-//! `shared::kinds::page_ids`), cuts each page into
+//! `bulklink_core::kinds::page_ids`), cuts each page into
 //! chunk messages and advances the job's cursor by compare-and-set (DESIGN §5.2). Chunk
 //! sequence numbers derive from the cursor position, so a replayed page resends the same
 //! sequence numbers and the worker's ledger dedupes them. Near its deadline it hands over
 //! to a fresh invocation by re-enqueueing itself.
-// Unit tests may read the machine's time; production code reads shared::clock::Clock.
+// Unit tests may read the machine's time; production code reads bulklink_core::clock::Clock.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod lambda;
@@ -12,11 +12,13 @@ pub mod lambda;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bulklink_core::domain::{
+    ChunkMessage, ChunkSeq, DomainError, FanoutMessage, Job, JobId, JobStatus,
+};
+use bulklink_core::lifecycle;
+use bulklink_core::ports::{Advanced, FanoutAdvance, Ports, Queue, ReceivedMessage};
+use bulklink_core::{Settings, StoreError};
 use futures::{StreamExt, TryStreamExt};
-use shared::domain::{ChunkMessage, ChunkSeq, DomainError, FanoutMessage, Job, JobId, JobStatus};
-use shared::lifecycle;
-use shared::ports::{Advanced, FanoutAdvance, Ports, Queue, ReceivedMessage};
-use shared::{Settings, StoreError};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn, Instrument};
@@ -35,11 +37,11 @@ pub enum FanoutError {
 }
 
 impl FanoutError {
-    /// What the queue policy (`shared::lambda::leave_for_redelivery`) makes of it.
-    pub fn failure(&self) -> shared::lambda::Failure<'_> {
+    /// What the queue policy (`bulklink_lambda::leave_for_redelivery`) makes of it.
+    pub fn failure(&self) -> bulklink_lambda::Failure<'_> {
         match self {
-            FanoutError::BadMessage(_) => shared::lambda::Failure::Undecodable(self),
-            FanoutError::Store(_) => shared::lambda::Failure::Passing(self),
+            FanoutError::BadMessage(_) => bulklink_lambda::Failure::Undecodable(self),
+            FanoutError::Store(_) => bulklink_lambda::Failure::Passing(self),
         }
     }
 }
@@ -184,9 +186,9 @@ impl Fanout {
         }
         let after = prev_cursor
             .as_deref()
-            .map(shared::ports::Cursor::from_position);
-        let page =
-            shared::kinds::page_ids(&self.ports, job, after.as_ref(), self.page_size).await?;
+            .map(bulklink_core::ports::Cursor::from_position);
+        let page = bulklink_core::kinds::page_ids(&self.ports, job, after.as_ref(), self.page_size)
+            .await?;
         let chunks: Vec<ChunkMessage> = page
             .items
             .chunks(self.chunk_size)
@@ -260,7 +262,7 @@ pub async fn run_queue_loop(
                         warn!(error = %e, "delete failed; the fanout message will be replayed");
                     }
                 }
-                Err(e) => shared::lambda::leave_for_redelivery("fanout", &message, e.failure()),
+                Err(e) => bulklink_lambda::leave_for_redelivery("fanout", &message, e.failure()),
             }
         }
     }

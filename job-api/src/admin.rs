@@ -3,11 +3,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use bulklink_core::ports::WRITE_BUDGET_SETTING;
+use bulklink_http::auth::Caller;
+use bulklink_http::http::{ApiError, ApiState, JsonBody, Problem};
+use bulklink_http::openapi::{
+    BadRequest, Forbidden, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
+};
 use serde::{Deserialize, Serialize};
-use shared::auth::Caller;
-use shared::http::{ApiError, ApiState, JsonBody, Problem};
-use shared::openapi::{BadRequest, Forbidden, PayloadTooLarge, Unauthorized, UnsupportedMediaType};
-use shared::ports::WRITE_BUDGET_SETTING;
 use tracing::info;
 use utoipa::ToSchema;
 
@@ -49,7 +51,7 @@ pub struct WriteBudgetChange {
     #[schema(minimum = 0, maximum = 10000000)]
     writes_per_sec: f64,
 }
-shared::json_object_only!(WriteBudgetChange);
+bulklink_core::json_object_only!(WriteBudgetChange);
 
 fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     if caller.is_admin() {
@@ -64,7 +66,7 @@ fn require_admin(caller: &Caller) -> Result<(), ApiError> {
 
 async fn view(state: &ApiState) -> Result<WriteBudgetView, ApiError> {
     let (budget, stored) =
-        shared::budget::current(state.ports.jobs.as_ref(), &state.settings).await?;
+        bulklink_core::budget::current(state.ports.jobs.as_ref(), &state.settings).await?;
     Ok(WriteBudgetView {
         writes_per_sec: budget.unwrap_or(0.0),
         source: if stored { "setting" } else { "default" }.to_owned(),
@@ -132,7 +134,7 @@ pub async fn set_write_budget(
             "writesPerSec must be between 0 (unlimited) and {MAX_WRITES_PER_SEC}, not {writes}"
         )));
     }
-    let checked = shared::Settings {
+    let checked = bulklink_core::Settings {
         write_budget_per_sec: (writes > 0.0).then_some(writes),
         ..state.settings.clone()
     };

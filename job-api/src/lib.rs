@@ -2,7 +2,7 @@
 //! active per offer), cancels them, and the catalog writes: offers, locations, direct links.
 //! Every route acts as its `Caller`: a brand's caller on its own brand only. One axum
 //! `Router` serves Lambda and `bulklink serve` alike.
-// Unit tests may read the machine's time; production code reads shared::clock::Clock.
+// Unit tests may read the machine's time; production code reads bulklink_core::clock::Clock.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod admin;
@@ -11,24 +11,24 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use shared::auth::Caller;
-use shared::domain::{
+use bulklink_core::domain::{
     Action, BrandId, FanoutMessage, IdempotencyKey, Job, JobId, JobKind, JobStatus, LinkOutcome,
     Location, LocationId, NotDerivable, Offer, OfferId, Subscription, WebhookUrl,
 };
-use shared::estimate::DryRun;
-use shared::http::Problem;
-use shared::http::{
-    checked_text, parse_id, sha256_hex, ApiError, ApiState, JsonBody, OptionalJsonBody, QueryParams,
-};
-use shared::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
-};
-use shared::ports::{
+use bulklink_core::estimate::DryRun;
+use bulklink_core::ports::{
     CancelOutcome, CreateOutcome, IdempotencyClaim, OfferDeletion, PauseOutcome, Ports,
 };
-use shared::views::{CallbackView, JobView};
+use bulklink_http::auth::Caller;
+use bulklink_http::http::Problem;
+use bulklink_http::http::{
+    checked_text, parse_id, sha256_hex, ApiError, ApiState, JsonBody, OptionalJsonBody, QueryParams,
+};
+use bulklink_http::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
+};
+use bulklink_http::views::{CallbackView, JobView};
+use serde::{Deserialize, Serialize};
 use tracing::info;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -70,7 +70,7 @@ struct LinkAllBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     callback_url: Option<WebhookUrl>,
 }
-shared::json_object_only!(LinkAllBody, serialize);
+bulklink_core::json_object_only!(LinkAllBody, serialize);
 
 fn accepted(ports: &Ports, job: &Job, callback: Option<CallbackView>) -> Response {
     let mut view = JobView::of(job, ports.clock.now());
@@ -380,8 +380,8 @@ async fn dry_run(
     body: LinkAllBody,
 ) -> Result<Response, ApiError> {
     let job = planned_job(state, caller, kind, target, &body).await?;
-    let locations = shared::kinds::count_ids(&state.ports, &job).await?;
-    let plan = shared::estimate::estimate(kind, locations, &state.settings);
+    let locations = bulklink_core::kinds::count_ids(&state.ports, &job).await?;
+    let plan = bulklink_core::estimate::estimate(kind, locations, &state.settings);
     Ok((StatusCode::OK, Json(plan)).into_response())
 }
 
@@ -530,7 +530,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
         .map(|value| {
             value
                 .to_str()
-                .map_err(|_| shared::domain::DomainError::InvalidIdempotencyKey)
+                .map_err(|_| bulklink_core::domain::DomainError::InvalidIdempotencyKey)
                 .and_then(str::parse)
                 .map_err(ApiError::from)
         })
@@ -681,7 +681,7 @@ struct NewOffer {
     #[schema(schema_with = name_schema)]
     name: String,
 }
-shared::json_object_only!(NewOffer);
+bulklink_core::json_object_only!(NewOffer);
 
 /// Create an offer of the caller's brand.
 #[utoipa::path(
@@ -735,7 +735,7 @@ struct OfferChange {
     #[schema(schema_with = name_schema)]
     name: String,
 }
-shared::json_object_only!(OfferChange);
+bulklink_core::json_object_only!(OfferChange);
 
 /// Rename an offer.
 #[utoipa::path(
@@ -825,7 +825,7 @@ struct LocationChange {
     #[schema(schema_with = address_schema)]
     address: String,
 }
-shared::json_object_only!(LocationChange);
+bulklink_core::json_object_only!(LocationChange);
 
 /// Change a location's address.
 #[utoipa::path(
@@ -906,14 +906,14 @@ struct NewLocation {
     #[schema(schema_with = address_schema)]
     address: String,
 }
-shared::json_object_only!(NewLocation);
+bulklink_core::json_object_only!(NewLocation);
 
 fn name_schema() -> utoipa::openapi::Object {
-    shared::http::text_schema(MAX_NAME_LEN)
+    bulklink_http::http::text_schema(MAX_NAME_LEN)
 }
 
 fn address_schema() -> utoipa::openapi::Object {
-    shared::http::text_schema(MAX_ADDRESS_LEN)
+    bulklink_http::http::text_schema(MAX_ADDRESS_LEN)
 }
 
 /// One location, or a batch of 1 to 100 (created all or none).

@@ -2,12 +2,11 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let setup = shared::aws::LambdaSetup::init().await;
-    let router = job_api::router(setup.api_state());
-    lambda_http::run(shared::http::finish_router(
-        router,
-        setup.auth,
-        &setup.settings,
+    let setup = bulklink_lambda::LambdaSetup::init().await;
+    let api = bulklink_lambda::or_fail_init(bulklink_http::LambdaApi::from_env(
+        setup.ports,
+        setup.settings,
     ))
-    .await
+    .await;
+    lambda_http::run(api.finish(job_api::router)).await
 }

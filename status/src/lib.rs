@@ -3,24 +3,24 @@
 //! route but `/healthz` acts as its `Caller`; the operator console (`console`) is public
 //! and calls these routes from the browser. One axum `Router` serves Lambda and
 //! `bulklink serve` alike.
-// Unit tests may read the machine's time; production code reads shared::clock::Clock.
+// Unit tests may read the machine's time; production code reads bulklink_core::clock::Clock.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use shared::auth::Caller;
-use shared::domain::{Delivery, Link, Location, Offer};
-use shared::domain::{JobId, LocationId, OfferId};
-use shared::http::Problem;
-use shared::http::{
+use bulklink_core::domain::{Delivery, Link, Location, Offer};
+use bulklink_core::domain::{JobId, LocationId, OfferId};
+use bulklink_core::ports::Failure;
+use bulklink_core::ports::Ports;
+use bulklink_http::auth::Caller;
+use bulklink_http::http::Problem;
+use bulklink_http::http::{
     parse_id, ApiError, ApiState, BrandPageQuery, ListBody, PageQuery, QueryParams,
 };
-use shared::openapi::{BadRequest, Forbidden, NotFound, Unauthorized};
-use shared::ports::Failure;
-use shared::ports::Ports;
-use shared::views::JobView;
+use bulklink_http::openapi::{BadRequest, Forbidden, NotFound, Unauthorized};
+use bulklink_http::views::JobView;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -54,12 +54,12 @@ pub fn openapi() -> &'static utoipa::openapi::OpenApi {
     DOCUMENT.get_or_init(|| {
         use utoipa::OpenApi;
         let (_, mut document) =
-            OpenApiRouter::<ApiState>::with_openapi(shared::openapi::ApiDoc::openapi())
+            OpenApiRouter::<ApiState>::with_openapi(bulklink_http::openapi::ApiDoc::openapi())
                 .merge(job_api::routes())
                 .merge(routes())
                 .split_for_parts();
         document.info.version = env!("CARGO_PKG_VERSION").to_owned();
-        shared::openapi::limit_every_authenticated_operation(&mut document);
+        bulklink_http::openapi::limit_every_authenticated_operation(&mut document);
         document
     })
 }

@@ -5,23 +5,23 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use shared::auth::Caller;
-use shared::domain::Delivery;
-use shared::domain::{
+use bulklink_core::domain::Delivery;
+use bulklink_core::domain::{
     DeliveryId, Subscription, SubscriptionFilter, SubscriptionId, WebhookSecret, WebhookUrl,
     PREVIOUS_SECRET_GRACE,
 };
-use shared::http::Problem;
-use shared::http::{
+use bulklink_core::ports::Ports;
+use bulklink_http::auth::Caller;
+use bulklink_http::http::Problem;
+use bulklink_http::http::{
     checked_text, parse_id, ApiError, ApiState, BrandPageQuery, JsonBody, ListBody, PageQuery,
     QueryParams,
 };
-use shared::openapi::{
+use bulklink_http::openapi::{
     BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
 };
-use shared::ports::Ports;
-use shared::views::SubscriptionView;
+use bulklink_http::views::SubscriptionView;
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -51,10 +51,10 @@ struct NewSubscription {
     #[schema(schema_with = description_schema)]
     description: Option<String>,
 }
-shared::json_object_only!(NewSubscription);
+bulklink_core::json_object_only!(NewSubscription);
 
 fn description_schema() -> utoipa::openapi::Object {
-    shared::http::nullable_text_schema(MAX_DESCRIPTION_LEN)
+    bulklink_http::http::nullable_text_schema(MAX_DESCRIPTION_LEN)
 }
 
 fn subscription_example(with_secret: bool) -> serde_json::Value {
@@ -311,7 +311,7 @@ async fn redeliver(
     let id: SubscriptionId = parse_id(&id)?;
     let delivery_id: DeliveryId = parse_id(&delivery_id)?;
     let subscription = caller.visible_subscription(&ports, id).await?;
-    if subscription.status != shared::domain::SubscriptionStatus::Active {
+    if subscription.status != bulklink_core::domain::SubscriptionStatus::Active {
         return Err(ApiError::conflict(format!(
             "webhook {id} is disabled (its receiver answered 410 Gone); create a new one"
         )));
@@ -323,7 +323,7 @@ async fn redeliver(
             .get_delivery(id, delivery_id)
             .await?
             .ok_or_else(|| ApiError::not_found(missing()))?;
-        if let Some(scheduled) = shared::lifecycle::redeliver(&ports, delivery).await? {
+        if let Some(scheduled) = bulklink_core::lifecycle::redeliver(&ports, delivery).await? {
             tracing::info!(%delivery_id, principal = %caller.principal, "redelivery requested");
             return Ok((StatusCode::ACCEPTED, Json(scheduled)).into_response());
         }

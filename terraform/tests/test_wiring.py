@@ -43,8 +43,8 @@ DEFAULT_BUDGET_LINE = re.compile(r"\*\*Default write budget: ([0-9][0-9,]*) writ
 CONCURRENCY = Ref(("var", "worker_max_concurrency"))
 MAX_RECEIVE_COUNT = Ref(("var", "max_receive_count"))
 
-# The environment every function reads (shared/src/aws/mod.rs, shared/src/config.rs,
-# shared/src/telemetry.rs).
+# The environment every function reads (shared/aws/src/lib.rs, shared/core/src/config.rs,
+# shared/core/src/telemetry.rs).
 REQUIRED_ENV = {
     "CATALOG_TABLE", "JOBS_TABLE", "FANOUT_QUEUE_URL", "CHUNK_QUEUE_URL", "CHUNK_DLQ_URL",
     "WEBHOOK_QUEUE_URL", "EVENTS_TOPIC_ARN", "WEBHOOK_VISIBILITY_TIMEOUT_SECS",
@@ -54,7 +54,7 @@ REQUIRED_ENV = {
     "AUTH_MODE",
 }
 
-# What the HTTP functions read besides (shared/src/config.rs): each brand's request limit.
+# What the HTTP functions read besides (shared/core/src/config.rs): each brand's request limit.
 API_FUNCTIONS = {"job_api", "status"}
 API_ENV = {
     "BRAND_RATE_PER_SEC": Ref(("var", "brand_requests_per_sec")),

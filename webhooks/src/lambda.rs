@@ -1,14 +1,14 @@
 //! The deliverer as a Lambda function on the webhook queue: the records of a batch are
 //! handled side by side (a hanging receiver holds only its own), each failure reported
 //! alone (`ReportBatchItemFailures`); an undecodable record too (the one queue policy,
-//! `shared::lambda::leave_for_redelivery`: it reaches the webhook queue's DLQ).
+//! `bulklink_lambda::leave_for_redelivery`: it reaches the webhook queue's DLQ).
 
 use std::io::Write;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use bulklink_core::telemetry::{emf_line, Metric};
+use bulklink_lambda::{batch_response, leave_for_redelivery, received_messages, RecordWithoutId};
 use futures::future::join_all;
-use shared::lambda::{batch_response, leave_for_redelivery, received_messages, RecordWithoutId};
-use shared::telemetry::{emf_line, Metric};
 use tracing::Instrument;
 
 use crate::{Deliverer, Report};
@@ -52,8 +52,12 @@ pub fn delivery_metrics(report: &Report) -> String {
 
 /// The Lambda function: the webhook queue's consumer.
 pub async fn run() -> Result<(), lambda_runtime::Error> {
-    let setup = shared::aws::LambdaSetup::init().await;
-    let deliverer = Deliverer::new(&setup.ports, setup.egress.clone(), &setup.settings)?;
+    let setup = bulklink_lambda::LambdaSetup::init().await;
+    let egress = bulklink_lambda::or_fail_init(bulklink_egress::Egress::from_env(|name: &str| {
+        std::env::var(name).ok()
+    }))
+    .await;
+    let deliverer = Deliverer::new(&setup.ports, egress, &setup.settings)?;
     let deliverer = &deliverer;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<SqsEvent>| async move {

@@ -4,7 +4,7 @@
 //! scheduled again on the same queue (a delayed message) until it succeeds, the receiver
 //! says 410 Gone, or the retry window is spent. Every attempt is signed per Standard
 //! Webhooks, goes through the egress rules, and never waits on another endpoint.
-// Unit tests may read the machine's time; production code reads shared::clock::Clock.
+// Unit tests may read the machine's time; production code reads bulklink_core::clock::Clock.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod lambda;
@@ -13,15 +13,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::join_all;
-use shared::domain::{
+use bulklink_core::domain::{
     Delivery, DeliveryId, DeliveryStatus, JobEvent, RetrySchedule, Subscription, SubscriptionId,
     WebhookMessage,
 };
-use shared::egress::Egress;
-use shared::lifecycle::schedule_attempt;
-use shared::ports::{Ports, Queue, ReceivedMessage, TypedQueue, Webhooks};
-use shared::{Settings, StoreError};
+use bulklink_core::lifecycle::schedule_attempt;
+use bulklink_core::ports::{Ports, Queue, ReceivedMessage, TypedQueue, Webhooks};
+use bulklink_core::{Settings, StoreError};
+use bulklink_egress::Egress;
+use futures::future::join_all;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn, Instrument};
@@ -33,7 +33,7 @@ pub const USER_AGENT: &str = concat!("bulklink/", env!("CARGO_PKG_VERSION"));
 const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 /// Why a message could not be handled. Either way the message is left to be delivered
-/// again (`shared::lambda::leave_for_redelivery`): one that can never decode reaches the
+/// again (`bulklink_lambda::leave_for_redelivery`): one that can never decode reaches the
 /// webhook queue's dead-letter queue.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -44,11 +44,11 @@ pub enum HandleError {
 }
 
 impl HandleError {
-    /// What the queue policy (`shared::lambda::leave_for_redelivery`) makes of it.
-    pub fn failure(&self) -> shared::lambda::Failure<'_> {
+    /// What the queue policy (`bulklink_lambda::leave_for_redelivery`) makes of it.
+    pub fn failure(&self) -> bulklink_lambda::Failure<'_> {
         match self {
-            HandleError::Undecodable(_) => shared::lambda::Failure::Undecodable(self),
-            _ => shared::lambda::Failure::Passing(self),
+            HandleError::Undecodable(_) => bulklink_lambda::Failure::Undecodable(self),
+            _ => bulklink_lambda::Failure::Passing(self),
         }
     }
 }
@@ -84,7 +84,7 @@ pub struct Deliverer {
     in_flight: Arc<Semaphore>,
     per_host: Mutex<HashMap<String, Arc<Semaphore>>>,
     host_limit: usize,
-    clock: shared::Clock,
+    clock: bulklink_core::Clock,
 }
 
 impl Deliverer {
@@ -246,7 +246,7 @@ impl Deliverer {
         subscription: Subscription,
         mut delivery: Delivery,
     ) -> Result<Report, StoreError> {
-        if subscription.status != shared::domain::SubscriptionStatus::Active {
+        if subscription.status != bulklink_core::domain::SubscriptionStatus::Active {
             return self.give_up(delivery, "the subscription is disabled").await;
         }
         let Some(_slots) = self.slots(&subscription) else {
@@ -437,7 +437,7 @@ async fn handle_and_delete(deliverer: &Deliverer, queue: &dyn Queue, message: Re
     match deliverer.handle(&message.body).await {
         Ok(_) => {}
         Err(e) => {
-            shared::lambda::leave_for_redelivery("webhooks", &message, e.failure());
+            bulklink_lambda::leave_for_redelivery("webhooks", &message, e.failure());
             return;
         }
     }

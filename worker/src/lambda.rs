@@ -7,10 +7,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use shared::lambda::{
+use bulklink_core::telemetry::{emf_line, Metric};
+use bulklink_lambda::{
     batch_response, deadline_instant, leave_for_redelivery, received_messages, RecordWithoutId,
 };
-use shared::telemetry::{emf_line, Metric};
 use tokio::time::Instant;
 use tracing::{warn, Instrument};
 
@@ -68,7 +68,7 @@ pub async fn handle_sqs_event(
 /// The Lambda function: the SQS consumer of the chunk queue, or of the chunk DLQ when
 /// `WORKER_SOURCE=dead-letters`.
 pub async fn run() -> Result<(), lambda_runtime::Error> {
-    let setup = shared::aws::LambdaSetup::init().await;
+    let setup = bulklink_lambda::LambdaSetup::init().await;
     let source = match std::env::var("WORKER_SOURCE").as_deref() {
         Ok("dead-letters") => Source::DeadLetters,
         Ok("chunks") | Err(_) => Source::Chunks,
@@ -152,7 +152,7 @@ mod tests {
 
     fn line(source: Source, rate: Option<f64>) -> serde_json::Value {
         let report = ChunkReport::Parked {
-            job_id: shared::domain::JobId::new_v7(),
+            job_id: bulklink_core::domain::JobId::new_v7(),
         };
         serde_json::from_str(&chunk_metrics(
             source,

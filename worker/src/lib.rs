@@ -1,7 +1,7 @@
 //! The worker: takes chunk messages, links each location under the write budget, accounts
 //! the chunk exactly once in the ledger and finishes the job when the last chunk lands.
 //! The same code serves the Lambda function (SQS batches) and the local runner.
-// Unit tests may read the machine's time; production code reads shared::clock::Clock.
+// Unit tests may read the machine's time; production code reads bulklink_core::clock::Clock.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod lambda;
@@ -11,12 +11,14 @@ pub mod sweeper;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::budget::{BudgetWatch, LiveRates};
-use shared::domain::{ChunkCounts, ChunkMessage, DomainError, Job, JobId, JobStatus, LinkOutcome};
-use shared::kinds::{self, Unfinished};
-use shared::lifecycle::{self, Republish};
-use shared::ports::{Failure, Ledgered, Parking, Ports, Queue, ReceivedMessage};
-use shared::{Settings, StoreError};
+use bulklink_core::budget::{BudgetWatch, LiveRates};
+use bulklink_core::domain::{
+    ChunkCounts, ChunkMessage, DomainError, Job, JobId, JobStatus, LinkOutcome,
+};
+use bulklink_core::kinds::{self, Unfinished};
+use bulklink_core::lifecycle::{self, Republish};
+use bulklink_core::ports::{Failure, Ledgered, Parking, Ports, Queue, ReceivedMessage};
+use bulklink_core::{Settings, StoreError};
 use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
 
@@ -35,11 +37,11 @@ pub enum ChunkError {
 }
 
 impl ChunkError {
-    /// What the queue policy (`shared::lambda::leave_for_redelivery`) makes of it.
-    pub fn failure(&self) -> shared::lambda::Failure<'_> {
+    /// What the queue policy (`bulklink_lambda::leave_for_redelivery`) makes of it.
+    pub fn failure(&self) -> bulklink_lambda::Failure<'_> {
         match self {
-            ChunkError::BadMessage(_) => shared::lambda::Failure::Undecodable(self),
-            _ => shared::lambda::Failure::Passing(self),
+            ChunkError::BadMessage(_) => bulklink_lambda::Failure::Undecodable(self),
+            _ => bulklink_lambda::Failure::Passing(self),
         }
     }
 }
@@ -387,7 +389,7 @@ pub async fn process_batch(
     for message in messages {
         let result = processor.handle(source, message).await;
         if let Err(e) = &result {
-            shared::lambda::leave_for_redelivery(source.consumer(), message, e.failure());
+            bulklink_lambda::leave_for_redelivery(source.consumer(), message, e.failure());
         }
         results.push((message.message_id.clone(), result));
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 /// Catalog writes per location: the Link put (or an unlink's mark) and the location update.
-pub use shared::estimate::WRITES_PER_LOCATION;
+pub use bulklink_core::estimate::WRITES_PER_LOCATION;
 /// Budget slices per second a worker spends its permits in.
 const SLICES_PER_SEC: f64 = 50.0;
 /// A throttle halves the rate…

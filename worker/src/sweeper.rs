@@ -1,17 +1,17 @@
 //! The sweeper as a scheduled Lambda function: finishes jobs whose completion or
 //! notification was interrupted, restarts lost fanouts and flags jobs without progress.
 
+use bulklink_core::lifecycle::{self, SweepReport};
+use bulklink_core::ports::Ports;
+use bulklink_core::Settings;
 use serde_json::{json, Value};
-use shared::lifecycle::{self, SweepReport};
-use shared::ports::Ports;
-use shared::Settings;
 use tracing::Instrument;
 
 /// One sweep, as the scheduled event triggers it; the report is the function's result.
 pub async fn handle_scheduled_event(
     ports: &Ports,
     settings: &Settings,
-) -> Result<Value, shared::StoreError> {
+) -> Result<Value, bulklink_core::StoreError> {
     let (idle_since, pending_since) = settings.sweep_thresholds(ports.clock.now());
     let report: SweepReport = lifecycle::sweep(ports, idle_since, pending_since).await?;
     Ok(json!({
@@ -23,7 +23,7 @@ pub async fn handle_scheduled_event(
 }
 
 pub async fn run() -> Result<(), lambda_runtime::Error> {
-    let setup = shared::aws::LambdaSetup::init().await;
+    let setup = bulklink_lambda::LambdaSetup::init().await;
     let (ports, settings) = (&setup.ports, &setup.settings);
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<Value>| async move {

@@ -1,0 +1,270 @@
+//! Creates the AWS resources on a *local* endpoint (an emulator), with the same shapes and
+//! numbers Terraform uses: tables with their GSIs and TTL, queues with redrive to their
+//! dead-letter queues, the topic. It refuses any endpoint that is not loopback: creating
+//! real infrastructure is Terraform's job.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use super::sdk_error::classify;
+use super::{is_loopback_endpoint, AwsClients, AwsNames};
+use crate::config::Settings;
+use crate::error::{StoreError, StoreResult};
+
+/// Resource names derive from one prefix, as Terraform derives them from its `name` variable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceNames {
+    pub prefix: String,
+}
+
+impl ResourceNames {
+    pub fn catalog_table(&self) -> String {
+        format!("{}-catalog", self.prefix)
+    }
+    pub fn jobs_table(&self) -> String {
+        format!("{}-jobs", self.prefix)
+    }
+    pub fn queue(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+    pub fn topic(&self) -> String {
+        format!("{}-job-events", self.prefix)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Bootstrapped {
+    pub names: AwsNames,
+    pub fanout_dlq_url: String,
+}
+
+fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+/// Creates (or finds) every resource under `prefix` on the local `endpoint`.
+pub async fn bootstrap(
+    clients: &AwsClients,
+    endpoint: &str,
+    names: &ResourceNames,
+    settings: &Settings,
+) -> StoreResult<Bootstrapped> {
+    if !is_loopback_endpoint(endpoint) {
+        return Err(StoreError::Invalid(format!(
+            "bootstrap only creates resources on a local endpoint, not {endpoint}; use Terraform for AWS"
+        )));
+    }
+    create_table(clients, &names.catalog_table(), &["gsi1"]).await?;
+    create_table(clients, &names.jobs_table(), &["gsi1", "gsi2"]).await?;
+    match clients
+        .dynamodb
+        .update_time_to_live()
+        .table_name(names.jobs_table())
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name("expiresAt")
+                .build()
+                .map_err(internal)?,
+        )
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        // Already enabled by an earlier bootstrap.
+        Err(e) if format!("{e:?}").contains("TimeToLive is already enabled") => {}
+        Err(e) => return Err(classify("UpdateTimeToLive", e)),
+    }
+    let fanout_dlq = create_queue(clients, &names.queue("fanout-dlq"), settings, None).await?;
+    let fanout = create_queue(clients, &names.queue("fanout"), settings, Some(&fanout_dlq)).await?;
+    let chunk_dlq = create_queue(clients, &names.queue("chunks-dlq"), settings, None).await?;
+    let chunks = create_queue(clients, &names.queue("chunks"), settings, Some(&chunk_dlq)).await?;
+    let webhooks_dlq = create_queue(clients, &names.queue("webhooks-dlq"), settings, None).await?;
+    let webhooks = create_queue_with(
+        clients,
+        &names.queue("webhooks"),
+        settings.webhook_visibility_timeout,
+        settings.max_receive_count,
+        Some(&webhooks_dlq),
+    )
+    .await?;
+    let topic = clients
+        .sns
+        .create_topic()
+        .name(names.topic())
+        .send()
+        .await
+        .map_err(|e| classify("CreateTopic", e))?
+        .topic_arn
+        .ok_or_else(|| internal("CreateTopic returned no ARN"))?;
+    // The webhook queue hears every event, raw (the event JSON is the message body).
+    clients
+        .sns
+        .subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(queue_arn(clients, &webhooks).await?)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .map_err(|e| classify("Subscribe", e))?;
+    Ok(Bootstrapped {
+        names: AwsNames {
+            catalog_table: names.catalog_table(),
+            jobs_table: names.jobs_table(),
+            fanout_queue_url: fanout,
+            chunk_queue_url: chunks,
+            chunk_dlq_url: chunk_dlq.clone(),
+            events_topic_arn: topic,
+            webhook_queue_url: webhooks,
+        },
+        fanout_dlq_url: fanout_dlq,
+    })
+}
+
+async fn create_table(clients: &AwsClients, table: &str, indexes: &[&str]) -> StoreResult<()> {
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(internal)
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(internal)
+    };
+    let mut request = clients
+        .dynamodb
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk")?)
+        .attribute_definitions(attr("sk")?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?);
+    for index in indexes {
+        let (pk, sk) = (format!("{index}pk"), format!("{index}sk"));
+        request = request
+            .attribute_definitions(attr(&pk)?)
+            .attribute_definitions(attr(&sk)?)
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(*index)
+                    .key_schema(key(&pk, KeyType::Hash)?)
+                    .key_schema(key(&sk, KeyType::Range)?)
+                    // Keys only: paging reads ~100 bytes an item, and counter updates of the
+                    // base item never write to the index.
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::KeysOnly)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(internal)?,
+            );
+    }
+    match request.send().await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(classify("CreateTable", e)),
+    }
+}
+
+async fn queue_arn(clients: &AwsClients, url: &str) -> StoreResult<String> {
+    clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| classify("GetQueueAttributes", e))?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| internal("queue without an ARN"))
+}
+
+async fn create_queue(
+    clients: &AwsClients,
+    name: &str,
+    settings: &Settings,
+    dead_letter_url: Option<&str>,
+) -> StoreResult<String> {
+    create_queue_with(
+        clients,
+        name,
+        settings.visibility_timeout,
+        settings.max_receive_count,
+        dead_letter_url,
+    )
+    .await
+}
+
+async fn create_queue_with(
+    clients: &AwsClients,
+    name: &str,
+    visibility_timeout: std::time::Duration,
+    max_receive_count: u32,
+    dead_letter_url: Option<&str>,
+) -> StoreResult<String> {
+    let mut attributes = HashMap::from([(
+        QueueAttributeName::VisibilityTimeout,
+        visibility_timeout.as_secs().max(1).to_string(),
+    )]);
+    if let Some(dlq_url) = dead_letter_url {
+        let dlq_arn = queue_arn(clients, dlq_url).await?;
+        attributes.insert(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({
+                "deadLetterTargetArn": dlq_arn,
+                "maxReceiveCount": max_receive_count,
+            })
+            .to_string(),
+        );
+    } else {
+        // Dead letters are kept as long as SQS allows: 14 days.
+        attributes.insert(QueueAttributeName::MessageRetentionPeriod, "1209600".into());
+    }
+    clients
+        .sqs
+        .create_queue()
+        .queue_name(name)
+        .set_attributes(Some(attributes))
+        .send()
+        .await
+        .map_err(|e| classify("CreateQueue", e))?
+        .queue_url
+        .ok_or_else(|| internal("CreateQueue returned no URL"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_endpoints_are_local() {
+        assert!(is_loopback_endpoint("http://127.0.0.1:5000"));
+        assert!(is_loopback_endpoint("http://localhost:4566/"));
+        assert!(is_loopback_endpoint("http://[::1]:5000"));
+        assert!(is_loopback_endpoint("http://127.9.9.9"));
+        assert!(!is_loopback_endpoint(
+            "https://dynamodb.eu-west-1.amazonaws.com"
+        ));
+        assert!(!is_loopback_endpoint("http://10.0.0.5:5000"));
+        assert!(!is_loopback_endpoint("http://127.0.0.1.example.com"));
+    }
+}

@@ -1,0 +1,775 @@
+//! Catalog port on DynamoDB. Linking a location is two conditional writes — mark the
+//! location (it must exist in the brand) and put the Link item if absent, asking for the old
+//! item on a lost condition so a replay by the same job is recognised (DESIGN §5.1).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
+};
+use aws_sdk_dynamodb::Client;
+use futures::{StreamExt, TryStreamExt};
+
+use super::batch_get;
+use super::items::*;
+use super::sdk_error::{cancellation, classify, condition_failed, retryable_cancel};
+use crate::clock::Clock;
+use crate::domain::{
+    BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId,
+};
+use crate::error::{StoreError, StoreResult};
+use crate::ports::{Catalog, Cursor, Page};
+
+/// Reads and transactions a location's deletion tries before it gives up (503).
+const DELETE_ATTEMPTS: usize = 5;
+
+/// Per-location write pairs in flight at once within one chunk.
+const LINKS_IN_FLIGHT: usize = 16;
+
+/// What putting a link found.
+enum PutLink {
+    Made,
+    Exists(LinkedBy),
+    /// The location was closed while the link was being made.
+    Closed,
+}
+
+/// Offers a location may carry and still be closed in one transaction (of 100 items: the
+/// location, and per offer the link and the offer's count).
+const MAX_OFFERS_ON_DELETE: usize = 49;
+
+/// Linking marks the location: the offer joins its set (`offerIds`), `hasOffer` is true.
+const MARK_LOCATION: &str = "SET hasOffer = :t ADD offerIds :o";
+
+fn offer_set(offer: OfferId) -> AttributeValue {
+    AttributeValue::Ss(vec![offer.to_string()])
+}
+
+pub struct DynamoCatalog {
+    ddb: Client,
+    table: String,
+    clock: Clock,
+}
+
+impl DynamoCatalog {
+    pub fn new(ddb: Client, table: &str, clock: Clock) -> Self {
+        DynamoCatalog {
+            ddb,
+            table: table.to_owned(),
+            clock,
+        }
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> StoreResult<Option<Item>> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Adds the offer to the location's offer set (`hasOffer` true) if it exists in `brand`;
+    /// false if it does not. Idempotent: a set holds the offer once however often it is added.
+    async fn mark_location(
+        &self,
+        id: LocationId,
+        offer: OfferId,
+        brand: BrandId,
+    ) -> StoreResult<bool> {
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(location_pk(id), LOCATION_SK)))
+            .update_expression(MARK_LOCATION)
+            .condition_expression("attribute_exists(pk) AND brandId = :b")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":o", offer_set(offer))
+            .expression_attribute_values(":b", s(brand.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    /// Puts the Link item if absent; on a lost condition, who owns the existing link (or
+    /// that the location was closed while this link was being made).
+    async fn put_link(&self, offer: OfferId, id: LocationId, by: LinkedBy) -> StoreResult<PutLink> {
+        let item = to_item(&LinkItem::new(offer, id, by, self.clock.now_ms()))?;
+        let result = self
+            .ddb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            // Absent, or an unlink's mark (which the link replaces); not a closed location's.
+            .condition_expression("attribute_not_exists(linkedBy) AND attribute_not_exists(closed)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(PutLink::Made),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                let PutItemError::ConditionalCheckFailedException(ccf) = e.into_err() else {
+                    unreachable!("matched above")
+                };
+                let old = match ccf.item() {
+                    Some(old) => old.clone(),
+                    // Not every DynamoDB-compatible store returns ALL_OLD: read it instead.
+                    None => self
+                        .get(offer_pk(offer), &link_sk(id))
+                        .await?
+                        .ok_or_else(|| {
+                            StoreError::Unavailable("link vanished while read".into())
+                        })?,
+                };
+                if old.contains_key("closed") {
+                    return Ok(PutLink::Closed);
+                }
+                let link: LinkItem = from_item(old)?;
+                link.owner()?
+                    .map(PutLink::Exists)
+                    .ok_or_else(|| StoreError::Unavailable("link changed while written".into()))
+            }
+            Err(e) => Err(classify("PutItem", e)),
+        }
+    }
+
+    async fn link_one(
+        &self,
+        offer: OfferId,
+        brand: BrandId,
+        by: LinkedBy,
+        id: LocationId,
+    ) -> StoreResult<LinkOutcome> {
+        if !self.mark_location(id, offer, brand).await? {
+            return Ok(LinkOutcome::NotFound);
+        }
+        Ok(match self.put_link(offer, id, by).await? {
+            PutLink::Made => LinkOutcome::Linked,
+            // Only a job is one actor across deliveries; two direct links are two requests.
+            PutLink::Exists(owner) if owner == by && matches!(by, LinkedBy::Job(_)) => {
+                LinkOutcome::Linked
+            }
+            PutLink::Exists(_) => LinkOutcome::AlreadyLinked,
+            PutLink::Closed => LinkOutcome::NotFound,
+        })
+    }
+
+    /// One attempt at closing a location (see `delete_location`): `Ok(None)` if it lost a
+    /// race and should be tried again.
+    async fn try_delete_location(
+        &self,
+        id: LocationId,
+    ) -> StoreResult<Option<Option<Vec<OfferId>>>> {
+        let Some(item) = self.get(location_pk(id), LOCATION_SK).await? else {
+            return Ok(Some(None));
+        };
+        let offers: Vec<String> = match item.get("offerIds") {
+            Some(AttributeValue::Ss(set)) => set.clone(),
+            _ => Vec::new(),
+        };
+        if offers.len() > MAX_OFFERS_ON_DELETE {
+            return Err(StoreError::Conflict(format!(
+                "location {id} carries {} offers, more than the {MAX_OFFERS_ON_DELETE} one \
+                 closing can leave at once; unlink some first",
+                offers.len()
+            )));
+        }
+        let keys = offers
+            .iter()
+            .map(|o| key(format!("OFFER#{o}"), &link_sk(id)))
+            .collect();
+        let mut linked = std::collections::HashSet::new();
+        for item in batch_get(&self.ddb, &self.table, keys).await? {
+            if item.contains_key("linkedBy") {
+                if let Some(AttributeValue::S(pk)) = item.get("pk") {
+                    linked.insert(pk.trim_start_matches("OFFER#").to_owned());
+                }
+            }
+        }
+        // The location goes only if its offers are still exactly these.
+        let mut condition = "attribute_exists(pk)".to_owned();
+        let mut delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(location_pk(id), LOCATION_SK)));
+        if offers.is_empty() {
+            condition.push_str(" AND attribute_not_exists(offerIds)");
+        } else {
+            condition.push_str(" AND size(offerIds) = :n");
+            delete = delete.expression_attribute_values(":n", n(offers.len()));
+            for (i, offer) in offers.iter().enumerate() {
+                condition.push_str(&format!(" AND contains(offerIds, :o{i})"));
+                delete = delete.expression_attribute_values(format!(":o{i}"), s(offer));
+            }
+        }
+        let delete = delete
+            .condition_expression(condition)
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut request = self
+            .ddb
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(delete).build());
+        for offer in &offers {
+            let link_key = key(format!("OFFER#{offer}"), &link_sk(id));
+            if linked.contains(offer) {
+                let unlink = Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(link_key))
+                    .condition_expression("attribute_exists(linkedBy)")
+                    .build()
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                let count = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(format!("OFFER#{offer}"), OFFER_SK)))
+                    .update_expression("ADD locationsTotal :minus")
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_values(":minus", n(-1))
+                    .build()
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                request = request
+                    .transact_items(TransactWriteItem::builder().delete(unlink).build())
+                    .transact_items(TransactWriteItem::builder().update(count).build());
+            } else {
+                // A link being made right now (the location marked, the link not yet put):
+                // this mark makes that put find the location closed.
+                let mut closed = link_key;
+                closed.insert("closed".to_owned(), AttributeValue::Bool(true));
+                let block = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(closed))
+                    .condition_expression("attribute_not_exists(linkedBy)")
+                    .build()
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                request = request.transact_items(TransactWriteItem::builder().put(block).build());
+            }
+        }
+        match request.send().await {
+            Ok(_) => offers
+                .iter()
+                .map(|o| o.parse::<OfferId>().map_err(StoreError::from))
+                .collect::<StoreResult<Vec<_>>>()
+                .map(|o| Some(Some(o))),
+            Err(e) => {
+                let reasons = cancellation(e)?;
+                if reasons.iter().any(|r| condition_failed(Some(r))) {
+                    Ok(None) // a job linked or unlinked it meanwhile: read it again
+                } else {
+                    Err(retryable_cancel(&reasons))
+                }
+            }
+        }
+    }
+
+    /// Removes one link (DESIGN: unlinking): replace the Link item by the mark that `by`
+    /// removed it, then take the offer out of the location's set, and clear `hasOffer` if
+    /// the set is empty and still is when written. A replay finds its own mark and does the
+    /// location steps again (they are idempotent).
+    async fn unlink_one(
+        &self,
+        offer: OfferId,
+        by: JobId,
+        only_by: Option<JobId>,
+        id: LocationId,
+    ) -> StoreResult<LinkOutcome> {
+        let mut condition = "attribute_exists(linkedBy)".to_owned();
+        let mut request = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(offer_pk(offer), &link_sk(id))))
+            .update_expression("SET unlinkedBy = :j REMOVE linkedBy, linkedAt")
+            .expression_attribute_values(":j", s(by.to_string()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(undone) = only_by {
+            condition.push_str(" AND linkedBy = :by");
+            request =
+                request.expression_attribute_values(":by", s(LinkedBy::Job(undone).to_attr()));
+        }
+        match request.condition_expression(condition).send().await {
+            Ok(_) => {}
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                let UpdateItemError::ConditionalCheckFailedException(ccf) = e.into_err() else {
+                    unreachable!("matched above")
+                };
+                let old = match ccf.item() {
+                    Some(old) => Some(old.clone()),
+                    None => self.get(offer_pk(offer), &link_sk(id)).await?,
+                };
+                let mine = match old {
+                    Some(old) => from_item::<LinkItem>(old)?.remover()? == Some(by),
+                    None => false,
+                };
+                if !mine {
+                    return Ok(LinkOutcome::NotLinked);
+                }
+            }
+            Err(e) => return Err(classify("UpdateItem", e)),
+        }
+        self.unmark_location(id, offer).await?;
+        Ok(LinkOutcome::Unlinked)
+    }
+
+    async fn unmark_location(&self, id: LocationId, offer: OfferId) -> StoreResult<()> {
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(location_pk(id), LOCATION_SK)))
+            .update_expression("DELETE offerIds :o")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":o", offer_set(offer))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        let left = match result {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                return Ok(()); // the location is gone
+            }
+            Err(e) => return Err(classify("UpdateItem", e)),
+        };
+        if left.contains_key("offerIds") {
+            return Ok(());
+        }
+        // An empty set is removed by DynamoDB; a link of another offer made since adds it back,
+        // and then this condition keeps `hasOffer` true.
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(location_pk(id), LOCATION_SK)))
+            .update_expression("SET hasOffer = :f")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(offerIds)")
+            .expression_attribute_values(":f", AttributeValue::Bool(false))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    /// Link items of an offer (and unlink marks), one query page.
+    async fn link_items(
+        &self,
+        offer: OfferId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<(Vec<LinkItem>, Option<Cursor>)> {
+        let (items, next) = self
+            .query_page(
+                None,
+                "pk = :o AND begins_with(sk, :loc)",
+                HashMap::from([
+                    (":o".to_owned(), s(offer_pk(offer))),
+                    (":loc".to_owned(), s("LOC#")),
+                ]),
+                after,
+                limit,
+            )
+            .await?;
+        let links = items
+            .into_iter()
+            .map(from_item::<LinkItem>)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((links, next))
+    }
+
+    /// `SET name = value` on an existing item; the item after, or `None` if it is absent.
+    async fn update_attribute(
+        &self,
+        pk: String,
+        sk: &str,
+        name: &str,
+        value: &str,
+    ) -> StoreResult<Option<Item>> {
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .update_expression("SET #a = :v")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#a", name)
+            .expression_attribute_values(":v", s(value))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(out.attributes),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    async fn query_page(
+        &self,
+        index: Option<&str>,
+        key_condition: &str,
+        values: HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<(Vec<Item>, Option<Cursor>)> {
+        let out = self
+            .ddb
+            .query()
+            .table_name(&self.table)
+            .set_index_name(index.map(str::to_owned))
+            .key_condition_expression(key_condition)
+            .set_expression_attribute_values(Some(values))
+            .set_exclusive_start_key(start_key(after)?)
+            .limit(limit.min(i32::MAX as usize) as i32)
+            .send()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        Ok((
+            out.items.unwrap_or_default(),
+            cursor_of(out.last_evaluated_key)?,
+        ))
+    }
+}
+
+#[async_trait]
+impl Catalog for DynamoCatalog {
+    async fn create_offer(&self, offer: &Offer) -> StoreResult<()> {
+        let item = to_item(&OfferItem::of(offer))?;
+        match self
+            .ddb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Err(StoreError::Conflict(format!(
+                    "offer {} already exists",
+                    offer.id
+                )))
+            }
+            Err(e) => Err(classify("PutItem", e)),
+        }
+    }
+
+    async fn get_offer(&self, id: OfferId) -> StoreResult<Option<Offer>> {
+        self.get(offer_pk(id), OFFER_SK)
+            .await?
+            .map(|item| from_item::<OfferItem>(item)?.into_offer())
+            .transpose()
+    }
+
+    async fn create_locations(&self, locations: &[Location]) -> StoreResult<()> {
+        if locations.is_empty() {
+            return Ok(());
+        }
+        let items = locations
+            .iter()
+            .map(|location| to_item(&LocationItem::of(location)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut writes = Vec::with_capacity(locations.len());
+        for item in &items {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(pk)")
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .build()
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            writes.push(TransactWriteItem::builder().put(put).build());
+        }
+        let Err(e) = self
+            .ddb
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await
+        else {
+            return Ok(());
+        };
+        let reasons = cancellation(e)?;
+        let conflicts: Vec<usize> = (0..reasons.len())
+            .filter(|i| condition_failed(reasons.get(*i)))
+            .collect();
+        if conflicts.is_empty() {
+            return Err(retryable_cancel(&reasons));
+        }
+        // An SDK retry of an attempt that timed out after it was applied finds its own
+        // items. The batch is atomic, so that attempt wrote all of them: only when every
+        // item conflicts, each with exactly what we wrote, is the batch already done.
+        let ours = conflicts.len() == items.len()
+            && conflicts
+                .iter()
+                .all(|&i| reasons[i].item() == Some(&items[i]));
+        if ours {
+            return Ok(());
+        }
+        Err(StoreError::Conflict(format!(
+            "location {} already exists",
+            locations[conflicts[0]].id
+        )))
+    }
+
+    async fn get_location(&self, id: LocationId) -> StoreResult<Option<Location>> {
+        self.get(location_pk(id), LOCATION_SK)
+            .await?
+            .map(|item| from_item::<LocationItem>(item)?.into_location())
+            .transpose()
+    }
+
+    async fn page_brand_locations(
+        &self,
+        brand: BrandId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<LocationId>> {
+        let (items, next) = self
+            .query_page(
+                Some("gsi1"),
+                "gsi1pk = :b",
+                HashMap::from([(":b".to_owned(), s(brand_key(brand)))]),
+                after,
+                limit,
+            )
+            .await?;
+        let ids = items
+            .into_iter()
+            .map(|item| match item.get("gsi1sk") {
+                Some(aws_sdk_dynamodb::types::AttributeValue::S(sk)) => sk
+                    .strip_prefix("LOC#")
+                    .ok_or_else(|| StoreError::Internal(format!("bad gsi1sk '{sk}'")))?
+                    .parse::<LocationId>()
+                    .map_err(StoreError::from),
+                _ => Err(StoreError::Internal(
+                    "brand index item without gsi1sk".into(),
+                )),
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page { items: ids, next })
+    }
+
+    async fn link_locations(
+        &self,
+        offer: OfferId,
+        brand: BrandId,
+        by: LinkedBy,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<LinkOutcome>> {
+        futures::stream::iter(ids.iter().copied())
+            .map(|id| self.link_one(offer, brand, by, id))
+            .buffered(LINKS_IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+
+    async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>> {
+        self.update_attribute(offer_pk(id), OFFER_SK, "name", name)
+            .await?
+            .map(|item| from_item::<OfferItem>(item)?.into_offer())
+            .transpose()
+    }
+
+    async fn readdress_location(
+        &self,
+        id: LocationId,
+        address: &str,
+    ) -> StoreResult<Option<Location>> {
+        self.update_attribute(location_pk(id), LOCATION_SK, "address", address)
+            .await?
+            .map(|item| from_item::<LocationItem>(item)?.into_location())
+            .transpose()
+    }
+
+    /// Reads the location's offer set and the links it names, then in one transaction
+    /// deletes the location (if its set is still that), its links and one from each offer's
+    /// `locationsTotal`; a set that changed meanwhile (a job linking it) means read again.
+    async fn delete_location(&self, id: LocationId) -> StoreResult<Option<Vec<OfferId>>> {
+        for _ in 0..DELETE_ATTEMPTS {
+            if let Some(done) = self.try_delete_location(id).await? {
+                return Ok(done);
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "location {id} kept changing while it was being deleted; retry"
+        )))
+    }
+
+    async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome> {
+        let mark = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(location_pk(location), LOCATION_SK)))
+            .update_expression(MARK_LOCATION)
+            .condition_expression("attribute_exists(pk) AND brandId = :b")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":o", offer_set(offer.id))
+            .expression_attribute_values(":b", s(offer.brand_id.to_string()))
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let link = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(to_item(&LinkItem::new(
+                offer.id,
+                location,
+                LinkedBy::Direct,
+                self.clock.now_ms(),
+            ))?))
+            .condition_expression("attribute_not_exists(linkedBy)")
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let count = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(offer_pk(offer.id), OFFER_SK)))
+            .update_expression("ADD locationsTotal :one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let result = self
+            .ddb
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(mark).build())
+            .transact_items(TransactWriteItem::builder().put(link).build())
+            .transact_items(TransactWriteItem::builder().update(count).build())
+            .send()
+            .await;
+        let Err(e) = result else {
+            return Ok(LinkOutcome::Linked);
+        };
+        let reasons = cancellation(e)?;
+        if condition_failed(reasons.first()) {
+            Ok(LinkOutcome::NotFound)
+        } else if condition_failed(reasons.get(1)) {
+            Ok(LinkOutcome::AlreadyLinked)
+        } else if condition_failed(reasons.get(2)) {
+            Err(StoreError::Invalid(format!(
+                "offer {} does not exist",
+                offer.id
+            )))
+        } else {
+            Err(retryable_cancel(&reasons))
+        }
+    }
+
+    async fn existing_links(
+        &self,
+        offer: OfferId,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<Option<LinkedBy>>> {
+        let keys = ids
+            .iter()
+            .map(|id| key(offer_pk(offer), &link_sk(*id)))
+            .collect();
+        let mut owners: HashMap<LocationId, LinkedBy> = HashMap::new();
+        for item in batch_get(&self.ddb, &self.table, keys).await? {
+            if let Some(link) = from_item::<LinkItem>(item)?.into_link()? {
+                owners.insert(link.location_id, link.linked_by);
+            }
+        }
+        Ok(ids.iter().map(|id| owners.get(id).copied()).collect())
+    }
+
+    async fn unlink_locations(
+        &self,
+        offer: OfferId,
+        by: JobId,
+        only_by: Option<JobId>,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<LinkOutcome>> {
+        futures::stream::iter(ids.iter().copied())
+            .map(|id| self.unlink_one(offer, by, only_by, id))
+            .buffered(LINKS_IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+
+    async fn unlinked_by(
+        &self,
+        offer: OfferId,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<Option<JobId>>> {
+        let keys = ids
+            .iter()
+            .map(|id| key(offer_pk(offer), &link_sk(*id)))
+            .collect();
+        let mut removers: HashMap<LocationId, JobId> = HashMap::new();
+        for item in batch_get(&self.ddb, &self.table, keys).await? {
+            let item = from_item::<LinkItem>(item)?;
+            if let Some(job) = item.remover()? {
+                removers.insert(item.location_id()?, job);
+            }
+        }
+        Ok(ids.iter().map(|id| removers.get(id).copied()).collect())
+    }
+
+    async fn page_offer_link_ids(
+        &self,
+        offer: OfferId,
+        made_by: Option<LinkedBy>,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<LocationId>> {
+        let (items, next) = self.link_items(offer, after, limit).await?;
+        let mut ids = Vec::with_capacity(items.len());
+        for item in items {
+            match item.owner()? {
+                Some(owner) if made_by.is_none_or(|wanted| wanted == owner) => {
+                    ids.push(item.location_id()?)
+                }
+                _ => {}
+            }
+        }
+        Ok(Page { items: ids, next })
+    }
+
+    async fn page_offer_links(
+        &self,
+        offer: OfferId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Link>> {
+        let (items, next) = self.link_items(offer, after, limit).await?;
+        let mut links = Vec::with_capacity(items.len());
+        for item in items {
+            links.extend(item.into_link()?);
+        }
+        Ok(Page { items: links, next })
+    }
+}

@@ -1,0 +1,548 @@
+//! Webhooks port on DynamoDB, in the jobs table: a subscription is `WEBHOOK#{id}/#WEBHOOK`
+//! (a brand's, newest first, on `gsi1` under `WEBHOOKS#{brand}`); its deliveries are
+//! `WEBHOOK#{id}/DELIVERY#{deliveryId}` (delivery ids sort by event time), also on `gsi1`
+//! under `DELIVERIES#{job}`, removed by TTL after 30 days.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::batch_get;
+use super::items::{cursor_of, from_item, key, n, s, start_key, to_item, Item};
+use super::sdk_error::classify;
+use crate::domain::{
+    BrandId, Delivery, DeliveryId, JobId, Subscription, SubscriptionId, WebhookSecret,
+    DELIVERY_RETENTION,
+};
+use crate::error::{StoreError, StoreResult};
+use crate::ports::{Cursor, Page, Webhooks};
+
+const SUBSCRIPTION_SK: &str = "#WEBHOOK";
+
+fn subscription_pk(id: SubscriptionId) -> String {
+    format!("WEBHOOK#{id}")
+}
+
+fn delivery_sk(id: DeliveryId) -> String {
+    format!("DELIVERY#{id}")
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscriptionItem {
+    pk: String,
+    sk: String,
+    id: String,
+    brand_id: String,
+    url: String,
+    /// The filter as JSON.
+    filter: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    status: String,
+    secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_secret_until: Option<i64>,
+    created_at: i64,
+    gsi1pk: String,
+    gsi1sk: String,
+}
+
+impl SubscriptionItem {
+    fn of(sub: &Subscription) -> StoreResult<Self> {
+        Ok(SubscriptionItem {
+            pk: subscription_pk(sub.id),
+            sk: SUBSCRIPTION_SK.to_owned(),
+            id: sub.id.to_string(),
+            brand_id: sub.brand_id.to_string(),
+            url: sub.url.to_string(),
+            filter: serde_json::to_string(&sub.filter).map_err(internal)?,
+            description: sub.description.clone(),
+            status: sub.status.as_str().to_owned(),
+            secret: sub.secret.as_str().to_owned(),
+            previous_secret: sub
+                .previous_secret
+                .as_ref()
+                .map(|(s, _)| s.as_str().to_owned()),
+            previous_secret_until: sub.previous_secret.as_ref().map(|(_, until)| ms(*until)),
+            created_at: ms(sub.created_at),
+            gsi1pk: format!("WEBHOOKS#{}", sub.brand_id),
+            gsi1sk: format!("{:020}#{}", ms(sub.created_at), sub.id),
+        })
+    }
+
+    fn into_subscription(self) -> StoreResult<Subscription> {
+        Ok(Subscription {
+            id: self.id.parse()?,
+            brand_id: self.brand_id.parse()?,
+            url: self.url.parse()?,
+            filter: serde_json::from_str(&self.filter).map_err(internal)?,
+            description: self.description,
+            created_at: from_ms(self.created_at),
+            status: self.status.parse()?,
+            secret: self.secret.parse()?,
+            previous_secret: match (self.previous_secret, self.previous_secret_until) {
+                (Some(secret), Some(until)) => Some((secret.parse()?, from_ms(until))),
+                _ => None,
+            },
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeliveryItem {
+    pk: String,
+    sk: String,
+    id: String,
+    subscription_id: String,
+    event_id: String,
+    event_type: String,
+    job_id: String,
+    brand_id: String,
+    body: String,
+    status: String,
+    attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_attempt_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_attempt_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_status_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_attempt_at: Option<i64>,
+    created_at: i64,
+    /// TTL (seconds since the epoch).
+    expires_at: i64,
+    gsi1pk: String,
+    gsi1sk: String,
+    /// Only while pending: the sparse index of pending deliveries by when they are due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi2pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi2sk: Option<String>,
+}
+
+/// The `gsi2` partition of pending deliveries.
+const PENDING_DELIVERIES: &str = "PENDING_DELIVERIES";
+
+impl DeliveryItem {
+    fn of(d: &Delivery) -> Self {
+        DeliveryItem {
+            pk: subscription_pk(d.subscription_id),
+            sk: delivery_sk(d.id),
+            id: d.id.to_string(),
+            subscription_id: d.subscription_id.to_string(),
+            event_id: d.event_id.to_string(),
+            event_type: d.event_type.as_str().to_owned(),
+            job_id: d.job_id.to_string(),
+            brand_id: d.brand_id.to_string(),
+            body: d.body.clone(),
+            status: d.status.as_str().to_owned(),
+            attempts: d.attempts,
+            first_attempt_at: d.first_attempt_at.map(ms),
+            last_attempt_at: d.last_attempt_at.map(ms),
+            last_status_code: d.last_status_code,
+            last_error: d.last_error.clone(),
+            next_attempt_at: d.next_attempt_at.map(ms),
+            created_at: ms(d.created_at),
+            expires_at: d.created_at.timestamp() + DELIVERY_RETENTION.as_secs() as i64,
+            gsi1pk: format!("DELIVERIES#{}", d.job_id),
+            gsi1sk: d.id.to_string(),
+            gsi2pk: (d.status == crate::domain::DeliveryStatus::Pending)
+                .then(|| PENDING_DELIVERIES.to_owned()),
+            gsi2sk: (d.status == crate::domain::DeliveryStatus::Pending).then(|| {
+                format!(
+                    "{:020}#{}",
+                    d.next_attempt_at.map(ms).unwrap_or_default(),
+                    d.id
+                )
+            }),
+        }
+    }
+
+    fn into_delivery(self) -> StoreResult<Delivery> {
+        Ok(Delivery {
+            id: self.id.parse()?,
+            subscription_id: self.subscription_id.parse()?,
+            event_id: self
+                .event_id
+                .parse()
+                .map_err(|_| internal(format!("event id '{}'", self.event_id)))?,
+            event_type: serde_json::from_value(serde_json::Value::String(self.event_type))
+                .map_err(internal)?,
+            job_id: self.job_id.parse()?,
+            brand_id: self.brand_id.parse()?,
+            status: self.status.parse()?,
+            attempts: self.attempts,
+            first_attempt_at: self.first_attempt_at.map(from_ms),
+            last_attempt_at: self.last_attempt_at.map(from_ms),
+            last_status_code: self.last_status_code,
+            last_error: self.last_error,
+            next_attempt_at: self.next_attempt_at.map(from_ms),
+            created_at: from_ms(self.created_at),
+            body: self.body,
+        })
+    }
+}
+
+pub struct DynamoWebhooks {
+    ddb: Client,
+    table: String,
+}
+
+impl DynamoWebhooks {
+    pub fn new(ddb: Client, table: &str) -> Self {
+        DynamoWebhooks {
+            ddb,
+            table: table.to_owned(),
+        }
+    }
+
+    /// Puts `item` unless its key exists; the stored item either way.
+    async fn put_if_absent(&self, item: Item) -> StoreResult<Item> {
+        let result = self
+            .ddb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item.clone()))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(item),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                let PutItemError::ConditionalCheckFailedException(ccf) = e.into_err() else {
+                    unreachable!("matched above")
+                };
+                ccf.item
+                    .ok_or_else(|| internal("condition failed without the old item"))
+            }
+            Err(e) => Err(classify("PutItem", e)),
+        }
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> StoreResult<Option<Item>> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Base-table keys from a keys-only `gsi1` query, newest first, and the next cursor.
+    async fn index_keys(
+        &self,
+        partition: String,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<(Vec<Item>, Option<Cursor>)> {
+        let out = self
+            .ddb
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :p")
+            .expression_attribute_values(":p", s(partition))
+            .scan_index_forward(false)
+            .set_exclusive_start_key(start_key(after)?)
+            .limit(limit.min(1_000) as i32)
+            .send()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        let keys = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let (Some(pk), Some(sk)) = (item.get("pk"), item.get("sk")) else {
+                    return Err(internal("index item without its table key"));
+                };
+                Ok(HashMap::from([
+                    ("pk".to_owned(), pk.clone()),
+                    ("sk".to_owned(), sk.clone()),
+                ]))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((keys, cursor_of(out.last_evaluated_key)?))
+    }
+
+    /// The items of `keys`, in that order (missing ones left out).
+    async fn fetch_in_order(&self, keys: Vec<Item>) -> StoreResult<Vec<Item>> {
+        let order: Vec<(String, String)> = keys.iter().map(key_pair).collect();
+        let mut found: HashMap<(String, String), Item> = batch_get(&self.ddb, &self.table, keys)
+            .await?
+            .into_iter()
+            .map(|item| (key_pair(&item), item))
+            .collect();
+        Ok(order.iter().filter_map(|k| found.remove(k)).collect())
+    }
+}
+
+fn conditional_check_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
+}
+
+fn key_pair(item: &Item) -> (String, String) {
+    let text = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(v)) => v.clone(),
+        _ => String::new(),
+    };
+    (text("pk"), text("sk"))
+}
+
+fn subscription_of(item: Item) -> StoreResult<Subscription> {
+    from_item::<SubscriptionItem>(item)?.into_subscription()
+}
+
+fn delivery_of(item: Item) -> StoreResult<Delivery> {
+    from_item::<DeliveryItem>(item)?.into_delivery()
+}
+
+#[async_trait]
+impl Webhooks for DynamoWebhooks {
+    async fn create_subscription(&self, subscription: &Subscription) -> StoreResult<Subscription> {
+        let item = to_item(&SubscriptionItem::of(subscription)?)?;
+        subscription_of(self.put_if_absent(item).await?)
+    }
+
+    async fn get_subscription(&self, id: SubscriptionId) -> StoreResult<Option<Subscription>> {
+        self.get(subscription_pk(id), SUBSCRIPTION_SK)
+            .await?
+            .map(subscription_of)
+            .transpose()
+    }
+
+    async fn page_brand_subscriptions(
+        &self,
+        brand: BrandId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Subscription>> {
+        let (keys, next) = self
+            .index_keys(format!("WEBHOOKS#{brand}"), after, limit)
+            .await?;
+        let items = self
+            .fetch_in_order(keys)
+            .await?
+            .into_iter()
+            .map(subscription_of)
+            .collect::<StoreResult<_>>()?;
+        Ok(Page { items, next })
+    }
+
+    async fn delete_subscription(&self, id: SubscriptionId) -> StoreResult<bool> {
+        let result = self
+            .ddb
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(subscription_pk(id), SUBSCRIPTION_SK)))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if conditional_check_failed(&e) => Ok(false),
+            Err(e) => Err(classify("DeleteItem", e)),
+        }
+    }
+
+    async fn rotate_secret(
+        &self,
+        id: SubscriptionId,
+        secret: &WebhookSecret,
+        previous_until: DateTime<Utc>,
+    ) -> StoreResult<Option<Subscription>> {
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(subscription_pk(id), SUBSCRIPTION_SK)))
+            .update_expression(
+                "SET previousSecret = secret, previousSecretUntil = :until, secret = :new",
+            )
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":until", n(ms(previous_until)))
+            .expression_attribute_values(":new", s(secret.as_str()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => out.attributes.map(subscription_of).transpose(),
+            Err(e) if conditional_check_failed(&e) => Ok(None),
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    async fn disable_subscription(&self, id: SubscriptionId) -> StoreResult<()> {
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(subscription_pk(id), SUBSCRIPTION_SK)))
+            .update_expression("SET #s = :disabled")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":disabled", s("disabled"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if conditional_check_failed(&e) => Ok(()),
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    async fn create_delivery(&self, delivery: &Delivery) -> StoreResult<Delivery> {
+        let item = to_item(&DeliveryItem::of(delivery))?;
+        delivery_of(self.put_if_absent(item).await?)
+    }
+
+    async fn get_delivery(
+        &self,
+        subscription: SubscriptionId,
+        id: DeliveryId,
+    ) -> StoreResult<Option<Delivery>> {
+        self.get(subscription_pk(subscription), &delivery_sk(id))
+            .await?
+            .map(delivery_of)
+            .transpose()
+    }
+
+    async fn update_delivery(
+        &self,
+        delivery: &Delivery,
+        expected_attempts: u32,
+    ) -> StoreResult<bool> {
+        let item = to_item(&DeliveryItem::of(delivery))?;
+        // The whole new state in one conditional put: only from the state it was read at.
+        let result = self
+            .ddb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attempts = :expected")
+            .expression_attribute_values(":expected", n(expected_attempts))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if conditional_check_failed(&e) => Ok(false),
+            Err(e) => Err(classify("PutItem", e)),
+        }
+    }
+
+    async fn page_subscription_deliveries(
+        &self,
+        subscription: SubscriptionId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Delivery>> {
+        let out = self
+            .ddb
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :p AND begins_with(sk, :d)")
+            .expression_attribute_values(":p", s(subscription_pk(subscription)))
+            .expression_attribute_values(":d", s("DELIVERY#"))
+            .scan_index_forward(false)
+            .set_exclusive_start_key(start_key(after)?)
+            .limit(limit.min(1_000) as i32)
+            .send()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(delivery_of)
+            .collect::<StoreResult<_>>()?;
+        Ok(Page {
+            items,
+            next: cursor_of(out.last_evaluated_key)?,
+        })
+    }
+
+    async fn overdue_deliveries(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        let out = self
+            .ddb
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi2")
+            .key_condition_expression("gsi2pk = :p AND gsi2sk < :before")
+            .expression_attribute_values(":p", s(PENDING_DELIVERIES))
+            .expression_attribute_values(":before", s(format!("{:020}", ms(before))))
+            .limit(limit.min(1_000) as i32)
+            .send()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        let keys = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|item| {
+                Some(HashMap::from([
+                    ("pk".to_owned(), item.get("pk")?.clone()),
+                    ("sk".to_owned(), item.get("sk")?.clone()),
+                ]))
+            })
+            .collect();
+        self.fetch_in_order(keys)
+            .await?
+            .into_iter()
+            .map(delivery_of)
+            .collect()
+    }
+
+    async fn page_job_deliveries(
+        &self,
+        job: JobId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Delivery>> {
+        let (keys, next) = self
+            .index_keys(format!("DELIVERIES#{job}"), after, limit)
+            .await?;
+        let items = self
+            .fetch_in_order(keys)
+            .await?
+            .into_iter()
+            .map(delivery_of)
+            .collect::<StoreResult<_>>()?;
+        Ok(Page { items, next })
+    }
+}

@@ -1,0 +1,127 @@
+//! The port contract suite: every test here states a rule that each backend's adapters must
+//! honour, and runs once per backend. The one integration-test binary of `bulklink-contract`.
+// Tests may read the machine's time; production code reads bulklink_core::clock::Clock.
+#![allow(clippy::disallowed_methods)]
+
+mod support;
+
+mod catalog;
+mod jobs;
+mod queue;
+mod webhooks;
+
+/// Generates one `#[tokio::test]` per backend and contract test. Tests are listed once; a
+/// backend is one `name => fixture constructor` line, and its tests are named
+/// `<backend>::<port>::<test>`, e.g. `aws::queue::a_batch_of_more_than_ten_messages_is_refused`.
+/// Attributes written before a test's name (`#[ignore = "..."]`) go onto every backend's test.
+macro_rules! contract {
+    (backends: [$($backend:ident => $fixture:path),+ $(,)?], tests: $tests:tt $(,)?) => {
+        $( contract!(@backend $backend, $fixture, $tests); )+
+    };
+    (@backend $backend:ident, $fixture:path, {
+        $($port:ident: [$($(#[$attr:meta])* $test:ident),* $(,)?]),* $(,)?
+    }) => {
+        mod $backend {
+            $(
+                mod $port {
+                    $(
+                        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                        $(#[$attr])*
+                        async fn $test() {
+                            let fixture = $fixture().await;
+                            crate::$port::$test(&fixture).await;
+                        }
+                    )*
+                }
+            )*
+        }
+    };
+}
+
+contract! {
+    backends: [
+        embedded => crate::support::Fixture::embedded,
+        aws => crate::support::Fixture::aws,
+    ],
+    tests: {
+        catalog: [
+            an_offer_is_created_once,
+            unknown_offers_and_locations_read_as_none,
+            a_location_batch_reads_back_without_an_offer,
+            a_location_batch_sent_again_whole_is_already_created,
+            a_location_batch_with_an_existing_id_creates_nothing,
+            brand_locations_page_in_id_order_exactly_once,
+            linking_a_fresh_location_marks_it_as_having_the_offer,
+            relinking_by_the_same_job_counts_as_linked_again,
+            a_location_linked_by_one_job_is_already_linked_for_anyone_else,
+            locations_of_another_brand_or_unknown_ids_are_not_found_and_not_linked,
+            linking_for_a_job_leaves_the_offer_total_alone,
+            a_direct_link_counts_on_the_offer_exactly_once,
+            existing_links_report_who_linked_each_location,
+            offer_links_page_through_every_link_of_that_offer_once,
+        ],
+        jobs: [
+            a_new_job_is_created_pending,
+            the_same_claim_replays_the_first_job,
+            the_same_key_for_a_different_request_is_refused,
+            a_second_job_for_a_busy_offer_names_the_active_one,
+            concurrent_creates_for_one_offer_create_one_job,
+            concurrent_retries_with_one_claim_create_one_job,
+            starting_a_pending_job_runs_it_once,
+            starting_leaves_a_job_in_any_other_status_alone,
+            starting_an_unknown_job_finds_nothing,
+            a_fanout_advance_applies_only_from_the_current_cursor,
+            concurrent_fanout_advances_from_one_cursor_apply_once,
+            recording_a_chunk_adds_its_counts_to_the_job_and_the_offer,
+            a_replayed_chunk_adds_nothing_to_the_counters,
+            concurrent_deliveries_of_one_chunk_are_recorded_once,
+            recorded_failures_are_listed_with_reason_and_attempts,
+            completion_waits_for_fanout_and_every_chunk,
+            concurrent_completion_attempts_have_exactly_one_winner,
+            a_running_job_with_failures_completes_with_errors,
+            a_cancelling_job_completes_as_cancelled,
+            a_paused_job_parks_each_chunk_once_and_resumes_with_its_pause_counted,
+            a_paused_job_can_be_cancelled_but_an_ended_one_not_paused,
+            a_setting_reads_back_as_last_written,
+            a_failing_job_completes_as_failed,
+            completion_frees_the_offer_for_a_new_job,
+            a_pending_or_running_job_can_be_cancelled,
+            a_terminal_job_cannot_be_cancelled,
+            cancelling_an_unknown_job_finds_nothing,
+            only_a_running_job_can_be_marked_failing,
+            marking_a_job_notified_records_when,
+            a_brands_jobs_list_newest_first_page_by_page,
+            a_job_is_not_created_for_an_offer_that_does_not_exist,
+            an_offer_is_deleted_only_without_links_or_an_active_job,
+            unsettled_jobs_are_the_idle_ones_not_yet_notified,
+        ],
+        queue: [
+            sent_messages_arrive_once_and_deleted_ones_never_return,
+            an_undeleted_message_is_redelivered_after_its_visibility_timeout,
+            a_receipt_from_another_queue_deletes_nothing,
+            a_message_received_too_often_moves_to_the_dead_letter_queue,
+            a_batch_of_more_than_ten_messages_is_refused,
+            a_batch_with_a_body_over_256_kib_sends_nothing,
+            a_body_of_exactly_256_kib_is_sent,
+            a_batch_over_256_kib_in_all_sends_nothing,
+            a_long_poll_returns_as_soon_as_a_message_is_sent,
+            depth_counts_waiting_and_in_flight_messages,
+            a_delayed_message_arrives_only_after_its_delay,
+            a_delay_longer_than_fifteen_minutes_is_refused,
+            a_typed_queue_sends_messages_that_its_receiver_decodes_as_sent,
+        ],
+        webhooks: [
+            a_new_subscription_reads_back_with_its_secret,
+            creating_a_subscription_that_exists_returns_the_stored_one,
+            a_brands_subscriptions_list_newest_first_page_by_page,
+            deleting_a_subscription_removes_it_once,
+            rotating_keeps_the_previous_secret_until_its_expiry,
+            disabling_a_subscription_stops_it_wanting_events,
+            a_delivery_is_created_once_and_a_replay_finds_it,
+            a_delivery_update_applies_only_from_the_attempt_count_it_was_read_at,
+            deliveries_list_newest_first_by_subscription_and_by_job,
+            overdue_deliveries_are_the_pending_ones_past_due,
+            a_published_event_reaches_the_webhook_queue_raw,
+        ],
+    },
+}

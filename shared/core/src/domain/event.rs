@@ -1,0 +1,130 @@
+//! Job events: what webhooks receive when a job reaches a terminal status.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{BrandId, Counters, Job, JobId, JobStatus, OfferId};
+
+/// The events a job sends when it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum EventType {
+    #[serde(rename = "job.succeeded")]
+    JobSucceeded,
+    #[serde(rename = "job.completed_with_errors")]
+    JobCompletedWithErrors,
+    #[serde(rename = "job.failed")]
+    JobFailed,
+    #[serde(rename = "job.cancelled")]
+    JobCancelled,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 4] = [
+        EventType::JobSucceeded,
+        EventType::JobCompletedWithErrors,
+        EventType::JobFailed,
+        EventType::JobCancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::JobSucceeded => "job.succeeded",
+            EventType::JobCompletedWithErrors => "job.completed_with_errors",
+            EventType::JobFailed => "job.failed",
+            EventType::JobCancelled => "job.cancelled",
+        }
+    }
+
+    pub fn for_status(status: JobStatus) -> Option<EventType> {
+        match status {
+            JobStatus::Succeeded => Some(EventType::JobSucceeded),
+            JobStatus::CompletedWithErrors => Some(EventType::JobCompletedWithErrors),
+            JobStatus::Failed => Some(EventType::JobFailed),
+            JobStatus::Cancelled => Some(EventType::JobCancelled),
+            _ => None,
+        }
+    }
+}
+
+/// Namespace for deriving event ids, so a re-published event keeps its id.
+const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_4a0e_2c59_4d0b_9a57_3e1d_52c8_a001);
+
+/// A job's terminal event: the `data` of a webhook delivery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct JobEvent {
+    /// Stable for one job's terminal event: receivers dedupe on it.
+    pub event_id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub job_id: JobId,
+    pub brand_id: BrandId,
+    pub offer_id: OfferId,
+    pub status: JobStatus,
+    pub counters: Counters,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl JobEvent {
+    /// The terminal event of a finished job; `None` while the job is not terminal.
+    pub fn terminal(job: &Job) -> Option<JobEvent> {
+        let event_type = EventType::for_status(job.status)?;
+        let name = format!("{}:{}", job.id, event_type.as_str());
+        Some(JobEvent {
+            event_id: Uuid::new_v5(&EVENT_NAMESPACE, name.as_bytes()),
+            event_type,
+            job_id: job.id,
+            brand_id: job.brand_id,
+            offer_id: job.offer_id,
+            status: job.status,
+            counters: job.counters,
+            occurred_at: job.finished_at.unwrap_or(job.updated_at),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_republished_event_keeps_its_id() {
+        let mut job = Job::new(
+            BrandId::new_random(),
+            OfferId::new_random(),
+            None,
+            Utc::now(),
+        );
+        job.status = JobStatus::Succeeded;
+        let first = JobEvent::terminal(&job).unwrap();
+        job.notified_at = Some(Utc::now());
+        let again = JobEvent::terminal(&job).unwrap();
+        assert_eq!(first.event_id, again.event_id);
+        assert_eq!(first.event_type, EventType::JobSucceeded);
+    }
+
+    #[test]
+    fn running_jobs_have_no_terminal_event() {
+        let mut job = Job::new(
+            BrandId::new_random(),
+            OfferId::new_random(),
+            None,
+            Utc::now(),
+        );
+        job.status = JobStatus::Running;
+        assert!(JobEvent::terminal(&job).is_none());
+    }
+
+    #[test]
+    fn every_terminal_status_has_an_event_type() {
+        for status in JobStatus::ALL {
+            assert_eq!(
+                status.is_terminal(),
+                EventType::for_status(status).is_some()
+            );
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The embedded backend: every port on one SQLite file (WAL). It mirrors the AWS semantics
+//! (conditional writes, the chunk ledger, queues with visibility timeout, receive count and
+//! dead-letter queue, SNS-style webhook delivery) rather than simplifying them.
+// Unit tests may read the machine's time; production code reads bulklink_core::clock::Clock.
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
+
+mod catalog;
+mod events;
+mod inspect;
+mod jobs;
+mod queue;
+mod schema;
+mod webhooks;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tokio::sync::Notify;
+
+// The core's modules, under the paths this crate's code names them by.
+use bulklink_core::{clock, config, domain, error, ports};
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::error::{StoreError, StoreResult};
+use crate::ports::Ports;
+
+pub use events::EmbeddedEvents;
+pub use inspect::{LinkStats, SeededBrand};
+pub use queue::EmbeddedQueue;
+
+/// Queue names inside the SQLite file (the AWS backend uses Terraform's names).
+pub const FANOUT_QUEUE: &str = "fanout";
+pub const FANOUT_DLQ: &str = "fanout-dlq";
+pub const CHUNK_QUEUE: &str = "chunks";
+pub const CHUNK_DLQ: &str = "chunks-dlq";
+pub const WEBHOOK_QUEUE: &str = "webhooks";
+pub const WEBHOOK_DLQ: &str = "webhooks-dlq";
+
+/// One SQLite file: a single writer connection (SQLite allows one writer at a time anyway)
+/// and a separate reader, so status reads never wait behind a long write.
+pub struct EmbeddedStore {
+    path: PathBuf,
+    /// (device, inode) of the file at open: a file removed or replaced under a running
+    /// server is noticed (its connections still hold the old one).
+    identity: Option<(u64, u64)>,
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+    notifiers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// The time every stored time and expiry of this store is read from.
+    clock: Clock,
+    /// Tests: every call reports the store unavailable.
+    #[cfg(feature = "faults")]
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date; it
+    /// keeps the machine's time.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<Arc<Self>> {
+        Self::open_with_clock(path, Clock::system())
+    }
+
+    /// [`EmbeddedStore::open`] with the clock its times are read from.
+    pub fn open_with_clock(path: impl AsRef<Path>, clock: Clock) -> StoreResult<Arc<Self>> {
+        let path = path.as_ref().to_path_buf();
+        let mut writer = open_connection(&path, false)?;
+        schema::migrate(&mut writer)?;
+        let reader = open_connection(&path, true)?;
+        let identity = file_identity(&path);
+        Ok(Arc::new(EmbeddedStore {
+            path,
+            identity,
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+            notifiers: Mutex::new(HashMap::new()),
+            clock,
+            #[cfg(feature = "faults")]
+            failing: Default::default(),
+        }))
+    }
+
+    /// The clock this store reads the time from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The store's time, in milliseconds since the epoch (what it stores).
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file this store opened is still the one at its path.
+    pub fn check_file(&self) -> Result<(), String> {
+        let path = self.path.display();
+        match (std::fs::metadata(&self.path), self.identity) {
+            (Err(e), _) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+                "the database file {path} was removed while the server runs; restart it"
+            )),
+            (Err(e), _) => Err(format!("the database file {path} cannot be read: {e}")),
+            (Ok(_), None) => Ok(()),
+            (Ok(_), Some(opened)) if file_identity(&self.path) == Some(opened) => Ok(()),
+            (Ok(_), Some(_)) => Err(format!(
+                "the database file {path} was replaced by another file while the server runs; restart it"
+            )),
+        }
+    }
+
+    /// Runs `f` on the writer connection off the async runtime.
+    pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.check_faults()?;
+        run_on(self.writer.clone(), f).await
+    }
+
+    /// Runs `f` on the reader connection off the async runtime.
+    pub(crate) async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.check_faults()?;
+        run_on(self.reader.clone(), f).await
+    }
+
+    /// Tests (feature `faults`): from now on every read and write reports the store
+    /// unavailable (as a busy SQLite file does), until switched off.
+    #[cfg(feature = "faults")]
+    pub fn fail_every_call(&self, on: bool) {
+        self.failing.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[cfg(feature = "faults")]
+    fn check_faults(&self) -> StoreResult<()> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "injected: the store is unavailable".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "faults"))]
+    fn check_faults(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Wakes long-polling receivers of a queue (or the webhook deliverer).
+    pub(crate) fn notifier(&self, name: &str) -> Arc<Notify> {
+        let mut map = self
+            .notifiers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.entry(name.to_owned()).or_default().clone()
+    }
+}
+
+#[cfg(unix)]
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_identity(_path: &Path) -> Option<(u64, u64)> {
+    None
+}
+
+#[async_trait::async_trait]
+impl crate::ports::Health for EmbeddedStore {
+    async fn check(&self) -> Result<(), String> {
+        self.check_file()
+    }
+}
+
+async fn run_on<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> StoreResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        // A panic inside `f` rolls its transaction back on drop, so the connection is
+        // still consistent and a poisoned lock can be reused.
+        let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+}
+
+fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        StoreError::Unavailable(format!("cannot open SQLite file {}: {e}", path.display()))
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(sql)?;
+    if !read_only {
+        // WAL lets the reader run beside the writer; NORMAL sync is durable across process
+        // crashes (the crash-resume guarantee) and loses at most the last commits on power loss.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+    }
+    conn.pragma_update(None, "cache_size", -8_000)
+        .map_err(sql)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Maps an SQLite error: lock contention is retryable, anything else is not.
+pub(crate) fn sql(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(format!("SQLite is busy: {e}"))
+        }
+        Some(ErrorCode::DiskFull | ErrorCode::CannotOpen | ErrorCode::SystemIoFailure) => {
+            StoreError::Unavailable(format!("SQLite I/O: {e}"))
+        }
+        _ => StoreError::Internal(format!("SQLite: {e}")),
+    }
+}
+
+pub(crate) fn is_constraint(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
+}
+
+pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// The embedded backend's ports, built on one store.
+pub fn ports(store: &Arc<EmbeddedStore>, settings: &Settings) -> Ports {
+    let queue = |name: &str, dlq: Option<&str>| -> Arc<dyn crate::ports::Queue> {
+        Arc::new(EmbeddedQueue::new(
+            store.clone(),
+            name,
+            dlq.map(|d| (d.to_owned(), settings.max_receive_count)),
+            settings.visibility_timeout,
+        ))
+    };
+    let webhook_queue = Arc::new(EmbeddedQueue::new(
+        store.clone(),
+        WEBHOOK_QUEUE,
+        Some((WEBHOOK_DLQ.to_owned(), settings.max_receive_count)),
+        settings.webhook_visibility_timeout,
+    ));
+    use crate::ports::TypedQueue;
+    Ports {
+        catalog: store.clone(),
+        jobs: store.clone(),
+        fanout_queue: TypedQueue::new(queue(FANOUT_QUEUE, Some(FANOUT_DLQ))),
+        chunk_queue: TypedQueue::new(queue(CHUNK_QUEUE, Some(CHUNK_DLQ))),
+        chunk_dlq: TypedQueue::new(queue(CHUNK_DLQ, None)),
+        events: Arc::new(EmbeddedEvents::new(TypedQueue::new(webhook_queue.clone()))),
+        webhooks: store.clone(),
+        webhook_queue: TypedQueue::new(webhook_queue),
+        health: store.clone(),
+        clock: store.clock().clone(),
+    }
+}
