@@ -232,38 +232,45 @@ impl Fanout {
     }
 }
 
+/// Fanout as a queue consumer (`bulklink_lambda`'s SQS driver and local loop): one message
+/// at a time — a fanout message in hand is one no other instance can take.
+impl bulklink_lambda::Consumer for Fanout {
+    type Done = FanoutReport;
+    type Error = FanoutError;
+
+    fn name(&self) -> &'static str {
+        "fanout"
+    }
+
+    fn receive_batch(&self) -> usize {
+        1
+    }
+
+    async fn handle(
+        &self,
+        message: &ReceivedMessage,
+        deadline: Option<Instant>,
+    ) -> Result<FanoutReport, FanoutError> {
+        // Without a deadline (no caller gives none) a run still hands over in time.
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + DEFAULT_TIME_BUDGET);
+        Fanout::handle(self, &message.body, deadline).await
+    }
+
+    fn failure(error: &FanoutError) -> bulklink_lambda::Failure<'_> {
+        error.failure()
+    }
+}
+
+/// The deadline of a message handled without one: a Lambda function's timeout.
+const DEFAULT_TIME_BUDGET: Duration = Duration::from_secs(60);
+
 /// The local runner's fanout instance: each message gets `time_budget` as its deadline,
 /// as a Lambda invocation gets its timeout.
 pub async fn run_queue_loop(
     fanout: Arc<Fanout>,
     queue: Arc<dyn Queue>,
     time_budget: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    while !*shutdown.borrow() {
-        let received = tokio::select! {
-            // One at a time: a fanout message in hand is one no other instance can take.
-            received = queue.receive(1, Duration::from_secs(1)) => received,
-            _ = shutdown.changed() => break,
-        };
-        let messages: Vec<ReceivedMessage> = match received {
-            Ok(messages) => messages,
-            Err(e) => {
-                warn!(queue = queue.name(), error = %e, "receive failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        for message in messages {
-            let deadline = Instant::now() + time_budget;
-            match fanout.handle(&message.body, deadline).await {
-                Ok(_) => {
-                    if let Err(e) = queue.delete(std::slice::from_ref(&message.receipt)).await {
-                        warn!(error = %e, "delete failed; the fanout message will be replayed");
-                    }
-                }
-                Err(e) => bulklink_lambda::leave_for_redelivery("fanout", &message, e.failure()),
-            }
-        }
-    }
+    bulklink_lambda::run_queue_loop(fanout, queue, Some(time_budget), shutdown).await
 }

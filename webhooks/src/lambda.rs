@@ -7,9 +7,7 @@ use std::io::Write;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use bulklink_core::telemetry::{emf_line, Metric};
-use bulklink_lambda::{batch_response, leave_for_redelivery, received_messages, RecordWithoutId};
-use futures::future::join_all;
-use tracing::Instrument;
+use bulklink_lambda::RecordWithoutId;
 
 use crate::{Deliverer, Report};
 
@@ -18,21 +16,18 @@ pub async fn handle_sqs_event(
     event: SqsEvent,
     metrics: &mut impl Write,
 ) -> Result<SqsBatchResponse, RecordWithoutId> {
-    let messages = received_messages(event)?;
-    let results = join_all(messages.iter().map(|m| deliverer.handle(&m.body))).await;
-    let mut failed = Vec::new();
+    let (reports, response) = bulklink_lambda::handle_event(deliverer, event, None).await?;
+    write_metrics(&reports, metrics);
+    Ok(response)
+}
+
+/// One metrics line for an invocation's reports.
+fn write_metrics(reports: &[Report], metrics: &mut impl Write) {
     let mut total = Report::default();
-    for (message, result) in messages.into_iter().zip(results) {
-        match result {
-            Ok(report) => total.add(report),
-            Err(e) => {
-                leave_for_redelivery("webhooks", &message, e.failure());
-                failed.push(message.message_id);
-            }
-        }
+    for report in reports {
+        total.add(*report);
     }
     let _ = writeln!(metrics, "{}", delivery_metrics(&total));
-    Ok(batch_response(failed))
 }
 
 /// The invocation's metrics line (EMF), dimension `Function=webhooks`.
@@ -58,15 +53,8 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
     }))
     .await;
     let deliverer = Deliverer::new(&setup.ports, egress, &setup.settings)?;
-    let deliverer = &deliverer;
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<SqsEvent>| async move {
-            let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
-            handle_sqs_event(deliverer, event.payload, &mut std::io::stdout())
-                .instrument(span)
-                .await
-                .map_err(lambda_runtime::Error::from)
-        },
-    ))
+    bulklink_lambda::run_lambda(deliverer, |reports| {
+        write_metrics(reports, &mut std::io::stdout())
+    })
     .await
 }

@@ -23,7 +23,6 @@ use bulklink_core::{Settings, StoreError};
 use bulklink_egress::Egress;
 use futures::future::join_all;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
 use tracing::{info, warn, Instrument};
 
 /// The `user-agent` of every delivery.
@@ -383,65 +382,42 @@ fn url_authority(url: &str) -> String {
     format!("{scheme}://{host}")
 }
 
+/// Messages the deliverer handles side by side: a slow endpoint holds only its own.
+const MESSAGES_IN_FLIGHT: usize = 64;
+
+/// The deliverer as a queue consumer (`bulklink_lambda`'s SQS driver and local loop).
+impl bulklink_lambda::Consumer for Deliverer {
+    type Done = Report;
+    type Error = HandleError;
+
+    fn name(&self) -> &'static str {
+        "webhooks"
+    }
+
+    fn side_by_side(&self) -> usize {
+        MESSAGES_IN_FLIGHT
+    }
+
+    /// Each attempt is bounded by its own timeout; the deadline does not shorten it.
+    async fn handle(
+        &self,
+        message: &ReceivedMessage,
+        _deadline: Option<tokio::time::Instant>,
+    ) -> Result<Report, HandleError> {
+        Deliverer::handle(self, &message.body).await
+    }
+
+    fn failure(error: &HandleError) -> bulklink_lambda::Failure<'_> {
+        error.failure()
+    }
+}
+
 /// The local runner: receives from the webhook queue until `shutdown`, handling messages
-/// side by side (a slow endpoint holds only its own message), deleting the handled ones.
+/// side by side, deleting the handled ones.
 pub async fn run_queue_loop(
     deliverer: Arc<Deliverer>,
     queue: Arc<dyn Queue>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    const MESSAGES_IN_FLIGHT: usize = 64;
-    let slots = Arc::new(Semaphore::new(MESSAGES_IN_FLIGHT));
-    let mut handling = JoinSet::new();
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        while handling.try_join_next().is_some() {}
-        let free = slots.available_permits().min(10);
-        if free == 0 {
-            tokio::select! {
-                _ = handling.join_next() => {}
-                _ = shutdown.changed() => {}
-            }
-            continue;
-        }
-        let messages = tokio::select! {
-            received = queue.receive(free, Duration::from_secs(1)) => received,
-            _ = shutdown.changed() => continue,
-        };
-        let messages = match messages {
-            Ok(messages) => messages,
-            Err(e) => {
-                warn!(queue = queue.name(), error = %e, "receive failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        for message in messages {
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                break;
-            };
-            let (deliverer, queue) = (deliverer.clone(), queue.clone());
-            handling.spawn(async move {
-                handle_and_delete(&deliverer, queue.as_ref(), message).await;
-                drop(slot);
-            });
-        }
-    }
-    // Finish what is in hand (each attempt is bounded by its timeout).
-    while handling.join_next().await.is_some() {}
-}
-
-async fn handle_and_delete(deliverer: &Deliverer, queue: &dyn Queue, message: ReceivedMessage) {
-    match deliverer.handle(&message.body).await {
-        Ok(_) => {}
-        Err(e) => {
-            bulklink_lambda::leave_for_redelivery("webhooks", &message, e.failure());
-            return;
-        }
-    }
-    if let Err(e) = queue.delete(std::slice::from_ref(&message.receipt)).await {
-        warn!(error = %e, "delete failed; the message will be handled again");
-    }
+    bulklink_lambda::run_queue_loop(deliverer, queue, None, shutdown).await
 }

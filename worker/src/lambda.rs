@@ -8,62 +8,10 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use bulklink_core::telemetry::{emf_line, Metric};
-use bulklink_lambda::{
-    batch_response, deadline_instant, leave_for_redelivery, received_messages, RecordWithoutId,
-};
-use tokio::time::Instant;
-use tracing::{warn, Instrument};
+use bulklink_lambda::{deadline_instant, RecordWithoutId};
+use tracing::Instrument;
 
-use crate::{ChunkProcessor, ChunkReport, Source};
-
-/// Time kept back from the deadline for answering the runtime.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
-
-/// Handles one SQS event: every record, one at a time, until `deadline`. Writes one CloudWatch
-/// Embedded Metric Format line per handled chunk to `metrics`.
-pub async fn handle_sqs_event(
-    processor: &ChunkProcessor,
-    source: Source,
-    event: SqsEvent,
-    deadline: Instant,
-    metrics: &mut impl Write,
-) -> Result<SqsBatchResponse, RecordWithoutId> {
-    let mut failed = Vec::new();
-    for message in received_messages(event)? {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left <= DEADLINE_MARGIN {
-            warn!(message_id = %message.message_id, "no time left in this invocation; the message will be redelivered");
-            failed.push(message.message_id);
-            continue;
-        }
-        let started = Instant::now();
-        let retries_before = processor.sdk_retries();
-        match processor
-            .handle_within(source, &message, left - DEADLINE_MARGIN)
-            .await
-        {
-            Ok(report) => {
-                let retries = processor.sdk_retries().saturating_sub(retries_before);
-                let _ = writeln!(
-                    metrics,
-                    "{}",
-                    chunk_metrics(
-                        source,
-                        &report,
-                        retries,
-                        processor.write_rate(),
-                        started.elapsed()
-                    )
-                );
-            }
-            Err(e) => {
-                leave_for_redelivery(source.consumer(), &message, e.failure());
-                failed.push(message.message_id);
-            }
-        }
-    }
-    Ok(batch_response(failed))
-}
+use crate::{ChunkConsumer, ChunkProcessor, ChunkReport, Handled, Source};
 
 /// The Lambda function: the SQS consumer of the chunk queue, or of the chunk DLQ when
 /// `WORKER_SOURCE=dead-letters`.
@@ -81,19 +29,15 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
     let processor = ChunkProcessor::new(setup.ports, &setup.settings)
         .with_retry_probe(std::sync::Arc::new(move || counter.retries()))
         .with_throttle_probe(std::sync::Arc::new(move || throttles.throttles()));
-    let processor = &processor;
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<SqsEvent>| async move {
-            invoke(processor, source, event, &mut std::io::stdout())
-                .await
-                .map_err(lambda_runtime::Error::from)
-        },
-    ))
+    bulklink_lambda::run_lambda(ChunkConsumer { processor, source }, move |handled| {
+        write_metrics(source, handled, &mut std::io::stdout())
+    })
     .await
 }
 
 /// One invocation as the Lambda runtime makes it: every log line of it carries the
-/// request id, and it ends before the context's deadline.
+/// request id, and it ends before the context's deadline. Writes one CloudWatch Embedded
+/// Metric Format line per handled chunk to `metrics`.
 pub async fn invoke(
     processor: &ChunkProcessor,
     source: Source,
@@ -102,9 +46,27 @@ pub async fn invoke(
 ) -> Result<SqsBatchResponse, RecordWithoutId> {
     let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
     let deadline = deadline_instant(event.context.deadline);
-    handle_sqs_event(processor, source, event.payload, deadline, metrics)
-        .instrument(span)
-        .await
+    let consumer = ChunkConsumer { processor, source };
+    let (handled, response) =
+        bulklink_lambda::handle_event(&consumer, event.payload, Some(deadline))
+            .instrument(span)
+            .await?;
+    write_metrics(source, &handled, metrics);
+    Ok(response)
+}
+
+/// One metrics line per handled chunk.
+fn write_metrics(source: Source, handled: &[Handled], metrics: &mut impl Write) {
+    for chunk in handled {
+        let line = chunk_metrics(
+            source,
+            &chunk.report,
+            chunk.sdk_retries,
+            chunk.write_rate,
+            chunk.duration,
+        );
+        let _ = writeln!(metrics, "{line}");
+    }
 }
 
 /// The per-chunk metrics line (EMF): counts, SDK retries (throttling and timeouts), the

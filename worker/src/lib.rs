@@ -20,6 +20,7 @@ use bulklink_core::lifecycle::{self, Republish};
 use bulklink_core::ports::{Failure, Ledgered, Parking, Ports, Queue, ReceivedMessage};
 use bulklink_core::{Settings, StoreError};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{info, warn, Instrument};
 
 pub use limiter::{WriteLimiter, WRITES_PER_LOCATION};
@@ -34,6 +35,8 @@ pub enum ChunkError {
     Store(#[from] StoreError),
     #[error("processing took longer than {0:?}; the chunk will be redelivered")]
     TimedOut(Duration),
+    #[error("no time left in this invocation; the chunk will be redelivered")]
+    NoTimeLeft,
 }
 
 impl ChunkError {
@@ -396,6 +399,75 @@ pub async fn process_batch(
     results
 }
 
+/// Time kept back from a Lambda invocation's deadline for answering the runtime.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+
+/// The worker on one source, as a queue consumer (`bulklink_lambda`'s SQS driver and local
+/// loop): messages one after another, each within the time the deadline leaves (a message
+/// the deadline leaves no time for is not started, and comes back).
+pub struct ChunkConsumer<P> {
+    pub processor: P,
+    pub source: Source,
+}
+
+/// What one handled chunk message yields: its report and what its metrics line carries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Handled {
+    pub report: ChunkReport,
+    /// SDK retries (throttling, timeouts) while it was handled.
+    pub sdk_retries: u64,
+    /// The instance's write rate afterwards (when limited).
+    pub write_rate: Option<f64>,
+    pub duration: Duration,
+}
+
+impl<P> bulklink_lambda::Consumer for ChunkConsumer<P>
+where
+    P: std::borrow::Borrow<ChunkProcessor> + Send + Sync,
+{
+    type Done = Handled;
+    type Error = ChunkError;
+
+    fn name(&self) -> &'static str {
+        self.source.consumer()
+    }
+
+    fn receive_batch(&self) -> usize {
+        self.processor.borrow().receive_batch_size()
+    }
+
+    async fn handle(
+        &self,
+        message: &ReceivedMessage,
+        deadline: Option<Instant>,
+    ) -> Result<Handled, ChunkError> {
+        let processor = self.processor.borrow();
+        let limit = match deadline {
+            None => processor.time_limit,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left <= DEADLINE_MARGIN {
+                    return Err(ChunkError::NoTimeLeft);
+                }
+                left - DEADLINE_MARGIN
+            }
+        };
+        let started = Instant::now();
+        let retries_before = processor.sdk_retries();
+        let report = processor.handle_within(self.source, message, limit).await?;
+        Ok(Handled {
+            report,
+            sdk_retries: processor.sdk_retries().saturating_sub(retries_before),
+            write_rate: processor.write_rate(),
+            duration: started.elapsed(),
+        })
+    }
+
+    fn failure(error: &ChunkError) -> bulklink_lambda::Failure<'_> {
+        error.failure()
+    }
+}
+
 /// The local runner's worker instance: receive, handle, delete what succeeded; failed
 /// messages reappear after their visibility timeout. Runs until `shutdown` turns true,
 /// finishing the batch in hand first.
@@ -403,33 +475,8 @@ pub async fn run_queue_loop(
     processor: Arc<ChunkProcessor>,
     queue: Arc<dyn Queue>,
     source: Source,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    while !*shutdown.borrow() {
-        let received = tokio::select! {
-            received = queue.receive(processor.receive_batch_size(), Duration::from_secs(1)) => received,
-            _ = shutdown.changed() => break,
-        };
-        let messages = match received {
-            Ok(messages) => messages,
-            Err(e) => {
-                warn!(queue = queue.name(), error = %e, "receive failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let results = process_batch(&processor, source, &messages).await;
-        let done: Vec<String> = messages
-            .iter()
-            .zip(&results)
-            .filter(|(_, (_, result))| result.is_ok())
-            .map(|(message, _)| message.receipt.clone())
-            .collect();
-        if !done.is_empty() {
-            if let Err(e) = queue.delete(&done).await {
-                // The messages come back and their replays are deduped by the ledger.
-                warn!(queue = queue.name(), error = %e, "delete failed");
-            }
-        }
-    }
+    let consumer = Arc::new(ChunkConsumer { processor, source });
+    bulklink_lambda::run_queue_loop(consumer, queue, None, shutdown).await
 }

@@ -5,6 +5,8 @@
 // Unit tests may read the machine's time; production code reads bulklink_core::clock::Clock.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+mod consumer;
+
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
@@ -16,6 +18,8 @@ use bulklink_core::config::SettingsError;
 use bulklink_core::{clock, ports, telemetry, Settings};
 
 use crate::ports::{Ports, ReceivedMessage};
+
+pub use consumer::{handle_event, run_lambda, run_queue_loop, Consumer};
 
 /// What every Lambda function builds once at start from the environment Terraform sets:
 /// settings, the AWS clients and the backend's ports. Logs are JSON lines
