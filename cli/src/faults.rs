@@ -106,7 +106,9 @@ impl Catalog for FaultyCatalog {
     ) -> StoreResult<Vec<LinkOutcome>> {
         let call = self.link_calls.fetch_add(1, Ordering::SeqCst) + 1;
         if (self.fail_link)(ids) {
-            return Err(StoreError::Injected("catalog write refused".into()));
+            return Err(StoreError::unavailable(
+                "injected fault: catalog write refused",
+            ));
         }
         let outcomes = self.inner.link_locations(offer, brand, by, ids).await?;
         if let Some((n, halt)) = &self.halt_on_call {
@@ -142,7 +144,9 @@ impl Catalog for FaultyCatalog {
     ) -> StoreResult<Vec<LinkOutcome>> {
         let call = self.link_calls.fetch_add(1, Ordering::SeqCst) + 1;
         if (self.fail_link)(ids) {
-            return Err(StoreError::Injected("catalog write refused".into()));
+            return Err(StoreError::unavailable(
+                "injected fault: catalog write refused",
+            ));
         }
         let outcomes = self.inner.unlink_locations(offer, by, only_by, ids).await?;
         if let Some((n, halt)) = &self.halt_on_call {
@@ -178,7 +182,9 @@ impl Catalog for FaultyCatalog {
         let left = self.fail_existing.load(Ordering::SeqCst);
         if left > 0 {
             self.fail_existing.store(left - 1, Ordering::SeqCst);
-            return Err(StoreError::Injected("catalog read refused".into()));
+            return Err(StoreError::unavailable(
+                "injected fault: catalog read refused",
+            ));
         }
         self.inner.existing_links(offer, ids).await
     }

@@ -354,7 +354,7 @@ async fn retry_failures_does_exactly_the_failed_locations(kind: Kind) {
     loop {
         let page = env
             .ports()
-            .jobs
+            .ledger
             .page_failures(parent.id, cursor.as_ref(), 1_000)
             .await
             .unwrap();

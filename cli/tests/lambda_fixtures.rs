@@ -638,7 +638,7 @@ async fn a_worker_instance_picks_up_a_changed_write_budget() {
     assert_eq!(last_rate(), Some(400.0));
 
     ports
-        .jobs
+        .runtime_settings
         .put_setting(bulklink_core::ports::WRITE_BUDGET_SETTING, "1000")
         .await
         .unwrap();

@@ -452,7 +452,7 @@ async fn finished_with_a_failure(
         attempts: 3,
     };
     ports
-        .jobs
+        .ledger
         .record_chunk(job.id, offer, ChunkSeq(0), counts, 0, &[failure])
         .await
         .unwrap();

@@ -548,7 +548,7 @@ impl RecordingEvents {
 impl EventBus for RecordingEvents {
     async fn publish(&self, event: &JobEvent) -> StoreResult<()> {
         if self.refuse.load(Ordering::SeqCst) {
-            return Err(StoreError::Injected("publish refused".into()));
+            return Err(StoreError::unavailable("injected fault: publish refused"));
         }
         self.inner.publish(event).await?;
         self.published.lock().expect("lock").push(event.clone());

@@ -198,7 +198,7 @@ async fn a_job_under_throttling_and_timeouts_still_ends_with_exact_counts() {
 
     let failures = pipeline
         .ports
-        .jobs
+        .ledger
         .page_failures(job.id, None, 5)
         .await
         .unwrap();

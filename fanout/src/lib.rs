@@ -141,7 +141,7 @@ impl Fanout {
         // Bounded: a chunk parked again meanwhile (a second pause) stays for that pause.
         let rounds = (job.chunks_parked as usize).div_ceil(SEND_BATCH) + 1;
         for _ in 0..rounds {
-            let parked = self.ports.jobs.parked_chunks(job.id, SEND_BATCH).await?;
+            let parked = self.ports.ledger.parked_chunks(job.id, SEND_BATCH).await?;
             if parked.is_empty() {
                 break;
             }
@@ -153,14 +153,14 @@ impl Fanout {
                 .send_grouped(Some(&group), &bodies)
                 .await?;
             for chunk in &parked {
-                self.ports.jobs.unpark_chunk(job.id, chunk).await?;
+                self.ports.ledger.unpark_chunk(job.id, chunk).await?;
             }
             info!(chunks = parked.len(), "parked chunks re-sent");
         }
         let id = job.id;
         match self.ports.jobs.get_job(id).await? {
             Some(job) if job.chunks_parked == 0 || job.status == JobStatus::Paused => Ok(job),
-            Some(job) => Err(StoreError::Unavailable(format!(
+            Some(job) => Err(StoreError::unavailable(format!(
                 "{} chunks of job {} are still parked; the fanout message will be retried",
                 job.chunks_parked, job.id
             ))

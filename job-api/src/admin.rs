@@ -66,7 +66,8 @@ fn require_admin(caller: &Caller) -> Result<(), ApiError> {
 
 async fn view(state: &ApiState) -> Result<WriteBudgetView, ApiError> {
     let (budget, stored) =
-        bulklink_core::budget::current(state.ports.jobs.as_ref(), &state.settings).await?;
+        bulklink_core::budget::current(state.ports.runtime_settings.as_ref(), &state.settings)
+            .await?;
     Ok(WriteBudgetView {
         writes_per_sec: budget.unwrap_or(0.0),
         source: if stored { "setting" } else { "default" }.to_owned(),
@@ -149,7 +150,7 @@ pub async fn set_write_budget(
     }
     state
         .ports
-        .jobs
+        .runtime_settings
         .put_setting(WRITE_BUDGET_SETTING, &writes.to_string())
         .await?;
     info!(writes_per_sec = writes, principal = %caller.principal, "write budget changed");

@@ -154,7 +154,7 @@ async fn list_failures(
     let (cursor, limit) = (query.cursor()?, query.limit()?);
     caller.visible_job(&ports, job_id).await?;
     let page = ports
-        .jobs
+        .ledger
         .page_failures(job_id, cursor.as_ref(), limit)
         .await?;
     Ok(Json(ListBody::from_page(page, |f| f)).into_response())

@@ -90,7 +90,7 @@ impl Deliverer {
     pub fn new(ports: &Ports, egress: Egress, settings: &Settings) -> Result<Self, StoreError> {
         let client = egress
             .client(USER_AGENT)
-            .map_err(|e| StoreError::Internal(format!("HTTP client: {e}")))?;
+            .map_err(|e| StoreError::internal(format!("HTTP client: {e}")))?;
         Ok(Deliverer {
             webhooks: ports.webhooks.clone(),
             queue: ports.webhook_queue.clone(),

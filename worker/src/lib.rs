@@ -116,7 +116,7 @@ impl ChunkProcessor {
             failure_threshold: settings.failure_threshold,
             failure_min_sample: settings.failure_min_sample,
             limiter: WriteLimiter::new(settings.per_worker_write_budget()),
-            budget: BudgetWatch::new(ports.jobs.clone(), settings),
+            budget: BudgetWatch::new(ports.runtime_settings.clone(), settings),
             ports,
             time_limit: settings.visibility_timeout.mul_f64(VISIBILITY_SHARE),
             retries: None,
@@ -233,7 +233,7 @@ impl ChunkProcessor {
             };
             let mut looks = 0;
             while job.status == JobStatus::Paused && matches!(attempt, Attempt::Try { .. }) {
-                match self.ports.jobs.park_chunk(job.id, chunk.seq, body).await? {
+                match self.ports.ledger.park_chunk(job.id, chunk.seq, body).await? {
                     Parking::Parked => {
                         info!("job is paused; chunk parked until it resumes");
                         return Ok(ChunkReport::Parked { job_id: job.id });
@@ -246,7 +246,7 @@ impl ChunkProcessor {
                 }
                 looks += 1;
                 if looks == 3 {
-                    return Err(StoreError::Unavailable("the job's pause keeps changing".into()).into());
+                    return Err(StoreError::unavailable("the job's pause keeps changing").into());
                 }
                 // Resumed (or cancelled) in the meantime: carry on as it is now.
                 let Some(now) = self.load_job(&chunk).await? else {
@@ -325,7 +325,7 @@ impl ChunkProcessor {
     ) -> Result<ChunkReport, ChunkError> {
         let ledgered = self
             .ports
-            .jobs
+            .ledger
             .record_chunk(
                 chunk.job_id,
                 chunk.offer_id,

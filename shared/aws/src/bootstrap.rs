@@ -44,7 +44,7 @@ pub struct Bootstrapped {
 }
 
 fn internal(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(e.to_string())
+    StoreError::internal(e.to_string())
 }
 
 /// Creates (or finds) every resource under `prefix` on the local `endpoint`.

@@ -137,9 +137,7 @@ impl DynamoCatalog {
                     None => self
                         .get(offer_pk(offer), &link_sk(id))
                         .await?
-                        .ok_or_else(|| {
-                            StoreError::Unavailable("link vanished while read".into())
-                        })?,
+                        .ok_or_else(|| StoreError::unavailable("link vanished while read"))?,
                 };
                 if old.contains_key("closed") {
                     return Ok(PutLink::Closed);
@@ -147,7 +145,7 @@ impl DynamoCatalog {
                 let link: LinkItem = from_item(old)?;
                 link.owner()?
                     .map(PutLink::Exists)
-                    .ok_or_else(|| StoreError::Unavailable("link changed while written".into()))
+                    .ok_or_else(|| StoreError::unavailable("link changed while written"))
             }
             Err(e) => Err(classify("PutItem", e)),
         }
@@ -224,7 +222,7 @@ impl DynamoCatalog {
         let delete = delete
             .condition_expression(condition)
             .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
+            .map_err(|e| StoreError::internal(e.to_string()))?;
         let mut request = self
             .ddb
             .transact_write_items()
@@ -237,7 +235,7 @@ impl DynamoCatalog {
                     .set_key(Some(link_key))
                     .condition_expression("attribute_exists(linkedBy)")
                     .build()
-                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                    .map_err(|e| StoreError::internal(e.to_string()))?;
                 let count = Update::builder()
                     .table_name(&self.table)
                     .set_key(Some(key(format!("OFFER#{offer}"), OFFER_SK)))
@@ -245,7 +243,7 @@ impl DynamoCatalog {
                     .condition_expression("attribute_exists(pk)")
                     .expression_attribute_values(":minus", n(-1))
                     .build()
-                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                    .map_err(|e| StoreError::internal(e.to_string()))?;
                 request = request
                     .transact_items(TransactWriteItem::builder().delete(unlink).build())
                     .transact_items(TransactWriteItem::builder().update(count).build());
@@ -259,7 +257,7 @@ impl DynamoCatalog {
                     .set_item(Some(closed))
                     .condition_expression("attribute_not_exists(linkedBy)")
                     .build()
-                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                    .map_err(|e| StoreError::internal(e.to_string()))?;
                 request = request.transact_items(TransactWriteItem::builder().put(block).build());
             }
         }
@@ -513,7 +511,7 @@ impl Catalog for DynamoCatalog {
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
                 .build()
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
+                .map_err(|e| StoreError::internal(e.to_string()))?;
             writes.push(TransactWriteItem::builder().put(put).build());
         }
         let Err(e) = self
@@ -575,12 +573,10 @@ impl Catalog for DynamoCatalog {
             .map(|item| match item.get("gsi1sk") {
                 Some(aws_sdk_dynamodb::types::AttributeValue::S(sk)) => sk
                     .strip_prefix("LOC#")
-                    .ok_or_else(|| StoreError::Internal(format!("bad gsi1sk '{sk}'")))?
+                    .ok_or_else(|| StoreError::internal(format!("bad gsi1sk '{sk}'")))?
                     .parse::<LocationId>()
                     .map_err(StoreError::from),
-                _ => Err(StoreError::Internal(
-                    "brand index item without gsi1sk".into(),
-                )),
+                _ => Err(StoreError::internal("brand index item without gsi1sk")),
             })
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(Page { items: ids, next })
@@ -627,7 +623,7 @@ impl Catalog for DynamoCatalog {
                 return Ok(done);
             }
         }
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::unavailable(format!(
             "location {id} kept changing while it was being deleted; retry"
         )))
     }
@@ -642,7 +638,7 @@ impl Catalog for DynamoCatalog {
             .expression_attribute_values(":o", offer_set(offer.id))
             .expression_attribute_values(":b", s(offer.brand_id.to_string()))
             .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
+            .map_err(|e| StoreError::internal(e.to_string()))?;
         let link = Put::builder()
             .table_name(&self.table)
             .set_item(Some(to_item(&LinkItem::new(
@@ -653,7 +649,7 @@ impl Catalog for DynamoCatalog {
             ))?))
             .condition_expression("attribute_not_exists(linkedBy)")
             .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
+            .map_err(|e| StoreError::internal(e.to_string()))?;
         let count = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(offer_pk(offer.id), OFFER_SK)))
@@ -661,7 +657,7 @@ impl Catalog for DynamoCatalog {
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":one", n(1))
             .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
+            .map_err(|e| StoreError::internal(e.to_string()))?;
         let result = self
             .ddb
             .transact_write_items()

@@ -31,14 +31,14 @@ fn attribute(value: String) -> StoreResult<MessageAttributeValue> {
         .data_type("String")
         .string_value(value)
         .build()
-        .map_err(|e| StoreError::Internal(e.to_string()))
+        .map_err(|e| StoreError::internal(e.to_string()))
 }
 
 #[async_trait]
 impl EventBus for SnsEvents {
     async fn publish(&self, event: &JobEvent) -> StoreResult<()> {
         let message = serde_json::to_string(event)
-            .map_err(|e| StoreError::Internal(format!("event encoding: {e}")))?;
+            .map_err(|e| StoreError::internal(format!("event encoding: {e}")))?;
         self.sns
             .publish()
             .topic_arn(&self.topic_arn)

@@ -81,17 +81,17 @@ pub(crate) fn n(value: impl ToString) -> AttributeValue {
 }
 
 pub(crate) fn to_item<T: Serialize>(value: &T) -> StoreResult<Item> {
-    serde_dynamo::to_item(value).map_err(|e| StoreError::Internal(format!("item encoding: {e}")))
+    serde_dynamo::to_item(value).map_err(|e| StoreError::internal(format!("item encoding: {e}")))
 }
 
 pub(crate) fn from_item<'a, T: Deserialize<'a>>(item: Item) -> StoreResult<T> {
-    serde_dynamo::from_item(item).map_err(|e| StoreError::Internal(format!("item decoding: {e}")))
+    serde_dynamo::from_item(item).map_err(|e| StoreError::internal(format!("item decoding: {e}")))
 }
 
 fn strip<'a>(value: &'a str, prefix: &str) -> StoreResult<&'a str> {
     value
         .strip_prefix(prefix)
-        .ok_or_else(|| StoreError::Internal(format!("key '{value}' lacks prefix '{prefix}'")))
+        .ok_or_else(|| StoreError::internal(format!("key '{value}' lacks prefix '{prefix}'")))
 }
 
 fn from_ms(ms: i64) -> DateTime<Utc> {
@@ -448,14 +448,14 @@ pub(crate) fn cursor_of(key: Option<Item>) -> StoreResult<Option<Cursor>> {
     let mut plain = std::collections::BTreeMap::new();
     for (name, value) in key {
         let AttributeValue::S(text) = value else {
-            return Err(StoreError::Internal(format!(
+            return Err(StoreError::internal(format!(
                 "key attribute {name} is not a string"
             )));
         };
         plain.insert(name, text);
     }
     let json = serde_json::to_string(&plain)
-        .map_err(|e| StoreError::Internal(format!("cursor encoding: {e}")))?;
+        .map_err(|e| StoreError::internal(format!("cursor encoding: {e}")))?;
     Ok(Some(Cursor::from_position(json)))
 }
 

@@ -25,7 +25,8 @@ use crate::domain::{
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
     Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance,
-    IdempotencyClaim, JobStore, Ledgered, OfferDeletion, Page, ParkedChunk, Parking, PauseOutcome,
+    IdempotencyClaim, JobStore, Ledger, Ledgered, OfferDeletion, Page, ParkedChunk, Parking,
+    PauseOutcome, RuntimeSettings,
 };
 
 /// How long an `Idempotency-Key` is remembered (DynamoDB TTL, checked on read too).
@@ -80,7 +81,7 @@ fn status_in(statuses: &[JobStatus]) -> (String, HashMap<String, AttributeValue>
 }
 
 fn internal(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(e.to_string())
+    StoreError::internal(e.to_string())
 }
 
 impl DynamoJobs {
@@ -198,8 +199,8 @@ impl DynamoJobs {
             while let Some(items) = pending.take().filter(|p| !p.is_empty()) {
                 round += 1;
                 if round > 10 {
-                    return Err(StoreError::Unavailable(
-                        "BatchWriteItem kept returning unprocessed items".into(),
+                    return Err(StoreError::unavailable(
+                        "BatchWriteItem kept returning unprocessed items",
                     ));
                 }
                 if round > 1 {
@@ -441,9 +442,7 @@ impl JobStore for DynamoJobs {
         if condition_failed(reasons.first()) {
             return match reasons[0].item().and_then(|i| i.get("jobId")) {
                 Some(AttributeValue::S(job)) => Ok(OfferDeletion::Busy(job.parse()?)),
-                _ => Err(StoreError::Unavailable(
-                    "active lock changed while read".into(),
-                )),
+                _ => Err(StoreError::unavailable("active lock changed while read")),
             };
         }
         if condition_failed(reasons.get(1)) {
@@ -536,89 +535,6 @@ impl JobStore for DynamoJobs {
                 Err(None) => return Err(StoreError::Invalid(format!("job {id} does not exist"))),
             },
         )
-    }
-
-    async fn record_chunk(
-        &self,
-        job: JobId,
-        offer: OfferId,
-        seq: ChunkSeq,
-        counts: ChunkCounts,
-        offer_delta: i64,
-        failures: &[Failure],
-    ) -> StoreResult<Ledgered> {
-        // The marker carries the failures (a transaction holds at most 100 items, a chunk
-        // may have 100 failures); the FAIL# items are written from whichever version of
-        // the chunk won the ledger, so a replay never changes them.
-        let marker = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(to_item(&ChunkItem::of(
-                job,
-                seq,
-                counts,
-                failures,
-                self.clock.now_ms(),
-            ))?))
-            .condition_expression("attribute_not_exists(pk)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(internal)?;
-        let counters = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(job_pk(job), JOB_SK)))
-            .update_expression(
-                "SET updatedAt = :now ADD linked :l, alreadyLinked :a, notFound :nf, failed :f, \
-                 cancelled :c, unlinked :u, notLinked :nl, chunksDone :one",
-            )
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":now", n(self.clock.now().timestamp_millis()))
-            .expression_attribute_values(":l", n(counts.linked))
-            .expression_attribute_values(":a", n(counts.already_linked))
-            .expression_attribute_values(":nf", n(counts.not_found))
-            .expression_attribute_values(":f", n(counts.failed))
-            .expression_attribute_values(":c", n(counts.cancelled))
-            .expression_attribute_values(":u", n(counts.unlinked))
-            .expression_attribute_values(":nl", n(counts.not_linked))
-            .expression_attribute_values(":one", n(1))
-            .build()
-            .map_err(internal)?;
-        let mut request = self
-            .ddb
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(marker).build())
-            .transact_items(TransactWriteItem::builder().update(counters).build());
-        if offer_delta != 0 {
-            let total = Update::builder()
-                .table_name(&self.catalog_table)
-                .set_key(Some(key(offer_pk(offer), OFFER_SK)))
-                .update_expression("ADD locationsTotal :d")
-                .expression_attribute_values(":d", n(offer_delta))
-                .build()
-                .map_err(internal)?;
-            request = request.transact_items(TransactWriteItem::builder().update(total).build());
-        }
-        match request.send().await {
-            Ok(_) => {
-                // Dying before this leaves the message undeleted: its replay lands below.
-                self.put_failures(job, failures).await?;
-                Ok(Ledgered::Recorded(self.must_load(job).await?))
-            }
-            Err(e) => {
-                let reasons = cancellation(e)?;
-                if condition_failed(reasons.first()) {
-                    let ledgered = match reasons.first().and_then(|r| r.item()) {
-                        Some(item) => from_item::<ChunkItem>(item.clone())?.failures,
-                        None => Vec::new(),
-                    };
-                    self.put_failures(job, &ledgered).await?;
-                    Ok(Ledgered::Duplicate(self.must_load(job).await?))
-                } else if condition_failed(reasons.get(1)) {
-                    Err(StoreError::Invalid(format!("job {job} does not exist")))
-                } else {
-                    Err(retryable_cancel(&reasons))
-                }
-            }
-        }
     }
 
     async fn try_complete(&self, id: JobId) -> StoreResult<Completion> {
@@ -753,9 +669,157 @@ impl JobStore for DynamoJobs {
                 Err(Some(now)) => job = now,
             }
         }
-        Err(StoreError::Unavailable(format!(
+        Err(StoreError::unavailable(format!(
             "job {id} changed under {PAUSE_RACE_ROUNDS} resume attempts"
         )))
+    }
+
+    async fn mark_failing(&self, id: JobId) -> StoreResult<bool> {
+        let (condition, mut values) = status_in(Transition::StartFailing.from());
+        values.insert(":to".into(), s(Transition::StartFailing.to().as_str()));
+        values.insert(":now".into(), n(self.clock.now().timestamp_millis()));
+        let result = self
+            .conditional_update(
+                id,
+                "SET #s = :to, updatedAt = :now",
+                &condition,
+                values,
+                Some(HashMap::from([("#s".into(), "status".into())])),
+            )
+            .await?;
+        Ok(result.is_ok())
+    }
+
+    async fn mark_notified(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<()> {
+        // Leaving the sparse index is what takes the job off the sweeper's list.
+        self.conditional_update(
+            id,
+            "SET notifiedAt = :at REMOVE gsi2pk, gsi2sk",
+            "attribute_exists(pk) AND attribute_not_exists(notifiedAt)",
+            HashMap::from([(":at".into(), n(at.timestamp_millis()))]),
+            None,
+        )
+        .await?
+        .ok();
+        Ok(())
+    }
+
+    async fn unsettled_jobs(
+        &self,
+        idle_since: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Job>> {
+        let mut idle = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (ids, next) = self
+                .query_job_ids(
+                    "gsi2",
+                    ("gsi2pk", UNSETTLED.to_owned()),
+                    true,
+                    cursor.as_ref(),
+                    100,
+                )
+                .await?;
+            let found = self.batch_get_jobs(&ids).await?;
+            idle.extend(
+                ids.iter()
+                    .filter_map(|id| found.get(id))
+                    .filter(|job| job.notified_at.is_none() && job.updated_at < idle_since)
+                    .cloned(),
+            );
+            if idle.len() >= limit || next.is_none() {
+                idle.truncate(limit);
+                return Ok(idle);
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[async_trait]
+impl Ledger for DynamoJobs {
+    async fn record_chunk(
+        &self,
+        job: JobId,
+        offer: OfferId,
+        seq: ChunkSeq,
+        counts: ChunkCounts,
+        offer_delta: i64,
+        failures: &[Failure],
+    ) -> StoreResult<Ledgered> {
+        // The marker carries the failures (a transaction holds at most 100 items, a chunk
+        // may have 100 failures); the FAIL# items are written from whichever version of
+        // the chunk won the ledger, so a replay never changes them.
+        let marker = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(to_item(&ChunkItem::of(
+                job,
+                seq,
+                counts,
+                failures,
+                self.clock.now_ms(),
+            ))?))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(internal)?;
+        let counters = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(job_pk(job), JOB_SK)))
+            .update_expression(
+                "SET updatedAt = :now ADD linked :l, alreadyLinked :a, notFound :nf, failed :f, \
+                 cancelled :c, unlinked :u, notLinked :nl, chunksDone :one",
+            )
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", n(self.clock.now().timestamp_millis()))
+            .expression_attribute_values(":l", n(counts.linked))
+            .expression_attribute_values(":a", n(counts.already_linked))
+            .expression_attribute_values(":nf", n(counts.not_found))
+            .expression_attribute_values(":f", n(counts.failed))
+            .expression_attribute_values(":c", n(counts.cancelled))
+            .expression_attribute_values(":u", n(counts.unlinked))
+            .expression_attribute_values(":nl", n(counts.not_linked))
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(internal)?;
+        let mut request = self
+            .ddb
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(marker).build())
+            .transact_items(TransactWriteItem::builder().update(counters).build());
+        if offer_delta != 0 {
+            let total = Update::builder()
+                .table_name(&self.catalog_table)
+                .set_key(Some(key(offer_pk(offer), OFFER_SK)))
+                .update_expression("ADD locationsTotal :d")
+                .expression_attribute_values(":d", n(offer_delta))
+                .build()
+                .map_err(internal)?;
+            request = request.transact_items(TransactWriteItem::builder().update(total).build());
+        }
+        match request.send().await {
+            Ok(_) => {
+                // Dying before this leaves the message undeleted: its replay lands below.
+                self.put_failures(job, failures).await?;
+                Ok(Ledgered::Recorded(self.must_load(job).await?))
+            }
+            Err(e) => {
+                let reasons = cancellation(e)?;
+                if condition_failed(reasons.first()) {
+                    let ledgered = match reasons.first().and_then(|r| r.item()) {
+                        Some(item) => from_item::<ChunkItem>(item.clone())?.failures,
+                        None => Vec::new(),
+                    };
+                    self.put_failures(job, &ledgered).await?;
+                    Ok(Ledgered::Duplicate(self.must_load(job).await?))
+                } else if condition_failed(reasons.get(1)) {
+                    Err(StoreError::Invalid(format!("job {job} does not exist")))
+                } else {
+                    Err(retryable_cancel(&reasons))
+                }
+            }
+        }
     }
 
     async fn park_chunk(&self, id: JobId, seq: ChunkSeq, body: &str) -> StoreResult<Parking> {
@@ -871,7 +935,7 @@ impl JobStore for DynamoJobs {
             .map(|item| {
                 let text = |name: &str| match item.get(name) {
                     Some(AttributeValue::S(v)) => Ok(v.clone()),
-                    _ => Err(StoreError::Internal(format!(
+                    _ => Err(StoreError::internal(format!(
                         "a parked chunk of job {id} has no {name}"
                     ))),
                 };
@@ -879,7 +943,7 @@ impl JobStore for DynamoJobs {
                 let seq = sk
                     .strip_prefix("PARKED#")
                     .and_then(|seq| seq.parse().ok())
-                    .ok_or_else(|| StoreError::Internal(format!("parked chunk key '{sk}'")))?;
+                    .ok_or_else(|| StoreError::internal(format!("parked chunk key '{sk}'")))?;
                 Ok(ParkedChunk {
                     seq: ChunkSeq(seq),
                     body: text("body")?,
@@ -922,66 +986,6 @@ impl JobStore for DynamoJobs {
         Err(retryable_cancel(&reasons))
     }
 
-    async fn get_setting(&self, name: &str) -> StoreResult<Option<String>> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(setting_pk(name), SETTING_SK)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| classify("GetItem", e))?;
-        Ok(out.item.and_then(|item| match item.get("value") {
-            Some(AttributeValue::S(v)) => Some(v.clone()),
-            _ => None,
-        }))
-    }
-
-    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()> {
-        let mut item = key(setting_pk(name), SETTING_SK);
-        item.insert("value".into(), s(value));
-        item.insert("updatedAt".into(), n(self.clock.now().timestamp_millis()));
-        self.ddb
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| classify("PutItem", e))?;
-        Ok(())
-    }
-
-    async fn mark_failing(&self, id: JobId) -> StoreResult<bool> {
-        let (condition, mut values) = status_in(Transition::StartFailing.from());
-        values.insert(":to".into(), s(Transition::StartFailing.to().as_str()));
-        values.insert(":now".into(), n(self.clock.now().timestamp_millis()));
-        let result = self
-            .conditional_update(
-                id,
-                "SET #s = :to, updatedAt = :now",
-                &condition,
-                values,
-                Some(HashMap::from([("#s".into(), "status".into())])),
-            )
-            .await?;
-        Ok(result.is_ok())
-    }
-
-    async fn mark_notified(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<()> {
-        // Leaving the sparse index is what takes the job off the sweeper's list.
-        self.conditional_update(
-            id,
-            "SET notifiedAt = :at REMOVE gsi2pk, gsi2sk",
-            "attribute_exists(pk) AND attribute_not_exists(notifiedAt)",
-            HashMap::from([(":at".into(), n(at.timestamp_millis()))]),
-            None,
-        )
-        .await?
-        .ok();
-        Ok(())
-    }
-
     async fn page_failures(
         &self,
         id: JobId,
@@ -1011,36 +1015,36 @@ impl JobStore for DynamoJobs {
             next: cursor_of(out.last_evaluated_key)?,
         })
     }
+}
+#[async_trait]
+impl RuntimeSettings for DynamoJobs {
+    async fn get_setting(&self, name: &str) -> StoreResult<Option<String>> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(setting_pk(name), SETTING_SK)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        Ok(out.item.and_then(|item| match item.get("value") {
+            Some(AttributeValue::S(v)) => Some(v.clone()),
+            _ => None,
+        }))
+    }
 
-    async fn unsettled_jobs(
-        &self,
-        idle_since: DateTime<Utc>,
-        limit: usize,
-    ) -> StoreResult<Vec<Job>> {
-        let mut idle = Vec::new();
-        let mut cursor = None;
-        loop {
-            let (ids, next) = self
-                .query_job_ids(
-                    "gsi2",
-                    ("gsi2pk", UNSETTLED.to_owned()),
-                    true,
-                    cursor.as_ref(),
-                    100,
-                )
-                .await?;
-            let found = self.batch_get_jobs(&ids).await?;
-            idle.extend(
-                ids.iter()
-                    .filter_map(|id| found.get(id))
-                    .filter(|job| job.notified_at.is_none() && job.updated_at < idle_since)
-                    .cloned(),
-            );
-            if idle.len() >= limit || next.is_none() {
-                idle.truncate(limit);
-                return Ok(idle);
-            }
-            cursor = next;
-        }
+    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        let mut item = key(setting_pk(name), SETTING_SK);
+        item.insert("value".into(), s(value));
+        item.insert("updatedAt".into(), n(self.clock.now().timestamp_millis()));
+        self.ddb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| classify("PutItem", e))?;
+        Ok(())
     }
 }

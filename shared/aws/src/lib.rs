@@ -176,18 +176,21 @@ pub fn ports(clients: &AwsClients, names: &AwsNames, clock: crate::clock::Clock)
     let queue = |url: &str, name: &str| -> Arc<dyn crate::ports::Queue> {
         Arc::new(SqsQueue::new(clients.sqs.clone(), url, name))
     };
+    let jobs = Arc::new(DynamoJobs::new(
+        clients.dynamodb.clone(),
+        &names.jobs_table,
+        &names.catalog_table,
+        clock.clone(),
+    ));
     Ports {
         catalog: Arc::new(DynamoCatalog::new(
             clients.dynamodb.clone(),
             &names.catalog_table,
             clock.clone(),
         )),
-        jobs: Arc::new(DynamoJobs::new(
-            clients.dynamodb.clone(),
-            &names.jobs_table,
-            &names.catalog_table,
-            clock.clone(),
-        )),
+        jobs: jobs.clone(),
+        ledger: jobs.clone(),
+        runtime_settings: jobs,
         fanout_queue: TypedQueue::new(queue(&names.fanout_queue_url, "fanout")),
         chunk_queue: TypedQueue::new(queue(&names.chunk_queue_url, "chunks")),
         chunk_dlq: TypedQueue::new(queue(&names.chunk_dlq_url, "chunks-dlq")),
@@ -241,14 +244,14 @@ pub(crate) async fn batch_get(
             .set_keys(Some(batch.to_vec()))
             .consistent_read(true)
             .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))?;
+            .map_err(|e| StoreError::internal(e.to_string()))?;
         let mut pending = Some(HashMap::from([(table.to_owned(), request)]));
         let mut round = 0u32;
         while let Some(items) = pending.take().filter(|p| !p.is_empty()) {
             round += 1;
             if round > MAX_ROUNDS {
-                return Err(StoreError::Unavailable(
-                    "BatchGetItem kept returning unprocessed keys".into(),
+                return Err(StoreError::unavailable(
+                    "BatchGetItem kept returning unprocessed keys",
                 ));
             }
             if round > 1 {

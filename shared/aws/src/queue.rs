@@ -37,7 +37,7 @@ impl SqsQueue {
 }
 
 fn internal(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(e.to_string())
+    StoreError::internal(e.to_string())
 }
 
 #[async_trait]
@@ -93,7 +93,7 @@ impl Queue for SqsQueue {
         if pending.is_empty() {
             Ok(())
         } else {
-            Err(StoreError::Unavailable(format!(
+            Err(StoreError::unavailable(format!(
                 "SendMessageBatch: {} entries still failing after {SEND_ROUNDS} rounds",
                 pending.len()
             )))
@@ -177,7 +177,7 @@ impl Queue for SqsQueue {
                 .map_err(|e| classify("DeleteMessageBatch", e))?;
             if let Some(f) = out.failed().first() {
                 // The message comes back after its visibility timeout; its replay is harmless.
-                return Err(StoreError::Unavailable(format!(
+                return Err(StoreError::unavailable(format!(
                     "DeleteMessageBatch failed for {} entries, first: {} {}",
                     out.failed().len(),
                     f.code(),

@@ -42,7 +42,7 @@ fn from_ms(ms: i64) -> DateTime<Utc> {
 }
 
 fn internal(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(e.to_string())
+    StoreError::internal(e.to_string())
 }
 
 #[derive(Debug, Serialize, Deserialize)]

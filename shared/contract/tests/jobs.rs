@@ -85,16 +85,18 @@ async fn fanned_out(fx: &Fixture, chunks: u32, ids: u64) -> (Offer, Job) {
 async fn succeeded(fx: &Fixture) -> (Offer, Job) {
     let (offer, job) = fanned_out(fx, 1, 1).await;
     let jobs = &fx.ports.jobs;
-    jobs.record_chunk(
-        job.id,
-        offer.id,
-        ChunkSeq(0),
-        counts(1, 0, 0, 0),
-        counts(1, 0, 0, 0).offer_delta(),
-        &[],
-    )
-    .await
-    .unwrap();
+    fx.ports
+        .ledger
+        .record_chunk(
+            job.id,
+            offer.id,
+            ChunkSeq(0),
+            counts(1, 0, 0, 0),
+            counts(1, 0, 0, 0).offer_delta(),
+            &[],
+        )
+        .await
+        .unwrap();
     let Completion::Won(job) = jobs.try_complete(job.id).await.unwrap() else {
         panic!("the job did not complete");
     };
@@ -356,7 +358,9 @@ pub async fn recording_a_chunk_adds_its_counts_to_the_job_and_the_offer(fx: &Fix
     let jobs = &fx.ports.jobs;
     let (offer, job) = fanned_out(fx, 2, 10).await;
 
-    let ledgered = jobs
+    let ledgered = fx
+        .ports
+        .ledger
         .record_chunk(
             job.id,
             offer.id,
@@ -387,7 +391,9 @@ pub async fn a_replayed_chunk_adds_nothing_to_the_counters(fx: &Fixture) {
     let jobs = &fx.ports.jobs;
     let (offer, job) = fanned_out(fx, 2, 6).await;
     let first_failure = failure("throttled", 3);
-    let first = jobs
+    let first = fx
+        .ports
+        .ledger
         .record_chunk(
             job.id,
             offer.id,
@@ -399,7 +405,9 @@ pub async fn a_replayed_chunk_adds_nothing_to_the_counters(fx: &Fixture) {
         .await
         .unwrap();
 
-    let replay = jobs
+    let replay = fx
+        .ports
+        .ledger
         .record_chunk(
             job.id,
             offer.id,
@@ -422,7 +430,12 @@ pub async fn a_replayed_chunk_adds_nothing_to_the_counters(fx: &Fixture) {
     );
     let offer = fx.ports.catalog.get_offer(offer.id).await.unwrap().unwrap();
     assert_eq!(offer.locations_total, 2);
-    let failures = jobs.page_failures(job.id, None, 10).await.unwrap();
+    let failures = fx
+        .ports
+        .ledger
+        .page_failures(job.id, None, 10)
+        .await
+        .unwrap();
     assert_eq!(failures.items, vec![first_failure]);
 }
 
@@ -432,7 +445,7 @@ pub async fn concurrent_deliveries_of_one_chunk_are_recorded_once(fx: &Fixture) 
     let chunk = counts(4, 1, 0, 0);
 
     let results = join_all((0..10).map(|_| {
-        jobs.record_chunk(
+        fx.ports.ledger.record_chunk(
             job.id,
             offer.id,
             ChunkSeq(0),
@@ -467,36 +480,41 @@ pub async fn concurrent_deliveries_of_one_chunk_are_recorded_once(fx: &Fixture) 
 }
 
 pub async fn recorded_failures_are_listed_with_reason_and_attempts(fx: &Fixture) {
-    let jobs = &fx.ports.jobs;
     let (offer, job) = fanned_out(fx, 2, 10).await;
     let first: Vec<Failure> = (1..=3).map(|n| failure("brand mismatch", n)).collect();
     let second = vec![failure("throttled", 5), failure("timeout", 2)];
-    jobs.record_chunk(
-        job.id,
-        offer.id,
-        ChunkSeq(0),
-        counts(2, 0, 0, 3),
-        counts(2, 0, 0, 3).offer_delta(),
-        &first,
-    )
-    .await
-    .unwrap();
-    jobs.record_chunk(
-        job.id,
-        offer.id,
-        ChunkSeq(1),
-        counts(3, 0, 0, 2),
-        counts(3, 0, 0, 2).offer_delta(),
-        &second,
-    )
-    .await
-    .unwrap();
+    fx.ports
+        .ledger
+        .record_chunk(
+            job.id,
+            offer.id,
+            ChunkSeq(0),
+            counts(2, 0, 0, 3),
+            counts(2, 0, 0, 3).offer_delta(),
+            &first,
+        )
+        .await
+        .unwrap();
+    fx.ports
+        .ledger
+        .record_chunk(
+            job.id,
+            offer.id,
+            ChunkSeq(1),
+            counts(3, 0, 0, 2),
+            counts(3, 0, 0, 2).offer_delta(),
+            &second,
+        )
+        .await
+        .unwrap();
 
     let mut sizes = Vec::new();
     let mut listed = Vec::new();
     let mut cursor: Option<Cursor> = None;
     loop {
-        let page = jobs
+        let page = fx
+            .ports
+            .ledger
             .page_failures(job.id, cursor.as_ref(), 2)
             .await
             .unwrap();
@@ -530,16 +548,18 @@ pub async fn completion_waits_for_fanout_and_every_chunk(fx: &Fixture) {
         ids_added: 2,
     };
     jobs.advance_fanout(job.id, &first_page).await.unwrap();
-    jobs.record_chunk(
-        job.id,
-        offer.id,
-        ChunkSeq(0),
-        counts(2, 0, 0, 0),
-        counts(2, 0, 0, 0).offer_delta(),
-        &[],
-    )
-    .await
-    .unwrap();
+    fx.ports
+        .ledger
+        .record_chunk(
+            job.id,
+            offer.id,
+            ChunkSeq(0),
+            counts(2, 0, 0, 0),
+            counts(2, 0, 0, 0).offer_delta(),
+            &[],
+        )
+        .await
+        .unwrap();
     let while_fanning_out = jobs.try_complete(job.id).await.unwrap();
     let last_page = FanoutAdvance {
         prev_cursor: Some("page-2".to_owned()),
@@ -550,16 +570,18 @@ pub async fn completion_waits_for_fanout_and_every_chunk(fx: &Fixture) {
     };
     jobs.advance_fanout(job.id, &last_page).await.unwrap();
     let with_a_chunk_outstanding = jobs.try_complete(job.id).await.unwrap();
-    jobs.record_chunk(
-        job.id,
-        offer.id,
-        ChunkSeq(1),
-        counts(2, 0, 0, 0),
-        counts(2, 0, 0, 0).offer_delta(),
-        &[],
-    )
-    .await
-    .unwrap();
+    fx.ports
+        .ledger
+        .record_chunk(
+            job.id,
+            offer.id,
+            ChunkSeq(1),
+            counts(2, 0, 0, 0),
+            counts(2, 0, 0, 0).offer_delta(),
+            &[],
+        )
+        .await
+        .unwrap();
 
     let done = jobs.try_complete(job.id).await.unwrap();
     let after = jobs.try_complete(job.id).await.unwrap();
@@ -590,16 +612,18 @@ pub async fn completion_waits_for_fanout_and_every_chunk(fx: &Fixture) {
 pub async fn concurrent_completion_attempts_have_exactly_one_winner(fx: &Fixture) {
     let jobs = &fx.ports.jobs;
     let (offer, job) = fanned_out(fx, 1, 1).await;
-    jobs.record_chunk(
-        job.id,
-        offer.id,
-        ChunkSeq(0),
-        counts(1, 0, 0, 0),
-        counts(1, 0, 0, 0).offer_delta(),
-        &[],
-    )
-    .await
-    .unwrap();
+    fx.ports
+        .ledger
+        .record_chunk(
+            job.id,
+            offer.id,
+            ChunkSeq(0),
+            counts(1, 0, 0, 0),
+            counts(1, 0, 0, 0).offer_delta(),
+            &[],
+        )
+        .await
+        .unwrap();
 
     let results: Vec<_> = join_all((0..10).map(|_| jobs.try_complete(job.id))).await;
 
@@ -618,16 +642,18 @@ pub async fn concurrent_completion_attempts_have_exactly_one_winner(fx: &Fixture
 pub async fn a_running_job_with_failures_completes_with_errors(fx: &Fixture) {
     let jobs = &fx.ports.jobs;
     let (offer, job) = fanned_out(fx, 1, 2).await;
-    jobs.record_chunk(
-        job.id,
-        offer.id,
-        ChunkSeq(0),
-        counts(1, 0, 0, 1),
-        counts(1, 0, 0, 1).offer_delta(),
-        &[failure("x", 3)],
-    )
-    .await
-    .unwrap();
+    fx.ports
+        .ledger
+        .record_chunk(
+            job.id,
+            offer.id,
+            ChunkSeq(0),
+            counts(1, 0, 0, 1),
+            counts(1, 0, 0, 1).offer_delta(),
+            &[failure("x", 3)],
+        )
+        .await
+        .unwrap();
 
     let completion = jobs.try_complete(job.id).await.unwrap();
 
@@ -641,16 +667,18 @@ pub async fn a_cancelling_job_completes_as_cancelled(fx: &Fixture) {
     let jobs = &fx.ports.jobs;
     let (offer, job) = fanned_out(fx, 1, 2).await;
     jobs.request_cancel(job.id).await.unwrap();
-    jobs.record_chunk(
-        job.id,
-        offer.id,
-        ChunkSeq(0),
-        ChunkCounts::all_cancelled(2),
-        ChunkCounts::all_cancelled(2).offer_delta(),
-        &[],
-    )
-    .await
-    .unwrap();
+    fx.ports
+        .ledger
+        .record_chunk(
+            job.id,
+            offer.id,
+            ChunkSeq(0),
+            ChunkCounts::all_cancelled(2),
+            ChunkCounts::all_cancelled(2).offer_delta(),
+            &[],
+        )
+        .await
+        .unwrap();
 
     let completion = jobs.try_complete(job.id).await.unwrap();
 
@@ -663,16 +691,18 @@ pub async fn a_cancelling_job_completes_as_cancelled(fx: &Fixture) {
 pub async fn a_failing_job_completes_as_failed(fx: &Fixture) {
     let jobs = &fx.ports.jobs;
     let (offer, job) = fanned_out(fx, 1, 2).await;
-    jobs.record_chunk(
-        job.id,
-        offer.id,
-        ChunkSeq(0),
-        counts(0, 0, 0, 2),
-        counts(0, 0, 0, 2).offer_delta(),
-        &[],
-    )
-    .await
-    .unwrap();
+    fx.ports
+        .ledger
+        .record_chunk(
+            job.id,
+            offer.id,
+            ChunkSeq(0),
+            counts(0, 0, 0, 2),
+            counts(0, 0, 0, 2).offer_delta(),
+            &[],
+        )
+        .await
+        .unwrap();
     assert!(jobs.mark_failing(job.id).await.unwrap());
 
     let completion = jobs.try_complete(job.id).await.unwrap();
@@ -686,16 +716,18 @@ pub async fn a_failing_job_completes_as_failed(fx: &Fixture) {
 pub async fn completion_frees_the_offer_for_a_new_job(fx: &Fixture) {
     let jobs = &fx.ports.jobs;
     let (offer, job) = fanned_out(fx, 1, 1).await;
-    jobs.record_chunk(
-        job.id,
-        offer.id,
-        ChunkSeq(0),
-        counts(1, 0, 0, 0),
-        counts(1, 0, 0, 0).offer_delta(),
-        &[],
-    )
-    .await
-    .unwrap();
+    fx.ports
+        .ledger
+        .record_chunk(
+            job.id,
+            offer.id,
+            ChunkSeq(0),
+            counts(1, 0, 0, 0),
+            counts(1, 0, 0, 0).offer_delta(),
+            &[],
+        )
+        .await
+        .unwrap();
     let while_running = jobs.create_job(&job_for(&offer), None).await.unwrap();
 
     jobs.try_complete(job.id).await.unwrap();
@@ -917,26 +949,40 @@ pub async fn a_paused_job_parks_each_chunk_once_and_resumes_with_its_pause_count
         Some(PauseOutcome::Unchanged(_))
     ));
     // Chunk 0 was accounted while the pause began; 1 is parked twice (a redelivery).
-    jobs.record_chunk(job.id, offer.id, ChunkSeq(0), counts(1, 0, 0, 0), 1, &[])
+    fx.ports
+        .ledger
+        .record_chunk(job.id, offer.id, ChunkSeq(0), counts(1, 0, 0, 0), 1, &[])
         .await
         .unwrap();
     assert_eq!(
-        jobs.park_chunk(job.id, ChunkSeq(0), "zero").await.unwrap(),
+        fx.ports
+            .ledger
+            .park_chunk(job.id, ChunkSeq(0), "zero")
+            .await
+            .unwrap(),
         Parking::Accounted
     );
     for _ in 0..2 {
         assert_eq!(
-            jobs.park_chunk(job.id, ChunkSeq(1), "one").await.unwrap(),
+            fx.ports
+                .ledger
+                .park_chunk(job.id, ChunkSeq(1), "one")
+                .await
+                .unwrap(),
             Parking::Parked
         );
     }
     assert_eq!(
-        jobs.park_chunk(job.id, ChunkSeq(2), "two").await.unwrap(),
+        fx.ports
+            .ledger
+            .park_chunk(job.id, ChunkSeq(2), "two")
+            .await
+            .unwrap(),
         Parking::Parked
     );
     let now = jobs.get_job(job.id).await.unwrap().unwrap();
     assert_eq!((now.chunks_parked, now.chunks_done), (2, 1));
-    let parked = jobs.parked_chunks(job.id, 10).await.unwrap();
+    let parked = fx.ports.ledger.parked_chunks(job.id, 10).await.unwrap();
     let mut bodies: Vec<&str> = parked.iter().map(|p| p.body.as_str()).collect();
     bodies.sort();
     assert_eq!(bodies, ["one", "two"]);
@@ -954,7 +1000,11 @@ pub async fn a_paused_job_parks_each_chunk_once_and_resumes_with_its_pause_count
     ));
     // Not paused any more: nothing parks.
     assert_eq!(
-        jobs.park_chunk(job.id, ChunkSeq(1), "one").await.unwrap(),
+        fx.ports
+            .ledger
+            .park_chunk(job.id, ChunkSeq(1), "one")
+            .await
+            .unwrap(),
         Parking::NotPaused
     );
     // A parking removed with a stale token stays; with its own, it goes.
@@ -963,12 +1013,23 @@ pub async fn a_paused_job_parks_each_chunk_once_and_resumes_with_its_pause_count
         token: "stale".into(),
         ..one.clone()
     };
-    jobs.unpark_chunk(job.id, &stale).await.unwrap();
-    assert_eq!(jobs.parked_chunks(job.id, 10).await.unwrap().len(), 2);
+    fx.ports.ledger.unpark_chunk(job.id, &stale).await.unwrap();
+    assert_eq!(
+        fx.ports
+            .ledger
+            .parked_chunks(job.id, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     for chunk in &parked {
-        jobs.unpark_chunk(job.id, chunk).await.unwrap();
+        fx.ports.ledger.unpark_chunk(job.id, chunk).await.unwrap();
     }
-    assert_eq!(jobs.parked_chunks(job.id, 10).await.unwrap(), vec![]);
+    assert_eq!(
+        fx.ports.ledger.parked_chunks(job.id, 10).await.unwrap(),
+        vec![]
+    );
     let after = jobs.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(after.chunks_parked, 0);
 }
@@ -1002,13 +1063,28 @@ pub async fn a_paused_job_can_be_cancelled_but_an_ended_one_not_paused(fx: &Fixt
 }
 
 pub async fn a_setting_reads_back_as_last_written(fx: &Fixture) {
-    let jobs = &fx.ports.jobs;
     let name = format!("test-{}", JobId::new_v7());
-    assert_eq!(jobs.get_setting(&name).await.unwrap(), None);
-    jobs.put_setting(&name, "1000").await.unwrap();
-    jobs.put_setting(&name, "250").await.unwrap();
     assert_eq!(
-        jobs.get_setting(&name).await.unwrap().as_deref(),
+        fx.ports.runtime_settings.get_setting(&name).await.unwrap(),
+        None
+    );
+    fx.ports
+        .runtime_settings
+        .put_setting(&name, "1000")
+        .await
+        .unwrap();
+    fx.ports
+        .runtime_settings
+        .put_setting(&name, "250")
+        .await
+        .unwrap();
+    assert_eq!(
+        fx.ports
+            .runtime_settings
+            .get_setting(&name)
+            .await
+            .unwrap()
+            .as_deref(),
         Some("250")
     );
 }

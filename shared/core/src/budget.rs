@@ -7,16 +7,16 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::ports::{JobStore, WRITE_BUDGET_SETTING};
+use crate::ports::{RuntimeSettings, WRITE_BUDGET_SETTING};
 use crate::{Settings, StoreError, StoreResult};
 
 /// A budget as stored: writes per second, 0 = unlimited.
 pub fn parse(value: &str) -> StoreResult<Option<f64>> {
     let writes: f64 = value.trim().parse().map_err(|_| {
-        StoreError::Internal(format!("the stored write budget '{value}' is not a number"))
+        StoreError::internal(format!("the stored write budget '{value}' is not a number"))
     })?;
     if !writes.is_finite() || writes < 0.0 {
-        return Err(StoreError::Internal(format!(
+        return Err(StoreError::internal(format!(
             "the stored write budget {writes} is not ≥ 0"
         )));
     }
@@ -24,8 +24,11 @@ pub fn parse(value: &str) -> StoreResult<Option<f64>> {
 }
 
 /// The budget in force: the stored one, else the configured default. `(budget, stored)`.
-pub async fn current(jobs: &dyn JobStore, settings: &Settings) -> StoreResult<(Option<f64>, bool)> {
-    match jobs.get_setting(WRITE_BUDGET_SETTING).await? {
+pub async fn current(
+    store: &dyn RuntimeSettings,
+    settings: &Settings,
+) -> StoreResult<(Option<f64>, bool)> {
+    match store.get_setting(WRITE_BUDGET_SETTING).await? {
         Some(value) => Ok((parse(&value)?, true)),
         None => Ok((settings.write_budget_per_sec, false)),
     }
@@ -33,16 +36,16 @@ pub async fn current(jobs: &dyn JobStore, settings: &Settings) -> StoreResult<(O
 
 /// The budget a worker spends, re-read from the store at most every `every`.
 pub struct BudgetWatch {
-    jobs: Arc<dyn JobStore>,
+    store: Arc<dyn RuntimeSettings>,
     settings: Settings,
     every: Duration,
     last: Mutex<Option<(Instant, Option<f64>)>>,
 }
 
 impl BudgetWatch {
-    pub fn new(jobs: Arc<dyn JobStore>, settings: &Settings) -> Self {
+    pub fn new(store: Arc<dyn RuntimeSettings>, settings: &Settings) -> Self {
         BudgetWatch {
-            jobs,
+            store,
             settings: settings.clone(),
             every: settings.budget_refresh,
             last: Mutex::new(None),
@@ -55,7 +58,7 @@ impl BudgetWatch {
         let cached = *self.last.lock().unwrap_or_else(|p| p.into_inner());
         let budget = match cached {
             Some((at, budget)) if at.elapsed() < self.every => budget,
-            _ => match current(self.jobs.as_ref(), &self.settings).await {
+            _ => match current(self.store.as_ref(), &self.settings).await {
                 Ok((budget, _)) => {
                     *self.last.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some((Instant::now(), budget));

@@ -38,7 +38,10 @@ pub async fn page_ids(
                 .await
         }
         JobKind::RetryFailures => {
-            let page = ports.jobs.page_failures(parent(job)?, after, limit).await?;
+            let page = ports
+                .ledger
+                .page_failures(parent(job)?, after, limit)
+                .await?;
             Ok(Page {
                 items: page.items.into_iter().map(|f| f.location_id).collect(),
                 next: page.next,
@@ -67,7 +70,7 @@ const COUNT_PAGE: usize = 1_000;
 
 fn parent(job: &Job) -> StoreResult<JobId> {
     job.parent_job_id.ok_or_else(|| {
-        StoreError::Internal(format!("{} job {} has no parent job", job.kind, job.id))
+        StoreError::internal(format!("{} job {} has no parent job", job.kind, job.id))
     })
 }
 

@@ -264,7 +264,8 @@ pub enum Parking {
 /// A setting operators change while jobs run, stored with the jobs.
 pub const WRITE_BUDGET_SETTING: &str = "write-budget";
 
-/// Jobs, their chunk ledger, failures, idempotency keys and active locks.
+/// Jobs: their records and status transitions, idempotency keys, active locks and undo
+/// marks, the fanout cursor and what the sweeper looks for.
 #[async_trait]
 pub trait JobStore: Send + Sync {
     /// Writes the job (PENDING), its idempotency claim and the offer's active lock, atomically;
@@ -289,6 +290,32 @@ pub trait JobStore: Send + Sync {
     async fn start_job(&self, id: JobId) -> StoreResult<Option<Job>>;
     /// Compare-and-set of the fanout cursor (DESIGN §5.2).
     async fn advance_fanout(&self, id: JobId, step: &FanoutAdvance) -> StoreResult<Advanced>;
+    /// The conditional terminal transition (DESIGN §5.3); releases the offer's active lock.
+    async fn try_complete(&self, id: JobId) -> StoreResult<Completion>;
+    /// PENDING/RUNNING/PAUSED → CANCELLING (a pause ends: its time is added to `pausedMs`).
+    async fn request_cancel(&self, id: JobId) -> StoreResult<Option<CancelOutcome>>;
+    /// PENDING/RUNNING → PAUSED at `at`.
+    async fn pause_job(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<Option<PauseOutcome>>;
+    /// PAUSED → RUNNING at `at`, adding the pause to `pausedMs` (and setting `startedAt` if
+    /// the job was paused before it started).
+    async fn resume_job(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<Option<PauseOutcome>>;
+    /// RUNNING → FAILING; false if the job was not RUNNING.
+    async fn mark_failing(&self, id: JobId) -> StoreResult<bool>;
+    async fn mark_notified(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Jobs the sweeper should look at: not terminal and untouched since `idle_since`,
+    /// or terminal without a notification and finished before `idle_since`.
+    async fn unsettled_jobs(
+        &self,
+        idle_since: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Job>>;
+}
+
+/// The chunk ledger (each chunk accounted once, with the job's counters), the failures it
+/// records and the chunks parked while their job is paused. The same store as the jobs
+/// (one transaction reaches both), seen by the steps that account chunks.
+#[async_trait]
+pub trait Ledger: Send + Sync {
     /// The chunk ledger (DESIGN §5.1): chunk marker + job counters + `chunksDone` +
     /// `offer.locationsTotal += offer_delta`, all or nothing, once per (job, seq). What the
     /// counts mean is the job kind's business, not the ledger's. Failures are durable once
@@ -302,15 +329,6 @@ pub trait JobStore: Send + Sync {
         offer_delta: i64,
         failures: &[Failure],
     ) -> StoreResult<Ledgered>;
-    /// The conditional terminal transition (DESIGN §5.3); releases the offer's active lock.
-    async fn try_complete(&self, id: JobId) -> StoreResult<Completion>;
-    /// PENDING/RUNNING/PAUSED → CANCELLING (a pause ends: its time is added to `pausedMs`).
-    async fn request_cancel(&self, id: JobId) -> StoreResult<Option<CancelOutcome>>;
-    /// PENDING/RUNNING → PAUSED at `at`.
-    async fn pause_job(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<Option<PauseOutcome>>;
-    /// PAUSED → RUNNING at `at`, adding the pause to `pausedMs` (and setting `startedAt` if
-    /// the job was paused before it started).
-    async fn resume_job(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<Option<PauseOutcome>>;
     /// Parks a chunk of a PAUSED job, atomically with that status and with the chunk not
     /// being accounted yet (nothing written otherwise). Parking a parked chunk again
     /// replaces its token.
@@ -320,25 +338,19 @@ pub trait JobStore: Send + Sync {
     /// Removes a parking (once its chunk is re-sent), unless the chunk was parked again
     /// since (another token).
     async fn unpark_chunk(&self, id: JobId, parked: &ParkedChunk) -> StoreResult<()>;
-    /// A runtime setting (`WRITE_BUDGET_SETTING`), as stored.
-    async fn get_setting(&self, name: &str) -> StoreResult<Option<String>>;
-    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()>;
-    /// RUNNING → FAILING; false if the job was not RUNNING.
-    async fn mark_failing(&self, id: JobId) -> StoreResult<bool>;
-    async fn mark_notified(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<()>;
     async fn page_failures(
         &self,
         id: JobId,
         after: Option<&Cursor>,
         limit: usize,
     ) -> StoreResult<Page<Failure>>;
-    /// Jobs the sweeper should look at: not terminal and untouched since `idle_since`,
-    /// or terminal without a notification and finished before `idle_since`.
-    async fn unsettled_jobs(
-        &self,
-        idle_since: DateTime<Utc>,
-        limit: usize,
-    ) -> StoreResult<Vec<Job>>;
+}
+/// Settings operators change while jobs run (`WRITE_BUDGET_SETTING`), stored with the jobs.
+#[async_trait]
+pub trait RuntimeSettings: Send + Sync {
+    /// A runtime setting (`WRITE_BUDGET_SETTING`), as stored.
+    async fn get_setting(&self, name: &str) -> StoreResult<Option<String>>;
+    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()>;
 }
 
 /// A message as received from a queue.
@@ -622,6 +634,10 @@ impl Health for AlwaysHealthy {
 pub struct Ports {
     pub catalog: Arc<dyn Catalog>,
     pub jobs: Arc<dyn JobStore>,
+    /// The chunk ledger, failures and parked chunks (the same store as `jobs`).
+    pub ledger: Arc<dyn Ledger>,
+    /// Settings changed while jobs run (the same store as `jobs`).
+    pub runtime_settings: Arc<dyn RuntimeSettings>,
     pub fanout_queue: TypedQueue<crate::domain::FanoutMessage>,
     pub chunk_queue: TypedQueue<crate::domain::ChunkMessage>,
     pub chunk_dlq: TypedQueue<crate::domain::ChunkMessage>,

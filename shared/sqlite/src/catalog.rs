@@ -349,7 +349,7 @@ impl Catalog for EmbeddedStore {
                 clock.now_ms(),
             )?
             .pop()
-            .ok_or_else(|| StoreError::Internal("link produced no outcome".into()))?;
+            .ok_or_else(|| StoreError::internal("link produced no outcome"))?;
             if outcome == LinkOutcome::Linked {
                 tx.execute(
                     "UPDATE offers SET locations_total = locations_total + 1 WHERE id = ?1",

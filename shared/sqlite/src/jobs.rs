@@ -15,7 +15,8 @@ use crate::domain::{
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
     Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance,
-    IdempotencyClaim, JobStore, Ledgered, OfferDeletion, Page, ParkedChunk, Parking, PauseOutcome,
+    IdempotencyClaim, JobStore, Ledger, Ledgered, OfferDeletion, Page, ParkedChunk, Parking,
+    PauseOutcome, RuntimeSettings,
 };
 
 /// How long an `Idempotency-Key` is remembered.
@@ -333,96 +334,6 @@ impl JobStore for EmbeddedStore {
         .await
     }
 
-    async fn record_chunk(
-        &self,
-        job: JobId,
-        offer: OfferId,
-        seq: ChunkSeq,
-        counts: ChunkCounts,
-        offer_delta: i64,
-        failures: &[Failure],
-    ) -> StoreResult<Ledgered> {
-        let clock = self.clock.clone();
-        let failures = failures.to_vec();
-        self.write(move |conn| {
-            let tx = conn.transaction().map_err(sql)?;
-            let (job, now) = (job.to_string(), clock.now_ms());
-            let fresh = tx
-                .prepare_cached(
-                    "INSERT INTO chunk_ledger (job_id, seq, linked, already_linked, not_found, failed, \
-                     cancelled, unlinked, not_linked, recorded_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
-                )
-                .map_err(sql)?
-                .execute(params![
-                    job,
-                    seq.0,
-                    counts.linked,
-                    counts.already_linked,
-                    counts.not_found,
-                    counts.failed,
-                    counts.cancelled,
-                    counts.unlinked,
-                    counts.not_linked,
-                    now
-                ])
-                .map_err(sql)?
-                == 1;
-            if !fresh {
-                return Ok(Ledgered::Duplicate(must_load_job(&tx, &job)?));
-            }
-            {
-                let mut put_failure = tx
-                    .prepare_cached(
-                        "INSERT OR REPLACE INTO failures (job_id, location_id, reason, attempts) \
-                         VALUES (?1, ?2, ?3, ?4)",
-                    )
-                    .map_err(sql)?;
-                for f in &failures {
-                    put_failure
-                        .execute(params![job, f.location_id.to_string(), f.reason, f.attempts])
-                        .map_err(sql)?;
-                }
-            }
-            let updated = tx
-                .prepare_cached(
-                    "UPDATE jobs SET linked = linked + ?2, already_linked = already_linked + ?3, \
-                     not_found = not_found + ?4, failed = failed + ?5, cancelled = cancelled + ?6, \
-                     unlinked = unlinked + ?8, not_linked = not_linked + ?9, \
-                     chunks_done = chunks_done + 1, updated_at = ?7 WHERE id = ?1",
-                )
-                .map_err(sql)?
-                .execute(params![
-                    job,
-                    counts.linked,
-                    counts.already_linked,
-                    counts.not_found,
-                    counts.failed,
-                    counts.cancelled,
-                    now,
-                    counts.unlinked,
-                    counts.not_linked
-                ])
-                .map_err(sql)?;
-            if updated == 0 {
-                // Dropping the transaction rolls the ledger marker back.
-                return Err(StoreError::Invalid(format!("job {job} does not exist")));
-            }
-            if offer_delta != 0 {
-                tx.prepare_cached(
-                    "UPDATE offers SET locations_total = locations_total + ?2 WHERE id = ?1",
-                )
-                .map_err(sql)?
-                .execute(params![offer.to_string(), offer_delta])
-                .map_err(sql)?;
-            }
-            let after = must_load_job(&tx, &job)?;
-            tx.commit().map_err(sql)?;
-            Ok(Ledgered::Recorded(after))
-        })
-        .await
-    }
-
     async fn try_complete(&self, id: JobId) -> StoreResult<Completion> {
         let clock = self.clock.clone();
         self.write(move |conn| {
@@ -529,6 +440,153 @@ impl JobStore for EmbeddedStore {
         .await
     }
 
+    async fn mark_failing(&self, id: JobId) -> StoreResult<bool> {
+        let clock = self.clock.clone();
+        self.write(move |conn| {
+            let changed = conn
+                .execute(
+                    &format!(
+                        "UPDATE jobs SET status = '{}', updated_at = ?2 WHERE id = ?1 AND {}",
+                        Transition::StartFailing.to(),
+                        Transition::StartFailing.sql_condition("status")
+                    ),
+                    params![id.to_string(), clock.now_ms()],
+                )
+                .map_err(sql)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn mark_notified(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE jobs SET notified_at = ?2 WHERE id = ?1 AND notified_at IS NULL",
+                params![id.to_string(), to_ms(at)],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unsettled_jobs(
+        &self,
+        idle_since: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Job>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE notified_at IS NULL AND updated_at < ?1 \
+                     ORDER BY updated_at LIMIT ?2"
+                ))
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![to_ms(idle_since), limit as i64], job_from_row)
+                .map_err(sql)?;
+            let mut jobs = Vec::new();
+            for row in rows {
+                jobs.push(row.map_err(sql)??);
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Ledger for EmbeddedStore {
+    async fn record_chunk(
+        &self,
+        job: JobId,
+        offer: OfferId,
+        seq: ChunkSeq,
+        counts: ChunkCounts,
+        offer_delta: i64,
+        failures: &[Failure],
+    ) -> StoreResult<Ledgered> {
+        let clock = self.clock.clone();
+        let failures = failures.to_vec();
+        self.write(move |conn| {
+            let tx = conn.transaction().map_err(sql)?;
+            let (job, now) = (job.to_string(), clock.now_ms());
+            let fresh = tx
+                .prepare_cached(
+                    "INSERT INTO chunk_ledger (job_id, seq, linked, already_linked, not_found, failed, \
+                     cancelled, unlinked, not_linked, recorded_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+                )
+                .map_err(sql)?
+                .execute(params![
+                    job,
+                    seq.0,
+                    counts.linked,
+                    counts.already_linked,
+                    counts.not_found,
+                    counts.failed,
+                    counts.cancelled,
+                    counts.unlinked,
+                    counts.not_linked,
+                    now
+                ])
+                .map_err(sql)?
+                == 1;
+            if !fresh {
+                return Ok(Ledgered::Duplicate(must_load_job(&tx, &job)?));
+            }
+            {
+                let mut put_failure = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO failures (job_id, location_id, reason, attempts) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .map_err(sql)?;
+                for f in &failures {
+                    put_failure
+                        .execute(params![job, f.location_id.to_string(), f.reason, f.attempts])
+                        .map_err(sql)?;
+                }
+            }
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE jobs SET linked = linked + ?2, already_linked = already_linked + ?3, \
+                     not_found = not_found + ?4, failed = failed + ?5, cancelled = cancelled + ?6, \
+                     unlinked = unlinked + ?8, not_linked = not_linked + ?9, \
+                     chunks_done = chunks_done + 1, updated_at = ?7 WHERE id = ?1",
+                )
+                .map_err(sql)?
+                .execute(params![
+                    job,
+                    counts.linked,
+                    counts.already_linked,
+                    counts.not_found,
+                    counts.failed,
+                    counts.cancelled,
+                    now,
+                    counts.unlinked,
+                    counts.not_linked
+                ])
+                .map_err(sql)?;
+            if updated == 0 {
+                // Dropping the transaction rolls the ledger marker back.
+                return Err(StoreError::Invalid(format!("job {job} does not exist")));
+            }
+            if offer_delta != 0 {
+                tx.prepare_cached(
+                    "UPDATE offers SET locations_total = locations_total + ?2 WHERE id = ?1",
+                )
+                .map_err(sql)?
+                .execute(params![offer.to_string(), offer_delta])
+                .map_err(sql)?;
+            }
+            let after = must_load_job(&tx, &job)?;
+            tx.commit().map_err(sql)?;
+            Ok(Ledgered::Recorded(after))
+        })
+        .await
+    }
+
     async fn park_chunk(&self, id: JobId, seq: ChunkSeq, body: &str) -> StoreResult<Parking> {
         let clock = self.clock.clone();
         let body = body.to_owned();
@@ -627,63 +685,6 @@ impl JobStore for EmbeddedStore {
         .await
     }
 
-    async fn get_setting(&self, name: &str) -> StoreResult<Option<String>> {
-        let name = name.to_owned();
-        self.read(move |conn| {
-            conn.prepare_cached("SELECT value FROM settings WHERE name = ?1")
-                .map_err(sql)?
-                .query_row([name], |row| row.get(0))
-                .optional()
-                .map_err(sql)
-        })
-        .await
-    }
-
-    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()> {
-        let clock = self.clock.clone();
-        let (name, value) = (name.to_owned(), value.to_owned());
-        self.write(move |conn| {
-            conn.execute(
-                "INSERT INTO settings (name, value, updated_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                params![name, value, clock.now_ms()],
-            )
-            .map_err(sql)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn mark_failing(&self, id: JobId) -> StoreResult<bool> {
-        let clock = self.clock.clone();
-        self.write(move |conn| {
-            let changed = conn
-                .execute(
-                    &format!(
-                        "UPDATE jobs SET status = '{}', updated_at = ?2 WHERE id = ?1 AND {}",
-                        Transition::StartFailing.to(),
-                        Transition::StartFailing.sql_condition("status")
-                    ),
-                    params![id.to_string(), clock.now_ms()],
-                )
-                .map_err(sql)?;
-            Ok(changed == 1)
-        })
-        .await
-    }
-
-    async fn mark_notified(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<()> {
-        self.write(move |conn| {
-            conn.execute(
-                "UPDATE jobs SET notified_at = ?2 WHERE id = ?1 AND notified_at IS NULL",
-                params![id.to_string(), to_ms(at)],
-            )
-            .map_err(sql)?;
-            Ok(())
-        })
-        .await
-    }
-
     async fn page_failures(
         &self,
         id: JobId,
@@ -720,27 +721,32 @@ impl JobStore for EmbeddedStore {
         })
         .await
     }
-
-    async fn unsettled_jobs(
-        &self,
-        idle_since: DateTime<Utc>,
-        limit: usize,
-    ) -> StoreResult<Vec<Job>> {
+}
+#[async_trait]
+impl RuntimeSettings for EmbeddedStore {
+    async fn get_setting(&self, name: &str) -> StoreResult<Option<String>> {
+        let name = name.to_owned();
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE notified_at IS NULL AND updated_at < ?1 \
-                     ORDER BY updated_at LIMIT ?2"
-                ))
-                .map_err(sql)?;
-            let rows = stmt
-                .query_map(params![to_ms(idle_since), limit as i64], job_from_row)
-                .map_err(sql)?;
-            let mut jobs = Vec::new();
-            for row in rows {
-                jobs.push(row.map_err(sql)??);
-            }
-            Ok(jobs)
+            conn.prepare_cached("SELECT value FROM settings WHERE name = ?1")
+                .map_err(sql)?
+                .query_row([name], |row| row.get(0))
+                .optional()
+                .map_err(sql)
+        })
+        .await
+    }
+
+    async fn put_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        let clock = self.clock.clone();
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO settings (name, value, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![name, value, clock.now_ms()],
+            )
+            .map_err(sql)?;
+            Ok(())
         })
         .await
     }

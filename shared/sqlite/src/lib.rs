@@ -143,8 +143,8 @@ impl EmbeddedStore {
     #[cfg(feature = "faults")]
     fn check_faults(&self) -> StoreResult<()> {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StoreError::Unavailable(
-                "injected: the store is unavailable".into(),
+            return Err(StoreError::unavailable(
+                "injected: the store is unavailable",
             ));
         }
         Ok(())
@@ -195,7 +195,7 @@ where
         f(&mut conn)
     })
     .await
-    .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+    .map_err(|e| StoreError::internal(format!("store task failed: {e}")))?
 }
 
 fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
@@ -207,7 +207,7 @@ fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags).map_err(|e| {
-        StoreError::Unavailable(format!("cannot open SQLite file {}: {e}", path.display()))
+        StoreError::unavailable(format!("cannot open SQLite file {}: {e}", path.display()))
     })?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(sql)?;
@@ -229,12 +229,12 @@ fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
 pub(crate) fn sql(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            StoreError::Unavailable(format!("SQLite is busy: {e}"))
+            StoreError::unavailable_from(format!("SQLite is busy: {e}"), e)
         }
         Some(ErrorCode::DiskFull | ErrorCode::CannotOpen | ErrorCode::SystemIoFailure) => {
-            StoreError::Unavailable(format!("SQLite I/O: {e}"))
+            StoreError::unavailable_from(format!("SQLite I/O: {e}"), e)
         }
-        _ => StoreError::Internal(format!("SQLite: {e}")),
+        _ => StoreError::internal_from(format!("SQLite: {e}"), e),
     }
 }
 
@@ -270,6 +270,8 @@ pub fn ports(store: &Arc<EmbeddedStore>, settings: &Settings) -> Ports {
     Ports {
         catalog: store.clone(),
         jobs: store.clone(),
+        ledger: store.clone(),
+        runtime_settings: store.clone(),
         fanout_queue: TypedQueue::new(queue(FANOUT_QUEUE, Some(FANOUT_DLQ))),
         chunk_queue: TypedQueue::new(queue(CHUNK_QUEUE, Some(CHUNK_DLQ))),
         chunk_dlq: TypedQueue::new(queue(CHUNK_DLQ, None)),

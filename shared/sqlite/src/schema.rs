@@ -319,7 +319,7 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(sql)?;
     if version > VERSION {
-        return Err(StoreError::Internal(format!(
+        return Err(StoreError::internal(format!(
             "the SQLite file has schema version {version}, newer than this build ({VERSION}); \
              run a newer bulklink"
         )));

@@ -35,7 +35,7 @@ fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Subscrip
             brand_id: brand.parse()?,
             url: url.parse()?,
             filter: serde_json::from_str(&filter)
-                .map_err(|e| StoreError::Internal(format!("stored filter is corrupt: {e}")))?,
+                .map_err(|e| StoreError::internal(format!("stored filter is corrupt: {e}")))?,
             description,
             created_at: from_ms(created_at),
             status: status.parse()?,
@@ -74,9 +74,9 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Delivery>> {
             subscription_id: subscription.parse()?,
             event_id: event_id
                 .parse()
-                .map_err(|_| StoreError::Internal(format!("event id '{event_id}'")))?,
+                .map_err(|_| StoreError::internal(format!("event id '{event_id}'")))?,
             event_type: serde_json::from_value(serde_json::Value::String(event_type))
-                .map_err(|e| StoreError::Internal(format!("event type: {e}")))?,
+                .map_err(|e| StoreError::internal(format!("event type: {e}")))?,
             job_id: job.parse()?,
             brand_id: brand.parse()?,
             status: status.parse()?,
@@ -163,7 +163,7 @@ impl Webhooks for EmbeddedStore {
     async fn create_subscription(&self, subscription: &Subscription) -> StoreResult<Subscription> {
         let sub = subscription.clone();
         let filter = serde_json::to_string(&sub.filter)
-            .map_err(|e| StoreError::Internal(format!("filter: {e}")))?;
+            .map_err(|e| StoreError::internal(format!("filter: {e}")))?;
         self.write(move |conn| {
             let tx = conn.transaction().map_err(sql)?;
             tx.execute(
@@ -182,7 +182,7 @@ impl Webhooks for EmbeddedStore {
             )
             .map_err(sql)?;
             let stored = load_subscription(&tx, &sub.id.to_string())?
-                .ok_or_else(|| StoreError::Internal("subscription vanished".into()))?;
+                .ok_or_else(|| StoreError::internal("subscription vanished"))?;
             tx.commit().map_err(sql)?;
             Ok(stored)
         })
@@ -296,7 +296,7 @@ impl Webhooks for EmbeddedStore {
             )
             .map_err(sql)?;
             let stored = load_delivery(&tx, &d.id.to_string())?
-                .ok_or_else(|| StoreError::Internal("delivery vanished".into()))?;
+                .ok_or_else(|| StoreError::internal("delivery vanished"))?;
             tx.commit().map_err(sql)?;
             Ok(stored)
         })
