@@ -8,8 +8,12 @@ use std::time::Duration;
 
 use bulklink::client::{ApiClient, ApiResponse};
 use bulklink::runtime::Runtime;
-use bulklink_core::domain::{Job, JobId, JobKind, JobStatus, LinkedBy, LocationId, OfferId};
-use bulklink_core::ports::Ports;
+use bulklink_core::domain::{
+    Action, Job, JobId, JobKind, JobSpec, JobStatus, LinkedBy, LocationId, OfferId, SourceSpec,
+};
+use bulklink_core::error::StoreResult;
+use bulklink_core::kinds::SourceReader;
+use bulklink_core::ports::{CreateOutcome, Cursor, Page, Ports};
 use bulklink_http::auth::Role;
 use bulklink_sqlite::SeededBrand;
 use reqwest::{Method, StatusCode};
@@ -24,6 +28,7 @@ crate::on_both_backends!(
     a_dry_run_counts_exactly_and_writes_nothing,
     a_closing_location_leaves_its_offers_exact_while_a_job_links_another,
     offers_and_locations_are_renamed_and_deleted_by_their_brand_only,
+    a_source_defined_in_test_code_runs_through_the_real_pipeline,
 );
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -209,7 +214,7 @@ async fn undo_removes_exactly_its_jobs_links_under_duplicates_and_a_stopped_work
         .expect("a worker stopped after its writes");
     let undone = wait_terminal(&runtime.ports, undo_id, WAIT).await;
     assert_eq!(undone.status, JobStatus::Succeeded, "{undone:?}");
-    assert_eq!(undone.kind, JobKind::Undo);
+    assert_eq!(undone.kind(), JobKind::Undo);
     assert_adds_up(&undone);
     assert_eq!(
         (undone.counters.total, undone.counters.unlinked),
@@ -631,5 +636,142 @@ async fn offers_and_locations_are_renamed_and_deleted_by_their_brand_only(kind: 
     // A job for a deleted offer is not made.
     let late = post(&api, &format!("{offer}/link-all-locations")).await;
     assert_eq!(late.status, StatusCode::NOT_FOUND, "{}", late.body);
+    runtime.shutdown().await;
+}
+
+/// A source of location ids defined here, in test code only: the ids its spec lists. What
+/// the seam promises a new source costs: this reader and a spec naming it.
+struct TheseIds;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TheseIdsParams {
+    ids: Vec<LocationId>,
+}
+
+#[async_trait::async_trait]
+impl SourceReader for TheseIds {
+    async fn page(
+        &self,
+        _ports: &Ports,
+        job: &Job,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<LocationId>> {
+        let TheseIdsParams { ids } = job.spec.source.params()?;
+        let from = after.map_or(0, |c| c.position().parse::<usize>().unwrap());
+        let to = (from + limit).min(ids.len());
+        Ok(Page {
+            items: ids[from..to].to_vec(),
+            next: (to < ids.len()).then(|| Cursor::from_position(to.to_string())),
+        })
+    }
+}
+
+async fn a_source_defined_in_test_code_runs_through_the_real_pipeline(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
+    let n = kind.scale(300, 90);
+    let seeded = env.seed(n).await;
+    let ids = brand_ids(&env.ports(), &seeded).await;
+    // Every third location, and one that does not exist.
+    let mut chosen: Vec<LocationId> = ids.iter().step_by(3).copied().collect();
+    let stranger = LocationId::new_random();
+    chosen.push(stranger);
+    let spec = JobSpec::new(
+        JobKind::LinkAllLocations,
+        Action::Link,
+        SourceSpec::new(
+            "these-ids",
+            &TheseIdsParams {
+                ids: chosen.clone(),
+            },
+        )
+        .unwrap(),
+    );
+    let job = Job::planned(
+        spec.clone(),
+        seeded.brand_id,
+        seeded.offer_id,
+        None,
+        env.ports().clock.now(),
+    );
+
+    // The stores keep the spec as it is: no schema, no adapter method knows this source.
+    let CreateOutcome::Created(stored) = env.ports().jobs.create_job(&job, None).await.unwrap()
+    else {
+        panic!("job not created");
+    };
+    assert_eq!(stored.spec, spec);
+    // A build without the reader refuses the job's source by name instead of guessing.
+    let unknown = bulklink_core::kinds::count_ids(&env.ports(), &stored)
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("'these-ids'"), "{unknown}");
+
+    let runtime = env
+        .start(env.config(), |mut ports| {
+            ports.sources = ports.sources.with("these-ids", Arc::new(TheseIds));
+            ports
+        })
+        .await;
+    assert_eq!(
+        bulklink_core::kinds::count_ids(&runtime.ports, &stored)
+            .await
+            .unwrap(),
+        chosen.len() as u64
+    );
+    runtime
+        .ports
+        .fanout_queue
+        .send(&bulklink_core::domain::FanoutMessage { job_id: job.id })
+        .await
+        .unwrap();
+    let done = wait_terminal(&runtime.ports, job.id, WAIT).await;
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    assert_adds_up(&done);
+    let c = done.counters;
+    assert_eq!(
+        (c.total, c.linked, c.not_found),
+        (chosen.len() as u64, chosen.len() as u64 - 1, 1)
+    );
+    let linked: BTreeSet<LocationId> = links(&runtime.ports, seeded.offer_id)
+        .await
+        .into_iter()
+        .map(|(id, by)| {
+            assert_eq!(by, LinkedBy::Job(job.id));
+            id
+        })
+        .collect();
+    let expected: BTreeSet<LocationId> = chosen
+        .iter()
+        .copied()
+        .filter(|id| *id != stranger)
+        .collect();
+    assert_eq!(linked, expected, "exactly the listed locations that exist");
+    assert_eq!(
+        locations_total(&runtime.ports, seeded.offer_id).await,
+        expected.len() as u64
+    );
+    assert!(
+        !has_offer(&runtime.ports, ids[1]).await,
+        "an unlisted location"
+    );
+
+    // Seen from outside, it is a job like any other: its brand reads it and may undo it.
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let view = api
+        .send(Method::GET, &format!("/jobs/{}", job.id), None, &[])
+        .await
+        .unwrap();
+    assert_eq!(view.status, StatusCode::OK, "{}", view.body);
+    assert_eq!(view.body["type"], "link-all-locations");
+    assert_eq!(view.body["allowedActions"], json!(["undo"]));
+    let undo = accepted_job(&api, &format!("/jobs/{}/undo", job.id)).await;
+    let undone = wait_terminal(&runtime.ports, undo, WAIT).await;
+    assert_eq!(
+        undone.counters.unlinked,
+        expected.len() as u64,
+        "{undone:?}"
+    );
+    assert!(links(&runtime.ports, seeded.offer_id).await.is_empty());
     runtime.shutdown().await;
 }

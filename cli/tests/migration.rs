@@ -74,6 +74,9 @@ async fn v1_runtime(v1: &V1, clock: Clock) -> (Runtime, ApiClient) {
     (runtime, api)
 }
 
+/// The schema version this build writes.
+const SCHEMA_VERSION: i64 = 5;
+
 fn user_version(path: &std::path::Path) -> i64 {
     rusqlite::Connection::open(path)
         .unwrap()
@@ -88,7 +91,7 @@ async fn a_file_of_the_previous_release_migrates_once_and_keeps_every_job_link_a
     assert_eq!(user_version(&db), 1);
 
     let store = EmbeddedStore::open_with_clock(&db, fixture_clock(v1.created)).unwrap();
-    assert_eq!(user_version(&db), 4);
+    assert_eq!(user_version(&db), SCHEMA_VERSION);
     let stats = store.link_stats(v1.brand, v1.offer).await.unwrap();
     assert_eq!(
         (
@@ -102,7 +105,7 @@ async fn a_file_of_the_previous_release_migrates_once_and_keeps_every_job_link_a
     drop(store);
     // Opening it again migrates nothing more.
     EmbeddedStore::open(&db).unwrap();
-    assert_eq!(user_version(&db), 4);
+    assert_eq!(user_version(&db), SCHEMA_VERSION);
 
     let (runtime, api) = v1_runtime(&v1, fixture_clock(v1.created)).await;
     let jobs: Value = api.get("/jobs").await.unwrap();
@@ -221,7 +224,7 @@ async fn a_file_of_the_release_before_job_kinds_migrates_and_its_jobs_can_be_und
     assert_eq!(user_version(&db), 2);
 
     let store = EmbeddedStore::open_with_clock(&db, clock.clone()).unwrap();
-    assert_eq!(user_version(&db), 4);
+    assert_eq!(user_version(&db), SCHEMA_VERSION);
     let stats = store.link_stats(brand, offer).await.unwrap();
     assert_eq!(
         (

@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bulklink_core::domain::{
-    Action, BrandId, FanoutMessage, IdempotencyKey, Job, JobId, JobKind, JobStatus, LinkOutcome,
+    plan, BrandId, FanoutMessage, IdempotencyKey, Job, JobId, JobKind, JobStatus, LinkOutcome,
     Location, LocationId, NotDerivable, Offer, OfferId, Subscription, WebhookUrl,
 };
 use bulklink_core::estimate::DryRun;
@@ -83,238 +83,145 @@ fn accepted(ports: &Ports, job: &Job, callback: Option<CallbackView>) -> Respons
         .into_response()
 }
 
-/// Create a job that links the offer to every location of its brand.
-///
-/// Answers at once; the job runs in the background (follow it at `Location`). An offer has
-/// at most one active job: a second one gets 409 with the `Location` of the first. The same
-/// `Idempotency-Key` (per caller) and body within 24 hours answers with the same job.
-#[utoipa::path(
-    post,
-    path = "/offers/{offerId}/link-all-locations",
-    tag = "jobs",
-    operation_id = "createLinkAllJob",
-    params(
-        CreateQuery,
-        ("offerId" = OfferId, Path, description = "The offer to link"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7E]{1,255}$(?!\\n)",
-         description = "Makes a retry safe: 1 to 255 visible ASCII characters, per caller, kept 24 hours",
-         example = "order-2026-12-01-42"),
-    ),
-    request_body(content = Option<LinkAllBody>, content_type = "application/json",
-        description = "Optional", example = json!({ "callbackUrl": "https://hooks.example.com/bulklink" })),
-    responses(
-        (status = 200, description = "`dryRun=true`: what the job would do; nothing was written", body = DryRun),
-        (status = 202, description = "The job, created (or the one this key made before)", body = JobView,
-         headers(("Location" = String, description = "`/jobs/{jobId}`")),
-         links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id")))), ("ListJobFailures" = (operation_id = "listJobFailures", parameters(("jobId" = "$response.body#/id")))), ("ListJobDeliveries" = (operation_id = "listJobDeliveries", parameters(("jobId" = "$response.body#/id")))), ("UndoJob" = (operation_id = "undoJob", parameters(("jobId" = "$response.body#/id")))), ("RetryJobFailures" = (operation_id = "retryJobFailures", parameters(("jobId" = "$response.body#/id"))))),
-         example = json!({"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011", "type": "link-all-locations",
+/// The job-creating routes, one row each: the function serving it, its path and operation,
+/// the kind of job it makes and what its path names (an offer, or the job a derived job
+/// derives from), and its words for the docs. Every row is served by `create_job`; the
+/// parameters, body and answers every creating route shares are declared once, here.
+macro_rules! creating_routes {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident: $path:literal as $operation:literal makes $kind:ident from
+            $target:ident($param:literal: $param_type:ty, $param_doc:literal)
+        {
+            created: $created:literal,
+            conflict: $conflict:literal, $conflict_location:ty,
+            links: ($($link:tt)*),
+            example: $example:tt $(,)?
+        }
+    )*) => {$(
+        $(#[doc = $doc])*
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = "jobs",
+            operation_id = $operation,
+            params(
+                CreateQuery,
+                ($param = $param_type, Path, description = $param_doc),
+                ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7E]{1,255}$(?!\\n)",
+                 description = "Makes a retry safe: 1 to 255 visible ASCII characters, per caller, kept 24 hours",
+                 example = "order-2026-12-01-42"),
+            ),
+            request_body(content = Option<LinkAllBody>, content_type = "application/json",
+                description = "Optional", example = json!({ "callbackUrl": "https://hooks.example.com/bulklink" })),
+            responses(
+                (status = 200, description = "`dryRun=true`: what the job would do; nothing was written", body = DryRun),
+                (status = 202, description = $created, body = JobView,
+                 headers(("Location" = String, description = "`/jobs/{jobId}`")),
+                 links($($link)*),
+                 example = json!($example)),
+                (status = 400, response = BadRequest),
+                (status = 401, response = Unauthorized),
+                (status = 404, response = NotFound),
+                (status = 409, description = $conflict, content_type = "application/problem+json",
+                 body = Problem, headers(("Location" = $conflict_location, description = "The job in the way (the offer's active job, or the undo there is already), where there is one"))),
+                (status = 413, response = PayloadTooLarge),
+                (status = 415, response = UnsupportedMediaType),
+                (status = 422, description = "This Idempotency-Key was used for a different request",
+                 content_type = "application/problem+json", body = Problem),
+            )
+        )]
+        async fn $name(
+            State(state): State<ApiState>,
+            caller: Caller,
+            Path(named): Path<String>,
+            QueryParams(query): QueryParams<CreateQuery>,
+            headers: HeaderMap,
+            OptionalJsonBody(body, _): OptionalJsonBody<LinkAllBody>,
+        ) -> Result<Response, ApiError> {
+            let target = Target::$target(parse_id(&named)?);
+            create_job(state, caller, JobKind::$kind, target, &headers, query, body).await
+        }
+    )*};
+}
+
+creating_routes! {
+    /// Create a job that links the offer to every location of its brand.
+    ///
+    /// Answers at once; the job runs in the background (follow it at `Location`). An offer has
+    /// at most one active job: a second one gets 409 with the `Location` of the first. The same
+    /// `Idempotency-Key` (per caller) and body within 24 hours answers with the same job.
+    create_link_all_job: "/offers/{offerId}/link-all-locations" as "createLinkAllJob"
+        makes LinkAllLocations from Offer("offerId": OfferId, "The offer to link")
+    {
+        created: "The job, created (or the one this key made before)",
+        conflict: "The offer already has an active job", String,
+        links: (("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id")))), ("ListJobFailures" = (operation_id = "listJobFailures", parameters(("jobId" = "$response.body#/id")))), ("ListJobDeliveries" = (operation_id = "listJobDeliveries", parameters(("jobId" = "$response.body#/id")))), ("UndoJob" = (operation_id = "undoJob", parameters(("jobId" = "$response.body#/id")))), ("RetryJobFailures" = (operation_id = "retryJobFailures", parameters(("jobId" = "$response.body#/id"))))),
+        example: {"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011", "type": "link-all-locations",
              "action": "link", "status": "PENDING", "allowedActions": ["cancel", "pause"], "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
              "offerId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1013",
              "counters": {"total": 0, "linked": 0, "alreadyLinked": 0, "notFound": 0, "failed": 0, "cancelled": 0, "processed": 0},
              "percent": 0.0, "fanoutDone": false, "chunksTotal": 0, "chunksDone": 0,
-             "createdAt": "2026-12-01T10:00:00.000Z", "updatedAt": "2026-12-01T10:00:00.000Z"})),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = NotFound),
-        (status = 409, description = "The offer already has an active job", content_type = "application/problem+json",
-         body = Problem, headers(("Location" = String, description = "The active job"))),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, description = "This Idempotency-Key was used for a different request",
-         content_type = "application/problem+json", body = Problem),
-    )
-)]
-async fn create_link_all_job(
-    State(state): State<ApiState>,
-    caller: Caller,
-    Path(offer_id): Path<String>,
-    QueryParams(query): QueryParams<CreateQuery>,
-    headers: HeaderMap,
-    OptionalJsonBody(body, _): OptionalJsonBody<LinkAllBody>,
-) -> Result<Response, ApiError> {
-    let target = Target::Offer(parse_id(&offer_id)?);
-    create_job(
-        state,
-        caller,
-        JobKind::LinkAllLocations,
-        target,
-        &headers,
-        query,
-        body,
-    )
-    .await
-}
+             "createdAt": "2026-12-01T10:00:00.000Z", "updatedAt": "2026-12-01T10:00:00.000Z"},
+    }
 
-/// Create a job that unlinks the offer from every location it is linked to.
-///
-/// Like link-all: answers at once, one active job per offer (of any kind), idempotent
-/// with `Idempotency-Key`. Each location left without any offer loses `hasOffer`.
-#[utoipa::path(
-    post,
-    path = "/offers/{offerId}/unlink-all-locations",
-    tag = "jobs",
-    operation_id = "createUnlinkAllJob",
-    params(
-        CreateQuery,
-        ("offerId" = OfferId, Path, description = "The offer to unlink"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7E]{1,255}$(?!\\n)",
-         description = "Makes a retry safe: 1 to 255 visible ASCII characters, per caller, kept 24 hours"),
-    ),
-    request_body(content = Option<LinkAllBody>, content_type = "application/json", description = "Optional"),
-    responses(
-        (status = 200, description = "`dryRun=true`: what the job would do; nothing was written", body = DryRun),
-        (status = 202, description = "The job, created (or the one this key made before)", body = JobView,
-         headers(("Location" = String, description = "`/jobs/{jobId}`")),
-         links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id"))))),
-         example = json!({"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1021", "type": "unlink-all-locations",
+    /// Create a job that unlinks the offer from every location it is linked to.
+    ///
+    /// Like link-all: answers at once, one active job per offer (of any kind), idempotent
+    /// with `Idempotency-Key`. Each location left without any offer loses `hasOffer`.
+    create_unlink_all_job: "/offers/{offerId}/unlink-all-locations" as "createUnlinkAllJob"
+        makes UnlinkAllLocations from Offer("offerId": OfferId, "The offer to unlink")
+    {
+        created: "The job, created (or the one this key made before)",
+        conflict: "The offer already has an active job", String,
+        links: (("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id"))))),
+        example: {"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1021", "type": "unlink-all-locations",
              "action": "unlink", "status": "PENDING", "allowedActions": ["cancel", "pause"], "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
              "offerId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1013",
              "counters": {"total": 0, "linked": 0, "alreadyLinked": 0, "notFound": 0, "failed": 0, "cancelled": 0, "unlinked": 0, "notLinked": 0, "processed": 0},
              "percent": 0.0, "fanoutDone": false, "chunksTotal": 0, "chunksDone": 0,
-             "createdAt": "2026-12-01T10:00:00.000Z", "updatedAt": "2026-12-01T10:00:00.000Z"})),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = NotFound),
-        (status = 409, description = "The offer already has an active job", content_type = "application/problem+json",
-         body = Problem, headers(("Location" = String, description = "The active job"))),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, description = "This Idempotency-Key was used for a different request",
-         content_type = "application/problem+json", body = Problem),
-    )
-)]
-async fn create_unlink_all_job(
-    State(state): State<ApiState>,
-    caller: Caller,
-    Path(offer_id): Path<String>,
-    QueryParams(query): QueryParams<CreateQuery>,
-    headers: HeaderMap,
-    OptionalJsonBody(body, _): OptionalJsonBody<LinkAllBody>,
-) -> Result<Response, ApiError> {
-    let target = Target::Offer(parse_id(&offer_id)?);
-    create_job(
-        state,
-        caller,
-        JobKind::UnlinkAllLocations,
-        target,
-        &headers,
-        query,
-        body,
-    )
-    .await
-}
+             "createdAt": "2026-12-01T10:00:00.000Z", "updatedAt": "2026-12-01T10:00:00.000Z"},
+    }
 
-/// Undo a job: a new job that unlinks exactly the links that job made.
-///
-/// Links made directly or by other jobs stay. Only a finished job that links can be undone,
-/// and only once.
-#[utoipa::path(
-    post,
-    path = "/jobs/{jobId}/undo",
-    tag = "jobs",
-    operation_id = "undoJob",
-    params(
-        CreateQuery,
-        ("jobId" = JobId, Path, description = "The job to undo"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7E]{1,255}$(?!\\n)",
-         description = "Makes a retry safe: 1 to 255 visible ASCII characters, per caller, kept 24 hours"),
-    ),
-    request_body(content = Option<LinkAllBody>, content_type = "application/json", description = "Optional"),
-    responses(
-        (status = 200, description = "`dryRun=true`: what the job would do; nothing was written", body = DryRun),
-        (status = 202, description = "The undo job, created (or the one this key made before)", body = JobView,
-         headers(("Location" = String, description = "`/jobs/{jobId}`")),
-         links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id"))))),
-         example = json!({"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1022", "type": "undo",
+    /// Undo a job: a new job that unlinks exactly the links that job made.
+    ///
+    /// Links made directly or by other jobs stay. Only a finished job that links can be undone,
+    /// and only once.
+    undo_job: "/jobs/{jobId}/undo" as "undoJob"
+        makes Undo from Job("jobId": JobId, "The job to undo")
+    {
+        created: "The undo job, created (or the one this key made before)",
+        conflict: "The job has not ended, does not link, has an undo already, or its offer has an active job",
+            Option<String>,
+        links: (("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id"))))),
+        example: {"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1022", "type": "undo",
              "parentJobId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011",
              "action": "unlink", "status": "PENDING", "allowedActions": ["cancel", "pause"], "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
              "offerId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1013",
              "counters": {"total": 0, "linked": 0, "alreadyLinked": 0, "notFound": 0, "failed": 0, "cancelled": 0, "unlinked": 0, "notLinked": 0, "processed": 0},
              "percent": 0.0, "fanoutDone": false, "chunksTotal": 0, "chunksDone": 0,
-             "createdAt": "2026-12-01T10:00:00.000Z", "updatedAt": "2026-12-01T10:00:00.000Z"})),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = NotFound),
-        (status = 409, description = "The job has not ended, does not link, has an undo already, or its offer has an active job",
-         content_type = "application/problem+json", body = Problem,
-         headers(("Location" = Option<String>, description = "The undo or the active job, where there is one"))),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, description = "This Idempotency-Key was used for a different request",
-         content_type = "application/problem+json", body = Problem),
-    )
-)]
-async fn undo_job(
-    State(state): State<ApiState>,
-    caller: Caller,
-    Path(job_id): Path<String>,
-    QueryParams(query): QueryParams<CreateQuery>,
-    headers: HeaderMap,
-    OptionalJsonBody(body, _): OptionalJsonBody<LinkAllBody>,
-) -> Result<Response, ApiError> {
-    let target = Target::Job(parse_id(&job_id)?);
-    create_job(state, caller, JobKind::Undo, target, &headers, query, body).await
-}
+             "createdAt": "2026-12-01T10:00:00.000Z", "updatedAt": "2026-12-01T10:00:00.000Z"},
+    }
 
-/// Retry a job's failures: a new job over exactly the locations it failed on.
-///
-/// It does what that job did (link, or unlink) to those locations only. Only a finished
-/// job with failures.
-#[utoipa::path(
-    post,
-    path = "/jobs/{jobId}/retry-failures",
-    tag = "jobs",
-    operation_id = "retryJobFailures",
-    params(
-        CreateQuery,
-        ("jobId" = JobId, Path, description = "The job whose failures to retry"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7E]{1,255}$(?!\\n)",
-         description = "Makes a retry safe: 1 to 255 visible ASCII characters, per caller, kept 24 hours"),
-    ),
-    request_body(content = Option<LinkAllBody>, content_type = "application/json", description = "Optional"),
-    responses(
-        (status = 200, description = "`dryRun=true`: what the job would do; nothing was written", body = DryRun),
-        (status = 202, description = "The retry job, created (or the one this key made before)", body = JobView,
-         headers(("Location" = String, description = "`/jobs/{jobId}`")),
-         links(("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id"))))),
-         example = json!({"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1023", "type": "retry-failures",
+    /// Retry a job's failures: a new job over exactly the locations it failed on.
+    ///
+    /// It does what that job did (link, or unlink) to those locations only. Only a finished
+    /// job with failures.
+    retry_job_failures: "/jobs/{jobId}/retry-failures" as "retryJobFailures"
+        makes RetryFailures from Job("jobId": JobId, "The job whose failures to retry")
+    {
+        created: "The retry job, created (or the one this key made before)",
+        conflict: "The job has not ended, has no failures, or its offer has an active job",
+            Option<String>,
+        links: (("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id"))))),
+        example: {"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1023", "type": "retry-failures",
              "parentJobId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011",
              "action": "link", "status": "PENDING", "allowedActions": ["cancel", "pause"], "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
              "offerId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1013",
              "counters": {"total": 0, "linked": 0, "alreadyLinked": 0, "notFound": 0, "failed": 0, "cancelled": 0, "unlinked": 0, "notLinked": 0, "processed": 0},
              "percent": 0.0, "fanoutDone": false, "chunksTotal": 0, "chunksDone": 0,
-             "createdAt": "2026-12-01T10:00:00.000Z", "updatedAt": "2026-12-01T10:00:00.000Z"})),
-        (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized),
-        (status = 404, response = NotFound),
-        (status = 409, description = "The job has not ended, has no failures, or its offer has an active job",
-         content_type = "application/problem+json", body = Problem,
-         headers(("Location" = Option<String>, description = "The active job, where there is one"))),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 422, description = "This Idempotency-Key was used for a different request",
-         content_type = "application/problem+json", body = Problem),
-    )
-)]
-async fn retry_job_failures(
-    State(state): State<ApiState>,
-    caller: Caller,
-    Path(job_id): Path<String>,
-    QueryParams(query): QueryParams<CreateQuery>,
-    headers: HeaderMap,
-    OptionalJsonBody(body, _): OptionalJsonBody<LinkAllBody>,
-) -> Result<Response, ApiError> {
-    let target = Target::Job(parse_id(&job_id)?);
-    create_job(
-        state,
-        caller,
-        JobKind::RetryFailures,
-        target,
-        &headers,
-        query,
-        body,
-    )
-    .await
+             "createdAt": "2026-12-01T10:00:00.000Z", "updatedAt": "2026-12-01T10:00:00.000Z"},
+    }
 }
 
 /// The query of every job-creating route.
@@ -416,32 +323,22 @@ async fn planned_job(
     target: Target,
     body: &LinkAllBody,
 ) -> Result<Job, ApiError> {
-    let (action, parent, brand, offer) = match target {
+    let (spec, brand, offer) = match target {
         Target::Offer(offer_id) => {
             let offer = caller.visible_offer(&state.ports, offer_id).await?;
-            let action = match kind {
-                JobKind::UnlinkAllLocations => Action::Unlink { only_by: None },
-                _ => Action::Link,
-            };
-            (action, None, offer.brand_id, offer.id)
+            (plan(kind, None).map_err(refused)?, offer.brand_id, offer.id)
         }
         Target::Job(parent_id) => {
             let parent = caller.visible_job(&state.ports, parent_id).await?;
-            (
-                derived_action(kind, &parent)?,
-                Some(parent.id),
-                parent.brand_id,
-                parent.offer_id,
-            )
+            let spec = plan(kind, Some(&parent)).map_err(refused)?;
+            (spec, parent.brand_id, parent.offer_id)
         }
     };
     if let Some(url) = &body.callback_url {
         state.egress.check_registration(url).await?;
     }
-    Ok(Job::of_kind(
-        kind,
-        action,
-        parent,
+    Ok(Job::planned(
+        spec,
         brand,
         offer,
         body.callback_url.clone(),
@@ -449,16 +346,14 @@ async fn planned_job(
     ))
 }
 
-/// What a job derived from `parent` does, if `parent` allows one of `kind` (the rule is the
-/// domain's `Job::derived_action`, which `allowedActions` shows too).
-fn derived_action(kind: JobKind, parent: &Job) -> Result<Action, ApiError> {
-    parent.derived_action(kind).map_err(|refused| {
-        let conflict = ApiError::conflict(refused.to_string());
-        match refused {
-            NotDerivable::NotEnded(id, _) => conflict.with_location(format!("/jobs/{id}")),
-            _ => conflict,
-        }
-    })
+/// A request the planning rules (`bulklink_core::domain::plan`, which `allowedActions`
+/// shows too) refuse: 409, with the job to wait for where there is one.
+fn refused(refused: NotDerivable) -> ApiError {
+    let conflict = ApiError::conflict(refused.to_string());
+    match refused {
+        NotDerivable::NotEnded(id, _) => conflict.with_location(format!("/jobs/{id}")),
+        _ => conflict,
+    }
 }
 
 async fn create_and_start(
@@ -495,7 +390,10 @@ async fn create_and_start(
         ))),
         CreateOutcome::UndoExists(undo) => Err(ApiError::conflict(format!(
             "job {} has been undone already, by job {undo}",
-            job.parent_job_id.map(|p| p.to_string()).unwrap_or_default()
+            job.spec
+                .parent_job_id
+                .map(|p| p.to_string())
+                .unwrap_or_default()
         ))
         .with_location(format!("/jobs/{undo}"))),
     }

@@ -266,7 +266,7 @@ impl ChunkProcessor {
                         Ok(outcomes) => (kinds::tally(&outcomes), Vec::new()),
                         Err(e) if receive_count >= self.max_receive_count => {
                             warn!(error = %e, "last delivery failed; accounting the chunk as given up");
-                            let reason = format!("{} failed on every delivery; last error: {e}", job.action.verb());
+                            let reason = format!("{} failed on every delivery; last error: {e}", job.spec.action.verb());
                             kinds::account_unfinished(&self.ports, &job, chunk.offer_id, &chunk.location_ids, Unfinished::GivenUp { reason: &reason, attempts: receive_count }).await?
                         }
                         Err(e) => {

@@ -9,8 +9,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Action, BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, Link, LinkedBy, Location,
-    LocationId, Offer, OfferId,
+    Action, BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, JobSpec, Link, LinkedBy,
+    Location, LocationId, Offer, OfferId,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Failure};
@@ -231,6 +231,12 @@ impl LinkItem {
 pub(crate) struct JobItem {
     pub pk: String,
     pub sk: String,
+    /// What the job is (`JobSpec`, JSON): the one attribute a job's kind, action, source and
+    /// parent are read from. Absent on jobs written before specs: those read `kind`,
+    /// `action` and `parentJobId`, which are still written beside it so that the release
+    /// before can read a job this one made (a rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
     pub kind: String,
     /// Absent on jobs written before kinds: those link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -288,9 +294,10 @@ impl JobItem {
         JobItem {
             pk: job_pk(job.id),
             sk: JOB_SK.to_owned(),
-            kind: job.kind.as_str().to_owned(),
-            action: Some(job.action.to_attr()),
-            parent_job_id: job.parent_job_id.map(|p| p.to_string()),
+            spec: Some(job.spec.to_json()),
+            kind: job.spec.kind.as_str().to_owned(),
+            action: Some(job.spec.action.to_attr()),
+            parent_job_id: job.spec.parent_job_id.map(|p| p.to_string()),
             status: job.status.as_str().to_owned(),
             brand_id: job.brand_id.to_string(),
             offer_id: job.offer_id.to_string(),
@@ -325,16 +332,21 @@ impl JobItem {
     }
 
     pub fn into_job(self) -> StoreResult<Job> {
+        let spec = match &self.spec {
+            Some(spec) => JobSpec::from_json(spec)?,
+            None => JobSpec::legacy(
+                self.kind.parse()?,
+                self.action
+                    .as_deref()
+                    .map(Action::from_attr)
+                    .transpose()?
+                    .unwrap_or(Action::Link),
+                self.parent_job_id.map(|p| p.parse()).transpose()?,
+            )?,
+        };
         Ok(Job {
             id: strip(&self.pk, "JOB#")?.parse()?,
-            kind: self.kind.parse()?,
-            action: self
-                .action
-                .as_deref()
-                .map(Action::from_attr)
-                .transpose()?
-                .unwrap_or(Action::Link),
-            parent_job_id: self.parent_job_id.map(|p| p.parse()).transpose()?,
+            spec,
             status: self.status.parse()?,
             brand_id: self.brand_id.parse()?,
             offer_id: self.offer_id.parse()?,
@@ -504,14 +516,15 @@ mod tests {
             Utc::now(),
         );
         let mut item = to_item(&JobItem::of(&job)).unwrap();
-        for new in ["action", "parentJobId", "unlinked", "notLinked"] {
+        for new in ["spec", "action", "parentJobId", "unlinked", "notLinked"] {
             item.remove(new);
         }
         assert!(item.contains_key("kind"), "the kind was always written");
         let back = job_from_item(item).unwrap();
-        assert_eq!(back.kind, crate::domain::JobKind::LinkAllLocations);
-        assert_eq!(back.action, Action::Link);
-        assert_eq!(back.parent_job_id, None);
+        assert_eq!(back.spec, job.spec);
+        assert_eq!(back.kind(), crate::domain::JobKind::LinkAllLocations);
+        assert_eq!(back.action(), Action::Link);
+        assert_eq!(back.parent_job_id(), None);
         assert_eq!((back.counters.unlinked, back.counters.not_linked), (0, 0));
 
         // A Link item of the earlier release: linkedBy and linkedAt, nothing else.
@@ -527,6 +540,29 @@ mod tests {
         let link = link.into_link().unwrap().expect("a link, not a mark");
         assert_eq!(link.linked_by, LinkedBy::Job(job.id));
         assert_eq!(link.location_id, location);
+    }
+
+    #[test]
+    fn a_job_item_is_read_from_its_spec_and_still_carries_what_the_release_before_reads() {
+        let mut linking = Job::new(
+            BrandId::new_random(),
+            OfferId::new_random(),
+            None,
+            Utc::now(),
+        );
+        linking.status = crate::domain::JobStatus::Succeeded;
+        let spec = crate::domain::plan(crate::domain::JobKind::Undo, Some(&linking)).unwrap();
+        let undo = Job::planned(spec, linking.brand_id, linking.offer_id, None, Utc::now());
+        let mut item = to_item(&JobItem::of(&undo)).unwrap();
+        // What the release before reads, for a rollback.
+        assert_eq!(item["kind"], s("undo"));
+        assert_eq!(item["action"], s(format!("unlink-by:{}", linking.id)));
+        assert_eq!(item["parentJobId"], s(linking.id.to_string()));
+        // The spec is what is read: attributes that disagree with it are not.
+        item.insert("kind".to_owned(), s("link-all-locations"));
+        item.insert("action".to_owned(), s("link"));
+        let back = job_from_item(item).unwrap();
+        assert_eq!(back.spec, undo.spec);
     }
 
     #[test]

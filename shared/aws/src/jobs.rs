@@ -19,9 +19,7 @@ use super::batch_get;
 use super::items::*;
 use super::sdk_error::{cancellation, classify, condition_failed, retryable_cancel};
 use crate::clock::Clock;
-use crate::domain::{
-    BrandId, ChunkCounts, ChunkSeq, Job, JobId, JobKind, JobStatus, OfferId, Transition,
-};
+use crate::domain::{BrandId, ChunkCounts, ChunkSeq, Job, JobId, JobStatus, OfferId, Transition};
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
     Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance,
@@ -298,7 +296,7 @@ impl JobStore for DynamoJobs {
             writes.push(TransactWriteItem::builder().put(put).build());
         }
         let mut undo_index = None;
-        if let (JobKind::Undo, Some(parent)) = (job.kind, job.parent_job_id) {
+        if let Some(parent) = job.spec.once_per_parent() {
             let put = Put::builder()
                 .table_name(&self.table)
                 .item("pk", s(undo_pk(parent)))

@@ -202,6 +202,7 @@ pub fn ports(clients: &AwsClients, names: &AwsNames, clock: crate::clock::Clock)
         webhook_queue: TypedQueue::new(queue(&names.webhook_queue_url, "webhooks")),
         health: Arc::new(crate::ports::AlwaysHealthy),
         clock,
+        sources: Default::default(),
     }
 }
 

@@ -4,49 +4,85 @@
 //! Fanout, worker, ledger and views call these and know no kind themselves; the signed
 //! change to the offer's `locationsTotal` is `ChunkCounts::offer_delta`.
 
-use crate::domain::{
-    Action, ChunkCounts, Job, JobId, JobKind, LinkOutcome, LinkedBy, LocationId, OfferId,
-};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::{Action, ChunkCounts, Job, LinkOutcome, LinkedBy, LocationId, OfferId, Source};
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Failure, Page, Ports};
 
-/// One page of a job's location ids, after `after` (the job's fanout cursor).
+/// One page of a job's location ids, after `after` (the job's fanout cursor): read from its
+/// source, one of this build's (`Source`) or one a reader is registered for.
 pub async fn page_ids(
     ports: &Ports,
     job: &Job,
     after: Option<&Cursor>,
     limit: usize,
 ) -> StoreResult<Page<LocationId>> {
-    match job.kind {
-        JobKind::LinkAllLocations => {
+    let Some(source) = job.spec.source.builtin() else {
+        let name = job.spec.source.name();
+        let reader = ports.sources.get(name).ok_or_else(|| {
+            StoreError::internal(format!(
+                "job {} reads source '{name}', which this build does not know",
+                job.id
+            ))
+        })?;
+        return reader.page(ports, job, after, limit).await;
+    };
+    match source {
+        Source::BrandLocations => {
             ports
                 .catalog
                 .page_brand_locations(job.brand_id, after, limit)
                 .await
         }
-        JobKind::UnlinkAllLocations => {
+        Source::OfferLinks { made_by } => {
             ports
                 .catalog
-                .page_offer_link_ids(job.offer_id, None, after, limit)
+                .page_offer_link_ids(job.offer_id, made_by.map(LinkedBy::Job), after, limit)
                 .await
         }
-        JobKind::Undo => {
-            let parent = parent(job)?;
-            ports
-                .catalog
-                .page_offer_link_ids(job.offer_id, Some(LinkedBy::Job(parent)), after, limit)
-                .await
-        }
-        JobKind::RetryFailures => {
-            let page = ports
-                .ledger
-                .page_failures(parent(job)?, after, limit)
-                .await?;
+        Source::JobFailures { job: failed } => {
+            let page = ports.ledger.page_failures(failed, after, limit).await?;
             Ok(Page {
                 items: page.items.into_iter().map(|f| f.location_id).collect(),
                 next: page.next,
             })
         }
+    }
+}
+
+/// Reads a source the core does not define: one page of a job's ids after `after`, in an
+/// order that does not change while the job runs (the cursor resumes it).
+#[async_trait]
+pub trait SourceReader: Send + Sync {
+    async fn page(
+        &self,
+        ports: &Ports,
+        job: &Job,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<LocationId>>;
+}
+
+/// The readers of sources the core does not define, by name (a `SourceSpec`'s `type`).
+/// A new source is a reader registered here and a spec naming it: no stored schema, no
+/// adapter method beyond what reading it needs.
+#[derive(Clone, Default)]
+pub struct SourceReaders(Arc<BTreeMap<String, Arc<dyn SourceReader>>>);
+
+impl SourceReaders {
+    /// These readers and `reader` for `name`.
+    pub fn with(self, name: &str, reader: Arc<dyn SourceReader>) -> Self {
+        let mut readers = (*self.0).clone();
+        readers.insert(name.to_owned(), reader);
+        SourceReaders(Arc::new(readers))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn SourceReader>> {
+        self.0.get(name)
     }
 }
 
@@ -68,15 +104,9 @@ pub async fn count_ids(ports: &Ports, job: &Job) -> StoreResult<u64> {
 /// Ids per page when counting.
 const COUNT_PAGE: usize = 1_000;
 
-fn parent(job: &Job) -> StoreResult<JobId> {
-    job.parent_job_id.ok_or_else(|| {
-        StoreError::internal(format!("{} job {} has no parent job", job.kind, job.id))
-    })
-}
-
 /// Does the job's action to `ids` (one slice of a chunk).
 pub async fn apply(ports: &Ports, job: &Job, ids: &[LocationId]) -> StoreResult<Vec<LinkOutcome>> {
-    match job.action {
+    match job.spec.action {
         Action::Link => {
             ports
                 .catalog
@@ -139,7 +169,7 @@ pub async fn account_unfinished(
     how: Unfinished<'_>,
 ) -> StoreResult<(ChunkCounts, Vec<Failure>)> {
     let owners = ports.catalog.existing_links(offer, ids).await?;
-    let removed = match job.action {
+    let removed = match job.spec.action {
         Action::Link => vec![None; ids.len()],
         Action::Unlink { .. } => ports.catalog.unlinked_by(offer, ids).await?,
     };
@@ -148,7 +178,7 @@ pub async fn account_unfinished(
     let mut failures = Vec::new();
     let mut counts = ChunkCounts::default();
     for ((id, owner), removed) in ids.iter().zip(owners).zip(removed) {
-        let effect = match (job.action, owner) {
+        let effect = match (job.spec.action, owner) {
             (Action::Link, Some(by)) if by == me => Effect::Done(LinkOutcome::Linked),
             (Action::Link, Some(_)) => Effect::Moot(LinkOutcome::AlreadyLinked),
             (Action::Link, None) => Effect::Untouched,

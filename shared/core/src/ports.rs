@@ -648,6 +648,8 @@ pub struct Ports {
     pub health: Arc<dyn Health>,
     /// The time of day every handler and pipeline step reads (the stores hold the same one).
     pub clock: crate::clock::Clock,
+    /// Readers of job sources the core does not define (`crate::kinds::page_ids`).
+    pub sources: crate::kinds::SourceReaders,
 }
 
 /// The longest delay of a delayed send (SQS's DelaySeconds maximum).

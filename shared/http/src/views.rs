@@ -90,9 +90,9 @@ impl JobView {
         let round = |x: f64| (x * 100.0).round() / 100.0;
         JobView {
             id: job.id,
-            kind: job.kind,
-            parent_job_id: job.parent_job_id,
-            action: job.action.into(),
+            kind: job.spec.kind,
+            parent_job_id: job.spec.parent_job_id,
+            action: job.spec.action.into(),
             status: job.status,
             allowed_actions: job.allowed_actions(),
             brand_id: job.brand_id,

@@ -9,8 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use super::catalog::page_of;
 use super::{from_ms, sql, to_ms, EmbeddedStore};
 use crate::domain::{
-    Action, BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, JobKind, JobStatus, OfferId,
-    Transition,
+    BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, JobSpec, JobStatus, OfferId, Transition,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
@@ -24,8 +23,8 @@ const IDEMPOTENCY_TTL_MS: i64 = 24 * 60 * 60 * 1000;
 
 const JOB_COLUMNS: &str = "id, status, brand_id, offer_id, callback_url, total, linked, \
     already_linked, not_found, failed, cancelled, fanout_cursor, fanout_done, chunks_total, \
-    chunks_done, created_at, updated_at, started_at, finished_at, notified_at, kind, action, \
-    parent_job_id, unlinked, not_linked, paused_at, paused_ms, chunks_parked";
+    chunks_done, created_at, updated_at, started_at, finished_at, notified_at, spec, \
+    unlinked, not_linked, paused_at, paused_ms, chunks_parked";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
     let id: String = row.get(0)?;
@@ -40,12 +39,10 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
         not_found: row.get::<_, i64>(8)? as u64,
         failed: row.get::<_, i64>(9)? as u64,
         cancelled: row.get::<_, i64>(10)? as u64,
-        unlinked: row.get::<_, i64>(23)? as u64,
-        not_linked: row.get::<_, i64>(24)? as u64,
+        unlinked: row.get::<_, i64>(21)? as u64,
+        not_linked: row.get::<_, i64>(22)? as u64,
     };
-    let kind: String = row.get(20)?;
-    let action: String = row.get(21)?;
-    let parent: Option<String> = row.get(22)?;
+    let spec: String = row.get(20)?;
     let fanout_cursor: Option<String> = row.get(11)?;
     let fanout_done: bool = row.get(12)?;
     let chunks_total = row.get::<_, i64>(13)? as u32;
@@ -55,15 +52,13 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
     let started_at = row.get::<_, Option<i64>>(17)?.map(from_ms);
     let finished_at = row.get::<_, Option<i64>>(18)?.map(from_ms);
     let notified_at = row.get::<_, Option<i64>>(19)?.map(from_ms);
-    let paused_at = row.get::<_, Option<i64>>(25)?.map(from_ms);
-    let paused_ms = row.get::<_, i64>(26)?.max(0) as u64;
-    let chunks_parked = row.get::<_, i64>(27)?.max(0) as u32;
+    let paused_at = row.get::<_, Option<i64>>(23)?.map(from_ms);
+    let paused_ms = row.get::<_, i64>(24)?.max(0) as u64;
+    let chunks_parked = row.get::<_, i64>(25)?.max(0) as u32;
     Ok((|| {
         Ok(Job {
             id: id.parse()?,
-            kind: kind.parse()?,
-            action: Action::from_attr(&action)?,
-            parent_job_id: parent.map(|p| p.parse()).transpose()?,
+            spec: JobSpec::from_json(&spec)?,
             status: status.parse()?,
             brand_id: brand.parse()?,
             offer_id: offer.parse()?,
@@ -156,7 +151,7 @@ impl JobStore for EmbeddedStore {
             if !offer_exists {
                 return Ok(CreateOutcome::OfferGone);
             }
-            if let (JobKind::Undo, Some(parent)) = (job.kind, job.parent_job_id) {
+            if let Some(parent) = job.spec.once_per_parent() {
                 let undo: Option<String> = tx
                     .query_row(
                         "SELECT job_id FROM undos WHERE parent_job_id = ?1",
@@ -175,13 +170,11 @@ impl JobStore for EmbeddedStore {
                 .map_err(sql)?;
             }
             tx.execute(
-                "INSERT INTO jobs (id, kind, action, parent_job_id, status, brand_id, offer_id, \
-                 callback_url, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                "INSERT INTO jobs (id, spec, status, brand_id, offer_id, callback_url, created_at, \
+                 updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
                 params![
                     job.id.to_string(),
-                    job.kind.as_str(),
-                    job.action.to_attr(),
-                    job.parent_job_id.map(|p| p.to_string()),
+                    job.spec.to_json(),
                     job.status.as_str(),
                     job.brand_id.to_string(),
                     job.offer_id.to_string(),

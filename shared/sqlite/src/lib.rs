@@ -280,5 +280,6 @@ pub fn ports(store: &Arc<EmbeddedStore>, settings: &Settings) -> Ports {
         webhook_queue: TypedQueue::new(webhook_queue),
         health: store.clone(),
         clock: store.clock().clone(),
+        sources: Default::default(),
     }
 }

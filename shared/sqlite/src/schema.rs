@@ -6,13 +6,20 @@
 use rusqlite::{params, Connection, Transaction};
 
 use super::sql;
+use crate::domain::{Action, JobSpec};
 use crate::error::{StoreError, StoreResult};
 
 /// One step forward from the version before it.
 type Migration = fn(&Transaction<'_>) -> StoreResult<()>;
 
 /// `MIGRATIONS[i]` takes a file from version `i` to `i + 1`.
-const MIGRATIONS: &[Migration] = &[v1_initial, v2_own_webhooks, v3_job_kinds, v4_many_brands];
+const MIGRATIONS: &[Migration] = &[
+    v1_initial,
+    v2_own_webhooks,
+    v3_job_kinds,
+    v4_many_brands,
+    v5_job_specs,
+];
 
 /// The schema version this build writes.
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -312,6 +319,40 @@ CREATE TABLE settings (
 
 fn v4_many_brands(tx: &Transaction<'_>) -> StoreResult<()> {
     tx.execute_batch(V4).map_err(sql)
+}
+
+/// Version 5: a job is data. Its kind, action, source and parent are one serialized value
+/// (`JobSpec`, column `spec`), written for every existing job from the columns it replaces.
+fn v5_job_specs(tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.execute_batch("ALTER TABLE jobs ADD COLUMN spec TEXT NOT NULL DEFAULT ''")
+        .map_err(sql)?;
+    let jobs: Vec<(String, String, String, Option<String>)> = tx
+        .prepare("SELECT id, kind, action, parent_job_id FROM jobs")
+        .map_err(sql)?
+        .query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .map_err(sql)?
+        .collect::<Result<_, _>>()
+        .map_err(sql)?;
+    for (id, kind, action, parent) in jobs {
+        let spec = JobSpec::legacy(
+            kind.parse()?,
+            Action::from_attr(&action)?,
+            parent.map(|p| p.parse()).transpose()?,
+        )?;
+        tx.execute(
+            "UPDATE jobs SET spec = ?1 WHERE id = ?2",
+            params![spec.to_json(), id],
+        )
+        .map_err(sql)?;
+    }
+    tx.execute_batch(
+        "ALTER TABLE jobs DROP COLUMN kind;
+         ALTER TABLE jobs DROP COLUMN action;
+         ALTER TABLE jobs DROP COLUMN parent_job_id;",
+    )
+    .map_err(sql)
 }
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {

@@ -484,7 +484,6 @@ mod tests {
     #[test]
     fn the_documented_url_pattern_and_the_parser_agree() {
         // The regex crate has no look-ahead; `(?!\n)` only keeps Python's `$` honest.
-        // The regex crate has no look-ahead; `(?!\n)` only keeps Python's `$` honest.
         let pattern = regex::Regex::new(WEBHOOK_URL_PATTERN.strip_suffix(r"(?!\n)").unwrap());
         let pattern = pattern.unwrap();
         let host_length = regex::Regex::new(WEBHOOK_HOST_LENGTH_PATTERN).unwrap();

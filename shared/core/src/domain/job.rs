@@ -7,6 +7,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::spec::{plan, JobSpec};
 use super::{BrandId, DomainError, JobId, OfferId, WebhookUrl};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -188,6 +189,8 @@ pub enum NotDerivable {
     NoFailures(JobId),
     #[error("a {1} job cannot be derived from job {0}")]
     NotDerivedKind(JobId, JobKind),
+    #[error("a {0} job is derived from another job: name it")]
+    NeedsParent(JobKind),
 }
 
 impl fmt::Display for JobStatus {
@@ -390,16 +393,13 @@ impl Action {
     }
 }
 
-/// A job as stored: status, counters, fanout progress and timestamps.
+/// A job as stored: what it is (its spec), status, counters, fanout progress and timestamps.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     pub id: JobId,
-    pub kind: JobKind,
-    /// What is done to each id.
-    pub action: Action,
-    /// The job an undo or retry-failures job derives from.
-    pub parent_job_id: Option<JobId>,
+    /// What the job does, to which locations: the one value a new source or kind changes.
+    pub spec: JobSpec,
     pub status: JobStatus,
     pub brand_id: BrandId,
     pub offer_id: OfferId,
@@ -427,30 +427,6 @@ pub struct Job {
 }
 
 impl Job {
-    /// What a job of `kind` derived from this one does: an undo removes exactly the links
-    /// this job made; a retry repeats this job's action on its failures. Only an ended job
-    /// has a derived job; an undo needs a linking job, a retry some failures.
-    pub fn derived_action(&self, kind: JobKind) -> Result<Action, NotDerivable> {
-        if !self.status.is_terminal() {
-            return Err(NotDerivable::NotEnded(self.id, self.status));
-        }
-        match kind {
-            JobKind::Undo if self.action != Action::Link => {
-                Err(NotDerivable::NothingToUndo(self.id, self.kind))
-            }
-            JobKind::Undo => Ok(Action::Unlink {
-                only_by: Some(self.id),
-            }),
-            JobKind::RetryFailures if self.counters.failed == 0 => {
-                Err(NotDerivable::NoFailures(self.id))
-            }
-            JobKind::RetryFailures => Ok(self.action),
-            JobKind::LinkAllLocations | JobKind::UnlinkAllLocations => {
-                Err(NotDerivable::NotDerivedKind(self.id, kind))
-            }
-        }
-    }
-
     /// Whether its owner may ask `action` of the job now, by its status and counters. (An
     /// undo of a job that has one already is refused at creation with 409 and the existing
     /// undo's `Location`: that needs a read this rule does not make.)
@@ -459,8 +435,8 @@ impl Job {
             OwnerAction::Cancel => Transition::Cancel.allows(self.status),
             OwnerAction::Pause => Transition::Pause.allows(self.status),
             OwnerAction::Resume => Transition::Resume.allows(self.status),
-            OwnerAction::Undo => self.derived_action(JobKind::Undo).is_ok(),
-            OwnerAction::RetryFailures => self.derived_action(JobKind::RetryFailures).is_ok(),
+            OwnerAction::Undo => plan(JobKind::Undo, Some(self)).is_ok(),
+            OwnerAction::RetryFailures => plan(JobKind::RetryFailures, Some(self)).is_ok(),
         }
     }
 
@@ -487,8 +463,9 @@ impl<'de> Deserialize<'de> for Action {
 }
 
 impl Job {
-    /// A link-all job.
-    pub fn new(
+    /// A PENDING job of `spec`, nothing done yet.
+    pub fn planned(
+        spec: JobSpec,
         brand_id: BrandId,
         offer_id: OfferId,
         callback_url: Option<WebhookUrl>,
@@ -496,9 +473,7 @@ impl Job {
     ) -> Self {
         Job {
             id: JobId::new_v7(),
-            kind: JobKind::LinkAllLocations,
-            action: Action::Link,
-            parent_job_id: None,
+            spec,
             status: JobStatus::Pending,
             brand_id,
             offer_id,
@@ -519,22 +494,30 @@ impl Job {
         }
     }
 
-    /// A job of another kind: `new` with its kind, action and parent.
-    pub fn of_kind(
-        kind: JobKind,
-        action: Action,
-        parent: Option<JobId>,
+    /// A link-all job.
+    pub fn new(
         brand_id: BrandId,
         offer_id: OfferId,
         callback_url: Option<WebhookUrl>,
         now: DateTime<Utc>,
     ) -> Self {
-        Job {
-            kind,
-            action,
-            parent_job_id: parent,
-            ..Job::new(brand_id, offer_id, callback_url, now)
-        }
+        let spec = plan(JobKind::LinkAllLocations, None).expect("link-all needs no parent");
+        Job::planned(spec, brand_id, offer_id, callback_url, now)
+    }
+
+    /// Its kind (shown as `type`).
+    pub fn kind(&self) -> JobKind {
+        self.spec.kind
+    }
+
+    /// What it does to each id.
+    pub fn action(&self) -> Action {
+        self.spec.action
+    }
+
+    /// The job it derives from.
+    pub fn parent_job_id(&self) -> Option<JobId> {
+        self.spec.parent_job_id
     }
 
     /// All chunks enqueued by a finished fanout are accounted: the job may complete.
@@ -688,11 +671,8 @@ mod tests {
     fn allowed_actions_follow_status_action_and_counters() {
         let brand = BrandId::new_random();
         let job_in = |kind: JobKind, status: JobStatus, failed: u64| {
-            let mut job = Job::new(brand, OfferId::new_random(), None, Utc::now());
-            job.kind = kind;
-            if kind == JobKind::UnlinkAllLocations {
-                job.action = Action::Unlink { only_by: None };
-            }
+            let spec = plan(kind, None).unwrap();
+            let mut job = Job::planned(spec, brand, OfferId::new_random(), None, Utc::now());
             job.status = status;
             job.counters = counters(3, failed);
             job
@@ -728,19 +708,43 @@ mod tests {
         }
         let running = job_in(link, JobStatus::Running, 0);
         assert_eq!(
-            running.derived_action(JobKind::Undo),
+            plan(JobKind::Undo, Some(&running)),
             Err(NotDerivable::NotEnded(running.id, JobStatus::Running))
         );
         let done = job_in(link, JobStatus::Succeeded, 0);
+        let undo = plan(JobKind::Undo, Some(&done)).unwrap();
         assert_eq!(
-            done.derived_action(JobKind::Undo),
-            Ok(Action::Unlink {
+            undo.action,
+            Action::Unlink {
                 only_by: Some(done.id)
+            }
+        );
+        assert_eq!(undo.once_per_parent(), Some(done.id));
+        assert_eq!(
+            undo.source.builtin(),
+            Some(super::super::Source::OfferLinks {
+                made_by: Some(done.id)
             })
         );
         assert_eq!(
-            done.derived_action(JobKind::RetryFailures),
+            plan(JobKind::RetryFailures, Some(&done)),
             Err(NotDerivable::NoFailures(done.id))
+        );
+        let failed = job_in(JobKind::UnlinkAllLocations, JobStatus::Failed, 2);
+        let retry = plan(JobKind::RetryFailures, Some(&failed)).unwrap();
+        assert_eq!(retry.action, failed.spec.action);
+        assert_eq!(retry.parent_job_id, Some(failed.id));
+        assert_eq!(retry.once_per_parent(), None);
+        assert_eq!(
+            plan(JobKind::LinkAllLocations, Some(&failed)),
+            Err(NotDerivable::NotDerivedKind(
+                failed.id,
+                JobKind::LinkAllLocations
+            ))
+        );
+        assert_eq!(
+            plan(JobKind::Undo, None),
+            Err(NotDerivable::NeedsParent(JobKind::Undo))
         );
     }
 

@@ -5,6 +5,7 @@ mod chunk;
 mod event;
 mod ids;
 mod job;
+mod spec;
 mod webhook;
 
 pub use catalog::{Link, LinkOutcome, LinkedBy, Location, Offer};
@@ -12,10 +13,12 @@ pub use chunk::{ChunkMessage, FanoutMessage, MAX_CHUNK_SIZE, MAX_MESSAGE_BYTES};
 pub use event::{EventType, JobEvent};
 pub use ids::{
     BrandId, ChunkSeq, IdempotencyKey, JobId, LocationId, OfferId, SubscriptionId, WebhookUrl,
+    UUID_PATTERN, WEBHOOK_HOST_LENGTH_PATTERN, WEBHOOK_URL_PATTERN,
 };
 pub use job::{
     Action, ChunkCounts, Counters, Job, JobKind, JobStatus, NotDerivable, OwnerAction, Transition,
 };
+pub use spec::{plan, JobSpec, Source, SourceSpec};
 pub use webhook::{
     payload, verify, Delivery, DeliveryId, DeliveryStatus, RetrySchedule, Subscription,
     SubscriptionFilter, SubscriptionStatus, VerifyError, WebhookMessage, WebhookSecret,
