@@ -12,3 +12,4 @@ pub mod receiver;
 pub mod runtime;
 pub mod seed;
 pub mod server;
+pub mod tokens;

@@ -289,9 +289,9 @@ impl AuthArgs {
                 audience: self.jwt_audience.clone().unwrap_or_default(),
             });
         }
-        Ok(AuthSetup::LocalKey(
-            bulklink_http::auth::load_or_create_key(&self.token_key)?,
-        ))
+        Ok(AuthSetup::LocalKey(bulklink::tokens::load_or_create_key(
+            &self.token_key,
+        )?))
     }
 
     fn egress(&self) -> anyhow::Result<bulklink_egress::Egress> {
@@ -530,8 +530,8 @@ async fn main() -> anyhow::Result<()> {
                 (false, None) => bail!("pass --brand UUID or --admin"),
             };
             let ttl =
-                bulklink_http::auth::parse_ttl(&ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
-            let key = bulklink_http::auth::load_or_create_key(&token_key)?;
+                bulklink::tokens::parse_ttl(&ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+            let key = bulklink::tokens::load_or_create_key(&token_key)?;
             let sub = sub.unwrap_or_else(|| match &role {
                 Role::Admin => "admin".to_owned(),
                 Role::Brand(brand) => format!("brand-{brand}"),
@@ -539,7 +539,7 @@ async fn main() -> anyhow::Result<()> {
             let brand_claim = bulklink_http::auth::brand_claim_from(|n| std::env::var(n).ok())?;
             emit!(
                 "{}",
-                bulklink_http::auth::mint_token(
+                bulklink::tokens::mint_token(
                     &key,
                     &sub,
                     &role,

@@ -88,7 +88,7 @@ impl RuntimeConfig {
                 self.auth
             );
         };
-        bulklink_http::auth::mint_token(
+        crate::tokens::mint_token(
             key,
             sub,
             &role,
@@ -323,7 +323,7 @@ impl Runtime {
             .minter
             .as_ref()
             .context("this runtime does not verify tokens with a local key")?;
-        Ok(bulklink_http::auth::mint_token(
+        Ok(crate::tokens::mint_token(
             key,
             sub,
             &role,

@@ -512,7 +512,7 @@ async fn idempotency_keys_belong_to_their_principal(kind: Kind) {
     assert_ne!(bob_other.body["id"], first.body["id"]);
     // Alice with a fresh token (same sub) retrying: the same job.
     let refreshed = ApiClient::new(&runtime.base_url).unwrap().with_token(
-        bulklink_http::auth::mint_token(
+        bulklink::tokens::mint_token(
             KEY,
             "alice",
             &brand,
@@ -680,7 +680,7 @@ async fn with_a_jwks_rs256_and_es256_tokens_of_the_issuer_are_accepted_and_nothi
 
 /// A perfectly valid local HS256 token — of a server that uses a JWKS instead.
 fn runtime_free_local_token(brand: BrandId) -> String {
-    bulklink_http::auth::mint_token(
+    bulklink::tokens::mint_token(
         KEY,
         "local",
         &Role::Brand(brand),

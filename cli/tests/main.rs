@@ -21,4 +21,5 @@ mod openapi;
 mod pipeline;
 mod rehearsal;
 mod throttling;
+mod tokens;
 mod webhooks;

@@ -3,16 +3,14 @@
 //! together with the rules of which brands a caller may touch.
 
 use std::collections::HashMap;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use crate::clock::Clock;
@@ -27,10 +25,8 @@ pub const DEFAULT_BRAND_CLAIM: &str = "brand_id";
 /// Issuer and audience of the tokens `bulklink token` mints.
 pub const LOCAL_ISSUER: &str = "bulklink";
 pub const LOCAL_AUDIENCE: &str = "bulklink";
-/// Bytes of a new local signing key.
-const KEY_BYTES: usize = 32;
 /// How long after its `exp` a token is still accepted (clock skew between issuer and us).
-const EXP_LEEWAY_SECS: i64 = 30;
+pub const EXP_LEEWAY_SECS: i64 = 30;
 
 /// What a caller may act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -532,145 +528,6 @@ impl BrandLimiter {
     }
 }
 
-/// Mints a token `bulklink serve` accepts with the same key, issued at `clock`'s time.
-pub fn mint_token(
-    secret: &[u8],
-    principal: &str,
-    role: &Role,
-    ttl: Duration,
-    brand_claim: &str,
-    clock: &Clock,
-) -> Result<String, jsonwebtoken::errors::Error> {
-    let now = clock.now_secs();
-    let mut claims = Map::new();
-    claims.insert("sub".into(), principal.into());
-    claims.insert("iss".into(), LOCAL_ISSUER.into());
-    claims.insert("aud".into(), LOCAL_AUDIENCE.into());
-    claims.insert("iat".into(), now.into());
-    claims.insert("exp".into(), (now + ttl.as_secs() as i64).into());
-    match role {
-        Role::Admin => {
-            claims.insert("scope".into(), ADMIN_SCOPE.into());
-        }
-        Role::Brand(brand) => {
-            claims.insert(brand_claim.into(), brand.to_string().into());
-        }
-    }
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum KeyFileError {
-    #[error("cannot read the token key {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot create the token key {path}: {source}")]
-    Create {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the token key {path} is readable by others (mode {mode:o}); run chmod 600 on it")]
-    TooOpen { path: PathBuf, mode: u32 },
-    #[error("the token key {path} is not a base64 key of at least {KEY_BYTES} bytes")]
-    Malformed { path: PathBuf },
-}
-
-/// The local HS256 key: read from `path`, or created there (mode 0600) when missing.
-pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, KeyFileError> {
-    match read_key(path) {
-        Err(KeyFileError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-        }
-        other => return other,
-    }
-    let mut secret = vec![0u8; KEY_BYTES];
-    rand::fill(&mut secret[..]);
-    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&secret);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            writeln!(file, "{encoded}")
-                .and_then(|()| file.sync_all())
-                .map_err(|source| KeyFileError::Create {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            tracing::info!(path = %path.display(), "created a new token key");
-            Ok(secret)
-        }
-        // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key(path),
-        Err(source) => Err(KeyFileError::Create {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
-fn read_key(path: &Path) -> Result<Vec<u8>, KeyFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|source| KeyFileError::Read {
-                path: path.to_owned(),
-                source,
-            })?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(KeyFileError::TooOpen {
-                path: path.to_owned(),
-                mode: mode & 0o777,
-            });
-        }
-    }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text.trim())
-        .ok()
-        .filter(|k| k.len() >= KEY_BYTES)
-        .ok_or_else(|| KeyFileError::Malformed {
-            path: path.to_owned(),
-        })
-}
-
-/// Parses `24h`, `90m`, `3600s`, `7d` or a number of seconds.
-pub fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 24h, 90m or 3600s"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3_600,
-        "d" => n * 86_400,
-        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
-    };
-    if secs == 0 {
-        return Err("a token must live at least one second".into());
-    }
-    Ok(Duration::from_secs(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -681,71 +538,6 @@ mod tests {
             builder = builder.header(header::AUTHORIZATION, value);
         }
         builder.body(()).unwrap().into_parts().0
-    }
-
-    #[test]
-    fn a_minted_brand_token_verifies_as_that_brand() {
-        let brand = BrandId::new_random();
-        let token = mint_token(
-            b"0123456789abcdef0123456789abcdef",
-            "alice",
-            &Role::Brand(brand),
-            Duration::from_secs(60),
-            DEFAULT_BRAND_CLAIM,
-            &Clock::system(),
-        )
-        .unwrap();
-        let verifier = Verifier::hs256(b"0123456789abcdef0123456789abcdef", DEFAULT_BRAND_CLAIM);
-        let caller = verifier.verify(&token).unwrap();
-        assert_eq!(caller.principal, "alice");
-        assert_eq!(caller.role, Role::Brand(brand));
-    }
-
-    #[test]
-    fn a_token_expires_by_the_verifiers_clock_after_a_leeway() {
-        let key = b"0123456789abcdef0123456789abcdef";
-        let minted = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2031, 5, 6, 7, 8, 9).unwrap();
-        let clock = Clock::manual(minted);
-        let token = mint_token(
-            key,
-            "alice",
-            &Role::Admin,
-            Duration::from_secs(60),
-            DEFAULT_BRAND_CLAIM,
-            &clock,
-        )
-        .unwrap();
-        let verifier = Verifier::hs256(key, DEFAULT_BRAND_CLAIM).with_clock(clock.clone());
-        assert!(verifier.verify(&token).is_ok(), "valid when minted");
-        clock.advance(chrono::Duration::seconds(60 + EXP_LEEWAY_SECS));
-        assert!(
-            verifier.verify(&token).is_ok(),
-            "valid to the end of the leeway"
-        );
-        clock.advance(chrono::Duration::seconds(1));
-        assert!(matches!(verifier.verify(&token), Err(AuthError::Expired)));
-        // The machine's time (years before the token's) does not decide it.
-        assert!(Verifier::hs256(key, DEFAULT_BRAND_CLAIM)
-            .verify(&token)
-            .is_ok());
-    }
-
-    #[test]
-    fn a_token_signed_with_another_key_is_refused() {
-        let token = mint_token(
-            b"another key another key another k",
-            "mallory",
-            &Role::Admin,
-            Duration::from_secs(60),
-            DEFAULT_BRAND_CLAIM,
-            &Clock::system(),
-        )
-        .unwrap();
-        let verifier = Verifier::hs256(b"0123456789abcdef0123456789abcdef", DEFAULT_BRAND_CLAIM);
-        assert!(matches!(
-            verifier.verify(&token),
-            Err(AuthError::Invalid(_))
-        ));
     }
 
     #[test]
@@ -805,13 +597,5 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
         assert_eq!(admin.acting_brand(Some(other), "brandId").unwrap(), other);
-    }
-
-    #[test]
-    fn ttls_parse_with_units() {
-        assert_eq!(parse_ttl("24h").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_ttl("90").unwrap(), Duration::from_secs(90));
-        assert!(parse_ttl("3w").is_err());
-        assert!(parse_ttl("0s").is_err());
     }
 }

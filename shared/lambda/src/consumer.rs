@@ -151,7 +151,13 @@ pub async fn run_queue_loop<C: Consumer + 'static>(
     let mut in_flight = JoinSet::new();
     while !*shutdown.borrow() {
         while in_flight.try_join_next().is_some() {}
-        let free = slots.available_permits().min(consumer.receive_batch());
+        // A sequential consumer takes its whole batch (one receive, one delete); one that
+        // handles side by side takes what its free slots can hold.
+        let free = if consumer.side_by_side() <= 1 {
+            consumer.receive_batch()
+        } else {
+            slots.available_permits().min(consumer.receive_batch())
+        };
         if free == 0 {
             tokio::select! {
                 _ = in_flight.join_next() => {}
@@ -343,5 +349,90 @@ mod tests {
         event.records[1].message_id = None;
         let outcome = handle_event(&probe(1), event, None).await;
         assert!(matches!(outcome, Err(RecordWithoutId { index: 1 })));
+    }
+
+    /// A queue of bodies that records what each receive asked for and what was deleted,
+    /// and turns `stop` true once it is empty.
+    struct Recorded {
+        bodies: Mutex<Vec<String>>,
+        asked: Mutex<Vec<usize>>,
+        deleted: Mutex<Vec<String>>,
+        stop: watch::Sender<bool>,
+    }
+
+    #[async_trait::async_trait]
+    impl Queue for Recorded {
+        fn name(&self) -> &str {
+            "recorded"
+        }
+        async fn send_grouped(
+            &self,
+            _: Option<&str>,
+            _: &[String],
+        ) -> bulklink_core::error::StoreResult<()> {
+            unreachable!("the loop only receives and deletes")
+        }
+        async fn send_delayed(
+            &self,
+            _: &str,
+            _: Duration,
+        ) -> bulklink_core::error::StoreResult<()> {
+            unreachable!("the loop only receives and deletes")
+        }
+        async fn receive(
+            &self,
+            max: usize,
+            _wait: Duration,
+        ) -> bulklink_core::error::StoreResult<Vec<ReceivedMessage>> {
+            self.asked.lock().unwrap().push(max);
+            let mut bodies = self.bodies.lock().unwrap();
+            let n = max.min(bodies.len());
+            let taken: Vec<String> = bodies.drain(..n).collect();
+            if taken.is_empty() {
+                self.stop.send_replace(true);
+            }
+            Ok(taken
+                .into_iter()
+                .map(|body| ReceivedMessage {
+                    message_id: body.clone(),
+                    receipt: format!("r-{body}"),
+                    body,
+                    receive_count: 1,
+                })
+                .collect())
+        }
+        async fn delete(&self, receipts: &[String]) -> bulklink_core::error::StoreResult<()> {
+            self.deleted.lock().unwrap().extend_from_slice(receipts);
+            Ok(())
+        }
+        async fn depth(&self) -> bulklink_core::error::StoreResult<u64> {
+            Ok(self.bodies.lock().unwrap().len() as u64)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_local_loop_takes_a_sequential_consumers_whole_batch_and_deletes_what_passed() {
+        let bodies: Vec<String> = (0..25)
+            .map(|i| format!("m{i}"))
+            .chain(["busy".to_owned()])
+            .collect();
+        let (stop, shutdown) = watch::channel(false);
+        let queue = Arc::new(Recorded {
+            bodies: Mutex::new(bodies.clone()),
+            asked: Mutex::new(Vec::new()),
+            deleted: Mutex::new(Vec::new()),
+            stop,
+        });
+        run_queue_loop(Arc::new(probe(1)), queue.clone(), None, shutdown).await;
+
+        // Batches of the consumer's receive_batch, not one message at a time.
+        let asked = queue.asked.lock().unwrap().clone();
+        assert_eq!(asked, [10, 10, 10, 10], "{asked:?}");
+        let deleted = queue.deleted.lock().unwrap().clone();
+        let passed: Vec<String> = bodies[..25].iter().map(|b| format!("r-{b}")).collect();
+        assert_eq!(
+            deleted, passed,
+            "every handled message deleted, the failed one left"
+        );
     }
 }
