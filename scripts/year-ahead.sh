@@ -47,7 +47,7 @@ echo "== the same tests on $later, UTC+14 (today is $today UTC)"
 year_ahead() {
   TZ=BLK-14 FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f "$ahead" "$@"
 }
-# Unit tests of the core (the clock, signatures, retention), the HTTP edge (tokens) and
+# Unit tests of the core (the clock, signatures, retention), the HTTP edge (callers) and
 # egress (Retry-After dates).
 year_ahead "$core_lib" --quiet
 year_ahead "$http_lib" --quiet
@@ -58,4 +58,4 @@ year_ahead "$contract" --quiet embedded::
 # and their signatures (the standardwebhooks receiver runs under the same clock). On the
 # embedded backend: the AWS adapters read the same Clock, and moto under faketime is slowed
 # by it past what the AWS tests' delivery deadlines allow.
-year_ahead "$e2e" --quiet --skip aws migration:: lambda_fixtures:: access:: webhooks:: egress::
+year_ahead "$e2e" --quiet --skip aws migration:: lambda_fixtures:: access:: tokens:: webhooks:: egress::
