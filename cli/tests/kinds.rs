@@ -214,7 +214,7 @@ async fn undo_removes_exactly_its_jobs_links_under_duplicates_and_a_stopped_work
         .expect("a worker stopped after its writes");
     let undone = wait_terminal(&runtime.ports, undo_id, WAIT).await;
     assert_eq!(undone.status, JobStatus::Succeeded, "{undone:?}");
-    assert_eq!(undone.kind(), JobKind::Undo);
+    assert_eq!(undone.spec.kind, JobKind::Undo);
     assert_adds_up(&undone);
     assert_eq!(
         (undone.counters.total, undone.counters.unlinked),

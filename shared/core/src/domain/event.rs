@@ -88,7 +88,14 @@ impl JobEvent {
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeZone;
+
     use super::*;
+
+    /// The time the test jobs are made at: fixed, so nothing here depends on the day.
+    fn made_at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap()
+    }
 
     #[test]
     fn a_republished_event_keeps_its_id() {
@@ -96,11 +103,11 @@ mod tests {
             BrandId::new_random(),
             OfferId::new_random(),
             None,
-            Utc::now(),
+            made_at(),
         );
         job.status = JobStatus::Succeeded;
         let first = JobEvent::terminal(&job).unwrap();
-        job.notified_at = Some(Utc::now());
+        job.notified_at = Some(made_at() + chrono::Duration::seconds(5));
         let again = JobEvent::terminal(&job).unwrap();
         assert_eq!(first.event_id, again.event_id);
         assert_eq!(first.event_type, EventType::JobSucceeded);
@@ -112,7 +119,7 @@ mod tests {
             BrandId::new_random(),
             OfferId::new_random(),
             None,
-            Utc::now(),
+            made_at(),
         );
         job.status = JobStatus::Running;
         assert!(JobEvent::terminal(&job).is_none());

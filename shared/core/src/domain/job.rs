@@ -505,21 +505,6 @@ impl Job {
         Job::planned(spec, brand_id, offer_id, callback_url, now)
     }
 
-    /// Its kind (shown as `type`).
-    pub fn kind(&self) -> JobKind {
-        self.spec.kind
-    }
-
-    /// What it does to each id.
-    pub fn action(&self) -> Action {
-        self.spec.action
-    }
-
-    /// The job it derives from.
-    pub fn parent_job_id(&self) -> Option<JobId> {
-        self.spec.parent_job_id
-    }
-
     /// All chunks enqueued by a finished fanout are accounted: the job may complete.
     pub fn is_fully_accounted(&self) -> bool {
         self.fanout_done && self.chunks_done >= self.chunks_total
