@@ -3,7 +3,7 @@
 //! and on a lost condition read who owns the link (ReturnValuesOnConditionCheckFailure).
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{from_ms, is_constraint, sql, EmbeddedStore};
 use crate::domain::{
@@ -85,7 +85,7 @@ impl Catalog for EmbeddedStore {
     async fn create_locations(&self, locations: &[Location]) -> StoreResult<()> {
         let locations = locations.to_vec();
         self.write(move |conn| {
-            let tx = conn.transaction().map_err(sql)?;
+            let tx = conn.savepoint().map_err(sql)?;
             let mut conflict = None;
             {
                 let mut insert = tx
@@ -187,7 +187,7 @@ impl Catalog for EmbeddedStore {
     ) -> StoreResult<Vec<LinkOutcome>> {
         let (ids, clock) = (ids.to_vec(), self.clock().clone());
         self.write(move |conn| {
-            let tx = conn.transaction().map_err(sql)?;
+            let tx = conn.savepoint().map_err(sql)?;
             let outcomes = link_in(&tx, offer, brand, by, &ids, clock.now_ms())?;
             tx.commit().map_err(sql)?;
             Ok(outcomes)
@@ -204,7 +204,7 @@ impl Catalog for EmbeddedStore {
     ) -> StoreResult<Vec<LinkOutcome>> {
         let (ids, clock) = (ids.to_vec(), self.clock().clone());
         self.write(move |conn| {
-            let tx = conn.transaction().map_err(sql)?;
+            let tx = conn.savepoint().map_err(sql)?;
             let outcomes = unlink_in(&tx, offer, by, only_by, &ids, clock.now_ms())?;
             tx.commit().map_err(sql)?;
             Ok(outcomes)
@@ -301,7 +301,7 @@ impl Catalog for EmbeddedStore {
 
     async fn delete_location(&self, id: LocationId) -> StoreResult<Option<Vec<OfferId>>> {
         self.write(move |conn| {
-            let tx = conn.transaction().map_err(sql)?;
+            let tx = conn.savepoint().map_err(sql)?;
             let id = id.to_string();
             if tx
                 .execute("DELETE FROM locations WHERE id = ?1", [&id])
@@ -339,7 +339,7 @@ impl Catalog for EmbeddedStore {
     async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome> {
         let (offer_id, brand, clock) = (offer.id, offer.brand_id, self.clock().clone());
         self.write(move |conn| {
-            let tx = conn.transaction().map_err(sql)?;
+            let tx = conn.savepoint().map_err(sql)?;
             let outcome = link_in(
                 &tx,
                 offer_id,
@@ -432,7 +432,7 @@ impl Catalog for EmbeddedStore {
 
 /// The per-location conditional writes, inside the caller's transaction.
 fn link_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     offer: OfferId,
     brand: BrandId,
     by: LinkedBy,
@@ -486,7 +486,7 @@ fn link_in(
 /// one `only_by` made), leave the mark that `by` removed it, and derive `has_offer` from
 /// the links the location still has.
 fn unlink_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     offer: OfferId,
     by: JobId,
     only_by: Option<JobId>,

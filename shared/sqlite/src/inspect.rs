@@ -34,7 +34,7 @@ impl EmbeddedStore {
         let offer = OfferId::new_random();
         let name = offer_name.to_owned();
         self.write(move |conn| {
-            let tx = conn.transaction().map_err(sql)?;
+            let tx = conn.savepoint().map_err(sql)?;
             tx.execute(
                 "INSERT INTO offers (id, brand_id, name, locations_total) VALUES (?1, ?2, ?3, 0)",
                 params![offer.to_string(), brand.to_string(), name],

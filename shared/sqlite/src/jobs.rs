@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::catalog::page_of;
 use super::{from_ms, sql, to_ms, EmbeddedStore};
@@ -111,8 +111,7 @@ impl JobStore for EmbeddedStore {
         let clock = self.clock.clone();
         let (job, claim) = (job.clone(), claim.cloned());
         self.write(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+            let tx = conn.savepoint()
                 .map_err(sql)?;
             let now = clock.now_ms();
             if let Some(claim) = &claim {
@@ -209,9 +208,7 @@ impl JobStore for EmbeddedStore {
 
     async fn delete_offer(&self, id: OfferId) -> StoreResult<OfferDeletion> {
         self.write(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql)?;
+            let tx = conn.savepoint().map_err(sql)?;
             let id = id.to_string();
             let total: Option<i64> = tx
                 .query_row(
@@ -330,8 +327,7 @@ impl JobStore for EmbeddedStore {
     async fn try_complete(&self, id: JobId) -> StoreResult<Completion> {
         let clock = self.clock.clone();
         self.write(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+            let tx = conn.savepoint()
                 .map_err(sql)?;
             let id = id.to_string();
             let job = must_load_job(&tx, &id)?;
@@ -502,7 +498,7 @@ impl Ledger for EmbeddedStore {
         let clock = self.clock.clone();
         let failures = failures.to_vec();
         self.write(move |conn| {
-            let tx = conn.transaction().map_err(sql)?;
+            let tx = conn.savepoint().map_err(sql)?;
             let (job, now) = (job.to_string(), clock.now_ms());
             let fresh = tx
                 .prepare_cached(
@@ -584,8 +580,7 @@ impl Ledger for EmbeddedStore {
         let clock = self.clock.clone();
         let body = body.to_owned();
         self.write(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+            let tx = conn.savepoint()
                 .map_err(sql)?;
             let id = id.to_string();
             let paused = tx
@@ -658,7 +653,7 @@ impl Ledger for EmbeddedStore {
         let clock = self.clock.clone();
         let (seq, token) = (parked.seq, parked.token.clone());
         self.write(move |conn| {
-            let tx = conn.transaction().map_err(sql)?;
+            let tx = conn.savepoint().map_err(sql)?;
             let id = id.to_string();
             let removed = tx
                 .execute(

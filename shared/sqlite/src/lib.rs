@@ -5,16 +5,21 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 mod catalog;
+mod checkpoint;
 mod events;
 mod inspect;
 mod jobs;
 mod queue;
 mod schema;
+mod serial;
 mod webhooks;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use checkpoint::Checkpointer;
+use serial::{Mode, SerialConnection};
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -41,14 +46,18 @@ pub const WEBHOOK_QUEUE: &str = "webhooks";
 pub const WEBHOOK_DLQ: &str = "webhooks-dlq";
 
 /// One SQLite file: a single writer connection (SQLite allows one writer at a time anyway)
-/// and a separate reader, so status reads never wait behind a long write.
+/// and a separate reader, so status reads never wait behind a long write. Each connection
+/// is owned by a thread of its own; the writer's commits what it is handed in groups
+/// (`serial`).
 pub struct EmbeddedStore {
     path: PathBuf,
     /// (device, inode) of the file at open: a file removed or replaced under a running
     /// server is noticed (its connections still hold the old one).
     identity: Option<(u64, u64)>,
-    writer: Arc<Mutex<Connection>>,
-    reader: Arc<Mutex<Connection>>,
+    writer: SerialConnection,
+    reader: SerialConnection,
+    /// Declared after the writer, so it stops after the writer's last commit.
+    _checkpointer: Checkpointer,
     notifiers: Mutex<HashMap<String, Arc<Notify>>>,
     /// The time every stored time and expiry of this store is read from.
     clock: Clock,
@@ -69,13 +78,28 @@ impl EmbeddedStore {
         let path = path.as_ref().to_path_buf();
         let mut writer = open_connection(&path, false)?;
         schema::migrate(&mut writer)?;
+        writer
+            .pragma_update(
+                None,
+                "wal_autocheckpoint",
+                checkpoint::WRITER_CHECKPOINT_PAGES,
+            )
+            .map_err(sql)?;
         let reader = open_connection(&path, true)?;
+        let checkpointer = Checkpointer::start(open_connection(&path, false)?, &path)?;
+        let nudge = checkpointer.nudger();
         let identity = file_identity(&path);
         Ok(Arc::new(EmbeddedStore {
             path,
             identity,
-            writer: Arc::new(Mutex::new(writer)),
-            reader: Arc::new(Mutex::new(reader)),
+            writer: SerialConnection::start(
+                writer,
+                "sqlite-writer",
+                Mode::GroupCommit,
+                Some(Box::new(nudge)),
+            )?,
+            reader: SerialConnection::start(reader, "sqlite-reader", Mode::OneByOne, None)?,
+            _checkpointer: checkpointer,
             notifiers: Mutex::new(HashMap::new()),
             clock,
             #[cfg(feature = "faults")]
@@ -113,14 +137,16 @@ impl EmbeddedStore {
         }
     }
 
-    /// Runs `f` on the writer connection off the async runtime.
+    /// Runs `f` on the writer connection off the async runtime, inside a transaction it
+    /// may share with other writes: `f` opens a savepoint (`conn.savepoint()`), never a
+    /// transaction, and hears its result once the transaction is committed.
     pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         self.check_faults()?;
-        run_on(self.writer.clone(), f).await
+        self.writer.run(f).await
     }
 
     /// Runs `f` on the reader connection off the async runtime.
@@ -130,7 +156,7 @@ impl EmbeddedStore {
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         self.check_faults()?;
-        run_on(self.reader.clone(), f).await
+        self.reader.run(f).await
     }
 
     /// Tests (feature `faults`): from now on every read and write reports the store
@@ -181,21 +207,6 @@ impl crate::ports::Health for EmbeddedStore {
     async fn check(&self) -> Result<(), String> {
         self.check_file()
     }
-}
-
-async fn run_on<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> StoreResult<T>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(move || {
-        // A panic inside `f` rolls its transaction back on drop, so the connection is
-        // still consistent and a poisoned lock can be reused.
-        let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut conn)
-    })
-    .await
-    .map_err(|e| StoreError::internal(format!("store task failed: {e}")))?
 }
 
 fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
@@ -281,5 +292,184 @@ pub fn ports(store: &Arc<EmbeddedStore>, settings: &Settings) -> Ports {
         health: store.clone(),
         clock: store.clock().clone(),
         sources: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use futures::poll;
+    use rusqlite::Connection;
+
+    use super::*;
+
+    fn fresh() -> (tempfile::TempDir, Arc<EmbeddedStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("store.db")).unwrap();
+        (dir, store)
+    }
+
+    /// Numbers in the test table, read by a connection of the test's own (what is
+    /// committed, nothing else).
+    fn committed(store: &EmbeddedStore) -> Vec<i64> {
+        let conn = Connection::open(store.path()).unwrap();
+        let mut stmt = conn.prepare("SELECT x FROM t ORDER BY x").unwrap();
+        let rows = stmt.query_map([], |row| row.get(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    fn insert(conn: &mut Connection, x: i64) -> StoreResult<()> {
+        let sp = conn.savepoint().map_err(sql)?;
+        sp.execute("INSERT INTO t (x) VALUES (?1)", [x])
+            .map_err(sql)?;
+        sp.commit().map_err(sql)
+    }
+
+    /// Holds the writer inside a unit until the returned sender is used, so the writes
+    /// made meanwhile queue up and form the next group together.
+    async fn hold_writer(
+        store: &Arc<EmbeddedStore>,
+    ) -> (mpsc::Sender<()>, tokio::task::JoinHandle<StoreResult<()>>) {
+        let (release, released) = mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let store2 = store.clone();
+        let held = tokio::spawn(async move {
+            store2
+                .write(move |_conn| {
+                    let _ = started.send(());
+                    let _ = released.recv();
+                    Ok(())
+                })
+                .await
+        });
+        running.await.unwrap();
+        (release, held)
+    }
+
+    #[tokio::test]
+    async fn writes_queued_together_share_one_commit_and_a_failing_one_loses_only_its_own_work() {
+        let (_dir, store) = fresh();
+        store
+            .write(|conn| {
+                conn.execute_batch("CREATE TABLE t (x INTEGER)")
+                    .map_err(sql)
+            })
+            .await
+            .unwrap();
+        let (release, held) = hold_writer(&store).await;
+
+        let mut first = Box::pin(store.write(|conn| insert(conn, 1)));
+        let mut failing = Box::pin(store.write(|conn| {
+            insert(conn, 2)?;
+            Err::<(), _>(StoreError::Invalid("this unit changes its mind".into()))
+        }));
+        let path = store.path().to_path_buf();
+        let mut last = Box::pin(store.write(move |conn| {
+            insert(conn, 3)?;
+            // What another connection sees while this group is still open: not the
+            // first unit's row, which is in this group's transaction.
+            let outside: i64 = Connection::open(&path)
+                .and_then(|c| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)))
+                .map_err(sql)?;
+            Ok(outside)
+        }));
+        // Each is handed to the writer on its first poll and waits for it.
+        assert!(poll!(&mut first).is_pending());
+        assert!(poll!(&mut failing).is_pending());
+        assert!(poll!(&mut last).is_pending());
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+
+        first.await.expect("the first unit's write is committed");
+        assert!(matches!(failing.await, Err(StoreError::Invalid(_))));
+        assert_eq!(
+            last.await.unwrap(),
+            0,
+            "the three units share one transaction"
+        );
+        assert_eq!(
+            committed(&store),
+            vec![1, 3],
+            "only the failing unit's row is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_unit_that_loses_the_groups_transaction_fails_every_unit_in_it_and_the_writer_carries_on(
+    ) {
+        let (_dir, store) = fresh();
+        store
+            .write(|conn| {
+                conn.execute_batch("CREATE TABLE t (x INTEGER)")
+                    .map_err(sql)
+            })
+            .await
+            .unwrap();
+        let (release, held) = hold_writer(&store).await;
+
+        let mut before = Box::pin(store.write(|conn| insert(conn, 10)));
+        // As SQLite does after a full disk or an I/O error: the whole transaction is gone.
+        let mut breaking = Box::pin(store.write(|conn| {
+            conn.execute_batch("ROLLBACK").map_err(sql)?;
+            Err::<(), _>(StoreError::unavailable("the disk is full"))
+        }));
+        let mut after = Box::pin(store.write(|conn| insert(conn, 11)));
+        assert!(poll!(&mut before).is_pending());
+        assert!(poll!(&mut breaking).is_pending());
+        assert!(poll!(&mut after).is_pending());
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+
+        let lost = before
+            .await
+            .expect_err("its work was rolled back with the group");
+        assert!(lost.is_retryable(), "{lost}");
+        assert!(breaking.await.is_err());
+        let refused = after.await.expect_err("not started in a broken group");
+        assert!(refused.is_retryable(), "{refused}");
+        assert!(committed(&store).is_empty());
+
+        let panicked = store
+            .write(|conn| -> StoreResult<()> {
+                insert(conn, 12)?;
+                panic!("a bug in a store function")
+            })
+            .await
+            .expect_err("a panic is an error, not a crash");
+        assert!(panicked.to_string().contains("panicked"), "{panicked}");
+        store.write(|conn| insert(conn, 13)).await.unwrap();
+        assert_eq!(committed(&store), vec![13]);
+    }
+
+    #[tokio::test]
+    async fn the_wal_reaches_the_database_file_without_the_writer_checkpointing() {
+        let (_dir, store) = fresh();
+        let before = std::fs::metadata(store.path()).unwrap().len();
+        // 2 MiB: more than SQLite's own checkpoint threshold (1,000 pages), far below the
+        // writer's backstop (`WRITER_CHECKPOINT_PAGES`).
+        store
+            .write(|conn| {
+                conn.execute_batch("CREATE TABLE blobs (b BLOB)")
+                    .map_err(sql)?;
+                conn.execute("INSERT INTO blobs (b) VALUES (zeroblob(2097152))", [])
+                    .map_err(sql)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let size = std::fs::metadata(store.path()).unwrap().len();
+            if size >= before + 2 * 1024 * 1024 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the database file is still {size} bytes: nothing checkpointed the WAL"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

@@ -49,7 +49,7 @@ impl EmbeddedQueue {
         let (messages, moved) = self
             .store
             .write(move |conn| {
-                let tx = conn.transaction().map_err(sql)?;
+                let tx = conn.savepoint().map_err(sql)?;
                 let now = clock.now_ms();
                 let mut messages = Vec::with_capacity(max);
                 let mut moved = false;
@@ -156,7 +156,7 @@ impl EmbeddedQueue {
         let group = group.unwrap_or_default().to_owned();
         self.store
             .write(move |conn| {
-                let tx = conn.transaction().map_err(sql)?;
+                let tx = conn.savepoint().map_err(sql)?;
                 {
                     tx.prepare_cached(
                         "INSERT OR IGNORE INTO queue_groups (queue, grp) VALUES (?1, ?2)",
@@ -240,7 +240,7 @@ impl Queue for EmbeddedQueue {
         let name = self.name.clone();
         self.store
             .write(move |conn| {
-                let tx = conn.transaction().map_err(sql)?;
+                let tx = conn.savepoint().map_err(sql)?;
                 {
                     // A receipt only deletes on the queue that issued it, as on SQS.
                     let mut delete = tx

@@ -165,7 +165,7 @@ impl Webhooks for EmbeddedStore {
         let filter = serde_json::to_string(&sub.filter)
             .map_err(|e| StoreError::internal(format!("filter: {e}")))?;
         self.write(move |conn| {
-            let tx = conn.transaction().map_err(sql)?;
+            let tx = conn.savepoint().map_err(sql)?;
             tx.execute(
                 "INSERT OR IGNORE INTO webhooks (id, brand_id, url, filter, description, status, secret, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -246,7 +246,7 @@ impl Webhooks for EmbeddedStore {
     ) -> StoreResult<Option<Subscription>> {
         let secret = secret.clone();
         self.write(move |conn| {
-            let tx = conn.transaction().map_err(sql)?;
+            let tx = conn.savepoint().map_err(sql)?;
             tx.execute(
                 "UPDATE webhooks SET previous_secret = secret, previous_secret_until = ?2, secret = ?3 \
                  WHERE id = ?1",
@@ -275,7 +275,7 @@ impl Webhooks for EmbeddedStore {
     async fn create_delivery(&self, delivery: &Delivery) -> StoreResult<Delivery> {
         let d = delivery.clone();
         self.write(move |conn| {
-            let tx = conn.transaction().map_err(sql)?;
+            let tx = conn.savepoint().map_err(sql)?;
             tx.execute(
                 "INSERT OR IGNORE INTO webhook_deliveries (id, subscription_id, event_id, event_type, job_id, \
                  brand_id, body, status, attempts, next_attempt_at, created_at) \
