@@ -305,9 +305,17 @@ mod tests {
 
     use super::*;
 
-    fn fresh() -> (tempfile::TempDir, Arc<EmbeddedStore>) {
+    /// A store in a new file, with a test table `t` of numbers.
+    async fn fresh() -> (tempfile::TempDir, Arc<EmbeddedStore>) {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path().join("store.db")).unwrap();
+        store
+            .write(|conn| {
+                conn.execute_batch("CREATE TABLE t (x INTEGER)")
+                    .map_err(sql)
+            })
+            .await
+            .unwrap();
         (dir, store)
     }
 
@@ -350,14 +358,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_queued_together_share_one_commit_and_a_failing_one_loses_only_its_own_work() {
-        let (_dir, store) = fresh();
-        store
-            .write(|conn| {
-                conn.execute_batch("CREATE TABLE t (x INTEGER)")
-                    .map_err(sql)
-            })
-            .await
-            .unwrap();
+        let (_dir, store) = fresh().await;
         let (release, held) = hold_writer(&store).await;
 
         let mut first = Box::pin(store.write(|conn| insert(conn, 1)));
@@ -399,14 +400,7 @@ mod tests {
     #[tokio::test]
     async fn a_unit_that_loses_the_groups_transaction_fails_every_unit_in_it_and_the_writer_carries_on(
     ) {
-        let (_dir, store) = fresh();
-        store
-            .write(|conn| {
-                conn.execute_batch("CREATE TABLE t (x INTEGER)")
-                    .map_err(sql)
-            })
-            .await
-            .unwrap();
+        let (_dir, store) = fresh().await;
         let (release, held) = hold_writer(&store).await;
 
         let mut before = Box::pin(store.write(|conn| insert(conn, 10)));
@@ -445,7 +439,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_wal_reaches_the_database_file_without_the_writer_checkpointing() {
-        let (_dir, store) = fresh();
+        let (_dir, store) = fresh().await;
         let before = std::fs::metadata(store.path()).unwrap().len();
         // 2 MiB: more than SQLite's own checkpoint threshold (1,000 pages), far below the
         // writer's backstop (`WRITER_CHECKPOINT_PAGES`).
