@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bulklink_core::domain::{BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId};
-use bulklink_core::domain::{Offer, OfferId};
+use bulklink_core::domain::{LocationChange, Offer, OfferId};
 use bulklink_core::ports::{Catalog, Cursor, Page};
 use bulklink_core::{StoreError, StoreResult};
 use tokio::sync::Notify;
@@ -124,12 +124,12 @@ impl Catalog for FaultyCatalog {
     async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>> {
         self.inner.rename_offer(id, name).await
     }
-    async fn readdress_location(
+    async fn update_location(
         &self,
         id: LocationId,
-        address: &str,
+        change: &LocationChange,
     ) -> StoreResult<Option<Location>> {
-        self.inner.readdress_location(id, address).await
+        self.inner.update_location(id, change).await
     }
     async fn delete_location(&self, id: LocationId) -> StoreResult<Option<Vec<OfferId>>> {
         self.inner.delete_location(id).await

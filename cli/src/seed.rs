@@ -22,11 +22,13 @@ pub async fn seed_brand(
     };
     ports.catalog.create_offer(&offer).await?;
     let all: Vec<Location> = (0..locations)
-        .map(|n| Location {
-            id: LocationId::new_random(),
-            brand_id: brand,
-            address: format!("{n} Main Street"),
-            has_offer: false,
+        .map(|n| {
+            Location::new(
+                LocationId::new_random(),
+                brand,
+                format!("{n} Main Street"),
+                ports.clock.now(),
+            )
         })
         .collect();
     for batch in all.chunks(BATCH) {

@@ -441,6 +441,104 @@ async fn catalog_routes_create_read_and_link() {
 }
 
 #[tokio::test]
+async fn a_location_is_described_by_attributes_and_patched_field_by_field() {
+    let env = Env::new(fast_settings());
+    let brand = BrandId::new_random();
+    let (runtime, api) = api_only(&env, brand).await;
+    let sent = json!({
+        "address": "1 High St", "name": " Soho ", "city": "London", "postcode": "W1D 3QU",
+        "country": "GB", "tags": ["drive-thru", "24h", "drive-thru "], "region": null
+    });
+    let made = api
+        .send(Method::POST, "/locations", Some(&sent), &[])
+        .await
+        .unwrap();
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    let path = made.location.clone().unwrap();
+    let read: Value = api.get(&path).await.unwrap();
+    assert_eq!(read, made.body);
+    assert_eq!(
+        read["name"], "Soho",
+        "kept without the white space at its ends"
+    );
+    assert_eq!(
+        read["tags"],
+        json!(["drive-thru", "24h"]),
+        "a tag sent twice is kept once"
+    );
+    assert!(
+        read.get("region").is_none(),
+        "null is the same as leaving it out"
+    );
+    assert_eq!(read["createdAt"], read["updatedAt"]);
+
+    // Only what the PATCH names changes; null removes an attribute.
+    let patched = api
+        .send(
+            Method::PATCH,
+            &path,
+            Some(&json!({ "city": null, "tags": ["kiosk"] })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.status, StatusCode::OK, "{:?}", patched.body);
+    assert!(patched.body.get("city").is_none());
+    assert_eq!(patched.body["tags"], json!(["kiosk"]));
+    assert_eq!(patched.body["address"], "1 High St");
+    assert_eq!(patched.body["country"], "GB");
+    assert_eq!(patched.body["createdAt"], read["createdAt"]);
+    assert_eq!(api.get::<Value>(&path).await.unwrap(), patched.body);
+
+    for (body, detail) in [
+        (
+            json!({ "country": "UK" }),
+            "country 'UK' is not an ISO 3166-1 alpha-2 code",
+        ),
+        (
+            json!({ "country": "gb" }),
+            "country 'gb' is not an ISO 3166-1 alpha-2 code",
+        ),
+        (
+            json!({ "tags": vec!["t"; 21].iter().enumerate().map(|(i, _)| i.to_string()).collect::<Vec<_>>() }),
+            "tags holds 21 tags; at most 20",
+        ),
+        (
+            json!({ "tags": ["x".repeat(51)] }),
+            "tags[0] is longer than 50 characters",
+        ),
+        (json!({ "address": null }), "address cannot be removed"),
+        (json!({ "city": "" }), "city must not be empty"),
+    ] {
+        let r = api
+            .send(Method::PATCH, &path, Some(&body), &[])
+            .await
+            .unwrap();
+        assert_problem(&r, StatusCode::BAD_REQUEST, detail);
+    }
+    let r = api
+        .send(
+            Method::POST,
+            "/locations",
+            Some(&json!([{ "address": "2 High St" }, { "address": "3 High St", "country": "ZZ" }])),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_problem(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "country 'ZZ' is not an ISO 3166-1",
+    );
+    assert_eq!(
+        api.get::<Value>(&path).await.unwrap(),
+        patched.body,
+        "nothing changed"
+    );
+    runtime.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_brands_jobs_are_listed_newest_first_and_paged() {
     let env = Env::new(fast_settings());
     let seeded = env.seed(0).await;

@@ -75,7 +75,7 @@ async fn v1_runtime(v1: &V1, clock: Clock) -> (Runtime, ApiClient) {
 }
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 fn user_version(path: &std::path::Path) -> i64 {
     rusqlite::Connection::open(path)
@@ -285,6 +285,27 @@ async fn a_file_of_the_release_before_job_kinds_migrates_and_its_jobs_can_be_und
         .await
         .unwrap();
     assert_eq!(location["hasOffer"], true);
+    // A location of the old file has no attributes and no times; a change gives it both.
+    let keys: Vec<&str> = location
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(keys.len(), 4, "{location}");
+    let described = api
+        .send(
+            Method::PATCH,
+            &format!("/locations/{shared_location}"),
+            Some(&serde_json::json!({ "city": "London", "country": "GB" })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(described.status, 200, "{}", described.body);
+    assert_eq!(described.body["city"], "London");
+    assert_eq!(described.body["hasOffer"], true);
+    assert!(described.body.get("updatedAt").is_some() && described.body.get("createdAt").is_none());
     let second: Value = api.get(&format!("/offers/{second}")).await.unwrap();
     assert_eq!(second["locationsTotal"], 1);
     let first: Value = api.get(&format!("/offers/{offer}")).await.unwrap();

@@ -12,8 +12,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bulklink_core::domain::{
-    plan, BrandId, FanoutMessage, IdempotencyKey, Job, JobId, JobKind, JobStatus, LinkOutcome,
-    Location, LocationId, NotDerivable, Offer, OfferId, Subscription, WebhookUrl,
+    plan, AttributesChange, BrandId, Country, FanoutMessage, IdempotencyKey, Job, JobId, JobKind,
+    JobStatus, LinkOutcome, Location, LocationChange, LocationId, NotDerivable, Offer, OfferId,
+    Subscription, WebhookUrl, MAX_ATTRIBUTE_LEN, MAX_TAGS, MAX_TAG_LEN,
 };
 use bulklink_core::estimate::DryRun;
 use bulklink_core::ports::{
@@ -714,25 +715,54 @@ async fn delete_offer(
     }
 }
 
-/// A location's new address.
+/// A change to a location: each field present is set, `null` removes an attribute, an
+/// absent field is left as it is.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
-#[schema(example = json!({ "address": "1 High St" }))]
-struct LocationChange {
-    /// 1 to 500 characters, not only white space, no control characters.
+#[schema(example = json!({ "address": "1 High St", "city": "London", "tags": ["drive-thru"] }))]
+struct LocationPatch {
+    /// 1 to 500 characters, not only white space, no control characters (it cannot be
+    /// removed: `null` is refused).
+    #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = address_schema)]
-    address: String,
+    address: Option<Option<String>>,
+    /// The store's name; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = nullable_attribute_schema)]
+    name: Option<Option<String>>,
+    /// `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = nullable_attribute_schema)]
+    city: Option<Option<String>>,
+    /// A state, county or province; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = nullable_attribute_schema)]
+    region: Option<Option<String>>,
+    /// `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = nullable_attribute_schema)]
+    postcode: Option<Option<String>>,
+    /// ISO 3166-1 alpha-2, upper case; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Country>)]
+    country: Option<Option<String>>,
+    /// The whole list of tags (replaces the old one); `null` or `[]` removes them all.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = nullable_tags_schema)]
+    tags: Option<Option<Vec<String>>>,
 }
-bulklink_core::json_object_only!(LocationChange);
+bulklink_core::json_object_only!(LocationPatch);
 
-/// Change a location's address.
+/// Change a location: its address and any of its attributes, at once.
+///
+/// `updatedAt` moves only when something changes: the same body twice changes nothing.
 #[utoipa::path(
     patch,
     path = "/locations/{locationId}",
     tag = "catalog",
     operation_id = "readdressLocation",
     params(("locationId" = LocationId, Path, description = "The location")),
-    request_body(content = LocationChange, content_type = "application/json"),
+    request_body(content = LocationPatch, content_type = "application/json"),
     responses(
         (status = 200, description = "The location, changed", body = Location),
         (status = 400, response = BadRequest),
@@ -746,17 +776,133 @@ async fn readdress_location(
     State(ports): State<Ports>,
     caller: Caller,
     Path(location_id): Path<String>,
-    JsonBody(change): JsonBody<LocationChange>,
+    JsonBody(patch): JsonBody<LocationPatch>,
 ) -> Result<Response, ApiError> {
     let location_id: LocationId = parse_id(&location_id)?;
     caller.visible_location(&ports, location_id).await?;
-    let address = checked_text("address", &change.address, MAX_ADDRESS_LEN)?;
+    let address = match patch.address {
+        None => None,
+        Some(None) => {
+            return Err(ApiError::bad_request(
+                "address cannot be removed: send a new one or leave it out",
+            ))
+        }
+        Some(Some(address)) => Some(checked_text("address", &address, MAX_ADDRESS_LEN)?),
+    };
+    let attributes = AttributeFields {
+        name: patch.name,
+        city: patch.city,
+        region: patch.region,
+        postcode: patch.postcode,
+        country: patch.country,
+        tags: patch.tags,
+    }
+    .checked(&|name: &str| name.to_owned())?;
+    let change = LocationChange {
+        address,
+        attributes,
+    };
     let location = ports
         .catalog
-        .readdress_location(location_id, &address)
+        .update_location(location_id, &change)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("location {location_id} does not exist")))?;
     Ok(Json(location).into_response())
+}
+
+/// A field that may be sent as `null`: `Some(None)`, where an absent one is `None`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A location's attributes as a request sends them, before they are checked.
+struct AttributeFields {
+    name: Option<Option<String>>,
+    city: Option<Option<String>>,
+    region: Option<Option<String>>,
+    postcode: Option<Option<String>>,
+    country: Option<Option<String>>,
+    tags: Option<Option<Vec<String>>>,
+}
+
+impl AttributeFields {
+    /// Checks each field (its name in errors from `field`): text as any text is, the
+    /// country an assigned ISO code, at most 20 tags of 1 to 50 characters (each kept once).
+    fn checked(self, field: &dyn Fn(&str) -> String) -> Result<AttributesChange, ApiError> {
+        let text = |name: &str, value: Option<Option<String>>| {
+            value
+                .map(|v| {
+                    v.map(|v| checked_text(&field(name), &v, MAX_ATTRIBUTE_LEN))
+                        .transpose()
+                })
+                .transpose()
+        };
+        let country = self
+            .country
+            .map(|c| {
+                c.map(|c| {
+                    c.parse::<Country>()
+                        .map_err(|e| ApiError::bad_request(format!("{}: {e}", field("country"))))
+                })
+                .transpose()
+            })
+            .transpose()?;
+        let tags = self
+            .tags
+            .map(|tags| checked_tags(&field("tags"), tags.unwrap_or_default()))
+            .transpose()?;
+        Ok(AttributesChange {
+            name: text("name", self.name)?,
+            city: text("city", self.city)?,
+            region: text("region", self.region)?,
+            postcode: text("postcode", self.postcode)?,
+            country,
+            tags,
+        })
+    }
+}
+
+fn checked_tags(field: &str, tags: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::bad_request(format!(
+            "{field} holds {} tags; at most {MAX_TAGS}",
+            tags.len()
+        )));
+    }
+    let mut checked: Vec<String> = Vec::with_capacity(tags.len());
+    for (i, tag) in tags.iter().enumerate() {
+        let tag = checked_text(&format!("{field}[{i}]"), tag, MAX_TAG_LEN)?;
+        // A tag sent twice (perhaps with other white space at its ends) is kept once.
+        if !checked.contains(&tag) {
+            checked.push(tag);
+        }
+    }
+    Ok(checked)
+}
+
+fn nullable_attribute_schema() -> utoipa::openapi::Object {
+    bulklink_http::http::nullable_text_schema(MAX_ATTRIBUTE_LEN)
+}
+
+fn tags_schema() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(bulklink_http::http::text_schema(MAX_TAG_LEN))
+        .max_items(Some(MAX_TAGS))
+        .description(Some(
+            "Up to 20 tags of 1 to 50 characters; a tag sent twice is kept once",
+        ))
+        .build()
+}
+
+fn nullable_tags_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, SchemaType, Type};
+    ArrayBuilder::from(tags_schema())
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .build()
 }
 
 /// Delete a location (a store closes): it leaves every offer it carried.
@@ -803,6 +949,27 @@ struct NewLocation {
     /// 1 to 500 characters, not only white space, no control characters.
     #[schema(schema_with = address_schema)]
     address: String,
+    /// The store's name (`null` is the same as leaving a field out).
+    #[serde(default)]
+    #[schema(schema_with = nullable_attribute_schema)]
+    name: Option<String>,
+    #[serde(default)]
+    #[schema(schema_with = nullable_attribute_schema)]
+    city: Option<String>,
+    /// A state, county or province.
+    #[serde(default)]
+    #[schema(schema_with = nullable_attribute_schema)]
+    region: Option<String>,
+    #[serde(default)]
+    #[schema(schema_with = nullable_attribute_schema)]
+    postcode: Option<String>,
+    /// ISO 3166-1 alpha-2, upper case.
+    #[serde(default)]
+    #[schema(value_type = Option<Country>)]
+    country: Option<String>,
+    #[serde(default)]
+    #[schema(schema_with = nullable_tags_schema)]
+    tags: Option<Vec<String>>,
 }
 bulklink_core::json_object_only!(NewLocation);
 
@@ -917,12 +1084,29 @@ async fn create_locations(
                 name.to_owned()
             }
         };
-        locations.push(Location {
-            id: n.id.unwrap_or_else(LocationId::new_random),
-            brand_id: caller.acting_brand(n.brand_id, &field("brandId"))?,
-            address: checked_text(&field("address"), &n.address, MAX_ADDRESS_LEN)?,
-            has_offer: false,
-        });
+        let mut location = Location::new(
+            n.id.unwrap_or_else(LocationId::new_random),
+            caller.acting_brand(n.brand_id, &field("brandId"))?,
+            checked_text(&field("address"), &n.address, MAX_ADDRESS_LEN)?,
+            ports.clock.now(),
+        );
+        let attributes = AttributeFields {
+            name: n.name.map(Some),
+            city: n.city.map(Some),
+            region: n.region.map(Some),
+            postcode: n.postcode.map(Some),
+            country: n.country.map(Some),
+            tags: n.tags.map(Some),
+        }
+        .checked(&field)?;
+        let change = LocationChange {
+            address: None,
+            attributes,
+        };
+        if let Some(described) = location.changed(&change, ports.clock.now()) {
+            location.attributes = described.attributes;
+        }
+        locations.push(location);
     }
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = locations.iter().find(|l| !seen.insert(l.id)) {

@@ -20,13 +20,17 @@ use super::items::*;
 use super::sdk_error::{cancellation, classify, condition_failed, retryable_cancel};
 use crate::clock::Clock;
 use crate::domain::{
-    BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId,
+    BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes, LocationChange,
+    LocationId, Offer, OfferId,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
 
 /// Reads and transactions a location's deletion tries before it gives up (503).
 const DELETE_ATTEMPTS: usize = 5;
+
+/// Reads of a location a change makes before giving up when others keep changing it.
+const UPDATE_ATTEMPTS: usize = 5;
 
 /// Per-location write pairs in flight at once within one chunk.
 const LINKS_IN_FLIGHT: usize = 16;
@@ -530,13 +534,20 @@ impl Catalog for DynamoCatalog {
         if conflicts.is_empty() {
             return Err(retryable_cancel(&reasons));
         }
-        // An SDK retry of an attempt that timed out after it was applied finds its own
-        // items. The batch is atomic, so that attempt wrote all of them: only when every
-        // item conflicts, each with exactly what we wrote, is the batch already done.
-        let ours = conflicts.len() == items.len()
-            && conflicts
-                .iter()
-                .all(|&i| reasons[i].item() == Some(&items[i]));
+        // A retried request (or an SDK retry of an attempt that timed out after it was
+        // applied) finds its own items. The batch is atomic: only when every item
+        // conflicts, each with the location as sent, is the batch already done.
+        let as_sent = |i: usize| -> StoreResult<bool> {
+            let Some(old) = reasons[i].item() else {
+                return Ok(false);
+            };
+            let old = from_item::<LocationItem>(old.clone())?.into_location()?;
+            Ok(old.same_as_sent(&locations[i]))
+        };
+        let mut ours = conflicts.len() == items.len();
+        for &i in &conflicts {
+            ours = ours && as_sent(i)?;
+        }
         if ours {
             return Ok(());
         }
@@ -603,15 +614,60 @@ impl Catalog for DynamoCatalog {
             .transpose()
     }
 
-    async fn readdress_location(
+    /// Reads the location, applies the change and writes it back on condition that no
+    /// other change came between (its `version`); read again if one did.
+    async fn update_location(
         &self,
         id: LocationId,
-        address: &str,
+        change: &LocationChange,
     ) -> StoreResult<Option<Location>> {
-        self.update_attribute(location_pk(id), LOCATION_SK, "address", address)
-            .await?
-            .map(|item| from_item::<LocationItem>(item)?.into_location())
-            .transpose()
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(item) = self.get(location_pk(id), LOCATION_SK).await? else {
+                return Ok(None);
+            };
+            let read = from_item::<LocationItem>(item)?;
+            let version = read.version;
+            let location = read.into_location()?;
+            let Some(changed) = location.changed(change, self.clock.now()) else {
+                return Ok(Some(location));
+            };
+            let mut request = self
+                .ddb
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(location_pk(id), LOCATION_SK)))
+                .expression_attribute_values(":a", s(changed.address.clone()))
+                .expression_attribute_values(
+                    ":u",
+                    n(changed.updated_at.map_or(0, |t| t.timestamp_millis())),
+                )
+                .expression_attribute_values(":one", n(1));
+            let mut update = "SET address = :a, updatedAt = :u".to_owned();
+            if changed.attributes == LocationAttributes::default() {
+                update.push_str(" REMOVE attributes");
+            } else {
+                update.push_str(", attributes = :m");
+                let map = to_item(&changed.attributes)?;
+                request = request.expression_attribute_values(":m", AttributeValue::M(map));
+            }
+            update.push_str(" ADD version :one");
+            request = match version {
+                Some(v) => request
+                    .condition_expression("attribute_exists(pk) AND version = :v")
+                    .expression_attribute_values(":v", n(v)),
+                None => request
+                    .condition_expression("attribute_exists(pk) AND attribute_not_exists(version)"),
+            };
+            match request.update_expression(update).send().await {
+                Ok(_) => return Ok(Some(changed)),
+                Err(SdkError::ServiceError(e))
+                    if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {}
+                Err(e) => return Err(classify("UpdateItem", e)),
+            }
+        }
+        Err(StoreError::unavailable(format!(
+            "location {id} kept changing while it was being updated; retry"
+        )))
     }
 
     /// Reads the location's offer set and the links it names, then in one transaction

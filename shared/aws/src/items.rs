@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     Action, BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, JobSpec, Link, LinkedBy,
-    Location, LocationId, Offer, OfferId,
+    Location, LocationAttributes, LocationId, Offer, OfferId,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Failure};
@@ -139,6 +139,21 @@ pub(crate) struct LocationItem {
     pub has_offer: bool,
     pub gsi1pk: String,
     pub gsi1sk: String,
+    /// One map; absent when the location has none.
+    #[serde(default, skip_serializing_if = "no_attributes")]
+    pub attributes: LocationAttributes,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<i64>,
+    /// Counts the changes to address and attributes: each change is conditional on the
+    /// count it read (absent before the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+fn no_attributes(attributes: &LocationAttributes) -> bool {
+    *attributes == LocationAttributes::default()
 }
 
 impl LocationItem {
@@ -151,6 +166,10 @@ impl LocationItem {
             has_offer: location.has_offer,
             gsi1pk: brand_key(location.brand_id),
             gsi1sk: link_sk(location.id),
+            attributes: location.attributes.clone(),
+            created_at: location.created_at.map(|t| t.timestamp_millis()),
+            updated_at: location.updated_at.map(|t| t.timestamp_millis()),
+            version: None,
         }
     }
 
@@ -160,6 +179,9 @@ impl LocationItem {
             brand_id: self.brand_id.parse()?,
             address: self.address,
             has_offer: self.has_offer,
+            attributes: self.attributes,
+            created_at: self.created_at.map(from_ms),
+            updated_at: self.updated_at.map(from_ms),
         })
     }
 }
@@ -510,6 +532,44 @@ mod tests {
             back.created_at.timestamp_millis(),
             job.created_at.timestamp_millis()
         );
+    }
+
+    #[test]
+    fn a_location_keeps_its_attributes_and_one_of_the_release_before_reads_without_any() {
+        let mut location = Location::new(
+            LocationId::new_random(),
+            BrandId::new_random(),
+            "1 High St".into(),
+            made_at(),
+        );
+        location.attributes.city = Some("London".into());
+        location.attributes.country = Some("GB".parse().unwrap());
+        location.attributes.tags = vec!["drive-thru".into()];
+        let item = to_item(&LocationItem::of(&location)).unwrap();
+        assert!(matches!(item.get("attributes"), Some(AttributeValue::M(_))));
+        let back = from_item::<LocationItem>(item)
+            .unwrap()
+            .into_location()
+            .unwrap();
+        assert_eq!(back, location);
+
+        // What the release before wrote: keys, brand, address, hasOffer, the brand index.
+        let old: Item = HashMap::from([
+            ("pk".to_owned(), s(location_pk(location.id))),
+            ("sk".to_owned(), s(LOCATION_SK)),
+            ("brandId".to_owned(), s(location.brand_id.to_string())),
+            ("address".to_owned(), s("1 High St")),
+            ("hasOffer".to_owned(), AttributeValue::Bool(true)),
+            ("gsi1pk".to_owned(), s(brand_key(location.brand_id))),
+            ("gsi1sk".to_owned(), s(link_sk(location.id))),
+        ]);
+        let old = from_item::<LocationItem>(old)
+            .unwrap()
+            .into_location()
+            .unwrap();
+        assert_eq!(old.attributes, LocationAttributes::default());
+        assert_eq!((old.created_at, old.updated_at), (None, None));
+        assert!(old.has_offer);
     }
 
     #[test]

@@ -1,11 +1,26 @@
 //! Catalog contracts: offers and locations are created once, brand pages are complete and
 //! ordered, and links are conditional writes whose replays are recognised.
 
-use bulklink_core::domain::{BrandId, JobId, LinkOutcome, LinkedBy, LocationId, OfferId};
+use bulklink_core::domain::{
+    AttributesChange, BrandId, JobId, LinkOutcome, LinkedBy, Location, LocationAttributes,
+    LocationChange, LocationId, OfferId,
+};
 use bulklink_core::ports::Cursor;
 use bulklink_core::StoreError;
 
-use crate::support::{ids, locations, offer, seed, Fixture};
+use crate::support::{ids, locations, now_ms, offer, seed, Fixture};
+
+/// A store with every attribute set.
+fn described(location: &mut Location) {
+    location.attributes = LocationAttributes {
+        name: Some("Soho".into()),
+        city: Some("London".into()),
+        region: Some("Greater London".into()),
+        postcode: Some("W1D 3QU".into()),
+        country: Some("GB".parse().unwrap()),
+        tags: vec!["drive-thru".into(), "24h".into()],
+    };
+}
 
 pub async fn an_offer_is_created_once(fx: &Fixture) {
     let catalog = &fx.ports.catalog;
@@ -359,4 +374,117 @@ pub async fn offer_links_page_through_every_link_of_that_offer_once(fx: &Fixture
     assert!(links
         .iter()
         .all(|link| link.offer_id == offer.id && link.linked_by == job));
+}
+
+pub async fn a_location_keeps_its_attributes_and_times(fx: &Fixture) {
+    let mut batch = locations(BrandId::new_random(), 2);
+    described(&mut batch[0]);
+
+    fx.ports.catalog.create_locations(&batch).await.unwrap();
+
+    for location in batch {
+        let stored = fx.ports.catalog.get_location(location.id).await.unwrap();
+        assert_eq!(stored, Some(location));
+    }
+}
+
+pub async fn a_batch_sent_again_later_is_already_created_but_other_attributes_conflict(
+    fx: &Fixture,
+) {
+    let mut batch = locations(BrandId::new_random(), 2);
+    described(&mut batch[1]);
+    fx.ports.catalog.create_locations(&batch).await.unwrap();
+
+    // A client's retry: the same locations, stamped by the server again.
+    let later = now_ms() + chrono::Duration::seconds(5);
+    let mut again = batch.clone();
+    for location in &mut again {
+        location.created_at = Some(later);
+        location.updated_at = Some(later);
+    }
+    let retried = fx.ports.catalog.create_locations(&again).await;
+    assert!(retried.is_ok(), "{retried:?}");
+
+    again[1].attributes.city = Some("Leeds".into());
+    let other = fx.ports.catalog.create_locations(&again).await;
+    assert!(matches!(other, Err(StoreError::Conflict(_))), "{other:?}");
+    let stored = fx.ports.catalog.get_location(batch[1].id).await.unwrap();
+    assert_eq!(stored, Some(batch[1].clone()), "nothing changed");
+}
+
+pub async fn a_location_change_applies_what_it_names_and_moves_updated_at_only_if_it_changes(
+    fx: &Fixture,
+) {
+    let catalog = &fx.ports.catalog;
+    let brand = BrandId::new_random();
+    let offer = offer(brand);
+    catalog.create_offer(&offer).await.unwrap();
+    // Made an hour ago, so a change now is later by any clock's resolution.
+    let mut made = locations(brand, 1);
+    let an_hour_ago = now_ms() - chrono::Duration::hours(1);
+    made[0].created_at = Some(an_hour_ago);
+    made[0].updated_at = Some(an_hour_ago);
+    catalog.create_locations(&made).await.unwrap();
+    let ids = vec![made[0].id];
+    let id = ids[0];
+    let linked = catalog
+        .link_locations(offer.id, offer.brand_id, LinkedBy::Direct, &ids)
+        .await
+        .unwrap();
+    assert_eq!(linked, vec![LinkOutcome::Linked]);
+    let before = catalog.get_location(id).await.unwrap().unwrap();
+
+    let change = LocationChange {
+        address: Some("2 New Road".into()),
+        attributes: AttributesChange {
+            city: Some(Some("London".into())),
+            tags: Some(vec!["drive-thru".into()]),
+            ..Default::default()
+        },
+    };
+    let changed = catalog.update_location(id, &change).await.unwrap().unwrap();
+    assert_eq!(changed.address, "2 New Road");
+    assert_eq!(changed.attributes.city.as_deref(), Some("London"));
+    assert_eq!(changed.attributes.tags, vec!["drive-thru".to_owned()]);
+    assert!(changed.has_offer, "a change leaves the links alone");
+    assert_eq!(changed.created_at, before.created_at);
+    assert!(changed.updated_at > before.updated_at, "{changed:?}");
+    assert_eq!(
+        catalog.get_location(id).await.unwrap().as_ref(),
+        Some(&changed)
+    );
+
+    // Past the first change's millisecond, so a second write would show in `updatedAt`.
+    let first_ms = changed.updated_at.unwrap();
+    while now_ms() <= first_ms {
+        tokio::task::yield_now().await;
+    }
+    let same = catalog.update_location(id, &change).await.unwrap().unwrap();
+    assert_eq!(
+        same, changed,
+        "the same change again changes nothing, not even updatedAt"
+    );
+
+    let cleared = LocationChange {
+        address: None,
+        attributes: AttributesChange {
+            city: Some(None),
+            tags: Some(vec![]),
+            ..Default::default()
+        },
+    };
+    let after = catalog
+        .update_location(id, &cleared)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.attributes, LocationAttributes::default());
+    assert_eq!(after.address, "2 New Road");
+    assert_eq!(catalog.get_location(id).await.unwrap(), Some(after));
+
+    let unknown = catalog
+        .update_location(LocationId::new_random(), &change)
+        .await
+        .unwrap();
+    assert_eq!(unknown, None);
 }

@@ -104,11 +104,13 @@ pub fn offer(brand: BrandId) -> Offer {
 
 pub fn locations(brand: BrandId, n: usize) -> Vec<Location> {
     (0..n)
-        .map(|i| Location {
-            id: LocationId::new_random(),
-            brand_id: brand,
-            address: format!("{} Main Street", i + 1),
-            has_offer: false,
+        .map(|i| {
+            Location::new(
+                LocationId::new_random(),
+                brand,
+                format!("{} Main Street", i + 1),
+                now_ms(),
+            )
         })
         .collect()
 }

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     BrandId, ChunkCounts, ChunkSeq, Delivery, DeliveryId, DomainError, Job, JobEvent, JobId, Link,
-    LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId, Subscription, SubscriptionId,
-    WebhookSecret,
+    LinkOutcome, LinkedBy, Location, LocationChange, LocationId, Offer, OfferId, Subscription,
+    SubscriptionId, WebhookSecret,
 };
 use crate::error::StoreResult;
 
@@ -109,11 +109,13 @@ pub trait Catalog: Send + Sync {
     ) -> StoreResult<Page<LocationId>>;
     /// Renames an offer; `None` if it does not exist.
     async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>>;
-    /// Changes a location's address; `None` if it does not exist.
-    async fn readdress_location(
+    /// Applies a change to a location's address and attributes at once (`updatedAt` moves
+    /// only if something changed; `hasOffer` and links are untouched); `None` if it does
+    /// not exist.
+    async fn update_location(
         &self,
         id: LocationId,
-        address: &str,
+        change: &LocationChange,
     ) -> StoreResult<Option<Location>>;
     /// Closes a location: it leaves every offer it carried, each offer's `locationsTotal`
     /// one less, all at once; a job that comes to it later counts it `notFound`. The offers

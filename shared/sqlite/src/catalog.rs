@@ -5,9 +5,10 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{from_ms, is_constraint, sql, EmbeddedStore};
+use super::{from_ms, is_constraint, sql, to_ms, EmbeddedStore};
 use crate::domain::{
-    BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId, Offer, OfferId,
+    BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes, LocationChange,
+    LocationId, Offer, OfferId,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
@@ -90,11 +91,20 @@ impl Catalog for EmbeddedStore {
             {
                 let mut insert = tx
                     .prepare_cached(
-                        "INSERT INTO locations (id, brand_id, address, has_offer) VALUES (?1, ?2, ?3, 0)",
+                        "INSERT INTO locations (id, brand_id, address, has_offer, attributes, created_at, updated_at) \
+                         VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
                     )
                     .map_err(sql)?;
                 for loc in &locations {
-                    match insert.execute(params![loc.id.to_string(), loc.brand_id.to_string(), loc.address]) {
+                    let row = params![
+                        loc.id.to_string(),
+                        loc.brand_id.to_string(),
+                        loc.address,
+                        attributes_json(&loc.attributes)?,
+                        loc.created_at.map(to_ms),
+                        loc.updated_at.map(to_ms),
+                    ];
+                    match insert.execute(row) {
                         Ok(_) => {}
                         Err(e) if is_constraint(&e) => {
                             conflict = Some(loc.id);
@@ -109,14 +119,9 @@ impl Catalog for EmbeddedStore {
             };
             drop(tx);
             // The same batch sent again whole (a retried request) is already created.
-            let mut same = conn
-                .prepare_cached("SELECT 1 FROM locations WHERE id = ?1 AND brand_id = ?2 AND address = ?3")
-                .map_err(sql)?;
             for loc in &locations {
-                let exists = same
-                    .exists(params![loc.id.to_string(), loc.brand_id.to_string(), loc.address])
-                    .map_err(sql)?;
-                if !exists {
+                let stored = read_location(conn, loc.id)?;
+                if !stored.is_some_and(|stored| stored.same_as_sent(loc)) {
                     return Err(StoreError::Conflict(format!("location {conflict} already exists")));
                 }
             }
@@ -126,29 +131,7 @@ impl Catalog for EmbeddedStore {
     }
 
     async fn get_location(&self, id: LocationId) -> StoreResult<Option<Location>> {
-        self.read(move |conn| {
-            conn.prepare_cached("SELECT brand_id, address, has_offer FROM locations WHERE id = ?1")
-                .map_err(sql)?
-                .query_row([id.to_string()], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, bool>(2)?,
-                    ))
-                })
-                .optional()
-                .map_err(sql)?
-                .map(|(brand, address, has_offer)| {
-                    Ok(Location {
-                        id,
-                        brand_id: brand.parse()?,
-                        address,
-                        has_offer,
-                    })
-                })
-                .transpose()
-        })
-        .await
+        self.read(move |conn| read_location(conn, id)).await
     }
 
     async fn page_brand_locations(
@@ -285,18 +268,34 @@ impl Catalog for EmbeddedStore {
         self.get_offer(id).await
     }
 
-    async fn readdress_location(
+    async fn update_location(
         &self,
         id: LocationId,
-        address: &str,
+        change: &LocationChange,
     ) -> StoreResult<Option<Location>> {
-        if !self
-            .set_text("locations", "address", id.to_string(), address)
-            .await?
-        {
-            return Ok(None);
-        }
-        self.get_location(id).await
+        let change = change.clone();
+        let now = self.clock().now();
+        self.write(move |conn| {
+            let Some(location) = read_location(conn, id)? else {
+                return Ok(None);
+            };
+            let Some(changed) = location.changed(&change, now) else {
+                return Ok(Some(location));
+            };
+            conn.prepare_cached(
+                "UPDATE locations SET address = ?2, attributes = ?3, updated_at = ?4 WHERE id = ?1",
+            )
+            .map_err(sql)?
+            .execute(params![
+                id.to_string(),
+                changed.address,
+                attributes_json(&changed.attributes)?,
+                changed.updated_at.map(to_ms),
+            ])
+            .map_err(sql)?;
+            Ok(Some(changed))
+        })
+        .await
     }
 
     async fn delete_location(&self, id: LocationId) -> StoreResult<Option<Vec<OfferId>>> {
@@ -547,4 +546,61 @@ pub(super) fn page_of<T>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> St
         None
     };
     Page { items, next }
+}
+
+/// A location's attributes as stored: `NULL` for none.
+fn attributes_json(attributes: &LocationAttributes) -> StoreResult<Option<String>> {
+    if *attributes == LocationAttributes::default() {
+        return Ok(None);
+    }
+    serde_json::to_string(attributes)
+        .map(Some)
+        .map_err(|e| StoreError::internal(format!("cannot write location attributes: {e}")))
+}
+
+fn read_location(conn: &Connection, id: LocationId) -> StoreResult<Option<Location>> {
+    type Row = (
+        String,
+        String,
+        bool,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+    );
+    let row: Option<Row> = conn
+        .prepare_cached(
+            "SELECT brand_id, address, has_offer, attributes, created_at, updated_at \
+             FROM locations WHERE id = ?1",
+        )
+        .map_err(sql)?
+        .query_row([id.to_string()], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+            ))
+        })
+        .optional()
+        .map_err(sql)?;
+    let Some((brand, address, has_offer, attributes, created_at, updated_at)) = row else {
+        return Ok(None);
+    };
+    let attributes = match attributes {
+        None => LocationAttributes::default(),
+        Some(json) => serde_json::from_str(&json).map_err(|e| {
+            StoreError::internal(format!("location {id} has unreadable attributes: {e}"))
+        })?,
+    };
+    Ok(Some(Location {
+        id,
+        brand_id: brand.parse()?,
+        address,
+        has_offer,
+        attributes,
+        created_at: created_at.map(from_ms),
+        updated_at: updated_at.map(from_ms),
+    }))
 }

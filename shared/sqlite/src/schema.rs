@@ -19,6 +19,7 @@ const MIGRATIONS: &[Migration] = &[
     v3_job_kinds,
     v4_many_brands,
     v5_job_specs,
+    v6_location_attributes,
 ];
 
 /// The schema version this build writes.
@@ -351,6 +352,17 @@ fn v5_job_specs(tx: &Transaction<'_>) -> StoreResult<()> {
         "ALTER TABLE jobs DROP COLUMN kind;
          ALTER TABLE jobs DROP COLUMN action;
          ALTER TABLE jobs DROP COLUMN parent_job_id;",
+    )
+    .map_err(sql)
+}
+
+/// Version 6: a location's attributes (one JSON object, `NULL` for none) and its times.
+/// Existing locations keep no attributes and no times.
+fn v6_location_attributes(tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.execute_batch(
+        "ALTER TABLE locations ADD COLUMN attributes TEXT;
+         ALTER TABLE locations ADD COLUMN created_at INTEGER;
+         ALTER TABLE locations ADD COLUMN updated_at INTEGER;",
     )
     .map_err(sql)
 }

@@ -25,7 +25,196 @@ pub struct Location {
     pub brand_id: BrandId,
     pub address: String,
     pub has_offer: bool,
+    /// What the brand says of the store beyond its address (none on a location created
+    /// before locations had attributes).
+    #[serde(flatten)]
+    pub attributes: LocationAttributes,
+    /// When it was created; absent on a location created before this was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// When its address or attributes last changed (linking does not change it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
 }
+
+impl Location {
+    /// A new location with an address and nothing else, created at `now`.
+    pub fn new(id: LocationId, brand_id: BrandId, address: String, now: DateTime<Utc>) -> Self {
+        Location {
+            id,
+            brand_id,
+            address,
+            has_offer: false,
+            attributes: LocationAttributes::default(),
+            created_at: Some(now),
+            updated_at: Some(now),
+        }
+    }
+
+    /// Whether `other` is this location as a client would send it again: the same id,
+    /// brand, address and attributes (times and `hasOffer` are the store's).
+    pub fn same_as_sent(&self, other: &Location) -> bool {
+        self.id == other.id
+            && self.brand_id == other.brand_id
+            && self.address == other.address
+            && self.attributes == other.attributes
+    }
+
+    /// This location with `change` applied at `now`; `None` if the change changes nothing
+    /// (then `updatedAt` stays as it is).
+    pub fn changed(&self, change: &LocationChange, now: DateTime<Utc>) -> Option<Location> {
+        let mut next = self.clone();
+        if let Some(address) = &change.address {
+            next.address = address.clone();
+        }
+        let (to, from) = (&mut next.attributes, &change.attributes);
+        for (field, value) in [
+            (&mut to.name, &from.name),
+            (&mut to.city, &from.city),
+            (&mut to.region, &from.region),
+            (&mut to.postcode, &from.postcode),
+        ] {
+            if let Some(value) = value {
+                *field = value.clone();
+            }
+        }
+        if let Some(country) = &from.country {
+            to.country = *country;
+        }
+        if let Some(tags) = &from.tags {
+            to.tags = tags.clone();
+        }
+        if next.address == self.address && next.attributes == self.attributes {
+            return None;
+        }
+        next.updated_at = Some(now);
+        Some(next)
+    }
+}
+
+/// Most tags a location may carry.
+pub const MAX_TAGS: usize = 20;
+/// Longest tag, in characters.
+pub const MAX_TAG_LEN: usize = 50;
+/// Longest name, city, region or postcode, in characters.
+pub const MAX_ATTRIBUTE_LEN: usize = 200;
+
+/// What a brand says of a store beyond its address. Every field is optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct LocationAttributes {
+    /// The store's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    /// A state, county or province.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postcode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<Country>,
+    /// Up to 20 distinct tags of 1 to 50 characters, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// A change to a location: each field absent is left as it is; `Some(None)` removes an
+/// attribute (JSON `null`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocationChange {
+    pub address: Option<String>,
+    pub attributes: AttributesChange,
+}
+
+/// The attributes part of a [`LocationChange`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttributesChange {
+    pub name: Option<Option<String>>,
+    pub city: Option<Option<String>>,
+    pub region: Option<Option<String>>,
+    pub postcode: Option<Option<String>>,
+    pub country: Option<Option<Country>>,
+    /// `Some(vec![])` removes every tag.
+    pub tags: Option<Vec<String>>,
+}
+
+/// An ISO 3166-1 alpha-2 country code, upper case (`GB`, `US`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Country([u8; 2]);
+
+/// Every officially assigned ISO 3166-1 alpha-2 code (249).
+const ALPHA2: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ \
+BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ \
+CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ \
+EC EE EG EH ER ES ET FI FJ FK FM FO FR \
+GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU \
+ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ \
+LA LB LC LI LK LR LS LT LU LV LY \
+MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ \
+NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA \
+RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ \
+TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ \
+VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
+
+impl Country {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+impl std::str::FromStr for Country {
+    type Err = DomainError;
+
+    /// Exactly two upper-case letters of an assigned code: `gb` is refused, not guessed.
+    fn from_str(s: &str) -> Result<Self, DomainError> {
+        let bytes = s.as_bytes();
+        if bytes.len() == 2 && ALPHA2.split_ascii_whitespace().any(|code| code == s) {
+            Ok(Country([bytes[0], bytes[1]]))
+        } else {
+            Err(DomainError::InvalidCountry(s.chars().take(20).collect()))
+        }
+    }
+}
+
+impl std::fmt::Display for Country {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Country {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Country {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Country {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "An ISO 3166-1 alpha-2 country code in upper case (an assigned one)",
+            ))
+            .enum_values(Some(ALPHA2.split_ascii_whitespace()))
+            .examples([serde_json::json!("GB")])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Country {}
 
 /// Who created a link: a job, or a direct `PUT /offers/{o}/locations/{l}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -112,6 +301,69 @@ pub enum LinkOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_assigned_upper_case_alpha2_codes_are_countries() {
+        assert_eq!(ALPHA2.split_ascii_whitespace().count(), 249);
+        for code in ["GB", "US", "DE", "SS", "ZW", "AD"] {
+            assert_eq!(code.parse::<Country>().unwrap().to_string(), code);
+        }
+        for code in ["gb", "UK", "XK", "G", "GBR", "", "G\u{301}"] {
+            assert!(code.parse::<Country>().is_err(), "{code}");
+        }
+    }
+
+    fn store_at(now: DateTime<Utc>) -> Location {
+        let mut location = Location::new(
+            LocationId::new_random(),
+            BrandId::new_random(),
+            "1 High St".into(),
+            now,
+        );
+        location.attributes.city = Some("London".into());
+        location.attributes.tags = vec!["drive-thru".into()];
+        location
+    }
+
+    #[test]
+    fn a_change_leaves_absent_fields_and_removes_null_ones() {
+        let created: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let later: DateTime<Utc> = "2026-02-01T00:00:00Z".parse().unwrap();
+        let location = store_at(created);
+        let change = LocationChange {
+            address: None,
+            attributes: AttributesChange {
+                name: Some(Some("Soho".into())),
+                city: Some(None),
+                country: Some(Some("GB".parse().unwrap())),
+                ..Default::default()
+            },
+        };
+        let changed = location.changed(&change, later).expect("it changes");
+        assert_eq!(changed.address, "1 High St");
+        assert_eq!(changed.attributes.name.as_deref(), Some("Soho"));
+        assert_eq!(changed.attributes.city, None);
+        assert_eq!(changed.attributes.tags, vec!["drive-thru".to_owned()]);
+        assert_eq!(changed.created_at, Some(created));
+        assert_eq!(changed.updated_at, Some(later));
+        assert_eq!(
+            changed.changed(&change, later),
+            None,
+            "the same change again changes nothing"
+        );
+        assert_eq!(location.changed(&LocationChange::default(), later), None);
+    }
+
+    #[test]
+    fn attributes_absent_from_json_are_none_and_left_out_of_it() {
+        let old = serde_json::json!({
+            "id": LocationId::new_random(), "brandId": BrandId::new_random(),
+            "address": "1 High St", "hasOffer": false
+        });
+        let location: Location = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(location.attributes, LocationAttributes::default());
+        assert_eq!(serde_json::to_value(&location).unwrap(), old);
+    }
 
     #[test]
     fn linked_by_round_trips_through_its_attribute() {

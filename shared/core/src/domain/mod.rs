@@ -8,7 +8,10 @@ mod job;
 mod spec;
 mod webhook;
 
-pub use catalog::{Link, LinkOutcome, LinkedBy, Location, Offer};
+pub use catalog::{
+    AttributesChange, Country, Link, LinkOutcome, LinkedBy, Location, LocationAttributes,
+    LocationChange, Offer, MAX_ATTRIBUTE_LEN, MAX_TAGS, MAX_TAG_LEN,
+};
 pub use chunk::{ChunkMessage, FanoutMessage, MAX_CHUNK_SIZE, MAX_MESSAGE_BYTES};
 pub use event::{EventType, JobEvent};
 pub use ids::{
@@ -36,6 +39,10 @@ pub enum DomainError {
     InvalidUrl { value: String, why: &'static str },
     #[error("cursor is not valid: pass back the nextCursor of a previous page unchanged")]
     InvalidCursor,
+    #[error(
+        "country '{0}' is not an ISO 3166-1 alpha-2 code (two upper-case letters, such as GB)"
+    )]
+    InvalidCountry(String),
     #[error("bad message: {0}")]
     BadMessage(String),
     #[error("stored data is corrupt: {0}")]
