@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bulklink_core::domain::{BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId};
-use bulklink_core::domain::{LocationChange, Offer, OfferId};
+use bulklink_core::domain::{LocationChange, Offer, OfferId, Upserted};
 use bulklink_core::ports::{Catalog, Cursor, Page};
 use bulklink_core::{StoreError, StoreResult};
 use tokio::sync::Notify;
@@ -123,6 +123,16 @@ impl Catalog for FaultyCatalog {
     }
     async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>> {
         self.inner.rename_offer(id, name).await
+    }
+    async fn find_by_external_id(
+        &self,
+        brand: BrandId,
+        external_id: &str,
+    ) -> StoreResult<Option<Location>> {
+        self.inner.find_by_external_id(brand, external_id).await
+    }
+    async fn upsert_by_external_id(&self, location: &Location) -> StoreResult<Upserted> {
+        self.inner.upsert_by_external_id(location).await
     }
     async fn update_location(
         &self,

@@ -539,6 +539,128 @@ async fn a_location_is_described_by_attributes_and_patched_field_by_field() {
 }
 
 #[tokio::test]
+async fn a_brands_own_store_ids_name_one_location_each_and_upserts_follow_them() {
+    let env = Env::new(fast_settings());
+    let brand = BrandId::new_random();
+    let (runtime, api) = api_only(&env, brand).await;
+    let made = api
+        .send(
+            Method::POST,
+            "/locations",
+            Some(&json!({ "address": "1 High St", "externalId": "S-001" })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    assert_eq!(made.body["externalId"], "S-001");
+    let first = made.location.clone().unwrap();
+
+    // The same store id again: 409 pointing at the location that has it.
+    let again = api
+        .send(
+            Method::POST,
+            "/locations",
+            Some(&json!({ "address": "2 High St", "externalId": "S-001" })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_problem(
+        &again,
+        StatusCode::CONFLICT,
+        "externalId 'S-001' already exists",
+    );
+    assert_eq!(again.location.as_deref(), Some(first.as_str()));
+
+    // PUT by the store id: updates that location, then the same body changes nothing.
+    let path = "/locations/by-external-id/S-001";
+    let body = json!({ "address": "1 High St", "city": "York", "tags": ["kiosk"] });
+    let updated = api.send(Method::PUT, path, Some(&body), &[]).await.unwrap();
+    assert_eq!(updated.status, StatusCode::OK, "{:?}", updated.body);
+    assert_eq!(
+        format!("/locations/{}", updated.body["id"].as_str().unwrap()),
+        first
+    );
+    assert_eq!(updated.body["city"], "York");
+    let same = api.send(Method::PUT, path, Some(&body), &[]).await.unwrap();
+    assert_eq!(same.status, StatusCode::OK);
+    assert_eq!(same.body, updated.body, "updatedAt unchanged");
+    // A new store id creates a location.
+    let created = api
+        .send(
+            Method::PUT,
+            "/locations/by-external-id/S%2F002",
+            Some(&json!({ "address": "5 Low St" })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert_eq!(created.body["externalId"], "S/002");
+    let read: Value = api.get(created.location.as_deref().unwrap()).await.unwrap();
+    assert_eq!(read, created.body);
+
+    // An administrator names the brand; a brand cannot name another.
+    let admin = runtime.api_as(Role::Admin).unwrap();
+    let r = admin
+        .send(Method::PUT, path, Some(&body), &[])
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::BAD_REQUEST, "brandId is required");
+    let r = admin
+        .send(
+            Method::PUT,
+            &format!("{path}?brandId={brand}"),
+            Some(&body),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = api
+        .send(
+            Method::PUT,
+            &format!("{path}?brandId={}", BrandId::new_random()),
+            Some(&body),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // Batches: one store id twice, or more than 50 locations with store ids, are refused.
+    let twice = json!([
+        { "address": "a", "externalId": "S-7" },
+        { "address": "b", "externalId": "S-7" }
+    ]);
+    let r = api
+        .send(Method::POST, "/locations", Some(&twice), &[])
+        .await
+        .unwrap();
+    assert_problem(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "externalId 'S-7' appears twice",
+    );
+    let many: Vec<Value> = (0..51)
+        .map(|i| json!({ "address": "x", "externalId": format!("B-{i}") }))
+        .collect();
+    let r = api
+        .send(Method::POST, "/locations", Some(&json!(many)), &[])
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::BAD_REQUEST, "at most 50 locations");
+    let long = format!("/locations/by-external-id/{}", "x".repeat(101));
+    let r = api
+        .send(Method::PUT, &long, Some(&body), &[])
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::BAD_REQUEST, "externalId is longer than 100");
+    runtime.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_brands_jobs_are_listed_newest_first_and_paged() {
     let env = Env::new(fast_settings());
     let seeded = env.seed(0).await;

@@ -211,6 +211,10 @@ async fn ask_every_store_operation(runtime: &Runtime, brand: BrandId) -> Vec<(St
         ("renameOffer", json!({ "name": "6% off" })),
         ("createLocations", json!({ "address": "1 High Street" })),
         ("readdressLocation", json!({ "address": "2 High Street" })),
+        (
+            "upsertLocationByExternalId",
+            json!({ "address": "3 High Street" }),
+        ),
         ("createWebhook", json!({ "url": "http://127.0.0.1:9/hook" })),
     ]);
     let delivery = format!("msg_{}", uuid::Uuid::now_v7().simple());
@@ -1589,9 +1593,47 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         );
         reach.saw(op, ok, api.send(method, &here, body, &[]).await.unwrap());
     }
+    // Upserts by external id: created, then the same again, then refused.
+    let by_external = "/locations/by-external-id/store-1";
+    let store = json!({ "address": "4 Elm St", "city": "Leeds" });
+    for ok in [201, 200] {
+        reach.saw(
+            "upsertLocationByExternalId",
+            ok,
+            api.send(Method::PUT, by_external, Some(&store), &[])
+                .await
+                .unwrap(),
+        );
+    }
+    reach.saw(
+        "upsertLocationByExternalId",
+        400,
+        api.send(
+            Method::PUT,
+            by_external,
+            Some(&json!({ "address": "" })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "upsertLocationByExternalId",
+        403,
+        api.send(
+            Method::PUT,
+            &format!("{by_external}?brandId={}", BrandId::new_random()),
+            Some(&store),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    let by_external_path = by_external.to_owned();
     for (op, method, path) in [
         ("renameOffer", Method::PATCH, &path),
         ("readdressLocation", Method::PATCH, &unknown_location),
+        ("upsertLocationByExternalId", Method::PUT, &by_external_path),
     ] {
         reach.saw(
             op,

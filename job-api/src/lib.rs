@@ -14,12 +14,14 @@ use axum::{Json, Router};
 use bulklink_core::domain::{
     plan, AttributesChange, BrandId, Country, FanoutMessage, IdempotencyKey, Job, JobId, JobKind,
     JobStatus, LinkOutcome, Location, LocationChange, LocationId, NotDerivable, Offer, OfferId,
-    Subscription, WebhookUrl, MAX_ATTRIBUTE_LEN, MAX_TAGS, MAX_TAG_LEN,
+    Subscription, Upserted, WebhookUrl, MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN, MAX_TAGS,
+    MAX_TAG_LEN,
 };
 use bulklink_core::estimate::DryRun;
 use bulklink_core::ports::{
     CancelOutcome, CreateOutcome, IdempotencyClaim, OfferDeletion, PauseOutcome, Ports,
 };
+use bulklink_core::StoreError;
 use bulklink_http::auth::Caller;
 use bulklink_http::http::Problem;
 use bulklink_http::http::{
@@ -36,6 +38,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Most locations in one `POST /locations`.
 pub const MAX_LOCATIONS_PER_REQUEST: usize = 100;
+/// Most locations in one `POST /locations` when any carries an external id (each is two
+/// writes of one transaction on DynamoDB: the location and its external id's claim).
+pub const MAX_EXTERNAL_LOCATIONS_PER_REQUEST: usize = 50;
 const MAX_NAME_LEN: usize = 200;
 const MAX_ADDRESS_LEN: usize = 500;
 
@@ -53,6 +58,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(create_offer))
         .routes(routes!(rename_offer, delete_offer))
         .routes(routes!(create_locations))
+        .routes(routes!(upsert_location_by_external_id))
         .routes(routes!(readdress_location, delete_location))
         .routes(routes!(link_one_location))
 }
@@ -946,6 +952,11 @@ struct NewLocation {
     id: Option<LocationId>,
     /// The caller's brand when absent; an administrator must name it.
     brand_id: Option<BrandId>,
+    /// The brand's own id for the store, unique in the brand (a batch with external ids
+    /// holds at most 50 locations).
+    #[serde(default)]
+    #[schema(schema_with = nullable_external_id_schema)]
+    external_id: Option<String>,
     /// 1 to 500 characters, not only white space, no control characters.
     #[schema(schema_with = address_schema)]
     address: String,
@@ -1024,7 +1035,7 @@ impl ToSchema for NewLocations {
 #[serde(untagged)]
 #[allow(dead_code)]
 enum CreatedLocations {
-    One(Location),
+    One(Box<Location>),
     Many(Vec<Location>),
 }
 
@@ -1090,6 +1101,10 @@ async fn create_locations(
             checked_text(&field("address"), &n.address, MAX_ADDRESS_LEN)?,
             ports.clock.now(),
         );
+        location.external_id = n
+            .external_id
+            .map(|e| checked_text(&field("externalId"), &e, MAX_EXTERNAL_ID_LEN))
+            .transpose()?;
         let attributes = AttributeFields {
             name: n.name.map(Some),
             city: n.city.map(Some),
@@ -1099,13 +1114,7 @@ async fn create_locations(
             tags: n.tags.map(Some),
         }
         .checked(&field)?;
-        let change = LocationChange {
-            address: None,
-            attributes,
-        };
-        if let Some(described) = location.changed(&change, ports.clock.now()) {
-            location.attributes = described.attributes;
-        }
+        location.attributes = attributes.into_attributes();
         locations.push(location);
     }
     let mut seen = std::collections::HashSet::new();
@@ -1115,7 +1124,26 @@ async fn create_locations(
             dup.id
         )));
     }
-    ports.catalog.create_locations(&locations).await?;
+    let external: Vec<&str> = locations
+        .iter()
+        .filter_map(|l| l.external_id.as_deref())
+        .collect();
+    if !external.is_empty() && locations.len() > MAX_EXTERNAL_LOCATIONS_PER_REQUEST {
+        return Err(ApiError::bad_request(format!(
+            "send at most {MAX_EXTERNAL_LOCATIONS_PER_REQUEST} locations at once when they carry \
+             externalId, not {}",
+            locations.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = external.iter().find(|e| !seen.insert(**e)) {
+        return Err(ApiError::bad_request(format!(
+            "externalId '{dup}' appears twice"
+        )));
+    }
+    if let Err(e) = ports.catalog.create_locations(&locations).await {
+        return Err(with_existing(&ports, &locations, e).await);
+    }
     let response = if many {
         (StatusCode::CREATED, Json(locations)).into_response()
     } else {
@@ -1128,6 +1156,146 @@ async fn create_locations(
             .into_response()
     };
     Ok(response)
+}
+
+/// A `Conflict` of a create, with `Location` of the location that already has one of the
+/// external ids sent (the first found), when that is why.
+async fn with_existing(ports: &Ports, sent: &[Location], e: StoreError) -> ApiError {
+    if !matches!(e, StoreError::Conflict(_)) {
+        return e.into();
+    }
+    for location in sent {
+        let Some(external_id) = &location.external_id else {
+            continue;
+        };
+        if let Ok(Some(existing)) = ports
+            .catalog
+            .find_by_external_id(location.brand_id, external_id)
+            .await
+        {
+            if existing.id != location.id {
+                return ApiError::conflict(format!(
+                    "a location with externalId '{external_id}' already exists: {}",
+                    existing.id
+                ))
+                .with_location(format!("/locations/{}", existing.id));
+            }
+        }
+    }
+    e.into()
+}
+
+/// The attributes a `PUT /locations/by-external-id/{externalId}` makes a location have.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({ "address": "1 Old Compton St", "name": "Soho", "city": "London", "country": "GB", "tags": ["drive-thru"] }))]
+struct LocationPut {
+    /// 1 to 500 characters, not only white space, no control characters.
+    #[schema(schema_with = address_schema)]
+    address: String,
+    /// The store's name (`null` is the same as leaving a field out: the location then has
+    /// no such attribute).
+    #[serde(default)]
+    #[schema(schema_with = nullable_attribute_schema)]
+    name: Option<String>,
+    #[serde(default)]
+    #[schema(schema_with = nullable_attribute_schema)]
+    city: Option<String>,
+    /// A state, county or province.
+    #[serde(default)]
+    #[schema(schema_with = nullable_attribute_schema)]
+    region: Option<String>,
+    #[serde(default)]
+    #[schema(schema_with = nullable_attribute_schema)]
+    postcode: Option<String>,
+    /// ISO 3166-1 alpha-2, upper case.
+    #[serde(default)]
+    #[schema(value_type = Option<Country>)]
+    country: Option<String>,
+    #[serde(default)]
+    #[schema(schema_with = nullable_tags_schema)]
+    tags: Option<Vec<String>>,
+}
+bulklink_core::json_object_only!(LocationPut);
+
+/// `?brandId=` of a route that acts on one brand.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct BrandQuery {
+    /// The brand: the caller's when absent; an administrator must name one.
+    #[param(value_type = Option<BrandId>)]
+    brand_id: Option<String>,
+}
+
+/// Create or update the brand's location with this external id.
+///
+/// The location's address and attributes become exactly the body's (an attribute left out
+/// is removed); its id, `createdAt` and links are kept. The same body twice changes nothing
+/// (200, `updatedAt` unchanged).
+#[utoipa::path(
+    put,
+    path = "/locations/by-external-id/{externalId}",
+    tag = "catalog",
+    operation_id = "upsertLocationByExternalId",
+    params(
+        ("externalId" = String, Path, description = "The brand's own id for the store, 1 to 100 characters", min_length = 1, max_length = 100),
+        BrandQuery,
+    ),
+    request_body(content = LocationPut, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created (with `Location`)", body = Location,
+         headers(("Location" = String, description = "`/locations/{locationId}`"))),
+        (status = 200, description = "Updated, or already as sent", body = Location),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+    )
+)]
+async fn upsert_location_by_external_id(
+    State(ports): State<Ports>,
+    caller: Caller,
+    Path(external_id): Path<String>,
+    QueryParams(query): QueryParams<BrandQuery>,
+    JsonBody(body): JsonBody<LocationPut>,
+) -> Result<Response, ApiError> {
+    let requested = query.brand_id.as_deref().map(parse_id).transpose()?;
+    let brand = caller.acting_brand(requested, "query parameter brandId")?;
+    let external_id = checked_text("externalId", &external_id, MAX_EXTERNAL_ID_LEN)?;
+    let now = ports.clock.now();
+    let mut location = Location::new(
+        LocationId::new_random(),
+        brand,
+        checked_text("address", &body.address, MAX_ADDRESS_LEN)?,
+        now,
+    );
+    location.external_id = Some(external_id);
+    location.attributes = AttributeFields {
+        name: body.name.map(Some),
+        city: body.city.map(Some),
+        region: body.region.map(Some),
+        postcode: body.postcode.map(Some),
+        country: body.country.map(Some),
+        tags: body.tags.map(Some),
+    }
+    .checked(&|name: &str| name.to_owned())?
+    .into_attributes();
+    let response = match ports.catalog.upsert_by_external_id(&location).await? {
+        Upserted::Created(made) => (
+            StatusCode::CREATED,
+            [(header::LOCATION, format!("/locations/{}", made.id))],
+            Json(made),
+        )
+            .into_response(),
+        Upserted::Updated(l) | Upserted::Unchanged(l) => (StatusCode::OK, Json(l)).into_response(),
+    };
+    Ok(response)
+}
+
+fn nullable_external_id_schema() -> utoipa::openapi::Object {
+    bulklink_http::http::nullable_text_schema(MAX_EXTERNAL_ID_LEN)
 }
 
 /// Link one location to the offer now.

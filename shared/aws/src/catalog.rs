@@ -21,7 +21,7 @@ use super::sdk_error::{cancellation, classify, condition_failed, retryable_cance
 use crate::clock::Clock;
 use crate::domain::{
     BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes, LocationChange,
-    LocationId, Offer, OfferId,
+    LocationId, Offer, OfferId, Upserted,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
@@ -31,6 +31,9 @@ const DELETE_ATTEMPTS: usize = 5;
 
 /// Reads of a location a change makes before giving up when others keep changing it.
 const UPDATE_ATTEMPTS: usize = 5;
+
+/// Most writes DynamoDB takes in one transaction.
+const MAX_TRANSACTION_ITEMS: usize = 100;
 
 /// Per-location write pairs in flight at once within one chunk.
 const LINKS_IN_FLIGHT: usize = 16;
@@ -80,6 +83,102 @@ impl DynamoCatalog {
             .await
             .map_err(|e| classify("GetItem", e))?;
         Ok(out.item)
+    }
+
+    /// The put of an external id's claim, if no location of the brand has it.
+    fn claim(
+        &self,
+        brand: BrandId,
+        external_id: &str,
+        id: LocationId,
+    ) -> StoreResult<TransactWriteItem> {
+        let mut item = key(external_pk(brand, external_id), EXTERNAL_SK);
+        item.insert("locationId".to_owned(), s(id.to_string()));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| StoreError::internal(e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// The location that holds the external id in the brand, from its claim.
+    async fn claimed_by(
+        &self,
+        brand: BrandId,
+        external_id: &str,
+    ) -> StoreResult<Option<LocationId>> {
+        let Some(claim) = self
+            .get(external_pk(brand, external_id), EXTERNAL_SK)
+            .await?
+        else {
+            return Ok(None);
+        };
+        match claim.get("locationId") {
+            Some(AttributeValue::S(id)) => Ok(Some(id.parse()?)),
+            _ => Err(StoreError::internal(format!(
+                "the claim of externalId '{external_id}' names no location"
+            ))),
+        }
+    }
+
+    /// Reads the location, applies the change and writes it back on condition that no
+    /// other change came between (its `version`); read again if one did. The location
+    /// after, and whether it changed; `None` if it does not exist.
+    async fn change_location(
+        &self,
+        id: LocationId,
+        change: &LocationChange,
+    ) -> StoreResult<Option<(Location, bool)>> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(item) = self.get(location_pk(id), LOCATION_SK).await? else {
+                return Ok(None);
+            };
+            let read = from_item::<LocationItem>(item)?;
+            let version = read.version;
+            let location = read.into_location()?;
+            let Some(changed) = location.changed(change, self.clock.now()) else {
+                return Ok(Some((location, false)));
+            };
+            let mut request = self
+                .ddb
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(location_pk(id), LOCATION_SK)))
+                .expression_attribute_values(":a", s(changed.address.clone()))
+                .expression_attribute_values(
+                    ":u",
+                    n(changed.updated_at.map_or(0, |t| t.timestamp_millis())),
+                )
+                .expression_attribute_values(":one", n(1));
+            let mut update = "SET address = :a, updatedAt = :u".to_owned();
+            if changed.attributes == LocationAttributes::default() {
+                update.push_str(" REMOVE attributes");
+            } else {
+                update.push_str(", attributes = :m");
+                let map = to_item(&changed.attributes)?;
+                request = request.expression_attribute_values(":m", AttributeValue::M(map));
+            }
+            update.push_str(" ADD version :one");
+            request = match version {
+                Some(v) => request
+                    .condition_expression("attribute_exists(pk) AND version = :v")
+                    .expression_attribute_values(":v", n(v)),
+                None => request
+                    .condition_expression("attribute_exists(pk) AND attribute_not_exists(version)"),
+            };
+            match request.update_expression(update).send().await {
+                Ok(_) => return Ok(Some((changed, true))),
+                Err(SdkError::ServiceError(e))
+                    if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {}
+                Err(e) => return Err(classify("UpdateItem", e)),
+            }
+        }
+        Err(StoreError::unavailable(format!(
+            "location {id} kept changing while it was being updated; retry"
+        )))
     }
 
     /// Adds the offer to the location's offer set (`hasOffer` true) if it exists in `brand`;
@@ -231,6 +330,21 @@ impl DynamoCatalog {
             .ddb
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().delete(delete).build());
+        let location = from_item::<LocationItem>(item.clone())?.into_location()?;
+        if let Some(external_id) = &location.external_id {
+            // Its external id is free again.
+            let release = Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(
+                    external_pk(location.brand_id, external_id),
+                    EXTERNAL_SK,
+                )))
+                .condition_expression("locationId = :l")
+                .expression_attribute_values(":l", s(id.to_string()))
+                .build()
+                .map_err(|e| StoreError::internal(e.to_string()))?;
+            request = request.transact_items(TransactWriteItem::builder().delete(release).build());
+        }
         for offer in &offers {
             let link_key = key(format!("OFFER#{offer}"), &link_sk(id));
             if linked.contains(offer) {
@@ -505,8 +619,11 @@ impl Catalog for DynamoCatalog {
             .iter()
             .map(|location| to_item(&LocationItem::of(location)))
             .collect::<StoreResult<Vec<_>>>()?;
-        let mut writes = Vec::with_capacity(locations.len());
-        for item in &items {
+        let mut writes = Vec::with_capacity(locations.len() * 2);
+        // What each write is: a location (its index) or the claim of its external id.
+        let mut what: Vec<(usize, bool)> = Vec::with_capacity(locations.len() * 2);
+        for (i, item) in items.iter().enumerate() {
+            what.push((i, false));
             let put = Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(item.clone()))
@@ -517,7 +634,18 @@ impl Catalog for DynamoCatalog {
                 .build()
                 .map_err(|e| StoreError::internal(e.to_string()))?;
             writes.push(TransactWriteItem::builder().put(put).build());
+            if let Some(external_id) = &locations[i].external_id {
+                writes.push(self.claim(locations[i].brand_id, external_id, locations[i].id)?);
+                what.push((i, true));
+            }
         }
+        if writes.len() > MAX_TRANSACTION_ITEMS {
+            return Err(StoreError::Invalid(format!(
+                "{} locations with external ids are more than one request can create at once",
+                locations.len()
+            )));
+        }
+        let writes_len = writes.len();
         let Err(e) = self
             .ddb
             .transact_write_items()
@@ -537,24 +665,32 @@ impl Catalog for DynamoCatalog {
         // A retried request (or an SDK retry of an attempt that timed out after it was
         // applied) finds its own items. The batch is atomic: only when every item
         // conflicts, each with the location as sent, is the batch already done.
-        let as_sent = |i: usize| -> StoreResult<bool> {
-            let Some(old) = reasons[i].item() else {
+        let as_sent = |r: usize| -> StoreResult<bool> {
+            let Some(old) = reasons[r].item() else {
                 return Ok(false);
             };
+            let (i, claim) = what[r];
+            if claim {
+                return Ok(old.get("locationId") == Some(&s(locations[i].id.to_string())));
+            }
             let old = from_item::<LocationItem>(old.clone())?.into_location()?;
             Ok(old.same_as_sent(&locations[i]))
         };
-        let mut ours = conflicts.len() == items.len();
-        for &i in &conflicts {
-            ours = ours && as_sent(i)?;
+        let mut ours = conflicts.len() == writes_len;
+        for &r in &conflicts {
+            ours = ours && as_sent(r)?;
         }
         if ours {
             return Ok(());
         }
-        Err(StoreError::Conflict(format!(
-            "location {} already exists",
-            locations[conflicts[0]].id
-        )))
+        let (i, claim) = what[conflicts[0]];
+        let location = &locations[i];
+        Err(StoreError::Conflict(match (&location.external_id, claim) {
+            (Some(external_id), true) => {
+                format!("a location with externalId '{external_id}' already exists")
+            }
+            _ => format!("location {} already exists", location.id),
+        }))
     }
 
     async fn get_location(&self, id: LocationId) -> StoreResult<Option<Location>> {
@@ -614,59 +750,56 @@ impl Catalog for DynamoCatalog {
             .transpose()
     }
 
-    /// Reads the location, applies the change and writes it back on condition that no
-    /// other change came between (its `version`); read again if one did.
     async fn update_location(
         &self,
         id: LocationId,
         change: &LocationChange,
     ) -> StoreResult<Option<Location>> {
+        Ok(self
+            .change_location(id, change)
+            .await?
+            .map(|(location, _)| location))
+    }
+
+    async fn find_by_external_id(
+        &self,
+        brand: BrandId,
+        external_id: &str,
+    ) -> StoreResult<Option<Location>> {
+        let Some(id) = self.claimed_by(brand, external_id).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .get_location(id)
+            .await?
+            .filter(|l| l.external_id.as_deref() == Some(external_id)))
+    }
+
+    /// Finds the claim of the external id; creates the location with its claim if there is
+    /// none, else changes the location it names. Another request creating the same
+    /// external id meanwhile makes this one read again and change what that one made.
+    async fn upsert_by_external_id(&self, location: &Location) -> StoreResult<Upserted> {
+        let Some(external_id) = location.external_id.as_deref() else {
+            return Err(StoreError::Invalid("an upsert needs an external id".into()));
+        };
         for _ in 0..UPDATE_ATTEMPTS {
-            let Some(item) = self.get(location_pk(id), LOCATION_SK).await? else {
-                return Ok(None);
+            let Some(id) = self.claimed_by(location.brand_id, external_id).await? else {
+                match self.create_locations(std::slice::from_ref(location)).await {
+                    Ok(()) => return Ok(Upserted::Created(location.clone())),
+                    Err(StoreError::Conflict(_)) => continue,
+                    Err(e) => return Err(e),
+                }
             };
-            let read = from_item::<LocationItem>(item)?;
-            let version = read.version;
-            let location = read.into_location()?;
-            let Some(changed) = location.changed(change, self.clock.now()) else {
-                return Ok(Some(location));
-            };
-            let mut request = self
-                .ddb
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(key(location_pk(id), LOCATION_SK)))
-                .expression_attribute_values(":a", s(changed.address.clone()))
-                .expression_attribute_values(
-                    ":u",
-                    n(changed.updated_at.map_or(0, |t| t.timestamp_millis())),
-                )
-                .expression_attribute_values(":one", n(1));
-            let mut update = "SET address = :a, updatedAt = :u".to_owned();
-            if changed.attributes == LocationAttributes::default() {
-                update.push_str(" REMOVE attributes");
-            } else {
-                update.push_str(", attributes = :m");
-                let map = to_item(&changed.attributes)?;
-                request = request.expression_attribute_values(":m", AttributeValue::M(map));
-            }
-            update.push_str(" ADD version :one");
-            request = match version {
-                Some(v) => request
-                    .condition_expression("attribute_exists(pk) AND version = :v")
-                    .expression_attribute_values(":v", n(v)),
-                None => request
-                    .condition_expression("attribute_exists(pk) AND attribute_not_exists(version)"),
-            };
-            match request.update_expression(update).send().await {
-                Ok(_) => return Ok(Some(changed)),
-                Err(SdkError::ServiceError(e))
-                    if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {}
-                Err(e) => return Err(classify("UpdateItem", e)),
+            let change = LocationChange::replacing_with(location);
+            match self.change_location(id, &change).await? {
+                Some((changed, true)) => return Ok(Upserted::Updated(changed)),
+                Some((same, false)) => return Ok(Upserted::Unchanged(same)),
+                // A claim whose location was deleted as it was read: read again.
+                None => continue,
             }
         }
         Err(StoreError::unavailable(format!(
-            "location {id} kept changing while it was being updated; retry"
+            "the location with externalId '{external_id}' kept changing; retry"
         )))
     }
 

@@ -35,6 +35,12 @@ pub(crate) fn location_pk(id: LocationId) -> String {
 pub(crate) fn link_sk(id: LocationId) -> String {
     format!("LOC#{id}")
 }
+/// The claim of an external id in a brand: one item per id, naming its location.
+pub(crate) fn external_pk(brand: BrandId, external_id: &str) -> String {
+    format!("EXT#{brand}#{external_id}")
+}
+pub(crate) const EXTERNAL_SK: &str = "#EXT";
+
 pub(crate) fn brand_key(id: BrandId) -> String {
     format!("BRAND#{id}")
 }
@@ -139,6 +145,9 @@ pub(crate) struct LocationItem {
     pub has_offer: bool,
     pub gsi1pk: String,
     pub gsi1sk: String,
+    /// Claimed by an `EXT#brand#id` item of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
     /// One map; absent when the location has none.
     #[serde(default, skip_serializing_if = "no_attributes")]
     pub attributes: LocationAttributes,
@@ -166,6 +175,7 @@ impl LocationItem {
             has_offer: location.has_offer,
             gsi1pk: brand_key(location.brand_id),
             gsi1sk: link_sk(location.id),
+            external_id: location.external_id.clone(),
             attributes: location.attributes.clone(),
             created_at: location.created_at.map(|t| t.timestamp_millis()),
             updated_at: location.updated_at.map(|t| t.timestamp_millis()),
@@ -179,6 +189,7 @@ impl LocationItem {
             brand_id: self.brand_id.parse()?,
             address: self.address,
             has_offer: self.has_offer,
+            external_id: self.external_id,
             attributes: self.attributes,
             created_at: self.created_at.map(from_ms),
             updated_at: self.updated_at.map(from_ms),

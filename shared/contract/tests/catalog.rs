@@ -3,7 +3,7 @@
 
 use bulklink_core::domain::{
     AttributesChange, BrandId, JobId, LinkOutcome, LinkedBy, Location, LocationAttributes,
-    LocationChange, LocationId, OfferId,
+    LocationChange, LocationId, OfferId, Upserted,
 };
 use bulklink_core::ports::Cursor;
 use bulklink_core::StoreError;
@@ -487,4 +487,153 @@ pub async fn a_location_change_applies_what_it_names_and_moves_updated_at_only_i
         .await
         .unwrap();
     assert_eq!(unknown, None);
+}
+
+/// A new location of `brand` with the external id `external_id`.
+fn store(brand: BrandId, external_id: &str) -> Location {
+    let mut location = locations(brand, 1).remove(0);
+    location.external_id = Some(external_id.to_owned());
+    location
+}
+
+pub async fn an_external_id_is_unique_in_its_brand_and_free_in_another(fx: &Fixture) {
+    let catalog = &fx.ports.catalog;
+    let brand = BrandId::new_random();
+    let first = store(brand, "store-1");
+    catalog
+        .create_locations(std::slice::from_ref(&first))
+        .await
+        .unwrap();
+    let retried = catalog.create_locations(std::slice::from_ref(&first)).await;
+    assert!(retried.is_ok(), "a retry is already done: {retried:?}");
+
+    // The same external id again in the brand, in a batch: nothing of the batch is made.
+    let other = locations(brand, 1).remove(0);
+    let duplicate = store(brand, "store-1");
+    let refused = catalog
+        .create_locations(&[other.clone(), duplicate.clone()])
+        .await;
+    assert!(
+        matches!(&refused, Err(StoreError::Conflict(d)) if d.contains("store-1")),
+        "{refused:?}"
+    );
+    for id in [other.id, duplicate.id] {
+        assert_eq!(catalog.get_location(id).await.unwrap(), None);
+    }
+    let elsewhere = store(BrandId::new_random(), "store-1");
+    catalog
+        .create_locations(std::slice::from_ref(&elsewhere))
+        .await
+        .unwrap();
+
+    let found = catalog.find_by_external_id(brand, "store-1").await.unwrap();
+    assert_eq!(found, Some(first));
+    let found = catalog
+        .find_by_external_id(elsewhere.brand_id, "store-1")
+        .await
+        .unwrap();
+    assert_eq!(found, Some(elsewhere));
+    assert_eq!(
+        catalog.find_by_external_id(brand, "store-2").await.unwrap(),
+        None
+    );
+}
+
+pub async fn an_upsert_creates_then_changes_nothing_then_updates_in_place(fx: &Fixture) {
+    let catalog = &fx.ports.catalog;
+    let brand = BrandId::new_random();
+    let offer = offer(brand);
+    catalog.create_offer(&offer).await.unwrap();
+    let mut sent = store(brand, "store-9");
+    described(&mut sent);
+    let an_hour_ago = now_ms() - chrono::Duration::hours(1);
+    sent.created_at = Some(an_hour_ago);
+    sent.updated_at = Some(an_hour_ago);
+
+    let made = catalog.upsert_by_external_id(&sent).await.unwrap();
+    assert_eq!(made, Upserted::Created(sent.clone()));
+    let linked = catalog
+        .link_locations(offer.id, brand, LinkedBy::Direct, &[sent.id])
+        .await
+        .unwrap();
+    assert_eq!(linked, vec![LinkOutcome::Linked]);
+    let stored = catalog.get_location(sent.id).await.unwrap().unwrap();
+
+    // The same body again, under a new candidate id: nothing changes.
+    let mut again = store(brand, "store-9");
+    described(&mut again);
+    let same = catalog.upsert_by_external_id(&again).await.unwrap();
+    assert_eq!(same, Upserted::Unchanged(stored.clone()));
+
+    // Another body: the same location takes it whole (an attribute left out is removed).
+    let mut moved = store(brand, "store-9");
+    moved.address = "9 New Road".into();
+    moved.attributes.city = Some("Leeds".into());
+    let Upserted::Updated(updated) = catalog.upsert_by_external_id(&moved).await.unwrap() else {
+        panic!("an update");
+    };
+    assert_eq!(updated.id, sent.id);
+    assert_eq!(updated.address, "9 New Road");
+    assert_eq!(updated.attributes, moved.attributes);
+    assert_eq!(updated.created_at, Some(an_hour_ago));
+    assert!(updated.updated_at > Some(an_hour_ago));
+    assert!(updated.has_offer, "its links are kept");
+    assert_eq!(catalog.get_location(sent.id).await.unwrap(), Some(updated));
+    assert_eq!(catalog.get_location(again.id).await.unwrap(), None);
+}
+
+pub async fn concurrent_upserts_of_one_new_external_id_make_one_location(fx: &Fixture) {
+    let brand = BrandId::new_random();
+    let candidates: Vec<Location> = (0..4).map(|_| store(brand, "store-race")).collect();
+    let results = futures::future::join_all(
+        candidates
+            .iter()
+            .map(|c| fx.ports.catalog.upsert_by_external_id(c)),
+    )
+    .await;
+    let mut created = Vec::new();
+    for result in results {
+        match result.unwrap() {
+            Upserted::Created(l) => created.push(l.id),
+            Upserted::Unchanged(_) | Upserted::Updated(_) => {}
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one creates it");
+    let found = fx
+        .ports
+        .catalog
+        .find_by_external_id(brand, "store-race")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, created[0]);
+    let made = fx
+        .ports
+        .catalog
+        .page_brand_locations(brand, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        made.items,
+        vec![found.id],
+        "and no other location of the brand"
+    );
+}
+
+pub async fn deleting_a_location_frees_its_external_id(fx: &Fixture) {
+    let catalog = &fx.ports.catalog;
+    let brand = BrandId::new_random();
+    let first = store(brand, "store-5");
+    catalog
+        .create_locations(std::slice::from_ref(&first))
+        .await
+        .unwrap();
+    catalog.delete_location(first.id).await.unwrap().unwrap();
+    assert_eq!(
+        catalog.find_by_external_id(brand, "store-5").await.unwrap(),
+        None
+    );
+    let reopened = store(brand, "store-5");
+    let made = catalog.upsert_by_external_id(&reopened).await.unwrap();
+    assert_eq!(made, Upserted::Created(reopened));
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{
     BrandId, ChunkCounts, ChunkSeq, Delivery, DeliveryId, DomainError, Job, JobEvent, JobId, Link,
     LinkOutcome, LinkedBy, Location, LocationChange, LocationId, Offer, OfferId, Subscription,
-    SubscriptionId, WebhookSecret,
+    SubscriptionId, Upserted, WebhookSecret,
 };
 use crate::error::StoreResult;
 
@@ -58,8 +58,9 @@ pub trait Catalog: Send + Sync {
     /// Creates an offer; `Conflict` if its id exists.
     async fn create_offer(&self, offer: &Offer) -> StoreResult<()>;
     async fn get_offer(&self, id: OfferId) -> StoreResult<Option<Offer>>;
-    /// Creates up to 100 locations, all or none; `Conflict` if any id exists, unless the
-    /// whole batch exists exactly as sent (a retried request, which is then already done).
+    /// Creates up to 100 locations (50 if any has an external id), all or none; `Conflict`
+    /// if any id, or any external id in its brand, exists, unless the whole batch exists
+    /// exactly as sent (a retried request, which is then already done).
     async fn create_locations(&self, locations: &[Location]) -> StoreResult<()>;
     async fn get_location(&self, id: LocationId) -> StoreResult<Option<Location>>;
     /// A brand's location ids in id order, from the brand index (keys only).
@@ -109,6 +110,16 @@ pub trait Catalog: Send + Sync {
     ) -> StoreResult<Page<LocationId>>;
     /// Renames an offer; `None` if it does not exist.
     async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>>;
+    /// The brand's location with this external id, if there is one.
+    async fn find_by_external_id(
+        &self,
+        brand: BrandId,
+        external_id: &str,
+    ) -> StoreResult<Option<Location>>;
+    /// Creates the brand's location with `location.external_id` (as `location`, its id
+    /// and times), or makes the existing one's address and attributes exactly
+    /// `location`'s (its id, times and links kept; `updatedAt` moves only on a change).
+    async fn upsert_by_external_id(&self, location: &Location) -> StoreResult<Upserted>;
     /// Applies a change to a location's address and attributes at once (`updatedAt` moves
     /// only if something changed; `hasOffer` and links are untouched); `None` if it does
     /// not exist.

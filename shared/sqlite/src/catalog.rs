@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{from_ms, is_constraint, sql, to_ms, EmbeddedStore};
 use crate::domain::{
     BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes, LocationChange,
-    LocationId, Offer, OfferId,
+    LocationId, Offer, OfferId, Upserted,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
@@ -89,25 +89,16 @@ impl Catalog for EmbeddedStore {
             let tx = conn.savepoint().map_err(sql)?;
             let mut conflict = None;
             {
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT INTO locations (id, brand_id, address, has_offer, attributes, created_at, updated_at) \
-                         VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)",
-                    )
-                    .map_err(sql)?;
                 for loc in &locations {
-                    let row = params![
-                        loc.id.to_string(),
-                        loc.brand_id.to_string(),
-                        loc.address,
-                        attributes_json(&loc.attributes)?,
-                        loc.created_at.map(to_ms),
-                        loc.updated_at.map(to_ms),
-                    ];
-                    match insert.execute(row) {
+                    match insert_location(&tx, loc) {
                         Ok(_) => {}
                         Err(e) if is_constraint(&e) => {
-                            conflict = Some(loc.id);
+                            conflict = Some(match &loc.external_id {
+                                Some(ext) if find_external(&tx, loc.brand_id, ext)?.is_some() => {
+                                    format!("a location with externalId '{ext}' already exists")
+                                }
+                                _ => format!("location {} already exists", loc.id),
+                            });
                             break;
                         }
                         Err(e) => return Err(sql(e)),
@@ -122,7 +113,7 @@ impl Catalog for EmbeddedStore {
             for loc in &locations {
                 let stored = read_location(conn, loc.id)?;
                 if !stored.is_some_and(|stored| stored.same_as_sent(loc)) {
-                    return Err(StoreError::Conflict(format!("location {conflict} already exists")));
+                    return Err(StoreError::Conflict(conflict));
                 }
             }
             Ok(())
@@ -268,6 +259,51 @@ impl Catalog for EmbeddedStore {
         self.get_offer(id).await
     }
 
+    async fn find_by_external_id(
+        &self,
+        brand: BrandId,
+        external_id: &str,
+    ) -> StoreResult<Option<Location>> {
+        let external_id = external_id.to_owned();
+        self.read(
+            move |conn| match find_external(conn, brand, &external_id)? {
+                Some(id) => read_location(conn, id),
+                None => Ok(None),
+            },
+        )
+        .await
+    }
+
+    async fn upsert_by_external_id(&self, location: &Location) -> StoreResult<Upserted> {
+        let location = location.clone();
+        let Some(external_id) = location.external_id.clone() else {
+            return Err(StoreError::Invalid("an upsert needs an external id".into()));
+        };
+        let now = self.clock().now();
+        // One writer unit finds and writes: nothing comes between on one file.
+        self.write(move |conn| {
+            let Some(id) = find_external(conn, location.brand_id, &external_id)? else {
+                insert_location(conn, &location).map_err(|e| {
+                    if is_constraint(&e) {
+                        StoreError::Conflict(format!("location {} already exists", location.id))
+                    } else {
+                        sql(e)
+                    }
+                })?;
+                return Ok(Upserted::Created(location));
+            };
+            let existing = read_location(conn, id)?
+                .ok_or_else(|| StoreError::internal(format!("location {id} vanished")))?;
+            let change = LocationChange::replacing_with(&location);
+            let Some(changed) = existing.changed(&change, now) else {
+                return Ok(Upserted::Unchanged(existing));
+            };
+            write_change(conn, &changed)?;
+            Ok(Upserted::Updated(changed))
+        })
+        .await
+    }
+
     async fn update_location(
         &self,
         id: LocationId,
@@ -282,17 +318,7 @@ impl Catalog for EmbeddedStore {
             let Some(changed) = location.changed(&change, now) else {
                 return Ok(Some(location));
             };
-            conn.prepare_cached(
-                "UPDATE locations SET address = ?2, attributes = ?3, updated_at = ?4 WHERE id = ?1",
-            )
-            .map_err(sql)?
-            .execute(params![
-                id.to_string(),
-                changed.address,
-                attributes_json(&changed.attributes)?,
-                changed.updated_at.map(to_ms),
-            ])
-            .map_err(sql)?;
+            write_change(conn, &changed)?;
             Ok(Some(changed))
         })
         .await
@@ -559,36 +585,38 @@ fn attributes_json(attributes: &LocationAttributes) -> StoreResult<Option<String
 }
 
 fn read_location(conn: &Connection, id: LocationId) -> StoreResult<Option<Location>> {
-    type Row = (
-        String,
-        String,
-        bool,
-        Option<String>,
-        Option<i64>,
-        Option<i64>,
-    );
-    let row: Option<Row> = conn
+    struct Row {
+        brand: String,
+        address: String,
+        has_offer: bool,
+        external_id: Option<String>,
+        attributes: Option<String>,
+        created_at: Option<i64>,
+        updated_at: Option<i64>,
+    }
+    let row = conn
         .prepare_cached(
-            "SELECT brand_id, address, has_offer, attributes, created_at, updated_at \
+            "SELECT brand_id, address, has_offer, external_id, attributes, created_at, updated_at \
              FROM locations WHERE id = ?1",
         )
         .map_err(sql)?
-        .query_row([id.to_string()], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-            ))
+        .query_row([id.to_string()], |r| {
+            Ok(Row {
+                brand: r.get(0)?,
+                address: r.get(1)?,
+                has_offer: r.get(2)?,
+                external_id: r.get(3)?,
+                attributes: r.get(4)?,
+                created_at: r.get(5)?,
+                updated_at: r.get(6)?,
+            })
         })
         .optional()
         .map_err(sql)?;
-    let Some((brand, address, has_offer, attributes, created_at, updated_at)) = row else {
+    let Some(row) = row else {
         return Ok(None);
     };
-    let attributes = match attributes {
+    let attributes = match row.attributes {
         None => LocationAttributes::default(),
         Some(json) => serde_json::from_str(&json).map_err(|e| {
             StoreError::internal(format!("location {id} has unreadable attributes: {e}"))
@@ -596,11 +624,62 @@ fn read_location(conn: &Connection, id: LocationId) -> StoreResult<Option<Locati
     };
     Ok(Some(Location {
         id,
-        brand_id: brand.parse()?,
-        address,
-        has_offer,
+        brand_id: row.brand.parse()?,
+        address: row.address,
+        has_offer: row.has_offer,
+        external_id: row.external_id,
         attributes,
-        created_at: created_at.map(from_ms),
-        updated_at: updated_at.map(from_ms),
+        created_at: row.created_at.map(from_ms),
+        updated_at: row.updated_at.map(from_ms),
     }))
+}
+
+fn insert_location(conn: &Connection, loc: &Location) -> Result<(), rusqlite::Error> {
+    let attributes = attributes_json(&loc.attributes)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.to_string().into()))?;
+    conn.prepare_cached(
+        "INSERT INTO locations \
+         (id, brand_id, address, has_offer, external_id, attributes, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        loc.id.to_string(),
+        loc.brand_id.to_string(),
+        loc.address,
+        loc.external_id,
+        attributes,
+        loc.created_at.map(to_ms),
+        loc.updated_at.map(to_ms),
+    ])?;
+    Ok(())
+}
+
+/// Writes a changed location's address, attributes and `updatedAt` (nothing else).
+fn write_change(conn: &Connection, changed: &Location) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE locations SET address = ?2, attributes = ?3, updated_at = ?4 WHERE id = ?1",
+    )
+    .map_err(sql)?
+    .execute(params![
+        changed.id.to_string(),
+        changed.address,
+        attributes_json(&changed.attributes)?,
+        changed.updated_at.map(to_ms),
+    ])
+    .map_err(sql)?;
+    Ok(())
+}
+
+fn find_external(
+    conn: &Connection,
+    brand: BrandId,
+    external_id: &str,
+) -> StoreResult<Option<LocationId>> {
+    let id: Option<String> = conn
+        .prepare_cached("SELECT id FROM locations WHERE brand_id = ?1 AND external_id = ?2")
+        .map_err(sql)?
+        .query_row(params![brand.to_string(), external_id], |row| row.get(0))
+        .optional()
+        .map_err(sql)?;
+    Ok(id.map(|id| id.parse()).transpose()?)
 }

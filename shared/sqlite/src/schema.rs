@@ -356,13 +356,16 @@ fn v5_job_specs(tx: &Transaction<'_>) -> StoreResult<()> {
     .map_err(sql)
 }
 
-/// Version 6: a location's attributes (one JSON object, `NULL` for none) and its times.
-/// Existing locations keep no attributes and no times.
+/// Version 6: a location's external id (unique in its brand), attributes (one JSON
+/// object, `NULL` for none) and times. Existing locations keep none of them.
 fn v6_location_attributes(tx: &Transaction<'_>) -> StoreResult<()> {
     tx.execute_batch(
-        "ALTER TABLE locations ADD COLUMN attributes TEXT;
+        "ALTER TABLE locations ADD COLUMN external_id TEXT;
+         ALTER TABLE locations ADD COLUMN attributes TEXT;
          ALTER TABLE locations ADD COLUMN created_at INTEGER;
-         ALTER TABLE locations ADD COLUMN updated_at INTEGER;",
+         ALTER TABLE locations ADD COLUMN updated_at INTEGER;
+         CREATE UNIQUE INDEX locations_by_external_id ON locations (brand_id, external_id)
+             WHERE external_id IS NOT NULL;",
     )
     .map_err(sql)
 }

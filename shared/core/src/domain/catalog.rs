@@ -25,6 +25,9 @@ pub struct Location {
     pub brand_id: BrandId,
     pub address: String,
     pub has_offer: bool,
+    /// The brand's own id for the store: 1 to 100 characters, unique in the brand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
     /// What the brand says of the store beyond its address (none on a location created
     /// before locations had attributes).
     #[serde(flatten)]
@@ -45,6 +48,7 @@ impl Location {
             brand_id,
             address,
             has_offer: false,
+            external_id: None,
             attributes: LocationAttributes::default(),
             created_at: Some(now),
             updated_at: Some(now),
@@ -57,6 +61,7 @@ impl Location {
         self.id == other.id
             && self.brand_id == other.brand_id
             && self.address == other.address
+            && self.external_id == other.external_id
             && self.attributes == other.attributes
     }
 
@@ -89,6 +94,45 @@ impl Location {
         }
         next.updated_at = Some(now);
         Some(next)
+    }
+}
+
+/// Longest external id, in characters.
+pub const MAX_EXTERNAL_ID_LEN: usize = 100;
+
+/// What an upsert by external id did, and the location after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upserted {
+    Created(Location),
+    Updated(Location),
+    /// The location was already exactly as sent (`updatedAt` unchanged).
+    Unchanged(Location),
+}
+
+impl Upserted {
+    pub fn location(&self) -> &Location {
+        match self {
+            Upserted::Created(l) | Upserted::Updated(l) | Upserted::Unchanged(l) => l,
+        }
+    }
+}
+
+impl LocationChange {
+    /// The change that makes a location's address and attributes exactly `to`'s (an
+    /// attribute `to` lacks is removed): what an upsert applies to an existing location.
+    pub fn replacing_with(to: &Location) -> Self {
+        let a = &to.attributes;
+        LocationChange {
+            address: Some(to.address.clone()),
+            attributes: AttributesChange {
+                name: Some(a.name.clone()),
+                city: Some(a.city.clone()),
+                region: Some(a.region.clone()),
+                postcode: Some(a.postcode.clone()),
+                country: Some(a.country),
+                tags: Some(a.tags.clone()),
+            },
+        }
     }
 }
 
@@ -139,6 +183,20 @@ pub struct AttributesChange {
     pub country: Option<Option<Country>>,
     /// `Some(vec![])` removes every tag.
     pub tags: Option<Vec<String>>,
+}
+
+impl AttributesChange {
+    /// The attributes this change gives a location that has none.
+    pub fn into_attributes(self) -> LocationAttributes {
+        LocationAttributes {
+            name: self.name.flatten(),
+            city: self.city.flatten(),
+            region: self.region.flatten(),
+            postcode: self.postcode.flatten(),
+            country: self.country.flatten(),
+            tags: self.tags.unwrap_or_default(),
+        }
+    }
 }
 
 /// An ISO 3166-1 alpha-2 country code, upper case (`GB`, `US`).
