@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bulklink_core::domain::{BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId};
-use bulklink_core::domain::{LocationChange, Offer, OfferId, Upserted};
+use bulklink_core::domain::{LocationChange, LocationFilter, Offer, OfferId, Upserted};
 use bulklink_core::ports::{Catalog, Cursor, Page};
 use bulklink_core::{StoreError, StoreResult};
 use tokio::sync::Notify;
@@ -123,6 +123,14 @@ impl Catalog for FaultyCatalog {
     }
     async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>> {
         self.inner.rename_offer(id, name).await
+    }
+    async fn matching_locations(
+        &self,
+        brand: BrandId,
+        ids: &[LocationId],
+        filter: &LocationFilter,
+    ) -> StoreResult<Vec<LocationId>> {
+        self.inner.matching_locations(brand, ids, filter).await
     }
     async fn find_by_external_id(
         &self,

@@ -29,17 +29,6 @@ crate::on_both_backends!(
     a_second_job_for_an_offer_with_a_running_one_gets_409_with_its_location,
 );
 
-fn assert_problem(r: &ApiResponse, status: StatusCode, detail_has: &str) {
-    assert_eq!(r.status, status, "body: {}", r.body);
-    assert_eq!(r.content_type.as_deref(), Some("application/problem+json"));
-    assert_eq!(r.body["status"], status.as_u16());
-    let detail = r.body["detail"].as_str().unwrap_or_default();
-    assert!(
-        detail.contains(detail_has),
-        "detail {detail:?} lacks {detail_has:?}"
-    );
-}
-
 async fn two_concurrent_posts_with_the_same_idempotency_key_create_one_job(kind: Kind) {
     let env = Env::of(kind, fast_settings()).await;
     let seeded = env.seed(10).await;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use bulklink::client::{ApiClient, ApiResponse};
 use bulklink::runtime::Runtime;
 use bulklink_core::domain::{
-    Action, Job, JobId, JobKind, JobSpec, JobStatus, LinkedBy, LocationId, OfferId, SourceSpec,
+    Action, AttributesChange, Job, JobId, JobKind, JobSpec, JobStatus, LinkedBy, LocationChange,
+    LocationId, OfferId, SourceSpec,
 };
 use bulklink_core::error::StoreResult;
 use bulklink_core::kinds::SourceReader;
@@ -29,6 +30,7 @@ crate::on_both_backends!(
     a_closing_location_leaves_its_offers_exact_while_a_job_links_another,
     offers_and_locations_are_renamed_and_deleted_by_their_brand_only,
     a_source_defined_in_test_code_runs_through_the_real_pipeline,
+    a_job_narrowed_by_where_acts_on_exactly_the_matching_locations,
 );
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -773,5 +775,138 @@ async fn a_source_defined_in_test_code_runs_through_the_real_pipeline(kind: Kind
         "{undone:?}"
     );
     assert!(links(&runtime.ports, seeded.offer_id).await.is_empty());
+    runtime.shutdown().await;
+}
+
+async fn a_job_narrowed_by_where_acts_on_exactly_the_matching_locations(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
+    let n = kind.scale(300, 90);
+    let seeded = env.seed(n).await;
+    let ports = env.ports();
+    let ids = brand_ids(&ports, &seeded).await;
+    // A third in GB, a third in IE, a third with no country; every other one a drive-thru.
+    for (i, id) in ids.iter().enumerate() {
+        let country = ["GB", "IE"].get(i % 3).map(|c| c.parse().unwrap());
+        let tags = if i % 2 == 0 {
+            vec!["drive-thru".to_owned()]
+        } else {
+            vec![]
+        };
+        let change = LocationChange {
+            address: None,
+            attributes: AttributesChange {
+                country: Some(country),
+                tags: Some(tags),
+                ..Default::default()
+            },
+        };
+        ports.catalog.update_location(*id, &change).await.unwrap();
+    }
+    let pick = |keep: &dyn Fn(usize) -> bool| -> BTreeSet<LocationId> {
+        ids.iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(_, id)| *id)
+            .collect()
+    };
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let link_all = format!("/offers/{}/link-all-locations", seeded.offer_id);
+    let unlink_all = format!("/offers/{}/unlink-all-locations", seeded.offer_id);
+    let send = |path: String, body: Value| {
+        let api = api.clone();
+        async move {
+            api.send(Method::POST, &path, Some(&body), &[])
+                .await
+                .unwrap()
+        }
+    };
+
+    // GB drive-thrus: counted exactly by a dry run, then linked and nothing else.
+    let gb_drive_thru = json!({ "where": { "country": ["GB"], "tags": ["drive-thru"] } });
+    let expected = pick(&|i| i % 3 == 0 && i % 2 == 0);
+    let plan = send(format!("{link_all}?dryRun=true"), gb_drive_thru.clone()).await;
+    assert_eq!(plan.status, StatusCode::OK, "{}", plan.body);
+    assert_eq!(plan.body["locations"], expected.len());
+    let made = send(link_all.clone(), gb_drive_thru.clone()).await;
+    assert_eq!(made.status, StatusCode::ACCEPTED, "{}", made.body);
+    assert_eq!(
+        made.body["where"], gb_drive_thru["where"],
+        "the job shows its filter"
+    );
+    let job: JobId = made.body["id"].as_str().unwrap().parse().unwrap();
+    let done = wait_terminal(&runtime.ports, job, WAIT).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(
+        (done.counters.total, done.counters.linked),
+        (expected.len() as u64, expected.len() as u64)
+    );
+    let linked: BTreeSet<LocationId> = links(&runtime.ports, seeded.offer_id)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(linked, expected);
+    assert_eq!(
+        locations_total(&runtime.ports, seeded.offer_id).await,
+        expected.len() as u64
+    );
+    let view: Value = api.get(&format!("/jobs/{job}")).await.unwrap();
+    assert_eq!(view["where"], gb_drive_thru["where"]);
+
+    // Every GB location now; then unlink the drive-thrus only.
+    let gb = json!({ "where": { "country": ["GB"] } });
+    let all_gb = send(link_all.clone(), gb).await;
+    assert_eq!(all_gb.status, StatusCode::ACCEPTED, "{}", all_gb.body);
+    let all_gb: JobId = all_gb.body["id"].as_str().unwrap().parse().unwrap();
+    let done = wait_terminal(&runtime.ports, all_gb, WAIT).await;
+    let gb_ids = pick(&|i| i % 3 == 0);
+    assert_eq!(done.counters.linked, (gb_ids.len() - expected.len()) as u64);
+    assert_eq!(done.counters.already_linked, expected.len() as u64);
+    let drive_thru = json!({ "where": { "tags": ["drive-thru"] } });
+    let unlinked = send(unlink_all.clone(), drive_thru).await;
+    assert_eq!(unlinked.status, StatusCode::ACCEPTED, "{}", unlinked.body);
+    let unlinked: JobId = unlinked.body["id"].as_str().unwrap().parse().unwrap();
+    let done = wait_terminal(&runtime.ports, unlinked, WAIT).await;
+    assert_eq!(done.counters.unlinked, expected.len() as u64);
+    let left: BTreeSet<LocationId> = links(&runtime.ports, seeded.offer_id)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(left, pick(&|i| i % 3 == 0 && i % 2 == 1));
+    assert_eq!(
+        locations_total(&runtime.ports, seeded.offer_id).await,
+        left.len() as u64
+    );
+    for id in &ids {
+        assert_eq!(
+            has_offer(&runtime.ports, *id).await,
+            left.contains(id),
+            "{id}"
+        );
+    }
+
+    // `where` narrows offer-wide jobs only, and only by fields it knows.
+    for (path, body, detail) in [
+        (
+            format!("/jobs/{job}/undo"),
+            json!({ "where": {} }),
+            "where applies to link-all and unlink-all",
+        ),
+        (
+            link_all.clone(),
+            json!({ "where": { "town": ["x"] } }),
+            "unknown field `town`",
+        ),
+        (
+            link_all.clone(),
+            json!({ "where": { "country": ["UK"] } }),
+            "country 'UK' is not an ISO 3166-1",
+        ),
+    ] {
+        let r = send(path, body).await;
+        assert_problem(&r, StatusCode::BAD_REQUEST, detail);
+    }
     runtime.shutdown().await;
 }

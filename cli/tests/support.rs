@@ -670,3 +670,19 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The answer is a problem+json of `status` whose `detail` says `detail_has`.
+pub fn assert_problem(
+    r: &bulklink::client::ApiResponse,
+    status: reqwest::StatusCode,
+    detail_has: &str,
+) {
+    assert_eq!(r.status, status, "body: {}", r.body);
+    assert_eq!(r.content_type.as_deref(), Some("application/problem+json"));
+    assert_eq!(r.body["status"], status.as_u16());
+    let detail = r.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(detail_has),
+        "detail {detail:?} lacks {detail_has:?}"
+    );
+}

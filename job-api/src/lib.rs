@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bulklink_core::domain::{
     plan, AttributesChange, BrandId, Country, FanoutMessage, IdempotencyKey, Job, JobId, JobKind,
-    JobStatus, LinkOutcome, Location, LocationChange, LocationId, NotDerivable, Offer, OfferId,
-    Subscription, Upserted, WebhookUrl, MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN, MAX_TAGS,
-    MAX_TAG_LEN,
+    JobStatus, LinkOutcome, Location, LocationChange, LocationFilter, LocationId, NotDerivable,
+    Offer, OfferId, Subscription, Upserted, WebhookUrl, MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN,
+    MAX_TAGS, MAX_TAG_LEN,
 };
 use bulklink_core::estimate::DryRun;
 use bulklink_core::ports::{
@@ -76,6 +76,10 @@ struct LinkAllBody {
     /// A webhook for this job alone: a subscription filtered to it, made before the job starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     callback_url: Option<WebhookUrl>,
+    /// Link-all and unlink-all only: act on the locations that match (AND across fields,
+    /// OR within a list, any of `tags`). Shown on the job; a dry run counts exactly these.
+    #[serde(rename = "where", default, skip_serializing_if = "Option::is_none")]
+    filter: Option<LocationFilter>,
 }
 bulklink_core::json_object_only!(LinkAllBody, serialize);
 
@@ -339,6 +343,16 @@ async fn planned_job(
             let parent = caller.visible_job(&state.ports, parent_id).await?;
             let spec = plan(kind, Some(&parent)).map_err(refused)?;
             (spec, parent.brand_id, parent.offer_id)
+        }
+    };
+    let spec = match &body.filter {
+        None => spec,
+        Some(filter) => {
+            if let Some(problem) = filter.problem() {
+                return Err(ApiError::bad_request(problem));
+            }
+            spec.narrowed(filter.clone())
+                .map_err(ApiError::bad_request)?
         }
     };
     if let Some(url) = &body.callback_url {

@@ -21,7 +21,7 @@ use super::sdk_error::{cancellation, classify, condition_failed, retryable_cance
 use crate::clock::Clock;
 use crate::domain::{
     BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes, LocationChange,
-    LocationId, Offer, OfferId, Upserted,
+    LocationFilter, LocationId, Offer, OfferId, Upserted,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
@@ -759,6 +759,32 @@ impl Catalog for DynamoCatalog {
             .change_location(id, change)
             .await?
             .map(|(location, _)| location))
+    }
+
+    /// Reads the page's locations (BatchGetItem, 100 keys a request) and keeps those that
+    /// match: a filtered job reads every location of its source once.
+    async fn matching_locations(
+        &self,
+        brand: BrandId,
+        ids: &[LocationId],
+        filter: &LocationFilter,
+    ) -> StoreResult<Vec<LocationId>> {
+        let keys = ids
+            .iter()
+            .map(|id| key(location_pk(*id), LOCATION_SK))
+            .collect();
+        let mut matching = std::collections::HashSet::new();
+        for item in batch_get(&self.ddb, &self.table, keys).await? {
+            let location = from_item::<LocationItem>(item)?.into_location()?;
+            if location.brand_id == brand && filter.matches(&location) {
+                matching.insert(location.id);
+            }
+        }
+        Ok(ids
+            .iter()
+            .copied()
+            .filter(|id| matching.contains(id))
+            .collect())
     }
 
     async fn find_by_external_id(

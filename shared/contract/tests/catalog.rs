@@ -3,7 +3,7 @@
 
 use bulklink_core::domain::{
     AttributesChange, BrandId, JobId, LinkOutcome, LinkedBy, Location, LocationAttributes,
-    LocationChange, LocationId, OfferId, Upserted,
+    LocationChange, LocationFilter, LocationId, OfferId, Upserted,
 };
 use bulklink_core::ports::Cursor;
 use bulklink_core::StoreError;
@@ -636,4 +636,61 @@ pub async fn deleting_a_location_frees_its_external_id(fx: &Fixture) {
     let reopened = store(brand, "store-5");
     let made = catalog.upsert_by_external_id(&reopened).await.unwrap();
     assert_eq!(made, Upserted::Created(reopened));
+}
+
+pub async fn matching_locations_keeps_the_brands_matching_ids_in_order(fx: &Fixture) {
+    let catalog = &fx.ports.catalog;
+    let brand = BrandId::new_random();
+    let mut batch = locations(brand, 4);
+    described(&mut batch[1]); // London, GB, drive-thru
+    described(&mut batch[3]);
+    batch[3].attributes.city = Some("Leeds".into());
+    batch[3].external_id = Some("S-4".into());
+    catalog.create_locations(&batch).await.unwrap();
+    let mut foreign = locations(BrandId::new_random(), 1);
+    described(&mut foreign[0]);
+    catalog.create_locations(&foreign).await.unwrap();
+
+    // Asked in an order of the caller's, with an unknown id and another brand's.
+    let asked = vec![
+        batch[3].id,
+        foreign[0].id,
+        LocationId::new_random(),
+        batch[0].id,
+        batch[1].id,
+    ];
+    let gb = LocationFilter {
+        country: vec!["GB".parse().unwrap()],
+        ..Default::default()
+    };
+    let kept = catalog
+        .matching_locations(brand, &asked, &gb)
+        .await
+        .unwrap();
+    assert_eq!(kept, vec![batch[3].id, batch[1].id]);
+    let london_or_s4 = LocationFilter {
+        city: vec!["London".into()],
+        ..Default::default()
+    };
+    let kept = catalog
+        .matching_locations(brand, &asked, &london_or_s4)
+        .await
+        .unwrap();
+    assert_eq!(kept, vec![batch[1].id]);
+    let by_store_id = LocationFilter {
+        external_ids: vec!["S-4".into()],
+        tags: vec!["drive-thru".into()],
+        ..Default::default()
+    };
+    let kept = catalog
+        .matching_locations(brand, &asked, &by_store_id)
+        .await
+        .unwrap();
+    assert_eq!(kept, vec![batch[3].id]);
+    let everything = LocationFilter::default();
+    let kept = catalog
+        .matching_locations(brand, &asked, &everything)
+        .await
+        .unwrap();
+    assert_eq!(kept, vec![batch[3].id, batch[0].id, batch[1].id]);
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{Action, ChunkCounts, Job, LinkOutcome, LinkedBy, LocationId, OfferId, Source};
+use crate::domain::{
+    Action, ChunkCounts, Job, LinkOutcome, LinkedBy, LocationFilter, LocationId, OfferId, Source,
+};
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Failure, Page, Ports};
 
@@ -32,17 +34,19 @@ pub async fn page_ids(
         return reader.page(ports, job, after, limit).await;
     };
     match source {
-        Source::BrandLocations => {
-            ports
+        Source::BrandLocations { filter } => {
+            let page = ports
                 .catalog
                 .page_brand_locations(job.brand_id, after, limit)
-                .await
+                .await?;
+            narrowed(ports, job, page, filter.as_ref()).await
         }
-        Source::OfferLinks { made_by } => {
-            ports
+        Source::OfferLinks { made_by, filter } => {
+            let page = ports
                 .catalog
                 .page_offer_link_ids(job.offer_id, made_by.map(LinkedBy::Job), after, limit)
-                .await
+                .await?;
+            narrowed(ports, job, page, filter.as_ref()).await
         }
         Source::JobFailures { job: failed } => {
             let page = ports.ledger.page_failures(failed, after, limit).await?;
@@ -52,6 +56,27 @@ pub async fn page_ids(
             })
         }
     }
+}
+
+/// A page of ids kept to the locations that match `filter` (the page's cursor unchanged:
+/// a page may hold fewer ids than asked, even none).
+async fn narrowed(
+    ports: &Ports,
+    job: &Job,
+    page: Page<LocationId>,
+    filter: Option<&LocationFilter>,
+) -> StoreResult<Page<LocationId>> {
+    let Some(filter) = filter else {
+        return Ok(page);
+    };
+    let items = ports
+        .catalog
+        .matching_locations(job.brand_id, &page.items, filter)
+        .await?;
+    Ok(Page {
+        items,
+        next: page.next,
+    })
 }
 
 /// Reads a source the core does not define: one page of a job's ids after `after`, in an

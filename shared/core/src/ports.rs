@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     BrandId, ChunkCounts, ChunkSeq, Delivery, DeliveryId, DomainError, Job, JobEvent, JobId, Link,
-    LinkOutcome, LinkedBy, Location, LocationChange, LocationId, Offer, OfferId, Subscription,
-    SubscriptionId, Upserted, WebhookSecret,
+    LinkOutcome, LinkedBy, Location, LocationChange, LocationFilter, LocationId, Offer, OfferId,
+    Subscription, SubscriptionId, Upserted, WebhookSecret,
 };
 use crate::error::StoreResult;
 
@@ -110,6 +110,14 @@ pub trait Catalog: Send + Sync {
     ) -> StoreResult<Page<LocationId>>;
     /// Renames an offer; `None` if it does not exist.
     async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>>;
+    /// Those of `ids` that are locations of `brand` matching `filter`, in the order given
+    /// (read-only; an id of nothing or of another brand is left out).
+    async fn matching_locations(
+        &self,
+        brand: BrandId,
+        ids: &[LocationId],
+        filter: &LocationFilter,
+    ) -> StoreResult<Vec<LocationId>>;
     /// The brand's location with this external id, if there is one.
     async fn find_by_external_id(
         &self,

@@ -46,6 +46,9 @@ pub struct JobView {
     /// retry-failures job does what its parent did.
     #[serde(default)]
     pub action: ActionView,
+    /// The filter its locations were narrowed by (`where` of the creating request).
+    #[serde(rename = "where", default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<crate::domain::LocationFilter>,
     pub status: JobStatus,
     /// What its owner may ask of the job now, each a `POST /jobs/{jobId}/<action>`: by
     /// status (`cancel`, `pause`, `resume`) and, for an ended job, by what it did (`undo`
@@ -93,6 +96,7 @@ impl JobView {
             kind: job.spec.kind,
             parent_job_id: job.spec.parent_job_id,
             action: job.spec.action.into(),
+            filter: job.spec.filter(),
             status: job.status,
             allowed_actions: job.allowed_actions(),
             brand_id: job.brand_id,

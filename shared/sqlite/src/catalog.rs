@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{from_ms, is_constraint, sql, to_ms, EmbeddedStore};
 use crate::domain::{
     BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes, LocationChange,
-    LocationId, Offer, OfferId, Upserted,
+    LocationFilter, LocationId, Offer, OfferId, Upserted,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
@@ -257,6 +257,27 @@ impl Catalog for EmbeddedStore {
             return Ok(None);
         }
         self.get_offer(id).await
+    }
+
+    async fn matching_locations(
+        &self,
+        brand: BrandId,
+        ids: &[LocationId],
+        filter: &LocationFilter,
+    ) -> StoreResult<Vec<LocationId>> {
+        let (ids, filter) = (ids.to_vec(), filter.clone());
+        self.read(move |conn| {
+            let mut kept = Vec::new();
+            for id in ids {
+                if read_location(conn, id)?
+                    .is_some_and(|l| l.brand_id == brand && filter.matches(&l))
+                {
+                    kept.push(id);
+                }
+            }
+            Ok(kept)
+        })
+        .await
     }
 
     async fn find_by_external_id(

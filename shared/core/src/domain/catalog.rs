@@ -97,6 +97,79 @@ impl Location {
     }
 }
 
+/// Which of a brand's locations a job acts on: a location matches when, for every field
+/// given, its value is one of those listed (AND across fields, OR within a list); `tags`
+/// matches a location carrying any of the tags. Values compare exactly as stored. A field
+/// left out or given as `[]` does not narrow.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(example = json!({ "country": ["GB"], "city": ["London"], "tags": ["drive-thru"] }))
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocationFilter {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
+    pub country: Vec<Country>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
+    pub city: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
+    pub region: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
+    pub postcode: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
+    pub external_ids: Vec<String>,
+}
+
+impl LocationFilter {
+    /// Most values one field may list.
+    pub const MAX_VALUES: usize = 1000;
+
+    /// Why the filter cannot be used, if it cannot: a field listing more than
+    /// [`Self::MAX_VALUES`] values.
+    pub fn problem(&self) -> Option<String> {
+        let lengths = [
+            ("country", self.country.len()),
+            ("city", self.city.len()),
+            ("region", self.region.len()),
+            ("postcode", self.postcode.len()),
+            ("tags", self.tags.len()),
+            ("externalIds", self.external_ids.len()),
+        ];
+        lengths
+            .into_iter()
+            .find(|(_, n)| *n > Self::MAX_VALUES)
+            .map(|(field, n)| {
+                format!(
+                    "where.{field} lists {n} values; at most {}",
+                    Self::MAX_VALUES
+                )
+            })
+    }
+
+    /// Whether the location matches every field given.
+    pub fn matches(&self, location: &Location) -> bool {
+        fn one_of<T: PartialEq>(listed: &[T], value: Option<&T>) -> bool {
+            listed.is_empty() || value.is_some_and(|v| listed.contains(v))
+        }
+        let a = &location.attributes;
+        one_of(&self.country, a.country.as_ref())
+            && one_of(&self.city, a.city.as_ref())
+            && one_of(&self.region, a.region.as_ref())
+            && one_of(&self.postcode, a.postcode.as_ref())
+            && one_of(&self.external_ids, location.external_id.as_ref())
+            && (self.tags.is_empty() || a.tags.iter().any(|t| self.tags.contains(t)))
+    }
+}
+
 /// Longest external id, in characters.
 pub const MAX_EXTERNAL_ID_LEN: usize = 100;
 
@@ -359,6 +432,53 @@ pub enum LinkOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_ands_its_fields_ors_each_list_and_matches_any_tag() {
+        let now: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut soho = store_at(now);
+        soho.attributes.country = Some("GB".parse().unwrap());
+        soho.attributes.tags = vec!["drive-thru".into(), "24h".into()];
+        soho.external_id = Some("S-1".into());
+        let filter =
+            |json: serde_json::Value| -> LocationFilter { serde_json::from_value(json).unwrap() };
+        for (json, expected) in [
+            (serde_json::json!({}), true),
+            (serde_json::json!({ "country": [] }), true),
+            (serde_json::json!({ "country": ["GB", "IE"] }), true),
+            (serde_json::json!({ "country": ["IE"] }), false),
+            (
+                serde_json::json!({ "country": ["GB"], "city": ["Leeds"] }),
+                false,
+            ),
+            (
+                serde_json::json!({ "country": ["GB"], "city": ["London"] }),
+                true,
+            ),
+            (serde_json::json!({ "tags": ["kiosk", "24h"] }), true),
+            (serde_json::json!({ "tags": ["kiosk"] }), false),
+            (serde_json::json!({ "region": ["Greater London"] }), false),
+            (serde_json::json!({ "externalIds": ["S-2", "S-1"] }), true),
+            (serde_json::json!({ "externalIds": ["S-2"] }), false),
+        ] {
+            assert_eq!(filter(json.clone()).matches(&soho), expected, "{json}");
+        }
+        assert!(
+            serde_json::from_value::<LocationFilter>(serde_json::json!({ "town": ["x"] })).is_err()
+        );
+        assert!(
+            serde_json::from_value::<LocationFilter>(serde_json::json!({ "country": ["UK"] }))
+                .is_err()
+        );
+        let too_many = LocationFilter {
+            city: vec!["x".into(); 1001],
+            ..Default::default()
+        };
+        assert!(too_many
+            .problem()
+            .unwrap()
+            .contains("where.city lists 1001"));
+    }
 
     #[test]
     fn only_assigned_upper_case_alpha2_codes_are_countries() {

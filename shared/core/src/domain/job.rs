@@ -708,7 +708,8 @@ mod tests {
         assert_eq!(
             undo.source.builtin(),
             Some(super::super::Source::OfferLinks {
-                made_by: Some(done.id)
+                made_by: Some(done.id),
+                filter: None
             })
         );
         assert_eq!(

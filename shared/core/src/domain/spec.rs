@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::job::{Action, Job, JobKind, NotDerivable};
-use super::{DomainError, JobId};
+use super::{DomainError, JobId, LocationFilter};
 
 /// Where a job's location ids come from, as stored: `{"type": "<name>", …parameters}`. The
 /// sources of this build's kinds are `Source`; a source the core does not define is read by
@@ -80,16 +80,21 @@ impl fmt::Display for SourceSpec {
 }
 
 /// The sources this build's kinds read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Source {
-    /// Every location of the job's brand.
-    BrandLocations,
+    /// Every location of the job's brand; with `where`, only those that match it.
+    BrandLocations {
+        #[serde(rename = "where", default, skip_serializing_if = "Option::is_none")]
+        filter: Option<LocationFilter>,
+    },
     /// Every location the job's offer is linked to; with `madeBy`, only the links that job
-    /// made.
+    /// made; with `where`, only the locations that match it.
     OfferLinks {
         #[serde(rename = "madeBy", default, skip_serializing_if = "Option::is_none")]
         made_by: Option<JobId>,
+        #[serde(rename = "where", default, skip_serializing_if = "Option::is_none")]
+        filter: Option<LocationFilter>,
     },
     /// The locations a job failed on.
     JobFailures { job: JobId },
@@ -152,10 +157,14 @@ impl JobSpec {
         let needs_parent =
             || parent.ok_or_else(|| DomainError::Corrupt(format!("{kind} job has no parent")));
         let source = match kind {
-            JobKind::LinkAllLocations => Source::BrandLocations,
-            JobKind::UnlinkAllLocations => Source::OfferLinks { made_by: None },
+            JobKind::LinkAllLocations => Source::BrandLocations { filter: None },
+            JobKind::UnlinkAllLocations => Source::OfferLinks {
+                made_by: None,
+                filter: None,
+            },
             JobKind::Undo => Source::OfferLinks {
                 made_by: Some(needs_parent()?),
+                filter: None,
             },
             JobKind::RetryFailures => Source::JobFailures {
                 job: needs_parent()?,
@@ -182,15 +191,58 @@ impl JobSpec {
 /// location of the brand or unlinks every linked one; an undo removes exactly the links an
 /// ended linking job made (one undo per job: `JobSpec::once_per_parent`); a retry repeats an
 /// ended job's action on its failures.
+impl JobSpec {
+    /// This spec with its locations narrowed to those matching `filter`: an offer-wide
+    /// job's only (an undo or a retry acts on exactly what its parent did).
+    pub fn narrowed(mut self, filter: LocationFilter) -> Result<JobSpec, String> {
+        let Some(source) = self.source.builtin() else {
+            return Err(format!("a {} job cannot be narrowed", self.kind));
+        };
+        let narrowed = match source {
+            Source::BrandLocations { filter: None } => Source::BrandLocations {
+                filter: Some(filter),
+            },
+            Source::OfferLinks {
+                made_by: None,
+                filter: None,
+            } if self.parent_job_id.is_none() => Source::OfferLinks {
+                made_by: None,
+                filter: Some(filter),
+            },
+            _ => {
+                return Err(format!(
+                    "where applies to link-all and unlink-all jobs only, not to a {} job",
+                    self.kind
+                ))
+            }
+        };
+        self.source = narrowed.into();
+        Ok(self)
+    }
+
+    /// The filter that narrows this job's locations, if one does.
+    pub fn filter(&self) -> Option<LocationFilter> {
+        match self.source.builtin()? {
+            Source::BrandLocations { filter } | Source::OfferLinks { filter, .. } => filter,
+            Source::JobFailures { .. } => None,
+        }
+    }
+}
+
 pub fn plan(kind: JobKind, parent: Option<&Job>) -> Result<JobSpec, NotDerivable> {
     match (kind, parent) {
-        (JobKind::LinkAllLocations, None) => {
-            Ok(JobSpec::new(kind, Action::Link, Source::BrandLocations))
-        }
+        (JobKind::LinkAllLocations, None) => Ok(JobSpec::new(
+            kind,
+            Action::Link,
+            Source::BrandLocations { filter: None },
+        )),
         (JobKind::UnlinkAllLocations, None) => Ok(JobSpec::new(
             kind,
             Action::Unlink { only_by: None },
-            Source::OfferLinks { made_by: None },
+            Source::OfferLinks {
+                made_by: None,
+                filter: None,
+            },
         )),
         (JobKind::LinkAllLocations | JobKind::UnlinkAllLocations, Some(parent)) => {
             Err(NotDerivable::NotDerivedKind(parent.id, kind))
@@ -211,6 +263,7 @@ pub fn plan(kind: JobKind, parent: Option<&Job>) -> Result<JobSpec, NotDerivable
                 },
                 Source::OfferLinks {
                     made_by: Some(parent.id),
+                    filter: None,
                 },
             )
         }),
@@ -235,21 +288,54 @@ mod tests {
     #[test]
     fn sources_are_stored_as_a_named_object_and_read_back() {
         let job = JobId::new_v7();
+        let london = LocationFilter {
+            city: vec!["London".into()],
+            ..Default::default()
+        };
         for source in [
-            Source::BrandLocations,
-            Source::OfferLinks { made_by: None },
-            Source::OfferLinks { made_by: Some(job) },
+            Source::BrandLocations { filter: None },
+            Source::BrandLocations {
+                filter: Some(london.clone()),
+            },
+            Source::OfferLinks {
+                made_by: None,
+                filter: None,
+            },
+            Source::OfferLinks {
+                made_by: None,
+                filter: Some(london.clone()),
+            },
+            Source::OfferLinks {
+                made_by: Some(job),
+                filter: None,
+            },
             Source::JobFailures { job },
         ] {
-            let spec = SourceSpec::from(source);
+            let spec = SourceSpec::from(source.clone());
             let json = serde_json::to_string(&spec).unwrap();
             let back: SourceSpec = serde_json::from_str(&json).unwrap();
             assert_eq!(back.builtin(), Some(source), "{json}");
         }
         assert_eq!(
-            serde_json::to_string(&SourceSpec::from(Source::OfferLinks { made_by: Some(job) }))
-                .unwrap(),
+            serde_json::to_string(&SourceSpec::from(Source::OfferLinks {
+                made_by: Some(job),
+                filter: None
+            }))
+            .unwrap(),
             format!(r#"{{"madeBy":"{job}","type":"offer-links"}}"#)
+        );
+        // What earlier releases stored for a link-all reads as the unnarrowed source.
+        let stored: SourceSpec = serde_json::from_str(r#"{"type":"brand-locations"}"#).unwrap();
+        assert_eq!(
+            stored.builtin(),
+            Some(Source::BrandLocations { filter: None })
+        );
+        assert_eq!(
+            serde_json::to_string(&SourceSpec::from(Source::BrandLocations {
+                filter: Some(london)
+            }))
+            .unwrap(),
+            r#"{"type":"brand-locations","where":{"city":["London"]}}"#
         );
         let other = SourceSpec::new("these-ids", &serde_json::json!({"ids": []})).unwrap();
         assert_eq!(other.name(), "these-ids");
