@@ -124,13 +124,13 @@ impl Catalog for FaultyCatalog {
     async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>> {
         self.inner.rename_offer(id, name).await
     }
-    async fn matching_locations(
+    async fn locations_matching(
         &self,
         brand: BrandId,
         ids: &[LocationId],
         filter: &LocationFilter,
-    ) -> StoreResult<Vec<LocationId>> {
-        self.inner.matching_locations(brand, ids, filter).await
+    ) -> StoreResult<Vec<Location>> {
+        self.inner.locations_matching(brand, ids, filter).await
     }
     async fn find_by_external_id(
         &self,

@@ -650,6 +650,119 @@ async fn a_brands_own_store_ids_name_one_location_each_and_upserts_follow_them()
 }
 
 #[tokio::test]
+async fn a_brands_locations_are_listed_in_id_order_narrowed_by_attribute_and_paged() {
+    let env = Env::new(fast_settings());
+    let brand = BrandId::new_random();
+    let (runtime, api) = api_only(&env, brand).await;
+    let batch = json!([
+        { "address": "1 A St", "city": "London", "country": "GB", "tags": ["drive-thru"] },
+        { "address": "2 A St", "city": "London", "country": "GB", "externalId": "S-2" },
+        { "address": "3 A St", "city": "Leeds", "country": "GB", "tags": ["drive-thru", "24h"] },
+        { "address": "4 A St", "city": "Dublin", "country": "IE" },
+        { "address": "5 A St" }
+    ]);
+    let made = api
+        .send(Method::POST, "/locations", Some(&batch), &[])
+        .await
+        .unwrap();
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    let mut ids: Vec<String> = made
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .collect();
+    let by_address = |address: &str| -> String {
+        made.body
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["address"] == address)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    ids.sort();
+    // Another brand's location is never listed.
+    let admin = runtime.api_as(Role::Admin).unwrap();
+    let other = admin
+        .send(
+            Method::POST,
+            "/locations",
+            Some(&json!({ "brandId": BrandId::new_random(), "address": "x", "city": "London" })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(other.status, StatusCode::CREATED);
+
+    let list = |query: &str| {
+        let api = api.clone();
+        let query = query.to_owned();
+        async move {
+            let page: Value = api.get(&format!("/locations{query}")).await.unwrap();
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list("").await, ids, "all of them, in id order");
+    let mut london = vec![by_address("1 A St"), by_address("2 A St")];
+    london.sort();
+    assert_eq!(list("?city=London").await, london);
+    let mut drive_thru = vec![by_address("1 A St"), by_address("3 A St")];
+    drive_thru.sort();
+    assert_eq!(list("?tag=drive-thru").await, drive_thru);
+    assert_eq!(
+        list("?country=GB&tag=24h").await,
+        vec![by_address("3 A St")]
+    );
+    assert_eq!(list("?externalId=S-2").await, vec![by_address("2 A St")]);
+    assert_eq!(list("?country=IE&city=London").await, Vec::<String>::new());
+    let whole: Value = api.get("/locations?externalId=S-2").await.unwrap();
+    assert_eq!(whole["items"][0]["city"], "London", "whole locations");
+
+    // Two at a time, by the cursor: every one once, in order.
+    let mut paged = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let query = match &next {
+            Some(cursor) => format!("/locations?limit=2&cursor={cursor}"),
+            None => "/locations?limit=2".to_owned(),
+        };
+        let page: Value = api.get(&query).await.unwrap();
+        paged.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["id"].as_str().unwrap().to_owned()),
+        );
+        match page.get("nextCursor").and_then(Value::as_str) {
+            Some(cursor) => next = Some(cursor.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids);
+    let r = api
+        .send(Method::GET, "/locations?town=x", None, &[])
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::BAD_REQUEST, "town");
+    let r = api
+        .send(Method::GET, "/locations?tag=", None, &[])
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::BAD_REQUEST, "tag must not be empty");
+    runtime.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_brands_jobs_are_listed_newest_first_and_paged() {
     let env = Env::new(fast_settings());
     let seeded = env.seed(0).await;

@@ -887,12 +887,13 @@ async fn a_job_narrowed_by_where_acts_on_exactly_the_matching_locations(kind: Ki
         );
     }
 
-    // `where` narrows offer-wide jobs only, and only by fields it knows.
+    // `where` narrows offer-wide jobs only (an undo's body has no such field), and only by
+    // fields it knows.
     for (path, body, detail) in [
         (
             format!("/jobs/{job}/undo"),
             json!({ "where": {} }),
-            "where applies to link-all and unlink-all",
+            "unknown field `where`, expected `callbackUrl`",
         ),
         (
             link_all.clone(),

@@ -27,6 +27,23 @@ fn generated() -> String {
     serde_json::to_string_pretty(status::openapi()).unwrap() + "\n"
 }
 
+/// A text path parameter is documented with the rule `checked_text` applies to it.
+#[test]
+fn the_external_id_path_parameter_has_the_text_rule() {
+    let doc: Value = serde_json::from_str(&generated()).unwrap();
+    let params = &doc["paths"]["/locations/by-external-id/{externalId}"]["put"]["parameters"];
+    let external_id = params
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "externalId")
+        .unwrap();
+    assert_eq!(
+        external_id["schema"]["pattern"],
+        bulklink_http::http::TEXT_PATTERN
+    );
+}
+
 #[test]
 fn the_committed_document_is_the_generated_one() {
     let committed = std::fs::read_to_string(root().join("docs/openapi.json")).unwrap();
@@ -1593,6 +1610,35 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         );
         reach.saw(op, ok, api.send(method, &here, body, &[]).await.unwrap());
     }
+    // A brand's locations, whole and narrowed; refused for a bad country or another brand.
+    let listed = reach.saw(
+        "listLocations",
+        200,
+        api.send(Method::GET, "/locations?city=Leeds&limit=1000", None, &[])
+            .await
+            .unwrap(),
+    );
+    assert!(listed["items"].is_array(), "{listed}");
+    reach.saw(
+        "listLocations",
+        400,
+        api.send(Method::GET, "/locations?country=UK", None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "listLocations",
+        403,
+        api.send(
+            Method::GET,
+            &format!("/locations?brandId={}", BrandId::new_random()),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+
     // Upserts by external id: created, then the same again, then refused.
     let by_external = "/locations/by-external-id/store-1";
     let store = json!({ "address": "4 Elm St", "city": "Leeds" });

@@ -83,6 +83,26 @@ struct LinkAllBody {
 }
 bulklink_core::json_object_only!(LinkAllBody, serialize);
 
+/// The optional body of an undo or a retry-failures request: it acts on exactly what its
+/// parent did, so it takes no `where`.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+struct DerivedJobBody {
+    /// A webhook for this job alone: a subscription filtered to it, made before the job starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    callback_url: Option<WebhookUrl>,
+}
+bulklink_core::json_object_only!(DerivedJobBody);
+
+impl From<DerivedJobBody> for LinkAllBody {
+    fn from(body: DerivedJobBody) -> Self {
+        LinkAllBody {
+            callback_url: body.callback_url,
+            filter: None,
+        }
+    }
+}
+
 fn accepted(ports: &Ports, job: &Job, callback: Option<CallbackView>) -> Response {
     let mut view = JobView::of(job, ports.clock.now());
     view.callback = callback;
@@ -104,6 +124,7 @@ macro_rules! creating_routes {
         $name:ident: $path:literal as $operation:literal makes $kind:ident from
             $target:ident($param:literal: $param_type:ty, $param_doc:literal)
         {
+            body: $body:ty,
             created: $created:literal,
             conflict: $conflict:literal, $conflict_location:ty,
             links: ($($link:tt)*),
@@ -123,7 +144,7 @@ macro_rules! creating_routes {
                  description = "Makes a retry safe: 1 to 255 visible ASCII characters, per caller, kept 24 hours",
                  example = "order-2026-12-01-42"),
             ),
-            request_body(content = Option<LinkAllBody>, content_type = "application/json",
+            request_body(content = Option<$body>, content_type = "application/json",
                 description = "Optional", example = json!({ "callbackUrl": "https://hooks.example.com/bulklink" })),
             responses(
                 (status = 200, description = "`dryRun=true`: what the job would do; nothing was written", body = DryRun),
@@ -148,9 +169,10 @@ macro_rules! creating_routes {
             Path(named): Path<String>,
             QueryParams(query): QueryParams<CreateQuery>,
             headers: HeaderMap,
-            OptionalJsonBody(body, _): OptionalJsonBody<LinkAllBody>,
+            OptionalJsonBody(body, _): OptionalJsonBody<$body>,
         ) -> Result<Response, ApiError> {
             let target = Target::$target(parse_id(&named)?);
+            let body = body.map(LinkAllBody::from);
             create_job(state, caller, JobKind::$kind, target, &headers, query, body).await
         }
     )*};
@@ -165,6 +187,7 @@ creating_routes! {
     create_link_all_job: "/offers/{offerId}/link-all-locations" as "createLinkAllJob"
         makes LinkAllLocations from Offer("offerId": OfferId, "The offer to link")
     {
+        body: LinkAllBody,
         created: "The job, created (or the one this key made before)",
         conflict: "The offer already has an active job", String,
         links: (("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id")))), ("ListJobFailures" = (operation_id = "listJobFailures", parameters(("jobId" = "$response.body#/id")))), ("ListJobDeliveries" = (operation_id = "listJobDeliveries", parameters(("jobId" = "$response.body#/id")))), ("UndoJob" = (operation_id = "undoJob", parameters(("jobId" = "$response.body#/id")))), ("RetryJobFailures" = (operation_id = "retryJobFailures", parameters(("jobId" = "$response.body#/id"))))),
@@ -183,6 +206,7 @@ creating_routes! {
     create_unlink_all_job: "/offers/{offerId}/unlink-all-locations" as "createUnlinkAllJob"
         makes UnlinkAllLocations from Offer("offerId": OfferId, "The offer to unlink")
     {
+        body: LinkAllBody,
         created: "The job, created (or the one this key made before)",
         conflict: "The offer already has an active job", String,
         links: (("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id"))))),
@@ -201,6 +225,7 @@ creating_routes! {
     undo_job: "/jobs/{jobId}/undo" as "undoJob"
         makes Undo from Job("jobId": JobId, "The job to undo")
     {
+        body: DerivedJobBody,
         created: "The undo job, created (or the one this key made before)",
         conflict: "The job has not ended, does not link, has an undo already, or its offer has an active job",
             Option<String>,
@@ -221,6 +246,7 @@ creating_routes! {
     retry_job_failures: "/jobs/{jobId}/retry-failures" as "retryJobFailures"
         makes RetryFailures from Job("jobId": JobId, "The job whose failures to retry")
     {
+        body: DerivedJobBody,
         created: "The retry job, created (or the one this key made before)",
         conflict: "The job has not ended, has no failures, or its offer has an active job",
             Option<String>,
@@ -1253,7 +1279,8 @@ struct BrandQuery {
     tag = "catalog",
     operation_id = "upsertLocationByExternalId",
     params(
-        ("externalId" = String, Path, description = "The brand's own id for the store, 1 to 100 characters", min_length = 1, max_length = 100),
+        ("externalId" = String, Path, description = "The brand's own id for the store: 1 to 100 characters, not only white space, no control characters",
+         min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\u0000-\\u0020\\u007F-\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000\\uFEFF][^\\u0000-\\u001F\\u007F-\\u009F]*$(?!\\n)"),
         BrandQuery,
     ),
     request_body(content = LocationPut, content_type = "application/json"),

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use bulklink_core::domain::{Delivery, Link, Location, Offer};
+use bulklink_core::domain::{BrandId, Country, Delivery, Link, Location, LocationFilter, Offer};
 use bulklink_core::domain::{JobId, LocationId, OfferId};
 use bulklink_core::ports::Failure;
 use bulklink_core::ports::Ports;
@@ -39,6 +39,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(get_offer))
         .routes(routes!(list_offer_locations))
         .routes(routes!(get_location))
+        .routes(routes!(list_locations))
         .merge(webhooks::routes())
 }
 
@@ -264,6 +265,99 @@ async fn get_location(
     let location_id: LocationId = parse_id(&location_id)?;
     let location = caller.visible_location(&ports, location_id).await?;
     Ok(Json(location).into_response())
+}
+
+/// `GET /locations`: a brand's page, narrowed by at most one value of each attribute.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct LocationListQuery {
+    /// The brand: the caller's when absent; an administrator must name one.
+    #[param(value_type = Option<BrandId>)]
+    brand_id: Option<String>,
+    /// Only locations in this country (ISO 3166-1 alpha-2, upper case).
+    #[param(value_type = Option<Country>)]
+    country: Option<String>,
+    /// Only locations in this city (exactly as stored).
+    #[param(min_length = 1)]
+    city: Option<String>,
+    /// Only locations carrying this tag.
+    #[param(min_length = 1)]
+    tag: Option<String>,
+    /// Only the location with this external id.
+    #[param(min_length = 1)]
+    external_id: Option<String>,
+    /// Where the page starts: the `nextCursor` of the previous page, unchanged.
+    #[param(min_length = 1, pattern = "^[A-Za-z0-9_-]+$(?!\\n)")]
+    cursor: Option<String>,
+    /// Locations read per page, 1 to 1000 (default 100); with a filter a page holds the
+    /// ones that match, so it may hold fewer (even none) and still have a next one.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+/// A brand's locations in id order, optionally narrowed by attribute.
+#[utoipa::path(
+    get,
+    path = "/locations",
+    tag = "catalog",
+    operation_id = "listLocations",
+    params(LocationListQuery),
+    responses(
+        (status = 200, description = "A page of locations", body = ListBody<Location>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    )
+)]
+async fn list_locations(
+    State(ports): State<Ports>,
+    caller: Caller,
+    QueryParams(query): QueryParams<LocationListQuery>,
+) -> Result<Response, ApiError> {
+    let page_query = BrandPageQuery {
+        brand_id: query.brand_id.clone(),
+        cursor: query.cursor.clone(),
+        limit: query.limit,
+    };
+    let (brand, cursor, limit) = page_query.resolve(&caller)?;
+    for (name, value) in [
+        ("city", &query.city),
+        ("tag", &query.tag),
+        ("externalId", &query.external_id),
+    ] {
+        if value.as_deref() == Some("") {
+            return Err(ApiError::bad_request(format!(
+                "query parameter {name} must not be empty: leave it out to list every location"
+            )));
+        }
+    }
+    let country = query
+        .country
+        .as_deref()
+        .map(|c| c.parse::<Country>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("query parameter {e}")))?;
+    let filter = LocationFilter {
+        country: country.into_iter().collect(),
+        city: query.city.into_iter().collect(),
+        tags: query.tag.into_iter().collect(),
+        external_ids: query.external_id.into_iter().collect(),
+        ..Default::default()
+    };
+    let page = ports
+        .catalog
+        .page_brand_locations(brand, cursor.as_ref(), limit)
+        .await?;
+    let items = ports
+        .catalog
+        .locations_matching(brand, &page.items, &filter)
+        .await?;
+    let page = bulklink_core::ports::Page {
+        items,
+        next: page.next,
+    };
+    Ok(Json(ListBody::from_page(page, |location| location)).into_response())
 }
 
 /// The webhook deliveries of a job's event, newest first.

@@ -763,28 +763,24 @@ impl Catalog for DynamoCatalog {
 
     /// Reads the page's locations (BatchGetItem, 100 keys a request) and keeps those that
     /// match: a filtered job reads every location of its source once.
-    async fn matching_locations(
+    async fn locations_matching(
         &self,
         brand: BrandId,
         ids: &[LocationId],
         filter: &LocationFilter,
-    ) -> StoreResult<Vec<LocationId>> {
+    ) -> StoreResult<Vec<Location>> {
         let keys = ids
             .iter()
             .map(|id| key(location_pk(*id), LOCATION_SK))
             .collect();
-        let mut matching = std::collections::HashSet::new();
+        let mut matching = HashMap::new();
         for item in batch_get(&self.ddb, &self.table, keys).await? {
             let location = from_item::<LocationItem>(item)?.into_location()?;
             if location.brand_id == brand && filter.matches(&location) {
-                matching.insert(location.id);
+                matching.insert(location.id, location);
             }
         }
-        Ok(ids
-            .iter()
-            .copied()
-            .filter(|id| matching.contains(id))
-            .collect())
+        Ok(ids.iter().filter_map(|id| matching.remove(id)).collect())
     }
 
     async fn find_by_external_id(

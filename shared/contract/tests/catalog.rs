@@ -638,7 +638,7 @@ pub async fn deleting_a_location_frees_its_external_id(fx: &Fixture) {
     assert_eq!(made, Upserted::Created(reopened));
 }
 
-pub async fn matching_locations_keeps_the_brands_matching_ids_in_order(fx: &Fixture) {
+pub async fn locations_matching_are_the_brands_matching_ones_in_order(fx: &Fixture) {
     let catalog = &fx.ports.catalog;
     let brand = BrandId::new_random();
     let mut batch = locations(brand, 4);
@@ -664,33 +664,37 @@ pub async fn matching_locations_keeps_the_brands_matching_ids_in_order(fx: &Fixt
         ..Default::default()
     };
     let kept = catalog
-        .matching_locations(brand, &asked, &gb)
+        .locations_matching(brand, &asked, &gb)
         .await
         .unwrap();
+    let kept: Vec<LocationId> = kept.iter().map(|l| l.id).collect();
     assert_eq!(kept, vec![batch[3].id, batch[1].id]);
     let london_or_s4 = LocationFilter {
         city: vec!["London".into()],
         ..Default::default()
     };
     let kept = catalog
-        .matching_locations(brand, &asked, &london_or_s4)
+        .locations_matching(brand, &asked, &london_or_s4)
         .await
         .unwrap();
-    assert_eq!(kept, vec![batch[1].id]);
+    assert_eq!(kept, vec![batch[1].clone()], "whole locations, as stored");
     let by_store_id = LocationFilter {
         external_ids: vec!["S-4".into()],
         tags: vec!["drive-thru".into()],
         ..Default::default()
     };
     let kept = catalog
-        .matching_locations(brand, &asked, &by_store_id)
+        .locations_matching(brand, &asked, &by_store_id)
         .await
         .unwrap();
-    assert_eq!(kept, vec![batch[3].id]);
+    assert_eq!(kept, vec![batch[3].clone()]);
     let everything = LocationFilter::default();
     let kept = catalog
-        .matching_locations(brand, &asked, &everything)
+        .locations_matching(brand, &asked, &everything)
         .await
         .unwrap();
-    assert_eq!(kept, vec![batch[3].id, batch[0].id, batch[1].id]);
+    assert_eq!(
+        kept,
+        vec![batch[3].clone(), batch[0].clone(), batch[1].clone()]
+    );
 }

@@ -57,7 +57,7 @@ contract! {
             an_upsert_creates_then_changes_nothing_then_updates_in_place,
             concurrent_upserts_of_one_new_external_id_make_one_location,
             deleting_a_location_frees_its_external_id,
-            matching_locations_keeps_the_brands_matching_ids_in_order,
+            locations_matching_are_the_brands_matching_ones_in_order,
             brand_locations_page_in_id_order_exactly_once,
             linking_a_fresh_location_marks_it_as_having_the_offer,
             relinking_by_the_same_job_counts_as_linked_again,

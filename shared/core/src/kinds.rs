@@ -69,12 +69,12 @@ async fn narrowed(
     let Some(filter) = filter else {
         return Ok(page);
     };
-    let items = ports
+    let matching = ports
         .catalog
-        .matching_locations(job.brand_id, &page.items, filter)
+        .locations_matching(job.brand_id, &page.items, filter)
         .await?;
     Ok(Page {
-        items,
+        items: matching.into_iter().map(|l| l.id).collect(),
         next: page.next,
     })
 }

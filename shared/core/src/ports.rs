@@ -110,14 +110,14 @@ pub trait Catalog: Send + Sync {
     ) -> StoreResult<Page<LocationId>>;
     /// Renames an offer; `None` if it does not exist.
     async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>>;
-    /// Those of `ids` that are locations of `brand` matching `filter`, in the order given
+    /// The locations of `ids` that are the brand's and match `filter`, in the order given
     /// (read-only; an id of nothing or of another brand is left out).
-    async fn matching_locations(
+    async fn locations_matching(
         &self,
         brand: BrandId,
         ids: &[LocationId],
         filter: &LocationFilter,
-    ) -> StoreResult<Vec<LocationId>>;
+    ) -> StoreResult<Vec<Location>>;
     /// The brand's location with this external id, if there is one.
     async fn find_by_external_id(
         &self,

@@ -259,20 +259,20 @@ impl Catalog for EmbeddedStore {
         self.get_offer(id).await
     }
 
-    async fn matching_locations(
+    async fn locations_matching(
         &self,
         brand: BrandId,
         ids: &[LocationId],
         filter: &LocationFilter,
-    ) -> StoreResult<Vec<LocationId>> {
+    ) -> StoreResult<Vec<Location>> {
         let (ids, filter) = (ids.to_vec(), filter.clone());
         self.read(move |conn| {
             let mut kept = Vec::new();
             for id in ids {
-                if read_location(conn, id)?
-                    .is_some_and(|l| l.brand_id == brand && filter.matches(&l))
-                {
-                    kept.push(id);
+                if let Some(location) = read_location(conn, id)? {
+                    if location.brand_id == brand && filter.matches(&location) {
+                        kept.push(location);
+                    }
                 }
             }
             Ok(kept)
