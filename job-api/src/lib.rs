@@ -984,45 +984,76 @@ async fn delete_location(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// A new location.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
-struct NewLocation {
-    /// Chosen by the client, or a new one.
-    id: Option<LocationId>,
-    /// The caller's brand when absent; an administrator must name it.
-    brand_id: Option<BrandId>,
-    /// The brand's own id for the store, unique in the brand (a batch with external ids
-    /// holds at most 50 locations).
-    #[serde(default)]
-    #[schema(schema_with = nullable_external_id_schema)]
-    external_id: Option<String>,
-    /// 1 to 500 characters, not only white space, no control characters.
-    #[schema(schema_with = address_schema)]
-    address: String,
-    /// The store's name (`null` is the same as leaving a field out).
-    #[serde(default)]
-    #[schema(schema_with = nullable_attribute_schema)]
-    name: Option<String>,
-    #[serde(default)]
-    #[schema(schema_with = nullable_attribute_schema)]
-    city: Option<String>,
-    /// A state, county or province.
-    #[serde(default)]
-    #[schema(schema_with = nullable_attribute_schema)]
-    region: Option<String>,
-    #[serde(default)]
-    #[schema(schema_with = nullable_attribute_schema)]
-    postcode: Option<String>,
-    /// ISO 3166-1 alpha-2, upper case.
-    #[serde(default)]
-    #[schema(value_type = Option<Country>)]
-    country: Option<String>,
-    #[serde(default)]
-    #[schema(schema_with = nullable_tags_schema)]
-    tags: Option<Vec<String>>,
+/// Declares the body of a request that makes a location: the fields given, then the address
+/// and the attributes every such body takes, with `attribute_fields` to check them.
+macro_rules! location_body {
+    (
+        $(#[$meta:meta])*
+        struct $name:ident { $($(#[$field_meta:meta])* $field:ident: $ty:ty,)* }
+    ) => {
+        #[derive(Debug, Deserialize, ToSchema)]
+        #[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+        $(#[$meta])*
+        struct $name {
+            $($(#[$field_meta])* $field: $ty,)*
+            /// 1 to 500 characters, not only white space, no control characters.
+            #[schema(schema_with = address_schema)]
+            address: String,
+            /// The store's name (`null` is the same as leaving an attribute out).
+            #[serde(default)]
+            #[schema(schema_with = nullable_attribute_schema)]
+            name: Option<String>,
+            #[serde(default)]
+            #[schema(schema_with = nullable_attribute_schema)]
+            city: Option<String>,
+            /// A state, county or province.
+            #[serde(default)]
+            #[schema(schema_with = nullable_attribute_schema)]
+            region: Option<String>,
+            #[serde(default)]
+            #[schema(schema_with = nullable_attribute_schema)]
+            postcode: Option<String>,
+            /// ISO 3166-1 alpha-2, upper case.
+            #[serde(default)]
+            #[schema(value_type = Option<Country>)]
+            country: Option<String>,
+            #[serde(default)]
+            #[schema(schema_with = nullable_tags_schema)]
+            tags: Option<Vec<String>>,
+        }
+        bulklink_core::json_object_only!($name);
+
+        impl $name {
+            /// The attributes sent, to be checked (an attribute left out is one the
+            /// location will not have).
+            fn attribute_fields(&mut self) -> AttributeFields {
+                AttributeFields {
+                    name: self.name.take().map(Some),
+                    city: self.city.take().map(Some),
+                    region: self.region.take().map(Some),
+                    postcode: self.postcode.take().map(Some),
+                    country: self.country.take().map(Some),
+                    tags: self.tags.take().map(Some),
+                }
+            }
+        }
+    };
 }
-bulklink_core::json_object_only!(NewLocation);
+
+location_body! {
+    /// A new location.
+    struct NewLocation {
+        /// Chosen by the client, or a new one.
+        id: Option<LocationId>,
+        /// The caller's brand when absent; an administrator must name it.
+        brand_id: Option<BrandId>,
+        /// The brand's own id for the store, unique in the brand (a batch with external ids
+        /// holds at most 50 locations).
+        #[serde(default)]
+        #[schema(schema_with = nullable_external_id_schema)]
+        external_id: Option<String>,
+    }
+}
 
 fn name_schema() -> utoipa::openapi::Object {
     bulklink_http::http::text_schema(MAX_NAME_LEN)
@@ -1127,7 +1158,7 @@ async fn create_locations(
         )));
     }
     let mut locations = Vec::with_capacity(new.len());
-    for (i, n) in new.into_iter().enumerate() {
+    for (i, mut n) in new.into_iter().enumerate() {
         let field = |name: &str| {
             if many {
                 format!("[{i}].{name}")
@@ -1143,17 +1174,10 @@ async fn create_locations(
         );
         location.external_id = n
             .external_id
+            .take()
             .map(|e| checked_text(&field("externalId"), &e, MAX_EXTERNAL_ID_LEN))
             .transpose()?;
-        let attributes = AttributeFields {
-            name: n.name.map(Some),
-            city: n.city.map(Some),
-            region: n.region.map(Some),
-            postcode: n.postcode.map(Some),
-            country: n.country.map(Some),
-            tags: n.tags.map(Some),
-        }
-        .checked(&field)?;
+        let attributes = n.attribute_fields().checked(&field)?;
         location.attributes = attributes.into_attributes();
         locations.push(location);
     }
@@ -1225,38 +1249,12 @@ async fn with_existing(ports: &Ports, sent: &[Location], e: StoreError) -> ApiEr
     e.into()
 }
 
-/// The attributes a `PUT /locations/by-external-id/{externalId}` makes a location have.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
-#[schema(example = json!({ "address": "1 Old Compton St", "name": "Soho", "city": "London", "country": "GB", "tags": ["drive-thru"] }))]
-struct LocationPut {
-    /// 1 to 500 characters, not only white space, no control characters.
-    #[schema(schema_with = address_schema)]
-    address: String,
-    /// The store's name (`null` is the same as leaving a field out: the location then has
-    /// no such attribute).
-    #[serde(default)]
-    #[schema(schema_with = nullable_attribute_schema)]
-    name: Option<String>,
-    #[serde(default)]
-    #[schema(schema_with = nullable_attribute_schema)]
-    city: Option<String>,
-    /// A state, county or province.
-    #[serde(default)]
-    #[schema(schema_with = nullable_attribute_schema)]
-    region: Option<String>,
-    #[serde(default)]
-    #[schema(schema_with = nullable_attribute_schema)]
-    postcode: Option<String>,
-    /// ISO 3166-1 alpha-2, upper case.
-    #[serde(default)]
-    #[schema(value_type = Option<Country>)]
-    country: Option<String>,
-    #[serde(default)]
-    #[schema(schema_with = nullable_tags_schema)]
-    tags: Option<Vec<String>>,
+location_body! {
+    /// The address and attributes a `PUT /locations/by-external-id/{externalId}` makes a
+    /// location have (an attribute left out is removed).
+    #[schema(example = json!({ "address": "1 Old Compton St", "name": "Soho", "city": "London", "country": "GB", "tags": ["drive-thru"] }))]
+    struct LocationPut {}
 }
-bulklink_core::json_object_only!(LocationPut);
 
 /// `?brandId=` of a route that acts on one brand.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -1300,7 +1298,7 @@ async fn upsert_location_by_external_id(
     caller: Caller,
     Path(external_id): Path<String>,
     QueryParams(query): QueryParams<BrandQuery>,
-    JsonBody(body): JsonBody<LocationPut>,
+    JsonBody(mut body): JsonBody<LocationPut>,
 ) -> Result<Response, ApiError> {
     let requested = query.brand_id.as_deref().map(parse_id).transpose()?;
     let brand = caller.acting_brand(requested, "query parameter brandId")?;
@@ -1313,16 +1311,10 @@ async fn upsert_location_by_external_id(
         now,
     );
     location.external_id = Some(external_id);
-    location.attributes = AttributeFields {
-        name: body.name.map(Some),
-        city: body.city.map(Some),
-        region: body.region.map(Some),
-        postcode: body.postcode.map(Some),
-        country: body.country.map(Some),
-        tags: body.tags.map(Some),
-    }
-    .checked(&|name: &str| name.to_owned())?
-    .into_attributes();
+    location.attributes = body
+        .attribute_fields()
+        .checked(&|name: &str| name.to_owned())?
+        .into_attributes();
     let response = match ports.catalog.upsert_by_external_id(&location).await? {
         Upserted::Created(made) => (
             StatusCode::CREATED,
