@@ -569,6 +569,11 @@ impl Job {
 mod tests {
     use super::*;
 
+    /// The instant the tests' jobs and events are made at: fixed, so nothing ages.
+    fn at() -> DateTime<Utc> {
+        "2026-12-01T10:00:00Z".parse().unwrap()
+    }
+
     fn counters(linked: u64, failed: u64) -> Counters {
         Counters {
             total: linked + failed,
@@ -657,7 +662,7 @@ mod tests {
         let brand = BrandId::new_random();
         let job_in = |kind: JobKind, status: JobStatus, failed: u64| {
             let spec = plan(kind, None).unwrap();
-            let mut job = Job::planned(spec, brand, OfferId::new_random(), None, Utc::now());
+            let mut job = Job::planned(spec, brand, OfferId::new_random(), None, at());
             job.status = status;
             job.counters = counters(3, failed);
             job
@@ -736,7 +741,7 @@ mod tests {
 
     #[test]
     fn time_paused_does_not_count_toward_the_rate() {
-        let t0 = Utc::now();
+        let t0 = at();
         let mut job = Job::new(BrandId::new_random(), OfferId::new_random(), None, t0);
         job.status = JobStatus::Paused;
         job.started_at = Some(t0);
@@ -809,12 +814,7 @@ mod tests {
 
     #[test]
     fn percent_stays_below_100_until_fanout_is_done() {
-        let mut job = Job::new(
-            BrandId::new_random(),
-            OfferId::new_random(),
-            None,
-            Utc::now(),
-        );
+        let mut job = Job::new(BrandId::new_random(), OfferId::new_random(), None, at());
         job.status = JobStatus::Running;
         job.counters = counters(100, 0);
         assert_eq!(job.percent(), 99.0);

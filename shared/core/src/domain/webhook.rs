@@ -579,6 +579,11 @@ impl WebhookMessage {
 mod tests {
     use super::*;
 
+    /// The instant the tests' jobs and events are made at: fixed, so nothing ages.
+    fn at() -> DateTime<Utc> {
+        "2026-12-01T10:00:00Z".parse().unwrap()
+    }
+
     #[test]
     fn a_filter_is_read_from_a_json_object_only() {
         let filter: SubscriptionFilter =
@@ -611,7 +616,7 @@ mod tests {
     fn verify_accepts_a_signature_and_refuses_tampering_wrong_secrets_and_old_timestamps() {
         let secret = WebhookSecret::generate();
         let other = WebhookSecret::generate();
-        let now = Utc::now();
+        let now = at();
         let ts = now.timestamp();
         let sig = secret.sign("msg_1", ts, "{}");
         let check = |secrets: &[&WebhookSecret], ts: i64, sig: &str, body: &str| {
@@ -671,7 +676,7 @@ mod tests {
         let schedule = RetrySchedule {
             window: Duration::from_secs(60),
         };
-        let first = Utc::now();
+        let first = at();
         assert!(schedule.next_attempt(first, first, 1, None, 0.5).is_some());
         let late = first + chrono::Duration::seconds(58);
         assert!(schedule.next_attempt(first, late, 2, None, 0.5).is_none());
@@ -684,10 +689,10 @@ mod tests {
             BrandId::new_random(),
             super::super::OfferId::new_random(),
             None,
-            Utc::now(),
+            at(),
         );
         job.status = super::super::JobStatus::Succeeded;
-        job.finished_at = Some(Utc::now());
+        job.finished_at = Some(at());
         let event = JobEvent::terminal(&job).unwrap();
         assert_eq!(DeliveryId::of(&event, sub), DeliveryId::of(&event, sub));
         assert_ne!(
@@ -709,7 +714,7 @@ mod tests {
             BrandId::new_random(),
             super::super::OfferId::new_random(),
             None,
-            Utc::now(),
+            at(),
         );
         job.status = super::super::JobStatus::Succeeded;
         let event = JobEvent::terminal(&job).unwrap();
