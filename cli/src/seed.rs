@@ -21,13 +21,14 @@ pub async fn seed_brand(
         locations_total: 0,
     };
     ports.catalog.create_offer(&offer).await?;
+    let now = ports.clock.now();
     let all: Vec<Location> = (0..locations)
         .map(|n| {
             Location::new(
                 LocationId::new_random(),
                 brand,
                 format!("{n} Main Street"),
-                ports.clock.now(),
+                now,
             )
         })
         .collect();

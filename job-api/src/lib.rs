@@ -1157,6 +1157,7 @@ async fn create_locations(
             new.len()
         )));
     }
+    let now = ports.clock.now();
     let mut locations = Vec::with_capacity(new.len());
     for (i, mut n) in new.into_iter().enumerate() {
         let field = |name: &str| {
@@ -1170,7 +1171,7 @@ async fn create_locations(
             n.id.unwrap_or_else(LocationId::new_random),
             caller.acting_brand(n.brand_id, &field("brandId"))?,
             checked_text(&field("address"), &n.address, MAX_ADDRESS_LEN)?,
-            ports.clock.now(),
+            now,
         );
         location.external_id = n
             .external_id

@@ -620,7 +620,8 @@ impl Catalog for DynamoCatalog {
             .map(|location| to_item(&LocationItem::of(location)))
             .collect::<StoreResult<Vec<_>>>()?;
         let mut writes = Vec::with_capacity(locations.len() * 2);
-        // What each write is: a location (its index) or the claim of its external id.
+        // What each write is (one entry a write): a location (its index) or the claim of
+        // its external id.
         let mut what: Vec<(usize, bool)> = Vec::with_capacity(locations.len() * 2);
         for (i, item) in items.iter().enumerate() {
             what.push((i, false));
@@ -645,7 +646,6 @@ impl Catalog for DynamoCatalog {
                 locations.len()
             )));
         }
-        let writes_len = writes.len();
         let Err(e) = self
             .ddb
             .transact_write_items()
@@ -676,7 +676,7 @@ impl Catalog for DynamoCatalog {
             let old = from_item::<LocationItem>(old.clone())?.into_location()?;
             Ok(old.same_as_sent(&locations[i]))
         };
-        let mut ours = conflicts.len() == writes_len;
+        let mut ours = conflicts.len() == what.len();
         for &r in &conflicts {
             ours = ours && as_sent(r)?;
         }

@@ -90,18 +90,14 @@ impl Catalog for EmbeddedStore {
             let mut conflict = None;
             {
                 for loc in &locations {
-                    match insert_location(&tx, loc) {
-                        Ok(_) => {}
-                        Err(e) if is_constraint(&e) => {
-                            conflict = Some(match &loc.external_id {
-                                Some(ext) if find_external(&tx, loc.brand_id, ext)?.is_some() => {
-                                    format!("a location with externalId '{ext}' already exists")
-                                }
-                                _ => format!("location {} already exists", loc.id),
-                            });
-                            break;
-                        }
-                        Err(e) => return Err(sql(e)),
+                    if !insert_location(&tx, loc)? {
+                        conflict = Some(match &loc.external_id {
+                            Some(ext) if find_external(&tx, loc.brand_id, ext)?.is_some() => {
+                                format!("a location with externalId '{ext}' already exists")
+                            }
+                            _ => format!("location {} already exists", loc.id),
+                        });
+                        break;
                     }
                 }
             }
@@ -304,13 +300,12 @@ impl Catalog for EmbeddedStore {
         // One writer unit finds and writes: nothing comes between on one file.
         self.write(move |conn| {
             let Some(id) = find_external(conn, location.brand_id, &external_id)? else {
-                insert_location(conn, &location).map_err(|e| {
-                    if is_constraint(&e) {
-                        StoreError::Conflict(format!("location {} already exists", location.id))
-                    } else {
-                        sql(e)
-                    }
-                })?;
+                if !insert_location(conn, &location)? {
+                    return Err(StoreError::Conflict(format!(
+                        "location {} already exists",
+                        location.id
+                    )));
+                }
                 return Ok(Upserted::Created(location));
             };
             let existing = read_location(conn, id)?
@@ -655,24 +650,29 @@ fn read_location(conn: &Connection, id: LocationId) -> StoreResult<Option<Locati
     }))
 }
 
-fn insert_location(conn: &Connection, loc: &Location) -> Result<(), rusqlite::Error> {
-    let attributes = attributes_json(&loc.attributes)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.to_string().into()))?;
-    conn.prepare_cached(
-        "INSERT INTO locations \
-         (id, brand_id, address, has_offer, external_id, attributes, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        loc.id.to_string(),
-        loc.brand_id.to_string(),
-        loc.address,
-        loc.external_id,
-        attributes,
-        loc.created_at.map(to_ms),
-        loc.updated_at.map(to_ms),
-    ])?;
-    Ok(())
+/// Inserts a location; false if its id, or its external id in the brand, is taken.
+fn insert_location(conn: &Connection, loc: &Location) -> StoreResult<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO locations \
+             (id, brand_id, address, has_offer, external_id, attributes, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(sql)?
+        .execute(params![
+            loc.id.to_string(),
+            loc.brand_id.to_string(),
+            loc.address,
+            loc.external_id,
+            attributes_json(&loc.attributes)?,
+            loc.created_at.map(to_ms),
+            loc.updated_at.map(to_ms),
+        ]);
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(e) if is_constraint(&e) => Ok(false),
+        Err(e) => Err(sql(e)),
+    }
 }
 
 /// Writes a changed location's address, attributes and `updatedAt` (nothing else).

@@ -13,7 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use crate::error::{StoreError, StoreResult};
@@ -77,7 +77,7 @@ fn in_savepoint<T>(
     work: impl FnOnce(&mut Connection) -> StoreResult<T>,
 ) -> StoreResult<T> {
     conn.execute_batch("SAVEPOINT unit")
-        .map_err(|e| GroupFailure::from_sql("cannot open a savepoint", &e).error())?;
+        .map_err(|e| GroupFailure::from_sql("cannot open a savepoint", e).error())?;
     let result = catch_unwind(AssertUnwindSafe(|| work(&mut *conn))).unwrap_or_else(|_| {
         Err(StoreError::internal(
             "a store task panicked; its work was rolled back",
@@ -92,7 +92,7 @@ fn in_savepoint<T>(
             "ROLLBACK TO unit; RELEASE unit"
         };
         if let Err(e) = conn.execute_batch(close) {
-            return Err(GroupFailure::from_sql("cannot close a savepoint", &e).error());
+            return Err(GroupFailure::from_sql("cannot close a savepoint", e).error());
         }
     }
     result
@@ -117,20 +117,12 @@ struct GroupFailure {
 }
 
 impl GroupFailure {
-    fn from_sql(what: &str, e: &rusqlite::Error) -> Self {
-        let retryable = matches!(
-            e.sqlite_error_code(),
-            Some(
-                ErrorCode::DatabaseBusy
-                    | ErrorCode::DatabaseLocked
-                    | ErrorCode::DiskFull
-                    | ErrorCode::CannotOpen
-                    | ErrorCode::SystemIoFailure
-            )
-        );
+    /// Classified as every SQLite error of the store is (`crate::sql`).
+    fn from_sql(what: &str, e: rusqlite::Error) -> Self {
+        let error = crate::sql(e);
         GroupFailure {
-            message: format!("SQLite: {what}: {e}"),
-            retryable,
+            message: format!("{what}: {error}"),
+            retryable: error.is_retryable(),
         }
     }
 
@@ -236,7 +228,7 @@ fn serve(
 /// Runs a group in one transaction; whether it was committed.
 fn commit_group(conn: &mut Connection, group: Vec<Box<dyn Unit>>) -> bool {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let failure = GroupFailure::from_sql("cannot begin a write", &e);
+        let failure = GroupFailure::from_sql("cannot begin a write", e);
         for unit in group {
             unit.refuse(failure.error());
         }
@@ -272,7 +264,7 @@ fn commit_group(conn: &mut Connection, group: Vec<Box<dyn Unit>>) -> bool {
             true
         }
         Err(e) => {
-            let failure = GroupFailure::from_sql("cannot commit", &e);
+            let failure = GroupFailure::from_sql("cannot commit", e);
             let _ = conn.execute_batch("ROLLBACK");
             for done in ran {
                 done.settle(Err(&failure));
