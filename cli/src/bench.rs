@@ -166,7 +166,8 @@ pub fn floor(
     loop {
         let ids: Vec<String> = conn
             .prepare_cached(
-                "SELECT id FROM locations WHERE brand_id = ?1 AND id > ?2 ORDER BY id LIMIT 10000",
+                "SELECT id FROM locations WHERE brand_id = ?1 AND closed = 0 AND id > ?2 \
+                 ORDER BY id LIMIT 10000",
             )?
             .query_map(params![brand, after], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
@@ -176,7 +177,7 @@ pub fn floor(
             let tx = conn.transaction()?;
             {
                 let mut mark = tx.prepare_cached(
-                    "UPDATE locations SET has_offer = 1 WHERE id = ?1 AND brand_id = ?2",
+                    "UPDATE locations SET has_offer = 1 WHERE id = ?1 AND brand_id = ?2 AND closed = 0",
                 )?;
                 let mut link = tx.prepare_cached(
                     "INSERT INTO links (offer_id, location_id, linked_by, linked_at) VALUES (?1, ?2, 'floor', ?3)",

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bulklink_core::domain::{BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId};
-use bulklink_core::domain::{LocationChange, LocationFilter, Offer, OfferId, Upserted};
+use bulklink_core::domain::{
+    LocationChange, LocationFilter, LocationStatus, Offer, OfferId, Upserted,
+};
 use bulklink_core::ports::{Catalog, Cursor, Page};
 use bulklink_core::{StoreError, StoreResult};
 use tokio::sync::Notify;
@@ -92,10 +94,13 @@ impl Catalog for FaultyCatalog {
     async fn page_brand_locations(
         &self,
         brand: BrandId,
+        status: Option<LocationStatus>,
         after: Option<&Cursor>,
         limit: usize,
     ) -> StoreResult<Page<LocationId>> {
-        self.inner.page_brand_locations(brand, after, limit).await
+        self.inner
+            .page_brand_locations(brand, status, after, limit)
+            .await
     }
     async fn link_locations(
         &self,

@@ -106,7 +106,7 @@ async fn every_route_answers_each_caller_by_the_rules(kind: Kind) {
     let a3 = third["id"].as_str().unwrap().to_owned();
     let location = ports
         .catalog
-        .page_brand_locations(a.brand_id, None, 1)
+        .page_brand_locations(a.brand_id, None, None, 1)
         .await
         .unwrap()
         .items[0];
@@ -541,7 +541,7 @@ async fn a_brand_token_cannot_reach_another_brands_location_through_its_own_offe
     let theirs = runtime
         .ports
         .catalog
-        .page_brand_locations(b.brand_id, None, 1)
+        .page_brand_locations(b.brand_id, None, None, 1)
         .await
         .unwrap()
         .items[0];

@@ -31,6 +31,7 @@ crate::on_both_backends!(
     offers_and_locations_are_renamed_and_deleted_by_their_brand_only,
     a_source_defined_in_test_code_runs_through_the_real_pipeline,
     a_job_narrowed_by_where_acts_on_exactly_the_matching_locations,
+    closed_stores_are_listed_apart_and_no_job_links_them_until_they_reopen,
 );
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -52,7 +53,7 @@ async fn brand_ids(ports: &Ports, seeded: &SeededBrand) -> Vec<LocationId> {
     loop {
         let page = ports
             .catalog
-            .page_brand_locations(seeded.brand_id, cursor.as_ref(), 1_000)
+            .page_brand_locations(seeded.brand_id, None, cursor.as_ref(), 1_000)
             .await
             .unwrap();
         ids.extend(page.items);
@@ -526,13 +527,34 @@ async fn a_closing_location_leaves_its_offers_exact_while_a_job_links_another(ki
         &format!("/offers/{}/link-all-locations", seeded.offer_id),
     )
     .await;
-    for id in closing {
+    // Two close (the store stays, closed), one is deleted.
+    let close = json!({ "status": "closed" });
+    for id in &closing[..2] {
         let r = api
-            .send(Method::DELETE, &format!("/locations/{id}"), None, &[])
+            .send(
+                Method::PATCH,
+                &format!("/locations/{id}"),
+                Some(&close),
+                &[],
+            )
             .await
             .unwrap();
-        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(
+            (&r.body["status"], &r.body["hasOffer"]),
+            (&json!("closed"), &json!(false))
+        );
     }
+    let r = api
+        .send(
+            Method::DELETE,
+            &format!("/locations/{}", closing[2]),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
     let job = wait_terminal(&runtime.ports, job, WAIT).await;
     assert_adds_up(&job);
     // Fanout reads the brand as it is: a location closed before its page was read is not
@@ -567,13 +589,140 @@ async fn a_closing_location_leaves_its_offers_exact_while_a_job_links_another(ki
     let gone = api
         .send(
             Method::GET,
-            &format!("/locations/{}", closing[0]),
+            &format!("/locations/{}", closing[2]),
             None,
             &[],
         )
         .await
         .unwrap();
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    let closed: Value = api
+        .get(&format!("/locations/{}", closing[0]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&closed["status"], &closed["hasOffer"]),
+        (&json!("closed"), &json!(false))
+    );
+    runtime.shutdown().await;
+}
+
+async fn closed_stores_are_listed_apart_and_no_job_links_them_until_they_reopen(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
+    let n = kind.scale(120, 40);
+    let seeded = env.seed(n).await;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let ids = brand_ids(&runtime.ports, &seeded).await;
+    let closed: Vec<LocationId> = ids.iter().step_by(4).copied().collect();
+    let active: Vec<LocationId> = ids
+        .iter()
+        .filter(|id| !closed.contains(id))
+        .copied()
+        .collect();
+    for id in &closed {
+        let r = api
+            .send(
+                Method::PATCH,
+                &format!("/locations/{id}"),
+                Some(&json!({ "status": "closed" })),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let listed = |query: &'static str| {
+        let api = api.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut next: Option<String> = None;
+            loop {
+                let path = match &next {
+                    Some(c) => format!("/locations?limit=7{query}&cursor={c}"),
+                    None => format!("/locations?limit=7{query}"),
+                };
+                let page: Value = api.get(&path).await.unwrap();
+                for l in page["items"].as_array().unwrap() {
+                    seen.push(l["id"].as_str().unwrap().parse::<LocationId>().unwrap());
+                }
+                match page.get("nextCursor").and_then(Value::as_str) {
+                    Some(c) => next = Some(c.to_owned()),
+                    None => return seen,
+                }
+            }
+        }
+    };
+    assert_eq!(listed("&status=closed").await, closed);
+    assert_eq!(listed("&status=active").await, active);
+    let everything: Vec<LocationId> = active.iter().chain(&closed).copied().collect();
+    assert_eq!(listed("").await, everything, "active first, then closed");
+    let r = api
+        .send(Method::GET, "/locations?status=open", None, &[])
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::BAD_REQUEST, "status");
+
+    // A job over the whole brand, and one narrowed by an empty filter, count and link the
+    // active stores only.
+    let link_all = format!("/offers/{}/link-all-locations", seeded.offer_id);
+    for body in [None, Some(json!({ "where": {} }))] {
+        let plan = api
+            .send(
+                Method::POST,
+                &format!("{link_all}?dryRun=true"),
+                body.as_ref(),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(plan.status, StatusCode::OK, "{}", plan.body);
+        assert_eq!(plan.body["locations"], active.len(), "{body:?}");
+    }
+    let job = accepted_job(&api, &link_all).await;
+    let job = wait_terminal(&runtime.ports, job, WAIT).await;
+    assert_eq!(job.status, JobStatus::Succeeded);
+    assert_eq!(
+        (
+            job.counters.total,
+            job.counters.linked,
+            job.counters.not_found
+        ),
+        (active.len() as u64, active.len() as u64, 0)
+    );
+    let linked: Vec<LocationId> = links(&runtime.ports, seeded.offer_id)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(linked, active);
+    let second = second_offer(&api, &[]).await;
+    let direct = format!("/offers/{second}/locations/{}", closed[0]);
+    let r = api.send(Method::PUT, &direct, None, &[]).await.unwrap();
+    assert_problem(&r, StatusCode::CONFLICT, "is closed");
+    assert_eq!(locations_total(&runtime.ports, second).await, 0);
+
+    // Reopened, it carries nothing until something links it.
+    let reopened = api
+        .send(
+            Method::PATCH,
+            &format!("/locations/{}", closed[0]),
+            Some(&json!({ "status": "active" })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reopened.status, StatusCode::OK, "{}", reopened.body);
+    assert_eq!(
+        (&reopened.body["status"], &reopened.body["hasOffer"]),
+        (&json!("active"), &json!(false))
+    );
+    let r = api.send(Method::PUT, &direct, None, &[]).await.unwrap();
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    for id in &ids {
+        let carries = active.contains(id) || *id == closed[0];
+        assert_eq!(has_offer(&runtime.ports, *id).await, carries, "{id}");
+    }
     runtime.shutdown().await;
 }
 
@@ -793,6 +942,7 @@ async fn a_job_narrowed_by_where_acts_on_exactly_the_matching_locations(kind: Ki
             vec![]
         };
         let change = LocationChange {
+            status: None,
             address: None,
             attributes: AttributesChange {
                 country: Some(country),

@@ -75,7 +75,7 @@ async fn v1_runtime(v1: &V1, clock: Clock) -> (Runtime, ApiClient) {
 }
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 fn user_version(path: &std::path::Path) -> i64 {
     rusqlite::Connection::open(path)
@@ -125,6 +125,18 @@ async fn a_file_of_the_previous_release_migrates_once_and_keeps_every_job_link_a
         .unwrap();
     assert_eq!(replay.status, 202, "{}", replay.body);
     assert_eq!(replay.body["id"], job["id"]);
+    // Every location of the file is active, with its offer, and listed as active.
+    let active: Value = api
+        .get("/locations?status=active&limit=1000")
+        .await
+        .unwrap();
+    let active = active["items"].as_array().unwrap();
+    assert_eq!(active.len(), 300);
+    assert!(active
+        .iter()
+        .all(|l| l["status"] == "active" && l["hasOffer"] == true));
+    let closed: Value = api.get("/locations?status=closed").await.unwrap();
+    assert_eq!(closed["items"], serde_json::json!([]));
     // The subscription became a signed webhook of its brand, URL and filter kept.
     let hooks: Value = api.get("/webhooks").await.unwrap();
     let hook = &hooks["items"][0];
@@ -285,14 +297,16 @@ async fn a_file_of_the_release_before_job_kinds_migrates_and_its_jobs_can_be_und
         .await
         .unwrap();
     assert_eq!(location["hasOffer"], true);
-    // A location of the old file has no attributes and no times; a change gives it both.
+    // A location of the old file has no attributes and no times, and is active; a change
+    // gives it both.
     let keys: Vec<&str> = location
         .as_object()
         .unwrap()
         .keys()
         .map(|k| k.as_str())
         .collect();
-    assert_eq!(keys.len(), 4, "{location}");
+    assert_eq!(keys.len(), 5, "{location}");
+    assert_eq!(location["status"], "active");
     let described = api
         .send(
             Method::PATCH,

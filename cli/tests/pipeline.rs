@@ -583,7 +583,7 @@ async fn first_location(
 ) -> LocationId {
     ports
         .catalog
-        .page_brand_locations(seeded.brand_id, None, 1)
+        .page_brand_locations(seeded.brand_id, None, None, 1)
         .await
         .unwrap()
         .items[0]

@@ -225,7 +225,7 @@ impl Env {
         loop {
             let page = ports
                 .catalog
-                .page_brand_locations(seeded.brand_id, cursor.as_ref(), 1_000)
+                .page_brand_locations(seeded.brand_id, None, cursor.as_ref(), 1_000)
                 .await
                 .expect("brand page");
             ids.extend(page.items);

@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bulklink_core::domain::{
     plan, AttributesChange, BrandId, Country, FanoutMessage, IdempotencyKey, Job, JobId, JobKind,
-    JobStatus, LinkOutcome, Location, LocationChange, LocationFilter, LocationId, NotDerivable,
-    Offer, OfferId, Subscription, Upserted, WebhookUrl, MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN,
-    MAX_TAGS, MAX_TAG_LEN,
+    JobStatus, LinkOutcome, Location, LocationChange, LocationFilter, LocationId, LocationStatus,
+    NotDerivable, Offer, OfferId, Subscription, Upserted, WebhookUrl, MAX_ATTRIBUTE_LEN,
+    MAX_EXTERNAL_ID_LEN, MAX_TAGS, MAX_TAG_LEN,
 };
 use bulklink_core::estimate::DryRun;
 use bulklink_core::ports::{
@@ -796,12 +796,19 @@ struct LocationPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = nullable_tags_schema)]
     tags: Option<Option<Vec<String>>>,
+    /// `closed` leaves every offer the location carried (as a deletion does, but the
+    /// location stays, with its ids and attributes); `active` reopens it. `null` is the same
+    /// as leaving it out.
+    #[serde(default)]
+    status: Option<LocationStatus>,
 }
 bulklink_core::json_object_only!(LocationPatch);
 
-/// Change a location: its address and any of its attributes, at once.
+/// Change a location: its address, any of its attributes and its status, at once.
 ///
 /// `updatedAt` moves only when something changes: the same body twice changes nothing.
+/// Setting `status` to `closed` leaves every offer the location carried, each offer's
+/// `locationsTotal` one less; no job links it until it is `active` again.
 #[utoipa::path(
     patch,
     path = "/locations/{locationId}",
@@ -846,6 +853,7 @@ async fn readdress_location(
     .checked(&|name: &str| name.to_owned())?;
     let change = LocationChange {
         address,
+        status: patch.status,
         attributes,
     };
     let location = ports
@@ -1020,6 +1028,10 @@ macro_rules! location_body {
             #[serde(default)]
             #[schema(schema_with = nullable_tags_schema)]
             tags: Option<Vec<String>>,
+            /// `active` when left out (or `null`); a location made `closed` leaves every
+            /// offer it carried.
+            #[serde(default)]
+            status: Option<LocationStatus>,
         }
         bulklink_core::json_object_only!($name);
 
@@ -1180,6 +1192,7 @@ async fn create_locations(
             .transpose()?;
         let attributes = n.attribute_fields().checked(&field)?;
         location.attributes = attributes.into_attributes();
+        location.status = n.status.unwrap_or_default();
         locations.push(location);
     }
     let mut seen = std::collections::HashSet::new();
@@ -1312,6 +1325,7 @@ async fn upsert_location_by_external_id(
         now,
     );
     location.external_id = Some(external_id);
+    location.status = body.status.unwrap_or_default();
     location.attributes = body
         .attribute_fields()
         .checked(&|name: &str| name.to_owned())?
@@ -1348,7 +1362,7 @@ fn nullable_external_id_schema() -> utoipa::openapi::Object {
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
-        (status = 409, description = "An administrator linked a location of another brand than the offer's",
+        (status = 409, description = "The location is closed, or an administrator linked a location of another brand than the offer's",
          content_type = "application/problem+json", body = Problem),
     )
 )]
@@ -1372,9 +1386,13 @@ async fn link_one_location(
         LinkOutcome::Linked => StatusCode::CREATED,
         LinkOutcome::AlreadyLinked => StatusCode::OK,
         LinkOutcome::NotFound | LinkOutcome::Unlinked | LinkOutcome::NotLinked => {
-            return Err(ApiError::not_found(format!(
-                "location {location_id} does not exist"
-            )))
+            // Closed before or while it was linked, or deleted meanwhile.
+            return Err(match ports.catalog.get_location(location_id).await? {
+                Some(l) if !l.is_active() => ApiError::conflict(format!(
+                    "location {location_id} is closed: reopen it (PATCH status active) to link it"
+                )),
+                _ => ApiError::not_found(format!("location {location_id} does not exist")),
+            });
         }
     };
     let body = LinkResult {

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bulklink_core::domain::{BrandId, Country, Delivery, Link, Location, LocationFilter, Offer};
-use bulklink_core::domain::{JobId, LocationId, OfferId};
+use bulklink_core::domain::{JobId, LocationId, LocationStatus, OfferId};
 use bulklink_core::ports::Failure;
 use bulklink_core::ports::Ports;
 use bulklink_http::auth::Caller;
@@ -275,6 +275,9 @@ struct LocationListQuery {
     /// The brand: the caller's when absent; an administrator must name one.
     #[param(value_type = Option<BrandId>)]
     brand_id: Option<String>,
+    /// Only `active` or only `closed` locations; without it, the active ones, then the
+    /// closed ones.
+    status: Option<LocationStatus>,
     /// Only locations in this country (ISO 3166-1 alpha-2, upper case).
     #[param(value_type = Option<Country>)]
     country: Option<String>,
@@ -296,7 +299,8 @@ struct LocationListQuery {
     limit: Option<usize>,
 }
 
-/// A brand's locations in id order, optionally narrowed by attribute.
+/// A brand's locations in id order (active ones first), optionally narrowed by status and
+/// attribute.
 #[utoipa::path(
     get,
     path = "/locations",
@@ -347,7 +351,7 @@ async fn list_locations(
     };
     let page = ports
         .catalog
-        .page_brand_locations(brand, cursor.as_ref(), limit)
+        .page_brand_locations(brand, query.status, cursor.as_ref(), limit)
         .await?;
     let items = ports
         .catalog

@@ -21,7 +21,7 @@ use super::sdk_error::{cancellation, classify, condition_failed, retryable_cance
 use crate::clock::Clock;
 use crate::domain::{
     BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes, LocationChange,
-    LocationFilter, LocationId, Offer, OfferId, Upserted,
+    LocationFilter, LocationId, LocationStatus, Offer, OfferId, Upserted,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
@@ -52,9 +52,33 @@ const MAX_OFFERS_ON_DELETE: usize = 49;
 
 /// Linking marks the location: the offer joins its set (`offerIds`), `hasOffer` is true.
 const MARK_LOCATION: &str = "SET hasOffer = :t ADD offerIds :o";
+/// What a location must be to be linked: there, the brand's, and not closed.
+const LINKABLE: &str = "attribute_exists(pk) AND brandId = :b AND attribute_not_exists(closed)";
 
 fn offer_set(offer: OfferId) -> AttributeValue {
     AttributeValue::Ss(vec![offer.to_string()])
+}
+
+/// The offers a location item carries (its `offerIds` set).
+fn offers_of(item: &Item) -> Vec<String> {
+    match item.get("offerIds") {
+        Some(AttributeValue::Ss(set)) => set.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// The condition that a location's offer set is still exactly `offers`, and its values.
+fn offers_unchanged(offers: &[String]) -> (String, HashMap<String, AttributeValue>) {
+    if offers.is_empty() {
+        return ("attribute_not_exists(offerIds)".to_owned(), HashMap::new());
+    }
+    let mut condition = "size(offerIds) = :n".to_owned();
+    let mut values = HashMap::from([(":n".to_owned(), n(offers.len()))]);
+    for (i, offer) in offers.iter().enumerate() {
+        condition.push_str(&format!(" AND contains(offerIds, :o{i})"));
+        values.insert(format!(":o{i}"), s(offer));
+    }
+    (condition, values)
 }
 
 pub struct DynamoCatalog {
@@ -125,8 +149,10 @@ impl DynamoCatalog {
     }
 
     /// Reads the location, applies the change and writes it back on condition that no
-    /// other change came between (its `version`); read again if one did. The location
-    /// after, and whether it changed; `None` if it does not exist.
+    /// other change came between (its `version`); read again if one did. Closing an active
+    /// location also takes it out of every offer it carries, in one transaction with the
+    /// change (as a deletion does), on condition that its offers are still those read. The
+    /// location after, and whether it changed; `None` if it does not exist.
     async fn change_location(
         &self,
         id: LocationId,
@@ -136,44 +162,102 @@ impl DynamoCatalog {
             let Some(item) = self.get(location_pk(id), LOCATION_SK).await? else {
                 return Ok(None);
             };
+            let offers = offers_of(&item);
             let read = from_item::<LocationItem>(item)?;
             let version = read.version;
             let location = read.into_location()?;
-            let Some(changed) = location.changed(change, self.clock.now()) else {
+            let Some(mut changed) = location.changed(change, self.clock.now()) else {
                 return Ok(Some((location, false)));
             };
-            let mut request = self
-                .ddb
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(key(location_pk(id), LOCATION_SK)))
-                .expression_attribute_values(":a", s(changed.address.clone()))
-                .expression_attribute_values(
-                    ":u",
+            let closing = location.is_active() && !changed.is_active();
+            let mut values = HashMap::from([
+                (":a".to_owned(), s(changed.address.clone())),
+                (
+                    ":u".to_owned(),
                     n(changed.updated_at.map_or(0, |t| t.timestamp_millis())),
-                )
-                .expression_attribute_values(":one", n(1));
-            let mut update = "SET address = :a, updatedAt = :u".to_owned();
+                ),
+                (":g".to_owned(), s(brand_index_sk(id, changed.status))),
+                (":one".to_owned(), n(1)),
+            ]);
+            let mut set = vec!["address = :a", "updatedAt = :u", "gsi1sk = :g"];
+            let mut remove = Vec::new();
             if changed.attributes == LocationAttributes::default() {
-                update.push_str(" REMOVE attributes");
+                remove.push("attributes");
             } else {
-                update.push_str(", attributes = :m");
-                let map = to_item(&changed.attributes)?;
-                request = request.expression_attribute_values(":m", AttributeValue::M(map));
+                set.push("attributes = :m");
+                values.insert(
+                    ":m".to_owned(),
+                    AttributeValue::M(to_item(&changed.attributes)?),
+                );
+            }
+            if changed.is_active() {
+                remove.push("closed");
+            } else {
+                set.push("closed = :t");
+                values.insert(":t".to_owned(), AttributeValue::Bool(true));
+            }
+            let mut condition = match version {
+                Some(v) => {
+                    values.insert(":v".to_owned(), n(v));
+                    "attribute_exists(pk) AND version = :v".to_owned()
+                }
+                None => "attribute_exists(pk) AND attribute_not_exists(version)".to_owned(),
+            };
+            if closing {
+                set.push("hasOffer = :f");
+                values.insert(":f".to_owned(), AttributeValue::Bool(false));
+                remove.push("offerIds");
+                let (unchanged, offer_values) = offers_unchanged(&offers);
+                condition.push_str(" AND ");
+                condition.push_str(&unchanged);
+                values.extend(offer_values);
+                changed.has_offer = false;
+            }
+            let mut update = format!("SET {}", set.join(", "));
+            if !remove.is_empty() {
+                update.push_str(&format!(" REMOVE {}", remove.join(", ")));
             }
             update.push_str(" ADD version :one");
-            request = match version {
-                Some(v) => request
-                    .condition_expression("attribute_exists(pk) AND version = :v")
-                    .expression_attribute_values(":v", n(v)),
-                None => request
-                    .condition_expression("attribute_exists(pk) AND attribute_not_exists(version)"),
+            let written = if closing {
+                // Links being made right now find the location closed at this version.
+                let closed_at = n(version.unwrap_or(0) + 1);
+                let write = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(location_pk(id), LOCATION_SK)))
+                    .update_expression(update)
+                    .condition_expression(condition)
+                    .set_expression_attribute_values(Some(values))
+                    .build()
+                    .map_err(|e| StoreError::internal(e.to_string()))?;
+                let mut writes = vec![TransactWriteItem::builder().update(write).build()];
+                writes.extend(self.leaving(id, &offers, closed_at).await?);
+                self.transact(writes).await?
+            } else {
+                let result = self
+                    .ddb
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(location_pk(id), LOCATION_SK)))
+                    .update_expression(update)
+                    .condition_expression(condition)
+                    .set_expression_attribute_values(Some(values))
+                    .send()
+                    .await;
+                match result {
+                    Ok(_) => true,
+                    Err(SdkError::ServiceError(e))
+                        if matches!(
+                            e.err(),
+                            UpdateItemError::ConditionalCheckFailedException(_)
+                        ) =>
+                    {
+                        false
+                    }
+                    Err(e) => return Err(classify("UpdateItem", e)),
+                }
             };
-            match request.update_expression(update).send().await {
-                Ok(_) => return Ok(Some((changed, true))),
-                Err(SdkError::ServiceError(e))
-                    if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {}
-                Err(e) => return Err(classify("UpdateItem", e)),
+            if written {
+                return Ok(Some((changed, true)));
             }
         }
         Err(StoreError::unavailable(format!(
@@ -181,113 +265,39 @@ impl DynamoCatalog {
         )))
     }
 
-    /// Adds the offer to the location's offer set (`hasOffer` true) if it exists in `brand`;
-    /// false if it does not. Idempotent: a set holds the offer once however often it is added.
-    async fn mark_location(
-        &self,
-        id: LocationId,
-        offer: OfferId,
-        brand: BrandId,
-    ) -> StoreResult<bool> {
+    /// Sends a transaction: false if a condition failed (someone wrote between the read
+    /// and this write), an error if it was cancelled for another reason.
+    async fn transact(&self, writes: Vec<TransactWriteItem>) -> StoreResult<bool> {
         let result = self
             .ddb
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(location_pk(id), LOCATION_SK)))
-            .update_expression(MARK_LOCATION)
-            .condition_expression("attribute_exists(pk) AND brandId = :b")
-            .expression_attribute_values(":t", AttributeValue::Bool(true))
-            .expression_attribute_values(":o", offer_set(offer))
-            .expression_attribute_values(":b", s(brand.to_string()))
+            .transact_write_items()
+            .set_transact_items(Some(writes))
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(classify("UpdateItem", e)),
-        }
-    }
-
-    /// Puts the Link item if absent; on a lost condition, who owns the existing link (or
-    /// that the location was closed while this link was being made).
-    async fn put_link(&self, offer: OfferId, id: LocationId, by: LinkedBy) -> StoreResult<PutLink> {
-        let item = to_item(&LinkItem::new(offer, id, by, self.clock.now_ms()))?;
-        let result = self
-            .ddb
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            // Absent, or an unlink's mark (which the link replaces); not a closed location's.
-            .condition_expression("attribute_not_exists(linkedBy) AND attribute_not_exists(closed)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(PutLink::Made),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
-            {
-                let PutItemError::ConditionalCheckFailedException(ccf) = e.into_err() else {
-                    unreachable!("matched above")
-                };
-                let old = match ccf.item() {
-                    Some(old) => old.clone(),
-                    // Not every DynamoDB-compatible store returns ALL_OLD: read it instead.
-                    None => self
-                        .get(offer_pk(offer), &link_sk(id))
-                        .await?
-                        .ok_or_else(|| StoreError::unavailable("link vanished while read"))?,
-                };
-                if old.contains_key("closed") {
-                    return Ok(PutLink::Closed);
+            Err(e) => {
+                let reasons = cancellation(e)?;
+                if reasons.iter().any(|r| condition_failed(Some(r))) {
+                    Ok(false)
+                } else {
+                    Err(retryable_cancel(&reasons))
                 }
-                let link: LinkItem = from_item(old)?;
-                link.owner()?
-                    .map(PutLink::Exists)
-                    .ok_or_else(|| StoreError::unavailable("link changed while written"))
             }
-            Err(e) => Err(classify("PutItem", e)),
         }
     }
 
-    async fn link_one(
-        &self,
-        offer: OfferId,
-        brand: BrandId,
-        by: LinkedBy,
-        id: LocationId,
-    ) -> StoreResult<LinkOutcome> {
-        if !self.mark_location(id, offer, brand).await? {
-            return Ok(LinkOutcome::NotFound);
-        }
-        Ok(match self.put_link(offer, id, by).await? {
-            PutLink::Made => LinkOutcome::Linked,
-            // Only a job is one actor across deliveries; two direct links are two requests.
-            PutLink::Exists(owner) if owner == by && matches!(by, LinkedBy::Job(_)) => {
-                LinkOutcome::Linked
-            }
-            PutLink::Exists(_) => LinkOutcome::AlreadyLinked,
-            PutLink::Closed => LinkOutcome::NotFound,
-        })
-    }
-
-    /// One attempt at closing a location (see `delete_location`): `Ok(None)` if it lost a
-    /// race and should be tried again.
-    async fn try_delete_location(
+    /// The writes that take a location out of each of `offers` (its offer set as read):
+    /// each link deleted with one off its offer's `locationsTotal`; where the offer is in the
+    /// set but its link is not yet put (a job linking it right now), a `closed` mark in the
+    /// link's place, which that put then finds (`mark`: the location's version once closed,
+    /// or `true` for a deletion, which no later link passes).
+    async fn leaving(
         &self,
         id: LocationId,
-    ) -> StoreResult<Option<Option<Vec<OfferId>>>> {
-        let Some(item) = self.get(location_pk(id), LOCATION_SK).await? else {
-            return Ok(Some(None));
-        };
-        let offers: Vec<String> = match item.get("offerIds") {
-            Some(AttributeValue::Ss(set)) => set.clone(),
-            _ => Vec::new(),
-        };
+        offers: &[String],
+        mark: AttributeValue,
+    ) -> StoreResult<Vec<TransactWriteItem>> {
         if offers.len() > MAX_OFFERS_ON_DELETE {
             return Err(StoreError::Conflict(format!(
                 "location {id} carries {} offers, more than the {MAX_OFFERS_ON_DELETE} one \
@@ -307,45 +317,8 @@ impl DynamoCatalog {
                 }
             }
         }
-        // The location goes only if its offers are still exactly these.
-        let mut condition = "attribute_exists(pk)".to_owned();
-        let mut delete = Delete::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(location_pk(id), LOCATION_SK)));
-        if offers.is_empty() {
-            condition.push_str(" AND attribute_not_exists(offerIds)");
-        } else {
-            condition.push_str(" AND size(offerIds) = :n");
-            delete = delete.expression_attribute_values(":n", n(offers.len()));
-            for (i, offer) in offers.iter().enumerate() {
-                condition.push_str(&format!(" AND contains(offerIds, :o{i})"));
-                delete = delete.expression_attribute_values(format!(":o{i}"), s(offer));
-            }
-        }
-        let delete = delete
-            .condition_expression(condition)
-            .build()
-            .map_err(|e| StoreError::internal(e.to_string()))?;
-        let mut request = self
-            .ddb
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().delete(delete).build());
-        let location = from_item::<LocationItem>(item.clone())?.into_location()?;
-        if let Some(external_id) = &location.external_id {
-            // Its external id is free again.
-            let release = Delete::builder()
-                .table_name(&self.table)
-                .set_key(Some(key(
-                    external_pk(location.brand_id, external_id),
-                    EXTERNAL_SK,
-                )))
-                .condition_expression("locationId = :l")
-                .expression_attribute_values(":l", s(id.to_string()))
-                .build()
-                .map_err(|e| StoreError::internal(e.to_string()))?;
-            request = request.transact_items(TransactWriteItem::builder().delete(release).build());
-        }
-        for offer in &offers {
+        let mut writes = Vec::with_capacity(offers.len() * 2);
+        for offer in offers {
             let link_key = key(format!("OFFER#{offer}"), &link_sk(id));
             if linked.contains(offer) {
                 let unlink = Delete::builder()
@@ -362,38 +335,188 @@ impl DynamoCatalog {
                     .expression_attribute_values(":minus", n(-1))
                     .build()
                     .map_err(|e| StoreError::internal(e.to_string()))?;
-                request = request
-                    .transact_items(TransactWriteItem::builder().delete(unlink).build())
-                    .transact_items(TransactWriteItem::builder().update(count).build());
+                writes.push(TransactWriteItem::builder().delete(unlink).build());
+                writes.push(TransactWriteItem::builder().update(count).build());
             } else {
-                // A link being made right now (the location marked, the link not yet put):
-                // this mark makes that put find the location closed.
                 let mut closed = link_key;
-                closed.insert("closed".to_owned(), AttributeValue::Bool(true));
+                closed.insert("closed".to_owned(), mark.clone());
                 let block = Put::builder()
                     .table_name(&self.table)
                     .set_item(Some(closed))
                     .condition_expression("attribute_not_exists(linkedBy)")
                     .build()
                     .map_err(|e| StoreError::internal(e.to_string()))?;
-                request = request.transact_items(TransactWriteItem::builder().put(block).build());
+                writes.push(TransactWriteItem::builder().put(block).build());
             }
         }
-        match request.send().await {
-            Ok(_) => offers
-                .iter()
-                .map(|o| o.parse::<OfferId>().map_err(StoreError::from))
-                .collect::<StoreResult<Vec<_>>>()
-                .map(|o| Some(Some(o))),
-            Err(e) => {
-                let reasons = cancellation(e)?;
-                if reasons.iter().any(|r| condition_failed(Some(r))) {
-                    Ok(None) // a job linked or unlinked it meanwhile: read it again
-                } else {
-                    Err(retryable_cancel(&reasons))
+        Ok(writes)
+    }
+
+    /// Adds the offer to the location's offer set (`hasOffer` true) if it exists in `brand`
+    /// and is active: its version then (0 before the first change), which the link's put
+    /// compares with a closing's mark; `None` if it is not there to link. Idempotent: a set
+    /// holds the offer once however often it is added.
+    async fn mark_location(
+        &self,
+        id: LocationId,
+        offer: OfferId,
+        brand: BrandId,
+    ) -> StoreResult<Option<u64>> {
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(location_pk(id), LOCATION_SK)))
+            .update_expression(MARK_LOCATION)
+            .condition_expression(LINKABLE)
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":o", offer_set(offer))
+            .expression_attribute_values(":b", s(brand.to_string()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Some(
+                match out.attributes.as_ref().and_then(|a| a.get("version")) {
+                    Some(AttributeValue::N(v)) => v.parse().map_err(|_| {
+                        StoreError::internal(format!("location {id} has version '{v}'"))
+                    })?,
+                    _ => 0,
+                },
+            )),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    /// Puts the Link item if absent; on a lost condition, who owns the existing link (or
+    /// that the location was closed or deleted while this link was being made: a mark
+    /// left at a version after `marked`, the location's when this link marked it).
+    async fn put_link(
+        &self,
+        offer: OfferId,
+        id: LocationId,
+        by: LinkedBy,
+        marked: u64,
+    ) -> StoreResult<PutLink> {
+        let item = to_item(&LinkItem::new(offer, id, by, self.clock.now_ms()))?;
+        let result = self
+            .ddb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            // Absent, or an unlink's mark (which the link replaces), or the mark of a closing
+            // the location has been reopened since; not a closing's after the location was
+            // marked, nor a deletion's (`true`).
+            .condition_expression(
+                "attribute_not_exists(linkedBy) AND (attribute_not_exists(closed) \
+                 OR (attribute_type(closed, :num) AND closed < :marked))",
+            )
+            .expression_attribute_values(":num", s("N"))
+            .expression_attribute_values(":marked", n(marked))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(PutLink::Made),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                let PutItemError::ConditionalCheckFailedException(ccf) = e.into_err() else {
+                    unreachable!("matched above")
+                };
+                let old = match ccf.item() {
+                    Some(old) => old.clone(),
+                    // Not every DynamoDB-compatible store returns ALL_OLD: read it instead.
+                    None => self
+                        .get(offer_pk(offer), &link_sk(id))
+                        .await?
+                        .ok_or_else(|| StoreError::unavailable("link vanished while read"))?,
+                };
+                if old.contains_key("closed") && !old.contains_key("linkedBy") {
+                    return Ok(PutLink::Closed);
                 }
+                let link: LinkItem = from_item(old)?;
+                link.owner()?
+                    .map(PutLink::Exists)
+                    .ok_or_else(|| StoreError::unavailable("link changed while written"))
             }
+            Err(e) => Err(classify("PutItem", e)),
         }
+    }
+
+    async fn link_one(
+        &self,
+        offer: OfferId,
+        brand: BrandId,
+        by: LinkedBy,
+        id: LocationId,
+    ) -> StoreResult<LinkOutcome> {
+        let Some(marked) = self.mark_location(id, offer, brand).await? else {
+            return Ok(LinkOutcome::NotFound);
+        };
+        Ok(match self.put_link(offer, id, by, marked).await? {
+            PutLink::Made => LinkOutcome::Linked,
+            // Only a job is one actor across deliveries; two direct links are two requests.
+            PutLink::Exists(owner) if owner == by && matches!(by, LinkedBy::Job(_)) => {
+                LinkOutcome::Linked
+            }
+            PutLink::Exists(_) => LinkOutcome::AlreadyLinked,
+            PutLink::Closed => LinkOutcome::NotFound,
+        })
+    }
+
+    /// One attempt at deleting a location (see `delete_location`): `Ok(None)` if it lost a
+    /// race and should be tried again.
+    async fn try_delete_location(
+        &self,
+        id: LocationId,
+    ) -> StoreResult<Option<Option<Vec<OfferId>>>> {
+        let Some(item) = self.get(location_pk(id), LOCATION_SK).await? else {
+            return Ok(Some(None));
+        };
+        let offers = offers_of(&item);
+        // The location goes only if its offers are still exactly these.
+        let (unchanged, values) = offers_unchanged(&offers);
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(location_pk(id), LOCATION_SK)))
+            .condition_expression(format!("attribute_exists(pk) AND {unchanged}"))
+            .set_expression_attribute_values((!values.is_empty()).then_some(values))
+            .build()
+            .map_err(|e| StoreError::internal(e.to_string()))?;
+        let mut writes = vec![TransactWriteItem::builder().delete(delete).build()];
+        let location = from_item::<LocationItem>(item)?.into_location()?;
+        if let Some(external_id) = &location.external_id {
+            // Its external id is free again.
+            let release = Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(
+                    external_pk(location.brand_id, external_id),
+                    EXTERNAL_SK,
+                )))
+                .condition_expression("locationId = :l")
+                .expression_attribute_values(":l", s(id.to_string()))
+                .build()
+                .map_err(|e| StoreError::internal(e.to_string()))?;
+            writes.push(TransactWriteItem::builder().delete(release).build());
+        }
+        writes.extend(
+            self.leaving(id, &offers, AttributeValue::Bool(true))
+                .await?,
+        );
+        if !self.transact(writes).await? {
+            return Ok(None); // a job linked or unlinked it meanwhile: read it again
+        }
+        offers
+            .iter()
+            .map(|o| o.parse::<OfferId>().map_err(StoreError::from))
+            .collect::<StoreResult<Vec<_>>>()
+            .map(|o| Some(Some(o)))
     }
 
     /// Removes one link (DESIGN: unlinking): replace the Link item by the mark that `by`
@@ -703,26 +826,33 @@ impl Catalog for DynamoCatalog {
     async fn page_brand_locations(
         &self,
         brand: BrandId,
+        status: Option<LocationStatus>,
         after: Option<&Cursor>,
         limit: usize,
     ) -> StoreResult<Page<LocationId>> {
+        let mut values = HashMap::from([(":b".to_owned(), s(brand_key(brand)))]);
+        let condition = match status {
+            Some(LocationStatus::Active) => {
+                values.insert(":lo".to_owned(), s(BRAND_INDEX_ACTIVE));
+                values.insert(":hi".to_owned(), s(BRAND_INDEX_ACTIVE_END));
+                "gsi1pk = :b AND gsi1sk BETWEEN :lo AND :hi"
+            }
+            Some(LocationStatus::Closed) => {
+                values.insert(":p".to_owned(), s(BRAND_INDEX_CLOSED));
+                "gsi1pk = :b AND begins_with(gsi1sk, :p)"
+            }
+            None => {
+                values.insert(":p".to_owned(), s(BRAND_INDEX_ACTIVE));
+                "gsi1pk = :b AND begins_with(gsi1sk, :p)"
+            }
+        };
         let (items, next) = self
-            .query_page(
-                Some("gsi1"),
-                "gsi1pk = :b",
-                HashMap::from([(":b".to_owned(), s(brand_key(brand)))]),
-                after,
-                limit,
-            )
+            .query_page(Some("gsi1"), condition, values, after, limit)
             .await?;
         let ids = items
             .into_iter()
             .map(|item| match item.get("gsi1sk") {
-                Some(aws_sdk_dynamodb::types::AttributeValue::S(sk)) => sk
-                    .strip_prefix("LOC#")
-                    .ok_or_else(|| StoreError::internal(format!("bad gsi1sk '{sk}'")))?
-                    .parse::<LocationId>()
-                    .map_err(StoreError::from),
+                Some(AttributeValue::S(sk)) => id_of_brand_index_sk(sk),
                 _ => Err(StoreError::internal("brand index item without gsi1sk")),
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -844,7 +974,7 @@ impl Catalog for DynamoCatalog {
             .table_name(&self.table)
             .set_key(Some(key(location_pk(location), LOCATION_SK)))
             .update_expression(MARK_LOCATION)
-            .condition_expression("attribute_exists(pk) AND brandId = :b")
+            .condition_expression(LINKABLE)
             .expression_attribute_values(":t", AttributeValue::Bool(true))
             .expression_attribute_values(":o", offer_set(offer.id))
             .expression_attribute_values(":b", s(offer.brand_id.to_string()))

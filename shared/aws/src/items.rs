@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     Action, BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, JobSpec, Link, LinkedBy,
-    Location, LocationAttributes, LocationId, Offer, OfferId,
+    Location, LocationAttributes, LocationId, LocationStatus, Offer, OfferId,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Failure};
@@ -43,6 +43,27 @@ pub(crate) const EXTERNAL_SK: &str = "#EXT";
 
 pub(crate) fn brand_key(id: BrandId) -> String {
     format!("BRAND#{id}")
+}
+/// A location's sort key in the brand index: `LOC#id` while active, `LOC#~id` once closed
+/// (`~` sorts after every character of an id, so the active ones come first).
+pub(crate) fn brand_index_sk(id: LocationId, status: LocationStatus) -> String {
+    match status {
+        LocationStatus::Active => format!("{BRAND_INDEX_ACTIVE}{id}"),
+        LocationStatus::Closed => format!("{BRAND_INDEX_CLOSED}{id}"),
+    }
+}
+pub(crate) const BRAND_INDEX_ACTIVE: &str = "LOC#";
+pub(crate) const BRAND_INDEX_CLOSED: &str = "LOC#~";
+/// Above every active location's brand-index sort key, below every closed one's.
+pub(crate) const BRAND_INDEX_ACTIVE_END: &str = "LOC#}";
+
+/// The location id of a brand-index sort key.
+pub(crate) fn id_of_brand_index_sk(sk: &str) -> StoreResult<LocationId> {
+    sk.strip_prefix(BRAND_INDEX_CLOSED)
+        .or_else(|| sk.strip_prefix(BRAND_INDEX_ACTIVE))
+        .ok_or_else(|| StoreError::internal(format!("bad gsi1sk '{sk}'")))?
+        .parse::<LocationId>()
+        .map_err(StoreError::from)
 }
 pub(crate) fn job_pk(id: JobId) -> String {
     format!("JOB#{id}")
@@ -155,8 +176,11 @@ pub(crate) struct LocationItem {
     pub created_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<i64>,
-    /// Counts the changes to address and attributes: each change is conditional on the
-    /// count it read (absent before the first).
+    /// Present (true) once the store has closed; its brand-index key says so too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
+    /// Counts the changes to address, attributes and status: each change is conditional on
+    /// the count it read (absent before the first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
 }
@@ -174,11 +198,12 @@ impl LocationItem {
             address: location.address.clone(),
             has_offer: location.has_offer,
             gsi1pk: brand_key(location.brand_id),
-            gsi1sk: link_sk(location.id),
+            gsi1sk: brand_index_sk(location.id, location.status),
             external_id: location.external_id.clone(),
             attributes: location.attributes.clone(),
             created_at: location.created_at.map(|t| t.timestamp_millis()),
             updated_at: location.updated_at.map(|t| t.timestamp_millis()),
+            closed: !location.is_active(),
             version: None,
         }
     }
@@ -191,6 +216,11 @@ impl LocationItem {
             has_offer: self.has_offer,
             external_id: self.external_id,
             attributes: self.attributes,
+            status: if self.closed {
+                LocationStatus::Closed
+            } else {
+                LocationStatus::Active
+            },
             created_at: self.created_at.map(from_ms),
             updated_at: self.updated_at.map(from_ms),
         })
@@ -581,6 +611,25 @@ mod tests {
         assert_eq!(old.attributes, LocationAttributes::default());
         assert_eq!((old.created_at, old.updated_at), (None, None));
         assert!(old.has_offer);
+        assert_eq!(old.status, LocationStatus::Active);
+
+        // A closed one says so, and sorts after every active one in the brand index.
+        location.status = LocationStatus::Closed;
+        let item = to_item(&LocationItem::of(&location)).unwrap();
+        assert_eq!(item.get("closed"), Some(&AttributeValue::Bool(true)));
+        let Some(AttributeValue::S(sk)) = item.get("gsi1sk") else {
+            panic!("no brand-index key")
+        };
+        assert!(sk.as_str() > BRAND_INDEX_ACTIVE_END);
+        assert_eq!(id_of_brand_index_sk(sk).unwrap(), location.id);
+        let active_sk = brand_index_sk(location.id, LocationStatus::Active);
+        assert!(active_sk.as_str() < BRAND_INDEX_ACTIVE_END);
+        assert_eq!(id_of_brand_index_sk(&active_sk).unwrap(), location.id);
+        let back = from_item::<LocationItem>(item)
+            .unwrap()
+            .into_location()
+            .unwrap();
+        assert_eq!(back, location);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use bulklink_core::domain::{
     AttributesChange, BrandId, JobId, LinkOutcome, LinkedBy, Location, LocationAttributes,
-    LocationChange, LocationFilter, LocationId, OfferId, Upserted,
+    LocationChange, LocationFilter, LocationId, LocationStatus, OfferId, Upserted,
 };
 use bulklink_core::ports::Cursor;
 use bulklink_core::StoreError;
@@ -114,7 +114,7 @@ pub async fn brand_locations_page_in_id_order_exactly_once(fx: &Fixture) {
     let mut cursor: Option<Cursor> = None;
     loop {
         let page = catalog
-            .page_brand_locations(brand, cursor.as_ref(), 10)
+            .page_brand_locations(brand, None, cursor.as_ref(), 10)
             .await
             .unwrap();
         sizes.push(page.items.len());
@@ -435,6 +435,7 @@ pub async fn a_location_change_applies_what_it_names_and_moves_updated_at_only_i
     let before = catalog.get_location(id).await.unwrap().unwrap();
 
     let change = LocationChange {
+        status: None,
         address: Some("2 New Road".into()),
         attributes: AttributesChange {
             city: Some(Some("London".into())),
@@ -466,6 +467,7 @@ pub async fn a_location_change_applies_what_it_names_and_moves_updated_at_only_i
     );
 
     let cleared = LocationChange {
+        status: None,
         address: None,
         attributes: AttributesChange {
             city: Some(None),
@@ -610,7 +612,7 @@ pub async fn concurrent_upserts_of_one_new_external_id_make_one_location(fx: &Fi
     let made = fx
         .ports
         .catalog
-        .page_brand_locations(brand, None, 100)
+        .page_brand_locations(brand, None, None, 100)
         .await
         .unwrap();
     assert_eq!(
@@ -696,5 +698,270 @@ pub async fn locations_matching_are_the_brands_matching_ones_in_order(fx: &Fixtu
     assert_eq!(
         kept,
         vec![batch[3].clone(), batch[0].clone(), batch[1].clone()]
+    );
+}
+
+fn closing() -> LocationChange {
+    LocationChange {
+        status: Some(LocationStatus::Closed),
+        ..Default::default()
+    }
+}
+
+async fn total(fx: &Fixture, offer: OfferId) -> u64 {
+    let offer = fx.ports.catalog.get_offer(offer).await.unwrap().unwrap();
+    offer.locations_total
+}
+
+pub async fn closing_a_location_leaves_every_offer_and_nothing_links_it_until_it_reopens(
+    fx: &Fixture,
+) {
+    let catalog = &fx.ports.catalog;
+    let (first, ids) = seed(&fx.ports, 2).await;
+    let second = offer(first.brand_id);
+    catalog.create_offer(&second).await.unwrap();
+    let (store, other) = (ids[0], ids[1]);
+    for offer in [&first, &second] {
+        for id in [store, other] {
+            assert_eq!(
+                catalog.link_direct(offer, id).await.unwrap(),
+                LinkOutcome::Linked
+            );
+        }
+    }
+    let mut described_store = catalog.get_location(store).await.unwrap().unwrap();
+    described(&mut described_store);
+    catalog
+        .update_location(store, &LocationChange::replacing_with(&described_store))
+        .await
+        .unwrap();
+
+    let closed = catalog
+        .update_location(store, &closing())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed.status, LocationStatus::Closed);
+    assert!(!closed.has_offer);
+    assert_eq!(
+        closed.attributes, described_store.attributes,
+        "it keeps them"
+    );
+    assert_eq!(catalog.get_location(store).await.unwrap().unwrap(), closed);
+    for offer in [first.id, second.id] {
+        assert_eq!(total(fx, offer).await, 1, "only the other store is left");
+        assert_eq!(
+            catalog
+                .existing_links(offer, &[store, other])
+                .await
+                .unwrap(),
+            vec![None, Some(LinkedBy::Direct)]
+        );
+    }
+    // Closing it again changes nothing.
+    let again = catalog
+        .update_location(store, &closing())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.updated_at, closed.updated_at);
+    assert_eq!(total(fx, first.id).await, 1);
+
+    // No job and no direct link makes it carry anything while it is closed.
+    let job = LinkedBy::Job(JobId::new_v7());
+    assert_eq!(
+        catalog
+            .link_locations(first.id, first.brand_id, job, &[store])
+            .await
+            .unwrap(),
+        vec![LinkOutcome::NotFound]
+    );
+    assert_eq!(
+        catalog.link_direct(&first, store).await.unwrap(),
+        LinkOutcome::NotFound
+    );
+    assert!(
+        !catalog
+            .get_location(store)
+            .await
+            .unwrap()
+            .unwrap()
+            .has_offer
+    );
+    assert_eq!(total(fx, first.id).await, 1);
+
+    let reopened = catalog
+        .update_location(
+            store,
+            &LocationChange {
+                status: Some(LocationStatus::Active),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reopened.is_active() && !reopened.has_offer);
+    assert_eq!(
+        catalog
+            .link_locations(first.id, first.brand_id, job, &[store])
+            .await
+            .unwrap(),
+        vec![LinkOutcome::Linked]
+    );
+    assert_eq!(
+        catalog.link_direct(&second, store).await.unwrap(),
+        LinkOutcome::Linked
+    );
+    assert!(
+        catalog
+            .get_location(store)
+            .await
+            .unwrap()
+            .unwrap()
+            .has_offer
+    );
+    assert_eq!(total(fx, second.id).await, 2);
+}
+
+pub async fn an_upsert_that_closes_a_store_leaves_its_offers(fx: &Fixture) {
+    let catalog = &fx.ports.catalog;
+    let (offer, _) = seed(&fx.ports, 0).await;
+    let mut sent = store(offer.brand_id, "store-9");
+    catalog.upsert_by_external_id(&sent).await.unwrap();
+    catalog.link_direct(&offer, sent.id).await.unwrap();
+    assert_eq!(total(fx, offer.id).await, 1);
+
+    sent.status = LocationStatus::Closed;
+    let Upserted::Updated(closed) = catalog.upsert_by_external_id(&sent).await.unwrap() else {
+        panic!("closing is a change")
+    };
+    assert!(!closed.is_active() && !closed.has_offer);
+    assert_eq!(total(fx, offer.id).await, 0);
+    assert_eq!(
+        catalog.existing_links(offer.id, &[sent.id]).await.unwrap(),
+        vec![None]
+    );
+    assert!(matches!(
+        catalog.upsert_by_external_id(&sent).await.unwrap(),
+        Upserted::Unchanged(_)
+    ));
+
+    // A store the brand sends closed the first time is made closed.
+    let mut never_opened = store(offer.brand_id, "store-10");
+    never_opened.status = LocationStatus::Closed;
+    let Upserted::Created(made) = catalog.upsert_by_external_id(&never_opened).await.unwrap()
+    else {
+        panic!("it is new")
+    };
+    assert!(!made.is_active());
+    assert_eq!(
+        catalog.link_direct(&offer, made.id).await.unwrap(),
+        LinkOutcome::NotFound
+    );
+}
+
+pub async fn brand_locations_page_by_status_and_all_of_them_active_first(fx: &Fixture) {
+    let catalog = &fx.ports.catalog;
+    let brand = BrandId::new_random();
+    let stores = locations(brand, 6);
+    catalog.create_locations(&stores).await.unwrap();
+    catalog
+        .create_locations(&locations(BrandId::new_random(), 2))
+        .await
+        .unwrap();
+    let mut active = ids(&stores);
+    active.sort();
+    let mut closed: Vec<LocationId> = vec![active.remove(4), active.remove(1)];
+    closed.sort();
+    for id in &closed {
+        catalog.update_location(*id, &closing()).await.unwrap();
+    }
+
+    async fn every(
+        fx: &Fixture,
+        brand: BrandId,
+        status: Option<LocationStatus>,
+        limit: usize,
+    ) -> Vec<LocationId> {
+        let mut seen = Vec::new();
+        let mut cursor: Option<Cursor> = None;
+        for _ in 0..20 {
+            let page = fx
+                .ports
+                .catalog
+                .page_brand_locations(brand, status, cursor.as_ref(), limit)
+                .await
+                .unwrap();
+            seen.extend(page.items);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return seen,
+            }
+        }
+        panic!("paging does not end")
+    }
+    for limit in [1, 3, 100] {
+        assert_eq!(
+            every(fx, brand, Some(LocationStatus::Active), limit).await,
+            active,
+            "limit {limit}"
+        );
+        assert_eq!(
+            every(fx, brand, Some(LocationStatus::Closed), limit).await,
+            closed,
+            "limit {limit}"
+        );
+        let all: Vec<LocationId> = active.iter().chain(&closed).copied().collect();
+        assert_eq!(every(fx, brand, None, limit).await, all, "limit {limit}");
+    }
+}
+
+pub async fn links_made_while_stores_close_do_not_outlive_the_closing_nor_block_a_reopening(
+    fx: &Fixture,
+) {
+    use futures::StreamExt;
+    let catalog = &fx.ports.catalog;
+    let (offer, ids) = seed(&fx.ports, 60).await;
+    let job = LinkedBy::Job(JobId::new_v7());
+    // A job links every store while each of them closes: whichever comes first, a closed
+    // store carries nothing once both are done.
+    let linking = catalog.link_locations(offer.id, offer.brand_id, job, &ids);
+    let close = closing();
+    let closing_all = futures::stream::iter(ids.iter().rev())
+        .map(|id| catalog.update_location(*id, &close))
+        .buffer_unordered(8)
+        .collect::<Vec<_>>();
+    let (linked, closed) = tokio::join!(linking, closing_all);
+    for outcome in linked.unwrap() {
+        assert!(matches!(
+            outcome,
+            LinkOutcome::Linked | LinkOutcome::NotFound
+        ));
+    }
+    assert!(closed.iter().all(|c| c.as_ref().is_ok_and(Option::is_some)));
+    assert_eq!(
+        catalog.existing_links(offer.id, &ids).await.unwrap(),
+        vec![None; ids.len()]
+    );
+    for id in &ids {
+        let location = catalog.get_location(*id).await.unwrap().unwrap();
+        assert!(!location.is_active() && !location.has_offer, "{id}");
+    }
+
+    // Reopened, every one links again (a closing's mark does not outlive the reopening).
+    let reopen = LocationChange {
+        status: Some(LocationStatus::Active),
+        ..Default::default()
+    };
+    for id in &ids {
+        catalog.update_location(*id, &reopen).await.unwrap();
+    }
+    assert_eq!(
+        catalog
+            .link_locations(offer.id, offer.brand_id, job, &ids)
+            .await
+            .unwrap(),
+        vec![LinkOutcome::Linked; ids.len()]
     );
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::{
-    Action, ChunkCounts, Job, LinkOutcome, LinkedBy, LocationFilter, LocationId, OfferId, Source,
+    Action, ChunkCounts, Job, LinkOutcome, LinkedBy, LocationFilter, LocationId, LocationStatus,
+    OfferId, Source,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Failure, Page, Ports};
@@ -37,7 +38,7 @@ pub async fn page_ids(
         Source::BrandLocations { filter } => {
             let page = ports
                 .catalog
-                .page_brand_locations(job.brand_id, after, limit)
+                .page_brand_locations(job.brand_id, Some(LocationStatus::Active), after, limit)
                 .await?;
             narrowed(ports, job, page, filter.as_ref()).await
         }

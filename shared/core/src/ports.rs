@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     BrandId, ChunkCounts, ChunkSeq, Delivery, DeliveryId, DomainError, Job, JobEvent, JobId, Link,
-    LinkOutcome, LinkedBy, Location, LocationChange, LocationFilter, LocationId, Offer, OfferId,
-    Subscription, SubscriptionId, Upserted, WebhookSecret,
+    LinkOutcome, LinkedBy, Location, LocationChange, LocationFilter, LocationId, LocationStatus,
+    Offer, OfferId, Subscription, SubscriptionId, Upserted, WebhookSecret,
 };
 use crate::error::StoreResult;
 
@@ -63,10 +63,12 @@ pub trait Catalog: Send + Sync {
     /// exactly as sent (a retried request, which is then already done).
     async fn create_locations(&self, locations: &[Location]) -> StoreResult<()>;
     async fn get_location(&self, id: LocationId) -> StoreResult<Option<Location>>;
-    /// A brand's location ids in id order, from the brand index (keys only).
+    /// A brand's location ids from the brand index (keys only): with a status, those with
+    /// it in id order; without, the active ones in id order, then the closed ones.
     async fn page_brand_locations(
         &self,
         brand: BrandId,
+        status: Option<LocationStatus>,
         after: Option<&Cursor>,
         limit: usize,
     ) -> StoreResult<Page<LocationId>>;
@@ -126,17 +128,20 @@ pub trait Catalog: Send + Sync {
     ) -> StoreResult<Option<Location>>;
     /// Creates the brand's location with `location.external_id` (as `location`, its id
     /// and times), or makes the existing one's address and attributes exactly
-    /// `location`'s (its id, times and links kept; `updatedAt` moves only on a change).
+    /// `location`'s (its id, times and links kept; `updatedAt` moves only on a change;
+    /// closing leaves every offer, as `update_location` does).
     async fn upsert_by_external_id(&self, location: &Location) -> StoreResult<Upserted>;
-    /// Applies a change to a location's address and attributes at once (`updatedAt` moves
-    /// only if something changed; `hasOffer` and links are untouched); `None` if it does
-    /// not exist.
+    /// Applies a change to a location's address, attributes and status at once (`updatedAt`
+    /// moves only if something changed); `None` if it does not exist. Closing an active
+    /// location also leaves every offer it carried, as `delete_location` does, in the same
+    /// write; reopening one makes it linkable again (it carries nothing). Otherwise links
+    /// and `hasOffer` are untouched.
     async fn update_location(
         &self,
         id: LocationId,
         change: &LocationChange,
     ) -> StoreResult<Option<Location>>;
-    /// Closes a location: it leaves every offer it carried, each offer's `locationsTotal`
+    /// Deletes a location: it leaves every offer it carried, each offer's `locationsTotal`
     /// one less, all at once; a job that comes to it later counts it `notFound`. The offers
     /// it left; `None` if it did not exist.
     async fn delete_location(&self, id: LocationId) -> StoreResult<Option<Vec<OfferId>>>;

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{from_ms, is_constraint, sql, to_ms, EmbeddedStore};
 use crate::domain::{
     BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes, LocationChange,
-    LocationFilter, LocationId, Offer, OfferId, Upserted,
+    LocationFilter, LocationId, LocationStatus, Offer, OfferId, Upserted,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
@@ -124,26 +124,53 @@ impl Catalog for EmbeddedStore {
     async fn page_brand_locations(
         &self,
         brand: BrandId,
+        status: Option<LocationStatus>,
         after: Option<&Cursor>,
         limit: usize,
     ) -> StoreResult<Page<LocationId>> {
-        let after = after.map(|c| c.position().to_owned()).unwrap_or_default();
+        // With a status the position is the last id; without, `closed:id` (0 then 1).
+        let after = match (status, after) {
+            (_, None) => (0, String::new()),
+            (Some(status), Some(c)) => (closed_flag(status), c.position().to_owned()),
+            (None, Some(c)) => match c.position().split_once(':') {
+                Some(("0", id)) => (0, id.to_owned()),
+                Some(("1", id)) => (1, id.to_owned()),
+                _ => return Err(StoreError::Invalid("cursor is not one of this list".into())),
+            },
+        };
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id FROM locations WHERE brand_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-                )
-                .map_err(sql)?;
+            let (sql_text, flags) = match status {
+                Some(status) => (
+                    "SELECT closed, id FROM locations WHERE brand_id = ?1 AND closed = ?2 \
+                     AND id > ?3 ORDER BY id LIMIT ?4",
+                    closed_flag(status),
+                ),
+                None => (
+                    "SELECT closed, id FROM locations WHERE brand_id = ?1 \
+                     AND (closed, id) > (?2, ?3) ORDER BY closed, id LIMIT ?4",
+                    after.0,
+                ),
+            };
+            let mut stmt = conn.prepare_cached(sql_text).map_err(sql)?;
             let rows = stmt
-                .query_map(params![brand.to_string(), after, limit as i64 + 1], |row| {
-                    row.get::<_, String>(0)
-                })
+                .query_map(
+                    params![brand.to_string(), flags, after.1, limit as i64 + 1],
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+                )
                 .map_err(sql)?;
             let mut ids = Vec::with_capacity(limit.min(16_384));
             for row in rows {
-                ids.push(row.map_err(sql)?.parse::<LocationId>()?);
+                let (closed, id) = row.map_err(sql)?;
+                ids.push((closed, id.parse::<LocationId>()?));
             }
-            Ok(page_of(ids, limit, |id| id.to_string()))
+            let page = page_of(ids, limit, |(closed, id)| match status {
+                Some(_) => id.to_string(),
+                None => format!("{closed}:{id}"),
+            });
+            Ok(Page {
+                items: page.items.into_iter().map(|(_, id)| id).collect(),
+                next: page.next,
+            })
         })
         .await
     }
@@ -314,7 +341,7 @@ impl Catalog for EmbeddedStore {
             let Some(changed) = existing.changed(&change, now) else {
                 return Ok(Upserted::Unchanged(existing));
             };
-            write_change(conn, &changed)?;
+            let changed = write_change(conn, &existing, changed)?;
             Ok(Upserted::Updated(changed))
         })
         .await
@@ -334,8 +361,7 @@ impl Catalog for EmbeddedStore {
             let Some(changed) = location.changed(&change, now) else {
                 return Ok(Some(location));
             };
-            write_change(conn, &changed)?;
-            Ok(Some(changed))
+            write_change(conn, &location, changed).map(Some)
         })
         .await
     }
@@ -351,28 +377,9 @@ impl Catalog for EmbeddedStore {
             {
                 return Ok(None);
             }
-            let offers: Vec<String> = {
-                let mut stmt = tx
-                    .prepare_cached("SELECT offer_id FROM links WHERE location_id = ?1")
-                    .map_err(sql)?;
-                let rows = stmt.query_map([&id], |row| row.get(0)).map_err(sql)?;
-                rows.collect::<Result<_, _>>().map_err(sql)?
-            };
-            tx.execute("DELETE FROM links WHERE location_id = ?1", [&id])
-                .map_err(sql)?;
-            for offer in &offers {
-                tx.execute(
-                    "UPDATE offers SET locations_total = locations_total - 1 WHERE id = ?1",
-                    [offer],
-                )
-                .map_err(sql)?;
-            }
+            let offers = leave_offers(&tx, &id)?;
             tx.commit().map_err(sql)?;
-            offers
-                .iter()
-                .map(|o| o.parse::<OfferId>().map_err(StoreError::from))
-                .collect::<StoreResult<Vec<_>>>()
-                .map(Some)
+            Ok(Some(offers))
         })
         .await
     }
@@ -481,7 +488,9 @@ fn link_in(
     at: i64,
 ) -> StoreResult<Vec<LinkOutcome>> {
     let mut mark = tx
-        .prepare_cached("UPDATE locations SET has_offer = 1 WHERE id = ?1 AND brand_id = ?2")
+        .prepare_cached(
+            "UPDATE locations SET has_offer = 1 WHERE id = ?1 AND brand_id = ?2 AND closed = 0",
+        )
         .map_err(sql)?;
     let mut put = tx
         .prepare_cached(
@@ -609,11 +618,12 @@ fn read_location(conn: &Connection, id: LocationId) -> StoreResult<Option<Locati
         attributes: Option<String>,
         created_at: Option<i64>,
         updated_at: Option<i64>,
+        closed: bool,
     }
     let row = conn
         .prepare_cached(
-            "SELECT brand_id, address, has_offer, external_id, attributes, created_at, updated_at \
-             FROM locations WHERE id = ?1",
+            "SELECT brand_id, address, has_offer, external_id, attributes, created_at, updated_at, \
+             closed FROM locations WHERE id = ?1",
         )
         .map_err(sql)?
         .query_row([id.to_string()], |r| {
@@ -625,6 +635,7 @@ fn read_location(conn: &Connection, id: LocationId) -> StoreResult<Option<Locati
                 attributes: r.get(4)?,
                 created_at: r.get(5)?,
                 updated_at: r.get(6)?,
+                closed: r.get(7)?,
             })
         })
         .optional()
@@ -645,6 +656,11 @@ fn read_location(conn: &Connection, id: LocationId) -> StoreResult<Option<Locati
         has_offer: row.has_offer,
         external_id: row.external_id,
         attributes,
+        status: if row.closed {
+            LocationStatus::Closed
+        } else {
+            LocationStatus::Active
+        },
         created_at: row.created_at.map(from_ms),
         updated_at: row.updated_at.map(from_ms),
     }))
@@ -655,8 +671,8 @@ fn insert_location(conn: &Connection, loc: &Location) -> StoreResult<bool> {
     let inserted = conn
         .prepare_cached(
             "INSERT INTO locations \
-             (id, brand_id, address, has_offer, external_id, attributes, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7)",
+             (id, brand_id, address, has_offer, external_id, attributes, created_at, updated_at, \
+              closed) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(sql)?
         .execute(params![
@@ -667,6 +683,7 @@ fn insert_location(conn: &Connection, loc: &Location) -> StoreResult<bool> {
             attributes_json(&loc.attributes)?,
             loc.created_at.map(to_ms),
             loc.updated_at.map(to_ms),
+            closed_flag(loc.status),
         ]);
     match inserted {
         Ok(_) => Ok(true),
@@ -675,10 +692,13 @@ fn insert_location(conn: &Connection, loc: &Location) -> StoreResult<bool> {
     }
 }
 
-/// Writes a changed location's address, attributes and `updatedAt` (nothing else).
-fn write_change(conn: &Connection, changed: &Location) -> StoreResult<()> {
+/// Writes a changed location's address, attributes, status and `updatedAt`; closing an
+/// active one also leaves every offer it carried, in the same unit (its savepoint). The
+/// location as written.
+fn write_change(conn: &Connection, before: &Location, changed: Location) -> StoreResult<Location> {
     conn.prepare_cached(
-        "UPDATE locations SET address = ?2, attributes = ?3, updated_at = ?4 WHERE id = ?1",
+        "UPDATE locations SET address = ?2, attributes = ?3, updated_at = ?4, closed = ?5 \
+         WHERE id = ?1",
     )
     .map_err(sql)?
     .execute(params![
@@ -686,9 +706,49 @@ fn write_change(conn: &Connection, changed: &Location) -> StoreResult<()> {
         changed.address,
         attributes_json(&changed.attributes)?,
         changed.updated_at.map(to_ms),
+        closed_flag(changed.status),
     ])
     .map_err(sql)?;
-    Ok(())
+    let mut changed = changed;
+    if before.is_active() && !changed.is_active() {
+        leave_offers(conn, &changed.id.to_string())?;
+        changed.has_offer = false;
+    }
+    Ok(changed)
+}
+
+/// Removes every link of the location, each offer's `locationsTotal` one less, and clears
+/// `has_offer`, inside the caller's transaction: the offers it left.
+fn leave_offers(tx: &Connection, id: &str) -> StoreResult<Vec<OfferId>> {
+    let offers: Vec<String> = {
+        let mut stmt = tx
+            .prepare_cached("SELECT offer_id FROM links WHERE location_id = ?1")
+            .map_err(sql)?;
+        let rows = stmt.query_map([id], |row| row.get(0)).map_err(sql)?;
+        rows.collect::<Result<_, _>>().map_err(sql)?
+    };
+    tx.execute("DELETE FROM links WHERE location_id = ?1", [id])
+        .map_err(sql)?;
+    let mut count = tx
+        .prepare_cached("UPDATE offers SET locations_total = locations_total - 1 WHERE id = ?1")
+        .map_err(sql)?;
+    for offer in &offers {
+        count.execute([offer]).map_err(sql)?;
+    }
+    tx.execute("UPDATE locations SET has_offer = 0 WHERE id = ?1", [id])
+        .map_err(sql)?;
+    offers
+        .iter()
+        .map(|o| o.parse::<OfferId>().map_err(StoreError::from))
+        .collect()
+}
+
+/// How a status is stored: `closed` 1 or 0.
+fn closed_flag(status: LocationStatus) -> i64 {
+    match status {
+        LocationStatus::Active => 0,
+        LocationStatus::Closed => 1,
+    }
 }
 
 fn find_external(

@@ -20,6 +20,7 @@ const MIGRATIONS: &[Migration] = &[
     v4_many_brands,
     v5_job_specs,
     v6_location_attributes,
+    v7_location_status,
 ];
 
 /// The schema version this build writes.
@@ -366,6 +367,17 @@ fn v6_location_attributes(tx: &Transaction<'_>) -> StoreResult<()> {
          ALTER TABLE locations ADD COLUMN updated_at INTEGER;
          CREATE UNIQUE INDEX locations_by_external_id ON locations (brand_id, external_id)
              WHERE external_id IS NOT NULL;",
+    )
+    .map_err(sql)
+}
+
+/// Version 7: a location's status (`closed` 1 when the store has closed; every existing
+/// location is active), and the brand index by status so a job pages only active ones.
+fn v7_location_status(tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.execute_batch(
+        "ALTER TABLE locations ADD COLUMN closed INTEGER NOT NULL DEFAULT 0;
+         DROP INDEX locations_by_brand;
+         CREATE INDEX locations_by_brand ON locations (brand_id, closed, id);",
     )
     .map_err(sql)
 }

@@ -32,6 +32,9 @@ pub struct Location {
     /// before locations had attributes).
     #[serde(flatten)]
     pub attributes: LocationAttributes,
+    /// `closed` when the store has closed: it carries no offer and no job links it.
+    #[serde(default)]
+    pub status: LocationStatus,
     /// When it was created; absent on a location created before this was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
@@ -50,6 +53,7 @@ impl Location {
             has_offer: false,
             external_id: None,
             attributes: LocationAttributes::default(),
+            status: LocationStatus::Active,
             created_at: Some(now),
             updated_at: Some(now),
         }
@@ -63,6 +67,11 @@ impl Location {
             && self.address == other.address
             && self.external_id == other.external_id
             && self.attributes == other.attributes
+            && self.status == other.status
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.status == LocationStatus::Active
     }
 
     /// This location with `change` applied at `now`; `None` if the change changes nothing
@@ -89,12 +98,29 @@ impl Location {
         if let Some(tags) = &from.tags {
             to.tags = tags.clone();
         }
-        if next.address == self.address && next.attributes == self.attributes {
+        if let Some(status) = change.status {
+            next.status = status;
+        }
+        if next.address == self.address
+            && next.attributes == self.attributes
+            && next.status == self.status
+        {
             return None;
         }
         next.updated_at = Some(now);
         Some(next)
     }
+}
+
+/// Whether a store trades. A closed location has left every offer it carried and no job
+/// links it until it is `active` again; it keeps its id, external id and attributes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum LocationStatus {
+    #[default]
+    Active,
+    Closed,
 }
 
 /// Which of a brand's locations a job acts on: a location matches when, for every field
@@ -197,6 +223,7 @@ impl LocationChange {
         let a = &to.attributes;
         LocationChange {
             address: Some(to.address.clone()),
+            status: Some(to.status),
             attributes: AttributesChange {
                 name: Some(a.name.clone()),
                 city: Some(a.city.clone()),
@@ -243,6 +270,8 @@ pub struct LocationAttributes {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LocationChange {
     pub address: Option<String>,
+    /// Closing (`Some(Closed)` on an active location) leaves every offer it carried.
+    pub status: Option<LocationStatus>,
     pub attributes: AttributesChange,
 }
 
@@ -510,6 +539,7 @@ mod tests {
         let location = store_at(created);
         let change = LocationChange {
             address: None,
+            status: None,
             attributes: AttributesChange {
                 name: Some(Some("Soho".into())),
                 city: Some(None),
@@ -530,6 +560,21 @@ mod tests {
             "the same change again changes nothing"
         );
         assert_eq!(location.changed(&LocationChange::default(), later), None);
+
+        let closing = LocationChange {
+            status: Some(LocationStatus::Closed),
+            ..Default::default()
+        };
+        let closed = location
+            .changed(&closing, later)
+            .expect("closing is a change");
+        assert!(!closed.is_active());
+        assert_eq!(closed.attributes, location.attributes);
+        assert_eq!(closed.changed(&closing, later), None);
+        assert!(
+            !closed.same_as_sent(&location),
+            "the status is part of what is sent"
+        );
     }
 
     #[test]
@@ -540,7 +585,10 @@ mod tests {
         });
         let location: Location = serde_json::from_value(old.clone()).unwrap();
         assert_eq!(location.attributes, LocationAttributes::default());
-        assert_eq!(serde_json::to_value(&location).unwrap(), old);
+        assert_eq!(location.status, LocationStatus::Active);
+        let mut written = old;
+        written["status"] = "active".into();
+        assert_eq!(serde_json::to_value(&location).unwrap(), written);
     }
 
     #[test]
