@@ -19,6 +19,7 @@ locals {
     "DELETE /offers/{offerId}",
     "PATCH /locations/{locationId}",
     "DELETE /locations/{locationId}",
+    "PUT /locations/by-external-id/{externalId}",
     # The live write budget, an operator's setting stored in the jobs table (docs/scaling.md).
     "GET /admin/write-budget",
     "PUT /admin/write-budget",
@@ -36,6 +37,8 @@ locals {
     "GET /offers/{offerId}",
     "GET /offers/{offerId}/locations",
     "GET /locations/{locationId}",
+    "GET /locations",
+    "GET /offers",
     "GET /jobs/{jobId}/deliveries",
     "POST /webhooks",
     "GET /webhooks",

@@ -91,6 +91,14 @@ impl Catalog for FaultyCatalog {
     async fn get_location(&self, id: LocationId) -> StoreResult<Option<Location>> {
         self.inner.get_location(id).await
     }
+    async fn page_brand_offers(
+        &self,
+        brand: BrandId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Offer>> {
+        self.inner.page_brand_offers(brand, after, limit).await
+    }
     async fn page_brand_locations(
         &self,
         brand: BrandId,

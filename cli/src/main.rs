@@ -130,6 +130,14 @@ enum Command {
         #[arg(long, default_value = "bulklink")]
         prefix: String,
     },
+    /// Bring the AWS tables forward after upgrading from an earlier release (reads the
+    /// environment `serve --backend aws` reads): gives offers created before `GET /offers`
+    /// their brand-index keys. Idempotent; safe while serving. Prints what it changed.
+    Upgrade {
+        /// AWS endpoint override (default: AWS_ENDPOINT_URL).
+        #[arg(long)]
+        endpoint_url: Option<String>,
+    },
     /// Print a signed token that `serve` (with the same --token-key) accepts.
     Token {
         /// The HS256 key file; created (mode 0600) when missing.
@@ -693,6 +701,12 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        Command::Upgrade { endpoint_url } => {
+            let names = AwsNames::from_env()?;
+            let clients = AwsClients::load(endpoint_url.as_deref()).await;
+            let upgraded = aws::upgrade(&clients, &names).await?;
+            emit!("{}", serde_json::to_string(&upgraded)?);
         }
         Command::Openapi => {
             emit!("{}", serde_json::to_string_pretty(status::openapi())?);

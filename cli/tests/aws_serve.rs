@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use bulklink::client::ApiClient;
 use bulklink::receiver::Receiver;
 use bulklink_aws::{self as aws, AwsClients, ResourceNames};
-use bulklink_core::domain::{JobStatus, OfferId};
+use bulklink_core::domain::{BrandId, JobStatus, Offer, OfferId};
 use bulklink_core::Settings;
 use serde_json::{json, Value};
 
@@ -313,4 +313,87 @@ async fn probe_envelope(clients: &AwsClients, url: &str) -> Value {
         .pop()
         .expect("the probe got the event");
     serde_json::from_str(message.body().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_gives_offers_of_an_earlier_release_their_brand_index_keys_once() {
+    let endpoint = emulator().endpoint().to_owned();
+    let clients = AwsClients::load(Some(&endpoint)).await;
+    let prefix = format!("u{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let names = aws::bootstrap(
+        &clients,
+        &endpoint,
+        &ResourceNames { prefix },
+        &Settings::default(),
+    )
+    .await
+    .unwrap()
+    .names;
+    let ports = aws::ports(&clients, &names, bulklink_core::Clock::system());
+    let brand = BrandId::new_random();
+    let new = Offer {
+        id: OfferId::new_random(),
+        brand_id: brand,
+        name: "made by this release".into(),
+        locations_total: 0,
+    };
+    ports.catalog.create_offer(&new).await.unwrap();
+    // An offer item as the release before wrote it: no brand-index keys.
+    let old = OfferId::new_random();
+    clients
+        .dynamodb
+        .put_item()
+        .table_name(&names.catalog_table)
+        .item("pk", AttributeValue::S(format!("OFFER#{old}")))
+        .item("sk", AttributeValue::S("#OFFER".into()))
+        .item("brandId", AttributeValue::S(brand.to_string()))
+        .item("name", AttributeValue::S("made before".into()))
+        .item("locationsTotal", AttributeValue::N("0".into()))
+        .send()
+        .await
+        .unwrap();
+    let listed = || async {
+        let page = ports
+            .catalog
+            .page_brand_offers(brand, None, 100)
+            .await
+            .unwrap();
+        page.items.into_iter().map(|o| o.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed().await,
+        vec![new.id],
+        "the old offer is not listed yet"
+    );
+
+    let upgrade = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_bulklink"))
+            .args(["upgrade", "--endpoint-url", &endpoint])
+            .envs([
+                ("CATALOG_TABLE", names.catalog_table.as_str()),
+                ("JOBS_TABLE", names.jobs_table.as_str()),
+                ("FANOUT_QUEUE_URL", names.fanout_queue_url.as_str()),
+                ("CHUNK_QUEUE_URL", names.chunk_queue_url.as_str()),
+                ("CHUNK_DLQ_URL", names.chunk_dlq_url.as_str()),
+                ("EVENTS_TOPIC_ARN", names.events_topic_arn.as_str()),
+                ("WEBHOOK_QUEUE_URL", names.webhook_queue_url.as_str()),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(upgrade(), json!({ "offersIndexed": 1 }));
+    let mut both = vec![new.id, old];
+    both.sort();
+    assert_eq!(listed().await, both);
+    assert_eq!(
+        upgrade(),
+        json!({ "offersIndexed": 0 }),
+        "nothing left to do"
+    );
 }

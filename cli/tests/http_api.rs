@@ -426,6 +426,37 @@ async fn catalog_routes_create_read_and_link() {
         .await
         .unwrap();
     assert_problem(&r, StatusCode::NOT_FOUND, "does not exist");
+
+    // The brand's offers, its own only: an administrator names the brand.
+    let second: Value = api
+        .post("/offers", &json!({ "name": "second" }))
+        .await
+        .unwrap();
+    admin
+        .post::<Value>(
+            "/offers",
+            &json!({ "brandId": BrandId::new_random(), "name": "another brand's" }),
+        )
+        .await
+        .unwrap();
+    let mut expected = vec![read.clone(), second];
+    expected.sort_by_key(|o| o["id"].as_str().unwrap().to_owned());
+    let first_page: Value = api.get("/offers?limit=1").await.unwrap();
+    assert_eq!(first_page["items"], json!([expected[0]]));
+    let cursor = first_page["nextCursor"].as_str().unwrap();
+    let second_page: Value = api
+        .get(&format!("/offers?limit=1&cursor={cursor}"))
+        .await
+        .unwrap();
+    assert_eq!(second_page["items"], json!([expected[1]]));
+    assert!(second_page.get("nextCursor").is_none());
+    let as_admin: Value = admin
+        .get(&format!("/offers?brandId={brand}"))
+        .await
+        .unwrap();
+    assert_eq!(as_admin["items"], json!(expected));
+    let r = admin.send(Method::GET, "/offers", None, &[]).await.unwrap();
+    assert_problem(&r, StatusCode::BAD_REQUEST, "brandId");
     runtime.shutdown().await;
 }
 

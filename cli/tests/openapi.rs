@@ -1610,6 +1610,34 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         );
         reach.saw(op, ok, api.send(method, &here, body, &[]).await.unwrap());
     }
+    // A brand's offers; refused for a bad limit or another brand.
+    let offers = reach.saw(
+        "listOffers",
+        200,
+        api.send(Method::GET, "/offers?limit=10", None, &[])
+            .await
+            .unwrap(),
+    );
+    assert!(!offers["items"].as_array().unwrap().is_empty(), "{offers}");
+    reach.saw(
+        "listOffers",
+        400,
+        api.send(Method::GET, "/offers?limit=0", None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "listOffers",
+        403,
+        api.send(
+            Method::GET,
+            &format!("/offers?brandId={}", BrandId::new_random()),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
     // A brand's locations, whole and narrowed; refused for a bad country or another brand.
     let listed = reach.saw(
         "listLocations",

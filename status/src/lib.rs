@@ -37,6 +37,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_failures))
         .routes(routes!(list_job_deliveries))
         .routes(routes!(get_offer))
+        .routes(routes!(list_offers))
         .routes(routes!(list_offer_locations))
         .routes(routes!(get_location))
         .routes(routes!(list_locations))
@@ -187,6 +188,33 @@ async fn list_brand_jobs(
         .await?;
     let now = ports.clock.now();
     Ok(Json(ListBody::from_page(page, |job| JobView::of(&job, now))).into_response())
+}
+
+/// A brand's offers in id order, each with `locationsTotal`.
+#[utoipa::path(
+    get,
+    path = "/offers",
+    tag = "catalog",
+    operation_id = "listOffers",
+    params(BrandPageQuery),
+    responses(
+        (status = 200, description = "A page of offers", body = ListBody<Offer>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+    )
+)]
+async fn list_offers(
+    State(ports): State<Ports>,
+    caller: Caller,
+    QueryParams(query): QueryParams<BrandPageQuery>,
+) -> Result<Response, ApiError> {
+    let (brand, cursor, limit) = query.resolve(&caller)?;
+    let page = ports
+        .catalog
+        .page_brand_offers(brand, cursor.as_ref(), limit)
+        .await?;
+    Ok(Json(ListBody::from_page(page, |offer| offer)).into_response())
 }
 
 /// An offer, with `locationsTotal`.

@@ -734,6 +734,45 @@ impl Catalog for DynamoCatalog {
             .transpose()
     }
 
+    /// The brand index's offer keys (`OFFER#id`, beside its locations' `LOC#…`), then the
+    /// offers themselves (BatchGetItem: the index holds keys only).
+    async fn page_brand_offers(
+        &self,
+        brand: BrandId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Offer>> {
+        let values = HashMap::from([
+            (":b".to_owned(), s(brand_key(brand))),
+            (":p".to_owned(), s(BRAND_INDEX_OFFER)),
+        ]);
+        let (index, next) = self
+            .query_page(
+                Some("gsi1"),
+                "gsi1pk = :b AND begins_with(gsi1sk, :p)",
+                values,
+                after,
+                limit,
+            )
+            .await?;
+        let order = index
+            .iter()
+            .map(|k| match k.get("pk") {
+                Some(AttributeValue::S(pk)) => Ok(pk.clone()),
+                _ => Err(StoreError::internal("brand index item without pk")),
+            })
+            .collect::<StoreResult<Vec<String>>>()?;
+        let keys = order.iter().map(|pk| key(pk.clone(), OFFER_SK)).collect();
+        let mut found: HashMap<String, Offer> = HashMap::new();
+        for item in batch_get(&self.ddb, &self.table, keys).await? {
+            let offer = from_item::<OfferItem>(item)?;
+            found.insert(offer.pk.clone(), offer.into_offer()?);
+        }
+        // An offer deleted between the query and the read is left out.
+        let items = order.iter().filter_map(|pk| found.remove(pk)).collect();
+        Ok(Page { items, next })
+    }
+
     async fn create_locations(&self, locations: &[Location]) -> StoreResult<()> {
         if locations.is_empty() {
             return Ok(());

@@ -44,6 +44,11 @@ pub(crate) const EXTERNAL_SK: &str = "#EXT";
 pub(crate) fn brand_key(id: BrandId) -> String {
     format!("BRAND#{id}")
 }
+/// An offer's sort key in the brand index.
+pub(crate) fn brand_index_offer_sk(id: OfferId) -> String {
+    format!("{BRAND_INDEX_OFFER}{id}")
+}
+pub(crate) const BRAND_INDEX_OFFER: &str = "OFFER#";
 /// A location's sort key in the brand index: `LOC#id` while active, `LOC#~id` once closed
 /// (`~` sorts after every character of an id, so the active ones come first).
 pub(crate) fn brand_index_sk(id: LocationId, status: LocationStatus) -> String {
@@ -133,6 +138,12 @@ pub(crate) struct OfferItem {
     pub brand_id: String,
     pub name: String,
     pub locations_total: u64,
+    /// The brand's offers index (`gsi1`, beside its locations); absent on an offer written
+    /// before offers were listed, until `bulklink upgrade` gives it them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsi1pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsi1sk: Option<String>,
 }
 
 impl OfferItem {
@@ -143,6 +154,8 @@ impl OfferItem {
             brand_id: offer.brand_id.to_string(),
             name: offer.name.clone(),
             locations_total: offer.locations_total,
+            gsi1pk: Some(brand_key(offer.brand_id)),
+            gsi1sk: Some(brand_index_offer_sk(offer.id)),
         }
     }
 

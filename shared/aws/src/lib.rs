@@ -16,6 +16,7 @@ mod jobs;
 mod metrics;
 mod queue;
 mod sdk_error;
+mod upgrade;
 mod webhooks;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use events::SnsEvents;
 pub use jobs::DynamoJobs;
 pub use metrics::{Counts, RequestCounter};
 pub use queue::SqsQueue;
+pub use upgrade::{upgrade, Upgraded};
 pub use webhooks::DynamoWebhooks;
 
 /// Where the backend's resources are: the names Terraform creates and passes as env vars.

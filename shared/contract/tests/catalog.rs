@@ -965,3 +965,44 @@ pub async fn links_made_while_stores_close_do_not_outlive_the_closing_nor_block_
         vec![LinkOutcome::Linked; ids.len()]
     );
 }
+
+pub async fn a_brands_offers_page_in_id_order_and_no_other_brands(fx: &Fixture) {
+    let catalog = &fx.ports.catalog;
+    let brand = BrandId::new_random();
+    let mut mine = Vec::new();
+    for _ in 0..5 {
+        let made = offer(brand);
+        catalog.create_offer(&made).await.unwrap();
+        mine.push(made);
+    }
+    catalog
+        .create_offer(&offer(BrandId::new_random()))
+        .await
+        .unwrap();
+    // Its locations share the brand's index and are never listed as offers.
+    catalog
+        .create_locations(&locations(brand, 3))
+        .await
+        .unwrap();
+    let linked = LocationId::new_random();
+    let store = Location::new(linked, brand, "1 High St".into(), now_ms());
+    catalog.create_locations(&[store]).await.unwrap();
+    catalog.link_direct(&mine[0], linked).await.unwrap();
+    mine[0].locations_total = 1;
+    mine.sort_by_key(|o| o.id);
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<Cursor> = None;
+    for _ in 0..10 {
+        let page = catalog
+            .page_brand_offers(brand, cursor.as_ref(), 2)
+            .await
+            .unwrap();
+        seen.extend(page.items);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, mine);
+}

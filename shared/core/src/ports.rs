@@ -58,6 +58,13 @@ pub trait Catalog: Send + Sync {
     /// Creates an offer; `Conflict` if its id exists.
     async fn create_offer(&self, offer: &Offer) -> StoreResult<()>;
     async fn get_offer(&self, id: OfferId) -> StoreResult<Option<Offer>>;
+    /// A brand's offers in id order.
+    async fn page_brand_offers(
+        &self,
+        brand: BrandId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Offer>>;
     /// Creates up to 100 locations (50 if any has an external id), all or none; `Conflict`
     /// if any id, or any external id in its brand, exists, unless the whole batch exists
     /// exactly as sent (a retried request, which is then already done).

@@ -83,6 +83,44 @@ impl Catalog for EmbeddedStore {
         .await
     }
 
+    async fn page_brand_offers(
+        &self,
+        brand: BrandId,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Offer>> {
+        let after = after.map(|c| c.position().to_owned()).unwrap_or_default();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, name, locations_total FROM offers WHERE brand_id = ?1 AND id > ?2 \
+                     ORDER BY id LIMIT ?3",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![brand.to_string(), after, limit as i64 + 1], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(sql)?;
+            let mut offers = Vec::new();
+            for row in rows {
+                let (id, name, total) = row.map_err(sql)?;
+                offers.push(Offer {
+                    id: id.parse()?,
+                    brand_id: brand,
+                    name,
+                    locations_total: total as u64,
+                });
+            }
+            Ok(page_of(offers, limit, |offer| offer.id.to_string()))
+        })
+        .await
+    }
+
     async fn create_locations(&self, locations: &[Location]) -> StoreResult<()> {
         let locations = locations.to_vec();
         self.write(move |conn| {

@@ -20,7 +20,7 @@ const MIGRATIONS: &[Migration] = &[
     v4_many_brands,
     v5_job_specs,
     v6_location_attributes,
-    v7_location_status,
+    v7_location_status_and_offers_by_brand,
 ];
 
 /// The schema version this build writes.
@@ -372,12 +372,14 @@ fn v6_location_attributes(tx: &Transaction<'_>) -> StoreResult<()> {
 }
 
 /// Version 7: a location's status (`closed` 1 when the store has closed; every existing
-/// location is active), and the brand index by status so a job pages only active ones.
-fn v7_location_status(tx: &Transaction<'_>) -> StoreResult<()> {
+/// location is active), the brand index by status so a job pages only active ones, and an
+/// index of each brand's offers.
+fn v7_location_status_and_offers_by_brand(tx: &Transaction<'_>) -> StoreResult<()> {
     tx.execute_batch(
         "ALTER TABLE locations ADD COLUMN closed INTEGER NOT NULL DEFAULT 0;
          DROP INDEX locations_by_brand;
-         CREATE INDEX locations_by_brand ON locations (brand_id, closed, id);",
+         CREATE INDEX locations_by_brand ON locations (brand_id, closed, id);
+         CREATE INDEX offers_by_brand ON offers (brand_id, id);",
     )
     .map_err(sql)
 }

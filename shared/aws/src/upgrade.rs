@@ -1,0 +1,82 @@
+//! Brings items written by an earlier release forward, where reading them as they are is
+//! not enough. Idempotent and safe while the API and the pipeline run: each item is
+//! updated on condition that it still lacks what it is given.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::Serialize;
+
+use super::items::*;
+use super::sdk_error::classify;
+use super::{AwsClients, AwsNames};
+use crate::domain::{BrandId, OfferId};
+use crate::error::{StoreError, StoreResult};
+
+/// What an upgrade changed.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Upgraded {
+    /// Offers given their brand-index keys (`GET /offers` lists an offer only once it has
+    /// them; offers created by this release have them from the start).
+    pub offers_indexed: u64,
+}
+
+/// Scans the catalog table for offers without brand-index keys and gives them theirs.
+pub async fn upgrade(clients: &AwsClients, names: &AwsNames) -> StoreResult<Upgraded> {
+    let ddb = &clients.dynamodb;
+    let table = &names.catalog_table;
+    let mut upgraded = Upgraded::default();
+    let mut start: Option<Item> = None;
+    loop {
+        let page = ddb
+            .scan()
+            .table_name(table)
+            .filter_expression("sk = :o AND attribute_not_exists(gsi1pk)")
+            .expression_attribute_values(":o", s(OFFER_SK))
+            .projection_expression("pk, brandId")
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| classify("Scan", e))?;
+        for item in page.items.unwrap_or_default() {
+            let (Some(AttributeValue::S(pk)), Some(AttributeValue::S(brand))) =
+                (item.get("pk"), item.get("brandId"))
+            else {
+                return Err(StoreError::internal(format!(
+                    "an offer item without pk or brandId: {item:?}"
+                )));
+            };
+            let offer: OfferId = pk
+                .strip_prefix("OFFER#")
+                .ok_or_else(|| StoreError::internal(format!("bad offer key '{pk}'")))?
+                .parse()?;
+            let brand: BrandId = brand.parse()?;
+            let result = ddb
+                .update_item()
+                .table_name(table)
+                .set_key(Some(key(pk.clone(), OFFER_SK)))
+                .update_expression("SET gsi1pk = :b, gsi1sk = :s")
+                .condition_expression("attribute_exists(pk) AND attribute_not_exists(gsi1pk)")
+                .set_expression_attribute_values(Some(HashMap::from([
+                    (":b".to_owned(), s(brand_key(brand))),
+                    (":s".to_owned(), s(brand_index_offer_sk(offer))),
+                ])))
+                .send()
+                .await;
+            match result {
+                Ok(_) => upgraded.offers_indexed += 1,
+                // Deleted, or given its keys by another upgrade, since the scan read it.
+                Err(SdkError::ServiceError(e))
+                    if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {}
+                Err(e) => return Err(classify("UpdateItem", e)),
+            }
+        }
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(upgraded),
+        }
+    }
+}
