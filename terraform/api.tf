@@ -20,6 +20,8 @@ locals {
     "PATCH /locations/{locationId}",
     "DELETE /locations/{locationId}",
     "PUT /locations/by-external-id/{externalId}",
+    "PUT /offers/{offerId}/rule",
+    "DELETE /offers/{offerId}/rule",
     # The live write budget, an operator's setting stored in the jobs table (docs/scaling.md).
     "GET /admin/write-budget",
     "PUT /admin/write-budget",
@@ -39,6 +41,8 @@ locals {
     "GET /locations/{locationId}",
     "GET /locations",
     "GET /offers",
+    "GET /offers/{offerId}/rule",
+    "GET /offers/{offerId}/drift",
     "GET /jobs/{jobId}/deliveries",
     "POST /webhooks",
     "GET /webhooks",

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bulklink_core::domain::{BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId};
 use bulklink_core::domain::{
-    LocationChange, LocationFilter, LocationStatus, Offer, OfferId, Upserted,
+    LocationChange, LocationFilter, LocationStatus, Offer, OfferId, OfferRule, Upserted,
 };
 use bulklink_core::ports::{Catalog, Cursor, Page};
 use bulklink_core::{StoreError, StoreResult};
@@ -164,6 +164,15 @@ impl Catalog for FaultyCatalog {
     }
     async fn delete_location(&self, id: LocationId) -> StoreResult<Option<Vec<OfferId>>> {
         self.inner.delete_location(id).await
+    }
+    async fn put_rule(&self, rule: &OfferRule) -> StoreResult<()> {
+        self.inner.put_rule(rule).await
+    }
+    async fn get_rule(&self, offer: OfferId) -> StoreResult<Option<OfferRule>> {
+        self.inner.get_rule(offer).await
+    }
+    async fn delete_rule(&self, offer: OfferId) -> StoreResult<bool> {
+        self.inner.delete_rule(offer).await
     }
     /// Faults and halts as `link_locations` (they share the call count).
     async fn unlink_locations(

@@ -10,7 +10,7 @@ use bulklink::client::{ApiClient, ApiResponse};
 use bulklink::runtime::Runtime;
 use bulklink_core::domain::{
     Action, AttributesChange, Job, JobId, JobKind, JobSpec, JobStatus, LinkedBy, LocationChange,
-    LocationId, OfferId, SourceSpec,
+    LocationId, LocationStatus, OfferId, SourceSpec,
 };
 use bulklink_core::error::StoreResult;
 use bulklink_core::kinds::SourceReader;
@@ -32,6 +32,7 @@ crate::on_both_backends!(
     a_source_defined_in_test_code_runs_through_the_real_pipeline,
     a_job_narrowed_by_where_acts_on_exactly_the_matching_locations,
     closed_stores_are_listed_apart_and_no_job_links_them_until_they_reopen,
+    a_rule_reconciles_the_offer_to_exactly_its_matching_active_locations,
 );
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -1057,6 +1058,176 @@ async fn a_job_narrowed_by_where_acts_on_exactly_the_matching_locations(kind: Ki
         ),
     ] {
         let r = send(path, body).await;
+        assert_problem(&r, StatusCode::BAD_REQUEST, detail);
+    }
+    runtime.shutdown().await;
+}
+
+async fn a_rule_reconciles_the_offer_to_exactly_its_matching_active_locations(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
+    let n = kind.scale(120, 45);
+    let seeded = env.seed(n).await;
+    let ports = env.ports();
+    let ids = brand_ids(&ports, &seeded).await;
+    // A third in GB; every fifth closed.
+    for (i, id) in ids.iter().enumerate() {
+        let change = LocationChange {
+            status: (i % 5 == 4).then_some(LocationStatus::Closed),
+            address: None,
+            attributes: AttributesChange {
+                country: Some(Some(if i % 3 == 0 { "GB" } else { "IE" }.parse().unwrap())),
+                ..Default::default()
+            },
+        };
+        ports.catalog.update_location(*id, &change).await.unwrap();
+    }
+    let pick = |keep: &dyn Fn(usize) -> bool| -> BTreeSet<LocationId> {
+        ids.iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(_, id)| *id)
+            .collect()
+    };
+    let active = |i: usize| i % 5 != 4;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let offer = seeded.offer_id;
+    // Every active location carries the offer to begin with.
+    let job = accepted_job(&api, &format!("/offers/{offer}/link-all-locations")).await;
+    wait_terminal(&runtime.ports, job, WAIT).await;
+
+    let rule_path = format!("/offers/{offer}/rule");
+    let gb = json!({ "where": { "country": ["GB"] } });
+    let set = api
+        .send(Method::PUT, &rule_path, Some(&gb), &[])
+        .await
+        .unwrap();
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    assert_eq!(set.body["rule"]["where"], gb["where"]);
+    assert_eq!(set.body["job"]["type"], "reconcile");
+    let reconcile: JobId = set.body["job"]["id"].as_str().unwrap().parse().unwrap();
+    let done = wait_terminal(&runtime.ports, reconcile, WAIT).await;
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    let wanted = pick(&|i| active(i) && i % 3 == 0);
+    assert_eq!(
+        done.counters.total, n,
+        "every location of the brand, closed ones too"
+    );
+    assert_eq!(done.counters.already_linked, wanted.len() as u64);
+    assert_eq!(
+        done.counters.unlinked,
+        pick(&|i| active(i) && i % 3 != 0).len() as u64
+    );
+    assert_adds_up(&done);
+    let expect_exact = |wanted: BTreeSet<LocationId>| {
+        let ports = runtime.ports.clone();
+        let ids = ids.clone();
+        async move {
+            let linked: BTreeSet<LocationId> = links(&ports, offer)
+                .await
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            assert_eq!(linked, wanted);
+            assert_eq!(locations_total(&ports, offer).await, wanted.len() as u64);
+            for id in &ids {
+                assert_eq!(has_offer(&ports, *id).await, wanted.contains(id), "{id}");
+            }
+        }
+    };
+    expect_exact(wanted.clone()).await;
+    let drift_path = format!("/offers/{offer}/drift");
+    let drift: Value = api.get(&drift_path).await.unwrap();
+    assert_eq!(drift, json!({ "missing": 0, "extra": 0 }));
+    let read: Value = api.get(&rule_path).await.unwrap();
+    assert_eq!(read["where"], gb["where"]);
+
+    // A direct link outside the rule is refused; one inside it is made.
+    let outside = ids[1];
+    let r = api
+        .send(
+            Method::PUT,
+            &format!("/offers/{offer}/locations/{outside}"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::CONFLICT, "outside offer");
+
+    // The estate changes: a GB store moves to IE, an IE store to GB. The drift says so
+    // exactly, and setting the rule again reconciles it.
+    let (moved_out, moved_in) = (ids[0], ids[1]);
+    for (id, country) in [(moved_out, "IE"), (moved_in, "GB")] {
+        let r = api
+            .send(
+                Method::PATCH,
+                &format!("/locations/{id}"),
+                Some(&json!({ "country": country })),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let drift: Value = api.get(&drift_path).await.unwrap();
+    assert_eq!(drift, json!({ "missing": 1, "extra": 1 }));
+    let again = api
+        .send(Method::PUT, &rule_path, Some(&gb), &[])
+        .await
+        .unwrap();
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    let again: JobId = again.body["job"]["id"].as_str().unwrap().parse().unwrap();
+    let done = wait_terminal(&runtime.ports, again, WAIT).await;
+    assert_eq!(
+        (done.counters.linked, done.counters.unlinked),
+        (1, 1),
+        "{done:?}"
+    );
+    let mut wanted = wanted;
+    wanted.remove(&moved_out);
+    wanted.insert(moved_in);
+    expect_exact(wanted).await;
+    let drift: Value = api.get(&drift_path).await.unwrap();
+    assert_eq!(drift, json!({ "missing": 0, "extra": 0 }));
+
+    // Removed, the rule guards nothing and the links stay.
+    let r = api
+        .send(Method::DELETE, &rule_path, None, &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    for path in [&rule_path, &drift_path] {
+        let r = api.send(Method::GET, path, None, &[]).await.unwrap();
+        assert_problem(&r, StatusCode::NOT_FOUND, "has no rule");
+    }
+    let r = api
+        .send(Method::DELETE, &rule_path, None, &[])
+        .await
+        .unwrap();
+    assert_problem(&r, StatusCode::NOT_FOUND, "has no rule");
+    let r = api
+        .send(
+            Method::PUT,
+            &format!("/offers/{offer}/locations/{}", ids[2]),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    for (body, detail) in [
+        (
+            json!({ "where": { "town": ["x"] } }),
+            "unknown field `town`",
+        ),
+        (json!({}), "missing field `where`"),
+        (json!({ "where": { "country": ["UK"] } }), "country 'UK'"),
+    ] {
+        let r = api
+            .send(Method::PUT, &rule_path, Some(&body), &[])
+            .await
+            .unwrap();
         assert_problem(&r, StatusCode::BAD_REQUEST, detail);
     }
     runtime.shutdown().await;

@@ -233,6 +233,7 @@ async fn ask_every_store_operation(runtime: &Runtime, brand: BrandId) -> Vec<(St
             json!({ "address": "3 High Street" }),
         ),
         ("createWebhook", json!({ "url": "http://127.0.0.1:9/hook" })),
+        ("setOfferRule", json!({ "where": {} })),
     ]);
     let delivery = format!("msg_{}", uuid::Uuid::now_v7().simple());
     let mut asked = Vec::new();
@@ -522,6 +523,18 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         "createLinkAllJob",
         409,
         api.send(Method::POST, &link_all, None, &[]).await.unwrap(),
+    );
+    reach.saw(
+        "setOfferRule",
+        409,
+        api.send(
+            Method::PUT,
+            &format!("/offers/{}/rule", idle_seed.offer_id),
+            Some(&json!({ "where": {} })),
+            &[],
+        )
+        .await
+        .unwrap(),
     );
     reach.saw(
         "createLinkAllJob",
@@ -1364,6 +1377,98 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
             )
             .await
             .unwrap(),
+    );
+
+    // A standing rule: set (its reconcile job starts), read, its drift, removed.
+    let ruled: Value = api
+        .post("/offers", &json!({ "name": "ruled" }))
+        .await
+        .unwrap();
+    let rule = format!("/offers/{}/rule", ruled["id"].as_str().unwrap());
+    let drift = format!("/offers/{}/drift", ruled["id"].as_str().unwrap());
+    let unknown_offer = OfferId::new_random();
+    let everywhere = json!({ "where": {} });
+    for (op, method, path, body, status) in [
+        ("getOfferRule", Method::GET, rule.clone(), None, 404),
+        ("getOfferDrift", Method::GET, drift.clone(), None, 404),
+        ("deleteOfferRule", Method::DELETE, rule.clone(), None, 404),
+        (
+            "setOfferRule",
+            Method::PUT,
+            rule.clone(),
+            Some(&everywhere),
+            200,
+        ),
+        ("getOfferRule", Method::GET, rule.clone(), None, 200),
+        ("getOfferDrift", Method::GET, drift.clone(), None, 200),
+        ("deleteOfferRule", Method::DELETE, rule.clone(), None, 204),
+        (
+            "setOfferRule",
+            Method::PUT,
+            rule.clone(),
+            Some(&json!({ "where": { "town": [] } })),
+            400,
+        ),
+        (
+            "setOfferRule",
+            Method::PUT,
+            format!("/offers/{unknown_offer}/rule"),
+            Some(&everywhere),
+            404,
+        ),
+        (
+            "getOfferRule",
+            Method::GET,
+            "/offers/nope/rule".into(),
+            None,
+            400,
+        ),
+        (
+            "getOfferDrift",
+            Method::GET,
+            "/offers/nope/drift".into(),
+            None,
+            400,
+        ),
+        (
+            "deleteOfferRule",
+            Method::DELETE,
+            "/offers/nope/rule".into(),
+            None,
+            400,
+        ),
+    ] {
+        reach.saw(
+            op,
+            status,
+            api.send(method, &path, body, &[]).await.unwrap(),
+        );
+    }
+    reach.saw(
+        "setOfferRule",
+        413,
+        raw(
+            &api,
+            &token,
+            Method::PUT,
+            &rule,
+            "application/json",
+            big.clone(),
+        )
+        .await,
+    );
+    reach.saw(
+        "setOfferRule",
+        415,
+        raw(
+            &api,
+            &token,
+            Method::PUT,
+            &rule,
+            "text/plain",
+            b"{}".to_vec(),
+        )
+        .await,
     );
 
     // Webhooks.

@@ -6,6 +6,7 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod admin;
+pub mod rules;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -61,6 +62,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(upsert_location_by_external_id))
         .routes(routes!(readdress_location, delete_location))
         .routes(routes!(link_one_location))
+        .routes(routes!(rules::put_rule, rules::delete_rule))
 }
 
 /// The write routes as an axum router (what the job-api function serves).
@@ -408,22 +410,28 @@ async fn create_and_start(
     job: Job,
     claim: Option<IdempotencyClaim>,
 ) -> Result<Response, ApiError> {
+    let job = created(ports, job, claim).await?;
+    let callback = callback(ports, &job).await?;
+    // A replay's first request may have died between writing the job and starting it.
+    if job.status == JobStatus::Pending {
+        start(ports, &job).await?;
+    }
+    Ok(accepted(ports, &job, callback))
+}
+
+/// Writes the job (or finds the one its claim made): the job, or why it was refused.
+pub(crate) async fn created(
+    ports: &Ports,
+    job: Job,
+    claim: Option<IdempotencyClaim>,
+) -> Result<Job, ApiError> {
     let offer_id = job.offer_id;
     match ports.jobs.create_job(&job, claim.as_ref()).await? {
         CreateOutcome::Created(job) => {
             info!(job_id = %job.id, offer_id = %offer_id, "job created");
-            let callback = callback(ports, &job).await?;
-            start(ports, &job).await?;
-            Ok(accepted(ports, &job, callback))
+            Ok(job)
         }
-        CreateOutcome::Replayed(job) => {
-            // The first request may have died between writing the job and starting it.
-            let callback = callback(ports, &job).await?;
-            if job.status == JobStatus::Pending {
-                start(ports, &job).await?;
-            }
-            Ok(accepted(ports, &job, callback))
-        }
+        CreateOutcome::Replayed(job) => Ok(job),
         CreateOutcome::KeyReused => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "this Idempotency-Key was already used for a different request",
@@ -461,7 +469,7 @@ async fn callback(ports: &Ports, job: &Job) -> Result<Option<CallbackView>, ApiE
 }
 
 /// Starts fanout; idempotent, so a retried request repeats it safely.
-async fn start(ports: &Ports, job: &Job) -> Result<(), ApiError> {
+pub(crate) async fn start(ports: &Ports, job: &Job) -> Result<(), ApiError> {
     ports
         .fanout_queue
         .send(&FanoutMessage { job_id: job.id })
@@ -1362,7 +1370,7 @@ fn nullable_external_id_schema() -> utoipa::openapi::Object {
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
-        (status = 409, description = "The location is closed, or an administrator linked a location of another brand than the offer's",
+        (status = 409, description = "The location is closed or outside the offer's rule, or an administrator linked a location of another brand than the offer's",
          content_type = "application/problem+json", body = Problem),
     )
 )]
@@ -1381,6 +1389,16 @@ async fn link_one_location(
             "location {location_id} belongs to brand {}, offer {offer_id} to brand {}",
             location.brand_id, offer.brand_id
         )));
+    }
+    if location.is_active() {
+        if let Some(rule) = ports.catalog.get_rule(offer_id).await? {
+            if !rule.wants(&location) {
+                return Err(ApiError::conflict(format!(
+                    "location {location_id} is outside offer {offer_id}'s rule: change the rule \
+                     (PUT /offers/{offer_id}/rule) or the location's attributes to link it"
+                )));
+            }
+        }
     }
     let status = match ports.catalog.link_direct(&offer, location_id).await? {
         LinkOutcome::Linked => StatusCode::CREATED,

@@ -11,9 +11,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bulklink_core::domain::{BrandId, Country, Delivery, Link, Location, LocationFilter, Offer};
-use bulklink_core::domain::{JobId, LocationId, LocationStatus, OfferId};
+use bulklink_core::domain::{JobId, LocationId, LocationStatus, OfferId, OfferRule};
 use bulklink_core::ports::Failure;
 use bulklink_core::ports::Ports;
+use bulklink_core::rules::Drift;
 use bulklink_http::auth::Caller;
 use bulklink_http::http::Problem;
 use bulklink_http::http::{
@@ -38,6 +39,8 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_job_deliveries))
         .routes(routes!(get_offer))
         .routes(routes!(list_offers))
+        .routes(routes!(get_offer_rule))
+        .routes(routes!(get_offer_drift))
         .routes(routes!(list_offer_locations))
         .routes(routes!(get_location))
         .routes(routes!(list_locations))
@@ -188,6 +191,72 @@ async fn list_brand_jobs(
         .await?;
     let now = ports.clock.now();
     Ok(Json(ListBody::from_page(page, |job| JobView::of(&job, now))).into_response())
+}
+
+/// The offer's standing rule.
+#[utoipa::path(
+    get,
+    path = "/offers/{offerId}/rule",
+    tag = "rules",
+    operation_id = "getOfferRule",
+    params(("offerId" = OfferId, Path, description = "The offer")),
+    responses(
+        (status = 200, description = "The rule", body = OfferRule),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
+async fn get_offer_rule(
+    State(ports): State<Ports>,
+    caller: Caller,
+    Path(offer_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let rule = visible_rule(&ports, &caller, &offer_id).await?;
+    Ok(Json(rule).into_response())
+}
+
+/// The offer's drift from its rule: exact counts of active matching locations without the
+/// link (`missing`) and of links outside the rule (`extra`).
+///
+/// Reads every location of the brand and whether it carries the offer (on DynamoDB about
+/// one read unit per location), so it is for checking, not for polling.
+#[utoipa::path(
+    get,
+    path = "/offers/{offerId}/drift",
+    tag = "rules",
+    operation_id = "getOfferDrift",
+    params(("offerId" = OfferId, Path, description = "The offer")),
+    responses(
+        (status = 200, description = "The drift", body = Drift),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
+async fn get_offer_drift(
+    State(ports): State<Ports>,
+    caller: Caller,
+    Path(offer_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let rule = visible_rule(&ports, &caller, &offer_id).await?;
+    let drift = bulklink_core::rules::drift(&ports, &rule).await?;
+    Ok(Json(drift).into_response())
+}
+
+/// The rule of an offer the caller may see; 404 if the offer has none.
+async fn visible_rule(
+    ports: &Ports,
+    caller: &Caller,
+    offer_id: &str,
+) -> Result<OfferRule, ApiError> {
+    let offer_id: OfferId = parse_id(offer_id)?;
+    caller.visible_offer(ports, offer_id).await?;
+    ports
+        .catalog
+        .get_rule(offer_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("offer {offer_id} has no rule")))
 }
 
 /// A brand's offers in id order, each with `locationsTotal`.

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    AttributeValue, ConditionCheck, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
@@ -21,7 +21,7 @@ use super::sdk_error::{cancellation, classify, condition_failed, retryable_cance
 use crate::clock::Clock;
 use crate::domain::{
     BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes, LocationChange,
-    LocationFilter, LocationId, LocationStatus, Offer, OfferId, Upserted,
+    LocationFilter, LocationId, LocationStatus, Offer, OfferId, OfferRule, Upserted,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
@@ -1062,6 +1062,89 @@ impl Catalog for DynamoCatalog {
         } else {
             Err(retryable_cancel(&reasons))
         }
+    }
+
+    /// Puts the rule item in one transaction with the check that the offer exists (an offer
+    /// deleted in between keeps no rule: its deletion removes the rule item too).
+    async fn put_rule(&self, rule: &OfferRule) -> StoreResult<()> {
+        let filter = serde_json::to_string(&rule.filter)
+            .map_err(|e| StoreError::internal(format!("cannot write a rule: {e}")))?;
+        let mut item = key(offer_pk(rule.offer_id), RULE_SK);
+        item.extend([
+            ("brandId".to_owned(), s(rule.brand_id.to_string())),
+            ("where".to_owned(), s(filter)),
+            ("setAt".to_owned(), n(rule.set_at.timestamp_millis())),
+            ("gsi1pk".to_owned(), s(brand_key(rule.brand_id))),
+            (
+                "gsi1sk".to_owned(),
+                s(format!("{BRAND_INDEX_RULE}{}", rule.offer_id)),
+            ),
+        ]);
+        let offer = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(offer_pk(rule.offer_id), OFFER_SK)))
+            .condition_expression("attribute_exists(pk)")
+            .build()
+            .map_err(|e| StoreError::internal(e.to_string()))?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .build()
+            .map_err(|e| StoreError::internal(e.to_string()))?;
+        let written = self
+            .transact(vec![
+                TransactWriteItem::builder().condition_check(offer).build(),
+                TransactWriteItem::builder().put(put).build(),
+            ])
+            .await?;
+        if written {
+            Ok(())
+        } else {
+            Err(StoreError::Invalid(format!(
+                "offer {} does not exist",
+                rule.offer_id
+            )))
+        }
+    }
+
+    async fn get_rule(&self, offer: OfferId) -> StoreResult<Option<OfferRule>> {
+        let Some(item) = self.get(offer_pk(offer), RULE_SK).await? else {
+            return Ok(None);
+        };
+        let (
+            Some(AttributeValue::S(brand)),
+            Some(AttributeValue::S(filter)),
+            Some(AttributeValue::N(set_at)),
+        ) = (item.get("brandId"), item.get("where"), item.get("setAt"))
+        else {
+            return Err(StoreError::internal(format!(
+                "offer {offer} has a malformed rule item"
+            )));
+        };
+        let set_at: i64 = set_at.parse().map_err(|_| {
+            StoreError::internal(format!("offer {offer}'s rule has setAt '{set_at}'"))
+        })?;
+        Ok(Some(OfferRule {
+            offer_id: offer,
+            brand_id: brand.parse()?,
+            filter: serde_json::from_str(filter).map_err(|e| {
+                StoreError::internal(format!("offer {offer} has an unreadable rule: {e}"))
+            })?,
+            set_at: chrono::DateTime::from_timestamp_millis(set_at).unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_rule(&self, offer: OfferId) -> StoreResult<bool> {
+        let out = self
+            .ddb
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(offer_pk(offer), RULE_SK)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| classify("DeleteItem", e))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
     }
 
     async fn existing_links(

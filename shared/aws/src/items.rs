@@ -49,6 +49,9 @@ pub(crate) fn brand_index_offer_sk(id: OfferId) -> String {
     format!("{BRAND_INDEX_OFFER}{id}")
 }
 pub(crate) const BRAND_INDEX_OFFER: &str = "OFFER#";
+/// An offer's standing rule: `OFFER#id / #RULE`, on the brand index as `RULE#offer`.
+pub(crate) const RULE_SK: &str = "#RULE";
+pub(crate) const BRAND_INDEX_RULE: &str = "RULE#";
 /// A location's sort key in the brand index: `LOC#id` while active, `LOC#~id` once closed
 /// (`~` sorts after every character of an id, so the active ones come first).
 pub(crate) fn brand_index_sk(id: LocationId, status: LocationStatus) -> String {

@@ -426,11 +426,18 @@ impl JobStore for DynamoJobs {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(internal)?;
+        // Its standing rule, if it has one, goes with it.
+        let rule = Delete::builder()
+            .table_name(&self.catalog_table)
+            .set_key(Some(key(offer_pk(id), RULE_SK)))
+            .build()
+            .map_err(internal)?;
         let result = self
             .ddb
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().condition_check(idle).build())
             .transact_items(TransactWriteItem::builder().delete(delete).build())
+            .transact_items(TransactWriteItem::builder().delete(rule).build())
             .send()
             .await;
         let Err(e) = result else {

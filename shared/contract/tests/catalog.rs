@@ -3,7 +3,7 @@
 
 use bulklink_core::domain::{
     AttributesChange, BrandId, JobId, LinkOutcome, LinkedBy, Location, LocationAttributes,
-    LocationChange, LocationFilter, LocationId, LocationStatus, OfferId, Upserted,
+    LocationChange, LocationFilter, LocationId, LocationStatus, OfferId, OfferRule, Upserted,
 };
 use bulklink_core::ports::Cursor;
 use bulklink_core::StoreError;
@@ -1005,4 +1005,50 @@ pub async fn a_brands_offers_page_in_id_order_and_no_other_brands(fx: &Fixture) 
         }
     }
     assert_eq!(seen, mine);
+}
+
+pub async fn an_offers_rule_is_set_replaced_read_removed_and_goes_with_the_offer(fx: &Fixture) {
+    let catalog = &fx.ports.catalog;
+    let (offer, _) = seed(&fx.ports, 0).await;
+    assert_eq!(catalog.get_rule(offer.id).await.unwrap(), None);
+    let at = now_ms();
+    let mut rule = OfferRule {
+        offer_id: offer.id,
+        brand_id: offer.brand_id,
+        filter: LocationFilter {
+            country: vec!["GB".parse().unwrap()],
+            ..Default::default()
+        },
+        set_at: at,
+    };
+    catalog.put_rule(&rule).await.unwrap();
+    assert_eq!(
+        catalog.get_rule(offer.id).await.unwrap(),
+        Some(rule.clone())
+    );
+    rule.filter = LocationFilter::default();
+    catalog.put_rule(&rule).await.unwrap();
+    assert_eq!(
+        catalog.get_rule(offer.id).await.unwrap(),
+        Some(rule.clone())
+    );
+    assert!(catalog.delete_rule(offer.id).await.unwrap());
+    assert!(!catalog.delete_rule(offer.id).await.unwrap());
+    assert_eq!(catalog.get_rule(offer.id).await.unwrap(), None);
+
+    // No rule for an offer that does not exist; an offer's deletion takes its rule along.
+    let nobody = OfferRule {
+        offer_id: OfferId::new_random(),
+        ..rule.clone()
+    };
+    assert!(matches!(
+        catalog.put_rule(&nobody).await,
+        Err(StoreError::Invalid(_))
+    ));
+    catalog.put_rule(&rule).await.unwrap();
+    assert_eq!(
+        fx.ports.jobs.delete_offer(offer.id).await.unwrap(),
+        bulklink_core::ports::OfferDeletion::Deleted
+    );
+    assert_eq!(catalog.get_rule(offer.id).await.unwrap(), None);
 }

@@ -64,6 +64,7 @@ contract! {
             brand_locations_page_by_status_and_all_of_them_active_first,
             links_made_while_stores_close_do_not_outlive_the_closing_nor_block_a_reopening,
             a_brands_offers_page_in_id_order_and_no_other_brands,
+            an_offers_rule_is_set_replaced_read_removed_and_goes_with_the_offer,
             linking_a_fresh_location_marks_it_as_having_the_offer,
             relinking_by_the_same_job_counts_as_linked_again,
             a_location_linked_by_one_job_is_already_linked_for_anyone_else,

@@ -49,6 +49,12 @@ pub async fn page_ids(
                 .await?;
             narrowed(ports, job, page, filter.as_ref()).await
         }
+        Source::BrandEstate => {
+            ports
+                .catalog
+                .page_brand_locations(job.brand_id, None, after, limit)
+                .await
+        }
         Source::JobFailures { job: failed } => {
             let page = ports.ledger.page_failures(failed, after, limit).await?;
             Ok(Page {
@@ -145,7 +151,58 @@ pub async fn apply(ports: &Ports, job: &Job, ids: &[LocationId]) -> StoreResult<
                 .unlink_locations(job.offer_id, job.id, only_by, ids)
                 .await
         }
+        Action::Reconcile => reconcile(ports, job, ids).await,
     }
+}
+
+/// Links the locations of `ids` the offer's rule wants and unlinks the others (an id of
+/// nothing is `NotFound`), reading the rule and the locations as they are now. A location
+/// that changes between this read and the write is left as this read decided until the
+/// next reconcile: estate changes are not yet followed as they happen.
+async fn reconcile(ports: &Ports, job: &Job, ids: &[LocationId]) -> StoreResult<Vec<LinkOutcome>> {
+    let rule = ports.catalog.get_rule(job.offer_id).await?.ok_or_else(|| {
+        StoreError::Conflict(format!(
+            "offer {} has no rule any more; its reconcile job {} cannot go on",
+            job.offer_id, job.id
+        ))
+    })?;
+    let found: std::collections::HashMap<LocationId, bool> = ports
+        .catalog
+        .locations_matching(job.brand_id, ids, &LocationFilter::default())
+        .await?
+        .into_iter()
+        .map(|l| (l.id, rule.wants(&l)))
+        .collect();
+    let wanted: Vec<LocationId> = ids
+        .iter()
+        .copied()
+        .filter(|id| found.get(id) == Some(&true))
+        .collect();
+    let unwanted: Vec<LocationId> = ids
+        .iter()
+        .copied()
+        .filter(|id| found.get(id) == Some(&false))
+        .collect();
+    let mut linked = ports
+        .catalog
+        .link_locations(job.offer_id, job.brand_id, LinkedBy::Job(job.id), &wanted)
+        .await?
+        .into_iter();
+    let mut unlinked = ports
+        .catalog
+        .unlink_locations(job.offer_id, job.id, None, &unwanted)
+        .await?
+        .into_iter();
+    ids.iter()
+        .map(|id| {
+            let outcome = match found.get(id) {
+                Some(true) => linked.next(),
+                Some(false) => unlinked.next(),
+                None => Some(LinkOutcome::NotFound),
+            };
+            outcome.ok_or_else(|| StoreError::internal("an outcome is missing for a location"))
+        })
+        .collect()
 }
 
 /// The counts of a chunk whose action was done.
@@ -197,7 +254,7 @@ pub async fn account_unfinished(
     let owners = ports.catalog.existing_links(offer, ids).await?;
     let removed = match job.spec.action {
         Action::Link => vec![None; ids.len()],
-        Action::Unlink { .. } => ports.catalog.unlinked_by(offer, ids).await?,
+        Action::Unlink { .. } | Action::Reconcile => ports.catalog.unlinked_by(offer, ids).await?,
     };
     let me = LinkedBy::Job(job.id);
     let mut done = Vec::with_capacity(ids.len());
@@ -218,6 +275,13 @@ pub async fn account_unfinished(
                 Effect::Done(LinkOutcome::Unlinked)
             }
             (Action::Unlink { .. }, None) => Effect::Moot(LinkOutcome::NotLinked),
+            // What this job did shows; whether it was to link or unlink the rest, only the
+            // rule and the location (read again by a retry) would say.
+            (Action::Reconcile, Some(by)) if by == me => Effect::Done(LinkOutcome::Linked),
+            (Action::Reconcile, None) if removed == Some(job.id) => {
+                Effect::Done(LinkOutcome::Unlinked)
+            }
+            (Action::Reconcile, _) => Effect::Untouched,
         };
         match (effect, how) {
             (Effect::Done(outcome), _) | (Effect::Moot(outcome), Unfinished::GivenUp { .. }) => {

@@ -16,6 +16,7 @@ pub mod estimate;
 pub mod kinds;
 pub mod lifecycle;
 pub mod ports;
+pub mod rules;
 pub mod telemetry;
 
 pub use clock::Clock;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{
     BrandId, ChunkCounts, ChunkSeq, Delivery, DeliveryId, DomainError, Job, JobEvent, JobId, Link,
     LinkOutcome, LinkedBy, Location, LocationChange, LocationFilter, LocationId, LocationStatus,
-    Offer, OfferId, Subscription, SubscriptionId, Upserted, WebhookSecret,
+    Offer, OfferId, OfferRule, Subscription, SubscriptionId, Upserted, WebhookSecret,
 };
 use crate::error::StoreResult;
 
@@ -160,6 +160,12 @@ pub trait Catalog: Send + Sync {
         offer: OfferId,
         ids: &[LocationId],
     ) -> StoreResult<Vec<Option<LinkedBy>>>;
+    /// Sets the offer's standing rule (replacing one it had); `Invalid` if the offer does not
+    /// exist (an offer deleted meanwhile keeps no rule).
+    async fn put_rule(&self, rule: &OfferRule) -> StoreResult<()>;
+    async fn get_rule(&self, offer: OfferId) -> StoreResult<Option<OfferRule>>;
+    /// Removes the offer's rule; false if it had none.
+    async fn delete_rule(&self, offer: OfferId) -> StoreResult<bool>;
     /// The links of an offer in location-id order.
     async fn page_offer_links(
         &self,

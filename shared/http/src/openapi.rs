@@ -265,6 +265,7 @@ impl Modify for BearerAuth {
     tags(
         (name = "jobs", description = "Bulk jobs: create, follow, cancel"),
         (name = "catalog", description = "Offers, locations and links"),
+        (name = "rules", description = "Standing rules: the locations an offer follows, and its drift from them"),
         (name = "webhooks", description = "Subscriptions and their deliveries (Standard Webhooks)"),
         (name = "admin", description = "Operating the service: the live write budget"),
         (name = "service", description = "Liveness and this document")

@@ -12,6 +12,7 @@ pub enum ActionView {
     #[default]
     Link,
     Unlink,
+    Reconcile,
 }
 
 impl From<Action> for ActionView {
@@ -19,6 +20,7 @@ impl From<Action> for ActionView {
         match action {
             Action::Link => ActionView::Link,
             Action::Unlink { .. } => ActionView::Unlink,
+            Action::Reconcile => ActionView::Reconcile,
         }
     }
 }

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{from_ms, is_constraint, sql, to_ms, EmbeddedStore};
 use crate::domain::{
     BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes, LocationChange,
-    LocationFilter, LocationId, LocationStatus, Offer, OfferId, Upserted,
+    LocationFilter, LocationId, LocationStatus, Offer, OfferId, OfferRule, Upserted,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
@@ -447,6 +447,79 @@ impl Catalog for EmbeddedStore {
             Ok(outcome)
         })
         .await
+    }
+
+    async fn put_rule(&self, rule: &OfferRule) -> StoreResult<()> {
+        let rule = rule.clone();
+        let filter = serde_json::to_string(&rule.filter)
+            .map_err(|e| StoreError::internal(format!("cannot write a rule: {e}")))?;
+        self.write(move |conn| {
+            let id = rule.offer_id.to_string();
+            let exists = conn
+                .prepare_cached("SELECT 1 FROM offers WHERE id = ?1")
+                .map_err(sql)?
+                .exists([&id])
+                .map_err(sql)?;
+            if !exists {
+                return Err(StoreError::Invalid(format!(
+                    "offer {} does not exist",
+                    rule.offer_id
+                )));
+            }
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO rules (offer_id, brand_id, filter, set_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(sql)?
+            .execute(params![
+                id,
+                rule.brand_id.to_string(),
+                filter,
+                to_ms(rule.set_at)
+            ])
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_rule(&self, offer: OfferId) -> StoreResult<Option<OfferRule>> {
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached("SELECT brand_id, filter, set_at FROM rules WHERE offer_id = ?1")
+                .map_err(sql)?
+                .query_row([offer.to_string()], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })
+                .optional()
+                .map_err(sql)?;
+            row.map(|(brand, filter, set_at)| {
+                Ok(OfferRule {
+                    offer_id: offer,
+                    brand_id: brand.parse()?,
+                    filter: serde_json::from_str(&filter).map_err(|e| {
+                        StoreError::internal(format!("offer {offer} has an unreadable rule: {e}"))
+                    })?,
+                    set_at: from_ms(set_at),
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn delete_rule(&self, offer: OfferId) -> StoreResult<bool> {
+        let deleted = self
+            .write(move |conn| {
+                conn.execute("DELETE FROM rules WHERE offer_id = ?1", [offer.to_string()])
+                    .map_err(sql)
+            })
+            .await?;
+        Ok(deleted == 1)
     }
 
     async fn existing_links(

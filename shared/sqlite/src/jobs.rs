@@ -239,6 +239,8 @@ impl JobStore for EmbeddedStore {
                 .map_err(sql)?;
             tx.execute("DELETE FROM unlinks WHERE offer_id = ?1", [&id])
                 .map_err(sql)?;
+            tx.execute("DELETE FROM rules WHERE offer_id = ?1", [&id])
+                .map_err(sql)?;
             tx.commit().map_err(sql)?;
             Ok(OfferDeletion::Deleted)
         })

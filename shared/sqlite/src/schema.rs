@@ -372,14 +372,22 @@ fn v6_location_attributes(tx: &Transaction<'_>) -> StoreResult<()> {
 }
 
 /// Version 7: a location's status (`closed` 1 when the store has closed; every existing
-/// location is active), the brand index by status so a job pages only active ones, and an
-/// index of each brand's offers.
+/// location is active), the brand index by status so a job pages only active ones, an
+/// index of each brand's offers, and offers' standing rules (`filter`: the rule's `where`
+/// as JSON).
 fn v7_location_status_and_offers_by_brand(tx: &Transaction<'_>) -> StoreResult<()> {
     tx.execute_batch(
         "ALTER TABLE locations ADD COLUMN closed INTEGER NOT NULL DEFAULT 0;
          DROP INDEX locations_by_brand;
          CREATE INDEX locations_by_brand ON locations (brand_id, closed, id);
-         CREATE INDEX offers_by_brand ON offers (brand_id, id);",
+         CREATE INDEX offers_by_brand ON offers (brand_id, id);
+         CREATE TABLE rules (
+             offer_id TEXT PRIMARY KEY,
+             brand_id TEXT NOT NULL,
+             filter TEXT NOT NULL,
+             set_at INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         CREATE INDEX rules_by_brand ON rules (brand_id, offer_id);",
     )
     .map_err(sql)
 }

@@ -196,6 +196,27 @@ impl LocationFilter {
     }
 }
 
+/// A standing rule: the offer is to be linked to exactly the brand's active locations
+/// that match `where` (`{}`: every active location).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct OfferRule {
+    pub offer_id: OfferId,
+    pub brand_id: BrandId,
+    #[serde(rename = "where")]
+    pub filter: LocationFilter,
+    /// When it was last set.
+    pub set_at: DateTime<Utc>,
+}
+
+impl OfferRule {
+    /// Whether the rule wants the offer on this location now.
+    pub fn wants(&self, location: &Location) -> bool {
+        location.is_active() && self.filter.matches(location)
+    }
+}
+
 /// Longest external id, in characters.
 pub const MAX_EXTERNAL_ID_LEN: usize = 100;
 

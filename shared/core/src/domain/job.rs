@@ -315,14 +315,19 @@ pub enum JobKind {
     /// The locations another job (`parentJobId`) failed on, with that job's action.
     #[serde(rename = "retry-failures")]
     RetryFailures,
+    /// Every location of the offer's brand, whatever its status: linked if the offer's
+    /// standing rule wants it, unlinked if not (`PUT /offers/{offerId}/rule` starts one).
+    #[serde(rename = "reconcile")]
+    Reconcile,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 4] = [
+    pub const ALL: [JobKind; 5] = [
         JobKind::LinkAllLocations,
         JobKind::UnlinkAllLocations,
         JobKind::Undo,
         JobKind::RetryFailures,
+        JobKind::Reconcile,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -331,6 +336,7 @@ impl JobKind {
             JobKind::UnlinkAllLocations => "unlink-all-locations",
             JobKind::Undo => "undo",
             JobKind::RetryFailures => "retry-failures",
+            JobKind::Reconcile => "reconcile",
         }
     }
 }
@@ -360,6 +366,9 @@ pub enum Action {
     Link,
     /// Remove the offer's link to the location; with `only_by`, only a link that job made.
     Unlink { only_by: Option<JobId> },
+    /// Link the location if the offer's standing rule (as it is when the chunk is done)
+    /// wants it, remove the offer's link to it if not.
+    Reconcile,
 }
 
 impl Action {
@@ -368,6 +377,7 @@ impl Action {
         match self {
             Action::Link => "linking",
             Action::Unlink { .. } => "unlinking",
+            Action::Reconcile => "reconciling",
         }
     }
 
@@ -376,6 +386,7 @@ impl Action {
             Action::Link => "link".to_owned(),
             Action::Unlink { only_by: None } => "unlink".to_owned(),
             Action::Unlink { only_by: Some(job) } => format!("unlink-by:{job}"),
+            Action::Reconcile => "reconcile".to_owned(),
         }
     }
 
@@ -383,6 +394,7 @@ impl Action {
         match s {
             "link" => Ok(Action::Link),
             "unlink" => Ok(Action::Unlink { only_by: None }),
+            "reconcile" => Ok(Action::Reconcile),
             _ => match s.strip_prefix("unlink-by:") {
                 Some(job) => Ok(Action::Unlink {
                     only_by: Some(job.parse()?),

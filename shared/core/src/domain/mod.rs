@@ -10,7 +10,7 @@ mod webhook;
 
 pub use catalog::{
     AttributesChange, Country, Link, LinkOutcome, LinkedBy, Location, LocationAttributes,
-    LocationChange, LocationFilter, LocationStatus, Offer, Upserted, MAX_ATTRIBUTE_LEN,
+    LocationChange, LocationFilter, LocationStatus, Offer, OfferRule, Upserted, MAX_ATTRIBUTE_LEN,
     MAX_EXTERNAL_ID_LEN, MAX_TAGS, MAX_TAG_LEN,
 };
 pub use chunk::{ChunkMessage, FanoutMessage, MAX_CHUNK_SIZE, MAX_MESSAGE_BYTES};

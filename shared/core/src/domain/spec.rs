@@ -98,6 +98,8 @@ pub enum Source {
     },
     /// The locations a job failed on.
     JobFailures { job: JobId },
+    /// Every location of the job's brand, active ones first, then closed ones.
+    BrandEstate,
 }
 
 impl From<Source> for SourceSpec {
@@ -169,6 +171,7 @@ impl JobSpec {
             JobKind::RetryFailures => Source::JobFailures {
                 job: needs_parent()?,
             },
+            JobKind::Reconcile => Source::BrandEstate,
         };
         Ok(JobSpec {
             parent_job_id: parent,
@@ -224,7 +227,7 @@ impl JobSpec {
     pub fn filter(&self) -> Option<LocationFilter> {
         match self.source.builtin()? {
             Source::BrandLocations { filter } | Source::OfferLinks { filter, .. } => filter,
-            Source::JobFailures { .. } => None,
+            Source::JobFailures { .. } | Source::BrandEstate => None,
         }
     }
 }
@@ -244,9 +247,13 @@ pub fn plan(kind: JobKind, parent: Option<&Job>) -> Result<JobSpec, NotDerivable
                 filter: None,
             },
         )),
-        (JobKind::LinkAllLocations | JobKind::UnlinkAllLocations, Some(parent)) => {
-            Err(NotDerivable::NotDerivedKind(parent.id, kind))
+        (JobKind::Reconcile, None) => {
+            Ok(JobSpec::new(kind, Action::Reconcile, Source::BrandEstate))
         }
+        (
+            JobKind::LinkAllLocations | JobKind::UnlinkAllLocations | JobKind::Reconcile,
+            Some(parent),
+        ) => Err(NotDerivable::NotDerivedKind(parent.id, kind)),
         (JobKind::Undo | JobKind::RetryFailures, None) => Err(NotDerivable::NeedsParent(kind)),
         (_, Some(parent)) if !parent.status.is_terminal() => {
             Err(NotDerivable::NotEnded(parent.id, parent.status))
