@@ -810,3 +810,131 @@ pub fn budget_chart(m: &Measured, budget: f64, dir: &Path) -> Option<PathBuf> {
         charts::budget_windows(path, &title, &windows, &[(0.0, budget)])
     })
 }
+
+/// How long after a location change's 2xx the offer's standing rule has followed it
+/// (embedded): a brand of `locations` stores, an offer with the rule `country: GB`, then
+/// `changes` PATCHes, one every `pace`, each moving a store into GB (to be linked) or out
+/// of it (to be unlinked); each change is watched until the link is as the rule wants.
+pub async fn rules(
+    config: RuntimeConfig,
+    locations: u64,
+    changes: usize,
+    pace: Duration,
+) -> anyhow::Result<String> {
+    use bulklink_core::domain::LinkedBy;
+
+    let config = unlimited_callers(config);
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("rules.db");
+    let store = EmbeddedStore::open(&db)?;
+    let seeded = store
+        .seed_brand(BrandId::new_random(), "rules", locations)
+        .await?;
+    drop(store);
+    let runtime = Runtime::start_embedded(&db, config.clone()).await?;
+    let api = ApiClient::new(&runtime.base_url)?
+        .with_token(config.token(bulklink_http::auth::Role::Brand(seeded.brand_id)));
+    let offer = seeded.offer_id;
+    let set = api
+        .send(
+            reqwest::Method::PUT,
+            &format!("/offers/{offer}/rule"),
+            Some(&serde_json::json!({ "where": { "country": ["GB"] } })),
+            &[],
+        )
+        .await?;
+    if set.status != reqwest::StatusCode::OK {
+        bail!("setting the rule: {} {}", set.status, set.body);
+    }
+    let reconcile = set.body["job"]["id"].as_str().context("no reconcile job")?;
+    loop {
+        let job: serde_json::Value = api.get(&format!("/jobs/{reconcile}")).await?;
+        if job["status"] == "SUCCEEDED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ports = runtime.ports.clone();
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    while ids.len() < changes {
+        let page = ports
+            .catalog
+            .page_brand_locations(seeded.brand_id, None, cursor.as_ref(), 1_000)
+            .await?;
+        ids.extend(page.items);
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    // Half the changes move a store into GB; the other half move those back out.
+    let half = changes.div_ceil(2).min(ids.len());
+    let plan: Vec<(bulklink_core::domain::LocationId, bool)> = ids[..half]
+        .iter()
+        .map(|id| (*id, true))
+        .chain(ids[..half].iter().map(|id| (*id, false)))
+        .take(changes)
+        .collect();
+    let began = Instant::now();
+    let mut watching = tokio::task::JoinSet::new();
+    for (i, (id, into)) in plan.iter().copied().enumerate() {
+        tokio::time::sleep_until((began + pace * i as u32).into()).await;
+        let country = if into { "GB" } else { "IE" };
+        let r = api
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/locations/{id}"),
+                Some(&serde_json::json!({ "country": country })),
+                &[],
+            )
+            .await?;
+        if r.status != reqwest::StatusCode::OK {
+            bail!("changing location {id}: {} {}", r.status, r.body);
+        }
+        let answered = Instant::now();
+        let ports = ports.clone();
+        watching.spawn(async move {
+            loop {
+                let link = ports.catalog.existing_links(offer, &[id]).await?;
+                if link[0].is_some() == into {
+                    if into && link[0] != Some(LinkedBy::Rule) {
+                        bail!("location {id} was linked by {:?}, not the rule", link[0]);
+                    }
+                    return Ok::<_, anyhow::Error>(answered.elapsed());
+                }
+                if answered.elapsed() > Duration::from_secs(60) {
+                    bail!("the rule did not follow location {id} within 60 s");
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
+    let mut latencies = Vec::with_capacity(plan.len());
+    while let Some(done) = watching.join_next().await {
+        latencies.push(done??);
+    }
+    let took = began.elapsed();
+    runtime.shutdown().await;
+    latencies.sort();
+    let at = |q: f64| {
+        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i].as_secs_f64() * 1_000.0
+    };
+    let p99 = at(0.99);
+    Ok(format!(
+        "rules: {} changes to a brand of {locations} locations, one every {} ms ({:.1} s), \
+         followed by the rule `country: GB`\n\
+         | latency from the change's 2xx to the link as the rule wants | ms |\n\
+         |---|---:|\n\
+         | p50 | {:.1} |\n| p90 | {:.1} |\n| p99 | {p99:.1} |\n| max | {:.1} |\n\
+         target: p99 ≤ 5,000 ms — {}\n",
+        latencies.len(),
+        pace.as_millis(),
+        took.as_secs_f64(),
+        at(0.5),
+        at(0.9),
+        at(1.0),
+        if p99 <= 5_000.0 { "meets" } else { "MISSES" },
+    ))
+}

@@ -174,6 +174,17 @@ impl Catalog for FaultyCatalog {
     async fn delete_rule(&self, offer: OfferId) -> StoreResult<bool> {
         self.inner.delete_rule(offer).await
     }
+    async fn brand_rules(&self, brand: BrandId) -> StoreResult<Vec<OfferRule>> {
+        self.inner.brand_rules(brand).await
+    }
+    async fn follow_rule(
+        &self,
+        rule: &OfferRule,
+        ids: &[LocationId],
+        by: LinkedBy,
+    ) -> StoreResult<Vec<LinkOutcome>> {
+        self.inner.follow_rule(rule, ids, by).await
+    }
     /// Faults and halts as `link_locations` (they share the call count).
     async fn unlink_locations(
         &self,

@@ -203,6 +203,11 @@ enum Command {
         /// job 5 s later, each beside its solo run (use with --write-budget 2000).
         #[arg(long)]
         fairness: bool,
+        /// Standing rules (embedded): 1,000 location changes, one every 10 ms, to a brand of
+        /// 10,000 locations with a rule; the time from each change's 2xx until the rule
+        /// has followed it (p50, p90, p99, max).
+        #[arg(long)]
+        rules: bool,
         /// A live budget change (embedded): one job at --write-budget, set to this many
         /// writes/s over the API --budget-change-at seconds in; prints per-second windows.
         #[arg(long)]
@@ -622,6 +627,19 @@ async fn main() -> anyhow::Result<()> {
                 bench::measure_aws(locations, config, endpoint_url).await?;
             emit!("link-all:\n{}", link_all.report().trim_end());
             emit!("\nunlink-all:\n{}", unlink_all.report().trim_end());
+        }
+        Command::Bench {
+            backend: BackendKind::Embedded,
+            rules: true,
+            pipeline,
+            ..
+        } => {
+            let config = RuntimeConfig {
+                settings: pipeline.settings()?,
+                ..Default::default()
+            };
+            let report = bench::rules(config, 10_000, 1_000, Duration::from_millis(10)).await?;
+            emit!("{}", report.trim_end());
         }
         Command::Bench {
             backend: BackendKind::Embedded,

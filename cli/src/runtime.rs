@@ -289,6 +289,13 @@ impl Runtime {
                 ports.webhook_queue.raw().clone(),
                 watcher.clone(),
             ));
+            if let Backend::Embedded(store) = &backend {
+                tasks.spawn(run_estate_follower(
+                    ports.clone(),
+                    store.clone(),
+                    watcher.clone(),
+                ));
+            }
             tasks.spawn(run_sweeper(
                 ports.clone(),
                 match &backend {
@@ -376,6 +383,56 @@ async fn watch_database_file(store: Arc<EmbeddedStore>, mut shutdown: watch::Rec
                 healthy = true;
             }
             _ => {}
+        }
+    }
+}
+
+/// How often the estate follower looks for location changes when it found none.
+const ESTATE_POLL: Duration = Duration::from_millis(50);
+/// Changes the estate follower reads at once.
+const ESTATE_BATCH: usize = 500;
+
+/// Follows location changes (the `estate_changes` feed, in the order they were written)
+/// with the rules of their brands: one follower, so one location's changes are followed in
+/// order. A change is removed once followed; a failure is logged and the batch is read
+/// again after a pause, so nothing is lost.
+async fn run_estate_follower(
+    ports: Ports,
+    store: Arc<EmbeddedStore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut pause = ESTATE_POLL;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let followed = async {
+            let changes = store.estate_changes(ESTATE_BATCH).await?;
+            let Some(last) = changes.last().map(|c| c.seq) else {
+                return Ok::<_, bulklink_core::StoreError>(false);
+            };
+            // A location changed twice in the batch is followed once, as it is now.
+            let mut seen = std::collections::HashSet::new();
+            for change in &changes {
+                if seen.insert(change.location_id) {
+                    bulklink_core::rules::follow(&ports, change.location_id).await?;
+                }
+            }
+            store.followed_estate_changes(last).await?;
+            Ok(true)
+        }
+        .await;
+        pause = match followed {
+            Ok(true) => continue,
+            Ok(false) => ESTATE_POLL,
+            Err(e) => {
+                tracing::warn!(error = %e, "following location changes failed; retrying");
+                (pause * 2).min(Duration::from_secs(5))
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
         }
     }
 }

@@ -222,8 +222,10 @@ async fn serve_on_aws_links_every_location_and_delivers_the_signed_webhook() {
             .query()
             .table_name(&names.catalog_table)
             .index_name("gsi1")
-            .key_condition_expression("gsi1pk = :b")
+            // The brand's locations (its offers and rules share the index).
+            .key_condition_expression("gsi1pk = :b AND begins_with(gsi1sk, :loc)")
             .expression_attribute_values(":b", AttributeValue::S(format!("BRAND#{brand}")))
+            .expression_attribute_values(":loc", AttributeValue::S("LOC#".into()))
             .set_exclusive_start_key(start)
             .send()
             .await

@@ -20,6 +20,7 @@ mod migration;
 mod openapi;
 mod pipeline;
 mod rehearsal;
+mod rules;
 mod throttling;
 mod tokens;
 mod webhooks;

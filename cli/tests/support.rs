@@ -169,6 +169,15 @@ impl Env {
         self.dir.path().join("test.db")
     }
 
+    /// Whether every location change so far has been followed by the rules (the estate
+    /// feed is empty).
+    pub async fn estate_followed(&self) -> bool {
+        match &self.backing {
+            Backing::Embedded(store) => store.estate_changes(1).await.expect("feed").is_empty(),
+            Backing::Aws { .. } => unimplemented!("the AWS estate feed is not readable here"),
+        }
+    }
+
     pub fn ports(&self) -> Ports {
         match &self.backing {
             Backing::Embedded(store) => embedded::ports(store, &self.settings),

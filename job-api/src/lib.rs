@@ -13,10 +13,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bulklink_core::domain::{
-    plan, AttributesChange, BrandId, Country, FanoutMessage, IdempotencyKey, Job, JobId, JobKind,
-    JobStatus, LinkOutcome, Location, LocationChange, LocationFilter, LocationId, LocationStatus,
-    NotDerivable, Offer, OfferId, Subscription, Upserted, WebhookUrl, MAX_ATTRIBUTE_LEN,
-    MAX_EXTERNAL_ID_LEN, MAX_TAGS, MAX_TAG_LEN,
+    plan, Action, AttributesChange, BrandId, Country, FanoutMessage, IdempotencyKey, Job, JobId,
+    JobKind, JobStatus, LinkOutcome, Location, LocationChange, LocationFilter, LocationId,
+    LocationStatus, NotDerivable, Offer, OfferId, Subscription, Upserted, WebhookUrl,
+    MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN, MAX_TAGS, MAX_TAG_LEN,
 };
 use bulklink_core::estimate::DryRun;
 use bulklink_core::ports::{
@@ -191,7 +191,7 @@ creating_routes! {
     {
         body: LinkAllBody,
         created: "The job, created (or the one this key made before)",
-        conflict: "The offer already has an active job", String,
+        conflict: "The offer already has an active job, or follows a standing rule", String,
         links: (("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id")))), ("ListJobFailures" = (operation_id = "listJobFailures", parameters(("jobId" = "$response.body#/id")))), ("ListJobDeliveries" = (operation_id = "listJobDeliveries", parameters(("jobId" = "$response.body#/id")))), ("UndoJob" = (operation_id = "undoJob", parameters(("jobId" = "$response.body#/id")))), ("RetryJobFailures" = (operation_id = "retryJobFailures", parameters(("jobId" = "$response.body#/id"))))),
         example: {"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011", "type": "link-all-locations",
              "action": "link", "status": "PENDING", "allowedActions": ["cancel", "pause"], "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
@@ -210,7 +210,7 @@ creating_routes! {
     {
         body: LinkAllBody,
         created: "The job, created (or the one this key made before)",
-        conflict: "The offer already has an active job", String,
+        conflict: "The offer already has an active job, or follows a standing rule", String,
         links: (("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id")))), ("CancelJob" = (operation_id = "cancelJob", parameters(("jobId" = "$response.body#/id"))))),
         example: {"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1021", "type": "unlink-all-locations",
              "action": "unlink", "status": "PENDING", "allowedActions": ["cancel", "pause"], "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
@@ -229,7 +229,7 @@ creating_routes! {
     {
         body: DerivedJobBody,
         created: "The undo job, created (or the one this key made before)",
-        conflict: "The job has not ended, does not link, has an undo already, or its offer has an active job",
+        conflict: "The job has not ended, does not link, has an undo already, or its offer has an active job or follows a standing rule",
             Option<String>,
         links: (("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id"))))),
         example: {"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1022", "type": "undo",
@@ -250,7 +250,7 @@ creating_routes! {
     {
         body: DerivedJobBody,
         created: "The retry job, created (or the one this key made before)",
-        conflict: "The job has not ended, has no failures, or its offer has an active job",
+        conflict: "The job has not ended, has no failures, or its offer has an active job or follows a standing rule (unless the job is a reconcile)",
             Option<String>,
         links: (("GetJob" = (operation_id = "getJob", parameters(("jobId" = "$response.body#/id"))))),
         example: {"id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1023", "type": "retry-failures",
@@ -373,6 +373,13 @@ async fn planned_job(
             (spec, parent.brand_id, parent.offer_id)
         }
     };
+    if spec.action != Action::Reconcile && state.ports.catalog.get_rule(offer).await?.is_some() {
+        return Err(ApiError::conflict(format!(
+            "offer {offer} follows a standing rule, which alone decides its links: change the \
+             rule (PUT /offers/{offer}/rule) or remove it (DELETE) first"
+        ))
+        .with_location(format!("/offers/{offer}/rule")));
+    }
     let spec = match &body.filter {
         None => spec,
         Some(filter) => {

@@ -276,7 +276,7 @@ impl ChunkProcessor {
                     },
                 }
             };
-            self.account(&chunk, counts, &failures).await
+            self.account(&chunk, counts, kinds::offer_delta(&job, &counts), &failures).await
         }
         .instrument(span)
         .await
@@ -321,6 +321,7 @@ impl ChunkProcessor {
         &self,
         chunk: &ChunkMessage,
         counts: ChunkCounts,
+        offer_delta: i64,
         failures: &[Failure],
     ) -> Result<ChunkReport, ChunkError> {
         let ledgered = self
@@ -331,7 +332,7 @@ impl ChunkProcessor {
                 chunk.offer_id,
                 chunk.seq,
                 counts,
-                counts.offer_delta(),
+                offer_delta,
                 failures,
             )
             .await?;

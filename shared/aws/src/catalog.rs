@@ -570,6 +570,187 @@ impl DynamoCatalog {
         Ok(LinkOutcome::Unlinked)
     }
 
+    /// One location brought to what the rule wants of it: read the location (its
+    /// `version`) and the link, then write on condition that the location is still that
+    /// version — a change to it between the read and the write makes this read again, so
+    /// a decision is never written against a location that has changed since.
+    async fn follow_one(
+        &self,
+        rule: &OfferRule,
+        id: LocationId,
+        by: LinkedBy,
+    ) -> StoreResult<LinkOutcome> {
+        let offer = rule.offer_id;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(item) = self.get(location_pk(id), LOCATION_SK).await? else {
+                return Ok(LinkOutcome::NotFound);
+            };
+            let offers = offers_of(&item);
+            let read = from_item::<LocationItem>(item)?;
+            let version = read.version;
+            let location = read.into_location()?;
+            if location.brand_id != rule.brand_id {
+                return Ok(LinkOutcome::NotFound);
+            }
+            let (owner, remover) = match self.get(offer_pk(offer), &link_sk(id)).await? {
+                Some(link) => {
+                    let link = from_item::<LinkItem>(link)?;
+                    (link.owner()?, link.remover()?)
+                }
+                None => (None, None),
+            };
+            let job = match by {
+                LinkedBy::Job(job) => Some(job),
+                _ => None,
+            };
+            let mut values = HashMap::from([(":o".to_owned(), offer_set(offer))]);
+            let mut condition = "attribute_exists(pk)".to_owned();
+            match version {
+                Some(v) => {
+                    condition.push_str(" AND version = :v");
+                    values.insert(":v".to_owned(), n(v));
+                }
+                None => condition.push_str(" AND attribute_not_exists(version)"),
+            }
+            let count = |delta: i64| {
+                Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(offer_pk(offer), OFFER_SK)))
+                    .update_expression("ADD locationsTotal :d")
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_values(":d", n(delta))
+                    .build()
+                    .map_err(|e| StoreError::internal(e.to_string()))
+            };
+            let writes = match (rule.wants(&location), owner) {
+                (true, Some(owner)) if job.is_some() && owner == by => {
+                    return Ok(LinkOutcome::Linked)
+                }
+                (true, Some(_)) => return Ok(LinkOutcome::AlreadyLinked),
+                (false, None) => {
+                    if location.has_offer && offers.is_empty() {
+                        // An earlier removal's last step (clearing `hasOffer`) never ran.
+                        self.clear_has_offer(id).await?;
+                    }
+                    return Ok(if job.is_some() && remover == job {
+                        LinkOutcome::Unlinked
+                    } else {
+                        LinkOutcome::NotLinked
+                    });
+                }
+                (true, None) => {
+                    values.insert(":t".to_owned(), AttributeValue::Bool(true));
+                    let mark = Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(location_pk(id), LOCATION_SK)))
+                        .update_expression(MARK_LOCATION)
+                        .condition_expression(format!(
+                            "{condition} AND attribute_not_exists(closed)"
+                        ))
+                        .set_expression_attribute_values(Some(values))
+                        .build()
+                        .map_err(|e| StoreError::internal(e.to_string()))?;
+                    let link = Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(to_item(&LinkItem::new(
+                            offer,
+                            id,
+                            by,
+                            self.clock.now_ms(),
+                        ))?))
+                        .condition_expression("attribute_not_exists(linkedBy)")
+                        .build()
+                        .map_err(|e| StoreError::internal(e.to_string()))?;
+                    vec![
+                        TransactWriteItem::builder().update(mark).build(),
+                        TransactWriteItem::builder().put(link).build(),
+                        TransactWriteItem::builder().update(count(1)?).build(),
+                    ]
+                }
+                (false, Some(_)) => {
+                    let unmark = Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(location_pk(id), LOCATION_SK)))
+                        .update_expression("DELETE offerIds :o")
+                        .condition_expression(condition)
+                        .set_expression_attribute_values(Some(values))
+                        .build()
+                        .map_err(|e| StoreError::internal(e.to_string()))?;
+                    let link_key = key(offer_pk(offer), &link_sk(id));
+                    // A job leaves the mark that it removed the link, which a replay finds.
+                    let unlink = match job {
+                        Some(job) => TransactWriteItem::builder()
+                            .update(
+                                Update::builder()
+                                    .table_name(&self.table)
+                                    .set_key(Some(link_key))
+                                    .update_expression(
+                                        "SET unlinkedBy = :j REMOVE linkedBy, linkedAt",
+                                    )
+                                    .condition_expression("attribute_exists(linkedBy)")
+                                    .expression_attribute_values(":j", s(job.to_string()))
+                                    .build()
+                                    .map_err(|e| StoreError::internal(e.to_string()))?,
+                            )
+                            .build(),
+                        None => TransactWriteItem::builder()
+                            .delete(
+                                Delete::builder()
+                                    .table_name(&self.table)
+                                    .set_key(Some(link_key))
+                                    .condition_expression("attribute_exists(linkedBy)")
+                                    .build()
+                                    .map_err(|e| StoreError::internal(e.to_string()))?,
+                            )
+                            .build(),
+                    };
+                    vec![
+                        TransactWriteItem::builder().update(unmark).build(),
+                        unlink,
+                        TransactWriteItem::builder().update(count(-1)?).build(),
+                    ]
+                }
+            };
+            let linking = rule.wants(&location);
+            if self.transact(writes).await? {
+                if linking {
+                    return Ok(LinkOutcome::Linked);
+                }
+                if offers.len() <= 1 {
+                    self.clear_has_offer(id).await?;
+                }
+                return Ok(LinkOutcome::Unlinked);
+            }
+        }
+        Err(StoreError::unavailable(format!(
+            "location {id} kept changing while offer {offer}'s rule was applied to it; retry"
+        )))
+    }
+
+    /// `hasOffer` false if the location carries no offer (and still carries none when
+    /// written: a link made meanwhile keeps it true).
+    async fn clear_has_offer(&self, id: LocationId) -> StoreResult<()> {
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(location_pk(id), LOCATION_SK)))
+            .update_expression("SET hasOffer = :f")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(offerIds)")
+            .expression_attribute_values(":f", AttributeValue::Bool(false))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
     async fn unmark_location(&self, id: LocationId, offer: OfferId) -> StoreResult<()> {
         let result = self
             .ddb
@@ -1132,6 +1313,57 @@ impl Catalog for DynamoCatalog {
             })?,
             set_at: chrono::DateTime::from_timestamp_millis(set_at).unwrap_or_default(),
         }))
+    }
+
+    /// The brand index's rule keys, then the rules (BatchGetItem).
+    async fn brand_rules(&self, brand: BrandId) -> StoreResult<Vec<OfferRule>> {
+        let mut offers = Vec::new();
+        let mut cursor = None;
+        loop {
+            let values = HashMap::from([
+                (":b".to_owned(), s(brand_key(brand))),
+                (":p".to_owned(), s(BRAND_INDEX_RULE)),
+            ]);
+            let (keys, next) = self
+                .query_page(
+                    Some("gsi1"),
+                    "gsi1pk = :b AND begins_with(gsi1sk, :p)",
+                    values,
+                    cursor.as_ref(),
+                    1_000,
+                )
+                .await?;
+            for k in keys {
+                if let Some(AttributeValue::S(sk)) = k.get("gsi1sk") {
+                    offers.push(sk.trim_start_matches(BRAND_INDEX_RULE).parse::<OfferId>()?);
+                }
+            }
+            cursor = next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let mut rules = Vec::with_capacity(offers.len());
+        for offer in offers {
+            // A rule removed since the index was read is left out.
+            if let Some(rule) = self.get_rule(offer).await? {
+                rules.push(rule);
+            }
+        }
+        Ok(rules)
+    }
+
+    async fn follow_rule(
+        &self,
+        rule: &OfferRule,
+        ids: &[LocationId],
+        by: LinkedBy,
+    ) -> StoreResult<Vec<LinkOutcome>> {
+        futures::stream::iter(ids.iter().copied())
+            .map(|id| self.follow_one(rule, id, by))
+            .buffered(LINKS_IN_FLIGHT)
+            .try_collect()
+            .await
     }
 
     async fn delete_rule(&self, offer: OfferId) -> StoreResult<bool> {

@@ -1052,3 +1052,145 @@ pub async fn an_offers_rule_is_set_replaced_read_removed_and_goes_with_the_offer
     );
     assert_eq!(catalog.get_rule(offer.id).await.unwrap(), None);
 }
+
+fn rule_of(offer: &bulklink_core::domain::Offer, countries: &[&str]) -> OfferRule {
+    OfferRule {
+        offer_id: offer.id,
+        brand_id: offer.brand_id,
+        filter: LocationFilter {
+            country: countries.iter().map(|c| c.parse().unwrap()).collect(),
+            ..Default::default()
+        },
+        set_at: now_ms(),
+    }
+}
+
+fn in_country(location: &mut Location, country: &str) -> LocationChange {
+    let change = LocationChange {
+        attributes: AttributesChange {
+            country: Some(Some(country.parse().unwrap())),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    location.attributes.country = Some(country.parse().unwrap());
+    change
+}
+
+pub async fn following_a_rule_links_what_it_wants_unlinks_the_rest_and_counts_each_once(
+    fx: &Fixture,
+) {
+    let catalog = &fx.ports.catalog;
+    let (offer, ids) = seed(&fx.ports, 4).await;
+    let (gb, ie, closed_gb, later) = (ids[0], ids[1], ids[2], ids[3]);
+    for (id, country) in [(gb, "GB"), (ie, "IE"), (closed_gb, "GB"), (later, "GB")] {
+        let mut location = catalog.get_location(id).await.unwrap().unwrap();
+        catalog
+            .update_location(id, &in_country(&mut location, country))
+            .await
+            .unwrap();
+    }
+    catalog
+        .update_location(closed_gb, &closing())
+        .await
+        .unwrap();
+    catalog.link_direct(&offer, ie).await.unwrap();
+    let rule = rule_of(&offer, &["GB"]);
+    catalog.put_rule(&rule).await.unwrap();
+
+    let asked = [gb, ie, closed_gb, LocationId::new_random()];
+    assert_eq!(
+        catalog
+            .follow_rule(&rule, &asked, LinkedBy::Rule)
+            .await
+            .unwrap(),
+        vec![
+            LinkOutcome::Linked,
+            LinkOutcome::Unlinked,
+            LinkOutcome::NotLinked,
+            LinkOutcome::NotFound
+        ]
+    );
+    assert_eq!(
+        total(fx, offer.id).await,
+        1,
+        "counted on the offer as written"
+    );
+    assert_eq!(
+        catalog.existing_links(offer.id, &[gb, ie]).await.unwrap(),
+        vec![Some(LinkedBy::Rule), None]
+    );
+    assert!(!catalog.get_location(ie).await.unwrap().unwrap().has_offer);
+    assert!(catalog.get_location(gb).await.unwrap().unwrap().has_offer);
+    assert_eq!(
+        catalog
+            .follow_rule(&rule, &asked, LinkedBy::Rule)
+            .await
+            .unwrap(),
+        vec![
+            LinkOutcome::AlreadyLinked,
+            LinkOutcome::NotLinked,
+            LinkOutcome::NotLinked,
+            LinkOutcome::NotFound
+        ],
+        "followed again, nothing changes"
+    );
+    assert_eq!(total(fx, offer.id).await, 1);
+
+    // A job sees its own links and removals again when a chunk is delivered twice.
+    let job = LinkedBy::Job(JobId::new_v7());
+    for _ in 0..2 {
+        assert_eq!(
+            catalog.follow_rule(&rule, &[later], job).await.unwrap(),
+            vec![LinkOutcome::Linked]
+        );
+    }
+    let mut moved = catalog.get_location(later).await.unwrap().unwrap();
+    catalog
+        .update_location(later, &in_country(&mut moved, "FR"))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            catalog.follow_rule(&rule, &[later], job).await.unwrap(),
+            vec![LinkOutcome::Unlinked]
+        );
+    }
+    assert_eq!(total(fx, offer.id).await, 1, "made once, removed once");
+    assert!(
+        !catalog
+            .get_location(later)
+            .await
+            .unwrap()
+            .unwrap()
+            .has_offer
+    );
+}
+
+pub async fn a_brands_rules_are_those_of_its_offers_only(fx: &Fixture) {
+    let catalog = &fx.ports.catalog;
+    let (first, _) = seed(&fx.ports, 0).await;
+    let second = offer(first.brand_id);
+    let without = offer(first.brand_id);
+    let (other, _) = seed(&fx.ports, 0).await;
+    for made in [&second, &without] {
+        catalog.create_offer(made).await.unwrap();
+    }
+    let mut expected = vec![rule_of(&first, &["GB"]), rule_of(&second, &[])];
+    for rule in expected.iter().chain([&rule_of(&other, &["IE"])]) {
+        catalog.put_rule(rule).await.unwrap();
+    }
+    expected.sort_by_key(|r| r.offer_id);
+    let mut rules = catalog.brand_rules(first.brand_id).await.unwrap();
+    rules.sort_by_key(|r| r.offer_id);
+    assert_eq!(rules, expected);
+    catalog.delete_rule(second.id).await.unwrap();
+    let first_rule: Vec<OfferRule> = expected
+        .into_iter()
+        .filter(|r| r.offer_id == first.id)
+        .collect();
+    assert_eq!(
+        catalog.brand_rules(first.brand_id).await.unwrap(),
+        first_rule
+    );
+}

@@ -65,6 +65,8 @@ contract! {
             links_made_while_stores_close_do_not_outlive_the_closing_nor_block_a_reopening,
             a_brands_offers_page_in_id_order_and_no_other_brands,
             an_offers_rule_is_set_replaced_read_removed_and_goes_with_the_offer,
+            following_a_rule_links_what_it_wants_unlinks_the_rest_and_counts_each_once,
+            a_brands_rules_are_those_of_its_offers_only,
             linking_a_fresh_location_marks_it_as_having_the_offer,
             relinking_by_the_same_job_counts_as_linked_again,
             a_location_linked_by_one_job_is_already_linked_for_anyone_else,

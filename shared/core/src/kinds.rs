@@ -155,10 +155,9 @@ pub async fn apply(ports: &Ports, job: &Job, ids: &[LocationId]) -> StoreResult<
     }
 }
 
-/// Links the locations of `ids` the offer's rule wants and unlinks the others (an id of
-/// nothing is `NotFound`), reading the rule and the locations as they are now. A location
-/// that changes between this read and the write is left as this read decided until the
-/// next reconcile: estate changes are not yet followed as they happen.
+/// Brings each location of `ids` to what the offer's rule (as it is now) wants of it, each
+/// decision written on condition that the location has not changed since it was read
+/// (`Catalog::follow_rule`, which also counts on the offer: see `offer_delta`).
 async fn reconcile(ports: &Ports, job: &Job, ids: &[LocationId]) -> StoreResult<Vec<LinkOutcome>> {
     let rule = ports.catalog.get_rule(job.offer_id).await?.ok_or_else(|| {
         StoreError::Conflict(format!(
@@ -166,43 +165,20 @@ async fn reconcile(ports: &Ports, job: &Job, ids: &[LocationId]) -> StoreResult<
             job.offer_id, job.id
         ))
     })?;
-    let found: std::collections::HashMap<LocationId, bool> = ports
+    ports
         .catalog
-        .locations_matching(job.brand_id, ids, &LocationFilter::default())
-        .await?
-        .into_iter()
-        .map(|l| (l.id, rule.wants(&l)))
-        .collect();
-    let wanted: Vec<LocationId> = ids
-        .iter()
-        .copied()
-        .filter(|id| found.get(id) == Some(&true))
-        .collect();
-    let unwanted: Vec<LocationId> = ids
-        .iter()
-        .copied()
-        .filter(|id| found.get(id) == Some(&false))
-        .collect();
-    let mut linked = ports
-        .catalog
-        .link_locations(job.offer_id, job.brand_id, LinkedBy::Job(job.id), &wanted)
-        .await?
-        .into_iter();
-    let mut unlinked = ports
-        .catalog
-        .unlink_locations(job.offer_id, job.id, None, &unwanted)
-        .await?
-        .into_iter();
-    ids.iter()
-        .map(|id| {
-            let outcome = match found.get(id) {
-                Some(true) => linked.next(),
-                Some(false) => unlinked.next(),
-                None => Some(LinkOutcome::NotFound),
-            };
-            outcome.ok_or_else(|| StoreError::internal("an outcome is missing for a location"))
-        })
-        .collect()
+        .follow_rule(&rule, ids, LinkedBy::Job(job.id))
+        .await
+}
+
+/// The change a chunk's counts make to the offer's `locationsTotal` through the ledger:
+/// `linked − unlinked`, except for a reconcile, whose every link and removal counted on the
+/// offer in the write that made it (`Catalog::follow_rule`).
+pub fn offer_delta(job: &Job, counts: &ChunkCounts) -> i64 {
+    match job.spec.action {
+        Action::Reconcile => 0,
+        Action::Link | Action::Unlink { .. } => counts.offer_delta(),
+    }
 }
 
 /// The counts of a chunk whose action was done.

@@ -166,6 +166,20 @@ pub trait Catalog: Send + Sync {
     async fn get_rule(&self, offer: OfferId) -> StoreResult<Option<OfferRule>>;
     /// Removes the offer's rule; false if it had none.
     async fn delete_rule(&self, offer: OfferId) -> StoreResult<bool>;
+    /// A brand's standing rules, one per offer that has one.
+    async fn brand_rules(&self, brand: BrandId) -> StoreResult<Vec<OfferRule>>;
+    /// Makes the offer's link to each location what `rule` wants of the location as it is
+    /// when written (active and matching: linked; otherwise: not linked), atomically with
+    /// respect to changes to the location, and counts each link made or removed on the
+    /// offer's `locationsTotal` in the same write. `by` owns the links it makes; a job sees
+    /// its own earlier links and removals again as `Linked` / `Unlinked` (a replay). An id
+    /// of nothing, or of another brand, is `NotFound`.
+    async fn follow_rule(
+        &self,
+        rule: &OfferRule,
+        ids: &[LocationId],
+        by: LinkedBy,
+    ) -> StoreResult<Vec<LinkOutcome>>;
     /// The links of an offer in location-id order.
     async fn page_offer_links(
         &self,

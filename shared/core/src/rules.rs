@@ -1,9 +1,10 @@
-//! How far an offer's links are from its standing rule.
+//! Standing rules: following a location's changes, and how far an offer's links are from
+//! its rule.
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{LocationFilter, OfferRule};
-use crate::error::StoreResult;
+use crate::domain::{LinkOutcome, LinkedBy, LocationFilter, LocationId, OfferId, OfferRule};
+use crate::error::{StoreError, StoreResult};
 use crate::ports::Ports;
 
 /// Locations per read while counting drift.
@@ -48,4 +49,29 @@ pub async fn drift(ports: &Ports, rule: &OfferRule) -> StoreResult<Drift> {
             return Ok(drift);
         }
     }
+}
+
+/// Brings the offers of the location's brand that have a rule to what their rules want of
+/// the location as it is now (`Catalog::follow_rule`: each decision written on condition
+/// that the location has not changed since read; a link made counts on the offer). What
+/// each rule's offer did; nothing for a location that no longer exists (its deletion took
+/// its links with it).
+pub async fn follow(
+    ports: &Ports,
+    location: LocationId,
+) -> StoreResult<Vec<(OfferId, LinkOutcome)>> {
+    let Some(found) = ports.catalog.get_location(location).await? else {
+        return Ok(Vec::new());
+    };
+    let mut done = Vec::new();
+    for rule in ports.catalog.brand_rules(found.brand_id).await? {
+        let outcome = ports
+            .catalog
+            .follow_rule(&rule, &[location], LinkedBy::Rule)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::internal("following a rule produced no outcome"))?;
+        done.push((rule.offer_id, outcome));
+    }
+    Ok(done)
 }

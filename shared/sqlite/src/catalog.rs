@@ -485,29 +485,44 @@ impl Catalog for EmbeddedStore {
 
     async fn get_rule(&self, offer: OfferId) -> StoreResult<Option<OfferRule>> {
         self.read(move |conn| {
-            let row = conn
-                .prepare_cached("SELECT brand_id, filter, set_at FROM rules WHERE offer_id = ?1")
-                .map_err(sql)?
-                .query_row([offer.to_string()], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, i64>(2)?,
-                    ))
-                })
-                .optional()
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT offer_id, brand_id, filter, set_at FROM rules WHERE offer_id = ?1",
+                )
                 .map_err(sql)?;
-            row.map(|(brand, filter, set_at)| {
-                Ok(OfferRule {
-                    offer_id: offer,
-                    brand_id: brand.parse()?,
-                    filter: serde_json::from_str(&filter).map_err(|e| {
-                        StoreError::internal(format!("offer {offer} has an unreadable rule: {e}"))
-                    })?,
-                    set_at: from_ms(set_at),
-                })
-            })
-            .transpose()
+            let mut rules = rules_of(&mut stmt, &offer.to_string())?;
+            Ok(rules.pop())
+        })
+        .await
+    }
+
+    async fn brand_rules(&self, brand: BrandId) -> StoreResult<Vec<OfferRule>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT offer_id, brand_id, filter, set_at FROM rules WHERE brand_id = ?1 \
+                     ORDER BY offer_id",
+                )
+                .map_err(sql)?;
+            rules_of(&mut stmt, &brand.to_string())
+        })
+        .await
+    }
+
+    /// One writer unit reads each location, decides and writes: nothing comes between.
+    async fn follow_rule(
+        &self,
+        rule: &OfferRule,
+        ids: &[LocationId],
+        by: LinkedBy,
+    ) -> StoreResult<Vec<LinkOutcome>> {
+        let (rule, ids, clock) = (rule.clone(), ids.to_vec(), self.clock().clone());
+        self.write(move |conn| {
+            let mut outcomes = Vec::with_capacity(ids.len());
+            for id in &ids {
+                outcomes.push(follow_in(conn, &rule, *id, by, clock.now_ms())?);
+            }
+            Ok(outcomes)
         })
         .await
     }
@@ -587,6 +602,131 @@ impl Catalog for EmbeddedStore {
         })
         .await
     }
+}
+
+/// The rules a statement selecting `offer_id, brand_id, filter, set_at` by `key` finds.
+fn rules_of(stmt: &mut rusqlite::CachedStatement<'_>, key: &str) -> StoreResult<Vec<OfferRule>> {
+    let rows = stmt
+        .query_map([key], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        })
+        .map_err(sql)?;
+    let mut rules = Vec::new();
+    for row in rows {
+        let (offer, brand, filter, set_at) = row.map_err(sql)?;
+        rules.push(OfferRule {
+            offer_id: offer.parse()?,
+            brand_id: brand.parse()?,
+            filter: serde_json::from_str(&filter).map_err(|e| {
+                StoreError::internal(format!("offer {offer} has an unreadable rule: {e}"))
+            })?,
+            set_at: from_ms(set_at),
+        });
+    }
+    Ok(rules)
+}
+
+/// One location brought to what the rule wants of it, inside the caller's writer unit.
+fn follow_in(
+    conn: &Connection,
+    rule: &OfferRule,
+    id: LocationId,
+    by: LinkedBy,
+    at: i64,
+) -> StoreResult<LinkOutcome> {
+    let Some(location) = read_location(conn, id)?.filter(|l| l.brand_id == rule.brand_id) else {
+        return Ok(LinkOutcome::NotFound);
+    };
+    let (offer, location_id) = (rule.offer_id.to_string(), id.to_string());
+    let owner: Option<String> = conn
+        .prepare_cached("SELECT linked_by FROM links WHERE offer_id = ?1 AND location_id = ?2")
+        .map_err(sql)?
+        .query_row(params![offer, location_id], |row| row.get(0))
+        .optional()
+        .map_err(sql)?;
+    let job = match by {
+        LinkedBy::Job(job) => Some(job.to_string()),
+        _ => None,
+    };
+    let count = |delta: i64| {
+        conn.prepare_cached(
+            "UPDATE offers SET locations_total = locations_total + ?2 WHERE id = ?1",
+        )
+        .map_err(sql)?
+        .execute(params![offer, delta])
+        .map_err(sql)
+    };
+    Ok(match (rule.wants(&location), owner) {
+        (true, Some(owner)) if job.is_some() && owner == by.to_attr() => LinkOutcome::Linked,
+        (true, Some(_)) => LinkOutcome::AlreadyLinked,
+        (true, None) => {
+            conn.prepare_cached(
+                "INSERT INTO links (offer_id, location_id, linked_by, linked_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(sql)?
+            .execute(params![offer, location_id, by.to_attr(), at])
+            .map_err(sql)?;
+            conn.execute(
+                "DELETE FROM unlinks WHERE offer_id = ?1 AND location_id = ?2",
+                params![offer, location_id],
+            )
+            .map_err(sql)?;
+            conn.execute(
+                "UPDATE locations SET has_offer = 1 WHERE id = ?1",
+                [&location_id],
+            )
+            .map_err(sql)?;
+            count(1)?;
+            LinkOutcome::Linked
+        }
+        (false, Some(_)) => {
+            conn.execute(
+                "DELETE FROM links WHERE offer_id = ?1 AND location_id = ?2",
+                params![offer, location_id],
+            )
+            .map_err(sql)?;
+            if let Some(job) = &job {
+                conn.execute(
+                    "INSERT OR REPLACE INTO unlinks (offer_id, location_id, job_id, unlinked_at) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![offer, location_id, job, at],
+                )
+                .map_err(sql)?;
+            }
+            conn.execute(
+                "UPDATE locations SET has_offer = EXISTS \
+                 (SELECT 1 FROM links WHERE links.location_id = locations.id) WHERE id = ?1",
+                [&location_id],
+            )
+            .map_err(sql)?;
+            count(-1)?;
+            LinkOutcome::Unlinked
+        }
+        (false, None) => {
+            let replay = match &job {
+                Some(job) => conn
+                    .prepare_cached(
+                        "SELECT 1 FROM unlinks WHERE offer_id = ?1 AND location_id = ?2 \
+                         AND job_id = ?3",
+                    )
+                    .map_err(sql)?
+                    .exists(params![offer, location_id, job])
+                    .map_err(sql)?,
+                None => false,
+            };
+            if replay {
+                LinkOutcome::Unlinked
+            } else {
+                LinkOutcome::NotLinked
+            }
+        }
+    })
 }
 
 /// The per-location conditional writes, inside the caller's transaction.

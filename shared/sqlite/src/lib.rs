@@ -6,6 +6,7 @@
 
 mod catalog;
 mod checkpoint;
+mod estate;
 mod events;
 mod inspect;
 mod jobs;
@@ -33,6 +34,7 @@ use crate::config::Settings;
 use crate::error::{StoreError, StoreResult};
 use crate::ports::Ports;
 
+pub use estate::EstateChange;
 pub use events::EmbeddedEvents;
 pub use inspect::{LinkStats, SeededBrand};
 pub use queue::EmbeddedQueue;

@@ -373,8 +373,9 @@ fn v6_location_attributes(tx: &Transaction<'_>) -> StoreResult<()> {
 
 /// Version 7: a location's status (`closed` 1 when the store has closed; every existing
 /// location is active), the brand index by status so a job pages only active ones, an
-/// index of each brand's offers, and offers' standing rules (`filter`: the rule's `where`
-/// as JSON).
+/// index of each brand's offers, offers' standing rules (`filter`: the rule's `where` as
+/// JSON), and the feed of location changes the rules follow (`estate_changes`, fed by
+/// triggers).
 fn v7_location_status_and_offers_by_brand(tx: &Transaction<'_>) -> StoreResult<()> {
     tx.execute_batch(
         "ALTER TABLE locations ADD COLUMN closed INTEGER NOT NULL DEFAULT 0;
@@ -387,7 +388,27 @@ fn v7_location_status_and_offers_by_brand(tx: &Transaction<'_>) -> StoreResult<(
              filter TEXT NOT NULL,
              set_at INTEGER NOT NULL
          ) WITHOUT ROWID;
-         CREATE INDEX rules_by_brand ON rules (brand_id, offer_id);",
+         CREATE INDEX rules_by_brand ON rules (brand_id, offer_id);
+         -- What the estate follower has to look at: every location created or changed in a
+         -- brand with a rule, written in the same transaction as the change (the SQLite
+         -- counterpart of a DynamoDB stream). Links only touch has_offer: not a change.
+         CREATE TABLE estate_changes (
+             seq INTEGER PRIMARY KEY AUTOINCREMENT,
+             location_id TEXT NOT NULL,
+             changed_at INTEGER
+         );
+         CREATE TRIGGER estate_created AFTER INSERT ON locations
+             WHEN EXISTS (SELECT 1 FROM rules WHERE brand_id = NEW.brand_id)
+             BEGIN
+                 INSERT INTO estate_changes (location_id, changed_at)
+                     VALUES (NEW.id, NEW.updated_at);
+             END;
+         CREATE TRIGGER estate_changed AFTER UPDATE OF address, attributes, closed ON locations
+             WHEN EXISTS (SELECT 1 FROM rules WHERE brand_id = NEW.brand_id)
+             BEGIN
+                 INSERT INTO estate_changes (location_id, changed_at)
+                     VALUES (NEW.id, NEW.updated_at);
+             END;",
     )
     .map_err(sql)
 }

@@ -397,11 +397,13 @@ impl utoipa::PartialSchema for Country {
 #[cfg(feature = "openapi")]
 impl utoipa::ToSchema for Country {}
 
-/// Who created a link: a job, or a direct `PUT /offers/{o}/locations/{l}`.
+/// Who created a link: a job, a direct `PUT /offers/{o}/locations/{l}`, or the offer's
+/// standing rule following a change to the location.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LinkedBy {
     Job(JobId),
     Direct,
+    Rule,
 }
 
 impl LinkedBy {
@@ -409,14 +411,15 @@ impl LinkedBy {
         match self {
             LinkedBy::Job(id) => id.to_string(),
             LinkedBy::Direct => "direct".to_owned(),
+            LinkedBy::Rule => "rule".to_owned(),
         }
     }
 
     pub fn from_attr(s: &str) -> Result<Self, DomainError> {
-        if s == "direct" {
-            Ok(LinkedBy::Direct)
-        } else {
-            s.parse().map(LinkedBy::Job)
+        match s {
+            "direct" => Ok(LinkedBy::Direct),
+            "rule" => Ok(LinkedBy::Rule),
+            _ => s.parse().map(LinkedBy::Job),
         }
     }
 }
@@ -428,10 +431,10 @@ impl utoipa::PartialSchema for LinkedBy {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .description(Some(
-                "`direct` (PUT /offers/{offerId}/locations/{locationId}) or the id of the job that made the link",
+                "`direct` (PUT /offers/{offerId}/locations/{locationId}), `rule` (the offer's standing rule, following a change to the location) or the id of the job that made the link",
             ))
             .pattern(Some(
-                "^(direct|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$",
+                "^(direct|rule|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$",
             ))
             .into()
     }
@@ -617,6 +620,7 @@ mod tests {
         let job = LinkedBy::Job(JobId::new_v7());
         assert_eq!(LinkedBy::from_attr(&job.to_attr()).unwrap(), job);
         assert_eq!(LinkedBy::from_attr("direct").unwrap(), LinkedBy::Direct);
+        assert_eq!(LinkedBy::from_attr("rule").unwrap(), LinkedBy::Rule);
         assert!(LinkedBy::from_attr("someone").is_err());
     }
 }
