@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CARGO_LAMBDA_VERSION=1.9.2
-BINS=(bulklink-job-api bulklink-status bulklink-fanout bulklink-worker bulklink-sweeper bulklink-webhooks)
+BINS=(bulklink-job-api bulklink-status bulklink-fanout bulklink-worker bulklink-sweeper bulklink-webhooks bulklink-estate)
 LIMIT=$((10 * 1024 * 1024))
 
 if [ ! -x .venv/bin/python ]; then

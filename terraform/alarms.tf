@@ -8,6 +8,7 @@ locals {
     fanout_dlq   = aws_sqs_queue.fanout_dlq.name
     chunks_dlq   = aws_sqs_queue.chunks_dlq.name
     webhooks_dlq = aws_sqs_queue.webhooks_dlq.name
+    estate_dlq   = aws_sqs_queue.estate_dlq.name
   }
 
   oldest_message_limits = {
@@ -20,7 +21,27 @@ locals {
     fanout   = aws_lambda_function.fanout.function_name
     worker   = aws_lambda_function.worker.function_name
     webhooks = aws_lambda_function.webhooks.function_name
+    estate   = aws_lambda_function.estate.function_name
   }
+}
+
+# Location changes waiting to be followed: the age of the newest record the estate
+# function has read when it read it. Standing rules lag the estate by this much.
+resource "aws_cloudwatch_metric_alarm" "estate_iterator_age" {
+  alarm_name          = "${aws_lambda_function.estate.function_name}-iterator-age"
+  alarm_description   = "Standing rules follow location changes more than ${var.estate_age_alarm_seconds} s late."
+  namespace           = "AWS/Lambda"
+  metric_name         = "IteratorAge"
+  dimensions          = { FunctionName = aws_lambda_function.estate.function_name }
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.estate_age_alarm_seconds * 1000
+  treat_missing_data  = "notBreaching"
+  actions_enabled     = true
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
 }
 
 # A fanout message here is a job that stopped fanning out (the sweeper restarts it); a chunk

@@ -26,7 +26,14 @@ resource "aws_dynamodb_table" "catalog" {
     type = "S"
   }
 
-  # A brand's locations (gsi1pk = BRAND#{brandId}, gsi1sk = LOC#{locationId}); fanout pages it.
+  # Every change to an item, old and new image, for the estate function: a location created
+  # or changed is followed by its brand's standing rules (lambda.tf, estate).
+  stream_enabled   = true
+  stream_view_type = "NEW_AND_OLD_IMAGES"
+
+  # A brand's locations (gsi1pk = BRAND#{brandId}, gsi1sk = LOC#{locationId} while active,
+  # LOC#~{locationId} once closed), offers (OFFER#{offerId}) and rules (RULE#{offerId});
+  # fanout pages its locations.
   global_secondary_index {
     name            = "gsi1"
     hash_key        = "gsi1pk"

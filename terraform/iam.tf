@@ -61,12 +61,23 @@ data "aws_iam_policy_document" "job_api" {
     resources = ["${aws_cloudwatch_log_group.lambda["job_api"].arn}:*"]
   }
 
-  # create_offer (PutItem), create_locations (transaction of puts), get_offer/get_location,
-  # link_direct (transaction: update location + put link + update offer).
+  # create_offer (PutItem), create_locations (transaction of puts with the external-id
+  # claims), get_offer/get_location, link_direct (transaction: update location + put link +
+  # update offer); deleting or closing a location (read its links with BatchGetItem, then a
+  # transaction that deletes or updates it, deletes its links and claim, updates each
+  # offer's count and puts a closing mark); a standing rule (transaction: ConditionCheck of
+  # the offer + PutItem; DeleteItem); a dry run reads the job's source as fanout does
+  # (Query the brand index or an offer's links, BatchGetItem the locations of a filter).
   statement {
-    sid       = "CatalogOffersLocationsDirectLinks"
-    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    sid       = "CatalogOffersLocationsLinksRules"
+    actions   = ["dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]
     resources = [aws_dynamodb_table.catalog.arn]
+  }
+
+  statement {
+    sid       = "DryRunBrandIndex"
+    actions   = ["dynamodb:Query"]
+    resources = ["${aws_dynamodb_table.catalog.arn}/index/gsi1"]
   }
 
   # create_job (transaction: idempotency claim + active lock + job, all puts), request_cancel,
@@ -168,9 +179,11 @@ data "aws_iam_policy_document" "fanout" {
     resources = ["${aws_dynamodb_table.catalog.arn}/index/gsi1"]
   }
 
+  # The offer; an unlink-all's or undo's source, the offer's links (Query on its
+  # partition); a filtered job's locations, read to match them (BatchGetItem).
   statement {
     sid       = "ReadCatalog"
-    actions   = ["dynamodb:GetItem"]
+    actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Query"]
     resources = [aws_dynamodb_table.catalog.arn]
   }
 
@@ -215,6 +228,57 @@ resource "aws_iam_role_policy" "fanout" {
   name   = "fanout"
   role   = aws_iam_role.lambda["fanout"].id
   policy = data.aws_iam_policy_document.fanout.json
+}
+
+# --- estate: follow location changes with the standing rules ---------------------------------------
+
+data "aws_iam_policy_document" "estate" {
+  statement {
+    sid       = "OwnLogGroup"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.lambda["estate"].arn}:*"]
+  }
+
+  # The mapping reads the catalog table's stream with the function's role.
+  statement {
+    sid       = "ReadCatalogStream"
+    actions   = ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
+    resources = [aws_dynamodb_table.catalog.stream_arn]
+  }
+
+  # The location and its link (GetItem), the brand's rules (gsi1 keys, then GetItem); each
+  # decision one transaction: the location marked or unmarked (UpdateItem), the link put or
+  # deleted (PutItem / DeleteItem), the offer's count (UpdateItem); hasOffer cleared after.
+  statement {
+    sid       = "FollowRules"
+    actions   = ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.catalog.arn]
+  }
+
+  statement {
+    sid       = "BrandRules"
+    actions   = ["dynamodb:Query"]
+    resources = ["${aws_dynamodb_table.catalog.arn}/index/gsi1"]
+  }
+
+  # The mapping's on-failure destination.
+  statement {
+    sid       = "RecordUnfollowedBatches"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.estate_dlq.arn]
+  }
+
+  statement {
+    sid       = "UseDeploymentKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.main.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "estate" {
+  name   = "estate"
+  role   = aws_iam_role.lambda["estate"].id
+  policy = data.aws_iam_policy_document.estate.json
 }
 
 # --- worker and worker-dlq: link, ledger, complete -----------------------------------------------------

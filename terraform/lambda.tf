@@ -13,10 +13,11 @@ locals {
     worker_dlq = "${var.name}-worker-dlq"
     sweeper    = "${var.name}-sweeper"
     webhooks   = "${var.name}-webhooks"
+    estate     = "${var.name}-estate"
   }
 
   bootstrap_zip = {
-    for bin in ["bulklink-job-api", "bulklink-status", "bulklink-fanout", "bulklink-worker", "bulklink-sweeper", "bulklink-webhooks"] :
+    for bin in ["bulklink-job-api", "bulklink-status", "bulklink-fanout", "bulklink-worker", "bulklink-sweeper", "bulklink-webhooks", "bulklink-estate"] :
     bin => "${var.artifacts_dir}/${bin}/bootstrap.zip"
   }
 
@@ -321,6 +322,38 @@ resource "aws_lambda_function" "webhooks" {
   ]
 }
 
+resource "aws_lambda_function" "estate" {
+  #checkov:skip=CKV_AWS_116:Invoked by a DynamoDB stream event source mapping, not asynchronously; what it cannot follow goes to the mapping's on-failure destination (estate-dlq)
+  #checkov:skip=CKV_AWS_115:Not reserved on purpose: one invocation per stream shard at a time (parallelization factor 1), so its concurrency is bounded by the table's shards
+  #checkov:skip=CKV_AWS_117:Reaches only AWS APIs (DynamoDB) over their public endpoints with IAM auth; a VPC would add NAT/endpoints for no isolation gain
+  #checkov:skip=CKV_AWS_272:Artifacts are built from source by cargo lambda in CI and deployed by terraform; no AWS Signer profile exists for this project
+  function_name    = local.function_names.estate
+  description      = "bulklink estate: follows each location created or changed with its brand's standing rules"
+  role             = aws_iam_role.lambda["estate"].arn
+  runtime          = "provided.al2023"
+  handler          = "bootstrap"
+  architectures    = [var.lambda_architecture]
+  filename         = local.bootstrap_zip["bulklink-estate"]
+  source_code_hash = local.bootstrap_hash["bulklink-estate"]
+  timeout          = var.estate_timeout_seconds
+  memory_size      = var.estate_memory_mb
+  kms_key_arn      = aws_kms_key.main.arn
+
+  environment {
+    variables = local.lambda_env
+  }
+
+  tracing_config {
+    mode = "Active"
+  }
+
+  depends_on = [
+    aws_cloudwatch_log_group.lambda["estate"],
+    aws_iam_role_policy.estate,
+    aws_iam_role_policy_attachment.xray["estate"],
+  ]
+}
+
 # --- triggers ----------------------------------------------------------------------------------------
 # Every SQS mapping reports partial batch failures: only the failed messages of a batch
 # are redelivered (and, after max_receive_count deliveries, dead-lettered).
@@ -361,6 +394,35 @@ resource "aws_lambda_event_source_mapping" "webhooks" {
   function_name           = aws_lambda_function.webhooks.arn
   batch_size              = var.webhooks_batch_size
   function_response_types = ["ReportBatchItemFailures"]
+}
+
+# The catalog table's stream, location items only; a shard's records in order, one batch at
+# a time (parallelization factor 1), so one location's changes are followed in the order
+# they were made. A record the function cannot follow is reported with the ones after it
+# and retried from there; past the retries, the batch's record goes to estate-dlq.
+resource "aws_lambda_event_source_mapping" "estate" {
+  event_source_arn                   = aws_dynamodb_table.catalog.stream_arn
+  function_name                      = aws_lambda_function.estate.arn
+  starting_position                  = "LATEST"
+  batch_size                         = var.estate_batch_size
+  maximum_batching_window_in_seconds = 0
+  parallelization_factor             = 1
+  bisect_batch_on_function_error     = false
+  maximum_retry_attempts             = var.estate_max_retries
+  maximum_record_age_in_seconds      = 86400
+  function_response_types            = ["ReportBatchItemFailures"]
+
+  filter_criteria {
+    filter {
+      pattern = jsonencode({ dynamodb = { Keys = { sk = { S = ["#LOC"] } } } })
+    }
+  }
+
+  destination_config {
+    on_failure {
+      destination_arn = aws_sqs_queue.estate_dlq.arn
+    }
+  }
 }
 
 resource "aws_cloudwatch_event_rule" "sweep" {

@@ -47,6 +47,16 @@ resource "aws_sqs_queue" "chunks_dlq" {
   kms_data_key_reuse_period_seconds = 300
 }
 
+# Where the estate function's stream mapping sends what it could not follow after its
+# retries: a record of the failed batch (shard and sequence numbers) for an operator, who
+# reconciles the offers concerned (PUT their rules again).
+resource "aws_sqs_queue" "estate_dlq" {
+  name                              = "${var.name}-estate-dlq"
+  message_retention_seconds         = local.dlq_retention_seconds
+  kms_master_key_id                 = aws_kms_key.main.arn
+  kms_data_key_reuse_period_seconds = 300
+}
+
 resource "aws_sqs_queue" "chunks" {
   name                              = "${var.name}-chunks"
   visibility_timeout_seconds        = 6 * var.worker_timeout_seconds

@@ -120,6 +120,51 @@ variable "worker_dlq_timeout_seconds" {
   }
 }
 
+variable "estate_timeout_seconds" {
+  description = "Timeout of the estate function (one batch of catalog-stream records, each location followed by its brand's rules)."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.estate_timeout_seconds >= 1 && var.estate_timeout_seconds <= 900
+    error_message = "estate_timeout_seconds must be 1-900."
+  }
+}
+
+variable "estate_memory_mb" {
+  description = "Memory of the estate function, in MB."
+  type        = number
+  default     = 256
+}
+
+variable "estate_batch_size" {
+  description = "Catalog-stream records per estate invocation."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.estate_batch_size >= 1 && var.estate_batch_size <= 1000
+    error_message = "estate_batch_size must be 1-1000."
+  }
+}
+
+variable "estate_max_retries" {
+  description = "Times the estate mapping retries a batch from its first failed record before sending it to estate-dlq."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.estate_max_retries >= 0 && var.estate_max_retries <= 10000
+    error_message = "estate_max_retries must be 0-10000."
+  }
+}
+
+variable "estate_age_alarm_seconds" {
+  description = "Alarm when standing rules follow location changes later than this (the estate function's IteratorAge)."
+  type        = number
+  default     = 60
+}
+
 variable "worker_dlq_memory_mb" {
   description = "Memory of the worker-dlq function, in MB."
   type        = number

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bulklink_aws::{AwsClients, AwsNames};
@@ -152,6 +152,9 @@ pub struct Runtime {
     minter: Option<(Vec<u8>, String)>,
     /// The runtime's time of day (its tokens are issued at it).
     pub clock: Clock,
+    /// Whether the catalog stream was found empty by a look that began at or after a time
+    /// (aws: the estate follower's probe).
+    stream_idle: Option<Arc<dyn Fn(Instant) -> bool + Send + Sync>>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -201,7 +204,39 @@ impl Runtime {
         wrap: impl FnOnce(Ports) -> Ports,
     ) -> anyhow::Result<Runtime> {
         let ports = wrap(bulklink_aws::ports(&clients, names, config.clock.clone()));
-        Self::start(Backend::Aws(clients), config, move || ports).await
+        // Positioned before the API answers, so every change it accepts is followed.
+        let follower = if config.consumers {
+            match bulklink_aws::estate::StreamFollower::start(&clients, &names.catalog_table).await
+            {
+                Ok(follower) => Some(follower),
+                Err(e) => {
+                    tracing::warn!(error = %e, "standing rules will not follow location changes");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut runtime = Self::start(Backend::Aws(clients), config, move || ports).await?;
+        if let Some(follower) = follower {
+            runtime.stream_idle = Some(Arc::new(follower.idle_probe()));
+            let watcher = runtime.shutdown.subscribe();
+            runtime
+                .tasks
+                .spawn(follower.run(runtime.ports.clone(), watcher));
+        }
+        Ok(runtime)
+    }
+
+    /// Whether every location change accepted before `since` has been followed by the
+    /// rules: the embedded feed is empty, or the catalog stream was found empty by a look
+    /// that began after `since`.
+    pub async fn estate_followed_since(&self, since: Instant) -> anyhow::Result<bool> {
+        match (&self.backend, &self.stream_idle) {
+            (Backend::Embedded(store), _) => Ok(store.estate_changes(1).await?.is_empty()),
+            (Backend::Aws(_), Some(idle)) => Ok(idle(since)),
+            (Backend::Aws(_), None) => anyhow::bail!("this runtime does not follow the stream"),
+        }
     }
 
     async fn start(
@@ -319,6 +354,7 @@ impl Runtime {
             ports,
             minter,
             clock: config.clock.clone(),
+            stream_idle: None,
             shutdown,
             tasks,
         })

@@ -657,3 +657,182 @@ async fn a_worker_instance_picks_up_a_changed_write_budget() {
     let _ = worker.kill();
     let _ = worker.wait();
 }
+
+/// One stream record: event name, keys pk and sk, old and new version, sequence number.
+type StreamRecordSpec<'a> = (&'a str, String, &'a str, Option<u64>, Option<u64>, &'a str);
+
+/// A DynamoDB stream event of the fixture record, one per record spec.
+fn stream_event(records: &[StreamRecordSpec<'_>]) -> aws_lambda_events::event::dynamodb::Event {
+    let template: Value = serde_json::from_str(&fixture("dynamodb_stream_record.json")).unwrap();
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(event, pk, sk, old, new, seq)| {
+            let mut record = template.clone();
+            record["eventName"] = json!(event);
+            let keys = json!({ "pk": { "S": pk }, "sk": { "S": sk } });
+            record["dynamodb"]["Keys"] = keys.clone();
+            record["dynamodb"]["SequenceNumber"] = json!(seq);
+            let image = |version: &Option<u64>| {
+                let mut image = keys.clone();
+                if let Some(v) = version {
+                    image["version"] = json!({ "N": v.to_string() });
+                }
+                image
+            };
+            record["dynamodb"]["NewImage"] = image(new);
+            if *event == "MODIFY" {
+                record["dynamodb"]["OldImage"] = image(old);
+            }
+            record
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_batch_follows_created_and_changed_locations_and_reports_the_first_it_cannot() {
+    use bulklink_core::domain::{
+        AttributesChange, LinkedBy, Location, LocationChange, LocationFilter, OfferRule,
+    };
+    let env = Env::of(Kind::Aws, fast_settings()).await;
+    let ports = env.ports();
+    let seeded = env.seed(0).await;
+    let rule = OfferRule {
+        offer_id: seeded.offer_id,
+        brand_id: seeded.brand_id,
+        filter: LocationFilter {
+            country: vec!["GB".parse().unwrap()],
+            ..Default::default()
+        },
+        set_at: ports.clock.now(),
+    };
+    ports.catalog.put_rule(&rule).await.unwrap();
+    let now = ports.clock.now();
+    let store = |n: u32| {
+        let mut l = Location::new(
+            LocationId::new_random(),
+            seeded.brand_id,
+            format!("{n} High St"),
+            now,
+        );
+        l.attributes.country = Some("GB".parse().unwrap());
+        l
+    };
+    let (created, changed, marked) = (store(1), store(2), store(3));
+    ports
+        .catalog
+        .create_locations(&[created.clone(), changed.clone(), marked.clone()])
+        .await
+        .unwrap();
+    let tagged = LocationChange {
+        attributes: AttributesChange {
+            tags: Some(vec!["24h".into()]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    ports
+        .catalog
+        .update_location(changed.id, &tagged)
+        .await
+        .unwrap();
+    let pk = |l: &Location| format!("LOC#{}", l.id);
+    let event = stream_event(&[
+        ("INSERT", pk(&created), "#LOC", None, None, "100"),
+        ("MODIFY", pk(&changed), "#LOC", None, Some(1), "101"),
+        // A link's mark leaves the version: not a change the rules follow.
+        ("MODIFY", pk(&marked), "#LOC", Some(1), Some(1), "102"),
+        (
+            "INSERT",
+            format!("OFFER#{}", seeded.offer_id),
+            &pk(&marked),
+            None,
+            None,
+            "103",
+        ),
+    ]);
+    let response = worker::estate::handle(&ports, event).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    let links = ports
+        .catalog
+        .existing_links(seeded.offer_id, &[created.id, changed.id, marked.id])
+        .await
+        .unwrap();
+    assert_eq!(
+        links,
+        vec![Some(LinkedBy::Rule), Some(LinkedBy::Rule), None]
+    );
+
+    // A rule that cannot be read fails its record: reported by sequence number, and nothing
+    // after it in the batch is followed (the mapping retries from there, in order).
+    let other = env.seed(0).await;
+    let names = env.aws_names().unwrap();
+    env.aws_clients()
+        .unwrap()
+        .dynamodb
+        .put_item()
+        .table_name(&names.catalog_table)
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("OFFER#{}", other.offer_id)),
+        )
+        .item(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("#RULE".into()),
+        )
+        .item(
+            "brandId",
+            aws_sdk_dynamodb::types::AttributeValue::S(other.brand_id.to_string()),
+        )
+        .item(
+            "where",
+            aws_sdk_dynamodb::types::AttributeValue::S("not json".into()),
+        )
+        .item(
+            "setAt",
+            aws_sdk_dynamodb::types::AttributeValue::N("0".into()),
+        )
+        .item(
+            "gsi1pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("BRAND#{}", other.brand_id)),
+        )
+        .item(
+            "gsi1sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("RULE#{}", other.offer_id)),
+        )
+        .send()
+        .await
+        .unwrap();
+    let broken = Location::new(
+        LocationId::new_random(),
+        other.brand_id,
+        "9 Bad Rd".into(),
+        now,
+    );
+    let after = store(4);
+    ports
+        .catalog
+        .create_locations(&[broken.clone(), after.clone()])
+        .await
+        .unwrap();
+    let event = stream_event(&[
+        ("INSERT", pk(&broken), "#LOC", None, None, "200"),
+        ("INSERT", pk(&after), "#LOC", None, None, "201"),
+    ]);
+    let response = worker::estate::handle(&ports, event).await;
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(failed, vec![Some("200".to_owned())]);
+    assert_eq!(
+        ports
+            .catalog
+            .existing_links(seeded.offer_id, &[after.id])
+            .await
+            .unwrap(),
+        vec![None],
+        "a record after the failed one waits for the retry"
+    );
+}

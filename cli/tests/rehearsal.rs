@@ -2,7 +2,8 @@
 //! stand-in (real `Lambda-Runtime-Deadline-Ms`), with the environment Terraform gives it,
 //! against moto. The test plays API Gateway (v2 events with JWT authorizer claims) and the
 //! SQS event source mappings (receive, invoke, delete what the batch response does not
-//! report); only the function binaries do bulklink's work.
+//! report) and the catalog stream's (location records in order, retried from the first
+//! reported failure); only the function binaries do bulklink's work.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -116,6 +117,139 @@ async fn call(
     (status, body)
 }
 
+/// A DynamoDB stream attribute as DynamoDB JSON (the Lambda event's form).
+fn dynamodb_json(value: &aws_sdk_dynamodbstreams::types::AttributeValue) -> Value {
+    use aws_sdk_dynamodbstreams::types::AttributeValue as A;
+    match value {
+        A::S(s) => json!({ "S": s }),
+        A::N(n) => json!({ "N": n }),
+        A::Bool(b) => json!({ "BOOL": b }),
+        A::Null(_) => json!({ "NULL": true }),
+        A::Ss(set) => json!({ "SS": set }),
+        A::Ns(set) => json!({ "NS": set }),
+        A::L(list) => json!({ "L": list.iter().map(dynamodb_json).collect::<Vec<_>>() }),
+        A::M(map) => json!({ "M": image_json(Some(map)) }),
+        other => panic!("an attribute the rehearsal does not convert: {other:?}"),
+    }
+}
+
+fn image_json(
+    image: Option<
+        &std::collections::HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>,
+    >,
+) -> Value {
+    let map: serde_json::Map<String, Value> = image
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), dynamodb_json(v)))
+        .collect();
+    Value::Object(map)
+}
+
+/// The catalog stream's event source mapping onto the estate function, until `stop`: its
+/// records from now on, location items only (the mapping's filter), in order; a batch is
+/// retried from the first record the function reports.
+async fn stream_mapping(
+    clients: bulklink_aws::AwsClients,
+    table: String,
+    function: Arc<Function>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use aws_sdk_dynamodbstreams::types::ShardIteratorType;
+    let streams = aws_sdk_dynamodbstreams::Client::new(&clients.sdk_config);
+    let arn = clients
+        .dynamodb
+        .describe_table()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap()
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .expect("the catalog table has a stream")
+        .to_owned();
+    let stream = streams
+        .describe_stream()
+        .stream_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    let shard = stream.stream_description().unwrap().shards()[0]
+        .shard_id()
+        .unwrap()
+        .to_owned();
+    let mut last: Option<String> = None;
+    while !*stop.borrow() {
+        // A fresh iterator each time (see bulklink_aws::estate: the emulator replaces a
+        // shard when it rolls a transaction back).
+        let request = streams
+            .get_shard_iterator()
+            .stream_arn(&arn)
+            .shard_id(&shard);
+        let request = match &last {
+            Some(seq) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(seq),
+            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        let Ok(iterator) = request.send().await else {
+            continue;
+        };
+        let Ok(out) = streams
+            .get_records()
+            .shard_iterator(iterator.shard_iterator().unwrap_or_default())
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let mut records = Vec::new();
+        for record in out.records() {
+            let change = record.dynamodb().unwrap();
+            let seq = change.sequence_number().unwrap_or_default().to_owned();
+            let keys = image_json(change.keys());
+            if keys["sk"]["S"] == "#LOC" {
+                records.push((
+                    seq.clone(),
+                    json!({
+                        "eventID": seq,
+                        "eventName": record.event_name().map(|e| e.as_str()),
+                        "eventVersion": "1.1",
+                        "eventSource": "aws:dynamodb",
+                        "awsRegion": "us-east-1",
+                        "dynamodb": {
+                            "Keys": keys,
+                            "OldImage": image_json(change.old_image()),
+                            "NewImage": image_json(change.new_image()),
+                            "SequenceNumber": seq,
+                            "SizeBytes": 1,
+                            "StreamViewType": "NEW_AND_OLD_IMAGES",
+                        },
+                        "eventSourceARN": arn,
+                    }),
+                ));
+            }
+            last = Some(seq);
+        }
+        if records.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
+        let event: Vec<Value> = records.iter().map(|(_, r)| r.clone()).collect();
+        let answer = function
+            .invoke(json!({ "Records": event }), Duration::from_secs(30))
+            .await;
+        if let Some(first) = answer["batchItemFailures"][0]["itemIdentifier"].as_str() {
+            // Retried from the reported record on: back to just before it.
+            let at = records.iter().position(|(s, _)| s == first).unwrap();
+            last = at.checked_sub(1).map(|i| records[i].0.clone()).or(last);
+        }
+    }
+}
+
 /// The SQS event source mapping of `queue_url` onto `function`, until `stop`.
 async fn event_source_mapping(
     sqs: aws_sdk_sqs::Client,
@@ -206,6 +340,7 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
     let deliverer =
         Arc::new(Function::start(&env, "bulklink-webhooks", "bulklink-webhooks", &loopback).await);
     let sweeper = Function::start(&env, "bulklink-sweeper", "bulklink-sweeper", &[]).await;
+    let estate = Arc::new(Function::start(&env, "bulklink-estate", "bulklink-estate", &[]).await);
 
     let brand = BrandId::new_random();
     let (code, offer) = call(
@@ -314,8 +449,88 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
         "{report}"
     );
 
+    // A second offer with a standing rule: its reconcile job runs through fanout and the
+    // worker; then a store moved into the rule's country is linked by the estate function,
+    // fed by the catalog stream.
+    let estate_mapping = tokio::spawn(stream_mapping(
+        clients.clone(),
+        names.catalog_table.clone(),
+        estate.clone(),
+        stopped.clone(),
+    ));
+    let (code, ruled) = call(
+        &job_api,
+        "POST",
+        "/offers",
+        Some(json!({ "name": "ruled" })),
+        brand,
+    )
+    .await;
+    assert_eq!(code, 201, "{ruled}");
+    let ruled = ruled["id"].as_str().unwrap().to_owned();
+    let (code, set) = call(
+        &job_api,
+        "PUT",
+        &format!("/offers/{ruled}/rule"),
+        Some(json!({ "where": { "country": ["GB"] } })),
+        brand,
+    )
+    .await;
+    assert_eq!(code, 200, "{set}");
+    let reconcile = set["job"]["id"].as_str().unwrap().to_owned();
+    let mut ended = false;
+    for _ in 0..600 {
+        let (_, body) = call(&status, "GET", &format!("/jobs/{reconcile}"), None, brand).await;
+        if body["status"] == "SUCCEEDED" {
+            assert_eq!(body["counters"]["notLinked"], 300, "{body}");
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ended, "the reconcile job ended through the binaries");
+    let (_, page) = call(&status, "GET", "/locations?limit=1", None, brand).await;
+    let moved = page["items"][0]["id"].as_str().unwrap().to_owned();
+    let (code, body) = call(
+        &job_api,
+        "PATCH",
+        &format!("/locations/{moved}"),
+        Some(json!({ "country": "GB" })),
+        brand,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let mut linked = Value::Null;
+    for _ in 0..300 {
+        let (_, links) = call(
+            &status,
+            "GET",
+            &format!("/offers/{ruled}/locations"),
+            None,
+            brand,
+        )
+        .await;
+        if links["items"].as_array().is_some_and(|l| !l.is_empty()) {
+            linked = links;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(linked["items"][0]["locationId"], moved.as_str(), "{linked}");
+    assert_eq!(linked["items"][0]["linkedBy"], "rule");
+    let (_, drift) = call(
+        &status,
+        "GET",
+        &format!("/offers/{ruled}/drift"),
+        None,
+        brand,
+    )
+    .await;
+    assert_eq!(drift, json!({ "missing": 0, "extra": 0 }));
+
     let _ = stop.send(true);
     for mapping in mappings {
         let _ = mapping.await;
     }
+    let _ = estate_mapping.await;
 }

@@ -152,10 +152,18 @@ def target(node, rtype: str) -> str:
     return refs[0].names[1]
 
 
+def stream_mapping(cfg: Config, body) -> bool:
+    """Whether an ESM reads a DynamoDB stream (not a queue)."""
+    source = cfg.expr(body, "event_source_arn")
+    return any(r.names[0] == "aws_dynamodb_table" for r in refs_in(source))
+
+
 def mappings(cfg: Config) -> dict:
-    """ESM name -> (queue resource name, function resource name, ESM body)."""
+    """Queue ESM name -> (queue resource name, function resource name, ESM body)."""
     out = {}
     for name, body in cfg.of_type("aws_lambda_event_source_mapping").items():
+        if stream_mapping(cfg, body):
+            continue
         queue = target(cfg.expr(body, "event_source_arn"), "aws_sqs_queue")
         function = target(cfg.expr(body, "function_name"), "aws_lambda_function")
         out[name] = (queue, function, body)
@@ -397,7 +405,7 @@ def test_every_event_source_mapping_reports_batch_item_failures(cfg):
 
 def test_every_function_gets_the_whole_environment_from_resources_and_variables(cfg):
     functions = cfg.of_type("aws_lambda_function")
-    assert len(functions) == 7
+    assert len(functions) == 8
     for function in functions:
         env = environment(cfg, function)
         missing = REQUIRED_ENV - set(env)
@@ -470,7 +478,7 @@ def test_no_function_role_grants_its_actions_on_every_resource(cfg):
         (ref,) = [r for r in refs_in(cfg.expr(body, "policy")) if r.names[0] == "data"]
         assert ref.names[1] == "aws_iam_policy_document" and ref.names[3] == "json", name
         attached.append(ref.names[2])
-    assert len(set(attached)) == 7, "one policy document per function role"
+    assert len(set(attached)) == 8, "one policy document per function role"
     for doc in attached:
         for st in cfg.data[("aws_iam_policy_document", doc)]["statement"]:
             resources = st.get("resources", [])
@@ -720,7 +728,8 @@ def test_the_webhook_queue_its_dead_letters_and_its_function_alarm(cfg):
     )
     alarmed_dlqs = {node.names[1] for node in dead_letter_alarms.values()}
     redriving = [n for n, b in cfg.of_type("aws_sqs_queue").items() if "redrive_policy" in b]
-    assert alarmed_dlqs == {redrive_target(cfg, q) for q in redriving}
+    # Every redrive target, and the estate mapping's on-failure destination.
+    assert alarmed_dlqs == {redrive_target(cfg, q) for q in redriving} | {"estate_dlq"}
     assert "webhooks_dlq" in alarmed_dlqs
 
     age_alarms = cfg.resolve_object(
@@ -739,6 +748,47 @@ def test_the_webhook_queue_its_dead_letters_and_its_function_alarm(cfg):
     )
     alarmed_functions = {target(v, "aws_lambda_function") for v in error_alarms.values()}
     assert {"fanout", "worker", "webhooks"} <= alarmed_functions
+
+
+def test_the_estate_function_reads_location_changes_of_the_catalog_stream_in_order(cfg):
+    table = cfg.resource("aws_dynamodb_table", "catalog")
+    assert cfg.eval(cfg.expr(table, "stream_enabled")) is True
+    assert cfg.eval(cfg.expr(table, "stream_view_type")) == "NEW_AND_OLD_IMAGES"
+
+    streams = {
+        name: body
+        for name, body in cfg.of_type("aws_lambda_event_source_mapping").items()
+        if stream_mapping(cfg, body)
+    }
+    assert set(streams) == {"estate"}
+    esm = streams["estate"]
+    assert cfg.expr(esm, "event_source_arn") == Ref(("aws_dynamodb_table", "catalog", "stream_arn"))
+    assert target(cfg.expr(esm, "function_name"), "aws_lambda_function") == "estate"
+    assert cfg.eval(cfg.expr(esm, "starting_position")) == "LATEST"
+    # A location's changes in order: one batch per shard at a time, never split.
+    assert cfg.eval(cfg.expr(esm, "parallelization_factor")) == 1
+    assert cfg.eval(cfg.expr(esm, "bisect_batch_on_function_error")) is False
+    assert "ReportBatchItemFailures" in cfg.eval(cfg.expr(esm, "function_response_types"))
+    pattern = cfg.expr(esm, "filter_criteria", "filter", "pattern")
+    assert isinstance(pattern, Call) and pattern.name == "jsonencode"
+    assert cfg.eval(pattern.args[0]) == {"dynamodb": {"Keys": {"sk": {"S": ["#LOC"]}}}}
+    dlq = cfg.expr(esm, "destination_config", "on_failure", "destination_arn")
+    assert dlq == Ref(("aws_sqs_queue", "estate_dlq", "arn"))
+
+    role = role_statements(cfg)["estate"]
+    stream = "aws_dynamodb_table.catalog.stream_arn"
+    for action in ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"):
+        assert allows(cfg, role, action, stream), action
+    assert allows(cfg, role, "sqs:SendMessage", "aws_sqs_queue.estate_dlq.arn")
+    for action in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"):
+        assert allows(cfg, role, action, "aws_dynamodb_table.catalog.arn"), action
+
+    age = cfg.resource("aws_cloudwatch_metric_alarm", "estate_iterator_age")
+    assert cfg.eval(cfg.expr(age, "metric_name")) == "IteratorAge"
+    errors = cfg.resolve_object(
+        cfg.expr(cfg.resource("aws_cloudwatch_metric_alarm", "function_errors"), "for_each")
+    )
+    assert "estate" in {target(v, "aws_lambda_function") for v in errors.values()}
 
 
 def test_the_default_write_budget_is_non_zero_and_the_one_docs_scaling_derives(cfg):

@@ -4,6 +4,7 @@
 // Unit tests may read the machine's time; production code reads bulklink_core::clock::Clock.
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+pub mod estate;
 pub mod lambda;
 mod limiter;
 pub mod sweeper;

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
@@ -59,8 +60,9 @@ pub async fn bootstrap(
             "bootstrap only creates resources on a local endpoint, not {endpoint}; use Terraform for AWS"
         )));
     }
-    create_table(clients, &names.catalog_table(), &["gsi1"]).await?;
-    create_table(clients, &names.jobs_table(), &["gsi1", "gsi2"]).await?;
+    // The catalog's stream feeds the rules' estate follower (as in terraform/dynamodb.tf).
+    create_table(clients, &names.catalog_table(), &["gsi1"], true).await?;
+    create_table(clients, &names.jobs_table(), &["gsi1", "gsi2"], false).await?;
     match clients
         .dynamodb
         .update_time_to_live()
@@ -127,7 +129,12 @@ pub async fn bootstrap(
     })
 }
 
-async fn create_table(clients: &AwsClients, table: &str, indexes: &[&str]) -> StoreResult<()> {
+async fn create_table(
+    clients: &AwsClients,
+    table: &str,
+    indexes: &[&str],
+    stream: bool,
+) -> StoreResult<()> {
     let attr = |name: &str| {
         AttributeDefinition::builder()
             .attribute_name(name)
@@ -171,6 +178,15 @@ async fn create_table(clients: &AwsClients, table: &str, indexes: &[&str]) -> St
                     .build()
                     .map_err(internal)?,
             );
+    }
+    if stream {
+        request = request.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .map_err(internal)?,
+        );
     }
     match request.send().await {
         Ok(_) => Ok(()),

@@ -10,6 +10,7 @@ mod bootstrap;
 mod catalog;
 #[cfg(feature = "emulator")]
 mod emulator;
+pub mod estate;
 mod events;
 mod items;
 mod jobs;
@@ -99,6 +100,8 @@ pub struct AwsClients {
     pub sqs: aws_sdk_sqs::Client,
     pub sns: aws_sdk_sns::Client,
     pub counter: RequestCounter,
+    /// What the clients were made from, for a client of another service.
+    pub sdk_config: Arc<aws_config::SdkConfig>,
 }
 
 /// SDK retry attempts for every call (standard mode: exponential backoff with jitter, and
@@ -168,6 +171,7 @@ impl AwsClients {
             sqs,
             sns,
             counter,
+            sdk_config: Arc::new(config.clone()),
         }
     }
 }
