@@ -6,11 +6,21 @@ test process that started it can never leave it behind.
 DynamoDB requests are served one at a time: DynamoDB isolates conditional writes and
 transactions (a concurrent conflicting one is cancelled), while moto's threaded server
 would interleave them. Other services stay concurrent, so SQS long polls do not block.
+
+With BULKLINK_MOTO_CALLS naming a file, every call signed with an access key that starts
+with "rehearsal-" is appended to it as one JSON line per IAM action it needs:
+{"key", "action", "resource"} (a transaction is one line per item, as IAM authorises it).
+The deployment rehearsal gives each function binary such a key, so what each one calls can
+be held against its Terraform role.
 """
 
+import io
+import json
 import os
+import re
 import sys
 import threading
+from urllib.parse import parse_qs
 
 from moto.moto_server.threaded_moto_server import MotoRequestHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -29,9 +39,88 @@ def serialize_dynamodb(app):
     return wrapped
 
 
+# IAM authorises an SQS batch call as its single-message action.
+SQS_BATCH_ACTIONS = {
+    "SendMessageBatch": "SendMessage",
+    "DeleteMessageBatch": "DeleteMessage",
+    "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
+}
+
+TRANSACT_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
+
+
+def iam_calls(service: str, target: str, body: bytes):
+    """(action, resource) for each IAM authorisation the request needs."""
+    if target.startswith("DynamoDB_20120810."):
+        op = target.split(".", 1)[1]
+        data = json.loads(body or b"{}")
+        if op in ("BatchGetItem", "BatchWriteItem"):
+            return [(f"dynamodb:{op}", f"table/{t}") for t in data.get("RequestItems", {})]
+        if op == "TransactWriteItems":
+            out = []
+            for item in data.get("TransactItems", []):
+                for kind, action in TRANSACT_ACTIONS.items():
+                    if kind in item:
+                        out.append((f"dynamodb:{action}", f"table/{item[kind]['TableName']}"))
+            return out
+        if op == "TransactGetItems":
+            return [("dynamodb:GetItem", f"table/{i['Get']['TableName']}") for i in data.get("TransactItems", [])]
+        resource = f"table/{data.get('TableName', '')}"
+        if data.get("IndexName"):
+            resource += f"/index/{data['IndexName']}"
+        return [(f"dynamodb:{op}", resource)]
+    if target.startswith("DynamoDBStreams_20120810."):
+        op = target.split(".", 1)[1]
+        data = json.loads(body or b"{}")
+        # moto's shard iterators begin with the stream's ARN.
+        stream = data.get("StreamArn") or data.get("ShardIterator", "").split("|", 1)[0]
+        return [(f"dynamodb:{op}", stream)]
+    if target.startswith("AmazonSQS."):
+        data = json.loads(body or b"{}")
+        op = target.split(".", 1)[1]
+        return [(f"sqs:{SQS_BATCH_ACTIONS.get(op, op)}", data.get("QueueUrl", ""))]
+    if service in ("sqs", "sns"):
+        form = parse_qs(body.decode("utf-8", "replace"))
+        action = form.get("Action", [""])[0]
+        resource = form.get("QueueUrl", form.get("TopicArn", [""]))[0]
+        return [(f"{service}:{action}", resource)]
+    return []
+
+
+def log_calls(app, path: str):
+    out = open(path, "a", buffering=1, encoding="utf-8")
+    lock = threading.Lock()
+    credential = re.compile(r"Credential=(rehearsal-[^/]+)/[^/]+/[^/]+/([^/]+)/")
+
+    def wrapped(environ, start_response):
+        found = credential.search(environ.get("HTTP_AUTHORIZATION", ""))
+        if found:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length) if length else b""
+            environ["wsgi.input"] = io.BytesIO(body)
+            key, service = found.group(1), found.group(2)
+            lines = [
+                json.dumps({"key": key, "action": a, "resource": r})
+                for a, r in iam_calls(service, environ.get("HTTP_X_AMZ_TARGET", ""), body)
+            ]
+            with lock:
+                for line in lines:
+                    out.write(line + "\n")
+        return app(environ, start_response)
+
+    return wrapped
+
+
 def main() -> None:
     port = int(sys.argv[1])
     app = serialize_dynamodb(DomainDispatcherApplication(create_backend_app))
+    if os.environ.get("BULKLINK_MOTO_CALLS"):
+        app = log_calls(app, os.environ["BULKLINK_MOTO_CALLS"])
     server = make_server(
         "127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler
     )

@@ -19,11 +19,35 @@ use crate::lambda_fixtures::lambda_env;
 use crate::runtime_api::{function_binary, Outcome, RuntimeApi};
 use crate::support::*;
 
-/// One function: its process and its Runtime API.
+/// One function: its process and its Runtime API, and its key in Terraform's
+/// `local.function_names` (its calls to the emulator are signed with `rehearsal-{role}`).
 struct Function {
     name: &'static str,
+    role: &'static str,
     api: RuntimeApi,
     child: Child,
+}
+
+/// The access key a function's calls (and its event source mapping's) are signed with.
+fn access_key(role: &str) -> String {
+    format!("rehearsal-{role}")
+}
+
+/// SDK clients that sign as the role's function.
+async fn clients_as(role: &str) -> bulklink_aws::AwsClients {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(emulator().endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            access_key(role),
+            "rehearsal",
+            None,
+            None,
+            "rehearsal",
+        ))
+        .load()
+        .await;
+    bulklink_aws::AwsClients::from_config(&config)
 }
 
 impl Function {
@@ -31,18 +55,26 @@ impl Function {
         env: &Env,
         binary: &str,
         name: &'static str,
+        role: &'static str,
         extra: &[(&str, &str)],
     ) -> Function {
         let api = RuntimeApi::start().await;
         let child = Command::new(function_binary(binary))
             .env_clear()
             .envs(lambda_env(env, &api.host(), name))
+            .env("AWS_ACCESS_KEY_ID", access_key(role))
+            .env("AWS_SECRET_ACCESS_KEY", "rehearsal")
             .envs(extra.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        Function { name, api, child }
+        Function {
+            name,
+            role,
+            api,
+            child,
+        }
     }
 
     async fn invoke(&self, event: Value, timeout: Duration) -> Value {
@@ -157,7 +189,10 @@ async fn stream_mapping(
 ) {
     use aws_sdk_dynamodbstreams::types::ShardIteratorType;
     let streams = aws_sdk_dynamodbstreams::Client::new(&clients.sdk_config);
-    let arn = clients
+    // The stream's ARN is the deployment's (Terraform wires it in); the mapping itself reads
+    // with the function's role.
+    let deployer = bulklink_aws::AwsClients::load(Some(emulator().endpoint())).await;
+    let arn = deployer
         .dynamodb
         .describe_table()
         .table_name(&table)
@@ -325,22 +360,48 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
     let env = Env::of(Kind::Aws, fast_settings()).await;
     let names = env.aws_names().unwrap().clone();
     let loopback = [("WEBHOOK_ALLOW_CIDRS", "127.0.0.0/8")];
-    let job_api = Function::start(&env, "bulklink-job-api", "bulklink-job-api", &loopback).await;
-    let status = Function::start(&env, "bulklink-status", "bulklink-status", &loopback).await;
-    let fanout = Arc::new(Function::start(&env, "bulklink-fanout", "bulklink-fanout", &[]).await);
+    let job_api = Function::start(
+        &env,
+        "bulklink-job-api",
+        "bulklink-job-api",
+        "job_api",
+        &loopback,
+    )
+    .await;
+    let status = Function::start(
+        &env,
+        "bulklink-status",
+        "bulklink-status",
+        "status",
+        &loopback,
+    )
+    .await;
+    let fanout =
+        Arc::new(Function::start(&env, "bulklink-fanout", "bulklink-fanout", "fanout", &[]).await);
     let worker = Arc::new(
         Function::start(
             &env,
             "bulklink-worker",
             "bulklink-worker",
+            "worker",
             &[("WORKER_SOURCE", "chunks")],
         )
         .await,
     );
-    let deliverer =
-        Arc::new(Function::start(&env, "bulklink-webhooks", "bulklink-webhooks", &loopback).await);
-    let sweeper = Function::start(&env, "bulklink-sweeper", "bulklink-sweeper", &[]).await;
-    let estate = Arc::new(Function::start(&env, "bulklink-estate", "bulklink-estate", &[]).await);
+    let deliverer = Arc::new(
+        Function::start(
+            &env,
+            "bulklink-webhooks",
+            "bulklink-webhooks",
+            "webhooks",
+            &loopback,
+        )
+        .await,
+    );
+    let sweeper =
+        Function::start(&env, "bulklink-sweeper", "bulklink-sweeper", "sweeper", &[]).await;
+    let estate =
+        Arc::new(Function::start(&env, "bulklink-estate", "bulklink-estate", "estate", &[]).await);
 
     let brand = BrandId::new_random();
     let (code, offer) = call(
@@ -380,20 +441,21 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
     let secret: WebhookSecret = hook["secret"].as_str().unwrap().parse().unwrap();
 
     let (stop, stopped) = watch::channel(false);
-    let clients = bulklink_aws::AwsClients::load(Some(emulator().endpoint())).await;
-    let mappings = [
+    // Each mapping polls with its function's role, as on AWS.
+    let mut mappings = Vec::new();
+    for (url, function) in [
         (names.fanout_queue_url.clone(), fanout.clone()),
         (names.chunk_queue_url.clone(), worker.clone()),
         (names.webhook_queue_url.clone(), deliverer.clone()),
-    ]
-    .map(|(url, function)| {
-        tokio::spawn(event_source_mapping(
-            clients.sqs.clone(),
+    ] {
+        let sqs = clients_as(function.role).await.sqs;
+        mappings.push(tokio::spawn(event_source_mapping(
+            sqs,
             url,
             function,
             stopped.clone(),
-        ))
-    });
+        )));
+    }
 
     let (code, job) = call(
         &job_api,
@@ -453,7 +515,7 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
     // worker; then a store moved into the rule's country is linked by the estate function,
     // fed by the catalog stream.
     let estate_mapping = tokio::spawn(stream_mapping(
-        clients.clone(),
+        clients_as(estate.role).await,
         names.catalog_table.clone(),
         estate.clone(),
         stopped.clone(),
@@ -528,9 +590,152 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
     .await;
     assert_eq!(drift, json!({ "missing": 0, "extra": 0 }));
 
+    // The rest of what the functions do, so that every call they make is seen (and held
+    // against their roles below): a filtered dry run, a store closed and one deleted (both
+    // carry the first offer), an upsert twice, the offers and the closed stores listed, the
+    // rule read and removed, and an unlink-all through fanout and the worker.
+    let (code, plan) = call(
+        &job_api,
+        "POST",
+        &format!("/offers/{offer_id}/link-all-locations?dryRun=true"),
+        Some(json!({ "where": { "country": ["GB"] } })),
+        brand,
+    )
+    .await;
+    assert_eq!((code, &plan["locations"]), (200, &json!(1)), "{plan}");
+    let (_, page) = call(&status, "GET", "/locations?limit=3", None, brand).await;
+    let closed = page["items"][1]["id"].as_str().unwrap().to_owned();
+    let deleted = page["items"][2]["id"].as_str().unwrap().to_owned();
+    let (code, body) = call(
+        &job_api,
+        "PATCH",
+        &format!("/locations/{closed}"),
+        Some(json!({ "status": "closed" })),
+        brand,
+    )
+    .await;
+    assert_eq!((code, &body["hasOffer"]), (200, &json!(false)), "{body}");
+    let (code, body) = call(
+        &job_api,
+        "DELETE",
+        &format!("/locations/{deleted}"),
+        None,
+        brand,
+    )
+    .await;
+    assert_eq!(code, 204, "{body}");
+    for expected in [201, 200] {
+        let (code, body) = call(
+            &job_api,
+            "PUT",
+            "/locations/by-external-id/R-1",
+            Some(json!({ "address": "1 Rehearsal Row", "country": "FR" })),
+            brand,
+        )
+        .await;
+        assert_eq!(code, expected, "{body}");
+    }
+    let (_, offers) = call(&status, "GET", "/offers", None, brand).await;
+    assert_eq!(offers["items"].as_array().unwrap().len(), 2, "{offers}");
+    let (_, listed) = call(&status, "GET", "/locations?status=closed", None, brand).await;
+    assert_eq!(listed["items"][0]["id"], closed.as_str(), "{listed}");
+    let (code, _) = call(
+        &status,
+        "GET",
+        &format!("/offers/{ruled}/rule"),
+        None,
+        brand,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, _) = call(
+        &job_api,
+        "DELETE",
+        &format!("/offers/{ruled}/rule"),
+        None,
+        brand,
+    )
+    .await;
+    assert_eq!(code, 204);
+    let (code, job) = call(
+        &job_api,
+        "POST",
+        &format!("/offers/{offer_id}/unlink-all-locations"),
+        None,
+        brand,
+    )
+    .await;
+    assert_eq!(code, 202, "{job}");
+    let unlink = job["id"].as_str().unwrap().to_owned();
+    let mut unlinked = Value::Null;
+    for _ in 0..600 {
+        let (_, body) = call(&status, "GET", &format!("/jobs/{unlink}"), None, brand).await;
+        if body["status"] == "SUCCEEDED" {
+            unlinked = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(unlinked["counters"]["unlinked"], 298, "{unlinked}");
+
     let _ = stop.send(true);
     for mapping in mappings {
         let _ = mapping.await;
     }
     let _ = estate_mapping.await;
+    write_calls(&names);
+}
+
+/// Every call the emulator saw each function (or its mapping) make, as `(action, resource)`
+/// with the resource named as Terraform names it (`aws_dynamodb_table.catalog.arn`, …), to
+/// `<target>/tmp/rehearsal-iam-calls.json`, where terraform/tests holds each against the
+/// function's role.
+fn write_calls(names: &bulklink_aws::AwsNames) {
+    let log = std::fs::read_to_string(emulator().calls_log()).expect("the emulator's call log");
+    let symbol = |resource: &str| -> String {
+        let tables = [
+            (&names.catalog_table, "catalog"),
+            (&names.jobs_table, "jobs"),
+        ];
+        for (table, name) in tables {
+            if let Some(rest) = resource.strip_prefix(&format!("table/{table}")) {
+                return format!("aws_dynamodb_table.{name}.arn{rest}");
+            }
+            if resource.contains(&format!(":table/{table}/stream/")) {
+                return format!("aws_dynamodb_table.{name}.stream_arn");
+            }
+        }
+        let queues = [
+            (&names.fanout_queue_url, "fanout"),
+            (&names.chunk_queue_url, "chunks"),
+            (&names.chunk_dlq_url, "chunks_dlq"),
+            (&names.webhook_queue_url, "webhooks"),
+        ];
+        for (url, name) in queues {
+            if resource == url.as_str() {
+                return format!("aws_sqs_queue.{name}.arn");
+            }
+        }
+        if resource == names.events_topic_arn {
+            return "aws_sns_topic.job_events.arn".to_owned();
+        }
+        resource.to_owned()
+    };
+    let mut calls: std::collections::BTreeMap<
+        String,
+        std::collections::BTreeSet<(String, String)>,
+    > = Default::default();
+    for line in log.lines() {
+        let call: Value = serde_json::from_str(line).unwrap();
+        let role = call["key"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("rehearsal-");
+        calls.entry(role.to_owned()).or_default().insert((
+            call["action"].as_str().unwrap().to_owned(),
+            symbol(call["resource"].as_str().unwrap()),
+        ));
+    }
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("rehearsal-iam-calls.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&calls).unwrap()).unwrap();
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -789,6 +790,29 @@ def test_the_estate_function_reads_location_changes_of_the_catalog_stream_in_ord
         cfg.expr(cfg.resource("aws_cloudwatch_metric_alarm", "function_errors"), "for_each")
     )
     assert "estate" in {target(v, "aws_lambda_function") for v in errors.values()}
+
+
+def test_every_call_a_function_made_in_the_rehearsal_is_granted_to_its_role(cfg):
+    """The deployment rehearsal (cli/tests/rehearsal.rs) runs every function binary against
+    the emulator, each signing with a key of its own, and writes what each called; each call
+    must be one its role allows, on that resource."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or TF_DIR.parent / "target")
+    path = target / "tmp" / "rehearsal-iam-calls.json"
+    if not path.exists():
+        message = f"no {path}: run the rehearsal first (cargo test -p bulklink --test e2e rehearsal)"
+        if os.environ.get("BULKLINK_REHEARSAL_CALLS_REQUIRED"):
+            pytest.fail(message)
+        pytest.skip(message)
+    calls = json.loads(path.read_text())
+    roles = role_statements(cfg)
+    assert {"job_api", "status", "fanout", "worker", "webhooks", "sweeper", "estate"} <= set(calls)
+    refused = [
+        (function, action, resource)
+        for function, seen in calls.items()
+        for action, resource in seen
+        if not allows(cfg, roles[function], action, resource)
+    ]
+    assert refused == [], "calls the functions make that their roles do not allow"
 
 
 def test_the_default_write_budget_is_non_zero_and_the_one_docs_scaling_derives(cfg):

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 pub struct LocalEmulator {
     endpoint: String,
+    calls: PathBuf,
     child: Child,
     _stdin: ChildStdin,
 }
@@ -38,9 +39,12 @@ impl LocalEmulator {
             .and_then(|l| l.local_addr())
             .map_err(|e| EmulatorError(format!("no free port: {e}")))?
             .port();
+        let calls = std::env::temp_dir().join(format!("bulklink-moto-calls-{port}.jsonl"));
+        let _ = std::fs::remove_file(&calls);
         let mut child = Command::new(&python)
             .arg(&script)
             .arg(port.to_string())
+            .env("BULKLINK_MOTO_CALLS", &calls)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -69,6 +73,7 @@ impl LocalEmulator {
         wait_accepting(port, Duration::from_secs(10))?;
         Ok(LocalEmulator {
             endpoint,
+            calls,
             child,
             _stdin: stdin,
         })
@@ -76,6 +81,12 @@ impl LocalEmulator {
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The file the emulator logs calls signed with a `rehearsal-…` access key to: one JSON
+    /// line `{"key", "action", "resource"}` per IAM action a call needs.
+    pub fn calls_log(&self) -> &Path {
+        &self.calls
     }
 }
 
