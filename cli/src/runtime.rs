@@ -62,6 +62,10 @@ pub struct RuntimeConfig {
     pub sweep_every: Duration,
     /// Start the queue consumers (off: only the API runs, for driving steps by hand).
     pub consumers: bool,
+    /// With the consumers, follow location changes with the standing rules (the embedded
+    /// feed, or the catalog table's stream on aws). On in production; tests without rules
+    /// turn it off to spare the emulator reading a stream nobody needs.
+    pub follow_estate: bool,
     /// How callers are authenticated. The default is a fresh local key that only this
     /// config can mint tokens for (`token`): nothing is open by default.
     pub auth: AuthSetup,
@@ -127,6 +131,7 @@ impl Default for RuntimeConfig {
             fanout_time_budget: Duration::from_secs(60),
             sweep_every: Duration::from_secs(10),
             consumers: true,
+            follow_estate: true,
             auth: AuthSetup::LocalKey(random_key()),
             brand_claim: bulklink_http::auth::DEFAULT_BRAND_CLAIM.to_owned(),
             egress: Egress::default(),
@@ -205,7 +210,7 @@ impl Runtime {
     ) -> anyhow::Result<Runtime> {
         let ports = wrap(bulklink_aws::ports(&clients, names, config.clock.clone()));
         // Positioned before the API answers, so every change it accepts is followed.
-        let follower = if config.consumers {
+        let follower = if config.consumers && config.follow_estate {
             match bulklink_aws::estate::StreamFollower::start(&clients, &names.catalog_table).await
             {
                 Ok(follower) => Some(follower),
@@ -324,7 +329,7 @@ impl Runtime {
                 ports.webhook_queue.raw().clone(),
                 watcher.clone(),
             ));
-            if let Backend::Embedded(store) = &backend {
+            if let (Backend::Embedded(store), true) = (&backend, config.follow_estate) {
                 tasks.spawn(run_estate_follower(
                     ports.clone(),
                     store.clone(),

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bulklink::client::ApiClient;
-use bulklink::runtime::Runtime;
-use bulklink_core::domain::{BrandId, JobStatus, LinkedBy, LocationId, OfferId};
+use bulklink::runtime::{Runtime, RuntimeConfig};
+use bulklink_core::domain::{BrandId, JobStatus, LinkedBy, Location, LocationId, OfferId};
 use bulklink_core::ports::Ports;
 use bulklink_http::auth::Role;
 use rand::rngs::StdRng;
@@ -66,12 +66,37 @@ async fn settle(runtime: &Runtime, brand: BrandId) {
     .await;
 }
 
+/// Every location of the brand, whatever its status.
+async fn brand_locations(ports: &Ports, brand: BrandId) -> Vec<Location> {
+    let mut locations = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = ports
+            .catalog
+            .page_brand_locations(brand, None, cursor.as_ref(), 1_000)
+            .await
+            .unwrap();
+        for id in &page.items {
+            locations.push(ports.catalog.get_location(*id).await.unwrap().unwrap());
+        }
+        cursor = page.next;
+        if cursor.is_none() {
+            return locations;
+        }
+    }
+}
+
 /// The offer's drift is 0 and 0, its `locationsTotal` is its links, and every location of
 /// the brand has `hasOffer` exactly when it carries an offer.
 async fn assert_exact(api: &ApiClient, ports: &Ports, brand: BrandId, offers: &[OfferId]) {
+    let locations = brand_locations(ports, brand).await;
     let mut carrying = BTreeSet::new();
     for offer in offers {
-        let links = links_of(ports, *offer).await;
+        let links: BTreeSet<LocationId> = links_of(ports, *offer)
+            .await
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         let total = ports
             .catalog
             .get_offer(*offer)
@@ -84,58 +109,28 @@ async fn assert_exact(api: &ApiClient, ports: &Ports, brand: BrandId, offers: &[
             links.len() as u64,
             "offer {offer}: locationsTotal == its links"
         );
-        carrying.extend(links.into_iter().map(|(id, _)| id));
         if let Some(rule) = ports.catalog.get_rule(*offer).await.unwrap() {
             let drift: Value = api.get(&format!("/offers/{offer}/drift")).await.unwrap();
-            if drift != json!({ "missing": 0, "extra": 0 }) {
-                // Which locations disagree with the rule, to say why.
-                let links: BTreeSet<LocationId> = links_of(ports, *offer)
-                    .await
-                    .into_iter()
-                    .map(|(id, _)| id)
-                    .collect();
-                let mut off = Vec::new();
-                let mut cursor = None;
-                loop {
-                    let page = ports
-                        .catalog
-                        .page_brand_locations(brand, None, cursor.as_ref(), 1_000)
-                        .await
-                        .unwrap();
-                    for id in &page.items {
-                        let l = ports.catalog.get_location(*id).await.unwrap().unwrap();
-                        if rule.wants(&l) != links.contains(id) {
-                            off.push(l);
-                        }
-                    }
-                    cursor = page.next;
-                    if cursor.is_none() {
-                        break;
-                    }
-                }
-                panic!("offer {offer} drifts {drift} from {rule:?}: {off:#?}");
-            }
-        }
-    }
-    let mut cursor = None;
-    loop {
-        let page = ports
-            .catalog
-            .page_brand_locations(brand, None, cursor.as_ref(), 1_000)
-            .await
-            .unwrap();
-        for id in &page.items {
-            let location = ports.catalog.get_location(*id).await.unwrap().unwrap();
+            // Which locations disagree with the rule, to say why if any do.
+            let off: Vec<&Location> = locations
+                .iter()
+                .filter(|l| rule.wants(l) != links.contains(&l.id))
+                .collect();
             assert_eq!(
-                location.has_offer,
-                carrying.contains(id),
-                "hasOffer of {id}"
+                drift,
+                json!({ "missing": 0, "extra": 0 }),
+                "offer {offer} drifts from {rule:?}: {off:#?}"
             );
         }
-        cursor = page.next;
-        if cursor.is_none() {
-            return;
-        }
+        carrying.extend(links);
+    }
+    for location in &locations {
+        assert_eq!(
+            location.has_offer,
+            carrying.contains(&location.id),
+            "hasOffer of {}",
+            location.id
+        );
     }
 }
 
@@ -175,7 +170,11 @@ async fn set_rule(api: &ApiClient, runtime: &Runtime, offer: OfferId, filter: Va
 async fn a_rule_follows_each_change_to_the_estate(kind: Kind) {
     let env = Env::of(kind, fast_settings()).await;
     let seeded = env.seed(0).await;
-    let runtime = env.start(env.config(), |ports| ports).await;
+    let config = RuntimeConfig {
+        follow_estate: true,
+        ..env.config()
+    };
+    let runtime = env.start(config, |ports| ports).await;
     let ports = runtime.ports.clone();
     let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
     let offer = seeded.offer_id;
@@ -273,7 +272,11 @@ async fn random_changes_and_jobs_settle_with_no_drift_and_exact_counts(kind: Kin
     let mut rng = StdRng::seed_from_u64(seed);
     let env = Env::of(kind, fast_settings()).await;
     let seeded = env.seed(0).await;
-    let runtime = env.start(env.config(), |ports| ports).await;
+    let config = RuntimeConfig {
+        follow_estate: true,
+        ..env.config()
+    };
+    let runtime = env.start(config, |ports| ports).await;
     let ports = runtime.ports.clone();
     let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
     let second: Value = api

@@ -190,10 +190,13 @@ impl Env {
     }
 
     /// A runtime config with this env's settings; loopback webhook receivers allowed.
+    /// A runtime's config for this env; it does not follow the estate (`rules` tests turn
+    /// that on).
     pub fn config(&self) -> RuntimeConfig {
         RuntimeConfig {
             settings: self.settings.clone(),
             egress: loopback_egress(),
+            follow_estate: false,
             ..Default::default()
         }
     }

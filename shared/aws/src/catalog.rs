@@ -776,26 +776,8 @@ impl DynamoCatalog {
             return Ok(());
         }
         // An empty set is removed by DynamoDB; a link of another offer made since adds it back,
-        // and then this condition keeps `hasOffer` true.
-        let result = self
-            .ddb
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(location_pk(id), LOCATION_SK)))
-            .update_expression("SET hasOffer = :f")
-            .condition_expression("attribute_exists(pk) AND attribute_not_exists(offerIds)")
-            .expression_attribute_values(":f", AttributeValue::Bool(false))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(classify("UpdateItem", e)),
-        }
+        // and then the condition keeps `hasOffer` true.
+        self.clear_has_offer(id).await
     }
 
     /// Link items of an offer (and unlink marks), one query page.
