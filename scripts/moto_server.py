@@ -7,6 +7,12 @@ DynamoDB requests are served one at a time: DynamoDB isolates conditional writes
 transactions (a concurrent conflicting one is cancelled), while moto's threaded server
 would interleave them. Other services stay concurrent, so SQS long polls do not block.
 
+A table's stream records are not deep-copied when moto backs a table up to roll a
+transaction back (it deep-copies the whole table before every transaction): copied record by
+record, each transaction grew slower with every write ever streamed. The backup's shard
+holds the same records, which never change once written, in a list of its own. A rollback
+still replaces the shard object, so readers take a fresh iterator for each read.
+
 With BULKLINK_MOTO_CALLS naming a file, every call signed with an access key that starts
 with "rehearsal-" is appended to it as one JSON line per IAM action it needs:
 {"key", "action", "resource"} (a transaction is one line per item, as IAM authorises it).
@@ -22,9 +28,24 @@ import sys
 import threading
 from urllib.parse import parse_qs
 
+from moto.dynamodb.models.table import StreamShard
 from moto.moto_server.threaded_moto_server import MotoRequestHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
+
+
+def _copy_stream_shard(shard, memo):
+    """A shard's backup for a transaction's rollback: the same (immutable) records in a list
+    of its own, not a deep copy of every record."""
+    twin = StreamShard.__new__(StreamShard)
+    memo[id(shard)] = twin
+    twin.__dict__.update(shard.__dict__)
+    twin.table = memo.get(id(shard.table), shard.table)
+    twin.items = list(shard.items)
+    return twin
+
+
+StreamShard.__deepcopy__ = _copy_stream_shard
 
 
 def serialize_dynamodb(app):

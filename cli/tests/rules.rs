@@ -134,9 +134,27 @@ async fn assert_exact(api: &ApiClient, ports: &Ports, brand: BrandId, offers: &[
     }
 }
 
+/// A request as a client sends it: a 503 (a write that lost a race too often, "retry
+/// shortly") is sent again, up to 20 times.
+async fn send(
+    api: &ApiClient,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<bulklink::client::ApiResponse> {
+    for _ in 0..20 {
+        let r = api.send(method.clone(), path, body, headers).await?;
+        if r.status != StatusCode::SERVICE_UNAVAILABLE {
+            return Ok(r);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{method} {path} answered 503 twenty times")
+}
+
 async fn created(api: &ApiClient, body: Value) -> LocationId {
-    let r = api
-        .send(Method::POST, "/locations", Some(&body), &[])
+    let r = send(api, Method::POST, "/locations", Some(&body), &[])
         .await
         .unwrap();
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
@@ -144,23 +162,28 @@ async fn created(api: &ApiClient, body: Value) -> LocationId {
 }
 
 async fn patched(api: &ApiClient, id: LocationId, body: Value) {
-    let r = api
-        .send(Method::PATCH, &format!("/locations/{id}"), Some(&body), &[])
-        .await
-        .unwrap();
+    let r = send(
+        api,
+        Method::PATCH,
+        &format!("/locations/{id}"),
+        Some(&body),
+        &[],
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
 
 async fn set_rule(api: &ApiClient, runtime: &Runtime, offer: OfferId, filter: Value) {
-    let r = api
-        .send(
-            Method::PUT,
-            &format!("/offers/{offer}/rule"),
-            Some(&json!({ "where": filter })),
-            &[],
-        )
-        .await
-        .unwrap();
+    let r = send(
+        api,
+        Method::PUT,
+        &format!("/offers/{offer}/rule"),
+        Some(&json!({ "where": filter })),
+        &[],
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let job = r.body["job"]["id"].as_str().unwrap().parse().unwrap();
     let done = wait_terminal(&runtime.ports, job, WAIT).await;
@@ -230,29 +253,29 @@ async fn a_rule_follows_each_change_to_the_estate(kind: Kind) {
     );
     patched(&api, soho, json!({ "status": "active" })).await;
     follows(soho, true, "a reopened store to be linked again").await;
-    let r = api
-        .send(
-            Method::PUT,
-            "/locations/by-external-id/S-9",
-            Some(&json!({ "address": "9 Kings Rd", "country": "GB", "tags": ["drive-thru"] })),
-            &[],
-        )
-        .await
-        .unwrap();
+    let r = send(
+        &api,
+        Method::PUT,
+        "/locations/by-external-id/S-9",
+        Some(&json!({ "address": "9 Kings Rd", "country": "GB", "tags": ["drive-thru"] })),
+        &[],
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let upserted: LocationId = r.body["id"].as_str().unwrap().parse().unwrap();
     follows(upserted, true, "an upserted matching store to be linked").await;
 
     // While the rule is set, it alone decides: link-all and unlink-all are refused.
-    let r = api
-        .send(
-            Method::POST,
-            &format!("/offers/{offer}/link-all-locations"),
-            None,
-            &[],
-        )
-        .await
-        .unwrap();
+    let r = send(
+        &api,
+        Method::POST,
+        &format!("/offers/{offer}/link-all-locations"),
+        None,
+        &[],
+    )
+    .await
+    .unwrap();
     assert_problem(&r, StatusCode::CONFLICT, "follows a standing rule");
     settle(&runtime, seeded.brand_id).await;
     assert_eq!(linked(dublin).await, None);
@@ -310,8 +333,7 @@ async fn random_changes_and_jobs_settle_with_no_drift_and_exact_counts(kind: Kin
                     stores.push(created(&api, body).await);
                 } else {
                     let path = format!("/locations/by-external-id/S-{}", rng.random_range(0..20));
-                    let r = api
-                        .send(Method::PUT, &path, Some(&body), &[])
+                    let r = send(&api, Method::PUT, &path, Some(&body), &[])
                         .await
                         .unwrap();
                     assert!(r.status.is_success(), "{}", r.body);
@@ -333,8 +355,7 @@ async fn random_changes_and_jobs_settle_with_no_drift_and_exact_counts(kind: Kin
             }
             60..=64 if !stores.is_empty() => {
                 let id = stores.swap_remove(rng.random_range(0..stores.len()));
-                let r = api
-                    .send(Method::DELETE, &format!("/locations/{id}"), None, &[])
+                let r = send(&api, Method::DELETE, &format!("/locations/{id}"), None, &[])
                     .await
                     .unwrap();
                 assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
@@ -344,15 +365,15 @@ async fn random_changes_and_jobs_settle_with_no_drift_and_exact_counts(kind: Kin
                 // changes also land while one runs (then the next PUT may meet it: 409).
                 let offer = offers[rng.random_range(0..offers.len())];
                 let filter = &filters[rng.random_range(0..filters.len())];
-                let r = api
-                    .send(
-                        Method::PUT,
-                        &format!("/offers/{offer}/rule"),
-                        Some(&json!({ "where": filter })),
-                        &[],
-                    )
-                    .await
-                    .unwrap();
+                let r = send(
+                    &api,
+                    Method::PUT,
+                    &format!("/offers/{offer}/rule"),
+                    Some(&json!({ "where": filter })),
+                    &[],
+                )
+                .await
+                .unwrap();
                 assert!(
                     r.status == StatusCode::OK || r.status == StatusCode::CONFLICT,
                     "{}",
@@ -367,15 +388,15 @@ async fn random_changes_and_jobs_settle_with_no_drift_and_exact_counts(kind: Kin
                 // A direct link: inside the rule (or with none) it is made; outside, 409.
                 let offer = offers[rng.random_range(0..offers.len())];
                 let id = stores[rng.random_range(0..stores.len())];
-                let r = api
-                    .send(
-                        Method::PUT,
-                        &format!("/offers/{offer}/locations/{id}"),
-                        None,
-                        &[],
-                    )
-                    .await
-                    .unwrap();
+                let r = send(
+                    &api,
+                    Method::PUT,
+                    &format!("/offers/{offer}/locations/{id}"),
+                    None,
+                    &[],
+                )
+                .await
+                .unwrap();
                 assert!(
                     [StatusCode::OK, StatusCode::CREATED, StatusCode::CONFLICT].contains(&r.status),
                     "{}",

@@ -59,6 +59,18 @@ fn offer_set(offer: OfferId) -> AttributeValue {
     AttributeValue::Ss(vec![offer.to_string()])
 }
 
+/// Before another attempt at a write that lost a race (a location changed, linked or
+/// unlinked between its read and its write): a random pause of up to 10 ms × 2^attempt, so
+/// that writers racing for one location do not keep colliding. None before the first.
+async fn contention_pause(attempt: usize) {
+    if attempt == 0 {
+        return;
+    }
+    let most = 10u64 << attempt.min(6);
+    let pause = rand::random_range(0..=most);
+    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+}
+
 /// The offers a location item carries (its `offerIds` set).
 fn offers_of(item: &Item) -> Vec<String> {
     match item.get("offerIds") {
@@ -158,7 +170,8 @@ impl DynamoCatalog {
         id: LocationId,
         change: &LocationChange,
     ) -> StoreResult<Option<(Location, bool)>> {
-        for _ in 0..UPDATE_ATTEMPTS {
+        for attempt in 0..UPDATE_ATTEMPTS {
+            contention_pause(attempt).await;
             let Some(item) = self.get(location_pk(id), LOCATION_SK).await? else {
                 return Ok(None);
             };
@@ -581,7 +594,8 @@ impl DynamoCatalog {
         by: LinkedBy,
     ) -> StoreResult<LinkOutcome> {
         let offer = rule.offer_id;
-        for _ in 0..UPDATE_ATTEMPTS {
+        for attempt in 0..UPDATE_ATTEMPTS {
+            contention_pause(attempt).await;
             let Some(item) = self.get(location_pk(id), LOCATION_SK).await? else {
                 return Ok(LinkOutcome::NotFound);
             };
@@ -1136,7 +1150,8 @@ impl Catalog for DynamoCatalog {
         let Some(external_id) = location.external_id.as_deref() else {
             return Err(StoreError::Invalid("an upsert needs an external id".into()));
         };
-        for _ in 0..UPDATE_ATTEMPTS {
+        for attempt in 0..UPDATE_ATTEMPTS {
+            contention_pause(attempt).await;
             let Some(id) = self.claimed_by(location.brand_id, external_id).await? else {
                 match self.create_locations(std::slice::from_ref(location)).await {
                     Ok(()) => return Ok(Upserted::Created(location.clone())),
@@ -1161,7 +1176,8 @@ impl Catalog for DynamoCatalog {
     /// deletes the location (if its set is still that), its links and one from each offer's
     /// `locationsTotal`; a set that changed meanwhile (a job linking it) means read again.
     async fn delete_location(&self, id: LocationId) -> StoreResult<Option<Vec<OfferId>>> {
-        for _ in 0..DELETE_ATTEMPTS {
+        for attempt in 0..DELETE_ATTEMPTS {
+            contention_pause(attempt).await;
             if let Some(done) = self.try_delete_location(id).await? {
                 return Ok(done);
             }
