@@ -125,6 +125,15 @@ async fn second_offer(api: &ApiClient, ids: &[LocationId]) -> OfferId {
     offer
 }
 
+/// The ids whose place in `ids` passes `keep`.
+fn picked(ids: &[LocationId], keep: &dyn Fn(usize) -> bool) -> BTreeSet<LocationId> {
+    ids.iter()
+        .enumerate()
+        .filter(|(i, _)| keep(*i))
+        .map(|(_, id)| *id)
+        .collect()
+}
+
 /// The counters of every kind add up to `total`.
 fn assert_adds_up(job: &Job) {
     assert_eq!(job.counters.processed(), job.counters.total, "{job:?}");
@@ -953,13 +962,7 @@ async fn a_job_narrowed_by_where_acts_on_exactly_the_matching_locations(kind: Ki
         };
         ports.catalog.update_location(*id, &change).await.unwrap();
     }
-    let pick = |keep: &dyn Fn(usize) -> bool| -> BTreeSet<LocationId> {
-        ids.iter()
-            .enumerate()
-            .filter(|(i, _)| keep(*i))
-            .map(|(_, id)| *id)
-            .collect()
-    };
+    let pick = |keep: &dyn Fn(usize) -> bool| picked(&ids, keep);
     let runtime = env.start(env.config(), |ports| ports).await;
     let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
     let link_all = format!("/offers/{}/link-all-locations", seeded.offer_id);
@@ -1081,13 +1084,7 @@ async fn a_rule_reconciles_the_offer_to_exactly_its_matching_active_locations(ki
         };
         ports.catalog.update_location(*id, &change).await.unwrap();
     }
-    let pick = |keep: &dyn Fn(usize) -> bool| -> BTreeSet<LocationId> {
-        ids.iter()
-            .enumerate()
-            .filter(|(i, _)| keep(*i))
-            .map(|(_, id)| *id)
-            .collect()
-    };
+    let pick = |keep: &dyn Fn(usize) -> bool| picked(&ids, keep);
     let active = |i: usize| i % 5 != 4;
     let runtime = env.start(env.config(), |ports| ports).await;
     let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();

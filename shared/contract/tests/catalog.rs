@@ -702,8 +702,16 @@ pub async fn locations_matching_are_the_brands_matching_ones_in_order(fx: &Fixtu
 }
 
 fn closing() -> LocationChange {
+    to_status(LocationStatus::Closed)
+}
+
+fn reopening() -> LocationChange {
+    to_status(LocationStatus::Active)
+}
+
+fn to_status(status: LocationStatus) -> LocationChange {
     LocationChange {
-        status: Some(LocationStatus::Closed),
+        status: Some(status),
         ..Default::default()
     }
 }
@@ -791,13 +799,7 @@ pub async fn closing_a_location_leaves_every_offer_and_nothing_links_it_until_it
     assert_eq!(total(fx, first.id).await, 1);
 
     let reopened = catalog
-        .update_location(
-            store,
-            &LocationChange {
-                status: Some(LocationStatus::Active),
-                ..Default::default()
-            },
-        )
+        .update_location(store, &reopening())
         .await
         .unwrap()
         .unwrap();
@@ -950,12 +952,8 @@ pub async fn links_made_while_stores_close_do_not_outlive_the_closing_nor_block_
     }
 
     // Reopened, every one links again (a closing's mark does not outlive the reopening).
-    let reopen = LocationChange {
-        status: Some(LocationStatus::Active),
-        ..Default::default()
-    };
     for id in &ids {
-        catalog.update_location(*id, &reopen).await.unwrap();
+        catalog.update_location(*id, &reopening()).await.unwrap();
     }
     assert_eq!(
         catalog
