@@ -304,9 +304,25 @@ fn problem_body(status: StatusCode, detail: &str) -> String {
     .to_string()
 }
 
+/// How long an import's file upload (`PUT /imports/{id}/file`) may take.
+const UPLOAD_DEADLINE: Duration = Duration::from_secs(15 * 60);
+
+fn is_file_upload(request: &Request) -> bool {
+    let path = request.uri().path();
+    request.method() == axum::http::Method::PUT
+        && path.starts_with("/imports/")
+        && path.ends_with("/file")
+}
+
 /// Answers a request that outlives its deadline: 408 if its body never finished arriving
 /// (a slow or stalled client), 503 if the server was slow.
 async fn request_deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    // An import's file may take minutes to send; its URL is single-use and expires.
+    let limit = if is_file_upload(&request) {
+        UPLOAD_DEADLINE.max(limit)
+    } else {
+        limit
+    };
     let body_done = Arc::new(AtomicBool::new(false));
     let request = request.map(|body| {
         Body::new(WatchedBody {

@@ -291,7 +291,7 @@ async fn jobs_of_clients_that_hang_up_right_after_posting_all_run_to_the_end() {
                 .unwrap()
                 .items
                 .iter()
-                .any(|j| j.offer_id == *offer)
+                .any(|j| j.offer_id == Some(*offer))
         })
         .await;
         if i % 2 == 0 {
@@ -317,7 +317,7 @@ async fn jobs_of_clients_that_hang_up_right_after_posting_all_run_to_the_end() {
             let jobs: Vec<_> = page
                 .items
                 .into_iter()
-                .filter(|j| j.offer_id == *offer)
+                .filter(|j| j.offer_id == Some(*offer))
                 .collect();
             if jobs.iter().all(|j| j.status.is_terminal()) || tokio::time::Instant::now() > deadline
             {

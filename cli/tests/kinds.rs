@@ -376,7 +376,7 @@ async fn retry_failures_does_exactly_the_failed_locations(kind: Kind) {
             .page_failures(parent.id, cursor.as_ref(), 1_000)
             .await
             .unwrap();
-        failed.extend(page.items.iter().map(|f| f.location_id));
+        failed.extend(page.items.iter().filter_map(|f| f.location_id));
         cursor = page.next;
         if cursor.is_none() {
             break;
@@ -851,7 +851,7 @@ async fn a_source_defined_in_test_code_runs_through_the_real_pipeline(kind: Kind
     let job = Job::planned(
         spec.clone(),
         seeded.brand_id,
-        seeded.offer_id,
+        Some(seeded.offer_id),
         None,
         env.ports().clock.now(),
     );

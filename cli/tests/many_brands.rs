@@ -190,7 +190,7 @@ async fn a_skipped_chunk_counts_what_an_earlier_delivery_of_it_linked() {
     ports
         .catalog
         .link_locations(
-            job.offer_id,
+            job.offer_id.unwrap(),
             job.brand_id,
             bulklink_core::domain::LinkedBy::Job(job.id),
             &first.location_ids[..20],

@@ -468,14 +468,10 @@ async fn finished_with_a_failure(
         failed: 1,
         ..Default::default()
     };
-    let failure = Failure {
-        location_id: LocationId::new_random(),
-        reason: "refused".into(),
-        attempts: 3,
-    };
+    let failure = Failure::of_location(LocationId::new_random(), "refused".into(), 3);
     ports
         .ledger
-        .record_chunk(job.id, offer, ChunkSeq(0), counts, 0, &[failure])
+        .record_chunk(job.id, Some(offer), ChunkSeq(0), counts, 0, &[failure])
         .await
         .unwrap();
     let Completion::Won(done) = ports.jobs.try_complete(job.id).await.unwrap() else {
@@ -1994,6 +1990,7 @@ async fn with_dynamodb_and_sqs_unreachable_every_store_operation_answers_503_wit
         chunk_dlq_url: format!("{endpoint}/000000000000/chunks-dlq"),
         events_topic_arn: "arn:aws:sns:us-east-1:000000000000:events".into(),
         webhook_queue_url: format!("{endpoint}/000000000000/webhooks"),
+        uploads_bucket: "uploads".into(),
     };
     let config = RuntimeConfig {
         consumers: false,

@@ -109,7 +109,8 @@ async fn a_replayed_fanout_page_resends_the_same_sequence_numbers() {
     let replay = fanout.fan_out_one_page(&job).await.unwrap();
     assert!(matches!(
         replay,
-        bulklink_core::ports::Advanced::Superseded(_)
+        fanout::Step::Advanced(advanced)
+            if matches!(*advanced, bulklink_core::ports::Advanced::Superseded(_))
     ));
 
     let seqs: Vec<u32> = drain(ports.chunk_queue.as_ref())

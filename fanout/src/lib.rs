@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulklink_core::domain::{
-    ChunkMessage, ChunkSeq, DomainError, FanoutMessage, Job, JobId, JobStatus,
+    ChunkCounts, ChunkMessage, ChunkSeq, DomainError, FanoutMessage, Job, JobId, JobStatus,
 };
+use bulklink_core::importing::{PageLimits, WorkPage};
 use bulklink_core::lifecycle;
-use bulklink_core::ports::{Advanced, FanoutAdvance, Ports, Queue, ReceivedMessage};
+use bulklink_core::ports::{Advanced, Failure, FanoutAdvance, Ports, Queue, ReceivedMessage};
 use bulklink_core::{Settings, StoreError};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::watch;
@@ -56,29 +57,55 @@ pub enum FanoutReport {
     Superseded(Job),
     /// The job is paused: its resume sends a fresh fanout message.
     Paused(Job),
+    /// The next page waits for the chunks sent so far (an import's closing of what its file
+    /// did not name); a delayed fanout message looks again.
+    Waiting(Job),
     /// Nothing to do: the job is gone or already finished.
     Nothing,
 }
 
 pub struct Fanout {
     ports: Ports,
-    chunk_size: usize,
-    page_size: usize,
+    limits: PageLimits,
     deadline_margin: Duration,
+    /// How long an import waits between looks at whether its rows are all applied.
+    wait_interval: Duration,
 }
+
+/// The longest an import's fanout waits between looks at whether its rows are all applied.
+const MAX_WAIT: Duration = Duration::from_secs(5);
 
 impl Fanout {
     pub fn new(ports: Ports, settings: &Settings) -> Self {
         Fanout {
             ports,
-            chunk_size: settings.chunk_size,
-            page_size: settings.page_size,
+            limits: PageLimits {
+                page_size: settings.page_size,
+                chunk_size: settings.chunk_size,
+                max_import_bytes: settings.max_import_bytes,
+            },
             deadline_margin: settings.fanout_deadline_margin,
+            wait_interval: (settings.visibility_timeout / 10)
+                .clamp(Duration::from_millis(200), MAX_WAIT),
         }
     }
 
-    /// Handles one fanout queue message.
+    /// Handles one fanout queue message: a job to fan out, or an object store's word that an
+    /// import's file arrived (which starts its job).
     pub async fn handle(&self, body: &str, deadline: Instant) -> Result<FanoutReport, FanoutError> {
+        if let Some(arrived) = bulklink_core::uploads::arrivals(body) {
+            for import in arrived? {
+                match bulklink_core::uploads::start_import(&self.ports, import).await? {
+                    Some(job) => {
+                        info!(import_id = %import, job_id = %job.id, "import file arrived; its job starts")
+                    }
+                    None => {
+                        warn!(import_id = %import, "a file arrived for an import that does not exist or expired")
+                    }
+                }
+            }
+            return Ok(FanoutReport::Nothing);
+        }
         let message = FanoutMessage::decode(body)?;
         self.run(message.job_id, deadline).await
     }
@@ -120,10 +147,19 @@ impl Fanout {
                     return Ok(FanoutReport::HandedOver(job));
                 }
                 job = match self.fan_out_one_page(&job).await? {
-                    Advanced::Applied(job) => job,
-                    Advanced::Superseded(job) => {
-                        info!("another fanout advanced the cursor first; stopping");
-                        return Ok(FanoutReport::Superseded(job));
+                    Step::Advanced(advanced) => match *advanced {
+                        Advanced::Applied(job) => job,
+                        Advanced::Superseded(job) => {
+                            info!("another fanout advanced the cursor first; stopping");
+                            return Ok(FanoutReport::Superseded(job));
+                        }
+                    },
+                    Step::Wait => {
+                        self.ports
+                            .fanout_queue
+                            .send_delayed(&FanoutMessage { job_id }, self.wait_interval)
+                            .await?;
+                        return Ok(FanoutReport::Waiting(job));
                     }
                 };
             }
@@ -171,7 +207,7 @@ impl Fanout {
 
     /// Reads the page after the job's cursor, enqueues its chunks, then advances the cursor.
     /// A job being cancelled or failing gets no more pages: its fanout is closed instead.
-    pub async fn fan_out_one_page(&self, job: &Job) -> Result<Advanced, FanoutError> {
+    pub async fn fan_out_one_page(&self, job: &Job) -> Result<Step, FanoutError> {
         let prev_cursor = job.fanout_cursor.clone();
         if job.status.skips_chunks() {
             let step = FanoutAdvance {
@@ -182,24 +218,26 @@ impl Fanout {
                 ids_added: 0,
             };
             info!(status = %job.status, "job is winding down; fanout stops early");
-            return Ok(self.ports.jobs.advance_fanout(job.id, &step).await?);
+            return Ok(Step::Advanced(Box::new(
+                self.ports.jobs.advance_fanout(job.id, &step).await?,
+            )));
         }
-        let after = prev_cursor
-            .as_deref()
-            .map(bulklink_core::ports::Cursor::from_position);
-        let page = bulklink_core::kinds::page_ids(&self.ports, job, after.as_ref(), self.page_size)
-            .await?;
-        let chunks: Vec<ChunkMessage> = page
-            .items
-            .chunks(self.chunk_size)
+        let page =
+            bulklink_core::kinds::page_work(&self.ports, job, prev_cursor.as_deref(), self.limits)
+                .await?;
+        let (chunks, items, next) = match page {
+            WorkPage::Chunks {
+                chunks,
+                items,
+                next,
+            } => (chunks, items, next),
+            WorkPage::Wait => return Ok(Step::Wait),
+            WorkPage::Refused(failure) => return self.refuse(job, failure).await,
+        };
+        let chunks: Vec<ChunkMessage> = chunks
+            .into_iter()
             .enumerate()
-            .map(|(i, ids)| ChunkMessage {
-                job_id: job.id,
-                offer_id: job.offer_id,
-                brand_id: job.brand_id,
-                seq: ChunkSeq(job.chunks_total + i as u32),
-                location_ids: ids.to_vec(),
-            })
+            .map(|(i, work)| work.message(job, job.chunks_total + i as u32))
             .collect();
         let chunks_added = chunks.len() as u32;
         let mut batches: Vec<Vec<ChunkMessage>> = Vec::new();
@@ -223,13 +261,53 @@ impl Fanout {
             .await?;
         let step = FanoutAdvance {
             prev_cursor,
-            next_cursor: page.next.as_ref().map(|c| c.position().to_owned()),
-            done: page.next.is_none(),
+            done: next.is_none(),
+            next_cursor: next,
             chunks_added,
-            ids_added: page.items.len() as u64,
+            ids_added: items,
         };
-        Ok(self.ports.jobs.advance_fanout(job.id, &step).await?)
+        Ok(Step::Advanced(Box::new(
+            self.ports.jobs.advance_fanout(job.id, &step).await?,
+        )))
     }
+
+    /// Ends a job whose input cannot be read: its fanout closes with one chunk that is the
+    /// refusal, accounted as one failure (with its line and reason) of a job that is FAILING,
+    /// so it ends FAILED; nothing further is read. A replay finds the chunk accounted.
+    async fn refuse(&self, job: &Job, failure: Failure) -> Result<Step, FanoutError> {
+        warn!(reason = %failure.reason, "the job's input is refused; the job fails");
+        let seq = ChunkSeq(job.chunks_total);
+        let step = FanoutAdvance {
+            prev_cursor: job.fanout_cursor.clone(),
+            next_cursor: job.fanout_cursor.clone(),
+            done: true,
+            chunks_added: 1,
+            ids_added: 1,
+        };
+        // Accounted before the fanout closes: a crash between the two replays the refusal
+        // (the ledger dedupes it) rather than leaving a closed fanout with a chunk never
+        // accounted.
+        self.ports.jobs.mark_failing(job.id).await?;
+        let counts = ChunkCounts {
+            failed: 1,
+            ..Default::default()
+        };
+        self.ports
+            .ledger
+            .record_chunk(job.id, job.offer_id, seq, counts, 0, &[failure])
+            .await?;
+        Ok(Step::Advanced(Box::new(
+            self.ports.jobs.advance_fanout(job.id, &step).await?,
+        )))
+    }
+}
+
+/// What one fanout step did.
+#[derive(Debug)]
+pub enum Step {
+    Advanced(Box<Advanced>),
+    /// Nothing read: the next page waits for the chunks sent so far.
+    Wait,
 }
 
 /// Fanout as a queue consumer (`bulklink_lambda`'s SQS driver and local loop): one message

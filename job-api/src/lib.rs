@@ -6,6 +6,7 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod admin;
+pub mod imports;
 pub mod rules;
 
 use axum::extract::{Path, State};
@@ -63,6 +64,8 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(readdress_location, delete_location))
         .routes(routes!(link_one_location))
         .routes(routes!(rules::put_rule, rules::delete_rule))
+        .routes(routes!(imports::create_import))
+        .routes(routes!(imports::upload_file))
 }
 
 /// The write routes as an axum router (what the job-api function serves).
@@ -370,7 +373,10 @@ async fn planned_job(
         Target::Job(parent_id) => {
             let parent = caller.visible_job(&state.ports, parent_id).await?;
             let spec = plan(kind, Some(&parent)).map_err(refused)?;
-            (spec, parent.brand_id, parent.offer_id)
+            let offer = parent
+                .offer_id
+                .ok_or_else(|| ApiError::conflict(format!("job {parent_id} acts on no offer")))?;
+            (spec, parent.brand_id, offer)
         }
     };
     if spec.action != Action::Reconcile && state.ports.catalog.get_rule(offer).await?.is_some() {
@@ -396,7 +402,7 @@ async fn planned_job(
     Ok(Job::planned(
         spec,
         brand,
-        offer,
+        Some(offer),
         body.callback_url.clone(),
         state.ports.clock.now(),
     ))
@@ -432,7 +438,9 @@ pub(crate) async fn created(
     job: Job,
     claim: Option<IdempotencyClaim>,
 ) -> Result<Job, ApiError> {
-    let offer_id = job.offer_id;
+    let offer_id = job
+        .offer_id
+        .map_or_else(|| "(none)".to_owned(), |o| o.to_string());
     match ports.jobs.create_job(&job, claim.as_ref()).await? {
         CreateOutcome::Created(job) => {
             info!(job_id = %job.id, offer_id = %offer_id, "job created");
@@ -936,21 +944,7 @@ impl AttributeFields {
 }
 
 fn checked_tags(field: &str, tags: Vec<String>) -> Result<Vec<String>, ApiError> {
-    if tags.len() > MAX_TAGS {
-        return Err(ApiError::bad_request(format!(
-            "{field} holds {} tags; at most {MAX_TAGS}",
-            tags.len()
-        )));
-    }
-    let mut checked: Vec<String> = Vec::with_capacity(tags.len());
-    for (i, tag) in tags.iter().enumerate() {
-        let tag = checked_text(&format!("{field}[{i}]"), tag, MAX_TAG_LEN)?;
-        // A tag sent twice (perhaps with other white space at its ends) is kept once.
-        if !checked.contains(&tag) {
-            checked.push(tag);
-        }
-    }
-    Ok(checked)
+    bulklink_core::domain::checked_tags(field, &tags).map_err(ApiError::bad_request)
 }
 
 fn nullable_attribute_schema() -> utoipa::openapi::Object {

@@ -75,7 +75,7 @@ pub async fn put_rule(
     }
     let now = ports.clock.now();
     let spec = plan(JobKind::Reconcile, None).map_err(|e| ApiError::conflict(e.to_string()))?;
-    let job = Job::planned(spec, offer.brand_id, offer.id, None, now);
+    let job = Job::planned(spec, offer.brand_id, Some(offer.id), None, now);
     // The job first: it holds the offer's one active-job lock, so the rule changes only
     // when its reconcile can run, and the offer cannot be deleted before the rule is set.
     let job = crate::created(ports, job, None).await?;

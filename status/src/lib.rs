@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bulklink_core::domain::{BrandId, Country, Delivery, Link, Location, LocationFilter, Offer};
-use bulklink_core::domain::{JobId, LocationId, LocationStatus, OfferId, OfferRule};
+use bulklink_core::domain::{ImportId, JobId, LocationId, LocationStatus, OfferId, OfferRule};
 use bulklink_core::ports::Failure;
 use bulklink_core::ports::Ports;
 use bulklink_core::rules::Drift;
@@ -21,7 +21,7 @@ use bulklink_http::http::{
     parse_id, ApiError, ApiState, BrandPageQuery, ListBody, PageQuery, QueryParams,
 };
 use bulklink_http::openapi::{BadRequest, Forbidden, NotFound, Unauthorized};
-use bulklink_http::views::JobView;
+use bulklink_http::views::{ImportView, JobView};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -35,6 +35,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(openapi_json))
         .routes(routes!(list_brand_jobs))
         .routes(routes!(get_job))
+        .routes(routes!(get_import))
         .routes(routes!(list_failures))
         .routes(routes!(list_job_deliveries))
         .routes(routes!(get_offer))
@@ -133,6 +134,30 @@ async fn get_job(
     let job_id: JobId = parse_id(&job_id)?;
     let job = caller.visible_job(&ports, job_id).await?;
     Ok(Json(JobView::of(&job, ports.clock.now())))
+}
+
+/// An import: waiting for its file, started (with its `jobId`), or expired.
+#[utoipa::path(
+    get,
+    path = "/imports/{importId}",
+    tag = "imports",
+    operation_id = "getImport",
+    params(("importId" = ImportId, Path, description = "The import")),
+    responses(
+        (status = 200, description = "The import", body = ImportView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
+async fn get_import(
+    State(ports): State<Ports>,
+    caller: Caller,
+    Path(import_id): Path<String>,
+) -> Result<Json<ImportView>, ApiError> {
+    let import_id: ImportId = parse_id(&import_id)?;
+    let import = caller.visible_import(&ports, import_id).await?;
+    Ok(Json(ImportView::of(&import, ports.clock.now())))
 }
 
 /// The locations a job could not link, with reasons.

@@ -13,9 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulklink_core::budget::{BudgetWatch, LiveRates};
-use bulklink_core::domain::{
-    ChunkCounts, ChunkMessage, DomainError, Job, JobId, JobStatus, LinkOutcome,
-};
+use bulklink_core::domain::{ChunkCounts, ChunkMessage, DomainError, Job, JobId, JobStatus};
+use bulklink_core::importing;
 use bulklink_core::kinds::{self, Unfinished};
 use bulklink_core::lifecycle::{self, Republish};
 use bulklink_core::ports::{Failure, Ledgered, Parking, Ports, Queue, ReceivedMessage};
@@ -256,19 +255,19 @@ impl ChunkProcessor {
                 job = now;
             }
             let (counts, failures) = if job.status.skips_chunks() {
-                kinds::account_unfinished(&self.ports, &job, chunk.offer_id, &chunk.location_ids, Unfinished::Skipped).await?
+                self.unfinished(&job, &chunk, Unfinished::Skipped).await?
             } else {
                 match attempt {
                     Attempt::GiveUp => {
                         let reason = "delivery attempts exhausted; the chunk reached the dead-letter queue";
-                        kinds::account_unfinished(&self.ports, &job, chunk.offer_id, &chunk.location_ids, Unfinished::GivenUp { reason, attempts: self.max_receive_count }).await?
+                        self.unfinished(&job, &chunk, Unfinished::GivenUp { reason, attempts: self.max_receive_count }).await?
                     }
                     Attempt::Try { receive_count } => match self.apply(&job, &chunk).await {
-                        Ok(outcomes) => (kinds::tally(&outcomes), Vec::new()),
+                        Ok(done) => done,
                         Err(e) if receive_count >= self.max_receive_count => {
                             warn!(error = %e, "last delivery failed; accounting the chunk as given up");
                             let reason = format!("{} failed on every delivery; last error: {e}", job.spec.action.verb());
-                            kinds::account_unfinished(&self.ports, &job, chunk.offer_id, &chunk.location_ids, Unfinished::GivenUp { reason: &reason, attempts: receive_count }).await?
+                            self.unfinished(&job, &chunk, Unfinished::GivenUp { reason: &reason, attempts: receive_count }).await?
                         }
                         Err(e) => {
                             warn!(error = %e, retryable = e.is_retryable(), "the chunk's action failed; it will be redelivered");
@@ -289,7 +288,7 @@ impl ChunkProcessor {
             None => warn!("the chunk's job does not exist; dropping the chunk"),
             Some(job) if job.offer_id != chunk.offer_id || job.brand_id != chunk.brand_id => {
                 return Err(DomainError::BadMessage(format!(
-                    "chunk names offer {} / brand {}, its job has offer {} / brand {}",
+                    "chunk names offer {:?} / brand {}, its job has offer {:?} / brand {}",
                     chunk.offer_id, chunk.brand_id, job.offer_id, job.brand_id
                 ))
                 .into());
@@ -299,14 +298,71 @@ impl ChunkProcessor {
         Ok(job)
     }
 
-    /// The job's action on the chunk, in slices of the write budget.
-    async fn apply(&self, job: &Job, chunk: &ChunkMessage) -> Result<Vec<LinkOutcome>, StoreError> {
-        let mut outcomes = Vec::with_capacity(chunk.location_ids.len());
+    /// Accounts a chunk that was not (fully) done (`kinds::account_unfinished`): its ids, or
+    /// an import's rows.
+    async fn unfinished(
+        &self,
+        job: &Job,
+        chunk: &ChunkMessage,
+        how: Unfinished<'_>,
+    ) -> Result<(ChunkCounts, Vec<Failure>), StoreError> {
+        match &chunk.rows {
+            Some(span) => importing::account_unfinished_rows(&self.ports, job, span, how).await,
+            None => {
+                kinds::account_unfinished(
+                    &self.ports,
+                    job,
+                    chunk.offer_id,
+                    &chunk.location_ids,
+                    how,
+                )
+                .await
+            }
+        }
+    }
+
+    /// The job's action on the chunk, in slices of the write budget: its counts, and the
+    /// failures of an import's invalid rows.
+    async fn apply(
+        &self,
+        job: &Job,
+        chunk: &ChunkMessage,
+    ) -> Result<(ChunkCounts, Vec<Failure>), StoreError> {
+        let Some(span) = &chunk.rows else {
+            let outcomes = self
+                .paced(&chunk.location_ids, |part| {
+                    kinds::apply(&self.ports, job, part)
+                })
+                .await?;
+            return Ok((kinds::tally(&outcomes), Vec::new()));
+        };
+        let mut valid = Vec::with_capacity(span.rows as usize);
+        let mut invalid = Vec::new();
+        for (line, row) in importing::rows_of(&self.ports, job, span).await? {
+            match row {
+                Ok(location) => valid.push((line, location)),
+                Err(reason) => invalid.push((line, reason)),
+            }
+        }
+        let outcomes = self
+            .paced(&valid, |part| importing::apply_rows(&self.ports, job, part))
+            .await?;
+        let lines: Vec<_> = valid.iter().map(|(line, _)| *line).zip(outcomes).collect();
+        Ok(importing::tally_rows(&lines, &invalid))
+    }
+
+    /// Does `each` to `items` in slices the write budget allows, in order.
+    async fn paced<'a, T, O, F, Fut>(&self, items: &'a [T], each: F) -> Result<Vec<O>, StoreError>
+    where
+        F: Fn(&'a [T]) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<O>, StoreError>>,
+    {
+        let mut outcomes = Vec::with_capacity(items.len());
         let batch = self.limiter.locations_per_batch();
-        for part in chunk.location_ids.chunks(batch) {
+        for part in items.chunks(batch) {
             self.limiter.acquire(part.len()).await;
             let throttled_before = self.throttle_count();
-            let done = kinds::apply(&self.ports, job, part).await;
+            let done = each(part).await;
             if self.throttle_count() > throttled_before {
                 self.limiter.throttled();
             }

@@ -36,6 +36,9 @@ impl ResourceNames {
     pub fn topic(&self) -> String {
         format!("{}-job-events", self.prefix)
     }
+    pub fn uploads_bucket(&self) -> String {
+        format!("{}-uploads", self.prefix)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -115,6 +118,7 @@ pub async fn bootstrap(
         .send()
         .await
         .map_err(|e| classify("Subscribe", e))?;
+    let bucket = create_uploads_bucket(clients, &names.uploads_bucket(), &fanout).await?;
     Ok(Bootstrapped {
         names: AwsNames {
             catalog_table: names.catalog_table(),
@@ -124,9 +128,88 @@ pub async fn bootstrap(
             chunk_dlq_url: chunk_dlq.clone(),
             events_topic_arn: topic,
             webhook_queue_url: webhooks,
+            uploads_bucket: bucket,
         },
         fanout_dlq_url: fanout_dlq,
     })
+}
+
+/// The imports' bucket, its object-created events under `imports/` sent to the fanout queue
+/// (as terraform/s3.tf does).
+async fn create_uploads_bucket(
+    clients: &AwsClients,
+    bucket: &str,
+    fanout_queue_url: &str,
+) -> StoreResult<String> {
+    use aws_sdk_s3::types::{
+        Event, FilterRule, FilterRuleName, NotificationConfiguration,
+        NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
+    };
+    match clients.s3.create_bucket().bucket(bucket).send().await {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error().is_some_and(|s| {
+                s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()
+            }) => {}
+        Err(e) => return Err(classify("CreateBucket", e)),
+    }
+    let imports = NotificationConfigurationFilter::builder()
+        .key(
+            S3KeyFilter::builder()
+                .filter_rules(
+                    FilterRule::builder()
+                        .name(FilterRuleName::Prefix)
+                        .value("imports/")
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let to_fanout = QueueConfiguration::builder()
+        .queue_arn(queue_arn(clients, fanout_queue_url).await?)
+        .events(Event::from("s3:ObjectCreated:*"))
+        .filter(imports)
+        .build()
+        .map_err(internal)?;
+    clients
+        .s3
+        .put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(to_fanout)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| classify("PutBucketNotificationConfiguration", e))?;
+    // S3 tells the queue with a test event that it may send to it; fanout ignores one, but
+    // a fresh queue is kept empty for whoever reads it first.
+    let received = clients
+        .sqs
+        .receive_message()
+        .queue_url(fanout_queue_url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .map_err(|e| classify("ReceiveMessage", e))?;
+    for message in received.messages.unwrap_or_default() {
+        let test_event = message
+            .body
+            .as_deref()
+            .is_some_and(|b| b.contains("\"s3:TestEvent\""));
+        if let (true, Some(receipt)) = (test_event, message.receipt_handle) {
+            clients
+                .sqs
+                .delete_message()
+                .queue_url(fanout_queue_url)
+                .receipt_handle(receipt)
+                .send()
+                .await
+                .map_err(|e| classify("DeleteMessage", e))?;
+        }
+    }
+    Ok(bucket.to_owned())
 }
 
 async fn create_table(

@@ -20,11 +20,29 @@ use super::items::*;
 use super::sdk_error::{cancellation, classify, condition_failed, retryable_cancel};
 use crate::clock::Clock;
 use crate::domain::{
-    BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes, LocationChange,
-    LocationFilter, LocationId, LocationStatus, Offer, OfferId, OfferRule, Upserted,
+    BrandId, ImportMark, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes,
+    LocationChange, LocationFilter, LocationId, LocationStatus, Offer, OfferId, OfferRule,
+    RowOutcome, Upserted,
 };
 use crate::error::{StoreError, StoreResult};
-use crate::ports::{Catalog, Cursor, Page};
+use crate::ports::{Catalog, Cursor, LocationImports, Page};
+
+/// The marks an import writes with a change: `changed` with one, `unchanged` (if any) on a
+/// location the row leaves as it is.
+#[derive(Clone, Copy, Debug)]
+struct Marks {
+    changed: ImportMark,
+    unchanged: Option<ImportMark>,
+}
+
+/// What `change_marked` found and did.
+enum Marked {
+    Missing,
+    Changed(Location),
+    Unchanged(Location),
+    /// The location carries a mark of the same import: what it says of this row.
+    Seen(RowOutcome),
+}
 
 /// Reads and transactions a location's deletion tries before it gives up (503).
 const DELETE_ATTEMPTS: usize = 5;
@@ -170,17 +188,55 @@ impl DynamoCatalog {
         id: LocationId,
         change: &LocationChange,
     ) -> StoreResult<Option<(Location, bool)>> {
+        Ok(match self.change_marked(id, change, None).await? {
+            Marked::Missing => None,
+            Marked::Changed(location) => Some((location, true)),
+            Marked::Unchanged(location) => Some((location, false)),
+            Marked::Seen(_) => {
+                return Err(StoreError::internal("a change without a mark saw one"));
+            }
+        })
+    }
+
+    /// `change_location`, writing an import's mark with the change (`marks.changed`), or
+    /// alone on an unchanged location (`marks.unchanged`), on the same condition; a location
+    /// carrying a mark of the same job answers from it (`ImportMark::seen_by`) unwritten.
+    async fn change_marked(
+        &self,
+        id: LocationId,
+        change: &LocationChange,
+        marks: Option<Marks>,
+    ) -> StoreResult<Marked> {
         for attempt in 0..UPDATE_ATTEMPTS {
             contention_pause(attempt).await;
             let Some(item) = self.get(location_pk(id), LOCATION_SK).await? else {
-                return Ok(None);
+                return Ok(Marked::Missing);
             };
             let offers = offers_of(&item);
             let read = from_item::<LocationItem>(item)?;
             let version = read.version;
+            if let Some(marks) = &marks {
+                let seen = read
+                    .imported_by
+                    .as_deref()
+                    .map(ImportMark::from_attr)
+                    .transpose()?
+                    .and_then(|m| m.seen_by(marks.changed.job, marks.changed.line));
+                if let Some(seen) = seen {
+                    return Ok(Marked::Seen(seen));
+                }
+            }
             let location = read.into_location()?;
             let Some(mut changed) = location.changed(change, self.clock.now()) else {
-                return Ok(Some((location, false)));
+                match marks.and_then(|m| m.unchanged) {
+                    None => return Ok(Marked::Unchanged(location)),
+                    Some(mark) => {
+                        if self.put_mark(id, version, mark).await? {
+                            return Ok(Marked::Unchanged(location));
+                        }
+                        continue;
+                    }
+                }
             };
             let closing = location.is_active() && !changed.is_active();
             let mut values = HashMap::from([
@@ -208,6 +264,10 @@ impl DynamoCatalog {
             } else {
                 set.push("closed = :t");
                 values.insert(":t".to_owned(), AttributeValue::Bool(true));
+            }
+            if let Some(marks) = &marks {
+                set.push("importedBy = :im");
+                values.insert(":im".to_owned(), s(marks.changed.to_attr()));
             }
             let mut condition = match version {
                 Some(v) => {
@@ -270,12 +330,137 @@ impl DynamoCatalog {
                 }
             };
             if written {
-                return Ok(Some((changed, true)));
+                return Ok(Marked::Changed(changed));
             }
         }
         Err(StoreError::unavailable(format!(
             "location {id} kept changing while it was being updated; retry"
         )))
+    }
+
+    /// Creates locations (and their external ids' claims) all or none; with `mark`, each
+    /// location carries it (an import's row).
+    async fn create_marked(
+        &self,
+        locations: &[Location],
+        mark: Option<ImportMark>,
+    ) -> StoreResult<()> {
+        if locations.is_empty() {
+            return Ok(());
+        }
+        let items = locations
+            .iter()
+            .map(|location| {
+                let mut item = LocationItem::of(location);
+                item.imported_by = mark.map(|m| m.to_attr());
+                to_item(&item)
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut writes = Vec::with_capacity(locations.len() * 2);
+        // What each write is (one entry a write): a location (its index) or the claim of
+        // its external id.
+        let mut what: Vec<(usize, bool)> = Vec::with_capacity(locations.len() * 2);
+        for (i, item) in items.iter().enumerate() {
+            what.push((i, false));
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(pk)")
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .build()
+                .map_err(|e| StoreError::internal(e.to_string()))?;
+            writes.push(TransactWriteItem::builder().put(put).build());
+            if let Some(external_id) = &locations[i].external_id {
+                writes.push(self.claim(locations[i].brand_id, external_id, locations[i].id)?);
+                what.push((i, true));
+            }
+        }
+        if writes.len() > MAX_TRANSACTION_ITEMS {
+            return Err(StoreError::Invalid(format!(
+                "{} locations with external ids are more than one request can create at once",
+                locations.len()
+            )));
+        }
+        let Err(e) = self
+            .ddb
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await
+        else {
+            return Ok(());
+        };
+        let reasons = cancellation(e)?;
+        let conflicts: Vec<usize> = (0..reasons.len())
+            .filter(|i| condition_failed(reasons.get(*i)))
+            .collect();
+        if conflicts.is_empty() {
+            return Err(retryable_cancel(&reasons));
+        }
+        // A retried request (or an SDK retry of an attempt that timed out after it was
+        // applied) finds its own items. The batch is atomic: only when every item
+        // conflicts, each with the location as sent, is the batch already done.
+        let as_sent = |r: usize| -> StoreResult<bool> {
+            let Some(old) = reasons[r].item() else {
+                return Ok(false);
+            };
+            let (i, claim) = what[r];
+            if claim {
+                return Ok(old.get("locationId") == Some(&s(locations[i].id.to_string())));
+            }
+            let old = from_item::<LocationItem>(old.clone())?.into_location()?;
+            Ok(old.same_as_sent(&locations[i]))
+        };
+        let mut ours = conflicts.len() == what.len();
+        for &r in &conflicts {
+            ours = ours && as_sent(r)?;
+        }
+        if ours {
+            return Ok(());
+        }
+        let (i, claim) = what[conflicts[0]];
+        let location = &locations[i];
+        Err(StoreError::Conflict(match (&location.external_id, claim) {
+            (Some(external_id), true) => {
+                format!("a location with externalId '{external_id}' already exists")
+            }
+            _ => format!("location {} already exists", location.id),
+        }))
+    }
+
+    /// Writes an import's mark alone, on condition that the location is still at `version`;
+    /// false if it changed meanwhile.
+    async fn put_mark(
+        &self,
+        id: LocationId,
+        version: Option<u64>,
+        mark: ImportMark,
+    ) -> StoreResult<bool> {
+        let mut update = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(location_pk(id), LOCATION_SK)))
+            .update_expression("SET importedBy = :im")
+            .expression_attribute_values(":im", s(mark.to_attr()));
+        update = match version {
+            Some(v) => update
+                .condition_expression("attribute_exists(pk) AND version = :v")
+                .expression_attribute_values(":v", n(v)),
+            None => update
+                .condition_expression("attribute_exists(pk) AND attribute_not_exists(version)"),
+        };
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
     }
 
     /// Sends a transaction: false if a condition failed (someone wrote between the read
@@ -951,85 +1136,7 @@ impl Catalog for DynamoCatalog {
     }
 
     async fn create_locations(&self, locations: &[Location]) -> StoreResult<()> {
-        if locations.is_empty() {
-            return Ok(());
-        }
-        let items = locations
-            .iter()
-            .map(|location| to_item(&LocationItem::of(location)))
-            .collect::<StoreResult<Vec<_>>>()?;
-        let mut writes = Vec::with_capacity(locations.len() * 2);
-        // What each write is (one entry a write): a location (its index) or the claim of
-        // its external id.
-        let mut what: Vec<(usize, bool)> = Vec::with_capacity(locations.len() * 2);
-        for (i, item) in items.iter().enumerate() {
-            what.push((i, false));
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item.clone()))
-                .condition_expression("attribute_not_exists(pk)")
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .build()
-                .map_err(|e| StoreError::internal(e.to_string()))?;
-            writes.push(TransactWriteItem::builder().put(put).build());
-            if let Some(external_id) = &locations[i].external_id {
-                writes.push(self.claim(locations[i].brand_id, external_id, locations[i].id)?);
-                what.push((i, true));
-            }
-        }
-        if writes.len() > MAX_TRANSACTION_ITEMS {
-            return Err(StoreError::Invalid(format!(
-                "{} locations with external ids are more than one request can create at once",
-                locations.len()
-            )));
-        }
-        let Err(e) = self
-            .ddb
-            .transact_write_items()
-            .set_transact_items(Some(writes))
-            .send()
-            .await
-        else {
-            return Ok(());
-        };
-        let reasons = cancellation(e)?;
-        let conflicts: Vec<usize> = (0..reasons.len())
-            .filter(|i| condition_failed(reasons.get(*i)))
-            .collect();
-        if conflicts.is_empty() {
-            return Err(retryable_cancel(&reasons));
-        }
-        // A retried request (or an SDK retry of an attempt that timed out after it was
-        // applied) finds its own items. The batch is atomic: only when every item
-        // conflicts, each with the location as sent, is the batch already done.
-        let as_sent = |r: usize| -> StoreResult<bool> {
-            let Some(old) = reasons[r].item() else {
-                return Ok(false);
-            };
-            let (i, claim) = what[r];
-            if claim {
-                return Ok(old.get("locationId") == Some(&s(locations[i].id.to_string())));
-            }
-            let old = from_item::<LocationItem>(old.clone())?.into_location()?;
-            Ok(old.same_as_sent(&locations[i]))
-        };
-        let mut ours = conflicts.len() == what.len();
-        for &r in &conflicts {
-            ours = ours && as_sent(r)?;
-        }
-        if ours {
-            return Ok(());
-        }
-        let (i, claim) = what[conflicts[0]];
-        let location = &locations[i];
-        Err(StoreError::Conflict(match (&location.external_id, claim) {
-            (Some(external_id), true) => {
-                format!("a location with externalId '{external_id}' already exists")
-            }
-            _ => format!("location {} already exists", location.id),
-        }))
+        self.create_marked(locations, None).await
     }
 
     async fn get_location(&self, id: LocationId) -> StoreResult<Option<Location>> {
@@ -1460,5 +1567,110 @@ impl Catalog for DynamoCatalog {
             links.extend(item.into_link()?);
         }
         Ok(Page { items: links, next })
+    }
+}
+
+#[async_trait]
+impl LocationImports for DynamoCatalog {
+    /// The external id's claim, then the location: created with the mark (its claim in the
+    /// same transaction), or changed on condition of the version read, the mark in the same
+    /// write. Two requests for an unchanged row that is marked (read, conditional update).
+    async fn import_row(
+        &self,
+        location: &Location,
+        mark: ImportMark,
+        mark_unchanged: bool,
+    ) -> StoreResult<RowOutcome> {
+        let Some(external_id) = location.external_id.as_deref() else {
+            return Err(StoreError::Invalid(
+                "an imported row needs an external id".into(),
+            ));
+        };
+        let marks = Marks {
+            changed: ImportMark {
+                outcome: RowOutcome::Updated,
+                ..mark
+            },
+            unchanged: mark_unchanged.then_some(ImportMark {
+                outcome: RowOutcome::Unchanged,
+                ..mark
+            }),
+        };
+        for attempt in 0..UPDATE_ATTEMPTS {
+            contention_pause(attempt).await;
+            let Some(id) = self.claimed_by(location.brand_id, external_id).await? else {
+                let created = ImportMark {
+                    outcome: RowOutcome::Created,
+                    ..mark
+                };
+                match self
+                    .create_marked(std::slice::from_ref(location), Some(created))
+                    .await
+                {
+                    Ok(()) => return Ok(RowOutcome::Created),
+                    // Made meanwhile (perhaps by this row's earlier delivery): read it.
+                    Err(StoreError::Conflict(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            let change = LocationChange::replacing_with(location);
+            match self.change_marked(id, &change, Some(marks)).await? {
+                Marked::Changed(_) => return Ok(RowOutcome::Updated),
+                Marked::Unchanged(_) => return Ok(RowOutcome::Unchanged),
+                Marked::Seen(outcome) => return Ok(outcome),
+                // A claim whose location was deleted as it was read: read again.
+                Marked::Missing => continue,
+            }
+        }
+        Err(StoreError::unavailable(format!(
+            "the location with externalId '{external_id}' kept changing; retry"
+        )))
+    }
+
+    async fn import_marks(&self, ids: &[LocationId]) -> StoreResult<Vec<Option<ImportMark>>> {
+        let keys = ids
+            .iter()
+            .map(|id| key(location_pk(*id), LOCATION_SK))
+            .collect();
+        let mut marks = HashMap::new();
+        for item in batch_get(&self.ddb, &self.table, keys).await? {
+            let read = from_item::<LocationItem>(item)?;
+            if let Some(mark) = read.imported_by.as_deref() {
+                marks.insert(read.pk.clone(), ImportMark::from_attr(mark)?);
+            }
+        }
+        Ok(ids
+            .iter()
+            .map(|id| marks.get(&location_pk(*id)).copied())
+            .collect())
+    }
+
+    async fn close_unimported(
+        &self,
+        job: JobId,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<RowOutcome>> {
+        let closing = LocationChange {
+            status: Some(LocationStatus::Closed),
+            ..Default::default()
+        };
+        let marks = Marks {
+            changed: ImportMark {
+                job,
+                line: 0,
+                outcome: RowOutcome::Closed,
+            },
+            unchanged: None,
+        };
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for id in ids {
+            let outcome = match self.change_marked(*id, &closing, Some(marks)).await? {
+                Marked::Changed(_) | Marked::Seen(RowOutcome::Closed) => RowOutcome::Closed,
+                // Gone, closed already, or named by the file after all.
+                Marked::Missing | Marked::Unchanged(_) | Marked::Seen(_) => RowOutcome::Gone,
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
     }
 }

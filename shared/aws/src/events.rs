@@ -39,8 +39,11 @@ impl EventBus for SnsEvents {
     async fn publish(&self, event: &JobEvent) -> StoreResult<()> {
         let message = serde_json::to_string(event)
             .map_err(|e| StoreError::internal(format!("event encoding: {e}")))?;
-        self.sns
-            .publish()
+        let mut publish = self.sns.publish();
+        if let Some(offer) = event.offer_id {
+            publish = publish.message_attributes("offerId", attribute(offer.to_string())?);
+        }
+        publish
             .topic_arn(&self.topic_arn)
             .subject(event.event_type.as_str())
             .message(message)
@@ -50,7 +53,6 @@ impl EventBus for SnsEvents {
             )
             .message_attributes("jobId", attribute(event.job_id.to_string())?)
             .message_attributes("brandId", attribute(event.brand_id.to_string())?)
-            .message_attributes("offerId", attribute(event.offer_id.to_string())?)
             .send()
             .await
             .map_err(|e| classify("Publish", e))?;

@@ -86,8 +86,8 @@ pub(crate) fn setting_pk(name: &str) -> String {
     format!("SETTING#{name}")
 }
 pub(crate) const SETTING_SK: &str = "#SETTING";
-pub(crate) fn failure_sk(id: LocationId) -> String {
-    format!("FAIL#{id}")
+pub(crate) fn failure_sk(key: &str) -> String {
+    format!("FAIL#{key}")
 }
 pub(crate) fn active_pk(id: OfferId) -> String {
     format!("ACTIVE#{id}")
@@ -129,7 +129,7 @@ fn strip<'a>(value: &'a str, prefix: &str) -> StoreResult<&'a str> {
         .ok_or_else(|| StoreError::internal(format!("key '{value}' lacks prefix '{prefix}'")))
 }
 
-fn from_ms(ms: i64) -> DateTime<Utc> {
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
@@ -199,6 +199,9 @@ pub(crate) struct LocationItem {
     /// the count it read (absent before the first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// The last import's mark (`ImportMark::to_attr`): which job and row wrote it, and how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_by: Option<String>,
 }
 
 fn no_attributes(attributes: &LocationAttributes) -> bool {
@@ -221,6 +224,7 @@ impl LocationItem {
             updated_at: location.updated_at.map(|t| t.timestamp_millis()),
             closed: !location.is_active(),
             version: None,
+            imported_by: None,
         }
     }
 
@@ -324,7 +328,9 @@ pub(crate) struct JobItem {
     pub parent_job_id: Option<String>,
     pub status: String,
     pub brand_id: String,
-    pub offer_id: String,
+    /// Absent for a job on no offer (an import).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
     pub total: u64,
@@ -337,6 +343,16 @@ pub(crate) struct JobItem {
     pub unlinked: u64,
     #[serde(default)]
     pub not_linked: u64,
+    #[serde(default)]
+    pub created: u64,
+    #[serde(default)]
+    pub updated: u64,
+    #[serde(default)]
+    pub unchanged: u64,
+    #[serde(default)]
+    pub closed: u64,
+    #[serde(default)]
+    pub invalid: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fanout_cursor: Option<String>,
     pub fanout_done: bool,
@@ -379,7 +395,7 @@ impl JobItem {
             parent_job_id: job.spec.parent_job_id.map(|p| p.to_string()),
             status: job.status.as_str().to_owned(),
             brand_id: job.brand_id.to_string(),
-            offer_id: job.offer_id.to_string(),
+            offer_id: job.offer_id.map(|o| o.to_string()),
             callback_url: job.callback_url.as_ref().map(|u| u.to_string()),
             total: c.total,
             linked: c.linked,
@@ -389,6 +405,11 @@ impl JobItem {
             cancelled: c.cancelled,
             unlinked: c.unlinked,
             not_linked: c.not_linked,
+            created: c.created,
+            updated: c.updated,
+            unchanged: c.unchanged,
+            closed: c.closed,
+            invalid: c.invalid,
             fanout_cursor: job.fanout_cursor.clone(),
             fanout_done: job.fanout_done,
             chunks_total: job.chunks_total,
@@ -428,7 +449,7 @@ impl JobItem {
             spec,
             status: self.status.parse()?,
             brand_id: self.brand_id.parse()?,
-            offer_id: self.offer_id.parse()?,
+            offer_id: self.offer_id.map(|o| o.parse()).transpose()?,
             callback_url: self.callback_url.map(|u| u.parse()).transpose()?,
             counters: Counters {
                 total: self.total,
@@ -439,6 +460,11 @@ impl JobItem {
                 cancelled: self.cancelled,
                 unlinked: self.unlinked,
                 not_linked: self.not_linked,
+                created: self.created,
+                updated: self.updated,
+                unchanged: self.unchanged,
+                closed: self.closed,
+                invalid: self.invalid,
             },
             fanout_cursor: self.fanout_cursor,
             fanout_done: self.fanout_done,
@@ -474,6 +500,16 @@ pub(crate) struct ChunkItem {
     pub unlinked: u32,
     #[serde(default)]
     pub not_linked: u32,
+    #[serde(default)]
+    pub created: u32,
+    #[serde(default)]
+    pub updated: u32,
+    #[serde(default)]
+    pub unchanged: u32,
+    #[serde(default)]
+    pub closed: u32,
+    #[serde(default)]
+    pub invalid: u32,
     pub recorded_at: i64,
     /// The chunk's failures, ledgered atomically with its counts; the `FAIL#` items that
     /// `GET /jobs/{id}/failures` pages through are always written from this list.
@@ -499,6 +535,11 @@ impl ChunkItem {
             cancelled: c.cancelled,
             unlinked: c.unlinked,
             not_linked: c.not_linked,
+            created: c.created,
+            updated: c.updated,
+            unchanged: c.unchanged,
+            closed: c.closed,
+            invalid: c.invalid,
             recorded_at: recorded_at_ms,
             failures: failures.to_vec(),
         }
@@ -518,18 +559,18 @@ impl FailureItem {
     pub fn of(job: JobId, f: &Failure) -> Self {
         FailureItem {
             pk: job_pk(job),
-            sk: failure_sk(f.location_id),
+            sk: failure_sk(&f.key()),
             reason: f.reason.clone(),
             attempts: f.attempts,
         }
     }
 
     pub fn into_failure(self) -> StoreResult<Failure> {
-        Ok(Failure {
-            location_id: strip(&self.sk, "FAIL#")?.parse()?,
-            reason: self.reason,
-            attempts: self.attempts,
-        })
+        Ok(Failure::from_key(
+            strip(&self.sk, "FAIL#")?,
+            self.reason,
+            self.attempts,
+        )?)
     }
 }
 
@@ -671,7 +712,7 @@ mod tests {
         // A Link item of the earlier release: linkedBy and linkedAt, nothing else.
         let location = LocationId::new_random();
         let old: Item = HashMap::from([
-            ("pk".to_owned(), s(offer_pk(job.offer_id))),
+            ("pk".to_owned(), s(offer_pk(job.offer_id.unwrap()))),
             ("sk".to_owned(), s(link_sk(location))),
             ("linkedBy".to_owned(), s(job.id.to_string())),
             ("linkedAt".to_owned(), n(1_700_000_000_000_i64)),

@@ -19,12 +19,14 @@ use super::batch_get;
 use super::items::*;
 use super::sdk_error::{cancellation, classify, condition_failed, retryable_cancel};
 use crate::clock::Clock;
-use crate::domain::{BrandId, ChunkCounts, ChunkSeq, Job, JobId, JobStatus, OfferId, Transition};
+use crate::domain::{
+    BrandId, ChunkCounts, ChunkSeq, Import, ImportId, Job, JobId, JobStatus, OfferId, Transition,
+};
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
     Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance,
-    IdempotencyClaim, JobStore, Ledger, Ledgered, OfferDeletion, Page, ParkedChunk, Parking,
-    PauseOutcome, RuntimeSettings,
+    IdempotencyClaim, Imports, JobStore, Ledger, Ledgered, OfferDeletion, Page, ParkedChunk,
+    Parking, PauseOutcome, RuntimeSettings,
 };
 
 /// How long an `Idempotency-Key` is remembered (DynamoDB TTL, checked on read too).
@@ -311,38 +313,44 @@ impl JobStore for DynamoJobs {
             undo_index = Some(writes.len());
             writes.push(TransactWriteItem::builder().put(put).build());
         }
-        // The offer must still exist (DELETE /offers/{id} may have run since it was read).
-        let offer_index = writes.len();
-        writes.push(
-            TransactWriteItem::builder()
-                .condition_check(
-                    ConditionCheck::builder()
-                        .table_name(&self.catalog_table)
-                        .set_key(Some(key(offer_pk(job.offer_id), OFFER_SK)))
-                        .condition_expression("attribute_exists(pk)")
-                        .build()
-                        .map_err(internal)?,
-                )
-                .build(),
-        );
-        let lock_index = writes.len();
-        writes.push(
-            TransactWriteItem::builder()
-                .put(
-                    Put::builder()
-                        .table_name(&self.table)
-                        .item("pk", s(active_pk(job.offer_id)))
-                        .item("sk", s(ACTIVE_SK))
-                        .item("jobId", s(job.id.to_string()))
-                        .condition_expression("attribute_not_exists(pk)")
-                        .return_values_on_condition_check_failure(
-                            ReturnValuesOnConditionCheckFailure::AllOld,
-                        )
-                        .build()
-                        .map_err(internal)?,
-                )
-                .build(),
-        );
+        // The offer must still exist (DELETE /offers/{id} may have run since it was read),
+        // and have no other active job. A job on no offer (an import) takes no lock.
+        let mut offer_index = None;
+        let mut lock_index = None;
+        if let Some(offer) = job.offer_id {
+            offer_index = Some(writes.len());
+            writes.push(
+                TransactWriteItem::builder()
+                    .condition_check(
+                        ConditionCheck::builder()
+                            .table_name(&self.catalog_table)
+                            .set_key(Some(key(offer_pk(offer), OFFER_SK)))
+                            .condition_expression("attribute_exists(pk)")
+                            .build()
+                            .map_err(internal)?,
+                    )
+                    .build(),
+            );
+            lock_index = Some(writes.len());
+            writes.push(
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .item("pk", s(active_pk(offer)))
+                            .item("sk", s(ACTIVE_SK))
+                            .item("jobId", s(job.id.to_string()))
+                            .condition_expression("attribute_not_exists(pk)")
+                            .return_values_on_condition_check_failure(
+                                ReturnValuesOnConditionCheckFailure::AllOld,
+                            )
+                            .build()
+                            .map_err(internal)?,
+                    )
+                    .build(),
+            );
+        }
+        let job_index = writes.len();
         writes.push(
             TransactWriteItem::builder()
                 .put(
@@ -378,7 +386,7 @@ impl JobStore for DynamoJobs {
             let first: JobId = text("jobId").parse()?;
             return Ok(CreateOutcome::Replayed(self.must_load(first).await?));
         }
-        if condition_failed(reasons.get(lock_index)) {
+        if let Some(lock_index) = lock_index.filter(|i| condition_failed(reasons.get(*i))) {
             let holder = match reasons[lock_index].item().and_then(|i| i.get("jobId")) {
                 Some(AttributeValue::S(id)) => id.parse()?,
                 _ => return Err(internal("active lock without a jobId")),
@@ -390,7 +398,7 @@ impl JobStore for DynamoJobs {
             }
             return Ok(CreateOutcome::OfferBusy(holder));
         }
-        if condition_failed(reasons.get(offer_index)) {
+        if offer_index.is_some_and(|i| condition_failed(reasons.get(i))) {
             return Ok(CreateOutcome::OfferGone);
         }
         if let Some(i) = undo_index.filter(|i| condition_failed(reasons.get(*i))) {
@@ -402,6 +410,10 @@ impl JobStore for DynamoJobs {
                 return Ok(CreateOutcome::Created(self.must_load(job.id).await?));
             }
             return Ok(CreateOutcome::UndoExists(holder));
+        }
+        if condition_failed(reasons.get(job_index)) {
+            // Its id was chosen before (an import's): a replay of this very creation.
+            return Ok(CreateOutcome::Replayed(self.must_load(job.id).await?));
         }
         Err(retryable_cancel(&reasons))
     }
@@ -569,20 +581,21 @@ impl JobStore for DynamoJobs {
             .expression_attribute_values(":exp", n(now.timestamp() + JOB_RETENTION_SECS))
             .build()
             .map_err(internal)?;
-        let release = Delete::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(active_pk(job.offer_id), ACTIVE_SK)))
-            .condition_expression("attribute_not_exists(pk) OR jobId = :id")
-            .expression_attribute_values(":id", s(id.to_string()))
-            .build()
-            .map_err(internal)?;
-        let result = self
+        let mut request = self
             .ddb
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(finish).build())
-            .transact_items(TransactWriteItem::builder().delete(release).build())
-            .send()
-            .await;
+            .transact_items(TransactWriteItem::builder().update(finish).build());
+        if let Some(offer) = job.offer_id {
+            let release = Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(active_pk(offer), ACTIVE_SK)))
+                .condition_expression("attribute_not_exists(pk) OR jobId = :id")
+                .expression_attribute_values(":id", s(id.to_string()))
+                .build()
+                .map_err(internal)?;
+            request = request.transact_items(TransactWriteItem::builder().delete(release).build());
+        }
+        let result = request.send().await;
         match result {
             Ok(_) => Ok(Completion::Won(self.must_load(id).await?)),
             Err(e) => {
@@ -747,7 +760,7 @@ impl Ledger for DynamoJobs {
     async fn record_chunk(
         &self,
         job: JobId,
-        offer: OfferId,
+        offer: Option<OfferId>,
         seq: ChunkSeq,
         counts: ChunkCounts,
         offer_delta: i64,
@@ -774,7 +787,8 @@ impl Ledger for DynamoJobs {
             .set_key(Some(key(job_pk(job), JOB_SK)))
             .update_expression(
                 "SET updatedAt = :now ADD linked :l, alreadyLinked :a, notFound :nf, failed :f, \
-                 cancelled :c, unlinked :u, notLinked :nl, chunksDone :one",
+                 cancelled :c, unlinked :u, notLinked :nl, created :cr, updated :up, \
+                 unchanged :un, closed :cl, invalid :iv, chunksDone :one",
             )
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":now", n(self.clock.now().timestamp_millis()))
@@ -785,6 +799,11 @@ impl Ledger for DynamoJobs {
             .expression_attribute_values(":c", n(counts.cancelled))
             .expression_attribute_values(":u", n(counts.unlinked))
             .expression_attribute_values(":nl", n(counts.not_linked))
+            .expression_attribute_values(":cr", n(counts.created))
+            .expression_attribute_values(":up", n(counts.updated))
+            .expression_attribute_values(":un", n(counts.unchanged))
+            .expression_attribute_values(":cl", n(counts.closed))
+            .expression_attribute_values(":iv", n(counts.invalid))
             .expression_attribute_values(":one", n(1))
             .build()
             .map_err(internal)?;
@@ -793,7 +812,7 @@ impl Ledger for DynamoJobs {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(marker).build())
             .transact_items(TransactWriteItem::builder().update(counters).build());
-        if offer_delta != 0 {
+        if let Some(offer) = offer.filter(|_| offer_delta != 0) {
             let total = Update::builder()
                 .table_name(&self.catalog_table)
                 .set_key(Some(key(offer_pk(offer), OFFER_SK)))
@@ -1052,4 +1071,90 @@ impl RuntimeSettings for DynamoJobs {
             .map_err(|e| classify("PutItem", e))?;
         Ok(())
     }
+}
+
+/// An import's record: `IMPORT#<id>` / `IMPORT`, the import as JSON (without its start) and
+/// `startedAt` once its file arrived; kept as long as a job.
+#[async_trait]
+impl Imports for DynamoJobs {
+    async fn create_import(&self, import: &Import) -> StoreResult<()> {
+        let body = serde_json::to_string(&Import {
+            started_at: None,
+            ..import.clone()
+        })
+        .map_err(|e| internal(e.to_string()))?;
+        self.ddb
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(import_pk(import.id)))
+            .item("sk", s(IMPORT_SK))
+            .item("body", s(body))
+            .item(
+                "expiresAt",
+                n(import.expires_at.timestamp() + JOB_RETENTION_SECS),
+            )
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| classify("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn get_import(&self, id: ImportId) -> StoreResult<Option<Import>> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(import_pk(id), IMPORT_SK)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        out.item.map(import_from_item).transpose()
+    }
+
+    async fn mark_started(&self, id: ImportId, at: DateTime<Utc>) -> StoreResult<Option<Import>> {
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(import_pk(id), IMPORT_SK)))
+            .update_expression("SET startedAt = if_not_exists(startedAt, :at)")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":at", n(at.timestamp_millis()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => out.attributes.map(import_from_item).transpose(),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+}
+
+fn import_pk(id: ImportId) -> String {
+    format!("IMPORT#{id}")
+}
+
+const IMPORT_SK: &str = "IMPORT";
+
+fn import_from_item(item: Item) -> StoreResult<Import> {
+    let body = match item.get("body") {
+        Some(AttributeValue::S(body)) => body,
+        _ => return Err(internal("an import item without its body")),
+    };
+    let mut import: Import = serde_json::from_str(body)
+        .map_err(|e| internal(format!("an import item does not read: {e}")))?;
+    if let Some(AttributeValue::N(at)) = item.get("startedAt") {
+        let ms: i64 = at
+            .parse()
+            .map_err(|_| internal("an import's startedAt is not a number"))?;
+        import.started_at = Some(from_ms(ms));
+    }
+    Ok(import)
 }

@@ -18,6 +18,7 @@ mod metrics;
 mod queue;
 mod sdk_error;
 mod upgrade;
+mod uploads;
 mod webhooks;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub use jobs::DynamoJobs;
 pub use metrics::{Counts, RequestCounter};
 pub use queue::SqsQueue;
 pub use upgrade::{upgrade, Upgraded};
+pub use uploads::S3Uploads;
 pub use webhooks::DynamoWebhooks;
 
 /// Where the backend's resources are: the names Terraform creates and passes as env vars.
@@ -54,10 +56,13 @@ pub struct AwsNames {
     pub events_topic_arn: String,
     /// The queue subscribed to the topic (raw), read by the webhook deliverer.
     pub webhook_queue_url: String,
+    /// The bucket imports' files are uploaded to (its object-created events go to the
+    /// fanout queue).
+    pub uploads_bucket: String,
 }
 
 impl AwsNames {
-    pub const ENV: [&'static str; 7] = [
+    pub const ENV: [&'static str; 8] = [
         "CATALOG_TABLE",
         "JOBS_TABLE",
         "FANOUT_QUEUE_URL",
@@ -65,6 +70,7 @@ impl AwsNames {
         "CHUNK_DLQ_URL",
         "EVENTS_TOPIC_ARN",
         "WEBHOOK_QUEUE_URL",
+        "UPLOADS_BUCKET",
     ];
 
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -89,6 +95,7 @@ impl AwsNames {
             chunk_dlq_url: get("CHUNK_DLQ_URL")?,
             events_topic_arn: get("EVENTS_TOPIC_ARN")?,
             webhook_queue_url: get("WEBHOOK_QUEUE_URL")?,
+            uploads_bucket: get("UPLOADS_BUCKET")?,
         })
     }
 }
@@ -99,6 +106,7 @@ pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub sns: aws_sdk_sns::Client,
+    pub s3: aws_sdk_s3::Client,
     pub counter: RequestCounter,
     /// What the clients were made from, for a client of another service.
     pub sdk_config: Arc<aws_config::SdkConfig>,
@@ -166,10 +174,19 @@ impl AwsClients {
                 .interceptor(counter.clone())
                 .build(),
         );
+        // An emulator on this machine serves buckets by path, not by host name.
+        let path_style = config.endpoint_url().is_some_and(is_loopback_endpoint);
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(config)
+                .force_path_style(path_style)
+                .interceptor(counter.clone())
+                .build(),
+        );
         AwsClients {
             dynamodb,
             sqs,
             sns,
+            s3,
             counter,
             sdk_config: Arc::new(config.clone()),
         }
@@ -188,10 +205,18 @@ pub fn ports(clients: &AwsClients, names: &AwsNames, clock: crate::clock::Clock)
         &names.catalog_table,
         clock.clone(),
     ));
+    let catalog = Arc::new(DynamoCatalog::new(
+        clients.dynamodb.clone(),
+        &names.catalog_table,
+        clock.clone(),
+    ));
     Ports {
-        catalog: Arc::new(DynamoCatalog::new(
-            clients.dynamodb.clone(),
-            &names.catalog_table,
+        catalog: catalog.clone(),
+        location_imports: catalog,
+        imports: jobs.clone(),
+        uploads: Arc::new(S3Uploads::new(
+            clients.s3.clone(),
+            &names.uploads_bucket,
             clock.clone(),
         )),
         jobs: jobs.clone(),

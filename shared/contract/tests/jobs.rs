@@ -35,11 +35,7 @@ fn counts(linked: u32, already_linked: u32, not_found: u32, failed: u32) -> Chun
 }
 
 fn failure(reason: &str, attempts: u32) -> Failure {
-    Failure {
-        location_id: LocationId::new_random(),
-        reason: reason.to_owned(),
-        attempts,
-    }
+    Failure::of_location(LocationId::new_random(), reason.to_owned(), attempts)
 }
 
 /// The whole fanout in one step: done, with `chunks` chunks holding `ids` location ids.
@@ -89,7 +85,7 @@ async fn succeeded(fx: &Fixture) -> (Offer, Job) {
         .ledger
         .record_chunk(
             job.id,
-            offer.id,
+            Some(offer.id),
             ChunkSeq(0),
             counts(1, 0, 0, 0),
             counts(1, 0, 0, 0).offer_delta(),
@@ -120,7 +116,7 @@ pub async fn a_new_job_is_created_pending(fx: &Fixture) {
     assert_eq!(stored.status, JobStatus::Pending);
     assert_eq!(
         (stored.brand_id, stored.offer_id),
-        (offer.brand_id, offer.id)
+        (offer.brand_id, Some(offer.id))
     );
     assert_eq!(stored.counters, Default::default());
     assert_eq!((stored.chunks_total, stored.chunks_done), (0, 0));
@@ -363,7 +359,7 @@ pub async fn recording_a_chunk_adds_its_counts_to_the_job_and_the_offer(fx: &Fix
         .ledger
         .record_chunk(
             job.id,
-            offer.id,
+            Some(offer.id),
             ChunkSeq(0),
             counts(3, 1, 1, 0),
             counts(3, 1, 1, 0).offer_delta(),
@@ -396,7 +392,7 @@ pub async fn a_replayed_chunk_adds_nothing_to_the_counters(fx: &Fixture) {
         .ledger
         .record_chunk(
             job.id,
-            offer.id,
+            Some(offer.id),
             ChunkSeq(0),
             counts(2, 0, 0, 1),
             counts(2, 0, 0, 1).offer_delta(),
@@ -410,7 +406,7 @@ pub async fn a_replayed_chunk_adds_nothing_to_the_counters(fx: &Fixture) {
         .ledger
         .record_chunk(
             job.id,
-            offer.id,
+            Some(offer.id),
             ChunkSeq(0),
             counts(2, 0, 0, 1),
             counts(2, 0, 0, 1).offer_delta(),
@@ -447,7 +443,7 @@ pub async fn concurrent_deliveries_of_one_chunk_are_recorded_once(fx: &Fixture) 
     let results = join_all((0..10).map(|_| {
         fx.ports.ledger.record_chunk(
             job.id,
-            offer.id,
+            Some(offer.id),
             ChunkSeq(0),
             chunk,
             chunk.offer_delta(),
@@ -487,7 +483,7 @@ pub async fn recorded_failures_are_listed_with_reason_and_attempts(fx: &Fixture)
         .ledger
         .record_chunk(
             job.id,
-            offer.id,
+            Some(offer.id),
             ChunkSeq(0),
             counts(2, 0, 0, 3),
             counts(2, 0, 0, 3).offer_delta(),
@@ -499,7 +495,7 @@ pub async fn recorded_failures_are_listed_with_reason_and_attempts(fx: &Fixture)
         .ledger
         .record_chunk(
             job.id,
-            offer.id,
+            Some(offer.id),
             ChunkSeq(1),
             counts(3, 0, 0, 2),
             counts(3, 0, 0, 2).offer_delta(),
@@ -552,7 +548,7 @@ pub async fn completion_waits_for_fanout_and_every_chunk(fx: &Fixture) {
         .ledger
         .record_chunk(
             job.id,
-            offer.id,
+            Some(offer.id),
             ChunkSeq(0),
             counts(2, 0, 0, 0),
             counts(2, 0, 0, 0).offer_delta(),
@@ -574,7 +570,7 @@ pub async fn completion_waits_for_fanout_and_every_chunk(fx: &Fixture) {
         .ledger
         .record_chunk(
             job.id,
-            offer.id,
+            Some(offer.id),
             ChunkSeq(1),
             counts(2, 0, 0, 0),
             counts(2, 0, 0, 0).offer_delta(),
@@ -616,7 +612,7 @@ pub async fn concurrent_completion_attempts_have_exactly_one_winner(fx: &Fixture
         .ledger
         .record_chunk(
             job.id,
-            offer.id,
+            Some(offer.id),
             ChunkSeq(0),
             counts(1, 0, 0, 0),
             counts(1, 0, 0, 0).offer_delta(),
@@ -646,7 +642,7 @@ pub async fn a_running_job_with_failures_completes_with_errors(fx: &Fixture) {
         .ledger
         .record_chunk(
             job.id,
-            offer.id,
+            Some(offer.id),
             ChunkSeq(0),
             counts(1, 0, 0, 1),
             counts(1, 0, 0, 1).offer_delta(),
@@ -671,7 +667,7 @@ pub async fn a_cancelling_job_completes_as_cancelled(fx: &Fixture) {
         .ledger
         .record_chunk(
             job.id,
-            offer.id,
+            Some(offer.id),
             ChunkSeq(0),
             ChunkCounts::all_cancelled(2),
             ChunkCounts::all_cancelled(2).offer_delta(),
@@ -695,7 +691,7 @@ pub async fn a_failing_job_completes_as_failed(fx: &Fixture) {
         .ledger
         .record_chunk(
             job.id,
-            offer.id,
+            Some(offer.id),
             ChunkSeq(0),
             counts(0, 0, 0, 2),
             counts(0, 0, 0, 2).offer_delta(),
@@ -720,7 +716,7 @@ pub async fn completion_frees_the_offer_for_a_new_job(fx: &Fixture) {
         .ledger
         .record_chunk(
             job.id,
-            offer.id,
+            Some(offer.id),
             ChunkSeq(0),
             counts(1, 0, 0, 0),
             counts(1, 0, 0, 0).offer_delta(),
@@ -951,7 +947,7 @@ pub async fn a_paused_job_parks_each_chunk_once_and_resumes_with_its_pause_count
     // Chunk 0 was accounted while the pause began; 1 is parked twice (a redelivery).
     fx.ports
         .ledger
-        .record_chunk(job.id, offer.id, ChunkSeq(0), counts(1, 0, 0, 0), 1, &[])
+        .record_chunk(job.id, Some(offer.id), ChunkSeq(0), counts(1, 0, 0, 0), 1, &[])
         .await
         .unwrap();
     assert_eq!(

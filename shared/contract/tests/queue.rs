@@ -247,10 +247,11 @@ pub async fn a_typed_queue_sends_messages_that_its_receiver_decodes_as_sent(fx: 
     let chunks: Vec<ChunkMessage> = (0..3)
         .map(|seq| ChunkMessage {
             job_id: JobId::new_v7(),
-            offer_id: bulklink_core::domain::OfferId::new_random(),
+            offer_id: Some(bulklink_core::domain::OfferId::new_random()),
             brand_id: BrandId::new_random(),
             seq: ChunkSeq(seq),
             location_ids: vec![LocationId::new_random(), LocationId::new_random()],
+            rows: None,
         })
         .collect();
     fx.ports

@@ -47,6 +47,11 @@ pub struct Settings {
     pub brand_rate_per_sec: f64,
     /// …and the bucket's size: requests a brand may make at once.
     pub brand_rate_burst: u32,
+    /// The largest import file taken (bytes): a larger upload is refused, its import job
+    /// fails without a row applied.
+    pub max_import_bytes: u64,
+    /// How long an import's upload URL works.
+    pub import_upload_expiry: Duration,
 }
 
 impl Default for Settings {
@@ -70,6 +75,8 @@ impl Default for Settings {
             budget_refresh: Duration::from_secs(5),
             brand_rate_per_sec: 20.0,
             brand_rate_burst: 40,
+            max_import_bytes: 1 << 30,
+            import_upload_expiry: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -84,7 +91,7 @@ pub struct SettingsError {
 
 impl Settings {
     /// Names of the environment variables, shared with Terraform.
-    pub const ENV: [&'static str; 18] = [
+    pub const ENV: [&'static str; 20] = [
         "CHUNK_SIZE",
         "FANOUT_PAGE_SIZE",
         "WRITE_BUDGET_PER_SEC",
@@ -103,6 +110,8 @@ impl Settings {
         "WRITE_BUDGET_REFRESH_SECS",
         "BRAND_RATE_PER_SEC",
         "BRAND_RATE_BURST",
+        "MAX_IMPORT_BYTES",
+        "IMPORT_UPLOAD_EXPIRY_SECS",
     ];
 
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -176,6 +185,21 @@ impl Settings {
         }
         if let Some(v) = lookup("BRAND_RATE_BURST") {
             s.brand_rate_burst = parse("BRAND_RATE_BURST", &v)?;
+        }
+        if let Some(v) = lookup("MAX_IMPORT_BYTES") {
+            s.max_import_bytes = parse("MAX_IMPORT_BYTES", &v)?;
+        }
+        if let Some(v) = lookup("IMPORT_UPLOAD_EXPIRY_SECS") {
+            let secs: u64 = parse("IMPORT_UPLOAD_EXPIRY_SECS", &v)?;
+            // A presigned S3 URL lives at most 7 days.
+            if secs == 0 || secs > 7 * 24 * 3_600 {
+                return Err(SettingsError {
+                    name: "IMPORT_UPLOAD_EXPIRY_SECS",
+                    value: v,
+                    why: "must be 1 to 604800 (7 days)",
+                });
+            }
+            s.import_upload_expiry = Duration::from_secs(secs);
         }
         s.validate()?;
         Ok(s)

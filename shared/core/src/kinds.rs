@@ -11,10 +11,18 @@ use async_trait::async_trait;
 
 use crate::domain::{
     Action, ChunkCounts, Job, LinkOutcome, LinkedBy, LocationFilter, LocationId, LocationStatus,
-    OfferId, Source,
+    OfferId, RowOutcome, Source,
 };
 use crate::error::{StoreError, StoreResult};
+use crate::importing::{self, ChunkWork, PageLimits, WorkPage};
 use crate::ports::{Cursor, Failure, Page, Ports};
+
+/// The offer a job of an offer-wide kind acts on (every kind but an import has one).
+fn offer_of(job: &Job) -> StoreResult<OfferId> {
+    job.offer_id.ok_or_else(|| {
+        StoreError::internal(format!("{} job {} names no offer", job.spec.kind, job.id))
+    })
+}
 
 /// One page of a job's location ids, after `after` (the job's fanout cursor): read from its
 /// source, one of this build's (`Source`) or one a reader is registered for.
@@ -45,7 +53,7 @@ pub async fn page_ids(
         Source::OfferLinks { made_by, filter } => {
             let page = ports
                 .catalog
-                .page_offer_link_ids(job.offer_id, made_by.map(LinkedBy::Job), after, limit)
+                .page_offer_link_ids(offer_of(job)?, made_by.map(LinkedBy::Job), after, limit)
                 .await?;
             narrowed(ports, job, page, filter.as_ref()).await
         }
@@ -58,11 +66,43 @@ pub async fn page_ids(
         Source::JobFailures { job: failed } => {
             let page = ports.ledger.page_failures(failed, after, limit).await?;
             Ok(Page {
-                items: page.items.into_iter().map(|f| f.location_id).collect(),
+                items: page
+                    .items
+                    .into_iter()
+                    .filter_map(|f| f.location_id)
+                    .collect(),
                 next: page.next,
             })
         }
+        Source::Upload { .. } => Err(StoreError::internal(format!(
+            "job {} reads a file's rows, not location ids",
+            job.id
+        ))),
     }
+}
+
+/// The next step of a job's fanout after `after` (its stored position): a page of its ids
+/// (or an import's rows) cut into chunks.
+pub async fn page_work(
+    ports: &Ports,
+    job: &Job,
+    after: Option<&str>,
+    limits: PageLimits,
+) -> StoreResult<WorkPage> {
+    if let Some(upload) = importing::upload_of(job) {
+        return importing::page(ports, job, upload, after, limits).await;
+    }
+    let after = after.map(Cursor::from_position);
+    let page = page_ids(ports, job, after.as_ref(), limits.page_size).await?;
+    Ok(WorkPage::Chunks {
+        chunks: page
+            .items
+            .chunks(limits.chunk_size)
+            .map(|ids| ChunkWork::Ids(ids.to_vec()))
+            .collect(),
+        items: page.items.len() as u64,
+        next: page.next.map(|c| c.position().to_owned()),
+    })
 }
 
 /// A page of ids kept to the locations that match `filter` (the page's cursor unchanged:
@@ -136,33 +176,47 @@ pub async fn count_ids(ports: &Ports, job: &Job) -> StoreResult<u64> {
 /// Ids per page when counting.
 const COUNT_PAGE: usize = 1_000;
 
+/// What became of one id of a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Link(LinkOutcome),
+    /// An import's closing of a location its file did not name.
+    Row(RowOutcome),
+}
+
 /// Does the job's action to `ids` (one slice of a chunk).
-pub async fn apply(ports: &Ports, job: &Job, ids: &[LocationId]) -> StoreResult<Vec<LinkOutcome>> {
-    match job.spec.action {
+pub async fn apply(ports: &Ports, job: &Job, ids: &[LocationId]) -> StoreResult<Vec<Outcome>> {
+    let links = match job.spec.action {
         Action::Link => {
             ports
                 .catalog
-                .link_locations(job.offer_id, job.brand_id, LinkedBy::Job(job.id), ids)
-                .await
+                .link_locations(offer_of(job)?, job.brand_id, LinkedBy::Job(job.id), ids)
+                .await?
         }
         Action::Unlink { only_by } => {
             ports
                 .catalog
-                .unlink_locations(job.offer_id, job.id, only_by, ids)
-                .await
+                .unlink_locations(offer_of(job)?, job.id, only_by, ids)
+                .await?
         }
-        Action::Reconcile => reconcile(ports, job, ids).await,
-    }
+        Action::Reconcile => reconcile(ports, job, ids).await?,
+        Action::Import => {
+            let closed = ports.location_imports.close_unimported(job.id, ids).await?;
+            return Ok(closed.into_iter().map(Outcome::Row).collect());
+        }
+    };
+    Ok(links.into_iter().map(Outcome::Link).collect())
 }
 
 /// Brings each location of `ids` to what the offer's rule (as it is now) wants of it, each
 /// decision written on condition that the location has not changed since it was read
 /// (`Catalog::follow_rule`, which also counts on the offer: see `offer_delta`).
 async fn reconcile(ports: &Ports, job: &Job, ids: &[LocationId]) -> StoreResult<Vec<LinkOutcome>> {
-    let rule = ports.catalog.get_rule(job.offer_id).await?.ok_or_else(|| {
+    let offer = offer_of(job)?;
+    let rule = ports.catalog.get_rule(offer).await?.ok_or_else(|| {
         StoreError::Conflict(format!(
-            "offer {} has no rule any more; its reconcile job {} cannot go on",
-            job.offer_id, job.id
+            "offer {offer} has no rule any more; its reconcile job {} cannot go on",
+            job.id
         ))
     })?;
     ports
@@ -176,21 +230,28 @@ async fn reconcile(ports: &Ports, job: &Job, ids: &[LocationId]) -> StoreResult<
 /// offer in the write that made it (`Catalog::follow_rule`).
 pub fn offer_delta(job: &Job, counts: &ChunkCounts) -> i64 {
     match job.spec.action {
-        Action::Reconcile => 0,
+        Action::Reconcile | Action::Import => 0,
         Action::Link | Action::Unlink { .. } => counts.offer_delta(),
     }
 }
 
 /// The counts of a chunk whose action was done.
-pub fn tally(outcomes: &[LinkOutcome]) -> ChunkCounts {
+pub fn tally(outcomes: &[Outcome]) -> ChunkCounts {
     let mut counts = ChunkCounts::default();
     for outcome in outcomes {
         match outcome {
-            LinkOutcome::Linked => counts.linked += 1,
-            LinkOutcome::AlreadyLinked => counts.already_linked += 1,
-            LinkOutcome::NotFound => counts.not_found += 1,
-            LinkOutcome::Unlinked => counts.unlinked += 1,
-            LinkOutcome::NotLinked => counts.not_linked += 1,
+            Outcome::Link(LinkOutcome::Linked) => counts.linked += 1,
+            Outcome::Link(LinkOutcome::AlreadyLinked) => counts.already_linked += 1,
+            Outcome::Link(LinkOutcome::NotFound) | Outcome::Row(RowOutcome::Gone) => {
+                counts.not_found += 1
+            }
+            Outcome::Link(LinkOutcome::Unlinked) => counts.unlinked += 1,
+            Outcome::Link(LinkOutcome::NotLinked) => counts.not_linked += 1,
+            Outcome::Row(RowOutcome::Created) => counts.created += 1,
+            Outcome::Row(RowOutcome::Updated) => counts.updated += 1,
+            Outcome::Row(RowOutcome::Unchanged) => counts.unchanged += 1,
+            Outcome::Row(RowOutcome::Closed) => counts.closed += 1,
+            Outcome::Row(RowOutcome::Duplicate { .. }) => counts.invalid += 1,
         }
     }
     counts
@@ -223,13 +284,18 @@ enum Effect {
 pub async fn account_unfinished(
     ports: &Ports,
     job: &Job,
-    offer: OfferId,
+    offer: Option<OfferId>,
     ids: &[LocationId],
     how: Unfinished<'_>,
 ) -> StoreResult<(ChunkCounts, Vec<Failure>)> {
+    if job.spec.action == Action::Import {
+        return crate::importing::account_unfinished_closes(ports, job, ids, how).await;
+    }
+    let offer =
+        offer.ok_or_else(|| StoreError::internal(format!("job {} names no offer", job.id)))?;
     let owners = ports.catalog.existing_links(offer, ids).await?;
     let removed = match job.spec.action {
-        Action::Link => vec![None; ids.len()],
+        Action::Link | Action::Import => vec![None; ids.len()],
         Action::Unlink { .. } | Action::Reconcile => ports.catalog.unlinked_by(offer, ids).await?,
     };
     let me = LinkedBy::Job(job.id);
@@ -258,18 +324,16 @@ pub async fn account_unfinished(
                 Effect::Done(LinkOutcome::Unlinked)
             }
             (Action::Reconcile, _) => Effect::Untouched,
+            // Accounted above.
+            (Action::Import, _) => Effect::Untouched,
         };
         match (effect, how) {
             (Effect::Done(outcome), _) | (Effect::Moot(outcome), Unfinished::GivenUp { .. }) => {
-                done.push(outcome)
+                done.push(Outcome::Link(outcome))
             }
             (Effect::Untouched, Unfinished::GivenUp { reason, attempts }) => {
                 counts.failed += 1;
-                failures.push(Failure {
-                    location_id: *id,
-                    reason: reason.to_owned(),
-                    attempts,
-                });
+                failures.push(Failure::of_location(*id, reason.to_owned(), attempts));
             }
             (Effect::Moot(_) | Effect::Untouched, Unfinished::Skipped) => counts.cancelled += 1,
         }

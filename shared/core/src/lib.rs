@@ -13,11 +13,13 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod estimate;
+pub mod importing;
 pub mod kinds;
 pub mod lifecycle;
 pub mod ports;
 pub mod rules;
 pub mod telemetry;
+pub mod uploads;
 
 pub use clock::Clock;
 pub use config::Settings;

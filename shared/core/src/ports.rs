@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    BrandId, ChunkCounts, ChunkSeq, Delivery, DeliveryId, DomainError, Job, JobEvent, JobId, Link,
-    LinkOutcome, LinkedBy, Location, LocationChange, LocationFilter, LocationId, LocationStatus,
-    Offer, OfferId, OfferRule, Subscription, SubscriptionId, Upserted, WebhookSecret,
+    BrandId, ChunkCounts, ChunkSeq, Delivery, DeliveryId, DomainError, Import, ImportId,
+    ImportMark, Job, JobEvent, JobId, Link, LinkOutcome, LinkedBy, Location, LocationChange,
+    LocationFilter, LocationId, LocationStatus, Offer, OfferId, OfferRule, RowOutcome,
+    Subscription, SubscriptionId, Upserted, WebhookSecret,
 };
 use crate::error::StoreResult;
 
@@ -189,6 +190,68 @@ pub trait Catalog: Send + Sync {
     ) -> StoreResult<Page<Link>>;
 }
 
+/// What an import writes to the brand's locations: the same store as the catalog, seen by
+/// the import job's steps.
+#[async_trait]
+pub trait LocationImports: Send + Sync {
+    /// Applies one row: creates the brand's location with `location.external_id` (as
+    /// `location`), or makes the existing one's address, attributes and status exactly the
+    /// row's (closing leaves every offer, as `update_location` does), writing `mark` (its
+    /// outcome filled in) on the location in the same write. An unchanged location gets the
+    /// mark alone when `mark_unchanged` (an import that closes what it does not name must
+    /// know what it named). A location that already carries a mark of this job answers from
+    /// it (`ImportMark::seen_by`): a replay, or a second row of the same external id.
+    async fn import_row(
+        &self,
+        location: &Location,
+        mark: ImportMark,
+        mark_unchanged: bool,
+    ) -> StoreResult<RowOutcome>;
+    /// The import mark each of `ids` carries (`None`: none, or no such location).
+    async fn import_marks(&self, ids: &[LocationId]) -> StoreResult<Vec<Option<ImportMark>>>;
+    /// Closes each of `ids` that is active and carries no mark of `job` (leaving every offer,
+    /// as closing does), marking it closed by `job` in the same write: `Closed`; one that
+    /// carries this job's closing mark already is `Closed` again (a replay); any other is
+    /// `Gone` (deleted, closed by someone else, or named by the file after all).
+    async fn close_unimported(
+        &self,
+        job: JobId,
+        ids: &[LocationId],
+    ) -> StoreResult<Vec<RowOutcome>>;
+}
+
+/// Import records: an upload waiting for its file, and the job it started.
+#[async_trait]
+pub trait Imports: Send + Sync {
+    async fn create_import(&self, import: &Import) -> StoreResult<()>;
+    async fn get_import(&self, id: ImportId) -> StoreResult<Option<Import>>;
+    /// Records that the import's file arrived at `at` (once: a second call leaves the first
+    /// time). The import as it is after; `None` if there is no such import.
+    async fn mark_started(&self, id: ImportId, at: DateTime<Utc>) -> StoreResult<Option<Import>>;
+}
+
+/// Where an import's file is put and read from: S3 on AWS, a directory beside the database
+/// on the embedded backend.
+#[async_trait]
+pub trait Uploads: Send + Sync {
+    /// Where the client PUTs the import's file, valid until the import expires: an absolute
+    /// URL (S3, presigned), or a path on this server (`/…`) the server serves itself.
+    async fn upload_url(&self, import: &Import, token: Option<&str>) -> StoreResult<String>;
+    /// Stores a file sent to this server (the embedded backend's upload route), refusing more
+    /// than `limit` bytes with `Invalid` (nothing kept). The bytes stored.
+    async fn receive(&self, id: ImportId, body: ByteStream, limit: u64) -> StoreResult<u64>;
+    /// The file's size; `None` if it has not arrived.
+    async fn size(&self, id: ImportId) -> StoreResult<Option<u64>>;
+    /// Bytes `start..end` of the file (fewer at its end).
+    async fn read(&self, id: ImportId, start: u64, end: u64) -> StoreResult<Vec<u8>>;
+    /// Removes the file (an import done with it, or refused).
+    async fn delete(&self, id: ImportId) -> StoreResult<()>;
+}
+
+/// The body of an upload: its bytes as they come (an error ends it).
+pub type ByteStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, String>> + Send + 'static>>;
+
 /// The claim an `Idempotency-Key` makes: hashes only, never the raw key or body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdempotencyClaim {
@@ -241,14 +304,64 @@ pub enum Advanced {
     Superseded(Job),
 }
 
-/// A location a job could not link, and why.
+/// A location a job could not act on, or a row of an import's file it could not apply, and
+/// why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Failure {
-    pub location_id: LocationId,
+    /// The location (absent for a row of an import's file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<LocationId>,
+    /// The line of the import's file the row begins on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
     pub reason: String,
     pub attempts: u32,
+}
+
+impl Failure {
+    /// A location's failure.
+    pub fn of_location(location_id: LocationId, reason: String, attempts: u32) -> Self {
+        Failure {
+            location_id: Some(location_id),
+            line: None,
+            reason,
+            attempts,
+        }
+    }
+
+    /// A row's failure.
+    pub fn of_line(line: u64, reason: String, attempts: u32) -> Self {
+        Failure {
+            location_id: None,
+            line: Some(line),
+            reason,
+            attempts,
+        }
+    }
+
+    /// The key a store files it under, unique in its job and in the order failures list:
+    /// the location id, or `line:` and the line zero-padded (rows list in file order).
+    pub fn key(&self) -> String {
+        match (self.location_id, self.line) {
+            (Some(id), _) => id.to_string(),
+            (None, line) => format!("line:{:012}", line.unwrap_or(0)),
+        }
+    }
+
+    /// What `key` filed: the location id, or the line.
+    pub fn from_key(key: &str, reason: String, attempts: u32) -> Result<Self, DomainError> {
+        match key.strip_prefix("line:") {
+            Some(line) => {
+                let line = line
+                    .parse()
+                    .map_err(|_| DomainError::Corrupt(format!("failure key '{key}'")))?;
+                Ok(Failure::of_line(line, reason, attempts))
+            }
+            None => Ok(Failure::of_location(key.parse()?, reason, attempts)),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -376,7 +489,7 @@ pub trait Ledger: Send + Sync {
     async fn record_chunk(
         &self,
         job: JobId,
-        offer: OfferId,
+        offer: Option<OfferId>,
         seq: ChunkSeq,
         counts: ChunkCounts,
         offer_delta: i64,
@@ -686,6 +799,12 @@ impl Health for AlwaysHealthy {
 #[derive(Clone)]
 pub struct Ports {
     pub catalog: Arc<dyn Catalog>,
+    /// What imports write to the locations (the same store as `catalog`).
+    pub location_imports: Arc<dyn LocationImports>,
+    /// Import records (the same store as `jobs`).
+    pub imports: Arc<dyn Imports>,
+    /// Imports' files.
+    pub uploads: Arc<dyn Uploads>,
     pub jobs: Arc<dyn JobStore>,
     /// The chunk ledger, failures and parked chunks (the same store as `jobs`).
     pub ledger: Arc<dyn Ledger>,

@@ -138,6 +138,21 @@ impl Caller {
         Ok(job)
     }
 
+    pub async fn visible_import(
+        &self,
+        ports: &crate::Ports,
+        id: crate::domain::ImportId,
+    ) -> Result<crate::domain::Import, ApiError> {
+        let missing = || format!("import {id} does not exist");
+        let import = ports
+            .imports
+            .get_import(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(missing()))?;
+        self.check_owner(Some(import.brand_id), missing())?;
+        Ok(import)
+    }
+
     pub async fn visible_location(
         &self,
         ports: &crate::Ports,

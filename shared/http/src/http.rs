@@ -441,14 +441,6 @@ impl From<crate::egress::EgressError> for ApiError {
     }
 }
 
-/// The white space a text field may not consist of (and loses at both ends): the same set
-/// in `TEXT_PATTERN` and in `checked_text`, so the documented rule and the checked one agree.
-const BLANKS: &[char] = &[
-    ' ', '\u{a0}', '\u{1680}', '\u{2000}', '\u{2001}', '\u{2002}', '\u{2003}', '\u{2004}',
-    '\u{2005}', '\u{2006}', '\u{2007}', '\u{2008}', '\u{2009}', '\u{200a}', '\u{2028}', '\u{2029}',
-    '\u{202f}', '\u{205f}', '\u{3000}', '\u{feff}',
-];
-
 /// Names, addresses, descriptions (ECMA-262): no control character (U+0000–U+001F,
 /// U+007F–U+009F), and at least one character that is neither control nor white space.
 pub const TEXT_PATTERN: &str = concat!(
@@ -483,34 +475,9 @@ fn text_schema_of(
         .build()
 }
 
-fn is_control(c: char) -> bool {
-    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
-}
-
 /// Text a client sends for a name, an address or a description: 1 to `max` characters as
 /// sent, no control characters (NUL and friends), not only white space; kept without the
 /// white space at its ends.
 pub fn checked_text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
-    let length = value.chars().count();
-    if length == 0 {
-        return Err(ApiError::bad_request(format!("{field} must not be empty")));
-    }
-    if length > max {
-        return Err(ApiError::bad_request(format!(
-            "{field} is longer than {max} characters"
-        )));
-    }
-    if let Some(c) = value.chars().find(|c| is_control(*c)) {
-        return Err(ApiError::bad_request(format!(
-            "{field} contains the control character U+{:04X}",
-            c as u32
-        )));
-    }
-    let trimmed = value.trim_matches(BLANKS);
-    if trimmed.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "{field} must not be only white space"
-        )));
-    }
-    Ok(trimmed.to_owned())
+    bulklink_core::domain::checked_text(field, value, max).map_err(ApiError::bad_request)
 }

@@ -266,6 +266,7 @@ impl Modify for BearerAuth {
         (name = "jobs", description = "Bulk jobs: create, follow, cancel"),
         (name = "catalog", description = "Offers, locations and links"),
         (name = "rules", description = "Standing rules: the locations an offer follows, and its drift from them"),
+        (name = "imports", description = "Files of a brand's stores, applied as import jobs"),
         (name = "webhooks", description = "Subscriptions and their deliveries (Standard Webhooks)"),
         (name = "admin", description = "Operating the service: the live write budget"),
         (name = "service", description = "Liveness and this document")

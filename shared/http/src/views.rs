@@ -3,7 +3,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Action, BrandId, Counters, Job, JobId, JobStatus, OfferId, OwnerAction};
+use crate::domain::{
+    Action, BrandId, Counters, Import, ImportFormat, ImportId, ImportState, Job, JobId, JobStatus,
+    OfferId, OwnerAction,
+};
 
 /// What a job does to each of its locations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -13,6 +16,8 @@ pub enum ActionView {
     Link,
     Unlink,
     Reconcile,
+    /// Upsert each row of a file by its external id (an import).
+    Import,
 }
 
 impl From<Action> for ActionView {
@@ -21,6 +26,7 @@ impl From<Action> for ActionView {
             Action::Link => ActionView::Link,
             Action::Unlink { .. } => ActionView::Unlink,
             Action::Reconcile => ActionView::Reconcile,
+            Action::Import => ActionView::Import,
         }
     }
 }
@@ -59,7 +65,12 @@ pub struct JobView {
     #[serde(default)]
     pub allowed_actions: Vec<OwnerAction>,
     pub brand_id: BrandId,
-    pub offer_id: OfferId,
+    /// The offer it acts on (absent for an import, which acts on the brand's locations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer_id: Option<OfferId>,
+    /// For an import: the upload it applies (`GET /imports/{importId}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_id: Option<ImportId>,
     pub counters: CountersView,
     pub percent: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -103,6 +114,7 @@ impl JobView {
             allowed_actions: job.allowed_actions(),
             brand_id: job.brand_id,
             offer_id: job.offer_id,
+            import_id: bulklink_core::importing::upload_of(job).map(|(id, _, _)| id),
             counters: CountersView {
                 counters: job.counters,
                 processed: job.counters.processed(),
@@ -127,6 +139,54 @@ impl JobView {
 
     pub fn location(&self) -> String {
         format!("/jobs/{}", self.id)
+    }
+}
+
+/// An import: its upload and, once the file has arrived, its job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportView {
+    pub id: ImportId,
+    pub brand_id: BrandId,
+    pub format: ImportFormat,
+    /// Whether the brand's active locations the file does not name are closed.
+    pub close_missing: bool,
+    /// `waiting` for the file, `started` (its job runs or ran), or `expired` (the upload URL
+    /// lapsed before a file arrived).
+    pub state: ImportState,
+    pub created_at: DateTime<Utc>,
+    /// When the upload URL stops working.
+    pub expires_at: DateTime<Utc>,
+    /// When the file arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// The import job (`GET /jobs/{jobId}`), once the file has arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<JobId>,
+    /// Where to PUT the file: only in the answer that makes the import (it carries the
+    /// upload's authority). Single-use; it stops working at `expiresAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_url: Option<String>,
+}
+
+impl ImportView {
+    pub fn of(import: &Import, now: DateTime<Utc>) -> Self {
+        ImportView {
+            id: import.id,
+            brand_id: import.brand_id,
+            format: import.format,
+            close_missing: import.close_missing,
+            state: import.state(now),
+            created_at: import.created_at,
+            expires_at: import.expires_at,
+            started_at: import.started_at,
+            job_id: import.started_at.map(|_| import.job_id),
+            upload_url: None,
+        }
+    }
+
+    pub fn location(&self) -> String {
+        format!("/imports/{}", self.id)
     }
 }
 

@@ -860,7 +860,7 @@ fn attributes_json(attributes: &LocationAttributes) -> StoreResult<Option<String
         .map_err(|e| StoreError::internal(format!("cannot write location attributes: {e}")))
 }
 
-fn read_location(conn: &Connection, id: LocationId) -> StoreResult<Option<Location>> {
+pub(crate) fn read_location(conn: &Connection, id: LocationId) -> StoreResult<Option<Location>> {
     struct Row {
         brand: String,
         address: String,
@@ -918,7 +918,7 @@ fn read_location(conn: &Connection, id: LocationId) -> StoreResult<Option<Locati
 }
 
 /// Inserts a location; false if its id, or its external id in the brand, is taken.
-fn insert_location(conn: &Connection, loc: &Location) -> StoreResult<bool> {
+pub(crate) fn insert_location(conn: &Connection, loc: &Location) -> StoreResult<bool> {
     let inserted = conn
         .prepare_cached(
             "INSERT INTO locations \
@@ -946,7 +946,11 @@ fn insert_location(conn: &Connection, loc: &Location) -> StoreResult<bool> {
 /// Writes a changed location's address, attributes, status and `updatedAt`; closing an
 /// active one also leaves every offer it carried, in the same unit (its savepoint). The
 /// location as written.
-fn write_change(conn: &Connection, before: &Location, changed: Location) -> StoreResult<Location> {
+pub(crate) fn write_change(
+    conn: &Connection,
+    before: &Location,
+    changed: Location,
+) -> StoreResult<Location> {
     conn.prepare_cached(
         "UPDATE locations SET address = ?2, attributes = ?3, updated_at = ?4, closed = ?5 \
          WHERE id = ?1",
@@ -1002,7 +1006,7 @@ fn closed_flag(status: LocationStatus) -> i64 {
     }
 }
 
-fn find_external(
+pub(crate) fn find_external(
     conn: &Connection,
     brand: BrandId,
     external_id: &str,

@@ -24,7 +24,12 @@ const IDEMPOTENCY_TTL_MS: i64 = 24 * 60 * 60 * 1000;
 const JOB_COLUMNS: &str = "id, status, brand_id, offer_id, callback_url, total, linked, \
     already_linked, not_found, failed, cancelled, fanout_cursor, fanout_done, chunks_total, \
     chunks_done, created_at, updated_at, started_at, finished_at, notified_at, spec, \
-    unlinked, not_linked, paused_at, paused_ms, chunks_parked";
+    unlinked, not_linked, paused_at, paused_ms, chunks_parked, created, updated, unchanged, \
+    closed, invalid";
+
+/// The `offer_id` of a job on no offer (an import): the column predates such jobs and is
+/// `NOT NULL`.
+const NO_OFFER: &str = "";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
     let id: String = row.get(0)?;
@@ -41,6 +46,11 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
         cancelled: row.get::<_, i64>(10)? as u64,
         unlinked: row.get::<_, i64>(21)? as u64,
         not_linked: row.get::<_, i64>(22)? as u64,
+        created: row.get::<_, i64>(26)? as u64,
+        updated: row.get::<_, i64>(27)? as u64,
+        unchanged: row.get::<_, i64>(28)? as u64,
+        closed: row.get::<_, i64>(29)? as u64,
+        invalid: row.get::<_, i64>(30)? as u64,
     };
     let spec: String = row.get(20)?;
     let fanout_cursor: Option<String> = row.get(11)?;
@@ -61,7 +71,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
             spec: JobSpec::from_json(&spec)?,
             status: status.parse()?,
             brand_id: brand.parse()?,
-            offer_id: offer.parse()?,
+            offer_id: (offer != NO_OFFER).then(|| offer.parse()).transpose()?,
             callback_url: callback.map(|url| url.parse()).transpose()?,
             counters,
             fanout_cursor,
@@ -131,24 +141,35 @@ impl JobStore for EmbeddedStore {
                     };
                 }
             }
-            let active: Option<String> = tx
-                .query_row(
-                    "SELECT job_id FROM active_jobs WHERE offer_id = ?1",
-                    [job.offer_id.to_string()],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(sql)?;
-            if let Some(active) = active {
-                return Ok(CreateOutcome::OfferBusy(active.parse()?));
+            if let Some(offer) = job.offer_id {
+                let active: Option<String> = tx
+                    .query_row(
+                        "SELECT job_id FROM active_jobs WHERE offer_id = ?1",
+                        [offer.to_string()],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(sql)?;
+                if let Some(active) = active {
+                    return Ok(CreateOutcome::OfferBusy(active.parse()?));
+                }
+                let offer_exists = tx
+                    .prepare_cached("SELECT 1 FROM offers WHERE id = ?1")
+                    .map_err(sql)?
+                    .exists([offer.to_string()])
+                    .map_err(sql)?;
+                if !offer_exists {
+                    return Ok(CreateOutcome::OfferGone);
+                }
             }
-            let offer_exists = tx
-                .prepare_cached("SELECT 1 FROM offers WHERE id = ?1")
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
                 .map_err(sql)?
-                .exists([job.offer_id.to_string()])
+                .exists([job.id.to_string()])
                 .map_err(sql)?;
-            if !offer_exists {
-                return Ok(CreateOutcome::OfferGone);
+            if exists {
+                // Its id was chosen before (an import's): a replay of this very creation.
+                return Ok(CreateOutcome::Replayed(must_load_job(&tx, &job.id.to_string())?));
             }
             if let Some(parent) = job.spec.once_per_parent() {
                 let undo: Option<String> = tx
@@ -176,17 +197,19 @@ impl JobStore for EmbeddedStore {
                     job.spec.to_json(),
                     job.status.as_str(),
                     job.brand_id.to_string(),
-                    job.offer_id.to_string(),
+                    job.offer_id.map_or_else(|| NO_OFFER.to_owned(), |o| o.to_string()),
                     job.callback_url.as_ref().map(|u| u.to_string()),
                     to_ms(job.created_at),
                 ],
             )
             .map_err(sql)?;
-            tx.execute(
-                "INSERT INTO active_jobs (offer_id, job_id) VALUES (?1, ?2)",
-                params![job.offer_id.to_string(), job.id.to_string()],
-            )
-            .map_err(sql)?;
+            if let Some(offer) = job.offer_id {
+                tx.execute(
+                    "INSERT INTO active_jobs (offer_id, job_id) VALUES (?1, ?2)",
+                    params![offer.to_string(), job.id.to_string()],
+                )
+                .map_err(sql)?;
+            }
             if let Some(claim) = &claim {
                 tx.execute(
                     "INSERT OR REPLACE INTO idempotency (key_hash, request_hash, job_id, expires_at) \
@@ -353,11 +376,13 @@ impl JobStore for EmbeddedStore {
             if changed == 0 {
                 return Ok(Completion::NotYet(job));
             }
-            tx.execute(
-                "DELETE FROM active_jobs WHERE offer_id = ?1 AND job_id = ?2",
-                params![job.offer_id.to_string(), id],
-            )
-            .map_err(sql)?;
+            if let Some(offer) = job.offer_id {
+                tx.execute(
+                    "DELETE FROM active_jobs WHERE offer_id = ?1 AND job_id = ?2",
+                    params![offer.to_string(), id],
+                )
+                .map_err(sql)?;
+            }
             let done = must_load_job(&tx, &id)?;
             tx.commit().map_err(sql)?;
             Ok(Completion::Won(done))
@@ -491,7 +516,7 @@ impl Ledger for EmbeddedStore {
     async fn record_chunk(
         &self,
         job: JobId,
-        offer: OfferId,
+        offer: Option<OfferId>,
         seq: ChunkSeq,
         counts: ChunkCounts,
         offer_delta: i64,
@@ -505,8 +530,10 @@ impl Ledger for EmbeddedStore {
             let fresh = tx
                 .prepare_cached(
                     "INSERT INTO chunk_ledger (job_id, seq, linked, already_linked, not_found, failed, \
-                     cancelled, unlinked, not_linked, recorded_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+                     cancelled, unlinked, not_linked, recorded_at, created, updated, unchanged, \
+                     closed, invalid) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+                     ON CONFLICT DO NOTHING",
                 )
                 .map_err(sql)?
                 .execute(params![
@@ -519,7 +546,12 @@ impl Ledger for EmbeddedStore {
                     counts.cancelled,
                     counts.unlinked,
                     counts.not_linked,
-                    now
+                    now,
+                    counts.created,
+                    counts.updated,
+                    counts.unchanged,
+                    counts.closed,
+                    counts.invalid
                 ])
                 .map_err(sql)?
                 == 1;
@@ -535,7 +567,7 @@ impl Ledger for EmbeddedStore {
                     .map_err(sql)?;
                 for f in &failures {
                     put_failure
-                        .execute(params![job, f.location_id.to_string(), f.reason, f.attempts])
+                        .execute(params![job, f.key(), f.reason, f.attempts])
                         .map_err(sql)?;
                 }
             }
@@ -544,6 +576,8 @@ impl Ledger for EmbeddedStore {
                     "UPDATE jobs SET linked = linked + ?2, already_linked = already_linked + ?3, \
                      not_found = not_found + ?4, failed = failed + ?5, cancelled = cancelled + ?6, \
                      unlinked = unlinked + ?8, not_linked = not_linked + ?9, \
+                     created = created + ?10, updated = updated + ?11, \
+                     unchanged = unchanged + ?12, closed = closed + ?13, invalid = invalid + ?14, \
                      chunks_done = chunks_done + 1, updated_at = ?7 WHERE id = ?1",
                 )
                 .map_err(sql)?
@@ -556,14 +590,19 @@ impl Ledger for EmbeddedStore {
                     counts.cancelled,
                     now,
                     counts.unlinked,
-                    counts.not_linked
+                    counts.not_linked,
+                    counts.created,
+                    counts.updated,
+                    counts.unchanged,
+                    counts.closed,
+                    counts.invalid
                 ])
                 .map_err(sql)?;
             if updated == 0 {
                 // Dropping the transaction rolls the ledger marker back.
                 return Err(StoreError::Invalid(format!("job {job} does not exist")));
             }
-            if offer_delta != 0 {
+            if let Some(offer) = offer.filter(|_| offer_delta != 0) {
                 tx.prepare_cached(
                     "UPDATE offers SET locations_total = locations_total + ?2 WHERE id = ?1",
                 )
@@ -700,14 +739,10 @@ impl Ledger for EmbeddedStore {
                 .map_err(sql)?;
             let mut failures = Vec::new();
             for row in rows {
-                let (location, reason, attempts) = row.map_err(sql)?;
-                failures.push(Failure {
-                    location_id: location.parse()?,
-                    reason,
-                    attempts,
-                });
+                let (key, reason, attempts) = row.map_err(sql)?;
+                failures.push(Failure::from_key(&key, reason, attempts)?);
             }
-            Ok(page_of(failures, limit, |f| f.location_id.to_string()))
+            Ok(page_of(failures, limit, Failure::key))
         })
         .await
     }

@@ -8,6 +8,7 @@ mod catalog;
 mod checkpoint;
 mod estate;
 mod events;
+mod imports;
 mod inspect;
 mod jobs;
 mod queue;
@@ -282,6 +283,9 @@ pub fn ports(store: &Arc<EmbeddedStore>, settings: &Settings) -> Ports {
     use crate::ports::TypedQueue;
     Ports {
         catalog: store.clone(),
+        location_imports: store.clone(),
+        imports: store.clone(),
+        uploads: Arc::new(imports::DirUploads::beside(store.path())),
         jobs: store.clone(),
         ledger: store.clone(),
         runtime_settings: store.clone(),

@@ -21,6 +21,7 @@ const MIGRATIONS: &[Migration] = &[
     v5_job_specs,
     v6_location_attributes,
     v7_location_status_and_offers_by_brand,
+    v8_imports,
 ];
 
 /// The schema version this build writes.
@@ -409,6 +410,31 @@ fn v7_location_status_and_offers_by_brand(tx: &Transaction<'_>) -> StoreResult<(
                  INSERT INTO estate_changes (location_id, changed_at)
                      VALUES (NEW.id, NEW.updated_at);
              END;",
+    )
+    .map_err(sql)
+}
+
+/// Version 8: imports. Their counters on jobs and chunks, the mark an import writes on each
+/// location it touches (`imported_by`: `ImportMark::to_attr`), and import records (`body`:
+/// the import as JSON, its start apart). A job on no offer (an import) has `offer_id` ''.
+fn v8_imports(tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.execute_batch(
+        "ALTER TABLE jobs ADD COLUMN created INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE jobs ADD COLUMN updated INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE jobs ADD COLUMN unchanged INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE jobs ADD COLUMN closed INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE jobs ADD COLUMN invalid INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE chunk_ledger ADD COLUMN created INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE chunk_ledger ADD COLUMN updated INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE chunk_ledger ADD COLUMN unchanged INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE chunk_ledger ADD COLUMN closed INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE chunk_ledger ADD COLUMN invalid INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE locations ADD COLUMN imported_by TEXT;
+         CREATE TABLE imports (
+             id TEXT PRIMARY KEY,
+             body TEXT NOT NULL,
+             started_at INTEGER
+         ) WITHOUT ROWID;",
     )
     .map_err(sql)
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{BrandId, Counters, Job, JobId, JobStatus, OfferId};
+use super::{BrandId, Counters, Job, JobId, JobKind, JobStatus, OfferId};
 
 /// The events a job sends when it ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -62,7 +62,12 @@ pub struct JobEvent {
     pub event_type: EventType,
     pub job_id: JobId,
     pub brand_id: BrandId,
-    pub offer_id: OfferId,
+    /// The job's offer (absent for an import, which acts on no offer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer_id: Option<OfferId>,
+    /// The job's kind.
+    #[serde(rename = "jobType", default, skip_serializing_if = "Option::is_none")]
+    pub job_type: Option<JobKind>,
     pub status: JobStatus,
     pub counters: Counters,
     pub occurred_at: DateTime<Utc>,
@@ -79,6 +84,7 @@ impl JobEvent {
             job_id: job.id,
             brand_id: job.brand_id,
             offer_id: job.offer_id,
+            job_type: Some(job.spec.kind),
             status: job.status,
             counters: job.counters,
             occurred_at: job.finished_at.unwrap_or(job.updated_at),

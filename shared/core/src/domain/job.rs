@@ -82,7 +82,9 @@ impl JobStatus {
     /// `None` for statuses that cannot complete (PENDING has not fanned out; terminal is done).
     pub fn completes_as(self, counters: &Counters) -> Option<JobStatus> {
         match self {
-            JobStatus::Running if counters.failed > 0 => Some(JobStatus::CompletedWithErrors),
+            JobStatus::Running if counters.failed > 0 || counters.invalid > 0 => {
+                Some(JobStatus::CompletedWithErrors)
+            }
             JobStatus::Running => Some(JobStatus::Succeeded),
             JobStatus::Cancelling => Some(JobStatus::Cancelled),
             JobStatus::Failing => Some(JobStatus::Failed),
@@ -191,6 +193,8 @@ pub enum NotDerivable {
     NotDerivedKind(JobId, JobKind),
     #[error("a {0} job is derived from another job: name it")]
     NeedsParent(JobKind),
+    #[error("a {0} job is made by uploading a file (POST /imports)")]
+    MadeByUpload(JobKind),
 }
 
 impl fmt::Display for JobStatus {
@@ -234,6 +238,21 @@ pub struct Counters {
     /// to the offer, or (for an undo) linked by someone other than the undone job.
     #[serde(default)]
     pub not_linked: u64,
+    /// Import: rows that made a new location.
+    #[serde(default)]
+    pub created: u64,
+    /// Import: rows that changed a location.
+    #[serde(default)]
+    pub updated: u64,
+    /// Import: rows that said what the location already was.
+    #[serde(default)]
+    pub unchanged: u64,
+    /// Import with `closeMissing`: active locations the file did not name, closed.
+    #[serde(default)]
+    pub closed: u64,
+    /// Import: rows that could not be applied; each is a failure with its line and reason.
+    #[serde(default)]
+    pub invalid: u64,
 }
 
 impl Counters {
@@ -249,6 +268,11 @@ impl Counters {
             + self.failed
             + self.unlinked
             + self.not_linked
+            + self.created
+            + self.updated
+            + self.unchanged
+            + self.closed
+            + self.invalid
     }
 
     /// Whether the failure threshold trips: enough samples and too large a share failed.
@@ -271,6 +295,16 @@ pub struct ChunkCounts {
     pub unlinked: u32,
     #[serde(default)]
     pub not_linked: u32,
+    #[serde(default)]
+    pub created: u32,
+    #[serde(default)]
+    pub updated: u32,
+    #[serde(default)]
+    pub unchanged: u32,
+    #[serde(default)]
+    pub closed: u32,
+    #[serde(default)]
+    pub invalid: u32,
 }
 
 impl ChunkCounts {
@@ -289,6 +323,11 @@ impl ChunkCounts {
             + self.cancelled
             + self.unlinked
             + self.not_linked
+            + self.created
+            + self.updated
+            + self.unchanged
+            + self.closed
+            + self.invalid
     }
 
     /// The signed change this chunk makes to its offer's `locationsTotal`: links made minus
@@ -319,15 +358,20 @@ pub enum JobKind {
     /// standing rule wants it, unlinked if not (`PUT /offers/{offerId}/rule` starts one).
     #[serde(rename = "reconcile")]
     Reconcile,
+    /// The rows of an uploaded file, each an upsert of a location by its external id (and,
+    /// with `closeMissing`, the closing of the brand's active locations it did not name).
+    #[serde(rename = "import-locations")]
+    ImportLocations,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 6] = [
         JobKind::LinkAllLocations,
         JobKind::UnlinkAllLocations,
         JobKind::Undo,
         JobKind::RetryFailures,
         JobKind::Reconcile,
+        JobKind::ImportLocations,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -337,6 +381,7 @@ impl JobKind {
             JobKind::Undo => "undo",
             JobKind::RetryFailures => "retry-failures",
             JobKind::Reconcile => "reconcile",
+            JobKind::ImportLocations => "import-locations",
         }
     }
 }
@@ -369,6 +414,8 @@ pub enum Action {
     /// Link the location if the offer's standing rule (as it is when the chunk is done)
     /// wants it, remove the offer's link to it if not.
     Reconcile,
+    /// Apply a file's rows to the brand's locations (and close the ones it does not name).
+    Import,
 }
 
 impl Action {
@@ -378,6 +425,7 @@ impl Action {
             Action::Link => "linking",
             Action::Unlink { .. } => "unlinking",
             Action::Reconcile => "reconciling",
+            Action::Import => "importing",
         }
     }
 
@@ -387,6 +435,7 @@ impl Action {
             Action::Unlink { only_by: None } => "unlink".to_owned(),
             Action::Unlink { only_by: Some(job) } => format!("unlink-by:{job}"),
             Action::Reconcile => "reconcile".to_owned(),
+            Action::Import => "import".to_owned(),
         }
     }
 
@@ -395,6 +444,7 @@ impl Action {
             "link" => Ok(Action::Link),
             "unlink" => Ok(Action::Unlink { only_by: None }),
             "reconcile" => Ok(Action::Reconcile),
+            "import" => Ok(Action::Import),
             _ => match s.strip_prefix("unlink-by:") {
                 Some(job) => Ok(Action::Unlink {
                     only_by: Some(job.parse()?),
@@ -414,7 +464,9 @@ pub struct Job {
     pub spec: JobSpec,
     pub status: JobStatus,
     pub brand_id: BrandId,
-    pub offer_id: OfferId,
+    /// The offer it acts on; `None` for a job on the brand's locations themselves (an import).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer_id: Option<OfferId>,
     pub callback_url: Option<WebhookUrl>,
     pub counters: Counters,
     /// Opaque position of the next brand page; `None` before the first page.
@@ -479,7 +531,7 @@ impl Job {
     pub fn planned(
         spec: JobSpec,
         brand_id: BrandId,
-        offer_id: OfferId,
+        offer_id: Option<OfferId>,
         callback_url: Option<WebhookUrl>,
         now: DateTime<Utc>,
     ) -> Self {
@@ -514,7 +566,7 @@ impl Job {
         now: DateTime<Utc>,
     ) -> Self {
         let spec = plan(JobKind::LinkAllLocations, None).expect("link-all needs no parent");
-        Job::planned(spec, brand_id, offer_id, callback_url, now)
+        Job::planned(spec, brand_id, Some(offer_id), callback_url, now)
     }
 
     /// All chunks enqueued by a finished fanout are accounted: the job may complete.
@@ -674,7 +726,7 @@ mod tests {
         let brand = BrandId::new_random();
         let job_in = |kind: JobKind, status: JobStatus, failed: u64| {
             let spec = plan(kind, None).unwrap();
-            let mut job = Job::planned(spec, brand, OfferId::new_random(), None, at());
+            let mut job = Job::planned(spec, brand, Some(OfferId::new_random()), None, at());
             job.status = status;
             job.counters = counters(3, failed);
             job

@@ -4,8 +4,10 @@ mod catalog;
 mod chunk;
 mod event;
 mod ids;
+mod import;
 mod job;
 mod spec;
+mod text;
 mod webhook;
 
 pub use catalog::{
@@ -19,10 +21,16 @@ pub use ids::{
     BrandId, ChunkSeq, IdempotencyKey, JobId, LocationId, OfferId, SubscriptionId, WebhookUrl,
     UUID_PATTERN, WEBHOOK_HOST_LENGTH_PATTERN, WEBHOOK_URL_PATTERN,
 };
+pub use import::{
+    csv_columns, find_rows, read_header, read_rows, span_columns, Column, FilePosition, FoundRows,
+    Import, ImportFormat, ImportId, ImportMark, ImportState, RawRow, RowBounds, RowOutcome,
+    RowSpan, MAX_ADDRESS_LEN, MAX_ROW_BYTES, READ_WINDOW,
+};
 pub use job::{
     Action, ChunkCounts, Counters, Job, JobKind, JobStatus, NotDerivable, OwnerAction, Transition,
 };
 pub use spec::{plan, JobSpec, Source, SourceSpec};
+pub use text::{checked_tags, checked_text, BLANKS};
 pub use webhook::{
     payload, verify, Delivery, DeliveryId, DeliveryStatus, RetrySchedule, Subscription,
     SubscriptionFilter, SubscriptionStatus, VerifyError, WebhookMessage, WebhookSecret,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::job::{Action, Job, JobKind, NotDerivable};
-use super::{DomainError, JobId, LocationFilter};
+use super::{DomainError, Import, ImportFormat, ImportId, JobId, LocationFilter};
 
 /// Where a job's location ids come from, as stored: `{"type": "<name>", …parameters}`. The
 /// sources of this build's kinds are `Source`; a source the core does not define is read by
@@ -100,6 +100,14 @@ pub enum Source {
     JobFailures { job: JobId },
     /// Every location of the job's brand, active ones first, then closed ones.
     BrandEstate,
+    /// The rows of an uploaded file, then (with `closeMissing`) the brand's active locations
+    /// the file did not name.
+    Upload {
+        import: ImportId,
+        format: ImportFormat,
+        #[serde(rename = "closeMissing", default)]
+        close_missing: bool,
+    },
 }
 
 impl From<Source> for SourceSpec {
@@ -172,6 +180,11 @@ impl JobSpec {
                 job: needs_parent()?,
             },
             JobKind::Reconcile => Source::BrandEstate,
+            JobKind::ImportLocations => {
+                return Err(DomainError::Corrupt(
+                    "an import job is never stored without its spec".to_owned(),
+                ))
+            }
         };
         Ok(JobSpec {
             parent_job_id: parent,
@@ -227,8 +240,23 @@ impl JobSpec {
     pub fn filter(&self) -> Option<LocationFilter> {
         match self.source.builtin()? {
             Source::BrandLocations { filter } | Source::OfferLinks { filter, .. } => filter,
-            Source::JobFailures { .. } | Source::BrandEstate => None,
+            Source::JobFailures { .. } | Source::BrandEstate | Source::Upload { .. } => None,
         }
+    }
+}
+
+impl JobSpec {
+    /// The job that applies an import's file.
+    pub fn import(import: &Import) -> JobSpec {
+        JobSpec::new(
+            JobKind::ImportLocations,
+            Action::Import,
+            Source::Upload {
+                import: import.id,
+                format: import.format,
+                close_missing: import.close_missing,
+            },
+        )
     }
 }
 
@@ -255,6 +283,7 @@ pub fn plan(kind: JobKind, parent: Option<&Job>) -> Result<JobSpec, NotDerivable
             Some(parent),
         ) => Err(NotDerivable::NotDerivedKind(parent.id, kind)),
         (JobKind::Undo | JobKind::RetryFailures, None) => Err(NotDerivable::NeedsParent(kind)),
+        (JobKind::ImportLocations, _) => Err(NotDerivable::MadeByUpload(kind)),
         (_, Some(parent)) if !parent.status.is_terminal() => {
             Err(NotDerivable::NotEnded(parent.id, parent.status))
         }
@@ -274,6 +303,10 @@ pub fn plan(kind: JobKind, parent: Option<&Job>) -> Result<JobSpec, NotDerivable
                 },
             )
         }),
+        // An import's failures are rows of its file: the file, mended, is imported again.
+        (JobKind::RetryFailures, Some(parent)) if parent.spec.action == Action::Import => {
+            Err(NotDerivable::NotDerivedKind(parent.id, kind))
+        }
         (JobKind::RetryFailures, Some(parent)) if parent.counters.failed == 0 => {
             Err(NotDerivable::NoFailures(parent.id))
         }
@@ -353,7 +386,10 @@ mod tests {
     #[test]
     fn legacy_rows_get_the_spec_their_kind_implies() {
         let parent = JobId::new_v7();
-        for kind in JobKind::ALL {
+        for kind in JobKind::ALL
+            .into_iter()
+            .filter(|k| *k != JobKind::ImportLocations)
+        {
             let action = match kind {
                 JobKind::LinkAllLocations => Action::Link,
                 JobKind::Undo => Action::Unlink {
