@@ -9,13 +9,22 @@
   const POLL_MS = 1000;
   const HIDDEN_POLL_MS = 5000;
   const FAILURES_PAGE = 20;
+  const LOCATIONS_PAGE = 100;
+  const OFFERS_PAGE = 100;
+  // Drift reads every location of the brand (the API says: for checking, not for polling), so
+  // the offer page counts it when the rule is set, when the offer's count of locations moved
+  // (at most every DRIFT_SOON_MS), and otherwise every DRIFT_LATE_MS.
+  const DRIFT_SOON_MS = 5000;
+  const DRIFT_LATE_MS = 30000;
+  // The location filters the console passes on to `GET /locations`, as the page's hash query.
+  const LOCATION_FILTERS = ["status", "country", "city", "tag", "externalId"];
   // Whether a job has ended: the API sets finishedAt then. Which actions a job allows is the
   // API's `allowedActions`; the page keeps no status rules of its own.
   const ended = (job) => Boolean(job.finishedAt);
   const STATUS_CLASS = {
     PENDING: "wait", RUNNING: "run", PAUSED: "paused", CANCELLING: "warn", FAILING: "warn",
     SUCCEEDED: "ok", COMPLETED_WITH_ERRORS: "warn", FAILED: "bad", CANCELLED: "stop",
-    pending: "wait", succeeded: "ok", failed: "bad", active: "ok", disabled: "bad",
+    pending: "wait", succeeded: "ok", failed: "bad", active: "ok", disabled: "bad", closed: "stop",
   };
   // The API's root: the console is served at <root>/console/.
   const API_ROOT = new URL("../", location.href);
@@ -230,6 +239,52 @@
       if (!view.stopped) timer = setTimeout(tick, delay);
     };
     tick();
+  }
+
+  /**
+   * Pages through a list with the API's cursors (a stack of the pages seen). `fetchPage(cursor)`
+   * answers the API's page (`{ items, nextCursor }`); `show(items)` puts its items on the page.
+   * Only the newest request's answer is shown, and a poll asks for the page asked for last: a
+   * poll never puts back the page a button just left.
+   */
+  function pager(label, fetchPage, show) {
+    const cursors = [null];
+    let page = 0; // the page shown
+    let wanted = 0; // the page asked for last
+    let latest = 0;
+    const refused = (e) => showError(`Could not load the page: ${e.message}`);
+    const prev = h("button", { type: "button", class: "secondary", disabled: true, onclick: () => load(page - 1).catch(refused) }, "Previous page");
+    const next = h("button", { type: "button", class: "secondary", disabled: true, onclick: () => load(page + 1).catch(refused) }, "Next page");
+    const pageLabel = h("span", { class: "muted" }, "Page 1");
+    const load = async (to) => {
+      const asked = ++latest;
+      wanted = to;
+      let data;
+      try {
+        data = await fetchPage(cursors[to]);
+      } catch (e) {
+        if (asked === latest) wanted = page;
+        throw e;
+      }
+      if (asked !== latest) return;
+      page = to;
+      cursors.length = to + 1;
+      if (data.nextCursor) cursors.push(data.nextCursor);
+      show(data.items || []);
+      prev.disabled = to === 0;
+      next.disabled = !data.nextCursor;
+      pageLabel.textContent = `Page ${to + 1}`;
+    };
+    return {
+      element: h("nav", { class: "pager", "aria-label": label }, prev, pageLabel, next),
+      refresh: () => load(wanted),
+      reset: () => {
+        latest += 1;
+        page = 0;
+        wanted = 0;
+        cursors.length = 1;
+      },
+    };
   }
 
   // --- views ---------------------------------------------------------------------------------
@@ -495,7 +550,7 @@
       if (!ended(job)) list.push({ t: Date.now(), p: job.percent });
       samples.set(jobId, list.slice(-600));
 
-      replaceOnChange(summary, `${job.type} ${job.offerId} ${job.parentJobId}`, `${job.type} of offer `, h("span", { class: "mono" }, job.offerId),
+      replaceOnChange(summary, `${job.type} ${job.offerId} ${job.parentJobId}`, `${job.type} of offer `, h("a", { href: `#/offers/${job.offerId}`, class: "mono" }, job.offerId),
         job.parentJobId ? [" (from job ", h("a", { href: `#/jobs/${job.parentJobId}`, class: "mono" }, job.parentJobId), ")"] : null);
       replace(statusLine, "Status: ", statusBadge(job.status),
         job.status === "PAUSED" ? ` — ${numbers.format(job.chunksParked)} chunks parked` : null);
@@ -509,7 +564,7 @@
         counter("Already linked", c.alreadyLinked), counter("Not found", c.notFound),
         counter("Failed", c.failed), counter("Cancelled", c.cancelled),
       ];
-      if (job.action === "unlink") {
+      if (job.action === "unlink" || job.action === "reconcile") {
         shown.push(counter("Unlinked", c.unlinked), counter("Not linked", c.notLinked));
       }
       replace(counters, shown);
@@ -621,6 +676,333 @@
     ];
   }
 
+  function locationsView(view, params) {
+    // The filters in force: the hash query's (a reload keeps them), as the API takes them.
+    const filters = {};
+    for (const name of LOCATION_FILTERS) {
+      const value = (params.get(name) || "").trim();
+      if (value) filters[name] = value;
+    }
+    if (filters.status !== "active" && filters.status !== "closed") delete filters.status;
+    const filtered = Object.keys(filters).length > 0;
+
+    const inputs = {
+      status: h("select", { id: "filter-status", name: "status" },
+        h("option", { value: "" }, "Any"),
+        h("option", { value: "active", selected: filters.status === "active" }, "Active"),
+        h("option", { value: "closed", selected: filters.status === "closed" }, "Closed")),
+    };
+    const field = (name, label) => {
+      inputs[name] = h("input", {
+        type: "text", id: `filter-${name}`, name, value: filters[name] || "",
+        autocomplete: "off", spellcheck: "false", "aria-describedby": "filters-help",
+      });
+      return h("div", {}, h("label", { for: `filter-${name}` }, label), inputs[name]);
+    };
+    const form = h("form", {
+      class: "inline-form filters", "aria-label": "Filter locations",
+      onsubmit: (event) => {
+        event.preventDefault();
+        const query = new URLSearchParams();
+        for (const [name, input] of Object.entries(inputs)) {
+          const value = name === "country" ? input.value.trim().toUpperCase() : input.value.trim();
+          if (value) query.set(name, value);
+        }
+        const hash = `#/locations${query.toString() ? `?${query}` : ""}`;
+        if (location.hash === hash) {
+          pages.reset();
+          poll(view);
+        } else {
+          location.hash = hash;
+        }
+      },
+    },
+    h("div", {}, h("label", { for: "filter-status" }, "Status"), inputs.status),
+    field("country", "Country"),
+    field("city", "City"),
+    field("tag", "Tag"),
+    field("externalId", "External id"),
+    h("button", { type: "submit" }, "Filter"),
+    filtered ? h("a", { href: "#/locations" }, "Clear filters") : null);
+
+    const tbody = h("tbody");
+    const empty = h("p", { class: "empty", hidden: true }, "No locations.");
+    const pages = pager("Location pages", (cursor) => {
+      const query = new URLSearchParams({ limit: String(LOCATIONS_PAGE), ...filters });
+      if (cursor) query.set("cursor", cursor);
+      const brand = brandQuery();
+      return api("GET", `locations?${query}${brand ? `&${brand}` : ""}`).then((answer) => answer.data);
+    }, (items) => {
+      empty.textContent = filtered ? "No location on this page matches." : "No locations.";
+      empty.hidden = items.length > 0;
+      syncRows(tbody, items, (l) => l.id, (l) => [
+        td(l.externalId || "—", "mono"),
+        td(l.name || "—"),
+        td(l.address, "hide-narrow"),
+        td(l.city || "—", "hide-narrow"),
+        td(l.country || "—"),
+        td(l.tags && l.tags.length ? l.tags.join(", ") : "—", "hide-narrow"),
+        td(statusBadge(l.status || "active")),
+        td(l.hasOffer ? "yes" : "no"),
+      ]);
+    });
+
+    view.refresh = async () => {
+      if (brandQuery() === null) {
+        empty.textContent = "Name a brand to see its locations.";
+        empty.hidden = false;
+        syncRows(tbody, [], () => "", () => []);
+        return false;
+      }
+      try {
+        await pages.refresh();
+      } catch (e) {
+        if (e.status !== 400) throw e;
+        // A filter the API refuses stays refused: say why, and stop asking.
+        empty.textContent = `The filter was refused: ${e.message}`;
+        empty.hidden = false;
+        syncRows(tbody, [], () => "", () => []);
+        return false;
+      }
+      return true;
+    };
+    return [
+      h("h1", { tabindex: "-1" }, "Locations"),
+      brandPicker(() => { pages.reset(); poll(view); }),
+      form,
+      h("p", { id: "filters-help", class: "help" },
+        "Each field is one value, compared exactly as stored (a country is two letters, such as GB). ",
+        `A page reads ${LOCATIONS_PAGE} locations; with a filter it holds the matching ones among them, `,
+        "so it may be short (even empty) and still have a next page."),
+      h("div", { class: "table-wrap" },
+        h("table", {},
+          h("caption", {}, filtered ? "The brand's locations that match the filter; updates every second."
+            : "The brand's locations, the active ones first; updates every second."),
+          h("thead", {}, h("tr", {},
+            h("th", { scope: "col" }, "External id"), h("th", { scope: "col" }, "Name"),
+            h("th", { scope: "col", class: "hide-narrow" }, "Address"),
+            h("th", { scope: "col", class: "hide-narrow" }, "City"), h("th", { scope: "col" }, "Country"),
+            h("th", { scope: "col", class: "hide-narrow" }, "Tags"), h("th", { scope: "col" }, "Status"),
+            h("th", { scope: "col" }, "Has an offer"))),
+          tbody),
+        empty),
+      pages.element,
+    ];
+  }
+
+  function offersView(view) {
+    const tbody = h("tbody");
+    const empty = h("p", { class: "empty", hidden: true }, "No offers yet.");
+    const pages = pager("Offer pages", (cursor) => {
+      const brand = brandQuery();
+      const query = `limit=${OFFERS_PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}${brand ? `&${brand}` : ""}`;
+      return api("GET", `offers?${query}`).then((answer) => answer.data);
+    }, (items) => {
+      empty.textContent = "No offers yet.";
+      empty.hidden = items.length > 0;
+      syncRows(tbody, items, (o) => o.id, (o) => [
+        td(h("a", { href: `#/offers/${o.id}`, dataset: { focusKey: `offer-${o.id}` } }, o.name)),
+        td(o.id, "mono hide-narrow"),
+        td(numbers.format(o.locationsTotal), "num"),
+      ]);
+    });
+    view.refresh = async () => {
+      if (brandQuery() === null) {
+        empty.textContent = "Name a brand to see its offers.";
+        empty.hidden = false;
+        syncRows(tbody, [], () => "", () => []);
+        return false;
+      }
+      await pages.refresh();
+      return true;
+    };
+    return [
+      h("h1", { tabindex: "-1" }, "Offers"),
+      brandPicker(() => { pages.reset(); poll(view); }),
+      h("div", { class: "table-wrap" },
+        h("table", {},
+          h("caption", {}, "The brand's offers in id order, with how many locations carry each; updates every second."),
+          h("thead", {}, h("tr", {},
+            h("th", { scope: "col" }, "Name"), h("th", { scope: "col", class: "hide-narrow" }, "Offer id"),
+            h("th", { scope: "col", class: "num" }, "Locations"))),
+          tbody),
+        empty),
+      pages.element,
+    ];
+  }
+
+  /** A rule's `where`, short: `{ country: [GB], tags: [drive-thru] }` (`{}`: every active location). */
+  function whereText(where) {
+    const fields = Object.entries(where || {})
+      .filter(([, values]) => Array.isArray(values) && values.length > 0)
+      .map(([field, values]) => `${field}: [${values.join(", ")}]`);
+    return fields.length ? `{ ${fields.join(", ")} }` : "{ } (every active location)";
+  }
+
+  function offerView(view, offerId) {
+    const summary = h("p", { class: "muted" }, "Loading…");
+    const details = h("dl", { class: "kv" });
+    const ruleFacts = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+    const notice = h("div", { class: "notice", hidden: true });
+    const driftCounters = h("dl", { class: "counters" });
+    const driftWhen = h("p", { class: "help" });
+    const driftSection = h("section", { "aria-labelledby": "drift-title", hidden: true },
+      h("h2", { id: "drift-title" }, "Drift"), driftCounters, driftWhen,
+      h("p", { class: "help" }, "Missing: active locations the rule matches that do not carry the offer. ",
+        "Extra: locations carrying it that the rule does not want. Counting reads every location of the ",
+        "brand, so it is done again when the rule is set or the offer's count of locations moves, ",
+        `and otherwise every ${DRIFT_LATE_MS / 1000} seconds.`));
+
+    const removeButton = h("button", {
+      type: "button", class: "danger", hidden: true,
+      onclick: async () => {
+        if (!window.confirm("Remove the rule? The offer's links stay as they are.")) return;
+        removeButton.disabled = true;
+        try {
+          await api("DELETE", `offers/${offerId}/rule`);
+          clearError();
+          replace(notice, "Rule removed: the offer's links stay as they are.");
+          notice.hidden = false;
+          announce("Rule removed.");
+        } catch (e) {
+          showError(`The rule was not removed: ${e.message}`);
+          return;
+        } finally {
+          removeButton.disabled = false;
+        }
+        view.refresh().catch(() => {}); // the next poll reports a failure
+      },
+    }, "Remove rule");
+
+    // The form to set the rule: comma-separated values, an empty field does not narrow.
+    const inputs = {};
+    const field = (name, label) => {
+      inputs[name] = h("input", {
+        type: "text", id: `rule-${name}`, name, autocomplete: "off", spellcheck: "false",
+        "aria-describedby": "rule-help",
+      });
+      return h("div", {}, h("label", { for: `rule-${name}` }, label), inputs[name]);
+    };
+    let edited = false;
+    let filledFrom = null; // the setAt of the rule the inputs were filled from
+    const setButton = h("button", { type: "submit" }, "Set rule");
+    const form = h("form", {
+      class: "inline-form", "aria-labelledby": "set-rule-title",
+      oninput: () => { edited = true; },
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const where = {};
+        for (const [name, input] of Object.entries(inputs)) {
+          const values = input.value.split(",").map((v) => v.trim()).filter(Boolean);
+          if (values.length) where[name] = name === "country" ? values.map((v) => v.toUpperCase()) : values;
+        }
+        if (!Object.keys(where).length
+          && !window.confirm("With every field empty the offer goes on every active location of the brand. Set this rule?")) return;
+        setButton.disabled = true;
+        try {
+          const { data } = await api("PUT", `offers/${offerId}/rule`, { where });
+          clearError();
+          edited = false;
+          filledFrom = data.rule.setAt;
+          replace(notice, "Rule set. Its ",
+            h("a", { href: `#/jobs/${data.job.id}` }, "reconcile job ", h("span", { class: "mono" }, data.job.id)),
+            " brings the offer's links in line with it.");
+          notice.hidden = false;
+          announce(`Rule set: reconcile job ${data.job.id} started.`);
+        } catch (e) {
+          if (e.status === 409 && e.location) {
+            const other = e.location.split("/").pop();
+            replace(notice, `${e.message} `, h("a", { href: `#/jobs/${other}` }, `Open job ${other}`));
+            notice.hidden = false;
+          } else {
+            showError(`The rule was not set: ${e.message}`);
+          }
+          return;
+        } finally {
+          setButton.disabled = false;
+        }
+        view.refresh().catch(() => {}); // the next poll reports a failure
+      },
+    },
+    field("country", "Countries"), field("city", "Cities"), field("tags", "Tags"),
+    setButton,
+    h("p", { id: "rule-help", class: "help" },
+      "Comma-separated. A location matches when it is in one of the countries and one of the cities ",
+      "and carries any of the tags; an empty field does not narrow. Setting the rule here replaces it ",
+      "whole (region, postcode and external-id lists set through the API are dropped)."));
+
+    let counted = null; // { setAt, total, at }: the rule, the offer's count and the time of the count shown
+    const countDrift = async (rule, offer) => {
+      const now = Date.now();
+      const due = !counted || counted.setAt !== rule.setAt
+        || (counted.total !== offer.locationsTotal && now - counted.at >= DRIFT_SOON_MS)
+        || now - counted.at >= DRIFT_LATE_MS;
+      if (!due) return;
+      let drift;
+      try {
+        drift = (await api("GET", `offers/${offerId}/drift`)).data;
+      } catch (e) {
+        if (e.status === 404) return; // the rule went meanwhile: the next refresh says so
+        throw e;
+      }
+      counted = { setAt: rule.setAt, total: offer.locationsTotal, at: now };
+      replace(driftCounters, counter("Missing", drift.missing), counter("Extra", drift.extra));
+      driftWhen.textContent = `Counted at ${new Date(now).toLocaleTimeString()}.`;
+      driftSection.hidden = false;
+    };
+
+    const ruleSection = h("section", { "aria-labelledby": "rule-title" },
+      h("h2", { id: "rule-title" }, "Standing rule"), ruleFacts,
+      h("div", { class: "actions" }, removeButton), notice);
+    const setSection = h("section", { "aria-labelledby": "set-rule-title" },
+      h("h2", { id: "set-rule-title" }, "Set the rule"), form);
+    view.refresh = async () => {
+      let offer;
+      try {
+        offer = (await api("GET", `offers/${offerId}`)).data;
+      } catch (e) {
+        if (e.status === 404) {
+          summary.textContent = "No such offer: it does not exist, or it is not one of your brand's.";
+          [details, ruleSection, driftSection, setSection].forEach((el) => { el.hidden = true; });
+          return false;
+        }
+        throw e;
+      }
+      let rule = null;
+      try {
+        rule = (await api("GET", `offers/${offerId}/rule`)).data;
+      } catch (e) {
+        if (e.status !== 404) throw e;
+      }
+      summary.textContent = offer.name;
+      replace(details,
+        h("dt", {}, "Offer id"), h("dd", { class: "mono" }, offer.id),
+        h("dt", {}, "Locations carrying it"), h("dd", {}, numbers.format(offer.locationsTotal)));
+      removeButton.hidden = !rule;
+      if (!rule) {
+        replaceOnChange(ruleFacts, "none",
+          h("p", {}, "No rule: the offer's links change only through jobs and direct links."));
+        driftSection.hidden = true;
+        counted = null;
+        return true;
+      }
+      replaceOnChange(ruleFacts, `${rule.setAt} ${JSON.stringify(rule.where)}`,
+        h("dl", { class: "kv" },
+          h("dt", {}, "Where"), h("dd", {}, h("code", {}, whereText(rule.where))),
+          h("dt", {}, "Set"), h("dd", {}, when(rule.setAt))));
+      if (!edited && filledFrom !== rule.setAt) {
+        filledFrom = rule.setAt;
+        for (const [name, input] of Object.entries(inputs)) input.value = (rule.where[name] || []).join(", ");
+      }
+      await countDrift(rule, offer);
+      return true;
+    };
+    return [
+      h("h1", { tabindex: "-1" }, "Offer ", h("span", { class: "mono" }, offerId)),
+      summary, details, ruleSection, driftSection, setSection,
+    ];
+  }
+
   function adminView(view) {
     const facts = h("dl", { class: "kv" });
     const tbody = h("tbody");
@@ -719,7 +1101,11 @@
       : `brand ${c.brand_id || c.sub || ""}`;
     $("nav-admin").hidden = !isAdmin();
 
-    const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean);
+    // `#/section/id?query`: the query holds a page's own state (the locations' filters).
+    const hash = location.hash.replace(/^#\/?/, "");
+    const mark = hash.indexOf("?");
+    const parts = (mark < 0 ? hash : hash.slice(0, mark)).split("/").filter(Boolean);
+    const params = new URLSearchParams(mark < 0 ? "" : hash.slice(mark + 1));
     const section = parts[0] || "jobs";
     for (const link of document.querySelectorAll("#nav a")) {
       if (link.dataset.section === section) link.setAttribute("aria-current", "page");
@@ -730,6 +1116,9 @@
     if (section === "jobs" && parts[1]) content = jobView(current, parts[1]);
     else if (section === "webhooks" && parts[1]) content = webhookView(current, parts[1]);
     else if (section === "webhooks") content = webhooksView(current);
+    else if (section === "locations") content = locationsView(current, params);
+    else if (section === "offers" && parts[1]) content = offerView(current, parts[1]);
+    else if (section === "offers") content = offersView(current);
     else if (section === "admin") content = adminView(current);
     else content = jobsView(current);
     replace(view, content);
