@@ -194,6 +194,58 @@ impl ApiClient {
             .into_json()
     }
 
+    /// `POST /imports` (`format`, `closeMissing`): the import, with its `uploadUrl`.
+    pub async fn create_import(
+        &self,
+        format: &str,
+        close_missing: bool,
+    ) -> anyhow::Result<bulklink_http::views::ImportView> {
+        self.post(
+            "/imports",
+            &serde_json::json!({ "format": format, "closeMissing": close_missing }),
+        )
+        .await
+    }
+
+    /// PUTs a file to an import's upload URL, as a client does: no bearer token (the URL is
+    /// the authority; S3 refuses a second one). The answer's status and body.
+    pub async fn upload(
+        &self,
+        url: &str,
+        file: impl Into<reqwest::Body>,
+    ) -> anyhow::Result<(StatusCode, String)> {
+        let response = self
+            .http
+            .put(url)
+            .body(file)
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .context("uploading the file")?;
+        let status = response.status();
+        Ok((status, response.text().await.unwrap_or_default()))
+    }
+
+    /// Polls `GET /imports/{id}` until the file's arrival has made its job.
+    pub async fn import_job(
+        &self,
+        id: bulklink_core::domain::ImportId,
+        timeout: Duration,
+    ) -> anyhow::Result<JobId> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let import: bulklink_http::views::ImportView =
+                self.get(&format!("/imports/{id}")).await?;
+            if let Some(job) = import.job_id {
+                return Ok(job);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("import {id} is still {:?} after {timeout:?}", import.state);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls the job until it is terminal, calling `progress` on every poll.
     pub async fn wait_terminal(
         &self,

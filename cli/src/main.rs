@@ -604,13 +604,9 @@ async fn main() -> anyhow::Result<()> {
             .context("bootstrapping the local endpoint")?;
             let n = &made.names;
             emit!("export AWS_ENDPOINT_URL={endpoint_url}");
-            emit!("export CATALOG_TABLE={}", n.catalog_table);
-            emit!("export JOBS_TABLE={}", n.jobs_table);
-            emit!("export FANOUT_QUEUE_URL={}", n.fanout_queue_url);
-            emit!("export CHUNK_QUEUE_URL={}", n.chunk_queue_url);
-            emit!("export CHUNK_DLQ_URL={}", n.chunk_dlq_url);
-            emit!("export EVENTS_TOPIC_ARN={}", n.events_topic_arn);
-            emit!("export WEBHOOK_QUEUE_URL={}", n.webhook_queue_url);
+            for (name, value) in n.env() {
+                emit!("export {name}={value}");
+            }
         }
         Command::Bench {
             backend: BackendKind::Aws,

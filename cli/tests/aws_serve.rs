@@ -41,16 +41,8 @@ async fn serve_on_aws_links_every_location_and_delivers_the_signed_webhook() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("bulklink.key");
     let key = key.to_str().unwrap();
-    let env: HashMap<&str, &str> = HashMap::from([
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("CATALOG_TABLE", names.catalog_table.as_str()),
-        ("JOBS_TABLE", names.jobs_table.as_str()),
-        ("FANOUT_QUEUE_URL", names.fanout_queue_url.as_str()),
-        ("CHUNK_QUEUE_URL", names.chunk_queue_url.as_str()),
-        ("CHUNK_DLQ_URL", names.chunk_dlq_url.as_str()),
-        ("EVENTS_TOPIC_ARN", names.events_topic_arn.as_str()),
-        ("WEBHOOK_QUEUE_URL", names.webhook_queue_url.as_str()),
-    ]);
+    let mut env: HashMap<&str, &str> = HashMap::from(names.env());
+    env.insert("AWS_ENDPOINT_URL", endpoint.as_str());
     let _server = Server(
         Command::new(env!("CARGO_BIN_EXE_bulklink"))
             .args([
@@ -371,15 +363,7 @@ async fn upgrade_gives_offers_of_an_earlier_release_their_brand_index_keys_once(
     let upgrade = || {
         let out = Command::new(env!("CARGO_BIN_EXE_bulklink"))
             .args(["upgrade", "--endpoint-url", &endpoint])
-            .envs([
-                ("CATALOG_TABLE", names.catalog_table.as_str()),
-                ("JOBS_TABLE", names.jobs_table.as_str()),
-                ("FANOUT_QUEUE_URL", names.fanout_queue_url.as_str()),
-                ("CHUNK_QUEUE_URL", names.chunk_queue_url.as_str()),
-                ("CHUNK_DLQ_URL", names.chunk_dlq_url.as_str()),
-                ("EVENTS_TOPIC_ARN", names.events_topic_arn.as_str()),
-                ("WEBHOOK_QUEUE_URL", names.webhook_queue_url.as_str()),
-            ])
+            .envs(names.env())
             .output()
             .unwrap();
         assert!(

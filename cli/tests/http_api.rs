@@ -323,7 +323,11 @@ async fn bad_input_gets_a_problem_naming_it_and_the_server_keeps_serving() {
     let health: Value = api.get("/healthz").await.unwrap();
     assert_eq!(health["status"], "ok");
     let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
-    assert_eq!(job.offer_id, Some(seeded.offer_id), "still serving real requests");
+    assert_eq!(
+        job.offer_id,
+        Some(seeded.offer_id),
+        "still serving real requests"
+    );
     runtime.shutdown().await;
 }
 

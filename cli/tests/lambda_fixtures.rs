@@ -429,15 +429,9 @@ pub fn lambda_env(env: &Env, runtime_api: &str, function: &str) -> Vec<(String, 
         ("AWS_LAMBDA_LOG_GROUP_NAME", function),
         ("AWS_ENDPOINT_URL", emulator().endpoint()),
         ("LOG_FORMAT", "json"),
-        ("CATALOG_TABLE", &names.catalog_table),
-        ("JOBS_TABLE", &names.jobs_table),
-        ("FANOUT_QUEUE_URL", &names.fanout_queue_url),
-        ("CHUNK_QUEUE_URL", &names.chunk_queue_url),
-        ("CHUNK_DLQ_URL", &names.chunk_dlq_url),
-        ("EVENTS_TOPIC_ARN", &names.events_topic_arn),
-        ("WEBHOOK_QUEUE_URL", &names.webhook_queue_url),
     ]
     .into_iter()
+    .chain(names.env())
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     let s = &env.settings;

@@ -13,6 +13,7 @@ mod demo;
 mod egress;
 mod hardening;
 mod http_api;
+mod imports;
 mod kinds;
 mod lambda_fixtures;
 mod many_brands;

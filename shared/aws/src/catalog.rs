@@ -1574,13 +1574,8 @@ impl Catalog for DynamoCatalog {
 impl LocationImports for DynamoCatalog {
     /// The external id's claim, then the location: created with the mark (its claim in the
     /// same transaction), or changed on condition of the version read, the mark in the same
-    /// write. Two requests for an unchanged row that is marked (read, conditional update).
-    async fn import_row(
-        &self,
-        location: &Location,
-        mark: ImportMark,
-        mark_unchanged: bool,
-    ) -> StoreResult<RowOutcome> {
+    /// write; an unchanged location gets the mark alone, on the same condition.
+    async fn import_row(&self, location: &Location, mark: ImportMark) -> StoreResult<RowOutcome> {
         let Some(external_id) = location.external_id.as_deref() else {
             return Err(StoreError::Invalid(
                 "an imported row needs an external id".into(),
@@ -1591,7 +1586,7 @@ impl LocationImports for DynamoCatalog {
                 outcome: RowOutcome::Updated,
                 ..mark
             },
-            unchanged: mark_unchanged.then_some(ImportMark {
+            unchanged: Some(ImportMark {
                 outcome: RowOutcome::Unchanged,
                 ..mark
             }),

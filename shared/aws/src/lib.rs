@@ -77,6 +77,21 @@ impl AwsNames {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// The environment a process is given to find these resources (`ENV`, each with its
+    /// value): what Terraform sets on each function, and `bootstrap` prints.
+    pub fn env(&self) -> [(&'static str, &str); 8] {
+        [
+            ("CATALOG_TABLE", &self.catalog_table),
+            ("JOBS_TABLE", &self.jobs_table),
+            ("FANOUT_QUEUE_URL", &self.fanout_queue_url),
+            ("CHUNK_QUEUE_URL", &self.chunk_queue_url),
+            ("CHUNK_DLQ_URL", &self.chunk_dlq_url),
+            ("EVENTS_TOPIC_ARN", &self.events_topic_arn),
+            ("WEBHOOK_QUEUE_URL", &self.webhook_queue_url),
+            ("UPLOADS_BUCKET", &self.uploads_bucket),
+        ]
+    }
+
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let get = |name: &'static str| {
             lookup(name)

@@ -60,12 +60,29 @@ impl Uploads for S3Uploads {
         )))
     }
 
+    /// Copies the uploaded object to the key the job reads (`taken/<id>`, outside the
+    /// prefix whose events start jobs), unless it was taken already.
+    async fn take(&self, id: ImportId) -> StoreResult<()> {
+        if self.size(id).await?.is_some() {
+            return Ok(());
+        }
+        self.s3
+            .copy_object()
+            .bucket(&self.bucket)
+            .copy_source(format!("{}/{}", self.bucket, Import::file_key(id)))
+            .key(taken_key(id))
+            .send()
+            .await
+            .map_err(|e| classify("CopyObject", e))?;
+        Ok(())
+    }
+
     async fn size(&self, id: ImportId) -> StoreResult<Option<u64>> {
         let result = self
             .s3
             .head_object()
             .bucket(&self.bucket)
-            .key(Import::file_key(id))
+            .key(taken_key(id))
             .send()
             .await;
         match result {
@@ -85,7 +102,7 @@ impl Uploads for S3Uploads {
             .s3
             .get_object()
             .bucket(&self.bucket)
-            .key(Import::file_key(id))
+            .key(taken_key(id))
             .range(format!("bytes={start}-{}", end - 1))
             .send()
             .await;
@@ -107,13 +124,20 @@ impl Uploads for S3Uploads {
     }
 
     async fn delete(&self, id: ImportId) -> StoreResult<()> {
-        self.s3
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(Import::file_key(id))
-            .send()
-            .await
-            .map_err(|e| classify("DeleteObject", e))?;
+        for key in [Import::file_key(id), taken_key(id)] {
+            self.s3
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| classify("DeleteObject", e))?;
+        }
         Ok(())
     }
+}
+
+/// Where the file an import's job reads is kept.
+fn taken_key(id: ImportId) -> String {
+    format!("taken/{id}")
 }

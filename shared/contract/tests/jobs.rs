@@ -947,7 +947,14 @@ pub async fn a_paused_job_parks_each_chunk_once_and_resumes_with_its_pause_count
     // Chunk 0 was accounted while the pause began; 1 is parked twice (a redelivery).
     fx.ports
         .ledger
-        .record_chunk(job.id, Some(offer.id), ChunkSeq(0), counts(1, 0, 0, 0), 1, &[])
+        .record_chunk(
+            job.id,
+            Some(offer.id),
+            ChunkSeq(0),
+            counts(1, 0, 0, 0),
+            1,
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -290,7 +290,6 @@ pub async fn apply_rows(
     job: &Job,
     rows: &[(u64, Location)],
 ) -> StoreResult<Vec<RowOutcome>> {
-    let close_missing = upload_of(job).is_some_and(|(_, _, close)| close);
     let mut outcomes = Vec::with_capacity(rows.len());
     for (line, location) in rows {
         let mark = ImportMark {
@@ -298,12 +297,7 @@ pub async fn apply_rows(
             line: *line,
             outcome: RowOutcome::Created,
         };
-        outcomes.push(
-            ports
-                .location_imports
-                .import_row(location, mark, close_missing)
-                .await?,
-        );
+        outcomes.push(ports.location_imports.import_row(location, mark).await?);
     }
     Ok(outcomes)
 }

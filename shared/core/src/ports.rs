@@ -197,16 +197,12 @@ pub trait LocationImports: Send + Sync {
     /// Applies one row: creates the brand's location with `location.external_id` (as
     /// `location`), or makes the existing one's address, attributes and status exactly the
     /// row's (closing leaves every offer, as `update_location` does), writing `mark` (its
-    /// outcome filled in) on the location in the same write. An unchanged location gets the
-    /// mark alone when `mark_unchanged` (an import that closes what it does not name must
-    /// know what it named). A location that already carries a mark of this job answers from
-    /// it (`ImportMark::seen_by`): a replay, or a second row of the same external id.
-    async fn import_row(
-        &self,
-        location: &Location,
-        mark: ImportMark,
-        mark_unchanged: bool,
-    ) -> StoreResult<RowOutcome>;
+    /// outcome filled in) on the location in the same write; an unchanged location gets the
+    /// mark alone (a later row of the same external id, and the closing of what the file
+    /// does not name, must know the file named it). A location that already carries a mark
+    /// of this job answers from it (`ImportMark::seen_by`): a replay, or a second row of the
+    /// same external id.
+    async fn import_row(&self, location: &Location, mark: ImportMark) -> StoreResult<RowOutcome>;
     /// The import mark each of `ids` carries (`None`: none, or no such location).
     async fn import_marks(&self, ids: &[LocationId]) -> StoreResult<Vec<Option<ImportMark>>>;
     /// Closes each of `ids` that is active and carries no mark of `job` (leaving every offer,
@@ -240,7 +236,11 @@ pub trait Uploads: Send + Sync {
     /// Stores a file sent to this server (the embedded backend's upload route), refusing more
     /// than `limit` bytes with `Invalid` (nothing kept). The bytes stored.
     async fn receive(&self, id: ImportId, body: ByteStream, limit: u64) -> StoreResult<u64>;
-    /// The file's size; `None` if it has not arrived.
+    /// Makes the arrived file the import's own, once: what its job reads from then on, which
+    /// a later upload to the same URL does not change (an S3 presigned PUT works until it
+    /// expires; the embedded route takes one file only).
+    async fn take(&self, id: ImportId) -> StoreResult<()>;
+    /// The size of the file the import took; `None` if there is none.
     async fn size(&self, id: ImportId) -> StoreResult<Option<u64>>;
     /// Bytes `start..end` of the file (fewer at its end).
     async fn read(&self, id: ImportId, start: u64, end: u64) -> StoreResult<Vec<u8>>;

@@ -24,6 +24,7 @@ pub async fn start_import(ports: &Ports, id: ImportId) -> StoreResult<Option<Job
         return Ok(None);
     };
     let now = ports.clock.now();
+    ports.uploads.take(id).await?;
     let job = match ports.jobs.get_job(import.job_id).await? {
         Some(job) => job,
         None => match ports.jobs.create_job(&job_of(&import, now), None).await? {
@@ -93,9 +94,17 @@ pub fn arrivals(body: &str) -> Option<Result<Vec<ImportId>, DomainError>> {
         .records
         .iter()
         .filter(|r| r.event_name.starts_with("ObjectCreated:"))
-        // Keys arrive URL-encoded; an import's key (`imports/<uuid>`) has nothing to encode.
-        .filter_map(|r| ImportId::from_file_key(&r.s3.object.key))
+        // Keys arrive URL-encoded (`imports%2F<id>`, a space as `+`).
+        .filter_map(|r| ImportId::from_file_key(&decoded(&r.s3.object.key)))
         .collect()))
+}
+
+/// An event's object key as stored.
+fn decoded(key: &str) -> String {
+    url::form_urlencoded::parse(format!("k={key}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -106,7 +115,7 @@ mod tests {
     fn object_store_events_name_the_imports_whose_files_arrived() {
         let id = ImportId::new_v7();
         let event = format!(
-            r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"imports/{id}","size":10}}}}}},
+            r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"imports%2F{id}","size":10}}}}}},
             {{"eventName":"ObjectCreated:Put","s3":{{"object":{{"key":"elsewhere/x"}}}}}},
             {{"eventName":"ObjectRemoved:Delete","s3":{{"object":{{"key":"imports/{id}"}}}}}}]}}"#
         );

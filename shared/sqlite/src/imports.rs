@@ -42,12 +42,7 @@ fn put_mark(conn: &Connection, id: LocationId, mark: ImportMark) -> StoreResult<
 
 #[async_trait]
 impl LocationImports for EmbeddedStore {
-    async fn import_row(
-        &self,
-        location: &Location,
-        mark: ImportMark,
-        mark_unchanged: bool,
-    ) -> StoreResult<RowOutcome> {
+    async fn import_row(&self, location: &Location, mark: ImportMark) -> StoreResult<RowOutcome> {
         let location = location.clone();
         let Some(external_id) = location.external_id.clone() else {
             return Err(StoreError::Invalid(
@@ -99,16 +94,14 @@ impl LocationImports for EmbeddedStore {
                             RowOutcome::Updated
                         }
                         None => {
-                            if mark_unchanged {
-                                put_mark(
-                                    &tx,
-                                    id,
-                                    ImportMark {
-                                        outcome: RowOutcome::Unchanged,
-                                        ..mark
-                                    },
-                                )?;
-                            }
+                            put_mark(
+                                &tx,
+                                id,
+                                ImportMark {
+                                    outcome: RowOutcome::Unchanged,
+                                    ..mark
+                                },
+                            )?;
                             RowOutcome::Unchanged
                         }
                     }
@@ -304,6 +297,11 @@ impl Uploads for DirUploads {
             )),
             Err(e) => Err(io("keeping the upload", e)),
         }
+    }
+
+    /// The route keeps one file only (`receive`): it is the import's as it lands.
+    async fn take(&self, _id: ImportId) -> StoreResult<()> {
+        Ok(())
     }
 
     async fn size(&self, id: ImportId) -> StoreResult<Option<u64>> {
