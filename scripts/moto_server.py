@@ -26,7 +26,7 @@ import os
 import re
 import sys
 import threading
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from moto.dynamodb.models.table import StreamShard
 from moto.moto_server.threaded_moto_server import MotoRequestHandler
@@ -75,7 +75,7 @@ TRANSACT_ACTIONS = {
 }
 
 
-def iam_calls(service: str, target: str, body: bytes):
+def iam_calls(service: str, target: str, body: bytes, environ=None):
     """(action, resource) for each IAM authorisation the request needs."""
     if target.startswith("DynamoDB_20120810."):
         op = target.split(".", 1)[1]
@@ -105,6 +105,22 @@ def iam_calls(service: str, target: str, body: bytes):
         data = json.loads(body or b"{}")
         op = target.split(".", 1)[1]
         return [(f"sqs:{SQS_BATCH_ACTIONS.get(op, op)}", data.get("QueueUrl", ""))]
+    if service == "s3":
+        # REST: the action follows from the method (HEAD is authorized as GetObject; a PUT
+        # with a copy source reads that object too). Resources as bucket/key.
+        method = environ["REQUEST_METHOD"]
+        resource = environ.get("PATH_INFO", "").lstrip("/")
+        if method in ("GET", "HEAD"):
+            return [("s3:GetObject", resource)]
+        if method == "DELETE":
+            return [("s3:DeleteObject", resource)]
+        if method == "PUT":
+            out = [("s3:PutObject", resource)]
+            source = environ.get("HTTP_X_AMZ_COPY_SOURCE")
+            if source:
+                out.append(("s3:GetObject", unquote(source).lstrip("/")))
+            return out
+        return [(f"s3:{method}", resource)]
     if service in ("sqs", "sns"):
         form = parse_qs(body.decode("utf-8", "replace"))
         action = form.get("Action", [""])[0]
@@ -117,9 +133,13 @@ def log_calls(app, path: str):
     out = open(path, "a", buffering=1, encoding="utf-8")
     lock = threading.Lock()
     credential = re.compile(r"Credential=(rehearsal-[^/]+)/[^/]+/[^/]+/([^/]+)/")
+    presigned = re.compile(r"X-Amz-Credential=(rehearsal-[^/]+)/[^/]+/[^/]+/([^/]+)/")
 
     def wrapped(environ, start_response):
-        found = credential.search(environ.get("HTTP_AUTHORIZATION", ""))
+        # In the Authorization header, or (a presigned URL) in the query string.
+        found = credential.search(environ.get("HTTP_AUTHORIZATION", "")) or presigned.search(
+            unquote(environ.get("QUERY_STRING", ""))
+        )
         if found:
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"].read(length) if length else b""
@@ -127,7 +147,7 @@ def log_calls(app, path: str):
             key, service = found.group(1), found.group(2)
             lines = [
                 json.dumps({"key": key, "action": a, "resource": r})
-                for a, r in iam_calls(service, environ.get("HTTP_X_AMZ_TARGET", ""), body)
+                for a, r in iam_calls(service, environ.get("HTTP_X_AMZ_TARGET", ""), body, environ)
             ]
             with lock:
                 for line in lines:

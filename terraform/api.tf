@@ -22,6 +22,8 @@ locals {
     "PUT /locations/by-external-id/{externalId}",
     "PUT /offers/{offerId}/rule",
     "DELETE /offers/{offerId}/rule",
+    # An import's upload URL (the file itself goes to S3, presigned; s3.tf).
+    "POST /imports",
     # The live write budget, an operator's setting stored in the jobs table (docs/scaling.md).
     "GET /admin/write-budget",
     "PUT /admin/write-budget",
@@ -43,6 +45,7 @@ locals {
     "GET /offers",
     "GET /offers/{offerId}/rule",
     "GET /offers/{offerId}/drift",
+    "GET /imports/{importId}",
     "GET /jobs/{jobId}/deliveries",
     "POST /webhooks",
     "GET /webhooks",

@@ -98,6 +98,13 @@ data "aws_iam_policy_document" "job_api" {
     resources = [aws_sqs_queue.fanout.arn]
   }
 
+  # POST /imports presigns the client's PUT of its file: S3 authorizes that PUT as this role.
+  statement {
+    sid       = "PresignImportUploads"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.uploads.arn}/imports/*"]
+  }
+
   statement {
     sid       = "UseDeploymentKey"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
@@ -191,10 +198,27 @@ data "aws_iam_policy_document" "fanout" {
   # update job + delete active lock); mark_notified. A resumed job: its parked chunks (Query
   # on the job's partition), re-sent to the chunk queue, then removed with the job's update
   # (transactions of DeleteItem + UpdateItem).
+  # An import's file arriving: the import's job (PutItem), its start on the import record
+  # (UpdateItem); a file refused as a whole is one ledgered failure (transaction: put the
+  # chunk marker, update the job).
   statement {
     sid       = "JobsStartAdvanceComplete"
-    actions   = ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"]
+    actions   = ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]
     resources = [aws_dynamodb_table.jobs.arn]
+  }
+
+  # An import's file: copied from imports/ to taken/ (GetObject of the source, PutObject of
+  # the copy), then read in ranges (HeadObject and GetObject are s3:GetObject).
+  statement {
+    sid       = "TakeAndReadImportFiles"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.uploads.arn}/imports/*", "${aws_s3_bucket.uploads.arn}/taken/*"]
+  }
+
+  statement {
+    sid       = "KeepImportFiles"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.uploads.arn}/taken/*"]
   }
 
   # Chunks to the workers (a resumed job's parked ones too); a hand-over message to itself
@@ -292,10 +316,13 @@ data "aws_iam_policy_document" "worker" {
   }
 
   # Link a location (UpdateItem location, PutItem link), existing links (BatchGetItem),
-  # the ledger transaction's `ADD locationsTotal` on the offer (UpdateItem).
+  # the ledger transaction's `ADD locationsTotal` on the offer (UpdateItem). An import's
+  # rows: a location and its external id's claim created (transaction of PutItem), changed
+  # or marked (UpdateItem); closing one the file did not name takes it out of its offers
+  # (transaction: UpdateItem location, DeleteItem links, UpdateItem offers, PutItem marks).
   statement {
     sid       = "LinkLocations"
-    actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    actions   = ["dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
     resources = [aws_dynamodb_table.catalog.arn]
   }
 
@@ -308,6 +335,13 @@ data "aws_iam_policy_document" "worker" {
     sid       = "LedgerAndCompleteJobs"
     actions   = ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]
     resources = [aws_dynamodb_table.jobs.arn]
+  }
+
+  # An import's rows: ranges of the file its job took.
+  statement {
+    sid       = "ReadImportFiles"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.uploads.arn}/taken/*"]
   }
 
   statement {
@@ -347,7 +381,7 @@ data "aws_iam_policy_document" "worker_dlq" {
   # transaction's `ADD locationsTotal` on the offer).
   statement {
     sid       = "LinkLocations"
-    actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+    actions   = ["dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
     resources = [aws_dynamodb_table.catalog.arn]
   }
 
@@ -355,6 +389,13 @@ data "aws_iam_policy_document" "worker_dlq" {
     sid       = "LedgerAndCompleteJobs"
     actions   = ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]
     resources = [aws_dynamodb_table.jobs.arn]
+  }
+
+  # An import's rows a dead-lettered chunk held, read again to account them.
+  statement {
+    sid       = "ReadImportFiles"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.uploads.arn}/taken/*"]
   }
 
   statement {

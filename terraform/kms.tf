@@ -66,15 +66,16 @@ data "aws_iam_policy_document" "kms" {
   }
 
   # SQS and SNS encrypt/decrypt messages of this account's queues and topic. SNS also
-  # delivers the topic's events to the KMS-encrypted webhook queue (sns.tf): for that it
-  # needs kms:GenerateDataKey (the SQS data key; the only GenerateDataKey* action SQS
-  # server-side encryption calls) and kms:Decrypt, both granted here.
+  # delivers the topic's events to the KMS-encrypted webhook queue (sns.tf), and S3 the
+  # uploads bucket's object-created events to the KMS-encrypted fanout queue (s3.tf): for
+  # that each needs kms:GenerateDataKey (the SQS data key; the only GenerateDataKey* action
+  # SQS server-side encryption calls) and kms:Decrypt, both granted here.
   statement {
     sid    = "SqsAndSnsUseKeyForThisAccount"
     effect = "Allow"
     principals {
       type        = "Service"
-      identifiers = ["sqs.amazonaws.com", "sns.amazonaws.com"]
+      identifiers = ["sqs.amazonaws.com", "sns.amazonaws.com", "s3.amazonaws.com"]
     }
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = ["*"]

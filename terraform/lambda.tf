@@ -29,22 +29,25 @@ locals {
   # What every function is told (names from shared/aws/src/lib.rs and shared/core/src/config.rs).
   # Each value comes from the resource or variable it describes, never from a copy.
   lambda_env = {
-    CATALOG_TABLE           = aws_dynamodb_table.catalog.name
-    JOBS_TABLE              = aws_dynamodb_table.jobs.name
-    FANOUT_QUEUE_URL        = aws_sqs_queue.fanout.url
-    CHUNK_QUEUE_URL         = aws_sqs_queue.chunks.url
-    CHUNK_DLQ_URL           = aws_sqs_queue.chunks_dlq.url
-    WEBHOOK_QUEUE_URL       = aws_sqs_queue.webhooks.url
-    EVENTS_TOPIC_ARN        = aws_sns_topic.job_events.arn
-    CHUNK_SIZE              = var.chunk_size
-    FANOUT_PAGE_SIZE        = var.fanout_page_size
-    WRITE_BUDGET_PER_SEC    = var.write_budget_per_sec
-    WORKER_MAX_CONCURRENCY  = var.worker_max_concurrency
-    MAX_RECEIVE_COUNT       = var.max_receive_count
-    VISIBILITY_TIMEOUT_SECS = aws_sqs_queue.chunks.visibility_timeout_seconds
-    FAILURE_THRESHOLD       = var.failure_threshold
-    FAILURE_MIN_SAMPLE      = var.failure_min_sample
-    BRAND_CLAIM             = var.brand_claim
+    CATALOG_TABLE             = aws_dynamodb_table.catalog.name
+    JOBS_TABLE                = aws_dynamodb_table.jobs.name
+    FANOUT_QUEUE_URL          = aws_sqs_queue.fanout.url
+    CHUNK_QUEUE_URL           = aws_sqs_queue.chunks.url
+    CHUNK_DLQ_URL             = aws_sqs_queue.chunks_dlq.url
+    WEBHOOK_QUEUE_URL         = aws_sqs_queue.webhooks.url
+    EVENTS_TOPIC_ARN          = aws_sns_topic.job_events.arn
+    UPLOADS_BUCKET            = aws_s3_bucket.uploads.id
+    MAX_IMPORT_BYTES          = var.max_import_bytes
+    IMPORT_UPLOAD_EXPIRY_SECS = var.import_upload_expiry_seconds
+    CHUNK_SIZE                = var.chunk_size
+    FANOUT_PAGE_SIZE          = var.fanout_page_size
+    WRITE_BUDGET_PER_SEC      = var.write_budget_per_sec
+    WORKER_MAX_CONCURRENCY    = var.worker_max_concurrency
+    MAX_RECEIVE_COUNT         = var.max_receive_count
+    VISIBILITY_TIMEOUT_SECS   = aws_sqs_queue.chunks.visibility_timeout_seconds
+    FAILURE_THRESHOLD         = var.failure_threshold
+    FAILURE_MIN_SAMPLE        = var.failure_min_sample
+    BRAND_CLAIM               = var.brand_claim
     # The webhook queue's own visibility timeout (6 x webhooks_timeout_seconds), and how
     # long failed deliveries are retried.
     WEBHOOK_VISIBILITY_TIMEOUT_SECS = aws_sqs_queue.webhooks.visibility_timeout_seconds

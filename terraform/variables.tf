@@ -463,3 +463,33 @@ variable "jwt_audience" {
   default     = []
   nullable    = false
 }
+
+variable "max_import_bytes" {
+  description = "The largest import file taken (bytes); a larger one fails its import job without a row applied (MAX_IMPORT_BYTES)"
+  type        = number
+  default     = 1073741824
+  validation {
+    condition     = var.max_import_bytes >= 1024 && var.max_import_bytes <= 5368709120
+    error_message = "max_import_bytes must be 1 KiB to 5 GiB (the largest object one S3 copy takes)."
+  }
+}
+
+variable "import_upload_expiry_seconds" {
+  description = "How long an import's presigned upload URL works (IMPORT_UPLOAD_EXPIRY_SECS); at most the signing role's session allows"
+  type        = number
+  default     = 900
+  validation {
+    condition     = var.import_upload_expiry_seconds >= 60 && var.import_upload_expiry_seconds <= 3600
+    error_message = "import_upload_expiry_seconds must be 60 to 3600 (a Lambda role's credentials last about an hour)."
+  }
+}
+
+variable "import_retention_days" {
+  description = "Days an import's file is kept in the uploads bucket before it expires"
+  type        = number
+  default     = 7
+  validation {
+    condition     = var.import_retention_days >= 1
+    error_message = "import_retention_days must be at least 1."
+  }
+}

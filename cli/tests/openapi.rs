@@ -9,7 +9,8 @@ use std::time::Duration;
 use bulklink::client::{ApiClient, ApiResponse};
 use bulklink::receiver::Receiver;
 use bulklink::runtime::{Runtime, RuntimeConfig};
-use bulklink_core::domain::{BrandId, LocationId, OfferId};
+use bulklink_core::domain::{BrandId, JobId, LocationId, OfferId};
+use bulklink_core::Settings;
 use bulklink_http::auth::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -234,6 +235,7 @@ async fn ask_every_store_operation(runtime: &Runtime, brand: BrandId) -> Vec<(St
         ),
         ("createWebhook", json!({ "url": "http://127.0.0.1:9/hook" })),
         ("setOfferRule", json!({ "where": {} })),
+        ("createImport", json!({ "format": "csv" })),
     ]);
     let delivery = format!("msg_{}", uuid::Uuid::now_v7().simple());
     let mut asked = Vec::new();
@@ -1829,6 +1831,179 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
             raw(&api, &token, method, path, "text/plain", b"{}".to_vec()).await,
         );
     }
+
+    // Imports: made, refused, read; their file uploaded once, refused, and too late.
+    let import = |body: Value| {
+        let api = api.clone();
+        async move {
+            api.send(Method::POST, "/imports", Some(&body), &[])
+                .await
+                .unwrap()
+        }
+    };
+    let made = reach.saw(
+        "createImport",
+        201,
+        import(json!({ "format": "csv" })).await,
+    );
+    reach.saw(
+        "createImport",
+        400,
+        import(json!({ "format": "xlsx" })).await,
+    );
+    reach.saw(
+        "createImport",
+        403,
+        import(json!({ "format": "csv", "brandId": BrandId::new_random() })).await,
+    );
+    reach.saw(
+        "createImport",
+        413,
+        raw(
+            &api,
+            &token,
+            Method::POST,
+            "/imports",
+            "application/json",
+            big.clone(),
+        )
+        .await,
+    );
+    reach.saw(
+        "createImport",
+        415,
+        raw(
+            &api,
+            &token,
+            Method::POST,
+            "/imports",
+            "text/plain",
+            b"{}".to_vec(),
+        )
+        .await,
+    );
+    let import_id = made["id"].as_str().unwrap().to_owned();
+    let upload_url = made["uploadUrl"].as_str().unwrap().to_owned();
+    let upload = |url: String, body: &'static [u8]| async move {
+        let r = reqwest::Client::new()
+            .put(url)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (status, location) = (
+            r.status(),
+            r.headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| v.to_str().unwrap().to_owned()),
+        );
+        let content_type = r
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned());
+        Answer {
+            status,
+            content_type,
+            location,
+            retry_after: None,
+            body: r.json().await.unwrap_or(Value::Null),
+        }
+    };
+    let base = api.base().to_owned();
+    reach.saw(
+        "getImport",
+        200,
+        api.send(Method::GET, &format!("/imports/{import_id}"), None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "getImport",
+        400,
+        api.send(Method::GET, "/imports/nope", None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "getImport",
+        404,
+        api.send(
+            Method::GET,
+            &format!("/imports/{}", JobId::new_v7()),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "uploadImportFile",
+        400,
+        upload(format!("{base}/imports/nope/file?token=x"), b"").await,
+    );
+    reach.saw(
+        "uploadImportFile",
+        404,
+        upload(
+            format!("{base}/imports/{}/file?token=x", JobId::new_v7()),
+            b"",
+        )
+        .await,
+    );
+    reach.saw(
+        "uploadImportFile",
+        403,
+        upload(format!("{base}/imports/{import_id}/file?token=not-it"), b"").await,
+    );
+    reach.saw(
+        "uploadImportFile",
+        422,
+        upload(upload_url.clone(), b"hello,world\n").await,
+    );
+    reach.saw(
+        "uploadImportFile",
+        202,
+        upload(upload_url.clone(), b"externalId,address\ni-1,1 Import St\n").await,
+    );
+    reach.saw(
+        "uploadImportFile",
+        409,
+        upload(upload_url.clone(), b"externalId,address\n").await,
+    );
+    // A deployment that takes 64 bytes at most, whose clock a test moves.
+    let tight_env = Env::new(Settings {
+        max_import_bytes: 64,
+        ..fast_settings()
+    });
+    let clock = bulklink_core::Clock::manual(tight_env.ports().clock.now());
+    let tight = tight_env
+        .start(
+            RuntimeConfig {
+                consumers: false,
+                clock: clock.clone(),
+                ..tight_env.config()
+            },
+            |ports| ports,
+        )
+        .await;
+    let tight_api = tight.api_as(Role::Brand(BrandId::new_random())).unwrap();
+    let new_url = || async {
+        let made: Value = tight_api
+            .post("/imports", &json!({ "format": "csv" }))
+            .await
+            .unwrap();
+        made["uploadUrl"].as_str().unwrap().to_owned()
+    };
+    let url = new_url().await;
+    reach.saw("uploadImportFile", 413, upload(url, &[b'x'; 65]).await);
+    let url = new_url().await;
+    clock.advance(chrono::Duration::minutes(15));
+    reach.saw(
+        "uploadImportFile",
+        410,
+        upload(url, b"externalId,address\n").await,
+    );
+    tight.shutdown().await;
 
     reach.saw(
         "openapi",

@@ -678,6 +678,58 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
     }
     assert_eq!(unlinked["counters"]["unlinked"], 298, "{unlinked}");
 
+    // An import: job-api presigns the upload, the file goes to S3, its event reaches fanout
+    // through the fanout queue's mapping; fanout takes the file and pages its rows, the
+    // worker applies them and closes the stores the file does not name.
+    let (code, import) = call(
+        &job_api,
+        "POST",
+        "/imports",
+        Some(json!({ "format": "csv", "closeMissing": true })),
+        brand,
+    )
+    .await;
+    assert_eq!(code, 201, "{import}");
+    let file = "externalId,address,country\nR-1,1 Rehearsal Row,GB\nR-2,2 Rehearsal Row,\n";
+    let http = reqwest::Client::new();
+    let put = http
+        .put(import["uploadUrl"].as_str().unwrap())
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let import_id = import["id"].as_str().unwrap().to_owned();
+    let mut imported = Value::Null;
+    for _ in 0..600 {
+        let (_, shown) = call(
+            &status,
+            "GET",
+            &format!("/imports/{import_id}"),
+            None,
+            brand,
+        )
+        .await;
+        if let Some(job) = shown["jobId"].as_str() {
+            let (_, body) = call(&status, "GET", &format!("/jobs/{job}"), None, brand).await;
+            if body["status"] == "SUCCEEDED" {
+                imported = body;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counters = &imported["counters"];
+    assert_eq!(
+        (
+            &counters["created"],
+            &counters["updated"],
+            &counters["closed"]
+        ),
+        (&json!(1), &json!(1), &json!(298)),
+        "{imported}"
+    );
+
     let _ = stop.send(true);
     for mapping in mappings {
         let _ = mapping.await;
@@ -718,6 +770,9 @@ fn write_calls(names: &bulklink_aws::AwsNames) {
         }
         if resource == names.events_topic_arn {
             return "aws_sns_topic.job_events.arn".to_owned();
+        }
+        if let Some(key) = resource.strip_prefix(&format!("{}/", names.uploads_bucket)) {
+            return format!("aws_s3_bucket.uploads.arn/{key}");
         }
         resource.to_owned()
     };

@@ -16,7 +16,7 @@ use bulklink_core::StoreError;
 use bulklink_http::auth::Caller;
 use bulklink_http::http::{parse_id, sha256_hex, ApiError, ApiState, JsonBody, Problem};
 use bulklink_http::openapi::{
-    BadRequest, Forbidden, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
+    BadRequest, Forbidden, PayloadTooLarge, ServiceUnavailable, Unauthorized, UnsupportedMediaType,
 };
 use bulklink_http::views::ImportView;
 use futures::StreamExt;
@@ -56,7 +56,8 @@ bulklink_core::json_object_only!(NewImport);
     path = "/imports",
     tag = "imports",
     operation_id = "createImport",
-    request_body(content = NewImport, content_type = "application/json"),
+    request_body(content = NewImport, content_type = "application/json",
+        example = json!({ "format": "csv", "closeMissing": false })),
     responses(
         (status = 201, description = "The import, waiting for its file at `uploadUrl`", body = ImportView,
          headers(("Location" = String, description = "`/imports/{importId}`"))),
@@ -126,7 +127,7 @@ fn absolute(headers: &HeaderMap, url: String) -> String {
 #[into_params(parameter_in = Query)]
 pub struct UploadQuery {
     /// The upload's secret, as `uploadUrl` carries it.
-    token: String,
+    token: Option<String>,
 }
 
 /// Upload an import's file (the embedded backend's `uploadUrl`).
@@ -154,6 +155,7 @@ pub struct UploadQuery {
         (status = 410, description = "The upload URL has expired", content_type = "application/problem+json", body = Problem),
         (status = 413, response = PayloadTooLarge),
         (status = 422, description = "The file is not an import's (the reason names its line)", content_type = "application/problem+json", body = Problem),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub async fn upload_file(
@@ -167,10 +169,10 @@ pub async fn upload_file(
     let id: ImportId = parse_id(&import_id)?;
     let missing = || ApiError::not_found(format!("import {id} does not exist"));
     let import = ports.imports.get_import(id).await?.ok_or_else(missing)?;
-    let token_ok = import
-        .token_hash
-        .as_deref()
-        .is_some_and(|hash| same(hash, &sha256_hex(query.token.as_bytes())));
+    let token_ok = match (import.token_hash.as_deref(), query.token.as_deref()) {
+        (Some(hash), Some(token)) => same(hash, &sha256_hex(token.as_bytes())),
+        _ => false,
+    };
     if !token_ok {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
