@@ -52,3 +52,8 @@ output "kms_key_arn" {
   description = "The deployment's customer-managed KMS key."
   value       = aws_kms_key.main.arn
 }
+
+output "uploads_bucket" {
+  description = "S3 bucket of imports' files (UPLOADS_BUCKET)"
+  value       = aws_s3_bucket.uploads.id
+}

@@ -208,6 +208,12 @@ enum Command {
         /// has followed it (p50, p90, p99, max).
         #[arg(long)]
         rules: bool,
+        /// Imports (embedded): a CSV of --import-rows new stores uploaded and imported;
+        /// rows/s and peak RSS at 100,000 rows and at the end.
+        #[arg(long)]
+        import: bool,
+        #[arg(long, default_value_t = 1_000_000)]
+        import_rows: u64,
         /// A live budget change (embedded): one job at --write-budget, set to this many
         /// writes/s over the API --budget-change-at seconds in; prints per-second windows.
         #[arg(long)]
@@ -619,10 +625,32 @@ async fn main() -> anyhow::Result<()> {
                 settings: pipeline.settings()?,
                 ..Default::default()
             };
-            let (link_all, unlink_all) =
-                bench::measure_aws(locations, config, endpoint_url).await?;
-            emit!("link-all:\n{}", link_all.report().trim_end());
-            emit!("\nunlink-all:\n{}", unlink_all.report().trim_end());
+            let economy = bench::measure_aws(locations, config, endpoint_url).await?;
+            emit!("link-all:\n{}", economy.link_all.report().trim_end());
+            emit!("\nunlink-all:\n{}", economy.unlink_all.report().trim_end());
+            emit!("\nfiltered link-all:\n{}", economy.filtered.trim_end());
+            emit!(
+                "\nimport (new stores):\n{}",
+                economy.import_new.report().trim_end()
+            );
+            emit!(
+                "\nimport (the same file again):\n{}",
+                economy.import_again.report().trim_end()
+            );
+        }
+        Command::Bench {
+            backend: BackendKind::Embedded,
+            import: true,
+            import_rows,
+            pipeline,
+            ..
+        } => {
+            let config = RuntimeConfig {
+                settings: pipeline.settings()?,
+                ..Default::default()
+            };
+            let report = bench::import(config, import_rows).await?;
+            emit!("{}", report.trim_end());
         }
         Command::Bench {
             backend: BackendKind::Embedded,

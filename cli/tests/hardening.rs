@@ -785,3 +785,102 @@ async fn an_undo_killed_mid_way_is_exact_after_a_restart() {
         (0, 0, 0)
     );
 }
+
+/// A real `bulklink serve` killed with SIGKILL in the middle of an import (rows applied,
+/// chunks unaccounted); a new one on the same file finishes it with every row counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_killed_mid_way_is_exact_after_a_restart() {
+    use bulklink_core::ports::JobStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let brand = bulklink_core::domain::BrandId::new_random().to_string();
+    // Create the store (and its key) before the server does: `token` needs the key.
+    let token = cli(dir.path(), &["token", "--brand", &brand]);
+    let mut serve = Serve::start(dir.path(), free_port());
+    serve.ready().await;
+    let api = ApiClient::new(&serve.base).unwrap().with_token(&token);
+    let rows = 3_000;
+    let file: String = std::iter::once("externalId,address,tags\n".to_owned())
+        .chain((0..rows).map(|i| format!("k-{i},{i} Killed St,t{}\n", i % 4)))
+        .collect();
+    let import = api.create_import("csv", false).await.unwrap();
+    let (status, body) = api
+        .upload(import.upload_url.as_deref().unwrap(), file.clone())
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let job = api
+        .import_job(import.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    // At 1,000 writes a second the import takes seconds: kill it once it is under way.
+    eventually(
+        Duration::from_secs(30),
+        "the import to be under way",
+        || async {
+            api.job(job)
+                .await
+                .is_ok_and(|j| j.counters.counters.created > 0)
+        },
+    )
+    .await;
+    let pid = serve.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let serve = tokio::task::spawn_blocking(move || {
+        serve.child.wait().unwrap();
+        serve
+    })
+    .await
+    .unwrap();
+    let mid = EmbeddedStore::open(dir.path().join("bulklink.db"))
+        .unwrap()
+        .get_job(job)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !mid.status.is_terminal() && mid.counters.created < rows,
+        "killed mid-import: {:?} {:?}",
+        mid.status,
+        mid.counters
+    );
+    drop(serve);
+
+    let restarted = Serve::start(dir.path(), free_port());
+    restarted.ready().await;
+    let api = ApiClient::new(&restarted.base).unwrap().with_token(&token);
+    let done = api
+        .wait_terminal(
+            job,
+            Duration::from_millis(20),
+            Duration::from_secs(120),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded);
+    let c = &done.counters.counters;
+    assert_eq!(
+        (c.total, c.created, c.updated, c.unchanged, c.invalid),
+        (rows, rows, 0, 0, 0)
+    );
+    let mut stores = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/locations?limit=1000&cursor={c}"),
+            None => "/locations?limit=1000".to_owned(),
+        };
+        let page: Value = api.get(&path).await.unwrap();
+        stores += page["items"].as_array().unwrap().len() as u64;
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(stores, rows, "one store a row");
+}

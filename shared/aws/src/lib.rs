@@ -16,6 +16,7 @@ mod items;
 mod jobs;
 mod metrics;
 mod queue;
+mod read_units;
 mod sdk_error;
 mod upgrade;
 mod uploads;
@@ -41,6 +42,7 @@ pub use events::SnsEvents;
 pub use jobs::DynamoJobs;
 pub use metrics::{Counts, RequestCounter};
 pub use queue::SqsQueue;
+pub use read_units::ReadUnits;
 pub use upgrade::{upgrade, Upgraded};
 pub use uploads::S3Uploads;
 pub use webhooks::DynamoWebhooks;
@@ -123,6 +125,8 @@ pub struct AwsClients {
     pub sns: aws_sdk_sns::Client,
     pub s3: aws_sdk_s3::Client,
     pub counter: RequestCounter,
+    /// What DynamoDB reads cost, measured when switched on (the bench).
+    pub read_units: ReadUnits,
     /// What the clients were made from, for a client of another service.
     pub sdk_config: Arc<aws_config::SdkConfig>,
 }
@@ -174,9 +178,11 @@ impl AwsClients {
 
     pub fn from_config(config: &aws_config::SdkConfig) -> Self {
         let counter = RequestCounter::new();
+        let read_units = ReadUnits::new();
         let dynamodb = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(config)
                 .interceptor(counter.clone())
+                .interceptor(read_units.clone())
                 .build(),
         );
         let sqs = aws_sdk_sqs::Client::from_conf(
@@ -203,6 +209,7 @@ impl AwsClients {
             sns,
             s3,
             counter,
+            read_units,
             sdk_config: Arc::new(config.clone()),
         }
     }
