@@ -11,6 +11,8 @@
   const FAILURES_PAGE = 20;
   const LOCATIONS_PAGE = 100;
   const OFFERS_PAGE = 100;
+  // An import's file: its format as the name's extension says (the user may choose another).
+  const IMPORT_FORMATS = { csv: "csv", ndjson: "ndjson", jsonl: "ndjson" };
   // Drift reads every location of the brand (the API says: for checking, not for polling), so
   // the offer page counts it when the rule is set, when the offer's count of locations moved
   // (at most every DRIFT_SOON_MS), and otherwise every DRIFT_LATE_MS.
@@ -21,10 +23,13 @@
   // Whether a job has ended: the API sets finishedAt then. Which actions a job allows is the
   // API's `allowedActions`; the page keeps no status rules of its own.
   const ended = (job) => Boolean(job.finishedAt);
+  // A job that applies an import's rows (an import, or a retry of one) counts rows, not links.
+  const importing = (job) => job.type === "import-locations" || job.action === "import";
   const STATUS_CLASS = {
     PENDING: "wait", RUNNING: "run", PAUSED: "paused", CANCELLING: "warn", FAILING: "warn",
     SUCCEEDED: "ok", COMPLETED_WITH_ERRORS: "warn", FAILED: "bad", CANCELLED: "stop",
     pending: "wait", succeeded: "ok", failed: "bad", active: "ok", disabled: "bad", closed: "stop",
+    waiting: "wait", started: "run", expired: "stop",
   };
   // The API's root: the console is served at <root>/console/.
   const API_ROOT = new URL("../", location.href);
@@ -353,6 +358,28 @@
     return h("div", {}, h("dt", {}, label), h("dd", {}, numbers.format(value || 0)));
   }
 
+  const IMPORT_FAILURES_CAPTION = "Rows of the file that could not be applied, by the line each "
+    + "begins on, with the reason (a store the import could not close is named by its id).";
+
+  /** The counters of a job that applies an import's rows. */
+  function importCounters(c) {
+    return [
+      counter("Created", c.created), counter("Updated", c.updated), counter("Unchanged", c.unchanged),
+      counter("Closed", c.closed), counter("Invalid", c.invalid), counter("Failed", c.failed),
+    ];
+  }
+
+  /** A failure's key among a job's failures: its location, or its row of an import's file. */
+  function failureKey(f) {
+    return f.locationId ? f.locationId : `line-${f.line}`;
+  }
+
+  /** Where a failure happened: its location's id, or the line of the import's file. */
+  function failurePlace(f) {
+    if (f.locationId) return td(f.locationId, "mono");
+    return td(f.line === null || f.line === undefined ? "—" : String(f.line));
+  }
+
   function chart(jobId, job) {
     const points = (samples.get(jobId) || []).slice();
     if (job.startedAt) points.unshift({ t: Date.parse(job.startedAt), p: 0 });
@@ -503,20 +530,23 @@
       if (data.nextCursor) cursors.push(data.nextCursor);
       const items = data.items || [];
       failuresEmpty.hidden = items.length > 0 || page > 0;
-      syncRows(failureRows, items, (f) => f.locationId, (f) => [
-        td(f.locationId, "mono"), td(f.reason), td(numbers.format(f.attempts), "num"),
+      syncRows(failureRows, items, failureKey, (f) => [
+        failurePlace(f), td(f.reason), td(numbers.format(f.attempts), "num"),
       ]);
       prev.disabled = page === 0;
       next.disabled = !data.nextCursor;
       pageLabel.textContent = `Page ${page + 1}`;
     };
+    // An import's failures are rows of its file: the first column is their line.
+    const failuresCaption = h("caption", {}, "Locations that could not be done, with the reason.");
+    const failuresPlace = h("th", { scope: "col" }, "Location");
     const failures = h("section", { "aria-labelledby": "failures-title" },
       h("h2", { id: "failures-title" }, "Failures"),
       h("div", { class: "table-wrap" },
         h("table", {},
-          h("caption", {}, "Locations that could not be done, with the reason."),
+          failuresCaption,
           h("thead", {}, h("tr", {},
-            h("th", { scope: "col" }, "Location"), h("th", { scope: "col" }, "Reason"),
+            failuresPlace, h("th", { scope: "col" }, "Reason"),
             h("th", { scope: "col", class: "num" }, "Attempts"))),
           failureRows),
         failuresEmpty),
@@ -550,7 +580,10 @@
       if (!ended(job)) list.push({ t: Date.now(), p: job.percent });
       samples.set(jobId, list.slice(-600));
 
-      replaceOnChange(summary, `${job.type} ${job.offerId} ${job.parentJobId}`, `${job.type} of offer `, h("a", { href: `#/offers/${job.offerId}`, class: "mono" }, job.offerId),
+      replaceOnChange(summary, `${job.type} ${job.offerId} ${job.importId} ${job.parentJobId}`,
+        job.offerId ? [`${job.type} of offer `, h("a", { href: `#/offers/${job.offerId}`, class: "mono" }, job.offerId)]
+          : job.importId ? [`${job.type} of import `, h("a", { href: `#/imports/${job.importId}`, class: "mono" }, job.importId)]
+            : job.type,
         job.parentJobId ? [" (from job ", h("a", { href: `#/jobs/${job.parentJobId}`, class: "mono" }, job.parentJobId), ")"] : null);
       replace(statusLine, "Status: ", statusBadge(job.status),
         job.status === "PAUSED" ? ` — ${numbers.format(job.chunksParked)} chunks parked` : null);
@@ -559,15 +592,21 @@
           ended(job) ? "" : ` · ETA ${duration(job.etaSeconds)}`,
           ` · ${numbers.format(job.chunksDone)} of ${numbers.format(job.chunksTotal)} chunks`,
           job.fanoutDone ? "" : " (still paging)"));
-      const shown = [
-        counter("Total", c.total), counter("Processed", c.processed), counter("Linked", c.linked),
-        counter("Already linked", c.alreadyLinked), counter("Not found", c.notFound),
-        counter("Failed", c.failed), counter("Cancelled", c.cancelled),
-      ];
+      const shown = [counter("Total", c.total), counter("Processed", c.processed)];
+      if (importing(job)) {
+        shown.push(importCounters(c), counter("Cancelled", c.cancelled));
+      } else {
+        shown.push(counter("Linked", c.linked), counter("Already linked", c.alreadyLinked),
+          counter("Not found", c.notFound), counter("Failed", c.failed), counter("Cancelled", c.cancelled));
+      }
       if (job.action === "unlink" || job.action === "reconcile") {
         shown.push(counter("Unlinked", c.unlinked), counter("Not linked", c.notLinked));
       }
       replace(counters, shown);
+      if (importing(job)) {
+        failuresCaption.textContent = IMPORT_FAILURES_CAPTION;
+        failuresPlace.textContent = "Line";
+      }
       replace(times,
         h("dt", {}, "Created"), h("dd", {}, when(job.createdAt)),
         h("dt", {}, "Started"), h("dd", {}, when(job.startedAt)),
@@ -578,8 +617,10 @@
       const allowed = new Set(job.allowedActions || []);
       for (const [verb, button] of Object.entries(buttons)) button.hidden = !allowed.has(verb);
 
-      if (c.failed !== failuresSeen && failurePage === 0) {
-        failuresSeen = c.failed;
+      // An import's invalid rows are failures too.
+      const failed = (c.failed || 0) + (c.invalid || 0);
+      if (failed !== failuresSeen && failurePage === 0) {
+        failuresSeen = failed;
         await loadFailures(0);
       }
       if (job.status !== lastStatus || tick % 5 === 0) await loadDeliveries();
@@ -768,6 +809,8 @@
     };
     return [
       h("h1", { tabindex: "-1" }, "Locations"),
+      h("p", {}, h("a", { href: "#/imports/new" }, "Import stores"),
+        " from a CSV or NDJSON file: each row creates or updates the store with its external id."),
       brandPicker(() => { pages.reset(); poll(view); }),
       form,
       h("p", { id: "filters-help", class: "help" },
@@ -787,6 +830,217 @@
           tbody),
         empty),
       pages.element,
+    ];
+  }
+
+  /**
+   * PUTs an import's file to its upload URL. The URL is the upload's authority: no bearer
+   * token goes with it (on AWS it is S3's, which answers XML when it refuses).
+   */
+  async function upload(url, file) {
+    let response;
+    try {
+      response = await fetch(url, { method: "PUT", body: file, cache: "no-store", credentials: "omit", redirect: "error" });
+    } catch (e) {
+      throw new ApiError(0, `the upload URL could not be reached (${e.message})`);
+    }
+    if (response.ok) return;
+    const text = await response.text();
+    let detail = null;
+    try {
+      const data = JSON.parse(text);
+      detail = data && (data.detail || data.title);
+    } catch (_) {
+      const message = new DOMParser().parseFromString(text, "application/xml").querySelector("Message");
+      detail = message ? message.textContent : null;
+    }
+    throw new ApiError(response.status, detail || `${response.status} ${response.statusText}`, response);
+  }
+
+  function importFormView(view) {
+    const format = h("select", { id: "import-format", name: "format" },
+      h("option", { value: "csv" }, "CSV"),
+      h("option", { value: "ndjson" }, "NDJSON (one JSON object a line)"));
+    const file = h("input", {
+      type: "file", id: "import-file", name: "file", required: true,
+      accept: ".csv,.ndjson,.jsonl,text/csv", "aria-describedby": "import-file-help",
+      // The name's extension chooses the format; the select can still say otherwise.
+      onchange: () => {
+        const chosen = file.files[0];
+        const extension = chosen ? chosen.name.split(".").pop().toLowerCase() : "";
+        if (IMPORT_FORMATS[extension]) format.value = IMPORT_FORMATS[extension];
+      },
+    });
+    const closeMissing = h("input", {
+      type: "checkbox", id: "import-close", name: "closeMissing", "aria-describedby": "import-close-help",
+    });
+    const target = h("p", { class: "help", hidden: true });
+    const progressText = h("p", { class: "muted", hidden: true });
+    const submit = h("button", { type: "submit" }, "Import");
+    const done = (text) => {
+      submit.disabled = false;
+      progressText.hidden = true;
+      if (text) showError(text);
+    };
+    const form = h("form", {
+      "aria-labelledby": "import-form-title",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const chosen = file.files[0];
+        if (!chosen) {
+          showError("Choose the file to import.");
+          file.focus();
+          return;
+        }
+        const body = { format: format.value, closeMissing: closeMissing.checked };
+        if (isAdmin()) {
+          const brand = sessionStorage.getItem(BRAND_KEY);
+          if (!brand) {
+            showError("Name the brand whose stores the file holds.");
+            $("brand-input").focus();
+            return;
+          }
+          body.brandId = brand;
+        }
+        if (body.closeMissing
+          && !window.confirm("Close every active store of the brand that the file does not name?")) return;
+        clearError();
+        submit.disabled = true;
+        progressText.textContent = `Sending ${chosen.name}…`;
+        progressText.hidden = false;
+        let made;
+        try {
+          made = (await api("POST", "imports", body)).data;
+        } catch (e) {
+          done(`The import was not made: ${e.message}`);
+          return;
+        }
+        try {
+          await upload(made.uploadUrl, chosen);
+        } catch (e) {
+          done(`The file was refused: ${e.message}`);
+          return;
+        }
+        done();
+        announce(`File sent: import ${made.id} has started.`);
+        location.hash = `#/imports/${made.id}`;
+      },
+    },
+    h("div", {}, h("label", { for: "import-file" }, "File"), file,
+      h("p", { id: "import-file-help", class: "help" },
+        "CSV: a header row naming some of externalId, name, address, city, region, postcode, country, ",
+        "tags (separated by ;) and status — externalId and address are required — then one store a row. ",
+        "NDJSON: one JSON object a line with the same fields, tags an array. Each row creates or updates ",
+        "the brand's store with its external id; a row that breaks a rule is listed with its line and ",
+        "reason, and the rest are applied.")),
+    h("div", {}, h("label", { for: "import-format" }, "Format"), format),
+    h("div", { class: "check" }, closeMissing, h("label", { for: "import-close" }, "Close stores the file does not name")),
+    h("p", { id: "import-close-help", class: "help" },
+      "Once every row is applied, the brand's active stores that no row names are closed (a closed ",
+      "store leaves every offer). Unchecked, the file only adds and changes stores."),
+    target,
+    h("div", { class: "actions" }, submit),
+    progressText);
+
+    view.refresh = async () => {
+      if (!isAdmin()) return false;
+      const brand = sessionStorage.getItem(BRAND_KEY);
+      target.textContent = brand ? `The stores go to brand ${brand}.` : "Name the brand whose stores the file holds.";
+      target.hidden = false;
+      return false;
+    };
+    return [
+      h("h1", { tabindex: "-1" }, "Import stores"),
+      brandPicker(() => poll(view)),
+      h("section", { "aria-labelledby": "import-form-title" },
+        h("h2", { id: "import-form-title" }, "The file"), form),
+    ];
+  }
+
+  function importView(view, importId) {
+    const summary = h("p", { class: "muted" }, "Loading…");
+    const details = h("dl", { class: "kv" });
+    const jobLink = h("p", {});
+    const statusLine = h("p", {});
+    const progress = h("div", {});
+    const counters = h("dl", { class: "counters" });
+    const jobSection = h("section", { "aria-labelledby": "import-job-title", hidden: true },
+      h("h2", { id: "import-job-title" }, "Its job"), jobLink, statusLine, progress, counters);
+
+    let jobId = null;
+    const rows = h("tbody");
+    const rowsEmpty = h("p", { class: "empty", hidden: true }, "No invalid rows.");
+    const pages = pager("Invalid row pages", (cursor) => {
+      const query = `limit=${FAILURES_PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+      return api("GET", `jobs/${jobId}/failures?${query}`).then((answer) => answer.data);
+    }, (items) => {
+      rowsEmpty.hidden = items.length > 0;
+      syncRows(rows, items, failureKey, (f) => [failurePlace(f), td(f.reason)]);
+    });
+    const rowsSection = h("section", { "aria-labelledby": "invalid-title", hidden: true },
+      h("h2", { id: "invalid-title" }, "Invalid rows"),
+      h("div", { class: "table-wrap" },
+        h("table", {},
+          h("caption", {}, IMPORT_FAILURES_CAPTION),
+          h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Line"), h("th", { scope: "col" }, "Reason"))),
+          rows),
+        rowsEmpty),
+      pages.element);
+
+    let imported = null; // the import, once its file has arrived (it changes no more)
+    let failuresSeen = -1;
+    view.refresh = async () => {
+      let imp = imported;
+      if (!imp) {
+        try {
+          imp = (await api("GET", `imports/${importId}`)).data;
+        } catch (e) {
+          if (e.status === 404) {
+            summary.textContent = "No such import: it does not exist, or it is not one of your brand's.";
+            details.hidden = true;
+            return false;
+          }
+          throw e;
+        }
+        replaceOnChange(details, JSON.stringify(imp),
+          isAdmin() ? [h("dt", {}, "Brand"), h("dd", { class: "mono" }, imp.brandId)] : null,
+          h("dt", {}, "State"), h("dd", {}, statusBadge(imp.state)),
+          h("dt", {}, "Format"), h("dd", {}, imp.format === "ndjson" ? "NDJSON" : "CSV"),
+          h("dt", {}, "Closes stores the file does not name"), h("dd", {}, imp.closeMissing ? "yes" : "no"),
+          h("dt", {}, "Created"), h("dd", {}, when(imp.createdAt)),
+          h("dt", {}, "Upload URL expires"), h("dd", {}, when(imp.expiresAt)),
+          h("dt", {}, "File arrived"), h("dd", {}, when(imp.startedAt)));
+      }
+      if (!imp.jobId) {
+        summary.textContent = imp.state === "expired"
+          ? "The upload URL expired before a file arrived: nothing was imported."
+          : "Waiting for the file.";
+        return imp.state !== "expired";
+      }
+      imported = imp;
+      jobId = imp.jobId;
+      const job = (await api("GET", `jobs/${jobId}`)).data;
+      const c = job.counters;
+      summary.textContent = ended(job) ? "The file has been imported." : "The file is being imported.";
+      replaceOnChange(jobLink, jobId, "Job ", h("a", { href: `#/jobs/${jobId}`, class: "mono" }, jobId));
+      replace(statusLine, "Status: ", statusBadge(job.status));
+      replace(progress, progressCell(job, "Import progress"),
+        h("p", { class: "muted" }, rate(job.ratePerSec), ended(job) ? "" : ` · ETA ${duration(job.etaSeconds)}`));
+      replace(counters, counter("Total", c.total), importCounters(c));
+      jobSection.hidden = false;
+      rowsSection.hidden = false;
+      const failed = (c.failed || 0) + (c.invalid || 0);
+      if (failed !== failuresSeen) {
+        await pages.refresh();
+        failuresSeen = failed;
+      }
+      // An ended job's counters and rows change no more.
+      return !ended(job);
+    };
+    return [
+      h("h1", { tabindex: "-1" }, "Import ", h("span", { class: "mono" }, importId)),
+      summary, details, jobSection, rowsSection,
+      h("p", {}, h("a", { href: "#/imports/new" }, "Import another file")),
     ];
   }
 
@@ -1107,8 +1361,10 @@
     const parts = (mark < 0 ? hash : hash.slice(0, mark)).split("/").filter(Boolean);
     const params = new URLSearchParams(mark < 0 ? "" : hash.slice(mark + 1));
     const section = parts[0] || "jobs";
+    // The import pages belong to the locations section.
+    const navSection = section === "imports" ? "locations" : section;
     for (const link of document.querySelectorAll("#nav a")) {
-      if (link.dataset.section === section) link.setAttribute("aria-current", "page");
+      if (link.dataset.section === navSection) link.setAttribute("aria-current", "page");
       else link.removeAttribute("aria-current");
     }
     current = { stopped: false, refresh: async () => false };
@@ -1117,6 +1373,8 @@
     else if (section === "webhooks" && parts[1]) content = webhookView(current, parts[1]);
     else if (section === "webhooks") content = webhooksView(current);
     else if (section === "locations") content = locationsView(current, params);
+    else if (section === "imports" && parts[1] && parts[1] !== "new") content = importView(current, parts[1]);
+    else if (section === "imports") content = importFormView(current);
     else if (section === "offers" && parts[1]) content = offerView(current, parts[1]);
     else if (section === "offers") content = offersView(current);
     else if (section === "admin") content = adminView(current);
