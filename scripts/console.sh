@@ -68,7 +68,8 @@ token() { "$BIN" token --token-key "$work/bulklink.key" "$@"; }
 echo "== console: the whole console on the embedded backend ($api)"
 browser_tests "$work/serve.log" API="$api" MODE=full FAIL_ID="$fail_id" \
   TOKEN_A="$(token --brand "$(uuid)")" TOKEN_B="$(token --brand "$(uuid)")" \
-  TOKEN_C="$(token --brand "$(uuid)")" TOKEN_ADMIN="$(token --admin)"
+  TOKEN_C="$(token --brand "$(uuid)")" TOKEN_D="$(token --brand "$(uuid)")" \
+  TOKEN_ADMIN="$(token --admin)"
 
 # --- aws on moto: one pass ------------------------------------------------------------------
 start_moto

@@ -4,6 +4,7 @@
 //   TOKEN_A       a token of brand A (the brand whose jobs are watched)
 //   TOKEN_B       a token of brand B (which must see none of A's)
 //   TOKEN_C       a token of brand C (a small estate of named stores: locations, offers, a rule)
+//   TOKEN_D       a token of brand D (an empty estate, filled by importing files)
 //   TOKEN_ADMIN   an administrator's token
 //   FAIL_ID       a location id the server fails every link write to (--fail-links-to)
 //   SHOTS         where screenshots go
@@ -207,6 +208,33 @@ async function filterLocations(page, values) {
     await page.getByLabel(label, { exact: true }).fill(values[name] || "");
   }
   await page.getByRole("button", { name: "Filter", exact: true }).click();
+}
+
+/** The counters the page shows (`dl.counters`), label to figure. */
+async function countersRead(page) {
+  const pairs = await page.locator("dl.counters div").evaluateAll((divs) => divs.map((div) => [
+    div.querySelector("dt").textContent.trim(), div.querySelector("dd").textContent.trim()]));
+  return Object.fromEntries(pairs);
+}
+
+/** The import form as it is: choose this file (a name and its text), submit; answers the
+ * upload request the page made (the PUT to the import's upload URL). */
+async function importFile(page, name, text) {
+  await page.getByLabel("File", { exact: true }).setInputFiles({
+    name, mimeType: name.endsWith(".csv") ? "text/csv" : "application/x-ndjson", buffer: Buffer.from(text),
+  });
+  const put = page.waitForRequest((r) => r.method() === "PUT" && /\/imports\/[0-9a-f-]+\/file\?token=/.test(r.url()));
+  await page.getByRole("button", { name: "Import", exact: true }).click();
+  return put;
+}
+
+/** Waits to land on an import's page other than `before`'s; answers the import's id. */
+async function importPage(page, before) {
+  await page.waitForURL((url) => /^#\/imports\/[0-9a-f-]{36}$/.test(url.hash) && !url.hash.endsWith(`/${before}`),
+    { timeout: WAIT });
+  const id = new URL(page.url()).hash.split("/").pop();
+  await page.getByRole("heading", { name: `Import ${id}`, level: 1 }).waitFor();
+  return id;
 }
 
 /** axe-core's WCAG 2.1 A/AA rules on the page as it is now: no violation. */
@@ -528,6 +556,106 @@ async function full() {
   assert.equal((await call(TOKEN_C, "GET", `/offers/${estateOffer}`)).locationsTotal, 2, "its links stay");
   failures.push(...c.foreign.map((url) => `brand C's page requested ${url}`));
 
+  step("brand D: the locations page links to the import form");
+  const TOKEN_D = env("TOKEN_D");
+  const d = await open("brand D");
+  // The file the server refuses (422 at the upload URL) is the error the browser may log.
+  d.expected = (e) => /status of 422/.test(e) && /\/imports\/[0-9a-f-]+\/file\?token=[^)]*\)$/.test(e);
+  clean.push(d);
+  const dp = d.page;
+  await signIn(dp, TOKEN_D);
+  await dp.getByRole("link", { name: "Locations", exact: true }).click();
+  await dp.getByText("No locations.").waitFor();
+  await dp.getByRole("link", { name: "Import stores" }).click();
+  await dp.getByRole("heading", { name: "Import stores", level: 1 }).waitFor();
+  assert.equal(new URL(dp.url()).hash, "#/imports/new");
+  assert.equal(await dp.getByLabel("Format").inputValue(), "csv");
+  assert.equal(await dp.getByLabel("Close stores the file does not name").isChecked(), false);
+  await accessible(dp, "the import form");
+
+  step("a file that is not an import's: the form shows the server's 422 detail and stays");
+  const hello = "hello,world\n1,2\n";
+  const refusedPut = await importFile(dp, "hello.csv", hello);
+  const alert = dp.locator("#alert");
+  await alert.waitFor();
+  // The same file through the API: the server's own words.
+  const probe = await call(TOKEN_D, "POST", "/imports", { format: "csv" });
+  const refused = await fetch(probe.uploadUrl, { method: "PUT", body: hello });
+  assert.equal(refused.status, 422);
+  const { detail } = await refused.json();
+  assert.equal(await alert.textContent(), `The file was refused: ${detail}`);
+  assert.match(detail, /header/, "the detail says what is wrong");
+  assert.equal(refusedPut.headers().authorization, undefined, "no bearer token goes to the upload URL");
+  assert.equal(new URL(dp.url()).hash, "#/imports/new", "the form stays");
+  assert.equal(await dp.getByRole("button", { name: "Import", exact: true }).isDisabled(), false);
+  await dp.screenshot({ path: `${SHOTS}/import-form.png`, fullPage: true });
+
+  step("import a CSV of three stores and one with country XX: the import's page follows its job to the end");
+  const storesCsv = [
+    "externalId,name,address,city,country,tags",
+    "d-1,Alpha,1 First Street,Leeds,GB,drive-thru",
+    "d-2,Beta,2 Second Street,York,GB,",
+    "d-3,Gamma,3 Third Street,Paris,FR,late;drive-thru",
+    "d-4,Delta,4 Fourth Street,Nowhere,XX,",
+    "",
+  ].join("\n");
+  await dp.getByLabel("Format").selectOption("ndjson");
+  const put = await importFile(dp, "stores.csv", storesCsv);
+  assert.equal(await dp.getByLabel("Format").inputValue(), "csv", "the file's extension chose the format");
+  const allHeaders = await put.allHeaders();
+  assert.equal(allHeaders.authorization, undefined, `no bearer token goes to the upload URL: ${JSON.stringify(allHeaders)}`);
+  const importId = await importPage(dp, null);
+  assert.equal(await alert.isVisible(), false, "the refusal's alert is gone");
+  await jobPageReads(dp, "COMPLETED_WITH_ERRORS");
+  assert.deepEqual(await countersRead(dp),
+    { Created: "3", Updated: "0", Unchanged: "0", Closed: "0", Invalid: "1", Failed: "0", Total: "4" });
+  await rowsRead(dp, ["5"]);
+  const invalidRow = dp.locator("#view tbody tr");
+  assert.equal(await invalidRow.count(), 1);
+  assert.match(await invalidRow.locator("td").nth(1).textContent(), /country/);
+  const imported = await call(TOKEN_D, "GET", `/imports/${importId}`);
+  assert.equal(imported.state, "started");
+  const kv = dp.locator("dl.kv");
+  await kv.getByText("started", { exact: true }).waitFor();
+  assert.equal(await kv.locator("dt", { hasText: /^Format$/ }).locator("xpath=following-sibling::dd[1]").textContent(), "CSV");
+  assert.equal(await kv.locator("dt", { hasText: /^Closes stores/ }).locator("xpath=following-sibling::dd[1]").textContent(), "no");
+  await dp.screenshot({ path: `${SHOTS}/import.png`, fullPage: true });
+  await accessible(dp, "an import's page");
+
+  step("the import's job page: the import counters, the invalid row by its line, a link back to the import");
+  await dp.getByRole("link", { name: imported.jobId, exact: true }).click();
+  await dp.getByRole("heading", { name: `Job ${imported.jobId}`, level: 1 }).waitFor();
+  await jobPageReads(dp, "COMPLETED_WITH_ERRORS");
+  assert.deepEqual(await countersRead(dp), {
+    Total: "4", Processed: "4", Created: "3", Updated: "0", Unchanged: "0", Closed: "0", Invalid: "1",
+    Failed: "0", Cancelled: "0",
+  });
+  const failureTable = dp.locator("section", { has: dp.getByRole("heading", { name: "Failures" }) });
+  assert.deepEqual(await failureTable.locator("thead th").allTextContents(), ["Line", "Reason", "Attempts"]);
+  await failureTable.locator("tbody tr").first().waitFor();
+  const failureCells = await failureTable.locator("tbody tr").evaluateAll((trs) => trs.map((tr) => tr.cells[0].textContent));
+  assert.deepEqual(failureCells, ["5"]);
+  await accessible(dp, "an import's job page");
+  await dp.getByRole("link", { name: importId, exact: true }).click();
+  await dp.getByRole("heading", { name: `Import ${importId}`, level: 1 }).waitFor();
+
+  step("the same file again: every store unchanged, the invalid row still invalid");
+  await dp.getByRole("link", { name: "Import another file" }).click();
+  await dp.getByRole("heading", { name: "Import stores", level: 1 }).waitFor();
+  await importFile(dp, "stores.csv", storesCsv);
+  const againId = await importPage(dp, importId);
+  await jobPageReads(dp, "COMPLETED_WITH_ERRORS");
+  assert.deepEqual(await countersRead(dp),
+    { Created: "0", Updated: "0", Unchanged: "3", Closed: "0", Invalid: "1", Failed: "0", Total: "4" });
+  await rowsRead(dp, ["5"]);
+  assert.equal((await call(TOKEN_D, "GET", `/imports/${againId}`)).state, "started");
+
+  step("brand D's locations: the three stores the file made");
+  await dp.getByRole("link", { name: "Locations", exact: true }).click();
+  await rowsRead(dp, ["d-1", "d-2", "d-3"]);
+  const brandD = imported.brandId;
+  failures.push(...d.foreign.map((url) => `brand D's page requested ${url}`));
+
   step("a phone-width screen: readable, no sideways scrolling");
   const phone = await open("brand A, phone", { width: 390, height: 844 });
   clean.push(phone);
@@ -587,12 +715,36 @@ async function full() {
   await admin.page.getByRole("button", { name: "Show" }).click();
   await rowsRead(admin.page, stores.map((s) => s.externalId));
   await accessible(admin.page, "the locations page of an administrator");
+  step("an administrator imports into brand D (NDJSON naming one store, closing the others)");
+  await admin.page.getByRole("link", { name: "Import stores" }).click();
+  await admin.page.getByRole("heading", { name: "Import stores", level: 1 }).waitFor();
+  await admin.page.getByLabel("Brand", { exact: true }).fill(brandD);
+  await admin.page.getByRole("button", { name: "Show" }).click();
+  await admin.page.getByText(`The stores go to brand ${brandD}.`).waitFor();
+  await admin.page.getByLabel("Close stores the file does not name").check();
+  const renamed = JSON.stringify({ externalId: "d-1", name: "Alpha renamed", address: "1 First Street",
+    city: "Leeds", country: "GB", tags: ["drive-thru"] });
+  await importFile(admin.page, "stores.ndjson", `${renamed}\n`);
+  assert.equal(await admin.page.getByLabel("Format").inputValue(), "ndjson", "the file's extension chose the format");
+  const adminImport = await importPage(admin.page, null);
+  await jobPageReads(admin.page, "SUCCEEDED");
+  assert.deepEqual(await countersRead(admin.page),
+    { Created: "0", Updated: "1", Unchanged: "0", Closed: "2", Invalid: "0", Failed: "0", Total: "3" });
+  await admin.page.getByText("No invalid rows.").waitFor();
+  const made = await call(TOKEN_ADMIN, "GET", `/imports/${adminImport}`);
+  assert.equal(made.brandId, brandD);
+  assert.equal(made.closeMissing, true);
+  await admin.page.locator("dl.kv dd", { hasText: brandD }).waitFor();
+  await accessible(admin.page, "an administrator's import page");
+  const dStores = await call(TOKEN_D, "GET", "/locations?status=active");
+  assert.deepEqual(dStores.items.map((l) => [l.externalId, l.name]), [["d-1", "Alpha renamed"]]);
   step("the administrator's page logged no error");
   failures.push(...admin.foreign.map((url) => `the admin page requested ${url}`));
   await admin.context.close();
 
-  step("brand A's and brand C's pages logged no error");
+  step("brand A's, brand C's and brand D's pages logged no error");
   await c.context.close();
+  await d.context.close();
   failures.push(...a.foreign.map((url) => `brand A's page requested ${url}`));
   hooks.close();
 }
