@@ -842,7 +842,8 @@
     try {
       response = await fetch(url, { method: "PUT", body: file, cache: "no-store", credentials: "omit", redirect: "error" });
     } catch (e) {
-      throw new ApiError(0, `the upload URL could not be reached (${e.message})`);
+      // Its origin only: the query holds the upload's secret.
+      throw new ApiError(0, `${new URL(url).origin} could not be reached (${e.message})`);
     }
     if (response.ok) return;
     const text = await response.text();
@@ -918,7 +919,7 @@
         try {
           await upload(made.uploadUrl, chosen);
         } catch (e) {
-          done(`The file was refused: ${e.message}`);
+          done(e.status ? `The file was refused: ${e.message}` : `The file was not sent: ${e.message}`);
           return;
         }
         done();
