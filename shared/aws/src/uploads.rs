@@ -3,7 +3,7 @@
 //! (`bulklink_core::uploads`); fanout and workers read ranges of the object.
 
 use async_trait::async_trait;
-use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::operation::head_object::HeadObjectError;
 use aws_sdk_s3::presigning::PresigningConfig;
@@ -112,6 +112,10 @@ impl Uploads for S3Uploads {
                 return Err(StoreError::Invalid(format!(
                     "import {id}'s file is not there"
                 )))
+            }
+            // A range that begins at or past the file's end: S3 answers 416; none of its bytes.
+            Err(SdkError::ServiceError(e)) if e.err().code() == Some("InvalidRange") => {
+                return Ok(Vec::new())
             }
             Err(e) => return Err(classify("GetObject", e)),
         };
