@@ -6,6 +6,7 @@
 mod support;
 
 mod catalog;
+mod imports;
 mod jobs;
 mod queue;
 mod webhooks;
@@ -75,6 +76,20 @@ contract! {
             a_direct_link_counts_on_the_offer_exactly_once,
             existing_links_report_who_linked_each_location,
             offer_links_page_through_every_link_of_that_offer_once,
+        ],
+        imports: [
+            a_new_row_creates_its_location_and_a_replay_answers_from_the_mark,
+            another_row_of_the_same_store_in_one_file_is_a_duplicate_and_changes_nothing,
+            a_later_import_of_the_same_row_is_unchanged_and_leaves_its_own_mark,
+            a_changed_row_updates_the_location_in_place_and_keeps_its_links,
+            a_row_that_closes_a_store_takes_it_out_of_its_offers,
+            closing_what_a_file_did_not_name_closes_each_active_unnamed_store_once,
+            closing_an_unnamed_store_takes_it_out_of_every_offer_once,
+            an_import_reads_back_as_created_waiting_for_its_file,
+            an_import_starts_once_at_the_first_time_recorded,
+            a_taken_file_reads_back_by_byte_range_until_deleted,
+            a_file_taken_is_the_imports_own_and_a_later_upload_changes_nothing,
+            a_received_file_over_the_limit_or_broken_off_is_refused_and_nothing_kept,
         ],
         jobs: [
             a_new_job_is_created_pending,

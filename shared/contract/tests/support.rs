@@ -20,7 +20,7 @@ pub struct Fixture {
     /// What the ports were built with; queue tests derive their waits from it.
     pub settings: Settings,
     /// Declared last so it is dropped last: the temporary directory outlives the store.
-    _backend: Backend,
+    backend: Backend,
 }
 
 enum Backend {
@@ -56,7 +56,7 @@ impl Fixture {
         Fixture {
             ports,
             settings,
-            _backend: Backend::Embedded { _dir: dir },
+            backend: Backend::Embedded { _dir: dir },
         }
     }
 
@@ -77,7 +77,7 @@ impl Fixture {
         Fixture {
             ports: aws::ports(&clients, &resources.names, bulklink_core::Clock::system()),
             settings,
-            _backend: Backend::Aws,
+            backend: Backend::Aws,
         }
     }
 
@@ -90,6 +90,12 @@ impl Fixture {
     /// How long to watch for a message that must not arrive: past any visibility timeout.
     pub fn quiet_wait(&self) -> Duration {
         self.settings.visibility_timeout * 3
+    }
+
+    /// Whether this is the embedded backend (whose server receives imports' files itself;
+    /// on AWS they go to S3 by a presigned PUT).
+    pub fn is_embedded(&self) -> bool {
+        matches!(self.backend, Backend::Embedded { .. })
     }
 }
 
