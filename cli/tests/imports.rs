@@ -29,6 +29,7 @@ crate::on_both_backends!(
     duplicate_deliveries_and_a_worker_dying_mid_chunk_leave_the_counts_exact,
     an_upload_url_takes_one_file,
     an_upload_url_expires,
+    an_import_pauses_resumes_and_cancels_like_any_job,
 );
 
 /// The CSV the tests import (lines numbered from the header, line 1).
@@ -49,6 +50,8 @@ fn stores_csv(brand_note: &str) -> String {
         "s-6,,\"6, Quoted Row\",Bath,,,GB,,closed",
         // 8: invalid: the same store as line 2.
         "s-1,Again,9 Other St,,,,,,",
+        // 9: invalid: a malformed line (a field more than the header names).
+        "s-9,,9 Extra St,,,,GB,,,surplus",
         "",
     ]
     .join("\n")
@@ -144,17 +147,21 @@ async fn rows_are_upserts_counted_with_their_lines_and_a_second_run_changes_noth
     let first = imported(&api, &runtime.ports, "csv", false, &csv).await;
 
     assert_eq!(first.status, JobStatus::CompletedWithErrors);
-    // total, created, updated, unchanged, closed, invalid, failed: 7 rows.
-    assert_eq!(counts(&first), [7, 2, 1, 1, 0, 3, 0]);
+    // total, created, updated, unchanged, closed, invalid, failed: 8 rows.
+    assert_eq!(counts(&first), [8, 2, 1, 1, 0, 4, 0]);
     let lines = failures(&api, first.id).await;
     assert_eq!(
         lines.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
-        [5, 6, 8],
+        [5, 6, 8, 9],
         "{lines:?}"
     );
     assert!(lines[0].1.contains("country"), "{lines:?}");
     assert!(lines[1].1.contains("address is missing"), "{lines:?}");
     assert!(lines[2].1.contains("line 2"), "{lines:?}");
+    assert!(
+        lines[3].1.contains("10 fields; the header names 9"),
+        "{lines:?}"
+    );
     let soho = store(&api, "s-1").await;
     assert_eq!(soho.attributes.tags, ["drive-thru", "late"]);
     assert_eq!(soho.attributes.postcode.as_deref(), Some("W1D"));
@@ -171,7 +178,7 @@ async fn rows_are_upserts_counted_with_their_lines_and_a_second_run_changes_noth
 
     // The same file again: nothing to do but what is invalid still is.
     let again = imported(&api, &runtime.ports, "csv", false, &csv).await;
-    assert_eq!(counts(&again), [7, 0, 0, 4, 0, 3, 0]);
+    assert_eq!(counts(&again), [8, 0, 0, 4, 0, 4, 0]);
     assert_eq!(store(&api, "s-1").await.updated_at, soho.updated_at);
 
     // The same stores as NDJSON, one of them renamed.
@@ -470,5 +477,65 @@ async fn an_upload_url_expires(kind: Kind) {
             .unwrap();
         assert_eq!(status, StatusCode::GONE, "{body}");
     }
+    runtime.shutdown().await;
+}
+
+/// An import is a job like any other: paused and resumed, it ends exact; cancelled, it ends
+/// CANCELLED with every row accounted.
+async fn an_import_pauses_resumes_and_cancels_like_any_job(kind: Kind) {
+    let settings = Settings {
+        chunk_size: 20,
+        page_size: 100,
+        // Slow enough to act on while it runs.
+        write_budget_per_sec: Some(kind.scale(400, 100) as f64),
+        ..fast_settings()
+    };
+    let env = Env::of(kind, settings).await;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let api = runtime.api_as(Role::Brand(BrandId::new_random())).unwrap();
+    let rows = kind.scale(600, 150);
+    let file = |tag: &str| {
+        std::iter::once("externalId,address\n".to_owned())
+            .chain((0..rows).map(|i| format!("{tag}-{i},{i} Paused St\n")))
+            .collect::<String>()
+    };
+    let started = |file: String| {
+        let api = api.clone();
+        async move {
+            let import = api.create_import("csv", false).await.unwrap();
+            let (status, body) = api
+                .upload(import.upload_url.as_deref().unwrap(), file)
+                .await
+                .unwrap();
+            assert!(status.is_success(), "{status} {body}");
+            api.import_job(import.id, WAIT).await.unwrap()
+        }
+    };
+
+    let job = started(file("p")).await;
+    let paused = api.pause(job).await.unwrap();
+    assert_eq!(paused.status, JobStatus::Paused, "{paused:?}");
+    let still = api.job(job).await.unwrap();
+    assert_eq!(still.status, JobStatus::Paused, "{still:?}");
+    let resumed = api.resume(job).await.unwrap();
+    assert_eq!(resumed.status, JobStatus::Running);
+    let done = wait_terminal(&runtime.ports, job, WAIT).await;
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    assert_eq!((done.counters.total, done.counters.created), (rows, rows));
+
+    let job = started(file("c")).await;
+    let cancelled = api.cancel(job).await.unwrap();
+    assert!(
+        matches!(
+            cancelled.status,
+            JobStatus::Cancelling | JobStatus::Cancelled
+        ),
+        "{cancelled:?}"
+    );
+    let done = wait_terminal(&runtime.ports, job, WAIT).await;
+    assert_eq!(done.status, JobStatus::Cancelled, "{done:?}");
+    let c = done.counters;
+    assert_eq!(c.created + c.cancelled, c.total, "{c:?}");
+    assert_eq!(c.processed(), c.total, "{c:?}");
     runtime.shutdown().await;
 }
