@@ -416,6 +416,23 @@ impl Serve {
     }
 }
 
+impl Serve {
+    /// Kills the process with SIGKILL (no shutdown of any kind) and waits until it is gone.
+    async fn kill_9(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success());
+        tokio::task::spawn_blocking(move || {
+            self.child.wait().unwrap();
+        })
+        .await
+        .unwrap();
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -697,7 +714,7 @@ async fn an_undo_killed_mid_way_is_exact_after_a_restart() {
     let brand = seeded["brandId"].as_str().unwrap().to_owned();
     let offer: OfferId = seeded["offerId"].as_str().unwrap().parse().unwrap();
     let token = cli(dir.path(), &["token", "--brand", &brand]);
-    let mut serve = Serve::start(dir.path(), free_port());
+    let serve = Serve::start(dir.path(), free_port());
     serve.ready().await;
     let api = ApiClient::new(&serve.base).unwrap().with_token(&token);
     let job = api.create_job(offer, None, None).await.unwrap();
@@ -736,18 +753,7 @@ async fn an_undo_killed_mid_way_is_exact_after_a_restart() {
         },
     )
     .await;
-    let pid = serve.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let serve = tokio::task::spawn_blocking(move || {
-        serve.child.wait().unwrap();
-        serve
-    })
-    .await
-    .unwrap();
+    serve.kill_9().await;
     let mid = EmbeddedStore::open(dir.path().join("bulklink.db"))
         .unwrap()
         .link_stats(brand.parse().unwrap(), offer)
@@ -757,7 +763,6 @@ async fn an_undo_killed_mid_way_is_exact_after_a_restart() {
         mid.offer_links > 0 && mid.offer_links < 1_000,
         "killed mid-undo: {mid:?}"
     );
-    drop(serve);
 
     let restarted = Serve::start(dir.path(), free_port());
     restarted.ready().await;
@@ -796,7 +801,7 @@ async fn an_import_killed_mid_way_is_exact_after_a_restart() {
     let brand = bulklink_core::domain::BrandId::new_random().to_string();
     // Create the store (and its key) before the server does: `token` needs the key.
     let token = cli(dir.path(), &["token", "--brand", &brand]);
-    let mut serve = Serve::start(dir.path(), free_port());
+    let serve = Serve::start(dir.path(), free_port());
     serve.ready().await;
     let api = ApiClient::new(&serve.base).unwrap().with_token(&token);
     let rows = 3_000;
@@ -824,18 +829,7 @@ async fn an_import_killed_mid_way_is_exact_after_a_restart() {
         },
     )
     .await;
-    let pid = serve.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let serve = tokio::task::spawn_blocking(move || {
-        serve.child.wait().unwrap();
-        serve
-    })
-    .await
-    .unwrap();
+    serve.kill_9().await;
     let mid = EmbeddedStore::open(dir.path().join("bulklink.db"))
         .unwrap()
         .get_job(job)
@@ -848,7 +842,6 @@ async fn an_import_killed_mid_way_is_exact_after_a_restart() {
         mid.status,
         mid.counters
     );
-    drop(serve);
 
     let restarted = Serve::start(dir.path(), free_port());
     restarted.ready().await;
