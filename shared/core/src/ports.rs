@@ -234,7 +234,9 @@ pub trait Uploads: Send + Sync {
     /// URL (S3, presigned), or a path on this server (`/…`) the server serves itself.
     async fn upload_url(&self, import: &Import, token: Option<&str>) -> StoreResult<String>;
     /// Stores a file sent to this server (the embedded backend's upload route), refusing more
-    /// than `limit` bytes with `Invalid` (nothing kept). The bytes stored.
+    /// than `limit` bytes, or a body that breaks off, with `Invalid` (nothing kept), and a
+    /// second file for the import with `Conflict` (the first kept). The bytes stored. The AWS
+    /// backend takes no file itself (`Invalid`): S3 does.
     async fn receive(&self, id: ImportId, body: ByteStream, limit: u64) -> StoreResult<u64>;
     /// Makes the arrived file the import's own, once: what its job reads from then on, which
     /// a later upload to the same URL does not change (an S3 presigned PUT works until it
