@@ -100,7 +100,7 @@ impl Fanout {
                         info!(import_id = %import, job_id = %job.id, "import file arrived; its job starts")
                     }
                     None => {
-                        warn!(import_id = %import, "a file arrived for an import that does not exist or expired")
+                        warn!(import_id = %import, "a file arrived for an import that does not exist")
                     }
                 }
             }

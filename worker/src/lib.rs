@@ -403,6 +403,11 @@ impl ChunkProcessor {
                     not_found = counts.not_found,
                     failed = counts.failed,
                     cancelled = counts.cancelled,
+                    created = counts.created,
+                    updated = counts.updated,
+                    unchanged = counts.unchanged,
+                    closed = counts.closed,
+                    invalid = counts.invalid,
                     "chunk accounted"
                 );
                 ChunkReport::Recorded {
