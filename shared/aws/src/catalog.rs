@@ -21,8 +21,8 @@ use super::sdk_error::{cancellation, classify, condition_failed, retryable_cance
 use crate::clock::Clock;
 use crate::domain::{
     BrandId, ImportMark, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes,
-    LocationChange, LocationFilter, LocationId, LocationStatus, Offer, OfferId, OfferRule,
-    RowOutcome, Upserted,
+    LocationChange, LocationFilter, LocationId, LocationStatus, MarkedUpsert, Offer, OfferId,
+    OfferRule, RowOutcome, Upserted,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, LocationImports, Page};
@@ -428,6 +428,57 @@ impl DynamoCatalog {
             }
             _ => format!("location {} already exists", location.id),
         }))
+    }
+
+    /// The upsert by external id: the external id's claim, then the location — created (its
+    /// claim in the same transaction), or changed on condition of the version read. With an
+    /// import's `mark`, the mark goes in the same write (its outcome filled in), alone on an
+    /// unchanged location, and a location carrying a mark of the same import answers from it.
+    async fn upsert_marked(
+        &self,
+        location: &Location,
+        mark: Option<ImportMark>,
+    ) -> StoreResult<MarkedUpsert> {
+        let Some(external_id) = location.external_id.as_deref() else {
+            return Err(StoreError::Invalid("an upsert needs an external id".into()));
+        };
+        let with = |outcome| mark.map(|m| ImportMark { outcome, ..m });
+        let marks = mark.map(|m| Marks {
+            changed: ImportMark {
+                outcome: RowOutcome::Updated,
+                ..m
+            },
+            unchanged: with(RowOutcome::Unchanged),
+        });
+        for attempt in 0..UPDATE_ATTEMPTS {
+            contention_pause(attempt).await;
+            let Some(id) = self.claimed_by(location.brand_id, external_id).await? else {
+                match self
+                    .create_marked(std::slice::from_ref(location), with(RowOutcome::Created))
+                    .await
+                {
+                    Ok(()) => {
+                        return Ok(MarkedUpsert::Done(Box::new(Upserted::Created(
+                            location.clone(),
+                        ))))
+                    }
+                    // Made meanwhile (perhaps by this row's earlier delivery): read it.
+                    Err(StoreError::Conflict(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            let change = LocationChange::replacing_with(location);
+            return Ok(match self.change_marked(id, &change, marks).await? {
+                Marked::Changed(l) => MarkedUpsert::Done(Box::new(Upserted::Updated(l))),
+                Marked::Unchanged(l) => MarkedUpsert::Done(Box::new(Upserted::Unchanged(l))),
+                Marked::Seen(outcome) => MarkedUpsert::Seen(outcome),
+                // A claim whose location was deleted as it was read: read again.
+                Marked::Missing => continue,
+            });
+        }
+        Err(StoreError::unavailable(format!(
+            "the location with externalId '{external_id}' kept changing; retry"
+        )))
     }
 
     /// Writes an import's mark alone, on condition that the location is still at `version`;
@@ -1254,29 +1305,7 @@ impl Catalog for DynamoCatalog {
     /// none, else changes the location it names. Another request creating the same
     /// external id meanwhile makes this one read again and change what that one made.
     async fn upsert_by_external_id(&self, location: &Location) -> StoreResult<Upserted> {
-        let Some(external_id) = location.external_id.as_deref() else {
-            return Err(StoreError::Invalid("an upsert needs an external id".into()));
-        };
-        for attempt in 0..UPDATE_ATTEMPTS {
-            contention_pause(attempt).await;
-            let Some(id) = self.claimed_by(location.brand_id, external_id).await? else {
-                match self.create_locations(std::slice::from_ref(location)).await {
-                    Ok(()) => return Ok(Upserted::Created(location.clone())),
-                    Err(StoreError::Conflict(_)) => continue,
-                    Err(e) => return Err(e),
-                }
-            };
-            let change = LocationChange::replacing_with(location);
-            match self.change_location(id, &change).await? {
-                Some((changed, true)) => return Ok(Upserted::Updated(changed)),
-                Some((same, false)) => return Ok(Upserted::Unchanged(same)),
-                // A claim whose location was deleted as it was read: read again.
-                None => continue,
-            }
-        }
-        Err(StoreError::unavailable(format!(
-            "the location with externalId '{external_id}' kept changing; retry"
-        )))
+        Ok(self.upsert_marked(location, None).await?.unmarked()?)
     }
 
     /// Reads the location's offer set and the links it names, then in one transaction
@@ -1576,50 +1605,10 @@ impl LocationImports for DynamoCatalog {
     /// same transaction), or changed on condition of the version read, the mark in the same
     /// write; an unchanged location gets the mark alone, on the same condition.
     async fn import_row(&self, location: &Location, mark: ImportMark) -> StoreResult<RowOutcome> {
-        let Some(external_id) = location.external_id.as_deref() else {
-            return Err(StoreError::Invalid(
-                "an imported row needs an external id".into(),
-            ));
-        };
-        let marks = Marks {
-            changed: ImportMark {
-                outcome: RowOutcome::Updated,
-                ..mark
-            },
-            unchanged: Some(ImportMark {
-                outcome: RowOutcome::Unchanged,
-                ..mark
-            }),
-        };
-        for attempt in 0..UPDATE_ATTEMPTS {
-            contention_pause(attempt).await;
-            let Some(id) = self.claimed_by(location.brand_id, external_id).await? else {
-                let created = ImportMark {
-                    outcome: RowOutcome::Created,
-                    ..mark
-                };
-                match self
-                    .create_marked(std::slice::from_ref(location), Some(created))
-                    .await
-                {
-                    Ok(()) => return Ok(RowOutcome::Created),
-                    // Made meanwhile (perhaps by this row's earlier delivery): read it.
-                    Err(StoreError::Conflict(_)) => continue,
-                    Err(e) => return Err(e),
-                }
-            };
-            let change = LocationChange::replacing_with(location);
-            match self.change_marked(id, &change, Some(marks)).await? {
-                Marked::Changed(_) => return Ok(RowOutcome::Updated),
-                Marked::Unchanged(_) => return Ok(RowOutcome::Unchanged),
-                Marked::Seen(outcome) => return Ok(outcome),
-                // A claim whose location was deleted as it was read: read again.
-                Marked::Missing => continue,
-            }
-        }
-        Err(StoreError::unavailable(format!(
-            "the location with externalId '{external_id}' kept changing; retry"
-        )))
+        Ok(self
+            .upsert_marked(location, Some(mark))
+            .await?
+            .row_outcome())
     }
 
     async fn import_marks(&self, ids: &[LocationId]) -> StoreResult<Vec<Option<ImportMark>>> {

@@ -358,29 +358,10 @@ impl Catalog for EmbeddedStore {
 
     async fn upsert_by_external_id(&self, location: &Location) -> StoreResult<Upserted> {
         let location = location.clone();
-        let Some(external_id) = location.external_id.clone() else {
-            return Err(StoreError::Invalid("an upsert needs an external id".into()));
-        };
         let now = self.clock().now();
         // One writer unit finds and writes: nothing comes between on one file.
         self.write(move |conn| {
-            let Some(id) = find_external(conn, location.brand_id, &external_id)? else {
-                if !insert_location(conn, &location)? {
-                    return Err(StoreError::Conflict(format!(
-                        "location {} already exists",
-                        location.id
-                    )));
-                }
-                return Ok(Upserted::Created(location));
-            };
-            let existing = read_location(conn, id)?
-                .ok_or_else(|| StoreError::internal(format!("location {id} vanished")))?;
-            let change = LocationChange::replacing_with(&location);
-            let Some(changed) = existing.changed(&change, now) else {
-                return Ok(Upserted::Unchanged(existing));
-            };
-            let changed = write_change(conn, &existing, changed)?;
-            Ok(Upserted::Updated(changed))
+            Ok(crate::imports::upsert_in(conn, &location, now, None)?.unmarked()?)
         })
         .await
     }

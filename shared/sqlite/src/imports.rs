@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use crate::catalog::{find_external, insert_location, read_location, write_change};
 use crate::domain::{
     Import, ImportId, ImportMark, JobId, Location, LocationChange, LocationId, LocationStatus,
-    RowOutcome,
+    MarkedUpsert, RowOutcome, Upserted,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{ByteStream, Imports, LocationImports, Uploads};
@@ -40,75 +40,65 @@ fn put_mark(conn: &Connection, id: LocationId, mark: ImportMark) -> StoreResult<
     Ok(())
 }
 
+/// The upsert by external id, inside the caller's writer unit: creates the brand's location
+/// with `location.external_id`, or makes the existing one's address, attributes and status
+/// exactly `location`'s (`updatedAt` moves only on a change; closing leaves every offer).
+/// With an import's `mark`, the mark is written with it (alone on an unchanged location),
+/// and a location carrying a mark of the same import answers from it, unwritten.
+pub(crate) fn upsert_in(
+    conn: &Connection,
+    location: &Location,
+    now: DateTime<Utc>,
+    mark: Option<ImportMark>,
+) -> StoreResult<MarkedUpsert> {
+    let Some(external_id) = location.external_id.as_deref() else {
+        return Err(StoreError::Invalid("an upsert needs an external id".into()));
+    };
+    let upserted = match find_external(conn, location.brand_id, external_id)? {
+        None => {
+            if !insert_location(conn, location)? {
+                return Err(StoreError::Conflict(format!(
+                    "location {} already exists",
+                    location.id
+                )));
+            }
+            Upserted::Created(location.clone())
+        }
+        Some(id) => {
+            let seen = match mark {
+                Some(mark) => mark_of(conn, id)?.and_then(|m| m.seen_by(mark.job, mark.line)),
+                None => None,
+            };
+            if let Some(seen) = seen {
+                return Ok(MarkedUpsert::Seen(seen));
+            }
+            let existing = read_location(conn, id)?
+                .ok_or_else(|| StoreError::internal(format!("location {id} vanished")))?;
+            match existing.changed(&LocationChange::replacing_with(location), now) {
+                Some(changed) => Upserted::Updated(write_change(conn, &existing, changed)?),
+                None => Upserted::Unchanged(existing),
+            }
+        }
+    };
+    let upserted = MarkedUpsert::Done(Box::new(upserted));
+    if let (Some(mark), MarkedUpsert::Done(done)) = (mark, &upserted) {
+        let outcome = upserted.row_outcome();
+        put_mark(conn, done.location().id, ImportMark { outcome, ..mark })?;
+    }
+    Ok(upserted)
+}
+
 #[async_trait]
 impl LocationImports for EmbeddedStore {
     async fn import_row(&self, location: &Location, mark: ImportMark) -> StoreResult<RowOutcome> {
         let location = location.clone();
-        let Some(external_id) = location.external_id.clone() else {
-            return Err(StoreError::Invalid(
-                "an imported row needs an external id".into(),
-            ));
-        };
         let now = self.clock().now();
         // One writer unit finds, compares and writes (the mark with the change).
         self.write(move |conn| {
             let tx = conn.savepoint().map_err(sql)?;
-            let outcome = match find_external(&tx, location.brand_id, &external_id)? {
-                None => {
-                    if !insert_location(&tx, &location)? {
-                        return Err(StoreError::Conflict(format!(
-                            "location {} already exists",
-                            location.id
-                        )));
-                    }
-                    put_mark(
-                        &tx,
-                        location.id,
-                        ImportMark {
-                            outcome: RowOutcome::Created,
-                            ..mark
-                        },
-                    )?;
-                    RowOutcome::Created
-                }
-                Some(id) => {
-                    if let Some(seen) =
-                        mark_of(&tx, id)?.and_then(|m| m.seen_by(mark.job, mark.line))
-                    {
-                        return Ok(seen);
-                    }
-                    let existing = read_location(&tx, id)?
-                        .ok_or_else(|| StoreError::internal(format!("location {id} vanished")))?;
-                    let change = LocationChange::replacing_with(&location);
-                    match existing.changed(&change, now) {
-                        Some(changed) => {
-                            write_change(&tx, &existing, changed)?;
-                            put_mark(
-                                &tx,
-                                id,
-                                ImportMark {
-                                    outcome: RowOutcome::Updated,
-                                    ..mark
-                                },
-                            )?;
-                            RowOutcome::Updated
-                        }
-                        None => {
-                            put_mark(
-                                &tx,
-                                id,
-                                ImportMark {
-                                    outcome: RowOutcome::Unchanged,
-                                    ..mark
-                                },
-                            )?;
-                            RowOutcome::Unchanged
-                        }
-                    }
-                }
-            };
+            let upserted = upsert_in(&tx, &location, now, Some(mark))?;
             tx.commit().map_err(sql)?;
-            Ok(outcome)
+            Ok(upserted.row_outcome())
         })
         .await
     }

@@ -129,6 +129,11 @@ uuid_id!(
     SubscriptionId,
     "subscriptionId"
 );
+uuid_id!(
+    /// An import's id: UUID v7.
+    ImportId,
+    "importId"
+);
 
 impl OfferId {
     pub fn new_random() -> Self {

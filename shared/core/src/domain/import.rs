@@ -2,16 +2,13 @@
 //! upserts by external id. What an import is, how a file's rows are found and read, and what
 //! a row may hold. Pure, no IO: the file's bytes come from the `Uploads` port.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::text::{checked_tags, checked_text};
 use super::{
-    BrandId, Country, DomainError, JobId, Location, LocationAttributes, LocationId, LocationStatus,
-    MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN,
+    BrandId, Country, DomainError, ImportId, JobId, Location, LocationAttributes, LocationId,
+    LocationStatus, Upserted, MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN,
 };
 
 /// Most characters of an address (the API's rule).
@@ -97,16 +94,9 @@ impl Import {
     }
 }
 
-/// An import's id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ImportId(uuid::Uuid);
-
 impl ImportId {
-    pub const LABEL: &'static str = "importId";
-
     pub fn new_v7() -> Self {
-        ImportId(uuid::Uuid::now_v7())
+        ImportId::from_uuid(uuid::Uuid::now_v7())
     }
 
     /// The import whose file is stored under `key` (`Import::file_key`).
@@ -114,52 +104,6 @@ impl ImportId {
         key.strip_prefix("imports/")?.parse().ok()
     }
 }
-
-impl FromStr for ImportId {
-    type Err = DomainError;
-
-    fn from_str(s: &str) -> Result<Self, DomainError> {
-        // The one spelling every id takes: parsed as a job id is, then re-wrapped.
-        let uuid = s
-            .parse::<JobId>()
-            .map_err(|_| DomainError::InvalidId {
-                kind: Self::LABEL,
-                value: s.chars().take(64).collect(),
-            })?
-            .as_uuid();
-        Ok(ImportId(uuid))
-    }
-}
-
-impl TryFrom<String> for ImportId {
-    type Error = DomainError;
-
-    fn try_from(s: String) -> Result<Self, DomainError> {
-        s.parse()
-    }
-}
-
-impl From<ImportId> for String {
-    fn from(id: ImportId) -> String {
-        id.to_string()
-    }
-}
-
-impl fmt::Display for ImportId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.hyphenated(), f)
-    }
-}
-
-#[cfg(feature = "openapi")]
-impl utoipa::PartialSchema for ImportId {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        <JobId as utoipa::PartialSchema>::schema()
-    }
-}
-
-#[cfg(feature = "openapi")]
-impl utoipa::ToSchema for ImportId {}
 
 /// What applying one row (or closing one missing store) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -175,6 +119,39 @@ pub enum RowOutcome {
     },
     /// Nothing to do: the location is gone, or no longer one to close.
     Gone,
+}
+
+/// What an upsert by external id that carries an import's mark did: what any upsert does, or
+/// nothing, the location carrying a mark of the same import already (what it says of the
+/// row: `ImportMark::seen_by`). The one upsert both backends make, marked or not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MarkedUpsert {
+    Done(Box<Upserted>),
+    Seen(RowOutcome),
+}
+
+impl MarkedUpsert {
+    /// How the import counts it.
+    pub fn row_outcome(&self) -> RowOutcome {
+        match self {
+            MarkedUpsert::Done(done) => match **done {
+                Upserted::Created(_) => RowOutcome::Created,
+                Upserted::Updated(_) => RowOutcome::Updated,
+                Upserted::Unchanged(_) => RowOutcome::Unchanged,
+            },
+            MarkedUpsert::Seen(outcome) => *outcome,
+        }
+    }
+
+    /// The upsert of an unmarked write (which sees no mark).
+    pub fn unmarked(self) -> Result<Upserted, DomainError> {
+        match self {
+            MarkedUpsert::Done(upserted) => Ok(*upserted),
+            MarkedUpsert::Seen(_) => Err(DomainError::Corrupt(
+                "an upsert without an import's mark saw one".to_owned(),
+            )),
+        }
+    }
 }
 
 /// What an import wrote on a location, in the same write: which job, for which line (0 for a

@@ -18,12 +18,12 @@ pub use catalog::{
 pub use chunk::{ChunkMessage, FanoutMessage, MAX_CHUNK_SIZE, MAX_MESSAGE_BYTES};
 pub use event::{EventType, JobEvent};
 pub use ids::{
-    BrandId, ChunkSeq, IdempotencyKey, JobId, LocationId, OfferId, SubscriptionId, WebhookUrl,
-    UUID_PATTERN, WEBHOOK_HOST_LENGTH_PATTERN, WEBHOOK_URL_PATTERN,
+    BrandId, ChunkSeq, IdempotencyKey, ImportId, JobId, LocationId, OfferId, SubscriptionId,
+    WebhookUrl, UUID_PATTERN, WEBHOOK_HOST_LENGTH_PATTERN, WEBHOOK_URL_PATTERN,
 };
 pub use import::{
     csv_columns, find_rows, read_header, read_rows, span_columns, Column, FilePosition, FoundRows,
-    Import, ImportFormat, ImportId, ImportMark, ImportState, RawRow, RowBounds, RowOutcome,
+    Import, ImportFormat, ImportMark, ImportState, MarkedUpsert, RawRow, RowBounds, RowOutcome,
     RowSpan, MAX_ADDRESS_LEN, MAX_ROW_BYTES, READ_WINDOW,
 };
 pub use job::{
