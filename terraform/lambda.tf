@@ -60,10 +60,12 @@ locals {
   }
 
   # The HTTP functions also limit each brand's requests: a token bucket per brand in each
-  # function instance (so the effective limit is this times the warm instances).
+  # function instance (so the effective limit is this times the warm instances). A job's
+  # report is answered in parts: API Gateway buffers a Lambda's response, at most 6 MB.
   api_env = merge(local.lambda_env, {
-    BRAND_RATE_PER_SEC = var.brand_requests_per_sec
-    BRAND_RATE_BURST   = var.brand_request_burst
+    BRAND_RATE_PER_SEC       = var.brand_requests_per_sec
+    BRAND_RATE_BURST         = var.brand_request_burst
+    REPORT_ROWS_PER_RESPONSE = var.report_rows_per_response
   })
 }
 

@@ -397,6 +397,17 @@ variable "brand_requests_per_sec" {
   }
 }
 
+variable "report_rows_per_response" {
+  description = "Most rows of a job's report (GET /jobs/{jobId}/report) in one response (REPORT_ROWS_PER_RESPONSE of the HTTP functions); a longer report ends each part with a Link to the next. A row is about 130 bytes: the default keeps a part well under the 6 MB a Lambda response may be."
+  type        = number
+  default     = 30000
+
+  validation {
+    condition     = var.report_rows_per_response >= 1 && var.report_rows_per_response <= 40000 && floor(var.report_rows_per_response) == var.report_rows_per_response
+    error_message = "report_rows_per_response must be a whole number 1 to 40000 (a Lambda response is at most 6 MB)."
+  }
+}
+
 variable "brand_request_burst" {
   description = "Requests one brand may make at once before brand_requests_per_sec applies: the size of its token bucket (BRAND_RATE_BURST of the job-api and status functions)."
   type        = number

@@ -123,6 +123,84 @@ impl ApiClient {
         })
     }
 
+    /// Writes a finished job's whole report to `out` (CSV, or NDJSON), in parts of `limit`
+    /// rows if given (else as the server sends it), following each part's
+    /// `Link: rel="next"` (a CSV part after the first drops its header); the rows written.
+    pub async fn report(
+        &self,
+        id: JobId,
+        ndjson: bool,
+        limit: Option<usize>,
+        mut out: impl tokio::io::AsyncWrite + Unpin,
+    ) -> anyhow::Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let accept = if ndjson {
+            "application/x-ndjson"
+        } else {
+            "text/csv"
+        };
+        let mut path = match limit {
+            Some(limit) => format!("/jobs/{id}/report?limit={limit}"),
+            None => format!("/jobs/{id}/report"),
+        };
+        let mut rows = 0u64;
+        let mut first = true;
+        loop {
+            let mut request = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .header(reqwest::header::ACCEPT, accept)
+                // A report of a million rows takes a while to stream.
+                .timeout(Duration::from_secs(3_600));
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            let mut response = request
+                .send()
+                .await
+                .with_context(|| format!("calling {path}"))?;
+            if !response.status().is_success() {
+                let status = response.status();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                bail!(
+                    "HTTP {status}: {}",
+                    body["detail"].as_str().unwrap_or("(no detail)")
+                );
+            }
+            let next = response
+                .headers()
+                .get(reqwest::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link);
+            // Lines are counted as they pass; a CSV part's header is skipped after the first.
+            let mut skip_header = !ndjson && !first;
+            while let Some(bytes) = response.chunk().await? {
+                let mut bytes = &bytes[..];
+                if skip_header {
+                    match bytes.iter().position(|b| *b == b'\n') {
+                        Some(end) => {
+                            bytes = &bytes[end + 1..];
+                            skip_header = false;
+                        }
+                        None => continue,
+                    }
+                }
+                rows += bytes.iter().filter(|b| **b == b'\n').count() as u64;
+                out.write_all(bytes).await?;
+            }
+            if first && !ndjson {
+                rows = rows.saturating_sub(1);
+            }
+            first = false;
+            match next {
+                Some(next) => path = next,
+                None => break,
+            }
+        }
+        out.flush().await?;
+        Ok(rows)
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(Method::GET, path, None, &[]).await?.into_json()
     }
@@ -276,4 +354,21 @@ impl ApiClient {
             tokio::time::sleep(every).await;
         }
     }
+}
+
+/// The target of a `Link` header's `rel="next"`.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|link| {
+        let (target, params) = link.trim().split_once(';')?;
+        params
+            .split(';')
+            .any(|p| p.trim() == "rel=\"next\"")
+            .then(|| {
+                target
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned()
+            })
+    })
 }

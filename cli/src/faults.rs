@@ -145,6 +145,9 @@ impl Catalog for FaultyCatalog {
     ) -> StoreResult<Vec<Location>> {
         self.inner.locations_matching(brand, ids, filter).await
     }
+    async fn external_ids(&self, ids: &[LocationId]) -> StoreResult<Vec<Option<String>>> {
+        self.inner.external_ids(ids).await
+    }
     async fn find_by_external_id(
         &self,
         brand: BrandId,

@@ -419,6 +419,21 @@ enum JobAction {
         token: Option<String>,
         job: String,
     },
+    /// GET /jobs/{job}/report, every part of it: what became of each location the finished
+    /// job touched, written to standard output (or --out).
+    Report {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        #[arg(long, env = "BULKLINK_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// csv (locationId,externalId,outcome,error,at) or ndjson.
+        #[arg(long, default_value = "csv", value_parser = ["csv", "ndjson"])]
+        format: String,
+        /// Write the report to this file instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        job: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -875,6 +890,27 @@ async fn run_job_action(action: JobAction) -> anyhow::Result<()> {
                 .resume(id)
                 .await?;
             emit!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        JobAction::Report {
+            api,
+            token,
+            format,
+            out,
+            job,
+        } => {
+            let id: JobId = job.parse()?;
+            let client = ApiClient::new(&api)?.with_optional_token(token);
+            let ndjson = format == "ndjson";
+            let rows = match out {
+                Some(path) => {
+                    let file = tokio::fs::File::create(&path)
+                        .await
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    client.report(id, ndjson, None, file).await?
+                }
+                None => client.report(id, ndjson, None, tokio::io::stdout()).await?,
+            };
+            eprintln!("{rows} rows");
         }
     }
     Ok(())

@@ -33,7 +33,7 @@ crate::on_both_backends!(
 );
 
 /// The CSV the tests import (lines numbered from the header, line 1).
-fn stores_csv(brand_note: &str) -> String {
+pub(crate) fn stores_csv(brand_note: &str) -> String {
     [
         "externalId,name,address,city,region,postcode,country,tags,status",
         // 2: new.
@@ -59,7 +59,7 @@ fn stores_csv(brand_note: &str) -> String {
 
 /// A fresh env whose brand has two stores with external ids (`s-2` in York, `s-3` as the
 /// file says), and its running runtime and API.
-async fn estate(kind: Kind) -> (Env, Runtime, ApiClient, BrandId) {
+pub(crate) async fn estate(kind: Kind) -> (Env, Runtime, ApiClient, BrandId) {
     let env = Env::of(kind, fast_settings()).await;
     let runtime = env.start(env.config(), |ports| ports).await;
     let brand = BrandId::new_random();
@@ -349,7 +349,7 @@ async fn duplicate_deliveries_and_a_worker_dying_mid_chunk_leave_the_counts_exac
         .unwrap();
     assert!(done
         .iter()
-        .all(|o| *o == bulklink_core::domain::RowOutcome::Created));
+        .all(|o| o.outcome == bulklink_core::domain::RowOutcome::Created));
 
     let runtime = env
         .start(env.config(), |mut ports| {

@@ -21,6 +21,7 @@ mod migration;
 mod openapi;
 mod pipeline;
 mod rehearsal;
+mod reports;
 mod rules;
 mod throttling;
 mod tokens;

@@ -451,7 +451,7 @@ async fn finished_with_a_failure(
     brand: BrandId,
     offer: OfferId,
 ) -> bulklink_core::domain::JobId {
-    use bulklink_core::domain::{ChunkCounts, ChunkSeq, Job};
+    use bulklink_core::domain::{ChunkSeq, ChunkTally, Counter, Job};
     use bulklink_core::ports::{Completion, CreateOutcome, Failure, FanoutAdvance};
     let job = Job::new(brand, offer, None, chrono::Utc::now());
     let CreateOutcome::Created(job) = ports.jobs.create_job(&job, None).await.unwrap() else {
@@ -466,14 +466,14 @@ async fn finished_with_a_failure(
         ids_added: 1,
     };
     ports.jobs.advance_fanout(job.id, &step).await.unwrap();
-    let counts = ChunkCounts {
-        failed: 1,
-        ..Default::default()
-    };
-    let failure = Failure::of_location(LocationId::new_random(), "refused".into(), 3);
+    let mut tally = ChunkTally::default();
+    tally.fail(
+        Counter::Failed,
+        Failure::of_location(LocationId::new_random(), "refused".into(), 3),
+    );
     ports
         .ledger
-        .record_chunk(job.id, Some(offer), ChunkSeq(0), counts, 0, &[failure])
+        .record_chunk(job.id, Some(offer), ChunkSeq(0), &tally, 0)
         .await
         .unwrap();
     let Completion::Won(done) = ports.jobs.try_complete(job.id).await.unwrap() else {

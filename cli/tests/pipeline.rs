@@ -578,7 +578,7 @@ async fn rate_limited_workers_still_link_exactly() {
     pipeline.shutdown().await;
 }
 
-async fn first_location(
+pub(crate) async fn first_location(
     ports: &bulklink_core::Ports,
     seeded: &bulklink_sqlite::SeededBrand,
 ) -> LocationId {

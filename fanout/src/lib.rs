@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulklink_core::domain::{
-    ChunkCounts, ChunkMessage, ChunkSeq, DomainError, FanoutMessage, Job, JobId, JobStatus,
+    ChunkMessage, ChunkSeq, ChunkTally, Counter, DomainError, FanoutMessage, Job, JobId, JobStatus,
 };
 use bulklink_core::importing::{PageLimits, WorkPage};
 use bulklink_core::lifecycle;
@@ -288,13 +288,11 @@ impl Fanout {
         // (the ledger dedupes it) rather than leaving a closed fanout with a chunk never
         // accounted.
         self.ports.jobs.mark_failing(job.id).await?;
-        let counts = ChunkCounts {
-            failed: 1,
-            ..Default::default()
-        };
+        let mut tally = ChunkTally::default();
+        tally.fail(Counter::Failed, failure);
         self.ports
             .ledger
-            .record_chunk(job.id, job.offer_id, seq, counts, 0, &[failure])
+            .record_chunk(job.id, job.offer_id, seq, &tally, 0)
             .await?;
         Ok(Step::Advanced(Box::new(
             self.ports.jobs.advance_fanout(job.id, &step).await?,

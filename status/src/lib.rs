@@ -26,6 +26,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub mod console;
+mod reports;
 mod webhooks;
 
 /// The read routes and webhooks, each with its OpenAPI operation.
@@ -37,6 +38,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(get_job))
         .routes(routes!(get_import))
         .routes(routes!(list_failures))
+        .routes(routes!(reports::get_job_report))
         .routes(routes!(list_job_deliveries))
         .routes(routes!(get_offer))
         .routes(routes!(list_offers))

@@ -62,6 +62,7 @@ API_FUNCTIONS = {"job_api", "status"}
 API_ENV = {
     "BRAND_RATE_PER_SEC": Ref(("var", "brand_requests_per_sec")),
     "BRAND_RATE_BURST": Ref(("var", "brand_request_burst")),
+    "REPORT_ROWS_PER_RESPONSE": Ref(("var", "report_rows_per_response")),
 }
 
 # Env var naming a resource -> (resource type, attribute, resource name at the defaults).

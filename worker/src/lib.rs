@@ -13,11 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulklink_core::budget::{BudgetWatch, LiveRates};
-use bulklink_core::domain::{ChunkCounts, ChunkMessage, DomainError, Job, JobId, JobStatus};
+use bulklink_core::domain::{
+    ChunkCounts, ChunkMessage, ChunkTally, DomainError, Job, JobId, JobStatus,
+};
 use bulklink_core::importing;
 use bulklink_core::kinds::{self, Unfinished};
 use bulklink_core::lifecycle::{self, Republish};
-use bulklink_core::ports::{Failure, Ledgered, Parking, Ports, Queue, ReceivedMessage};
+use bulklink_core::ports::{Ledgered, Parking, Ports, Queue, ReceivedMessage};
 use bulklink_core::{Settings, StoreError};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -254,7 +256,7 @@ impl ChunkProcessor {
                 };
                 job = now;
             }
-            let (counts, failures) = if job.status.skips_chunks() {
+            let tally = if job.status.skips_chunks() {
                 self.unfinished(&job, &chunk, Unfinished::Skipped).await?
             } else {
                 match attempt {
@@ -276,7 +278,8 @@ impl ChunkProcessor {
                     },
                 }
             };
-            self.account(&chunk, counts, kinds::offer_delta(&job, &counts), &failures).await
+            let delta = kinds::offer_delta(&job, &tally.counts());
+            self.account(&chunk, &tally, delta).await
         }
         .instrument(span)
         .await
@@ -305,7 +308,7 @@ impl ChunkProcessor {
         job: &Job,
         chunk: &ChunkMessage,
         how: Unfinished<'_>,
-    ) -> Result<(ChunkCounts, Vec<Failure>), StoreError> {
+    ) -> Result<ChunkTally, StoreError> {
         match &chunk.rows {
             Some(span) => importing::account_unfinished_rows(&self.ports, job, span, how).await,
             None => {
@@ -321,20 +324,16 @@ impl ChunkProcessor {
         }
     }
 
-    /// The job's action on the chunk, in slices of the write budget: its counts, and the
-    /// failures of an import's invalid rows.
-    async fn apply(
-        &self,
-        job: &Job,
-        chunk: &ChunkMessage,
-    ) -> Result<(ChunkCounts, Vec<Failure>), StoreError> {
+    /// The job's action on the chunk, in slices of the write budget: what became of each
+    /// item (an import's invalid rows as failures).
+    async fn apply(&self, job: &Job, chunk: &ChunkMessage) -> Result<ChunkTally, StoreError> {
         let Some(span) = &chunk.rows else {
             let outcomes = self
                 .paced(&chunk.location_ids, |part| {
                     kinds::apply(&self.ports, job, part)
                 })
                 .await?;
-            return Ok((kinds::tally(&outcomes), Vec::new()));
+            return Ok(kinds::tally(&chunk.location_ids, &outcomes));
         };
         let mut valid = Vec::with_capacity(span.rows as usize);
         let mut invalid = Vec::new();
@@ -348,7 +347,7 @@ impl ChunkProcessor {
             .paced(&valid, |part| importing::apply_rows(&self.ports, job, part))
             .await?;
         let lines: Vec<_> = valid.iter().map(|(line, _)| *line).zip(outcomes).collect();
-        Ok(importing::tally_rows(&lines, &invalid))
+        Ok(importing::tally_rows(lines, invalid))
     }
 
     /// Does `each` to `items` in slices the write budget allows, in order.
@@ -377,22 +376,15 @@ impl ChunkProcessor {
     async fn account(
         &self,
         chunk: &ChunkMessage,
-        counts: ChunkCounts,
+        tally: &ChunkTally,
         offer_delta: i64,
-        failures: &[Failure],
     ) -> Result<ChunkReport, ChunkError> {
         let ledgered = self
             .ports
             .ledger
-            .record_chunk(
-                chunk.job_id,
-                chunk.offer_id,
-                chunk.seq,
-                counts,
-                offer_delta,
-                failures,
-            )
+            .record_chunk(chunk.job_id, chunk.offer_id, chunk.seq, tally, offer_delta)
             .await?;
+        let counts = tally.counts();
         let report = match &ledgered {
             Ledgered::Recorded(_) => {
                 info!(

@@ -20,9 +20,9 @@ use super::items::*;
 use super::sdk_error::{cancellation, classify, condition_failed, retryable_cancel};
 use crate::clock::Clock;
 use crate::domain::{
-    BrandId, ImportMark, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes,
-    LocationChange, LocationFilter, LocationId, LocationStatus, MarkedUpsert, Offer, OfferId,
-    OfferRule, RowOutcome, Upserted,
+    BrandId, ImportMark, ImportedRow, JobId, Link, LinkOutcome, LinkedBy, Location,
+    LocationAttributes, LocationChange, LocationFilter, LocationId, LocationStatus, MarkedUpsert,
+    Offer, OfferId, OfferRule, RowOutcome, Upserted,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, LocationImports, Page};
@@ -471,7 +471,7 @@ impl DynamoCatalog {
             return Ok(match self.change_marked(id, &change, marks).await? {
                 Marked::Changed(l) => MarkedUpsert::Done(Box::new(Upserted::Updated(l))),
                 Marked::Unchanged(l) => MarkedUpsert::Done(Box::new(Upserted::Unchanged(l))),
-                Marked::Seen(outcome) => MarkedUpsert::Seen(outcome),
+                Marked::Seen(outcome) => MarkedUpsert::Seen(id, outcome),
                 // A claim whose location was deleted as it was read: read again.
                 Marked::Missing => continue,
             });
@@ -1287,6 +1287,26 @@ impl Catalog for DynamoCatalog {
         Ok(ids.iter().filter_map(|id| matching.remove(id)).collect())
     }
 
+    async fn external_ids(&self, ids: &[LocationId]) -> StoreResult<Vec<Option<String>>> {
+        // A BatchGetItem refuses a key named twice.
+        let distinct: std::collections::BTreeSet<LocationId> = ids.iter().copied().collect();
+        let keys = distinct
+            .into_iter()
+            .map(|id| key(location_pk(id), LOCATION_SK))
+            .collect();
+        let mut found = HashMap::new();
+        for item in batch_get(&self.ddb, &self.table, keys).await? {
+            let read = from_item::<LocationItem>(item)?;
+            if let Some(external_id) = read.external_id {
+                found.insert(read.pk, external_id);
+            }
+        }
+        Ok(ids
+            .iter()
+            .map(|id| found.get(&location_pk(*id)).cloned())
+            .collect())
+    }
+
     async fn find_by_external_id(
         &self,
         brand: BrandId,
@@ -1604,11 +1624,11 @@ impl LocationImports for DynamoCatalog {
     /// The external id's claim, then the location: created with the mark (its claim in the
     /// same transaction), or changed on condition of the version read, the mark in the same
     /// write; an unchanged location gets the mark alone, on the same condition.
-    async fn import_row(&self, location: &Location, mark: ImportMark) -> StoreResult<RowOutcome> {
+    async fn import_row(&self, location: &Location, mark: ImportMark) -> StoreResult<ImportedRow> {
         Ok(self
             .upsert_marked(location, Some(mark))
             .await?
-            .row_outcome())
+            .imported_row())
     }
 
     async fn import_marks(&self, ids: &[LocationId]) -> StoreResult<Vec<Option<ImportMark>>> {

@@ -9,8 +9,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Action, BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, JobSpec, Link, LinkedBy,
-    Location, LocationAttributes, LocationId, LocationStatus, Offer, OfferId,
+    Action, BrandId, ChunkSeq, ChunkTally, Counters, Job, JobId, JobSpec, Link, LinkedBy, Location,
+    LocationAttributes, LocationId, LocationStatus, Offer, OfferId,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Failure};
@@ -518,13 +518,8 @@ pub(crate) struct ChunkItem {
 }
 
 impl ChunkItem {
-    pub fn of(
-        job: JobId,
-        seq: ChunkSeq,
-        c: ChunkCounts,
-        failures: &[Failure],
-        recorded_at_ms: i64,
-    ) -> Self {
+    pub fn of(job: JobId, seq: ChunkSeq, tally: &ChunkTally, recorded_at_ms: i64) -> Self {
+        let (c, failures) = (tally.counts(), tally.failures());
         ChunkItem {
             pk: job_pk(job),
             sk: chunk_sk(seq),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Delete, Put, PutRequest, ReturnValue,
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update, WriteRequest,
@@ -20,17 +21,20 @@ use super::items::*;
 use super::sdk_error::{cancellation, classify, condition_failed, retryable_cancel};
 use crate::clock::Clock;
 use crate::domain::{
-    BrandId, ChunkCounts, ChunkSeq, Import, ImportId, Job, JobId, JobStatus, OfferId, Transition,
+    decode_outcomes, BrandId, ChunkSeq, ChunkTally, Import, ImportId, Job, JobId, JobStatus,
+    OfferId, Transition,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
-    Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance,
-    IdempotencyClaim, Imports, JobStore, Ledger, Ledgered, OfferDeletion, Page, ParkedChunk,
-    Parking, PauseOutcome, RuntimeSettings,
+    Advanced, CancelOutcome, ChunkRecord, Completion, CreateOutcome, Cursor, Failure,
+    FanoutAdvance, IdempotencyClaim, Imports, JobStore, Ledger, Ledgered, OfferDeletion, Page,
+    ParkedChunk, Parking, PauseOutcome, RuntimeSettings,
 };
 
 /// How long an `Idempotency-Key` is remembered (DynamoDB TTL, checked on read too).
 const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
+/// The chunk marker's attribute holding its outcomes (binary, `ChunkTally::encode`).
+const OUTCOMES: &str = "outcomes";
 /// How long a finished job's items stay before TTL removes them.
 const JOB_RETENTION_SECS: i64 = 30 * 24 * 60 * 60;
 /// Read-then-write rounds a pause's end gets when the job changes between the two.
@@ -762,22 +766,23 @@ impl Ledger for DynamoJobs {
         job: JobId,
         offer: Option<OfferId>,
         seq: ChunkSeq,
-        counts: ChunkCounts,
+        tally: &ChunkTally,
         offer_delta: i64,
-        failures: &[Failure],
     ) -> StoreResult<Ledgered> {
+        let (counts, failures) = (tally.counts(), tally.failures());
         // The marker carries the failures (a transaction holds at most 100 items, a chunk
         // may have 100 failures); the FAIL# items are written from whichever version of
-        // the chunk won the ledger, so a replay never changes them.
+        // the chunk won the ledger, so a replay never changes them. It carries the chunk's
+        // outcomes too, in their compact binary form (the rows of the job's report: no write
+        // of their own, about 1.7 KB more on a chunk of 100 locations).
+        let mut marker_item = to_item(&ChunkItem::of(job, seq, tally, self.clock.now_ms()))?;
+        marker_item.insert(
+            OUTCOMES.to_owned(),
+            AttributeValue::B(Blob::new(tally.encode())),
+        );
         let marker = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(to_item(&ChunkItem::of(
-                job,
-                seq,
-                counts,
-                failures,
-                self.clock.now_ms(),
-            ))?))
+            .set_item(Some(marker_item))
             .condition_expression("attribute_not_exists(pk)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
@@ -842,6 +847,41 @@ impl Ledger for DynamoJobs {
                 } else {
                     Err(retryable_cancel(&reasons))
                 }
+            }
+        }
+    }
+
+    async fn chunks_from(
+        &self,
+        id: JobId,
+        from: ChunkSeq,
+        limit: usize,
+    ) -> StoreResult<Vec<ChunkRecord>> {
+        // A query returns at most 1 MB: read on until `limit` chunks or the last one.
+        let mut chunks = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .ddb
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :j AND sk BETWEEN :from AND :last")
+                .expression_attribute_values(":j", s(job_pk(id)))
+                .expression_attribute_values(":from", s(chunk_sk(from)))
+                .expression_attribute_values(":last", s("CHUNK#~"))
+                .projection_expression("sk, recordedAt, #o")
+                .expression_attribute_names("#o", OUTCOMES)
+                .set_exclusive_start_key(start)
+                .limit((limit - chunks.len()).min(1_000) as i32)
+                .send()
+                .await
+                .map_err(|e| classify("Query", e))?;
+            for item in out.items.unwrap_or_default() {
+                chunks.push(chunk_record(item)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() || chunks.len() >= limit {
+                return Ok(chunks);
             }
         }
     }
@@ -1157,4 +1197,27 @@ fn import_from_item(item: Item) -> StoreResult<Import> {
         import.started_at = Some(from_ms(ms));
     }
     Ok(import)
+}
+
+/// A chunk marker as the ledger record it is.
+fn chunk_record(mut item: Item) -> StoreResult<ChunkRecord> {
+    let outcomes = match item.remove(OUTCOMES) {
+        Some(AttributeValue::B(blob)) => Some(decode_outcomes(blob.as_ref())?),
+        _ => None,
+    };
+    let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned();
+    let seq = sk
+        .as_deref()
+        .and_then(|sk| sk.strip_prefix("CHUNK#"))
+        .and_then(|seq| seq.parse().ok())
+        .ok_or_else(|| StoreError::internal(format!("a chunk item's sk is {sk:?}")))?;
+    let at = match item.get("recordedAt") {
+        Some(AttributeValue::N(ms)) => ms.parse().unwrap_or_default(),
+        _ => 0,
+    };
+    Ok(ChunkRecord {
+        seq: ChunkSeq(seq),
+        recorded_at: from_ms(at),
+        outcomes,
+    })
 }

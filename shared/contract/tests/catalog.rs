@@ -640,6 +640,27 @@ pub async fn deleting_a_location_frees_its_external_id(fx: &Fixture) {
     assert_eq!(made, Upserted::Created(reopened));
 }
 
+pub async fn external_ids_name_each_location_in_order(fx: &Fixture) {
+    let catalog = &fx.ports.catalog;
+    let mut batch = locations(BrandId::new_random(), 3);
+    batch[0].external_id = Some("S-1".into());
+    batch[2].external_id = Some("S-3".into());
+    catalog.create_locations(&batch).await.unwrap();
+    let asked = [
+        batch[2].id,
+        LocationId::new_random(),
+        batch[1].id,
+        batch[0].id,
+    ];
+    let names = catalog.external_ids(&asked).await.unwrap();
+    assert_eq!(
+        names,
+        [Some("S-3".to_owned()), None, None, Some("S-1".to_owned())]
+    );
+    let many: Vec<LocationId> = (0..150).map(|_| batch[0].id).collect();
+    assert_eq!(catalog.external_ids(&many).await.unwrap().len(), 150);
+}
+
 pub async fn locations_matching_are_the_brands_matching_ones_in_order(fx: &Fixture) {
     let catalog = &fx.ports.catalog;
     let brand = BrandId::new_random();

@@ -80,9 +80,10 @@ pub async fn a_new_row_creates_its_location_and_a_replay_answers_from_the_mark(f
     let an_hour_ago = now(fx) - Duration::hours(1);
     let sent = row(brand, raw("s-1", "London"), an_hour_ago);
 
-    let outcome = imports.import_row(&sent, mark(job, 2)).await.unwrap();
+    let made = imports.import_row(&sent, mark(job, 2)).await.unwrap();
 
-    assert_eq!(outcome, RowOutcome::Created);
+    assert_eq!(made.outcome, RowOutcome::Created);
+    assert_eq!(made.location, sent.id);
     let found = catalog.find_by_external_id(brand, "s-1").await.unwrap();
     assert_eq!(
         found,
@@ -98,7 +99,11 @@ pub async fn a_new_row_creates_its_location_and_a_replay_answers_from_the_mark(f
     let again = row(brand, raw("s-1", "London"), now(fx));
     let replay = imports.import_row(&again, mark(job, 2)).await.unwrap();
 
-    assert_eq!(replay, RowOutcome::Created);
+    assert_eq!(replay.outcome, RowOutcome::Created);
+    assert_eq!(
+        replay.location, sent.id,
+        "the location the first delivery made"
+    );
     let found = catalog.find_by_external_id(brand, "s-1").await.unwrap();
     assert_eq!(found, Some(sent.clone()), "nothing changed");
     assert_eq!(catalog.get_location(again.id).await.unwrap(), None);
@@ -113,7 +118,8 @@ pub async fn a_new_row_creates_its_location_and_a_replay_answers_from_the_mark(f
     let outcome = imports
         .import_row(&elsewhere, mark(other_job, 2))
         .await
-        .unwrap();
+        .unwrap()
+        .outcome;
     assert_eq!(outcome, RowOutcome::Created);
     assert_eq!(stored(fx, elsewhere.id).await, elsewhere);
     assert_eq!(stored(fx, sent.id).await, sent);
@@ -139,7 +145,11 @@ pub async fn another_row_of_the_same_store_in_one_file_is_a_duplicate_and_change
     imports.import_row(&sent, mark(job, 2)).await.unwrap();
 
     let later_line = row(brand, raw("s-1", "Leeds"), now(fx));
-    let outcome = imports.import_row(&later_line, mark(job, 7)).await.unwrap();
+    let outcome = imports
+        .import_row(&later_line, mark(job, 7))
+        .await
+        .unwrap()
+        .outcome;
 
     assert_eq!(outcome, RowOutcome::Duplicate { first_line: 2 });
     assert_eq!(stored(fx, sent.id).await, sent, "the location is unchanged");
@@ -162,7 +172,11 @@ pub async fn a_later_import_of_the_same_row_is_unchanged_and_leaves_its_own_mark
     imports.import_row(&sent, mark(first, 2)).await.unwrap();
 
     let same = row(brand, raw("s-1", "London"), now(fx));
-    let outcome = imports.import_row(&same, mark(second, 5)).await.unwrap();
+    let outcome = imports
+        .import_row(&same, mark(second, 5))
+        .await
+        .unwrap()
+        .outcome;
 
     assert_eq!(outcome, RowOutcome::Unchanged);
     assert_eq!(stored(fx, sent.id).await, sent, "updatedAt did not move");
@@ -174,10 +188,18 @@ pub async fn a_later_import_of_the_same_row_is_unchanged_and_leaves_its_own_mark
 
     // That mark answers the later import's replay, and makes its second row of the store a
     // duplicate, changed or not.
-    let replay = imports.import_row(&same, mark(second, 5)).await.unwrap();
+    let replay = imports
+        .import_row(&same, mark(second, 5))
+        .await
+        .unwrap()
+        .outcome;
     assert_eq!(replay, RowOutcome::Unchanged);
     let changed = row(brand, raw("s-1", "Leeds"), now(fx));
-    let duplicate = imports.import_row(&changed, mark(second, 9)).await.unwrap();
+    let duplicate = imports
+        .import_row(&changed, mark(second, 9))
+        .await
+        .unwrap()
+        .outcome;
     assert_eq!(duplicate, RowOutcome::Duplicate { first_line: 5 });
     assert_eq!(stored(fx, sent.id).await, sent);
     assert_eq!(
@@ -204,7 +226,11 @@ pub async fn a_changed_row_updates_the_location_in_place_and_keeps_its_links(fx:
     let job = JobId::new_v7();
 
     let moved = row(brand, raw("s-1", "Leeds"), an_hour_ago);
-    let outcome = imports.import_row(&moved, mark(job, 4)).await.unwrap();
+    let outcome = imports
+        .import_row(&moved, mark(job, 4))
+        .await
+        .unwrap()
+        .outcome;
 
     assert_eq!(outcome, RowOutcome::Updated);
     let updated = stored(fx, sent.id).await;
@@ -229,7 +255,11 @@ pub async fn a_changed_row_updates_the_location_in_place_and_keeps_its_links(fx:
     );
 
     // Its replay answers Updated and moves nothing.
-    let replay = imports.import_row(&moved, mark(job, 4)).await.unwrap();
+    let replay = imports
+        .import_row(&moved, mark(job, 4))
+        .await
+        .unwrap()
+        .outcome;
     assert_eq!(replay, RowOutcome::Updated);
     assert_eq!(stored(fx, sent.id).await, updated);
 
@@ -241,7 +271,8 @@ pub async fn a_changed_row_updates_the_location_in_place_and_keeps_its_links(fx:
     let outcome = imports
         .import_row(&row(brand, bare, now(fx)), mark(next, 2))
         .await
-        .unwrap();
+        .unwrap()
+        .outcome;
     assert_eq!(outcome, RowOutcome::Updated);
     let bared = stored(fx, sent.id).await;
     assert_eq!(bared.attributes.name, None);
@@ -278,7 +309,11 @@ pub async fn a_row_that_closes_a_store_takes_it_out_of_its_offers(fx: &Fixture) 
     let mut closing = raw("s-1", "London");
     closing.status = Some("closed".to_owned());
     let closing = row(brand, closing, now(fx));
-    let outcome = imports.import_row(&closing, mark(job, 3)).await.unwrap();
+    let outcome = imports
+        .import_row(&closing, mark(job, 3))
+        .await
+        .unwrap()
+        .outcome;
 
     assert_eq!(outcome, RowOutcome::Updated);
     let closed = stored(fx, sent.id).await;
@@ -299,7 +334,11 @@ pub async fn a_row_that_closes_a_store_takes_it_out_of_its_offers(fx: &Fixture) 
     );
 
     // Its replay leaves the offer alone.
-    let replay = imports.import_row(&closing, mark(job, 3)).await.unwrap();
+    let replay = imports
+        .import_row(&closing, mark(job, 3))
+        .await
+        .unwrap()
+        .outcome;
     assert_eq!(replay, RowOutcome::Updated);
     assert_eq!(total(fx, offer.id).await, 1);
     assert_eq!(stored(fx, sent.id).await, closed);
@@ -314,7 +353,8 @@ pub async fn a_row_that_closes_a_store_takes_it_out_of_its_offers(fx: &Fixture) 
     let outcome = imports
         .import_row(&reopening, mark(JobId::new_v7(), 2))
         .await
-        .unwrap();
+        .unwrap()
+        .outcome;
     assert_eq!(outcome, RowOutcome::Updated);
     let reopened = stored(fx, sent.id).await;
     assert!(reopened.is_active() && !reopened.has_offer, "{reopened:?}");

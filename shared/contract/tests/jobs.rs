@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 
 use bulklink_core::domain::{
-    BrandId, ChunkCounts, ChunkSeq, Job, JobId, JobStatus, LocationId, Offer, OfferId,
+    BrandId, ChunkCounts, ChunkSeq, ChunkTally, Counter, Job, JobId, JobStatus, LocationId, Offer,
+    OfferId,
 };
 use bulklink_core::ports::{
     Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance, Ledgered,
@@ -22,6 +23,30 @@ fn created(outcome: CreateOutcome) -> Job {
         CreateOutcome::Created(job) => job,
         other => panic!("expected Created, got {other:?}"),
     }
+}
+
+/// A chunk's tally of these counts (each outcome a location of its own), `failures` among
+/// its failed ones.
+fn tally(counts: ChunkCounts, failures: &[Failure]) -> ChunkTally {
+    let mut tally = ChunkTally::default();
+    for failure in failures {
+        tally.fail(Counter::Failed, failure.clone());
+    }
+    let failed_without_reason = counts.failed.saturating_sub(failures.len() as u32);
+    for (counter, n) in [
+        (Counter::Linked, counts.linked),
+        (Counter::AlreadyLinked, counts.already_linked),
+        (Counter::NotFound, counts.not_found),
+        (Counter::Failed, failed_without_reason),
+        (Counter::Cancelled, counts.cancelled),
+        (Counter::Unlinked, counts.unlinked),
+        (Counter::NotLinked, counts.not_linked),
+    ] {
+        for _ in 0..n {
+            tally.push(LocationId::new_random(), counter);
+        }
+    }
+    tally
 }
 
 fn counts(linked: u32, already_linked: u32, not_found: u32, failed: u32) -> ChunkCounts {
@@ -87,9 +112,8 @@ async fn succeeded(fx: &Fixture) -> (Offer, Job) {
             job.id,
             Some(offer.id),
             ChunkSeq(0),
-            counts(1, 0, 0, 0),
+            &tally(counts(1, 0, 0, 0), &[]),
             counts(1, 0, 0, 0).offer_delta(),
-            &[],
         )
         .await
         .unwrap();
@@ -361,9 +385,8 @@ pub async fn recording_a_chunk_adds_its_counts_to_the_job_and_the_offer(fx: &Fix
             job.id,
             Some(offer.id),
             ChunkSeq(0),
-            counts(3, 1, 1, 0),
+            &tally(counts(3, 1, 1, 0), &[]),
             counts(3, 1, 1, 0).offer_delta(),
-            &[],
         )
         .await
         .unwrap();
@@ -394,9 +417,8 @@ pub async fn a_replayed_chunk_adds_nothing_to_the_counters(fx: &Fixture) {
             job.id,
             Some(offer.id),
             ChunkSeq(0),
-            counts(2, 0, 0, 1),
+            &tally(counts(2, 0, 0, 1), std::slice::from_ref(&first_failure)),
             counts(2, 0, 0, 1).offer_delta(),
-            std::slice::from_ref(&first_failure),
         )
         .await
         .unwrap();
@@ -408,9 +430,8 @@ pub async fn a_replayed_chunk_adds_nothing_to_the_counters(fx: &Fixture) {
             job.id,
             Some(offer.id),
             ChunkSeq(0),
-            counts(2, 0, 0, 1),
+            &tally(counts(2, 0, 0, 1), &[failure("again", 4)]),
             counts(2, 0, 0, 1).offer_delta(),
-            &[failure("again", 4)],
         )
         .await
         .unwrap();
@@ -435,19 +456,89 @@ pub async fn a_replayed_chunk_adds_nothing_to_the_counters(fx: &Fixture) {
     assert_eq!(failures.items, vec![first_failure]);
 }
 
+pub async fn a_chunks_outcomes_are_kept_with_it_once_and_read_back_in_order(fx: &Fixture) {
+    let (offer, job) = fanned_out(fx, 3, 12).await;
+    let mut first = tally(
+        counts(2, 1, 0, 0),
+        &[failure("throttled, a reason, \"quoted\"", 3)],
+    );
+    first.push_row(7, None, Counter::Invalid);
+    let tallies = [
+        first,
+        tally(counts(4, 0, 0, 0), &[]),
+        tally(counts(0, 0, 1, 0), &[]),
+    ];
+    // Recorded out of order, the first twice (a replay with other outcomes changes nothing).
+    for seq in [2u32, 0, 1] {
+        let t = &tallies[seq as usize];
+        fx.ports
+            .ledger
+            .record_chunk(
+                job.id,
+                Some(offer.id),
+                ChunkSeq(seq),
+                t,
+                t.counts().offer_delta(),
+            )
+            .await
+            .unwrap();
+    }
+    let other = tally(counts(0, 0, 0, 0), &[failure("other", 1)]);
+    fx.ports
+        .ledger
+        .record_chunk(job.id, Some(offer.id), ChunkSeq(0), &other, 0)
+        .await
+        .unwrap();
+
+    let head = fx
+        .ports
+        .ledger
+        .chunks_from(job.id, ChunkSeq(0), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        head.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        [ChunkSeq(0), ChunkSeq(1)]
+    );
+    let rest = fx
+        .ports
+        .ledger
+        .chunks_from(job.id, ChunkSeq(2), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    for (record, tally) in head.iter().chain(&rest).zip(&tallies) {
+        assert_eq!(record.outcomes.as_deref(), Some(tally.outcomes()));
+        let age = fx.ports.clock.now() - record.recorded_at;
+        assert!(age >= chrono::Duration::zero() && age < chrono::Duration::minutes(1));
+    }
+    let none = fx
+        .ports
+        .ledger
+        .chunks_from(job.id, ChunkSeq(3), 10)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let other_job = fx
+        .ports
+        .ledger
+        .chunks_from(JobId::new_v7(), ChunkSeq(0), 10);
+    assert!(other_job.await.unwrap().is_empty());
+}
+
 pub async fn concurrent_deliveries_of_one_chunk_are_recorded_once(fx: &Fixture) {
     let jobs = &fx.ports.jobs;
     let (offer, job) = fanned_out(fx, 1, 5).await;
     let chunk = counts(4, 1, 0, 0);
+    let delivered = tally(chunk, &[]);
 
     let results = join_all((0..10).map(|_| {
         fx.ports.ledger.record_chunk(
             job.id,
             Some(offer.id),
             ChunkSeq(0),
-            chunk,
+            &delivered,
             chunk.offer_delta(),
-            &[],
         )
     }))
     .await;
@@ -485,9 +576,8 @@ pub async fn recorded_failures_are_listed_with_reason_and_attempts(fx: &Fixture)
             job.id,
             Some(offer.id),
             ChunkSeq(0),
-            counts(2, 0, 0, 3),
+            &tally(counts(2, 0, 0, 3), &first),
             counts(2, 0, 0, 3).offer_delta(),
-            &first,
         )
         .await
         .unwrap();
@@ -497,9 +587,8 @@ pub async fn recorded_failures_are_listed_with_reason_and_attempts(fx: &Fixture)
             job.id,
             Some(offer.id),
             ChunkSeq(1),
-            counts(3, 0, 0, 2),
+            &tally(counts(3, 0, 0, 2), &second),
             counts(3, 0, 0, 2).offer_delta(),
-            &second,
         )
         .await
         .unwrap();
@@ -550,9 +639,8 @@ pub async fn completion_waits_for_fanout_and_every_chunk(fx: &Fixture) {
             job.id,
             Some(offer.id),
             ChunkSeq(0),
-            counts(2, 0, 0, 0),
+            &tally(counts(2, 0, 0, 0), &[]),
             counts(2, 0, 0, 0).offer_delta(),
-            &[],
         )
         .await
         .unwrap();
@@ -572,9 +660,8 @@ pub async fn completion_waits_for_fanout_and_every_chunk(fx: &Fixture) {
             job.id,
             Some(offer.id),
             ChunkSeq(1),
-            counts(2, 0, 0, 0),
+            &tally(counts(2, 0, 0, 0), &[]),
             counts(2, 0, 0, 0).offer_delta(),
-            &[],
         )
         .await
         .unwrap();
@@ -614,9 +701,8 @@ pub async fn concurrent_completion_attempts_have_exactly_one_winner(fx: &Fixture
             job.id,
             Some(offer.id),
             ChunkSeq(0),
-            counts(1, 0, 0, 0),
+            &tally(counts(1, 0, 0, 0), &[]),
             counts(1, 0, 0, 0).offer_delta(),
-            &[],
         )
         .await
         .unwrap();
@@ -644,9 +730,8 @@ pub async fn a_running_job_with_failures_completes_with_errors(fx: &Fixture) {
             job.id,
             Some(offer.id),
             ChunkSeq(0),
-            counts(1, 0, 0, 1),
+            &tally(counts(1, 0, 0, 1), &[failure("x", 3)]),
             counts(1, 0, 0, 1).offer_delta(),
-            &[failure("x", 3)],
         )
         .await
         .unwrap();
@@ -669,9 +754,8 @@ pub async fn a_cancelling_job_completes_as_cancelled(fx: &Fixture) {
             job.id,
             Some(offer.id),
             ChunkSeq(0),
-            ChunkCounts::all_cancelled(2),
+            &tally(ChunkCounts::all_cancelled(2), &[]),
             ChunkCounts::all_cancelled(2).offer_delta(),
-            &[],
         )
         .await
         .unwrap();
@@ -693,9 +777,8 @@ pub async fn a_failing_job_completes_as_failed(fx: &Fixture) {
             job.id,
             Some(offer.id),
             ChunkSeq(0),
-            counts(0, 0, 0, 2),
+            &tally(counts(0, 0, 0, 2), &[]),
             counts(0, 0, 0, 2).offer_delta(),
-            &[],
         )
         .await
         .unwrap();
@@ -718,9 +801,8 @@ pub async fn completion_frees_the_offer_for_a_new_job(fx: &Fixture) {
             job.id,
             Some(offer.id),
             ChunkSeq(0),
-            counts(1, 0, 0, 0),
+            &tally(counts(1, 0, 0, 0), &[]),
             counts(1, 0, 0, 0).offer_delta(),
-            &[],
         )
         .await
         .unwrap();
@@ -951,9 +1033,8 @@ pub async fn a_paused_job_parks_each_chunk_once_and_resumes_with_its_pause_count
             job.id,
             Some(offer.id),
             ChunkSeq(0),
-            counts(1, 0, 0, 0),
+            &tally(counts(1, 0, 0, 0), &[]),
             1,
-            &[],
         )
         .await
         .unwrap();

@@ -52,6 +52,10 @@ pub struct Settings {
     pub max_import_bytes: u64,
     /// How long an import's upload URL works.
     pub import_upload_expiry: Duration,
+    /// Most rows of a job's report in one response (`None`: the whole report, streamed).
+    /// On Lambda behind API Gateway, whose responses are buffered and at most 6 MB, a larger
+    /// report is answered a part at a time, each with a `Link` to the next.
+    pub report_rows_per_response: Option<usize>,
 }
 
 impl Default for Settings {
@@ -77,6 +81,7 @@ impl Default for Settings {
             brand_rate_burst: 40,
             max_import_bytes: 1 << 30,
             import_upload_expiry: Duration::from_secs(15 * 60),
+            report_rows_per_response: None,
         }
     }
 }
@@ -91,7 +96,7 @@ pub struct SettingsError {
 
 impl Settings {
     /// Names of the environment variables, shared with Terraform.
-    pub const ENV: [&'static str; 20] = [
+    pub const ENV: [&'static str; 21] = [
         "CHUNK_SIZE",
         "FANOUT_PAGE_SIZE",
         "WRITE_BUDGET_PER_SEC",
@@ -112,6 +117,7 @@ impl Settings {
         "BRAND_RATE_BURST",
         "MAX_IMPORT_BYTES",
         "IMPORT_UPLOAD_EXPIRY_SECS",
+        "REPORT_ROWS_PER_RESPONSE",
     ];
 
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -188,6 +194,17 @@ impl Settings {
         }
         if let Some(v) = lookup("MAX_IMPORT_BYTES") {
             s.max_import_bytes = parse("MAX_IMPORT_BYTES", &v)?;
+        }
+        if let Some(v) = lookup("REPORT_ROWS_PER_RESPONSE") {
+            let rows: usize = parse("REPORT_ROWS_PER_RESPONSE", &v)?;
+            if rows == 0 {
+                return Err(SettingsError {
+                    name: "REPORT_ROWS_PER_RESPONSE",
+                    value: v,
+                    why: "must be at least 1 (leave it unset for whole reports)",
+                });
+            }
+            s.report_rows_per_response = Some(rows);
         }
         if let Some(v) = lookup("IMPORT_UPLOAD_EXPIRY_SECS") {
             let secs: u64 = parse("IMPORT_UPLOAD_EXPIRY_SECS", &v)?;

@@ -7,12 +7,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    find_rows, read_header, read_rows, span_columns, ChunkCounts, ChunkMessage, FilePosition,
-    ImportFormat, ImportId, ImportMark, Job, Location, LocationId, LocationStatus, RowOutcome,
-    RowSpan, Source, MAX_CHUNK_SIZE, READ_WINDOW,
+    find_rows, read_header, read_rows, span_columns, ChunkMessage, ChunkTally, Counter,
+    FilePosition, ImportFormat, ImportId, ImportMark, ImportedRow, Job, Location, LocationId,
+    LocationStatus, RowOutcome, RowSpan, Source, MAX_CHUNK_SIZE, READ_WINDOW,
 };
 use crate::error::{StoreError, StoreResult};
-use crate::kinds::{tally, Outcome, Unfinished};
+use crate::kinds::{Outcome, Unfinished};
 use crate::ports::{Cursor, Failure, Ports};
 
 /// Where an import's fanout is.
@@ -289,7 +289,7 @@ pub async fn apply_rows(
     ports: &Ports,
     job: &Job,
     rows: &[(u64, Location)],
-) -> StoreResult<Vec<RowOutcome>> {
+) -> StoreResult<Vec<ImportedRow>> {
     let mut outcomes = Vec::with_capacity(rows.len());
     for (line, location) in rows {
         let mark = ImportMark {
@@ -302,30 +302,64 @@ pub async fn apply_rows(
     Ok(outcomes)
 }
 
-/// The counts and failures of a chunk's rows: `done` the outcomes of its valid rows in order,
-/// `invalid` the reasons of the others.
-pub fn tally_rows(
-    lines: &[(u64, RowOutcome)],
-    invalid: &[(u64, String)],
-) -> (ChunkCounts, Vec<Failure>) {
-    let outcomes: Vec<Outcome> = lines.iter().map(|(_, o)| Outcome::Row(*o)).collect();
-    let mut counts = tally(&outcomes);
-    let mut failures: Vec<Failure> = invalid
-        .iter()
-        .map(|(line, reason)| Failure::of_line(*line, reason.clone(), 1))
-        .collect();
-    counts.invalid += invalid.len() as u32;
-    for (line, outcome) in lines {
-        if let RowOutcome::Duplicate { first_line } = outcome {
-            failures.push(Failure::of_line(
-                *line,
-                format!("externalId is the same as line {first_line}'s: a file names a store once"),
-                1,
-            ));
+/// What became of one row of a chunk.
+enum RowEnd<'a> {
+    Applied(ImportedRow),
+    Invalid(String),
+    GivenUp(&'a str, u32),
+    Skipped,
+}
+
+/// The tally of a chunk's rows, in line order.
+fn tally_lines(mut rows: Vec<(u64, RowEnd<'_>)>) -> ChunkTally {
+    rows.sort_by_key(|(line, _)| *line);
+    let mut tally = ChunkTally::with_capacity(rows.len());
+    for (line, end) in rows {
+        match end {
+            RowEnd::Applied(ImportedRow {
+                outcome: RowOutcome::Duplicate { first_line },
+                ..
+            }) => tally.fail(
+                Counter::Invalid,
+                Failure::of_line(
+                    line,
+                    format!(
+                        "externalId is the same as line {first_line}'s: a file names a store once"
+                    ),
+                    1,
+                ),
+            ),
+            RowEnd::Applied(row) => tally.push_row(
+                line,
+                Some(row.location),
+                Outcome::Row(row.outcome).counter(),
+            ),
+            RowEnd::Invalid(reason) => {
+                tally.fail(Counter::Invalid, Failure::of_line(line, reason, 1))
+            }
+            RowEnd::GivenUp(reason, attempts) => tally.fail(
+                Counter::Failed,
+                Failure::of_line(line, reason.to_owned(), attempts),
+            ),
+            RowEnd::Skipped => tally.push_row(line, None, Counter::Cancelled),
         }
     }
-    failures.sort_by_key(|f| f.line);
-    (counts, failures)
+    tally
+}
+
+/// The tally of a chunk's rows: `done` the outcomes of its valid rows, `invalid` the reasons
+/// of the others.
+pub fn tally_rows(done: Vec<(u64, ImportedRow)>, invalid: Vec<(u64, String)>) -> ChunkTally {
+    let rows = done
+        .into_iter()
+        .map(|(line, row)| (line, RowEnd::Applied(row)))
+        .chain(
+            invalid
+                .into_iter()
+                .map(|(line, reason)| (line, RowEnd::Invalid(reason))),
+        )
+        .collect();
+    tally_lines(rows)
 }
 
 /// Accounts an import chunk of rows that was not (fully) done: a row the store shows this
@@ -336,24 +370,26 @@ pub async fn account_unfinished_rows(
     job: &Job,
     span: &RowSpan,
     how: Unfinished<'_>,
-) -> StoreResult<(ChunkCounts, Vec<Failure>)> {
+) -> StoreResult<ChunkTally> {
     let rows = match rows_of(ports, job, span).await {
         Ok(rows) => rows,
-        // The file is gone (a chunk of a job that ended long ago): nothing of it can be told.
+        // The file is gone (a chunk of a job that ended long ago): nothing of it can be told
+        // but that its rows were not applied.
         Err(StoreError::Invalid(_)) if matches!(how, Unfinished::Skipped) => {
-            return Ok((ChunkCounts::all_cancelled(span.rows as usize), Vec::new()))
+            let mut tally = ChunkTally::with_capacity(span.rows as usize);
+            for _ in 0..span.rows {
+                tally.push_unknown(Counter::Cancelled);
+            }
+            return Ok(tally);
         }
         Err(e) => return Err(e),
     };
-    let mut done = Vec::new();
-    let mut invalid = Vec::new();
-    let mut failures = Vec::new();
-    let mut counts = ChunkCounts::default();
+    let mut ends = Vec::with_capacity(rows.len());
     for (line, row) in rows {
         let location = match row {
             Ok(location) => location,
             Err(reason) => {
-                invalid.push((line, reason));
+                ends.push((line, RowEnd::Invalid(reason)));
                 continue;
             }
         };
@@ -362,35 +398,28 @@ pub async fn account_unfinished_rows(
             .catalog
             .find_by_external_id(job.brand_id, external_id)
             .await?;
-        let mark = match found {
+        let seen = match found {
             Some(found) => ports
                 .location_imports
                 .import_marks(&[found.id])
                 .await?
                 .pop()
-                .flatten(),
+                .flatten()
+                .and_then(|m| m.seen_by(job.id, line))
+                .map(|outcome| ImportedRow {
+                    location: found.id,
+                    outcome,
+                }),
             None => None,
         };
-        match (mark.and_then(|m| m.seen_by(job.id, line)), how) {
-            (Some(outcome), _) => done.push((line, outcome)),
-            (None, Unfinished::GivenUp { reason, attempts }) => {
-                counts.failed += 1;
-                failures.push(Failure::of_line(line, reason.to_owned(), attempts));
-            }
-            (None, Unfinished::Skipped) => counts.cancelled += 1,
-        }
+        let end = match (seen, how) {
+            (Some(row), _) => RowEnd::Applied(row),
+            (None, Unfinished::GivenUp { reason, attempts }) => RowEnd::GivenUp(reason, attempts),
+            (None, Unfinished::Skipped) => RowEnd::Skipped,
+        };
+        ends.push((line, end));
     }
-    let (tallied, mut row_failures) = tally_rows(&done, &invalid);
-    row_failures.extend(failures);
-    row_failures.sort_by_key(|f| f.line);
-    Ok((
-        ChunkCounts {
-            failed: counts.failed,
-            cancelled: counts.cancelled,
-            ..tallied
-        },
-        row_failures,
-    ))
+    Ok(tally_lines(ends))
 }
 
 /// Accounts a chunk of locations to close that was not (fully) done: those this job closed
@@ -400,20 +429,19 @@ pub async fn account_unfinished_closes(
     job: &Job,
     ids: &[LocationId],
     how: Unfinished<'_>,
-) -> StoreResult<(ChunkCounts, Vec<Failure>)> {
+) -> StoreResult<ChunkTally> {
     let marks = ports.location_imports.import_marks(ids).await?;
-    let mut counts = ChunkCounts::default();
-    let mut failures = Vec::new();
+    let mut tally = ChunkTally::with_capacity(ids.len());
     for (id, mark) in ids.iter().zip(marks) {
         let closed_here = mark.is_some_and(|m| m.job == job.id && m.outcome == RowOutcome::Closed);
         match how {
-            _ if closed_here => counts.closed += 1,
-            Unfinished::GivenUp { reason, attempts } => {
-                counts.failed += 1;
-                failures.push(Failure::of_location(*id, reason.to_owned(), attempts));
-            }
-            Unfinished::Skipped => counts.cancelled += 1,
+            _ if closed_here => tally.push(*id, Counter::Closed),
+            Unfinished::GivenUp { reason, attempts } => tally.fail(
+                Counter::Failed,
+                Failure::of_location(*id, reason.to_owned(), attempts),
+            ),
+            Unfinished::Skipped => tally.push(*id, Counter::Cancelled),
         }
     }
-    Ok((counts, failures))
+    Ok(tally)
 }

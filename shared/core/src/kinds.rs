@@ -10,8 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::{
-    Action, ChunkCounts, Job, LinkOutcome, LinkedBy, LocationFilter, LocationId, LocationStatus,
-    OfferId, RowOutcome, Source,
+    Action, ChunkCounts, ChunkTally, Counter, Job, LinkOutcome, LinkedBy, LocationFilter,
+    LocationId, LocationStatus, OfferId, RowOutcome, Source,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::importing::{self, ChunkWork, PageLimits, WorkPage};
@@ -235,26 +235,33 @@ pub fn offer_delta(job: &Job, counts: &ChunkCounts) -> i64 {
     }
 }
 
-/// The counts of a chunk whose action was done.
-pub fn tally(outcomes: &[Outcome]) -> ChunkCounts {
-    let mut counts = ChunkCounts::default();
-    for outcome in outcomes {
-        match outcome {
-            Outcome::Link(LinkOutcome::Linked) => counts.linked += 1,
-            Outcome::Link(LinkOutcome::AlreadyLinked) => counts.already_linked += 1,
+impl Outcome {
+    /// The counter it adds to.
+    pub fn counter(self) -> Counter {
+        match self {
+            Outcome::Link(LinkOutcome::Linked) => Counter::Linked,
+            Outcome::Link(LinkOutcome::AlreadyLinked) => Counter::AlreadyLinked,
             Outcome::Link(LinkOutcome::NotFound) | Outcome::Row(RowOutcome::Gone) => {
-                counts.not_found += 1
+                Counter::NotFound
             }
-            Outcome::Link(LinkOutcome::Unlinked) => counts.unlinked += 1,
-            Outcome::Link(LinkOutcome::NotLinked) => counts.not_linked += 1,
-            Outcome::Row(RowOutcome::Created) => counts.created += 1,
-            Outcome::Row(RowOutcome::Updated) => counts.updated += 1,
-            Outcome::Row(RowOutcome::Unchanged) => counts.unchanged += 1,
-            Outcome::Row(RowOutcome::Closed) => counts.closed += 1,
-            Outcome::Row(RowOutcome::Duplicate { .. }) => counts.invalid += 1,
+            Outcome::Link(LinkOutcome::Unlinked) => Counter::Unlinked,
+            Outcome::Link(LinkOutcome::NotLinked) => Counter::NotLinked,
+            Outcome::Row(RowOutcome::Created) => Counter::Created,
+            Outcome::Row(RowOutcome::Updated) => Counter::Updated,
+            Outcome::Row(RowOutcome::Unchanged) => Counter::Unchanged,
+            Outcome::Row(RowOutcome::Closed) => Counter::Closed,
+            Outcome::Row(RowOutcome::Duplicate { .. }) => Counter::Invalid,
         }
     }
-    counts
+}
+
+/// The tally of a chunk whose action was done: `outcomes[i]` is what became of `ids[i]`.
+pub fn tally(ids: &[LocationId], outcomes: &[Outcome]) -> ChunkTally {
+    let mut tally = ChunkTally::with_capacity(ids.len());
+    for (id, outcome) in ids.iter().zip(outcomes) {
+        tally.push(*id, outcome.counter());
+    }
+    tally
 }
 
 /// How a chunk that was not (fully) done ends: given up (last delivery, dead-letter
@@ -287,7 +294,7 @@ pub async fn account_unfinished(
     offer: Option<OfferId>,
     ids: &[LocationId],
     how: Unfinished<'_>,
-) -> StoreResult<(ChunkCounts, Vec<Failure>)> {
+) -> StoreResult<ChunkTally> {
     if job.spec.action == Action::Import {
         return crate::importing::account_unfinished_closes(ports, job, ids, how).await;
     }
@@ -299,9 +306,7 @@ pub async fn account_unfinished(
         Action::Unlink { .. } | Action::Reconcile => ports.catalog.unlinked_by(offer, ids).await?,
     };
     let me = LinkedBy::Job(job.id);
-    let mut done = Vec::with_capacity(ids.len());
-    let mut failures = Vec::new();
-    let mut counts = ChunkCounts::default();
+    let mut tally = ChunkTally::with_capacity(ids.len());
     for ((id, owner), removed) in ids.iter().zip(owners).zip(removed) {
         let effect = match (job.spec.action, owner) {
             (Action::Link, Some(by)) if by == me => Effect::Done(LinkOutcome::Linked),
@@ -329,22 +334,16 @@ pub async fn account_unfinished(
         };
         match (effect, how) {
             (Effect::Done(outcome), _) | (Effect::Moot(outcome), Unfinished::GivenUp { .. }) => {
-                done.push(Outcome::Link(outcome))
+                tally.push(*id, Outcome::Link(outcome).counter())
             }
-            (Effect::Untouched, Unfinished::GivenUp { reason, attempts }) => {
-                counts.failed += 1;
-                failures.push(Failure::of_location(*id, reason.to_owned(), attempts));
+            (Effect::Untouched, Unfinished::GivenUp { reason, attempts }) => tally.fail(
+                Counter::Failed,
+                Failure::of_location(*id, reason.to_owned(), attempts),
+            ),
+            (Effect::Moot(_) | Effect::Untouched, Unfinished::Skipped) => {
+                tally.push(*id, Counter::Cancelled)
             }
-            (Effect::Moot(_) | Effect::Untouched, Unfinished::Skipped) => counts.cancelled += 1,
         }
     }
-    let tallied = tally(&done);
-    Ok((
-        ChunkCounts {
-            failed: counts.failed,
-            cancelled: counts.cancelled,
-            ..tallied
-        },
-        failures,
-    ))
+    Ok(tally)
 }

@@ -11,10 +11,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    BrandId, ChunkCounts, ChunkSeq, Delivery, DeliveryId, DomainError, Import, ImportId,
-    ImportMark, Job, JobEvent, JobId, Link, LinkOutcome, LinkedBy, Location, LocationChange,
-    LocationFilter, LocationId, LocationStatus, Offer, OfferId, OfferRule, RowOutcome,
-    Subscription, SubscriptionId, Upserted, WebhookSecret,
+    BrandId, ChunkSeq, ChunkTally, Delivery, DeliveryId, DomainError, Import, ImportId, ImportMark,
+    ImportedRow, ItemOutcome, Job, JobEvent, JobId, Link, LinkOutcome, LinkedBy, Location,
+    LocationChange, LocationFilter, LocationId, LocationStatus, Offer, OfferId, OfferRule,
+    RowOutcome, Subscription, SubscriptionId, Upserted, WebhookSecret,
 };
 use crate::error::StoreResult;
 
@@ -128,6 +128,9 @@ pub trait Catalog: Send + Sync {
         ids: &[LocationId],
         filter: &LocationFilter,
     ) -> StoreResult<Vec<Location>>;
+    /// The external ids of `ids`, in order (`None`: the location has none, or is gone).
+    /// Read-only and eventually consistent: what a report shows beside each location.
+    async fn external_ids(&self, ids: &[LocationId]) -> StoreResult<Vec<Option<String>>>;
     /// The brand's location with this external id, if there is one.
     async fn find_by_external_id(
         &self,
@@ -202,7 +205,7 @@ pub trait LocationImports: Send + Sync {
     /// does not name, must know the file named it). A location that already carries a mark
     /// of this job answers from it (`ImportMark::seen_by`): a replay, or a second row of the
     /// same external id.
-    async fn import_row(&self, location: &Location, mark: ImportMark) -> StoreResult<RowOutcome>;
+    async fn import_row(&self, location: &Location, mark: ImportMark) -> StoreResult<ImportedRow>;
     /// The import mark each of `ids` carries (`None`: none, or no such location).
     async fn import_marks(&self, ids: &[LocationId]) -> StoreResult<Vec<Option<ImportMark>>>;
     /// Closes each of `ids` that is active and carries no mark of `job` (leaving every offer,
@@ -366,6 +369,16 @@ impl Failure {
     }
 }
 
+/// An accounted chunk as the ledger keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkRecord {
+    pub seq: ChunkSeq,
+    pub recorded_at: DateTime<Utc>,
+    /// What became of each of its items; `None` for a chunk accounted by a release that kept
+    /// no outcomes.
+    pub outcomes: Option<Vec<ItemOutcome>>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Ledgered {
     /// This call accounted the chunk; the job after the update.
@@ -484,19 +497,27 @@ pub trait JobStore: Send + Sync {
 /// (one transaction reaches both), seen by the steps that account chunks.
 #[async_trait]
 pub trait Ledger: Send + Sync {
-    /// The chunk ledger (DESIGN §5.1): chunk marker + job counters + `chunksDone` +
+    /// The chunk ledger (DESIGN §5.1): chunk marker (with the chunk's outcomes, the rows of
+    /// the job's report) + job counters (the outcomes counted) + `chunksDone` +
     /// `offer.locationsTotal += offer_delta`, all or nothing, once per (job, seq). What the
-    /// counts mean is the job kind's business, not the ledger's. Failures are durable once
-    /// this returns.
+    /// outcomes mean is the job kind's business, not the ledger's. The tally's failures are
+    /// durable once this returns.
     async fn record_chunk(
         &self,
         job: JobId,
         offer: Option<OfferId>,
         seq: ChunkSeq,
-        counts: ChunkCounts,
+        tally: &ChunkTally,
         offer_delta: i64,
-        failures: &[Failure],
     ) -> StoreResult<Ledgered>;
+    /// Up to `limit` of a job's accounted chunks from sequence number `from` on, in order,
+    /// with their outcomes (fewer than `limit`: there are no more).
+    async fn chunks_from(
+        &self,
+        id: JobId,
+        from: ChunkSeq,
+        limit: usize,
+    ) -> StoreResult<Vec<ChunkRecord>>;
     /// Parks a chunk of a PAUSED job, atomically with that status and with the chunk not
     /// being accounted yet (nothing written otherwise). Parking a parked chunk again
     /// replaces its token.

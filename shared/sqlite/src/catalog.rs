@@ -341,6 +341,24 @@ impl Catalog for EmbeddedStore {
         .await
     }
 
+    async fn external_ids(&self, ids: &[LocationId]) -> StoreResult<Vec<Option<String>>> {
+        let ids = ids.to_vec();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT external_id FROM locations WHERE id = ?1")
+                .map_err(sql)?;
+            ids.iter()
+                .map(|id| {
+                    stmt.query_row([id.to_string()], |row| row.get::<_, Option<String>>(0))
+                        .optional()
+                        .map(Option::flatten)
+                        .map_err(sql)
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn find_by_external_id(
         &self,
         brand: BrandId,

@@ -12,8 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::catalog::{find_external, insert_location, read_location, write_change};
 use crate::domain::{
-    Import, ImportId, ImportMark, JobId, Location, LocationChange, LocationId, LocationStatus,
-    MarkedUpsert, RowOutcome, Upserted,
+    Import, ImportId, ImportMark, ImportedRow, JobId, Location, LocationChange, LocationId,
+    LocationStatus, MarkedUpsert, RowOutcome, Upserted,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{ByteStream, Imports, LocationImports, Uploads};
@@ -70,7 +70,7 @@ pub(crate) fn upsert_in(
                 None => None,
             };
             if let Some(seen) = seen {
-                return Ok(MarkedUpsert::Seen(seen));
+                return Ok(MarkedUpsert::Seen(id, seen));
             }
             let existing = read_location(conn, id)?
                 .ok_or_else(|| StoreError::internal(format!("location {id} vanished")))?;
@@ -90,7 +90,7 @@ pub(crate) fn upsert_in(
 
 #[async_trait]
 impl LocationImports for EmbeddedStore {
-    async fn import_row(&self, location: &Location, mark: ImportMark) -> StoreResult<RowOutcome> {
+    async fn import_row(&self, location: &Location, mark: ImportMark) -> StoreResult<ImportedRow> {
         let location = location.clone();
         let now = self.clock().now();
         // One writer unit finds, compares and writes (the mark with the change).
@@ -98,7 +98,7 @@ impl LocationImports for EmbeddedStore {
             let tx = conn.savepoint().map_err(sql)?;
             let upserted = upsert_in(&tx, &location, now, Some(mark))?;
             tx.commit().map_err(sql)?;
-            Ok(upserted.row_outcome())
+            Ok(upserted.imported_row())
         })
         .await
     }

@@ -9,13 +9,14 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::catalog::page_of;
 use super::{from_ms, sql, to_ms, EmbeddedStore};
 use crate::domain::{
-    BrandId, ChunkCounts, ChunkSeq, Counters, Job, JobId, JobSpec, JobStatus, OfferId, Transition,
+    decode_outcomes, BrandId, ChunkSeq, ChunkTally, Counters, Job, JobId, JobSpec, JobStatus,
+    OfferId, Transition,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{
-    Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance,
-    IdempotencyClaim, JobStore, Ledger, Ledgered, OfferDeletion, Page, ParkedChunk, Parking,
-    PauseOutcome, RuntimeSettings,
+    Advanced, CancelOutcome, ChunkRecord, Completion, CreateOutcome, Cursor, Failure,
+    FanoutAdvance, IdempotencyClaim, JobStore, Ledger, Ledgered, OfferDeletion, Page, ParkedChunk,
+    Parking, PauseOutcome, RuntimeSettings,
 };
 
 /// How long an `Idempotency-Key` is remembered.
@@ -518,12 +519,13 @@ impl Ledger for EmbeddedStore {
         job: JobId,
         offer: Option<OfferId>,
         seq: ChunkSeq,
-        counts: ChunkCounts,
+        tally: &ChunkTally,
         offer_delta: i64,
-        failures: &[Failure],
     ) -> StoreResult<Ledgered> {
         let clock = self.clock.clone();
-        let failures = failures.to_vec();
+        let failures = tally.failures().to_vec();
+        let counts = tally.counts();
+        let outcomes = tally.encode();
         self.write(move |conn| {
             let tx = conn.savepoint().map_err(sql)?;
             let (job, now) = (job.to_string(), clock.now_ms());
@@ -531,8 +533,8 @@ impl Ledger for EmbeddedStore {
                 .prepare_cached(
                     "INSERT INTO chunk_ledger (job_id, seq, linked, already_linked, not_found, failed, \
                      cancelled, unlinked, not_linked, recorded_at, created, updated, unchanged, \
-                     closed, invalid) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+                     closed, invalid, outcomes) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
                      ON CONFLICT DO NOTHING",
                 )
                 .map_err(sql)?
@@ -551,7 +553,8 @@ impl Ledger for EmbeddedStore {
                     counts.updated,
                     counts.unchanged,
                     counts.closed,
-                    counts.invalid
+                    counts.invalid,
+                    outcomes
                 ])
                 .map_err(sql)?
                 == 1;
@@ -743,6 +746,42 @@ impl Ledger for EmbeddedStore {
                 failures.push(Failure::from_key(&key, reason, attempts)?);
             }
             Ok(page_of(failures, limit, Failure::key))
+        })
+        .await
+    }
+
+    async fn chunks_from(
+        &self,
+        id: JobId,
+        from: ChunkSeq,
+        limit: usize,
+    ) -> StoreResult<Vec<ChunkRecord>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, recorded_at, outcomes FROM chunk_ledger \
+                     WHERE job_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![id.to_string(), from.0, limit as i64], |row| {
+                    Ok((
+                        row.get::<_, u32>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, Option<Vec<u8>>>(2)?,
+                    ))
+                })
+                .map_err(sql)?;
+            let mut chunks = Vec::new();
+            for row in rows {
+                let (seq, at, outcomes) = row.map_err(sql)?;
+                chunks.push(ChunkRecord {
+                    seq: ChunkSeq(seq),
+                    recorded_at: from_ms(at),
+                    outcomes: outcomes.as_deref().map(decode_outcomes).transpose()?,
+                });
+            }
+            Ok(chunks)
         })
         .await
     }

@@ -22,6 +22,7 @@ const MIGRATIONS: &[Migration] = &[
     v6_location_attributes,
     v7_location_status_and_offers_by_brand,
     v8_imports,
+    v9_chunk_outcomes,
 ];
 
 /// The schema version this build writes.
@@ -437,6 +438,13 @@ fn v8_imports(tx: &Transaction<'_>) -> StoreResult<()> {
          ) WITHOUT ROWID;",
     )
     .map_err(sql)
+}
+
+/// Version 9: each chunk's outcomes (`ChunkTally::encode`), the rows of its job's report;
+/// `NULL` for a chunk accounted before.
+fn v9_chunk_outcomes(tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.execute_batch("ALTER TABLE chunk_ledger ADD COLUMN outcomes BLOB;")
+        .map_err(sql)
 }
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {

@@ -127,7 +127,14 @@ pub enum RowOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MarkedUpsert {
     Done(Box<Upserted>),
-    Seen(RowOutcome),
+    Seen(LocationId, RowOutcome),
+}
+
+/// What an import's row did, and to which location.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImportedRow {
+    pub location: LocationId,
+    pub outcome: RowOutcome,
 }
 
 impl MarkedUpsert {
@@ -139,7 +146,19 @@ impl MarkedUpsert {
                 Upserted::Updated(_) => RowOutcome::Updated,
                 Upserted::Unchanged(_) => RowOutcome::Unchanged,
             },
-            MarkedUpsert::Seen(outcome) => *outcome,
+            MarkedUpsert::Seen(_, outcome) => *outcome,
+        }
+    }
+
+    /// The row's outcome and the location it was applied to.
+    pub fn imported_row(&self) -> ImportedRow {
+        let location = match self {
+            MarkedUpsert::Done(done) => done.location().id,
+            MarkedUpsert::Seen(id, _) => *id,
+        };
+        ImportedRow {
+            location,
+            outcome: self.row_outcome(),
         }
     }
 
@@ -147,7 +166,7 @@ impl MarkedUpsert {
     pub fn unmarked(self) -> Result<Upserted, DomainError> {
         match self {
             MarkedUpsert::Done(upserted) => Ok(*upserted),
-            MarkedUpsert::Seen(_) => Err(DomainError::Corrupt(
+            MarkedUpsert::Seen(..) => Err(DomainError::Corrupt(
                 "an upsert without an import's mark saw one".to_owned(),
             )),
         }

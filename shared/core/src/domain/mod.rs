@@ -6,6 +6,7 @@ mod event;
 mod ids;
 mod import;
 mod job;
+mod report;
 mod spec;
 mod text;
 mod webhook;
@@ -23,12 +24,13 @@ pub use ids::{
 };
 pub use import::{
     csv_columns, find_rows, read_header, read_rows, span_columns, Column, FilePosition, FoundRows,
-    Import, ImportFormat, ImportMark, ImportState, MarkedUpsert, RawRow, RowBounds, RowOutcome,
-    RowSpan, MAX_ADDRESS_LEN, MAX_ROW_BYTES, READ_WINDOW,
+    Import, ImportFormat, ImportMark, ImportState, ImportedRow, MarkedUpsert, RawRow, RowBounds,
+    RowOutcome, RowSpan, MAX_ADDRESS_LEN, MAX_ROW_BYTES, READ_WINDOW,
 };
 pub use job::{
     Action, ChunkCounts, Counters, Job, JobKind, JobStatus, NotDerivable, OwnerAction, Transition,
 };
+pub use report::{decode_outcomes, ChunkTally, Counter, ItemOutcome, ReportRow};
 pub use spec::{plan, JobSpec, Source, SourceSpec};
 pub use text::{checked_tags, checked_text, BLANKS};
 pub use webhook::{
