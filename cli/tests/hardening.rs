@@ -876,4 +876,33 @@ async fn an_import_killed_mid_way_is_exact_after_a_restart() {
         }
     }
     assert_eq!(stores, rows, "one store a row");
+
+    // Its report, through the CLI: each row of the file once, none dropped.
+    let report = cli(
+        dir.path(),
+        &[
+            "job",
+            "report",
+            "--api",
+            &restarted.base,
+            "--token",
+            &token,
+            &job.to_string(),
+        ],
+    );
+    let mut lines = report.lines();
+    assert_eq!(
+        lines.next(),
+        Some("locationId,externalId,outcome,error,at,line")
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for row in lines {
+        let fields: Vec<&str> = row.split(',').collect();
+        assert_eq!(fields[2], "created", "{row}");
+        let line: u64 = fields[5].parse().unwrap();
+        assert_eq!(fields[1], format!("k-{}", line - 2), "{row}");
+        assert!(seen.insert(line), "line {line} twice");
+    }
+    assert_eq!(seen.len() as u64, rows, "a row for each line");
+    assert_eq!(seen.first().copied(), Some(2));
 }

@@ -511,6 +511,13 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
     );
     let job_id = job["id"].as_str().unwrap().to_owned();
     reach.saw(
+        "getJobReport",
+        409,
+        api.send(Method::GET, &format!("/jobs/{job_id}/report"), None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
         "createLinkAllJob",
         200,
         api.send(Method::POST, &format!("{link_all}?dryRun=true"), None, &[])
@@ -966,6 +973,33 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         "listJobs",
         403,
         api.send(Method::GET, &format!("/jobs?brandId={theirs}"), None, &[])
+            .await
+            .unwrap(),
+    );
+    let report = reach.saw(
+        "getJobReport",
+        200,
+        api.send(Method::GET, &format!("/jobs/{j}/report"), None, &[])
+            .await
+            .unwrap(),
+    );
+    assert!(
+        report
+            .as_str()
+            .is_some_and(|csv| csv.starts_with("locationId,externalId,outcome,error,at\n")),
+        "{report}"
+    );
+    reach.saw(
+        "getJobReport",
+        400,
+        api.send(Method::GET, &format!("/jobs/{j}/report?limit=0"), None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "getJobReport",
+        404,
+        api.send(Method::GET, &format!("/jobs/{unknown}/report"), None, &[])
             .await
             .unwrap(),
     );

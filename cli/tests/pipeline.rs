@@ -93,6 +93,18 @@ async fn every_chunk_delivered_twice_and_concurrently_is_accounted_exactly_once(
     assert_eq!(offer.locations_total, n);
     assert_exact(&env, &seeded, &job).await;
     assert_eq!(env.link_stats(&seeded).await.brand_locations_with_offer, n);
+    // The report names each location once, linked: a replay's outcomes were not kept again.
+    let report = bulklink_core::reports::page(&ports, &job, None, 2 * n as usize)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.next, None);
+    let ids: HashSet<_> = report.rows.iter().map(|r| r.location_id).collect();
+    assert_eq!((report.rows.len() as u64, ids.len() as u64), (n, n));
+    assert!(report
+        .rows
+        .iter()
+        .all(|r| r.outcome == bulklink_core::domain::Counter::Linked));
 }
 
 #[tokio::test]

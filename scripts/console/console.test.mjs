@@ -14,6 +14,7 @@
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import { mkdirSync, readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 
@@ -355,11 +356,27 @@ async function full() {
   }
   await buttonsFollowTheApi(page, TOKEN_A, job2, ["undo", "retry-failures"]);
 
+  step("download the job's report: a row per location, its failed rows with their errors");
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("button", { name: "Download report (CSV)" }).click(),
+  ]);
+  assert.equal(download.suggestedFilename(), `job-${job2}-report.csv`);
+  const report = (await readFile(await download.path(), "utf8")).trimEnd().split("\n");
+  assert.equal(report[0], "locationId,externalId,outcome,error,at");
+  assert.equal(report.length - 1, job2View.counters.total, "a row per location");
+  const failedRows = report.filter((line) => line.split(",")[2] === "failed");
+  assert.equal(failedRows.length, job2View.counters.failed);
+  assert.ok(failedRows.some((line) => line.startsWith(`${FAIL_ID},`) && line.split(",")[3].length > 0),
+    "the failing location's row carries its error");
+
   step("press cancel on a running job: CANCELLED");
   const job3 = await startJob(TOKEN_A, offers[2]);
   await page.goto(`${CONSOLE}#/jobs/${job3}`);
   await jobPageReads(page, "RUNNING");
   await buttonsFollowTheApi(page, TOKEN_A, job3);
+  assert.equal(await page.getByRole("button", { name: "Download report (CSV)" }).isHidden(), true,
+    "a running job has no report yet");
   await page.getByRole("button", { name: "Cancel job" }).click();
   await jobPageReads(page, "CANCELLED");
   assert.equal((await call(TOKEN_A, "GET", `/jobs/${job3}`)).status, "CANCELLED");

@@ -76,8 +76,9 @@ impl Format {
     }
 }
 
-/// A finished job's outcome per location: `locationId,externalId,outcome,error,at` (an
-/// import's report adds `line`), one row per location (or row of its file) the job
+/// A finished job's report: what became of each location it touched.
+///
+/// CSV columns `locationId,externalId,outcome,error,at` (an import's report adds `line`), one row per location (or row of its file) the job
 /// accounted — exactly `counters.total` rows, whose outcomes count to the counters.
 /// `text/csv` unless `Accept` names `application/x-ndjson`. Streamed whole, or in parts of
 /// `limit` rows (or the deployment's `REPORT_ROWS_PER_RESPONSE`), each with a

@@ -512,6 +512,51 @@
         "Start a job that unlinks exactly the links this job made?")),
       action("retry-failures", "Retry failures", "", () => act("retry-failures", "Retry started")));
 
+    // The report: every part of GET /jobs/{id}/report (the token goes in a header, so a
+    // plain link cannot fetch it), saved as one CSV file.
+    const reportButton = h("button", {
+      type: "button", class: "secondary", hidden: true,
+      onclick: () => downloadReport(),
+    }, "Download report (CSV)");
+    let reportUrl = null;
+    const downloadReport = async () => {
+      reportButton.disabled = true;
+      try {
+        const parts = [];
+        let next = new URL(`jobs/${jobId}/report`, API_ROOT);
+        while (next) {
+          const response = await fetch(next, {
+            headers: { Accept: "text/csv", Authorization: `Bearer ${token()}` },
+            cache: "no-store", credentials: "omit", redirect: "error",
+          });
+          if (!response.ok) {
+            const problem = await response.json().catch(() => null);
+            throw new Error((problem && problem.detail) || response.statusText);
+          }
+          const text = await response.text();
+          // A part after the first repeats the header: keep one.
+          parts.push(parts.length ? text.slice(text.indexOf("\n") + 1) : text);
+          const link = (response.headers.get("Link") || "").match(/<([^>]+)>\s*;\s*rel="next"/);
+          next = link ? new URL(link[1], API_ROOT) : null;
+        }
+        // The previous download's file is released when the next is made (revoked at once,
+        // a download may not have read it yet).
+        if (reportUrl) URL.revokeObjectURL(reportUrl);
+        reportUrl = URL.createObjectURL(new Blob(parts, { type: "text/csv" }));
+        const save = h("a", { href: reportUrl, download: `job-${jobId}-report.csv`, hidden: true });
+        document.body.append(save);
+        save.click();
+        save.remove();
+        announce("Report downloaded.");
+        clearError();
+      } catch (e) {
+        showError(`Report refused: ${e.message}`);
+      } finally {
+        reportButton.disabled = false;
+      }
+    };
+    actions.append(reportButton);
+
     // Failures: paginated with the API's cursors (a stack of the pages seen).
     const failureRows = h("tbody");
     const failuresEmpty = h("p", { class: "empty" }, "No failures.");
@@ -616,6 +661,7 @@
 
       const allowed = new Set(job.allowedActions || []);
       for (const [verb, button] of Object.entries(buttons)) button.hidden = !allowed.has(verb);
+      reportButton.hidden = !ended(job);
 
       // An import's invalid rows are failures too.
       const failed = (c.failed || 0) + (c.invalid || 0);
