@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bulklink_core::domain::{BrandId, JobStatus};
+use bulklink_core::domain::{BrandId, JobId, JobStatus};
 use bulklink_sqlite::EmbeddedStore;
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
@@ -470,6 +470,7 @@ pub async fn measure_aws(
     let counter = clients.counter.clone();
     let read_units = clients.read_units.clone();
     let token = config.token(bulklink_http::auth::Role::Brand(offer.brand_id));
+    let ddb = clients.dynamodb.clone();
     let runtime = Runtime::start_aws(clients, &names, config, |ports| ports).await?;
     let api = ApiClient::new(&runtime.base_url)?.with_token(token);
     let started = Instant::now();
@@ -490,6 +491,15 @@ pub async fn measure_aws(
         secs,
         requests: counter.snapshot(),
     };
+    let report = report_economy(
+        &ddb,
+        &names.jobs_table,
+        &api,
+        &read_units,
+        job.id,
+        locations,
+    )
+    .await?;
     // Then the same offer unlinked from all of them, counted on its own.
     counter.reset();
     let started = Instant::now();
@@ -544,6 +554,7 @@ pub async fn measure_aws(
         link_all,
         unlink_all: unlink,
         filtered,
+        report,
         import_new: new,
         import_again: again,
     })
@@ -627,6 +638,53 @@ async fn filtered_link_all(
     ))
 }
 
+/// What a job's report costs on DynamoDB: the write units its outcomes add to the chunk
+/// markers (each written once, in the ledger's transaction: 2 units per KB; measured from the
+/// stored items, with and without their `outcomes`), and the read units of streaming it.
+async fn report_economy(
+    ddb: &bulklink_aws::DynamoClient,
+    jobs_table: &str,
+    api: &ApiClient,
+    read_units: &bulklink_aws::ReadUnits,
+    job: JobId,
+    locations: u64,
+) -> anyhow::Result<String> {
+    let bulklink_aws::MarkerUnits {
+        markers,
+        with,
+        without,
+    } = bulklink_aws::chunk_marker_units(ddb, jobs_table, job).await?;
+    read_units.reset();
+    read_units.measure(true);
+    let began = Instant::now();
+    let rows = api.report(job, false, None, tokio::io::sink()).await?;
+    let secs = began.elapsed().as_secs_f64();
+    read_units.measure(false);
+    anyhow::ensure!(
+        rows == locations,
+        "the report has {rows} rows of {locations}"
+    );
+    let per = |units: u64| units as f64 / locations as f64;
+    Ok(format!(
+        "{markers} chunk markers; write units of their transactional puts\n\
+         | measure | value |\n|---|---:|\n\
+         | write units, markers with outcomes | {with} |\n\
+         | write units, the same markers without | {without} |\n\
+         | extra write units per location | {:.3} |\n\
+         | extra write requests | 0 |\n\
+         | report: rows streamed | {rows} ({secs:.1} s) |\n\
+         | report: read units per row | {:.2} |\n\
+         target: ≤ 0.05 extra writes per location — {}\n",
+        per(with - without),
+        read_units.units() / rows.max(1) as f64,
+        if per(with - without) <= 0.05 {
+            "meets"
+        } else {
+            "MISSES"
+        },
+    ))
+}
+
 /// What `bench --backend aws` measures: a link-all, the unlink-all of the same offer, and an
 /// import of as many new stores followed by the same file again.
 pub struct AwsEconomy {
@@ -634,6 +692,8 @@ pub struct AwsEconomy {
     pub unlink_all: RequestEconomy,
     /// The filtered link-all's reads, as printed.
     pub filtered: String,
+    /// What the link-all's report cost, as printed.
+    pub report: String,
     pub import_new: RequestEconomy,
     pub import_again: RequestEconomy,
 }
@@ -1171,6 +1231,7 @@ pub async fn import(config: RuntimeConfig, rows: u64) -> anyhow::Result<String> 
     .await?;
     let took = began.elapsed().as_secs_f64();
     let peak = peak_rss_mib().unwrap_or(f64::NAN);
+    let report = report_of(&api, job, rows).await?;
     runtime.shutdown().await;
     let ran = match (view.started_at, view.finished_at) {
         (Some(s), Some(f)) => (f - s).num_milliseconds() as f64 / 1_000.0,
@@ -1191,5 +1252,32 @@ pub async fn import(config: RuntimeConfig, rows: u64) -> anyhow::Result<String> 
         rows as f64 / ran.max(f64::EPSILON),
         if peak < 150.0 { "meets" } else { "MISSES" },
         if flat { "meets" } else { "MISSES" },
+    ) + &report)
+}
+
+/// Streams the finished job's whole report (CSV, through the HTTP API and the CLI's client,
+/// into a counting sink) and measures its rate and the process's peak RSS while it streams.
+async fn report_of(api: &ApiClient, job: JobId, rows: u64) -> anyhow::Result<String> {
+    reset_peak_rss();
+    let before = peak_rss_mib().unwrap_or(f64::NAN);
+    let began = Instant::now();
+    let counted = api.report(job, false, None, tokio::io::sink()).await?;
+    let took = began.elapsed().as_secs_f64();
+    let peak = peak_rss_mib().unwrap_or(f64::NAN);
+    anyhow::ensure!(
+        counted == rows,
+        "the report has {counted} rows, the job {rows}"
+    );
+    Ok(format!(
+        "report of that job: GET /jobs/{{id}}/report, CSV, streamed whole\n\
+         | measure | value |\n|---|---:|\n\
+         | rows | {counted} |\n\
+         | s | {took:.1} |\n\
+         | rows/s | {:.0} |\n\
+         | RSS before, MiB | {before:.1} |\n\
+         | peak RSS while streaming, MiB | {peak:.1} |\n\
+         target: peak RSS < 100 MiB — {}\n",
+        counted as f64 / took.max(f64::EPSILON),
+        if peak < 100.0 { "meets" } else { "MISSES" },
     ))
 }

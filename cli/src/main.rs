@@ -644,6 +644,7 @@ async fn main() -> anyhow::Result<()> {
             emit!("link-all:\n{}", economy.link_all.report().trim_end());
             emit!("\nunlink-all:\n{}", economy.unlink_all.report().trim_end());
             emit!("\nfiltered link-all:\n{}", economy.filtered.trim_end());
+            emit!("\nthe link-all's report:\n{}", economy.report.trim_end());
             emit!(
                 "\nimport (new stores):\n{}",
                 economy.import_new.report().trim_end()

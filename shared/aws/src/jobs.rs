@@ -1221,3 +1221,45 @@ fn chunk_record(mut item: Item) -> StoreResult<ChunkRecord> {
         outcomes,
     })
 }
+
+/// The write units a job's chunk markers took, with their outcomes and as they would be
+/// without (each written once, in the ledger's transaction: 2 units a KB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MarkerUnits {
+    pub markers: u64,
+    pub with: u64,
+    pub without: u64,
+}
+
+/// Measures [`MarkerUnits`] from the stored markers (`bulklink bench --backend aws`).
+pub async fn chunk_marker_units(ddb: &Client, table: &str, job: JobId) -> StoreResult<MarkerUnits> {
+    let transact_units = |bytes: u64| 2 * bytes.div_ceil(1_024);
+    let mut units = MarkerUnits {
+        markers: 0,
+        with: 0,
+        without: 0,
+    };
+    let mut start = None;
+    loop {
+        let page = ddb
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :j AND begins_with(sk, :c)")
+            .expression_attribute_values(":j", s(job_pk(job)))
+            .expression_attribute_values(":c", s("CHUNK#"))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        for mut item in page.items.unwrap_or_default() {
+            units.markers += 1;
+            units.with += transact_units(crate::stored_item_size(&item));
+            item.remove(OUTCOMES);
+            units.without += transact_units(crate::stored_item_size(&item));
+        }
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return Ok(units);
+        }
+    }
+}

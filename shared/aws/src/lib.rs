@@ -33,6 +33,8 @@ use bulklink_core::{clock, config, domain, error, ports, StoreError, StoreResult
 use crate::config::SettingsError;
 use crate::ports::Ports;
 
+/// The DynamoDB client (for the bench's measures).
+pub use aws_sdk_dynamodb::Client as DynamoClient;
 #[cfg(feature = "emulator")]
 pub use bootstrap::{bootstrap, Bootstrapped, ResourceNames};
 pub use catalog::DynamoCatalog;
@@ -40,9 +42,10 @@ pub use catalog::DynamoCatalog;
 pub use emulator::{EmulatorError, LocalEmulator};
 pub use events::SnsEvents;
 pub use jobs::DynamoJobs;
+pub use jobs::{chunk_marker_units, MarkerUnits};
 pub use metrics::{Counts, RequestCounter};
 pub use queue::SqsQueue;
-pub use read_units::ReadUnits;
+pub use read_units::{stored_item_size, ReadUnits};
 pub use upgrade::{upgrade, Upgraded};
 pub use uploads::S3Uploads;
 pub use webhooks::DynamoWebhooks;

@@ -78,7 +78,7 @@ fn value_size(value: &Value) -> u64 {
     };
     match (kind.as_str(), v) {
         ("S" | "B", Value::String(s)) => s.len() as u64,
-        ("N", Value::String(n)) => (n.trim_start_matches('-').len() as u64).div_ceil(2) + 1,
+        ("N", Value::String(n)) => number_size(n),
         ("BOOL" | "NULL", _) => 1,
         ("SS" | "BS", Value::Array(items)) => items
             .iter()
@@ -86,7 +86,7 @@ fn value_size(value: &Value) -> u64 {
             .sum(),
         ("NS", Value::Array(items)) => items
             .iter()
-            .map(|n| n.as_str().map_or(0, |n| (n.len() as u64).div_ceil(2) + 1))
+            .map(|n| n.as_str().map_or(0, number_size))
             .sum(),
         ("L", Value::Array(items)) => 3 + items.iter().map(|v| 1 + value_size(v)).sum::<u64>(),
         ("M", Value::Object(map)) => {
@@ -107,6 +107,40 @@ pub fn item_size(item: &Value) -> u64 {
             .map(|(name, value)| name.len() as u64 + value_size(value))
             .sum()
     })
+}
+
+/// The size of an item as the SDK holds it, by the same rules as `item_size`.
+pub fn stored_item_size(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+) -> u64 {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    fn size(value: &A) -> u64 {
+        match value {
+            A::S(s) => s.len() as u64,
+            A::B(b) => b.as_ref().len() as u64,
+            A::N(n) => number_size(n),
+            A::Bool(_) | A::Null(_) => 1,
+            A::Ss(items) => items.iter().map(|s| s.len() as u64).sum(),
+            A::Bs(items) => items.iter().map(|b| b.as_ref().len() as u64).sum(),
+            A::Ns(items) => items.iter().map(|n| number_size(n)).sum(),
+            A::L(items) => 3 + items.iter().map(|v| 1 + size(v)).sum::<u64>(),
+            A::M(map) => {
+                3 + map
+                    .iter()
+                    .map(|(k, v)| 1 + k.len() as u64 + size(v))
+                    .sum::<u64>()
+            }
+            _ => 0,
+        }
+    }
+    item.iter()
+        .map(|(name, value)| name.len() as u64 + size(value))
+        .sum()
+}
+
+/// A number's size: about one byte per two significant digits, plus one.
+fn number_size(n: &str) -> u64 {
+    (n.trim_start_matches('-').len() as u64).div_ceil(2) + 1
 }
 
 /// Thousandths of a unit for `units` 4 KB steps, halved when eventually consistent.
