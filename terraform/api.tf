@@ -37,6 +37,7 @@ locals {
   status_routes = [
     "GET /jobs/{jobId}",
     "GET /jobs/{jobId}/failures",
+    "GET /jobs/{jobId}/report",
     "GET /jobs",
     "GET /offers/{offerId}",
     "GET /offers/{offerId}/locations",

@@ -484,6 +484,33 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
     assert_eq!(done["counters"]["linked"], 300);
     assert_eq!(done["counters"]["total"], 300);
 
+    // The job's report through the status binary, in two parts linked by `Link`.
+    let mut rows = std::collections::HashSet::new();
+    let mut path = format!("/jobs/{job_id}/report?limit=200");
+    for part in 0.. {
+        let response = status
+            .invoke(http_event("GET", &path, None, brand), Duration::from_secs(10))
+            .await;
+        assert_eq!(response["statusCode"], 200, "{response}");
+        let text = response["body"].as_str().unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("locationId,externalId,outcome,error,at"));
+        for line in lines {
+            assert!(line.contains(",linked,"), "{line}");
+            assert!(rows.insert(line.split(',').next().unwrap().to_owned()), "{line} twice");
+        }
+        let headers = &response["headers"];
+        let link = headers["link"].as_str().or(headers["Link"].as_str());
+        match link {
+            Some(link) => {
+                assert_eq!(part, 0, "two parts: {link}");
+                path = link.split(['<', '>']).nth(1).unwrap().to_owned();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(rows.len(), 300, "every location once, across the parts");
+
     let delivery = tokio::time::timeout(Duration::from_secs(60), receiver.next())
         .await
         .expect("the delivery function delivered the event")
