@@ -115,6 +115,7 @@ ROUTES = {
     "PUT /admin/write-budget": "job_api",
     "GET /jobs/{jobId}": "status",
     "GET /jobs/{jobId}/failures": "status",
+    "GET /jobs/{jobId}/report": "status",
     "GET /jobs": "status",
     "GET /offers/{offerId}": "status",
     "GET /offers/{offerId}/locations": "status",
