@@ -99,6 +99,14 @@ data "aws_iam_policy_document" "job_api" {
   }
 
   # POST /imports presigns the client's PUT of its file: S3 authorizes that PUT as this role.
+  # A job created AWAITING_APPROVAL announces itself (job.awaiting_approval) to the brand's
+  # webhook subscribers.
+  statement {
+    sid       = "PublishAwaitingApproval"
+    actions   = ["sns:Publish"]
+    resources = [aws_sns_topic.job_events.arn]
+  }
+
   statement {
     sid       = "PresignImportUploads"
     actions   = ["s3:PutObject"]

@@ -66,6 +66,7 @@ locals {
     BRAND_RATE_PER_SEC       = var.brand_requests_per_sec
     BRAND_RATE_BURST         = var.brand_request_burst
     REPORT_ROWS_PER_RESPONSE = var.report_rows_per_response
+    APPROVAL_ABOVE_LOCATIONS = var.approval_above_locations
   })
 }
 
@@ -447,6 +448,29 @@ resource "aws_lambda_permission" "sweep" {
   function_name = aws_lambda_function.sweeper.function_name
   principal     = "events.amazonaws.com"
   source_arn    = aws_cloudwatch_event_rule.sweep.arn
+}
+
+# Scheduled jobs: every minute the sweeper function releases the SCHEDULED jobs whose
+# notBefore has come (one query of the jobs table's sparse SCHEDULED partition); nothing
+# else runs on this tick (docs/architecture.md, Scheduled jobs).
+resource "aws_cloudwatch_event_rule" "release_due" {
+  name                = "${var.name}-release-due"
+  description         = "Starts bulklink jobs whose notBefore has come"
+  schedule_expression = "rate(1 minute)"
+}
+
+resource "aws_cloudwatch_event_target" "release_due" {
+  rule  = aws_cloudwatch_event_rule.release_due.name
+  arn   = aws_lambda_function.sweeper.arn
+  input = jsonencode({ task = "release-due" })
+}
+
+resource "aws_lambda_permission" "release_due" {
+  statement_id  = "AllowEventBridgeReleaseDue"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.sweeper.function_name
+  principal     = "events.amazonaws.com"
+  source_arn    = aws_cloudwatch_event_rule.release_due.arn
 }
 
 # The next scheduled run is the retry; retried runs would only pile up behind it.

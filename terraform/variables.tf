@@ -397,6 +397,17 @@ variable "brand_requests_per_sec" {
   }
 }
 
+variable "approval_above_locations" {
+  description = "A new job of more locations than this is created AWAITING_APPROVAL and starts only once a second caller of its brand approves it (APPROVAL_ABOVE_LOCATIONS of the HTTP functions); 0 = only jobs whose request asks for it (requireApproval)."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.approval_above_locations >= 0 && floor(var.approval_above_locations) == var.approval_above_locations
+    error_message = "approval_above_locations must be a whole number >= 0 (0 = off)."
+  }
+}
+
 variable "report_rows_per_response" {
   description = "Most rows of a job's report (GET /jobs/{jobId}/report) in one response (REPORT_ROWS_PER_RESPONSE of the HTTP functions); a longer report ends each part with a Link to the next. A row is about 130 bytes: the default keeps a part well under the 6 MB a Lambda response may be."
   type        = number

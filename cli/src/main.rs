@@ -57,6 +57,10 @@ struct PipelineArgs {
     /// Requests a brand may make at once (overrides BRAND_RATE_BURST).
     #[arg(long)]
     brand_rate_burst: Option<u32>,
+    /// A new job of more locations than this waits for a second caller's approval; 0 = only
+    /// when its request asks (overrides APPROVAL_ABOVE_LOCATIONS).
+    #[arg(long)]
+    approval_above: Option<u64>,
 }
 
 impl PipelineArgs {
@@ -73,6 +77,9 @@ impl PipelineArgs {
         }
         if let Some(burst) = self.brand_rate_burst {
             settings.brand_rate_burst = burst;
+        }
+        if let Some(above) = self.approval_above {
+            settings.approval_above_locations = (above > 0).then_some(above);
         }
         settings.validate()?;
         Ok(settings)

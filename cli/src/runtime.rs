@@ -60,6 +60,8 @@ pub struct RuntimeConfig {
     /// Each fanout message's deadline, as a Lambda invocation's timeout.
     pub fanout_time_budget: Duration,
     pub sweep_every: Duration,
+    /// How often scheduled jobs whose `notBefore` has come are started (with the consumers).
+    pub release_every: Duration,
     /// Start the queue consumers (off: only the API runs, for driving steps by hand).
     pub consumers: bool,
     /// With the consumers, follow location changes with the standing rules (the embedded
@@ -130,6 +132,7 @@ impl Default for RuntimeConfig {
             public_url: None,
             fanout_time_budget: Duration::from_secs(60),
             sweep_every: Duration::from_secs(10),
+            release_every: Duration::from_secs(1),
             consumers: true,
             follow_estate: true,
             auth: AuthSetup::LocalKey(random_key()),
@@ -336,6 +339,11 @@ impl Runtime {
                     watcher.clone(),
                 ));
             }
+            tasks.spawn(run_scheduler(
+                ports.clone(),
+                config.release_every,
+                watcher.clone(),
+            ));
             tasks.spawn(run_sweeper(
                 ports.clone(),
                 match &backend {
@@ -474,6 +482,19 @@ async fn run_estate_follower(
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Starts scheduled jobs whose `notBefore` has come, every `every` (a second).
+async fn run_scheduler(ports: Ports, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = bulklink_core::lifecycle::release_due(&ports).await {
+            tracing::warn!(error = %e, "releasing scheduled jobs failed");
         }
     }
 }

@@ -131,7 +131,7 @@ async fn every_route_answers_each_caller_by_the_rules(kind: Kind) {
         .unwrap();
     let mut finished = ports.jobs.get_job(j).await.unwrap().unwrap();
     finished.status = bulklink_core::domain::JobStatus::Succeeded;
-    let event = bulklink_core::domain::JobEvent::terminal(&finished).unwrap();
+    let event = bulklink_core::domain::JobEvent::of_status(&finished).unwrap();
     let delivery = ports
         .webhooks
         .create_delivery(&bulklink_core::domain::Delivery::new(

@@ -3,6 +3,7 @@
 //! graceful shutdown on SIGTERM, a database file that disappears, and Lambda functions that
 //! report a bad setting at init.
 
+use chrono::DurationRound;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -905,4 +906,69 @@ async fn an_import_killed_mid_way_is_exact_after_a_restart() {
     }
     assert_eq!(seen.len() as u64, rows, "a row for each line");
     assert_eq!(seen.first().copied(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_scheduled_before_a_kill_9_starts_after_the_restart_once() {
+    use bulklink_core::ports::JobStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let seeded: Value = serde_json::from_str(&cli(
+        dir.path(),
+        &["seed", "--db", "bulklink.db", "--locations", "500"],
+    ))
+    .unwrap();
+    let brand = seeded["brandId"].as_str().unwrap().to_owned();
+    let offer: OfferId = seeded["offerId"].as_str().unwrap().parse().unwrap();
+    let token = cli(dir.path(), &["token", "--brand", &brand]);
+    let serve = Serve::start(dir.path(), free_port());
+    serve.ready().await;
+    let api = ApiClient::new(&serve.base).unwrap().with_token(&token);
+    let not_before = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let created = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/offers/{offer}/link-all-locations"),
+            Some(&json!({ "notBefore": not_before })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, 202, "{}", created.body);
+    let job: bulklink_core::domain::JobId = created.body["id"].as_str().unwrap().parse().unwrap();
+    serve.kill_9().await;
+    let store = EmbeddedStore::open(dir.path().join("bulklink.db")).unwrap();
+    let held = store.get_job(job).await.unwrap().unwrap();
+    assert_eq!(held.status, JobStatus::Scheduled, "killed before its time");
+    drop(store);
+
+    let restarted = Serve::start(dir.path(), free_port());
+    restarted.ready().await;
+    let api = ApiClient::new(&restarted.base).unwrap().with_token(&token);
+    let done = api
+        .wait_terminal(
+            job,
+            Duration::from_millis(50),
+            Duration::from_secs(120),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded);
+    let c = &done.counters.counters;
+    assert_eq!(
+        (c.total, c.linked),
+        (500, 500),
+        "fanned out once, linked once"
+    );
+    assert!(
+        done.started_at.unwrap()
+            >= not_before
+                .duration_trunc(chrono::Duration::milliseconds(1))
+                .unwrap()
+    );
+    let store = EmbeddedStore::open(dir.path().join("bulklink.db")).unwrap();
+    let stored = store.get_job(job).await.unwrap().unwrap();
+    assert_eq!(stored.chunks_total, stored.chunks_done);
+    assert_eq!(stored.chunks_total, 5, "500 locations in chunks of 100");
 }

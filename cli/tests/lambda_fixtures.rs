@@ -348,9 +348,10 @@ async fn a_scheduled_event_makes_the_sweeper_publish_a_lost_event() {
     events.refuse.store(false, Ordering::SeqCst);
     let _scheduled: Value = serde_json::from_str(&fixture("scheduled_event.json")).unwrap();
 
-    let report = worker::sweeper::handle_scheduled_event(&ports, &env.settings)
-        .await
-        .unwrap();
+    let report =
+        worker::sweeper::handle_scheduled_event(&ports, &env.settings, &serde_json::json!({}))
+            .await
+            .unwrap();
 
     assert_eq!(report["notified"], 1, "{report}");
     assert_eq!(events.published().len(), 1);
@@ -523,7 +524,7 @@ async fn the_delivery_function_delivers_a_raw_sns_message_and_leaves_an_undecoda
         bulklink_core::domain::Job::new(brand, OfferId::new_random(), None, chrono::Utc::now());
     job.status = JobStatus::Succeeded;
     job.finished_at = Some(chrono::Utc::now());
-    let event = bulklink_core::domain::JobEvent::terminal(&job).unwrap();
+    let event = bulklink_core::domain::JobEvent::of_status(&job).unwrap();
     // With raw message delivery, the SQS body is the published message itself.
     let raw = serde_json::to_string(&event).unwrap();
     let records = sqs_event(&[

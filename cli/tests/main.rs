@@ -12,6 +12,7 @@ mod bench_charts;
 mod demo;
 mod egress;
 mod hardening;
+mod held;
 mod http_api;
 mod imports;
 mod kinds;

@@ -517,6 +517,87 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
             .await
             .unwrap(),
     );
+
+    // Jobs awaiting approval: approved by another caller of the brand, or rejected.
+    let held_seed = idle_env.seed(3).await;
+    let held_brand = Role::Brand(held_seed.brand_id);
+    let holder = idle.api_as(held_brand.clone()).unwrap();
+    let approver = ApiClient::new(&idle.base_url)
+        .unwrap()
+        .with_token(idle.token_for("approver", held_brand).unwrap());
+    let awaiting = |offer: OfferId| {
+        let holder = holder.clone();
+        async move {
+            let created = holder
+                .send(
+                    Method::POST,
+                    &format!("/offers/{offer}/link-all-locations"),
+                    Some(&json!({ "requireApproval": true })),
+                    &[],
+                )
+                .await
+                .unwrap();
+            assert_eq!(created.status, 202, "{}", created.body);
+            created.body["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let first = awaiting(held_seed.offer_id).await;
+    let path = |job: &str, verb: &str| format!("/jobs/{job}/{verb}");
+    let post = |client: &ApiClient, path: String| {
+        let client = client.clone();
+        async move { client.send(Method::POST, &path, None, &[]).await.unwrap() }
+    };
+    reach.saw(
+        "approveJob",
+        403,
+        post(&holder, path(&first, "approve")).await,
+    );
+    reach.saw(
+        "approveJob",
+        202,
+        post(&approver, path(&first, "approve")).await,
+    );
+    reach.saw(
+        "approveJob",
+        409,
+        post(&approver, path(&first, "approve")).await,
+    );
+    reach.saw(
+        "rejectJob",
+        409,
+        post(&holder, path(&first, "reject")).await,
+    );
+    reach.saw(
+        "approveJob",
+        400,
+        post(&approver, path("nope", "approve")).await,
+    );
+    let unknown_job = JobId::new_v7().to_string();
+    reach.saw(
+        "approveJob",
+        404,
+        post(&approver, path(&unknown_job, "approve")).await,
+    );
+    let second_offer: Value = holder
+        .post("/offers", &json!({ "name": "held too" }))
+        .await
+        .unwrap();
+    let second = awaiting(second_offer["id"].as_str().unwrap().parse().unwrap()).await;
+    reach.saw(
+        "rejectJob",
+        202,
+        post(&holder, path(&second, "reject")).await,
+    );
+    reach.saw(
+        "rejectJob",
+        400,
+        post(&holder, path("nope", "reject")).await,
+    );
+    reach.saw(
+        "rejectJob",
+        404,
+        post(&holder, path(&unknown_job, "reject")).await,
+    );
     reach.saw(
         "createLinkAllJob",
         200,

@@ -489,7 +489,10 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
     let mut path = format!("/jobs/{job_id}/report?limit=200");
     for part in 0.. {
         let response = status
-            .invoke(http_event("GET", &path, None, brand), Duration::from_secs(10))
+            .invoke(
+                http_event("GET", &path, None, brand),
+                Duration::from_secs(10),
+            )
             .await;
         assert_eq!(response["statusCode"], 200, "{response}");
         let text = response["body"].as_str().unwrap();
@@ -497,7 +500,10 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
         assert_eq!(lines.next(), Some("locationId,externalId,outcome,error,at"));
         for line in lines {
             assert!(line.contains(",linked,"), "{line}");
-            assert!(rows.insert(line.split(',').next().unwrap().to_owned()), "{line} twice");
+            assert!(
+                rows.insert(line.split(',').next().unwrap().to_owned()),
+                "{line} twice"
+            );
         }
         let headers = &response["headers"];
         let link = headers["link"].as_str().or(headers["Link"].as_str());

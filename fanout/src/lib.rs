@@ -126,6 +126,10 @@ impl Fanout {
                     info!("job is paused; fanout stops until it resumes");
                     return Ok(FanoutReport::Paused(job));
                 }
+                if job.status.is_held() {
+                    info!(status = %job.status, "job is held; fanout waits for its release");
+                    return Ok(FanoutReport::Nothing);
+                }
                 if job.chunks_parked > 0 {
                     job = self.resend_parked(job).await?;
                     continue;

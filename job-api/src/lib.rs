@@ -21,7 +21,7 @@ use bulklink_core::domain::{
 };
 use bulklink_core::estimate::DryRun;
 use bulklink_core::ports::{
-    CancelOutcome, CreateOutcome, IdempotencyClaim, OfferDeletion, PauseOutcome, Ports,
+    CancelOutcome, CreateOutcome, IdempotencyClaim, OfferDeletion, PauseOutcome, Ports, Released,
 };
 use bulklink_core::StoreError;
 use bulklink_http::auth::Caller;
@@ -33,6 +33,7 @@ use bulklink_http::openapi::{
     BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
 };
 use bulklink_http::views::{CallbackView, JobView};
+use chrono::DurationRound;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 use utoipa::ToSchema;
@@ -54,6 +55,8 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(undo_job))
         .routes(routes!(retry_job_failures))
         .routes(routes!(cancel_job))
+        .routes(routes!(approve_job))
+        .routes(routes!(reject_job))
         .routes(routes!(pause_job))
         .routes(routes!(admin::get_write_budget, admin::set_write_budget))
         .routes(routes!(resume_job))
@@ -85,6 +88,17 @@ struct LinkAllBody {
     /// OR within a list, any of `tags`). Shown on the job; a dry run counts exactly these.
     #[serde(rename = "where", default, skip_serializing_if = "Option::is_none")]
     filter: Option<LocationFilter>,
+    /// Start no earlier than this (RFC 3339, at most a year ahead): the job is `SCHEDULED`
+    /// until then (cancellable, holding the offer's one active job). A time already past
+    /// starts it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    not_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// `true`: the job is created `AWAITING_APPROVAL` and starts only once a caller of its
+    /// brand other than its creator (or an administrator) approves it
+    /// (`POST /jobs/{jobId}/approve`). The deployment may require it of large jobs anyway
+    /// (`APPROVAL_ABOVE_LOCATIONS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    require_approval: Option<bool>,
 }
 bulklink_core::json_object_only!(LinkAllBody, serialize);
 
@@ -96,6 +110,17 @@ struct DerivedJobBody {
     /// A webhook for this job alone: a subscription filtered to it, made before the job starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     callback_url: Option<WebhookUrl>,
+    /// Start no earlier than this (RFC 3339, at most a year ahead): the job is `SCHEDULED`
+    /// until then (cancellable, holding the offer's one active job). A time already past
+    /// starts it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    not_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// `true`: the job is created `AWAITING_APPROVAL` and starts only once a caller of its
+    /// brand other than its creator (or an administrator) approves it
+    /// (`POST /jobs/{jobId}/approve`). The deployment may require it of large jobs anyway
+    /// (`APPROVAL_ABOVE_LOCATIONS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    require_approval: Option<bool>,
 }
 bulklink_core::json_object_only!(DerivedJobBody);
 
@@ -104,6 +129,8 @@ impl From<DerivedJobBody> for LinkAllBody {
         LinkAllBody {
             callback_url: body.callback_url,
             filter: None,
+            not_before: body.not_before,
+            require_approval: body.require_approval,
         }
     }
 }
@@ -343,6 +370,8 @@ async fn new_job(
     body: LinkAllBody,
 ) -> Result<Response, ApiError> {
     let job = planned_job(state, caller, kind, target, &body).await?;
+    let approval = needs_approval(state, &job, &body).await?;
+    let job = job.held(approval, state.ports.clock.now());
     let claim = key.map(|key| IdempotencyClaim {
         key_hash: sha256_hex(format!("{}\n{}", caller.principal, key.as_str()).as_bytes()),
         // The parsed body, re-serialised: whitespace or key order do not make a new request.
@@ -399,13 +428,40 @@ async fn planned_job(
     if let Some(url) = &body.callback_url {
         state.egress.check_registration(url).await?;
     }
-    Ok(Job::planned(
-        spec,
-        brand,
-        Some(offer),
-        body.callback_url.clone(),
-        state.ports.clock.now(),
-    ))
+    let now = state.ports.clock.now();
+    if let Some(at) = body.not_before {
+        if at > now + chrono::Duration::days(MAX_SCHEDULE_DAYS) {
+            return Err(ApiError::bad_request(format!(
+                "notBefore {} is more than {MAX_SCHEDULE_DAYS} days ahead",
+                at.to_rfc3339()
+            )));
+        }
+    }
+    Ok(Job {
+        // Kept to the millisecond, as every time is stored.
+        not_before: body.not_before.map(|at| {
+            at.duration_trunc(chrono::Duration::milliseconds(1))
+                .unwrap_or(at)
+        }),
+        created_by: Some(caller.principal.clone()),
+        ..Job::planned(spec, brand, Some(offer), body.callback_url.clone(), now)
+    })
+}
+
+/// How far ahead a job may be scheduled.
+const MAX_SCHEDULE_DAYS: i64 = 366;
+
+/// Whether a new job waits for an approval: asked for, or more locations than the
+/// deployment lets a job touch unapproved (counted as a dry run counts, up to one more).
+async fn needs_approval(state: &ApiState, job: &Job, body: &LinkAllBody) -> Result<bool, ApiError> {
+    if body.require_approval == Some(true) {
+        return Ok(true);
+    }
+    let Some(above) = state.settings.approval_above_locations else {
+        return Ok(false);
+    };
+    let counted = bulklink_core::kinds::count_ids_up_to(&state.ports, job, above + 1).await?;
+    Ok(counted > above)
 }
 
 /// A request the planning rules (`bulklink_core::domain::plan`, which `allowedActions`
@@ -425,9 +481,14 @@ async fn create_and_start(
 ) -> Result<Response, ApiError> {
     let job = created(ports, job, claim).await?;
     let callback = callback(ports, &job).await?;
-    // A replay's first request may have died between writing the job and starting it.
-    if job.status == JobStatus::Pending {
-        start(ports, &job).await?;
+    // A replay's first request may have died between writing the job and starting it (or
+    // announcing that it awaits approval).
+    match job.status {
+        JobStatus::Pending => start(ports, &job).await?,
+        JobStatus::AwaitingApproval if job.notified_at.is_none() => {
+            bulklink_core::lifecycle::notify(ports, &job).await?;
+        }
+        _ => {}
     }
     Ok(accepted(ports, &job, callback))
 }
@@ -543,6 +604,112 @@ async fn cancel_job(
         ))
         .with_location(format!("/jobs/{job_id}"))),
     }
+}
+
+/// Approve a job awaiting approval: it starts (or, before its `notBefore`, is scheduled).
+///
+/// By a caller of the job's brand (or an administrator) other than the one that created it:
+/// the creator's own approval is 403.
+#[utoipa::path(
+    post,
+    path = "/jobs/{jobId}/approve",
+    tag = "jobs",
+    operation_id = "approveJob",
+    params(("jobId" = JobId, Path, description = "The job")),
+    responses(
+        (status = 202, description = "The job, approved: PENDING (starting) or SCHEDULED", body = JobView,
+         headers(("Location" = String, description = "`/jobs/{jobId}`"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "The caller created the job: another caller must approve it", content_type = "application/problem+json", body = Problem),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The job is not awaiting approval (approved, rejected or cancelled already)", content_type = "application/problem+json", body = Problem,
+         headers(("Location" = String, description = "The job"))),
+    )
+)]
+async fn approve_job(
+    State(ports): State<Ports>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job_id: JobId = parse_id(&job_id)?;
+    let job = caller.visible_job(&ports, job_id).await?;
+    if job.status != JobStatus::AwaitingApproval {
+        return Err(not_awaiting(&job));
+    }
+    if job.created_by.as_deref() == Some(caller.principal.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "job {job_id} was created by '{}': a second caller of its brand (or an \
+                 administrator) must approve it",
+                caller.principal
+            ),
+        ));
+    }
+    let now = ports.clock.now();
+    let released = ports
+        .jobs
+        .release_job(job_id, job.approval_at(now), Some(&caller.principal), now)
+        .await?;
+    match released {
+        None => Err(ApiError::not_found(format!("job {job_id} does not exist"))),
+        Some(Released::NotHeld(job)) => Err(not_awaiting(&job)),
+        Some(Released::Released(job)) => {
+            info!(job_id = %job_id, principal = %caller.principal, status = %job.status, "job approved");
+            if job.status == JobStatus::Pending {
+                start(&ports, &job).await?;
+            }
+            Ok(accepted(&ports, &job, None))
+        }
+    }
+}
+
+/// Reject a job awaiting approval: it ends `CANCELLED` without touching a location.
+#[utoipa::path(
+    post,
+    path = "/jobs/{jobId}/reject",
+    tag = "jobs",
+    operation_id = "rejectJob",
+    params(("jobId" = JobId, Path, description = "The job")),
+    responses(
+        (status = 202, description = "The job, rejected: CANCELLING, then CANCELLED", body = JobView,
+         headers(("Location" = String, description = "`/jobs/{jobId}`"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The job is not awaiting approval", content_type = "application/problem+json", body = Problem,
+         headers(("Location" = String, description = "The job"))),
+    )
+)]
+async fn reject_job(
+    State(ports): State<Ports>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job_id: JobId = parse_id(&job_id)?;
+    let job = caller.visible_job(&ports, job_id).await?;
+    if job.status != JobStatus::AwaitingApproval {
+        return Err(not_awaiting(&job));
+    }
+    match ports.jobs.request_cancel(job_id).await? {
+        None => Err(ApiError::not_found(format!("job {job_id} does not exist"))),
+        Some(CancelOutcome::Cancelling(job)) => {
+            info!(job_id = %job_id, principal = %caller.principal, "job rejected");
+            // Fanout closes it (nothing was enqueued) and it ends CANCELLED.
+            start(&ports, &job).await?;
+            Ok(accepted(&ports, &job, None))
+        }
+        Some(CancelOutcome::NotCancellable(job)) => Err(not_awaiting(&job)),
+    }
+}
+
+fn not_awaiting(job: &Job) -> ApiError {
+    ApiError::conflict(format!(
+        "job {} is {}: it is not awaiting approval",
+        job.id, job.status
+    ))
+    .with_location(format!("/jobs/{}", job.id))
 }
 
 /// Pause a job: its workers stop writing and park its chunks (no write budget spent, no

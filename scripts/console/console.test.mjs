@@ -165,6 +165,7 @@ async function jobPageReads(page, status) {
 // The job page's buttons, by the action each asks of the API.
 const ACTION_BUTTONS = {
   cancel: "Cancel job", pause: "Pause", resume: "Resume", undo: "Undo", "retry-failures": "Retry failures",
+  approve: "Approve", reject: "Reject",
 };
 
 /** The job page shows exactly the buttons of the job's `allowedActions` (read from the API
@@ -369,6 +370,32 @@ async function full() {
   assert.equal(failedRows.length, job2View.counters.failed);
   assert.ok(failedRows.some((line) => line.startsWith(`${FAIL_ID},`) && line.split(",")[3].length > 0),
     "the failing location's row carries its error");
+
+  step("a job scheduled an hour ahead: SCHEDULED, its start time, cancel only");
+  const laterOffer = (await call(TOKEN_A, "POST", "/offers", { name: "Later" })).id;
+  const notBefore = new Date(Date.now() + 3_600_000).toISOString();
+  const scheduled = (await call(TOKEN_A, "POST", `/offers/${laterOffer}/link-all-locations`, { notBefore })).id;
+  await page.goto(`${CONSOLE}#/jobs/${scheduled}`);
+  await jobPageReads(page, "SCHEDULED");
+  await page.locator("main p", { hasText: "starts at" }).waitFor();
+  await buttonsFollowTheApi(page, TOKEN_A, scheduled, ["cancel"]);
+  await page.getByRole("button", { name: "Cancel job" }).click();
+  await jobPageReads(page, "CANCELLED");
+
+  step("a job awaiting approval: its creator's approval is refused with the reason; reject ends it");
+  const heldOffer = (await call(TOKEN_A, "POST", "/offers", { name: "Held" })).id;
+  const awaiting = (await call(TOKEN_A, "POST", `/offers/${heldOffer}/link-all-locations`, { requireApproval: true })).id;
+  await page.goto(`${CONSOLE}#/jobs/${awaiting}`);
+  await jobPageReads(page, "AWAITING_APPROVAL");
+  await buttonsFollowTheApi(page, TOKEN_A, awaiting, ["cancel", "approve", "reject"]);
+  // The browser logs the refused request: the one error this page expects.
+  a.expected = (e) => /status of 403/.test(e) && /\/jobs\/[0-9a-f-]+\/approve\)$/.test(e);
+  await page.getByRole("button", { name: "Approve", exact: true }).click();
+  await page.getByText(/approve refused: .*a second caller of its brand/).waitFor();
+  await page.getByRole("button", { name: "Reject", exact: true }).click();
+  await jobPageReads(page, "CANCELLED");
+  assert.equal((await call(TOKEN_A, "GET", `/jobs/${awaiting}`)).counters.total, 0);
+  await buttonsFollowTheApi(page, TOKEN_A, awaiting);
 
   step("press cancel on a running job: CANCELLED");
   const job3 = await startJob(TOKEN_A, offers[2]);

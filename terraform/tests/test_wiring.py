@@ -63,6 +63,7 @@ API_ENV = {
     "BRAND_RATE_PER_SEC": Ref(("var", "brand_requests_per_sec")),
     "BRAND_RATE_BURST": Ref(("var", "brand_request_burst")),
     "REPORT_ROWS_PER_RESPONSE": Ref(("var", "report_rows_per_response")),
+    "APPROVAL_ABOVE_LOCATIONS": Ref(("var", "approval_above_locations")),
 }
 
 # Env var naming a resource -> (resource type, attribute, resource name at the defaults).
@@ -688,7 +689,7 @@ def test_no_role_manages_sns_subscriptions_and_only_finishers_publish(cfg):
                     Ref(("aws_sns_topic", "job_events", "arn"))
                 ], function
                 publishers.add(function)
-    assert publishers == {"fanout", "worker", "worker_dlq", "sweeper"}
+    assert publishers == {"fanout", "worker", "worker_dlq", "sweeper", "job_api"}
 
 
 def test_each_role_may_do_what_its_part_in_webhooks_needs(cfg):

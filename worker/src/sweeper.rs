@@ -1,5 +1,6 @@
 //! The sweeper as a scheduled Lambda function: finishes jobs whose completion or
-//! notification was interrupted, restarts lost fanouts and flags jobs without progress.
+//! notification was interrupted, restarts lost fanouts and flags jobs without progress; and,
+//! every minute, starts the scheduled jobs whose `notBefore` has come.
 
 use bulklink_core::lifecycle::{self, SweepReport};
 use bulklink_core::ports::Ports;
@@ -7,11 +8,23 @@ use bulklink_core::Settings;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-/// One sweep, as the scheduled event triggers it; the report is the function's result.
+/// What a scheduled event asks for: `{"task": "release-due"}` (every minute) only starts the
+/// scheduled jobs whose time has come; any other event is a sweep, which does that too.
+fn releases_only(event: &Value) -> bool {
+    event.get("task").and_then(Value::as_str) == Some("release-due")
+}
+
+/// One sweep (or release of due jobs), as the scheduled event triggers it; the report is the
+/// function's result.
 pub async fn handle_scheduled_event(
     ports: &Ports,
     settings: &Settings,
+    event: &Value,
 ) -> Result<Value, bulklink_core::StoreError> {
+    let released = lifecycle::release_due(ports).await?;
+    if releases_only(event) {
+        return Ok(json!({ "released": released }));
+    }
     let (idle_since, pending_since) = settings.sweep_thresholds(ports.clock.now());
     let report: SweepReport = lifecycle::sweep(ports, idle_since, pending_since).await?;
     Ok(json!({
@@ -19,6 +32,7 @@ pub async fn handle_scheduled_event(
         "completed": report.completed,
         "restartedFanouts": report.restarted_fanouts,
         "stalled": report.stalled,
+        "released": released,
     }))
 }
 
@@ -28,7 +42,7 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<Value>| async move {
             let span = tracing::info_span!("invocation", request_id = %event.context.request_id);
-            handle_scheduled_event(ports, settings)
+            handle_scheduled_event(ports, settings, &event.payload)
                 .instrument(span)
                 .await
                 .map_err(lambda_runtime::Error::from)

@@ -9,8 +9,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Action, BrandId, ChunkSeq, ChunkTally, Counters, Job, JobId, JobSpec, Link, LinkedBy, Location,
-    LocationAttributes, LocationId, LocationStatus, Offer, OfferId,
+    Action, BrandId, ChunkSeq, ChunkTally, Counters, Job, JobId, JobSpec, JobStatus, Link,
+    LinkedBy, Location, LocationAttributes, LocationId, LocationStatus, Offer, OfferId,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Failure};
@@ -25,6 +25,7 @@ pub(crate) const IDEMP_SK: &str = "#IDEMP";
 /// The sparse index of jobs the sweeper may have to finish: set at creation, removed once
 /// the terminal event is published. Keys only, so counter updates never write to it.
 pub(crate) const UNSETTLED: &str = "UNSETTLED";
+pub(crate) const SCHEDULED: &str = "SCHEDULED";
 
 pub(crate) fn offer_pk(id: OfferId) -> String {
     format!("OFFER#{id}")
@@ -372,6 +373,12 @@ pub(crate) struct JobItem {
     pub paused_ms: u64,
     #[serde(default)]
     pub chunks_parked: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
     pub gsi1pk: String,
     pub gsi1sk: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -422,11 +429,14 @@ impl JobItem {
             paused_at: job.paused_at.map(|t| t.timestamp_millis()),
             paused_ms: job.paused_ms,
             chunks_parked: job.chunks_parked,
+            not_before: job.not_before.map(|t| t.timestamp_millis()),
+            created_by: job.created_by.clone(),
+            approved_by: job.approved_by.clone(),
             gsi1pk: brand_key(job.brand_id),
             // Job ids are UUID v7: their order is creation order.
             gsi1sk: job.id.to_string(),
-            gsi2pk: Some(UNSETTLED.to_owned()),
-            gsi2sk: Some(job.id.to_string()),
+            gsi2pk: Some(sweep_partition(job.status).to_owned()),
+            gsi2sk: Some(sweep_key(job)),
             expires_at: None,
         }
     }
@@ -478,8 +488,37 @@ impl JobItem {
             paused_at: self.paused_at.map(from_ms),
             paused_ms: self.paused_ms,
             chunks_parked: self.chunks_parked,
+            not_before: self.not_before.map(from_ms),
+            created_by: self.created_by,
+            approved_by: self.approved_by,
         })
     }
+}
+
+/// The sparse `gsi2` partition a job not yet notified sits in: SCHEDULED jobs in
+/// `SCHEDULED`, by `notBefore` (the scheduler's query), the others in `UNSETTLED` (the
+/// sweeper's).
+pub(crate) fn sweep_partition(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Scheduled => SCHEDULED,
+        _ => UNSETTLED,
+    }
+}
+
+/// The job's `gsi2sk` in its partition: its id (UUID v7, creation order), or, SCHEDULED,
+/// `notBefore` in zero-padded milliseconds and its id.
+pub(crate) fn sweep_key(job: &Job) -> String {
+    match (job.status, job.not_before) {
+        (JobStatus::Scheduled, Some(at)) => {
+            scheduled_key(at.timestamp_millis(), &job.id.to_string())
+        }
+        _ => job.id.to_string(),
+    }
+}
+
+/// A SCHEDULED job's `gsi2sk`: sorts by time, then id.
+pub(crate) fn scheduled_key(at_ms: i64, id: &str) -> String {
+    format!("{:013}#{id}", at_ms.max(0))
 }
 
 pub(crate) fn job_from_item(item: Item) -> StoreResult<Job> {

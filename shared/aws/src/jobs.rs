@@ -28,7 +28,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::ports::{
     Advanced, CancelOutcome, ChunkRecord, Completion, CreateOutcome, Cursor, Failure,
     FanoutAdvance, IdempotencyClaim, Imports, JobStore, Ledger, Ledgered, OfferDeletion, Page,
-    ParkedChunk, Parking, PauseOutcome, RuntimeSettings,
+    ParkedChunk, Parking, PauseOutcome, Released, RuntimeSettings,
 };
 
 /// How long an `Idempotency-Key` is remembered (DynamoDB TTL, checked on read too).
@@ -710,6 +710,75 @@ impl JobStore for DynamoJobs {
             )
             .await?;
         Ok(result.is_ok())
+    }
+
+    async fn release_job(
+        &self,
+        id: JobId,
+        transition: Transition,
+        approver: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<Released>> {
+        let Some(mut job) = self.load(id).await? else {
+            return Ok(None);
+        };
+        // Into the sweeper's partition, or (approved for later) the scheduler's.
+        job.status = transition.to();
+        let (condition, mut values) = status_in(transition.from());
+        values.insert(":to".into(), s(transition.to().as_str()));
+        values.insert(":now".into(), n(at.timestamp_millis()));
+        values.insert(":p".into(), s(sweep_partition(job.status)));
+        values.insert(":k".into(), s(sweep_key(&job)));
+        let mut update = "SET #s = :to, updatedAt = :now, gsi2pk = :p, gsi2sk = :k".to_owned();
+        if let Some(approver) = approver {
+            values.insert(":by".into(), s(approver));
+            update.push_str(", approvedBy = :by");
+        }
+        update.push_str(" REMOVE notifiedAt");
+        let result = self
+            .conditional_update(
+                id,
+                &update,
+                &condition,
+                values,
+                Some(HashMap::from([("#s".into(), "status".into())])),
+            )
+            .await?;
+        Ok(match result {
+            Ok(job) => Some(Released::Released(job)),
+            Err(job) => job.map(Released::NotHeld),
+        })
+    }
+
+    async fn due_jobs(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Job>> {
+        let out = self
+            .ddb
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi2")
+            .key_condition_expression("gsi2pk = :p AND gsi2sk <= :due")
+            .expression_attribute_values(":p", s(SCHEDULED))
+            // After every id of this millisecond ('~' sorts after them).
+            .expression_attribute_values(":due", s(scheduled_key(now.timestamp_millis(), "~")))
+            .limit(limit.min(100) as i32)
+            .send()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        let ids = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| item.get("pk").and_then(|pk| pk.as_s().ok()))
+            .filter_map(|pk| pk.strip_prefix("JOB#"))
+            .map(|id| id.parse::<JobId>().map_err(StoreError::from))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let found = self.batch_get_jobs(&ids).await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| found.get(id))
+            .filter(|job| job.status == JobStatus::Scheduled)
+            .cloned()
+            .collect())
     }
 
     async fn mark_notified(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<()> {

@@ -6,11 +6,11 @@ use std::collections::HashSet;
 
 use bulklink_core::domain::{
     BrandId, ChunkCounts, ChunkSeq, ChunkTally, Counter, Job, JobId, JobStatus, LocationId, Offer,
-    OfferId,
+    OfferId, Transition,
 };
 use bulklink_core::ports::{
     Advanced, CancelOutcome, Completion, CreateOutcome, Cursor, Failure, FanoutAdvance, Ledgered,
-    OfferDeletion, ParkedChunk, Parking, PauseOutcome,
+    OfferDeletion, ParkedChunk, Parking, PauseOutcome, Released,
 };
 use bulklink_core::StoreResult;
 use chrono::{Duration, Utc};
@@ -278,6 +278,149 @@ pub async fn starting_a_pending_job_runs_it_once(fx: &Fixture) {
     assert_eq!(again.started_at, started.started_at);
 }
 
+pub async fn a_scheduled_job_is_due_at_its_time_and_released_once(fx: &Fixture) {
+    let jobs = &fx.ports.jobs;
+    let (offer, _) = seed(&fx.ports, 0).await;
+    let now = fx.ports.clock.now();
+    let at = now + Duration::hours(1);
+    let held = Job {
+        not_before: Some(at),
+        created_by: Some("alice".into()),
+        ..job_for(&offer)
+    }
+    .held(false, now);
+    let job = created(jobs.create_job(&held, None).await.unwrap());
+    assert_eq!(job.status, JobStatus::Scheduled);
+    assert_eq!(
+        (job.not_before, job.created_by.as_deref()),
+        (Some(at), Some("alice"))
+    );
+    // Another scheduled job, due later: the earlier comes first.
+    let (later_offer, _) = seed(&fx.ports, 0).await;
+    let later = Job {
+        not_before: Some(at + Duration::minutes(1)),
+        ..job_for(&later_offer)
+    }
+    .held(false, now);
+    let later = created(jobs.create_job(&later, None).await.unwrap());
+
+    let before: Vec<JobId> = ids(jobs.due_jobs(at - Duration::seconds(1), 10).await.unwrap());
+    assert!(!before.contains(&job.id), "not due before its time");
+    let due = ids(jobs
+        .due_jobs(at + Duration::hours(1), 10_000)
+        .await
+        .unwrap());
+    let (first, second) = (position(&due, job.id), position(&due, later.id));
+    assert!(first < second, "soonest first: {due:?}");
+    assert!(
+        ids(jobs.due_jobs(at, 10_000).await.unwrap()).contains(&job.id),
+        "due at its time"
+    );
+
+    let releases =
+        join_all((0..5).map(|_| jobs.release_job(job.id, Transition::Due, None, at))).await;
+    let won: Vec<Job> = releases
+        .into_iter()
+        .filter_map(|r| match r.unwrap().unwrap() {
+            Released::Released(job) => Some(job),
+            Released::NotHeld(job) => {
+                assert_eq!(job.status, JobStatus::Pending);
+                None
+            }
+        })
+        .collect();
+    assert_eq!(won.len(), 1, "released once");
+    assert_eq!(won[0].status, JobStatus::Pending);
+    let due = ids(jobs
+        .due_jobs(at + Duration::hours(1), 10_000)
+        .await
+        .unwrap());
+    assert!(!due.contains(&job.id), "released: no longer due");
+    assert!(due.contains(&later.id));
+    assert!(jobs
+        .release_job(JobId::new_v7(), Transition::Due, None, at)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+pub async fn an_approval_records_its_approver_and_leaves_the_end_to_be_notified(fx: &Fixture) {
+    let jobs = &fx.ports.jobs;
+    let now = fx.ports.clock.now();
+    let awaiting = |offer: &Offer, not_before| {
+        Job {
+            not_before,
+            created_by: Some("alice".into()),
+            ..job_for(offer)
+        }
+        .held(true, now)
+    };
+    let (offer, _) = seed(&fx.ports, 0).await;
+    let job = created(
+        jobs.create_job(&awaiting(&offer, None), None)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(job.status, JobStatus::AwaitingApproval);
+    // Its job.awaiting_approval event was sent.
+    jobs.mark_notified(job.id, now).await.unwrap();
+    let Some(Released::Released(approved)) = jobs
+        .release_job(job.id, Transition::Approve, Some("bob"), now)
+        .await
+        .unwrap()
+    else {
+        panic!("not released");
+    };
+    assert_eq!(approved.status, JobStatus::Pending);
+    assert_eq!(approved.approved_by.as_deref(), Some("bob"));
+    assert_eq!(approved.created_by.as_deref(), Some("alice"));
+    assert_eq!(
+        approved.notified_at, None,
+        "its end is still to be announced"
+    );
+    let again = jobs
+        .release_job(job.id, Transition::Approve, Some("carol"), now)
+        .await
+        .unwrap();
+    let Some(Released::NotHeld(unchanged)) = again else {
+        panic!("approved twice: {again:?}");
+    };
+    assert_eq!(unchanged.approved_by.as_deref(), Some("bob"));
+
+    // Approved before its time: scheduled, and due then.
+    let (offer, _) = seed(&fx.ports, 0).await;
+    let at = now + Duration::hours(2);
+    let job = created(
+        jobs.create_job(&awaiting(&offer, Some(at)), None)
+            .await
+            .unwrap(),
+    );
+    assert!(
+        !ids(jobs.due_jobs(at, 10_000).await.unwrap()).contains(&job.id),
+        "not scheduled yet"
+    );
+    let transition = job.approval_at(now);
+    assert_eq!(transition, Transition::ApproveForLater);
+    let released = jobs
+        .release_job(job.id, transition, Some("bob"), now)
+        .await
+        .unwrap();
+    assert!(
+        matches!(released, Some(Released::Released(ref j)) if j.status == JobStatus::Scheduled)
+    );
+    assert!(ids(jobs.due_jobs(at, 10_000).await.unwrap()).contains(&job.id));
+}
+
+fn ids(jobs: Vec<Job>) -> Vec<JobId> {
+    jobs.into_iter().map(|j| j.id).collect()
+}
+
+fn position(ids: &[JobId], id: JobId) -> usize {
+    ids.iter()
+        .position(|x| *x == id)
+        .unwrap_or_else(|| panic!("{id} not among {ids:?}"))
+}
+
 pub async fn starting_leaves_a_job_in_any_other_status_alone(fx: &Fixture) {
     let jobs = &fx.ports.jobs;
     let (offer, _) = seed(&fx.ports, 0).await;
@@ -510,7 +653,7 @@ pub async fn a_chunks_outcomes_are_kept_with_it_once_and_read_back_in_order(fx: 
     for (record, tally) in head.iter().chain(&rest).zip(&tallies) {
         assert_eq!(record.outcomes.as_deref(), Some(tally.outcomes()));
         let age = fx.ports.clock.now() - record.recorded_at;
-        assert!(age >= chrono::Duration::zero() && age < chrono::Duration::minutes(1));
+        assert!(age >= Duration::zero() && age < Duration::minutes(1));
     }
     let none = fx
         .ports

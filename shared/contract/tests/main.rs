@@ -100,6 +100,8 @@ contract! {
             concurrent_creates_for_one_offer_create_one_job,
             concurrent_retries_with_one_claim_create_one_job,
             starting_a_pending_job_runs_it_once,
+            a_scheduled_job_is_due_at_its_time_and_released_once,
+            an_approval_records_its_approver_and_leaves_the_end_to_be_notified,
             starting_leaves_a_job_in_any_other_status_alone,
             starting_an_unknown_job_finds_nothing,
             a_fanout_advance_applies_only_from_the_current_cursor,

@@ -37,7 +37,7 @@ fn event_of(brand: BrandId) -> JobEvent {
     let mut job = Job::new(brand, OfferId::new_random(), None, now_ms());
     job.status = JobStatus::Succeeded;
     job.finished_at = Some(now_ms());
-    JobEvent::terminal(&job).unwrap()
+    JobEvent::of_status(&job).unwrap()
 }
 
 pub async fn a_new_subscription_reads_back_with_its_secret(fx: &Fixture) {

@@ -56,6 +56,9 @@ pub struct Settings {
     /// On Lambda behind API Gateway, whose responses are buffered and at most 6 MB, a larger
     /// report is answered a part at a time, each with a `Link` to the next.
     pub report_rows_per_response: Option<usize>,
+    /// A new job of more locations than this is created AWAITING_APPROVAL (`None`: only
+    /// when its request asks for an approval).
+    pub approval_above_locations: Option<u64>,
 }
 
 impl Default for Settings {
@@ -82,6 +85,7 @@ impl Default for Settings {
             max_import_bytes: 1 << 30,
             import_upload_expiry: Duration::from_secs(15 * 60),
             report_rows_per_response: None,
+            approval_above_locations: None,
         }
     }
 }
@@ -96,7 +100,7 @@ pub struct SettingsError {
 
 impl Settings {
     /// Names of the environment variables, shared with Terraform.
-    pub const ENV: [&'static str; 21] = [
+    pub const ENV: [&'static str; 22] = [
         "CHUNK_SIZE",
         "FANOUT_PAGE_SIZE",
         "WRITE_BUDGET_PER_SEC",
@@ -118,6 +122,7 @@ impl Settings {
         "MAX_IMPORT_BYTES",
         "IMPORT_UPLOAD_EXPIRY_SECS",
         "REPORT_ROWS_PER_RESPONSE",
+        "APPROVAL_ABOVE_LOCATIONS",
     ];
 
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -194,6 +199,11 @@ impl Settings {
         }
         if let Some(v) = lookup("MAX_IMPORT_BYTES") {
             s.max_import_bytes = parse("MAX_IMPORT_BYTES", &v)?;
+        }
+        if let Some(v) = lookup("APPROVAL_ABOVE_LOCATIONS") {
+            // 0 (Terraform's default) is off, as unset.
+            let above: u64 = parse("APPROVAL_ABOVE_LOCATIONS", &v)?;
+            s.approval_above_locations = (above > 0).then_some(above);
         }
         if let Some(v) = lookup("REPORT_ROWS_PER_RESPONSE") {
             let rows: usize = parse("REPORT_ROWS_PER_RESPONSE", &v)?;

@@ -161,13 +161,19 @@ impl SourceReaders {
 /// How many ids the job would act on now: every page of its source, read as fanout reads
 /// them (keys only; on DynamoDB the brand index holds no location attributes).
 pub async fn count_ids(ports: &Ports, job: &Job) -> StoreResult<u64> {
+    count_ids_up_to(ports, job, u64::MAX).await
+}
+
+/// `count_ids`, read no further than the page that passes `cap` (the count may be a page
+/// past it): whether a job is larger than a limit costs at most the limit's reads.
+pub async fn count_ids_up_to(ports: &Ports, job: &Job, cap: u64) -> StoreResult<u64> {
     let mut count = 0;
     let mut cursor = None;
     loop {
         let page = page_ids(ports, job, cursor.as_ref(), COUNT_PAGE).await?;
         count += page.items.len() as u64;
         cursor = page.next;
-        if cursor.is_none() {
+        if cursor.is_none() || count >= cap {
             return Ok(count);
         }
     }

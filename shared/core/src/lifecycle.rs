@@ -4,9 +4,9 @@
 use chrono::Utc;
 use tracing::{info, warn};
 
-use crate::domain::{Job, JobEvent};
+use crate::domain::{FanoutMessage, Job, JobEvent, Transition};
 use crate::error::StoreResult;
-use crate::ports::{Completion, Ports};
+use crate::ports::{Completion, Ports, Released};
 
 /// Whether a caller that finds a job terminal but not yet notified publishes its event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,17 +48,46 @@ async fn notify_if_needed(ports: &Ports, job: Job) -> StoreResult<Job> {
     Ok(job)
 }
 
-/// Publishes the terminal event, then records that it was sent. Dying in between means a
+/// Publishes the job's event (its terminal one, or that it awaits approval), then records
+/// that it was sent. Dying in between means a
 /// second publish later (at-least-once); receivers dedupe on `eventId`.
 pub async fn notify(ports: &Ports, job: &Job) -> StoreResult<()> {
-    let Some(event) = JobEvent::terminal(job) else {
-        warn!(job_id = %job.id, status = %job.status, "no event for a job that is not terminal");
+    let Some(event) = JobEvent::of_status(job) else {
+        warn!(job_id = %job.id, status = %job.status, "no event for a job in this status");
         return Ok(());
     };
     ports.events.publish(&event).await?;
     ports.jobs.mark_notified(job.id, ports.clock.now()).await?;
     info!(job_id = %job.id, event = event.event_type.as_str(), "job event published");
     Ok(())
+}
+
+/// Releases the SCHEDULED jobs whose `notBefore` has come: each moves to PENDING in one
+/// conditional change (however many schedulers run, one wins) and is started like a job
+/// just created (a fanout message; if that is lost, the sweeper starts a PENDING job after
+/// `SWEEP_PENDING_AFTER_SECS`). How many this call released.
+pub async fn release_due(ports: &Ports) -> StoreResult<usize> {
+    let now = ports.clock.now();
+    let mut released = 0;
+    for job in ports.jobs.due_jobs(now, 100).await? {
+        match ports
+            .jobs
+            .release_job(job.id, Transition::Due, None, now)
+            .await?
+        {
+            Some(Released::Released(job)) => {
+                ports
+                    .fanout_queue
+                    .send(&FanoutMessage { job_id: job.id })
+                    .await?;
+                info!(job_id = %job.id, not_before = ?job.not_before, "scheduled job released");
+                released += 1;
+            }
+            // Released by another scheduler, or cancelled meanwhile.
+            Some(Released::NotHeld(_)) | None => {}
+        }
+    }
+    Ok(released)
 }
 
 /// What one sweep did.
@@ -92,6 +121,16 @@ pub async fn sweep(
         }
         if job.status == crate::domain::JobStatus::Paused {
             // Waiting for its owner; its resume restarts it.
+            continue;
+        }
+        if job.status.is_held() {
+            // Released by the scheduler or an approval; a job awaiting approval whose event
+            // was lost (its creator died before publishing) is announced here.
+            if job.status == crate::domain::JobStatus::AwaitingApproval && job.notified_at.is_none()
+            {
+                notify(ports, &job).await?;
+                report.notified += 1;
+            }
             continue;
         }
         if job.status.is_terminal() {

@@ -14,7 +14,7 @@ use crate::domain::{
     BrandId, ChunkSeq, ChunkTally, Delivery, DeliveryId, DomainError, Import, ImportId, ImportMark,
     ImportedRow, ItemOutcome, Job, JobEvent, JobId, Link, LinkOutcome, LinkedBy, Location,
     LocationChange, LocationFilter, LocationId, LocationStatus, Offer, OfferId, OfferRule,
-    RowOutcome, Subscription, SubscriptionId, Upserted, WebhookSecret,
+    RowOutcome, Subscription, SubscriptionId, Transition, Upserted, WebhookSecret,
 };
 use crate::error::StoreResult;
 
@@ -421,6 +421,15 @@ pub enum PauseOutcome {
     Unchanged(Job),
 }
 
+/// What a release of a held job found and did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Released {
+    /// This call moved the job; the job after.
+    Released(Job),
+    /// The job was not in a status the release starts from (released or ended already).
+    NotHeld(Job),
+}
+
 /// A chunk a paused job's worker took off the queue. `token` names this parking: a chunk
 /// parked again (a redelivery, or a second pause) gets a new one, so the fanout that re-sends
 /// it removes only the parking it read.
@@ -482,6 +491,18 @@ pub trait JobStore: Send + Sync {
     async fn resume_job(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<Option<PauseOutcome>>;
     /// RUNNING → FAILING; false if the job was not RUNNING.
     async fn mark_failing(&self, id: JobId) -> StoreResult<bool>;
+    /// Releases a held job (`Transition::Approve`, `ApproveForLater`, `Due`) at `at`,
+    /// conditionally on its status, recording its `approver`; its terminal event is still to
+    /// be sent (`notifiedAt` cleared). `None` if the job does not exist.
+    async fn release_job(
+        &self,
+        id: JobId,
+        transition: Transition,
+        approver: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<Released>>;
+    /// Up to `limit` SCHEDULED jobs whose `notBefore` is at or before `now`, soonest first.
+    async fn due_jobs(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Job>>;
     async fn mark_notified(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<()>;
     /// Jobs the sweeper should look at: not terminal and untouched since `idle_since`,
     /// or terminal without a notification and finished before `idle_since`.

@@ -59,7 +59,8 @@ pub struct JobView {
     pub filter: Option<crate::domain::LocationFilter>,
     pub status: JobStatus,
     /// What its owner may ask of the job now, each a `POST /jobs/{jobId}/<action>`: by
-    /// status (`cancel`, `pause`, `resume`) and, for an ended job, by what it did (`undo`
+    /// status (`cancel`, `pause`, `resume`; `approve` and `reject` of a job awaiting approval,
+    /// its approval by a caller other than `createdBy`) and, for an ended job, by what it did (`undo`
     /// of a linking job, `retry-failures` of one with failures). An undo asked of a job
     /// that has one already answers 409 with that undo's `Location`.
     #[serde(default)]
@@ -96,6 +97,15 @@ pub struct JobView {
     pub paused_seconds: f64,
     /// Chunks parked while the job is paused, queued again when it resumes.
     pub chunks_parked: u32,
+    /// When it may start (`notBefore` of the creating request): SCHEDULED until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+    /// The token `sub` of the caller that created it (who may not approve it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// The token `sub` of the caller that approved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
     /// Only in the answer to a job creation with a `callbackUrl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackView>,
@@ -133,6 +143,9 @@ impl JobView {
             started_at: job.started_at,
             finished_at: job.finished_at,
             notified_at: job.notified_at,
+            not_before: job.not_before,
+            created_by: job.created_by.clone(),
+            approved_by: job.approved_by.clone(),
             callback: None,
         }
     }

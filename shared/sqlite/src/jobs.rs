@@ -16,7 +16,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::ports::{
     Advanced, CancelOutcome, ChunkRecord, Completion, CreateOutcome, Cursor, Failure,
     FanoutAdvance, IdempotencyClaim, JobStore, Ledger, Ledgered, OfferDeletion, Page, ParkedChunk,
-    Parking, PauseOutcome, RuntimeSettings,
+    Parking, PauseOutcome, Released, RuntimeSettings,
 };
 
 /// How long an `Idempotency-Key` is remembered.
@@ -26,7 +26,7 @@ const JOB_COLUMNS: &str = "id, status, brand_id, offer_id, callback_url, total, 
     already_linked, not_found, failed, cancelled, fanout_cursor, fanout_done, chunks_total, \
     chunks_done, created_at, updated_at, started_at, finished_at, notified_at, spec, \
     unlinked, not_linked, paused_at, paused_ms, chunks_parked, created, updated, unchanged, \
-    closed, invalid";
+    closed, invalid, not_before, created_by, approved_by";
 
 /// The `offer_id` of a job on no offer (an import): the column predates such jobs and is
 /// `NOT NULL`.
@@ -66,6 +66,9 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
     let paused_at = row.get::<_, Option<i64>>(23)?.map(from_ms);
     let paused_ms = row.get::<_, i64>(24)?.max(0) as u64;
     let chunks_parked = row.get::<_, i64>(25)?.max(0) as u32;
+    let not_before = row.get::<_, Option<i64>>(31)?.map(from_ms);
+    let created_by: Option<String> = row.get(32)?;
+    let approved_by: Option<String> = row.get(33)?;
     Ok((|| {
         Ok(Job {
             id: id.parse()?,
@@ -87,6 +90,9 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
             paused_at,
             paused_ms,
             chunks_parked,
+            not_before,
+            created_by,
+            approved_by,
         })
     })())
 }
@@ -192,7 +198,7 @@ impl JobStore for EmbeddedStore {
             }
             tx.execute(
                 "INSERT INTO jobs (id, spec, status, brand_id, offer_id, callback_url, created_at, \
-                 updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                 updated_at, not_before, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
                 params![
                     job.id.to_string(),
                     job.spec.to_json(),
@@ -201,6 +207,8 @@ impl JobStore for EmbeddedStore {
                     job.offer_id.map_or_else(|| NO_OFFER.to_owned(), |o| o.to_string()),
                     job.callback_url.as_ref().map(|u| u.to_string()),
                     to_ms(job.created_at),
+                    job.not_before.map(to_ms),
+                    job.created_by,
                 ],
             )
             .map_err(sql)?;
@@ -471,6 +479,59 @@ impl JobStore for EmbeddedStore {
                 )
                 .map_err(sql)?;
             Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn release_job(
+        &self,
+        id: JobId,
+        transition: Transition,
+        approver: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<Released>> {
+        let approver = approver.map(str::to_owned);
+        self.write(move |conn| {
+            let tx = conn.savepoint().map_err(sql)?;
+            let id = id.to_string();
+            let changed = tx
+                .execute(
+                    &format!(
+                        "UPDATE jobs SET status = '{}', updated_at = ?2, notified_at = NULL, \
+                         approved_by = COALESCE(?3, approved_by) WHERE id = ?1 AND {}",
+                        transition.to(),
+                        transition.sql_condition("status")
+                    ),
+                    params![id, to_ms(at), approver],
+                )
+                .map_err(sql)?;
+            let job = load_job(&tx, &id)?;
+            tx.commit().map_err(sql)?;
+            Ok(job.map(|job| match changed {
+                1 => Released::Released(job),
+                _ => Released::NotHeld(job),
+            }))
+        })
+        .await
+    }
+
+    async fn due_jobs(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Job>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE status = '{}' AND not_before <= ?1 \
+                     ORDER BY not_before LIMIT ?2",
+                    JobStatus::Scheduled
+                ))
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![to_ms(now), limit as i64], job_from_row)
+                .map_err(sql)?;
+            let mut jobs = Vec::new();
+            for row in rows {
+                jobs.push(row.map_err(sql)??);
+            }
+            Ok(jobs)
         })
         .await
     }

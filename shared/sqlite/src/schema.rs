@@ -23,6 +23,7 @@ const MIGRATIONS: &[Migration] = &[
     v7_location_status_and_offers_by_brand,
     v8_imports,
     v9_chunk_outcomes,
+    v10_held_jobs,
 ];
 
 /// The schema version this build writes.
@@ -445,6 +446,18 @@ fn v8_imports(tx: &Transaction<'_>) -> StoreResult<()> {
 fn v9_chunk_outcomes(tx: &Transaction<'_>) -> StoreResult<()> {
     tx.execute_batch("ALTER TABLE chunk_ledger ADD COLUMN outcomes BLOB;")
         .map_err(sql)
+}
+
+/// Version 10: jobs held before they start — `not_before` (SCHEDULED until then, found by
+/// the scheduler through a partial index), the creator's and the approver's `sub`.
+fn v10_held_jobs(tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.execute_batch(
+        "ALTER TABLE jobs ADD COLUMN not_before INTEGER;
+         ALTER TABLE jobs ADD COLUMN created_by TEXT;
+         ALTER TABLE jobs ADD COLUMN approved_by TEXT;
+         CREATE INDEX jobs_scheduled ON jobs (not_before) WHERE status = 'SCHEDULED';",
+    )
+    .map_err(sql)
 }
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {

@@ -26,6 +26,7 @@
   // A job that applies an import's rows (an import, or a retry of one) counts rows, not links.
   const importing = (job) => job.type === "import-locations" || job.action === "import";
   const STATUS_CLASS = {
+    SCHEDULED: "wait", AWAITING_APPROVAL: "paused",
     PENDING: "wait", RUNNING: "run", PAUSED: "paused", CANCELLING: "warn", FAILING: "warn",
     SUCCEEDED: "ok", COMPLETED_WITH_ERRORS: "warn", FAILED: "bad", CANCELLED: "stop",
     pending: "wait", succeeded: "ok", failed: "bad", active: "ok", disabled: "bad", closed: "stop",
@@ -510,7 +511,10 @@
         "Cancel this job? Locations already linked stay linked.")),
       action("undo", "Undo", "secondary", () => act("undo", "Undo started",
         "Start a job that unlinks exactly the links this job made?")),
-      action("retry-failures", "Retry failures", "", () => act("retry-failures", "Retry started")));
+      action("retry-failures", "Retry failures", "", () => act("retry-failures", "Retry started")),
+      action("approve", "Approve", "", () => act("approve", "Job approved")),
+      action("reject", "Reject", "danger", () => act("reject", "Job rejected",
+        "Reject this job? It ends cancelled without touching a location.")));
 
     // The report: every part of GET /jobs/{id}/report (the token goes in a header, so a
     // plain link cannot fetch it), saved as one CSV file.
@@ -631,7 +635,11 @@
             : job.type,
         job.parentJobId ? [" (from job ", h("a", { href: `#/jobs/${job.parentJobId}`, class: "mono" }, job.parentJobId), ")"] : null);
       replace(statusLine, "Status: ", statusBadge(job.status),
-        job.status === "PAUSED" ? ` — ${numbers.format(job.chunksParked)} chunks parked` : null);
+        job.status === "PAUSED" ? ` — ${numbers.format(job.chunksParked)} chunks parked` : null,
+        job.status === "SCHEDULED" ? ` — starts at ${when(job.notBefore)}` : null,
+        job.status === "AWAITING_APPROVAL"
+          ? ` — created by ${job.createdBy}: another caller of the brand must approve it` : null,
+        job.approvedBy ? ` — approved by ${job.approvedBy}` : null);
       replace(progress, progressCell(job, "Job progress"),
         h("p", { class: "muted" }, `${rate(job.ratePerSec)}`,
           ended(job) ? "" : ` · ETA ${duration(job.etaSeconds)}`,

@@ -1,4 +1,5 @@
-//! Job events: what webhooks receive when a job reaches a terminal status.
+//! Job events: what webhooks receive when a job reaches a terminal status, or waits for an
+//! approval.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,14 +19,18 @@ pub enum EventType {
     JobFailed,
     #[serde(rename = "job.cancelled")]
     JobCancelled,
+    /// A job was created AWAITING_APPROVAL: someone of its brand should approve or reject it.
+    #[serde(rename = "job.awaiting_approval")]
+    JobAwaitingApproval,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 5] = [
         EventType::JobSucceeded,
         EventType::JobCompletedWithErrors,
         EventType::JobFailed,
         EventType::JobCancelled,
+        EventType::JobAwaitingApproval,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +39,7 @@ impl EventType {
             EventType::JobCompletedWithErrors => "job.completed_with_errors",
             EventType::JobFailed => "job.failed",
             EventType::JobCancelled => "job.cancelled",
+            EventType::JobAwaitingApproval => "job.awaiting_approval",
         }
     }
 
@@ -43,6 +49,7 @@ impl EventType {
             JobStatus::CompletedWithErrors => Some(EventType::JobCompletedWithErrors),
             JobStatus::Failed => Some(EventType::JobFailed),
             JobStatus::Cancelled => Some(EventType::JobCancelled),
+            JobStatus::AwaitingApproval => Some(EventType::JobAwaitingApproval),
             _ => None,
         }
     }
@@ -74,8 +81,9 @@ pub struct JobEvent {
 }
 
 impl JobEvent {
-    /// The terminal event of a finished job; `None` while the job is not terminal.
-    pub fn terminal(job: &Job) -> Option<JobEvent> {
+    /// The event of a job in its status: a finished job's terminal event, or the event of a
+    /// job awaiting approval; `None` for other statuses.
+    pub fn of_status(job: &Job) -> Option<JobEvent> {
         let event_type = EventType::for_status(job.status)?;
         let name = format!("{}:{}", job.id, event_type.as_str());
         Some(JobEvent {
@@ -87,7 +95,10 @@ impl JobEvent {
             job_type: Some(job.spec.kind),
             status: job.status,
             counters: job.counters,
-            occurred_at: job.finished_at.unwrap_or(job.updated_at),
+            occurred_at: match job.status {
+                JobStatus::AwaitingApproval => job.created_at,
+                _ => job.finished_at.unwrap_or(job.updated_at),
+            },
         })
     }
 }
@@ -112,9 +123,9 @@ mod tests {
             made_at(),
         );
         job.status = JobStatus::Succeeded;
-        let first = JobEvent::terminal(&job).unwrap();
+        let first = JobEvent::of_status(&job).unwrap();
         job.notified_at = Some(made_at() + chrono::Duration::seconds(5));
-        let again = JobEvent::terminal(&job).unwrap();
+        let again = JobEvent::of_status(&job).unwrap();
         assert_eq!(first.event_id, again.event_id);
         assert_eq!(first.event_type, EventType::JobSucceeded);
     }
@@ -128,14 +139,14 @@ mod tests {
             made_at(),
         );
         job.status = JobStatus::Running;
-        assert!(JobEvent::terminal(&job).is_none());
+        assert!(JobEvent::of_status(&job).is_none());
     }
 
     #[test]
-    fn every_terminal_status_has_an_event_type() {
+    fn every_terminal_status_and_awaiting_approval_has_an_event_type() {
         for status in JobStatus::ALL {
             assert_eq!(
-                status.is_terminal(),
+                status.is_terminal() || status == JobStatus::AwaitingApproval,
                 EventType::for_status(status).is_some()
             );
         }

@@ -14,6 +14,10 @@ use super::{BrandId, DomainError, JobId, OfferId, WebhookUrl};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobStatus {
+    /// Waiting for its `notBefore`; nothing done yet.
+    Scheduled,
+    /// Waiting for a second caller's approval (`POST /jobs/{jobId}/approve`).
+    AwaitingApproval,
     Pending,
     Running,
     /// Paused by its owner: chunks are parked, not worked, until it is resumed.
@@ -27,7 +31,9 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 9] = [
+    pub const ALL: [JobStatus; 11] = [
+        JobStatus::Scheduled,
+        JobStatus::AwaitingApproval,
         JobStatus::Pending,
         JobStatus::Running,
         JobStatus::Paused,
@@ -41,6 +47,8 @@ impl JobStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            JobStatus::Scheduled => "SCHEDULED",
+            JobStatus::AwaitingApproval => "AWAITING_APPROVAL",
             JobStatus::Pending => "PENDING",
             JobStatus::Running => "RUNNING",
             JobStatus::Paused => "PAUSED",
@@ -61,6 +69,12 @@ impl JobStatus {
                 | JobStatus::Failed
                 | JobStatus::Cancelled
         )
+    }
+
+    /// Held before it starts: for its time (SCHEDULED) or an approval (AWAITING_APPROVAL).
+    /// Fanout does nothing for such a job; the sweeper leaves it to what releases it.
+    pub fn is_held(self) -> bool {
+        matches!(self, JobStatus::Scheduled | JobStatus::AwaitingApproval)
     }
 
     /// Chunks of a job in this status are skipped (ledgered as `cancelled`), not linked.
@@ -110,25 +124,44 @@ pub enum Transition {
     Resume,
     /// The failure threshold tripped.
     StartFailing,
+    /// A second caller approved it, and its time has come (or it has none).
+    Approve,
+    /// A second caller approved it before its `notBefore`: it waits for its time.
+    ApproveForLater,
+    /// Its `notBefore` has come (the scheduler).
+    Due,
 }
 
 impl Transition {
-    pub const ALL: [Transition; 5] = [
+    pub const ALL: [Transition; 8] = [
         Transition::Start,
         Transition::Cancel,
         Transition::Pause,
         Transition::Resume,
         Transition::StartFailing,
+        Transition::Approve,
+        Transition::ApproveForLater,
+        Transition::Due,
     ];
 
     /// The statuses this change may start from.
     pub const fn from(self) -> &'static [JobStatus] {
         match self {
             Transition::Start => &[JobStatus::Pending],
-            Transition::Cancel => &[JobStatus::Pending, JobStatus::Running, JobStatus::Paused],
+            // A held job's cancel (a reject of one awaiting approval) ends it before it did
+            // anything.
+            Transition::Cancel => &[
+                JobStatus::Scheduled,
+                JobStatus::AwaitingApproval,
+                JobStatus::Pending,
+                JobStatus::Running,
+                JobStatus::Paused,
+            ],
             Transition::Pause => &[JobStatus::Pending, JobStatus::Running],
             Transition::Resume => &[JobStatus::Paused],
             Transition::StartFailing => &[JobStatus::Running],
+            Transition::Approve | Transition::ApproveForLater => &[JobStatus::AwaitingApproval],
+            Transition::Due => &[JobStatus::Scheduled],
         }
     }
 
@@ -139,6 +172,8 @@ impl Transition {
             Transition::Cancel => JobStatus::Cancelling,
             Transition::Pause => JobStatus::Paused,
             Transition::StartFailing => JobStatus::Failing,
+            Transition::Approve | Transition::Due => JobStatus::Pending,
+            Transition::ApproveForLater => JobStatus::Scheduled,
         }
     }
 
@@ -168,15 +203,21 @@ pub enum OwnerAction {
     Resume,
     Undo,
     RetryFailures,
+    /// Start a job awaiting approval (a caller other than its creator).
+    Approve,
+    /// End a job awaiting approval, CANCELLED.
+    Reject,
 }
 
 impl OwnerAction {
-    pub const ALL: [OwnerAction; 5] = [
+    pub const ALL: [OwnerAction; 7] = [
         OwnerAction::Cancel,
         OwnerAction::Pause,
         OwnerAction::Resume,
         OwnerAction::Undo,
         OwnerAction::RetryFailures,
+        OwnerAction::Approve,
+        OwnerAction::Reject,
     ];
 }
 
@@ -488,6 +529,15 @@ pub struct Job {
     /// Chunks taken off the queue while the job was paused, waiting to be re-sent.
     #[serde(default)]
     pub chunks_parked: u32,
+    /// When it may start (`notBefore` of the creating request); SCHEDULED until then.
+    #[serde(default)]
+    pub not_before: Option<DateTime<Utc>>,
+    /// The `sub` of the caller that created it (who may not approve it).
+    #[serde(default)]
+    pub created_by: Option<String>,
+    /// The `sub` of the caller that approved it.
+    #[serde(default)]
+    pub approved_by: Option<String>,
 }
 
 impl Job {
@@ -501,6 +551,8 @@ impl Job {
             OwnerAction::Resume => Transition::Resume.allows(self.status),
             OwnerAction::Undo => plan(JobKind::Undo, Some(self)).is_ok(),
             OwnerAction::RetryFailures => plan(JobKind::RetryFailures, Some(self)).is_ok(),
+            OwnerAction::Approve => Transition::Approve.allows(self.status),
+            OwnerAction::Reject => self.status == JobStatus::AwaitingApproval,
         }
     }
 
@@ -555,6 +607,31 @@ impl Job {
             paused_at: None,
             paused_ms: 0,
             chunks_parked: 0,
+            not_before: None,
+            created_by: None,
+            approved_by: None,
+        }
+    }
+
+    /// The status a new job is created in: AWAITING_APPROVAL if it needs an approval, else
+    /// SCHEDULED while its `notBefore` is ahead, else PENDING.
+    pub fn held(mut self, approval: bool, now: DateTime<Utc>) -> Self {
+        self.status = if approval {
+            JobStatus::AwaitingApproval
+        } else if self.not_before.is_some_and(|at| at > now) {
+            JobStatus::Scheduled
+        } else {
+            JobStatus::Pending
+        };
+        self
+    }
+
+    /// How an approval at `now` releases it: to start now, or at its `notBefore`.
+    pub fn approval_at(&self, now: DateTime<Utc>) -> Transition {
+        if self.not_before.is_some_and(|at| at > now) {
+            Transition::ApproveForLater
+        } else {
+            Transition::Approve
         }
     }
 
@@ -705,7 +782,7 @@ mod tests {
     fn transitions_start_where_the_state_machine_says_and_their_sql_lists_exactly_those() {
         assert_eq!(
             Transition::Cancel.sql_condition("status"),
-            "status IN ('PENDING', 'RUNNING', 'PAUSED')"
+            "status IN ('SCHEDULED', 'AWAITING_APPROVAL', 'PENDING', 'RUNNING', 'PAUSED')"
         );
         for t in Transition::ALL {
             for s in JobStatus::ALL {
@@ -722,6 +799,28 @@ mod tests {
     }
 
     #[test]
+    fn a_new_job_is_held_for_its_approval_then_its_time() {
+        let now = at();
+        let later = now + chrono::Duration::seconds(3);
+        let job = |not_before| Job {
+            not_before,
+            ..Job::new(BrandId::new_random(), OfferId::new_random(), None, now)
+        };
+        assert_eq!(job(None).held(false, now).status, JobStatus::Pending);
+        assert_eq!(job(Some(now)).held(false, now).status, JobStatus::Pending);
+        assert_eq!(
+            job(Some(later)).held(false, now).status,
+            JobStatus::Scheduled
+        );
+        let awaiting = job(Some(later)).held(true, now);
+        assert_eq!(awaiting.status, JobStatus::AwaitingApproval);
+        assert_eq!(awaiting.approval_at(now), Transition::ApproveForLater);
+        assert_eq!(awaiting.approval_at(later), Transition::Approve);
+        assert!(JobStatus::Scheduled.is_held() && JobStatus::AwaitingApproval.is_held());
+        assert!(!JobStatus::Pending.is_held());
+    }
+
+    #[test]
     fn allowed_actions_follow_status_action_and_counters() {
         let brand = BrandId::new_random();
         let job_in = |kind: JobKind, status: JobStatus, failed: u64| {
@@ -734,6 +833,13 @@ mod tests {
         use OwnerAction::*;
         let link = JobKind::LinkAllLocations;
         let expect = [
+            (link, JobStatus::Scheduled, 0, vec![Cancel]),
+            (
+                link,
+                JobStatus::AwaitingApproval,
+                0,
+                vec![Cancel, Approve, Reject],
+            ),
             (link, JobStatus::Pending, 0, vec![Cancel, Pause]),
             (link, JobStatus::Running, 0, vec![Cancel, Pause]),
             (link, JobStatus::Paused, 0, vec![Cancel, Resume]),

@@ -693,7 +693,7 @@ mod tests {
         );
         job.status = super::super::JobStatus::Succeeded;
         job.finished_at = Some(at());
-        let event = JobEvent::terminal(&job).unwrap();
+        let event = JobEvent::of_status(&job).unwrap();
         assert_eq!(DeliveryId::of(&event, sub), DeliveryId::of(&event, sub));
         assert_ne!(
             DeliveryId::of(&event, sub),
@@ -704,7 +704,7 @@ mod tests {
         let mut later_job = job.clone();
         later_job.id = JobId::new_v7();
         later_job.finished_at = Some(job.finished_at.unwrap() + chrono::Duration::seconds(1));
-        let later = JobEvent::terminal(&later_job).unwrap();
+        let later = JobEvent::of_status(&later_job).unwrap();
         assert!(DeliveryId::of(&later, sub) > id);
     }
 
@@ -717,7 +717,7 @@ mod tests {
             at(),
         );
         job.status = super::super::JobStatus::Succeeded;
-        let event = JobEvent::terminal(&job).unwrap();
+        let event = JobEvent::of_status(&job).unwrap();
         assert!(SubscriptionFilter::default().matches(&event));
         let other_job = SubscriptionFilter {
             job_id: Some(JobId::new_v7()),

@@ -1,0 +1,321 @@
+//! Jobs held before they start, on both backends: `notBefore` (SCHEDULED until then, started
+//! by the scheduler within its bound, cancellable, holding the offer's one active job) and
+//! approval (AWAITING_APPROVAL until a second caller approves it; the creator's approval is
+//! 403; a reject cancels it; webhooks hear `job.awaiting_approval`).
+
+use std::time::Duration;
+
+use bulklink::client::ApiClient;
+use bulklink::receiver::Receiver;
+use bulklink_core::domain::{JobStatus, OfferId};
+use bulklink_http::auth::Role;
+use bulklink_http::views::JobView;
+use chrono::{DateTime, DurationRound, Utc};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+crate::on_both_backends!(
+    a_job_not_before_a_time_is_scheduled_until_then_and_starts_within_two_seconds,
+    a_job_awaiting_approval_starts_when_a_second_caller_approves_it_and_not_before,
+    a_rejected_job_ends_cancelled_having_touched_nothing,
+    a_job_larger_than_the_approval_limit_awaits_approval,
+);
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// POSTs a link-all with `body`: the answer's status and job.
+async fn link_all(api: &ApiClient, offer: OfferId, body: Value) -> (StatusCode, Value) {
+    let answer = api
+        .send(
+            Method::POST,
+            &format!("/offers/{offer}/link-all-locations"),
+            Some(&body),
+            &[],
+        )
+        .await
+        .unwrap();
+    (answer.status, answer.body)
+}
+
+fn view(body: Value) -> JobView {
+    serde_json::from_value(body).unwrap()
+}
+
+async fn a_job_not_before_a_time_is_scheduled_until_then_and_starts_within_two_seconds(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
+    let n = kind.scale(300, 100);
+    let seeded = env.seed(n).await;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    // Kept to the millisecond, as every time bulklink stores.
+    let not_before = (Utc::now() + chrono::Duration::seconds(3))
+        .duration_trunc(chrono::Duration::milliseconds(1))
+        .unwrap();
+
+    let (status, body) = link_all(&api, seeded.offer_id, json!({ "notBefore": not_before })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let job = view(body);
+    assert_eq!(job.status, JobStatus::Scheduled);
+    assert_eq!(job.not_before, Some(not_before));
+    assert_eq!(
+        job.allowed_actions,
+        [bulklink_core::domain::OwnerAction::Cancel]
+    );
+    // It holds the offer's one active job.
+    let (busy, _) = link_all(&api, seeded.offer_id, json!({})).await;
+    assert_eq!(busy, StatusCode::CONFLICT);
+
+    let done = api
+        .wait_terminal(job.id, Duration::from_millis(50), WAIT, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.counters.counters.linked, n);
+    let started: DateTime<Utc> = done.started_at.unwrap();
+    assert!(
+        started >= not_before,
+        "started {started}, not before {not_before}"
+    );
+    assert!(
+        started - not_before <= chrono::Duration::seconds(2),
+        "started {} after its time",
+        started - not_before
+    );
+
+    // A scheduled job can be cancelled: it ends CANCELLED having started nothing.
+    let other = env.seed(5).await;
+    let api = runtime.api_as(Role::Brand(other.brand_id)).unwrap();
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let (_, body) = link_all(&api, other.offer_id, json!({ "notBefore": later })).await;
+    let scheduled = view(body);
+    let cancel = api
+        .send(
+            Method::POST,
+            &format!("/jobs/{}/cancel", scheduled.id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cancel.status, StatusCode::ACCEPTED, "{}", cancel.body);
+    let cancelled = api
+        .wait_terminal(scheduled.id, Duration::from_millis(50), WAIT, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert_eq!(cancelled.counters.counters.total, 0);
+    assert_eq!(cancelled.started_at, None);
+    // A time too far ahead is the caller's error.
+    let (far, body) = link_all(
+        &api,
+        other.offer_id,
+        json!({ "notBefore": Utc::now() + chrono::Duration::days(400) }),
+    )
+    .await;
+    assert_eq!(far, StatusCode::BAD_REQUEST, "{body}");
+    runtime.shutdown().await;
+}
+
+async fn a_job_awaiting_approval_starts_when_a_second_caller_approves_it_and_not_before(
+    kind: Kind,
+) {
+    let env = Env::of(kind, fast_settings()).await;
+    let n = kind.scale(200, 60);
+    let seeded = env.seed(n).await;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let brand = Role::Brand(seeded.brand_id);
+    let creator = runtime.api_as(brand.clone()).unwrap();
+    let second = ApiClient::new(&runtime.base_url)
+        .unwrap()
+        .with_token(runtime.token_for("second-operator", brand).unwrap());
+    let mut receiver = Receiver::start().await.unwrap();
+    let subscribed = creator
+        .send(
+            Method::POST,
+            "/webhooks",
+            Some(&json!({ "url": receiver.url })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        subscribed.status,
+        StatusCode::CREATED,
+        "{}",
+        subscribed.body
+    );
+
+    let (status, body) = link_all(
+        &creator,
+        seeded.offer_id,
+        json!({ "requireApproval": true }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let job = view(body);
+    assert_eq!(job.status, JobStatus::AwaitingApproval);
+    use bulklink_core::domain::OwnerAction::{Approve, Cancel, Reject};
+    assert_eq!(job.allowed_actions, [Cancel, Approve, Reject]);
+    assert!(job.created_by.is_some());
+
+    // The brand's webhooks hear that it waits.
+    let heard = tokio::time::timeout(WAIT, receiver.next())
+        .await
+        .expect("a delivery")
+        .unwrap();
+    let event = heard.event().unwrap();
+    assert_eq!(event["type"], "job.awaiting_approval", "{event}");
+    assert_eq!(event["jobId"], job.id.to_string());
+    assert_eq!(event["status"], "AWAITING_APPROVAL");
+
+    // Nothing happens while it waits.
+    let still = creator.job(job.id).await.unwrap();
+    assert_eq!(
+        (still.status, still.started_at),
+        (JobStatus::AwaitingApproval, None)
+    );
+
+    // Its creator may not approve it.
+    let own = creator
+        .send(
+            Method::POST,
+            &format!("/jobs/{}/approve", job.id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(own.status, StatusCode::FORBIDDEN, "{}", own.body);
+    assert_eq!(
+        own.content_type.as_deref(),
+        Some("application/problem+json")
+    );
+    // Another brand's caller finds no such job.
+    let stranger = runtime
+        .api_as(Role::Brand(env.seed(1).await.brand_id))
+        .unwrap();
+    let hidden = stranger
+        .send(
+            Method::POST,
+            &format!("/jobs/{}/approve", job.id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+
+    // A second caller of the brand does: it runs to the end.
+    let approved = second
+        .send(
+            Method::POST,
+            &format!("/jobs/{}/approve", job.id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved.status, StatusCode::ACCEPTED, "{}", approved.body);
+    let done = creator
+        .wait_terminal(job.id, Duration::from_millis(50), WAIT, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.counters.counters.linked, n);
+    assert_eq!(done.approved_by.as_deref(), Some("second-operator"));
+    let heard = tokio::time::timeout(WAIT, receiver.next())
+        .await
+        .expect("a delivery")
+        .unwrap();
+    assert_eq!(heard.event().unwrap()["type"], "job.succeeded");
+    // Approved once: a second approval finds nothing to approve.
+    let again = second
+        .send(
+            Method::POST,
+            &format!("/jobs/{}/approve", job.id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.status, StatusCode::CONFLICT);
+
+    // Approved before its notBefore: SCHEDULED until then.
+    let unlink_body =
+        json!({ "requireApproval": true, "notBefore": Utc::now() + chrono::Duration::hours(1) });
+    let unlink = creator
+        .send(
+            Method::POST,
+            &format!("/offers/{}/unlink-all-locations", seeded.offer_id),
+            Some(&unlink_body),
+            &[],
+        )
+        .await
+        .unwrap();
+    let unlink = view(unlink.body);
+    assert_eq!(unlink.status, JobStatus::AwaitingApproval);
+    let approved = second
+        .send(
+            Method::POST,
+            &format!("/jobs/{}/approve", unlink.id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(view(approved.body).status, JobStatus::Scheduled);
+    runtime.shutdown().await;
+}
+
+async fn a_rejected_job_ends_cancelled_having_touched_nothing(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
+    let seeded = env.seed(30).await;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let (_, body) = link_all(&api, seeded.offer_id, json!({ "requireApproval": true })).await;
+    let job = view(body);
+    // Its creator may reject (withdraw) it.
+    let rejected = api
+        .send(Method::POST, &format!("/jobs/{}/reject", job.id), None, &[])
+        .await
+        .unwrap();
+    assert_eq!(rejected.status, StatusCode::ACCEPTED, "{}", rejected.body);
+    let done = api
+        .wait_terminal(job.id, Duration::from_millis(50), WAIT, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Cancelled);
+    assert_eq!((done.counters.counters.total, done.started_at), (0, None));
+    assert_eq!(env.link_stats(&seeded).await.brand_locations_with_offer, 0);
+    let again = api
+        .send(Method::POST, &format!("/jobs/{}/reject", job.id), None, &[])
+        .await
+        .unwrap();
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    // The offer is free again.
+    let (status, body) = link_all(&api, seeded.offer_id, json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    runtime.shutdown().await;
+}
+
+async fn a_job_larger_than_the_approval_limit_awaits_approval(kind: Kind) {
+    let mut settings = fast_settings();
+    settings.approval_above_locations = Some(10);
+    let env = Env::of(kind, settings).await;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let large = env.seed(11).await;
+    let small = env.seed(10).await;
+    let api = runtime.api_as(Role::Brand(large.brand_id)).unwrap();
+    let (_, body) = link_all(&api, large.offer_id, json!({})).await;
+    assert_eq!(view(body).status, JobStatus::AwaitingApproval);
+    let api = runtime.api_as(Role::Brand(small.brand_id)).unwrap();
+    let (_, body) = link_all(&api, small.offer_id, json!({})).await;
+    assert_ne!(
+        view(body).status,
+        JobStatus::AwaitingApproval,
+        "10 is not above 10"
+    );
+    runtime.shutdown().await;
+}
