@@ -760,14 +760,20 @@ mod tests {
     }
 
     #[test]
-    fn only_pending_running_or_paused_jobs_can_be_cancelled() {
+    fn only_held_pending_running_or_paused_jobs_can_be_cancelled() {
         let cancellable: Vec<_> = JobStatus::ALL
             .into_iter()
             .filter(|s| s.can_cancel())
             .collect();
         assert_eq!(
             cancellable,
-            vec![JobStatus::Pending, JobStatus::Running, JobStatus::Paused]
+            vec![
+                JobStatus::Scheduled,
+                JobStatus::AwaitingApproval,
+                JobStatus::Pending,
+                JobStatus::Running,
+                JobStatus::Paused
+            ]
         );
         let pausable: Vec<_> = JobStatus::ALL
             .into_iter()
