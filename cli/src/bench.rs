@@ -597,6 +597,7 @@ async fn filtered_link_all(
         brand_id: brand,
         name: "filtered".into(),
         locations_total: 0,
+        schedule: None,
     };
     ports.catalog.create_offer(&offer).await?;
     let matching = locations.div_ceil(10);

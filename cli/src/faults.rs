@@ -145,6 +145,13 @@ impl Catalog for FaultyCatalog {
     ) -> StoreResult<Vec<Location>> {
         self.inner.locations_matching(brand, ids, filter).await
     }
+    async fn set_offer_schedule(
+        &self,
+        id: OfferId,
+        schedule: &bulklink_core::domain::OfferSchedule,
+    ) -> StoreResult<bool> {
+        self.inner.set_offer_schedule(id, schedule).await
+    }
     async fn external_ids(&self, ids: &[LocationId]) -> StoreResult<Vec<Option<String>>> {
         self.inner.external_ids(ids).await
     }

@@ -19,6 +19,7 @@ pub async fn seed_brand(
         brand_id: brand,
         name: offer_name.to_owned(),
         locations_total: 0,
+        schedule: None,
     };
     ports.catalog.create_offer(&offer).await?;
     let now = ports.clock.now();

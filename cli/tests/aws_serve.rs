@@ -330,6 +330,7 @@ async fn upgrade_gives_offers_of_an_earlier_release_their_brand_index_keys_once(
         brand_id: brand,
         name: "made by this release".into(),
         locations_total: 0,
+        schedule: None,
     };
     ports.catalog.create_offer(&new).await.unwrap();
     // An offer item as the release before wrote it: no brand-index keys.

@@ -21,6 +21,7 @@ crate::on_both_backends!(
     a_job_awaiting_approval_starts_when_a_second_caller_approves_it_and_not_before,
     a_rejected_job_ends_cancelled_having_touched_nothing,
     a_job_larger_than_the_approval_limit_awaits_approval,
+    an_offer_live_for_5_seconds_is_linked_at_its_start_and_unlinked_at_its_end_exactly,
 );
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -316,6 +317,98 @@ async fn a_job_larger_than_the_approval_limit_awaits_approval(kind: Kind) {
         view(body).status,
         JobStatus::AwaitingApproval,
         "10 is not above 10"
+    );
+    runtime.shutdown().await;
+}
+
+async fn an_offer_live_for_5_seconds_is_linked_at_its_start_and_unlinked_at_its_end_exactly(
+    kind: Kind,
+) {
+    let env = Env::of(kind, fast_settings()).await;
+    let n = kind.scale(200, 60);
+    let seeded = env.seed(n).await;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let ms = |at: DateTime<Utc>| {
+        at.duration_trunc(chrono::Duration::milliseconds(1))
+            .unwrap()
+    };
+    let starts_at = ms(Utc::now() + chrono::Duration::seconds(2));
+    let ends_at = starts_at + chrono::Duration::seconds(5);
+    let made = api
+        .send(
+            Method::POST,
+            "/offers",
+            Some(&json!({ "name": "Five seconds", "startsAt": starts_at, "endsAt": ends_at })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    let offer = made.body["id"].as_str().unwrap().to_owned();
+    let schedule = &made.body["schedule"];
+    assert_eq!(schedule["startsAt"], json!(starts_at));
+    assert_eq!(schedule["endsAt"], json!(ends_at));
+    let start: bulklink_core::domain::JobId =
+        schedule["startJobId"].as_str().unwrap().parse().unwrap();
+    assert_eq!(api.job(start).await.unwrap().status, JobStatus::Scheduled);
+
+    let linked = api
+        .wait_terminal(start, Duration::from_millis(50), WAIT, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(linked.status, JobStatus::Succeeded);
+    assert_eq!(linked.counters.counters.linked, n);
+    assert!(linked.started_at.unwrap() >= starts_at);
+    // The start's job made the end's as it ended (before announcing its end), SCHEDULED at
+    // endsAt.
+    eventually(WAIT, "the end's job to be recorded", || async {
+        let read: Value = api.get(&format!("/offers/{offer}")).await.unwrap();
+        read["schedule"]["endJobId"].is_string()
+    })
+    .await;
+    let read: Value = api.get(&format!("/offers/{offer}")).await.unwrap();
+    let end: bulklink_core::domain::JobId = read["schedule"]["endJobId"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ending = api.job(end).await.unwrap();
+    assert_eq!(
+        ending.kind,
+        bulklink_core::domain::JobKind::UnlinkAllLocations
+    );
+    assert_eq!(ending.not_before, Some(ends_at));
+
+    let unlinked = api
+        .wait_terminal(end, Duration::from_millis(50), WAIT, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(unlinked.status, JobStatus::Succeeded);
+    assert_eq!(unlinked.counters.counters.unlinked, n);
+    assert!(unlinked.started_at.unwrap() >= ends_at);
+    let read: Value = api.get(&format!("/offers/{offer}")).await.unwrap();
+    assert_eq!(read["locationsTotal"], 0, "{read}");
+    assert_eq!(
+        env.link_stats(&seeded).await.brand_locations_with_offer,
+        0,
+        "no hasOffer left"
+    );
+    // An end before its start is the caller's error.
+    let backwards = api
+        .send(
+            Method::POST,
+            "/offers",
+            Some(&json!({ "name": "Backwards", "startsAt": ends_at, "endsAt": starts_at })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        backwards.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        backwards.body
     );
     runtime.shutdown().await;
 }

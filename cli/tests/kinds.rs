@@ -1047,7 +1047,7 @@ async fn a_job_narrowed_by_where_acts_on_exactly_the_matching_locations(kind: Ki
         (
             format!("/jobs/{job}/undo"),
             json!({ "where": {} }),
-            "unknown field `where`, expected `callbackUrl`",
+            "unknown field `where`, expected one of `callbackUrl`, `notBefore`, `requireApproval`",
         ),
         (
             link_all.clone(),

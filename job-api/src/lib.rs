@@ -14,10 +14,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bulklink_core::domain::{
-    plan, Action, AttributesChange, BrandId, Country, FanoutMessage, IdempotencyKey, Job, JobId,
-    JobKind, JobStatus, LinkOutcome, Location, LocationChange, LocationFilter, LocationId,
-    LocationStatus, NotDerivable, Offer, OfferId, Subscription, Upserted, WebhookUrl,
-    MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN, MAX_TAGS, MAX_TAG_LEN,
+    plan, Action, AttributesChange, BrandId, Country, FanoutMessage, FollowUp, IdempotencyKey, Job,
+    JobId, JobKind, JobSpec, JobStatus, LinkOutcome, Location, LocationChange, LocationFilter,
+    LocationId, LocationStatus, NotDerivable, Offer, OfferId, OfferSchedule, Subscription,
+    Upserted, WebhookUrl, MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN, MAX_TAGS, MAX_TAG_LEN,
 };
 use bulklink_core::estimate::DryRun;
 use bulklink_core::ports::{
@@ -815,6 +815,14 @@ struct NewOffer {
     /// 1 to 200 characters, not only white space, no control characters.
     #[schema(schema_with = name_schema)]
     name: String,
+    /// When it goes live (RFC 3339): a link-all of the brand's locations, `SCHEDULED` until
+    /// then, is made with the offer.
+    #[serde(default)]
+    starts_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it ends (RFC 3339, after `startsAt`): an unlink-all of every location it is
+    /// linked to runs then (made, `SCHEDULED`, when the start's job ends).
+    #[serde(default)]
+    ends_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 bulklink_core::json_object_only!(NewOffer);
 
@@ -846,19 +854,84 @@ async fn create_offer(
 ) -> Result<Response, ApiError> {
     let brand_id = caller.acting_brand(new.brand_id, "brandId")?;
     let name = checked_text("name", &new.name, MAX_NAME_LEN)?;
-    let offer = Offer {
+    let now = ports.clock.now();
+    let millis = |at: Option<chrono::DateTime<chrono::Utc>>| {
+        at.map(|at| {
+            at.duration_trunc(chrono::Duration::milliseconds(1))
+                .unwrap_or(at)
+        })
+    };
+    let schedule = OfferSchedule::checked(
+        millis(new.starts_at),
+        millis(new.ends_at),
+        now,
+        MAX_SCHEDULE_DAYS,
+    )
+    .map_err(ApiError::bad_request)?;
+    let mut offer = Offer {
         id: new.id.unwrap_or_else(OfferId::new_random),
         brand_id,
         name,
         locations_total: 0,
+        schedule: schedule.clone(),
     };
     ports.catalog.create_offer(&offer).await?;
+    if let Some(schedule) = schedule {
+        offer.schedule = Some(scheduled(&ports, &caller, &offer, schedule).await?);
+    }
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/offers/{}", offer.id))],
         Json(offer),
     )
         .into_response())
+}
+
+/// Makes the job an offer's schedule starts with — a link-all at `startsAt` that makes the
+/// unlink-all at `endsAt` when it ends, or, without a start, that unlink-all — and records it.
+async fn scheduled(
+    ports: &Ports,
+    caller: &Caller,
+    offer: &Offer,
+    mut schedule: OfferSchedule,
+) -> Result<OfferSchedule, ApiError> {
+    let now = ports.clock.now();
+    let (kind, at, then) = match (schedule.starts_at, schedule.ends_at) {
+        (Some(start), end) => (
+            JobKind::LinkAllLocations,
+            start,
+            end.map(|not_before| FollowUp {
+                kind: JobKind::UnlinkAllLocations,
+                not_before,
+            }),
+        ),
+        (None, Some(end)) => (JobKind::UnlinkAllLocations, end, None),
+        (None, None) => return Ok(schedule),
+    };
+    let spec = JobSpec {
+        then,
+        ..plan(kind, None).map_err(refused)?
+    };
+    let job = Job {
+        not_before: Some(at),
+        created_by: Some(caller.principal.clone()),
+        ..Job::planned(spec, offer.brand_id, Some(offer.id), None, now)
+    }
+    .held(false, now);
+    let job = created(ports, job, None).await?;
+    if job.status == JobStatus::Pending {
+        start(ports, &job).await?;
+    }
+    match kind {
+        JobKind::LinkAllLocations => schedule.start_job_id = Some(job.id),
+        _ => schedule.end_job_id = Some(job.id),
+    }
+    ports
+        .catalog
+        .set_offer_schedule(offer.id, &schedule)
+        .await?;
+    info!(offer_id = %offer.id, job_id = %job.id, "offer scheduled");
+    Ok(schedule)
 }
 
 /// An offer's new name.

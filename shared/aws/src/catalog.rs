@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::domain::{
     BrandId, ImportMark, ImportedRow, JobId, Link, LinkOutcome, LinkedBy, Location,
     LocationAttributes, LocationChange, LocationFilter, LocationId, LocationStatus, MarkedUpsert,
-    Offer, OfferId, OfferRule, RowOutcome, Upserted,
+    Offer, OfferId, OfferRule, OfferSchedule, RowOutcome, Upserted,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, LocationImports, Page};
@@ -1245,6 +1245,15 @@ impl Catalog for DynamoCatalog {
             .buffered(LINKS_IN_FLIGHT)
             .try_collect()
             .await
+    }
+
+    async fn set_offer_schedule(&self, id: OfferId, schedule: &OfferSchedule) -> StoreResult<bool> {
+        let json = serde_json::to_string(schedule)
+            .map_err(|e| StoreError::internal(format!("cannot write a schedule: {e}")))?;
+        Ok(self
+            .update_attribute(offer_pk(id), OFFER_SK, "schedule", &json)
+            .await?
+            .is_some())
     }
 
     async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>> {

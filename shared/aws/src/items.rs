@@ -148,6 +148,9 @@ pub(crate) struct OfferItem {
     pub gsi1pk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gsi1sk: Option<String>,
+    /// Its schedule (`OfferSchedule` as JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 impl OfferItem {
@@ -160,15 +163,28 @@ impl OfferItem {
             locations_total: offer.locations_total,
             gsi1pk: Some(brand_key(offer.brand_id)),
             gsi1sk: Some(brand_index_offer_sk(offer.id)),
+            schedule: offer
+                .schedule
+                .as_ref()
+                .map(|s| serde_json::to_string(s).unwrap_or_default()),
         }
     }
 
     pub fn into_offer(self) -> StoreResult<Offer> {
+        let schedule = self
+            .schedule
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| {
+                StoreError::internal(format!("offer {}'s schedule does not read: {e}", self.pk))
+            })?;
         Ok(Offer {
             id: strip(&self.pk, "OFFER#")?.parse()?,
             brand_id: self.brand_id.parse()?,
             name: self.name,
             locations_total: self.locations_total,
+            schedule,
         })
     }
 }

@@ -3,7 +3,8 @@
 
 use bulklink_core::domain::{
     AttributesChange, BrandId, JobId, LinkOutcome, LinkedBy, Location, LocationAttributes,
-    LocationChange, LocationFilter, LocationId, LocationStatus, OfferId, OfferRule, Upserted,
+    LocationChange, LocationFilter, LocationId, LocationStatus, OfferId, OfferRule, OfferSchedule,
+    Upserted,
 };
 use bulklink_core::ports::Cursor;
 use bulklink_core::StoreError;
@@ -983,6 +984,39 @@ pub async fn links_made_while_stores_close_do_not_outlive_the_closing_nor_block_
             .unwrap(),
         vec![LinkOutcome::Linked; ids.len()]
     );
+}
+
+pub async fn an_offers_schedule_is_kept_with_it_and_changes_in_place(fx: &Fixture) {
+    let catalog = &fx.ports.catalog;
+    let brand = BrandId::new_random();
+    let at = now_ms() + chrono::Duration::hours(1);
+    let mut scheduled = offer(brand);
+    scheduled.schedule = Some(OfferSchedule {
+        starts_at: Some(at),
+        ends_at: Some(at + chrono::Duration::hours(1)),
+        ..Default::default()
+    });
+    catalog.create_offer(&scheduled).await.unwrap();
+    assert_eq!(
+        catalog.get_offer(scheduled.id).await.unwrap(),
+        Some(scheduled.clone())
+    );
+
+    let mut schedule = scheduled.schedule.clone().unwrap();
+    schedule.start_job_id = Some(JobId::new_v7());
+    schedule.end_job_id = Some(JobId::new_v7());
+    assert!(catalog
+        .set_offer_schedule(scheduled.id, &schedule)
+        .await
+        .unwrap());
+    let read = catalog.get_offer(scheduled.id).await.unwrap().unwrap();
+    assert_eq!(read.schedule, Some(schedule.clone()));
+    let listed = catalog.page_brand_offers(brand, None, 10).await.unwrap();
+    assert_eq!(listed.items, vec![read]);
+    assert!(!catalog
+        .set_offer_schedule(OfferId::new_random(), &schedule)
+        .await
+        .unwrap());
 }
 
 pub async fn a_brands_offers_page_in_id_order_and_no_other_brands(fx: &Fixture) {

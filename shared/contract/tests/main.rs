@@ -60,6 +60,7 @@ contract! {
             deleting_a_location_frees_its_external_id,
             locations_matching_are_the_brands_matching_ones_in_order,
             external_ids_name_each_location_in_order,
+            an_offers_schedule_is_kept_with_it_and_changes_in_place,
             brand_locations_page_in_id_order_exactly_once,
             closing_a_location_leaves_every_offer_and_nothing_links_it_until_it_reopens,
             an_upsert_that_closes_a_store_leaves_its_offers,

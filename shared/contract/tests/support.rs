@@ -105,6 +105,7 @@ pub fn offer(brand: BrandId) -> Offer {
         brand_id: brand,
         name: "Two for one".to_owned(),
         locations_total: 0,
+        schedule: None,
     }
 }
 

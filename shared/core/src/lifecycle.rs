@@ -4,9 +4,9 @@
 use chrono::Utc;
 use tracing::{info, warn};
 
-use crate::domain::{FanoutMessage, Job, JobEvent, Transition};
-use crate::error::StoreResult;
-use crate::ports::{Completion, Ports, Released};
+use crate::domain::{plan, FanoutMessage, Job, JobEvent, JobStatus, Transition};
+use crate::error::{StoreError, StoreResult};
+use crate::ports::{Completion, CreateOutcome, IdempotencyClaim, Ports, Released};
 
 /// Whether a caller that finds a job terminal but not yet notified publishes its event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +52,9 @@ async fn notify_if_needed(ports: &Ports, job: Job) -> StoreResult<Job> {
 /// that it was sent. Dying in between means a
 /// second publish later (at-least-once); receivers dedupe on `eventId`.
 pub async fn notify(ports: &Ports, job: &Job) -> StoreResult<()> {
+    if job.status.is_terminal() {
+        follow_up(ports, job).await?;
+    }
     let Some(event) = JobEvent::of_status(job) else {
         warn!(job_id = %job.id, status = %job.status, "no event for a job in this status");
         return Ok(());
@@ -89,6 +92,66 @@ pub async fn release_due(ports: &Ports) -> StoreResult<usize> {
     }
     Ok(released)
 }
+
+/// Makes the job an ended job asks for (`JobSpec::then`: an offer's end after its start),
+/// before its end is announced, so that a crash in between makes it on the next try
+/// (the sweeper re-notifies a job without `notifiedAt`). Once however often this runs: the
+/// new job's idempotency claim is derived from the ended job. It is recorded on the offer's
+/// schedule. If another job holds the offer then, this fails (retryable) and is tried again.
+async fn follow_up(ports: &Ports, job: &Job) -> StoreResult<()> {
+    let (Some(then), Some(offer)) = (job.spec.then, job.offer_id) else {
+        return Ok(());
+    };
+    let spec = plan(then.kind, None)
+        .map_err(|e| StoreError::internal(format!("job {}'s follow-up: {e}", job.id)))?;
+    let now = ports.clock.now();
+    let next = Job {
+        not_before: Some(then.not_before),
+        created_by: job.created_by.clone(),
+        ..Job::planned(spec, job.brand_id, Some(offer), None, now)
+    }
+    .held(false, now);
+    let key = uuid::Uuid::new_v5(&FOLLOW_UP_NAMESPACE, job.id.to_string().as_bytes()).to_string();
+    let claim = IdempotencyClaim {
+        key_hash: key.clone(),
+        request_hash: key,
+    };
+    let next = match ports.jobs.create_job(&next, Some(&claim)).await? {
+        CreateOutcome::Created(next) | CreateOutcome::Replayed(next) => next,
+        CreateOutcome::OfferGone => return Ok(()),
+        CreateOutcome::OfferBusy(other) => {
+            return Err(StoreError::unavailable(format!(
+                "job {}'s follow-up waits: offer {offer} has an active job, {other}",
+                job.id
+            )))
+        }
+        other => {
+            return Err(StoreError::internal(format!(
+                "job {}'s follow-up was refused: {other:?}",
+                job.id
+            )))
+        }
+    };
+    if next.status == JobStatus::Pending {
+        ports
+            .fanout_queue
+            .send(&FanoutMessage { job_id: next.id })
+            .await?;
+    }
+    if let Some(current) = ports.catalog.get_offer(offer).await? {
+        let mut schedule = current.schedule.unwrap_or_default();
+        if schedule.end_job_id != Some(next.id) {
+            schedule.end_job_id = Some(next.id);
+            ports.catalog.set_offer_schedule(offer, &schedule).await?;
+        }
+    }
+    info!(job_id = %job.id, follow_up = %next.id, status = %next.status, "follow-up job made");
+    Ok(())
+}
+
+/// Namespace of the idempotency keys of follow-up jobs.
+const FOLLOW_UP_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5c0e_91d2_7b44_4f3a_8e61_02a9_d4f7_b0c1);
 
 /// What one sweep did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use crate::domain::{
     BrandId, ChunkSeq, ChunkTally, Delivery, DeliveryId, DomainError, Import, ImportId, ImportMark,
     ImportedRow, ItemOutcome, Job, JobEvent, JobId, Link, LinkOutcome, LinkedBy, Location,
     LocationChange, LocationFilter, LocationId, LocationStatus, Offer, OfferId, OfferRule,
-    RowOutcome, Subscription, SubscriptionId, Transition, Upserted, WebhookSecret,
+    OfferSchedule, RowOutcome, Subscription, SubscriptionId, Transition, Upserted, WebhookSecret,
 };
 use crate::error::StoreResult;
 
@@ -120,6 +120,9 @@ pub trait Catalog: Send + Sync {
     ) -> StoreResult<Page<LocationId>>;
     /// Renames an offer; `None` if it does not exist.
     async fn rename_offer(&self, id: OfferId, name: &str) -> StoreResult<Option<Offer>>;
+    /// Sets an offer's schedule (its times and the jobs they made); false if there is no
+    /// such offer.
+    async fn set_offer_schedule(&self, id: OfferId, schedule: &OfferSchedule) -> StoreResult<bool>;
     /// The locations of `ids` that are the brand's and match `filter`, in the order given
     /// (read-only; an id of nothing or of another brand is left out).
     async fn locations_matching(

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{from_ms, is_constraint, sql, to_ms, EmbeddedStore};
 use crate::domain::{
     BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes, LocationChange,
-    LocationFilter, LocationId, LocationStatus, Offer, OfferId, OfferRule, Upserted,
+    LocationFilter, LocationId, LocationStatus, Offer, OfferId, OfferRule, OfferSchedule, Upserted,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
@@ -42,8 +42,14 @@ impl Catalog for EmbeddedStore {
         let offer = offer.clone();
         self.write(move |conn| {
             conn.execute(
-                "INSERT INTO offers (id, brand_id, name, locations_total) VALUES (?1, ?2, ?3, 0)",
-                params![offer.id.to_string(), offer.brand_id.to_string(), offer.name],
+                "INSERT INTO offers (id, brand_id, name, locations_total, schedule) \
+                 VALUES (?1, ?2, ?3, 0, ?4)",
+                params![
+                    offer.id.to_string(),
+                    offer.brand_id.to_string(),
+                    offer.name,
+                    schedule_json(offer.schedule.as_ref())?
+                ],
             )
             .map_err(|e| {
                 if is_constraint(&e) {
@@ -59,26 +65,30 @@ impl Catalog for EmbeddedStore {
 
     async fn get_offer(&self, id: OfferId) -> StoreResult<Option<Offer>> {
         self.read(move |conn| {
-            conn.prepare_cached("SELECT brand_id, name, locations_total FROM offers WHERE id = ?1")
-                .map_err(sql)?
-                .query_row([id.to_string()], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, i64>(2)?,
-                    ))
+            conn.prepare_cached(
+                "SELECT brand_id, name, locations_total, schedule FROM offers WHERE id = ?1",
+            )
+            .map_err(sql)?
+            .query_row([id.to_string()], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                ))
+            })
+            .optional()
+            .map_err(sql)?
+            .map(|(brand, name, total, schedule)| {
+                Ok(Offer {
+                    id,
+                    brand_id: brand.parse()?,
+                    name,
+                    locations_total: total as u64,
+                    schedule: schedule_of(schedule.as_deref())?,
                 })
-                .optional()
-                .map_err(sql)?
-                .map(|(brand, name, total)| {
-                    Ok(Offer {
-                        id,
-                        brand_id: brand.parse()?,
-                        name,
-                        locations_total: total as u64,
-                    })
-                })
-                .transpose()
+            })
+            .transpose()
         })
         .await
     }
@@ -93,8 +103,8 @@ impl Catalog for EmbeddedStore {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT id, name, locations_total FROM offers WHERE brand_id = ?1 AND id > ?2 \
-                     ORDER BY id LIMIT ?3",
+                    "SELECT id, name, locations_total, schedule FROM offers \
+                     WHERE brand_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
                 )
                 .map_err(sql)?;
             let rows = stmt
@@ -103,17 +113,19 @@ impl Catalog for EmbeddedStore {
                         row.get::<_, String>(0)?,
                         row.get::<_, String>(1)?,
                         row.get::<_, i64>(2)?,
+                        row.get::<_, Option<String>>(3)?,
                     ))
                 })
                 .map_err(sql)?;
             let mut offers = Vec::new();
             for row in rows {
-                let (id, name, total) = row.map_err(sql)?;
+                let (id, name, total, schedule) = row.map_err(sql)?;
                 offers.push(Offer {
                     id: id.parse()?,
                     brand_id: brand,
                     name,
                     locations_total: total as u64,
+                    schedule: schedule_of(schedule.as_deref())?,
                 });
             }
             Ok(page_of(offers, limit, |offer| offer.id.to_string()))
@@ -306,6 +318,20 @@ impl Catalog for EmbeddedStore {
                 ids.push(row.map_err(sql)?.parse::<LocationId>()?);
             }
             Ok(page_of(ids, limit, |id| id.to_string()))
+        })
+        .await
+    }
+
+    async fn set_offer_schedule(&self, id: OfferId, schedule: &OfferSchedule) -> StoreResult<bool> {
+        let json = schedule_json(Some(schedule))?;
+        self.write(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE offers SET schedule = ?2 WHERE id = ?1",
+                    params![id.to_string(), json],
+                )
+                .map_err(sql)?;
+            Ok(changed == 1)
         })
         .await
     }
@@ -1017,4 +1043,19 @@ pub(crate) fn find_external(
         .optional()
         .map_err(sql)?;
     Ok(id.map(|id| id.parse()).transpose()?)
+}
+
+/// An offer's schedule as stored (JSON, `NULL` for none).
+fn schedule_json(schedule: Option<&OfferSchedule>) -> StoreResult<Option<String>> {
+    schedule
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::internal(format!("cannot write a schedule: {e}")))
+}
+
+/// A stored schedule read back.
+fn schedule_of(json: Option<&str>) -> StoreResult<Option<OfferSchedule>> {
+    json.map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| StoreError::internal(format!("an offer's schedule does not read: {e}")))
 }

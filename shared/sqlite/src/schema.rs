@@ -24,6 +24,7 @@ const MIGRATIONS: &[Migration] = &[
     v8_imports,
     v9_chunk_outcomes,
     v10_held_jobs,
+    v11_offer_schedules,
 ];
 
 /// The schema version this build writes.
@@ -458,6 +459,12 @@ fn v10_held_jobs(tx: &Transaction<'_>) -> StoreResult<()> {
          CREATE INDEX jobs_scheduled ON jobs (not_before) WHERE status = 'SCHEDULED';",
     )
     .map_err(sql)
+}
+
+/// Version 11: an offer's schedule (`OfferSchedule` as JSON; `NULL` for none).
+fn v11_offer_schedules(tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.execute_batch("ALTER TABLE offers ADD COLUMN schedule TEXT;")
+        .map_err(sql)
 }
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {

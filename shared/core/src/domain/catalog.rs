@@ -14,6 +14,61 @@ pub struct Offer {
     pub brand_id: BrandId,
     pub name: String,
     pub locations_total: u64,
+    /// When it is live, and the jobs that started and ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<OfferSchedule>,
+}
+
+/// When an offer is live: linked to every location of its brand from `startsAt` (a
+/// link-all, `SCHEDULED` until then), unlinked from every one at `endsAt` (an unlink-all
+/// made when the start's job ends, `SCHEDULED` until its time); and the jobs that did it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct OfferSchedule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<DateTime<Utc>>,
+    /// The link-all its start made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_job_id: Option<JobId>,
+    /// The unlink-all its end made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_job_id: Option<JobId>,
+}
+
+impl OfferSchedule {
+    /// The schedule's times, checked: an end after the start, and neither more than
+    /// `max_days` ahead of `now`.
+    pub fn checked(
+        starts_at: Option<DateTime<Utc>>,
+        ends_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        max_days: i64,
+    ) -> Result<Option<Self>, String> {
+        if let (Some(start), Some(end)) = (starts_at, ends_at) {
+            if end <= start {
+                return Err(format!(
+                    "endsAt {} is not after startsAt {}",
+                    end.to_rfc3339(),
+                    start.to_rfc3339()
+                ));
+            }
+        }
+        for (name, at) in [("startsAt", starts_at), ("endsAt", ends_at)] {
+            if at.is_some_and(|at| at > now + chrono::Duration::days(max_days)) {
+                return Err(format!("{name} is more than {max_days} days ahead"));
+            }
+        }
+        Ok(
+            (starts_at.is_some() || ends_at.is_some()).then(|| OfferSchedule {
+                starts_at,
+                ends_at,
+                ..Default::default()
+            }),
+        )
+    }
 }
 
 /// A brand's store location, and whether it carries any offer.

@@ -13,8 +13,8 @@ mod webhook;
 
 pub use catalog::{
     AttributesChange, Country, Link, LinkOutcome, LinkedBy, Location, LocationAttributes,
-    LocationChange, LocationFilter, LocationStatus, Offer, OfferRule, Upserted, MAX_ATTRIBUTE_LEN,
-    MAX_EXTERNAL_ID_LEN, MAX_TAGS, MAX_TAG_LEN,
+    LocationChange, LocationFilter, LocationStatus, Offer, OfferRule, OfferSchedule, Upserted,
+    MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN, MAX_TAGS, MAX_TAG_LEN,
 };
 pub use chunk::{ChunkMessage, FanoutMessage, MAX_CHUNK_SIZE, MAX_MESSAGE_BYTES};
 pub use event::{EventType, JobEvent};
@@ -31,7 +31,7 @@ pub use job::{
     Action, ChunkCounts, Counters, Job, JobKind, JobStatus, NotDerivable, OwnerAction, Transition,
 };
 pub use report::{decode_outcomes, ChunkTally, Counter, ItemOutcome, ReportRow};
-pub use spec::{plan, JobSpec, Source, SourceSpec};
+pub use spec::{plan, FollowUp, JobSpec, Source, SourceSpec};
 pub use text::{checked_tags, checked_text, BLANKS};
 pub use webhook::{
     payload, verify, Delivery, DeliveryId, DeliveryStatus, RetrySchedule, Subscription,

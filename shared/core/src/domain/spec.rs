@@ -133,6 +133,18 @@ pub struct JobSpec {
     /// The job an undo or retry-failures job derives from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_job_id: Option<JobId>,
+    /// The job to make when this one ends (an offer's end, after its start's link-all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub then: Option<FollowUp>,
+}
+
+/// A job a job makes when it ends, whatever its end: one of `kind` on the same offer,
+/// `SCHEDULED` until `not_before`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowUp {
+    pub kind: JobKind,
+    pub not_before: chrono::DateTime<chrono::Utc>,
 }
 
 impl JobSpec {
@@ -143,6 +155,7 @@ impl JobSpec {
             action,
             source: source.into(),
             parent_job_id: None,
+            then: None,
         }
     }
 
@@ -188,6 +201,7 @@ impl JobSpec {
         };
         Ok(JobSpec {
             parent_job_id: parent,
+            then: None,
             ..JobSpec::new(kind, action, source)
         })
     }
@@ -292,6 +306,7 @@ pub fn plan(kind: JobKind, parent: Option<&Job>) -> Result<JobSpec, NotDerivable
         }
         (JobKind::Undo, Some(parent)) => Ok(JobSpec {
             parent_job_id: Some(parent.id),
+            then: None,
             ..JobSpec::new(
                 kind,
                 Action::Unlink {
@@ -312,6 +327,7 @@ pub fn plan(kind: JobKind, parent: Option<&Job>) -> Result<JobSpec, NotDerivable
         }
         (JobKind::RetryFailures, Some(parent)) => Ok(JobSpec {
             parent_job_id: Some(parent.id),
+            then: None,
             ..JobSpec::new(
                 kind,
                 parent.spec.action,
