@@ -17,7 +17,8 @@ use bulklink_core::domain::{
     plan, Action, AttributesChange, BrandId, Country, FanoutMessage, FollowUp, IdempotencyKey, Job,
     JobId, JobKind, JobSpec, JobStatus, LinkOutcome, Location, LocationChange, LocationFilter,
     LocationId, LocationStatus, NotDerivable, Offer, OfferId, OfferSchedule, Subscription,
-    Upserted, WebhookUrl, MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN, MAX_TAGS, MAX_TAG_LEN,
+    Transition, Upserted, WebhookUrl, MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN, MAX_TAGS,
+    MAX_TAG_LEN,
 };
 use bulklink_core::estimate::DryRun;
 use bulklink_core::ports::{
@@ -589,20 +590,65 @@ async fn cancel_job(
     Path(job_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job_id: JobId = parse_id(&job_id)?;
-    caller.visible_job(&ports, job_id).await?;
+    let job = caller.visible_job(&ports, job_id).await?;
+    if job.status.is_held() {
+        // Released meanwhile: cancelled as any other job, below.
+        if let Some(response) = withdrawn(&ports, &caller, &job, Transition::Withdraw).await? {
+            return Ok(response);
+        }
+    }
+    cancelled(&ports, &caller, job_id, "cancel requested", |job| {
+        ApiError::conflict(format!(
+            "job {} is {}; it can no longer be cancelled",
+            job.id, job.status
+        ))
+        .with_location(format!("/jobs/{}", job.id))
+    })
+    .await
+}
+
+/// Ends a held job before it did anything (`Transition::Withdraw`, or `Reject`): CANCELLING
+/// in one conditional change that also puts it back in the sweeper's view with its end
+/// still to announce (`release_job`), then fanout closes it. `None` if it was not held any
+/// more.
+async fn withdrawn(
+    ports: &Ports,
+    caller: &Caller,
+    job: &Job,
+    how: Transition,
+) -> Result<Option<Response>, ApiError> {
+    let now = ports.clock.now();
+    match ports.jobs.release_job(job.id, how, None, now).await? {
+        Some(Released::Released(job)) => {
+            info!(job_id = %job.id, principal = %caller.principal, transition = ?how, "held job withdrawn");
+            start(ports, &job).await?;
+            Ok(Some(accepted(ports, &job, None)))
+        }
+        Some(Released::NotHeld(_)) => Ok(None),
+        None => Err(ApiError::not_found(format!(
+            "job {} does not exist",
+            job.id
+        ))),
+    }
+}
+
+/// Moves the job to CANCELLING and has fanout finish it (re-sending chunks parked by a
+/// pause to be skipped, or closing a job that sent none): 202 with the job, or `refused`.
+async fn cancelled(
+    ports: &Ports,
+    caller: &Caller,
+    job_id: JobId,
+    note: &str,
+    refused: impl Fn(&Job) -> ApiError,
+) -> Result<Response, ApiError> {
     match ports.jobs.request_cancel(job_id).await? {
         None => Err(ApiError::not_found(format!("job {job_id} does not exist"))),
         Some(CancelOutcome::Cancelling(job)) => {
-            info!(job_id = %job_id, principal = %caller.principal, "cancel requested");
-            // Chunks parked by a pause come back to be skipped: fanout re-sends them.
-            start(&ports, &job).await?;
-            Ok(accepted(&ports, &job, None))
+            info!(job_id = %job_id, principal = %caller.principal, "{note}");
+            start(ports, &job).await?;
+            Ok(accepted(ports, &job, None))
         }
-        Some(CancelOutcome::NotCancellable(job)) => Err(ApiError::conflict(format!(
-            "job {job_id} is {}; it can no longer be cancelled",
-            job.status
-        ))
-        .with_location(format!("/jobs/{job_id}"))),
+        Some(CancelOutcome::NotCancellable(job)) => Err(refused(&job)),
     }
 }
 
@@ -689,18 +735,11 @@ async fn reject_job(
 ) -> Result<Response, ApiError> {
     let job_id: JobId = parse_id(&job_id)?;
     let job = caller.visible_job(&ports, job_id).await?;
-    if job.status != JobStatus::AwaitingApproval {
-        return Err(not_awaiting(&job));
-    }
-    match ports.jobs.request_cancel(job_id).await? {
-        None => Err(ApiError::not_found(format!("job {job_id} does not exist"))),
-        Some(CancelOutcome::Cancelling(job)) => {
-            info!(job_id = %job_id, principal = %caller.principal, "job rejected");
-            // Fanout closes it (nothing was enqueued) and it ends CANCELLED.
-            start(&ports, &job).await?;
-            Ok(accepted(&ports, &job, None))
-        }
-        Some(CancelOutcome::NotCancellable(job)) => Err(not_awaiting(&job)),
+    match withdrawn(&ports, &caller, &job, Transition::Reject).await? {
+        Some(response) => Ok(response),
+        None => Err(not_awaiting(
+            &ports.jobs.get_job(job_id).await?.unwrap_or(job),
+        )),
     }
 }
 

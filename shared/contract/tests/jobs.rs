@@ -387,6 +387,30 @@ pub async fn an_approval_records_its_approver_and_leaves_the_end_to_be_notified(
     };
     assert_eq!(unchanged.approved_by.as_deref(), Some("bob"));
 
+    // A rejected one is back in the sweeper's view, its end still to announce (its fanout
+    // message may be lost).
+    let (offer, _) = seed(&fx.ports, 0).await;
+    let rejected = created(
+        jobs.create_job(&awaiting(&offer, None), None)
+            .await
+            .unwrap(),
+    );
+    jobs.mark_notified(rejected.id, now).await.unwrap();
+    let later = now + Duration::hours(1);
+    assert!(!ids(jobs.unsettled_jobs(later, 10_000).await.unwrap()).contains(&rejected.id));
+    let Some(Released::Released(cancelling)) = jobs
+        .release_job(rejected.id, Transition::Reject, None, now)
+        .await
+        .unwrap()
+    else {
+        panic!("not rejected");
+    };
+    assert_eq!(
+        (cancelling.status, cancelling.notified_at),
+        (JobStatus::Cancelling, None)
+    );
+    assert!(ids(jobs.unsettled_jobs(later, 10_000).await.unwrap()).contains(&rejected.id));
+
     // Approved before its time: scheduled, and due then.
     let (offer, _) = seed(&fx.ports, 0).await;
     let at = now + Duration::hours(2);

@@ -130,10 +130,14 @@ pub enum Transition {
     ApproveForLater,
     /// Its `notBefore` has come (the scheduler).
     Due,
+    /// An owner's cancel of a held job: it ends before it did anything.
+    Withdraw,
+    /// A reject of a job awaiting approval.
+    Reject,
 }
 
 impl Transition {
-    pub const ALL: [Transition; 8] = [
+    pub const ALL: [Transition; 10] = [
         Transition::Start,
         Transition::Cancel,
         Transition::Pause,
@@ -142,21 +146,17 @@ impl Transition {
         Transition::Approve,
         Transition::ApproveForLater,
         Transition::Due,
+        Transition::Withdraw,
+        Transition::Reject,
     ];
 
     /// The statuses this change may start from.
     pub const fn from(self) -> &'static [JobStatus] {
         match self {
             Transition::Start => &[JobStatus::Pending],
-            // A held job's cancel (a reject of one awaiting approval) ends it before it did
-            // anything.
-            Transition::Cancel => &[
-                JobStatus::Scheduled,
-                JobStatus::AwaitingApproval,
-                JobStatus::Pending,
-                JobStatus::Running,
-                JobStatus::Paused,
-            ],
+            Transition::Cancel => &[JobStatus::Pending, JobStatus::Running, JobStatus::Paused],
+            Transition::Withdraw => &[JobStatus::Scheduled, JobStatus::AwaitingApproval],
+            Transition::Reject => &[JobStatus::AwaitingApproval],
             Transition::Pause => &[JobStatus::Pending, JobStatus::Running],
             Transition::Resume => &[JobStatus::Paused],
             Transition::StartFailing => &[JobStatus::Running],
@@ -169,7 +169,7 @@ impl Transition {
     pub const fn to(self) -> JobStatus {
         match self {
             Transition::Start | Transition::Resume => JobStatus::Running,
-            Transition::Cancel => JobStatus::Cancelling,
+            Transition::Cancel | Transition::Withdraw | Transition::Reject => JobStatus::Cancelling,
             Transition::Pause => JobStatus::Paused,
             Transition::StartFailing => JobStatus::Failing,
             Transition::Approve | Transition::Due => JobStatus::Pending,
@@ -546,13 +546,15 @@ impl Job {
     /// undo's `Location`: that needs a read this rule does not make.)
     pub fn allows(&self, action: OwnerAction) -> bool {
         match action {
-            OwnerAction::Cancel => Transition::Cancel.allows(self.status),
+            OwnerAction::Cancel => {
+                Transition::Cancel.allows(self.status) || Transition::Withdraw.allows(self.status)
+            }
             OwnerAction::Pause => Transition::Pause.allows(self.status),
             OwnerAction::Resume => Transition::Resume.allows(self.status),
             OwnerAction::Undo => plan(JobKind::Undo, Some(self)).is_ok(),
             OwnerAction::RetryFailures => plan(JobKind::RetryFailures, Some(self)).is_ok(),
             OwnerAction::Approve => Transition::Approve.allows(self.status),
-            OwnerAction::Reject => self.status == JobStatus::AwaitingApproval,
+            OwnerAction::Reject => Transition::Reject.allows(self.status),
         }
     }
 
@@ -760,20 +762,22 @@ mod tests {
     }
 
     #[test]
-    fn only_held_pending_running_or_paused_jobs_can_be_cancelled() {
+    fn only_pending_running_or_paused_jobs_can_be_cancelled_and_held_ones_withdrawn() {
         let cancellable: Vec<_> = JobStatus::ALL
             .into_iter()
             .filter(|s| s.can_cancel())
             .collect();
         assert_eq!(
             cancellable,
-            vec![
-                JobStatus::Scheduled,
-                JobStatus::AwaitingApproval,
-                JobStatus::Pending,
-                JobStatus::Running,
-                JobStatus::Paused
-            ]
+            vec![JobStatus::Pending, JobStatus::Running, JobStatus::Paused]
+        );
+        let withdrawn: Vec<_> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| Transition::Withdraw.allows(*s))
+            .collect();
+        assert_eq!(
+            withdrawn,
+            vec![JobStatus::Scheduled, JobStatus::AwaitingApproval]
         );
         let pausable: Vec<_> = JobStatus::ALL
             .into_iter()
@@ -788,7 +792,7 @@ mod tests {
     fn transitions_start_where_the_state_machine_says_and_their_sql_lists_exactly_those() {
         assert_eq!(
             Transition::Cancel.sql_condition("status"),
-            "status IN ('SCHEDULED', 'AWAITING_APPROVAL', 'PENDING', 'RUNNING', 'PAUSED')"
+            "status IN ('PENDING', 'RUNNING', 'PAUSED')"
         );
         for t in Transition::ALL {
             for s in JobStatus::ALL {
