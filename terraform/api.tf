@@ -7,6 +7,8 @@ locals {
   job_api_routes = [
     "POST /offers/{offerId}/link-all-locations",
     "POST /jobs/{jobId}/cancel",
+    "POST /jobs/{jobId}/approve",
+    "POST /jobs/{jobId}/reject",
     "POST /jobs/{jobId}/pause",
     "POST /jobs/{jobId}/resume",
     "POST /offers",

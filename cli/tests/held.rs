@@ -22,7 +22,35 @@ crate::on_both_backends!(
     a_rejected_job_ends_cancelled_having_touched_nothing,
     a_job_larger_than_the_approval_limit_awaits_approval,
     an_offer_live_for_5_seconds_is_linked_at_its_start_and_unlinked_at_its_end_exactly,
+    an_offer_with_a_rule_follows_it_only_between_its_start_and_its_end,
+    an_offers_schedule_moves_until_each_part_is_made,
 );
+
+/// The job the offer's schedule records under `field` (`startJobId`, `endJobId`), once made.
+async fn job_of(api: &ApiClient, offer: &str, field: &str) -> bulklink_core::domain::JobId {
+    eventually(WAIT, &format!("the offer's {field}"), || async {
+        let read: Value = api.get(&format!("/offers/{offer}")).await.unwrap();
+        read["schedule"][field].is_string()
+    })
+    .await;
+    let read: Value = api.get(&format!("/offers/{offer}")).await.unwrap();
+    read["schedule"][field].as_str().unwrap().parse().unwrap()
+}
+
+/// A new active location of the brand.
+async fn new_location(api: &ApiClient, address: &str) -> bulklink_core::domain::LocationId {
+    let made = api
+        .send(
+            Method::POST,
+            "/locations",
+            Some(&json!({ "address": address })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    made.body["id"].as_str().unwrap().parse().unwrap()
+}
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -349,9 +377,11 @@ async fn an_offer_live_for_5_seconds_is_linked_at_its_start_and_unlinked_at_its_
     let schedule = &made.body["schedule"];
     assert_eq!(schedule["startsAt"], json!(starts_at));
     assert_eq!(schedule["endsAt"], json!(ends_at));
-    let start: bulklink_core::domain::JobId =
-        schedule["startJobId"].as_str().unwrap().parse().unwrap();
-    assert_eq!(api.job(start).await.unwrap().status, JobStatus::Scheduled);
+    assert!(
+        schedule["startJobId"].is_null(),
+        "made at its time: {schedule}"
+    );
+    let start = job_of(&api, &offer, "startJobId").await;
 
     let linked = api
         .wait_terminal(start, Duration::from_millis(50), WAIT, |_| {})
@@ -362,17 +392,7 @@ async fn an_offer_live_for_5_seconds_is_linked_at_its_start_and_unlinked_at_its_
     assert!(linked.started_at.unwrap() >= starts_at);
     // The start's job made the end's as it ended (before announcing its end), SCHEDULED at
     // endsAt.
-    eventually(WAIT, "the end's job to be recorded", || async {
-        let read: Value = api.get(&format!("/offers/{offer}")).await.unwrap();
-        read["schedule"]["endJobId"].is_string()
-    })
-    .await;
-    let read: Value = api.get(&format!("/offers/{offer}")).await.unwrap();
-    let end: bulklink_core::domain::JobId = read["schedule"]["endJobId"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let end = job_of(&api, &offer, "endJobId").await;
     let ending = api.job(end).await.unwrap();
     assert_eq!(
         ending.kind,
@@ -410,5 +430,162 @@ async fn an_offer_live_for_5_seconds_is_linked_at_its_start_and_unlinked_at_its_
         "{}",
         backwards.body
     );
+    runtime.shutdown().await;
+}
+
+async fn an_offer_with_a_rule_follows_it_only_between_its_start_and_its_end(kind: Kind) {
+    use bulklink_core::domain::{JobKind, LinkOutcome, OfferId};
+    let env = Env::of(kind, fast_settings()).await;
+    let n = kind.scale(100, 40);
+    let seeded = env.seed(n).await;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let ports = runtime.ports.clone();
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let ms = |at: DateTime<Utc>| {
+        at.duration_trunc(chrono::Duration::milliseconds(1))
+            .unwrap()
+    };
+    let starts_at = ms(Utc::now() + chrono::Duration::seconds(3));
+    let ends_at = starts_at + chrono::Duration::seconds(4);
+    let made = api
+        .send(
+            Method::POST,
+            "/offers",
+            Some(&json!({ "name": "Ruled", "startsAt": starts_at, "endsAt": ends_at })),
+            &[],
+        )
+        .await
+        .unwrap();
+    let offer = made.body["id"].as_str().unwrap().to_owned();
+    let offer_id: OfferId = offer.parse().unwrap();
+    let set = api
+        .send(
+            Method::PUT,
+            &format!("/offers/{offer}/rule"),
+            Some(&json!({ "where": {} })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    assert!(
+        set.body["job"].is_null(),
+        "no reconcile before the start: {}",
+        set.body
+    );
+
+    // Before its start a new store is not linked: the rule waits (what the estate follower
+    // does for every change, called here so that nothing races it).
+    let early = new_location(&api, "1 Early Street").await;
+    let followed = bulklink_core::rules::follow(&ports, early).await.unwrap();
+    assert!(
+        !followed.iter().any(|(o, _)| *o == offer_id),
+        "{followed:?}"
+    );
+
+    // At its start the rule's reconcile links every active store.
+    let start = job_of(&api, &offer, "startJobId").await;
+    let started = api
+        .wait_terminal(start, Duration::from_millis(50), WAIT, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(started.kind, JobKind::Reconcile);
+    assert_eq!(started.status, JobStatus::Succeeded);
+    assert_eq!(started.counters.counters.linked, n + 1);
+    assert!(started.started_at.unwrap() >= starts_at);
+    // While live, the rule follows the estate.
+    if Utc::now() < ends_at - chrono::Duration::seconds(1) {
+        let during = new_location(&api, "2 Live Street").await;
+        let followed = bulklink_core::rules::follow(&ports, during).await.unwrap();
+        assert!(
+            followed.contains(&(offer_id, LinkOutcome::Linked)),
+            "{followed:?}"
+        );
+    }
+
+    // At its end every link goes, and the rule no longer links.
+    let end = job_of(&api, &offer, "endJobId").await;
+    let ended = api
+        .wait_terminal(end, Duration::from_millis(50), WAIT, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(ended.status, JobStatus::Succeeded);
+    assert!(ended.started_at.unwrap() >= ends_at);
+    let late = new_location(&api, "3 Late Street").await;
+    let followed = bulklink_core::rules::follow(&ports, late).await.unwrap();
+    assert!(
+        !followed.iter().any(|(o, _)| *o == offer_id),
+        "{followed:?}"
+    );
+    let read: Value = api.get(&format!("/offers/{offer}")).await.unwrap();
+    assert_eq!(read["locationsTotal"], 0, "{read}");
+    runtime.shutdown().await;
+}
+
+async fn an_offers_schedule_moves_until_each_part_is_made(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
+    let n = kind.scale(50, 20);
+    let seeded = env.seed(n).await;
+    let runtime = env.start(env.config(), |ports| ports).await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let ms = |at: DateTime<Utc>| {
+        at.duration_trunc(chrono::Duration::milliseconds(1))
+            .unwrap()
+    };
+    let hour = chrono::Duration::hours(1);
+    let patch = |body: Value, offer: String| {
+        let api = api.clone();
+        async move {
+            api.send(Method::PATCH, &format!("/offers/{offer}"), Some(&body), &[])
+                .await
+                .unwrap()
+        }
+    };
+    let made = api
+        .send(
+            Method::POST,
+            "/offers",
+            Some(&json!({ "name": "Moving", "startsAt": ms(Utc::now() + hour), "endsAt": ms(Utc::now() + hour * 2) })),
+            &[],
+        )
+        .await
+        .unwrap();
+    let offer = made.body["id"].as_str().unwrap().to_owned();
+    let later_end = ms(Utc::now() + hour * 3);
+    let moved = patch(json!({ "endsAt": later_end }), offer.clone()).await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    assert_eq!(moved.body["schedule"]["endsAt"], json!(later_end));
+    // Both moved to the next seconds: it starts, then ends, at the new times.
+    let starts_at = ms(Utc::now() + chrono::Duration::seconds(1));
+    let ends_at = starts_at + chrono::Duration::seconds(3);
+    let moved = patch(
+        json!({ "startsAt": starts_at, "endsAt": ends_at }),
+        offer.clone(),
+    )
+    .await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    let backwards = patch(json!({ "endsAt": starts_at - hour }), offer.clone()).await;
+    assert_eq!(
+        backwards.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        backwards.body
+    );
+    let start = job_of(&api, &offer, "startJobId").await;
+    assert!(api.job(start).await.unwrap().started_at.unwrap() >= starts_at);
+    let too_late = patch(json!({ "startsAt": ms(Utc::now() + hour) }), offer.clone()).await;
+    assert_eq!(too_late.status, StatusCode::CONFLICT, "{}", too_late.body);
+    let end = job_of(&api, &offer, "endJobId").await;
+    assert_eq!(api.job(end).await.unwrap().not_before, Some(ends_at));
+    let end_made = patch(json!({ "endsAt": ms(Utc::now() + hour) }), offer.clone()).await;
+    assert_eq!(end_made.status, StatusCode::CONFLICT, "{}", end_made.body);
+    assert_eq!(end_made.location, Some(format!("/jobs/{end}")));
+    let ended = api
+        .wait_terminal(end, Duration::from_millis(50), WAIT, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(ended.counters.counters.unlinked, n);
+    let renamed = patch(json!({ "name": "Moved" }), offer.clone()).await;
+    assert_eq!(renamed.body["name"], "Moved");
     runtime.shutdown().await;
 }

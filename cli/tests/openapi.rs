@@ -1804,6 +1804,27 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         let target = if ok == 204 { &fresh } else { &path };
         reach.saw(op, ok, api.send(method, target, body, &[]).await.unwrap());
     }
+    // An offer whose end's unlink-all is made: its end no longer moves.
+    let ending: Value = api
+        .post(
+            "/offers",
+            &json!({ "name": "ending", "endsAt": chrono::Utc::now() + chrono::Duration::hours(1) }),
+        )
+        .await
+        .unwrap();
+    assert!(ending["schedule"]["endJobId"].is_string(), "{ending}");
+    reach.saw(
+        "renameOffer",
+        409,
+        api.send(
+            Method::PATCH,
+            &format!("/offers/{}", ending["id"].as_str().unwrap()),
+            Some(&json!({ "endsAt": chrono::Utc::now() + chrono::Duration::hours(2) })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
     let here = format!("/locations/{location_id}");
     let readdress = json!({ "address": "3 Elm St" });
     let bad_location = "/locations/nope";

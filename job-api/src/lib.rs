@@ -14,11 +14,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bulklink_core::domain::{
-    plan, Action, AttributesChange, BrandId, Country, FanoutMessage, FollowUp, IdempotencyKey, Job,
-    JobId, JobKind, JobSpec, JobStatus, LinkOutcome, Location, LocationChange, LocationFilter,
-    LocationId, LocationStatus, NotDerivable, Offer, OfferId, OfferSchedule, Subscription,
-    Transition, Upserted, WebhookUrl, MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN, MAX_TAGS,
-    MAX_TAG_LEN,
+    plan, Action, AttributesChange, BrandId, Country, FanoutMessage, IdempotencyKey, Job, JobId,
+    JobKind, JobStatus, LinkOutcome, Location, LocationChange, LocationFilter, LocationId,
+    LocationStatus, NotDerivable, Offer, OfferId, OfferSchedule, Subscription, Transition,
+    Upserted, WebhookUrl, MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN, MAX_TAGS, MAX_TAG_LEN,
 };
 use bulklink_core::estimate::DryRun;
 use bulklink_core::ports::{
@@ -926,65 +925,67 @@ async fn create_offer(
         .into_response())
 }
 
-/// Makes the job an offer's schedule starts with — a link-all at `startsAt` that makes the
-/// unlink-all at `endsAt` when it ends, or, without a start, that unlink-all — and records it.
+/// Puts an offer's schedule in motion: its start is left to the scheduler (which makes, at
+/// `startsAt`, a link-all — or a reconcile if the offer then follows a standing rule — that
+/// makes the end's unlink-all when it ends); a schedule with an end alone makes that
+/// unlink-all now, `SCHEDULED` at `endsAt`.
 async fn scheduled(
     ports: &Ports,
     caller: &Caller,
     offer: &Offer,
     mut schedule: OfferSchedule,
 ) -> Result<OfferSchedule, ApiError> {
-    let now = ports.clock.now();
-    let (kind, at, then) = match (schedule.starts_at, schedule.ends_at) {
-        (Some(start), end) => (
-            JobKind::LinkAllLocations,
-            start,
-            end.map(|not_before| FollowUp {
-                kind: JobKind::UnlinkAllLocations,
-                not_before,
-            }),
-        ),
-        (None, Some(end)) => (JobKind::UnlinkAllLocations, end, None),
-        (None, None) => return Ok(schedule),
-    };
-    let spec = JobSpec {
-        then,
-        ..plan(kind, None).map_err(refused)?
-    };
-    let job = Job {
-        not_before: Some(at),
-        created_by: Some(caller.principal.clone()),
-        ..Job::planned(spec, offer.brand_id, Some(offer.id), None, now)
+    match (schedule.starts_at, schedule.ends_at) {
+        (Some(start), _) => ports.jobs.put_offer_start(offer.id, start).await?,
+        (None, Some(end)) => {
+            let now = ports.clock.now();
+            let spec = plan(JobKind::UnlinkAllLocations, None).map_err(refused)?;
+            let job = Job {
+                not_before: Some(end),
+                created_by: Some(caller.principal.clone()),
+                ..Job::planned(spec, offer.brand_id, Some(offer.id), None, now)
+            }
+            .held(false, now);
+            let job = created(ports, job, None).await?;
+            if job.status == JobStatus::Pending {
+                start(ports, &job).await?;
+            }
+            schedule.end_job_id = Some(job.id);
+            ports
+                .catalog
+                .set_offer_schedule(offer.id, &schedule)
+                .await?;
+        }
+        (None, None) => {}
     }
-    .held(false, now);
-    let job = created(ports, job, None).await?;
-    if job.status == JobStatus::Pending {
-        start(ports, &job).await?;
-    }
-    match kind {
-        JobKind::LinkAllLocations => schedule.start_job_id = Some(job.id),
-        _ => schedule.end_job_id = Some(job.id),
-    }
-    ports
-        .catalog
-        .set_offer_schedule(offer.id, &schedule)
-        .await?;
-    info!(offer_id = %offer.id, job_id = %job.id, "offer scheduled");
+    info!(offer_id = %offer.id, principal = %caller.principal, "offer scheduled");
     Ok(schedule)
 }
 
-/// An offer's new name.
+/// An offer's change: its name, its schedule's times, or both.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 #[schema(example = json!({ "name": "10% cashback" }))]
 struct OfferChange {
     /// 1 to 200 characters, not only white space, no control characters.
     #[schema(schema_with = name_schema)]
-    name: String,
+    #[serde(default)]
+    name: Option<String>,
+    /// A new start (RFC 3339), until the offer has started.
+    #[serde(default)]
+    starts_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// A new end (RFC 3339, after the start), until the end's job is made.
+    #[serde(default)]
+    ends_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 bulklink_core::json_object_only!(OfferChange);
 
-/// Rename an offer.
+/// Rename an offer, or move its schedule.
+///
+/// `startsAt` moves (or sets) the start until the offer has started; `endsAt` moves (or
+/// sets) the end until the end's unlink-all is made (then 409 with its `Location`: cancel it
+/// and set the end again). An offer that has neither gets its schedule as `POST /offers`
+/// would.
 #[utoipa::path(
     patch,
     path = "/offers/{offerId}",
@@ -993,10 +994,13 @@ bulklink_core::json_object_only!(OfferChange);
     params(("offerId" = OfferId, Path, description = "The offer")),
     request_body(content = OfferChange, content_type = "application/json"),
     responses(
-        (status = 200, description = "The offer, renamed", body = Offer),
+        (status = 200, description = "The offer, changed", body = Offer),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
+        (status = 409, description = "The schedule cannot move any more (started, or its end's job is made: its `Location`)",
+         content_type = "application/problem+json", body = Problem,
+         headers(("Location" = Option<String>, description = "The job in the way"))),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
     )
@@ -1008,14 +1012,116 @@ async fn rename_offer(
     JsonBody(change): JsonBody<OfferChange>,
 ) -> Result<Response, ApiError> {
     let offer_id: OfferId = parse_id(&offer_id)?;
-    caller.visible_offer(&ports, offer_id).await?;
-    let name = checked_text("name", &change.name, MAX_NAME_LEN)?;
-    let offer = ports
-        .catalog
-        .rename_offer(offer_id, &name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("offer {offer_id} does not exist")))?;
+    let mut offer = caller.visible_offer(&ports, offer_id).await?;
+    if change.name.is_none() && change.starts_at.is_none() && change.ends_at.is_none() {
+        return Err(ApiError::bad_request(
+            "nothing to change: send name, startsAt or endsAt",
+        ));
+    }
+    let name = change
+        .name
+        .as_deref()
+        .map(|name| checked_text("name", name, MAX_NAME_LEN))
+        .transpose()?;
+    if change.starts_at.is_some() || change.ends_at.is_some() {
+        offer = rescheduled(&ports, &caller, offer, &change).await?;
+    }
+    if let Some(name) = name {
+        offer = ports
+            .catalog
+            .rename_offer(offer_id, &name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("offer {offer_id} does not exist")))?;
+    }
     Ok(Json(offer).into_response())
+}
+
+/// Moves an offer's schedule as `change` asks, while each part can still move.
+async fn rescheduled(
+    ports: &Ports,
+    caller: &Caller,
+    offer: Offer,
+    change: &OfferChange,
+) -> Result<Offer, ApiError> {
+    let millis = |at: Option<chrono::DateTime<chrono::Utc>>| {
+        at.map(|at| {
+            at.duration_trunc(chrono::Duration::milliseconds(1))
+                .unwrap_or(at)
+        })
+    };
+    let current = offer.schedule.clone().unwrap_or_default();
+    if let (Some(_), Some(job)) = (change.starts_at, current.start_job_id) {
+        return Err(ApiError::conflict(format!(
+            "offer {} has started (job {job}): its start cannot move",
+            offer.id
+        ))
+        .with_location(format!("/jobs/{job}")));
+    }
+    if let (Some(_), Some(job)) = (change.ends_at, current.end_job_id) {
+        return Err(ApiError::conflict(format!(
+            "offer {}'s end is made (job {job}): cancel that job, then set endsAt again",
+            offer.id
+        ))
+        .with_location(format!("/jobs/{job}")));
+    }
+    let starts_at = millis(change.starts_at).or(current.starts_at);
+    let ends_at = millis(change.ends_at).or(current.ends_at);
+    let now = ports.clock.now();
+    let Some(checked) = OfferSchedule::checked(starts_at, ends_at, now, MAX_SCHEDULE_DAYS)
+        .map_err(ApiError::bad_request)?
+    else {
+        return Ok(offer);
+    };
+    let schedule = OfferSchedule {
+        start_job_id: current.start_job_id,
+        end_job_id: current.end_job_id,
+        ..checked
+    };
+    ports
+        .catalog
+        .set_offer_schedule(offer.id, &schedule)
+        .await?;
+    let schedule = match change.starts_at {
+        // The start moves: the scheduler makes it at the new time.
+        Some(_) => {
+            let at = schedule.starts_at.unwrap_or(now);
+            ports.jobs.put_offer_start(offer.id, at).await?;
+            schedule
+        }
+        // Only the end moves: the start's job reads it when it ends; an offer that had no
+        // start, or whose start's job has ended, gets its end's job now.
+        None => {
+            let start_done = match current.start_job_id {
+                Some(job) => ports
+                    .jobs
+                    .get_job(job)
+                    .await?
+                    .is_none_or(|job| job.status.is_terminal()),
+                None => current.starts_at.is_none(),
+            };
+            if start_done {
+                let ends_only = OfferSchedule {
+                    starts_at: None,
+                    ..schedule.clone()
+                };
+                let made = scheduled(ports, caller, &offer, ends_only).await?;
+                OfferSchedule {
+                    end_job_id: made.end_job_id,
+                    ..schedule
+                }
+            } else {
+                schedule
+            }
+        }
+    };
+    ports
+        .catalog
+        .set_offer_schedule(offer.id, &schedule)
+        .await?;
+    Ok(Offer {
+        schedule: Some(schedule),
+        ..offer
+    })
 }
 
 /// Delete an offer that carries no location and has no active job.

@@ -33,8 +33,10 @@ bulklink_core::json_object_only!(RuleBody);
 #[serde(rename_all = "camelCase")]
 pub struct RuleSet {
     pub rule: OfferRule,
-    /// The `reconcile` job making the offer's links agree with the rule.
-    pub job: JobView,
+    /// The `reconcile` job making the offer's links agree with the rule; absent while the
+    /// offer is outside its schedule (its start reconciles, its end unlinks everything).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobView>,
 }
 
 /// Set the offer's standing rule, and reconcile its links with it.
@@ -51,7 +53,7 @@ pub struct RuleSet {
     params(("offerId" = OfferId, Path, description = "The offer")),
     request_body(content = RuleBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "The rule is set; its reconcile job has started", body = RuleSet),
+        (status = 200, description = "The rule is set; its reconcile job has started (none while the offer is outside its schedule)", body = RuleSet),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
@@ -74,17 +76,23 @@ pub async fn put_rule(
         return Err(ApiError::bad_request(problem));
     }
     let now = ports.clock.now();
-    let spec = plan(JobKind::Reconcile, None).map_err(|e| ApiError::conflict(e.to_string()))?;
-    let job = Job::planned(spec, offer.brand_id, Some(offer.id), None, now);
-    // The job first: it holds the offer's one active-job lock, so the rule changes only
-    // when its reconcile can run, and the offer cannot be deleted before the rule is set.
-    let job = crate::created(ports, job, None).await?;
     let rule = OfferRule {
         offer_id,
         brand_id: offer.brand_id,
         filter: body.filter,
         set_at: now,
     };
+    if offer.schedule.as_ref().is_some_and(|s| !s.live_at(now)) {
+        // Outside its schedule the offer carries nothing: the rule waits for its start.
+        ports.catalog.put_rule(&rule).await?;
+        info!(offer_id = %offer_id, principal = %caller.principal, "rule set; the offer's schedule applies it");
+        return Ok((StatusCode::OK, Json(RuleSet { rule, job: None })).into_response());
+    }
+    let spec = plan(JobKind::Reconcile, None).map_err(|e| ApiError::conflict(e.to_string()))?;
+    let job = Job::planned(spec, offer.brand_id, Some(offer.id), None, now);
+    // The job first: it holds the offer's one active-job lock, so the rule changes only
+    // when its reconcile can run, and the offer cannot be deleted before the rule is set.
+    let job = crate::created(ports, job, None).await?;
     if let Err(e) = ports.catalog.put_rule(&rule).await {
         // The job must not reconcile against a rule that was not set: it ends cancelled.
         ports.jobs.request_cancel(job.id).await?;
@@ -94,7 +102,14 @@ pub async fn put_rule(
     crate::start(ports, &job).await?;
     info!(offer_id = %offer_id, job_id = %job.id, principal = %caller.principal, "rule set");
     let view = JobView::of(&job, ports.clock.now());
-    Ok((StatusCode::OK, Json(RuleSet { rule, job: view })).into_response())
+    Ok((
+        StatusCode::OK,
+        Json(RuleSet {
+            rule,
+            job: Some(view),
+        }),
+    )
+        .into_response())
 }
 
 /// Remove the offer's standing rule: its links stay as they are.

@@ -95,6 +95,8 @@ SNS_SUBSCRIPTION_ACTIONS = {
 ROUTES = {
     "POST /offers/{offerId}/link-all-locations": "job_api",
     "POST /jobs/{jobId}/cancel": "job_api",
+    "POST /jobs/{jobId}/approve": "job_api",
+    "POST /jobs/{jobId}/reject": "job_api",
     "POST /jobs/{jobId}/pause": "job_api",
     "POST /jobs/{jobId}/resume": "job_api",
     "POST /offers": "job_api",

@@ -33,6 +33,14 @@ use crate::ports::{
 
 /// How long an `Idempotency-Key` is remembered (DynamoDB TTL, checked on read too).
 const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
+/// An offer's start, for the scheduler: `OFFERSTART#{offer}` / `#START`.
+const OFFER_START_PREFIX: &str = "OFFERSTART#";
+const OFFER_START_SK: &str = "#START";
+
+fn offer_start_pk(offer: OfferId) -> String {
+    format!("{OFFER_START_PREFIX}{offer}")
+}
+
 /// The chunk marker's attribute holding its outcomes (binary, `ChunkTally::encode`).
 const OUTCOMES: &str = "outcomes";
 /// How long a finished job's items stay before TTL removes them.
@@ -779,6 +787,80 @@ impl JobStore for DynamoJobs {
             .filter(|job| job.status == JobStatus::Scheduled)
             .cloned()
             .collect())
+    }
+
+    async fn put_offer_start(&self, offer: OfferId, at: DateTime<Utc>) -> StoreResult<()> {
+        // In the scheduler's partition of `gsi2`, beside the scheduled jobs.
+        let mut item = key(offer_start_pk(offer), OFFER_START_SK);
+        item.extend([
+            ("startsAt".to_owned(), n(at.timestamp_millis())),
+            ("gsi2pk".to_owned(), s(SCHEDULED)),
+            (
+                "gsi2sk".to_owned(),
+                s(scheduled_key(
+                    at.timestamp_millis(),
+                    &format!("offer:{offer}"),
+                )),
+            ),
+        ]);
+        self.ddb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| classify("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn due_offer_starts(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<(OfferId, DateTime<Utc>)>> {
+        let out = self
+            .ddb
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi2")
+            .key_condition_expression("gsi2pk = :p AND gsi2sk <= :due")
+            .expression_attribute_values(":p", s(SCHEDULED))
+            .expression_attribute_values(":due", s(scheduled_key(now.timestamp_millis(), "~")))
+            .send()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        let mut due = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            let Some(offer) = item
+                .get("pk")
+                .and_then(|pk| pk.as_s().ok())
+                .and_then(|pk| pk.strip_prefix(OFFER_START_PREFIX))
+            else {
+                continue;
+            };
+            let at = item
+                .get("gsi2sk")
+                .and_then(|k| k.as_s().ok())
+                .and_then(|k| k.split('#').next())
+                .and_then(|ms| ms.parse::<i64>().ok())
+                .ok_or_else(|| internal(format!("offer {offer}'s start has no time")))?;
+            due.push((offer.parse()?, from_ms(at)));
+            if due.len() >= limit {
+                break;
+            }
+        }
+        Ok(due)
+    }
+
+    async fn clear_offer_start(&self, offer: OfferId) -> StoreResult<()> {
+        self.ddb
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(offer_start_pk(offer), OFFER_START_SK)))
+            .send()
+            .await
+            .map_err(|e| classify("DeleteItem", e))?;
+        Ok(())
     }
 
     async fn mark_notified(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<()> {

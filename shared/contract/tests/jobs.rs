@@ -435,6 +435,51 @@ pub async fn an_approval_records_its_approver_and_leaves_the_end_to_be_notified(
     assert!(ids(jobs.due_jobs(at, 10_000).await.unwrap()).contains(&job.id));
 }
 
+pub async fn an_offers_start_is_due_at_its_time_moves_and_is_cleared(fx: &Fixture) {
+    let jobs = &fx.ports.jobs;
+    let (first, second) = (OfferId::new_random(), OfferId::new_random());
+    let at = now_ms() + Duration::hours(1);
+    jobs.put_offer_start(first, at + Duration::minutes(1))
+        .await
+        .unwrap();
+    jobs.put_offer_start(second, at).await.unwrap();
+    let due = |when| async move {
+        jobs.due_offer_starts(when, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(o, _)| *o == first || *o == second)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        due(at - Duration::seconds(1)).await.is_empty(),
+        "not due before its time"
+    );
+    assert_eq!(due(at).await, [(second, at)]);
+    assert_eq!(
+        due(at + Duration::hours(1)).await,
+        [(second, at), (first, at + Duration::minutes(1))],
+        "soonest first"
+    );
+    // Moved: due at its new time only.
+    jobs.put_offer_start(second, at + Duration::hours(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        due(at + Duration::hours(1)).await,
+        [(first, at + Duration::minutes(1))]
+    );
+    jobs.clear_offer_start(first).await.unwrap();
+    assert!(due(at + Duration::hours(1)).await.is_empty());
+    // Scheduled jobs share the index: an offer's start is not a job.
+    assert!(jobs
+        .due_jobs(at + Duration::hours(3), 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .all(|job| job.status == JobStatus::Scheduled));
+}
+
 fn ids(jobs: Vec<Job>) -> Vec<JobId> {
     jobs.into_iter().map(|j| j.id).collect()
 }

@@ -103,6 +103,7 @@ contract! {
             starting_a_pending_job_runs_it_once,
             a_scheduled_job_is_due_at_its_time_and_released_once,
             an_approval_records_its_approver_and_leaves_the_end_to_be_notified,
+            an_offers_start_is_due_at_its_time_moves_and_is_cleared,
             starting_leaves_a_job_in_any_other_status_alone,
             starting_an_unknown_job_finds_nothing,
             a_fanout_advance_applies_only_from_the_current_cursor,

@@ -4,7 +4,7 @@
 use chrono::Utc;
 use tracing::{info, warn};
 
-use crate::domain::{plan, FanoutMessage, Job, JobEvent, JobStatus, Transition};
+use crate::domain::{plan, FanoutMessage, FollowUp, Job, JobEvent, JobKind, JobStatus, Transition};
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Completion, CreateOutcome, IdempotencyClaim, Ports, Released};
 
@@ -90,7 +90,91 @@ pub async fn release_due(ports: &Ports) -> StoreResult<usize> {
             Some(Released::NotHeld(_)) | None => {}
         }
     }
+    for (offer, at) in ports.jobs.due_offer_starts(now, 100).await? {
+        match start_offer(ports, offer, at).await {
+            Ok(true) => released += 1,
+            Ok(false) => {}
+            // The next tick tries again (another job holds the offer, a store hiccup).
+            Err(e) => warn!(offer_id = %offer, error = %e, "an offer's start waits"),
+        }
+    }
     Ok(released)
+}
+
+/// Makes the job an offer's schedule starts with, once its `startsAt` (`at`) has come: a
+/// `reconcile` if the offer follows a standing rule now, else a link-all; either ends by
+/// making the end's unlink-all (`JobSpec::then`) if the schedule has an end. Once however
+/// often this runs (its idempotency claim is derived from the offer and the time). Whether
+/// a job was made.
+async fn start_offer(
+    ports: &Ports,
+    offer_id: crate::domain::OfferId,
+    at: chrono::DateTime<Utc>,
+) -> StoreResult<bool> {
+    let Some(offer) = ports.catalog.get_offer(offer_id).await? else {
+        ports.jobs.clear_offer_start(offer_id).await?;
+        return Ok(false);
+    };
+    let mut schedule = offer.schedule.clone().unwrap_or_default();
+    if schedule.starts_at != Some(at) || schedule.start_job_id.is_some() {
+        // Moved or made already: this start is stale.
+        ports.jobs.clear_offer_start(offer_id).await?;
+        return Ok(false);
+    }
+    let kind = match ports.catalog.get_rule(offer_id).await? {
+        Some(_) => JobKind::Reconcile,
+        None => JobKind::LinkAllLocations,
+    };
+    let then = schedule.ends_at.map(|not_before| FollowUp {
+        kind: JobKind::UnlinkAllLocations,
+        not_before,
+    });
+    let spec = crate::domain::JobSpec {
+        then,
+        ..plan(kind, None)
+            .map_err(|e| StoreError::internal(format!("offer {offer_id}'s start: {e}")))?
+    };
+    let now = ports.clock.now();
+    let job = Job::planned(spec, offer.brand_id, Some(offer_id), None, now);
+    let key = derived_key(&format!("start:{offer_id}:{}", at.timestamp_millis()));
+    let job = match ports.jobs.create_job(&job, Some(&key)).await? {
+        CreateOutcome::Created(job) | CreateOutcome::Replayed(job) => job,
+        CreateOutcome::OfferGone => {
+            ports.jobs.clear_offer_start(offer_id).await?;
+            return Ok(false);
+        }
+        CreateOutcome::OfferBusy(other) => {
+            return Err(StoreError::unavailable(format!(
+                "offer {offer_id} has an active job, {other}"
+            )))
+        }
+        other => {
+            return Err(StoreError::internal(format!(
+                "offer {offer_id}'s start was refused: {other:?}"
+            )))
+        }
+    };
+    ports
+        .fanout_queue
+        .send(&FanoutMessage { job_id: job.id })
+        .await?;
+    schedule.start_job_id = Some(job.id);
+    ports
+        .catalog
+        .set_offer_schedule(offer_id, &schedule)
+        .await?;
+    ports.jobs.clear_offer_start(offer_id).await?;
+    info!(offer_id = %offer_id, job_id = %job.id, kind = %kind, "offer started");
+    Ok(true)
+}
+
+/// An idempotency claim of a job the pipeline makes itself, from what makes it unique.
+fn derived_key(name: &str) -> IdempotencyClaim {
+    let key = uuid::Uuid::new_v5(&DERIVED_NAMESPACE, name.as_bytes()).to_string();
+    IdempotencyClaim {
+        key_hash: key.clone(),
+        request_hash: key,
+    }
 }
 
 /// Makes the job an ended job asks for (`JobSpec::then`: an offer's end after its start),
@@ -104,18 +188,20 @@ async fn follow_up(ports: &Ports, job: &Job) -> StoreResult<()> {
     };
     let spec = plan(then.kind, None)
         .map_err(|e| StoreError::internal(format!("job {}'s follow-up: {e}", job.id)))?;
+    // The offer's schedule as it is now says when (its end may have moved since).
+    let Some(current) = ports.catalog.get_offer(offer).await? else {
+        return Ok(());
+    };
+    let mut schedule = current.schedule.unwrap_or_default();
+    let not_before = schedule.ends_at.unwrap_or(then.not_before);
     let now = ports.clock.now();
     let next = Job {
-        not_before: Some(then.not_before),
+        not_before: Some(not_before),
         created_by: job.created_by.clone(),
         ..Job::planned(spec, job.brand_id, Some(offer), None, now)
     }
     .held(false, now);
-    let key = uuid::Uuid::new_v5(&FOLLOW_UP_NAMESPACE, job.id.to_string().as_bytes()).to_string();
-    let claim = IdempotencyClaim {
-        key_hash: key.clone(),
-        request_hash: key,
-    };
+    let claim = derived_key(&format!("follow-up:{}", job.id));
     let next = match ports.jobs.create_job(&next, Some(&claim)).await? {
         CreateOutcome::Created(next) | CreateOutcome::Replayed(next) => next,
         CreateOutcome::OfferGone => return Ok(()),
@@ -138,19 +224,16 @@ async fn follow_up(ports: &Ports, job: &Job) -> StoreResult<()> {
             .send(&FanoutMessage { job_id: next.id })
             .await?;
     }
-    if let Some(current) = ports.catalog.get_offer(offer).await? {
-        let mut schedule = current.schedule.unwrap_or_default();
-        if schedule.end_job_id != Some(next.id) {
-            schedule.end_job_id = Some(next.id);
-            ports.catalog.set_offer_schedule(offer, &schedule).await?;
-        }
+    if schedule.end_job_id != Some(next.id) {
+        schedule.end_job_id = Some(next.id);
+        ports.catalog.set_offer_schedule(offer, &schedule).await?;
     }
     info!(job_id = %job.id, follow_up = %next.id, status = %next.status, "follow-up job made");
     Ok(())
 }
 
-/// Namespace of the idempotency keys of follow-up jobs.
-const FOLLOW_UP_NAMESPACE: uuid::Uuid =
+/// Namespace of the idempotency keys of jobs the pipeline makes (an offer's start and end).
+const DERIVED_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x5c0e_91d2_7b44_4f3a_8e61_02a9_d4f7_b0c1);
 
 /// What one sweep did.

@@ -506,6 +506,17 @@ pub trait JobStore: Send + Sync {
     ) -> StoreResult<Option<Released>>;
     /// Up to `limit` SCHEDULED jobs whose `notBefore` is at or before `now`, soonest first.
     async fn due_jobs(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Job>>;
+    /// Records that the offer starts at `at` (its schedule's `startsAt`), replacing an
+    /// earlier time: the scheduler makes its start's job then.
+    async fn put_offer_start(&self, offer: OfferId, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Up to `limit` offers whose start is at or before `now`, soonest first, with its time.
+    async fn due_offer_starts(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<(OfferId, DateTime<Utc>)>>;
+    /// Forgets the offer's start (made, or the offer is gone).
+    async fn clear_offer_start(&self, offer: OfferId) -> StoreResult<()>;
     async fn mark_notified(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<()>;
     /// Jobs the sweeper should look at: not terminal and untouched since `idle_since`,
     /// or terminal without a notification and finished before `idle_since`.

@@ -51,8 +51,8 @@ pub async fn drift(ports: &Ports, rule: &OfferRule) -> StoreResult<Drift> {
     }
 }
 
-/// Brings the offers of the location's brand that have a rule to what their rules want of
-/// the location as it is now (`Catalog::follow_rule`: each decision written on condition
+/// Brings the live offers of the location's brand that have a rule (`OfferSchedule::live_at`)
+/// to what their rules want of the location as it is now (`Catalog::follow_rule`: each decision written on condition
 /// that the location has not changed since read; a link made counts on the offer). What
 /// each rule's offer did; nothing for a location that no longer exists (its deletion took
 /// its links with it).
@@ -64,7 +64,17 @@ pub async fn follow(
         return Ok(Vec::new());
     };
     let mut done = Vec::new();
+    let now = ports.clock.now();
     for rule in ports.catalog.brand_rules(found.brand_id).await? {
+        // An offer outside its schedule carries nothing: its start reconciles, its end
+        // unlinks every location.
+        let live = match ports.catalog.get_offer(rule.offer_id).await? {
+            Some(offer) => offer.schedule.is_none_or(|s| s.live_at(now)),
+            None => false,
+        };
+        if !live {
+            continue;
+        }
         let outcome = ports
             .catalog
             .follow_rule(&rule, &[location], LinkedBy::Rule)

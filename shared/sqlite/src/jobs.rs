@@ -536,6 +536,57 @@ impl JobStore for EmbeddedStore {
         .await
     }
 
+    async fn put_offer_start(&self, offer: OfferId, at: DateTime<Utc>) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO offer_starts (offer_id, starts_at) VALUES (?1, ?2)",
+                params![offer.to_string(), to_ms(at)],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn due_offer_starts(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<(OfferId, DateTime<Utc>)>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT offer_id, starts_at FROM offer_starts WHERE starts_at <= ?1 \
+                     ORDER BY starts_at LIMIT ?2",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![to_ms(now), limit as i64], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })
+                .map_err(sql)?;
+            let mut due = Vec::new();
+            for row in rows {
+                let (offer, at) = row.map_err(sql)?;
+                due.push((offer.parse()?, from_ms(at)));
+            }
+            Ok(due)
+        })
+        .await
+    }
+
+    async fn clear_offer_start(&self, offer: OfferId) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.execute(
+                "DELETE FROM offer_starts WHERE offer_id = ?1",
+                [offer.to_string()],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn mark_notified(&self, id: JobId, at: DateTime<Utc>) -> StoreResult<()> {
         self.write(move |conn| {
             conn.execute(

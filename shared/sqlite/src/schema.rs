@@ -461,10 +461,18 @@ fn v10_held_jobs(tx: &Transaction<'_>) -> StoreResult<()> {
     .map_err(sql)
 }
 
-/// Version 11: an offer's schedule (`OfferSchedule` as JSON; `NULL` for none).
+/// Version 11: an offer's schedule (`OfferSchedule` as JSON; `NULL` for none), and the
+/// offers whose start the scheduler is to make, by time.
 fn v11_offer_schedules(tx: &Transaction<'_>) -> StoreResult<()> {
-    tx.execute_batch("ALTER TABLE offers ADD COLUMN schedule TEXT;")
-        .map_err(sql)
+    tx.execute_batch(
+        "ALTER TABLE offers ADD COLUMN schedule TEXT;
+         CREATE TABLE offer_starts (
+             offer_id TEXT PRIMARY KEY,
+             starts_at INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         CREATE INDEX offer_starts_by_time ON offer_starts (starts_at);",
+    )
+    .map_err(sql)
 }
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {

@@ -39,6 +39,12 @@ pub struct OfferSchedule {
 }
 
 impl OfferSchedule {
+    /// Whether the offer is live at `now`: its start has come (or it has none) and its end
+    /// has not. A standing rule acts only while its offer is live.
+    pub fn live_at(&self, now: DateTime<Utc>) -> bool {
+        self.starts_at.is_none_or(|start| start <= now) && self.ends_at.is_none_or(|end| now < end)
+    }
+
     /// The schedule's times, checked: an end after the start, and neither more than
     /// `max_days` ahead of `now`.
     pub fn checked(
