@@ -346,12 +346,11 @@ async fn a_scheduled_event_makes_the_sweeper_publish_a_lost_event() {
         (JobStatus::Succeeded, None)
     );
     events.refuse.store(false, Ordering::SeqCst);
-    let _scheduled: Value = serde_json::from_str(&fixture("scheduled_event.json")).unwrap();
+    let scheduled: Value = serde_json::from_str(&fixture("scheduled_event.json")).unwrap();
 
-    let report =
-        worker::sweeper::handle_scheduled_event(&ports, &env.settings, &serde_json::json!({}))
-            .await
-            .unwrap();
+    let report = worker::sweeper::handle_scheduled_event(&ports, &env.settings, &scheduled)
+        .await
+        .unwrap();
 
     assert_eq!(report["notified"], 1, "{report}");
     assert_eq!(events.published().len(), 1);
@@ -363,6 +362,100 @@ async fn a_scheduled_event_makes_the_sweeper_publish_a_lost_event() {
         .unwrap()
         .notified_at
         .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_minute_tick_starts_the_due_jobs_and_offers_and_nothing_else() {
+    use bulklink_core::domain::{Job, OfferSchedule};
+    let env = Env::of(Kind::Aws, small_chunks()).await;
+    let ports = env.ports();
+    let now = ports.clock.now();
+    let past = now - chrono::Duration::seconds(1);
+    // A scheduled job whose time has come, one whose time has not.
+    let due = env.seed(3).await;
+    let held = |seeded: &bulklink_sqlite::SeededBrand, at| {
+        Job {
+            not_before: Some(at),
+            ..Job::new(
+                seeded.brand_id,
+                seeded.offer_id,
+                None,
+                past - chrono::Duration::seconds(1),
+            )
+        }
+        .held(false, past - chrono::Duration::seconds(1))
+    };
+    let due_job = ports
+        .jobs
+        .create_job(&held(&due, past), None)
+        .await
+        .unwrap();
+    let later = env.seed(3).await;
+    let later_job = held(&later, now + chrono::Duration::hours(1));
+    ports.jobs.create_job(&later_job, None).await.unwrap();
+    // An offer whose start has come.
+    let starting = env.seed(3).await;
+    let schedule = OfferSchedule {
+        starts_at: Some(past),
+        ..Default::default()
+    };
+    ports
+        .catalog
+        .set_offer_schedule(starting.offer_id, &schedule)
+        .await
+        .unwrap();
+    ports
+        .jobs
+        .put_offer_start(starting.offer_id, past)
+        .await
+        .unwrap();
+    let due_job = match due_job {
+        bulklink_core::ports::CreateOutcome::Created(job) => job,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(due_job.status, JobStatus::Scheduled);
+
+    // The EventBridge rule's constant input.
+    let report = worker::sweeper::handle_scheduled_event(
+        &ports,
+        &env.settings,
+        &json!({ "task": "release-due" }),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(report, json!({ "released": 2 }), "releases alone: no sweep");
+    let released = ports.jobs.get_job(due_job.id).await.unwrap().unwrap();
+    assert_eq!(released.status, JobStatus::Pending);
+    let waiting = ports.jobs.get_job(later_job.id).await.unwrap().unwrap();
+    assert_eq!(waiting.status, JobStatus::Scheduled);
+    let offer = ports
+        .catalog
+        .get_offer(starting.offer_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let start = offer
+        .schedule
+        .unwrap()
+        .start_job_id
+        .expect("the offer's start job");
+    assert_eq!(
+        ports.jobs.get_job(start).await.unwrap().unwrap().spec.kind,
+        bulklink_core::domain::JobKind::LinkAllLocations
+    );
+    // Both were started: a fanout message each.
+    let messages = drain(ports.fanout_queue.raw().as_ref()).await;
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    // A second tick finds nothing.
+    let again = worker::sweeper::handle_scheduled_event(
+        &ports,
+        &env.settings,
+        &json!({ "task": "release-due" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, json!({ "released": 0 }));
 }
 
 /// Collects what the JSON log layer writes.
