@@ -278,6 +278,25 @@ impl DynamoJobs {
             .collect::<StoreResult<Vec<_>>>()?;
         Ok((ids, cursor_of(out.last_evaluated_key)?))
     }
+
+    /// The keys in the scheduler's `gsi2` partition due by `now`, soonest first: scheduled
+    /// jobs (`JOB#…`) and offers' starts (`OFFERSTART#…`) side by side.
+    async fn due_keys(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Item>> {
+        let out = self
+            .ddb
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi2")
+            .key_condition_expression("gsi2pk = :p AND gsi2sk <= :due")
+            .expression_attribute_values(":p", s(SCHEDULED))
+            // After every key of this millisecond ('~' sorts after them).
+            .expression_attribute_values(":due", s(scheduled_key(now.timestamp_millis(), "~")))
+            .limit(limit.clamp(1, 1_000) as i32)
+            .send()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        Ok(out.items.unwrap_or_default())
+    }
 }
 
 #[async_trait]
@@ -759,22 +778,9 @@ impl JobStore for DynamoJobs {
     }
 
     async fn due_jobs(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Job>> {
-        let out = self
-            .ddb
-            .query()
-            .table_name(&self.table)
-            .index_name("gsi2")
-            .key_condition_expression("gsi2pk = :p AND gsi2sk <= :due")
-            .expression_attribute_values(":p", s(SCHEDULED))
-            // After every id of this millisecond ('~' sorts after them).
-            .expression_attribute_values(":due", s(scheduled_key(now.timestamp_millis(), "~")))
-            .limit(limit.min(100) as i32)
-            .send()
-            .await
-            .map_err(|e| classify("Query", e))?;
-        let ids = out
-            .items
-            .unwrap_or_default()
+        let ids = self
+            .due_keys(now, limit.min(100))
+            .await?
             .iter()
             .filter_map(|item| item.get("pk").and_then(|pk| pk.as_s().ok()))
             .filter_map(|pk| pk.strip_prefix("JOB#"))
@@ -818,19 +824,8 @@ impl JobStore for DynamoJobs {
         now: DateTime<Utc>,
         limit: usize,
     ) -> StoreResult<Vec<(OfferId, DateTime<Utc>)>> {
-        let out = self
-            .ddb
-            .query()
-            .table_name(&self.table)
-            .index_name("gsi2")
-            .key_condition_expression("gsi2pk = :p AND gsi2sk <= :due")
-            .expression_attribute_values(":p", s(SCHEDULED))
-            .expression_attribute_values(":due", s(scheduled_key(now.timestamp_millis(), "~")))
-            .send()
-            .await
-            .map_err(|e| classify("Query", e))?;
         let mut due = Vec::new();
-        for item in out.items.unwrap_or_default() {
+        for item in self.due_keys(now, 1_000).await? {
             let Some(offer) = item
                 .get("pk")
                 .and_then(|pk| pk.as_s().ok())
