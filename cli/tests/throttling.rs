@@ -158,14 +158,18 @@ async fn pipeline_via(
     clients: AwsClients,
     brand: bulklink_core::domain::BrandId,
 ) -> (bulklink::runtime::Runtime, bulklink::client::ApiClient) {
-    let pipeline = bulklink::runtime::Runtime::start_aws(
-        clients,
-        env.aws_names().unwrap(),
-        env.config(),
-        |ports| ports,
-    )
-    .await
-    .unwrap();
+    // No scheduled jobs here: the scheduler's second-by-second query of the emulator would
+    // only add to the load whose timing this measures.
+    let config = bulklink::runtime::RuntimeConfig {
+        release_every: std::time::Duration::from_secs(3_600),
+        ..env.config()
+    };
+    let pipeline =
+        bulklink::runtime::Runtime::start_aws(clients, env.aws_names().unwrap(), config, |ports| {
+            ports
+        })
+        .await
+        .unwrap();
     let api = pipeline
         .api_as(bulklink_http::auth::Role::Brand(brand))
         .unwrap();
