@@ -46,6 +46,7 @@ run_schemathesis() {
     --seed "$SEED" \
     --max-examples "$examples" \
     --request-timeout "$timeout" \
+    --max-response-time "$timeout" \
     --report junit --report-dir "$REPORTS/$name"
   echo "== schemathesis: $name took $((SECONDS - started)) s"
 }
@@ -81,6 +82,6 @@ pids+=($!)
 wait_ready "$aws_api"
 seed "$aws_api" "$brand_token"
 # moto copies a table for every transaction: with the jobs the run's scheduled offers start
-# (a past `startsAt` starts a link-all at once) a transaction can take seconds, so a request
-# gets 30 s here instead of 10.
+# (a past `startsAt` starts a link-all at once) a transaction can take seconds, and a report
+# reads every location's external id from it, so a request gets 30 s here instead of 10.
 run_schemathesis aws-brand brand "$aws_api" "$brand_token" "$AWS_EXAMPLES" 30
