@@ -42,6 +42,7 @@ locals {
     CHUNK_SIZE                = var.chunk_size
     FANOUT_PAGE_SIZE          = var.fanout_page_size
     WRITE_BUDGET_PER_SEC      = var.write_budget_per_sec
+    LINK_SHARDS               = var.link_shards
     WORKER_MAX_CONCURRENCY    = var.worker_max_concurrency
     MAX_RECEIVE_COUNT         = var.max_receive_count
     VISIBILITY_TIMEOUT_SECS   = aws_sqs_queue.chunks.visibility_timeout_seconds

@@ -240,6 +240,17 @@ variable "chunk_size" {
   }
 }
 
+variable "link_shards" {
+  description = "Partitions of the catalog table a new offer's links are spread over (LINK_SHARDS): one offer's job can write about 980 locations/s per shard (docs/scaling.md). Offers keep the count they were made with; a page of an offer's links queries every shard."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.link_shards >= 1 && var.link_shards <= 64 && floor(var.link_shards) == var.link_shards
+    error_message = "link_shards must be a whole number 1-64."
+  }
+}
+
 variable "fanout_page_size" {
   description = "Location ids read per brand page by fanout (a keys-only GSI page of about 1 MB holds about 10,000). Must be at least chunk_size."
   type        = number

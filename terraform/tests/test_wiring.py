@@ -54,7 +54,7 @@ REQUIRED_ENV = {
     "WEBHOOK_RETRY_HOURS", "CHUNK_SIZE", "FANOUT_PAGE_SIZE", "WRITE_BUDGET_PER_SEC",
     "WORKER_MAX_CONCURRENCY", "MAX_RECEIVE_COUNT", "VISIBILITY_TIMEOUT_SECS",
     "FAILURE_THRESHOLD", "FAILURE_MIN_SAMPLE", "LOG_FORMAT", "RUST_LOG", "BRAND_CLAIM",
-    "AUTH_MODE",
+    "AUTH_MODE", "LINK_SHARDS",
 }
 
 # What the HTTP functions read besides (shared/core/src/config.rs): each brand's request limit.
@@ -859,6 +859,15 @@ def test_the_default_write_budget_is_non_zero_and_the_one_docs_scaling_derives(c
     assert cfg.eval(condition) is True
     assert cfg.eval(condition, {"write_budget_per_sec": 4}) is False
     assert cfg.eval(condition, {"write_budget_per_sec": 0}) is True
+
+
+def test_every_function_gets_the_link_shards_of_one_variable_defaulting_to_eight(cfg):
+    for function in cfg.of_type("aws_lambda_function"):
+        env = environment(cfg, function)
+        assert env["LINK_SHARDS"] == Ref(("var", "link_shards")), function
+    assert cfg.variables["link_shards"]["default"] == 8
+    for shards, ok in [(8, True), (1, True), (64, True), (0, False), (65, False), (2.5, False)]:
+        assert validation_accepts(cfg, "link_shards", shards) is ok, shards
 
 
 def test_the_per_brand_request_limit_reaches_the_api_functions_from_its_variables(cfg):

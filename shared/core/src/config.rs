@@ -59,7 +59,14 @@ pub struct Settings {
     /// A new job of more locations than this is created AWAITING_APPROVAL (`None`: only
     /// when its request asks for an approval).
     pub approval_above_locations: Option<u64>,
+    /// Partitions a new offer's links are spread over on DynamoDB (its `linkShards`): one
+    /// offer's job can write about 980 locations/s per shard. The embedded backend has no
+    /// partitions and ignores it.
+    pub link_shards: u16,
 }
+
+/// Most link shards an offer may have: reading one page of its links queries every shard.
+pub const MAX_LINK_SHARDS: u16 = 64;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -86,6 +93,7 @@ impl Default for Settings {
             import_upload_expiry: Duration::from_secs(15 * 60),
             report_rows_per_response: None,
             approval_above_locations: None,
+            link_shards: 8,
         }
     }
 }
@@ -100,7 +108,7 @@ pub struct SettingsError {
 
 impl Settings {
     /// Names of the environment variables, shared with Terraform.
-    pub const ENV: [&'static str; 22] = [
+    pub const ENV: [&'static str; 23] = [
         "CHUNK_SIZE",
         "FANOUT_PAGE_SIZE",
         "WRITE_BUDGET_PER_SEC",
@@ -123,6 +131,7 @@ impl Settings {
         "IMPORT_UPLOAD_EXPIRY_SECS",
         "REPORT_ROWS_PER_RESPONSE",
         "APPROVAL_ABOVE_LOCATIONS",
+        "LINK_SHARDS",
     ];
 
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -205,6 +214,9 @@ impl Settings {
             let above: u64 = parse("APPROVAL_ABOVE_LOCATIONS", &v)?;
             s.approval_above_locations = (above > 0).then_some(above);
         }
+        if let Some(v) = lookup("LINK_SHARDS") {
+            s.link_shards = parse("LINK_SHARDS", &v)?;
+        }
         if let Some(v) = lookup("REPORT_ROWS_PER_RESPONSE") {
             let rows: usize = parse("REPORT_ROWS_PER_RESPONSE", &v)?;
             if rows == 0 {
@@ -277,6 +289,13 @@ impl Settings {
         }
         if self.brand_rate_burst == 0 {
             return fail("BRAND_RATE_BURST", "0".into(), "must be at least 1");
+        }
+        if self.link_shards == 0 || self.link_shards > MAX_LINK_SHARDS {
+            return fail(
+                "LINK_SHARDS",
+                self.link_shards.to_string(),
+                "must be 1..=64: a page of an offer's links queries every shard",
+            );
         }
         if self.max_receive_count == 0 {
             return fail("MAX_RECEIVE_COUNT", "0".into(), "must be at least 1");
@@ -406,6 +425,20 @@ mod tests {
                 .name,
             "WEBHOOK_VISIBILITY_TIMEOUT_SECS"
         );
+    }
+
+    #[test]
+    fn link_shards_are_read_and_bounded() {
+        assert_eq!(Settings::default().link_shards, 8);
+        assert_eq!(from(&[("LINK_SHARDS", "16")]).unwrap().link_shards, 16);
+        assert_eq!(from(&[("LINK_SHARDS", "1")]).unwrap().link_shards, 1);
+        for bad in ["0", "65", "eight"] {
+            assert_eq!(
+                from(&[("LINK_SHARDS", bad)]).unwrap_err().name,
+                "LINK_SHARDS",
+                "{bad}"
+            );
+        }
     }
 
     #[test]
