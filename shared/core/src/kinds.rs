@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::{
-    Action, ChunkCounts, ChunkTally, Counter, Job, LinkOutcome, LinkedBy, LocationFilter,
+    Action, ChunkCounts, ChunkTally, Counter, Job, JobId, LinkOutcome, LinkedBy, LocationFilter,
     LocationId, LocationStatus, OfferId, RowOutcome, Source,
 };
 use crate::error::{StoreError, StoreResult};
@@ -93,7 +93,8 @@ pub async fn page_work(
         return importing::page(ports, job, upload, after, limits).await;
     }
     let after = after.map(Cursor::from_position);
-    let page = page_ids(ports, job, after.as_ref(), limits.page_size).await?;
+    let mut page = page_ids(ports, job, after.as_ref(), limits.page_size).await?;
+    spread(job.id, &mut page.items);
     Ok(WorkPage::Chunks {
         chunks: page
             .items
@@ -103,6 +104,26 @@ pub async fn page_work(
         items: page.items.len() as u64,
         next: page.next.map(|c| c.position().to_owned()),
     })
+}
+
+/// Puts a page's ids in an order of their own, the same every time the page is read for
+/// this job (sorted by a hash keyed by the job): a page comes in id order, and its chunks
+/// cut from that order would each write one narrow range of the offer's links, the whole
+/// job moving through the key range front to back. Spread, each chunk's writes fall all
+/// over it (across every link shard, and over what DynamoDB can split for heat).
+pub fn spread(job: JobId, ids: &mut [LocationId]) {
+    let key = job.to_string();
+    ids.sort_by_cached_key(|id| {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in key.bytes().chain(id.to_string().bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        // FNV's last bytes move only its low bits much: mix them through.
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        hash ^ (hash >> 33)
+    });
 }
 
 /// A page of ids kept to the locations that match `filter` (the page's cursor unchanged:
@@ -352,4 +373,43 @@ pub async fn account_unfinished(
         }
     }
     Ok(tally)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_is_spread_the_same_way_each_time_for_its_job_and_keeps_every_id() {
+        let mut ids: Vec<LocationId> = (0..1_000).map(|_| LocationId::new_random()).collect();
+        ids.sort();
+        let job = JobId::new_v7();
+        let mut once = ids.clone();
+        spread(job, &mut once);
+        let mut again = ids.clone();
+        again.reverse();
+        spread(job, &mut again);
+        assert_eq!(
+            once, again,
+            "the same order whatever order the page came in"
+        );
+        let mut kept = once.clone();
+        kept.sort();
+        assert_eq!(kept, ids);
+        // Spread: the first chunk of 100 holds ids from all over the page, not its start.
+        let first: Vec<usize> = once[..100]
+            .iter()
+            .map(|id| ids.binary_search(id).unwrap())
+            .collect();
+        assert!(first.iter().any(|i| *i >= 900) && first.iter().any(|i| *i < 100));
+        let in_order = first.windows(2).filter(|w| w[0] < w[1]).count();
+        assert!(
+            (25..75).contains(&in_order),
+            "{in_order} of 99 steps ascend"
+        );
+        // Another job spreads it another way.
+        let mut other = ids.clone();
+        spread(JobId::new_v7(), &mut other);
+        assert_ne!(other, once);
+    }
 }
