@@ -436,22 +436,9 @@ pub async fn measure_aws(
         follow_estate: false,
         ..unlimited_callers(config)
     };
-    use bulklink_aws::{self as aws, AwsClients, LocalEmulator, ResourceNames};
+    use bulklink_aws::{self as aws, AwsClients, ResourceNames};
 
-    let emulator = match &endpoint {
-        Some(_) => None,
-        None => {
-            let workspace = std::env::current_dir()?
-                .ancestors()
-                .find(|dir| dir.join("scripts/moto_server.py").exists())
-                .map(Path::to_path_buf)
-                .context("run from the bulklink checkout, or pass --endpoint-url")?;
-            Some(LocalEmulator::start(&workspace)?)
-        }
-    };
-    let endpoint = endpoint
-        .or_else(|| emulator.as_ref().map(|e| e.endpoint().to_owned()))
-        .context("no endpoint")?;
+    let (_emulator, endpoint) = emulator_at(endpoint)?;
     let clients = AwsClients::load(Some(&endpoint)).await;
     let prefix = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let names = aws::bootstrap(
@@ -462,7 +449,8 @@ pub async fn measure_aws(
     )
     .await?
     .names;
-    let ports = aws::ports(&clients, &names, bulklink_core::Clock::system());
+    let shards = config.settings.link_shards;
+    let ports = aws::ports(&clients, &names, bulklink_core::Clock::system(), shards);
     let offer = crate::seed::seed_brand(&ports, BrandId::new_random(), "bench", locations).await?;
 
     // Count from the job's creation on: seeding is set-up.
@@ -500,6 +488,7 @@ pub async fn measure_aws(
         locations,
     )
     .await?;
+    let listing = listing_economy(&api, &counter, offer.offer_id, shards).await?;
     // Then the same offer unlinked from all of them, counted on its own.
     counter.reset();
     let started = Instant::now();
@@ -555,9 +544,299 @@ pub async fn measure_aws(
         unlink_all: unlink,
         filtered,
         report,
+        listing,
         import_new: new,
         import_again: again,
     })
+}
+
+/// The requests of `GET /offers/{id}/locations` pages of 100, walked to the end: per page,
+/// against the target of one Query per link shard and one read of the offer (its shard
+/// count) besides the caller's check that the offer is theirs.
+async fn listing_economy(
+    api: &ApiClient,
+    counter: &bulklink_aws::RequestCounter,
+    offer: bulklink_core::domain::OfferId,
+    shards: u16,
+) -> anyhow::Result<String> {
+    counter.reset();
+    let mut pages = 0u64;
+    let mut links = 0usize;
+    let mut path = format!("/offers/{offer}/locations?limit=100");
+    loop {
+        let page: serde_json::Value = api.get(&path).await?;
+        pages += 1;
+        links += page["items"].as_array().map_or(0, Vec::len);
+        match page["nextCursor"].as_str() {
+            Some(next) => path = format!("/offers/{offer}/locations?limit=100&cursor={next}"),
+            None => break,
+        }
+    }
+    let requests = counter.snapshot();
+    let calls = |op: &str| {
+        requests
+            .iter()
+            .filter(|((service, o), _)| service == "DynamoDB" && o == op)
+            .map(|(_, c)| c.calls)
+            .sum::<u64>()
+    };
+    let per_page = |op: &str| calls(op) as f64 / pages as f64;
+    let check = |ok: bool| if ok { "ok" } else { "OVER" };
+    let queries = per_page("Query");
+    Ok(format!(
+        "{links} links in {pages} pages of 100 at {shards} link shard(s)\n\
+         DynamoDB queries per page {queries:.2} (≤ S + 1 = {}: {})\n\
+         DynamoDB GetItem per page {:.2} (the caller's offer, its shard count)\n\
+         DynamoDB scans {} (0: {})\n",
+        shards + 1,
+        check(queries <= f64::from(shards) + 1.0),
+        per_page("GetItem"),
+        calls("Scan"),
+        check(calls("Scan") == 0),
+    ))
+}
+
+/// The emulator to run against: the one at `endpoint`, or a moto server started from the
+/// workspace's `.venv` (kept running while the first value lives).
+fn emulator_at(
+    endpoint: Option<String>,
+) -> anyhow::Result<(Option<bulklink_aws::LocalEmulator>, String)> {
+    if let Some(endpoint) = endpoint {
+        return Ok((None, endpoint));
+    }
+    let workspace = std::env::current_dir()?
+        .ancestors()
+        .find(|dir| dir.join("scripts/moto_server.py").exists())
+        .map(Path::to_path_buf)
+        .context("run from the bulklink checkout, or pass --endpoint-url")?;
+    let emulator = bulklink_aws::LocalEmulator::start(&workspace)?;
+    let endpoint = emulator.endpoint().to_owned();
+    Ok((Some(emulator), endpoint))
+}
+
+/// What one link-all measured on the capacity model at one shard count.
+#[derive(Clone, Debug)]
+pub struct ShardRun {
+    pub shards: u16,
+    pub locations: u64,
+    pub secs: f64,
+    /// Link writes/s over the second half of the job's links (from half linked to done).
+    pub converged: f64,
+    /// (throttled, all) write answers from the first throttle on.
+    pub throttled: (usize, usize),
+    /// Link writes answered (not throttled) per 1 s window since the POST.
+    pub windows: Vec<(f64, f64)>,
+    /// linked, locationsTotal, locations with `hasOffer`, links listed.
+    pub exact: (u64, u64, u64, u64),
+}
+
+/// `bench --backend aws --shards 1,8`: one link-all of `locations` per shard count, its
+/// DynamoDB requests through a proxy that gives every partition key `per_key` writes/s (a
+/// token bucket each, as DynamoDB's partitions are), at a write budget well above what the
+/// largest shard count can take, so the table's capacity and the adaptive limiter pace the
+/// job, not the budget.
+pub async fn shards(
+    config: RuntimeConfig,
+    locations: u64,
+    counts: &[u16],
+    per_key: f64,
+    endpoint: Option<String>,
+    charts_dir: &Path,
+) -> anyhow::Result<String> {
+    use bulklink_aws::{self as aws, AwsClients, ResourceNames};
+
+    let (_emulator, endpoint) = emulator_at(endpoint)?;
+    let most = f64::from(counts.iter().copied().max().unwrap_or(1));
+    let budget = 3.0 * f64::from(worker::WRITES_PER_LOCATION) * most * per_key;
+    let mut runs = Vec::new();
+    for &shards in counts {
+        let mut settings = config.settings.clone();
+        settings.link_shards = shards;
+        settings.write_budget_per_sec = Some(budget);
+        settings.validate()?;
+        let config = RuntimeConfig {
+            settings,
+            follow_estate: false,
+            ..unlimited_callers(config.clone())
+        };
+        let direct = AwsClients::load(Some(&endpoint)).await;
+        let prefix = format!("shards{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let names = aws::bootstrap(
+            &direct,
+            &endpoint,
+            &ResourceNames { prefix },
+            &config.settings,
+        )
+        .await?
+        .names;
+        let ports = aws::ports(&direct, &names, bulklink_core::Clock::system(), shards);
+        let offer =
+            crate::seed::seed_brand(&ports, BrandId::new_random(), "bench", locations).await?;
+
+        let capacity = crate::proxy::Capacity::new(per_key);
+        let proxy = crate::proxy::Proxy::start(&endpoint, capacity.rule()).await?;
+        let clients = AwsClients::load(Some(&proxy.url)).await;
+        let token = config.token(bulklink_http::auth::Role::Brand(offer.brand_id));
+        let runtime = Runtime::start_aws(clients, &names, config, |ports| ports).await?;
+        let api = ApiClient::new(&runtime.base_url)?.with_token(token);
+        let started = Instant::now();
+        let job = api.create_job(offer.offer_id, None, None).await?;
+        let mut progress = Vec::new();
+        let view = ended_watching(
+            &api,
+            job.id,
+            Duration::from_millis(250),
+            "shards bench job",
+            |c| c.linked,
+            locations,
+            |view| {
+                progress.push((
+                    started.elapsed().as_secs_f64(),
+                    view.counters.counters.linked,
+                ))
+            },
+        )
+        .await?;
+        let secs = started.elapsed().as_secs_f64();
+        progress.push((secs, view.counters.counters.linked));
+        runtime.shutdown().await;
+
+        let answers = capacity.answers_since(started);
+        let mut windows = vec![0f64; secs.ceil() as usize + 1];
+        for answer in answers.iter().filter(|a| a.link && !a.throttled) {
+            let at = (answer.at - started).as_secs_f64() as usize;
+            if let Some(w) = windows.get_mut(at) {
+                *w += 1.0;
+            }
+        }
+        let half = progress
+            .iter()
+            .find(|(_, linked)| *linked * 2 >= locations)
+            .copied()
+            .unwrap_or((0.0, 0));
+        let converged = (locations - half.1) as f64 / (secs - half.0).max(1e-3);
+        let after = crate::proxy::from_first_throttle(&answers);
+        let exact = exactness(&ports, &offer).await?;
+        runs.push(ShardRun {
+            shards,
+            locations,
+            secs,
+            converged,
+            throttled: crate::proxy::throttled_share(after),
+            windows: windows
+                .into_iter()
+                .enumerate()
+                .map(|(i, w)| (i as f64, w))
+                .collect(),
+            exact,
+        });
+    }
+    Ok(shards_report(&runs, per_key, budget, charts_dir))
+}
+
+/// linked, locationsTotal, locations with `hasOffer`, links listed — of the seeded offer.
+async fn exactness(
+    ports: &bulklink_core::Ports,
+    offer: &bulklink_sqlite::SeededBrand,
+) -> anyhow::Result<(u64, u64, u64, u64)> {
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = ports
+            .catalog
+            .page_brand_locations(offer.brand_id, None, cursor.as_ref(), 1_000)
+            .await?;
+        ids.extend(page.items);
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let mut with_offer = 0;
+    for id in &ids {
+        let location = ports.catalog.get_location(*id).await?;
+        with_offer += u64::from(location.is_some_and(|l| l.has_offer));
+    }
+    let mut listed = 0;
+    let mut cursor = None;
+    loop {
+        let page = ports
+            .catalog
+            .page_offer_links(offer.offer_id, cursor.as_ref(), 1_000)
+            .await?;
+        listed += page.items.len() as u64;
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let total = ports
+        .catalog
+        .get_offer(offer.offer_id)
+        .await?
+        .context("the offer is gone")?
+        .locations_total;
+    Ok((offer.locations, total, with_offer, listed))
+}
+
+fn shards_report(runs: &[ShardRun], per_key: f64, budget: f64, charts_dir: &Path) -> String {
+    let mut out = format!(
+        "capacity model: {per_key} writes/s per partition key; write budget {budget} writes/s\n\n\
+         | link shards | locations | job | link writes/s (second half) | vs 1 shard | \
+         throttled writes from the first throttle on | exact |\n\
+         |---:|---:|---:|---:|---:|---:|---|\n"
+    );
+    let one = runs.iter().find(|r| r.shards == 1).map(|r| r.converged);
+    for run in runs {
+        let (throttled, all) = run.throttled;
+        let (linked, total, with_offer, listed) = run.exact;
+        let exact = linked == run.locations
+            && total == run.locations
+            && with_offer == run.locations
+            && listed == run.locations;
+        out.push_str(&format!(
+            "| {} | {} | {:.1} s | {:.1} | {} | {throttled} of {all} ({:.2}%) | {} |\n",
+            run.shards,
+            run.locations,
+            run.secs,
+            run.converged,
+            one.map_or("—".to_owned(), |one| format!(
+                "{:.2}×",
+                run.converged / one
+            )),
+            100.0 * throttled as f64 / all.max(1) as f64,
+            if exact {
+                "yes".to_owned()
+            } else {
+                format!(
+                    "NO: linked {linked}, locationsTotal {total}, hasOffer {with_offer}, \
+                     listed {listed}"
+                )
+            }
+        ));
+    }
+    let series: Vec<charts::RateSeries> = runs
+        .iter()
+        .map(|r| {
+            (
+                format!(
+                    "{} link shard{}",
+                    r.shards,
+                    if r.shards == 1 { "" } else { "s" }
+                ),
+                f64::from(r.shards) * per_key,
+                r.windows.clone(),
+            )
+        })
+        .collect();
+    let chart = write_chart(charts_dir, "link-shards.png", |path| {
+        charts::link_rates(
+            path,
+            &format!("One link-all at {per_key} writes/s per partition key"),
+            &series,
+        )
+    });
+    out + &chart_line(chart)
 }
 
 /// A brand of `locations` stores, a tenth of them in GB, and a link-all of a new offer
@@ -695,6 +974,8 @@ pub struct AwsEconomy {
     pub filtered: String,
     /// What the link-all's report cost, as printed.
     pub report: String,
+    /// What a page of the offer's links cost, as printed.
+    pub listing: String,
     pub import_new: RequestEconomy,
     pub import_again: RequestEconomy,
 }

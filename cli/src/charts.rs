@@ -538,3 +538,72 @@ pub fn pipeline_vs_floor(path: &Path, title: &str, rows: &[(u64, f64, f64)]) -> 
     legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     write(&root, path)
 }
+
+/// A labelled line of (s, writes in the window) points with its ceiling (writes/s).
+pub type RateSeries = (String, f64, Vec<(f64, f64)>);
+
+/// Link writes per one-second window of one job per shard count, as lines on one clock
+/// (seconds since its POST), with each shard count's modelled ceiling (shards × the
+/// per-key capacity) dashed in the same colour. `series`: (label, ceiling, points).
+pub fn link_rates(path: &Path, title: &str, series: &[RateSeries]) -> anyhow::Result<()> {
+    if series.iter().all(|(_, _, points)| points.is_empty()) {
+        bail!("no link windows to chart");
+    }
+    if series.len() > LOOKS.len() {
+        bail!("at most {} series in one chart", LOOKS.len());
+    }
+    let points_of = |p: &[(f64, f64)]| finite(p).collect::<Vec<_>>();
+    let x_end = series
+        .iter()
+        .flat_map(|(_, _, points)| points.iter().map(|(x, _)| *x + 1.0))
+        .fold(1.0, f64::max);
+    let y_top = series
+        .iter()
+        .flat_map(|(_, ceiling, points)| points.iter().map(|(_, y)| *y).chain([*ceiling]))
+        .fold(1.0, f64::max)
+        * 1.2;
+    let root = canvas(path)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, text_style(22))
+        .margin(14)
+        .x_label_area_size(48)
+        .y_label_area_size(78)
+        .build_cartesian_2d(0f64..x_end, 0f64..y_top)?;
+    chart
+        .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .x_desc("seconds since the job's POST (one point per 1 s window)")
+        .y_desc("link writes in the window")
+        .axis_desc_style(text_style(16))
+        .label_style(text_style(14))
+        .y_label_formatter(&|v| grouped(*v))
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    for (i, (label, ceiling, points)) in series.iter().enumerate() {
+        let look = LOOKS[i];
+        let style = look.colour.stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(points_of(points), style))?
+            .label(label.as_str())
+            .legend(move |at| Mark {
+                at,
+                look,
+                icon: true,
+            });
+        chart.draw_series(DashedLineSeries::new(
+            [(0.0, *ceiling), (x_end, *ceiling)],
+            10,
+            6,
+            look.colour.stroke_width(1),
+        ))?;
+        chart.draw_series(std::iter::once(Text::new(
+            format!("ceiling {} writes/s", grouped(*ceiling)),
+            (x_end * 0.7, ceiling + y_top * 0.015),
+            text_style(14)
+                .color(&look.colour)
+                .pos(Pos::new(HPos::Left, VPos::Bottom)),
+        )))?;
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+    write(&root, path)
+}

@@ -8,6 +8,7 @@ pub mod charts;
 pub mod client;
 pub mod demo;
 pub mod faults;
+pub mod proxy;
 pub mod receiver;
 pub mod runtime;
 pub mod seed;

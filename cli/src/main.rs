@@ -61,6 +61,10 @@ struct PipelineArgs {
     /// when its request asks (overrides APPROVAL_ABOVE_LOCATIONS).
     #[arg(long)]
     approval_above: Option<u64>,
+    /// Partitions a new offer's links are spread over on the aws backend, 1..=64 (overrides
+    /// LINK_SHARDS; the embedded backend has none).
+    #[arg(long)]
+    link_shards: Option<u16>,
 }
 
 impl PipelineArgs {
@@ -80,6 +84,9 @@ impl PipelineArgs {
         }
         if let Some(above) = self.approval_above {
             settings.approval_above_locations = (above > 0).then_some(above);
+        }
+        if let Some(shards) = self.link_shards {
+            settings.link_shards = shards;
         }
         settings.validate()?;
         Ok(settings)
@@ -145,6 +152,26 @@ enum Command {
         #[arg(long)]
         endpoint_url: Option<String>,
     },
+    /// Move one offer's links to another number of partitions on the aws backend, online
+    /// (reads the environment `serve --backend aws` reads): an offer made before links were
+    /// sharded, to `--shards` (default LINK_SHARDS). Jobs, links and reads go on meanwhile;
+    /// a run stopped at any point is resumed by running it again. Prints what it moved.
+    MigrateLinks {
+        /// The offer.
+        #[arg(long)]
+        offer: OfferId,
+        /// Shards to move its links to, 1..=64 (default: LINK_SHARDS, 8).
+        #[arg(long)]
+        shards: Option<u16>,
+        /// How long to wait after the move begins before reading the old keys: longer than
+        /// any link operation that read the offer before (a chunk lives at most its
+        /// visibility timeout). Default: VISIBILITY_TIMEOUT_SECS, at least 120.
+        #[arg(long)]
+        grace_secs: Option<f64>,
+        /// AWS endpoint override (default: AWS_ENDPOINT_URL).
+        #[arg(long)]
+        endpoint_url: Option<String>,
+    },
     /// Print a signed token that `serve` (with the same --token-key) accepts.
     Token {
         /// The HS256 key file; created (mode 0600) when missing.
@@ -206,6 +233,14 @@ enum Command {
         /// A running local emulator (aws); default: start moto from .venv.
         #[arg(long)]
         endpoint_url: Option<String>,
+        /// Sharded links (aws): one link-all of --locations per comma-separated shard count,
+        /// through a proxy that gives every partition key --per-key-writes writes/s; link
+        /// writes/s, throttled share and exactness per count, and link-shards.png.
+        #[arg(long, value_delimiter = ',')]
+        shards: Vec<u16>,
+        /// The capacity model's writes per second per partition key (with --shards).
+        #[arg(long, default_value_t = 5.0)]
+        per_key_writes: f64,
         /// Fair share (embedded): brand A's 100,000-location job, brand B's 300-location
         /// job 5 s later, each beside its solo run (use with --write-budget 2000).
         #[arg(long)]
@@ -640,6 +675,36 @@ async fn main() -> anyhow::Result<()> {
             backend: BackendKind::Aws,
             locations,
             endpoint_url,
+            shards,
+            per_key_writes,
+            charts,
+            pipeline,
+            ..
+        } if !shards.is_empty() => {
+            let mut settings = pipeline.settings()?;
+            // Chunks small enough that one takes a fraction of its visibility timeout even
+            // when one partition paces the whole job.
+            settings.chunk_size = settings.chunk_size.min(20);
+            settings.visibility_timeout = settings.visibility_timeout.max(Duration::from_secs(60));
+            let config = RuntimeConfig {
+                settings,
+                ..Default::default()
+            };
+            let report = bench::shards(
+                config,
+                locations,
+                &shards,
+                per_key_writes,
+                endpoint_url,
+                &charts,
+            )
+            .await?;
+            emit!("{}", report.trim_end());
+        }
+        Command::Bench {
+            backend: BackendKind::Aws,
+            locations,
+            endpoint_url,
             pipeline,
             ..
         } => {
@@ -652,6 +717,10 @@ async fn main() -> anyhow::Result<()> {
             emit!("\nunlink-all:\n{}", economy.unlink_all.report().trim_end());
             emit!("\nfiltered link-all:\n{}", economy.filtered.trim_end());
             emit!("\nthe link-all's report:\n{}", economy.report.trim_end());
+            emit!(
+                "\nthe offer's links, listed:\n{}",
+                economy.listing.trim_end()
+            );
             emit!(
                 "\nimport (new stores):\n{}",
                 economy.import_new.report().trim_end()
@@ -772,6 +841,31 @@ async fn main() -> anyhow::Result<()> {
             let clients = AwsClients::load(endpoint_url.as_deref()).await;
             let upgraded = aws::upgrade(&clients, &names).await?;
             emit!("{}", serde_json::to_string(&upgraded)?);
+        }
+        Command::MigrateLinks {
+            offer,
+            shards,
+            grace_secs,
+            endpoint_url,
+        } => {
+            let settings = Settings::from_env()?;
+            let names = AwsNames::from_env()?;
+            let clients = AwsClients::load(endpoint_url.as_deref()).await;
+            let grace = match grace_secs {
+                Some(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
+                Some(secs) => bail!("--grace-secs must be 0 or more, not {secs}"),
+                None => settings.visibility_timeout.max(Duration::from_secs(120)),
+            };
+            let migrated = aws::migrate_links(
+                &clients,
+                &names,
+                &bulklink_core::Clock::system(),
+                offer,
+                shards.unwrap_or(settings.link_shards),
+                grace,
+            )
+            .await?;
+            emit!("{}", serde_json::to_string(&migrated)?);
         }
         Command::Openapi => {
             emit!("{}", serde_json::to_string_pretty(status::openapi())?);

@@ -211,7 +211,12 @@ impl Runtime {
         config: RuntimeConfig,
         wrap: impl FnOnce(Ports) -> Ports,
     ) -> anyhow::Result<Runtime> {
-        let ports = wrap(bulklink_aws::ports(&clients, names, config.clock.clone()));
+        let ports = wrap(bulklink_aws::ports(
+            &clients,
+            names,
+            config.clock.clone(),
+            config.settings.link_shards,
+        ));
         // Positioned before the API answers, so every change it accepts is followed.
         let follower = if config.consumers && config.follow_estate {
             match bulklink_aws::estate::StreamFollower::start(&clients, &names.catalog_table).await

@@ -170,28 +170,45 @@ async fn serve_on_aws_links_every_location_and_delivers_the_signed_webhook() {
     receiver.stop();
     other_brand.stop();
 
-    // The tables themselves, read with the SDK.
+    // The tables themselves, read with the SDK: the links are spread over the offer's
+    // eight link partitions, none left beside the offer item.
     let ddb = &clients.dynamodb;
-    let mut links = 0;
-    let mut start = None;
-    loop {
-        let page = ddb
-            .query()
-            .table_name(&names.catalog_table)
-            .key_condition_expression("pk = :o AND begins_with(sk, :l)")
-            .expression_attribute_values(":o", AttributeValue::S(format!("OFFER#{offer}")))
-            .expression_attribute_values(":l", AttributeValue::S("LOC#".into()))
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        links += page.count;
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            break;
+    let table = &names.catalog_table;
+    let links_under = |pk: String| async move {
+        let mut links = 0;
+        let mut start = None;
+        loop {
+            let page = ddb
+                .query()
+                .table_name(table)
+                .key_condition_expression("pk = :o AND begins_with(sk, :l)")
+                .expression_attribute_values(":o", AttributeValue::S(pk.clone()))
+                .expression_attribute_values(":l", AttributeValue::S("LOC#".into()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
+            links += page.count;
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return links;
+            }
         }
+    };
+    assert_eq!(links_under(format!("OFFER#{offer}")).await, 0);
+    let mut per_shard = Vec::new();
+    for shard in 0..8 {
+        per_shard.push(links_under(format!("OFFER#{offer}#{shard}")).await);
     }
-    assert_eq!(links, 500, "Link items");
+    assert_eq!(
+        per_shard.iter().sum::<i32>(),
+        500,
+        "Link items: {per_shard:?}"
+    );
+    assert!(
+        per_shard.iter().all(|n| *n >= 30),
+        "500 links spread over 8 partitions: {per_shard:?}"
+    );
     let offer_item = ddb
         .get_item()
         .table_name(&names.catalog_table)
@@ -323,7 +340,12 @@ async fn upgrade_gives_offers_of_an_earlier_release_their_brand_index_keys_once(
     .await
     .unwrap()
     .names;
-    let ports = aws::ports(&clients, &names, bulklink_core::Clock::system());
+    let ports = aws::ports(
+        &clients,
+        &names,
+        bulklink_core::Clock::system(),
+        Settings::default().link_shards,
+    );
     let brand = BrandId::new_random();
     let new = Offer {
         id: OfferId::new_random(),

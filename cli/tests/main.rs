@@ -24,6 +24,7 @@ mod pipeline;
 mod rehearsal;
 mod reports;
 mod rules;
+mod shards;
 mod throttling;
 mod tokens;
 mod webhooks;

@@ -172,9 +172,12 @@ impl Env {
     pub fn ports(&self) -> Ports {
         match &self.backing {
             Backing::Embedded(store) => embedded::ports(store, &self.settings),
-            Backing::Aws { clients, names } => {
-                aws::ports(clients, names, bulklink_core::Clock::system())
-            }
+            Backing::Aws { clients, names } => aws::ports(
+                clients,
+                names,
+                bulklink_core::Clock::system(),
+                self.settings.link_shards,
+            ),
         }
     }
 

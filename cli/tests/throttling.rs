@@ -3,129 +3,22 @@
 //! `ThrottlingException`, or answers too late. The SDK retries them with backoff, errors that
 //! outlast its retries are retryable, and the job still ends with exact counts.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use bulklink::proxy::{from_first_throttle, throttled_share, Capacity, Fault, Proxy, Rule};
 use bulklink_aws::AwsClients;
 use bulklink_core::domain::{JobStatus, OfferId};
 
 use crate::support::*;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
-    Pass,
-    Throttle(&'static str),
-    Late,
-}
-
-/// What to answer a DynamoDB request: its `X-Amz-Target`, its JSON body, and how many
-/// DynamoDB requests came before it.
-type Rule = Arc<dyn Fn(&str, &[u8], usize) -> Fault + Send + Sync>;
-
-#[derive(Clone)]
-struct Proxy {
-    upstream: String,
-    http: reqwest::Client,
-    rule: Rule,
-    seen: Arc<AtomicUsize>,
-    throttled: Arc<AtomicUsize>,
-    late: Arc<AtomicUsize>,
-}
-
-/// How late a late answer is: past the clients' attempt timeout below.
-const LATE: Duration = Duration::from_millis(1_500);
-
-async fn forward(
-    State(proxy): State<Proxy>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let target = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let fault = if target.starts_with("DynamoDB_") {
-        (proxy.rule)(&target, &body, proxy.seen.fetch_add(1, Ordering::SeqCst))
-    } else {
-        Fault::Pass
-    };
-    match fault {
-        Fault::Throttle(code) => {
-            proxy.throttled.fetch_add(1, Ordering::SeqCst);
-            let body = format!(
-                r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"injected by the test proxy"}}"#
-            );
-            return (
-                StatusCode::BAD_REQUEST,
-                [
-                    ("content-type", "application/x-amz-json-1.0"),
-                    ("x-amzn-errortype", code),
-                ],
-                body,
-            )
-                .into_response();
-        }
-        Fault::Late => {
-            proxy.late.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(LATE).await;
-        }
-        Fault::Pass => {}
-    }
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut request = proxy
-        .http
-        .request(method, format!("{}{path}", proxy.upstream))
-        .body(body);
-    for (name, value) in &headers {
-        if name != "host" && name != "content-length" {
-            request = request.header(name, value);
-        }
-    }
-    match request.send().await {
-        Ok(upstream) => {
-            let status = upstream.status();
-            let headers = upstream.headers().clone();
-            let bytes = upstream.bytes().await.unwrap_or_default();
-            let mut response = Response::new(Body::from(bytes));
-            *response.status_mut() = status;
-            for (name, value) in &headers {
-                if name != "content-length" && name != "transfer-encoding" {
-                    response.headers_mut().insert(name, value.clone());
-                }
-            }
-            response
-        }
-        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-    }
-}
-
 async fn start_proxy(rule: Rule) -> (String, Proxy) {
-    let proxy = Proxy {
-        upstream: emulator().endpoint().to_owned(),
-        http: reqwest::Client::new(),
-        rule,
-        seen: Arc::default(),
-        throttled: Arc::default(),
-        late: Arc::default(),
-    };
-    let app = axum::Router::new()
-        .fallback(forward)
-        .with_state(proxy.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, proxy)
+    let proxy = Proxy::start(emulator().endpoint(), rule).await.unwrap();
+    (proxy.url.clone(), proxy)
 }
 
 /// Clients through the proxy: the product's standard retry mode, with test-sized backoff
@@ -253,6 +146,7 @@ async fn throttling_that_outlasts_the_sdk_retries_is_a_retryable_error() {
         &clients,
         env.aws_names().unwrap(),
         bulklink_core::Clock::system(),
+        8,
     );
 
     let err = ports
@@ -274,100 +168,23 @@ async fn throttling_that_outlasts_the_sdk_retries_is_a_retryable_error() {
     );
 }
 
-/// DynamoDB's capacity, scaled down for the emulator: every partition key takes
-/// `per_key` writes a second (a token bucket per `pk`, a second's worth deep). A write
-/// request that touches a key with no token left is throttled whole, as DynamoDB throttles
-/// a hot partition. Each write answer is recorded with when it was given.
-struct Capacity {
-    per_key: f64,
-    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
-    log: std::sync::Mutex<Vec<(std::time::Instant, bool)>>,
-}
-
-impl Capacity {
-    fn new(per_key: f64) -> Arc<Self> {
-        Arc::new(Capacity {
-            per_key,
-            buckets: Default::default(),
-            log: Default::default(),
-        })
-    }
-
-    /// Every `"pk": {"S": …}` a request names.
-    fn keys(value: &serde_json::Value, out: &mut Vec<String>) {
-        match value {
-            serde_json::Value::Object(map) => {
-                for (name, v) in map {
-                    match (name.as_str(), v.get("S").and_then(|s| s.as_str())) {
-                        ("pk", Some(pk)) => out.push(pk.to_owned()),
-                        _ => Self::keys(v, out),
-                    }
-                }
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|v| Self::keys(v, out)),
-            _ => {}
-        }
-    }
-
-    fn answer(&self, target: &str, body: &[u8]) -> Fault {
-        let write = [
-            "PutItem",
-            "UpdateItem",
-            "DeleteItem",
-            "TransactWriteItems",
-            "BatchWriteItem",
-        ]
-        .iter()
-        .any(|op| target.ends_with(&format!(".{op}")));
-        if !write {
-            return Fault::Pass;
-        }
-        let mut keys = Vec::new();
-        Self::keys(&serde_json::from_slice(body).unwrap_or_default(), &mut keys);
-        let now = std::time::Instant::now();
-        let mut buckets = self.buckets.lock().unwrap();
-        let mut fill = |key: &String| {
-            let (tokens, at) = buckets.entry(key.clone()).or_insert((self.per_key, now));
-            *tokens = (*tokens + (now - *at).as_secs_f64() * self.per_key).min(self.per_key);
-            *at = now;
-            *tokens
-        };
-        let throttled = keys.iter().any(|key| fill(key) < 1.0);
-        if !throttled {
-            for key in &keys {
-                buckets.get_mut(key).unwrap().0 -= 1.0;
-            }
-        }
-        self.log.lock().unwrap().push((now, throttled));
-        if throttled {
-            Fault::Throttle("ProvisionedThroughputExceededException")
-        } else {
-            Fault::Pass
-        }
-    }
-
-    /// (throttled, all) of the write answers since `since`; of their later half (the second
-    /// half of the job's writes, however long stalls between them took); and of the later
-    /// half of those from the first throttle on (the budget's first meeting with the
-    /// capacity: on a loaded machine the emulator's own slowness can keep a job under the
-    /// capacity until late in it).
-    #[allow(clippy::type_complexity)]
-    fn since(&self, since: std::time::Instant) -> ((usize, usize), (usize, usize), (usize, usize)) {
-        let log = self.log.lock().unwrap();
-        let answers: Vec<bool> = log
-            .iter()
-            .filter(|(at, _)| *at >= since)
-            .map(|a| a.1)
-            .collect();
-        let count = |part: &[bool]| (part.iter().filter(|t| **t).count(), part.len());
-        let met = answers.iter().position(|t| *t).unwrap_or(answers.len());
-        let after = &answers[met..];
-        (
-            count(&answers),
-            count(&answers[answers.len() / 2..]),
-            count(&after[after.len() / 2..]),
-        )
-    }
+/// (throttled, all) of the write answers since `since`; of their later half (the second
+/// half of the job's writes, however long stalls between them took); and of the later half
+/// of those from the first throttle on (the budget's first meeting with the capacity: on a
+/// loaded machine the emulator's own slowness can keep a job under the capacity until late
+/// in it).
+#[allow(clippy::type_complexity)]
+fn shares(
+    capacity: &Capacity,
+    since: std::time::Instant,
+) -> ((usize, usize), (usize, usize), (usize, usize)) {
+    let answers = capacity.answers_since(since);
+    let after = from_first_throttle(&answers);
+    (
+        throttled_share(&answers),
+        throttled_share(&answers[answers.len() / 2..]),
+        throttled_share(&after[after.len() / 2..]),
+    )
 }
 
 /// A budget three times what the table can take: the offer's links share one partition key
@@ -390,11 +207,7 @@ async fn a_budget_above_the_tables_capacity_converges_to_it_instead_of_burning_r
     let n = 400;
     let seeded = env.seed(n).await;
     let capacity = Capacity::new(PER_KEY);
-    let model = capacity.clone();
-    let (endpoint, _proxy) = start_proxy(Arc::new(move |target: &str, body: &[u8], _| {
-        model.answer(target, body)
-    }))
-    .await;
+    let (endpoint, _proxy) = start_proxy(capacity.rule()).await;
     // The product's number of attempts (its backoff scaled down, as elsewhere here).
     let clients = clients_via(&endpoint, bulklink_aws::SDK_MAX_ATTEMPTS).await;
     let (pipeline, api) = pipeline_via(&env, clients, seeded.brand_id).await;
@@ -408,7 +221,7 @@ async fn a_budget_above_the_tables_capacity_converges_to_it_instead_of_burning_r
     assert_exact(&env, &seeded, &job).await;
 
     let ((all_throttled, all_writes), (late_throttled, late_writes), (throttled, writes)) =
-        capacity.since(started);
+        shares(&capacity, started);
     let share = throttled as f64 / writes as f64;
     println!(
         "capacity model: {n} locations in {:.1} s; throttled {all_throttled} of {all_writes} \

@@ -68,6 +68,86 @@ enum PutLink {
 /// location, and per offer the link and the offer's count).
 const MAX_OFFERS_ON_DELETE: usize = 49;
 
+/// What a link's key must hold for the link to be put there: no link; no closing's mark
+/// unless the location has been reopened since (`closed` a version before `:marked`, the
+/// location's when this link marked it; a deletion's `true` never passes). An unlink's mark
+/// is replaced.
+const LINK_FREE: &str = "attribute_not_exists(linkedBy) AND (attribute_not_exists(closed) \
+     OR (attribute_type(closed, :num) AND closed < :marked))";
+
+/// What a link's put that lost its condition found at the keys it checked: a link (its
+/// owner), else a closing's mark.
+fn found_in_place(items: &[Option<Item>]) -> StoreResult<PutLink> {
+    for item in items.iter().flatten() {
+        if item.contains_key("linkedBy") {
+            let link: LinkItem = from_item(item.clone())?;
+            if let Some(owner) = link.owner()? {
+                return Ok(PutLink::Exists(owner));
+            }
+        }
+    }
+    if items
+        .iter()
+        .flatten()
+        .any(|item| item.contains_key("closed"))
+    {
+        return Ok(PutLink::Closed);
+    }
+    Err(StoreError::unavailable("link changed while written"))
+}
+
+/// Where an offer's links begin in its partitions (every link's sort key is `LOC#id`).
+const LINKS_START: &str = "LOC#";
+
+/// Items to ask each of `shards` link shards for, for a page of `limit` links merged from
+/// them: its share and slack for the share's spread (about four standard deviations, so a
+/// page comes out short about never), at most `limit`.
+fn per_shard_limit(limit: usize, shards: u16) -> usize {
+    if shards <= 1 {
+        return limit.max(1);
+    }
+    let share = limit as f64 / f64::from(shards);
+    let asked = (share + 4.0 * share.sqrt() + 8.0).ceil() as usize;
+    asked.clamp(1, limit.max(1))
+}
+
+/// One page of links merged from each shard's Query page (its items in sort-key order, and
+/// the sort key it stopped at if it has more): the first `limit` items in sort-key order
+/// up to the first position some shard stopped at (past it, that shard may hold items the
+/// others' would skip), and the position to go on after if there is more.
+fn merge_shard_pages(
+    pages: Vec<(Vec<Item>, Option<String>)>,
+    limit: usize,
+) -> (Vec<Item>, Option<String>) {
+    let bound = pages
+        .iter()
+        .filter_map(|(_, stopped)| stopped.clone())
+        .min();
+    let sk_of = |item: &Item| match item.get("sk") {
+        Some(AttributeValue::S(sk)) => sk.clone(),
+        _ => String::new(),
+    };
+    let mut items: Vec<(String, Item)> = pages
+        .into_iter()
+        .flat_map(|(items, _)| items)
+        .map(|item| (sk_of(&item), item))
+        // Past the links of a one-shard offer's partition there is nothing of them.
+        .filter(|(sk, _)| sk.starts_with(LINKS_START))
+        .filter(|(sk, _)| bound.as_ref().is_none_or(|b| sk <= b))
+        .collect();
+    // Stable: of an item read at two keys (during a move) the one of the earlier page stays.
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    items.dedup_by(|later, earlier| later.0 == earlier.0);
+    let more = bound.is_some() || items.len() > limit;
+    items.truncate(limit);
+    let next = match (more, items.last()) {
+        (false, _) => None,
+        (true, Some((sk, _))) => Some(sk.clone()),
+        (true, None) => bound,
+    };
+    (items.into_iter().map(|(_, item)| item).collect(), next)
+}
+
 /// Linking marks the location: the offer joins its set (`offerIds`), `hasOffer` is true.
 const MARK_LOCATION: &str = "SET hasOffer = :t ADD offerIds :o";
 /// What a location must be to be linked: there, the brand's, and not closed.
@@ -115,23 +195,94 @@ pub struct DynamoCatalog {
     ddb: Client,
     table: String,
     clock: Clock,
+    /// How many partitions a new offer's links are spread over.
+    link_shards: u16,
 }
 
 impl DynamoCatalog {
-    pub fn new(ddb: Client, table: &str, clock: Clock) -> Self {
+    pub fn new(ddb: Client, table: &str, clock: Clock, link_shards: u16) -> Self {
         DynamoCatalog {
             ddb,
             table: table.to_owned(),
             clock,
+            link_shards: link_shards.max(1),
         }
     }
 
-    async fn get(&self, pk: String, sk: &str) -> StoreResult<Option<Item>> {
+    /// Where the offer keeps its links, from its item (one partition for an offer made
+    /// before links were sharded, or one that is not there: it has no links). One strongly
+    /// consistent read of the offer item per batch of link operations: the layout changes
+    /// only by `migrate-links`, which waits out every operation that read the one before.
+    async fn layout(&self, offer: OfferId) -> StoreResult<Layout> {
         let out = self
             .ddb
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(key(pk, sk)))
+            .set_key(Some(key(offer_pk(offer), OFFER_SK)))
+            .projection_expression("linkShards, linkShardsTo")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("GetItem", e))?;
+        out.item.as_ref().map_or(Ok(Layout::ONE), Layout::of)
+    }
+
+    /// The layouts of several offers (by id as a location's offer set names them).
+    async fn layouts(&self, offers: &[String]) -> StoreResult<HashMap<String, Layout>> {
+        let keys = offers
+            .iter()
+            .map(|o| key(format!("OFFER#{o}"), OFFER_SK))
+            .collect();
+        let mut layouts = HashMap::new();
+        for item in batch_get(&self.ddb, &self.table, keys).await? {
+            if let Some(AttributeValue::S(pk)) = item.get("pk") {
+                layouts.insert(
+                    pk.trim_start_matches("OFFER#").to_owned(),
+                    Layout::of(&item)?,
+                );
+            }
+        }
+        Ok(layouts)
+    }
+
+    /// The offer's link items (or marks) of `ids`, read consistently; during a move both
+    /// keys of each, a link at either.
+    async fn link_items_of(&self, offer: OfferId, ids: &[LocationId]) -> StoreResult<Vec<Item>> {
+        let layout = self.layout(offer).await?;
+        let mut keys = Vec::with_capacity(ids.len() * 2);
+        for id in ids {
+            keys.push(layout.key(offer, *id));
+            keys.extend(layout.old_key(offer, *id));
+        }
+        batch_get(&self.ddb, &self.table, keys).await
+    }
+
+    /// The offer's link item for a location and, during a move, the one at its old key
+    /// (strongly consistent): (new, old).
+    async fn link_items_at(
+        &self,
+        offer: OfferId,
+        layout: Layout,
+        id: LocationId,
+    ) -> StoreResult<(Option<Item>, Option<Item>)> {
+        let new = self.get_key(layout.key(offer, id)).await?;
+        let old = match layout.old_key(offer, id) {
+            Some(old) => self.get_key(old).await?,
+            None => None,
+        };
+        Ok((new, old))
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> StoreResult<Option<Item>> {
+        self.get_key(key(pk, sk)).await
+    }
+
+    async fn get_key(&self, key: Item) -> StoreResult<Option<Item>> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
             .consistent_read(true)
             .send()
             .await
@@ -554,22 +705,33 @@ impl DynamoCatalog {
                 offers.len()
             )));
         }
-        let keys = offers
-            .iter()
-            .map(|o| key(format!("OFFER#{o}"), &link_sk(id)))
-            .collect();
-        let mut linked = std::collections::HashSet::new();
+        let layouts = self.layouts(offers).await?;
+        let layout_of = |offer: &String| -> StoreResult<(OfferId, Layout)> {
+            Ok((
+                offer.parse()?,
+                layouts.get(offer).copied().unwrap_or(Layout::ONE),
+            ))
+        };
+        let mut keys = Vec::with_capacity(offers.len() * 2);
+        for offer in offers {
+            let (offer, layout) = layout_of(offer)?;
+            keys.push(layout.key(offer, id));
+            keys.extend(layout.old_key(offer, id));
+        }
+        // Where each offer's link is (its new key or, during a move, its old one).
+        let mut linked: HashMap<String, Item> = HashMap::new();
         for item in batch_get(&self.ddb, &self.table, keys).await? {
             if item.contains_key("linkedBy") {
                 if let Some(AttributeValue::S(pk)) = item.get("pk") {
-                    linked.insert(pk.trim_start_matches("OFFER#").to_owned());
+                    let at = key(pk.clone(), &link_sk(id));
+                    linked.insert(offer_of_link_pk(pk)?.to_string(), at);
                 }
             }
         }
         let mut writes = Vec::with_capacity(offers.len() * 2);
-        for offer in offers {
-            let link_key = key(format!("OFFER#{offer}"), &link_sk(id));
-            if linked.contains(offer) {
+        for offer_text in offers {
+            let (offer, layout) = layout_of(offer_text)?;
+            if let Some(link_key) = linked.remove(offer_text) {
                 let unlink = Delete::builder()
                     .table_name(&self.table)
                     .set_key(Some(link_key))
@@ -578,7 +740,7 @@ impl DynamoCatalog {
                     .map_err(|e| StoreError::internal(e.to_string()))?;
                 let count = Update::builder()
                     .table_name(&self.table)
-                    .set_key(Some(key(format!("OFFER#{offer}"), OFFER_SK)))
+                    .set_key(Some(key(offer_pk(offer), OFFER_SK)))
                     .update_expression("ADD locationsTotal :minus")
                     .condition_expression("attribute_exists(pk)")
                     .expression_attribute_values(":minus", n(-1))
@@ -587,7 +749,7 @@ impl DynamoCatalog {
                 writes.push(TransactWriteItem::builder().delete(unlink).build());
                 writes.push(TransactWriteItem::builder().update(count).build());
             } else {
-                let mut closed = link_key;
+                let mut closed = layout.key(offer, id);
                 closed.insert("closed".to_owned(), mark.clone());
                 let block = Put::builder()
                     .table_name(&self.table)
@@ -596,9 +758,24 @@ impl DynamoCatalog {
                     .build()
                     .map_err(|e| StoreError::internal(e.to_string()))?;
                 writes.push(TransactWriteItem::builder().put(block).build());
+                if let Some(old) = layout.old_key(offer, id) {
+                    writes.push(self.no_link_at(old)?);
+                }
             }
         }
         Ok(writes)
+    }
+
+    /// A transaction's check that a key holds no link (during a move, the old key of a link
+    /// being written at its new one).
+    fn no_link_at(&self, key: Item) -> StoreResult<TransactWriteItem> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .condition_expression("attribute_not_exists(linkedBy)")
+            .build()
+            .map_err(|e| StoreError::internal(e.to_string()))?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
     }
 
     /// Adds the offer to the location's offer set (`hasOffer` true) if it exists in `brand`
@@ -648,23 +825,21 @@ impl DynamoCatalog {
     async fn put_link(
         &self,
         offer: OfferId,
+        layout: Layout,
         id: LocationId,
         by: LinkedBy,
         marked: u64,
     ) -> StoreResult<PutLink> {
-        let item = to_item(&LinkItem::new(offer, id, by, self.clock.now_ms()))?;
+        if layout.moving_to.is_some() {
+            return self.put_link_moving(offer, layout, id, by, marked).await;
+        }
+        let item = to_item(&LinkItem::new(offer, layout, id, by, self.clock.now_ms()))?;
         let result = self
             .ddb
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            // Absent, or an unlink's mark (which the link replaces), or the mark of a closing
-            // the location has been reopened since; not a closing's after the location was
-            // marked, nor a deletion's (`true`).
-            .condition_expression(
-                "attribute_not_exists(linkedBy) AND (attribute_not_exists(closed) \
-                 OR (attribute_type(closed, :num) AND closed < :marked))",
-            )
+            .condition_expression(LINK_FREE)
             .expression_attribute_values(":num", s("N"))
             .expression_attribute_values(":marked", n(marked))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -682,25 +857,83 @@ impl DynamoCatalog {
                     Some(old) => old.clone(),
                     // Not every DynamoDB-compatible store returns ALL_OLD: read it instead.
                     None => self
-                        .get(offer_pk(offer), &link_sk(id))
+                        .get_key(layout.key(offer, id))
                         .await?
                         .ok_or_else(|| StoreError::unavailable("link vanished while read"))?,
                 };
-                if old.contains_key("closed") && !old.contains_key("linkedBy") {
-                    return Ok(PutLink::Closed);
-                }
-                let link: LinkItem = from_item(old)?;
-                link.owner()?
-                    .map(PutLink::Exists)
-                    .ok_or_else(|| StoreError::unavailable("link changed while written"))
+                found_in_place(&[Some(old)])
             }
             Err(e) => Err(classify("PutItem", e)),
         }
     }
 
+    /// `put_link` during a move: the link put at its new key on the same condition as
+    /// ever, in one transaction with the same condition on its old key (where a link made
+    /// before the move, or a closing's mark, may still be).
+    async fn put_link_moving(
+        &self,
+        offer: OfferId,
+        layout: Layout,
+        id: LocationId,
+        by: LinkedBy,
+        marked: u64,
+    ) -> StoreResult<PutLink> {
+        let old = layout
+            .old_key(offer, id)
+            .ok_or_else(|| StoreError::internal("a move without an old key"))?;
+        let values = HashMap::from([
+            (":num".to_owned(), s("N")),
+            (":marked".to_owned(), n(marked)),
+        ]);
+        let mut last = None;
+        // The mover takes items from old keys to new in transactions of its own: one that
+        // overlaps this one cancels it (TransactionConflict), and an item it moves between
+        // this put and the read after it is found at its new key on a second look.
+        for attempt in 0..UPDATE_ATTEMPTS {
+            contention_pause(attempt).await;
+            let item = to_item(&LinkItem::new(offer, layout, id, by, self.clock.now_ms()))?;
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(LINK_FREE)
+                .set_expression_attribute_values(Some(values.clone()))
+                .build()
+                .map_err(|e| StoreError::internal(e.to_string()))?;
+            let check = ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(Some(old.clone()))
+                .condition_expression(LINK_FREE)
+                .set_expression_attribute_values(Some(values.clone()))
+                .build()
+                .map_err(|e| StoreError::internal(e.to_string()))?;
+            let result = self
+                .ddb
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(put).build())
+                .transact_items(TransactWriteItem::builder().condition_check(check).build())
+                .send()
+                .await;
+            let Err(e) = result else {
+                return Ok(PutLink::Made);
+            };
+            let reasons = cancellation(e)?;
+            if !reasons.iter().any(|r| condition_failed(Some(r))) {
+                last = Some(retryable_cancel(&reasons));
+                continue;
+            }
+            let (new, old) = self.link_items_at(offer, layout, id).await?;
+            match found_in_place(&[new, old]) {
+                Ok(found) => return Ok(found),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| StoreError::unavailable("link changed while written")))
+    }
+
     async fn link_one(
         &self,
         offer: OfferId,
+        layout: Layout,
         brand: BrandId,
         by: LinkedBy,
         id: LocationId,
@@ -708,7 +941,7 @@ impl DynamoCatalog {
         let Some(marked) = self.mark_location(id, offer, brand).await? else {
             return Ok(LinkOutcome::NotFound);
         };
-        Ok(match self.put_link(offer, id, by, marked).await? {
+        Ok(match self.put_link(offer, layout, id, by, marked).await? {
             PutLink::Made => LinkOutcome::Linked,
             // Only a job is one actor across deliveries; two direct links are two requests.
             PutLink::Exists(owner) if owner == by && matches!(by, LinkedBy::Job(_)) => {
@@ -775,16 +1008,51 @@ impl DynamoCatalog {
     async fn unlink_one(
         &self,
         offer: OfferId,
+        layout: Layout,
         by: JobId,
         only_by: Option<JobId>,
         id: LocationId,
     ) -> StoreResult<LinkOutcome> {
+        // During a move the link is at its new key or still at its old one; the mover may
+        // take it from old to new between two tries (never back), so new, old, new again.
+        let mut keys = vec![layout.key(offer, id)];
+        if let Some(old) = layout.old_key(offer, id) {
+            keys.push(old);
+            keys.push(layout.key(offer, id));
+        }
+        let mut mine = false;
+        let mut done = false;
+        for at in keys {
+            match self.try_unlink(at, by, only_by).await? {
+                Ok(()) => {
+                    done = true;
+                    break;
+                }
+                Err(Some(found)) => mine |= from_item::<LinkItem>(found)?.remover()? == Some(by),
+                Err(None) => {}
+            }
+        }
+        if !done && !mine {
+            return Ok(LinkOutcome::NotLinked);
+        }
+        self.unmark_location(id, offer).await?;
+        Ok(LinkOutcome::Unlinked)
+    }
+
+    /// Replaces the link at `at` by the mark that `by` removed it (if it is a link, and with
+    /// `only_by` one that job made); on a lost condition, what is there.
+    async fn try_unlink(
+        &self,
+        at: Item,
+        by: JobId,
+        only_by: Option<JobId>,
+    ) -> StoreResult<Result<(), Option<Item>>> {
         let mut condition = "attribute_exists(linkedBy)".to_owned();
         let mut request = self
             .ddb
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(offer_pk(offer), &link_sk(id))))
+            .set_key(Some(at.clone()))
             .update_expression("SET unlinkedBy = :j REMOVE linkedBy, linkedAt")
             .expression_attribute_values(":j", s(by.to_string()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
@@ -794,29 +1062,20 @@ impl DynamoCatalog {
                 request.expression_attribute_values(":by", s(LinkedBy::Job(undone).to_attr()));
         }
         match request.condition_expression(condition).send().await {
-            Ok(_) => {}
+            Ok(_) => Ok(Ok(())),
             Err(SdkError::ServiceError(e))
                 if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
             {
                 let UpdateItemError::ConditionalCheckFailedException(ccf) = e.into_err() else {
                     unreachable!("matched above")
                 };
-                let old = match ccf.item() {
+                Ok(Err(match ccf.item() {
                     Some(old) => Some(old.clone()),
-                    None => self.get(offer_pk(offer), &link_sk(id)).await?,
-                };
-                let mine = match old {
-                    Some(old) => from_item::<LinkItem>(old)?.remover()? == Some(by),
-                    None => false,
-                };
-                if !mine {
-                    return Ok(LinkOutcome::NotLinked);
-                }
+                    None => self.get_key(at).await?,
+                }))
             }
-            Err(e) => return Err(classify("UpdateItem", e)),
+            Err(e) => Err(classify("UpdateItem", e)),
         }
-        self.unmark_location(id, offer).await?;
-        Ok(LinkOutcome::Unlinked)
     }
 
     /// One location brought to what the rule wants of it: read the location (its
@@ -826,6 +1085,7 @@ impl DynamoCatalog {
     async fn follow_one(
         &self,
         rule: &OfferRule,
+        layout: Layout,
         id: LocationId,
         by: LinkedBy,
     ) -> StoreResult<LinkOutcome> {
@@ -842,13 +1102,28 @@ impl DynamoCatalog {
             if location.brand_id != rule.brand_id {
                 return Ok(LinkOutcome::NotFound);
             }
-            let (owner, remover) = match self.get(offer_pk(offer), &link_sk(id)).await? {
-                Some(link) => {
-                    let link = from_item::<LinkItem>(link)?;
-                    (link.owner()?, link.remover()?)
+            // The link (during a move at its new key or still at its old one), or the
+            // marks of the last removal.
+            let (new, old) = self.link_items_at(offer, layout, id).await?;
+            let mut owner = None;
+            let mut remover = None;
+            let mut link_at = layout.key(offer, id);
+            for (at, item) in [
+                (Some(layout.key(offer, id)), new),
+                (layout.old_key(offer, id), old),
+            ] {
+                let (Some(at), Some(item)) = (at, item) else {
+                    continue;
+                };
+                let item = from_item::<LinkItem>(item)?;
+                if owner.is_none() {
+                    if let Some(found) = item.owner()? {
+                        owner = Some(found);
+                        link_at = at;
+                    }
                 }
-                None => (None, None),
-            };
+                remover = remover.or(item.remover()?);
+            }
             let job = match by {
                 LinkedBy::Job(job) => Some(job),
                 _ => None,
@@ -904,6 +1179,7 @@ impl DynamoCatalog {
                         .table_name(&self.table)
                         .set_item(Some(to_item(&LinkItem::new(
                             offer,
+                            layout,
                             id,
                             by,
                             self.clock.now_ms(),
@@ -911,11 +1187,15 @@ impl DynamoCatalog {
                         .condition_expression("attribute_not_exists(linkedBy)")
                         .build()
                         .map_err(|e| StoreError::internal(e.to_string()))?;
-                    vec![
+                    let mut writes = vec![
                         TransactWriteItem::builder().update(mark).build(),
                         TransactWriteItem::builder().put(link).build(),
                         TransactWriteItem::builder().update(count(1)?).build(),
-                    ]
+                    ];
+                    if let Some(old) = layout.old_key(offer, id) {
+                        writes.push(self.no_link_at(old)?);
+                    }
+                    writes
                 }
                 (false, Some(_)) => {
                     let unmark = Update::builder()
@@ -926,7 +1206,7 @@ impl DynamoCatalog {
                         .set_expression_attribute_values(Some(values))
                         .build()
                         .map_err(|e| StoreError::internal(e.to_string()))?;
-                    let link_key = key(offer_pk(offer), &link_sk(id));
+                    let link_key = link_at;
                     // A job leaves the mark that it removed the link, which a replay finds.
                     let unlink = match job {
                         Some(job) => TransactWriteItem::builder()
@@ -1030,25 +1310,79 @@ impl DynamoCatalog {
         self.clear_has_offer(id).await
     }
 
-    /// Link items of an offer (and unlink marks), one query page.
+    /// Link items of an offer (and the marks left in links' places) in location-id order,
+    /// one page: a Query of each of its link shards for the items after the cursor's
+    /// position, merged. Each shard is asked for its share of the page and some slack;
+    /// the page ends at the first position some shard may have more before, so it is
+    /// exact however the ids fall (a page may come out short, never out of order). The
+    /// cursor is that one position (`{"sk": "LOC#id"}`; a cursor of the release before
+    /// names the same `sk`).
     async fn link_items(
         &self,
         offer: OfferId,
         after: Option<&Cursor>,
         limit: usize,
     ) -> StoreResult<(Vec<LinkItem>, Option<Cursor>)> {
-        let (items, next) = self
-            .query_page(
-                None,
-                "pk = :o AND begins_with(sk, :loc)",
-                HashMap::from([
-                    (":o".to_owned(), s(offer_pk(offer))),
-                    (":loc".to_owned(), s("LOC#")),
-                ]),
-                after,
-                limit,
-            )
-            .await?;
+        let after = match start_key(after)? {
+            None => LINKS_START.to_owned(),
+            Some(mut key) => match key.remove("sk") {
+                Some(AttributeValue::S(sk)) if sk.starts_with(LINKS_START) => sk,
+                _ => return Err(StoreError::Invalid("cursor is not valid".into())),
+            },
+        };
+        let layout = self.layout(offer).await?;
+        let query = |pk: String, per_shard: usize, consistent: bool| {
+            self.ddb
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :p AND sk > :after")
+                .expression_attribute_values(":p", s(pk))
+                .expression_attribute_values(":after", s(after.clone()))
+                .limit(per_shard.min(i32::MAX as usize) as i32)
+                .consistent_read(consistent)
+                .send()
+        };
+        // During a move the new layout's shards are read after the old one's, strongly
+        // consistently: a link the mover takes from old to new in between is then read
+        // twice (once kept), never missed.
+        let moving = layout.moving_to.is_some();
+        let mut read = Vec::new();
+        for shards in [Some(layout.shards), layout.moving_to]
+            .into_iter()
+            .flatten()
+        {
+            let per_shard = per_shard_limit(limit, shards);
+            read.push(
+                futures::future::try_join_all(
+                    link_pks(offer, shards)
+                        .into_iter()
+                        .map(|pk| query(pk, per_shard, moving)),
+                )
+                .await
+                .map_err(|e| classify("Query", e))?,
+            );
+        }
+        // The new layout's pages first: of an item read at both keys, its new one is kept.
+        let pages = read
+            .into_iter()
+            .rev()
+            .flatten()
+            .map(|page| {
+                let stopped = match page.last_evaluated_key.and_then(|mut k| k.remove("sk")) {
+                    None => None,
+                    Some(AttributeValue::S(sk)) => Some(sk),
+                    Some(_) => {
+                        return Err(StoreError::internal("a link's sort key is not a string"))
+                    }
+                };
+                Ok((page.items.unwrap_or_default(), stopped))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let (items, next) = merge_shard_pages(pages, limit);
+        let next = next
+            .map(|sk| cursor_of(Some(HashMap::from([("sk".to_owned(), s(sk))]))))
+            .transpose()?
+            .flatten();
         let links = items
             .into_iter()
             .map(from_item::<LinkItem>)
@@ -1117,7 +1451,7 @@ impl DynamoCatalog {
 #[async_trait]
 impl Catalog for DynamoCatalog {
     async fn create_offer(&self, offer: &Offer) -> StoreResult<()> {
-        let item = to_item(&OfferItem::of(offer))?;
+        let item = to_item(&OfferItem::of(offer, self.link_shards))?;
         match self
             .ddb
             .put_item()
@@ -1240,8 +1574,9 @@ impl Catalog for DynamoCatalog {
         by: LinkedBy,
         ids: &[LocationId],
     ) -> StoreResult<Vec<LinkOutcome>> {
+        let layout = self.layout(offer).await?;
         futures::stream::iter(ids.iter().copied())
-            .map(|id| self.link_one(offer, brand, by, id))
+            .map(|id| self.link_one(offer, layout, brand, by, id))
             .buffered(LINKS_IN_FLIGHT)
             .try_collect()
             .await
@@ -1353,6 +1688,7 @@ impl Catalog for DynamoCatalog {
     }
 
     async fn link_direct(&self, offer: &Offer, location: LocationId) -> StoreResult<LinkOutcome> {
+        let layout = self.layout(offer.id).await?;
         let mark = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(location_pk(location), LOCATION_SK)))
@@ -1367,6 +1703,7 @@ impl Catalog for DynamoCatalog {
             .table_name(&self.table)
             .set_item(Some(to_item(&LinkItem::new(
                 offer.id,
+                layout,
                 location,
                 LinkedBy::Direct,
                 self.clock.now_ms(),
@@ -1382,12 +1719,19 @@ impl Catalog for DynamoCatalog {
             .expression_attribute_values(":one", n(1))
             .build()
             .map_err(|e| StoreError::internal(e.to_string()))?;
+        let mut writes = vec![
+            TransactWriteItem::builder().update(mark).build(),
+            TransactWriteItem::builder().put(link).build(),
+            TransactWriteItem::builder().update(count).build(),
+        ];
+        // During a move: and no link at its old key.
+        if let Some(old) = layout.old_key(offer.id, location) {
+            writes.push(self.no_link_at(old)?);
+        }
         let result = self
             .ddb
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(mark).build())
-            .transact_items(TransactWriteItem::builder().put(link).build())
-            .transact_items(TransactWriteItem::builder().update(count).build())
+            .set_transact_items(Some(writes))
             .send()
             .await;
         let Err(e) = result else {
@@ -1396,7 +1740,7 @@ impl Catalog for DynamoCatalog {
         let reasons = cancellation(e)?;
         if condition_failed(reasons.first()) {
             Ok(LinkOutcome::NotFound)
-        } else if condition_failed(reasons.get(1)) {
+        } else if condition_failed(reasons.get(1)) || condition_failed(reasons.get(3)) {
             Ok(LinkOutcome::AlreadyLinked)
         } else if condition_failed(reasons.get(2)) {
             Err(StoreError::Invalid(format!(
@@ -1522,8 +1866,9 @@ impl Catalog for DynamoCatalog {
         ids: &[LocationId],
         by: LinkedBy,
     ) -> StoreResult<Vec<LinkOutcome>> {
+        let layout = self.layout(rule.offer_id).await?;
         futures::stream::iter(ids.iter().copied())
-            .map(|id| self.follow_one(rule, id, by))
+            .map(|id| self.follow_one(rule, layout, id, by))
             .buffered(LINKS_IN_FLIGHT)
             .try_collect()
             .await
@@ -1547,12 +1892,8 @@ impl Catalog for DynamoCatalog {
         offer: OfferId,
         ids: &[LocationId],
     ) -> StoreResult<Vec<Option<LinkedBy>>> {
-        let keys = ids
-            .iter()
-            .map(|id| key(offer_pk(offer), &link_sk(*id)))
-            .collect();
         let mut owners: HashMap<LocationId, LinkedBy> = HashMap::new();
-        for item in batch_get(&self.ddb, &self.table, keys).await? {
+        for item in self.link_items_of(offer, ids).await? {
             if let Some(link) = from_item::<LinkItem>(item)?.into_link()? {
                 owners.insert(link.location_id, link.linked_by);
             }
@@ -1567,8 +1908,9 @@ impl Catalog for DynamoCatalog {
         only_by: Option<JobId>,
         ids: &[LocationId],
     ) -> StoreResult<Vec<LinkOutcome>> {
+        let layout = self.layout(offer).await?;
         futures::stream::iter(ids.iter().copied())
-            .map(|id| self.unlink_one(offer, by, only_by, id))
+            .map(|id| self.unlink_one(offer, layout, by, only_by, id))
             .buffered(LINKS_IN_FLIGHT)
             .try_collect()
             .await
@@ -1579,17 +1921,19 @@ impl Catalog for DynamoCatalog {
         offer: OfferId,
         ids: &[LocationId],
     ) -> StoreResult<Vec<Option<JobId>>> {
-        let keys = ids
-            .iter()
-            .map(|id| key(offer_pk(offer), &link_sk(*id)))
-            .collect();
         let mut removers: HashMap<LocationId, JobId> = HashMap::new();
-        for item in batch_get(&self.ddb, &self.table, keys).await? {
+        let mut linked = std::collections::HashSet::new();
+        for item in self.link_items_of(offer, ids).await? {
             let item = from_item::<LinkItem>(item)?;
-            if let Some(job) = item.remover()? {
-                removers.insert(item.location_id()?, job);
+            let location = item.location_id()?;
+            if item.owner()?.is_some() {
+                // Linked again since (during a move the link may be at the other key).
+                linked.insert(location);
+            } else if let Some(job) = item.remover()? {
+                removers.insert(location, job);
             }
         }
+        removers.retain(|location, _| !linked.contains(location));
         Ok(ids.iter().map(|id| removers.get(id).copied()).collect())
     }
 
@@ -1685,5 +2029,102 @@ impl LocationImports for DynamoCatalog {
             outcomes.push(outcome);
         }
         Ok(outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sks(items: &[Item]) -> Vec<String> {
+        items
+            .iter()
+            .map(|i| match i.get("sk") {
+                Some(AttributeValue::S(sk)) => sk.clone(),
+                _ => panic!("no sk"),
+            })
+            .collect()
+    }
+
+    /// Pages of shards holding `shards[i]` (sort keys `LOC#n`), each read `per_shard` at a
+    /// time, merged until the end: every key once, in order, however they are spread.
+    fn list_all(shards: &[Vec<u32>], per_shard: usize, limit: usize) -> (Vec<String>, usize) {
+        let key_of = |n: u32| format!("LOC#{n:05}");
+        let mut after = LINKS_START.to_owned();
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            pages += 1;
+            assert!(pages < 10_000, "paging does not end");
+            let read = shards
+                .iter()
+                .map(|shard| {
+                    let mut keys: Vec<String> = shard.iter().map(|n| key_of(*n)).collect();
+                    keys.sort();
+                    let rest: Vec<String> = keys.into_iter().filter(|k| *k > after).collect();
+                    let stopped = (rest.len() > per_shard).then(|| rest[per_shard - 1].clone());
+                    let items = rest
+                        .into_iter()
+                        .take(per_shard)
+                        .map(|sk| key("x".to_owned(), &sk))
+                        .collect();
+                    (items, stopped)
+                })
+                .collect();
+            let (items, next) = merge_shard_pages(read, limit);
+            assert!(items.len() <= limit);
+            seen.extend(sks(&items));
+            match next {
+                Some(next) => after = next,
+                None => return (seen, pages),
+            }
+        }
+    }
+
+    #[test]
+    fn merged_shard_pages_list_every_link_once_in_order_even_when_one_shard_holds_most() {
+        let mut all: Vec<u32> = (0..500).collect();
+        let expected: Vec<String> = all.iter().map(|n| format!("LOC#{n:05}")).collect();
+        // Even: by n mod 8. Skewed: one shard holds everything from 100 to 400.
+        let even: Vec<Vec<u32>> = (0..8)
+            .map(|s| all.iter().copied().filter(|n| n % 8 == s).collect())
+            .collect();
+        let skewed: Vec<Vec<u32>> = (0..8)
+            .map(|s| {
+                all.iter()
+                    .copied()
+                    .filter(|n| {
+                        if (100..400).contains(n) {
+                            s == 3
+                        } else {
+                            n % 8 == s
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        for shards in [&even, &skewed] {
+            for limit in [1, 7, 100, 1_000] {
+                let per_shard = per_shard_limit(limit, 8);
+                let (seen, _) = list_all(shards, per_shard, limit);
+                assert_eq!(seen, expected, "limit {limit}");
+            }
+        }
+        // Evenly spread, a page of 100 is full: 5 pages and the end.
+        let (_, pages) = list_all(&even, per_shard_limit(100, 8), 100);
+        assert_eq!(pages, 5);
+        // One shard: its own pages.
+        all.reverse();
+        let (seen, pages) = list_all(&[all.clone()], per_shard_limit(100, 1), 100);
+        assert_eq!((seen, pages), (expected, 5));
+    }
+
+    #[test]
+    fn each_shard_is_asked_for_its_share_and_slack_never_more_than_the_page() {
+        assert_eq!(per_shard_limit(100, 1), 100);
+        assert_eq!(per_shard_limit(100, 8), 35);
+        assert_eq!(per_shard_limit(5, 8), 5);
+        assert_eq!(per_shard_limit(10_000, 8), 1_400);
+        assert_eq!(per_shard_limit(0, 8), 1);
     }
 }

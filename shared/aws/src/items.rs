@@ -36,6 +36,106 @@ pub(crate) fn location_pk(id: LocationId) -> String {
 pub(crate) fn link_sk(id: LocationId) -> String {
     format!("LOC#{id}")
 }
+
+/// The shard of an offer's links a location's link is in: FNV-1a (64-bit) of the
+/// location id as written (`LOC#` sort keys hold the same text), modulo the offer's shard
+/// count. Stable across releases and machines, so every writer and reader finds one item.
+pub(crate) fn link_shard(location: LocationId, shards: u16) -> u16 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in location.to_string().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(shards.max(1))) as u16
+}
+
+/// The partition key of one shard of an offer's links: `OFFER#{offer}` for an offer of one
+/// shard (every offer made before links were sharded, whose links share the offer item's
+/// partition), `OFFER#{offer}#{shard}` otherwise.
+pub(crate) fn link_shard_pk(offer: OfferId, shards: u16, shard: u16) -> String {
+    if shards <= 1 {
+        offer_pk(offer)
+    } else {
+        format!("OFFER#{offer}#{shard}")
+    }
+}
+
+/// The partition keys of all of an offer's link shards, in shard order.
+pub(crate) fn link_pks(offer: OfferId, shards: u16) -> Vec<String> {
+    (0..shards.max(1))
+        .map(|shard| link_shard_pk(offer, shards, shard))
+        .collect()
+}
+
+/// The key of the offer's link to a location (where its link, or a mark in its place, is).
+pub(crate) fn link_key(offer: OfferId, shards: u16, location: LocationId) -> Item {
+    key(
+        link_shard_pk(offer, shards, link_shard(location, shards)),
+        &link_sk(location),
+    )
+}
+
+/// Where an offer keeps its links: `shards` partitions, or — while `migrate-links` moves
+/// them — from `shards` to `moving_to`. During a move a link is written only to its new
+/// key, on condition that its old key holds no link; the mover takes each old item to its
+/// new key and deletes it in one transaction; readers look at both, the new one first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub shards: u16,
+    pub moving_to: Option<u16>,
+}
+
+impl Layout {
+    pub const ONE: Layout = Layout {
+        shards: 1,
+        moving_to: None,
+    };
+
+    /// The layout an offer item records (absent attributes: one partition, no move).
+    pub fn of(item: &Item) -> StoreResult<Layout> {
+        Ok(Layout {
+            shards: shard_count(item, "linkShards")?.unwrap_or(1),
+            moving_to: shard_count(item, "linkShardsTo")?,
+        })
+    }
+
+    /// The shard count new links are written at.
+    pub fn current(&self) -> u16 {
+        self.moving_to.unwrap_or(self.shards)
+    }
+
+    /// The key a location's link is written to.
+    pub fn key(&self, offer: OfferId, location: LocationId) -> Item {
+        link_key(offer, self.current(), location)
+    }
+
+    /// During a move, the key the location's link may still be at.
+    pub fn old_key(&self, offer: OfferId, location: LocationId) -> Option<Item> {
+        self.moving_to
+            .map(|_| link_key(offer, self.shards, location))
+    }
+}
+
+fn shard_count(item: &Item, name: &str) -> StoreResult<Option<u16>> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::N(v)) => v
+            .parse::<u16>()
+            .ok()
+            .filter(|s| *s >= 1)
+            .map(Some)
+            .ok_or_else(|| StoreError::internal(format!("an offer has {name} '{v}'"))),
+        Some(other) => Err(StoreError::internal(format!(
+            "an offer has {name} {other:?}"
+        ))),
+    }
+}
+
+/// The offer a link's partition key names (`OFFER#{offer}` or `OFFER#{offer}#{shard}`).
+pub(crate) fn offer_of_link_pk(pk: &str) -> StoreResult<OfferId> {
+    let rest = strip(pk, "OFFER#")?;
+    Ok(rest.split('#').next().unwrap_or(rest).parse()?)
+}
 /// The claim of an external id in a brand: one item per id, naming its location.
 pub(crate) fn external_pk(brand: BrandId, external_id: &str) -> String {
     format!("EXT#{brand}#{external_id}")
@@ -151,10 +251,15 @@ pub(crate) struct OfferItem {
     /// Its schedule (`OfferSchedule` as JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// Partitions its links are spread over (`link_shard_pk`); absent on an offer made
+    /// before links were sharded: one, its own partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_shards: Option<u16>,
 }
 
 impl OfferItem {
-    pub fn of(offer: &Offer) -> Self {
+    /// The item of a new offer whose links are spread over `shards` partitions.
+    pub fn of(offer: &Offer, shards: u16) -> Self {
         OfferItem {
             pk: offer_pk(offer.id),
             sk: OFFER_SK.to_owned(),
@@ -167,6 +272,7 @@ impl OfferItem {
                 .schedule
                 .as_ref()
                 .map(|s| serde_json::to_string(s).unwrap_or_default()),
+            link_shards: (shards > 1).then_some(shards),
         }
     }
 
@@ -281,9 +387,16 @@ pub(crate) struct LinkItem {
 }
 
 impl LinkItem {
-    pub fn new(offer: OfferId, location: LocationId, by: LinkedBy, at_ms: i64) -> Self {
+    pub fn new(
+        offer: OfferId,
+        layout: Layout,
+        location: LocationId,
+        by: LinkedBy,
+        at_ms: i64,
+    ) -> Self {
+        let shards = layout.current();
         LinkItem {
-            pk: offer_pk(offer),
+            pk: link_shard_pk(offer, shards, link_shard(location, shards)),
             sk: link_sk(location),
             linked_by: Some(by.to_attr()),
             linked_at: Some(at_ms),
@@ -318,7 +431,7 @@ impl LinkItem {
             return Ok(None);
         };
         Ok(Some(Link {
-            offer_id: strip(&self.pk, "OFFER#")?.parse()?,
+            offer_id: offer_of_link_pk(&self.pk)?,
             location_id: self.location_id()?,
             linked_by,
             linked_at: from_ms(self.linked_at.unwrap_or_default()),

@@ -17,6 +17,7 @@ mod jobs;
 mod metrics;
 mod queue;
 mod read_units;
+mod relink;
 mod sdk_error;
 mod upgrade;
 mod uploads;
@@ -46,6 +47,7 @@ pub use jobs::{chunk_marker_units, MarkerUnits};
 pub use metrics::{Counts, RequestCounter};
 pub use queue::SqsQueue;
 pub use read_units::{stored_item_size, ReadUnits};
+pub use relink::{migrate_links, Migrated};
 pub use upgrade::{upgrade, Upgraded};
 pub use uploads::S3Uploads;
 pub use webhooks::DynamoWebhooks;
@@ -218,8 +220,13 @@ impl AwsClients {
     }
 }
 
-/// The AWS backend's ports.
-pub fn ports(clients: &AwsClients, names: &AwsNames, clock: crate::clock::Clock) -> Ports {
+/// The AWS backend's ports; new offers' links are spread over `link_shards` partitions.
+pub fn ports(
+    clients: &AwsClients,
+    names: &AwsNames,
+    clock: crate::clock::Clock,
+    link_shards: u16,
+) -> Ports {
     use crate::ports::TypedQueue;
     let queue = |url: &str, name: &str| -> Arc<dyn crate::ports::Queue> {
         Arc::new(SqsQueue::new(clients.sqs.clone(), url, name))
@@ -234,6 +241,7 @@ pub fn ports(clients: &AwsClients, names: &AwsNames, clock: crate::clock::Clock)
         clients.dynamodb.clone(),
         &names.catalog_table,
         clock.clone(),
+        link_shards,
     ));
     Ports {
         catalog: catalog.clone(),

@@ -75,7 +75,12 @@ impl Fixture {
             .await
             .expect("bootstrap on moto");
         Fixture {
-            ports: aws::ports(&clients, &resources.names, bulklink_core::Clock::system()),
+            ports: aws::ports(
+                &clients,
+                &resources.names,
+                bulklink_core::Clock::system(),
+                settings.link_shards,
+            ),
             settings,
             backend: Backend::Aws,
         }

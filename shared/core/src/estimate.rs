@@ -58,6 +58,21 @@ const WORKER_MEMORY_GB: f64 = 0.25;
 /// for the Lambda duration when no budget bounds it.
 const UNBOUNDED_WRITES_PER_WORKER_SEC: f64 = 1_000.0;
 
+/// Locations/s the links of one offer's partition take on DynamoDB: 1,000 WRU/s, a Link
+/// put each, and for an offer of one partition the ledger's `ADD` (2 WRU a chunk of 100)
+/// beside them (docs/scaling.md).
+const LOCATIONS_PER_LINK_PARTITION: f64 = 980.0;
+/// Locations/s one job's ledger takes: one transaction a chunk of 100 on the job and offer
+/// items, about 65 a second before they overlap (docs/scaling.md, "Sharded links").
+const LEDGER_LOCATIONS_PER_SEC: f64 = 6_500.0;
+
+/// The most locations/s one job of an offer whose links are spread over `link_shards`
+/// partitions can write on DynamoDB, whatever the budget: the least of its link
+/// partitions and its ledger.
+pub fn table_ceiling(link_shards: u16) -> f64 {
+    (f64::from(link_shards.max(1)) * LOCATIONS_PER_LINK_PARTITION).min(LEDGER_LOCATIONS_PER_SEC)
+}
+
 /// The estimated AWS cost of a job.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -86,7 +101,9 @@ pub struct DryRun {
     pub chunks: u64,
     /// Catalog writes (DynamoDB write requests of the action; the ledger's are in the cost).
     pub writes: u64,
-    /// At the current write budget; absent when there is none (writes are then unbounded).
+    /// At the current write budget and what the table takes of one job (its offer's link
+    /// partitions, at the deployment's `LINK_SHARDS`; its ledger); absent when there is no
+    /// budget (writes are then unbounded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimated_seconds: Option<f64>,
     pub estimated_cost: Cost,
@@ -97,10 +114,14 @@ pub fn estimate(kind: JobKind, locations: u64, settings: &Settings) -> DryRun {
     let p = &LIST_PRICES;
     let chunks = locations.div_ceil(settings.chunk_size.max(1) as u64);
     let writes = locations * u64::from(WRITES_PER_LOCATION);
+    let ceiling = table_ceiling(settings.link_shards);
     let estimated_seconds = settings
         .write_budget_per_sec
         .filter(|b| *b > 0.0)
-        .map(|budget| round(writes as f64 / budget));
+        .map(|budget| {
+            let per_sec = (budget / f64::from(WRITES_PER_LOCATION)).min(ceiling);
+            round(locations as f64 / per_sec)
+        });
     let write_units = writes + chunks * LEDGER_WRITE_UNITS_PER_CHUNK;
     let dynamodb = (write_units as f64 * p.dynamodb_per_million_writes
         + (chunks * READS_PER_CHUNK) as f64 * p.dynamodb_per_million_reads)
@@ -157,6 +178,26 @@ mod tests {
         assert_eq!(run.estimated_cost.lambda, 0.018667);
         let c = &run.estimated_cost;
         assert!((c.total - (c.dynamodb + c.sqs + c.lambda)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_budget_past_what_the_table_takes_of_one_job_is_paced_by_the_table() {
+        let at = |budget: f64, link_shards: u16| {
+            let settings = Settings {
+                write_budget_per_sec: Some(budget),
+                link_shards,
+                ..Settings::default()
+            };
+            estimate(JobKind::LinkAllLocations, 1_000_000, &settings).estimated_seconds
+        };
+        // One partition: 980 locations/s however large the budget.
+        assert_eq!(at(20_000.0, 1), Some(1_020.41));
+        // Eight: the ledger's 6,500 first — 2 min 34 s for a million.
+        assert_eq!(at(20_000.0, 8), Some(153.85));
+        assert_eq!(at(13_000.0, 8), Some(153.85));
+        // Under the ceilings, the budget paces it.
+        assert_eq!(at(1_000.0, 8), Some(2_000.0));
+        assert_eq!(table_ceiling(4), 3_920.0);
     }
 
     #[test]

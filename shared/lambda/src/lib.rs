@@ -35,7 +35,12 @@ impl LambdaSetup {
         let settings = Settings::from_env()?;
         let names = AwsNames::from_env()?;
         let clients = AwsClients::load(None).await;
-        let ports = bulklink_aws::ports(&clients, &names, clock::Clock::system());
+        let ports = bulklink_aws::ports(
+            &clients,
+            &names,
+            clock::Clock::system(),
+            settings.link_shards,
+        );
         Ok(LambdaSetup {
             settings,
             clients,
