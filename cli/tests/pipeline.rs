@@ -18,7 +18,87 @@ crate::on_both_backends!(
     the_last_chunks_finishing_together_publish_one_event,
     a_chunk_failing_on_every_delivery_is_accounted_failed_on_its_last_delivery,
     a_chunk_that_reaches_the_dead_letter_queue_is_accounted_by_the_dlq_consumer,
+    a_cancel_after_a_pages_chunks_were_sent_and_accounted_but_not_its_step_keeps_the_total,
 );
+
+/// A fanout sends a page's chunks and dies before its step; one chunk is accounted; the
+/// job is cancelled. The fanout the cancel runs may not close below that chunk: it lands
+/// the page first (the same chunks again), then closes, and the job ends with every id of
+/// the page in `total` and accounted once (the race a CI run once caught as total 100,
+/// cancelled 200).
+async fn a_cancel_after_a_pages_chunks_were_sent_and_accounted_but_not_its_step_keeps_the_total(
+    kind: Kind,
+) {
+    let env = Env::of(kind, fast_settings()).await;
+    let seeded = env.seed(250).await;
+    let ports = env.ports();
+    let job = create_job(&ports, &seeded).await;
+    let job = ports.jobs.start_job(job.id).await.unwrap().unwrap();
+    // The dead fanout's page: its chunks sent, its step never made.
+    let limits = bulklink_core::importing::PageLimits {
+        page_size: env.settings.page_size,
+        chunk_size: env.settings.chunk_size,
+        max_import_bytes: env.settings.max_import_bytes,
+    };
+    let bulklink_core::importing::WorkPage::Chunks { chunks, .. } =
+        bulklink_core::kinds::page_work(&ports, &job, None, limits)
+            .await
+            .unwrap()
+    else {
+        panic!("a page of ids")
+    };
+    let messages: Vec<ChunkMessage> = chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, work)| work.message(&job, i as u32))
+        .collect();
+    assert_eq!(messages.len(), 4, "a page of 200 in chunks of 50");
+    ports
+        .chunk_queue
+        .send_grouped(None, &messages)
+        .await
+        .unwrap();
+    let first = drain(ports.chunk_queue.as_ref()).await;
+    let processor = ChunkProcessor::new(ports.clone(), &env.settings);
+    let one = first
+        .iter()
+        .find(|m| ChunkMessage::decode(&m.body).unwrap().seq.0 == 0)
+        .unwrap();
+    processor.process(&one.body, 1).await.unwrap();
+    assert_eq!(
+        ports
+            .jobs
+            .get_job(job.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .counters
+            .linked,
+        50
+    );
+
+    ports.jobs.request_cancel(job.id).await.unwrap();
+    fan_out(&ports, &env.settings, job.id).await;
+    // Every chunk, sent twice now, is accounted once.
+    eventually(Duration::from_secs(60), "the job ends", || async {
+        work_off(&ports, &processor).await;
+        ports
+            .jobs
+            .get_job(job.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            .is_terminal()
+    })
+    .await;
+    let done = ports.jobs.get_job(job.id).await.unwrap().unwrap();
+    let c = done.counters;
+    assert_eq!(done.status, JobStatus::Cancelled, "{c:?}");
+    // The page landed (its 200 ids), the close after it: the second page never read.
+    assert_eq!((c.total, c.linked, c.cancelled), (200, 50, 150), "{c:?}");
+    assert_eq!((done.chunks_total, done.chunks_done), (4, 4));
+}
 
 async fn the_last_chunks_finishing_together_publish_one_event(kind: Kind) {
     let env = Env::of(kind, fast_settings()).await;

@@ -215,16 +215,28 @@ impl Fanout {
         let prev_cursor = job.fanout_cursor.clone();
         if job.status.skips_chunks() {
             let step = FanoutAdvance {
-                prev_cursor,
+                prev_cursor: prev_cursor.clone(),
                 next_cursor: job.fanout_cursor.clone(),
                 done: true,
                 chunks_added: 0,
                 ids_added: 0,
             };
             info!(status = %job.status, "job is winding down; fanout stops early");
-            return Ok(Step::Advanced(Box::new(
-                self.ports.jobs.advance_fanout(job.id, &step).await?,
-            )));
+            match self.ports.jobs.advance_fanout(job.id, &step).await? {
+                // Refused although no other step landed: chunks of the page at the cursor
+                // were sent and accounted before their own step (a fanout that died, or is
+                // about to land it). The close never leaves them outside the job's total:
+                // that page is landed first (the same chunks again, which the ledger
+                // dedupes), and the close comes after it.
+                Advanced::Superseded(now)
+                    if now.fanout_cursor == job.fanout_cursor
+                        && !now.fanout_done
+                        && now.chunks_total == job.chunks_total =>
+                {
+                    info!("the page at the cursor has accounted chunks; landing it first");
+                }
+                other => return Ok(Step::Advanced(Box::new(other))),
+            }
         }
         let page =
             bulklink_core::kinds::page_work(&self.ports, job, prev_cursor.as_deref(), self.limits)

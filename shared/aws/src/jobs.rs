@@ -559,19 +559,25 @@ impl JobStore for DynamoJobs {
             }
             None => update.push_str(" REMOVE fanoutCursor"),
         }
-        let condition = match &step.prev_cursor {
+        let mut condition = match &step.prev_cursor {
             Some(prev) => {
                 values.insert(":prev".into(), s(prev));
-                "fanoutCursor = :prev AND fanoutDone = :open"
+                "fanoutCursor = :prev AND fanoutDone = :open".to_owned()
             }
-            None => "attribute_not_exists(fanoutCursor) AND fanoutDone = :open",
+            None => "attribute_not_exists(fanoutCursor) AND fanoutDone = :open".to_owned(),
         };
+        // A step that adds no chunk (a close) never leaves accounted chunks outside
+        // `chunksTotal`: a page sent and accounted before its own step lands supersedes it.
+        // (A step adding chunks may find its own page's chunks accounted already.)
+        if step.chunks_added == 0 {
+            condition.push_str(" AND chunksDone <= chunksTotal");
+        }
         Ok(
             match self
                 .conditional_update(
                     id,
                     &update,
-                    condition,
+                    &condition,
                     values,
                     // `total` is a DynamoDB reserved word.
                     Some(HashMap::from([("#total".into(), "total".into())])),
@@ -941,7 +947,13 @@ impl Ledger for DynamoJobs {
                  cancelled :c, unlinked :u, notLinked :nl, created :cr, updated :up, \
                  unchanged :un, closed :cl, invalid :iv, chunksDone :one",
             )
-            .condition_expression("attribute_exists(pk)")
+            // A chunk of a page whose fanout step never landed (the fanout was closed
+            // first, by a cancel) is outside the job's `total`: it is not accounted.
+            .condition_expression(
+                "attribute_exists(pk) AND (fanoutDone = :open OR chunksTotal > :seq)",
+            )
+            .expression_attribute_values(":open", AttributeValue::Bool(false))
+            .expression_attribute_values(":seq", n(seq.0))
             .expression_attribute_values(":now", n(self.clock.now().timestamp_millis()))
             .expression_attribute_values(":l", n(counts.linked))
             .expression_attribute_values(":a", n(counts.already_linked))
@@ -989,7 +1001,11 @@ impl Ledger for DynamoJobs {
                     self.put_failures(job, &ledgered).await?;
                     Ok(Ledgered::Duplicate(self.must_load(job).await?))
                 } else if condition_failed(reasons.get(1)) {
-                    Err(StoreError::Invalid(format!("job {job} does not exist")))
+                    match self.load(job).await? {
+                        // Beyond its closed fanout: nothing accounted, as for a duplicate.
+                        Some(found) => Ok(Ledgered::Duplicate(found)),
+                        None => Err(StoreError::Invalid(format!("job {job} does not exist"))),
+                    }
                 } else {
                     Err(retryable_cancel(&reasons))
                 }

@@ -557,6 +557,72 @@ pub async fn a_fanout_advance_applies_only_from_the_current_cursor(fx: &Fixture)
     assert_eq!((done.chunks_total, done.counters.total), (3, 200));
 }
 
+/// A cancel's close of the fanout and a page whose chunks were sent just before it: the
+/// close never leaves accounted chunks outside `chunksTotal`, and a chunk beyond a closed
+/// fanout is never accounted — either order keeps `total` = what the ledger counts.
+pub async fn a_close_never_leaves_accounted_chunks_outside_the_total(fx: &Fixture) {
+    let (jobs, ledger) = (&fx.ports.jobs, &fx.ports.ledger);
+    let close = FanoutAdvance {
+        prev_cursor: None,
+        next_cursor: None,
+        done: true,
+        chunks_added: 0,
+        ids_added: 0,
+    };
+    let record = |job: JobId, offer: OfferId| async move {
+        ledger
+            .record_chunk(
+                job,
+                Some(offer),
+                ChunkSeq(0),
+                &tally(counts(0, 0, 0, 0), &[]),
+                0,
+            )
+            .await
+            .unwrap()
+    };
+
+    // The page's chunk is accounted first: the close is refused, the page's step lands.
+    let (offer, job) = running_job(fx).await;
+    assert!(matches!(
+        record(job.id, offer.id).await,
+        Ledgered::Recorded(_)
+    ));
+    let refused = jobs.advance_fanout(job.id, &close).await.unwrap();
+    let Advanced::Superseded(now) = refused else {
+        panic!("a close below an accounted chunk applied: {refused:?}");
+    };
+    assert!(!now.fanout_done);
+    let landed = jobs.advance_fanout(job.id, &all_pages(1, 3)).await.unwrap();
+    let Advanced::Applied(now) = landed else {
+        panic!("the page's step did not land: {landed:?}");
+    };
+    assert_eq!(
+        (now.chunks_total, now.chunks_done, now.counters.total),
+        (1, 1, 3)
+    );
+
+    // The close lands first: the page's chunk is not accounted, its step is superseded.
+    let (offer, job) = running_job(fx).await;
+    assert!(matches!(
+        jobs.advance_fanout(job.id, &close).await.unwrap(),
+        Advanced::Applied(_)
+    ));
+    let Ledgered::Duplicate(now) = record(job.id, offer.id).await else {
+        panic!("a chunk beyond the closed fanout was accounted");
+    };
+    assert_eq!((now.chunks_total, now.chunks_done), (0, 0));
+    assert!(matches!(
+        jobs.advance_fanout(job.id, &all_pages(1, 3)).await.unwrap(),
+        Advanced::Superseded(_)
+    ));
+    assert!(ledger
+        .chunks_from(job.id, ChunkSeq(0), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 pub async fn concurrent_fanout_advances_from_one_cursor_apply_once(fx: &Fixture) {
     let jobs = &fx.ports.jobs;
     let (_, job) = running_job(fx).await;

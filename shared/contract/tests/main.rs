@@ -108,6 +108,7 @@ contract! {
             starting_an_unknown_job_finds_nothing,
             a_fanout_advance_applies_only_from_the_current_cursor,
             concurrent_fanout_advances_from_one_cursor_apply_once,
+            a_close_never_leaves_accounted_chunks_outside_the_total,
             recording_a_chunk_adds_its_counts_to_the_job_and_the_offer,
             a_replayed_chunk_adds_nothing_to_the_counters,
             a_chunks_outcomes_are_kept_with_it_once_and_read_back_in_order,

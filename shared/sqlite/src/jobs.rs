@@ -333,9 +333,13 @@ impl JobStore for EmbeddedStore {
             let id = id.to_string();
             let changed = conn
                 .prepare_cached(
+                    // Never below what the ledger already accounted: a close that would
+                    // leave accounted chunks outside `chunks_total` (a page sent, its chunks
+                    // accounted, its own step not yet made) is superseded by that page's.
                     "UPDATE jobs SET fanout_cursor = ?3, fanout_done = ?4, \
                      chunks_total = chunks_total + ?5, total = total + ?6, updated_at = ?7 \
-                     WHERE id = ?1 AND fanout_cursor IS ?2 AND fanout_done = 0",
+                     WHERE id = ?1 AND fanout_cursor IS ?2 AND fanout_done = 0 \
+                     AND chunks_done <= chunks_total + ?5",
                 )
                 .map_err(sql)?
                 .execute(params![
@@ -641,6 +645,20 @@ impl Ledger for EmbeddedStore {
         self.write(move |conn| {
             let tx = conn.savepoint().map_err(sql)?;
             let (job, now) = (job.to_string(), clock.now_ms());
+            // A chunk of a page whose fanout step never landed (the fanout was closed first,
+            // by a cancel) is outside the job's `total`: it is not accounted.
+            let beyond: bool = tx
+                .prepare_cached(
+                    "SELECT fanout_done = 1 AND chunks_total <= ?2 FROM jobs WHERE id = ?1",
+                )
+                .map_err(sql)?
+                .query_row(params![job, seq.0], |row| row.get(0))
+                .optional()
+                .map_err(sql)?
+                .unwrap_or(false);
+            if beyond {
+                return Ok(Ledgered::Duplicate(must_load_job(&tx, &job)?));
+            }
             let fresh = tx
                 .prepare_cached(
                     "INSERT INTO chunk_ledger (job_id, seq, linked, already_linked, not_found, failed, \
