@@ -230,13 +230,13 @@ variable "write_budget_per_sec" {
 }
 
 variable "chunk_size" {
-  description = "Location ids per chunk message (one DynamoDB transaction holds at most 100 items, so at most 100)."
+  description = "Location ids per chunk message, at most 1,000. Each chunk is one ledger transaction on its job's and its offer's items, which take about 65 a second (docs/scaling.md): above a write budget of ~13,000 writes/s raise it to 200 or more so that the ledger does not pace the job; a larger chunk takes longer per delivery (mind worker_batch_size and worker_timeout_seconds)."
   type        = number
   default     = 100
 
   validation {
-    condition     = var.chunk_size >= 1 && var.chunk_size <= 100
-    error_message = "chunk_size must be 1-100."
+    condition     = var.chunk_size >= 1 && var.chunk_size <= 1000
+    error_message = "chunk_size must be 1-1000."
   }
 }
 

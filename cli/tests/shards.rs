@@ -480,3 +480,49 @@ async fn migrate_links_moves_an_old_offer_to_shards_exactly_under_a_job_and_a_ki
     }
     pipeline.shutdown().await;
 }
+
+/// A chunk is one ledger transaction whatever its size: a job in chunks of 1,000 (the
+/// largest) is two transactions for 1,200 locations, on both backends, and exact — its
+/// report a row per location.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_in_chunks_of_a_thousand_is_a_ledger_transaction_a_chunk_and_exact() {
+    for kind in [Kind::Embedded, Kind::Aws] {
+        let mut settings = fast_settings();
+        settings.chunk_size = 1_000;
+        settings.page_size = 10_000;
+        settings.visibility_timeout = Duration::from_secs(30);
+        let env = Env::of(kind, settings).await;
+        let seeded = env.seed(1_200).await;
+        let pipeline = env.start(env.config(), |p| p).await;
+        let api = pipeline
+            .api_as(bulklink_http::auth::Role::Brand(seeded.brand_id))
+            .unwrap();
+        let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
+        let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(180)).await;
+        assert_eq!(
+            job.status,
+            JobStatus::Succeeded,
+            "{kind:?} {:?}",
+            job.counters
+        );
+        assert_eq!(
+            (job.counters.linked, job.chunks_total),
+            (1_200, 2),
+            "{kind:?}"
+        );
+        assert_exact(&env, &seeded, &job).await;
+        let chunks = pipeline
+            .ports
+            .ledger
+            .chunks_from(job.id, bulklink_core::domain::ChunkSeq(0), 10)
+            .await
+            .unwrap();
+        let rows: usize = chunks
+            .iter()
+            .map(|chunk| chunk.outcomes.as_ref().map_or(0, Vec::len))
+            .sum();
+        assert_eq!(chunks.len(), 2, "{kind:?}");
+        assert_eq!(rows, 1_200, "{kind:?}");
+        pipeline.shutdown().await;
+    }
+}

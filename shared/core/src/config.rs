@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use crate::domain::MAX_CHUNK_SIZE;
+use crate::domain::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
-    /// Location ids per chunk message (≤ 100).
+    /// Location ids per chunk message (≤ 1,000): one ledger transaction each.
     pub chunk_size: usize,
     /// Location ids per brand page read by fanout.
     pub page_size: usize,
@@ -71,7 +71,7 @@ pub const MAX_LINK_SHARDS: u16 = 64;
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            chunk_size: MAX_CHUNK_SIZE,
+            chunk_size: DEFAULT_CHUNK_SIZE,
             page_size: 10_000,
             write_budget_per_sec: None,
             worker_concurrency: 4,
@@ -247,7 +247,11 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         let fail = |name, value: String, why| Err(SettingsError { name, value, why });
         if self.chunk_size == 0 || self.chunk_size > MAX_CHUNK_SIZE {
-            return fail("CHUNK_SIZE", self.chunk_size.to_string(), "must be 1..=100");
+            return fail(
+                "CHUNK_SIZE",
+                self.chunk_size.to_string(),
+                "must be 1..=1000",
+            );
         }
         if self.page_size < self.chunk_size {
             return fail(
@@ -443,7 +447,10 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        let err = from(&[("CHUNK_SIZE", "500")]).unwrap_err();
+        let err = from(&[("CHUNK_SIZE", "1001")]).unwrap_err();
+        assert_eq!(err.name, "CHUNK_SIZE");
+        assert_eq!(from(&[("CHUNK_SIZE", "1000")]).unwrap().chunk_size, 1_000);
+        let err = from(&[("CHUNK_SIZE", "0")]).unwrap_err();
         assert_eq!(err.name, "CHUNK_SIZE");
         let err = from(&[("MAX_RECEIVE_COUNT", "many")]).unwrap_err();
         assert_eq!(err.name, "MAX_RECEIVE_COUNT");

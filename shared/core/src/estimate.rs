@@ -62,15 +62,16 @@ const UNBOUNDED_WRITES_PER_WORKER_SEC: f64 = 1_000.0;
 /// put each, and for an offer of one partition the ledger's `ADD` (2 WRU a chunk of 100)
 /// beside them (docs/scaling.md).
 const LOCATIONS_PER_LINK_PARTITION: f64 = 980.0;
-/// Locations/s one job's ledger takes: one transaction a chunk of 100 on the job and offer
-/// items, about 65 a second before they overlap (docs/scaling.md, "Sharded links").
-const LEDGER_LOCATIONS_PER_SEC: f64 = 6_500.0;
+/// Chunks/s one job's ledger takes: one transaction a chunk on the job and offer items,
+/// about 65 a second before they overlap (docs/scaling.md, "Sharded links").
+const LEDGER_CHUNKS_PER_SEC: f64 = 65.0;
 
 /// The most locations/s one job of an offer whose links are spread over `link_shards`
-/// partitions can write on DynamoDB, whatever the budget: the least of its link
-/// partitions and its ledger.
-pub fn table_ceiling(link_shards: u16) -> f64 {
-    (f64::from(link_shards.max(1)) * LOCATIONS_PER_LINK_PARTITION).min(LEDGER_LOCATIONS_PER_SEC)
+/// partitions can write on DynamoDB in chunks of `chunk_size`, whatever the budget: the
+/// least of its link partitions and its ledger.
+pub fn table_ceiling(link_shards: u16, chunk_size: usize) -> f64 {
+    let links = f64::from(link_shards.max(1)) * LOCATIONS_PER_LINK_PARTITION;
+    links.min(LEDGER_CHUNKS_PER_SEC * chunk_size.max(1) as f64)
 }
 
 /// The estimated AWS cost of a job.
@@ -114,7 +115,7 @@ pub fn estimate(kind: JobKind, locations: u64, settings: &Settings) -> DryRun {
     let p = &LIST_PRICES;
     let chunks = locations.div_ceil(settings.chunk_size.max(1) as u64);
     let writes = locations * u64::from(WRITES_PER_LOCATION);
-    let ceiling = table_ceiling(settings.link_shards);
+    let ceiling = table_ceiling(settings.link_shards, settings.chunk_size);
     let estimated_seconds = settings
         .write_budget_per_sec
         .filter(|b| *b > 0.0)
@@ -192,12 +193,15 @@ mod tests {
         };
         // One partition: 980 locations/s however large the budget.
         assert_eq!(at(20_000.0, 1), Some(1_020.41));
-        // Eight: the ledger's 6,500 first — 2 min 34 s for a million.
+        // Eight in chunks of 100: the ledger's 6,500 first — 2 min 34 s for a million.
         assert_eq!(at(20_000.0, 8), Some(153.85));
         assert_eq!(at(13_000.0, 8), Some(153.85));
         // Under the ceilings, the budget paces it.
         assert_eq!(at(1_000.0, 8), Some(2_000.0));
-        assert_eq!(table_ceiling(4), 3_920.0);
+        assert_eq!(table_ceiling(4, 100), 3_920.0);
+        // In chunks of 200 the ledger takes 13,000: the eight shards' 7,840 bind.
+        assert_eq!(table_ceiling(8, 200), 7_840.0);
+        assert_eq!(table_ceiling(8, 20), 1_300.0);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{
     find_rows, read_header, read_rows, span_columns, ChunkMessage, ChunkTally, Counter,
     FilePosition, ImportFormat, ImportId, ImportMark, ImportedRow, Job, Location, LocationId,
-    LocationStatus, RowOutcome, RowSpan, Source, MAX_CHUNK_SIZE, READ_WINDOW,
+    LocationStatus, RowOutcome, RowSpan, Source, MAX_CHUNK_ROWS, READ_WINDOW,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::kinds::{Outcome, Unfinished};
@@ -183,7 +183,7 @@ async fn rows_page(
     };
     let chunks: Vec<ChunkWork> = found
         .rows
-        .chunks(limits.chunk_size.min(MAX_CHUNK_SIZE))
+        .chunks(limits.chunk_size.min(MAX_CHUNK_ROWS as usize))
         .map(|rows| {
             ChunkWork::Rows(RowSpan {
                 start: rows[0].start,

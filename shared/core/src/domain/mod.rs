@@ -16,7 +16,10 @@ pub use catalog::{
     LocationChange, LocationFilter, LocationStatus, Offer, OfferRule, OfferSchedule, Upserted,
     MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN, MAX_TAGS, MAX_TAG_LEN,
 };
-pub use chunk::{ChunkMessage, FanoutMessage, MAX_CHUNK_SIZE, MAX_MESSAGE_BYTES};
+pub use chunk::{
+    ChunkMessage, FanoutMessage, DEFAULT_CHUNK_SIZE, MAX_CHUNK_ROWS, MAX_CHUNK_SIZE,
+    MAX_MESSAGE_BYTES,
+};
 pub use event::{EventType, JobEvent};
 pub use ids::{
     BrandId, ChunkSeq, IdempotencyKey, ImportId, JobId, LocationId, OfferId, SubscriptionId,
