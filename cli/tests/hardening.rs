@@ -604,7 +604,7 @@ async fn a_new_token_key_is_private_to_its_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lambda_with_an_invalid_setting_reports_it_to_the_runtime_api_at_init() {
-    for (name, value) in [("CHUNK_SIZE", "500"), ("AUTH_MODE", "maybe")] {
+    for (name, value) in [("CHUNK_SIZE", "5000"), ("AUTH_MODE", "maybe")] {
         let api = RuntimeApi::start().await;
         let out = tokio::task::spawn_blocking({
             let host = api.host();
