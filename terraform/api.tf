@@ -53,6 +53,7 @@ locals {
     "POST /webhooks",
     "GET /webhooks",
     "GET /webhooks/{id}",
+    "GET /webhooks/event-types",
     "DELETE /webhooks/{id}",
     "POST /webhooks/{id}/rotate-secret",
     "GET /webhooks/{id}/deliveries",

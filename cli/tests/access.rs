@@ -297,6 +297,15 @@ async fn every_route_answers_each_caller_by_the_rules(kind: Kind) {
             200,
         ),
         case(
+            "the webhook event catalog",
+            Method::GET,
+            |_| "/webhooks/event-types".to_owned(),
+            None,
+            200,
+            200,
+            200,
+        ),
+        case(
             "list the caller's webhooks",
             Method::GET,
             |_| "/webhooks".to_owned(),

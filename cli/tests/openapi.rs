@@ -1586,6 +1586,13 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
 
     // Webhooks.
     reach.saw(
+        "listWebhookEventTypes",
+        200,
+        api.send(Method::GET, "/webhooks/event-types", None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
         "listWebhooks",
         200,
         api.send(Method::GET, "/webhooks", None, &[]).await.unwrap(),

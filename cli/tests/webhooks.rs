@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use bulklink::client::ApiClient;
 use bulklink::receiver::{Received, Receiver};
 use bulklink::runtime::Runtime;
-use bulklink_core::domain::{BrandId, WebhookSecret};
+use bulklink_core::domain::{BrandId, EventType, WebhookSecret};
 use bulklink_http::auth::Role;
 use bulklink_http::views::SubscriptionView;
 use reqwest::Method;
@@ -30,7 +30,81 @@ crate::on_both_backends!(
     fifty_hanging_receivers_do_not_delay_a_healthy_one,
     a_callback_url_hears_a_job_that_ends_at_once,
     a_brands_webhooks_hear_only_its_own_brand,
+    the_event_catalog_describes_every_type_and_a_real_delivery_matches_its_schema,
 );
+
+/// Validates `instance` against the JSON Schema `schema` with the Python `jsonschema`
+/// library (draft 2020-12, formats checked): `Err` with its message when it does not.
+fn json_schema_check(schema: &Value, instance: &Value) -> Result<(), String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = "import json, sys, jsonschema\n\
+        doc = json.load(sys.stdin)\n\
+        v = jsonschema.Draft202012Validator(doc['schema'], format_checker=jsonschema.FormatChecker())\n\
+        errors = [e.message for e in v.iter_errors(doc['instance'])]\n\
+        print(json.dumps(errors))\n";
+    let mut child = Command::new(root.join(".venv/bin/python"))
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the venv's python (scripts/test.sh installs jsonschema with schemathesis)");
+    let doc = json!({ "schema": schema, "instance": instance }).to_string();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), doc.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the validator ran");
+    let errors: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// `GET /webhooks/event-types` names every event type with a description, the JSON Schema
+/// of its delivery's body and an example that passes it; a real delivery passes the
+/// schema of its type and no other's; a body without its counters passes none.
+async fn the_event_catalog_describes_every_type_and_a_real_delivery_matches_its_schema(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
+    let seeded = env.seed(20).await;
+    let (runtime, api) = start(&env, seeded.brand_id).await;
+    let mut receiver = Receiver::start().await.unwrap();
+    let sub = subscribe(&api, &receiver.url).await;
+    receiver.trust(sub.secret.as_deref().unwrap()).unwrap();
+
+    let catalog: Value = api.get("/webhooks/event-types").await.unwrap();
+    let items = catalog["items"].as_array().unwrap();
+    let types: Vec<&str> = items.iter().map(|i| i["type"].as_str().unwrap()).collect();
+    let all: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+    assert_eq!(types, all);
+    for item in items {
+        assert!(item["description"].as_str().unwrap().len() > 20, "{item}");
+        json_schema_check(&item["schema"], &item["example"])
+            .unwrap_or_else(|e| panic!("{}'s example: {e}", item["type"]));
+    }
+    let schema_of = |t: &str| {
+        items
+            .iter()
+            .find(|i| i["type"] == t)
+            .map(|i| i["schema"].clone())
+            .unwrap()
+    };
+
+    run_job(&api, seeded.offer_id).await;
+    let delivered = next_delivery(&mut receiver, Duration::from_secs(30))
+        .await
+        .payload()
+        .unwrap();
+    assert_eq!(delivered["type"], "job.succeeded");
+    json_schema_check(&schema_of("job.succeeded"), &delivered)
+        .unwrap_or_else(|e| panic!("the delivery {delivered}: {e}"));
+    assert!(json_schema_check(&schema_of("job.failed"), &delivered).is_err());
+    let mut broken = delivered.clone();
+    broken["data"].as_object_mut().unwrap().remove("counters");
+    let refused = json_schema_check(&schema_of("job.succeeded"), &broken).unwrap_err();
+    assert!(refused.contains("counters"), "{refused}");
+    runtime.shutdown().await;
+}
 
 async fn start(env: &Env, brand: BrandId) -> (Runtime, ApiClient) {
     let runtime = env.start(env.config(), |ports| ports).await;

@@ -26,6 +26,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub mod console;
+mod event_types;
 mod reports;
 mod webhooks;
 
@@ -48,6 +49,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(get_location))
         .routes(routes!(list_locations))
         .merge(webhooks::routes())
+        .merge(event_types::routes())
 }
 
 /// The read routes as an axum router (what the status function serves).

@@ -131,6 +131,7 @@ ROUTES = {
     "POST /webhooks": "status",
     "GET /webhooks": "status",
     "GET /webhooks/{id}": "status",
+    "GET /webhooks/event-types": "status",
     "DELETE /webhooks/{id}": "status",
     "POST /webhooks/{id}/rotate-secret": "status",
     "GET /webhooks/{id}/deliveries": "status",

@@ -171,9 +171,12 @@ impl<'s> utoipa::ToResponse<'s> for ServiceUnavailable {
     }
 }
 
+/// Operations that need a caller but never read or write the store: no 503.
+const STORELESS_OPERATIONS: [&str; 1] = ["listWebhookEventTypes"];
+
 /// Every operation that needs a caller may answer 429 (the per-brand request limit applies
-/// where the caller is known, whatever the route) and, as each reads or writes the store,
-/// 503 when the store is unavailable.
+/// where the caller is known, whatever the route) and, as each reads or writes the store
+/// (but those of `STORELESS_OPERATIONS`), 503 when the store is unavailable.
 pub fn limit_every_authenticated_operation(document: &mut utoipa::openapi::OpenApi) {
     let shared = [
         ("429", <TooManyRequests as utoipa::ToResponse>::response()),
@@ -203,8 +206,15 @@ pub fn limit_every_authenticated_operation(document: &mut utoipa::openapi::OpenA
                 .security
                 .as_ref()
                 .is_some_and(|s| s.iter().all(|r| r == &Default::default()));
+            let storeless = op
+                .operation_id
+                .as_deref()
+                .is_some_and(|id| STORELESS_OPERATIONS.contains(&id));
             if !public {
                 for (status, (name, _)) in &shared {
+                    if storeless && *status == "503" {
+                        continue;
+                    }
                     op.responses.responses.insert(
                         (*status).to_owned(),
                         RefOr::Ref(utoipa::openapi::Ref::from_response_name(*name)),

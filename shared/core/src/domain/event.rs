@@ -43,6 +43,43 @@ impl EventType {
         }
     }
 
+    /// What the event says, for the event catalog (`GET /webhooks/event-types`).
+    pub fn description(self) -> &'static str {
+        match self {
+            EventType::JobSucceeded => {
+                "A job ended SUCCEEDED: every location (or row) it acted on was done; `counters` \
+                 say how."
+            }
+            EventType::JobCompletedWithErrors => {
+                "A job ended COMPLETED_WITH_ERRORS: it went through, and some locations failed \
+                 (`counters.failed`; GET /jobs/{jobId}/failures lists them)."
+            }
+            EventType::JobFailed => {
+                "A job ended FAILED: its failures passed the failure threshold, or its input \
+                 could not be read."
+            }
+            EventType::JobCancelled => {
+                "A job ended CANCELLED (cancelled, or rejected while awaiting approval): \
+                 `counters.cancelled` were left undone."
+            }
+            EventType::JobAwaitingApproval => {
+                "A job was created AWAITING_APPROVAL: someone of its brand other than its \
+                 creator should approve (POST /jobs/{jobId}/approve) or reject it."
+            }
+        }
+    }
+
+    /// The job status an event of this type is sent in.
+    pub fn status(self) -> JobStatus {
+        match self {
+            EventType::JobSucceeded => JobStatus::Succeeded,
+            EventType::JobCompletedWithErrors => JobStatus::CompletedWithErrors,
+            EventType::JobFailed => JobStatus::Failed,
+            EventType::JobCancelled => JobStatus::Cancelled,
+            EventType::JobAwaitingApproval => JobStatus::AwaitingApproval,
+        }
+    }
+
     pub fn for_status(status: JobStatus) -> Option<EventType> {
         match status {
             JobStatus::Succeeded => Some(EventType::JobSucceeded),
@@ -100,6 +137,38 @@ impl JobEvent {
                 _ => job.finished_at.unwrap_or(job.updated_at),
             },
         })
+    }
+}
+
+impl JobEvent {
+    /// An event of this type as a delivery carries it, for the event catalog: fixed ids and
+    /// times, counters that add up for its status.
+    pub fn example(event_type: EventType) -> JobEvent {
+        use chrono::TimeZone;
+        let id = |n: u128| Uuid::from_u128(0x0190_a0b0_c0d0_7e0f_8a0b_0c0d_0e0f_1000 + n);
+        let at = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
+        let mut counters = Counters {
+            total: 10_000,
+            ..Counters::default()
+        };
+        match event_type {
+            EventType::JobSucceeded => counters.linked = 10_000,
+            EventType::JobCompletedWithErrors => (counters.linked, counters.failed) = (9_990, 10),
+            EventType::JobFailed => (counters.linked, counters.failed) = (600, 400),
+            EventType::JobCancelled => (counters.linked, counters.cancelled) = (4_000, 6_000),
+            EventType::JobAwaitingApproval => counters.total = 0,
+        }
+        JobEvent {
+            event_id: id(0x31),
+            event_type,
+            job_id: JobId::from_uuid(id(0x21)),
+            brand_id: BrandId::from_uuid(id(0x12)),
+            offer_id: Some(OfferId::from_uuid(id(0x11))),
+            job_type: Some(JobKind::LinkAllLocations),
+            status: event_type.status(),
+            counters,
+            occurred_at: at,
+        }
     }
 }
 

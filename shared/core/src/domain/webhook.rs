@@ -456,12 +456,16 @@ impl Delivery {
 
 /// The body of a delivery: `{ type, timestamp, data }` (Standard Webhooks' payload shape).
 pub fn payload(event: &JobEvent) -> String {
+    payload_value(event).to_string()
+}
+
+/// [`payload`] as JSON.
+pub fn payload_value(event: &JobEvent) -> serde_json::Value {
     serde_json::json!({
         "type": event.event_type.as_str(),
         "timestamp": event.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "data": event,
     })
-    .to_string()
 }
 
 /// When failed deliveries are tried again: soon at first (the first three retries within
