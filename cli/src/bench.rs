@@ -716,7 +716,7 @@ pub async fn shards(
             .unwrap_or((0.0, 0));
         let converged = (locations - half.1) as f64 / (secs - half.0).max(1e-3);
         let after = crate::proxy::from_first_throttle(&answers);
-        let exact = exactness(&ports, &offer).await?;
+        let exact = exactness(&ports, &offer, view.counters.counters.linked).await?;
         runs.push(ShardRun {
             shards,
             locations,
@@ -734,49 +734,20 @@ pub async fn shards(
     Ok(shards_report(&runs, per_key, budget, charts_dir))
 }
 
-/// linked, locationsTotal, locations with `hasOffer`, links listed — of the seeded offer.
+/// The job's `linked`, and the offer's locationsTotal, locations with `hasOffer` and
+/// links listed, read back.
 async fn exactness(
     ports: &bulklink_core::Ports,
     offer: &bulklink_sqlite::SeededBrand,
+    linked: u64,
 ) -> anyhow::Result<(u64, u64, u64, u64)> {
-    let mut ids = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = ports
-            .catalog
-            .page_brand_locations(offer.brand_id, None, cursor.as_ref(), 1_000)
-            .await?;
-        ids.extend(page.items);
-        cursor = page.next;
-        if cursor.is_none() {
-            break;
-        }
-    }
-    let mut with_offer = 0;
-    for id in &ids {
-        let location = ports.catalog.get_location(*id).await?;
-        with_offer += u64::from(location.is_some_and(|l| l.has_offer));
-    }
-    let mut listed = 0;
-    let mut cursor = None;
-    loop {
-        let page = ports
-            .catalog
-            .page_offer_links(offer.offer_id, cursor.as_ref(), 1_000)
-            .await?;
-        listed += page.items.len() as u64;
-        cursor = page.next;
-        if cursor.is_none() {
-            break;
-        }
-    }
-    let total = ports
-        .catalog
-        .get_offer(offer.offer_id)
-        .await?
-        .context("the offer is gone")?
-        .locations_total;
-    Ok((offer.locations, total, with_offer, listed))
+    let stats = crate::seed::link_stats(ports, offer).await?;
+    Ok((
+        linked,
+        stats.offer_locations_total,
+        stats.brand_locations_with_offer,
+        stats.offer_links,
+    ))
 }
 
 fn shards_report(runs: &[ShardRun], per_key: f64, budget: f64, charts_dir: &Path) -> String {

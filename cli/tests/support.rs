@@ -225,57 +225,9 @@ impl Env {
                 .await
                 .expect("stats");
         }
-        let ports = self.ports();
-        let mut ids = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = ports
-                .catalog
-                .page_brand_locations(seeded.brand_id, None, cursor.as_ref(), 1_000)
-                .await
-                .expect("brand page");
-            ids.extend(page.items);
-            cursor = page.next;
-            if cursor.is_none() {
-                break;
-            }
-        }
-        let mut with_offer = 0;
-        for id in &ids {
-            let location = ports
-                .catalog
-                .get_location(*id)
-                .await
-                .expect("get")
-                .expect("exists");
-            with_offer += u64::from(location.has_offer);
-        }
-        let mut links = 0;
-        let mut cursor = None;
-        loop {
-            let page = ports
-                .catalog
-                .page_offer_links(seeded.offer_id, cursor.as_ref(), 1_000)
-                .await
-                .expect("links page");
-            links += page.items.len() as u64;
-            cursor = page.next;
-            if cursor.is_none() {
-                break;
-            }
-        }
-        let offer = ports
-            .catalog
-            .get_offer(seeded.offer_id)
+        bulklink::seed::link_stats(&self.ports(), seeded)
             .await
-            .expect("offer")
-            .expect("exists");
-        LinkStats {
-            brand_locations: ids.len() as u64,
-            brand_locations_with_offer: with_offer,
-            offer_links: links,
-            offer_locations_total: offer.locations_total,
-        }
+            .expect("stats")
     }
 
     /// Everything the backend holds, behind the ports: every row of every SQLite table, or
