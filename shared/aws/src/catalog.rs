@@ -1,6 +1,8 @@
 //! Catalog port on DynamoDB. Linking a location is two conditional writes — mark the
 //! location (it must exist in the brand) and put the Link item if absent, asking for the old
-//! item on a lost condition so a replay by the same job is recognised (DESIGN §5.1).
+//! item on a lost condition so a replay by the same job is recognised (DESIGN §5.1). An
+//! offer's Link items are spread over its `linkShards` partitions (`items::Layout`; during a
+//! `migrate-links` move, over two layouts), every operation reading where from the offer.
 
 use std::collections::HashMap;
 

@@ -911,6 +911,39 @@ mod tests {
     }
 
     #[test]
+    fn a_links_shard_is_fixed_by_its_location_and_spreads_evenly() {
+        // Pinned: links already written sit where this puts them; another hash would lose
+        // them.
+        let id: LocationId = "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1011".parse().unwrap();
+        assert_eq!(
+            (link_shard(id, 8), link_shard(id, 64), link_shard(id, 1)),
+            (7, 15, 0)
+        );
+        let offer: OfferId = "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012".parse().unwrap();
+        assert_eq!(
+            link_key(offer, 8, id)["pk"],
+            s("OFFER#0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012#7")
+        );
+        assert_eq!(
+            link_key(offer, 1, id)["pk"],
+            s("OFFER#0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012")
+        );
+        assert_eq!(
+            offer_of_link_pk("OFFER#0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012#7").unwrap(),
+            offer
+        );
+        // 8,000 ids over 8 shards: each within 10% of its share.
+        let mut per_shard = [0u32; 8];
+        for _ in 0..8_000 {
+            per_shard[usize::from(link_shard(LocationId::new_random(), 8))] += 1;
+        }
+        assert!(
+            per_shard.iter().all(|n| (900..=1_100).contains(n)),
+            "{per_shard:?}"
+        );
+    }
+
+    #[test]
     fn cursors_round_trip_and_reject_garbage() {
         let key = key("LOC#1".into(), "#LOC");
         let cursor = cursor_of(Some(key.clone())).unwrap().unwrap();

@@ -84,7 +84,6 @@ pub async fn migrate_links(
     }
     let ready = since + chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
     let wait = (ready - clock.now()).to_std().unwrap_or_default();
-    tracing::info!(%offer, from, to, wait_secs = wait.as_secs_f64(), "moving links");
     tokio::time::sleep(wait).await;
     let mut moved = 0;
     for pass in 0.. {
