@@ -645,26 +645,14 @@ impl Ledger for EmbeddedStore {
         self.write(move |conn| {
             let tx = conn.savepoint().map_err(sql)?;
             let (job, now) = (job.to_string(), clock.now_ms());
-            // A chunk of a page whose fanout step never landed (the fanout was closed first,
-            // by a cancel) is outside the job's `total`: it is not accounted.
-            let beyond: bool = tx
-                .prepare_cached(
-                    "SELECT fanout_done = 1 AND chunks_total <= ?2 FROM jobs WHERE id = ?1",
-                )
-                .map_err(sql)?
-                .query_row(params![job, seq.0], |row| row.get(0))
-                .optional()
-                .map_err(sql)?
-                .unwrap_or(false);
-            if beyond {
-                return Ok(Ledgered::Duplicate(must_load_job(&tx, &job)?));
-            }
             let fresh = tx
                 .prepare_cached(
                     "INSERT INTO chunk_ledger (job_id, seq, linked, already_linked, not_found, failed, \
                      cancelled, unlinked, not_linked, recorded_at, created, updated, unchanged, \
                      closed, invalid, outcomes) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16 \
+                     WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND fanout_done = 1 \
+                     AND chunks_total <= ?2) \
                      ON CONFLICT DO NOTHING",
                 )
                 .map_err(sql)?
@@ -688,6 +676,8 @@ impl Ledger for EmbeddedStore {
                 ])
                 .map_err(sql)?
                 == 1;
+            // Not inserted: accounted before, or a chunk of a page whose fanout step never
+            // landed (the fanout was closed first, by a cancel), outside the job's `total`.
             if !fresh {
                 return Ok(Ledgered::Duplicate(must_load_job(&tx, &job)?));
             }
