@@ -17,9 +17,9 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use futures::{StreamExt, TryStreamExt};
 
-use super::batch_get;
 use super::items::*;
 use super::sdk_error::{cancellation, classify, condition_failed, retryable_cancel};
+use super::{batch_get, get_item};
 use crate::clock::Clock;
 use crate::domain::{
     BrandId, ImportMark, ImportedRow, JobId, Link, LinkOutcome, LinkedBy, Location,
@@ -280,16 +280,7 @@ impl DynamoCatalog {
     }
 
     async fn get_key(&self, key: Item) -> StoreResult<Option<Item>> {
-        let out = self
-            .ddb
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| classify("GetItem", e))?;
-        Ok(out.item)
+        get_item(&self.ddb, &self.table, key).await
     }
 
     /// The put of an external id's claim, if no location of the brand has it.

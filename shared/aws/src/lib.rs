@@ -288,6 +288,23 @@ pub fn is_loopback_endpoint(endpoint: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Reads one item by key, strongly consistently.
+pub(crate) async fn get_item(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: items::Item,
+) -> crate::StoreResult<Option<items::Item>> {
+    Ok(ddb
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| sdk_error::classify("GetItem", e))?
+        .item)
+}
+
 /// Reads items by key (consistently), 100 keys a request, asking again with backoff for
 /// the keys DynamoDB leaves unprocessed (it does so when throttled, and answers 200).
 pub(crate) async fn batch_get(

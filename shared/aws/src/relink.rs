@@ -128,15 +128,8 @@ impl Mover<'_> {
     ) -> StoreResult<(u16, chrono::DateTime<chrono::Utc>)> {
         for _ in 0..ATTEMPTS {
             let item = self
-                .ddb
-                .get_item()
-                .table_name(self.table)
-                .set_key(Some(key(offer_pk(self.offer), OFFER_SK)))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| classify("GetItem", e))?
-                .item
+                .get(key(offer_pk(self.offer), OFFER_SK))
+                .await?
                 .ok_or_else(|| {
                     StoreError::Invalid(format!("offer {} does not exist", self.offer))
                 })?;
@@ -329,16 +322,7 @@ impl Mover<'_> {
     }
 
     async fn get(&self, key: Item) -> StoreResult<Option<Item>> {
-        Ok(self
-            .ddb
-            .get_item()
-            .table_name(self.table)
-            .set_key(Some(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| classify("GetItem", e))?
-            .item)
+        super::get_item(self.ddb, self.table, key).await
     }
 }
 
