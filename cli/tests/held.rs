@@ -52,6 +52,32 @@ async fn new_location(api: &ApiClient, address: &str) -> bulklink_core::domain::
     made.body["id"].as_str().unwrap().parse().unwrap()
 }
 
+/// A time to the millisecond, as the API keeps it.
+fn ms(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(chrono::Duration::milliseconds(1))
+        .unwrap()
+}
+
+/// `POST /offers` of an offer live from `starts_at` to `ends_at`: the offer (201 asserted).
+async fn scheduled_offer(
+    api: &ApiClient,
+    name: &str,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+) -> Value {
+    let made = api
+        .send(
+            Method::POST,
+            "/offers",
+            Some(&json!({ "name": name, "startsAt": starts_at, "endsAt": ends_at })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    made.body
+}
+
 const WAIT: Duration = Duration::from_secs(60);
 
 /// POSTs a link-all with `body`: the answer's status and job.
@@ -357,24 +383,11 @@ async fn an_offer_live_for_5_seconds_is_linked_at_its_start_and_unlinked_at_its_
     let seeded = env.seed(n).await;
     let runtime = env.start(env.config(), |ports| ports).await;
     let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
-    let ms = |at: DateTime<Utc>| {
-        at.duration_trunc(chrono::Duration::milliseconds(1))
-            .unwrap()
-    };
     let starts_at = ms(Utc::now() + chrono::Duration::seconds(2));
     let ends_at = starts_at + chrono::Duration::seconds(5);
-    let made = api
-        .send(
-            Method::POST,
-            "/offers",
-            Some(&json!({ "name": "Five seconds", "startsAt": starts_at, "endsAt": ends_at })),
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
-    let offer = made.body["id"].as_str().unwrap().to_owned();
-    let schedule = &made.body["schedule"];
+    let made = scheduled_offer(&api, "Five seconds", starts_at, ends_at).await;
+    let offer = made["id"].as_str().unwrap().to_owned();
+    let schedule = &made["schedule"];
     assert_eq!(schedule["startsAt"], json!(starts_at));
     assert_eq!(schedule["endsAt"], json!(ends_at));
     assert!(
@@ -441,22 +454,12 @@ async fn an_offer_with_a_rule_follows_it_only_between_its_start_and_its_end(kind
     let runtime = env.start(env.config(), |ports| ports).await;
     let ports = runtime.ports.clone();
     let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
-    let ms = |at: DateTime<Utc>| {
-        at.duration_trunc(chrono::Duration::milliseconds(1))
-            .unwrap()
-    };
     let starts_at = ms(Utc::now() + chrono::Duration::seconds(3));
     let ends_at = starts_at + chrono::Duration::seconds(4);
-    let made = api
-        .send(
-            Method::POST,
-            "/offers",
-            Some(&json!({ "name": "Ruled", "startsAt": starts_at, "endsAt": ends_at })),
-            &[],
-        )
-        .await
-        .unwrap();
-    let offer = made.body["id"].as_str().unwrap().to_owned();
+    let offer = scheduled_offer(&api, "Ruled", starts_at, ends_at).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let offer_id: OfferId = offer.parse().unwrap();
     let set = api
         .send(
@@ -528,10 +531,6 @@ async fn an_offers_schedule_moves_until_each_part_is_made(kind: Kind) {
     let seeded = env.seed(n).await;
     let runtime = env.start(env.config(), |ports| ports).await;
     let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
-    let ms = |at: DateTime<Utc>| {
-        at.duration_trunc(chrono::Duration::milliseconds(1))
-            .unwrap()
-    };
     let hour = chrono::Duration::hours(1);
     let patch = |body: Value, offer: String| {
         let api = api.clone();
@@ -541,16 +540,16 @@ async fn an_offers_schedule_moves_until_each_part_is_made(kind: Kind) {
                 .unwrap()
         }
     };
-    let made = api
-        .send(
-            Method::POST,
-            "/offers",
-            Some(&json!({ "name": "Moving", "startsAt": ms(Utc::now() + hour), "endsAt": ms(Utc::now() + hour * 2) })),
-            &[],
-        )
-        .await
-        .unwrap();
-    let offer = made.body["id"].as_str().unwrap().to_owned();
+    let offer = scheduled_offer(
+        &api,
+        "Moving",
+        ms(Utc::now() + hour),
+        ms(Utc::now() + hour * 2),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let later_end = ms(Utc::now() + hour * 3);
     let moved = patch(json!({ "endsAt": later_end }), offer.clone()).await;
     assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);

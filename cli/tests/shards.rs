@@ -166,6 +166,27 @@ async fn unlink_all_exactly(
     }
 }
 
+/// A pipeline on `env`, an API client of the seeded brand, and the link-all of its offer
+/// run to SUCCEEDED within `within`.
+async fn linked_all(
+    env: &Env,
+    seeded: &bulklink_sqlite::SeededBrand,
+    within: Duration,
+) -> (
+    bulklink::runtime::Runtime,
+    bulklink::client::ApiClient,
+    bulklink_core::domain::Job,
+) {
+    let pipeline = env.start(env.config(), |p| p).await;
+    let api = pipeline
+        .api_as(bulklink_http::auth::Role::Brand(seeded.brand_id))
+        .unwrap();
+    let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
+    let job = wait_terminal(&pipeline.ports, job.id, within).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.counters);
+    (pipeline, api, job)
+}
+
 async fn brand_ids(ports: &Ports, brand: BrandId) -> Vec<LocationId> {
     ports
         .catalog
@@ -209,8 +230,7 @@ async fn an_offer_of_the_release_before_is_listed_linked_and_unlinked_in_its_own
             .is_empty());
     }
     assert_eq!(listed(&pipeline.ports, old, 1_000).await, ids);
-    let offer = ports.catalog.get_offer(old).await.unwrap().unwrap();
-    assert_eq!(offer.locations_total, 60);
+    assert_eq!(total(&ports, old).await, 60);
 
     // The new offer of the same brand spreads its links; one location carries both.
     let direct = ports
@@ -266,18 +286,7 @@ async fn a_sharded_offers_links_list_in_id_order_at_any_page_size_as_counted() {
     for kind in [Kind::Embedded, Kind::Aws] {
         let env = Env::of(kind, fast_settings()).await;
         let seeded = env.seed(300).await;
-        let pipeline = env.start(env.config(), |p| p).await;
-        let api = pipeline
-            .api_as(bulklink_http::auth::Role::Brand(seeded.brand_id))
-            .unwrap();
-        let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
-        let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(120)).await;
-        assert_eq!(
-            job.status,
-            JobStatus::Succeeded,
-            "{kind:?} {:?}",
-            job.counters
-        );
+        let (pipeline, api, job) = linked_all(&env, &seeded, Duration::from_secs(120)).await;
         assert_exact(&env, &seeded, &job).await;
         let mut ids = brand_ids(&pipeline.ports, seeded.brand_id).await;
         ids.sort();
@@ -486,18 +495,7 @@ async fn a_job_in_chunks_of_a_thousand_is_a_ledger_transaction_a_chunk_and_exact
         settings.visibility_timeout = Duration::from_secs(30);
         let env = Env::of(kind, settings).await;
         let seeded = env.seed(1_200).await;
-        let pipeline = env.start(env.config(), |p| p).await;
-        let api = pipeline
-            .api_as(bulklink_http::auth::Role::Brand(seeded.brand_id))
-            .unwrap();
-        let job = api.create_job(seeded.offer_id, None, None).await.unwrap();
-        let job = wait_terminal(&pipeline.ports, job.id, Duration::from_secs(180)).await;
-        assert_eq!(
-            job.status,
-            JobStatus::Succeeded,
-            "{kind:?} {:?}",
-            job.counters
-        );
+        let (pipeline, _, job) = linked_all(&env, &seeded, Duration::from_secs(180)).await;
         assert_eq!(
             (job.counters.linked, job.chunks_total),
             (1_200, 2),
