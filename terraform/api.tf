@@ -58,6 +58,7 @@ locals {
     "POST /webhooks/{id}/rotate-secret",
     "GET /webhooks/{id}/deliveries",
     "POST /webhooks/{id}/deliveries/{deliveryId}/redeliver",
+    "POST /webhooks/{id}/test",
   ]
 
   route_authorization_type = var.authorizer_enabled ? "JWT" : "NONE"

@@ -162,7 +162,14 @@ pub async fn run_keeping_console(
     let subscription: SubscriptionView = api
         .post(
             "/webhooks",
-            &json!({ "url": receiver.url, "description": "the demo's receiver" }),
+            // The job's end: its terminal event (the catalog lists what else there is).
+            &json!({
+                "url": receiver.url,
+                "description": "the demo's receiver",
+                "filter": { "eventTypes": [
+                    "job.succeeded", "job.completed_with_errors", "job.failed", "job.cancelled"
+                ] }
+            }),
         )
         .await?;
     receiver.trust(

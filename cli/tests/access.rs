@@ -135,7 +135,7 @@ async fn every_route_answers_each_caller_by_the_rules(kind: Kind) {
     let delivery = ports
         .webhooks
         .create_delivery(&bulklink_core::domain::Delivery::new(
-            &event,
+            &event.into(),
             &hook_sub,
             chrono::Utc::now(),
         ))
@@ -344,6 +344,18 @@ async fn every_route_answers_each_caller_by_the_rules(kind: Kind) {
             {
                 let w = w_own.clone();
                 move |_| format!("/webhooks/{w}/deliveries/{delivery}/redeliver")
+            },
+            None,
+            404,
+            202,
+            202,
+        ),
+        case(
+            "send a webhook a test event",
+            Method::POST,
+            {
+                let w = w_own.clone();
+                move |_| format!("/webhooks/{w}/test")
             },
             None,
             404,

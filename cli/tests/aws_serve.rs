@@ -109,7 +109,10 @@ async fn serve_on_aws_links_every_location_and_delivers_the_signed_webhook() {
 
     let mut receiver = Receiver::start().await.unwrap();
     let subscription: Value = api
-        .post("/webhooks", &json!({ "url": receiver.url }))
+        .post(
+            "/webhooks",
+            &json!({ "url": receiver.url, "filter": outcomes() }),
+        )
         .await
         .unwrap();
     receiver
@@ -303,6 +306,11 @@ async fn attribute_probe(clients: &AwsClients, topic: &str) -> String {
         .topic_arn(topic)
         .protocol("sqs")
         .endpoint(arn)
+        // What an AWS-native consumer of outcomes does: a filter policy on the attribute.
+        .attributes(
+            "FilterPolicy",
+            r#"{"eventType":["job.succeeded","job.completed_with_errors","job.failed","job.cancelled"]}"#,
+        )
         .send()
         .await
         .unwrap();

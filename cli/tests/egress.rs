@@ -188,7 +188,7 @@ async fn a_loopback_receiver_gets_its_event_only_when_loopback_is_allowed() {
         .send(
             Method::POST,
             "/webhooks",
-            Some(&json!({ "url": receiver.url })),
+            Some(&json!({ "url": receiver.url, "filter": outcomes() })),
             &[],
         )
         .await
@@ -229,7 +229,10 @@ async fn a_name_that_resolves_inside_when_delivering_is_never_contacted() {
     let runtime = start(&env, &["127.0.0.0/8"], &resolver).await;
     let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
     let url = format!("http://rebind.example.invalid:{port}");
-    let sub: Value = api.post("/webhooks", &json!({ "url": url })).await.unwrap();
+    let sub: Value = api
+        .post("/webhooks", &json!({ "url": url, "filter": outcomes() }))
+        .await
+        .unwrap();
     api.create_job(seeded.offer_id, None, None).await.unwrap();
 
     let delivery = first_attempt(&api, sub["id"].as_str().unwrap()).await;
@@ -275,7 +278,10 @@ async fn a_redirecting_receiver_gets_one_attempt_and_the_redirect_is_not_followe
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let runtime = start(&env, &["127.0.0.0/8"], &resolver).await;
     let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
-    let sub: Value = api.post("/webhooks", &json!({ "url": url })).await.unwrap();
+    let sub: Value = api
+        .post("/webhooks", &json!({ "url": url, "filter": outcomes() }))
+        .await
+        .unwrap();
     api.create_job(seeded.offer_id, None, None).await.unwrap();
 
     let delivery = first_attempt(&api, sub["id"].as_str().unwrap()).await;

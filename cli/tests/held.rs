@@ -190,7 +190,7 @@ async fn a_job_awaiting_approval_starts_when_a_second_caller_approves_it_and_not
         .send(
             Method::POST,
             "/webhooks",
-            Some(&json!({ "url": receiver.url })),
+            Some(&json!({ "url": receiver.url, "filter": outcomes() })),
             &[],
         )
         .await

@@ -904,7 +904,7 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         api.send(
             Method::POST,
             "/webhooks",
-            Some(&json!({ "url": taker.url })),
+            Some(&json!({ "url": taker.url, "filter": outcomes() })),
             &[],
         )
         .await
@@ -917,7 +917,7 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         api.send(
             Method::POST,
             "/webhooks",
-            Some(&json!({ "url": gone.url })),
+            Some(&json!({ "url": gone.url, "filter": outcomes() })),
             &[],
         )
         .await
@@ -1740,6 +1740,46 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         api.send(
             Method::POST,
             &format!("/webhooks/{sub_id}/deliveries/nope/redeliver"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    let test_send = reach.saw(
+        "sendWebhookTest",
+        202,
+        api.send(Method::POST, &format!("/webhooks/{sub_id}/test"), None, &[])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(test_send["eventType"], "webhook.test", "{test_send}");
+    assert!(test_send.get("jobId").is_none(), "{test_send}");
+    reach.saw(
+        "sendWebhookTest",
+        409,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{gone_id}/test"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "sendWebhookTest",
+        400,
+        api.send(Method::POST, "/webhooks/nope/test", None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "sendWebhookTest",
+        404,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{unknown}/test"),
             None,
             &[],
         )

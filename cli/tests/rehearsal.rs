@@ -433,7 +433,7 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
         &status,
         "POST",
         "/webhooks",
-        Some(json!({ "url": receiver.url })),
+        Some(json!({ "url": receiver.url, "filter": outcomes() })),
         brand,
     )
     .await;

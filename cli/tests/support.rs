@@ -43,6 +43,12 @@ pub fn fast_settings() -> Settings {
     }
 }
 
+/// A subscription filter to a job's outcomes: its terminal events and awaiting approval
+/// (what a test waiting for a job's end subscribes to; others hear starts and pauses too).
+pub fn outcomes() -> serde_json::Value {
+    serde_json::json!({ "eventTypes": bulklink_core::domain::EventType::OUTCOMES })
+}
+
 /// Which backend a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

@@ -31,6 +31,9 @@ crate::on_both_backends!(
     a_callback_url_hears_a_job_that_ends_at_once,
     a_brands_webhooks_hear_only_its_own_brand,
     the_event_catalog_describes_every_type_and_a_real_delivery_matches_its_schema,
+    a_subscription_hears_a_jobs_start_pause_resume_progress_and_end_as_the_catalog_describes,
+    a_test_send_is_verified_by_the_standard_webhooks_library_and_logged_whatever_the_filter,
+    a_progress_event_in_a_window_with_another_events_delivery_adds_no_attempt,
 );
 
 /// Validates `instance` against the JSON Schema `schema` with the Python `jsonschema`
@@ -112,8 +115,11 @@ async fn start(env: &Env, brand: BrandId) -> (Runtime, ApiClient) {
     (runtime, api)
 }
 
+/// A subscription to the brand's job outcomes (the events these tests wait for).
 async fn subscribe(api: &ApiClient, url: &str) -> SubscriptionView {
-    api.post("/webhooks", &json!({ "url": url })).await.unwrap()
+    api.post("/webhooks", &json!({ "url": url, "filter": outcomes() }))
+        .await
+        .unwrap()
 }
 
 async fn next_delivery(receiver: &mut Receiver, within: Duration) -> Received {
@@ -814,9 +820,12 @@ fn a_delivery_cut_off_by_a_crash_arrives_after_the_restart(kind: Kind) {
                 })
                 .await;
             let api = pipeline.api_as(Role::Brand(seeded.brand_id)).unwrap();
-            api.post::<Value>("/webhooks", &json!({ "url": receiver.url }))
-                .await
-                .unwrap();
+            api.post::<Value>(
+                "/webhooks",
+                &json!({ "url": receiver.url, "filter": outcomes() }),
+            )
+            .await
+            .unwrap();
             api.create_job(seeded.offer_id, None, None).await.unwrap();
             tokio::time::timeout(Duration::from_secs(60), halt.wait())
                 .await
@@ -885,4 +894,410 @@ fn a_delivery_cut_off_by_a_crash_arrives_after_the_restart_embedded() {
 #[test]
 fn a_delivery_cut_off_by_a_crash_arrives_after_the_restart_aws() {
     a_delivery_cut_off_by_a_crash_arrives_after_the_restart(Kind::Aws);
+}
+
+/// Adds what `receiver` gets to `got` until every type in `wanted` is there: each
+/// delivery's `webhook-id` and payload, its signature verified with the subscription's
+/// secret.
+async fn collect_until(receiver: &mut Receiver, got: &mut Vec<(String, Value)>, wanted: &[&str]) {
+    while !wanted
+        .iter()
+        .all(|t| got.iter().any(|(_, p)| p["type"] == *t))
+    {
+        let delivery = tokio::time::timeout(Duration::from_secs(60), receiver.next())
+            .await
+            .unwrap_or_else(|_| panic!("still waiting for {wanted:?}; got {got:?}"))
+            .expect("the receiver runs");
+        assert!(delivery.verified.is_ok(), "{:?}", delivery.verified);
+        got.push((
+            delivery.webhook_id().unwrap().to_owned(),
+            delivery.payload().unwrap(),
+        ));
+    }
+}
+
+/// The event types in a subscription's delivery log.
+async fn logged_types(api: &ApiClient, subscription: &str) -> Vec<String> {
+    let log: Value = api
+        .get(&format!("/webhooks/{subscription}/deliveries?limit=100"))
+        .await
+        .unwrap();
+    let mut types: Vec<String> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["eventType"].as_str().unwrap().to_owned())
+        .collect();
+    types.sort();
+    types.dedup();
+    types
+}
+
+/// One job, paused and resumed on its way: a subscription of every type (with
+/// `progressEverySeconds`) hears it start, pause, resume, progress and end, each delivery
+/// passing its type's schema in the catalog, in the order they happened; one filtered with
+/// the field's old name (`events`) hears its two types only; one without
+/// `progressEverySeconds` no progress; the job's `callbackUrl` its end only.
+async fn a_subscription_hears_a_jobs_start_pause_resume_progress_and_end_as_the_catalog_describes(
+    kind: Kind,
+) {
+    // A pace that leaves the job running while it is paused and resumed, and chunks enough
+    // for progress between its first chunk and its last.
+    let settings = bulklink_core::Settings {
+        write_budget_per_sec: Some(kind.scale(1_000, 400) as f64),
+        chunk_size: kind.scale(50, 20) as usize,
+        ..fast_settings()
+    };
+    let env = Env::of(kind, settings).await;
+    let seeded = env.seed(kind.scale(600, 80)).await;
+    let (runtime, api) = start(&env, seeded.brand_id).await;
+    let mut everything = Receiver::start().await.unwrap();
+    let all: SubscriptionView = api
+        .post(
+            "/webhooks",
+            &json!({ "url": everything.url, "progressEverySeconds": 1 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.progress_every_seconds, Some(1));
+    everything.trust(all.secret.as_deref().unwrap()).unwrap();
+    let narrow: Value = api
+        .post(
+            "/webhooks",
+            &json!({ "url": "https://hooks.example.invalid/narrow",
+                     "filter": { "events": ["job.paused", "job.succeeded"] } }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        narrow["filter"]["eventTypes"],
+        json!(["job.paused", "job.succeeded"]),
+        "the old name is read as eventTypes"
+    );
+    let quiet: Value = api
+        .post(
+            "/webhooks",
+            &json!({ "url": "https://hooks.example.invalid/quiet" }),
+        )
+        .await
+        .unwrap();
+    let refused = api
+        .send(
+            Method::POST,
+            "/webhooks",
+            Some(&json!({ "url": "https://hooks.example.invalid/x", "progressEverySeconds": 0 })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("progressEverySeconds"),
+        "{}",
+        refused.body
+    );
+    let mut callback = Receiver::start().await.unwrap();
+
+    let created = api
+        .send(
+            Method::POST,
+            &format!("/offers/{}/link-all-locations", seeded.offer_id),
+            Some(&json!({ "callbackUrl": callback.url })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    callback
+        .trust(created.body["callback"]["secret"].as_str().unwrap())
+        .unwrap();
+    let job_id: bulklink_core::domain::JobId =
+        created.body["id"].as_str().unwrap().parse().unwrap();
+    let paused = api.pause(job_id).await.unwrap();
+    assert_eq!(
+        paused.status,
+        bulklink_core::domain::JobStatus::Paused,
+        "paused before it ended"
+    );
+    // The pause is heard before the job resumes.
+    let mut got = Vec::new();
+    collect_until(&mut everything, &mut got, &["job.paused"]).await;
+    api.resume(job_id).await.unwrap();
+    let done = api
+        .wait_terminal(
+            job_id,
+            Duration::from_millis(20),
+            Duration::from_secs(120),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, bulklink_core::domain::JobStatus::Succeeded);
+    collect_until(
+        &mut everything,
+        &mut got,
+        &[
+            "job.started",
+            "job.resumed",
+            "job.progress",
+            "job.succeeded",
+        ],
+    )
+    .await;
+    // At least once: a delivery may arrive twice, with its one webhook-id.
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    got.dedup_by(|a, b| a.0 == b.0);
+    let mut heard: Vec<Value> = got.into_iter().map(|(_, payload)| payload).collect();
+
+    let catalog: Value = api.get("/webhooks/event-types").await.unwrap();
+    let schema_of = |t: &Value| {
+        catalog["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["type"] == *t)
+            .map(|i| i["schema"].clone())
+            .unwrap_or_else(|| panic!("{t} is in the catalog"))
+    };
+    for payload in &heard {
+        json_schema_check(&schema_of(&payload["type"]), payload)
+            .unwrap_or_else(|e| panic!("{payload}: {e}"));
+        assert_eq!(payload["data"]["jobId"], job_id.to_string(), "{payload}");
+    }
+    heard.sort_by_key(|p| p["data"]["occurredAt"].as_str().unwrap().to_owned());
+    let at = |t: &str| {
+        heard
+            .iter()
+            .position(|p| p["type"] == t)
+            .unwrap_or_else(|| panic!("{t} in {heard:?}"))
+    };
+    assert!(at("job.paused") < at("job.resumed"), "{heard:?}");
+    assert!(at("job.started") < at("job.succeeded"), "{heard:?}");
+    assert!(at("job.resumed") < at("job.succeeded"), "{heard:?}");
+    let ended = heard.iter().find(|p| p["type"] == "job.succeeded").unwrap();
+    let linked = ended["data"]["counters"]["linked"].as_u64().unwrap();
+    for progress in heard.iter().filter(|p| p["type"] == "job.progress") {
+        assert!(
+            progress["data"]["counters"]["linked"].as_u64().unwrap() <= linked,
+            "{progress}"
+        );
+    }
+    // One delivery per job and pause: a republished event finds its delivery.
+    for t in ["job.started", "job.paused", "job.resumed", "job.succeeded"] {
+        assert_eq!(
+            heard.iter().filter(|p| p["type"] == t).count(),
+            1,
+            "{t}: {heard:?}"
+        );
+    }
+
+    // The other subscriptions: every event above went to them too, and the filters held.
+    let narrow_types = logged_types(&api, narrow["id"].as_str().unwrap()).await;
+    assert_eq!(narrow_types, ["job.paused", "job.succeeded"]);
+    let quiet_types = logged_types(&api, quiet["id"].as_str().unwrap()).await;
+    assert_eq!(
+        quiet_types,
+        ["job.paused", "job.resumed", "job.started", "job.succeeded"],
+        "every type but progress"
+    );
+    let from_callback = next_delivery(&mut callback, Duration::from_secs(30)).await;
+    assert_eq!(from_callback.payload().unwrap()["type"], "job.succeeded");
+    assert!(from_callback.verified.is_ok());
+    let callback_log: Value = api
+        .get(&format!("/jobs/{job_id}/deliveries?limit=100"))
+        .await
+        .unwrap();
+    let callback_types: Vec<&Value> = callback_log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["subscriptionId"] == created.body["callback"]["subscriptionId"])
+        .map(|d| &d["eventType"])
+        .collect();
+    assert_eq!(
+        callback_types,
+        [&json!("job.succeeded")],
+        "the outcome only"
+    );
+    runtime.shutdown().await;
+}
+
+/// `POST /webhooks/{id}/test`: a `webhook.test` delivery the Standard Webhooks library
+/// verifies with the subscription's secret, to that subscription only (its filter names no
+/// such type), in its delivery log with the `webhook-id` it arrived with; a disabled or
+/// unknown subscription gets none.
+async fn a_test_send_is_verified_by_the_standard_webhooks_library_and_logged_whatever_the_filter(
+    kind: Kind,
+) {
+    let env = Env::of(kind, fast_settings()).await;
+    let brand = BrandId::new_random();
+    let (runtime, api) = start(&env, brand).await;
+    let port = free_port();
+    let sub: SubscriptionView = api
+        .post(
+            "/webhooks",
+            &json!({ "url": format!("http://127.0.0.1:{port}/hook"),
+                     "filter": { "eventTypes": ["job.failed"] } }),
+        )
+        .await
+        .unwrap();
+    let secret = sub.secret.clone().unwrap();
+    let wrong = WebhookSecret::generate();
+    let library = LibraryReceiver::start(port, &[("ours", &secret), ("wrong", wrong.as_str())]);
+    let mut sibling = Receiver::start().await.unwrap();
+    let sibling_sub = subscribe(&api, &sibling.url).await;
+
+    let sent = api
+        .send(
+            Method::POST,
+            &format!("/webhooks/{}/test", sub.id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+    assert_eq!(sent.body["eventType"], "webhook.test");
+    let line = library.next(Duration::from_secs(30)).await;
+    assert_eq!(line["results"]["ours"], "ok", "{line}");
+    assert!(
+        line["results"]["wrong"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused"),
+        "{line}"
+    );
+    assert_eq!(line["webhookId"], sent.body["id"]);
+    assert_eq!(line["payload"]["type"], "webhook.test", "{line}");
+    assert_eq!(line["payload"]["data"]["webhookId"], sub.id.to_string());
+    let catalog: Value = api.get("/webhooks/event-types").await.unwrap();
+    let schema = catalog["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "webhook.test")
+        .unwrap()["schema"]
+        .clone();
+    json_schema_check(&schema, &line["payload"]).unwrap();
+
+    let logged = |api: &ApiClient, id: String| {
+        let api = api.clone();
+        async move {
+            let log: Value = api
+                .get(&format!("/webhooks/{id}/deliveries"))
+                .await
+                .unwrap();
+            log["items"].as_array().unwrap().clone()
+        }
+    };
+    let expected_id = sent.body["id"].clone();
+    eventually(
+        Duration::from_secs(30),
+        "the test delivery to be logged as succeeded",
+        || {
+            let (api, id, expected_id) = (api.clone(), sub.id.to_string(), expected_id.clone());
+            async move {
+                let items = logged(&api, id).await;
+                items.len() == 1
+                    && items[0]["id"] == expected_id
+                    && items[0]["status"] == "succeeded"
+                    && items[0]["eventType"] == "webhook.test"
+                    && items[0].get("jobId").is_none()
+            }
+        },
+    )
+    .await;
+    assert!(
+        logged(&api, sibling_sub.id.to_string()).await.is_empty(),
+        "another subscription of the brand hears no test"
+    );
+    assert!(sibling.messages.try_recv().is_err());
+
+    // Another brand's subscription is not found; a disabled one refuses (409).
+    let other = runtime.api_as(Role::Brand(BrandId::new_random())).unwrap();
+    let hidden = other
+        .send(
+            Method::POST,
+            &format!("/webhooks/{}/test", sub.id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND, "{}", hidden.body);
+    runtime
+        .ports
+        .webhooks
+        .disable_subscription(sibling_sub.id)
+        .await
+        .unwrap();
+    let disabled = api
+        .send(
+            Method::POST,
+            &format!("/webhooks/{}/test", sibling_sub.id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(disabled.status, StatusCode::CONFLICT, "{}", disabled.body);
+    runtime.shutdown().await;
+}
+
+/// Two `job.progress` events of one job in one window of a subscription: the second finds
+/// the window's delivery made for the first (pending, about to be attempted by whoever made
+/// it) and adds no attempt of its own; the first's own replay still sends it.
+async fn a_progress_event_in_a_window_with_another_events_delivery_adds_no_attempt(kind: Kind) {
+    use bulklink_core::domain::{Delivery, Event, Job, JobEvent, JobStatus, OfferId, Subscription};
+    let env = Env::of(kind, fast_settings()).await;
+    let ports = env.ports();
+    let brand = BrandId::new_random();
+    let receiver = Receiver::start().await.unwrap();
+    let mut sub = Subscription::new(
+        bulklink_core::domain::SubscriptionId::new_v7(),
+        brand,
+        receiver.url.parse().unwrap(),
+        Default::default(),
+        None,
+        ports.clock.now(),
+    );
+    sub.progress_every_seconds = Some(3_600);
+    ports.webhooks.create_subscription(&sub).await.unwrap();
+    let mut job = Job::new(brand, OfferId::new_random(), None, ports.clock.now());
+    job.status = JobStatus::Running;
+    job.chunks_done = 1;
+    let first = Event::Job(JobEvent::progress(&job, ports.clock.now()));
+    job.chunks_done = 2;
+    let second = Event::Job(JobEvent::progress(&job, ports.clock.now()));
+    let made = ports
+        .webhooks
+        .create_delivery(&Delivery::new(&first, &sub, ports.clock.now()))
+        .await
+        .unwrap();
+    assert_eq!(
+        made.id,
+        Delivery::new(&second, &sub, ports.clock.now()).id,
+        "one window"
+    );
+    let deliverer = webhooks::Deliverer::new(&ports, loopback_egress(), &env.settings).unwrap();
+    let message = |e: &Event| bulklink_core::domain::WebhookMessage::Event(e.clone()).encode();
+
+    let thinned = deliverer.handle(&message(&second)).await.unwrap();
+    assert_eq!(
+        thinned,
+        webhooks::Report::default(),
+        "no attempt for the second"
+    );
+    let replayed = deliverer.handle(&message(&first)).await.unwrap();
+    assert_eq!((replayed.attempted, replayed.delivered), (1, 1));
+    let mut receiver = receiver;
+    let got = receiver.messages.try_recv().unwrap();
+    assert_eq!(
+        got.event().unwrap()["eventId"],
+        first.event_id().to_string()
+    );
+    assert!(receiver.messages.try_recv().is_err(), "one request in all");
 }

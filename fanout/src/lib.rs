@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulklink_core::domain::{
-    ChunkMessage, ChunkSeq, ChunkTally, Counter, DomainError, FanoutMessage, Job, JobId, JobStatus,
+    ChunkMessage, ChunkSeq, ChunkTally, Counter, DomainError, FanoutMessage, Job, JobEvent, JobId,
+    JobStatus,
 };
 use bulklink_core::importing::{PageLimits, WorkPage};
 use bulklink_core::lifecycle;
@@ -118,6 +119,15 @@ impl Fanout {
                 warn!("fanout for a job that does not exist");
                 return Ok(FanoutReport::Nothing);
             };
+            if job.status == JobStatus::Running
+                && job.fanout_cursor.is_none()
+                && job.chunks_total == 0
+                && !job.fanout_done
+            {
+                // Before its first page (again, if the fanout that published it died before
+                // its first step: the event keeps its id, deliveries are made once).
+                self.ports.events.publish(&JobEvent::started(&job)).await?;
+            }
             loop {
                 if job.status.is_terminal() {
                     return Ok(FanoutReport::Nothing);

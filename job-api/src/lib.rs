@@ -14,8 +14,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use bulklink_core::domain::{
-    plan, Action, AttributesChange, BrandId, Country, FanoutMessage, IdempotencyKey, Job, JobId,
-    JobKind, JobStatus, LinkOutcome, Location, LocationChange, LocationFilter, LocationId,
+    plan, Action, AttributesChange, BrandId, Country, FanoutMessage, IdempotencyKey, Job, JobEvent,
+    JobId, JobKind, JobStatus, LinkOutcome, Location, LocationChange, LocationFilter, LocationId,
     LocationStatus, NotDerivable, Offer, OfferId, OfferSchedule, Subscription, Transition,
     Upserted, WebhookUrl, MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN, MAX_TAGS, MAX_TAG_LEN,
 };
@@ -779,9 +779,13 @@ async fn pause_job(
         None => Err(ApiError::not_found(format!("job {job_id} does not exist"))),
         Some(PauseOutcome::Changed(job)) => {
             info!(job_id = %job_id, principal = %caller.principal, "job paused");
+            ports.events.publish(&JobEvent::paused(&job)).await?;
             Ok(accepted(&ports, &job, None))
         }
         Some(PauseOutcome::Unchanged(job)) if job.status == JobStatus::Paused => {
+            // A retried pause: its event again (the same id: delivered once), in case the
+            // first request died before publishing it.
+            ports.events.publish(&JobEvent::paused(&job)).await?;
             Ok(accepted(&ports, &job, None))
         }
         Some(PauseOutcome::Unchanged(job)) => Err(ApiError::conflict(format!(
@@ -816,10 +820,12 @@ async fn resume_job(
 ) -> Result<Response, ApiError> {
     let job_id: JobId = parse_id(&job_id)?;
     caller.visible_job(&ports, job_id).await?;
-    let job = match ports.jobs.resume_job(job_id, ports.clock.now()).await? {
+    let at = ports.clock.now();
+    let job = match ports.jobs.resume_job(job_id, at).await? {
         None => return Err(ApiError::not_found(format!("job {job_id} does not exist"))),
         Some(PauseOutcome::Changed(job)) => {
             info!(job_id = %job_id, principal = %caller.principal, "job resumed");
+            ports.events.publish(&JobEvent::resumed(&job, at)).await?;
             job
         }
         Some(PauseOutcome::Unchanged(job))

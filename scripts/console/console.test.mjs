@@ -277,7 +277,10 @@ async function full() {
   step("seed brand A (4 offers, 1,000 locations) and subscribe a loopback receiver");
   const offers = await seedBrand(TOKEN_A, 4, 1000);
   const hooks = await receiver();
-  await call(TOKEN_A, "POST", "/webhooks", { url: hooks.url, description: "console test receiver" });
+  await call(TOKEN_A, "POST", "/webhooks", {
+    url: hooks.url, description: "console test receiver",
+    filter: { eventTypes: ["job.succeeded", "job.completed_with_errors", "job.failed", "job.cancelled"] },
+  });
 
   const a = await open("brand A");
   clean.push(a);

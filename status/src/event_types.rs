@@ -1,16 +1,16 @@
 //! The event catalog: every event type bulklink's webhooks send, each with what it means,
 //! the JSON Schema of its delivery's body and an example — the schema made from the very
-//! type the deliverer serializes (`JobEvent`), so the two cannot drift apart.
+//! types the deliverer serializes (`JobEvent`, `WebhookEvent`), so they cannot drift apart.
 
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bulklink_core::domain::{payload_value, EventType, JobEvent};
+use bulklink_core::domain::{payload_value, Event, EventType, JobEvent, WebhookEvent};
 use bulklink_http::auth::Caller;
 use bulklink_http::http::{ApiError, ApiState};
 use bulklink_http::openapi::Unauthorized;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub(crate) fn routes() -> OpenApiRouter<ApiState> {
@@ -61,27 +61,41 @@ fn catalog() -> EventTypes {
                 event_type: *t,
                 description: t.description(),
                 schema: payload_schema(*t),
-                example: payload_value(&JobEvent::example(*t)),
+                example: payload_value(&Event::example(*t)),
             })
             .collect(),
     }
 }
 
-/// The JSON Schema of a delivery of `event_type`: its envelope, and `data` a `JobEvent`
-/// whose `type` is this one, every schema it refers to under `$defs`.
+/// The JSON Schema of a delivery of `event_type`: its envelope, and `data` a `JobEvent` (or
+/// for a subscription's own event a `WebhookEvent`) whose `type` is this one (and `status`
+/// the one it is always sent in), every schema it refers to under `$defs`.
 pub fn payload_schema(event_type: EventType) -> Value {
+    if event_type.is_job() {
+        schema_of::<JobEvent>(event_type)
+    } else {
+        schema_of::<WebhookEvent>(event_type)
+    }
+}
+
+fn schema_of<T: ToSchema>(event_type: EventType) -> Value {
     let mut named = Vec::new();
-    <JobEvent as ToSchema>::schemas(&mut named);
+    T::schemas(&mut named);
     let mut defs = Map::new();
+    let name = T::name().into_owned();
     defs.insert(
-        JobEvent::name().into_owned(),
-        serde_json::to_value(<JobEvent as PartialSchema>::schema()).unwrap_or_default(),
+        name.clone(),
+        serde_json::to_value(T::schema()).unwrap_or_default(),
     );
     for (name, schema) in named {
         defs.insert(name, serde_json::to_value(schema).unwrap_or_default());
     }
     let mut defs = Value::Object(defs);
     rewrite_refs(&mut defs);
+    let mut pinned = json!({ "type": { "const": event_type.as_str() } });
+    if let Some(status) = event_type.status() {
+        pinned["status"] = json!({ "const": status });
+    }
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": event_type.as_str(),
@@ -92,14 +106,8 @@ pub fn payload_schema(event_type: EventType) -> Value {
             "timestamp": { "type": "string", "format": "date-time" },
             "data": {
                 "allOf": [
-                    { "$ref": "#/$defs/JobEvent" },
-                    {
-                        "type": "object",
-                        "properties": {
-                            "type": { "const": event_type.as_str() },
-                            "status": { "const": event_type.status() }
-                        }
-                    }
+                    { "$ref": format!("#/$defs/{name}") },
+                    { "type": "object", "properties": pinned }
                 ]
             }
         },

@@ -5,10 +5,10 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bulklink_core::domain::Delivery;
+use bulklink_core::domain::{Delivery, Event, SubscriptionStatus, WebhookEvent};
 use bulklink_core::domain::{
     DeliveryId, Subscription, SubscriptionFilter, SubscriptionId, WebhookSecret, WebhookUrl,
-    PREVIOUS_SECRET_GRACE,
+    PREVIOUS_SECRET_GRACE, PROGRESS_EVERY_SECONDS,
 };
 use bulklink_core::ports::Ports;
 use bulklink_http::auth::Caller;
@@ -34,13 +34,14 @@ pub(crate) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(rotate_secret))
         .routes(routes!(list_deliveries))
         .routes(routes!(redeliver))
+        .routes(routes!(send_test))
 }
 
 /// A new webhook subscription of the caller's brand.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 #[schema(example = json!({ "url": "https://hooks.example.com/bulklink",
-    "filter": { "events": ["job.succeeded", "job.failed"] }, "description": "orders service" }))]
+    "filter": { "eventTypes": ["job.succeeded", "job.failed"] }, "description": "orders service" }))]
 struct NewSubscription {
     url: WebhookUrl,
     /// Which of the brand's events it hears (all when absent); `brandId` is pinned to the
@@ -50,6 +51,10 @@ struct NewSubscription {
     /// What it is for, 1 to 500 characters.
     #[schema(schema_with = description_schema)]
     description: Option<String>,
+    /// Hear `job.progress`: at most one per job in each window of this many seconds (1 to
+    /// 86,400). Without it no `job.progress` is sent to this subscription.
+    #[schema(minimum = 1, maximum = 86400)]
+    progress_every_seconds: Option<u32>,
 }
 bulklink_core::json_object_only!(NewSubscription);
 
@@ -62,7 +67,7 @@ fn subscription_example(with_secret: bool) -> serde_json::Value {
         "id": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1014",
         "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012",
         "url": "https://hooks.example.com/bulklink",
-        "filter": { "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012", "events": ["job.succeeded"] },
+        "filter": { "brandId": "0190a0b0-c0d0-7e0f-8a0b-0c0d0e0f1012", "eventTypes": ["job.succeeded"] },
         "description": "orders service",
         "createdAt": "2026-12-01T10:00:00.000Z",
         "status": "active"
@@ -115,8 +120,17 @@ async fn subscribe(
         .as_deref()
         .map(|d| checked_text("description", d, MAX_DESCRIPTION_LEN))
         .transpose()?;
+    if let Some(every) = new
+        .progress_every_seconds
+        .filter(|every| !PROGRESS_EVERY_SECONDS.contains(every))
+    {
+        return Err(ApiError::bad_request(format!(
+            "progressEverySeconds is {every}; give 1 to 86400 seconds, or leave it out for no \
+             job.progress events"
+        )));
+    }
     state.egress.check_registration(&new.url).await?;
-    let subscription = Subscription::new(
+    let mut subscription = Subscription::new(
         SubscriptionId::new_v7(),
         brand,
         new.url,
@@ -124,6 +138,7 @@ async fn subscribe(
         description,
         state.ports.clock.now(),
     );
+    subscription.progress_every_seconds = new.progress_every_seconds;
     let stored = state
         .ports
         .webhooks
@@ -311,11 +326,7 @@ async fn redeliver(
     let id: SubscriptionId = parse_id(&id)?;
     let delivery_id: DeliveryId = parse_id(&delivery_id)?;
     let subscription = caller.visible_subscription(&ports, id).await?;
-    if subscription.status != bulklink_core::domain::SubscriptionStatus::Active {
-        return Err(ApiError::conflict(format!(
-            "webhook {id} is disabled (its receiver answered 410 Gone); create a new one"
-        )));
-    }
+    active(&subscription)?;
     let missing = || format!("delivery {delivery_id} of webhook {id} does not exist");
     for _ in 0..3 {
         let delivery = ports
@@ -333,4 +344,64 @@ async fn redeliver(
         "delivery {delivery_id} is being attempted right now; ask again shortly"
     ))
     .with_retry_after(1))
+}
+
+/// A disabled subscription sends nothing: 409 saying why.
+fn active(subscription: &Subscription) -> Result<(), ApiError> {
+    if subscription.status == SubscriptionStatus::Active {
+        return Ok(());
+    }
+    Err(ApiError::conflict(format!(
+        "webhook {} is disabled (its receiver answered 410 Gone); create a new one",
+        subscription.id
+    )))
+}
+
+/// Send a `webhook.test` event to this subscription now, signed with its current secret
+/// (and the previous one while it still signs), recorded in its delivery log like any other.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/test",
+    tag = "webhooks",
+    operation_id = "sendWebhookTest",
+    params(("id" = SubscriptionId, Path, description = "The subscription")),
+    responses(
+        (status = 202, description = "The test delivery, attempted at once", body = Delivery,
+         headers(("Location" = String, description = "`/webhooks/{id}/deliveries`"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The subscription is disabled",
+         content_type = "application/problem+json", body = Problem),
+    )
+)]
+async fn send_test(
+    State(ports): State<Ports>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: SubscriptionId = parse_id(&id)?;
+    let subscription = caller.visible_subscription(&ports, id).await?;
+    active(&subscription)?;
+    let now = ports.clock.now();
+    let event = Event::Webhook(WebhookEvent::test(subscription.brand_id, id, now));
+    let delivery = ports
+        .webhooks
+        .create_delivery(&Delivery::new(&event, &subscription, now))
+        .await?;
+    // Dying right here leaves the delivery pending without a message: the sweeper
+    // schedules overdue deliveries again.
+    bulklink_core::lifecycle::schedule_attempt(
+        &ports.webhook_queue,
+        &delivery,
+        std::time::Duration::ZERO,
+    )
+    .await?;
+    tracing::info!(subscription_id = %id, delivery_id = %delivery.id, principal = %caller.principal, "test send requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/webhooks/{id}/deliveries"))],
+        Json(delivery),
+    )
+        .into_response())
 }

@@ -136,6 +136,7 @@ ROUTES = {
     "POST /webhooks/{id}/rotate-secret": "status",
     "GET /webhooks/{id}/deliveries": "status",
     "POST /webhooks/{id}/deliveries/{deliveryId}/redeliver": "status",
+    "POST /webhooks/{id}/test": "status",
     "GET /healthz": "status",
     "GET /openapi.json": "status",
     "GET /console": "status",

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bulklink_core::domain::{
-    Delivery, DeliveryId, DeliveryStatus, JobEvent, RetrySchedule, Subscription, SubscriptionId,
+    Delivery, DeliveryId, DeliveryStatus, Event, RetrySchedule, Subscription, SubscriptionId,
     WebhookMessage,
 };
 use bulklink_core::lifecycle::schedule_attempt;
@@ -110,7 +110,7 @@ impl Deliverer {
     pub async fn handle(&self, body: &str) -> Result<Report, HandleError> {
         match WebhookMessage::decode(body).map_err(|e| HandleError::Undecodable(e.to_string()))? {
             WebhookMessage::Event(event) => {
-                let span = tracing::info_span!("webhook_event", job_id = %event.job_id, event = event.event_type.as_str());
+                let span = tracing::info_span!("webhook_event", event_id = %event.event_id(), event = event.event_type().as_str());
                 self.dispatch(event).instrument(span).await
             }
             WebhookMessage::Attempt {
@@ -127,15 +127,16 @@ impl Deliverer {
     }
 
     /// An event: one delivery per matching subscription (kept if it exists: a replayed
-    /// event finds its deliveries), each due one attempted now.
-    async fn dispatch(&self, event: JobEvent) -> Result<Report, HandleError> {
+    /// event finds its deliveries), each due one attempted now. A `job.progress` whose
+    /// subscription's window has a delivery of another event already adds nothing.
+    async fn dispatch(&self, event: Event) -> Result<Report, HandleError> {
         let now = self.clock.now();
         let mut wanted = Vec::new();
         let mut cursor = None;
         loop {
             let page = self
                 .webhooks
-                .page_brand_subscriptions(event.brand_id, cursor.as_ref(), 1_000)
+                .page_brand_subscriptions(event.brand_id(), cursor.as_ref(), 1_000)
                 .await?;
             wanted.extend(page.items.into_iter().filter(|s| s.wants(&event)));
             cursor = page.next;
@@ -149,7 +150,9 @@ impl Deliverer {
                 .webhooks
                 .create_delivery(&Delivery::new(&event, &subscription, now))
                 .await?;
-            if delivery.is_due(now) {
+            // A delivery of another event: a `job.progress` whose window already has one
+            // (sent by whoever made it; this event is thinned out).
+            if delivery.event_id == event.event_id() && delivery.is_due(now) {
                 due.push((subscription, delivery));
             }
         }

@@ -9,12 +9,13 @@ pub mod lambda;
 mod limiter;
 pub mod sweeper;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bulklink_core::budget::{BudgetWatch, LiveRates};
 use bulklink_core::domain::{
-    ChunkCounts, ChunkMessage, ChunkTally, DomainError, Job, JobId, JobStatus,
+    ChunkCounts, ChunkMessage, ChunkTally, DomainError, Job, JobEvent, JobId, JobStatus,
 };
 use bulklink_core::importing;
 use bulklink_core::kinds::{self, Unfinished};
@@ -103,7 +104,13 @@ pub struct ChunkProcessor {
     throttles: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
     /// Where this worker reports its live rate, under its name.
     live: Option<(LiveRates, String)>,
+    /// When this worker last published each job's `job.progress`.
+    progress_sent: Mutex<HashMap<JobId, chrono::DateTime<chrono::Utc>>>,
 }
+
+/// One worker publishes a job's `job.progress` at most this often (subscriptions thin it
+/// further to their `progressEverySeconds`): a job of 10,000 chunks is not 10,000 events.
+const PROGRESS_EVERY: chrono::Duration = chrono::Duration::seconds(1);
 
 /// Share of the visibility timeout one delivery may spend. Past it the delivery gives up,
 /// so no message is redelivered (or dead-lettered and accounted) while a worker still
@@ -124,6 +131,38 @@ impl ChunkProcessor {
             retries: None,
             throttles: None,
             live: None,
+            progress_sent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes `job.progress` of `job` (just accounted a chunk of) unless this worker did
+    /// within `PROGRESS_EVERY`. Advisory: a failed publish is logged, the chunk stands (the
+    /// job's terminal event carries its last counters).
+    async fn publish_progress(&self, job: &Job) {
+        let now = self.ports.clock.now();
+        {
+            let mut sent = self
+                .progress_sent
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if sent
+                .get(&job.id)
+                .is_some_and(|at| now - *at < PROGRESS_EVERY)
+            {
+                return;
+            }
+            if sent.len() >= 1_024 {
+                sent.retain(|_, at| now - *at < PROGRESS_EVERY);
+            }
+            sent.insert(job.id, now);
+        }
+        if let Err(e) = self
+            .ports
+            .events
+            .publish(&JobEvent::progress(job, now))
+            .await
+        {
+            warn!(error = %e, "job.progress not published");
         }
     }
 
@@ -425,6 +464,9 @@ impl ChunkProcessor {
                         failed = job.counters.failed,
                         "failure threshold exceeded; job is FAILING"
                     );
+                }
+                if !job.is_fully_accounted() && !job.status.is_terminal() {
+                    self.publish_progress(&job).await;
                 }
                 (job, Republish::No)
             }

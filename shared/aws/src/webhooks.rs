@@ -63,6 +63,8 @@ struct SubscriptionItem {
     previous_secret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     previous_secret_until: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    progress_every_seconds: Option<u32>,
     created_at: i64,
     gsi1pk: String,
     gsi1sk: String,
@@ -85,6 +87,7 @@ impl SubscriptionItem {
                 .as_ref()
                 .map(|(s, _)| s.as_str().to_owned()),
             previous_secret_until: sub.previous_secret.as_ref().map(|(_, until)| ms(*until)),
+            progress_every_seconds: sub.progress_every_seconds,
             created_at: ms(sub.created_at),
             gsi1pk: format!("WEBHOOKS#{}", sub.brand_id),
             gsi1sk: format!("{:020}#{}", ms(sub.created_at), sub.id),
@@ -105,6 +108,7 @@ impl SubscriptionItem {
                 (Some(secret), Some(until)) => Some((secret.parse()?, from_ms(until))),
                 _ => None,
             },
+            progress_every_seconds: self.progress_every_seconds,
         })
     }
 }
@@ -118,7 +122,9 @@ struct DeliveryItem {
     subscription_id: String,
     event_id: String,
     event_type: String,
-    job_id: String,
+    /// Absent for an event of no job (`webhook.test`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    job_id: Option<String>,
     brand_id: String,
     body: String,
     status: String,
@@ -136,8 +142,11 @@ struct DeliveryItem {
     created_at: i64,
     /// TTL (seconds since the epoch).
     expires_at: i64,
-    gsi1pk: String,
-    gsi1sk: String,
+    /// A job's deliveries (absent, so not indexed, for an event of no job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi1pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi1sk: Option<String>,
     /// Only while pending: the sparse index of pending deliveries by when they are due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gsi2pk: Option<String>,
@@ -157,7 +166,7 @@ impl DeliveryItem {
             subscription_id: d.subscription_id.to_string(),
             event_id: d.event_id.to_string(),
             event_type: d.event_type.as_str().to_owned(),
-            job_id: d.job_id.to_string(),
+            job_id: d.job_id.map(|j| j.to_string()),
             brand_id: d.brand_id.to_string(),
             body: d.body.clone(),
             status: d.status.as_str().to_owned(),
@@ -169,8 +178,8 @@ impl DeliveryItem {
             next_attempt_at: d.next_attempt_at.map(ms),
             created_at: ms(d.created_at),
             expires_at: d.created_at.timestamp() + DELIVERY_RETENTION.as_secs() as i64,
-            gsi1pk: format!("DELIVERIES#{}", d.job_id),
-            gsi1sk: d.id.to_string(),
+            gsi1pk: d.job_id.map(|j| format!("DELIVERIES#{j}")),
+            gsi1sk: d.job_id.map(|_| d.id.to_string()),
             gsi2pk: (d.status == crate::domain::DeliveryStatus::Pending)
                 .then(|| PENDING_DELIVERIES.to_owned()),
             gsi2sk: (d.status == crate::domain::DeliveryStatus::Pending).then(|| {
@@ -193,7 +202,7 @@ impl DeliveryItem {
                 .map_err(|_| internal(format!("event id '{}'", self.event_id)))?,
             event_type: serde_json::from_value(serde_json::Value::String(self.event_type))
                 .map_err(internal)?,
-            job_id: self.job_id.parse()?,
+            job_id: self.job_id.map(|j| j.parse()).transpose()?,
             brand_id: self.brand_id.parse()?,
             status: self.status.parse()?,
             attempts: self.attempts,

@@ -160,6 +160,7 @@ contract! {
             deliveries_list_newest_first_by_subscription_and_by_job,
             overdue_deliveries_are_the_pending_ones_past_due,
             a_published_event_reaches_the_webhook_queue_raw,
+            a_subscriptions_progress_window_and_a_delivery_of_no_job_read_back,
         ],
     },
 }

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use bulklink_core::domain::{
-    BrandId, Delivery, DeliveryStatus, EventType, Job, JobEvent, JobStatus, OfferId, Subscription,
-    SubscriptionFilter, SubscriptionId, SubscriptionStatus, WebhookMessage, WebhookSecret,
-    WebhookUrl,
+    BrandId, Delivery, DeliveryStatus, Event, EventType, Job, JobEvent, JobStatus, OfferId,
+    Subscription, SubscriptionFilter, SubscriptionId, SubscriptionStatus, WebhookEvent,
+    WebhookMessage, WebhookSecret, WebhookUrl,
 };
 use chrono::Utc;
 
@@ -25,12 +25,17 @@ fn subscription(brand: BrandId, path: &str) -> Subscription {
         brand,
         url(path),
         SubscriptionFilter {
-            events: Some(vec![EventType::JobSucceeded]),
+            event_types: Some(vec![EventType::JobSucceeded]),
             ..Default::default()
         },
         Some("orders service".into()),
         now_ms(),
     )
+}
+
+/// The delivery of a job's event to `sub`.
+fn delivery_of(event: &JobEvent, sub: &Subscription, at: chrono::DateTime<Utc>) -> Delivery {
+    Delivery::new(&Event::Job(event.clone()), sub, at)
 }
 
 fn event_of(brand: BrandId) -> JobEvent {
@@ -164,7 +169,7 @@ pub async fn disabling_a_subscription_stops_it_wanting_events(fx: &Fixture) {
 
     let stored = webhooks.get_subscription(sub.id).await.unwrap().unwrap();
     assert_eq!(stored.status, SubscriptionStatus::Disabled);
-    assert!(!stored.wants(&event_of(sub.brand_id)));
+    assert!(!stored.wants(&Event::Job(event_of(sub.brand_id))));
 }
 
 pub async fn a_delivery_is_created_once_and_a_replay_finds_it(fx: &Fixture) {
@@ -172,7 +177,7 @@ pub async fn a_delivery_is_created_once_and_a_replay_finds_it(fx: &Fixture) {
     let brand = BrandId::new_random();
     let sub = subscription(brand, "a");
     let event = event_of(brand);
-    let delivery = Delivery::new(&event, &sub, now_ms());
+    let delivery = delivery_of(&event, &sub, now_ms());
 
     let first = webhooks.create_delivery(&delivery).await.unwrap();
     let mut attempted = first.clone();
@@ -180,7 +185,7 @@ pub async fn a_delivery_is_created_once_and_a_replay_finds_it(fx: &Fixture) {
     attempted.last_status_code = Some(500);
     assert!(webhooks.update_delivery(&attempted, 0).await.unwrap());
     let replay = webhooks
-        .create_delivery(&Delivery::new(&event, &sub, now_ms()))
+        .create_delivery(&delivery_of(&event, &sub, now_ms()))
         .await
         .unwrap();
 
@@ -205,7 +210,7 @@ pub async fn a_delivery_update_applies_only_from_the_attempt_count_it_was_read_a
     let brand = BrandId::new_random();
     let sub = subscription(brand, "a");
     let stored = webhooks
-        .create_delivery(&Delivery::new(&event_of(brand), &sub, now_ms()))
+        .create_delivery(&delivery_of(&event_of(brand), &sub, now_ms()))
         .await
         .unwrap();
     let mut one = stored.clone();
@@ -241,7 +246,7 @@ pub async fn deliveries_list_newest_first_by_subscription_and_by_job(fx: &Fixtur
     for event in &events {
         for sub in [&a, &b] {
             webhooks
-                .create_delivery(&Delivery::new(event, sub, now_ms()))
+                .create_delivery(&delivery_of(event, sub, now_ms()))
                 .await
                 .unwrap();
         }
@@ -272,7 +277,10 @@ pub async fn deliveries_list_newest_first_by_subscription_and_by_job(fx: &Fixtur
     let mut expected = vec![a.id, b.id];
     expected.sort();
     assert_eq!(subs, expected);
-    assert!(of_job.items.iter().all(|d| d.job_id == events[1].job_id));
+    assert!(of_job
+        .items
+        .iter()
+        .all(|d| d.job_id == Some(events[1].job_id)));
 }
 
 pub async fn overdue_deliveries_are_the_pending_ones_past_due(fx: &Fixture) {
@@ -280,11 +288,11 @@ pub async fn overdue_deliveries_are_the_pending_ones_past_due(fx: &Fixture) {
     let brand = BrandId::new_random();
     let sub = subscription(brand, "a");
     let long_ago = now_ms() - chrono::Duration::minutes(30);
-    let mut overdue = Delivery::new(&event_of(brand), &sub, long_ago);
+    let mut overdue = delivery_of(&event_of(brand), &sub, long_ago);
     overdue.next_attempt_at = Some(long_ago);
     let overdue = webhooks.create_delivery(&overdue).await.unwrap();
     let done = webhooks
-        .create_delivery(&Delivery::new(&event_of(brand), &sub, long_ago))
+        .create_delivery(&delivery_of(&event_of(brand), &sub, long_ago))
         .await
         .unwrap();
     let mut succeeded = done.clone();
@@ -292,7 +300,7 @@ pub async fn overdue_deliveries_are_the_pending_ones_past_due(fx: &Fixture) {
     succeeded.attempts = 1;
     succeeded.next_attempt_at = None;
     assert!(webhooks.update_delivery(&succeeded, 0).await.unwrap());
-    let mut later = Delivery::new(&event_of(brand), &sub, now_ms());
+    let mut later = delivery_of(&event_of(brand), &sub, now_ms());
     later.next_attempt_at = Some(now_ms() + chrono::Duration::minutes(5));
     webhooks.create_delivery(&later).await.unwrap();
 
@@ -325,7 +333,7 @@ pub async fn a_published_event_reaches_the_webhook_queue_raw(fx: &Fixture) {
         if let Some(m) = messages.first() {
             assert_eq!(
                 WebhookMessage::decode(&m.body).unwrap(),
-                WebhookMessage::Event(event)
+                WebhookMessage::Event(Event::Job(event))
             );
             return;
         }
@@ -334,4 +342,36 @@ pub async fn a_published_event_reaches_the_webhook_queue_raw(fx: &Fixture) {
             "the event never arrived"
         );
     }
+}
+
+pub async fn a_subscriptions_progress_window_and_a_delivery_of_no_job_read_back(fx: &Fixture) {
+    let webhooks = &fx.ports.webhooks;
+    let brand = BrandId::new_random();
+    let mut sub = subscription(brand, "p");
+    sub.progress_every_seconds = Some(30);
+    let stored = webhooks.create_subscription(&sub).await.unwrap();
+    assert_eq!(stored.progress_every_seconds, Some(30));
+    assert_eq!(
+        webhooks.get_subscription(sub.id).await.unwrap(),
+        Some(sub.clone())
+    );
+
+    let test = Event::Webhook(WebhookEvent::test(brand, sub.id, now_ms()));
+    let made = webhooks
+        .create_delivery(&Delivery::new(&test, &sub, now_ms()))
+        .await
+        .unwrap();
+    assert_eq!(made.job_id, None);
+    let read = webhooks
+        .get_delivery(sub.id, made.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, made);
+    assert_eq!(read.event_type, EventType::WebhookTest);
+    let listed = webhooks
+        .page_subscription_deliveries(sub.id, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(listed.items, vec![made]);
 }

@@ -221,6 +221,10 @@ pub struct SubscriptionView {
     /// After a rotation: until when the previous secret also signs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// `job.progress` is sent at most once per job in each window of this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub progress_every_seconds: Option<u32>,
 }
 
 impl SubscriptionView {
@@ -235,6 +239,7 @@ impl SubscriptionView {
             status: sub.status,
             secret: with_secret.then(|| sub.secret.as_str().to_owned()),
             previous_secret_expires_at: sub.previous_secret.as_ref().map(|(_, until)| *until),
+            progress_every_seconds: sub.progress_every_seconds,
         }
     }
 }

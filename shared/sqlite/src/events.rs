@@ -21,7 +21,7 @@ impl EmbeddedEvents {
 impl EventBus for EmbeddedEvents {
     async fn publish(&self, event: &JobEvent) -> StoreResult<()> {
         self.webhook_queue
-            .send(&WebhookMessage::Event(event.clone()))
+            .send(&WebhookMessage::Event(event.clone().into()))
             .await
     }
 }

@@ -25,6 +25,7 @@ const MIGRATIONS: &[Migration] = &[
     v9_chunk_outcomes,
     v10_held_jobs,
     v11_offer_schedules,
+    v12_webhook_progress,
 ];
 
 /// The schema version this build writes.
@@ -473,6 +474,12 @@ fn v11_offer_schedules(tx: &Transaction<'_>) -> StoreResult<()> {
          CREATE INDEX offer_starts_by_time ON offer_starts (starts_at);",
     )
     .map_err(sql)
+}
+
+/// Version 12: a subscription's `progressEverySeconds` (`NULL`: no `job.progress`).
+fn v12_webhook_progress(tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.execute_batch("ALTER TABLE webhooks ADD COLUMN progress_every_seconds INTEGER;")
+        .map_err(sql)
 }
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {

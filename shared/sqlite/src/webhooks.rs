@@ -16,7 +16,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Page, Webhooks};
 
 const SUBSCRIPTION_COLUMNS: &str = "id, brand_id, url, filter, description, status, secret, \
-    previous_secret, previous_secret_until, created_at";
+    previous_secret, previous_secret_until, created_at, progress_every_seconds";
 
 fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Subscription>> {
     let id: String = row.get(0)?;
@@ -29,6 +29,7 @@ fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Subscrip
     let previous: Option<String> = row.get(7)?;
     let previous_until: Option<i64> = row.get(8)?;
     let created_at: i64 = row.get(9)?;
+    let progress_every_seconds: Option<u32> = row.get(10)?;
     Ok((|| {
         Ok(Subscription {
             id: id.parse()?,
@@ -44,6 +45,7 @@ fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Subscrip
                 (Some(secret), Some(until)) => Some((secret.parse()?, from_ms(until))),
                 _ => None,
             },
+            progress_every_seconds,
         })
     })())
 }
@@ -57,6 +59,7 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Delivery>> {
     let subscription: String = row.get(1)?;
     let event_id: String = row.get(2)?;
     let event_type: String = row.get(3)?;
+    // '' for an event of no job (the column predates those).
     let job: String = row.get(4)?;
     let brand: String = row.get(5)?;
     let body: String = row.get(6)?;
@@ -77,7 +80,7 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Delivery>> {
                 .map_err(|_| StoreError::internal(format!("event id '{event_id}'")))?,
             event_type: serde_json::from_value(serde_json::Value::String(event_type))
                 .map_err(|e| StoreError::internal(format!("event type: {e}")))?,
-            job_id: job.parse()?,
+            job_id: (!job.is_empty()).then(|| job.parse()).transpose()?,
             brand_id: brand.parse()?,
             status: status.parse()?,
             attempts,
@@ -167,8 +170,8 @@ impl Webhooks for EmbeddedStore {
         self.write(move |conn| {
             let tx = conn.savepoint().map_err(sql)?;
             tx.execute(
-                "INSERT OR IGNORE INTO webhooks (id, brand_id, url, filter, description, status, secret, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR IGNORE INTO webhooks (id, brand_id, url, filter, description, status, secret, \
+                 created_at, progress_every_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     sub.id.to_string(),
                     sub.brand_id.to_string(),
@@ -178,6 +181,7 @@ impl Webhooks for EmbeddedStore {
                     sub.status.as_str(),
                     sub.secret.as_str(),
                     to_ms(sub.created_at),
+                    sub.progress_every_seconds,
                 ],
             )
             .map_err(sql)?;
@@ -285,7 +289,7 @@ impl Webhooks for EmbeddedStore {
                     d.subscription_id.to_string(),
                     d.event_id.to_string(),
                     d.event_type.as_str(),
-                    d.job_id.to_string(),
+                    d.job_id.map(|j| j.to_string()).unwrap_or_default(),
                     d.brand_id.to_string(),
                     d.body,
                     d.status.as_str(),

@@ -710,7 +710,7 @@
       empty.hidden = items.length > 0;
       syncRows(tbody, items, (s) => s.id, (s) => [
         td(h("a", { href: `#/webhooks/${s.id}`, dataset: { focusKey: `webhook-${s.id}` } }, s.url)),
-        td(s.filter && s.filter.events ? s.filter.events.join(", ") : "every event"),
+        td(s.filter && s.filter.eventTypes ? s.filter.eventTypes.join(", ") : "every event"),
         td(s.filter && s.filter.jobId ? h("a", { href: `#/jobs/${s.filter.jobId}`, class: "mono" }, s.filter.jobId) : "any job", "hide-narrow"),
         td(statusBadge(s.status)),
         td(s.description || "—", "hide-narrow"),
@@ -759,7 +759,7 @@
       replace(details,
         h("dt", {}, "URL"), h("dd", {}, sub.url),
         h("dt", {}, "Status"), h("dd", {}, statusBadge(sub.status)),
-        h("dt", {}, "Events"), h("dd", {}, sub.filter && sub.filter.events ? sub.filter.events.join(", ") : "every event"),
+        h("dt", {}, "Events"), h("dd", {}, sub.filter && sub.filter.eventTypes ? sub.filter.eventTypes.join(", ") : "every event"),
         h("dt", {}, "Created"), h("dd", {}, when(sub.createdAt)));
       await load();
       return true;

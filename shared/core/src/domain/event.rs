@@ -1,16 +1,28 @@
-//! Job events: what webhooks receive when a job reaches a terminal status, or waits for an
-//! approval.
+//! Events webhooks deliver: a job's (`JobEvent`: it started, paused, resumed, made progress,
+//! ended or waits for an approval) and a subscription's own (`WebhookEvent`: a test send).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{BrandId, Counters, Job, JobId, JobKind, JobStatus, OfferId};
+use super::{
+    BrandId, Counters, DomainError, Job, JobId, JobKind, JobStatus, OfferId, SubscriptionId,
+};
 
-/// The events a job sends when it ends.
+/// Every type of event webhooks send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EventType {
+    /// Fanout began: the job is RUNNING.
+    #[serde(rename = "job.started")]
+    JobStarted,
+    /// A job's counters moved (sent only to subscriptions with `progressEverySeconds`).
+    #[serde(rename = "job.progress")]
+    JobProgress,
+    #[serde(rename = "job.paused")]
+    JobPaused,
+    #[serde(rename = "job.resumed")]
+    JobResumed,
     #[serde(rename = "job.succeeded")]
     JobSucceeded,
     #[serde(rename = "job.completed_with_errors")]
@@ -22,10 +34,27 @@ pub enum EventType {
     /// A job was created AWAITING_APPROVAL: someone of its brand should approve or reject it.
     #[serde(rename = "job.awaiting_approval")]
     JobAwaitingApproval,
+    /// Asked for with `POST /webhooks/{id}/test`: sent to that subscription only.
+    #[serde(rename = "webhook.test")]
+    WebhookTest,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 10] = [
+        EventType::JobStarted,
+        EventType::JobProgress,
+        EventType::JobPaused,
+        EventType::JobResumed,
+        EventType::JobSucceeded,
+        EventType::JobCompletedWithErrors,
+        EventType::JobFailed,
+        EventType::JobCancelled,
+        EventType::JobAwaitingApproval,
+        EventType::WebhookTest,
+    ];
+
+    /// What a job's `callbackUrl` hears: that the job ended, or that it waits for approval.
+    pub const OUTCOMES: [EventType; 5] = [
         EventType::JobSucceeded,
         EventType::JobCompletedWithErrors,
         EventType::JobFailed,
@@ -35,17 +64,44 @@ impl EventType {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            EventType::JobStarted => "job.started",
+            EventType::JobProgress => "job.progress",
+            EventType::JobPaused => "job.paused",
+            EventType::JobResumed => "job.resumed",
             EventType::JobSucceeded => "job.succeeded",
             EventType::JobCompletedWithErrors => "job.completed_with_errors",
             EventType::JobFailed => "job.failed",
             EventType::JobCancelled => "job.cancelled",
             EventType::JobAwaitingApproval => "job.awaiting_approval",
+            EventType::WebhookTest => "webhook.test",
         }
+    }
+
+    /// An event of a job (its `data` is a `JobEvent`), not of a subscription.
+    pub fn is_job(self) -> bool {
+        !matches!(self, EventType::WebhookTest)
     }
 
     /// What the event says, for the event catalog (`GET /webhooks/event-types`).
     pub fn description(self) -> &'static str {
         match self {
+            EventType::JobStarted => {
+                "A job started: fanout began paging its locations (or rows) and it is RUNNING. \
+                 Import jobs send the same job events as any other, `jobType` telling them \
+                 apart."
+            }
+            EventType::JobProgress => {
+                "A job's `counters` moved. Sent only to subscriptions that set \
+                 `progressEverySeconds`, at most one per job in each such window; the last \
+                 counters come with the job's terminal event."
+            }
+            EventType::JobPaused => {
+                "A job was paused (POST /jobs/{jobId}/pause): no new chunk starts until it \
+                 is resumed."
+            }
+            EventType::JobResumed => {
+                "A paused job was resumed (POST /jobs/{jobId}/resume) and is RUNNING again."
+            }
             EventType::JobSucceeded => {
                 "A job ended SUCCEEDED: every location (or row) it acted on was done; `counters` \
                  say how."
@@ -66,17 +122,24 @@ impl EventType {
                 "A job was created AWAITING_APPROVAL: someone of its brand other than its \
                  creator should approve (POST /jobs/{jobId}/approve) or reject it."
             }
+            EventType::WebhookTest => {
+                "A test send (POST /webhooks/{id}/test), to that subscription only, signed with \
+                 its current secret: check a receiver end to end. It acts on nothing."
+            }
         }
     }
 
-    /// The job status an event of this type is sent in.
-    pub fn status(self) -> JobStatus {
+    /// The job status an event of this type is always sent in, if one.
+    pub fn status(self) -> Option<JobStatus> {
         match self {
-            EventType::JobSucceeded => JobStatus::Succeeded,
-            EventType::JobCompletedWithErrors => JobStatus::CompletedWithErrors,
-            EventType::JobFailed => JobStatus::Failed,
-            EventType::JobCancelled => JobStatus::Cancelled,
-            EventType::JobAwaitingApproval => JobStatus::AwaitingApproval,
+            EventType::JobStarted | EventType::JobResumed => Some(JobStatus::Running),
+            EventType::JobPaused => Some(JobStatus::Paused),
+            EventType::JobSucceeded => Some(JobStatus::Succeeded),
+            EventType::JobCompletedWithErrors => Some(JobStatus::CompletedWithErrors),
+            EventType::JobFailed => Some(JobStatus::Failed),
+            EventType::JobCancelled => Some(JobStatus::Cancelled),
+            EventType::JobAwaitingApproval => Some(JobStatus::AwaitingApproval),
+            EventType::JobProgress | EventType::WebhookTest => None,
         }
     }
 
@@ -118,12 +181,12 @@ pub struct JobEvent {
 }
 
 impl JobEvent {
-    /// The event of a job in its status: a finished job's terminal event, or the event of a
-    /// job awaiting approval; `None` for other statuses.
-    pub fn of_status(job: &Job) -> Option<JobEvent> {
-        let event_type = EventType::for_status(job.status)?;
-        let name = format!("{}:{}", job.id, event_type.as_str());
-        Some(JobEvent {
+    /// `job` as an event of `event_type` at `at`, its id derived from the job, the type and
+    /// `occurrence` (what tells two events of one type of one job apart), so an event
+    /// published twice keeps its id.
+    fn of(job: &Job, event_type: EventType, occurrence: &str, at: DateTime<Utc>) -> JobEvent {
+        let name = format!("{}:{}{occurrence}", job.id, event_type.as_str());
+        JobEvent {
             event_id: Uuid::new_v5(&EVENT_NAMESPACE, name.as_bytes()),
             event_type,
             job_id: job.id,
@@ -132,21 +195,50 @@ impl JobEvent {
             job_type: Some(job.spec.kind),
             status: job.status,
             counters: job.counters,
-            occurred_at: match job.status {
-                JobStatus::AwaitingApproval => job.created_at,
-                _ => job.finished_at.unwrap_or(job.updated_at),
-            },
-        })
+            occurred_at: at,
+        }
     }
-}
 
-impl JobEvent {
+    /// The event of a job in its status: a finished job's terminal event, or the event of a
+    /// job awaiting approval; `None` for other statuses.
+    pub fn of_status(job: &Job) -> Option<JobEvent> {
+        let event_type = EventType::for_status(job.status)?;
+        let at = match job.status {
+            JobStatus::AwaitingApproval => job.created_at,
+            _ => job.finished_at.unwrap_or(job.updated_at),
+        };
+        Some(JobEvent::of(job, event_type, "", at))
+    }
+
+    /// `job.started`, of a job fanout found RUNNING before its first page: one per job.
+    pub fn started(job: &Job) -> JobEvent {
+        let at = job.started_at.unwrap_or(job.updated_at);
+        JobEvent::of(job, EventType::JobStarted, "", at)
+    }
+
+    /// `job.paused`, of a PAUSED job: one per pause (its id names the pause's start).
+    pub fn paused(job: &Job) -> JobEvent {
+        let at = job.paused_at.unwrap_or(job.updated_at);
+        let occurrence = format!(":{}", at.timestamp_millis());
+        JobEvent::of(job, EventType::JobPaused, &occurrence, at)
+    }
+
+    /// `job.resumed`, of a job just resumed at `at`: one per resume (its id names the time
+    /// the job has been paused in all, which each resume adds to).
+    pub fn resumed(job: &Job, at: DateTime<Utc>) -> JobEvent {
+        let occurrence = format!(":{}", job.paused_ms);
+        JobEvent::of(job, EventType::JobResumed, &occurrence, at)
+    }
+
+    /// `job.progress`, of a job whose counters are these at `at` (one per chunk accounted).
+    pub fn progress(job: &Job, at: DateTime<Utc>) -> JobEvent {
+        let occurrence = format!(":{}", job.chunks_done);
+        JobEvent::of(job, EventType::JobProgress, &occurrence, at)
+    }
+
     /// An event of this type as a delivery carries it, for the event catalog: fixed ids and
     /// times, counters that add up for its status.
     pub fn example(event_type: EventType) -> JobEvent {
-        use chrono::TimeZone;
-        let id = |n: u128| Uuid::from_u128(0x0190_a0b0_c0d0_7e0f_8a0b_0c0d_0e0f_1000 + n);
-        let at = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
         let mut counters = Counters {
             total: 10_000,
             ..Counters::default()
@@ -157,18 +249,154 @@ impl JobEvent {
             EventType::JobFailed => (counters.linked, counters.failed) = (600, 400),
             EventType::JobCancelled => (counters.linked, counters.cancelled) = (4_000, 6_000),
             EventType::JobAwaitingApproval => counters.total = 0,
+            EventType::JobStarted => counters.total = 0,
+            EventType::JobProgress | EventType::JobPaused | EventType::JobResumed => {
+                (counters.linked, counters.already_linked) = (3_100, 900)
+            }
+            EventType::WebhookTest => {}
         }
         JobEvent {
-            event_id: id(0x31),
+            event_id: example_id(0x31),
             event_type,
-            job_id: JobId::from_uuid(id(0x21)),
-            brand_id: BrandId::from_uuid(id(0x12)),
-            offer_id: Some(OfferId::from_uuid(id(0x11))),
+            job_id: JobId::from_uuid(example_id(0x21)),
+            brand_id: BrandId::from_uuid(example_id(0x12)),
+            offer_id: Some(OfferId::from_uuid(example_id(0x11))),
             job_type: Some(JobKind::LinkAllLocations),
-            status: event_type.status(),
+            status: event_type.status().unwrap_or(JobStatus::Running),
             counters,
+            occurred_at: example_time(),
+        }
+    }
+}
+
+fn example_id(n: u128) -> Uuid {
+    Uuid::from_u128(0x0190_a0b0_c0d0_7e0f_8a0b_0c0d_0e0f_1000 + n)
+}
+
+fn example_time() -> DateTime<Utc> {
+    use chrono::TimeZone;
+    Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap()
+}
+
+/// An event of a webhook subscription itself: the `data` of a `webhook.test` delivery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEvent {
+    /// New for every test send.
+    pub event_id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub brand_id: BrandId,
+    /// The subscription it is about (the one it is sent to).
+    pub webhook_id: SubscriptionId,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl WebhookEvent {
+    /// A test send to `webhook` of `brand`, made at `at`.
+    pub fn test(brand: BrandId, webhook: SubscriptionId, at: DateTime<Utc>) -> WebhookEvent {
+        WebhookEvent {
+            event_id: Uuid::now_v7(),
+            event_type: EventType::WebhookTest,
+            brand_id: brand,
+            webhook_id: webhook,
             occurred_at: at,
         }
+    }
+
+    /// For the event catalog.
+    pub fn example(event_type: EventType) -> WebhookEvent {
+        WebhookEvent {
+            event_id: example_id(0x32),
+            event_type,
+            brand_id: BrandId::from_uuid(example_id(0x12)),
+            webhook_id: SubscriptionId::from_uuid(example_id(0x14)),
+            occurred_at: example_time(),
+        }
+    }
+}
+
+/// Any event a delivery carries: its `type` says which kind.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Event {
+    Job(JobEvent),
+    Webhook(WebhookEvent),
+}
+
+impl Event {
+    /// An event of `event_type` as the catalog shows it.
+    pub fn example(event_type: EventType) -> Event {
+        if event_type.is_job() {
+            Event::Job(JobEvent::example(event_type))
+        } else {
+            Event::Webhook(WebhookEvent::example(event_type))
+        }
+    }
+
+    pub fn event_id(&self) -> Uuid {
+        match self {
+            Event::Job(e) => e.event_id,
+            Event::Webhook(e) => e.event_id,
+        }
+    }
+
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Event::Job(e) => e.event_type,
+            Event::Webhook(e) => e.event_type,
+        }
+    }
+
+    pub fn brand_id(&self) -> BrandId {
+        match self {
+            Event::Job(e) => e.brand_id,
+            Event::Webhook(e) => e.brand_id,
+        }
+    }
+
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            Event::Job(e) => e.occurred_at,
+            Event::Webhook(e) => e.occurred_at,
+        }
+    }
+
+    /// The job it is about, if a job's.
+    pub fn job_id(&self) -> Option<JobId> {
+        match self {
+            Event::Job(e) => Some(e.job_id),
+            Event::Webhook(_) => None,
+        }
+    }
+
+    /// Reads an event of either kind, its `type` deciding which.
+    pub fn from_json(value: serde_json::Value) -> Result<Event, DomainError> {
+        let event_type: EventType = value
+            .get("type")
+            .cloned()
+            .ok_or_else(|| DomainError::BadMessage("an event has a type".into()))
+            .and_then(|t| {
+                serde_json::from_value(t)
+                    .map_err(|e| DomainError::BadMessage(format!("event type: {e}")))
+            })?;
+        let bad = |e: serde_json::Error| {
+            DomainError::BadMessage(format!("not a {} event: {e}", event_type.as_str()))
+        };
+        if event_type.is_job() {
+            serde_json::from_value(value).map(Event::Job).map_err(bad)
+        } else {
+            serde_json::from_value(value)
+                .map(Event::Webhook)
+                .map_err(bad)
+        }
+    }
+}
+
+impl From<JobEvent> for Event {
+    fn from(event: JobEvent) -> Event {
+        Event::Job(event)
     }
 }
 
@@ -197,6 +425,37 @@ mod tests {
         let again = JobEvent::of_status(&job).unwrap();
         assert_eq!(first.event_id, again.event_id);
         assert_eq!(first.event_type, EventType::JobSucceeded);
+    }
+
+    #[test]
+    fn each_pause_and_resume_is_its_own_event_and_a_republished_one_keeps_its_id() {
+        let mut job = Job::new(
+            BrandId::new_random(),
+            OfferId::new_random(),
+            None,
+            made_at(),
+        );
+        job.status = JobStatus::Paused;
+        job.paused_at = Some(made_at() + chrono::Duration::seconds(1));
+        let first_pause = JobEvent::paused(&job);
+        assert_eq!(first_pause.event_id, JobEvent::paused(&job).event_id);
+        assert_eq!(first_pause.occurred_at, job.paused_at.unwrap());
+        job.status = JobStatus::Running;
+        job.paused_at = None;
+        job.paused_ms = 4_000;
+        let resumed_at = made_at() + chrono::Duration::seconds(5);
+        let first_resume = JobEvent::resumed(&job, resumed_at);
+        assert_eq!(first_resume.status, JobStatus::Running);
+        job.status = JobStatus::Paused;
+        job.paused_at = Some(made_at() + chrono::Duration::seconds(9));
+        assert_ne!(JobEvent::paused(&job).event_id, first_pause.event_id);
+        job.paused_ms = 6_000;
+        assert_ne!(
+            JobEvent::resumed(&job, resumed_at).event_id,
+            first_resume.event_id
+        );
+        // Distinct from every other type's event of the job.
+        assert_ne!(JobEvent::started(&job).event_id, first_pause.event_id);
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub use chunk::{
     ChunkMessage, FanoutMessage, DEFAULT_CHUNK_SIZE, MAX_CHUNK_ROWS, MAX_CHUNK_SIZE,
     MAX_MESSAGE_BYTES,
 };
-pub use event::{EventType, JobEvent};
+pub use event::{Event, EventType, JobEvent, WebhookEvent};
 pub use ids::{
     BrandId, ChunkSeq, IdempotencyKey, ImportId, JobId, LocationId, OfferId, SubscriptionId,
     WebhookUrl, UUID_PATTERN, WEBHOOK_HOST_LENGTH_PATTERN, WEBHOOK_URL_PATTERN,
@@ -39,7 +39,7 @@ pub use text::{checked_tags, checked_text, BLANKS};
 pub use webhook::{
     payload, payload_value, verify, Delivery, DeliveryId, DeliveryStatus, RetrySchedule,
     Subscription, SubscriptionFilter, SubscriptionStatus, VerifyError, WebhookMessage,
-    WebhookSecret, DELIVERY_RETENTION, PREVIOUS_SECRET_GRACE,
+    WebhookSecret, DELIVERY_RETENTION, PREVIOUS_SECRET_GRACE, PROGRESS_EVERY_SECONDS,
 };
 
 /// A value that breaks a domain rule. Always the caller's fault: never retry it.

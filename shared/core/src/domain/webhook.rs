@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{BrandId, DomainError, EventType, JobEvent, JobId, SubscriptionId, WebhookUrl};
+use super::{BrandId, DomainError, Event, EventType, JobId, SubscriptionId, WebhookUrl};
 
 /// A signing secret: `whsec_` + base64 of the key bytes (the Standard Webhooks form).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,23 +146,26 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionFilter {
+    /// Only this job's events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<JobId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brand_id: Option<BrandId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub events: Option<Vec<EventType>>,
+    /// Only events of these types (`GET /webhooks/event-types`); every type when absent.
+    /// `events` is read as the same field (its name before this one).
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "events")]
+    pub event_types: Option<Vec<EventType>>,
 }
 crate::json_object_only!(SubscriptionFilter, serialize);
 
 impl SubscriptionFilter {
-    pub fn matches(&self, event: &JobEvent) -> bool {
-        self.job_id.is_none_or(|id| id == event.job_id)
-            && self.brand_id.is_none_or(|id| id == event.brand_id)
+    pub fn matches(&self, event: &Event) -> bool {
+        self.job_id.is_none_or(|id| Some(id) == event.job_id())
+            && self.brand_id.is_none_or(|id| id == event.brand_id())
             && self
-                .events
+                .event_types
                 .as_ref()
-                .is_none_or(|types| types.contains(&event.event_type))
+                .is_none_or(|types| types.contains(&event.event_type()))
     }
 }
 
@@ -216,7 +219,13 @@ pub struct Subscription {
     pub secret: WebhookSecret,
     /// The secret before the last rotation and until when it still signs.
     pub previous_secret: Option<(WebhookSecret, DateTime<Utc>)>,
+    /// `job.progress` is sent to it, at most once per job in each window of this many
+    /// seconds (none without it).
+    pub progress_every_seconds: Option<u32>,
 }
+
+/// The bounds of `progressEverySeconds`.
+pub const PROGRESS_EVERY_SECONDS: std::ops::RangeInclusive<u32> = 1..=86_400;
 
 impl Subscription {
     pub fn new(
@@ -238,6 +247,7 @@ impl Subscription {
             status: SubscriptionStatus::Active,
             secret: WebhookSecret::generate(),
             previous_secret: None,
+            progress_every_seconds: None,
         }
     }
 
@@ -249,10 +259,7 @@ impl Subscription {
         url: WebhookUrl,
         now: DateTime<Utc>,
     ) -> Self {
-        let id = SubscriptionId::from_uuid(Uuid::new_v5(
-            &CALLBACK_NAMESPACE,
-            job.to_string().as_bytes(),
-        ));
+        let id = Self::callback_id(job);
         let filter = SubscriptionFilter {
             job_id: Some(job),
             ..Default::default()
@@ -267,6 +274,21 @@ impl Subscription {
         )
     }
 
+    fn callback_id(job: JobId) -> SubscriptionId {
+        SubscriptionId::from_uuid(Uuid::new_v5(
+            &CALLBACK_NAMESPACE,
+            job.to_string().as_bytes(),
+        ))
+    }
+
+    /// A job's `callbackUrl` (`for_callback`): it hears the job's outcome only, as it always
+    /// has (`EventType::OUTCOMES`), whatever types are added.
+    pub fn is_callback(&self) -> bool {
+        self.filter
+            .job_id
+            .is_some_and(|job| self.id == Self::callback_id(job))
+    }
+
     /// The secrets that sign at `now`: the current one, and the previous one in its grace.
     pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&WebhookSecret> {
         let mut secrets = vec![&self.secret];
@@ -278,11 +300,22 @@ impl Subscription {
         secrets
     }
 
-    /// Receives `event`?
-    pub fn wants(&self, event: &JobEvent) -> bool {
-        self.status == SubscriptionStatus::Active
-            && self.brand_id == event.brand_id
-            && self.filter.matches(event)
+    /// Receives `event`? A test send goes to the subscription it names only, whatever its
+    /// filter; `job.progress` only to a subscription that set `progressEverySeconds`.
+    pub fn wants(&self, event: &Event) -> bool {
+        if self.status != SubscriptionStatus::Active || self.brand_id != event.brand_id() {
+            return false;
+        }
+        match event {
+            Event::Webhook(e) => e.webhook_id == self.id,
+            Event::Job(e) if self.is_callback() => {
+                EventType::OUTCOMES.contains(&e.event_type) && self.filter.matches(event)
+            }
+            Event::Job(e) => {
+                (e.event_type != EventType::JobProgress || self.progress_every_seconds.is_some())
+                    && self.filter.matches(event)
+            }
+        }
     }
 }
 
@@ -296,9 +329,35 @@ const CALLBACK_NAMESPACE: Uuid = Uuid::from_u128(0x3c0d_55a1_7e0b_4f6a_9d0c_2b8f
 pub struct DeliveryId(Uuid);
 
 impl DeliveryId {
-    pub fn of(event: &JobEvent, subscription: SubscriptionId) -> Self {
-        let digest = Sha256::digest(format!("{}:{subscription}", event.event_id));
-        let millis = event.occurred_at.timestamp_millis().max(0) as u64;
+    pub fn of(event: &Event, subscription: SubscriptionId) -> Self {
+        Self::named(
+            &event.event_id().to_string(),
+            event.occurred_at(),
+            subscription,
+        )
+    }
+
+    /// The id of the one `job.progress` delivery of `job` to `subscription` in the window of
+    /// `every` seconds holding `at`: the events of one window find one delivery.
+    pub fn progress(
+        job: JobId,
+        at: DateTime<Utc>,
+        every: u32,
+        subscription: SubscriptionId,
+    ) -> Self {
+        let every_ms = i64::from(every.max(1)) * 1_000;
+        let window = at.timestamp_millis().max(0) / every_ms;
+        let start = DateTime::from_timestamp_millis(window * every_ms).unwrap_or(at);
+        Self::named(
+            &format!("{job}:job.progress:{every}:{window}"),
+            start,
+            subscription,
+        )
+    }
+
+    fn named(name: &str, at: DateTime<Utc>, subscription: SubscriptionId) -> Self {
+        let digest = Sha256::digest(format!("{name}:{subscription}"));
+        let millis = at.timestamp_millis().max(0) as u64;
         let mut random = [0u8; 10];
         random.copy_from_slice(&digest[..10]);
         DeliveryId(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid())
@@ -406,7 +465,9 @@ pub struct Delivery {
     pub subscription_id: SubscriptionId,
     pub event_id: Uuid,
     pub event_type: EventType,
-    pub job_id: JobId,
+    /// The job of a job's event (absent for a subscription's own, such as `webhook.test`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<JobId>,
     pub brand_id: BrandId,
     pub status: DeliveryStatus,
     pub attempts: u32,
@@ -428,14 +489,20 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(event: &JobEvent, subscription: &Subscription, now: DateTime<Utc>) -> Self {
+    pub fn new(event: &Event, subscription: &Subscription, now: DateTime<Utc>) -> Self {
+        let id = match (event, subscription.progress_every_seconds) {
+            (Event::Job(e), Some(every)) if e.event_type == EventType::JobProgress => {
+                DeliveryId::progress(e.job_id, e.occurred_at, every, subscription.id)
+            }
+            _ => DeliveryId::of(event, subscription.id),
+        };
         Delivery {
-            id: DeliveryId::of(event, subscription.id),
+            id,
             subscription_id: subscription.id,
-            event_id: event.event_id,
-            event_type: event.event_type,
-            job_id: event.job_id,
-            brand_id: event.brand_id,
+            event_id: event.event_id(),
+            event_type: event.event_type(),
+            job_id: event.job_id(),
+            brand_id: event.brand_id(),
             status: DeliveryStatus::Pending,
             attempts: 0,
             first_attempt_at: None,
@@ -455,15 +522,15 @@ impl Delivery {
 }
 
 /// The body of a delivery: `{ type, timestamp, data }` (Standard Webhooks' payload shape).
-pub fn payload(event: &JobEvent) -> String {
+pub fn payload(event: &Event) -> String {
     payload_value(event).to_string()
 }
 
 /// [`payload`] as JSON.
-pub fn payload_value(event: &JobEvent) -> serde_json::Value {
+pub fn payload_value(event: &Event) -> serde_json::Value {
     serde_json::json!({
-        "type": event.event_type.as_str(),
-        "timestamp": event.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "type": event.event_type().as_str(),
+        "timestamp": event.occurred_at().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "data": event,
     })
 }
@@ -521,7 +588,7 @@ impl RetrySchedule {
 /// What the webhook queue carries: events (from the event bus, raw) and scheduled attempts.
 #[derive(Clone, Debug, PartialEq)]
 pub enum WebhookMessage {
-    Event(JobEvent),
+    Event(Event),
     /// Try this delivery, if it still has `attempts` attempts behind it.
     Attempt {
         subscription_id: SubscriptionId,
@@ -571,11 +638,10 @@ impl WebhookMessage {
                 attempts: attempt.attempts,
             });
         }
-        serde_json::from_str::<JobEvent>(body)
-            .map(WebhookMessage::Event)
-            .map_err(|e| {
-                DomainError::BadMessage(format!("not a job event or a delivery attempt: {e}"))
-            })
+        let value: serde_json::Value = serde_json::from_str(body).map_err(|e| {
+            DomainError::BadMessage(format!("not an event or a delivery attempt: {e}"))
+        })?;
+        Event::from_json(value).map(WebhookMessage::Event)
     }
 }
 
@@ -591,16 +657,24 @@ mod tests {
     #[test]
     fn a_filter_is_read_from_a_json_object_only() {
         let filter: SubscriptionFilter =
+            serde_json::from_str(r#"{"eventTypes":["job.succeeded"]}"#).unwrap();
+        assert_eq!(filter.event_types, Some(vec![EventType::JobSucceeded]));
+        // The field's name before: read as the same field; both at once is refused.
+        let old: SubscriptionFilter =
             serde_json::from_str(r#"{"events":["job.succeeded"]}"#).unwrap();
-        assert_eq!(filter.events, Some(vec![EventType::JobSucceeded]));
+        assert_eq!(old, filter);
+        let both = serde_json::from_str::<SubscriptionFilter>(
+            r#"{"events":["job.succeeded"],"eventTypes":["job.failed"]}"#,
+        )
+        .unwrap_err();
+        assert!(both.to_string().contains("duplicate field"), "{both}");
         // serde's derive alone would take an array of the fields in order.
         let err = serde_json::from_str::<SubscriptionFilter>("[null, null]").unwrap_err();
         assert!(err.to_string().contains("expected a JSON object"), "{err}");
         assert!(serde_json::from_str::<SubscriptionFilter>(r#"{"other":1}"#).is_err());
-        // Written as it was before.
         assert_eq!(
-            serde_json::to_string(&filter).unwrap(),
-            r#"{"events":["job.succeeded"]}"#
+            serde_json::to_string(&old).unwrap(),
+            r#"{"eventTypes":["job.succeeded"]}"#
         );
     }
 
@@ -697,7 +771,7 @@ mod tests {
         );
         job.status = super::super::JobStatus::Succeeded;
         job.finished_at = Some(at());
-        let event = JobEvent::of_status(&job).unwrap();
+        let event = Event::Job(super::super::JobEvent::of_status(&job).unwrap());
         assert_eq!(DeliveryId::of(&event, sub), DeliveryId::of(&event, sub));
         assert_ne!(
             DeliveryId::of(&event, sub),
@@ -708,7 +782,7 @@ mod tests {
         let mut later_job = job.clone();
         later_job.id = JobId::new_v7();
         later_job.finished_at = Some(job.finished_at.unwrap() + chrono::Duration::seconds(1));
-        let later = JobEvent::of_status(&later_job).unwrap();
+        let later = Event::Job(super::super::JobEvent::of_status(&later_job).unwrap());
         assert!(DeliveryId::of(&later, sub) > id);
     }
 
@@ -721,7 +795,7 @@ mod tests {
             at(),
         );
         job.status = super::super::JobStatus::Succeeded;
-        let event = JobEvent::of_status(&job).unwrap();
+        let event = Event::Job(super::super::JobEvent::of_status(&job).unwrap());
         assert!(SubscriptionFilter::default().matches(&event));
         let other_job = SubscriptionFilter {
             job_id: Some(JobId::new_v7()),
@@ -729,10 +803,106 @@ mod tests {
         };
         assert!(!other_job.matches(&event));
         let failed_only = SubscriptionFilter {
-            events: Some(vec![EventType::JobFailed]),
+            event_types: Some(vec![EventType::JobFailed]),
             ..Default::default()
         };
         assert!(!failed_only.matches(&event));
+    }
+
+    fn running_job(brand: BrandId) -> super::super::Job {
+        let mut job =
+            super::super::Job::new(brand, super::super::OfferId::new_random(), None, at());
+        job.status = super::super::JobStatus::Running;
+        job.started_at = Some(at());
+        job
+    }
+
+    fn subscribed(brand: BrandId, filter: SubscriptionFilter) -> Subscription {
+        Subscription::new(
+            SubscriptionId::new_random(),
+            brand,
+            "https://hooks.example.invalid/a".parse().unwrap(),
+            filter,
+            None,
+            at(),
+        )
+    }
+
+    #[test]
+    fn a_callback_hears_its_jobs_outcome_only_and_others_hear_every_type_but_progress() {
+        let brand = BrandId::new_random();
+        let mut job = running_job(brand);
+        let callback = Subscription::for_callback(
+            job.id,
+            brand,
+            "https://hooks.example.invalid/cb".parse().unwrap(),
+            at(),
+        );
+        let all = subscribed(brand, SubscriptionFilter::default());
+        assert!(callback.is_callback() && !all.is_callback());
+        let started = Event::Job(super::super::JobEvent::started(&job));
+        let progress = Event::Job(super::super::JobEvent::progress(&job, at()));
+        assert!(!callback.wants(&started) && all.wants(&started));
+        assert!(!callback.wants(&progress) && !all.wants(&progress));
+        let mut every_second = all.clone();
+        every_second.progress_every_seconds = Some(1);
+        assert!(every_second.wants(&progress));
+        job.status = super::super::JobStatus::Succeeded;
+        let ended = Event::Job(super::super::JobEvent::of_status(&job).unwrap());
+        assert!(callback.wants(&ended) && all.wants(&ended));
+        // Another brand's subscription hears none of it.
+        let other = subscribed(BrandId::new_random(), SubscriptionFilter::default());
+        assert!(!other.wants(&ended));
+    }
+
+    #[test]
+    fn a_test_send_goes_to_its_subscription_only_whatever_its_filter() {
+        let brand = BrandId::new_random();
+        let narrow = subscribed(
+            brand,
+            SubscriptionFilter {
+                event_types: Some(vec![EventType::JobFailed]),
+                ..Default::default()
+            },
+        );
+        let sibling = subscribed(brand, SubscriptionFilter::default());
+        let test = Event::Webhook(super::super::WebhookEvent::test(brand, narrow.id, at()));
+        assert!(narrow.wants(&test));
+        assert!(!sibling.wants(&test));
+        let delivery = Delivery::new(&test, &narrow, at());
+        assert_eq!(delivery.job_id, None);
+        assert_eq!(delivery.event_type, EventType::WebhookTest);
+        let body: serde_json::Value = serde_json::from_str(&delivery.body).unwrap();
+        assert_eq!(body["type"], "webhook.test");
+        assert_eq!(body["data"]["webhookId"], narrow.id.to_string());
+        // It travels on the webhook queue like a job's event.
+        let message = WebhookMessage::Event(test.clone());
+        assert_eq!(WebhookMessage::decode(&message.encode()).unwrap(), message);
+    }
+
+    #[test]
+    fn a_jobs_progress_in_one_window_is_one_delivery_and_the_next_window_another() {
+        let brand = BrandId::new_random();
+        let mut sub = subscribed(brand, SubscriptionFilter::default());
+        sub.progress_every_seconds = Some(10);
+        let mut job = running_job(brand);
+        let window_start = DateTime::from_timestamp(at().timestamp() / 10 * 10, 0).unwrap();
+        let mut ids = Vec::new();
+        for (chunks_done, secs) in [(1, 0), (2, 4), (3, 9), (4, 10), (5, 19)] {
+            job.chunks_done = chunks_done;
+            let when = window_start + chrono::Duration::seconds(secs);
+            let event = Event::Job(super::super::JobEvent::progress(&job, when));
+            ids.push(Delivery::new(&event, &sub, when).id);
+        }
+        assert!(ids[0] == ids[1] && ids[1] == ids[2], "{ids:?}");
+        assert!(ids[3] == ids[4] && ids[3] != ids[0], "{ids:?}");
+        // Each event keeps its own id: a window keeps the first of its events.
+        let a = super::super::JobEvent::progress(&job, at());
+        job.chunks_done += 1;
+        assert_ne!(
+            a.event_id,
+            super::super::JobEvent::progress(&job, at()).event_id
+        );
     }
 
     #[test]
