@@ -59,6 +59,7 @@ locals {
     "GET /webhooks/{id}/deliveries",
     "POST /webhooks/{id}/deliveries/{deliveryId}/redeliver",
     "POST /webhooks/{id}/test",
+    "POST /webhooks/{id}/replay",
   ]
 
   route_authorization_type = var.authorizer_enabled ? "JWT" : "NONE"

@@ -150,16 +150,18 @@ data "aws_iam_policy_document" "status" {
 
   # Webhook subscriptions and deliveries are items of the jobs table. Their reads come from
   # the statement above: a subscription or delivery (GetItem), a brand's subscriptions and a
-  # job's deliveries (gsi1 keys, then BatchGetItem), a subscription's deliveries (Query).
-  # Writes: create (conditional PutItem), rotate-secret (UpdateItem), delete (DeleteItem),
-  # redeliver (conditional PutItem of the delivery's new state).
+  # job's deliveries (gsi1 keys, then BatchGetItem), a subscription's deliveries and the
+  # brand's events a replay counts (Query). Writes: create (conditional PutItem),
+  # rotate-secret (UpdateItem), delete (DeleteItem), redeliver (conditional PutItem of the
+  # delivery's new state), a test send's delivery (conditional PutItem).
   statement {
     sid       = "ManageWebhooks"
     actions   = ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
     resources = [aws_dynamodb_table.jobs.arn]
   }
 
-  # Redeliver: the delivery's attempt, now, on the webhook queue.
+  # Redeliver and test sends: the delivery's attempt, now, on the webhook queue; a replay's
+  # first step.
   statement {
     sid       = "ScheduleRedelivery"
     actions   = ["sqs:SendMessage"]
@@ -492,7 +494,8 @@ data "aws_iam_policy_document" "webhooks" {
 
   # The event's matching subscriptions (gsi1 keys of the brand, then BatchGetItem), a
   # subscription or delivery (GetItem), a delivery's record and each new state (conditional
-  # PutItem), disabling a subscription whose endpoint is gone (UpdateItem).
+  # PutItem), the brand's event log (PutItem; a replay's Query of it), disabling a
+  # subscription whose endpoint is gone (UpdateItem).
   statement {
     sid     = "DeliverAndRecordWebhooks"
     actions = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]
@@ -508,7 +511,8 @@ data "aws_iam_policy_document" "webhooks" {
     resources = [aws_sqs_queue.webhooks.arn]
   }
 
-  # A delivery's next attempt is a delayed message on the same queue.
+  # A delivery's next attempt is a delayed message on the same queue; so is the rest of a
+  # replay.
   statement {
     sid       = "ScheduleAttempts"
     actions   = ["sqs:SendMessage"]

@@ -363,6 +363,20 @@ async fn every_route_answers_each_caller_by_the_rules(kind: Kind) {
             202,
         ),
         case(
+            "replay a webhook's last hour",
+            Method::POST,
+            {
+                let w = w_own.clone();
+                move |_| format!("/webhooks/{w}/replay?dryRun=true")
+            },
+            Some(
+                json!({ "since": (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339() }),
+            ),
+            404,
+            200,
+            200,
+        ),
+        case(
             "a job's deliveries",
             Method::GET,
             move |_| format!("/jobs/{j}/deliveries"),

@@ -234,6 +234,10 @@ async fn ask_every_store_operation(runtime: &Runtime, brand: BrandId) -> Vec<(St
             json!({ "address": "3 High Street" }),
         ),
         ("createWebhook", json!({ "url": "http://127.0.0.1:9/hook" })),
+        (
+            "replayWebhook",
+            json!({ "since": chrono::Utc::now() - chrono::Duration::hours(1) }),
+        ),
         ("setOfferRule", json!({ "where": {} })),
         ("createImport", json!({ "format": "csv" })),
     ]);
@@ -1773,6 +1777,114 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         api.send(Method::POST, "/webhooks/nope/test", None, &[])
             .await
             .unwrap(),
+    );
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let dry = reach.saw(
+        "replayWebhook",
+        200,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{sub_id}/replay?dryRun=true"),
+            Some(&json!({ "since": hour_ago })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(dry["events"].as_u64().unwrap() >= 1, "{dry}");
+    assert_eq!(dry["dryRun"], true);
+    let replayed = reach.saw(
+        "replayWebhook",
+        202,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{sub_id}/replay"),
+            Some(&json!({ "since": hour_ago })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(replayed["events"], dry["events"], "{replayed}");
+    reach.saw(
+        "replayWebhook",
+        400,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{sub_id}/replay"),
+            Some(&json!({ "since": "yesterday" })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "replayWebhook",
+        404,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{unknown}/replay"),
+            Some(&json!({ "since": hour_ago })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    reach.saw(
+        "replayWebhook",
+        409,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{gone_id}/replay"),
+            Some(&json!({ "since": hour_ago })),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    let too_old = reach.saw(
+        "replayWebhook",
+        422,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{sub_id}/replay"),
+            Some(
+                &json!({ "since": (chrono::Utc::now() - chrono::Duration::days(31)).to_rfc3339() }),
+            ),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(
+        too_old["detail"].as_str().unwrap().contains("30 days"),
+        "{too_old}"
+    );
+    reach.saw(
+        "replayWebhook",
+        413,
+        raw(
+            &api,
+            &token,
+            Method::POST,
+            &format!("/webhooks/{sub_id}/replay"),
+            "application/json",
+            big.clone(),
+        )
+        .await,
+    );
+    reach.saw(
+        "replayWebhook",
+        415,
+        raw(
+            &api,
+            &token,
+            Method::POST,
+            &format!("/webhooks/{sub_id}/replay"),
+            "text/plain",
+            b"{}".to_vec(),
+        )
+        .await,
     );
     reach.saw(
         "sendWebhookTest",

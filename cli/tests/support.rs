@@ -624,6 +624,21 @@ impl bulklink_core::ports::Webhooks for FaultyWebhooks {
     ) -> StoreResult<Vec<bulklink_core::domain::Delivery>> {
         self.inner.overdue_deliveries(before, limit).await
     }
+    async fn record_event(&self, event: &bulklink_core::domain::Event) -> StoreResult<()> {
+        self.inner.record_event(event).await
+    }
+    async fn page_brand_events(
+        &self,
+        brand: BrandId,
+        since: chrono::DateTime<Utc>,
+        until: chrono::DateTime<Utc>,
+        after: Option<&bulklink_core::ports::Cursor>,
+        limit: usize,
+    ) -> StoreResult<bulklink_core::ports::Page<bulklink_core::domain::Event>> {
+        self.inner
+            .page_brand_events(brand, since, until, after, limit)
+            .await
+    }
 }
 
 /// A loopback port nothing listens on right now.

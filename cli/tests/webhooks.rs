@@ -34,6 +34,8 @@ crate::on_both_backends!(
     a_subscription_hears_a_jobs_start_pause_resume_progress_and_end_as_the_catalog_describes,
     a_test_send_is_verified_by_the_standard_webhooks_library_and_logged_whatever_the_filter,
     a_progress_event_in_a_window_with_another_events_delivery_adds_no_attempt,
+    a_replay_sends_a_ranges_events_again_in_order_with_their_webhook_ids,
+    a_replay_out_of_time_hands_the_rest_on_and_misses_nothing,
 );
 
 /// Validates `instance` against the JSON Schema `schema` with the Python `jsonschema`
@@ -1300,4 +1302,220 @@ async fn a_progress_event_in_a_window_with_another_events_delivery_adds_no_attem
         first.event_id().to_string()
     );
     assert!(receiver.messages.try_recv().is_err(), "one request in all");
+}
+
+/// Runs a job of `path` (a job-creating route) to its end.
+async fn run_job_at(api: &ApiClient, path: &str) -> bulklink_http::views::JobView {
+    let created = api.send(Method::POST, path, None, &[]).await.unwrap();
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.body);
+    api.wait_terminal(
+        created.body["id"].as_str().unwrap().parse().unwrap(),
+        Duration::from_millis(20),
+        Duration::from_secs(120),
+        |_| {},
+    )
+    .await
+    .unwrap()
+}
+
+/// The next `n` lines of a library receiver, each verified by the library with the secret
+/// named `ours`.
+async fn verified_lines(library: &LibraryReceiver, n: usize) -> Vec<Value> {
+    let mut lines = Vec::new();
+    for _ in 0..n {
+        let line = library.next(Duration::from_secs(60)).await;
+        assert_eq!(line["results"]["ours"], "ok", "{line}");
+        lines.push(line);
+    }
+    lines
+}
+
+/// `POST /webhooks/{id}/replay`: a range's events again, in order of occurrence, with their
+/// original `webhook-id`s, verified by the Standard Webhooks library; a subscription made
+/// after the events gets them too (filtered); a dry run counts and sends nothing.
+async fn a_replay_sends_a_ranges_events_again_in_order_with_their_webhook_ids(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
+    let seeded = env.seed(kind.scale(60, 20)).await;
+    let (runtime, api) = start(&env, seeded.brand_id).await;
+    let port = free_port();
+    let a: SubscriptionView = api
+        .post(
+            "/webhooks",
+            &json!({ "url": format!("http://127.0.0.1:{port}/hook"),
+                     "filter": { "eventTypes": ["job.started", "job.succeeded"] } }),
+        )
+        .await
+        .unwrap();
+    let library = LibraryReceiver::start(port, &[("ours", a.secret.as_deref().unwrap())]);
+    let offer = seeded.offer_id;
+
+    let t0 = chrono::Utc::now();
+    let first = run_job_at(&api, &format!("/offers/{offer}/link-all-locations")).await;
+    let mut heard = verified_lines(&library, 2).await;
+    let t1 = chrono::Utc::now();
+    let second = run_job_at(&api, &format!("/offers/{offer}/unlink-all-locations")).await;
+    heard.extend(verified_lines(&library, 2).await);
+    let t2 = chrono::Utc::now();
+    let of_first: Vec<&Value> = heard
+        .iter()
+        .filter(|l| l["payload"]["data"]["jobId"] == first.id.to_string())
+        .collect();
+    assert_eq!(of_first.len(), 2, "{heard:?}");
+
+    let replay = |id: String, since: chrono::DateTime<chrono::Utc>, until, dry: bool| {
+        let api = api.clone();
+        async move {
+            let path = format!(
+                "/webhooks/{id}/replay{}",
+                if dry { "?dryRun=true" } else { "" }
+            );
+            api.send(
+                Method::POST,
+                &path,
+                Some(&json!({ "since": since, "until": until })),
+                &[],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let dry = replay(a.id.to_string(), t0, t1, true).await;
+    assert_eq!(dry.status, StatusCode::OK, "{}", dry.body);
+    assert_eq!(dry.body["events"], 2, "{}", dry.body);
+    let sent = replay(a.id.to_string(), t0, t1, false).await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+    assert_eq!(sent.body["events"], 2);
+    let again = verified_lines(&library, 2).await;
+    let ids = |lines: &[&Value]| {
+        lines
+            .iter()
+            .map(|l| l["webhookId"].clone())
+            .collect::<Vec<_>>()
+    };
+    let mut original = of_first.clone();
+    original.sort_by_key(|l| {
+        l["payload"]["data"]["occurredAt"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    });
+    assert_eq!(
+        ids(&again.iter().collect::<Vec<_>>()),
+        ids(&original),
+        "the same webhook-ids, in order of occurrence"
+    );
+    let types: Vec<&Value> = again.iter().map(|l| &l["payload"]["type"]).collect();
+    assert_eq!(types, [&json!("job.started"), &json!("job.succeeded")]);
+
+    // A subscription made after the events: the range's succeeded ones, in order.
+    let port_b = free_port();
+    let b: SubscriptionView = api
+        .post(
+            "/webhooks",
+            &json!({ "url": format!("http://127.0.0.1:{port_b}/hook"),
+                     "filter": { "eventTypes": ["job.succeeded"] } }),
+        )
+        .await
+        .unwrap();
+    let library_b = LibraryReceiver::start(port_b, &[("ours", b.secret.as_deref().unwrap())]);
+    let sent = replay(b.id.to_string(), t0, t2, false).await;
+    assert_eq!(sent.body["events"], 2, "{}", sent.body);
+    let to_b = verified_lines(&library_b, 2).await;
+    let jobs: Vec<&Value> = to_b
+        .iter()
+        .map(|l| &l["payload"]["data"]["jobId"])
+        .collect();
+    assert_eq!(jobs, [&json!(first.id), &json!(second.id)], "in order");
+    let log: Value = api
+        .get(&format!("/webhooks/{}/deliveries", b.id))
+        .await
+        .unwrap();
+    let mut logged: Vec<&Value> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["id"])
+        .collect();
+    logged.reverse();
+    assert_eq!(
+        logged,
+        ids(&to_b.iter().collect::<Vec<_>>())
+            .iter()
+            .collect::<Vec<_>>()
+    );
+
+    // Nothing else arrived: the dry run sent nothing.
+    assert!(library.lines.try_recv().is_err());
+    assert!(library_b.lines.try_recv().is_err());
+    runtime.shutdown().await;
+}
+
+/// A replay with no time left in each message sends one event a message and hands the rest
+/// on: three events arrive in three steps, in order, each once.
+async fn a_replay_out_of_time_hands_the_rest_on_and_misses_nothing(kind: Kind) {
+    use bulklink_core::domain::{
+        Event, Job, JobEvent, JobStatus, OfferId, Replay, Subscription, WebhookMessage,
+    };
+    let env = Env::of(kind, fast_settings()).await;
+    let ports = env.ports();
+    let brand = BrandId::new_random();
+    let mut receiver = Receiver::start().await.unwrap();
+    let sub = Subscription::new(
+        bulklink_core::domain::SubscriptionId::new_v7(),
+        brand,
+        receiver.url.parse().unwrap(),
+        Default::default(),
+        None,
+        ports.clock.now(),
+    );
+    ports.webhooks.create_subscription(&sub).await.unwrap();
+    let start = ports.clock.now() - chrono::Duration::minutes(5);
+    let mut events = Vec::new();
+    for i in 0..3 {
+        let mut job = Job::new(brand, OfferId::new_random(), None, start);
+        job.status = JobStatus::Succeeded;
+        job.finished_at = Some(start + chrono::Duration::seconds(i));
+        let event = Event::Job(JobEvent::of_status(&job).unwrap());
+        ports.webhooks.record_event(&event).await.unwrap();
+        events.push(event);
+    }
+    let deliverer = webhooks::Deliverer::new(&ports, loopback_egress(), &env.settings).unwrap();
+    let mut message = WebhookMessage::Replay(Replay {
+        subscription_id: sub.id,
+        since: start,
+        until: ports.clock.now(),
+        after: None,
+    })
+    .encode();
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        let report = deliverer
+            .handle_by(&message, Some(tokio::time::Instant::now()))
+            .await
+            .unwrap();
+        assert_eq!(report.delivered, 1, "one event a step");
+        let handed = ports
+            .webhook_queue
+            .receive(1, Duration::from_millis(200))
+            .await
+            .unwrap();
+        let Some(next) = handed.first() else { break };
+        ports
+            .webhook_queue
+            .delete(std::slice::from_ref(&next.receipt))
+            .await
+            .unwrap();
+        message = next.body.clone();
+        assert!(steps < 3, "handed on after the last event");
+    }
+    assert_eq!(steps, 3);
+    for event in &events {
+        let got = receiver.messages.try_recv().unwrap();
+        assert_eq!(
+            got.event().unwrap()["eventId"],
+            event.event_id().to_string()
+        );
+    }
+    assert!(receiver.messages.try_recv().is_err());
 }

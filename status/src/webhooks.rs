@@ -21,7 +21,7 @@ use bulklink_http::openapi::{
     BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType,
 };
 use bulklink_http::views::SubscriptionView;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -35,6 +35,7 @@ pub(crate) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_deliveries))
         .routes(routes!(redeliver))
         .routes(routes!(send_test))
+        .routes(routes!(replay))
 }
 
 /// A new webhook subscription of the caller's brand.
@@ -402,6 +403,116 @@ async fn send_test(
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/webhooks/{id}/deliveries"))],
         Json(delivery),
+    )
+        .into_response())
+}
+
+/// A replay's range.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({ "since": "2026-12-01T09:00:00Z", "until": "2026-12-01T10:00:00Z" }))]
+struct ReplayRange {
+    /// From this instant (included); no older than the 30 days events are kept.
+    since: chrono::DateTime<chrono::Utc>,
+    /// Up to this instant (excluded); now when absent, never later.
+    until: Option<chrono::DateTime<chrono::Utc>>,
+}
+bulklink_core::json_object_only!(ReplayRange);
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ReplayQuery {
+    /// `true`: count what the replay would send, and send nothing (200).
+    dry_run: Option<bool>,
+}
+
+/// What a replay sends (or, in a dry run, would send).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ReplayView {
+    since: chrono::DateTime<chrono::Utc>,
+    until: chrono::DateTime<chrono::Utc>,
+    /// Deliveries it sends: the brand's events of the range this subscription hears.
+    events: u64,
+    dry_run: bool,
+}
+
+/// Send the brand's events of a time range to this subscription again: every event kept in
+/// `[since, until)` its filter matches, in order of occurrence, each with its original
+/// `webhook-id` (a delivery made now for an event from before it existed).
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/replay",
+    tag = "webhooks",
+    operation_id = "replayWebhook",
+    params(("id" = SubscriptionId, Path, description = "The subscription"), ReplayQuery),
+    request_body(content = ReplayRange, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`dryRun=true`: what it would send; nothing was sent", body = ReplayView),
+        (status = 202, description = "The replay is under way", body = ReplayView,
+         headers(("Location" = String, description = "`/webhooks/{id}/deliveries`"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "The subscription is disabled",
+         content_type = "application/problem+json", body = Problem),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "The range is not replayable: `since` not before `until`, older than the 30 days events are kept, or `until` in the future",
+         content_type = "application/problem+json", body = Problem),
+    )
+)]
+async fn replay(
+    State(ports): State<Ports>,
+    caller: Caller,
+    Path(id): Path<String>,
+    QueryParams(query): QueryParams<ReplayQuery>,
+    JsonBody(range): JsonBody<ReplayRange>,
+) -> Result<Response, ApiError> {
+    let id: SubscriptionId = parse_id(&id)?;
+    let subscription = caller.visible_subscription(&ports, id).await?;
+    active(&subscription)?;
+    let now = ports.clock.now();
+    let until = range.until.unwrap_or(now);
+    bulklink_core::replay::check_range(range.since, until, now)
+        .map_err(|detail| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, detail))?;
+    let events = bulklink_core::replay::count(
+        ports.webhooks.as_ref(),
+        &subscription,
+        range.since,
+        until,
+        now,
+    )
+    .await?;
+    let dry_run = query.dry_run == Some(true);
+    let view = ReplayView {
+        since: range.since,
+        until,
+        events,
+        dry_run,
+    };
+    if dry_run {
+        return Ok(Json(view).into_response());
+    }
+    if events > 0 {
+        ports
+            .webhook_queue
+            .send(&bulklink_core::domain::WebhookMessage::Replay(
+                bulklink_core::domain::Replay {
+                    subscription_id: id,
+                    since: range.since,
+                    until,
+                    after: None,
+                },
+            ))
+            .await?;
+    }
+    tracing::info!(subscription_id = %id, events, principal = %caller.principal, "replay requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/webhooks/{id}/deliveries"))],
+        Json(view),
     )
         .into_response())
 }

@@ -137,6 +137,7 @@ ROUTES = {
     "GET /webhooks/{id}/deliveries": "status",
     "POST /webhooks/{id}/deliveries/{deliveryId}/redeliver": "status",
     "POST /webhooks/{id}/test": "status",
+    "POST /webhooks/{id}/replay": "status",
     "GET /healthz": "status",
     "GET /openapi.json": "status",
     "GET /console": "status",

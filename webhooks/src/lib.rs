@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bulklink_core::domain::{
-    Delivery, DeliveryId, DeliveryStatus, Event, RetrySchedule, Subscription, SubscriptionId,
-    WebhookMessage,
+    Delivery, DeliveryId, DeliveryStatus, Event, Replay, RetrySchedule, Subscription,
+    SubscriptionId, SubscriptionStatus, WebhookMessage,
 };
 use bulklink_core::lifecycle::schedule_attempt;
 use bulklink_core::ports::{Ports, Queue, ReceivedMessage, TypedQueue, Webhooks};
@@ -84,7 +84,15 @@ pub struct Deliverer {
     per_host: Mutex<HashMap<String, Arc<Semaphore>>>,
     host_limit: usize,
     clock: bulklink_core::Clock,
+    /// How long one message may take at most (half the webhook queue's visibility
+    /// timeout): a replay hands the rest of its range on before it.
+    message_budget: Duration,
 }
+
+/// Events one step of a replay reads at a time.
+const REPLAY_PAGE: usize = 100;
+/// A replay hands over this long before its budget ends: one attempt's timeout and some.
+const REPLAY_MARGIN: Duration = Duration::from_secs(12);
 
 impl Deliverer {
     pub fn new(ports: &Ports, egress: Egress, settings: &Settings) -> Result<Self, StoreError> {
@@ -103,11 +111,21 @@ impl Deliverer {
             per_host: Mutex::new(HashMap::new()),
             host_limit: settings.webhook_host_concurrency,
             clock: ports.clock.clone(),
+            message_budget: settings.webhook_visibility_timeout / 2,
         })
     }
 
     /// Handles one message of the webhook queue. `Ok`: delete it.
     pub async fn handle(&self, body: &str) -> Result<Report, HandleError> {
+        self.handle_by(body, None).await
+    }
+
+    /// [`Deliverer::handle`], a replay handing the rest of its range on before `deadline`.
+    pub async fn handle_by(
+        &self,
+        body: &str,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Report, HandleError> {
         match WebhookMessage::decode(body).map_err(|e| HandleError::Undecodable(e.to_string()))? {
             WebhookMessage::Event(event) => {
                 let span = tracing::info_span!("webhook_event", event_id = %event.event_id(), event = event.event_type().as_str());
@@ -123,13 +141,110 @@ impl Deliverer {
                     .instrument(span)
                     .await
             }
+            WebhookMessage::Replay(replay) => {
+                let span = tracing::info_span!("webhook_replay", subscription_id = %replay.subscription_id);
+                let budget_end = tokio::time::Instant::now() + self.message_budget;
+                let deadline = deadline.map_or(budget_end, |d| d.min(budget_end));
+                self.replay(replay, deadline).instrument(span).await
+            }
         }
     }
 
-    /// An event: one delivery per matching subscription (kept if it exists: a replayed
-    /// event finds its deliveries), each due one attempted now. A `job.progress` whose
+    /// A step of a replay: the subscription's brand's events of the range after where it
+    /// got to, each wanted one sent again now (its delivery made if there is none), one
+    /// after another in order of occurrence; what is left goes on in a new message before
+    /// `deadline`.
+    async fn replay(
+        &self,
+        mut replay: Replay,
+        deadline: tokio::time::Instant,
+    ) -> Result<Report, HandleError> {
+        let mut total = Report::default();
+        let Some(subscription) = self
+            .webhooks
+            .get_subscription(replay.subscription_id)
+            .await?
+            .filter(|s| s.status == SubscriptionStatus::Active)
+        else {
+            info!("replay stopped: the subscription is gone or disabled");
+            return Ok(total);
+        };
+        let margin = REPLAY_MARGIN.min(self.message_budget / 2);
+        let mut passed = 0usize;
+        // One read range for this message's pages (their cursors continue it).
+        let from = replay.read_from();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .webhooks
+                .page_brand_events(
+                    subscription.brand_id,
+                    from,
+                    replay.until,
+                    cursor.as_ref(),
+                    REPLAY_PAGE,
+                )
+                .await?;
+            let ahead: Vec<Event> = page
+                .items
+                .into_iter()
+                .filter(|e| replay.is_ahead(e))
+                .collect();
+            for event in ahead {
+                // At least one event a message, however short its time.
+                if passed > 0 && tokio::time::Instant::now() + margin >= deadline {
+                    self.queue
+                        .send(&WebhookMessage::Replay(replay.clone()))
+                        .await?;
+                    info!(sent = total.attempted, "replay handed on");
+                    return Ok(total);
+                }
+                if subscription.wants(&event) {
+                    total.add(self.send_again(&subscription, &event).await?);
+                }
+                replay.after = Some((event.occurred_at(), event.event_id()));
+                passed += 1;
+            }
+            cursor = page.next;
+            if cursor.is_none() {
+                info!(sent = total.attempted, "replay done");
+                return Ok(total);
+            }
+        }
+    }
+
+    /// `event`'s delivery to `subscription` (made if it has none; its `webhook-id` is the
+    /// original), attempted again now.
+    async fn send_again(
+        &self,
+        subscription: &Subscription,
+        event: &Event,
+    ) -> Result<Report, StoreError> {
+        let now = self.clock.now();
+        let mut delivery = self
+            .webhooks
+            .create_delivery(&Delivery::new(event, subscription, now))
+            .await?;
+        if delivery.event_id != event.event_id() {
+            // A `job.progress` thinned out: its window's delivery is another event's.
+            return Ok(Report::default());
+        }
+        let expected = delivery.attempts;
+        delivery.status = DeliveryStatus::Pending;
+        delivery.next_attempt_at = Some(now);
+        if !self.webhooks.update_delivery(&delivery, expected).await? {
+            // An attempt of it is under way: that one sends it.
+            return Ok(Report::default());
+        }
+        self.attempt(subscription.clone(), delivery).await
+    }
+
+    /// An event: kept in its brand's event log (what replays read), then one delivery per
+    /// matching subscription (kept if it exists: a replayed event finds its deliveries),
+    /// each due one attempted now. A `job.progress` whose
     /// subscription's window has a delivery of another event already adds nothing.
     async fn dispatch(&self, event: Event) -> Result<Report, HandleError> {
+        self.webhooks.record_event(&event).await?;
         let now = self.clock.now();
         let mut wanted = Vec::new();
         let mut cursor = None;
@@ -405,9 +520,9 @@ impl bulklink_lambda::Consumer for Deliverer {
     async fn handle(
         &self,
         message: &ReceivedMessage,
-        _deadline: Option<tokio::time::Instant>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Report, HandleError> {
-        Deliverer::handle(self, &message.body).await
+        self.handle_by(&message.body, deadline).await
     }
 
     fn failure(error: &HandleError) -> bulklink_lambda::Failure<'_> {

@@ -1,7 +1,9 @@
 //! Webhooks port on DynamoDB, in the jobs table: a subscription is `WEBHOOK#{id}/#WEBHOOK`
 //! (a brand's, newest first, on `gsi1` under `WEBHOOKS#{brand}`); its deliveries are
 //! `WEBHOOK#{id}/DELIVERY#{deliveryId}` (delivery ids sort by event time), also on `gsi1`
-//! under `DELIVERIES#{job}`, removed by TTL after 30 days.
+//! under `DELIVERIES#{job}`, removed by TTL after 30 days. A brand's events (what replays
+//! read) are `EVENTS#{brand}/EVENT#{occurredAt ms:020}#{eventId}`, oldest first, removed by
+//! TTL after 30 days.
 
 use std::collections::HashMap;
 
@@ -17,8 +19,8 @@ use super::batch_get;
 use super::items::{cursor_of, from_item, key, n, s, start_key, to_item, Item};
 use super::sdk_error::classify;
 use crate::domain::{
-    BrandId, Delivery, DeliveryId, JobId, Subscription, SubscriptionId, WebhookSecret,
-    DELIVERY_RETENTION,
+    BrandId, Delivery, DeliveryId, Event, JobId, Subscription, SubscriptionId, WebhookSecret,
+    DELIVERY_RETENTION, EVENT_RETENTION,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Page, Webhooks};
@@ -27,6 +29,15 @@ const SUBSCRIPTION_SK: &str = "#WEBHOOK";
 
 fn subscription_pk(id: SubscriptionId) -> String {
     format!("WEBHOOK#{id}")
+}
+
+fn events_pk(brand: BrandId) -> String {
+    format!("EVENTS#{brand}")
+}
+
+/// An event's sort key; `event_sk(t, "")` sorts before every event at `t`.
+fn event_sk(at: DateTime<Utc>, event_id: &str) -> String {
+    format!("EVENT#{:020}#{event_id}", ms(at).max(0))
 }
 
 fn delivery_sk(id: DeliveryId) -> String {
@@ -535,6 +546,68 @@ impl Webhooks for DynamoWebhooks {
             .into_iter()
             .map(delivery_of)
             .collect()
+    }
+
+    async fn record_event(&self, event: &Event) -> StoreResult<()> {
+        let body = serde_json::to_string(event).map_err(internal)?;
+        let expires = event.occurred_at().timestamp() + EVENT_RETENTION.as_secs() as i64;
+        // The same event keeps the same key and body: putting it again changes nothing.
+        self.ddb
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(events_pk(event.brand_id())))
+            .item(
+                "sk",
+                s(event_sk(event.occurred_at(), &event.event_id().to_string())),
+            )
+            .item("eventType", s(event.event_type().as_str()))
+            .item("body", s(body))
+            .item("expiresAt", n(expires))
+            .send()
+            .await
+            .map_err(|e| classify("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn page_brand_events(
+        &self,
+        brand: BrandId,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Event>> {
+        let out = self
+            .ddb
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :p AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":p", s(events_pk(brand)))
+            .expression_attribute_values(":from", s(event_sk(since, "")))
+            // Before every event at `until`: the range is half-open.
+            .expression_attribute_values(":to", s(event_sk(until, "")))
+            .set_exclusive_start_key(start_key(after)?)
+            .limit(limit.clamp(1, 1_000) as i32)
+            .send()
+            .await
+            .map_err(|e| classify("Query", e))?;
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let body = item
+                    .get("body")
+                    .and_then(|v| v.as_s().ok())
+                    .ok_or_else(|| internal("an event item without its body"))?;
+                let value = serde_json::from_str(body).map_err(internal)?;
+                Ok(Event::from_json(value)?)
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Page {
+            items,
+            next: cursor_of(out.last_evaluated_key)?,
+        })
     }
 
     async fn page_job_deliveries(

@@ -161,6 +161,7 @@ contract! {
             overdue_deliveries_are_the_pending_ones_past_due,
             a_published_event_reaches_the_webhook_queue_raw,
             a_subscriptions_progress_window_and_a_delivery_of_no_job_read_back,
+            a_brands_events_page_oldest_first_in_a_half_open_range,
         ],
     },
 }

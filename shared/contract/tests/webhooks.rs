@@ -375,3 +375,50 @@ pub async fn a_subscriptions_progress_window_and_a_delivery_of_no_job_read_back(
         .unwrap();
     assert_eq!(listed.items, vec![made]);
 }
+
+pub async fn a_brands_events_page_oldest_first_in_a_half_open_range(fx: &Fixture) {
+    let webhooks = &fx.ports.webhooks;
+    let brand = BrandId::new_random();
+    let start = now_ms();
+    let mut kept = Vec::new();
+    for i in 0..5 {
+        let mut event = event_of(brand);
+        event.occurred_at = start + chrono::Duration::seconds(i);
+        kept.push(Event::Job(event));
+    }
+    // Kept out of order, one twice, and another brand's at the same times.
+    for event in kept.iter().rev().chain([&kept[2]]) {
+        webhooks.record_event(event).await.unwrap();
+    }
+    let mut other = event_of(BrandId::new_random());
+    other.occurred_at = start + chrono::Duration::seconds(1);
+    webhooks.record_event(&Event::Job(other)).await.unwrap();
+
+    // [start + 1 s, start + 4 s): the second to the fourth, in pages of two.
+    let (since, until) = (
+        start + chrono::Duration::seconds(1),
+        start + chrono::Duration::seconds(4),
+    );
+    let first = webhooks
+        .page_brand_events(brand, since, until, None, 2)
+        .await
+        .unwrap();
+    let rest = webhooks
+        .page_brand_events(brand, since, until, first.next.as_ref(), 2)
+        .await
+        .unwrap();
+    assert!(rest.next.is_none());
+    let read: Vec<Event> = first.items.into_iter().chain(rest.items).collect();
+    assert_eq!(read, kept[1..4].to_vec());
+    let none = webhooks
+        .page_brand_events(
+            brand,
+            until + chrono::Duration::seconds(10),
+            until + chrono::Duration::seconds(20),
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(none.items.is_empty());
+}

@@ -17,6 +17,7 @@ pub mod importing;
 pub mod kinds;
 pub mod lifecycle;
 pub mod ports;
+pub mod replay;
 pub mod reports;
 pub mod rules;
 pub mod telemetry;

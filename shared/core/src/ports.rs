@@ -11,10 +11,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    BrandId, ChunkSeq, ChunkTally, Delivery, DeliveryId, DomainError, Import, ImportId, ImportMark,
-    ImportedRow, ItemOutcome, Job, JobEvent, JobId, Link, LinkOutcome, LinkedBy, Location,
-    LocationChange, LocationFilter, LocationId, LocationStatus, Offer, OfferId, OfferRule,
-    OfferSchedule, RowOutcome, Subscription, SubscriptionId, Transition, Upserted, WebhookSecret,
+    BrandId, ChunkSeq, ChunkTally, Delivery, DeliveryId, DomainError, Event, Import, ImportId,
+    ImportMark, ImportedRow, ItemOutcome, Job, JobEvent, JobId, Link, LinkOutcome, LinkedBy,
+    Location, LocationChange, LocationFilter, LocationId, LocationStatus, Offer, OfferId,
+    OfferRule, OfferSchedule, RowOutcome, Subscription, SubscriptionId, Transition, Upserted,
+    WebhookSecret,
 };
 use crate::error::StoreResult;
 
@@ -834,6 +835,18 @@ pub trait Webhooks: Send + Sync {
         before: DateTime<Utc>,
         limit: usize,
     ) -> StoreResult<Vec<Delivery>>;
+    /// Keeps `event` in its brand's event log (`EVENT_RETENTION`), what replays read; an
+    /// event kept already is left as it is.
+    async fn record_event(&self, event: &Event) -> StoreResult<()>;
+    /// A brand's events that occurred in `[since, until)`, oldest first.
+    async fn page_brand_events(
+        &self,
+        brand: BrandId,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Event>>;
 }
 
 /// Whether the backend can serve: what `GET /healthz` reports.

@@ -476,10 +476,21 @@ fn v11_offer_schedules(tx: &Transaction<'_>) -> StoreResult<()> {
     .map_err(sql)
 }
 
-/// Version 12: a subscription's `progressEverySeconds` (`NULL`: no `job.progress`).
+/// Version 12: a subscription's `progressEverySeconds` (`NULL`: no `job.progress`), and
+/// each brand's event log (what replays read; `body` is the event's JSON).
 fn v12_webhook_progress(tx: &Transaction<'_>) -> StoreResult<()> {
-    tx.execute_batch("ALTER TABLE webhooks ADD COLUMN progress_every_seconds INTEGER;")
-        .map_err(sql)
+    tx.execute_batch(
+        "ALTER TABLE webhooks ADD COLUMN progress_every_seconds INTEGER;
+         CREATE TABLE webhook_events (
+             brand_id TEXT NOT NULL,
+             occurred_at INTEGER NOT NULL,
+             event_id TEXT NOT NULL,
+             body TEXT NOT NULL,
+             PRIMARY KEY (brand_id, occurred_at, event_id)
+         ) WITHOUT ROWID;
+         CREATE INDEX webhook_events_by_age ON webhook_events (occurred_at);",
+    )
+    .map_err(sql)
 }
 
 pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {

@@ -9,8 +9,8 @@ use rusqlite::{params, OptionalExtension, Row};
 use super::catalog::page_of;
 use super::{from_ms, sql, to_ms, EmbeddedStore};
 use crate::domain::{
-    BrandId, Delivery, DeliveryId, JobId, Subscription, SubscriptionId, WebhookSecret,
-    DELIVERY_RETENTION,
+    BrandId, Delivery, DeliveryId, Event, JobId, Subscription, SubscriptionId, WebhookSecret,
+    DELIVERY_RETENTION, EVENT_RETENTION,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Page, Webhooks};
@@ -118,15 +118,25 @@ fn load_delivery(conn: &rusqlite::Connection, id: &str) -> StoreResult<Option<De
 }
 
 impl EmbeddedStore {
-    /// Removes delivery records older than their retention (DynamoDB's TTL on AWS).
+    /// Removes delivery records and events older than their retention (DynamoDB's TTL on
+    /// AWS); how many.
     pub async fn expire_deliveries(&self, now: DateTime<Utc>) -> StoreResult<usize> {
         let before = to_ms(now) - DELIVERY_RETENTION.as_millis() as i64;
+        let events_before = to_ms(now) - EVENT_RETENTION.as_millis() as i64;
         self.write(move |conn| {
-            conn.execute(
-                "DELETE FROM webhook_deliveries WHERE created_at < ?1",
-                [before],
-            )
-            .map_err(sql)
+            let deliveries = conn
+                .execute(
+                    "DELETE FROM webhook_deliveries WHERE created_at < ?1",
+                    [before],
+                )
+                .map_err(sql)?;
+            let events = conn
+                .execute(
+                    "DELETE FROM webhook_events WHERE occurred_at < ?1",
+                    [events_before],
+                )
+                .map_err(sql)?;
+            Ok(deliveries + events)
         })
         .await
     }
@@ -387,6 +397,80 @@ impl Webhooks for EmbeddedStore {
                 found.push(row.map_err(sql)??);
             }
             Ok(found)
+        })
+        .await
+    }
+
+    async fn record_event(&self, event: &Event) -> StoreResult<()> {
+        let body = serde_json::to_string(event)
+            .map_err(|e| StoreError::internal(format!("event: {e}")))?;
+        let (brand, at, id) = (
+            event.brand_id().to_string(),
+            to_ms(event.occurred_at()),
+            event.event_id().to_string(),
+        );
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO webhook_events (brand_id, occurred_at, event_id, body) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(sql)?
+            .execute(params![brand, at, id, body])
+            .map(|_| ())
+            .map_err(sql)
+        })
+        .await
+    }
+
+    async fn page_brand_events(
+        &self,
+        brand: BrandId,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<Event>> {
+        // Position: "{occurred_at:020}:{event_id}", oldest first.
+        let after = after.map(|c| c.position().to_owned()).unwrap_or_default();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT occurred_at, event_id, body FROM webhook_events WHERE brand_id = ?1 \
+                     AND occurred_at >= ?2 AND occurred_at < ?3 \
+                     AND printf('%020d:%s', occurred_at, event_id) > ?4 \
+                     ORDER BY occurred_at, event_id LIMIT ?5",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        brand.to_string(),
+                        to_ms(since),
+                        to_ms(until),
+                        after,
+                        limit as i64 + 1
+                    ],
+                    |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                        ))
+                    },
+                )
+                .map_err(sql)?;
+            let mut found = Vec::new();
+            for row in rows {
+                let (at, id, body) = row.map_err(sql)?;
+                let value = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::internal(format!("stored event {id}: {e}")))?;
+                found.push((format!("{at:020}:{id}"), Event::from_json(value)?));
+            }
+            let page = page_of(found, limit, |(position, _)| position.clone());
+            Ok(Page {
+                items: page.items.into_iter().map(|(_, e)| e).collect(),
+                next: page.next,
+            })
         })
         .await
     }

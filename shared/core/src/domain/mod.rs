@@ -37,9 +37,10 @@ pub use report::{decode_outcomes, ChunkTally, Counter, ItemOutcome, ReportRow};
 pub use spec::{plan, FollowUp, JobSpec, Source, SourceSpec};
 pub use text::{checked_tags, checked_text, BLANKS};
 pub use webhook::{
-    payload, payload_value, verify, Delivery, DeliveryId, DeliveryStatus, RetrySchedule,
+    payload, payload_value, verify, Delivery, DeliveryId, DeliveryStatus, Replay, RetrySchedule,
     Subscription, SubscriptionFilter, SubscriptionStatus, VerifyError, WebhookMessage,
-    WebhookSecret, DELIVERY_RETENTION, PREVIOUS_SECRET_GRACE, PROGRESS_EVERY_SECONDS,
+    WebhookSecret, DELIVERY_RETENTION, EVENT_RETENTION, PREVIOUS_SECRET_GRACE,
+    PROGRESS_EVERY_SECONDS,
 };
 
 /// A value that breaks a domain rule. Always the caller's fault: never retry it.

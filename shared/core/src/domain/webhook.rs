@@ -455,6 +455,8 @@ impl FromStr for DeliveryStatus {
 
 /// How long delivery records are kept.
 pub const DELIVERY_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// How long a brand's events are kept for replays: as long as its deliveries.
+pub const EVENT_RETENTION: Duration = DELIVERY_RETENTION;
 
 /// One event on its way to one subscription, with the story of its attempts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -595,6 +597,40 @@ pub enum WebhookMessage {
         delivery_id: DeliveryId,
         attempts: u32,
     },
+    /// Send the subscription's brand's events of `[since, until)` to it again, in order of
+    /// occurrence, from `after` on (`POST /webhooks/{id}/replay`).
+    Replay(Replay),
+}
+
+/// A replay on its way: where it has got to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Replay {
+    pub subscription_id: SubscriptionId,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    /// The last event sent (its time and id): the replay goes on after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+}
+
+impl Replay {
+    /// Is `event` (of the range) still to come?
+    pub fn is_ahead(&self, event: &Event) -> bool {
+        self.after
+            .is_none_or(|(at, id)| (event.occurred_at(), event.event_id()) > (at, id))
+    }
+
+    /// Where the replay's next read of the brand's events starts.
+    pub fn read_from(&self) -> DateTime<Utc> {
+        self.after.map_or(self.since, |(at, _)| at.max(self.since))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ReplayEnvelope {
+    replay: Replay,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -627,10 +663,17 @@ impl WebhookMessage {
                 },
             })
             .unwrap_or_default(),
+            WebhookMessage::Replay(replay) => serde_json::to_string(&ReplayEnvelope {
+                replay: replay.clone(),
+            })
+            .unwrap_or_default(),
         }
     }
 
     pub fn decode(body: &str) -> Result<Self, DomainError> {
+        if let Ok(ReplayEnvelope { replay }) = serde_json::from_str(body) {
+            return Ok(WebhookMessage::Replay(replay));
+        }
         if let Ok(AttemptEnvelope { attempt }) = serde_json::from_str(body) {
             return Ok(WebhookMessage::Attempt {
                 subscription_id: attempt.subscription_id,
@@ -913,6 +956,13 @@ mod tests {
             attempts: 3,
         };
         assert_eq!(WebhookMessage::decode(&attempt.encode()).unwrap(), attempt);
+        let replay = WebhookMessage::Replay(Replay {
+            subscription_id: SubscriptionId::new_random(),
+            since: at(),
+            until: at() + chrono::Duration::hours(1),
+            after: Some((at(), Uuid::from_u128(7))),
+        });
+        assert_eq!(WebhookMessage::decode(&replay.encode()).unwrap(), replay);
         assert!(WebhookMessage::decode("{\"nope\":1}").is_err());
     }
 }
