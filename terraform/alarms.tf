@@ -106,3 +106,22 @@ resource "aws_cloudwatch_metric_alarm" "function_errors" {
   alarm_actions       = local.alarm_actions
   ok_actions          = local.alarm_actions
 }
+
+# The deliverer's own metric (EMF, namespace bulklink): a subscription disabled because
+# every delivery to it failed for var.webhook_disable_after_days. Its owner should look.
+resource "aws_cloudwatch_metric_alarm" "webhooks_disabled" {
+  alarm_name          = "${aws_lambda_function.webhooks.function_name}-subscriptions-disabled"
+  alarm_description   = "A webhook subscription was disabled: every delivery to it failed for ${var.webhook_disable_after_days} days."
+  namespace           = "bulklink"
+  metric_name         = "WebhooksDisabled"
+  dimensions          = { Function = "webhooks" }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  actions_enabled     = true
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+}

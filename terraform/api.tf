@@ -60,6 +60,7 @@ locals {
     "POST /webhooks/{id}/deliveries/{deliveryId}/redeliver",
     "POST /webhooks/{id}/test",
     "POST /webhooks/{id}/replay",
+    "POST /webhooks/{id}/enable",
   ]
 
   route_authorization_type = var.authorizer_enabled ? "JWT" : "NONE"

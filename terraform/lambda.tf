@@ -53,6 +53,7 @@ locals {
     # long failed deliveries are retried.
     WEBHOOK_VISIBILITY_TIMEOUT_SECS = aws_sqs_queue.webhooks.visibility_timeout_seconds
     WEBHOOK_RETRY_HOURS             = var.webhook_retry_hours
+    WEBHOOK_DISABLE_AFTER_DAYS      = var.webhook_disable_after_days
     # The functions read the caller from the authorizer's claims; without the authorizer
     # they must be told so explicitly, or every request is refused (401).
     AUTH_MODE  = var.authorizer_enabled ? "gateway" : "none"

@@ -319,6 +319,17 @@ variable "max_receive_count" {
   }
 }
 
+variable "webhook_disable_after_days" {
+  description = "A webhook subscription whose every delivery has failed for this many days is disabled (its brand's other subscriptions hear webhook.disabled; the alarm webhooks-disabled counts it) (WEBHOOK_DISABLE_AFTER_DAYS)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.webhook_disable_after_days >= 1 && var.webhook_disable_after_days <= 90
+    error_message = "webhook_disable_after_days must be 1 to 90."
+  }
+}
+
 variable "webhook_retry_hours" {
   description = "Failed webhook deliveries are retried (with backoff, as delayed messages on the webhook queue) for this long after their first attempt, then given up (WEBHOOK_RETRY_HOURS)."
   type        = number

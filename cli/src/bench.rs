@@ -1534,3 +1534,100 @@ async fn report_of(api: &ApiClient, job: JobId, rows: u64) -> anyhow::Result<Str
         if peak < 100.0 { "meets" } else { "MISSES" },
     ))
 }
+
+/// Publishes `n` `job.progress` events of one new job of `brand`, each in its own 1-s
+/// window of event time (so a subscription with `progressEverySeconds: 1` gets `n`
+/// deliveries), all at once. The events' ids, in the order published.
+pub async fn publish_progress_windows(
+    ports: &bulklink_core::ports::Ports,
+    brand: BrandId,
+    n: u32,
+) -> anyhow::Result<Vec<uuid::Uuid>> {
+    use bulklink_core::domain::{Job, JobEvent, OfferId};
+    let start = ports.clock.now() - chrono::Duration::seconds(i64::from(n) + 1);
+    let mut job = Job::new(brand, OfferId::new_random(), None, start);
+    job.status = JobStatus::Running;
+    job.counters.total = u64::from(n);
+    let mut ids = Vec::new();
+    for i in 0..n {
+        job.chunks_done = i + 1;
+        job.counters.linked = u64::from(i + 1);
+        let event = JobEvent::progress(&job, start + chrono::Duration::seconds(i64::from(i)));
+        ports.events.publish(&event).await?;
+        ids.push(event.event_id);
+    }
+    Ok(ids)
+}
+
+/// `bench --webhook-rate R`: `events` deliveries at once to a receiver whose subscription
+/// says `rateLimitPerSec: R`; the arrivals per second at the receiver, the most in any 1-s
+/// window, and whether every event arrived.
+pub async fn webhook_throttle(
+    mut config: RuntimeConfig,
+    rate: u32,
+    events: u32,
+) -> anyhow::Result<String> {
+    use crate::receiver::{Receiver, Windows};
+    // The receiver listens on loopback: open exactly that range; no name is ever looked up.
+    config.egress = bulklink_egress::Egress::new(
+        vec!["127.0.0.0/8".parse()?],
+        std::sync::Arc::new(bulklink_egress::StaticResolver::default()),
+    );
+    let config = unlimited_callers(config);
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("throttle.db");
+    let runtime = Runtime::start_embedded(&db, config.clone()).await?;
+    let brand = BrandId::new_random();
+    let api = ApiClient::new(&runtime.base_url)?
+        .with_token(config.token(bulklink_http::auth::Role::Brand(brand)));
+    let mut receiver = Receiver::start().await?;
+    let sub: serde_json::Value = api
+        .post(
+            "/webhooks",
+            &serde_json::json!({ "url": receiver.url, "rateLimitPerSec": rate,
+                                 "progressEverySeconds": 1 }),
+        )
+        .await?;
+    receiver.trust(sub["secret"].as_str().context("no secret")?)?;
+    let started = Instant::now();
+    let ids = publish_progress_windows(&runtime.ports, brand, events).await?;
+    let mut arrivals = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut unverified = 0;
+    // Each delivery's own window holds it for up to 5 s; a spread of `events / rate`
+    // seconds, and a minute more, bounds the wait.
+    let bound = Duration::from_secs(u64::from(events / rate.max(1)) + 60);
+    while seen.len() < ids.len() {
+        let got = tokio::time::timeout(bound, receiver.next())
+            .await
+            .with_context(|| format!("{} of {} arrived", seen.len(), ids.len()))?
+            .context("the receiver stopped")?;
+        unverified += usize::from(got.verified.is_err());
+        arrivals.push(got.arrived);
+        if let Some(event) = got.event() {
+            seen.insert(event["eventId"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    let took = started.elapsed();
+    runtime.shutdown().await;
+    let windows = Windows::of(&arrivals);
+    let mut out = format!(
+        "webhook throttle: rateLimitPerSec {rate}, {events} deliveries at once\n\
+         arrived: {} distinct of {events} ({} requests, {unverified} unverified) in {:.1} s; \
+         most in any 1-s window: {} (limit {rate}: {})\n\
+         | second | arrivals |\n|---:|---:|\n",
+        seen.len(),
+        arrivals.len(),
+        took.as_secs_f64(),
+        windows.most_in_any_second,
+        if windows.most_in_any_second <= rate as usize {
+            "within"
+        } else {
+            "OVER"
+        },
+    );
+    for (second, n) in windows.per_second.iter().enumerate() {
+        out.push_str(&format!("| {second} | {n} |\n"));
+    }
+    Ok(out)
+}

@@ -262,6 +262,12 @@ enum Command {
         budget_change_to: Option<f64>,
         #[arg(long, default_value_t = 5.0)]
         budget_change_at: f64,
+        /// Webhook throttle (embedded): --webhook-events deliveries at once to a receiver
+        /// whose subscription has this rateLimitPerSec; prints the arrivals per second.
+        #[arg(long)]
+        webhook_rate: Option<u32>,
+        #[arg(long, default_value_t = 1_000)]
+        webhook_events: u32,
         /// Directory for the PNG charts drawn beside the tables (made if missing):
         /// pipeline-vs-floor.png, write-budget.png, budget-change.png or fairness.png. Their
         /// text needs a TTF font ($BULKLINK_CHART_FONT, else DejaVu Sans or Liberation Sans
@@ -729,6 +735,20 @@ async fn main() -> anyhow::Result<()> {
                 "\nimport (the same file again):\n{}",
                 economy.import_again.report().trim_end()
             );
+        }
+        Command::Bench {
+            backend: BackendKind::Embedded,
+            webhook_rate: Some(rate),
+            webhook_events,
+            pipeline,
+            ..
+        } => {
+            let config = RuntimeConfig {
+                settings: pipeline.settings()?,
+                ..Default::default()
+            };
+            let report = bench::webhook_throttle(config, rate, webhook_events).await?;
+            emit!("{}", report.trim_end());
         }
         Command::Bench {
             backend: BackendKind::Embedded,

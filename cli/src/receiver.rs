@@ -27,6 +27,8 @@ pub struct Received {
     pub nth: u32,
     /// What the receiver answered.
     pub answered: u16,
+    /// When it arrived (this machine's monotonic clock).
+    pub arrived: std::time::Instant,
 }
 
 impl Received {
@@ -136,6 +138,7 @@ impl Receiver {
 }
 
 async fn receive(State(ctx): State<Ctx>, headers: HeaderMap, body: String) -> StatusCode {
+    let arrived = std::time::Instant::now();
     let nth = ctx.count.fetch_add(1, Ordering::SeqCst) + 1;
     let headers: HashMap<String, String> = headers
         .iter()
@@ -164,6 +167,70 @@ async fn receive(State(ctx): State<Ctx>, headers: HeaderMap, body: String) -> St
         verified,
         nth,
         answered,
+        arrived,
     });
     StatusCode::from_u16(answered).unwrap_or(StatusCode::OK)
+}
+
+/// Arrivals counted by the second: per whole second from the first arrival, and the most
+/// in any 1-s window starting at an arrival (what a receiver limiting itself would see).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Windows {
+    pub per_second: Vec<usize>,
+    pub most_in_any_second: usize,
+}
+
+impl Windows {
+    pub fn of(arrivals: &[std::time::Instant]) -> Windows {
+        let mut sorted = arrivals.to_vec();
+        sorted.sort();
+        let Some(first) = sorted.first().copied() else {
+            return Windows {
+                per_second: Vec::new(),
+                most_in_any_second: 0,
+            };
+        };
+        let mut per_second = Vec::new();
+        for at in &sorted {
+            let second = (*at - first).as_secs() as usize;
+            if per_second.len() <= second {
+                per_second.resize(second + 1, 0);
+            }
+            per_second[second] += 1;
+        }
+        let one = std::time::Duration::from_secs(1);
+        let most_in_any_second = sorted
+            .iter()
+            .enumerate()
+            .map(|(i, start)| {
+                sorted[i..]
+                    .iter()
+                    .take_while(|at| **at - *start < one)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        Windows {
+            per_second,
+            most_in_any_second,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::Windows;
+
+    #[test]
+    fn windows_count_each_second_and_the_busiest_sliding_one() {
+        let t = Instant::now();
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        let w = Windows::of(&[at(0), at(600), at(900), at(1_100), at(1_950), at(3_000)]);
+        assert_eq!(w.per_second, vec![3, 2, 0, 1]);
+        // [600, 1600) holds 600, 900 and 1100; [900, 1900) the same; none holds four.
+        assert_eq!(w.most_in_any_second, 3);
+        assert_eq!(Windows::of(&[]).most_in_any_second, 0);
+    }
 }

@@ -377,6 +377,18 @@ async fn every_route_answers_each_caller_by_the_rules(kind: Kind) {
             200,
         ),
         case(
+            "enable a webhook",
+            Method::POST,
+            {
+                let w = w_own.clone();
+                move |_| format!("/webhooks/{w}/enable")
+            },
+            None,
+            404,
+            200,
+            200,
+        ),
+        case(
             "a job's deliveries",
             Method::GET,
             move |_| format!("/jobs/{j}/deliveries"),

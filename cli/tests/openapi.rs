@@ -1898,6 +1898,39 @@ async fn every_documented_status_code_is_answered_to_a_real_request() {
         .await
         .unwrap(),
     );
+    // The subscription the 410 disabled, enabled again.
+    let enabled = reach.saw(
+        "enableWebhook",
+        200,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{gone_id}/enable"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(enabled["status"], "active", "{enabled}");
+    reach.saw(
+        "enableWebhook",
+        400,
+        api.send(Method::POST, "/webhooks/nope/enable", None, &[])
+            .await
+            .unwrap(),
+    );
+    reach.saw(
+        "enableWebhook",
+        404,
+        api.send(
+            Method::POST,
+            &format!("/webhooks/{unknown}/enable"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
     reach.saw(
         "redeliver",
         404,

@@ -569,8 +569,9 @@ impl bulklink_core::ports::Webhooks for FaultyWebhooks {
     async fn disable_subscription(
         &self,
         id: bulklink_core::domain::SubscriptionId,
+        reason: &str,
     ) -> StoreResult<()> {
-        self.inner.disable_subscription(id).await
+        self.inner.disable_subscription(id, reason).await
     }
     async fn create_delivery(
         &self,
@@ -623,6 +624,33 @@ impl bulklink_core::ports::Webhooks for FaultyWebhooks {
         limit: usize,
     ) -> StoreResult<Vec<bulklink_core::domain::Delivery>> {
         self.inner.overdue_deliveries(before, limit).await
+    }
+    async fn enable_subscription(
+        &self,
+        id: bulklink_core::domain::SubscriptionId,
+    ) -> StoreResult<Option<bulklink_core::domain::Subscription>> {
+        self.inner.enable_subscription(id).await
+    }
+    async fn record_failing(
+        &self,
+        id: bulklink_core::domain::SubscriptionId,
+        at: chrono::DateTime<Utc>,
+    ) -> StoreResult<Option<chrono::DateTime<Utc>>> {
+        self.inner.record_failing(id, at).await
+    }
+    async fn clear_failing(&self, id: bulklink_core::domain::SubscriptionId) -> StoreResult<()> {
+        self.inner.clear_failing(id).await
+    }
+    async fn take_send_slot(
+        &self,
+        id: bulklink_core::domain::SubscriptionId,
+        now_us: i64,
+        spacing_us: i64,
+        max_ahead_us: i64,
+    ) -> StoreResult<Option<bulklink_core::domain::SendSlot>> {
+        self.inner
+            .take_send_slot(id, now_us, spacing_us, max_ahead_us)
+            .await
     }
     async fn record_event(&self, event: &bulklink_core::domain::Event) -> StoreResult<()> {
         self.inner.record_event(event).await

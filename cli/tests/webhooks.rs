@@ -36,6 +36,8 @@ crate::on_both_backends!(
     a_progress_event_in_a_window_with_another_events_delivery_adds_no_attempt,
     a_replay_sends_a_ranges_events_again_in_order_with_their_webhook_ids,
     a_replay_out_of_time_hands_the_rest_on_and_misses_nothing,
+    a_rate_limited_subscription_gets_every_event_and_never_more_than_its_rate_a_second,
+    a_subscription_failing_for_five_days_is_disabled_its_brand_told_and_enable_brings_it_back,
 );
 
 /// Validates `instance` against the JSON Schema `schema` with the Python `jsonschema`
@@ -440,6 +442,8 @@ async fn a_receiver_answering_410_disables_its_subscription_and_hears_nothing_mo
         },
     )
     .await;
+    let read: Value = api.get(&format!("/webhooks/{}", sub.id)).await.unwrap();
+    assert_eq!(read["disabledReason"], "the receiver answered 410 Gone");
     let second = run_job(&api, seeded.offer_id).await;
     next_delivery(&mut control, Duration::from_secs(30)).await;
 
@@ -1233,7 +1237,7 @@ async fn a_test_send_is_verified_by_the_standard_webhooks_library_and_logged_wha
     runtime
         .ports
         .webhooks
-        .disable_subscription(sibling_sub.id)
+        .disable_subscription(sibling_sub.id, "the receiver answered 410 Gone")
         .await
         .unwrap();
     let disabled = api
@@ -1518,4 +1522,252 @@ async fn a_replay_out_of_time_hands_the_rest_on_and_misses_nothing(kind: Kind) {
         );
     }
     assert!(receiver.messages.try_recv().is_err());
+}
+
+/// `rateLimitPerSec`: many deliveries at once to a limited receiver all arrive, and no 1-s
+/// window at the receiver holds more than the limit.
+async fn a_rate_limited_subscription_gets_every_event_and_never_more_than_its_rate_a_second(
+    kind: Kind,
+) {
+    let (rate, events) = (kind.scale(10, 5) as u32, kind.scale(30, 15) as u32);
+    let env = Env::of(kind, fast_settings()).await;
+    let brand = BrandId::new_random();
+    let (runtime, api) = start(&env, brand).await;
+    let mut receiver = Receiver::start().await.unwrap();
+    let sub: SubscriptionView = api
+        .post(
+            "/webhooks",
+            &json!({ "url": receiver.url, "rateLimitPerSec": rate, "progressEverySeconds": 1 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sub.rate_limit_per_sec, Some(rate));
+    receiver.trust(sub.secret.as_deref().unwrap()).unwrap();
+    let refused = api
+        .send(
+            Method::POST,
+            "/webhooks",
+            Some(&json!({ "url": "https://hooks.example.invalid/r", "rateLimitPerSec": 0 })),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+
+    let ids = bulklink::bench::publish_progress_windows(&runtime.ports, brand, events)
+        .await
+        .unwrap();
+    let mut arrivals = Vec::new();
+    let mut seen = HashSet::new();
+    while seen.len() < ids.len() {
+        let got = next_delivery(&mut receiver, Duration::from_secs(60)).await;
+        assert!(got.verified.is_ok(), "{:?}", got.verified);
+        arrivals.push(got.arrived);
+        seen.insert(got.event().unwrap()["eventId"].as_str().unwrap().to_owned());
+    }
+    let expected: HashSet<String> = ids.iter().map(|id| id.to_string()).collect();
+    assert_eq!(seen, expected, "every event, none dropped");
+    let windows = bulklink::receiver::Windows::of(&arrivals);
+    assert!(
+        windows.most_in_any_second <= rate as usize,
+        "{} in one second (limit {rate}): {:?}",
+        windows.most_in_any_second,
+        windows.per_second
+    );
+    runtime.shutdown().await;
+}
+
+/// Handles the webhook queue's `webhook.disabled` event (other messages, delayed retries,
+/// are left alone): what the running deliverer would do next.
+async fn tell_of_disabling(
+    deliverer: &webhooks::Deliverer,
+    ports: &bulklink_core::ports::Ports,
+) -> Value {
+    use bulklink_core::domain::{Event, EventType, WebhookMessage};
+    for _ in 0..50 {
+        for message in ports
+            .webhook_queue
+            .receive(10, Duration::from_millis(200))
+            .await
+            .unwrap()
+        {
+            if let Ok(WebhookMessage::Event(Event::Webhook(e))) =
+                WebhookMessage::decode(&message.body)
+            {
+                if e.event_type == EventType::WebhookDisabled {
+                    deliverer.handle(&message.body).await.unwrap();
+                    ports
+                        .webhook_queue
+                        .delete(std::slice::from_ref(&message.receipt))
+                        .await
+                        .unwrap();
+                    return serde_json::to_value(&e).unwrap();
+                }
+            }
+        }
+    }
+    panic!("no webhook.disabled event on the queue");
+}
+
+/// A subscription whose every attempt fails for 5 days is disabled with its reason; the
+/// brand's other subscriptions that hear the type are told (`webhook.disabled`), the
+/// invocation's metrics count it, and `POST /webhooks/{id}/enable` brings it back. A success
+/// in between starts the count again.
+async fn a_subscription_failing_for_five_days_is_disabled_its_brand_told_and_enable_brings_it_back(
+    kind: Kind,
+) {
+    use bulklink_core::domain::{Event, Job, JobEvent, JobStatus, OfferId, WebhookMessage};
+    let env = Env::of(kind, fast_settings()).await;
+    let clock = bulklink_core::Clock::manual(env.ports().clock.now());
+    let config = bulklink::runtime::RuntimeConfig {
+        clock: clock.clone(),
+        consumers: false,
+        ..env.config()
+    };
+    let runtime = env.start(config, |ports| ports).await;
+    let ports = runtime.ports.clone();
+    let brand = BrandId::new_random();
+    let api = runtime.api_as(Role::Brand(brand)).unwrap();
+    let failing = Receiver::start_with(Arc::new(|_| 500)).await.unwrap();
+    // Fails, then succeeds, then fails from then on.
+    let flaky = Receiver::start_with(Arc::new(|nth| if nth == 2 { 200 } else { 500 }))
+        .await
+        .unwrap();
+    let mut healthy = Receiver::start().await.unwrap();
+    let narrow = Receiver::start().await.unwrap();
+    let hook = |url: &str, filter: Value| {
+        let api = api.clone();
+        let body = json!({ "url": url, "filter": filter });
+        async move {
+            api.post::<SubscriptionView>("/webhooks", &body)
+                .await
+                .unwrap()
+        }
+    };
+    let failing_sub = hook(&failing.url, json!({})).await;
+    let flaky_sub = hook(&flaky.url, json!({})).await;
+    let healthy_sub = hook(&healthy.url, json!({})).await;
+    healthy
+        .trust(healthy_sub.secret.as_deref().unwrap())
+        .unwrap();
+    let narrow_sub = hook(&narrow.url, json!({ "eventTypes": ["job.succeeded"] })).await;
+    let deliverer = webhooks::Deliverer::new(&ports, loopback_egress(), &env.settings).unwrap();
+    let event = |at: chrono::DateTime<chrono::Utc>| {
+        let mut job = Job::new(brand, OfferId::new_random(), None, at);
+        job.status = JobStatus::Succeeded;
+        job.finished_at = Some(at);
+        WebhookMessage::Event(Event::Job(JobEvent::of_status(&job).unwrap())).encode()
+    };
+    // As the API shows it, with a token of the (moved) clock's now.
+    let read = |id: bulklink_core::domain::SubscriptionId| {
+        let api = runtime.api_as(Role::Brand(brand)).unwrap();
+        async move {
+            api.get::<SubscriptionView>(&format!("/webhooks/{id}"))
+                .await
+                .unwrap()
+        }
+    };
+
+    let t0 = clock.now();
+    deliverer.handle(&event(t0)).await.unwrap();
+    assert_eq!(read(failing_sub.id).await.failing_since, Some(t0));
+    clock.advance(chrono::Duration::hours(1));
+    deliverer.handle(&event(clock.now())).await.unwrap();
+    assert_eq!(
+        read(flaky_sub.id).await.failing_since,
+        None,
+        "a success ends the streak"
+    );
+    clock.advance(chrono::Duration::days(5) - chrono::Duration::minutes(61));
+    let report = deliverer.handle(&event(clock.now())).await.unwrap();
+    assert_eq!(report.disabled, 0, "4 days 23 hours 59 minutes");
+    clock.advance(chrono::Duration::minutes(2));
+    let report = deliverer.handle(&event(clock.now())).await.unwrap();
+
+    assert_eq!(report.disabled, 1, "{report:?}");
+    let metrics = webhooks::lambda::delivery_metrics(&report);
+    assert!(metrics.contains("\"WebhooksDisabled\":1"), "{metrics}");
+    let disabled = read(failing_sub.id).await;
+    assert_eq!(
+        disabled.status,
+        bulklink_core::domain::SubscriptionStatus::Disabled
+    );
+    let reason = disabled.disabled_reason.clone().unwrap();
+    assert!(reason.contains("5 days"), "{reason}");
+    let flaky_now = read(flaky_sub.id).await;
+    assert_eq!(
+        flaky_now.status,
+        bulklink_core::domain::SubscriptionStatus::Active
+    );
+    assert!(flaky_now.failing_since.unwrap() > t0 + chrono::Duration::days(4));
+
+    let told = tell_of_disabling(&deliverer, &ports).await;
+    assert_eq!(told["webhookId"], failing_sub.id.to_string());
+    let mut heard = None;
+    let secret: bulklink_core::domain::WebhookSecret =
+        healthy_sub.secret.as_deref().unwrap().parse().unwrap();
+    while let Ok(got) = healthy.messages.try_recv() {
+        if got.payload().unwrap()["type"] == "webhook.disabled" {
+            // Signed at the (moved) clock's time: checked against it.
+            bulklink_core::domain::verify(
+                &[&secret],
+                got.header("webhook-id"),
+                got.header("webhook-timestamp"),
+                got.header("webhook-signature"),
+                &got.body,
+                clock.now(),
+            )
+            .unwrap();
+            heard = got.event();
+        }
+    }
+    let heard = heard.expect("the healthy subscription heard of it");
+    assert_eq!(heard["webhookId"], failing_sub.id.to_string());
+    assert_eq!(heard["reason"], reason.as_str());
+    let api = runtime.api_as(Role::Brand(brand)).unwrap();
+    for (sub, hears) in [
+        (&narrow_sub, false),
+        (&failing_sub, false),
+        (&healthy_sub, true),
+    ] {
+        let log: Value = api
+            .get(&format!("/webhooks/{}/deliveries?limit=100", sub.id))
+            .await
+            .unwrap();
+        let got = log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["eventType"] == "webhook.disabled");
+        assert_eq!(got, hears, "{}: {log}", sub.id);
+    }
+
+    let refused = api
+        .send(
+            Method::POST,
+            &format!("/webhooks/{}/test", failing_sub.id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert!(
+        refused.body["detail"].as_str().unwrap().contains("/enable"),
+        "{}",
+        refused.body
+    );
+    let enabled: SubscriptionView = api
+        .post(&format!("/webhooks/{}/enable", failing_sub.id), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        enabled.status,
+        bulklink_core::domain::SubscriptionStatus::Active
+    );
+    assert_eq!(
+        (enabled.disabled_reason, enabled.failing_since),
+        (None, None)
+    );
+    runtime.shutdown().await;
 }

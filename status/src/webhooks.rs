@@ -8,7 +8,7 @@ use axum::Json;
 use bulklink_core::domain::{Delivery, Event, SubscriptionStatus, WebhookEvent};
 use bulklink_core::domain::{
     DeliveryId, Subscription, SubscriptionFilter, SubscriptionId, WebhookSecret, WebhookUrl,
-    PREVIOUS_SECRET_GRACE, PROGRESS_EVERY_SECONDS,
+    PREVIOUS_SECRET_GRACE, PROGRESS_EVERY_SECONDS, RATE_LIMIT_PER_SEC,
 };
 use bulklink_core::ports::Ports;
 use bulklink_http::auth::Caller;
@@ -36,6 +36,7 @@ pub(crate) fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(redeliver))
         .routes(routes!(send_test))
         .routes(routes!(replay))
+        .routes(routes!(enable))
 }
 
 /// A new webhook subscription of the caller's brand.
@@ -56,6 +57,10 @@ struct NewSubscription {
     /// 86,400). Without it no `job.progress` is sent to this subscription.
     #[schema(minimum = 1, maximum = 86400)]
     progress_every_seconds: Option<u32>,
+    /// Send it at most this many attempts a second (1 to 1,000): deliveries are spread out,
+    /// never dropped. No limit without it.
+    #[schema(minimum = 1, maximum = 1000)]
+    rate_limit_per_sec: Option<u32>,
 }
 bulklink_core::json_object_only!(NewSubscription);
 
@@ -130,6 +135,15 @@ async fn subscribe(
              job.progress events"
         )));
     }
+    if let Some(rate) = new
+        .rate_limit_per_sec
+        .filter(|rate| !RATE_LIMIT_PER_SEC.contains(rate))
+    {
+        return Err(ApiError::bad_request(format!(
+            "rateLimitPerSec is {rate}; give 1 to 1000 attempts a second, or leave it out for \
+             no limit"
+        )));
+    }
     state.egress.check_registration(&new.url).await?;
     let mut subscription = Subscription::new(
         SubscriptionId::new_v7(),
@@ -140,6 +154,7 @@ async fn subscribe(
         state.ports.clock.now(),
     );
     subscription.progress_every_seconds = new.progress_every_seconds;
+    subscription.rate_limit_per_sec = new.rate_limit_per_sec;
     let stored = state
         .ports
         .webhooks
@@ -353,9 +368,45 @@ fn active(subscription: &Subscription) -> Result<(), ApiError> {
         return Ok(());
     }
     Err(ApiError::conflict(format!(
-        "webhook {} is disabled (its receiver answered 410 Gone); create a new one",
+        "webhook {} is disabled ({}); POST /webhooks/{}/enable brings it back",
+        subscription.id,
+        subscription
+            .disabled_reason
+            .as_deref()
+            .unwrap_or("no reason recorded"),
         subscription.id
     )))
+}
+
+/// Enable a disabled subscription: it hears events again, its failing streak forgotten.
+/// Deliveries given up while it was disabled stay given up (replay the time it missed).
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/enable",
+    tag = "webhooks",
+    operation_id = "enableWebhook",
+    params(("id" = SubscriptionId, Path, description = "The subscription")),
+    responses(
+        (status = 200, description = "The subscription, active (or active already)", body = SubscriptionView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
+async fn enable(
+    State(ports): State<Ports>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: SubscriptionId = parse_id(&id)?;
+    caller.visible_subscription(&ports, id).await?;
+    let enabled = ports
+        .webhooks
+        .enable_subscription(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("webhook {id} does not exist")))?;
+    tracing::info!(subscription_id = %id, principal = %caller.principal, "webhook enabled");
+    Ok(Json(SubscriptionView::of(&enabled, false)).into_response())
 }
 
 /// Send a `webhook.test` event to this subscription now, signed with its current secret

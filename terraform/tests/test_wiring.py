@@ -54,7 +54,7 @@ REQUIRED_ENV = {
     "WEBHOOK_RETRY_HOURS", "CHUNK_SIZE", "FANOUT_PAGE_SIZE", "WRITE_BUDGET_PER_SEC",
     "WORKER_MAX_CONCURRENCY", "MAX_RECEIVE_COUNT", "VISIBILITY_TIMEOUT_SECS",
     "FAILURE_THRESHOLD", "FAILURE_MIN_SAMPLE", "LOG_FORMAT", "RUST_LOG", "BRAND_CLAIM",
-    "AUTH_MODE", "LINK_SHARDS",
+    "AUTH_MODE", "LINK_SHARDS", "WEBHOOK_DISABLE_AFTER_DAYS",
 }
 
 # What the HTTP functions read besides (shared/core/src/config.rs): each brand's request limit.
@@ -138,6 +138,7 @@ ROUTES = {
     "POST /webhooks/{id}/deliveries/{deliveryId}/redeliver": "status",
     "POST /webhooks/{id}/test": "status",
     "POST /webhooks/{id}/replay": "status",
+    "POST /webhooks/{id}/enable": "status",
     "GET /healthz": "status",
     "GET /openapi.json": "status",
     "GET /console": "status",
@@ -598,6 +599,9 @@ def test_the_webhook_settings_come_from_the_webhook_queue_and_one_variable(cfg):
             "aws_sqs_queue", "webhooks", "visibility_timeout_seconds"
         ), function
         assert env["WEBHOOK_RETRY_HOURS"] == Ref(("var", "webhook_retry_hours")), function
+        assert env["WEBHOOK_DISABLE_AFTER_DAYS"] == Ref(
+            ("var", "webhook_disable_after_days")
+        ), function
 
     # The code refuses a webhook visibility timeout under 15 s: no accepted timeout gives one.
     visibility = cfg.expr(cfg.resource("aws_sqs_queue", "webhooks"), "visibility_timeout_seconds")
@@ -611,6 +615,22 @@ def test_the_webhook_settings_come_from_the_webhook_queue_and_one_variable(cfg):
         assert validation_accepts(cfg, "webhook_retry_hours", hours), hours
     for hours in (0, -1, 337):
         assert not validation_accepts(cfg, "webhook_retry_hours", hours), hours
+    # What the code accepts (WEBHOOK_DISABLE_AFTER_DAYS: 1 to 90), and nothing else.
+    assert cfg.variables["webhook_disable_after_days"]["default"] == 5
+    for days in (1, 5, 90):
+        assert validation_accepts(cfg, "webhook_disable_after_days", days), days
+    for days in (0, 0.5, 91):
+        assert not validation_accepts(cfg, "webhook_disable_after_days", days), days
+
+
+def test_a_disabled_subscription_raises_the_alarm_on_the_deliverers_own_metric(cfg):
+    alarm = cfg.resource("aws_cloudwatch_metric_alarm", "webhooks_disabled")
+    # The metric and dimension the webhooks function writes (webhooks/src/lambda.rs).
+    assert alarm["namespace"] == "bulklink"
+    assert alarm["metric_name"] == "WebhooksDisabled"
+    assert alarm["dimensions"] == {"Function": "webhooks"}
+    assert alarm["threshold"] == 0
+    assert alarm["comparison_operator"] == "GreaterThanThreshold"
 
 
 def test_the_webhook_queue_hears_every_job_event_raw(cfg):

@@ -41,6 +41,7 @@ pub fn delivery_metrics(report: &Report) -> String {
             Metric::count("WebhookFailedAttempts", report.failed_attempts.into()),
             Metric::count("WebhookGivenUp", report.given_up.into()),
             Metric::count("WebhookDeferred", report.deferred.into()),
+            Metric::count("WebhooksDisabled", report.disabled.into()),
         ],
     )
 }

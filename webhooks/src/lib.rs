@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bulklink_core::domain::{
-    Delivery, DeliveryId, DeliveryStatus, Event, Replay, RetrySchedule, Subscription,
-    SubscriptionId, SubscriptionStatus, WebhookMessage,
+    Delivery, DeliveryId, DeliveryStatus, Event, Replay, RetrySchedule, SendSlot, Subscription,
+    SubscriptionId, SubscriptionStatus, WebhookEvent, WebhookMessage,
 };
 use bulklink_core::lifecycle::schedule_attempt;
 use bulklink_core::ports::{Ports, Queue, ReceivedMessage, TypedQueue, Webhooks};
@@ -62,6 +62,8 @@ pub struct Report {
     pub given_up: u32,
     /// Attempts put back on the queue because their endpoint was busy.
     pub deferred: u32,
+    /// Subscriptions disabled because every delivery failed for days.
+    pub disabled: u32,
 }
 
 impl Report {
@@ -71,6 +73,7 @@ impl Report {
         self.failed_attempts += other.failed_attempts;
         self.given_up += other.given_up;
         self.deferred += other.deferred;
+        self.disabled += other.disabled;
     }
 }
 
@@ -87,7 +90,12 @@ pub struct Deliverer {
     /// How long one message may take at most (half the webhook queue's visibility
     /// timeout): a replay hands the rest of its range on before it.
     message_budget: Duration,
+    disable_after: Duration,
 }
+
+/// A rate-limited subscription's attempt waits in place for a send slot at most this far
+/// ahead (µs); past it, it goes back on the queue until the backlog is shorter.
+const MAX_SLOT_AHEAD_US: i64 = 5_000_000;
 
 /// Events one step of a replay reads at a time.
 const REPLAY_PAGE: usize = 100;
@@ -112,6 +120,7 @@ impl Deliverer {
             host_limit: settings.webhook_host_concurrency,
             clock: ports.clock.clone(),
             message_budget: settings.webhook_visibility_timeout / 2,
+            disable_after: settings.webhook_disable_after,
         })
     }
 
@@ -347,6 +356,42 @@ impl Deliverer {
             .clone()
     }
 
+    /// After a failed attempt at `now`: the subscription's failing streak (started now if
+    /// none), and if it has lasted `webhook_disable_after`, the subscription disabled, the
+    /// brand's other subscriptions told (`webhook.disabled`), and why.
+    async fn failing_too_long(
+        &self,
+        subscription: &Subscription,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        let since = match subscription.failing_since {
+            Some(since) => since,
+            None => match self.webhooks.record_failing(subscription.id, now).await? {
+                Some(since) => since,
+                None => return Ok(None),
+            },
+        };
+        let after = chrono::Duration::from_std(self.disable_after).unwrap_or(chrono::Duration::MAX);
+        if now - since < after {
+            return Ok(None);
+        }
+        let reason = format!(
+            "every delivery failed for {} days (since {})",
+            after.num_days(),
+            since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+        self.webhooks
+            .disable_subscription(subscription.id, &reason)
+            .await?;
+        warn!(subscription_id = %subscription.id, %reason, "webhook subscription disabled");
+        let told =
+            WebhookEvent::disabled(subscription.brand_id, subscription.id, &reason, since, now);
+        self.queue
+            .send(&WebhookMessage::Event(Event::Webhook(told)))
+            .await?;
+        Ok(Some(reason))
+    }
+
     /// Takes a slot of this deliverer and one of the endpoint's, without waiting.
     fn slots(
         &self,
@@ -375,6 +420,39 @@ impl Deliverer {
                 ..Default::default()
             });
         };
+        if let Some(spacing) = subscription.send_spacing_us() {
+            let now_us = self.clock.now().timestamp_micros();
+            match self
+                .webhooks
+                .take_send_slot(subscription.id, now_us, spacing, MAX_SLOT_AHEAD_US)
+                .await?
+            {
+                None => return self.give_up(delivery, "the subscription was deleted").await,
+                Some(SendSlot::Busy { free_at }) => {
+                    // Spread, never dropped: back once the backlog is within reach. The
+                    // record says when, so the sweeper does not take it for a lost one.
+                    let wait = Duration::from_micros(
+                        (free_at - now_us - MAX_SLOT_AHEAD_US).max(1_000_000) as u64,
+                    );
+                    let expected = delivery.attempts;
+                    delivery.next_attempt_at = Some(
+                        self.clock.now()
+                            + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero()),
+                    );
+                    if self.webhooks.update_delivery(&delivery, expected).await? {
+                        schedule_attempt(&self.queue, &delivery, wait).await?;
+                    }
+                    return Ok(Report {
+                        deferred: 1,
+                        ..Default::default()
+                    });
+                }
+                Some(SendSlot::At { at, .. }) if at > now_us => {
+                    tokio::time::sleep(Duration::from_micros((at - now_us) as u64)).await;
+                }
+                Some(SendSlot::At { .. }) => {}
+            }
+        }
         let now = self.clock.now();
         let id = delivery.id.to_string();
         let timestamp = now.timestamp();
@@ -416,13 +494,18 @@ impl Deliverer {
                 delivery.last_error = None;
                 delivery.next_attempt_at = None;
                 report.delivered = 1;
+                if subscription.failing_since.is_some() {
+                    self.webhooks.clear_failing(subscription.id).await?;
+                }
             }
             Ok(answer) if answer.status == 410 => {
                 delivery.status = DeliveryStatus::Failed;
                 delivery.last_status_code = Some(410);
                 delivery.last_error = Some("410 Gone: the subscription is now disabled".into());
                 delivery.next_attempt_at = None;
-                self.webhooks.disable_subscription(subscription.id).await?;
+                self.webhooks
+                    .disable_subscription(subscription.id, "the receiver answered 410 Gone")
+                    .await?;
                 warn!(subscription_id = %subscription.id, "receiver answered 410 Gone; subscription disabled");
                 report.given_up = 1;
             }
@@ -442,6 +525,18 @@ impl Deliverer {
         }
         if delivery.status == DeliveryStatus::Pending {
             report.failed_attempts = 1;
+            if let Some(reason) = self.failing_too_long(&subscription, now).await? {
+                delivery.status = DeliveryStatus::Failed;
+                delivery.next_attempt_at = None;
+                delivery.last_error = Some(format!(
+                    "{}; the subscription is now disabled: {reason}",
+                    delivery.last_error.as_deref().unwrap_or("failed")
+                ));
+                report.given_up = 1;
+                report.disabled = 1;
+            }
+        }
+        if delivery.status == DeliveryStatus::Pending {
             let first = delivery.first_attempt_at.unwrap_or(now);
             match self.schedule.next_attempt(
                 first,

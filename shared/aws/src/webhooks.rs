@@ -19,13 +19,15 @@ use super::batch_get;
 use super::items::{cursor_of, from_item, key, n, s, start_key, to_item, Item};
 use super::sdk_error::classify;
 use crate::domain::{
-    BrandId, Delivery, DeliveryId, Event, JobId, Subscription, SubscriptionId, WebhookSecret,
-    DELIVERY_RETENTION, EVENT_RETENTION,
+    BrandId, Delivery, DeliveryId, Event, JobId, SendSlot, Subscription, SubscriptionId,
+    WebhookSecret, DELIVERY_RETENTION, EVENT_RETENTION,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Page, Webhooks};
 
 const SUBSCRIPTION_SK: &str = "#WEBHOOK";
+/// Compare-and-set rounds `take_send_slot` tries before deferring.
+const SLOT_TRIES: usize = 8;
 
 fn subscription_pk(id: SubscriptionId) -> String {
     format!("WEBHOOK#{id}")
@@ -76,6 +78,15 @@ struct SubscriptionItem {
     previous_secret_until: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     progress_every_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rate_limit_per_sec: Option<u32>,
+    /// A rate-limited subscription's next free send slot (µs; `take_send_slot` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_send_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failing_since: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    disabled_reason: Option<String>,
     created_at: i64,
     gsi1pk: String,
     gsi1sk: String,
@@ -99,6 +110,10 @@ impl SubscriptionItem {
                 .map(|(s, _)| s.as_str().to_owned()),
             previous_secret_until: sub.previous_secret.as_ref().map(|(_, until)| ms(*until)),
             progress_every_seconds: sub.progress_every_seconds,
+            rate_limit_per_sec: sub.rate_limit_per_sec,
+            next_send_at: None,
+            failing_since: sub.failing_since.map(ms),
+            disabled_reason: sub.disabled_reason.clone(),
             created_at: ms(sub.created_at),
             gsi1pk: format!("WEBHOOKS#{}", sub.brand_id),
             gsi1sk: format!("{:020}#{}", ms(sub.created_at), sub.id),
@@ -120,6 +135,9 @@ impl SubscriptionItem {
                 _ => None,
             },
             progress_every_seconds: self.progress_every_seconds,
+            rate_limit_per_sec: self.rate_limit_per_sec,
+            failing_since: self.failing_since.map(from_ms),
+            disabled_reason: self.disabled_reason,
         })
     }
 }
@@ -424,16 +442,17 @@ impl Webhooks for DynamoWebhooks {
         }
     }
 
-    async fn disable_subscription(&self, id: SubscriptionId) -> StoreResult<()> {
+    async fn disable_subscription(&self, id: SubscriptionId, reason: &str) -> StoreResult<()> {
         let result = self
             .ddb
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(subscription_pk(id), SUBSCRIPTION_SK)))
-            .update_expression("SET #s = :disabled")
+            .update_expression("SET #s = :disabled, disabledReason = :reason")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":disabled", s("disabled"))
+            .expression_attribute_values(":reason", s(reason))
             .send()
             .await;
         match result {
@@ -441,6 +460,123 @@ impl Webhooks for DynamoWebhooks {
             Err(e) if conditional_check_failed(&e) => Ok(()),
             Err(e) => Err(classify("UpdateItem", e)),
         }
+    }
+
+    async fn enable_subscription(&self, id: SubscriptionId) -> StoreResult<Option<Subscription>> {
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(subscription_pk(id), SUBSCRIPTION_SK)))
+            .update_expression("SET #s = :active REMOVE disabledReason, failingSince")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":active", s("active"))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => subscription_of(out.attributes.unwrap_or_default()).map(Some),
+            Err(e) if conditional_check_failed(&e) => Ok(None),
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    async fn record_failing(
+        &self,
+        id: SubscriptionId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<DateTime<Utc>>> {
+        // Set only if unset; either way the stored value comes back.
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(subscription_pk(id), SUBSCRIPTION_SK)))
+            .update_expression("SET failingSince = if_not_exists(failingSince, :at)")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":at", n(ms(at)))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => match out.attributes.unwrap_or_default().get("failingSince") {
+                Some(AttributeValue::N(v)) => Ok(Some(from_ms(v.parse().map_err(internal)?))),
+                _ => Err(internal("failingSince was not returned")),
+            },
+            Err(e) if conditional_check_failed(&e) => Ok(None),
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    async fn clear_failing(&self, id: SubscriptionId) -> StoreResult<()> {
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(subscription_pk(id), SUBSCRIPTION_SK)))
+            .update_expression("REMOVE failingSince")
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if conditional_check_failed(&e) => Ok(()),
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
+    async fn take_send_slot(
+        &self,
+        id: SubscriptionId,
+        now_us: i64,
+        spacing_us: i64,
+        max_ahead_us: i64,
+    ) -> StoreResult<Option<SendSlot>> {
+        // Compare-and-set on the stored slot; under contention another deliverer moved it
+        // first, so read again. After a few lost races, come back a slot later.
+        for _ in 0..SLOT_TRIES {
+            let Some(item) = super::get_item(
+                &self.ddb,
+                &self.table,
+                key(subscription_pk(id), SUBSCRIPTION_SK),
+            )
+            .await?
+            else {
+                return Ok(None);
+            };
+            let stored = match item.get("nextSendAt") {
+                Some(AttributeValue::N(n)) => Some(n.parse::<i64>().map_err(internal)?),
+                _ => None,
+            };
+            let slot = SendSlot::plan(stored, now_us, spacing_us, max_ahead_us);
+            let SendSlot::At { next, .. } = slot else {
+                return Ok(Some(slot));
+            };
+            let update = self
+                .ddb
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(subscription_pk(id), SUBSCRIPTION_SK)))
+                .update_expression("SET nextSendAt = :next")
+                .expression_attribute_values(":next", n(next));
+            let update = match stored {
+                Some(seen) => update
+                    .condition_expression("nextSendAt = :seen")
+                    .expression_attribute_values(":seen", n(seen)),
+                None => update.condition_expression(
+                    "attribute_exists(pk) AND attribute_not_exists(nextSendAt)",
+                ),
+            };
+            match update.send().await {
+                Ok(_) => return Ok(Some(slot)),
+                Err(e) if conditional_check_failed(&e) => continue,
+                Err(e) => return Err(classify("UpdateItem", e)),
+            }
+        }
+        Ok(Some(SendSlot::Busy {
+            free_at: now_us + spacing_us,
+        }))
     }
 
     async fn create_delivery(&self, delivery: &Delivery) -> StoreResult<Delivery> {

@@ -154,7 +154,7 @@ contract! {
             a_brands_subscriptions_list_newest_first_page_by_page,
             deleting_a_subscription_removes_it_once,
             rotating_keeps_the_previous_secret_until_its_expiry,
-            disabling_a_subscription_stops_it_wanting_events,
+            disabling_a_subscription_stops_it_wanting_events_and_enabling_brings_it_back,
             a_delivery_is_created_once_and_a_replay_finds_it,
             a_delivery_update_applies_only_from_the_attempt_count_it_was_read_at,
             deliveries_list_newest_first_by_subscription_and_by_job,

@@ -160,16 +160,64 @@ pub async fn rotating_keeps_the_previous_secret_until_its_expiry(fx: &Fixture) {
     assert_eq!(unknown, None);
 }
 
-pub async fn disabling_a_subscription_stops_it_wanting_events(fx: &Fixture) {
+pub async fn disabling_a_subscription_stops_it_wanting_events_and_enabling_brings_it_back(
+    fx: &Fixture,
+) {
     let webhooks = &fx.ports.webhooks;
     let sub = subscription(BrandId::new_random(), "a");
     webhooks.create_subscription(&sub).await.unwrap();
 
-    webhooks.disable_subscription(sub.id).await.unwrap();
+    let started = now_ms();
+    assert_eq!(
+        webhooks.record_failing(sub.id, started).await.unwrap(),
+        Some(started)
+    );
+    // A later failure keeps the streak's start.
+    let later = started + chrono::Duration::hours(1);
+    assert_eq!(
+        webhooks.record_failing(sub.id, later).await.unwrap(),
+        Some(started)
+    );
+    webhooks
+        .disable_subscription(sub.id, "it failed")
+        .await
+        .unwrap();
 
     let stored = webhooks.get_subscription(sub.id).await.unwrap().unwrap();
     assert_eq!(stored.status, SubscriptionStatus::Disabled);
+    assert_eq!(stored.disabled_reason.as_deref(), Some("it failed"));
+    assert_eq!(stored.failing_since, Some(started));
     assert!(!stored.wants(&Event::Job(event_of(sub.brand_id))));
+
+    let enabled = webhooks.enable_subscription(sub.id).await.unwrap().unwrap();
+    assert_eq!(enabled.status, SubscriptionStatus::Active);
+    assert_eq!(
+        (enabled.disabled_reason, enabled.failing_since),
+        (None, None)
+    );
+    assert_eq!(
+        webhooks
+            .get_subscription(sub.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        SubscriptionStatus::Active
+    );
+    webhooks.record_failing(sub.id, later).await.unwrap();
+    webhooks.clear_failing(sub.id).await.unwrap();
+    assert_eq!(
+        webhooks
+            .get_subscription(sub.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .failing_since,
+        None
+    );
+    let unknown = SubscriptionId::new_random();
+    assert_eq!(webhooks.enable_subscription(unknown).await.unwrap(), None);
+    assert_eq!(webhooks.record_failing(unknown, later).await.unwrap(), None);
 }
 
 pub async fn a_delivery_is_created_once_and_a_replay_finds_it(fx: &Fixture) {

@@ -33,6 +33,8 @@ pub struct Settings {
     pub sweep_pending_after: Duration,
     /// Failed webhook deliveries are retried for this long after their first attempt.
     pub webhook_retry_window: Duration,
+    /// A subscription whose every attempt has failed for this long is disabled.
+    pub webhook_disable_after: Duration,
     /// How long a received webhook-queue message stays hidden (the local runner; on AWS the
     /// queue's own setting, from Terraform).
     pub webhook_visibility_timeout: Duration,
@@ -83,6 +85,7 @@ impl Default for Settings {
             sweep_idle_after: Duration::from_secs(300),
             sweep_pending_after: Duration::from_secs(20),
             webhook_retry_window: Duration::from_secs(24 * 3_600),
+            webhook_disable_after: Duration::from_secs(5 * 86_400),
             webhook_visibility_timeout: Duration::from_secs(60),
             webhook_concurrency: 64,
             webhook_host_concurrency: 8,
@@ -186,6 +189,17 @@ impl Settings {
                 });
             }
             s.webhook_retry_window = Duration::from_secs_f64(hours * 3_600.0);
+        }
+        if let Some(v) = lookup("WEBHOOK_DISABLE_AFTER_DAYS") {
+            let days: f64 = parse("WEBHOOK_DISABLE_AFTER_DAYS", &v)?;
+            if !(days.is_finite() && (1.0..=90.0).contains(&days)) {
+                return Err(SettingsError {
+                    name: "WEBHOOK_DISABLE_AFTER_DAYS",
+                    value: v,
+                    why: "must be 1 to 90 days",
+                });
+            }
+            s.webhook_disable_after = Duration::from_secs_f64(days * 86_400.0);
         }
         if let Some(v) = lookup("WEBHOOK_VISIBILITY_TIMEOUT_SECS") {
             s.webhook_visibility_timeout =
@@ -414,8 +428,16 @@ mod tests {
             ("WEBHOOK_VISIBILITY_TIMEOUT_SECS", "360"),
             ("WEBHOOK_CONCURRENCY", "16"),
             ("WEBHOOK_HOST_CONCURRENCY", "2"),
+            ("WEBHOOK_DISABLE_AFTER_DAYS", "7"),
         ])
         .unwrap();
+        assert_eq!(s.webhook_disable_after, Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            from(&[("WEBHOOK_DISABLE_AFTER_DAYS", "0.5")])
+                .unwrap_err()
+                .name,
+            "WEBHOOK_DISABLE_AFTER_DAYS"
+        );
         assert_eq!(s.webhook_retry_window, Duration::from_secs(5_400));
         assert_eq!(s.webhook_visibility_timeout, Duration::from_secs(360));
         assert_eq!((s.webhook_concurrency, s.webhook_host_concurrency), (16, 2));

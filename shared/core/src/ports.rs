@@ -14,8 +14,8 @@ use crate::domain::{
     BrandId, ChunkSeq, ChunkTally, Delivery, DeliveryId, DomainError, Event, Import, ImportId,
     ImportMark, ImportedRow, ItemOutcome, Job, JobEvent, JobId, Link, LinkOutcome, LinkedBy,
     Location, LocationChange, LocationFilter, LocationId, LocationStatus, Offer, OfferId,
-    OfferRule, OfferSchedule, RowOutcome, Subscription, SubscriptionId, Transition, Upserted,
-    WebhookSecret,
+    OfferRule, OfferSchedule, RowOutcome, SendSlot, Subscription, SubscriptionId, Transition,
+    Upserted, WebhookSecret,
 };
 use crate::error::StoreResult;
 
@@ -799,8 +799,32 @@ pub trait Webhooks: Send + Sync {
         secret: &WebhookSecret,
         previous_until: DateTime<Utc>,
     ) -> StoreResult<Option<Subscription>>;
-    /// The receiver said 410 Gone.
-    async fn disable_subscription(&self, id: SubscriptionId) -> StoreResult<()>;
+    /// Nothing more is sent to it, for `reason` (the receiver said 410 Gone, or every
+    /// delivery failed for days).
+    async fn disable_subscription(&self, id: SubscriptionId, reason: &str) -> StoreResult<()>;
+    /// Active again: its reason and failing streak cleared. `None` if there is no such
+    /// subscription.
+    async fn enable_subscription(&self, id: SubscriptionId) -> StoreResult<Option<Subscription>>;
+    /// An attempt failed at `at`: the subscription's failing streak starts then unless one
+    /// has started already. When the streak started (`None`: no such subscription).
+    async fn record_failing(
+        &self,
+        id: SubscriptionId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<DateTime<Utc>>>;
+    /// An attempt succeeded: no failing streak.
+    async fn clear_failing(&self, id: SubscriptionId) -> StoreResult<()>;
+    /// Takes the subscription's next send slot (`SendSlot::plan` of its stored next free
+    /// slot, `spacing_us` apart, at most `max_ahead_us` away), atomically however many
+    /// deliverers ask at once; `None` if there is no such subscription. Times in
+    /// microseconds since the epoch.
+    async fn take_send_slot(
+        &self,
+        id: SubscriptionId,
+        now_us: i64,
+        spacing_us: i64,
+        max_ahead_us: i64,
+    ) -> StoreResult<Option<SendSlot>>;
     /// Stores the delivery unless one with its id exists; the delivery as stored.
     async fn create_delivery(&self, delivery: &Delivery) -> StoreResult<Delivery>;
     async fn get_delivery(

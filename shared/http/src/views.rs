@@ -225,6 +225,17 @@ pub struct SubscriptionView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 86400)]
     pub progress_every_seconds: Option<u32>,
+    /// At most this many attempts a second are sent to it, spread out, never dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub rate_limit_per_sec: Option<u32>,
+    /// Why it is disabled (`status: disabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    /// Since when every attempt to it has failed (none after a success); past
+    /// `WEBHOOK_DISABLE_AFTER_DAYS` it is disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<DateTime<Utc>>,
 }
 
 impl SubscriptionView {
@@ -240,6 +251,9 @@ impl SubscriptionView {
             secret: with_secret.then(|| sub.secret.as_str().to_owned()),
             previous_secret_expires_at: sub.previous_secret.as_ref().map(|(_, until)| *until),
             progress_every_seconds: sub.progress_every_seconds,
+            rate_limit_per_sec: sub.rate_limit_per_sec,
+            disabled_reason: sub.disabled_reason.clone(),
+            failing_since: sub.failing_since,
         }
     }
 }

@@ -476,11 +476,17 @@ fn v11_offer_schedules(tx: &Transaction<'_>) -> StoreResult<()> {
     .map_err(sql)
 }
 
-/// Version 12: a subscription's `progressEverySeconds` (`NULL`: no `job.progress`), and
-/// each brand's event log (what replays read; `body` is the event's JSON).
+/// Version 12: a subscription's `progressEverySeconds` (`NULL`: no `job.progress`), its
+/// `rateLimitPerSec` and next free send slot (microseconds), its failing streak's start and
+/// why it was disabled, and each brand's event log
+/// (what replays read; `body` is the event's JSON).
 fn v12_webhook_progress(tx: &Transaction<'_>) -> StoreResult<()> {
     tx.execute_batch(
         "ALTER TABLE webhooks ADD COLUMN progress_every_seconds INTEGER;
+         ALTER TABLE webhooks ADD COLUMN rate_limit_per_sec INTEGER;
+         ALTER TABLE webhooks ADD COLUMN next_send_at INTEGER;
+         ALTER TABLE webhooks ADD COLUMN failing_since INTEGER;
+         ALTER TABLE webhooks ADD COLUMN disabled_reason TEXT;
          CREATE TABLE webhook_events (
              brand_id TEXT NOT NULL,
              occurred_at INTEGER NOT NULL,

@@ -9,14 +9,15 @@ use rusqlite::{params, OptionalExtension, Row};
 use super::catalog::page_of;
 use super::{from_ms, sql, to_ms, EmbeddedStore};
 use crate::domain::{
-    BrandId, Delivery, DeliveryId, Event, JobId, Subscription, SubscriptionId, WebhookSecret,
-    DELIVERY_RETENTION, EVENT_RETENTION,
+    BrandId, Delivery, DeliveryId, Event, JobId, SendSlot, Subscription, SubscriptionId,
+    WebhookSecret, DELIVERY_RETENTION, EVENT_RETENTION,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Page, Webhooks};
 
 const SUBSCRIPTION_COLUMNS: &str = "id, brand_id, url, filter, description, status, secret, \
-    previous_secret, previous_secret_until, created_at, progress_every_seconds";
+    previous_secret, previous_secret_until, created_at, progress_every_seconds, rate_limit_per_sec, \
+    failing_since, disabled_reason";
 
 fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Subscription>> {
     let id: String = row.get(0)?;
@@ -30,6 +31,9 @@ fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Subscrip
     let previous_until: Option<i64> = row.get(8)?;
     let created_at: i64 = row.get(9)?;
     let progress_every_seconds: Option<u32> = row.get(10)?;
+    let rate_limit_per_sec: Option<u32> = row.get(11)?;
+    let failing_since: Option<i64> = row.get(12)?;
+    let disabled_reason: Option<String> = row.get(13)?;
     Ok((|| {
         Ok(Subscription {
             id: id.parse()?,
@@ -46,6 +50,9 @@ fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Subscrip
                 _ => None,
             },
             progress_every_seconds,
+            rate_limit_per_sec,
+            failing_since: failing_since.map(from_ms),
+            disabled_reason,
         })
     })())
 }
@@ -181,7 +188,8 @@ impl Webhooks for EmbeddedStore {
             let tx = conn.savepoint().map_err(sql)?;
             tx.execute(
                 "INSERT OR IGNORE INTO webhooks (id, brand_id, url, filter, description, status, secret, \
-                 created_at, progress_every_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 created_at, progress_every_seconds, rate_limit_per_sec) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     sub.id.to_string(),
                     sub.brand_id.to_string(),
@@ -192,6 +200,7 @@ impl Webhooks for EmbeddedStore {
                     sub.secret.as_str(),
                     to_ms(sub.created_at),
                     sub.progress_every_seconds,
+                    sub.rate_limit_per_sec,
                 ],
             )
             .map_err(sql)?;
@@ -274,14 +283,104 @@ impl Webhooks for EmbeddedStore {
         .await
     }
 
-    async fn disable_subscription(&self, id: SubscriptionId) -> StoreResult<()> {
+    async fn disable_subscription(&self, id: SubscriptionId, reason: &str) -> StoreResult<()> {
+        let reason = reason.to_owned();
         self.write(move |conn| {
             conn.execute(
-                "UPDATE webhooks SET status = 'disabled' WHERE id = ?1",
+                "UPDATE webhooks SET status = 'disabled', disabled_reason = ?2 WHERE id = ?1",
+                params![id.to_string(), reason],
+            )
+            .map(|_| ())
+            .map_err(sql)
+        })
+        .await
+    }
+
+    async fn enable_subscription(&self, id: SubscriptionId) -> StoreResult<Option<Subscription>> {
+        self.write(move |conn| {
+            let tx = conn.savepoint().map_err(sql)?;
+            tx.execute(
+                "UPDATE webhooks SET status = 'active', disabled_reason = NULL, \
+                 failing_since = NULL WHERE id = ?1",
+                [id.to_string()],
+            )
+            .map_err(sql)?;
+            let stored = load_subscription(&tx, &id.to_string())?;
+            tx.commit().map_err(sql)?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn record_failing(
+        &self,
+        id: SubscriptionId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<DateTime<Utc>>> {
+        self.write(move |conn| {
+            let tx = conn.savepoint().map_err(sql)?;
+            tx.execute(
+                "UPDATE webhooks SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL",
+                params![id.to_string(), to_ms(at)],
+            )
+            .map_err(sql)?;
+            let since: Option<Option<i64>> = tx
+                .query_row(
+                    "SELECT failing_since FROM webhooks WHERE id = ?1",
+                    [id.to_string()],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+            Ok(since.flatten().map(from_ms))
+        })
+        .await
+    }
+
+    async fn clear_failing(&self, id: SubscriptionId) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE webhooks SET failing_since = NULL WHERE id = ?1",
                 [id.to_string()],
             )
             .map(|_| ())
             .map_err(sql)
+        })
+        .await
+    }
+
+    async fn take_send_slot(
+        &self,
+        id: SubscriptionId,
+        now_us: i64,
+        spacing_us: i64,
+        max_ahead_us: i64,
+    ) -> StoreResult<Option<SendSlot>> {
+        // One write transaction: read and move the slot together.
+        self.write(move |conn| {
+            let tx = conn.savepoint().map_err(sql)?;
+            let stored: Option<Option<i64>> = tx
+                .query_row(
+                    "SELECT next_send_at FROM webhooks WHERE id = ?1",
+                    [id.to_string()],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(sql)?;
+            let Some(stored) = stored else {
+                return Ok(None);
+            };
+            let slot = SendSlot::plan(stored, now_us, spacing_us, max_ahead_us);
+            if let SendSlot::At { next, .. } = slot {
+                tx.execute(
+                    "UPDATE webhooks SET next_send_at = ?2 WHERE id = ?1",
+                    params![id.to_string(), next],
+                )
+                .map_err(sql)?;
+            }
+            tx.commit().map_err(sql)?;
+            Ok(Some(slot))
         })
         .await
     }

@@ -37,10 +37,14 @@ pub enum EventType {
     /// Asked for with `POST /webhooks/{id}/test`: sent to that subscription only.
     #[serde(rename = "webhook.test")]
     WebhookTest,
+    /// A subscription was disabled (its deliveries all failed for days): told to the
+    /// brand's other subscriptions.
+    #[serde(rename = "webhook.disabled")]
+    WebhookDisabled,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 11] = [
         EventType::JobStarted,
         EventType::JobProgress,
         EventType::JobPaused,
@@ -51,6 +55,7 @@ impl EventType {
         EventType::JobCancelled,
         EventType::JobAwaitingApproval,
         EventType::WebhookTest,
+        EventType::WebhookDisabled,
     ];
 
     /// What a job's `callbackUrl` hears: that the job ended, or that it waits for approval.
@@ -74,12 +79,13 @@ impl EventType {
             EventType::JobCancelled => "job.cancelled",
             EventType::JobAwaitingApproval => "job.awaiting_approval",
             EventType::WebhookTest => "webhook.test",
+            EventType::WebhookDisabled => "webhook.disabled",
         }
     }
 
     /// An event of a job (its `data` is a `JobEvent`), not of a subscription.
     pub fn is_job(self) -> bool {
-        !matches!(self, EventType::WebhookTest)
+        !matches!(self, EventType::WebhookTest | EventType::WebhookDisabled)
     }
 
     /// What the event says, for the event catalog (`GET /webhooks/event-types`).
@@ -126,6 +132,10 @@ impl EventType {
                 "A test send (POST /webhooks/{id}/test), to that subscription only, signed with \
                  its current secret: check a receiver end to end. It acts on nothing."
             }
+            EventType::WebhookDisabled => {
+                "Another subscription of the brand (`webhookId`) was disabled: every delivery \
+                 to it failed for days (`reason`). POST /webhooks/{id}/enable brings it back."
+            }
         }
     }
 
@@ -139,7 +149,7 @@ impl EventType {
             EventType::JobFailed => Some(JobStatus::Failed),
             EventType::JobCancelled => Some(JobStatus::Cancelled),
             EventType::JobAwaitingApproval => Some(JobStatus::AwaitingApproval),
-            EventType::JobProgress | EventType::WebhookTest => None,
+            EventType::JobProgress | EventType::WebhookTest | EventType::WebhookDisabled => None,
         }
     }
 
@@ -253,7 +263,7 @@ impl JobEvent {
             EventType::JobProgress | EventType::JobPaused | EventType::JobResumed => {
                 (counters.linked, counters.already_linked) = (3_100, 900)
             }
-            EventType::WebhookTest => {}
+            EventType::WebhookTest | EventType::WebhookDisabled => {}
         }
         JobEvent {
             event_id: example_id(0x31),
@@ -288,9 +298,12 @@ pub struct WebhookEvent {
     #[serde(rename = "type")]
     pub event_type: EventType,
     pub brand_id: BrandId,
-    /// The subscription it is about (the one it is sent to).
+    /// The subscription it is about (a test send's is the one it is sent to).
     pub webhook_id: SubscriptionId,
     pub occurred_at: DateTime<Utc>,
+    /// Why it was disabled (`webhook.disabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl WebhookEvent {
@@ -302,6 +315,30 @@ impl WebhookEvent {
             brand_id: brand,
             webhook_id: webhook,
             occurred_at: at,
+            reason: None,
+        }
+    }
+
+    /// That `webhook` of `brand`, failing since `failing_since`, was disabled at `at` for
+    /// `reason`: one event per such stretch of failures.
+    pub fn disabled(
+        brand: BrandId,
+        webhook: SubscriptionId,
+        reason: &str,
+        failing_since: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> WebhookEvent {
+        let name = format!(
+            "{webhook}:webhook.disabled:{}",
+            failing_since.timestamp_millis()
+        );
+        WebhookEvent {
+            event_id: Uuid::new_v5(&EVENT_NAMESPACE, name.as_bytes()),
+            event_type: EventType::WebhookDisabled,
+            brand_id: brand,
+            webhook_id: webhook,
+            occurred_at: at,
+            reason: Some(reason.to_owned()),
         }
     }
 
@@ -313,6 +350,9 @@ impl WebhookEvent {
             brand_id: BrandId::from_uuid(example_id(0x12)),
             webhook_id: SubscriptionId::from_uuid(example_id(0x14)),
             occurred_at: example_time(),
+            reason: (event_type == EventType::WebhookDisabled).then(|| {
+                "every delivery failed for 5 days (since 2026-11-26T10:00:00.000Z)".to_owned()
+            }),
         }
     }
 }

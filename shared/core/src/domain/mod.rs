@@ -38,9 +38,9 @@ pub use spec::{plan, FollowUp, JobSpec, Source, SourceSpec};
 pub use text::{checked_tags, checked_text, BLANKS};
 pub use webhook::{
     payload, payload_value, verify, Delivery, DeliveryId, DeliveryStatus, Replay, RetrySchedule,
-    Subscription, SubscriptionFilter, SubscriptionStatus, VerifyError, WebhookMessage,
+    SendSlot, Subscription, SubscriptionFilter, SubscriptionStatus, VerifyError, WebhookMessage,
     WebhookSecret, DELIVERY_RETENTION, EVENT_RETENTION, PREVIOUS_SECRET_GRACE,
-    PROGRESS_EVERY_SECONDS,
+    PROGRESS_EVERY_SECONDS, RATE_LIMIT_PER_SEC,
 };
 
 /// A value that breaks a domain rule. Always the caller's fault: never retry it.

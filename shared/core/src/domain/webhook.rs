@@ -169,13 +169,13 @@ impl SubscriptionFilter {
     }
 }
 
-/// `disabled` once the receiver answered 410 Gone.
+/// `disabled` once the receiver answered 410 Gone, or every delivery failed for days.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum SubscriptionStatus {
     Active,
-    /// The receiver answered 410 Gone: nothing more is sent.
+    /// Nothing more is sent (`disabledReason` says why) until it is enabled again.
     Disabled,
 }
 
@@ -222,10 +222,54 @@ pub struct Subscription {
     /// `job.progress` is sent to it, at most once per job in each window of this many
     /// seconds (none without it).
     pub progress_every_seconds: Option<u32>,
+    /// At most this many attempts a second are sent to it, spread out (none: no limit).
+    pub rate_limit_per_sec: Option<u32>,
+    /// Since when every attempt to it has failed (cleared by a success).
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Why it is disabled.
+    pub disabled_reason: Option<String>,
 }
 
 /// The bounds of `progressEverySeconds`.
 pub const PROGRESS_EVERY_SECONDS: std::ops::RangeInclusive<u32> = 1..=86_400;
+/// The bounds of `rateLimitPerSec`.
+pub const RATE_LIMIT_PER_SEC: std::ops::RangeInclusive<u32> = 1..=1_000;
+
+/// A rate-limited subscription's send slots: each attempt takes the next one, `spacing`
+/// after the one before and never before now. Times in microseconds since the epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendSlot {
+    /// Send at this time; the subscription's next slot is now `next`.
+    At { at: i64, next: i64 },
+    /// The next free slot is this far ahead or more: nothing was taken; come back later.
+    Busy { free_at: i64 },
+}
+
+impl SendSlot {
+    /// The slot after `stored_next` (the subscription's next free slot, if it has one) for
+    /// an attempt at `now`, taken only if it is at most `max_ahead` away.
+    pub fn plan(stored_next: Option<i64>, now: i64, spacing: i64, max_ahead: i64) -> SendSlot {
+        let at = stored_next.unwrap_or(now).max(now);
+        if at - now > max_ahead {
+            SendSlot::Busy { free_at: at }
+        } else {
+            SendSlot::At {
+                at,
+                next: at + spacing,
+            }
+        }
+    }
+}
+
+impl Subscription {
+    /// The time between two sends to it, in microseconds: 5% over `1 / rate`, so that no
+    /// second, however a receiver counts it, sees more than `rate` even when one request
+    /// takes up to 50 ms longer on its way than another.
+    pub fn send_spacing_us(&self) -> Option<i64> {
+        self.rate_limit_per_sec
+            .map(|rate| (1_050_000 + i64::from(rate.max(1)) - 1) / i64::from(rate.max(1)))
+    }
+}
 
 impl Subscription {
     pub fn new(
@@ -248,6 +292,9 @@ impl Subscription {
             secret: WebhookSecret::generate(),
             previous_secret: None,
             progress_every_seconds: None,
+            rate_limit_per_sec: None,
+            failing_since: None,
+            disabled_reason: None,
         }
     }
 
@@ -307,7 +354,8 @@ impl Subscription {
             return false;
         }
         match event {
-            Event::Webhook(e) => e.webhook_id == self.id,
+            Event::Webhook(e) if e.event_type == EventType::WebhookTest => e.webhook_id == self.id,
+            Event::Webhook(e) => e.webhook_id != self.id && self.filter.matches(event),
             Event::Job(e) if self.is_callback() => {
                 EventType::OUTCOMES.contains(&e.event_type) && self.filter.matches(event)
             }
@@ -946,6 +994,53 @@ mod tests {
             a.event_id,
             super::super::JobEvent::progress(&job, at()).event_id
         );
+    }
+
+    #[test]
+    fn send_slots_are_spaced_never_before_now_and_not_taken_too_far_ahead() {
+        let now = 1_000_000_000;
+        assert_eq!(
+            SendSlot::plan(None, now, 200_000, 5_000_000),
+            SendSlot::At {
+                at: now,
+                next: now + 200_000
+            }
+        );
+        // A slot in the past is not reused: the next send is now.
+        assert_eq!(
+            SendSlot::plan(Some(now - 1), now, 200_000, 5_000_000),
+            SendSlot::At {
+                at: now,
+                next: now + 200_000
+            }
+        );
+        assert_eq!(
+            SendSlot::plan(Some(now + 600_000), now, 200_000, 5_000_000),
+            SendSlot::At {
+                at: now + 600_000,
+                next: now + 800_000
+            }
+        );
+        assert_eq!(
+            SendSlot::plan(Some(now + 5_000_001), now, 200_000, 5_000_000),
+            SendSlot::Busy {
+                free_at: now + 5_000_001
+            }
+        );
+        // Five a second: no second (aligned or not) holds six slots.
+        let mut sub = Subscription::new(
+            SubscriptionId::new_random(),
+            BrandId::new_random(),
+            "https://hooks.example.invalid/a".parse().unwrap(),
+            SubscriptionFilter::default(),
+            None,
+            at(),
+        );
+        sub.rate_limit_per_sec = Some(5);
+        let spacing = sub.send_spacing_us().unwrap();
+        assert!(spacing * 5 >= 1_050_000 && spacing < 211_000, "{spacing}");
+        sub.rate_limit_per_sec = Some(1_000);
+        assert!(sub.send_spacing_us().unwrap() * 1_000 > 1_000_000);
     }
 
     #[test]
