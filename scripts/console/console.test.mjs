@@ -85,14 +85,14 @@ const startJob = async (token, offer) => (await call(token, "POST", `/offers/${o
 
 // --- a webhook receiver on loopback ------------------------------------------------------------
 
-function receiver() {
+function receiver(status = 200) {
   const requests = [];
   const server = http.createServer((req, res) => {
     let body = "";
     req.on("data", (chunk) => { body += chunk; });
     req.on("end", () => {
       requests.push({ id: req.headers["webhook-id"], body });
-      res.writeHead(200, { "Content-Type": "text/plain" }).end("ok");
+      res.writeHead(status, { "Content-Type": "text/plain" }).end("ok");
     });
   });
   return new Promise((resolve) => {
@@ -449,6 +449,57 @@ async function full() {
   await page.getByRole("link", { name: "Webhooks" }).click();
   await page.getByRole("link", { name: hooks.url }).waitFor();
   assert.equal(await page.locator("#nav-admin").isVisible(), false, "a brand sees no admin section");
+
+  step("a webhook's page: a test send, a replay counted then sent, in the delivery log");
+  await page.getByRole("link", { name: hooks.url }).click();
+  await page.getByRole("heading", { name: /^Webhook / }).waitFor();
+  const before = hooks.requests.length;
+  await page.getByRole("button", { name: "Send a test event" }).click();
+  await until("the test event to arrive", () => hooks.requests.length > before);
+  const test = JSON.parse(hooks.requests[before].body);
+  assert.equal(test.type, "webhook.test");
+  await page.locator("tbody tr", { hasText: "webhook.test" }).first().waitFor({ timeout: WAIT });
+  // From an hour ago: the local time the input takes (the console sends it as UTC).
+  const local = new Date(Date.now() - 3600_000 - new Date().getTimezoneOffset() * 60_000).toISOString().slice(0, 19);
+  await page.getByLabel("Replay from").fill(local);
+  await page.getByRole("button", { name: "Count events" }).click();
+  const counted = await call(TOKEN_A, "POST", `/webhooks/${test.data.webhookId}/replay?dryRun=true`,
+    { since: new Date(Date.now() - 3600_000).toISOString() });
+  assert.ok(counted.events >= 1, `events to replay: ${JSON.stringify(counted)}`);
+  await page.locator("#replay-outcome", { hasText: /would be sent again/ }).waitFor();
+  const shownCount = Number((await page.locator("#replay-outcome").textContent()).replace(/[^0-9]/g, ""));
+  assert.equal(shownCount, counted.events, "the console's count is the API's");
+  const logged = async () =>
+    (await call(TOKEN_A, "GET", `/webhooks/${test.data.webhookId}/deliveries?limit=100`)).items.map((d) => d.id);
+  const loggedBefore = await logged();
+  const beforeReplay = hooks.requests.length;
+  await page.getByRole("button", { name: "Replay", exact: true }).click();
+  await page.locator("#replay-outcome", { hasText: /^Replaying/ }).waitFor();
+  await until("the replayed events to arrive", () => hooks.requests.length >= beforeReplay + shownCount);
+  for (const r of hooks.requests.slice(beforeReplay)) {
+    assert.ok(loggedBefore.includes(r.id), `a replay keeps the original webhook-id (${r.id})`);
+  }
+  assert.deepEqual(await logged(), loggedBefore, "a replay of what it had makes no new delivery");
+  await accessible(page, "a webhook's page");
+
+  step("a throttled subscription disabled by its receiver's 410, shown with its reason, enabled again");
+  const goneHooks = await receiver(410);
+  const throttled = await call(TOKEN_A, "POST", "/webhooks", { url: goneHooks.url, rateLimitPerSec: 3, description: "throttled" });
+  await page.goto(`${CONSOLE}#/webhooks/${throttled.id}`);
+  await page.getByText("at most 3 a second").waitFor();
+  await page.getByRole("button", { name: "Send a test event" }).click();
+  await until("the 410 to arrive", () => goneHooks.requests.length >= 1);
+  await until("the subscription to be disabled",
+    async () => (await call(TOKEN_A, "GET", `/webhooks/${throttled.id}`)).status === "disabled");
+  await page.reload();
+  await page.locator("#disabled-reason", { hasText: "410 Gone" }).waitFor();
+  assert.equal(await page.getByRole("button", { name: "Send a test event" }).isDisabled(), true);
+  await page.getByRole("button", { name: "Enable" }).click();
+  await until("the subscription to be active again",
+    async () => (await call(TOKEN_A, "GET", `/webhooks/${throttled.id}`)).status === "active");
+  await page.locator("#disabled-reason").waitFor({ state: "detached" });
+  await page.screenshot({ path: `${SHOTS}/webhook.png`, fullPage: true });
+  await accessible(page, "an enabled webhook's page");
 
   step("brand A's locations, page by page: 100 a page, Next and Previous");
   await page.getByRole("link", { name: "Locations", exact: true }).click();

@@ -756,17 +756,89 @@
         throw e;
       }
       summary.textContent = sub.description || "";
+      const disabled = sub.status === "disabled";
       replace(details,
         h("dt", {}, "URL"), h("dd", {}, sub.url),
         h("dt", {}, "Status"), h("dd", {}, statusBadge(sub.status)),
+        ...(disabled ? [h("dt", {}, "Disabled because"), h("dd", { id: "disabled-reason" }, sub.disabledReason || "—")] : []),
+        ...(sub.failingSince ? [h("dt", {}, "Failing since"), h("dd", {}, when(sub.failingSince))] : []),
         h("dt", {}, "Events"), h("dd", {}, sub.filter && sub.filter.eventTypes ? sub.filter.eventTypes.join(", ") : "every event"),
+        h("dt", {}, "Throttle"), h("dd", {}, sub.rateLimitPerSec ? `at most ${numbers.format(sub.rateLimitPerSec)} a second` : "none"),
+        h("dt", {}, "Progress"), h("dd", {}, sub.progressEverySeconds ? `every ${numbers.format(sub.progressEverySeconds)} s` : "not sent"),
         h("dt", {}, "Created"), h("dd", {}, when(sub.createdAt)));
+      enableButton.hidden = !disabled;
+      testButton.disabled = disabled;
       await load();
       return true;
     };
+    const act = async (button, call, done, refused) => {
+      button.disabled = true;
+      try {
+        const result = await call();
+        announce(done(result));
+        clearError();
+        await view.refresh();
+      } catch (e) {
+        showError(`${refused}: ${e.message}`);
+      } finally {
+        button.disabled = false;
+      }
+    };
+    const testButton = h("button", {
+      type: "button", class: "secondary",
+      onclick: (event) => act(event.currentTarget,
+        () => api("POST", `webhooks/${id}/test`),
+        ({ data }) => `Test event sent (delivery ${data.id}).`,
+        "The test event was not sent"),
+    }, "Send a test event");
+    const enableButton = h("button", {
+      type: "button", hidden: true,
+      onclick: (event) => act(event.currentTarget,
+        () => api("POST", `webhooks/${id}/enable`),
+        () => "Subscription enabled: it hears events again.",
+        "The subscription was not enabled"),
+    }, "Enable");
+    // Replay: a time range of the brand's events, counted first (dry run), then sent.
+    const since = h("input", { type: "datetime-local", id: "replay-since", step: "1", required: true });
+    const until = h("input", { type: "datetime-local", id: "replay-until", step: "1", "aria-describedby": "replay-help" });
+    const replayOutcome = h("p", { id: "replay-outcome", role: "status" });
+    const range = () => {
+      const body = { since: new Date(since.value).toISOString() };
+      if (until.value) body.until = new Date(until.value).toISOString();
+      return body;
+    };
+    const replay = async (dryRun, button) => {
+      if (!since.value || Number.isNaN(new Date(since.value).getTime())) {
+        showError("Give the time the replay starts from.");
+        since.focus();
+        return;
+      }
+      await act(button,
+        () => api("POST", `webhooks/${id}/replay${dryRun ? "?dryRun=true" : ""}`, range()),
+        ({ data }) => {
+          const n = `${numbers.format(data.events)} event${data.events === 1 ? "" : "s"}`;
+          replayOutcome.textContent = dryRun ? `${n} would be sent again.` : `Replaying ${n}, in order.`;
+          return replayOutcome.textContent;
+        },
+        "Replay refused");
+    };
+    const countButton = h("button", { type: "button", class: "secondary", onclick: (e) => replay(true, e.currentTarget) }, "Count events");
+    const replayForm = h("form", {
+      class: "inline-form",
+      onsubmit: (event) => { event.preventDefault(); replay(false, event.submitter || countButton); },
+    },
+    h("div", {}, h("label", { for: "replay-since" }, "Replay from"), since),
+    h("div", {}, h("label", { for: "replay-until" }, "until"), until),
+    countButton,
+    h("button", { type: "submit" }, "Replay"));
     return [
       h("h1", { tabindex: "-1" }, "Webhook ", h("span", { class: "mono" }, id)),
       summary, details,
+      h("div", { class: "actions" }, testButton, enableButton),
+      h("h2", {}, "Replay"),
+      h("p", { id: "replay-help", class: "muted" },
+        "Sends the brand's events of a time range (kept 30 days) that this subscription hears again, with their original webhook-id. Until: now when empty."),
+      replayForm, replayOutcome,
       h("h2", {}, "Deliveries"), deliveries.element,
     ];
   }
