@@ -38,6 +38,7 @@ crate::on_both_backends!(
     a_replay_out_of_time_hands_the_rest_on_and_misses_nothing,
     a_rate_limited_subscription_gets_every_event_and_never_more_than_its_rate_a_second,
     a_subscription_failing_for_five_days_is_disabled_its_brand_told_and_enable_brings_it_back,
+    a_throttled_delivery_waiting_its_turn_is_not_taken_for_a_lost_one,
 );
 
 /// Validates `instance` against the JSON Schema `schema` with the Python `jsonschema`
@@ -1770,4 +1771,64 @@ async fn a_subscription_failing_for_five_days_is_disabled_its_brand_told_and_ena
         (None, None)
     );
     runtime.shutdown().await;
+}
+
+/// A rate-limited subscription's attempt behind minutes of backlog goes back on the queue
+/// with its record saying when, so the sweeper does not take it for a lost one and send
+/// it a second time.
+async fn a_throttled_delivery_waiting_its_turn_is_not_taken_for_a_lost_one(kind: Kind) {
+    use bulklink_core::domain::{Delivery, Event, Job, JobEvent, JobStatus, OfferId, Subscription};
+    let env = Env::of(kind, fast_settings()).await;
+    let ports = env.ports();
+    let brand = BrandId::new_random();
+    let receiver = Receiver::start().await.unwrap();
+    let mut sub = Subscription::new(
+        bulklink_core::domain::SubscriptionId::new_v7(),
+        brand,
+        receiver.url.parse().unwrap(),
+        Default::default(),
+        None,
+        ports.clock.now(),
+    );
+    sub.rate_limit_per_sec = Some(1);
+    ports.webhooks.create_subscription(&sub).await.unwrap();
+    // Five minutes of sends already spoken for.
+    let (now, spacing) = (ports.clock.now(), sub.send_spacing_us().unwrap());
+    for _ in 0..300 {
+        ports
+            .webhooks
+            .take_send_slot(sub.id, now.timestamp_micros(), spacing, i64::MAX)
+            .await
+            .unwrap();
+    }
+    let mut job = Job::new(brand, OfferId::new_random(), None, now);
+    job.status = JobStatus::Succeeded;
+    job.finished_at = Some(now);
+    let event = Event::Job(JobEvent::of_status(&job).unwrap());
+    let deliverer = webhooks::Deliverer::new(&ports, loopback_egress(), &env.settings).unwrap();
+
+    let report = deliverer
+        .handle(&bulklink_core::domain::WebhookMessage::Event(event.clone()).encode())
+        .await
+        .unwrap();
+
+    assert_eq!((report.deferred, report.attempted), (1, 0), "{report:?}");
+    let id = Delivery::new(&event, &sub, now).id;
+    let stored = ports
+        .webhooks
+        .get_delivery(sub.id, id)
+        .await
+        .unwrap()
+        .unwrap();
+    let back = stored.next_attempt_at.unwrap();
+    assert!(
+        back >= now + chrono::Duration::minutes(4),
+        "{back} (now {now})"
+    );
+    let overdue = ports
+        .webhooks
+        .overdue_deliveries(now + chrono::Duration::minutes(3), 100)
+        .await
+        .unwrap();
+    assert!(overdue.iter().all(|d| d.id != id), "taken for a lost one");
 }

@@ -392,6 +392,28 @@ impl Deliverer {
         Ok(Some(reason))
     }
 
+    /// Puts an attempt back on the queue for `wait`. When it comes back more than a minute
+    /// after the time its record says, the record is moved too, so the sweeper never takes
+    /// a delivery that waits its turn for a lost one (and sends it twice).
+    async fn defer(&self, mut delivery: Delivery, wait: Duration) -> Result<Report, StoreError> {
+        let back =
+            self.clock.now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
+        let recorded = delivery.next_attempt_at.unwrap_or(back);
+        if back - recorded > chrono::Duration::seconds(60) {
+            let expected = delivery.attempts;
+            delivery.next_attempt_at = Some(back);
+            if !self.webhooks.update_delivery(&delivery, expected).await? {
+                // Another attempt got there first: its record and schedule stand.
+                return Ok(Report::default());
+            }
+        }
+        schedule_attempt(&self.queue, &delivery, wait).await?;
+        Ok(Report {
+            deferred: 1,
+            ..Default::default()
+        })
+    }
+
     /// Takes a slot of this deliverer and one of the endpoint's, without waiting.
     fn slots(
         &self,
@@ -411,16 +433,9 @@ impl Deliverer {
         if subscription.status != bulklink_core::domain::SubscriptionStatus::Active {
             return self.give_up(delivery, "the subscription is disabled").await;
         }
-        let Some(_slots) = self.slots(&subscription) else {
-            // Busy endpoint (or deliverer): come back shortly rather than hold this message
-            // and everything behind it.
-            schedule_attempt(&self.queue, &delivery, BUSY_RETRY).await?;
-            return Ok(Report {
-                deferred: 1,
-                ..Default::default()
-            });
-        };
         if let Some(spacing) = subscription.send_spacing_us() {
+            // A rate-limited subscription: its send slot first (waiting for it holds no
+            // concurrency slot).
             let now_us = self.clock.now().timestamp_micros();
             match self
                 .webhooks
@@ -429,23 +444,11 @@ impl Deliverer {
             {
                 None => return self.give_up(delivery, "the subscription was deleted").await,
                 Some(SendSlot::Busy { free_at }) => {
-                    // Spread, never dropped: back once the backlog is within reach. The
-                    // record says when, so the sweeper does not take it for a lost one.
-                    let wait = Duration::from_micros(
-                        (free_at - now_us - MAX_SLOT_AHEAD_US).max(1_000_000) as u64,
-                    );
-                    let expected = delivery.attempts;
-                    delivery.next_attempt_at = Some(
-                        self.clock.now()
-                            + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero()),
-                    );
-                    if self.webhooks.update_delivery(&delivery, expected).await? {
-                        schedule_attempt(&self.queue, &delivery, wait).await?;
-                    }
-                    return Ok(Report {
-                        deferred: 1,
-                        ..Default::default()
-                    });
+                    // Spread, never dropped: back once the backlog is within reach.
+                    let wait = (free_at - now_us - MAX_SLOT_AHEAD_US).max(1_000_000);
+                    return self
+                        .defer(delivery, Duration::from_micros(wait as u64))
+                        .await;
                 }
                 Some(SendSlot::At { at, .. }) if at > now_us => {
                     tokio::time::sleep(Duration::from_micros((at - now_us) as u64)).await;
@@ -453,6 +456,11 @@ impl Deliverer {
                 Some(SendSlot::At { .. }) => {}
             }
         }
+        let Some(_slots) = self.slots(&subscription) else {
+            // Busy endpoint (or deliverer): come back shortly rather than hold this message
+            // and everything behind it.
+            return self.defer(delivery, BUSY_RETRY).await;
+        };
         let now = self.clock.now();
         let id = delivery.id.to_string();
         let timestamp = now.timestamp();
