@@ -75,7 +75,7 @@ async fn v1_runtime(v1: &V1, clock: Clock) -> (Runtime, ApiClient) {
 }
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 11;
+const SCHEMA_VERSION: i64 = 12;
 
 fn user_version(path: &std::path::Path) -> i64 {
     rusqlite::Connection::open(path)
@@ -141,7 +141,11 @@ async fn a_file_of_the_previous_release_migrates_once_and_keeps_every_job_link_a
     let hooks: Value = api.get("/webhooks").await.unwrap();
     let hook = &hooks["items"][0];
     assert_eq!(hook["url"], "http://127.0.0.1:9/hook");
-    assert_eq!(hook["filter"]["events"][0], "job.succeeded");
+    // Its filter, stored as `events` then, reads back as `eventTypes`.
+    assert_eq!(
+        hook["filter"]["eventTypes"],
+        serde_json::json!(["job.succeeded"])
+    );
     assert_eq!(hook["status"], "active");
     let rotated: Value = api
         .post(

@@ -735,8 +735,9 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
     let import_id = import["id"].as_str().unwrap().to_owned();
     let mut imported = Value::Null;
     // A bound, not a pace: its rows, then a wait for them, then the closing pass, each a
-    // Lambda invocation on this loaded machine (once past 60 s beside the whole suite).
-    for _ in 0..1_800 {
+    // Lambda invocation on this loaded machine (once past 60 s, once past 180 s beside the
+    // whole suite, which now also carries the jobs' start and progress events).
+    for _ in 0..3_000 {
         let (_, shown) = call(
             &status,
             "GET",

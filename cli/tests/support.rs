@@ -487,7 +487,9 @@ impl Queue for FaultyQueue {
     }
 }
 
-/// Wraps a real event bus: records what is published, and can refuse to publish.
+/// Wraps a real event bus: records the job outcomes published (a job's end, or that it
+/// awaits approval), and can refuse to publish them; other events (start, pause, progress)
+/// pass through unrecorded.
 pub struct RecordingEvents {
     pub inner: Arc<dyn EventBus>,
     pub refuse: AtomicBool,
@@ -511,6 +513,9 @@ impl RecordingEvents {
 #[async_trait]
 impl EventBus for RecordingEvents {
     async fn publish(&self, event: &JobEvent) -> StoreResult<()> {
+        if !bulklink_core::domain::EventType::OUTCOMES.contains(&event.event_type) {
+            return self.inner.publish(event).await;
+        }
         if self.refuse.load(Ordering::SeqCst) {
             return Err(StoreError::unavailable("injected fault: publish refused"));
         }

@@ -1258,21 +1258,15 @@ async fn a_test_send_is_verified_by_the_standard_webhooks_library_and_logged_wha
 /// the window's delivery made for the first (pending, about to be attempted by whoever made
 /// it) and adds no attempt of its own; the first's own replay still sends it.
 async fn a_progress_event_in_a_window_with_another_events_delivery_adds_no_attempt(kind: Kind) {
-    use bulklink_core::domain::{Delivery, Event, Job, JobEvent, JobStatus, OfferId, Subscription};
+    use bulklink_core::domain::{Delivery, Event, Job, JobEvent, JobStatus, OfferId};
     let env = Env::of(kind, fast_settings()).await;
     let ports = env.ports();
     let brand = BrandId::new_random();
     let receiver = Receiver::start().await.unwrap();
-    let mut sub = Subscription::new(
-        bulklink_core::domain::SubscriptionId::new_v7(),
-        brand,
-        receiver.url.parse().unwrap(),
-        Default::default(),
-        None,
-        ports.clock.now(),
-    );
-    sub.progress_every_seconds = Some(3_600);
-    ports.webhooks.create_subscription(&sub).await.unwrap();
+    let sub = stored_subscription(&ports, brand, &receiver.url, |s| {
+        s.progress_every_seconds = Some(3_600)
+    })
+    .await;
     let mut job = Job::new(brand, OfferId::new_random(), None, ports.clock.now());
     job.status = JobStatus::Running;
     job.chunks_done = 1;
@@ -1458,29 +1452,16 @@ async fn a_replay_sends_a_ranges_events_again_in_order_with_their_webhook_ids(ki
 /// A replay with no time left in each message sends one event a message and hands the rest
 /// on: three events arrive in three steps, in order, each once.
 async fn a_replay_out_of_time_hands_the_rest_on_and_misses_nothing(kind: Kind) {
-    use bulklink_core::domain::{
-        Event, Job, JobEvent, JobStatus, OfferId, Replay, Subscription, WebhookMessage,
-    };
+    use bulklink_core::domain::{Replay, WebhookMessage};
     let env = Env::of(kind, fast_settings()).await;
     let ports = env.ports();
     let brand = BrandId::new_random();
     let mut receiver = Receiver::start().await.unwrap();
-    let sub = Subscription::new(
-        bulklink_core::domain::SubscriptionId::new_v7(),
-        brand,
-        receiver.url.parse().unwrap(),
-        Default::default(),
-        None,
-        ports.clock.now(),
-    );
-    ports.webhooks.create_subscription(&sub).await.unwrap();
+    let sub = stored_subscription(&ports, brand, &receiver.url, |_| {}).await;
     let start = ports.clock.now() - chrono::Duration::minutes(5);
     let mut events = Vec::new();
     for i in 0..3 {
-        let mut job = Job::new(brand, OfferId::new_random(), None, start);
-        job.status = JobStatus::Succeeded;
-        job.finished_at = Some(start + chrono::Duration::seconds(i));
-        let event = Event::Job(JobEvent::of_status(&job).unwrap());
+        let event = succeeded_event(brand, start + chrono::Duration::seconds(i));
         ports.webhooks.record_event(&event).await.unwrap();
         events.push(event);
     }
@@ -1617,7 +1598,7 @@ async fn tell_of_disabling(
 async fn a_subscription_failing_for_five_days_is_disabled_its_brand_told_and_enable_brings_it_back(
     kind: Kind,
 ) {
-    use bulklink_core::domain::{Event, Job, JobEvent, JobStatus, OfferId, WebhookMessage};
+    use bulklink_core::domain::WebhookMessage;
     let env = Env::of(kind, fast_settings()).await;
     let clock = bulklink_core::Clock::manual(env.ports().clock.now());
     let config = bulklink::runtime::RuntimeConfig {
@@ -1653,12 +1634,7 @@ async fn a_subscription_failing_for_five_days_is_disabled_its_brand_told_and_ena
         .unwrap();
     let narrow_sub = hook(&narrow.url, json!({ "eventTypes": ["job.succeeded"] })).await;
     let deliverer = webhooks::Deliverer::new(&ports, loopback_egress(), &env.settings).unwrap();
-    let event = |at: chrono::DateTime<chrono::Utc>| {
-        let mut job = Job::new(brand, OfferId::new_random(), None, at);
-        job.status = JobStatus::Succeeded;
-        job.finished_at = Some(at);
-        WebhookMessage::Event(Event::Job(JobEvent::of_status(&job).unwrap())).encode()
-    };
+    let event = |at| WebhookMessage::Event(succeeded_event(brand, at)).encode();
     // As the API shows it, with a token of the (moved) clock's now.
     let read = |id: bulklink_core::domain::SubscriptionId| {
         let api = runtime.api_as(Role::Brand(brand)).unwrap();
@@ -1777,21 +1753,15 @@ async fn a_subscription_failing_for_five_days_is_disabled_its_brand_told_and_ena
 /// with its record saying when, so the sweeper does not take it for a lost one and send
 /// it a second time.
 async fn a_throttled_delivery_waiting_its_turn_is_not_taken_for_a_lost_one(kind: Kind) {
-    use bulklink_core::domain::{Delivery, Event, Job, JobEvent, JobStatus, OfferId, Subscription};
+    use bulklink_core::domain::Delivery;
     let env = Env::of(kind, fast_settings()).await;
     let ports = env.ports();
     let brand = BrandId::new_random();
     let receiver = Receiver::start().await.unwrap();
-    let mut sub = Subscription::new(
-        bulklink_core::domain::SubscriptionId::new_v7(),
-        brand,
-        receiver.url.parse().unwrap(),
-        Default::default(),
-        None,
-        ports.clock.now(),
-    );
-    sub.rate_limit_per_sec = Some(1);
-    ports.webhooks.create_subscription(&sub).await.unwrap();
+    let sub = stored_subscription(&ports, brand, &receiver.url, |s| {
+        s.rate_limit_per_sec = Some(1)
+    })
+    .await;
     // Five minutes of sends already spoken for.
     let (now, spacing) = (ports.clock.now(), sub.send_spacing_us().unwrap());
     for _ in 0..300 {
@@ -1801,10 +1771,7 @@ async fn a_throttled_delivery_waiting_its_turn_is_not_taken_for_a_lost_one(kind:
             .await
             .unwrap();
     }
-    let mut job = Job::new(brand, OfferId::new_random(), None, now);
-    job.status = JobStatus::Succeeded;
-    job.finished_at = Some(now);
-    let event = Event::Job(JobEvent::of_status(&job).unwrap());
+    let event = succeeded_event(brand, now);
     let deliverer = webhooks::Deliverer::new(&ports, loopback_egress(), &env.settings).unwrap();
 
     let report = deliverer
@@ -1831,4 +1798,37 @@ async fn a_throttled_delivery_waiting_its_turn_is_not_taken_for_a_lost_one(kind:
         .await
         .unwrap();
     assert!(overdue.iter().all(|d| d.id != id), "taken for a lost one");
+}
+
+/// A subscription of `brand` to `url` written straight to the store (no API), after
+/// `shape` sets what the test needs.
+async fn stored_subscription(
+    ports: &bulklink_core::ports::Ports,
+    brand: BrandId,
+    url: &str,
+    shape: impl FnOnce(&mut bulklink_core::domain::Subscription),
+) -> bulklink_core::domain::Subscription {
+    let mut sub = bulklink_core::domain::Subscription::new(
+        bulklink_core::domain::SubscriptionId::new_v7(),
+        brand,
+        url.parse().unwrap(),
+        Default::default(),
+        None,
+        ports.clock.now(),
+    );
+    shape(&mut sub);
+    ports.webhooks.create_subscription(&sub).await.unwrap();
+    sub
+}
+
+/// The `job.succeeded` event of a new job of `brand` that ended at `at`.
+fn succeeded_event(
+    brand: BrandId,
+    at: chrono::DateTime<chrono::Utc>,
+) -> bulklink_core::domain::Event {
+    use bulklink_core::domain::{Event, Job, JobEvent, JobStatus, OfferId};
+    let mut job = Job::new(brand, OfferId::new_random(), None, at);
+    job.status = JobStatus::Succeeded;
+    job.finished_at = Some(at);
+    Event::Job(JobEvent::of_status(&job).unwrap())
 }

@@ -246,7 +246,7 @@ async fn unsubscribe(
     if ports.webhooks.delete_subscription(id).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::not_found(format!("webhook {id} does not exist")))
+        Err(no_such_webhook(id))
     }
 }
 
@@ -278,7 +278,7 @@ async fn rotate_secret(
         .webhooks
         .rotate_secret(id, &WebhookSecret::generate(), until)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("webhook {id} does not exist")))?;
+        .ok_or_else(|| no_such_webhook(id))?;
     tracing::info!(subscription_id = %id, principal = %caller.principal, "webhook secret rotated");
     Ok(Json(SubscriptionView::of(&rotated, true)).into_response())
 }
@@ -362,6 +362,11 @@ async fn redeliver(
     .with_retry_after(1))
 }
 
+/// 404: the subscription is gone (deleted meanwhile).
+fn no_such_webhook(id: SubscriptionId) -> ApiError {
+    ApiError::not_found(format!("webhook {id} does not exist"))
+}
+
 /// A disabled subscription sends nothing: 409 saying why.
 fn active(subscription: &Subscription) -> Result<(), ApiError> {
     if subscription.status == SubscriptionStatus::Active {
@@ -404,7 +409,7 @@ async fn enable(
         .webhooks
         .enable_subscription(id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("webhook {id} does not exist")))?;
+        .ok_or_else(|| no_such_webhook(id))?;
     tracing::info!(subscription_id = %id, principal = %caller.principal, "webhook enabled");
     Ok(Json(SubscriptionView::of(&enabled, false)).into_response())
 }

@@ -93,6 +93,10 @@ pub struct Deliverer {
     disable_after: Duration,
 }
 
+/// How late in its send slot an attempt may still send (µs): the slots are 5% (50 ms a
+/// second) wider than the rate needs, so a send this late never crowds the next one.
+const SLOT_LATE_US: i64 = 20_000;
+
 /// A rate-limited subscription's attempt waits in place for a send slot at most this far
 /// ahead (µs); past it, it goes back on the queue until the backlog is shorter.
 const MAX_SLOT_AHEAD_US: i64 = 5_000_000;
@@ -450,10 +454,17 @@ impl Deliverer {
                         .defer(delivery, Duration::from_micros(wait as u64))
                         .await;
                 }
-                Some(SendSlot::At { at, .. }) if at > now_us => {
-                    tokio::time::sleep(Duration::from_micros((at - now_us) as u64)).await;
+                Some(SendSlot::At { at, .. }) => {
+                    let answered = self.clock.now().timestamp_micros();
+                    if answered < at {
+                        tokio::time::sleep(Duration::from_micros((at - answered) as u64)).await;
+                    }
+                    if self.clock.now().timestamp_micros() > at + SLOT_LATE_US {
+                        // The store answered, or this task woke, after the slot began:
+                        // sending now could crowd the next one. Let the slot go; try again.
+                        return self.defer(delivery, BUSY_RETRY).await;
+                    }
                 }
-                Some(SendSlot::At { .. }) => {}
             }
         }
         let Some(_slots) = self.slots(&subscription) else {

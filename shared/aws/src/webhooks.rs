@@ -259,6 +259,35 @@ impl DynamoWebhooks {
         }
     }
 
+    /// Applies `expression` (`#s` names `status`; `values` its placeholders) to an existing
+    /// subscription's item: the item afterwards, `None` if there is no such subscription.
+    async fn update_subscription(
+        &self,
+        id: SubscriptionId,
+        expression: &str,
+        values: &[(&str, AttributeValue)],
+    ) -> StoreResult<Option<Item>> {
+        let mut update = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(subscription_pk(id), SUBSCRIPTION_SK)))
+            .update_expression(expression)
+            .condition_expression("attribute_exists(pk)")
+            .return_values(ReturnValue::AllNew);
+        if expression.contains("#s") {
+            update = update.expression_attribute_names("#s", "status");
+        }
+        for (name, value) in values {
+            update = update.expression_attribute_values(*name, value.clone());
+        }
+        match update.send().await {
+            Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
+            Err(e) if conditional_check_failed(&e) => Ok(None),
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
+    }
+
     /// Puts `item` unless its key exists; the stored item either way.
     async fn put_if_absent(&self, item: Item) -> StoreResult<Item> {
         let result = self
@@ -443,43 +472,24 @@ impl Webhooks for DynamoWebhooks {
     }
 
     async fn disable_subscription(&self, id: SubscriptionId, reason: &str) -> StoreResult<()> {
-        let result = self
-            .ddb
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(subscription_pk(id), SUBSCRIPTION_SK)))
-            .update_expression("SET #s = :disabled, disabledReason = :reason")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":disabled", s("disabled"))
-            .expression_attribute_values(":reason", s(reason))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if conditional_check_failed(&e) => Ok(()),
-            Err(e) => Err(classify("UpdateItem", e)),
-        }
+        self.update_subscription(
+            id,
+            "SET #s = :disabled, disabledReason = :reason",
+            &[(":disabled", s("disabled")), (":reason", s(reason))],
+        )
+        .await
+        .map(drop)
     }
 
     async fn enable_subscription(&self, id: SubscriptionId) -> StoreResult<Option<Subscription>> {
-        let result = self
-            .ddb
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(subscription_pk(id), SUBSCRIPTION_SK)))
-            .update_expression("SET #s = :active REMOVE disabledReason, failingSince")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":active", s("active"))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(out) => subscription_of(out.attributes.unwrap_or_default()).map(Some),
-            Err(e) if conditional_check_failed(&e) => Ok(None),
-            Err(e) => Err(classify("UpdateItem", e)),
-        }
+        self.update_subscription(
+            id,
+            "SET #s = :active REMOVE disabledReason, failingSince",
+            &[(":active", s("active"))],
+        )
+        .await?
+        .map(subscription_of)
+        .transpose()
     }
 
     async fn record_failing(
@@ -488,42 +498,26 @@ impl Webhooks for DynamoWebhooks {
         at: DateTime<Utc>,
     ) -> StoreResult<Option<DateTime<Utc>>> {
         // Set only if unset; either way the stored value comes back.
-        let result = self
-            .ddb
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(subscription_pk(id), SUBSCRIPTION_SK)))
-            .update_expression("SET failingSince = if_not_exists(failingSince, :at)")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":at", n(ms(at)))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(out) => match out.attributes.unwrap_or_default().get("failingSince") {
-                Some(AttributeValue::N(v)) => Ok(Some(from_ms(v.parse().map_err(internal)?))),
-                _ => Err(internal("failingSince was not returned")),
-            },
-            Err(e) if conditional_check_failed(&e) => Ok(None),
-            Err(e) => Err(classify("UpdateItem", e)),
+        let Some(item) = self
+            .update_subscription(
+                id,
+                "SET failingSince = if_not_exists(failingSince, :at)",
+                &[(":at", n(ms(at)))],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        match item.get("failingSince") {
+            Some(AttributeValue::N(v)) => Ok(Some(from_ms(v.parse().map_err(internal)?))),
+            _ => Err(internal("failingSince was not returned")),
         }
     }
 
     async fn clear_failing(&self, id: SubscriptionId) -> StoreResult<()> {
-        let result = self
-            .ddb
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(subscription_pk(id), SUBSCRIPTION_SK)))
-            .update_expression("REMOVE failingSince")
-            .condition_expression("attribute_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if conditional_check_failed(&e) => Ok(()),
-            Err(e) => Err(classify("UpdateItem", e)),
-        }
+        self.update_subscription(id, "REMOVE failingSince", &[])
+            .await
+            .map(drop)
     }
 
     async fn take_send_slot(

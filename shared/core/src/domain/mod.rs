@@ -40,7 +40,7 @@ pub use webhook::{
     payload, payload_value, verify, Delivery, DeliveryId, DeliveryStatus, Replay, RetrySchedule,
     SendSlot, Subscription, SubscriptionFilter, SubscriptionStatus, VerifyError, WebhookMessage,
     WebhookSecret, DELIVERY_RETENTION, EVENT_RETENTION, PREVIOUS_SECRET_GRACE,
-    PROGRESS_EVERY_SECONDS, RATE_LIMIT_PER_SEC,
+    PROGRESS_EVERY_SECONDS, RATE_LIMIT_PER_SEC, SEND_SLOT_LEAD_US,
 };
 
 /// A value that breaks a domain rule. Always the caller's fault: never retry it.

@@ -245,11 +245,18 @@ pub enum SendSlot {
     Busy { free_at: i64 },
 }
 
+/// A send slot is never sooner than this after it is asked for (µs): the store's answer
+/// comes back before its slot, and an attempt whose answer came too late for it does not
+/// send in it.
+pub const SEND_SLOT_LEAD_US: i64 = 250_000;
+
 impl SendSlot {
     /// The slot after `stored_next` (the subscription's next free slot, if it has one) for
-    /// an attempt at `now`, taken only if it is at most `max_ahead` away.
+    /// an attempt asking at `now`: `SEND_SLOT_LEAD_US` from now at the soonest, taken only
+    /// if it is at most `max_ahead` away.
     pub fn plan(stored_next: Option<i64>, now: i64, spacing: i64, max_ahead: i64) -> SendSlot {
-        let at = stored_next.unwrap_or(now).max(now);
+        let soonest = now + SEND_SLOT_LEAD_US;
+        let at = stored_next.unwrap_or(soonest).max(soonest);
         if at - now > max_ahead {
             SendSlot::Busy { free_at: at }
         } else {
@@ -999,19 +1006,21 @@ mod tests {
     #[test]
     fn send_slots_are_spaced_never_before_now_and_not_taken_too_far_ahead() {
         let now = 1_000_000_000;
+        let soonest = now + SEND_SLOT_LEAD_US;
         assert_eq!(
             SendSlot::plan(None, now, 200_000, 5_000_000),
             SendSlot::At {
-                at: now,
-                next: now + 200_000
+                at: soonest,
+                next: soonest + 200_000
             }
         );
-        // A slot in the past is not reused: the next send is now.
+        // A slot in the past, or too soon for the answer to arrive before it, is not given:
+        // the next send is the soonest one.
         assert_eq!(
-            SendSlot::plan(Some(now - 1), now, 200_000, 5_000_000),
+            SendSlot::plan(Some(now + 1), now, 200_000, 5_000_000),
             SendSlot::At {
-                at: now,
-                next: now + 200_000
+                at: soonest,
+                next: soonest + 200_000
             }
         );
         assert_eq!(
