@@ -56,10 +56,18 @@ struct NewSubscription {
     /// Hear `job.progress`: at most one per job in each window of this many seconds (1 to
     /// 86,400). Without it no `job.progress` is sent to this subscription.
     #[schema(minimum = 1, maximum = 86400)]
+    #[serde(
+        default,
+        deserialize_with = "bulklink_http::http::optional_whole_number"
+    )]
     progress_every_seconds: Option<u32>,
     /// Send it at most this many attempts a second (1 to 1,000): deliveries are spread out,
     /// never dropped. No limit without it.
     #[schema(minimum = 1, maximum = 1000)]
+    #[serde(
+        default,
+        deserialize_with = "bulklink_http::http::optional_whole_number"
+    )]
     rate_limit_per_sec: Option<u32>,
 }
 bulklink_core::json_object_only!(NewSubscription);

@@ -481,3 +481,56 @@ fn text_schema_of(
 pub fn checked_text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
     bulklink_core::domain::checked_text(field, value, max).map_err(ApiError::bad_request)
 }
+
+/// Reads an optional whole number the way JSON Schema's `integer` means it: `25700` and
+/// `25700.0` alike (serde's own `u32` refuses the second), refusing a fraction, a negative
+/// number or one past `u32::MAX` with the value in the message.
+pub fn optional_whole_number<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number
+        .as_u64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+                .map(|f| f as u64)
+        })
+        .and_then(|n| u32::try_from(n).ok());
+    whole.map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "{number} is not a whole number from 0 to 4294967295"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod whole_number_tests {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default, deserialize_with = "super::optional_whole_number")]
+        n: Option<u32>,
+    }
+
+    fn read(json: &str) -> Result<Option<u32>, String> {
+        serde_json::from_str::<Body>(json)
+            .map(|b| b.n)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_whole_number_is_read_with_or_without_its_point_zero_and_nothing_else_is() {
+        assert_eq!(read(r#"{"n": 25700}"#), Ok(Some(25_700)));
+        assert_eq!(read(r#"{"n": 25700.0}"#), Ok(Some(25_700)));
+        assert_eq!(read(r#"{}"#), Ok(None));
+        assert_eq!(read(r#"{"n": null}"#), Ok(None));
+        for bad in ["1.5", "-1", "4294967296", "\"3\""] {
+            assert!(read(&format!(r#"{{"n": {bad}}}"#)).is_err(), "{bad}");
+        }
+    }
+}
