@@ -748,13 +748,20 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
         .await;
         if let Some(job) = shown["jobId"].as_str() {
             let (_, body) = call(&status, "GET", &format!("/jobs/{job}"), None, brand).await;
-            if body["status"] == "SUCCEEDED" {
+            if ["SUCCEEDED", "COMPLETED_WITH_ERRORS", "FAILED", "CANCELLED"]
+                .contains(&body["status"].as_str().unwrap_or_default())
+            {
                 imported = body;
                 break;
             }
+            imported = body;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(
+        imported["status"], "SUCCEEDED",
+        "the import's job: {imported}"
+    );
     let counters = &imported["counters"];
     assert_eq!(
         (

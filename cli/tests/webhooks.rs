@@ -956,7 +956,8 @@ async fn a_subscription_hears_a_jobs_start_pause_resume_progress_and_end_as_the_
         ..fast_settings()
     };
     let env = Env::of(kind, settings).await;
-    let seeded = env.seed(kind.scale(600, 80)).await;
+    // Long enough (over a second after it starts) for progress to be told.
+    let seeded = env.seed(kind.scale(1_500, 240)).await;
     let (runtime, api) = start(&env, seeded.brand_id).await;
     let mut everything = Receiver::start().await.unwrap();
     let all: SubscriptionView = api

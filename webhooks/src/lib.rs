@@ -361,19 +361,18 @@ impl Deliverer {
     }
 
     /// After a failed attempt at `now`: the subscription's failing streak (started now if
-    /// none), and if it has lasted `webhook_disable_after`, the subscription disabled, the
-    /// brand's other subscriptions told (`webhook.disabled`), and why.
+    /// none; one conditional write a failed attempt), and if it has lasted
+    /// `webhook_disable_after`, the subscription disabled, the brand's other subscriptions
+    /// told (`webhook.disabled`), and why.
     async fn failing_too_long(
         &self,
         subscription: &Subscription,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<String>, StoreError> {
-        let since = match subscription.failing_since {
-            Some(since) => since,
-            None => match self.webhooks.record_failing(subscription.id, now).await? {
-                Some(since) => since,
-                None => return Ok(None),
-            },
+        // The stored streak, not the one read with the subscription: a success since may
+        // have ended it.
+        let Some(since) = self.webhooks.record_failing(subscription.id, now).await? else {
+            return Ok(None);
         };
         let after = chrono::Duration::from_std(self.disable_after).unwrap_or(chrono::Duration::MAX);
         if now - since < after {

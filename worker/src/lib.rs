@@ -135,11 +135,15 @@ impl ChunkProcessor {
         }
     }
 
-    /// Publishes `job.progress` of `job` (just accounted a chunk of) unless this worker did
-    /// within `PROGRESS_EVERY`. Advisory: a failed publish is logged, the chunk stands (the
-    /// job's terminal event carries its last counters).
+    /// Publishes `job.progress` of `job` (just accounted a chunk of) once it has run for
+    /// `PROGRESS_EVERY`, unless this worker did within `PROGRESS_EVERY`, in the background. Advisory: a failed (or, on Lambda, frozen)
+    /// publish is lost, the chunk stands (the job's terminal event carries its last counters).
     async fn publish_progress(&self, job: &Job) {
         let now = self.ports.clock.now();
+        if now - job.started_at.unwrap_or(job.created_at) < PROGRESS_EVERY {
+            // A job that ends within a second says all in its terminal event.
+            return;
+        }
         {
             let mut sent = self
                 .progress_sent
@@ -156,14 +160,14 @@ impl ChunkProcessor {
             }
             sent.insert(job.id, now);
         }
-        if let Err(e) = self
-            .ports
-            .events
-            .publish(&JobEvent::progress(job, now))
-            .await
-        {
-            warn!(error = %e, "job.progress not published");
-        }
+        // Off the chunk's path: the chunk is accounted already, and a slow bus must not
+        // hold the next one.
+        let (events, event) = (self.ports.events.clone(), JobEvent::progress(job, now));
+        tokio::spawn(async move {
+            if let Err(e) = events.publish(&event).await {
+                warn!(error = %e, job_id = %event.job_id, "job.progress not published");
+            }
+        });
     }
 
     /// Reads the backend's count of throttled requests: the adaptive limiter backs off when
