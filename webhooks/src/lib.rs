@@ -234,7 +234,7 @@ impl Deliverer {
         event: &Event,
     ) -> Result<Report, StoreError> {
         let now = self.clock.now();
-        let mut delivery = self
+        let delivery = self
             .webhooks
             .create_delivery(&Delivery::new(event, subscription, now))
             .await?;
@@ -243,8 +243,7 @@ impl Deliverer {
             return Ok(Report::default());
         }
         let expected = delivery.attempts;
-        delivery.status = DeliveryStatus::Pending;
-        delivery.next_attempt_at = Some(now);
+        let delivery = delivery.due_again(now);
         if !self.webhooks.update_delivery(&delivery, expected).await? {
             // An attempt of it is under way: that one sends it.
             return Ok(Report::default());

@@ -340,9 +340,7 @@ pub async fn redeliver(
     delivery: crate::domain::Delivery,
 ) -> StoreResult<Option<crate::domain::Delivery>> {
     let expected = delivery.attempts;
-    let mut again = delivery;
-    again.status = crate::domain::DeliveryStatus::Pending;
-    again.next_attempt_at = Some(ports.clock.now());
+    let again = delivery.due_again(ports.clock.now());
     if !ports.webhooks.update_delivery(&again, expected).await? {
         return Ok(None);
     }

@@ -576,6 +576,14 @@ impl Delivery {
     pub fn is_due(&self, now: DateTime<Utc>) -> bool {
         self.status == DeliveryStatus::Pending && self.next_attempt_at.is_none_or(|at| at <= now)
     }
+
+    /// The delivery to send again at `now`, whatever its state (a redelivery, a replay):
+    /// pending and due, its attempts kept (the count its update is conditional on).
+    pub fn due_again(mut self, now: DateTime<Utc>) -> Delivery {
+        self.status = DeliveryStatus::Pending;
+        self.next_attempt_at = Some(now);
+        self
+    }
 }
 
 /// The body of a delivery: `{ type, timestamp, data }` (Standard Webhooks' payload shape).
