@@ -66,7 +66,7 @@ impl Function {
             .env("AWS_SECRET_ACCESS_KEY", "rehearsal")
             .envs(extra.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(log_path(name)).unwrap())
             .spawn()
             .unwrap();
         Function {
@@ -78,16 +78,55 @@ impl Function {
     }
 
     async fn invoke(&self, event: Value, timeout: Duration) -> Value {
+        self.try_invoke(event, timeout)
+            .await
+            .unwrap_or_else(|e| panic!("{}", e.report))
+    }
+
+    /// The invocation's response, or how it ended otherwise.
+    async fn try_invoke(&self, event: Value, timeout: Duration) -> Result<Value, Unanswered> {
         let id = self.api.invoke(event, timeout);
         match self
             .api
             .outcome(&id, timeout + Duration::from_secs(10))
             .await
         {
-            Some(Outcome::Response(body)) => body,
-            other => panic!("{}: invocation {id} ended {other:?}", self.name),
+            Some(Outcome::Response(body)) => Ok(body),
+            other => Err(Unanswered {
+                errored: other.is_some(),
+                report: format!(
+                    "{}: invocation {id} ended {other:?}; its log ends:\n{}",
+                    self.name,
+                    log_tail(self.name)
+                ),
+            }),
         }
     }
+}
+
+/// An invocation that ended in an error (`errored`), or without an answer by its deadline
+/// and ten seconds more (this machine, loaded); `report` says which, with the end of the
+/// function's log.
+#[derive(Debug)]
+struct Unanswered {
+    errored: bool,
+    report: String,
+}
+
+/// What the event source mappings saw go wrong, as a real mapping would leave it: the
+/// batch back on its queue after the visibility timeout.
+type Incidents = Arc<std::sync::Mutex<Vec<Unanswered>>>;
+
+/// Where a function's process writes its log (stderr).
+fn log_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rehearsal-{name}.log"))
+}
+
+/// The last lines of a function's log.
+fn log_tail(name: &str) -> String {
+    let log = std::fs::read_to_string(log_path(name)).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 impl Drop for Function {
@@ -290,6 +329,7 @@ async fn event_source_mapping(
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     function: Arc<Function>,
+    incidents: Incidents,
     mut stop: watch::Receiver<bool>,
 ) {
     while !*stop.borrow() {
@@ -331,9 +371,18 @@ async fn event_source_mapping(
                 })
             })
             .collect();
-        let answer = function
-            .invoke(json!({ "Records": records }), Duration::from_secs(30))
-            .await;
+        let answer = match function
+            .try_invoke(json!({ "Records": records }), Duration::from_secs(30))
+            .await
+        {
+            Ok(answer) => answer,
+            Err(unanswered) => {
+                // As on AWS: nothing is deleted, the batch comes back.
+                eprintln!("{}", unanswered.report);
+                incidents.lock().unwrap().push(unanswered);
+                continue;
+            }
+        };
         let failed: Vec<&str> = answer["batchItemFailures"]
             .as_array()
             .map(|f| {
@@ -443,6 +492,7 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
     let (stop, stopped) = watch::channel(false);
     // Each mapping polls with its function's role, as on AWS.
     let mut mappings = Vec::new();
+    let incidents = Incidents::default();
     for (url, function) in [
         (names.fanout_queue_url.clone(), fanout.clone()),
         (names.chunk_queue_url.clone(), worker.clone()),
@@ -453,6 +503,7 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
             sqs,
             url,
             function,
+            incidents.clone(),
             stopped.clone(),
         )));
     }
@@ -759,8 +810,10 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        imported["status"], "SUCCEEDED",
-        "the import's job: {imported}"
+        imported["status"],
+        "SUCCEEDED",
+        "the import's job: {imported}; the mappings saw: {:#?}",
+        incidents.lock().unwrap()
     );
     let counters = &imported["counters"];
     assert_eq!(
@@ -775,9 +828,17 @@ async fn every_lambda_binary_does_its_part_of_a_job_under_a_runtime_api() {
 
     let _ = stop.send(true);
     for mapping in mappings {
-        let _ = mapping.await;
+        mapping.await.expect("an event source mapping");
     }
-    let _ = estate_mapping.await;
+    estate_mapping.await.expect("the catalog stream's mapping");
+    let errored: Vec<String> = incidents
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|i| i.errored)
+        .map(|i| i.report.clone())
+        .collect();
+    assert!(errored.is_empty(), "invocations that failed: {errored:#?}");
     write_calls(&names);
 }
 
