@@ -1,4 +1,4 @@
-"""Runs a moto server (DynamoDB, SQS, SNS emulator) on 127.0.0.1:PORT for bulklink's tests.
+"""Runs a moto server (DynamoDB, SQS, SNS, S3, KMS emulator) on 127.0.0.1:PORT for bulklink's tests.
 
 Prints "ready" once it accepts requests, and stops when its standard input closes, so the
 test process that started it can never leave it behind.
@@ -20,6 +20,7 @@ The deployment rehearsal gives each function binary such a key, so what each one
 be held against its Terraform role.
 """
 
+import base64
 import io
 import json
 import os
@@ -101,6 +102,15 @@ def iam_calls(service: str, target: str, body: bytes, environ=None):
         # moto's shard iterators begin with the stream's ARN.
         stream = data.get("StreamArn") or data.get("ShardIterator", "").split("|", 1)[0]
         return [(f"dynamodb:{op}", stream)]
+    if target.startswith("TrentService."):
+        # KMS: the key a call uses, as "key/{id}": named by KeyId (an ARN or id), or, for a
+        # Decrypt, by the ciphertext (moto's blob begins with the key's 36-character id).
+        op = target.split(".", 1)[1]
+        data = json.loads(body or b"{}")
+        key_id = data.get("KeyId", "")
+        if not key_id and data.get("CiphertextBlob"):
+            key_id = base64.b64decode(data["CiphertextBlob"])[:36].decode("ascii", "replace")
+        return [(f"kms:{op}", "key/" + key_id.split("key/")[-1])]
     if target.startswith("AmazonSQS."):
         data = json.loads(body or b"{}")
         op = target.split(".", 1)[1]

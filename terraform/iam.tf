@@ -118,6 +118,19 @@ data "aws_iam_policy_document" "job_api" {
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.main.arn]
   }
+
+  # Seals a new or rotated subscription's signing secret and reads stored ones back (kms.tf),
+  # only under a webhook's encryption context.
+  statement {
+    sid       = "SealWebhookSecrets"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.webhook_secrets.arn]
+    condition {
+      test     = "StringLike"
+      variable = "kms:EncryptionContext:bulklink:webhook"
+      values   = ["*"]
+    }
+  }
 }
 
 resource "aws_iam_role_policy" "job_api" {
@@ -172,6 +185,19 @@ data "aws_iam_policy_document" "status" {
     sid       = "UseDeploymentKey"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.main.arn]
+  }
+
+  # Seals a new or rotated subscription's signing secret and reads stored ones back (kms.tf),
+  # only under a webhook's encryption context.
+  statement {
+    sid       = "SealWebhookSecrets"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.webhook_secrets.arn]
+    condition {
+      test     = "StringLike"
+      variable = "kms:EncryptionContext:bulklink:webhook"
+      values   = ["*"]
+    }
   }
 }
 
@@ -523,6 +549,18 @@ data "aws_iam_policy_document" "webhooks" {
     sid       = "UseDeploymentKey"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.main.arn]
+  }
+
+  # Opens subscriptions' signing secrets to sign with (kms.tf); it never seals one.
+  statement {
+    sid       = "OpenWebhookSecrets"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.webhook_secrets.arn]
+    condition {
+      test     = "StringLike"
+      variable = "kms:EncryptionContext:bulklink:webhook"
+      values   = ["*"]
+    }
   }
 }
 

@@ -37,6 +37,7 @@ locals {
     WEBHOOK_QUEUE_URL         = aws_sqs_queue.webhooks.url
     EVENTS_TOPIC_ARN          = aws_sns_topic.job_events.arn
     UPLOADS_BUCKET            = aws_s3_bucket.uploads.id
+    WEBHOOK_SECRETS_KEY_ID    = aws_kms_key.webhook_secrets.arn
     MAX_IMPORT_BYTES          = var.max_import_bytes
     IMPORT_UPLOAD_EXPIRY_SECS = var.import_upload_expiry_seconds
     CHUNK_SIZE                = var.chunk_size

@@ -119,6 +119,11 @@ enum Command {
         /// The SQLite file (embedded backend).
         #[arg(long, default_value = "bulklink.db")]
         db: PathBuf,
+        /// The key webhook signing secrets are sealed with in the SQLite file (embedded
+        /// backend); created with mode 0600 when missing, refused if others can read it.
+        /// Default: bulklink-secrets.key beside --db.
+        #[arg(long)]
+        secrets_key: Option<PathBuf>,
         /// AWS endpoint override, e.g. a local emulator (aws backend; default: AWS_ENDPOINT_URL).
         #[arg(long)]
         endpoint_url: Option<String>,
@@ -552,6 +557,7 @@ async fn main() -> anyhow::Result<()> {
             auth,
             server,
             db,
+            secrets_key,
             endpoint_url,
             listen,
             public_url,
@@ -580,6 +586,7 @@ async fn main() -> anyhow::Result<()> {
                 brand_claim: auth.brand_claim.clone(),
                 egress: auth.egress()?,
                 limits: server.limits()?,
+                secrets_key,
                 ..Default::default()
             };
             let runtime = match backend {

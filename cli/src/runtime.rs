@@ -2,7 +2,7 @@
 //! The same library code the Lambda functions run; only the loop around it is local.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,8 @@ pub struct RuntimeConfig {
     pub limits: ServerLimits,
     /// The time of day the store, the API and the pipeline read (the machine's by default).
     pub clock: Clock,
+    /// The embedded backend's secrets key file (default: beside the SQLite file).
+    pub secrets_key: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -140,6 +142,7 @@ impl Default for RuntimeConfig {
             egress: Egress::default(),
             limits: ServerLimits::default(),
             clock: Clock::system(),
+            secrets_key: None,
         }
     }
 }
@@ -194,7 +197,11 @@ impl Runtime {
         config: RuntimeConfig,
         wrap: impl FnOnce(Ports) -> Ports,
     ) -> anyhow::Result<Runtime> {
-        let store = EmbeddedStore::open_with_clock(db, config.clock.clone())
+        let secrets_key = config
+            .secrets_key
+            .clone()
+            .unwrap_or_else(|| bulklink_sqlite::secrets_key_beside(db));
+        let store = EmbeddedStore::open_with(db, config.clock.clone(), &secrets_key)
             .with_context(|| format!("opening the store at {}", db.display()))?;
         let settings = config.settings.clone();
         let backend = Backend::Embedded(store.clone());

@@ -3,18 +3,14 @@
 //! it) and tokens signed with it that `bulklink_http::auth::Verifier::hs256` accepts. The
 //! HTTP edge only verifies; minting is the CLI's.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine;
 use bulklink_core::clock::Clock;
 use bulklink_http::auth::{self, Role};
+use bulklink_sqlite::key_file::{self, KeyFileError};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Map;
-
-/// Bytes of a new local signing key.
-const KEY_BYTES: usize = 32;
 
 /// Mints a token `bulklink serve` accepts with the same key, issued at `clock`'s time.
 pub fn mint_token(
@@ -47,89 +43,9 @@ pub fn mint_token(
     )
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum KeyFileError {
-    #[error("cannot read the token key {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot create the token key {path}: {source}")]
-    Create {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the token key {path} is readable by others (mode {mode:o}); run chmod 600 on it")]
-    TooOpen { path: PathBuf, mode: u32 },
-    #[error("the token key {path} is not a base64 key of at least {KEY_BYTES} bytes")]
-    Malformed { path: PathBuf },
-}
-
 /// The local HS256 key: read from `path`, or created there (mode 0600) when missing.
 pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, KeyFileError> {
-    match read_key(path) {
-        Err(KeyFileError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-        }
-        other => return other,
-    }
-    let mut secret = vec![0u8; KEY_BYTES];
-    rand::fill(&mut secret[..]);
-    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&secret);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            writeln!(file, "{encoded}")
-                .and_then(|()| file.sync_all())
-                .map_err(|source| KeyFileError::Create {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            tracing::info!(path = %path.display(), "created a new token key");
-            Ok(secret)
-        }
-        // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key(path),
-        Err(source) => Err(KeyFileError::Create {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
-fn read_key(path: &Path) -> Result<Vec<u8>, KeyFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|source| KeyFileError::Read {
-                path: path.to_owned(),
-                source,
-            })?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(KeyFileError::TooOpen {
-                path: path.to_owned(),
-                mode: mode & 0o777,
-            });
-        }
-    }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text.trim())
-        .ok()
-        .filter(|k| k.len() >= KEY_BYTES)
-        .ok_or_else(|| KeyFileError::Malformed {
-            path: path.to_owned(),
-        })
+    key_file::load_or_create(path, "token key")
 }
 
 /// Parses `24h`, `90m`, `3600s`, `7d` or a number of seconds.

@@ -404,13 +404,13 @@ async fn upgrade_gives_offers_of_an_earlier_release_their_brand_index_keys_once(
         );
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
-    assert_eq!(upgrade(), json!({ "offersIndexed": 1 }));
+    assert_eq!(upgrade(), json!({ "offersIndexed": 1, "secretsSealed": 0 }));
     let mut both = vec![new.id, old];
     both.sort();
     assert_eq!(listed().await, both);
     assert_eq!(
         upgrade(),
-        json!({ "offersIndexed": 0 }),
+        json!({ "offersIndexed": 0, "secretsSealed": 0 }),
         "nothing left to do"
     );
 }

@@ -602,6 +602,36 @@ async fn a_new_token_key_is_private_to_its_owner() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
 }
 
+#[test]
+fn the_secrets_key_is_private_to_its_owner_and_refused_when_others_can_read_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bulklink.db");
+    drop(EmbeddedStore::open(&db).unwrap());
+    let key = dir.path().join("bulklink-secrets.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let refused = EmbeddedStore::open(&db).err().expect("refused").to_string();
+    assert!(
+        refused.contains("secrets key") && refused.contains("chmod 600"),
+        "{refused}"
+    );
+    // Named elsewhere, the key is made there.
+    let elsewhere = dir.path().join("keys");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let named = elsewhere.join("webhooks.key");
+    drop(
+        EmbeddedStore::open_with(
+            dir.path().join("other.db"),
+            bulklink_core::Clock::system(),
+            &named,
+        )
+        .unwrap(),
+    );
+    assert!(named.exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lambda_with_an_invalid_setting_reports_it_to_the_runtime_api_at_init() {
     for (name, value) in [("CHUNK_SIZE", "5000"), ("AUTH_MODE", "maybe")] {

@@ -2494,6 +2494,7 @@ async fn with_dynamodb_and_sqs_unreachable_every_store_operation_answers_503_wit
         events_topic_arn: "arn:aws:sns:us-east-1:000000000000:events".into(),
         webhook_queue_url: format!("{endpoint}/000000000000/webhooks"),
         uploads_bucket: "uploads".into(),
+        webhook_secrets_key: "alias/webhook-secrets".into(),
     };
     let config = RuntimeConfig {
         consumers: false,

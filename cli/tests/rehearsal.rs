@@ -878,6 +878,11 @@ fn write_calls(names: &bulklink_aws::AwsNames) {
         if let Some(key) = resource.strip_prefix(&format!("{}/", names.uploads_bucket)) {
             return format!("aws_s3_bucket.uploads.arn/{key}");
         }
+        if let Some(key) = resource.strip_prefix("key/") {
+            if names.webhook_secrets_key.ends_with(&format!("key/{key}")) {
+                return "aws_kms_key.webhook_secrets.arn".to_owned();
+            }
+        }
         resource.to_owned()
     };
     let mut calls: std::collections::BTreeMap<

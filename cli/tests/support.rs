@@ -104,7 +104,7 @@ enum Backing {
     Embedded(Arc<EmbeddedStore>),
     Aws {
         clients: Box<AwsClients>,
-        names: AwsNames,
+        names: Box<AwsNames>,
     },
 }
 
@@ -148,7 +148,7 @@ impl Env {
                     settings,
                     backing: Backing::Aws {
                         clients: Box::new(clients),
-                        names: made.names,
+                        names: Box::new(made.names),
                     },
                 }
             }
@@ -158,7 +158,7 @@ impl Env {
     /// The AWS resources of an aws env.
     pub fn aws_names(&self) -> Option<&AwsNames> {
         match &self.backing {
-            Backing::Aws { names, .. } => Some(names),
+            Backing::Aws { names, .. } => Some(names.as_ref()),
             Backing::Embedded(_) => None,
         }
     }
@@ -173,6 +173,44 @@ impl Env {
 
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("test.db")
+    }
+
+    /// Everything the backend keeps at rest, as bytes: the embedded backend's SQLite file
+    /// with its write-ahead log and shared memory; every item of the AWS tables, scanned.
+    pub async fn stored_bytes(&self) -> Vec<u8> {
+        match &self.backing {
+            Backing::Embedded(_) => {
+                let mut bytes = Vec::new();
+                for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+                    let path = entry.unwrap().path();
+                    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                    if name.starts_with("test.db") {
+                        bytes.extend(std::fs::read(&path).unwrap());
+                    }
+                }
+                bytes
+            }
+            Backing::Aws { clients, names } => {
+                let mut bytes = Vec::new();
+                for table in [&names.catalog_table, &names.jobs_table] {
+                    let items: Vec<_> = clients
+                        .dynamodb
+                        .scan()
+                        .table_name(table)
+                        .into_paginator()
+                        .items()
+                        .send()
+                        .collect::<Vec<_>>()
+                        .await;
+                    for item in items {
+                        for value in item.expect("scan").into_values() {
+                            attribute_bytes(&value, &mut bytes);
+                        }
+                    }
+                }
+                bytes
+            }
+        }
     }
 
     pub fn ports(&self) -> Ports {
@@ -697,4 +735,29 @@ pub fn assert_problem(
         detail.contains(detail_has),
         "detail {detail:?} lacks {detail_has:?}"
     );
+}
+
+/// The bytes of a DynamoDB attribute's value (strings as UTF-8, binaries as they are),
+/// nested ones included.
+fn attribute_bytes(value: &AttributeValue, out: &mut Vec<u8>) {
+    match value {
+        AttributeValue::S(s) | AttributeValue::N(s) => out.extend(s.as_bytes()),
+        AttributeValue::B(b) => out.extend(b.as_ref()),
+        AttributeValue::Ss(v) | AttributeValue::Ns(v) => {
+            v.iter().for_each(|s| out.extend(s.as_bytes()))
+        }
+        AttributeValue::Bs(v) => v.iter().for_each(|b| out.extend(b.as_ref())),
+        AttributeValue::L(v) => v.iter().for_each(|a| attribute_bytes(a, out)),
+        AttributeValue::M(m) => m.iter().for_each(|(k, a)| {
+            out.extend(k.as_bytes());
+            attribute_bytes(a, out)
+        }),
+        _ => {}
+    }
+    out.push(0);
+}
+
+/// Where `needle` occurs in `haystack`.
+pub fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }

@@ -1,6 +1,6 @@
 //! Webhooks end to end, on both backends: Standard Webhooks signatures a reference library
 //! verifies, rotation, retries and 410, redelivery, no head-of-line blocking, callbackUrl,
-//! the delivery log, and at-least-once delivery across a crash.
+//! the delivery log, at-least-once delivery across a crash, and secrets sealed at rest.
 
 use std::collections::HashSet;
 use std::io::BufRead;
@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use axum::http::StatusCode;
 use bulklink::client::ApiClient;
 use bulklink::receiver::{Received, Receiver};
@@ -39,6 +40,7 @@ crate::on_both_backends!(
     a_rate_limited_subscription_gets_every_event_and_never_more_than_its_rate_a_second,
     a_subscription_failing_for_five_days_is_disabled_its_brand_told_and_enable_brings_it_back,
     a_throttled_delivery_waiting_its_turn_is_not_taken_for_a_lost_one,
+    a_secret_stored_in_plaintext_before_sealing_is_sealed_and_still_signs,
 );
 
 /// Validates `instance` against the JSON Schema `schema` with the Python `jsonschema`
@@ -345,6 +347,125 @@ async fn after_a_rotation_deliveries_verify_with_the_new_secret_and_the_old_one(
         read.get("secret").is_none(),
         "a read never shows the secret: {read}"
     );
+    assert_sealed_at_rest(&env, sub.url.as_str(), &[&old, &new]).await;
+    runtime.shutdown().await;
+}
+
+/// None of `secrets` (as text, as its key's base64, or as the key's bytes) is anywhere in
+/// what `env` keeps at rest, while `visible`, stored in the clear beside them, is (the
+/// search does see the subscriptions).
+async fn assert_sealed_at_rest(env: &Env, visible: &str, secrets: &[&str]) {
+    use base64::Engine;
+    let stored = env.stored_bytes().await;
+    assert!(
+        find_bytes(&stored, visible.as_bytes()).is_some(),
+        "{visible} is stored beside the secrets"
+    );
+    for secret in secrets {
+        let encoded = secret.strip_prefix("whsec_").expect("a whsec_ secret");
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        for (form, needle) in [
+            ("text", secret.as_bytes()),
+            ("base64", encoded.as_bytes()),
+            ("bytes", &key[..]),
+        ] {
+            assert_eq!(
+                find_bytes(&stored, needle),
+                None,
+                "a signing secret is stored in the clear ({form})"
+            );
+        }
+    }
+}
+
+/// A subscription's secret as a release before sealing stored it: in plaintext.
+async fn store_in_plaintext(env: &Env, id: &str, secret: &str) {
+    match (env.aws_clients(), env.aws_names()) {
+        (Some(clients), Some(names)) => {
+            clients
+                .dynamodb
+                .update_item()
+                .table_name(&names.jobs_table)
+                .key("pk", AttributeValue::S(format!("WEBHOOK#{id}")))
+                .key("sk", AttributeValue::S("#WEBHOOK".into()))
+                .update_expression("SET secret = :s")
+                .expression_attribute_values(":s", AttributeValue::S(secret.into()))
+                .send()
+                .await
+                .unwrap();
+        }
+        _ => {
+            let changed = rusqlite::Connection::open(env.db())
+                .unwrap()
+                .execute(
+                    "UPDATE webhooks SET secret = ?2 WHERE id = ?1",
+                    [id, secret],
+                )
+                .unwrap();
+            assert_eq!(changed, 1);
+        }
+    }
+    let stored = env.stored_bytes().await;
+    assert!(
+        find_bytes(&stored, secret.as_bytes()).is_some(),
+        "the plaintext secret is stored"
+    );
+}
+
+/// Secrets stored in plaintext by an earlier release: the embedded store seals them when it
+/// opens the file; on AWS `bulklink upgrade` does. Either way they still sign.
+async fn a_secret_stored_in_plaintext_before_sealing_is_sealed_and_still_signs(kind: Kind) {
+    let env = Env::of(kind, fast_settings()).await;
+    let seeded = env.seed(kind.scale(40, 20)).await;
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let (runtime, api) = start(&env, seeded.brand_id).await;
+    // One the earlier release will have deleted, then enough others made since to fill its
+    // page of the SQLite file, then the one that stays.
+    let gone = subscribe(&api, "http://127.0.0.1:9/gone").await;
+    let gone_secret = gone.secret.clone().unwrap();
+    for i in 0..kind.scale(30, 0) {
+        subscribe(&api, &format!("http://127.0.0.1:9/other-{i}")).await;
+    }
+    let sub = subscribe(&api, &url).await;
+    let secret = sub.secret.clone().unwrap();
+    let id = sub.id.to_string();
+    let (runtime, api) = match kind {
+        Kind::Embedded => {
+            runtime.shutdown().await;
+            store_in_plaintext(&env, &id, &secret).await;
+            // A subscription the earlier release deleted: its row's bytes, secret and all,
+            // stay in the free space of a page no sealing rewrites.
+            store_in_plaintext(&env, &gone.id.to_string(), &gone_secret).await;
+            rusqlite::Connection::open(env.db())
+                .unwrap()
+                .execute("DELETE FROM webhooks WHERE id = ?1", [gone.id.to_string()])
+                .unwrap();
+            // The store opens the file again.
+            start(&env, seeded.brand_id).await
+        }
+        Kind::Aws => {
+            store_in_plaintext(&env, &id, &secret).await;
+            let (clients, names) = (env.aws_clients().unwrap(), env.aws_names().unwrap());
+            let upgraded = bulklink_aws::upgrade(clients, names).await.unwrap();
+            assert_eq!(upgraded.secrets_sealed, 1, "{upgraded:?}");
+            let again = bulklink_aws::upgrade(clients, names).await.unwrap();
+            assert_eq!(again.secrets_sealed, 0, "{again:?}");
+            (runtime, api)
+        }
+    };
+    let secrets: &[&str] = match kind {
+        Kind::Embedded => &[&secret, &gone_secret],
+        // Deleted through the API, the other one is sealed and gone alike.
+        Kind::Aws => &[&secret],
+    };
+    assert_sealed_at_rest(&env, &url, secrets).await;
+    let library = LibraryReceiver::start(port, &[("kept", &secret)]);
+    run_job(&api, seeded.offer_id).await;
+    let line = library.next(Duration::from_secs(30)).await;
+    assert_eq!(line["results"]["kept"], "ok", "{line}");
     runtime.shutdown().await;
 }
 

@@ -54,7 +54,7 @@ REQUIRED_ENV = {
     "WEBHOOK_RETRY_HOURS", "CHUNK_SIZE", "FANOUT_PAGE_SIZE", "WRITE_BUDGET_PER_SEC",
     "WORKER_MAX_CONCURRENCY", "MAX_RECEIVE_COUNT", "VISIBILITY_TIMEOUT_SECS",
     "FAILURE_THRESHOLD", "FAILURE_MIN_SAMPLE", "LOG_FORMAT", "RUST_LOG", "BRAND_CLAIM",
-    "AUTH_MODE", "LINK_SHARDS", "WEBHOOK_DISABLE_AFTER_DAYS",
+    "AUTH_MODE", "LINK_SHARDS", "WEBHOOK_DISABLE_AFTER_DAYS", "WEBHOOK_SECRETS_KEY_ID",
 }
 
 # What the HTTP functions read besides (shared/core/src/config.rs): each brand's request limit.
@@ -762,6 +762,36 @@ def test_each_role_may_do_what_its_part_in_webhooks_needs(cfg):
     for function, statements in roles.items():
         for action in ("kms:Decrypt", "kms:GenerateDataKey"):
             assert allows(cfg, statements, action, "aws_kms_key.main.arn"), f"{function}: {action}"
+
+
+def test_webhook_secrets_are_sealed_by_a_rotating_key_of_their_own_used_by_whom_needs_it(cfg):
+    key = cfg.resource("aws_kms_key", "webhook_secrets")
+    assert cfg.eval(cfg.expr(key, "enable_key_rotation")) is True
+    assert cfg.eval(cfg.expr(key, "key_usage")) == "ENCRYPT_DECRYPT"
+    for function in cfg.of_type("aws_lambda_function"):
+        assert environment(cfg, function)["WEBHOOK_SECRETS_KEY_ID"] == Ref(
+            ("aws_kms_key", "webhook_secrets", "arn")
+        ), function
+    # Its policy names no service: nothing but IAM-granted roles use it.
+    policy = cfg.expr(key, "policy")
+    for st in cfg.data[("aws_iam_policy_document", policy.names[2])]["statement"]:
+        assert not service_principals(st), st
+    roles = role_statements(cfg)
+    secrets = "aws_kms_key.webhook_secrets.arn"
+    sealers = {f for f in roles if allows(cfg, roles[f], "kms:GenerateDataKey", secrets)}
+    openers = {f for f in roles if allows(cfg, roles[f], "kms:Decrypt", secrets)}
+    # Subscriptions are made and rotated by the API; the deliverer signs with them.
+    assert sealers == {"job_api", "status"}
+    assert openers == {"job_api", "status", "webhooks"}
+    # Each grant holds only under a webhook's encryption context.
+    for function, statements in roles.items():
+        for st in statements:
+            if any(symbolic(cfg, r) == secrets for r in st.get("resources", [])):
+                context = [
+                    c for c in st.get("condition", [])
+                    if c["variable"] == "kms:EncryptionContext:bulklink:webhook"
+                ]
+                assert context, f"{function}: {st.get('sid')} is not limited to webhooks' context"
 
 
 def test_the_webhook_queue_its_dead_letters_and_its_function_alarm(cfg):

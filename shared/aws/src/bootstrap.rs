@@ -39,6 +39,10 @@ impl ResourceNames {
     pub fn uploads_bucket(&self) -> String {
         format!("{}-uploads", self.prefix)
     }
+    /// The webhook secrets key's alias (Terraform's `aws_kms_alias.webhook_secrets`).
+    pub fn webhook_secrets_alias(&self) -> String {
+        format!("alias/{}-webhook-secrets", self.prefix)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -119,6 +123,7 @@ pub async fn bootstrap(
         .await
         .map_err(|e| classify("Subscribe", e))?;
     let bucket = create_uploads_bucket(clients, &names.uploads_bucket(), &fanout).await?;
+    let secrets_key = create_key(clients, &names.webhook_secrets_alias()).await?;
     Ok(Bootstrapped {
         names: AwsNames {
             catalog_table: names.catalog_table(),
@@ -129,9 +134,45 @@ pub async fn bootstrap(
             events_topic_arn: topic,
             webhook_queue_url: webhooks,
             uploads_bucket: bucket,
+            webhook_secrets_key: secrets_key,
         },
         fanout_dlq_url: fanout_dlq,
     })
+}
+
+/// The ARN of the symmetric key under `alias`, created (with the alias) when there is none.
+async fn create_key(clients: &AwsClients, alias: &str) -> StoreResult<String> {
+    match clients.kms.describe_key().key_id(alias).send().await {
+        Ok(found) => {
+            if let Some(arn) = found.key_metadata.and_then(|m| m.arn) {
+                return Ok(arn);
+            }
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_not_found_exception()) => {}
+        Err(e) => return Err(classify("DescribeKey", e)),
+    }
+    let created = clients
+        .kms
+        .create_key()
+        .description("webhook signing secrets (envelope keys)")
+        .send()
+        .await
+        .map_err(|e| classify("CreateKey", e))?
+        .key_metadata
+        .ok_or_else(|| internal("CreateKey returned no key"))?;
+    clients
+        .kms
+        .create_alias()
+        .alias_name(alias)
+        .target_key_id(created.key_id())
+        .send()
+        .await
+        .map_err(|e| classify("CreateAlias", e))?;
+    created
+        .arn
+        .ok_or_else(|| internal("CreateKey returned no ARN"))
 }
 
 /// The imports' bucket, its object-created events under `imports/` sent to the fanout queue

@@ -19,6 +19,7 @@ mod queue;
 mod read_units;
 mod relink;
 mod sdk_error;
+pub mod sealing;
 mod upgrade;
 mod uploads;
 mod webhooks;
@@ -48,6 +49,7 @@ pub use metrics::{Counts, RequestCounter};
 pub use queue::SqsQueue;
 pub use read_units::{stored_item_size, ReadUnits};
 pub use relink::{migrate_links, Migrated};
+pub use sealing::KmsSealer;
 pub use upgrade::{upgrade, Upgraded};
 pub use uploads::S3Uploads;
 pub use webhooks::DynamoWebhooks;
@@ -66,10 +68,12 @@ pub struct AwsNames {
     /// The bucket imports' files are uploaded to (its object-created events go to the
     /// fanout queue).
     pub uploads_bucket: String,
+    /// The KMS key webhook signing secrets are sealed under (its ARN, id or alias).
+    pub webhook_secrets_key: String,
 }
 
 impl AwsNames {
-    pub const ENV: [&'static str; 8] = [
+    pub const ENV: [&'static str; 9] = [
         "CATALOG_TABLE",
         "JOBS_TABLE",
         "FANOUT_QUEUE_URL",
@@ -78,6 +82,7 @@ impl AwsNames {
         "EVENTS_TOPIC_ARN",
         "WEBHOOK_QUEUE_URL",
         "UPLOADS_BUCKET",
+        "WEBHOOK_SECRETS_KEY_ID",
     ];
 
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -86,7 +91,7 @@ impl AwsNames {
 
     /// The environment a process is given to find these resources (`ENV`, each with its
     /// value): what Terraform sets on each function, and `bootstrap` prints.
-    pub fn env(&self) -> [(&'static str, &str); 8] {
+    pub fn env(&self) -> [(&'static str, &str); 9] {
         [
             ("CATALOG_TABLE", &self.catalog_table),
             ("JOBS_TABLE", &self.jobs_table),
@@ -96,6 +101,7 @@ impl AwsNames {
             ("EVENTS_TOPIC_ARN", &self.events_topic_arn),
             ("WEBHOOK_QUEUE_URL", &self.webhook_queue_url),
             ("UPLOADS_BUCKET", &self.uploads_bucket),
+            ("WEBHOOK_SECRETS_KEY_ID", &self.webhook_secrets_key),
         ]
     }
 
@@ -118,6 +124,7 @@ impl AwsNames {
             events_topic_arn: get("EVENTS_TOPIC_ARN")?,
             webhook_queue_url: get("WEBHOOK_QUEUE_URL")?,
             uploads_bucket: get("UPLOADS_BUCKET")?,
+            webhook_secrets_key: get("WEBHOOK_SECRETS_KEY_ID")?,
         })
     }
 }
@@ -129,6 +136,7 @@ pub struct AwsClients {
     pub sqs: aws_sdk_sqs::Client,
     pub sns: aws_sdk_sns::Client,
     pub s3: aws_sdk_s3::Client,
+    pub kms: aws_sdk_kms::Client,
     pub counter: RequestCounter,
     /// What DynamoDB reads cost, measured when switched on (the bench).
     pub read_units: ReadUnits,
@@ -208,11 +216,17 @@ impl AwsClients {
                 .interceptor(counter.clone())
                 .build(),
         );
+        let kms = aws_sdk_kms::Client::from_conf(
+            aws_sdk_kms::config::Builder::from(config)
+                .interceptor(counter.clone())
+                .build(),
+        );
         AwsClients {
             dynamodb,
             sqs,
             sns,
             s3,
+            kms,
             counter,
             read_units,
             sdk_config: Arc::new(config.clone()),
@@ -262,6 +276,10 @@ pub fn ports(
         webhooks: Arc::new(DynamoWebhooks::new(
             clients.dynamodb.clone(),
             &names.jobs_table,
+            Arc::new(KmsSealer::new(
+                clients.kms.clone(),
+                &names.webhook_secrets_key,
+            )),
         )),
         webhook_queue: TypedQueue::new(queue(&names.webhook_queue_url, "webhooks")),
         health: Arc::new(crate::ports::AlwaysHealthy),

@@ -11,9 +11,12 @@ use serde::Serialize;
 
 use super::items::*;
 use super::sdk_error::classify;
+use super::sealing::KmsSealer;
+use super::webhooks::SUBSCRIPTION_SK;
 use super::{AwsClients, AwsNames};
-use crate::domain::{BrandId, OfferId};
+use crate::domain::{BrandId, OfferId, SubscriptionId};
 use crate::error::{StoreError, StoreResult};
+use bulklink_core::sealing::{Stored, SEALED_PREFIX};
 
 /// What an upgrade changed.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
@@ -22,10 +25,20 @@ pub struct Upgraded {
     /// Offers given their brand-index keys (`GET /offers` lists an offer only once it has
     /// them; offers created by this release have them from the start).
     pub offers_indexed: u64,
+    /// Webhook subscriptions whose signing secrets were stored in plaintext (before secrets
+    /// were sealed) and are now sealed under the webhook secrets key.
+    pub secrets_sealed: u64,
 }
 
-/// Scans the catalog table for offers without brand-index keys and gives them theirs.
+/// Scans the catalog table for offers without brand-index keys and gives them theirs, and
+/// the jobs table for webhook subscriptions with plaintext secrets and seals them.
 pub async fn upgrade(clients: &AwsClients, names: &AwsNames) -> StoreResult<Upgraded> {
+    let mut upgraded = index_offers(clients, names).await?;
+    upgraded.secrets_sealed = seal_secrets(clients, names).await?;
+    Ok(upgraded)
+}
+
+async fn index_offers(clients: &AwsClients, names: &AwsNames) -> StoreResult<Upgraded> {
     let ddb = &clients.dynamodb;
     let table = &names.catalog_table;
     let mut upgraded = Upgraded::default();
@@ -77,6 +90,80 @@ pub async fn upgrade(clients: &AwsClients, names: &AwsNames) -> StoreResult<Upgr
         match page.last_evaluated_key {
             Some(key) if !key.is_empty() => start = Some(key),
             _ => return Ok(upgraded),
+        }
+    }
+}
+
+/// Seals each subscription's plaintext secrets (`secret`, `previousSecret`), on condition
+/// that they are still the values read (a rotation meanwhile stored sealed ones).
+async fn seal_secrets(clients: &AwsClients, names: &AwsNames) -> StoreResult<u64> {
+    let ddb = &clients.dynamodb;
+    let sealer = KmsSealer::new(clients.kms.clone(), &names.webhook_secrets_key);
+    let mut sealed = 0;
+    let mut start: Option<Item> = None;
+    loop {
+        let page = ddb
+            .scan()
+            .table_name(&names.jobs_table)
+            .filter_expression(
+                "sk = :w AND (NOT begins_with(secret, :sealed) OR \
+                 (attribute_exists(previousSecret) AND NOT begins_with(previousSecret, :sealed)))",
+            )
+            .expression_attribute_values(":w", s(SUBSCRIPTION_SK))
+            .expression_attribute_values(":sealed", s(format!("{}.", SEALED_PREFIX)))
+            .projection_expression("pk, id, secret, previousSecret")
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| classify("Scan", e))?;
+        for item in page.items.unwrap_or_default() {
+            let text = |name: &str| match item.get(name) {
+                Some(AttributeValue::S(v)) => Some(v.clone()),
+                _ => None,
+            };
+            let (Some(pk), Some(id), Some(secret)) = (text("pk"), text("id"), text("secret"))
+            else {
+                return Err(StoreError::internal(format!(
+                    "a webhook subscription item without pk, id or secret: {}",
+                    text("pk").unwrap_or_default()
+                )));
+            };
+            let id: SubscriptionId = id.parse()?;
+            let seal = |stored: String| {
+                let sealer = &sealer;
+                async move {
+                    if Stored::is_sealed(&stored) {
+                        return Ok::<_, StoreError>(stored);
+                    }
+                    sealer.seal(id, &sealer.open(id, &stored).await?).await
+                }
+            };
+            let mut update = ddb
+                .update_item()
+                .table_name(&names.jobs_table)
+                .set_key(Some(key(pk, SUBSCRIPTION_SK)))
+                .update_expression("SET secret = :new")
+                .condition_expression("secret = :old")
+                .expression_attribute_values(":old", s(secret.clone()))
+                .expression_attribute_values(":new", s(seal(secret).await?));
+            if let Some(previous) = text("previousSecret") {
+                update = update
+                    .update_expression("SET secret = :new, previousSecret = :newPrevious")
+                    .condition_expression("secret = :old AND previousSecret = :oldPrevious")
+                    .expression_attribute_values(":oldPrevious", s(previous.clone()))
+                    .expression_attribute_values(":newPrevious", s(seal(previous).await?));
+            }
+            match update.send().await {
+                Ok(_) => sealed += 1,
+                // Rotated or deleted since the scan read it: what is stored now is sealed.
+                Err(SdkError::ServiceError(e))
+                    if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {}
+                Err(e) => return Err(classify("UpdateItem", e)),
+            }
+        }
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(sealed),
         }
     }
 }

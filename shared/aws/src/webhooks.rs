@@ -6,6 +6,7 @@
 //! TTL after 30 days.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::batch_get;
 use super::items::{cursor_of, from_item, key, n, s, start_key, to_item, Item};
 use super::sdk_error::classify;
+use super::sealing::KmsSealer;
 use crate::domain::{
     BrandId, Delivery, DeliveryId, Event, JobId, SendSlot, Subscription, SubscriptionId,
     WebhookSecret, DELIVERY_RETENTION, EVENT_RETENTION,
@@ -25,7 +27,7 @@ use crate::domain::{
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Page, Webhooks};
 
-const SUBSCRIPTION_SK: &str = "#WEBHOOK";
+pub(crate) const SUBSCRIPTION_SK: &str = "#WEBHOOK";
 /// Compare-and-set rounds `take_send_slot` tries before deferring.
 const SLOT_TRIES: usize = 8;
 
@@ -93,7 +95,8 @@ struct SubscriptionItem {
 }
 
 impl SubscriptionItem {
-    fn of(sub: &Subscription) -> StoreResult<Self> {
+    /// The item of `sub`, its secrets as sealed (`secret`, and the previous one's).
+    fn of(sub: &Subscription, secret: String, previous: Option<String>) -> StoreResult<Self> {
         Ok(SubscriptionItem {
             pk: subscription_pk(sub.id),
             sk: SUBSCRIPTION_SK.to_owned(),
@@ -103,11 +106,8 @@ impl SubscriptionItem {
             filter: serde_json::to_string(&sub.filter).map_err(internal)?,
             description: sub.description.clone(),
             status: sub.status.as_str().to_owned(),
-            secret: sub.secret.as_str().to_owned(),
-            previous_secret: sub
-                .previous_secret
-                .as_ref()
-                .map(|(s, _)| s.as_str().to_owned()),
+            secret,
+            previous_secret: previous,
             previous_secret_until: sub.previous_secret.as_ref().map(|(_, until)| ms(*until)),
             progress_every_seconds: sub.progress_every_seconds,
             rate_limit_per_sec: sub.rate_limit_per_sec,
@@ -120,18 +120,21 @@ impl SubscriptionItem {
         })
     }
 
-    fn into_subscription(self) -> StoreResult<Subscription> {
+    async fn into_subscription(self, sealer: &KmsSealer) -> StoreResult<Subscription> {
+        let id: SubscriptionId = self.id.parse()?;
         Ok(Subscription {
-            id: self.id.parse()?,
+            id,
             brand_id: self.brand_id.parse()?,
             url: self.url.parse()?,
             filter: serde_json::from_str(&self.filter).map_err(internal)?,
             description: self.description,
             created_at: from_ms(self.created_at),
             status: self.status.parse()?,
-            secret: self.secret.parse()?,
+            secret: sealer.open(id, &self.secret).await?,
             previous_secret: match (self.previous_secret, self.previous_secret_until) {
-                (Some(secret), Some(until)) => Some((secret.parse()?, from_ms(until))),
+                (Some(secret), Some(until)) => {
+                    Some((sealer.open(id, &secret).await?, from_ms(until)))
+                }
                 _ => None,
             },
             progress_every_seconds: self.progress_every_seconds,
@@ -249,14 +252,23 @@ impl DeliveryItem {
 pub struct DynamoWebhooks {
     ddb: Client,
     table: String,
+    sealer: Arc<KmsSealer>,
 }
 
 impl DynamoWebhooks {
-    pub fn new(ddb: Client, table: &str) -> Self {
+    /// Subscriptions in `table`, their signing secrets sealed by `sealer`.
+    pub fn new(ddb: Client, table: &str, sealer: Arc<KmsSealer>) -> Self {
         DynamoWebhooks {
             ddb,
             table: table.to_owned(),
+            sealer,
         }
+    }
+
+    async fn subscription_of(&self, item: Item) -> StoreResult<Subscription> {
+        from_item::<SubscriptionItem>(item)?
+            .into_subscription(&self.sealer)
+            .await
     }
 
     /// Applies `expression` (`#s` names `status`; `values` its placeholders) to an existing
@@ -388,10 +400,6 @@ fn key_pair(item: &Item) -> (String, String) {
     (text("pk"), text("sk"))
 }
 
-fn subscription_of(item: Item) -> StoreResult<Subscription> {
-    from_item::<SubscriptionItem>(item)?.into_subscription()
-}
-
 fn delivery_of(item: Item) -> StoreResult<Delivery> {
     from_item::<DeliveryItem>(item)?.into_delivery()
 }
@@ -399,15 +407,19 @@ fn delivery_of(item: Item) -> StoreResult<Delivery> {
 #[async_trait]
 impl Webhooks for DynamoWebhooks {
     async fn create_subscription(&self, subscription: &Subscription) -> StoreResult<Subscription> {
-        let item = to_item(&SubscriptionItem::of(subscription)?)?;
-        subscription_of(self.put_if_absent(item).await?)
+        let secret = self
+            .sealer
+            .seal(subscription.id, &subscription.secret)
+            .await?;
+        let item = to_item(&SubscriptionItem::of(subscription, secret, None)?)?;
+        self.subscription_of(self.put_if_absent(item).await?).await
     }
 
     async fn get_subscription(&self, id: SubscriptionId) -> StoreResult<Option<Subscription>> {
-        self.get(subscription_pk(id), SUBSCRIPTION_SK)
-            .await?
-            .map(subscription_of)
-            .transpose()
+        match self.get(subscription_pk(id), SUBSCRIPTION_SK).await? {
+            Some(item) => self.subscription_of(item).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn page_brand_subscriptions(
@@ -419,12 +431,10 @@ impl Webhooks for DynamoWebhooks {
         let (keys, next) = self
             .index_keys(format!("WEBHOOKS#{brand}"), after, limit)
             .await?;
-        let items = self
-            .fetch_in_order(keys)
-            .await?
-            .into_iter()
-            .map(subscription_of)
-            .collect::<StoreResult<_>>()?;
+        let mut items = Vec::new();
+        for item in self.fetch_in_order(keys).await? {
+            items.push(self.subscription_of(item).await?);
+        }
         Ok(Page { items, next })
     }
 
@@ -450,6 +460,7 @@ impl Webhooks for DynamoWebhooks {
         secret: &WebhookSecret,
         previous_until: DateTime<Utc>,
     ) -> StoreResult<Option<Subscription>> {
+        let sealed = self.sealer.seal(id, secret).await?;
         let result = self
             .ddb
             .update_item()
@@ -460,12 +471,15 @@ impl Webhooks for DynamoWebhooks {
             )
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":until", n(ms(previous_until)))
-            .expression_attribute_values(":new", s(secret.as_str()))
+            .expression_attribute_values(":new", s(sealed))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
         match result {
-            Ok(out) => out.attributes.map(subscription_of).transpose(),
+            Ok(out) => match out.attributes {
+                Some(item) => self.subscription_of(item).await.map(Some),
+                None => Ok(None),
+            },
             Err(e) if conditional_check_failed(&e) => Ok(None),
             Err(e) => Err(classify("UpdateItem", e)),
         }
@@ -482,14 +496,17 @@ impl Webhooks for DynamoWebhooks {
     }
 
     async fn enable_subscription(&self, id: SubscriptionId) -> StoreResult<Option<Subscription>> {
-        self.update_subscription(
-            id,
-            "SET #s = :active REMOVE disabledReason, failingSince",
-            &[(":active", s("active"))],
-        )
-        .await?
-        .map(subscription_of)
-        .transpose()
+        match self
+            .update_subscription(
+                id,
+                "SET #s = :active REMOVE disabledReason, failingSince",
+                &[(":active", s("active"))],
+            )
+            .await?
+        {
+            Some(item) => self.subscription_of(item).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn record_failing(

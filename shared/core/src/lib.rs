@@ -20,6 +20,7 @@ pub mod ports;
 pub mod replay;
 pub mod reports;
 pub mod rules;
+pub mod sealing;
 pub mod telemetry;
 pub mod uploads;
 

@@ -11,6 +11,7 @@ mod events;
 mod imports;
 mod inspect;
 mod jobs;
+pub mod key_file;
 mod queue;
 mod schema;
 mod serial;
@@ -34,6 +35,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::error::{StoreError, StoreResult};
 use crate::ports::Ports;
+use bulklink_core::sealing::{DataKey, LocalSealer};
 
 pub use estate::EstateChange;
 pub use events::EmbeddedEvents;
@@ -64,6 +66,8 @@ pub struct EmbeddedStore {
     notifiers: Mutex<HashMap<String, Arc<Notify>>>,
     /// The time every stored time and expiry of this store is read from.
     clock: Clock,
+    /// Seals webhook signing secrets before they are stored, opens them when read.
+    sealer: Arc<LocalSealer>,
     /// Tests: every call reports the store unavailable.
     #[cfg(feature = "faults")]
     failing: std::sync::atomic::AtomicBool,
@@ -71,16 +75,34 @@ pub struct EmbeddedStore {
 
 impl EmbeddedStore {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date; it
-    /// keeps the machine's time.
+    /// keeps the machine's time, and its secrets key beside the file
+    /// ([`secrets_key_beside`]).
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Arc<Self>> {
         Self::open_with_clock(path, Clock::system())
     }
 
     /// [`EmbeddedStore::open`] with the clock its times are read from.
     pub fn open_with_clock(path: impl AsRef<Path>, clock: Clock) -> StoreResult<Arc<Self>> {
+        let key = secrets_key_beside(path.as_ref());
+        Self::open_with(path, clock, &key)
+    }
+
+    /// Opens the store at `path` with `clock`, sealing webhook signing secrets with the key
+    /// file at `secrets_key` (created, mode 0600, when missing; refused if others can read
+    /// it). Plaintext secrets stored before sealing are sealed now.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        clock: Clock,
+        secrets_key: &Path,
+    ) -> StoreResult<Arc<Self>> {
         let path = path.as_ref().to_path_buf();
+        let key = key_file::load_or_create(secrets_key, "secrets key")
+            .map_err(|e| StoreError::internal_from(e.to_string(), e))?;
+        let key = DataKey::from_bytes(&key[..key_file::KEY_BYTES]).expect("the key file's size");
+        let sealer = Arc::new(LocalSealer::new(key));
         let mut writer = open_connection(&path, false)?;
         schema::migrate(&mut writer)?;
+        webhooks::seal_plaintext_secrets(&mut writer, &sealer)?;
         writer
             .pragma_update(
                 None,
@@ -105,6 +127,7 @@ impl EmbeddedStore {
             _checkpointer: checkpointer,
             notifiers: Mutex::new(HashMap::new()),
             clock,
+            sealer,
             #[cfg(feature = "faults")]
             failing: Default::default(),
         }))
@@ -211,6 +234,17 @@ impl crate::ports::Health for EmbeddedStore {
         self.check_file()
     }
 }
+
+/// The secrets key of the store at `db` when none is named: `bulklink-secrets.key` in the
+/// same directory (with the default paths, beside the token key `bulklink.key`).
+pub fn secrets_key_beside(db: &Path) -> PathBuf {
+    db.parent()
+        .unwrap_or_else(|| Path::new(""))
+        .join(SECRETS_KEY_FILE)
+}
+
+/// The secrets key's file name.
+pub const SECRETS_KEY_FILE: &str = "bulklink-secrets.key";
 
 fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
     let flags = if read_only {

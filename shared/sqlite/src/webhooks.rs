@@ -14,12 +14,16 @@ use crate::domain::{
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Page, Webhooks};
+use bulklink_core::sealing::{LocalSealer, Stored};
 
 const SUBSCRIPTION_COLUMNS: &str = "id, brand_id, url, filter, description, status, secret, \
     previous_secret, previous_secret_until, created_at, progress_every_seconds, rate_limit_per_sec, \
     failing_since, disabled_reason";
 
-fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Subscription>> {
+fn subscription_from_row(
+    row: &Row<'_>,
+    sealer: &LocalSealer,
+) -> rusqlite::Result<StoreResult<Subscription>> {
     let id: String = row.get(0)?;
     let brand: String = row.get(1)?;
     let url: String = row.get(2)?;
@@ -35,8 +39,9 @@ fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Subscrip
     let failing_since: Option<i64> = row.get(12)?;
     let disabled_reason: Option<String> = row.get(13)?;
     Ok((|| {
+        let id: SubscriptionId = id.parse()?;
         Ok(Subscription {
-            id: id.parse()?,
+            id,
             brand_id: brand.parse()?,
             url: url.parse()?,
             filter: serde_json::from_str(&filter)
@@ -44,9 +49,9 @@ fn subscription_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Subscrip
             description,
             created_at: from_ms(created_at),
             status: status.parse()?,
-            secret: secret.parse()?,
+            secret: sealer.open(id, &secret)?,
             previous_secret: match (previous, previous_until) {
-                (Some(secret), Some(until)) => Some((secret.parse()?, from_ms(until))),
+                (Some(secret), Some(until)) => Some((sealer.open(id, &secret)?, from_ms(until))),
                 _ => None,
             },
             progress_every_seconds,
@@ -102,12 +107,16 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<Delivery>> {
     })())
 }
 
-fn load_subscription(conn: &rusqlite::Connection, id: &str) -> StoreResult<Option<Subscription>> {
+fn load_subscription(
+    conn: &rusqlite::Connection,
+    id: &str,
+    sealer: &LocalSealer,
+) -> StoreResult<Option<Subscription>> {
     conn.prepare_cached(&format!(
         "SELECT {SUBSCRIPTION_COLUMNS} FROM webhooks WHERE id = ?1"
     ))
     .map_err(sql)?
-    .query_row([id], subscription_from_row)
+    .query_row([id], |row| subscription_from_row(row, sealer))
     .optional()
     .map_err(sql)?
     .transpose()
@@ -122,6 +131,56 @@ fn load_delivery(conn: &rusqlite::Connection, id: &str) -> StoreResult<Option<De
     .optional()
     .map_err(sql)?
     .transpose()
+}
+
+/// Seals every signing secret stored in plaintext (by a release before secrets were
+/// sealed), in one transaction, and leaves nothing of the plaintext in the file: `VACUUM`
+/// rewrites the file from its live rows (the old values stay in no free page), and a
+/// truncating checkpoint empties the write-ahead log that held the pages they were on.
+/// Once per file: later opens find nothing to seal. How many were sealed.
+pub(crate) fn seal_plaintext_secrets(
+    conn: &mut rusqlite::Connection,
+    sealer: &LocalSealer,
+) -> StoreResult<usize> {
+    let plain: Vec<(String, String, Option<String>)> = conn
+        .prepare(
+            "SELECT id, secret, previous_secret FROM webhooks \
+             WHERE secret NOT LIKE 'sealed1.%' OR previous_secret NOT LIKE 'sealed1.%'",
+        )
+        .map_err(sql)?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .map_err(sql)?
+        .collect::<Result<_, _>>()
+        .map_err(sql)?;
+    if plain.is_empty() {
+        return Ok(0);
+    }
+    let seal = |id: SubscriptionId, stored: &str| -> StoreResult<String> {
+        Ok(if Stored::is_sealed(stored) {
+            stored.to_owned()
+        } else {
+            sealer.seal(id, &sealer.open(id, stored)?)
+        })
+    };
+    let tx = conn.transaction().map_err(sql)?;
+    for (id, secret, previous) in &plain {
+        let sub: SubscriptionId = id.parse()?;
+        let previous = previous.as_deref().map(|p| seal(sub, p)).transpose()?;
+        tx.execute(
+            "UPDATE webhooks SET secret = ?2, previous_secret = ?3 WHERE id = ?1",
+            params![id, seal(sub, secret)?, previous],
+        )
+        .map_err(sql)?;
+    }
+    tx.commit().map_err(sql)?;
+    conn.execute_batch("VACUUM").map_err(sql)?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(sql)?;
+    tracing::info!(
+        count = plain.len(),
+        "sealed webhook signing secrets stored in plaintext"
+    );
+    Ok(plain.len())
 }
 
 impl EmbeddedStore {
@@ -184,6 +243,8 @@ impl Webhooks for EmbeddedStore {
         let sub = subscription.clone();
         let filter = serde_json::to_string(&sub.filter)
             .map_err(|e| StoreError::internal(format!("filter: {e}")))?;
+        let sealer = self.sealer.clone();
+        let sealed = sealer.seal(sub.id, &sub.secret);
         self.write(move |conn| {
             let tx = conn.savepoint().map_err(sql)?;
             tx.execute(
@@ -197,14 +258,14 @@ impl Webhooks for EmbeddedStore {
                     filter,
                     sub.description,
                     sub.status.as_str(),
-                    sub.secret.as_str(),
+                    sealed,
                     to_ms(sub.created_at),
                     sub.progress_every_seconds,
                     sub.rate_limit_per_sec,
                 ],
             )
             .map_err(sql)?;
-            let stored = load_subscription(&tx, &sub.id.to_string())?
+            let stored = load_subscription(&tx, &sub.id.to_string(), &sealer)?
                 .ok_or_else(|| StoreError::internal("subscription vanished"))?;
             tx.commit().map_err(sql)?;
             Ok(stored)
@@ -213,7 +274,8 @@ impl Webhooks for EmbeddedStore {
     }
 
     async fn get_subscription(&self, id: SubscriptionId) -> StoreResult<Option<Subscription>> {
-        self.read(move |conn| load_subscription(conn, &id.to_string()))
+        let sealer = self.sealer.clone();
+        self.read(move |conn| load_subscription(conn, &id.to_string(), &sealer))
             .await
     }
 
@@ -227,6 +289,7 @@ impl Webhooks for EmbeddedStore {
         let before = after
             .map(|c| c.position().to_owned())
             .unwrap_or_else(|| "~".to_owned());
+        let sealer = self.sealer.clone();
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
@@ -238,7 +301,7 @@ impl Webhooks for EmbeddedStore {
             let rows = stmt
                 .query_map(
                     params![brand.to_string(), before, limit as i64 + 1],
-                    subscription_from_row,
+                    |row| subscription_from_row(row, &sealer),
                 )
                 .map_err(sql)?;
             let mut found = Vec::new();
@@ -267,16 +330,17 @@ impl Webhooks for EmbeddedStore {
         secret: &WebhookSecret,
         previous_until: DateTime<Utc>,
     ) -> StoreResult<Option<Subscription>> {
-        let secret = secret.clone();
+        let sealer = self.sealer.clone();
+        let sealed = sealer.seal(id, secret);
         self.write(move |conn| {
             let tx = conn.savepoint().map_err(sql)?;
             tx.execute(
                 "UPDATE webhooks SET previous_secret = secret, previous_secret_until = ?2, secret = ?3 \
                  WHERE id = ?1",
-                params![id.to_string(), to_ms(previous_until), secret.as_str()],
+                params![id.to_string(), to_ms(previous_until), sealed],
             )
             .map_err(sql)?;
-            let stored = load_subscription(&tx, &id.to_string())?;
+            let stored = load_subscription(&tx, &id.to_string(), &sealer)?;
             tx.commit().map_err(sql)?;
             Ok(stored)
         })
@@ -297,6 +361,7 @@ impl Webhooks for EmbeddedStore {
     }
 
     async fn enable_subscription(&self, id: SubscriptionId) -> StoreResult<Option<Subscription>> {
+        let sealer = self.sealer.clone();
         self.write(move |conn| {
             let tx = conn.savepoint().map_err(sql)?;
             tx.execute(
@@ -305,7 +370,7 @@ impl Webhooks for EmbeddedStore {
                 [id.to_string()],
             )
             .map_err(sql)?;
-            let stored = load_subscription(&tx, &id.to_string())?;
+            let stored = load_subscription(&tx, &id.to_string(), &sealer)?;
             tx.commit().map_err(sql)?;
             Ok(stored)
         })
