@@ -411,7 +411,11 @@ impl Webhooks for DynamoWebhooks {
             .sealer
             .seal(subscription.id, &subscription.secret)
             .await?;
-        let item = to_item(&SubscriptionItem::of(subscription, secret, None)?)?;
+        let previous = match &subscription.previous_secret {
+            Some((previous, _)) => Some(self.sealer.seal(subscription.id, previous).await?),
+            None => None,
+        };
+        let item = to_item(&SubscriptionItem::of(subscription, secret, previous)?)?;
         self.subscription_of(self.put_if_absent(item).await?).await
     }
 
@@ -431,10 +435,14 @@ impl Webhooks for DynamoWebhooks {
         let (keys, next) = self
             .index_keys(format!("WEBHOOKS#{brand}"), after, limit)
             .await?;
-        let mut items = Vec::new();
-        for item in self.fetch_in_order(keys).await? {
-            items.push(self.subscription_of(item).await?);
-        }
+        // Side by side: a cold deliverer opens each one's data key with KMS.
+        let items = futures::future::try_join_all(
+            self.fetch_in_order(keys)
+                .await?
+                .into_iter()
+                .map(|item| self.subscription_of(item)),
+        )
+        .await?;
         Ok(Page { items, next })
     }
 

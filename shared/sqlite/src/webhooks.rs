@@ -14,7 +14,7 @@ use crate::domain::{
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Cursor, Page, Webhooks};
-use bulklink_core::sealing::{LocalSealer, Stored};
+use bulklink_core::sealing::{LocalSealer, Stored, SEALED_PREFIX};
 
 const SUBSCRIPTION_COLUMNS: &str = "id, brand_id, url, filter, description, status, secret, \
     previous_secret, previous_secret_until, created_at, progress_every_seconds, rate_limit_per_sec, \
@@ -145,10 +145,13 @@ pub(crate) fn seal_plaintext_secrets(
     let plain: Vec<(String, String, Option<String>)> = conn
         .prepare(
             "SELECT id, secret, previous_secret FROM webhooks \
-             WHERE secret NOT LIKE 'sealed1.%' OR previous_secret NOT LIKE 'sealed1.%'",
+             WHERE substr(secret, 1, ?1) <> ?2 OR substr(previous_secret, 1, ?1) <> ?2",
         )
         .map_err(sql)?
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .query_map(
+            params![SEALED_PREFIX.len() + 1, format!("{SEALED_PREFIX}.")],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
         .map_err(sql)?
         .collect::<Result<_, _>>()
         .map_err(sql)?;
