@@ -380,38 +380,49 @@ async fn assert_sealed_at_rest(env: &Env, visible: &str, secrets: &[&str]) {
     }
 }
 
-/// A subscription's secret as a release before sealing stored it: in plaintext.
-async fn store_in_plaintext(env: &Env, id: &str, secret: &str) {
+/// A subscription's secret, and the one before its last rotation (signing for another
+/// hour), as a release before sealing stored them: in plaintext.
+async fn store_in_plaintext(env: &Env, id: &str, secret: &str, previous: Option<&str>) {
+    let until = (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp_millis();
     match (env.aws_clients(), env.aws_names()) {
         (Some(clients), Some(names)) => {
-            clients
+            let mut update = clients
                 .dynamodb
                 .update_item()
                 .table_name(&names.jobs_table)
                 .key("pk", AttributeValue::S(format!("WEBHOOK#{id}")))
                 .key("sk", AttributeValue::S("#WEBHOOK".into()))
                 .update_expression("SET secret = :s")
-                .expression_attribute_values(":s", AttributeValue::S(secret.into()))
-                .send()
-                .await
-                .unwrap();
+                .expression_attribute_values(":s", AttributeValue::S(secret.into()));
+            if let Some(previous) = previous {
+                update = update
+                    .update_expression(
+                        "SET secret = :s, previousSecret = :p, previousSecretUntil = :u",
+                    )
+                    .expression_attribute_values(":p", AttributeValue::S(previous.into()))
+                    .expression_attribute_values(":u", AttributeValue::N(until.to_string()));
+            }
+            update.send().await.unwrap();
         }
         _ => {
             let changed = rusqlite::Connection::open(env.db())
                 .unwrap()
                 .execute(
-                    "UPDATE webhooks SET secret = ?2 WHERE id = ?1",
-                    [id, secret],
+                    "UPDATE webhooks SET secret = ?2, previous_secret = ?3, \
+                     previous_secret_until = ?4 WHERE id = ?1",
+                    rusqlite::params![id, secret, previous, previous.map(|_| until)],
                 )
                 .unwrap();
             assert_eq!(changed, 1);
         }
     }
     let stored = env.stored_bytes().await;
-    assert!(
-        find_bytes(&stored, secret.as_bytes()).is_some(),
-        "the plaintext secret is stored"
-    );
+    for secret in std::iter::once(secret).chain(previous) {
+        assert!(
+            find_bytes(&stored, secret.as_bytes()).is_some(),
+            "the plaintext secret is stored"
+        );
+    }
 }
 
 /// Secrets stored in plaintext by an earlier release: the embedded store seals them when it
@@ -432,13 +443,15 @@ async fn a_secret_stored_in_plaintext_before_sealing_is_sealed_and_still_signs(k
     let sub = subscribe(&api, &url).await;
     let secret = sub.secret.clone().unwrap();
     let id = sub.id.to_string();
+    // Rotated under the earlier release an hour ago: the previous secret still signs.
+    let previous = WebhookSecret::generate().as_str().to_owned();
     let (runtime, api) = match kind {
         Kind::Embedded => {
             runtime.shutdown().await;
-            store_in_plaintext(&env, &id, &secret).await;
+            store_in_plaintext(&env, &id, &secret, Some(&previous)).await;
             // A subscription the earlier release deleted: its row's bytes, secret and all,
             // stay in the free space of a page no sealing rewrites.
-            store_in_plaintext(&env, &gone.id.to_string(), &gone_secret).await;
+            store_in_plaintext(&env, &gone.id.to_string(), &gone_secret, None).await;
             rusqlite::Connection::open(env.db())
                 .unwrap()
                 .execute("DELETE FROM webhooks WHERE id = ?1", [gone.id.to_string()])
@@ -447,7 +460,7 @@ async fn a_secret_stored_in_plaintext_before_sealing_is_sealed_and_still_signs(k
             start(&env, seeded.brand_id).await
         }
         Kind::Aws => {
-            store_in_plaintext(&env, &id, &secret).await;
+            store_in_plaintext(&env, &id, &secret, Some(&previous)).await;
             let (clients, names) = (env.aws_clients().unwrap(), env.aws_names().unwrap());
             let upgraded = bulklink_aws::upgrade(clients, names).await.unwrap();
             assert_eq!(upgraded.secrets_sealed, 1, "{upgraded:?}");
@@ -457,15 +470,15 @@ async fn a_secret_stored_in_plaintext_before_sealing_is_sealed_and_still_signs(k
         }
     };
     let secrets: &[&str] = match kind {
-        Kind::Embedded => &[&secret, &gone_secret],
-        // Deleted through the API, the other one is sealed and gone alike.
-        Kind::Aws => &[&secret],
+        Kind::Embedded => &[&secret, &previous, &gone_secret],
+        Kind::Aws => &[&secret, &previous],
     };
     assert_sealed_at_rest(&env, &url, secrets).await;
-    let library = LibraryReceiver::start(port, &[("kept", &secret)]);
+    let library = LibraryReceiver::start(port, &[("kept", &secret), ("previous", &previous)]);
     run_job(&api, seeded.offer_id).await;
     let line = library.next(Duration::from_secs(30)).await;
     assert_eq!(line["results"]["kept"], "ok", "{line}");
+    assert_eq!(line["results"]["previous"], "ok", "{line}");
     runtime.shutdown().await;
 }
 
