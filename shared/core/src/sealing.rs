@@ -23,7 +23,6 @@ pub const KEY_BYTES: usize = 32;
 const NONCE_BYTES: usize = 12;
 /// What a sealed secret begins with (then a `.`).
 pub const SEALED_PREFIX: &str = "sealed1";
-const PREFIX: &str = SEALED_PREFIX;
 
 /// A 256-bit AES-GCM data key. Its `Debug` shows its fingerprint only.
 #[derive(Clone)]
@@ -39,10 +38,6 @@ impl DataKey {
     /// The key of exactly `KEY_BYTES` bytes.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         bytes.try_into().ok().map(DataKey)
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
     }
 
     /// Names the key without revealing it: 16 hex digits of a SHA-256 of it.
@@ -70,7 +65,7 @@ impl DataKey {
             )
             .expect("AES-GCM seals any secret of a sane length");
         format!(
-            "{PREFIX}.{key_ref}.{}.{}",
+            "{SEALED_PREFIX}.{key_ref}.{}.{}",
             URL_SAFE_NO_PAD.encode(nonce),
             URL_SAFE_NO_PAD.encode(ciphertext)
         )
@@ -134,7 +129,10 @@ pub enum Stored {
 impl Stored {
     pub fn parse(id: SubscriptionId, text: &str) -> StoreResult<Stored> {
         let corrupt = || StoreError::internal(format!("webhook {id}'s stored secret is corrupt"));
-        let Some(rest) = text.strip_prefix(PREFIX).and_then(|r| r.strip_prefix('.')) else {
+        let Some(rest) = text
+            .strip_prefix(SEALED_PREFIX)
+            .and_then(|r| r.strip_prefix('.'))
+        else {
             return text.parse().map(Stored::Plain).map_err(|_| corrupt());
         };
         let mut parts = rest.split('.');
@@ -158,7 +156,7 @@ impl Stored {
 
     /// Whether a stored value is sealed (what the migrations look for).
     pub fn is_sealed(text: &str) -> bool {
-        text.starts_with(PREFIX) && text[PREFIX.len()..].starts_with('.')
+        text.starts_with(SEALED_PREFIX) && text[SEALED_PREFIX.len()..].starts_with('.')
     }
 }
 
