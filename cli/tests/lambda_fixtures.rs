@@ -839,7 +839,26 @@ async fn a_stream_batch_follows_created_and_changed_locations_and_reports_the_fi
             "103",
         ),
     ]);
-    let response = worker::estate::handle(&ports, event).await;
+    // An invocation whose deadline leaves no time follows nothing and hands the whole batch
+    // back from its first location record.
+    let response =
+        worker::estate::handle(&ports, event.clone(), Some(tokio::time::Instant::now())).await;
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(failed, vec![Some("100".to_owned())]);
+    assert_eq!(
+        ports
+            .catalog
+            .existing_links(seeded.offer_id, &[created.id, changed.id])
+            .await
+            .unwrap(),
+        vec![None, None],
+        "nothing is followed without the time to"
+    );
+    let response = worker::estate::handle(&ports, event, None).await;
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
     let links = ports
         .catalog
@@ -907,7 +926,7 @@ async fn a_stream_batch_follows_created_and_changed_locations_and_reports_the_fi
         ("INSERT", pk(&broken), "#LOC", None, None, "200"),
         ("INSERT", pk(&after), "#LOC", None, None, "201"),
     ]);
-    let response = worker::estate::handle(&ports, event).await;
+    let response = worker::estate::handle(&ports, event, None).await;
     let failed: Vec<_> = response
         .batch_item_failures
         .iter()
