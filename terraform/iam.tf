@@ -496,6 +496,28 @@ data "aws_iam_policy_document" "sweeper" {
     resources = [aws_sns_topic.job_events.arn]
   }
 
+  # The drift watch (its own schedule): the rule registry (Query of the RULES partition),
+  # each rule's offer (GetItem), its brand's locations (gsi1 keys, then BatchGetItem) and
+  # their links (BatchGetItem); what it saw noted on the registry item only (UpdateItem,
+  # leading key RULES). offer.drift goes to the webhook queue (statement above).
+  statement {
+    sid       = "WatchDrift"
+    actions   = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Query"]
+    resources = [aws_dynamodb_table.catalog.arn, "${aws_dynamodb_table.catalog.arn}/index/gsi1"]
+  }
+
+  statement {
+    sid       = "NoteDrift"
+    actions   = ["dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.catalog.arn]
+
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "dynamodb:LeadingKeys"
+      values   = ["RULES"]
+    }
+  }
+
   statement {
     sid       = "UseDeploymentKey"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]

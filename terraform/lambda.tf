@@ -55,6 +55,7 @@ locals {
     WEBHOOK_VISIBILITY_TIMEOUT_SECS = aws_sqs_queue.webhooks.visibility_timeout_seconds
     WEBHOOK_RETRY_HOURS             = var.webhook_retry_hours
     WEBHOOK_DISABLE_AFTER_DAYS      = var.webhook_disable_after_days
+    DRIFT_SETTLE_MINUTES            = var.drift_settle_minutes
     # The functions read the caller from the authorizer's claims; without the authorizer
     # they must be told so explicitly, or every request is refused (401).
     AUTH_MODE  = var.authorizer_enabled ? "gateway" : "none"
@@ -474,6 +475,29 @@ resource "aws_lambda_permission" "release_due" {
   function_name = aws_lambda_function.sweeper.function_name
   principal     = "events.amazonaws.com"
   source_arn    = aws_cloudwatch_event_rule.release_due.arn
+}
+
+# The drift watch: the sweeper counts every standing rule's drift (reading each ruled
+# brand's locations whole) and tells a drift that has lasted drift_settle_minutes as
+# offer.drift (docs/architecture.md, Drift watch).
+resource "aws_cloudwatch_event_rule" "watch_drift" {
+  name                = "${var.name}-watch-drift"
+  description         = "Counts the drift of every bulklink standing rule"
+  schedule_expression = var.drift_watch_schedule
+}
+
+resource "aws_cloudwatch_event_target" "watch_drift" {
+  rule  = aws_cloudwatch_event_rule.watch_drift.name
+  arn   = aws_lambda_function.sweeper.arn
+  input = jsonencode({ task = "watch-drift" })
+}
+
+resource "aws_lambda_permission" "watch_drift" {
+  statement_id  = "AllowEventBridgeWatchDrift"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.sweeper.function_name
+  principal     = "events.amazonaws.com"
+  source_arn    = aws_cloudwatch_event_rule.watch_drift.arn
 }
 
 # The next scheduled run is the retry; retried runs would only pile up behind it.

@@ -369,6 +369,23 @@ variable "sweep_schedule" {
   default     = "rate(5 minutes)"
 }
 
+variable "drift_watch_schedule" {
+  description = "EventBridge schedule expression of the drift watch, which counts every standing rule's drift (reading each ruled brand's locations: about one read unit per location per rule)."
+  type        = string
+  default     = "rate(15 minutes)"
+}
+
+variable "drift_settle_minutes" {
+  description = "A standing rule's drift that has lasted this long is told to its brand as offer.drift, once per stretch (DRIFT_SETTLE_MINUTES)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.drift_settle_minutes >= 1 && var.drift_settle_minutes <= 10080
+    error_message = "drift_settle_minutes must be 1-10080."
+  }
+}
+
 # --- observability ------------------------------------------------------------------------------
 
 variable "log_retention_days" {

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bulklink_core::domain::{BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationId};
 use bulklink_core::domain::{
-    LocationChange, LocationFilter, LocationStatus, Offer, OfferId, OfferRule, Upserted,
+    DriftWatch, LocationChange, LocationFilter, LocationStatus, Offer, OfferId, OfferRule,
+    Upserted, WatchedRule,
 };
 use bulklink_core::ports::{Catalog, Cursor, Page};
 use bulklink_core::{StoreError, StoreResult};
@@ -186,6 +187,21 @@ impl Catalog for FaultyCatalog {
     }
     async fn brand_rules(&self, brand: BrandId) -> StoreResult<Vec<OfferRule>> {
         self.inner.brand_rules(brand).await
+    }
+    async fn page_rules(
+        &self,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<WatchedRule>> {
+        self.inner.page_rules(after, limit).await
+    }
+    async fn note_drift(
+        &self,
+        rule: &OfferRule,
+        was: DriftWatch,
+        now: DriftWatch,
+    ) -> StoreResult<bool> {
+        self.inner.note_drift(rule, was, now).await
     }
     async fn follow_rule(
         &self,

@@ -62,6 +62,9 @@ pub struct RuntimeConfig {
     pub sweep_every: Duration,
     /// How often scheduled jobs whose `notBefore` has come are started (with the consumers).
     pub release_every: Duration,
+    /// How often every standing rule's drift is counted (with the consumers): a drift that
+    /// lasts `Settings::drift_settle` is told as `offer.drift`.
+    pub drift_watch_every: Duration,
     /// Start the queue consumers (off: only the API runs, for driving steps by hand).
     pub consumers: bool,
     /// With the consumers, follow location changes with the standing rules (the embedded
@@ -135,6 +138,7 @@ impl Default for RuntimeConfig {
             fanout_time_budget: Duration::from_secs(60),
             sweep_every: Duration::from_secs(10),
             release_every: Duration::from_secs(1),
+            drift_watch_every: Duration::from_secs(15 * 60),
             consumers: true,
             follow_estate: true,
             auth: AuthSetup::LocalKey(random_key()),
@@ -356,6 +360,12 @@ impl Runtime {
                 config.release_every,
                 watcher.clone(),
             ));
+            tasks.spawn(run_drift_watch(
+                ports.clone(),
+                config.drift_watch_every,
+                config.settings.drift_settle,
+                watcher.clone(),
+            ));
             tasks.spawn(run_sweeper(
                 ports.clone(),
                 match &backend {
@@ -507,6 +517,26 @@ async fn run_scheduler(ports: Ports, every: Duration, mut shutdown: watch::Recei
         }
         if let Err(e) = bulklink_core::lifecycle::release_due(&ports).await {
             tracing::warn!(error = %e, "releasing scheduled jobs failed");
+        }
+    }
+}
+
+/// Counts every standing rule's drift, every `every` (`rules::watch_drift`).
+async fn run_drift_watch(
+    ports: Ports,
+    every: Duration,
+    settle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        match bulklink_core::rules::watch_drift(&ports, settle).await {
+            Ok(report) if report.drifting > 0 => tracing::info!(?report, "drift watch"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "the drift watch failed"),
         }
     }
 }

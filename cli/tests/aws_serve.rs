@@ -335,7 +335,8 @@ async fn probe_envelope(clients: &AwsClients, url: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgrade_gives_offers_of_an_earlier_release_their_brand_index_keys_once() {
+async fn upgrade_gives_offers_and_rules_of_an_earlier_release_their_index_keys_and_registry_copies_once(
+) {
     let endpoint = emulator().endpoint().to_owned();
     let clients = AwsClients::load(Some(&endpoint)).await;
     let prefix = format!("u{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -404,13 +405,52 @@ async fn upgrade_gives_offers_of_an_earlier_release_their_brand_index_keys_once(
         );
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
-    assert_eq!(upgrade(), json!({ "offersIndexed": 1, "secretsSealed": 0 }));
+    // A rule set by this release, and one as the release before wrote it: no copy in the
+    // rule registry, so the drift watch does not see it yet.
+    let rule_of = |offer| bulklink_core::domain::OfferRule {
+        offer_id: offer,
+        brand_id: brand,
+        filter: bulklink_core::domain::LocationFilter::default(),
+        set_at: chrono::DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
+    };
+    ports.catalog.put_rule(&rule_of(new.id)).await.unwrap();
+    clients
+        .dynamodb
+        .put_item()
+        .table_name(&names.catalog_table)
+        .item("pk", AttributeValue::S(format!("OFFER#{old}")))
+        .item("sk", AttributeValue::S("#RULE".into()))
+        .item("brandId", AttributeValue::S(brand.to_string()))
+        .item(
+            "where",
+            AttributeValue::S(serde_json::to_string(&rule_of(old).filter).unwrap()),
+        )
+        .item("setAt", AttributeValue::N("1700000000000".into()))
+        .item("gsi1pk", AttributeValue::S(format!("BRAND#{brand}")))
+        .item("gsi1sk", AttributeValue::S(format!("RULE#{old}")))
+        .send()
+        .await
+        .unwrap();
+    let watched = || async {
+        let page = ports.catalog.page_rules(None, 100).await.unwrap();
+        page.items.into_iter().map(|w| w.rule).collect::<Vec<_>>()
+    };
+    assert_eq!(watched().await, vec![rule_of(new.id)]);
+
+    assert_eq!(
+        upgrade(),
+        json!({ "offersIndexed": 1, "secretsSealed": 0, "rulesRegistered": 1 })
+    );
     let mut both = vec![new.id, old];
     both.sort();
     assert_eq!(listed().await, both);
     assert_eq!(
+        watched().await,
+        both.iter().map(|o| rule_of(*o)).collect::<Vec<_>>()
+    );
+    assert_eq!(
         upgrade(),
-        json!({ "offersIndexed": 0, "secretsSealed": 0 }),
+        json!({ "offersIndexed": 0, "secretsSealed": 0, "rulesRegistered": 0 }),
         "nothing left to do"
     );
 }

@@ -1,6 +1,7 @@
 //! Webhooks end to end, on both backends: Standard Webhooks signatures a reference library
 //! verifies, rotation, retries and 410, redelivery, no head-of-line blocking, callbackUrl,
-//! the delivery log, at-least-once delivery across a crash, and secrets sealed at rest.
+//! the delivery log, at-least-once delivery across a crash, secrets sealed at rest, and a
+//! rule's lasting drift told as `offer.drift`.
 
 use std::collections::HashSet;
 use std::io::BufRead;
@@ -41,6 +42,7 @@ crate::on_both_backends!(
     a_subscription_failing_for_five_days_is_disabled_its_brand_told_and_enable_brings_it_back,
     a_throttled_delivery_waiting_its_turn_is_not_taken_for_a_lost_one,
     a_secret_stored_in_plaintext_before_sealing_is_sealed_and_still_signs,
+    a_rules_lasting_drift_is_told_once_a_stretch_after_the_settling_time,
 );
 
 /// Validates `instance` against the JSON Schema `schema` with the Python `jsonschema`
@@ -1966,4 +1968,215 @@ fn succeeded_event(
     job.status = JobStatus::Succeeded;
     job.finished_at = Some(at);
     Event::Job(JobEvent::of_status(&job).unwrap())
+}
+
+/// The `offer.drift` events on the webhook queue, each handed to the deliverer and taken
+/// off the queue; other messages are left alone.
+async fn deliver_drift_events(
+    deliverer: &webhooks::Deliverer,
+    ports: &bulklink_core::ports::Ports,
+) -> Vec<Value> {
+    use bulklink_core::domain::{Event, WebhookMessage};
+    let mut events = Vec::new();
+    loop {
+        let received = ports
+            .webhook_queue
+            .receive(10, Duration::from_millis(200))
+            .await
+            .unwrap();
+        if received.is_empty() {
+            return events;
+        }
+        for message in received {
+            if let Ok(WebhookMessage::Event(Event::Offer(e))) =
+                WebhookMessage::decode(&message.body)
+            {
+                deliverer.handle(&message.body).await.unwrap();
+                ports
+                    .webhook_queue
+                    .delete(std::slice::from_ref(&message.receipt))
+                    .await
+                    .unwrap();
+                events.push(serde_json::to_value(&e).unwrap());
+            }
+        }
+    }
+}
+
+/// A rule's links drifting from it (a store opened behind the follower's back) are told as
+/// one `offer.drift` once the drift has lasted the settling time — not before, and not again
+/// while it lasts; signed like any delivery, matching its catalog schema, heard only by the
+/// subscriptions that want the type. Mended, the stretch ends; a new one is a new event.
+async fn a_rules_lasting_drift_is_told_once_a_stretch_after_the_settling_time(kind: Kind) {
+    use bulklink_core::domain::{LinkedBy, Location, LocationFilter, LocationId, OfferRule};
+    let env = Env::of(kind, fast_settings()).await;
+    let clock = bulklink_core::Clock::manual(env.ports().clock.now());
+    let config = bulklink::runtime::RuntimeConfig {
+        clock: clock.clone(),
+        consumers: false,
+        ..env.config()
+    };
+    let mut settings = env.settings.clone();
+    settings.drift_settle = Duration::from_secs(30 * 60);
+    let runtime = env.start(config, |ports| ports).await;
+    let ports = runtime.ports.clone();
+    let seeded = env.seed(3).await;
+    let api = runtime.api_as(Role::Brand(seeded.brand_id)).unwrap();
+    let mut healthy = Receiver::start().await.unwrap();
+    let narrow = Receiver::start().await.unwrap();
+    let healthy_sub: SubscriptionView = api
+        .post("/webhooks", &json!({ "url": healthy.url, "filter": {} }))
+        .await
+        .unwrap();
+    let narrow_sub: SubscriptionView = api
+        .post(
+            "/webhooks",
+            &json!({ "url": narrow.url, "filter": { "eventTypes": ["job.succeeded"] } }),
+        )
+        .await
+        .unwrap();
+    let deliverer = webhooks::Deliverer::new(&ports, loopback_egress(), &env.settings).unwrap();
+    let catalog: Value = api.get("/webhooks/event-types").await.unwrap();
+    let schema = catalog["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "offer.drift")
+        .map(|i| i["schema"].clone())
+        .expect("offer.drift is in the catalog");
+
+    // The rule wants every store, and has them.
+    let rule = OfferRule {
+        offer_id: seeded.offer_id,
+        brand_id: seeded.brand_id,
+        filter: LocationFilter::default(),
+        set_at: clock.now(),
+    };
+    ports.catalog.put_rule(&rule).await.unwrap();
+    let ids: Vec<LocationId> = ports
+        .catalog
+        .page_brand_locations(seeded.brand_id, None, None, 100)
+        .await
+        .unwrap()
+        .items;
+    ports
+        .catalog
+        .follow_rule(&rule, &ids, LinkedBy::Rule)
+        .await
+        .unwrap();
+    let watch = || {
+        let (ports, settings) = (ports.clone(), settings.clone());
+        async move {
+            worker::sweeper::handle_scheduled_event(
+                &ports,
+                &settings,
+                &json!({ "task": "watch-drift" }),
+            )
+            .await
+            .unwrap()["drift"]
+                .clone()
+        }
+    };
+    let report = |watched: u64, drifting: u64, notified: u64| json!({ "watched": watched, "drifting": drifting, "notified": notified });
+    assert_eq!(watch().await, report(1, 0, 0));
+
+    // A store opened with nothing following it: the rule wants it, it lacks the offer.
+    let open_unfollowed = || {
+        let ports = ports.clone();
+        let (brand, at) = (seeded.brand_id, clock.now());
+        async move {
+            let store = Location::new(LocationId::new_random(), brand, "1 Drift St".into(), at);
+            ports
+                .catalog
+                .create_locations(std::slice::from_ref(&store))
+                .await
+                .unwrap();
+            store.id
+        }
+    };
+    let opened = open_unfollowed().await;
+    let since = clock.now();
+    assert_eq!(watch().await, report(1, 1, 0));
+    clock.advance(chrono::Duration::minutes(29));
+    assert_eq!(watch().await, report(1, 1, 0), "29 minutes: still settling");
+    assert!(deliver_drift_events(&deliverer, &ports).await.is_empty());
+    clock.advance(chrono::Duration::minutes(2));
+    assert_eq!(watch().await, report(1, 1, 1));
+
+    let told = deliver_drift_events(&deliverer, &ports).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    let got = healthy
+        .messages
+        .try_recv()
+        .expect("the subscription heard it");
+    let secret: WebhookSecret = healthy_sub.secret.as_deref().unwrap().parse().unwrap();
+    bulklink_core::domain::verify(
+        &[&secret],
+        got.header("webhook-id"),
+        got.header("webhook-timestamp"),
+        got.header("webhook-signature"),
+        &got.body,
+        clock.now(),
+    )
+    .unwrap();
+    let delivered = got.payload().unwrap();
+    json_schema_check(&schema, &delivered)
+        .unwrap_or_else(|e| panic!("the delivery {delivered}: {e}"));
+    let data = &delivered["data"];
+    assert_eq!(data["type"], "offer.drift");
+    assert_eq!(data["offerId"], seeded.offer_id.to_string());
+    assert_eq!(data["brandId"], seeded.brand_id.to_string());
+    assert_eq!((&data["missing"], &data["extra"]), (&json!(1), &json!(0)));
+    assert_eq!(
+        data["driftSince"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
+        since
+    );
+    let first_id = got.header("webhook-id").to_owned();
+    let logged: Value = api
+        .get(&format!("/webhooks/{}/deliveries?limit=100", narrow_sub.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        logged["items"],
+        json!([]),
+        "a subscription to job.succeeded only"
+    );
+
+    // Not again while it lasts.
+    clock.advance(chrono::Duration::hours(1));
+    assert_eq!(watch().await, report(1, 1, 0));
+    assert!(deliver_drift_events(&deliverer, &ports).await.is_empty());
+
+    // Mended: the stretch ends. A new one is told anew, with its own id.
+    bulklink_core::rules::follow(&ports, opened).await.unwrap();
+    assert_eq!(watch().await, report(1, 0, 0));
+    open_unfollowed().await;
+    let again = clock.now();
+    assert_eq!(watch().await, report(1, 1, 0));
+    clock.advance(chrono::Duration::minutes(31));
+    assert_eq!(watch().await, report(1, 1, 1));
+    let told = deliver_drift_events(&deliverer, &ports).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    let got = healthy
+        .messages
+        .try_recv()
+        .expect("the new stretch was heard");
+    assert_ne!(got.header("webhook-id"), first_id);
+    assert_eq!(
+        got.payload().unwrap()["data"]["driftSince"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
+        again
+    );
+    assert!(
+        healthy.messages.try_recv().is_err(),
+        "nothing else was sent"
+    );
+    runtime.shutdown().await;
 }

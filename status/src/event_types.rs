@@ -1,10 +1,12 @@
 //! The event catalog: every event type bulklink's webhooks send, each with what it means,
 //! the JSON Schema of its delivery's body and an example — the schema made from the very
-//! types the deliverer serializes (`JobEvent`, `WebhookEvent`), so they cannot drift apart.
+//! types the deliverer serializes (`JobEvent`, `WebhookEvent`, `OfferEvent`), so they cannot drift apart.
 
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bulklink_core::domain::{payload_value, Event, EventType, JobEvent, WebhookEvent};
+use bulklink_core::domain::{
+    payload_value, Event, EventKind, EventType, JobEvent, OfferEvent, WebhookEvent,
+};
 use bulklink_http::auth::Caller;
 use bulklink_http::http::{ApiError, ApiState};
 use bulklink_http::openapi::Unauthorized;
@@ -67,14 +69,14 @@ fn catalog() -> EventTypes {
     }
 }
 
-/// The JSON Schema of a delivery of `event_type`: its envelope, and `data` a `JobEvent` (or
-/// for a subscription's own event a `WebhookEvent`) whose `type` is this one (and `status`
+/// The JSON Schema of a delivery of `event_type`: its envelope, and `data` a `JobEvent` (for
+/// a subscription's own event a `WebhookEvent`, for an offer's an `OfferEvent`) whose `type` is this one (and `status`
 /// the one it is always sent in), every schema it refers to under `$defs`.
 pub fn payload_schema(event_type: EventType) -> Value {
-    if event_type.is_job() {
-        schema_of::<JobEvent>(event_type)
-    } else {
-        schema_of::<WebhookEvent>(event_type)
+    match event_type.kind() {
+        EventKind::Job => schema_of::<JobEvent>(event_type),
+        EventKind::Webhook => schema_of::<WebhookEvent>(event_type),
+        EventKind::Offer => schema_of::<OfferEvent>(event_type),
     }
 }
 

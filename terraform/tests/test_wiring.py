@@ -55,6 +55,7 @@ REQUIRED_ENV = {
     "WORKER_MAX_CONCURRENCY", "MAX_RECEIVE_COUNT", "VISIBILITY_TIMEOUT_SECS",
     "FAILURE_THRESHOLD", "FAILURE_MIN_SAMPLE", "LOG_FORMAT", "RUST_LOG", "BRAND_CLAIM",
     "AUTH_MODE", "LINK_SHARDS", "WEBHOOK_DISABLE_AFTER_DAYS", "WEBHOOK_SECRETS_KEY_ID",
+    "DRIFT_SETTLE_MINUTES",
 }
 
 # What the HTTP functions read besides (shared/core/src/config.rs): each brand's request limit.
@@ -762,6 +763,54 @@ def test_each_role_may_do_what_its_part_in_webhooks_needs(cfg):
     for function, statements in roles.items():
         for action in ("kms:Decrypt", "kms:GenerateDataKey"):
             assert allows(cfg, statements, action, "aws_kms_key.main.arn"), f"{function}: {action}"
+
+
+def test_the_drift_watch_runs_the_sweeper_on_its_own_schedule_and_notes_on_rules_only(cfg):
+    rule = cfg.resource("aws_cloudwatch_event_rule", "watch_drift")
+    assert cfg.expr(rule, "schedule_expression") == Ref(("var", "drift_watch_schedule"))
+    assert cfg.variables["drift_watch_schedule"]["default"] == "rate(15 minutes)"
+    target = cfg.resource("aws_cloudwatch_event_target", "watch_drift")
+    assert cfg.expr(target, "rule").names[:2] == ("aws_cloudwatch_event_rule", "watch_drift")
+    assert cfg.expr(target, "arn").names == ("aws_lambda_function", "sweeper", "arn")
+    # The task the sweeper reads (worker/src/sweeper.rs).
+    payload = node_of(target["input"])
+    assert isinstance(payload, Call) and payload.name == "jsonencode"
+    task = payload.args[0].as_dict()["task"]
+    assert "".join(task.parts) == "watch-drift"
+    permission = cfg.resource("aws_lambda_permission", "watch_drift")
+    assert cfg.expr(permission, "source_arn").names == (
+        "aws_cloudwatch_event_rule", "watch_drift", "arn"
+    )
+    assert cfg.expr(permission, "function_name").names[:2] == ("aws_lambda_function", "sweeper")
+
+    # What the watch reads, and where it writes: the rule registry's partition only.
+    sweeper = role_statements(cfg)["sweeper"]
+    catalog = "aws_dynamodb_table.catalog.arn"
+    for action in ("Query", "GetItem", "BatchGetItem"):
+        assert allows(cfg, sweeper, f"dynamodb:{action}", catalog), action
+    assert allows(cfg, sweeper, "dynamodb:Query", f"{catalog}/index/gsi1")
+    writes = [
+        st for st in sweeper
+        if any(symbolic(cfg, r).startswith(catalog) for r in st.get("resources", []))
+        and any(a in st["actions"] for a in ("dynamodb:UpdateItem", "dynamodb:PutItem",
+                                              "dynamodb:DeleteItem"))
+    ]
+    assert len(writes) == 1 and writes[0]["actions"] == ["dynamodb:UpdateItem"], writes
+    (condition,) = writes[0]["condition"]
+    assert condition["variable"] == "dynamodb:LeadingKeys"
+    assert condition["test"] == "ForAllValues:StringEquals"
+    assert condition["values"] == ["RULES"]
+
+    # The settling time: one variable, what the code accepts (1 to 10,080 minutes).
+    for function in cfg.of_type("aws_lambda_function"):
+        assert environment(cfg, function)["DRIFT_SETTLE_MINUTES"] == Ref(
+            ("var", "drift_settle_minutes")
+        ), function
+    assert cfg.variables["drift_settle_minutes"]["default"] == 30
+    for minutes in (1, 30, 10080):
+        assert validation_accepts(cfg, "drift_settle_minutes", minutes), minutes
+    for minutes in (0, 10081):
+        assert not validation_accepts(cfg, "drift_settle_minutes", minutes), minutes
 
 
 def test_webhook_secrets_are_sealed_by_a_rotating_key_of_their_own_used_by_whom_needs_it(cfg):

@@ -1,6 +1,7 @@
 //! The sweeper as a scheduled Lambda function: finishes jobs whose completion or
-//! notification was interrupted, restarts lost fanouts and flags jobs without progress; and,
-//! every minute, starts the scheduled jobs whose `notBefore` has come.
+//! notification was interrupted, restarts lost fanouts and flags jobs without progress;
+//! every minute, starts the scheduled jobs whose `notBefore` has come; and at its own
+//! cadence watches every standing rule's drift (`offer.drift`).
 
 use bulklink_core::lifecycle::{self, SweepReport};
 use bulklink_core::ports::Ports;
@@ -14,13 +15,23 @@ fn releases_only(event: &Value) -> bool {
     event.get("task").and_then(Value::as_str) == Some("release-due")
 }
 
-/// One sweep (or release of due jobs), as the scheduled event triggers it; the report is the
-/// function's result.
+/// `{"task": "watch-drift"}`: the drift watch alone (`rules::watch_drift`), on its own
+/// schedule, since it reads every location of each brand with a rule.
+fn watches_drift(event: &Value) -> bool {
+    event.get("task").and_then(Value::as_str) == Some("watch-drift")
+}
+
+/// One sweep (or release of due jobs, or drift watch), as the scheduled event triggers it;
+/// the report is the function's result.
 pub async fn handle_scheduled_event(
     ports: &Ports,
     settings: &Settings,
     event: &Value,
 ) -> Result<Value, bulklink_core::StoreError> {
+    if watches_drift(event) {
+        let report = bulklink_core::rules::watch_drift(ports, settings.drift_settle).await?;
+        return Ok(json!({ "drift": report }));
+    }
     let released = lifecycle::release_due(ports).await?;
     if releases_only(event) {
         return Ok(json!({ "released": released }));

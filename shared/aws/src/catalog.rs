@@ -22,9 +22,9 @@ use super::sdk_error::{cancellation, classify, condition_failed, retryable_cance
 use super::{batch_get, get_item};
 use crate::clock::Clock;
 use crate::domain::{
-    BrandId, ImportMark, ImportedRow, JobId, Link, LinkOutcome, LinkedBy, Location,
+    BrandId, DriftWatch, ImportMark, ImportedRow, JobId, Link, LinkOutcome, LinkedBy, Location,
     LocationAttributes, LocationChange, LocationFilter, LocationId, LocationStatus, MarkedUpsert,
-    Offer, OfferId, OfferRule, OfferSchedule, RowOutcome, Upserted,
+    Offer, OfferId, OfferRule, OfferSchedule, RowOutcome, Upserted, WatchedRule,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, LocationImports, Page};
@@ -1745,37 +1745,37 @@ impl Catalog for DynamoCatalog {
         }
     }
 
-    /// Puts the rule item in one transaction with the check that the offer exists (an offer
-    /// deleted in between keeps no rule: its deletion removes the rule item too).
+    /// Puts the rule item and its copy in the rule registry (`RULES_PK`; a fresh drift
+    /// watch) in one transaction with the check that the offer exists (an offer deleted in
+    /// between keeps no rule: its deletion removes both items too).
     async fn put_rule(&self, rule: &OfferRule) -> StoreResult<()> {
-        let filter = serde_json::to_string(&rule.filter)
-            .map_err(|e| StoreError::internal(format!("cannot write a rule: {e}")))?;
-        let mut item = key(offer_pk(rule.offer_id), RULE_SK);
+        let mut item = rule_item(rule, offer_pk(rule.offer_id), RULE_SK.to_owned())?;
         item.extend([
-            ("brandId".to_owned(), s(rule.brand_id.to_string())),
-            ("where".to_owned(), s(filter)),
-            ("setAt".to_owned(), n(rule.set_at.timestamp_millis())),
             ("gsi1pk".to_owned(), s(brand_key(rule.brand_id))),
             (
                 "gsi1sk".to_owned(),
                 s(format!("{BRAND_INDEX_RULE}{}", rule.offer_id)),
             ),
         ]);
+        let registered = rule_item(rule, RULES_PK.to_owned(), offer_pk(rule.offer_id))?;
         let offer = ConditionCheck::builder()
             .table_name(&self.table)
             .set_key(Some(key(offer_pk(rule.offer_id), OFFER_SK)))
             .condition_expression("attribute_exists(pk)")
             .build()
             .map_err(|e| StoreError::internal(e.to_string()))?;
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .build()
-            .map_err(|e| StoreError::internal(e.to_string()))?;
+        let put = |item| {
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .build()
+                .map_err(|e| StoreError::internal(e.to_string()))
+        };
         let written = self
             .transact(vec![
                 TransactWriteItem::builder().condition_check(offer).build(),
-                TransactWriteItem::builder().put(put).build(),
+                TransactWriteItem::builder().put(put(item)?).build(),
+                TransactWriteItem::builder().put(put(registered)?).build(),
             ])
             .await?;
         if written {
@@ -1789,30 +1789,102 @@ impl Catalog for DynamoCatalog {
     }
 
     async fn get_rule(&self, offer: OfferId) -> StoreResult<Option<OfferRule>> {
-        let Some(item) = self.get(offer_pk(offer), RULE_SK).await? else {
-            return Ok(None);
+        match self.get(offer_pk(offer), RULE_SK).await? {
+            Some(item) => rule_of(offer, &item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The rule registry, one query page.
+    async fn page_rules(
+        &self,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<WatchedRule>> {
+        let values = HashMap::from([(":p".to_owned(), s(RULES_PK))]);
+        let (items, next) = self
+            .query_page(None, "pk = :p", values, after, limit)
+            .await?;
+        let mut rules = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(AttributeValue::S(sk)) = item.get("sk") else {
+                return Err(StoreError::internal("a rule registry item without sk"));
+            };
+            let offer: OfferId = sk
+                .strip_prefix("OFFER#")
+                .ok_or_else(|| StoreError::internal(format!("bad rule registry key '{sk}'")))?
+                .parse()?;
+            let since = match item.get("driftSince") {
+                Some(AttributeValue::N(ms)) => ms
+                    .parse()
+                    .ok()
+                    .and_then(chrono::DateTime::from_timestamp_millis),
+                _ => None,
+            };
+            rules.push(WatchedRule {
+                rule: rule_of(offer, &item)?,
+                watch: DriftWatch {
+                    since,
+                    notified: matches!(item.get("driftNotified"), Some(AttributeValue::Bool(true))),
+                },
+            });
+        }
+        Ok(Page { items: rules, next })
+    }
+
+    /// One conditional update of the rule's registry item.
+    async fn note_drift(
+        &self,
+        rule: &OfferRule,
+        was: DriftWatch,
+        now: DriftWatch,
+    ) -> StoreResult<bool> {
+        let mut values = HashMap::from([
+            (":set".to_owned(), n(rule.set_at.timestamp_millis())),
+            (":notified".to_owned(), AttributeValue::Bool(now.notified)),
+        ]);
+        let mut condition = vec!["setAt = :set".to_owned()];
+        match was.since {
+            Some(since) => {
+                condition.push("driftSince = :was".to_owned());
+                values.insert(":was".to_owned(), n(since.timestamp_millis()));
+            }
+            None => condition.push("attribute_not_exists(driftSince)".to_owned()),
+        }
+        if was.notified {
+            condition.push("driftNotified = :true".to_owned());
+            values.insert(":true".to_owned(), AttributeValue::Bool(true));
+        } else {
+            condition
+                .push("(attribute_not_exists(driftNotified) OR driftNotified = :false)".to_owned());
+            values.insert(":false".to_owned(), AttributeValue::Bool(false));
+        }
+        let update = match now.since {
+            Some(since) => {
+                values.insert(":since".to_owned(), n(since.timestamp_millis()));
+                "SET driftSince = :since, driftNotified = :notified"
+            }
+            None => "SET driftNotified = :notified REMOVE driftSince",
         };
-        let (
-            Some(AttributeValue::S(brand)),
-            Some(AttributeValue::S(filter)),
-            Some(AttributeValue::N(set_at)),
-        ) = (item.get("brandId"), item.get("where"), item.get("setAt"))
-        else {
-            return Err(StoreError::internal(format!(
-                "offer {offer} has a malformed rule item"
-            )));
-        };
-        let set_at: i64 = set_at.parse().map_err(|_| {
-            StoreError::internal(format!("offer {offer}'s rule has setAt '{set_at}'"))
-        })?;
-        Ok(Some(OfferRule {
-            offer_id: offer,
-            brand_id: brand.parse()?,
-            filter: serde_json::from_str(filter).map_err(|e| {
-                StoreError::internal(format!("offer {offer} has an unreadable rule: {e}"))
-            })?,
-            set_at: chrono::DateTime::from_timestamp_millis(set_at).unwrap_or_default(),
-        }))
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(RULES_PK.to_owned(), &offer_pk(rule.offer_id))))
+            .update_expression(update)
+            .condition_expression(condition.join(" AND "))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(classify("UpdateItem", e)),
+        }
     }
 
     /// The brand index's rule keys, then the rules (BatchGetItem).
@@ -1867,17 +1939,29 @@ impl Catalog for DynamoCatalog {
             .await
     }
 
+    /// The rule item (on condition that there is one) and its registry copy, at once.
     async fn delete_rule(&self, offer: OfferId) -> StoreResult<bool> {
-        let out = self
-            .ddb
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(offer_pk(offer), RULE_SK)))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|e| classify("DeleteItem", e))?;
-        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+        let delete = |pk: String, sk: String, condition: Option<&str>| {
+            Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(pk, &sk)))
+                .set_condition_expression(condition.map(str::to_owned))
+                .build()
+                .map_err(|e| StoreError::internal(e.to_string()))
+        };
+        self.transact(vec![
+            TransactWriteItem::builder()
+                .delete(delete(
+                    offer_pk(offer),
+                    RULE_SK.to_owned(),
+                    Some("attribute_exists(pk)"),
+                )?)
+                .build(),
+            TransactWriteItem::builder()
+                .delete(delete(RULES_PK.to_owned(), offer_pk(offer), None)?)
+                .build(),
+        ])
+        .await
     }
 
     async fn existing_links(
@@ -2023,6 +2107,44 @@ impl LocationImports for DynamoCatalog {
         }
         Ok(outcomes)
     }
+}
+
+/// A rule's item at `pk / sk`: its brand, `where` (JSON) and `setAt`.
+fn rule_item(rule: &OfferRule, pk: String, sk: String) -> StoreResult<Item> {
+    let filter = serde_json::to_string(&rule.filter)
+        .map_err(|e| StoreError::internal(format!("cannot write a rule: {e}")))?;
+    let mut item = key(pk, &sk);
+    item.extend([
+        ("brandId".to_owned(), s(rule.brand_id.to_string())),
+        ("where".to_owned(), s(filter)),
+        ("setAt".to_owned(), n(rule.set_at.timestamp_millis())),
+    ]);
+    Ok(item)
+}
+
+/// The rule of `offer` an item written by `rule_item` holds.
+fn rule_of(offer: OfferId, item: &Item) -> StoreResult<OfferRule> {
+    let (
+        Some(AttributeValue::S(brand)),
+        Some(AttributeValue::S(filter)),
+        Some(AttributeValue::N(set_at)),
+    ) = (item.get("brandId"), item.get("where"), item.get("setAt"))
+    else {
+        return Err(StoreError::internal(format!(
+            "offer {offer} has a malformed rule item"
+        )));
+    };
+    let set_at: i64 = set_at
+        .parse()
+        .map_err(|_| StoreError::internal(format!("offer {offer}'s rule has setAt '{set_at}'")))?;
+    Ok(OfferRule {
+        offer_id: offer,
+        brand_id: brand.parse()?,
+        filter: serde_json::from_str(filter).map_err(|e| {
+            StoreError::internal(format!("offer {offer} has an unreadable rule: {e}"))
+        })?,
+        set_at: chrono::DateTime::from_timestamp_millis(set_at).unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

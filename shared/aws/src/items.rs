@@ -153,6 +153,10 @@ pub(crate) const BRAND_INDEX_OFFER: &str = "OFFER#";
 /// An offer's standing rule: `OFFER#id / #RULE`, on the brand index as `RULE#offer`.
 pub(crate) const RULE_SK: &str = "#RULE";
 pub(crate) const BRAND_INDEX_RULE: &str = "RULE#";
+/// The rule registry: a copy of every offer's rule (`RULES / OFFER#id`), written with the
+/// rule, so the drift watch lists every rule without a scan; it also keeps what the watch
+/// last saw (`driftSince`, `driftNotified`).
+pub(crate) const RULES_PK: &str = "RULES";
 /// A location's sort key in the brand index: `LOC#id` while active, `LOC#~id` once closed
 /// (`~` sorts after every character of an id, so the active ones come first).
 pub(crate) fn brand_index_sk(id: LocationId, status: LocationStatus) -> String {

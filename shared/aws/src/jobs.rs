@@ -469,10 +469,15 @@ impl JobStore for DynamoJobs {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(internal)?;
-        // Its standing rule, if it has one, goes with it.
+        // Its standing rule, if it has one, goes with it, and the rule's registry copy.
         let rule = Delete::builder()
             .table_name(&self.catalog_table)
             .set_key(Some(key(offer_pk(id), RULE_SK)))
+            .build()
+            .map_err(internal)?;
+        let registered = Delete::builder()
+            .table_name(&self.catalog_table)
+            .set_key(Some(key(RULES_PK.to_owned(), &offer_pk(id))))
             .build()
             .map_err(internal)?;
         let result = self
@@ -481,6 +486,7 @@ impl JobStore for DynamoJobs {
             .transact_items(TransactWriteItem::builder().condition_check(idle).build())
             .transact_items(TransactWriteItem::builder().delete(delete).build())
             .transact_items(TransactWriteItem::builder().delete(rule).build())
+            .transact_items(TransactWriteItem::builder().delete(registered).build())
             .send()
             .await;
         let Err(e) = result else {

@@ -28,14 +28,91 @@ pub struct Upgraded {
     /// Webhook subscriptions whose signing secrets were stored in plaintext (before secrets
     /// were sealed) and are now sealed under the webhook secrets key.
     pub secrets_sealed: u64,
+    /// Standing rules copied into the rule registry the drift watch reads (rules set by
+    /// this release are there from the start).
+    pub rules_registered: u64,
 }
 
 /// Scans the catalog table for offers without brand-index keys and gives them theirs, and
-/// the jobs table for webhook subscriptions with plaintext secrets and seals them.
+/// for rules missing from the rule registry and registers them; and the jobs table for
+/// webhook subscriptions with plaintext secrets and seals them.
 pub async fn upgrade(clients: &AwsClients, names: &AwsNames) -> StoreResult<Upgraded> {
     let mut upgraded = index_offers(clients, names).await?;
+    upgraded.rules_registered = register_rules(clients, names).await?;
     upgraded.secrets_sealed = seal_secrets(clients, names).await?;
     Ok(upgraded)
+}
+
+/// Copies each rule into the rule registry (`RULES / OFFER#id`), on condition that the
+/// registry has no copy yet and the rule is still the one read (set again or removed since:
+/// that write kept the registry right).
+async fn register_rules(clients: &AwsClients, names: &AwsNames) -> StoreResult<u64> {
+    use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
+    let ddb = &clients.dynamodb;
+    let table = &names.catalog_table;
+    let mut registered = 0;
+    let mut start: Option<Item> = None;
+    loop {
+        let page = ddb
+            .scan()
+            .table_name(table)
+            .filter_expression("sk = :r")
+            .expression_attribute_values(":r", s(RULE_SK))
+            .projection_expression("pk, brandId, #w, setAt")
+            .expression_attribute_names("#w", "where")
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| classify("Scan", e))?;
+        for item in page.items.unwrap_or_default() {
+            let (Some(AttributeValue::S(pk)), Some(set_at)) = (item.get("pk"), item.get("setAt"))
+            else {
+                return Err(StoreError::internal(format!(
+                    "a rule item without pk or setAt: {item:?}"
+                )));
+            };
+            let internal =
+                |e: aws_sdk_dynamodb::error::BuildError| StoreError::internal(e.to_string());
+            let still = ConditionCheck::builder()
+                .table_name(table)
+                .set_key(Some(key(pk.clone(), RULE_SK)))
+                .condition_expression("setAt = :set")
+                .expression_attribute_values(":set", set_at.clone())
+                .build()
+                .map_err(internal)?;
+            let mut copy = item.clone();
+            copy.insert("pk".to_owned(), s(RULES_PK));
+            copy.insert("sk".to_owned(), s(pk.clone()));
+            let put = Put::builder()
+                .table_name(table)
+                .set_item(Some(copy))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(internal)?;
+            let result = ddb
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().condition_check(still).build())
+                .transact_items(TransactWriteItem::builder().put(put).build())
+                .send()
+                .await;
+            match result {
+                Ok(_) => registered += 1,
+                Err(e) => {
+                    let reasons = super::sdk_error::cancellation(e)?;
+                    if !reasons
+                        .iter()
+                        .any(|r| super::sdk_error::condition_failed(Some(r)))
+                    {
+                        return Err(super::sdk_error::retryable_cancel(&reasons));
+                    }
+                }
+            }
+        }
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(registered),
+        }
+    }
 }
 
 async fn index_offers(clients: &AwsClients, names: &AwsNames) -> StoreResult<Upgraded> {

@@ -1247,3 +1247,125 @@ pub async fn a_brands_rules_are_those_of_its_offers_only(fx: &Fixture) {
         first_rule
     );
 }
+
+/// Every rule of `offers`, as `page_rules` lists them (the store's other rules left out),
+/// reading every page.
+async fn watched(fx: &Fixture, offers: &[OfferId]) -> Vec<bulklink_core::domain::WatchedRule> {
+    let mut found = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = fx
+            .ports
+            .catalog
+            .page_rules(cursor.as_ref(), 2)
+            .await
+            .unwrap();
+        found.extend(
+            page.items
+                .into_iter()
+                .filter(|w| offers.contains(&w.rule.offer_id)),
+        );
+        cursor = page.next;
+        if cursor.is_none() {
+            return found;
+        }
+    }
+}
+
+/// `page_rules` lists every brand's rules in offer-id order, each once, with its drift
+/// watch; a note is written only on the rule and watch it was read with; setting the rule
+/// again starts the watch afresh; removing the rule, or the offer, takes it off the list.
+pub async fn every_rule_is_listed_with_its_drift_watch_and_notes_are_conditional(fx: &Fixture) {
+    use bulklink_core::domain::DriftWatch;
+    let catalog = &fx.ports.catalog;
+    let (first, _) = seed(&fx.ports, 0).await;
+    let second = offer(first.brand_id);
+    catalog.create_offer(&second).await.unwrap();
+    let (other, _) = seed(&fx.ports, 0).await;
+    let mut rules = vec![
+        rule_of(&first, &["GB"]),
+        rule_of(&second, &[]),
+        rule_of(&other, &["IE"]),
+    ];
+    for rule in &rules {
+        catalog.put_rule(rule).await.unwrap();
+    }
+    rules.sort_by_key(|r| r.offer_id);
+    let offers: Vec<OfferId> = rules.iter().map(|r| r.offer_id).collect();
+    let listed = watched(fx, &offers).await;
+    assert_eq!(
+        listed.iter().map(|w| w.rule.clone()).collect::<Vec<_>>(),
+        rules,
+        "every brand's, in offer-id order"
+    );
+    assert!(listed.iter().all(|w| w.watch == DriftWatch::default()));
+
+    let rule = rules[0].clone();
+    let since = now_ms();
+    let drifting = DriftWatch {
+        since: Some(since),
+        notified: false,
+    };
+    let told = DriftWatch {
+        since: Some(since),
+        notified: true,
+    };
+    assert!(catalog
+        .note_drift(&rule, DriftWatch::default(), drifting)
+        .await
+        .unwrap());
+    // Another watch that read the rule before: its note is refused.
+    assert!(!catalog
+        .note_drift(&rule, DriftWatch::default(), drifting)
+        .await
+        .unwrap());
+    assert!(catalog.note_drift(&rule, drifting, told).await.unwrap());
+    assert!(!catalog.note_drift(&rule, drifting, told).await.unwrap());
+    let seen = watched(fx, &[rule.offer_id]).await;
+    assert_eq!(seen[0].watch, told);
+    assert!(catalog
+        .note_drift(&rule, told, DriftWatch::default())
+        .await
+        .unwrap());
+    assert_eq!(
+        watched(fx, &[rule.offer_id]).await[0].watch,
+        DriftWatch::default()
+    );
+
+    // Set again: a fresh watch, and a note on the rule as it was is refused.
+    assert!(catalog
+        .note_drift(&rule, DriftWatch::default(), drifting)
+        .await
+        .unwrap());
+    let again = OfferRule {
+        set_at: rule.set_at + chrono::Duration::seconds(1),
+        ..rule.clone()
+    };
+    catalog.put_rule(&again).await.unwrap();
+    let seen = watched(fx, &[rule.offer_id]).await;
+    assert_eq!(
+        (seen[0].rule.clone(), seen[0].watch),
+        (again.clone(), DriftWatch::default())
+    );
+    assert!(!catalog
+        .note_drift(&rule, DriftWatch::default(), drifting)
+        .await
+        .unwrap());
+
+    // Removed, or gone with its offer: no longer listed, and nothing can be noted.
+    assert!(catalog.delete_rule(second.id).await.unwrap());
+    assert_eq!(
+        fx.ports.jobs.delete_offer(other.id).await.unwrap(),
+        bulklink_core::ports::OfferDeletion::Deleted
+    );
+    let left = watched(fx, &offers).await;
+    assert_eq!(
+        left.iter().map(|w| w.rule.offer_id).collect::<Vec<_>>(),
+        vec![first.id]
+    );
+    let removed = rules.iter().find(|r| r.offer_id == second.id).unwrap();
+    assert!(!catalog
+        .note_drift(removed, DriftWatch::default(), drifting)
+        .await
+        .unwrap());
+}

@@ -70,6 +70,7 @@ contract! {
             an_offers_rule_is_set_replaced_read_removed_and_goes_with_the_offer,
             following_a_rule_links_what_it_wants_unlinks_the_rest_and_counts_each_once,
             a_brands_rules_are_those_of_its_offers_only,
+            every_rule_is_listed_with_its_drift_watch_and_notes_are_conditional,
             linking_a_fresh_location_marks_it_as_having_the_offer,
             relinking_by_the_same_job_counts_as_linked_again,
             a_location_linked_by_one_job_is_already_linked_for_anyone_else,

@@ -65,6 +65,8 @@ pub struct Settings {
     /// offer's job can write about 980 locations/s per shard. The embedded backend has no
     /// partitions and ignores it.
     pub link_shards: u16,
+    /// A rule's drift that lasts this long is told to its brand (`offer.drift`).
+    pub drift_settle: Duration,
 }
 
 /// Most link shards an offer may have: reading one page of its links queries every shard.
@@ -97,6 +99,7 @@ impl Default for Settings {
             report_rows_per_response: None,
             approval_above_locations: None,
             link_shards: 8,
+            drift_settle: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -111,7 +114,7 @@ pub struct SettingsError {
 
 impl Settings {
     /// Names of the environment variables, shared with Terraform.
-    pub const ENV: [&'static str; 23] = [
+    pub const ENV: [&'static str; 24] = [
         "CHUNK_SIZE",
         "FANOUT_PAGE_SIZE",
         "WRITE_BUDGET_PER_SEC",
@@ -135,6 +138,7 @@ impl Settings {
         "REPORT_ROWS_PER_RESPONSE",
         "APPROVAL_ABOVE_LOCATIONS",
         "LINK_SHARDS",
+        "DRIFT_SETTLE_MINUTES",
     ];
 
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -200,6 +204,17 @@ impl Settings {
                 });
             }
             s.webhook_disable_after = Duration::from_secs_f64(days * 86_400.0);
+        }
+        if let Some(v) = lookup("DRIFT_SETTLE_MINUTES") {
+            let minutes: f64 = parse("DRIFT_SETTLE_MINUTES", &v)?;
+            if !(minutes.is_finite() && (1.0..=10_080.0).contains(&minutes)) {
+                return Err(SettingsError {
+                    name: "DRIFT_SETTLE_MINUTES",
+                    value: v,
+                    why: "must be 1 to 10080 minutes (7 days)",
+                });
+            }
+            s.drift_settle = Duration::from_secs_f64(minutes * 60.0);
         }
         if let Some(v) = lookup("WEBHOOK_VISIBILITY_TIMEOUT_SECS") {
             s.webhook_visibility_timeout =
@@ -457,6 +472,18 @@ mod tests {
     fn link_shards_are_read_and_bounded() {
         assert_eq!(Settings::default().link_shards, 8);
         assert_eq!(from(&[("LINK_SHARDS", "16")]).unwrap().link_shards, 16);
+        assert_eq!(
+            from(&[("DRIFT_SETTLE_MINUTES", "90")])
+                .unwrap()
+                .drift_settle,
+            Duration::from_secs(5_400)
+        );
+        for refused in ["0", "10081", "soon"] {
+            assert_eq!(
+                from(&[("DRIFT_SETTLE_MINUTES", refused)]).unwrap_err().name,
+                "DRIFT_SETTLE_MINUTES"
+            );
+        }
         assert_eq!(from(&[("LINK_SHARDS", "1")]).unwrap().link_shards, 1);
         for bad in ["0", "65", "eight"] {
             assert_eq!(

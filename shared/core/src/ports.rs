@@ -11,11 +11,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    BrandId, ChunkSeq, ChunkTally, Delivery, DeliveryId, DomainError, Event, Import, ImportId,
-    ImportMark, ImportedRow, ItemOutcome, Job, JobEvent, JobId, Link, LinkOutcome, LinkedBy,
-    Location, LocationChange, LocationFilter, LocationId, LocationStatus, Offer, OfferId,
+    BrandId, ChunkSeq, ChunkTally, Delivery, DeliveryId, DomainError, DriftWatch, Event, Import,
+    ImportId, ImportMark, ImportedRow, ItemOutcome, Job, JobEvent, JobId, Link, LinkOutcome,
+    LinkedBy, Location, LocationChange, LocationFilter, LocationId, LocationStatus, Offer, OfferId,
     OfferRule, OfferSchedule, RowOutcome, SendSlot, Subscription, SubscriptionId, Transition,
-    Upserted, WebhookSecret,
+    Upserted, WatchedRule, WebhookSecret,
 };
 use crate::error::StoreResult;
 
@@ -176,6 +176,23 @@ pub trait Catalog: Send + Sync {
     async fn delete_rule(&self, offer: OfferId) -> StoreResult<bool>;
     /// A brand's standing rules, one per offer that has one.
     async fn brand_rules(&self, brand: BrandId) -> StoreResult<Vec<OfferRule>>;
+    /// Every brand's standing rules in offer-id order, each with what the drift watch last
+    /// noted on it, without reading anything else (read-only).
+    async fn page_rules(
+        &self,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<WatchedRule>>;
+    /// Notes `now` as what the drift watch saw of `rule`, on condition that the offer's rule
+    /// is still the one set at `rule.set_at` and its watch still `was`; false (nothing
+    /// written) otherwise: the rule was set again or removed, or another watch got there
+    /// first.
+    async fn note_drift(
+        &self,
+        rule: &OfferRule,
+        was: DriftWatch,
+        now: DriftWatch,
+    ) -> StoreResult<bool>;
     /// Makes the offer's link to each location what `rule` wants of the location as it is
     /// when written (active and matching: linked; otherwise: not linked), atomically with
     /// respect to changes to the location, and counts each link made or removed on the

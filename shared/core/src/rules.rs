@@ -1,24 +1,19 @@
 //! Standing rules: following a location's changes, and how far an offer's links are from
 //! its rule.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use tracing::info;
 
-use crate::domain::{LinkOutcome, LinkedBy, LocationFilter, LocationId, OfferId, OfferRule};
+pub use crate::domain::Drift;
+use crate::domain::{
+    DriftWatch, Event, LinkOutcome, LinkedBy, LocationFilter, LocationId, OfferEvent, OfferId,
+    OfferRule, WatchedRule, WebhookMessage,
+};
 use crate::error::{StoreError, StoreResult};
 use crate::ports::Ports;
 
 /// Locations per read while counting drift.
 const DRIFT_PAGE: usize = 1_000;
-
-/// The offer's links against its rule, counted exactly at the time of reading.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Drift {
-    /// Active locations the rule matches that do not carry the offer.
-    pub missing: u64,
-    /// Locations carrying the offer that the rule does not want (closed, or not matching).
-    pub extra: u64,
-}
 
 /// Reads every location of the rule's brand (whatever its status) and whether it carries
 /// the offer, and counts what disagrees with the rule. Every link of an offer is to a
@@ -84,4 +79,94 @@ pub async fn follow(
         done.push((rule.offer_id, outcome));
     }
     Ok(done)
+}
+
+/// Rules read per page by the drift watch.
+const WATCH_PAGE: usize = 100;
+
+/// What one drift watch did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftReport {
+    /// Rules whose drift was counted (rules of offers outside their schedule are not).
+    pub watched: u64,
+    /// Of those, rules whose links disagree with them.
+    pub drifting: u64,
+    /// `offer.drift` events sent: stretches of drift that outlasted the settling time.
+    pub notified: u64,
+}
+
+/// The drift watch: counts every live offer's drift from its rule (`drift`, which reads the
+/// whole brand) and notes since when it has been non-zero; a stretch that has lasted
+/// `settle` is told to the brand's subscriptions as one `offer.drift` event (sent to the
+/// webhook queue before it is noted, its id derived from the offer and the stretch's
+/// start, so a watch cut off in between sends the same event again, which the deliverer
+/// takes once). Drift back to zero ends the stretch; a rule set again starts afresh.
+/// Concurrent watches are safe: each note is conditional on the one read.
+pub async fn watch_drift(ports: &Ports, settle: std::time::Duration) -> StoreResult<DriftReport> {
+    let settle = chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::MAX);
+    let mut report = DriftReport::default();
+    let mut cursor = None;
+    loop {
+        let page = ports
+            .catalog
+            .page_rules(cursor.as_ref(), WATCH_PAGE)
+            .await?;
+        for WatchedRule { rule, watch } in page.items {
+            let now = ports.clock.now();
+            let live = match ports.catalog.get_offer(rule.offer_id).await? {
+                Some(offer) => offer.schedule.is_none_or(|s| s.live_at(now)),
+                None => false,
+            };
+            // An offer outside its schedule carries nothing on purpose: no drift.
+            let drift = if live {
+                report.watched += 1;
+                drift(ports, &rule).await?
+            } else {
+                Drift::default()
+            };
+            if drift.is_none() {
+                if watch != DriftWatch::default() {
+                    ports
+                        .catalog
+                        .note_drift(&rule, watch, DriftWatch::default())
+                        .await?;
+                }
+                continue;
+            }
+            report.drifting += 1;
+            let (since, watch) = match watch.since {
+                Some(since) => (since, watch),
+                None => {
+                    let started = DriftWatch {
+                        since: Some(now),
+                        notified: false,
+                    };
+                    if !ports.catalog.note_drift(&rule, watch, started).await? {
+                        continue;
+                    }
+                    (now, started)
+                }
+            };
+            if watch.notified || now - since < settle {
+                continue;
+            }
+            let event = OfferEvent::drift(rule.brand_id, rule.offer_id, since, drift, now);
+            ports
+                .webhook_queue
+                .send(&WebhookMessage::Event(Event::Offer(event)))
+                .await?;
+            let told = DriftWatch {
+                since: Some(since),
+                notified: true,
+            };
+            ports.catalog.note_drift(&rule, watch, told).await?;
+            info!(offer_id = %rule.offer_id, missing = drift.missing, extra = drift.extra, %since, "offer.drift sent");
+            report.notified += 1;
+        }
+        cursor = page.next;
+        if cursor.is_none() {
+            return Ok(report);
+        }
+    }
 }

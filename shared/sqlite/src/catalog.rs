@@ -7,8 +7,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{from_ms, is_constraint, sql, to_ms, EmbeddedStore};
 use crate::domain::{
-    BrandId, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes, LocationChange,
-    LocationFilter, LocationId, LocationStatus, Offer, OfferId, OfferRule, OfferSchedule, Upserted,
+    BrandId, DriftWatch, JobId, Link, LinkOutcome, LinkedBy, Location, LocationAttributes,
+    LocationChange, LocationFilter, LocationId, LocationStatus, Offer, OfferId, OfferRule,
+    OfferSchedule, Upserted, WatchedRule,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ports::{Catalog, Cursor, Page};
@@ -534,6 +535,78 @@ impl Catalog for EmbeddedStore {
         .await
     }
 
+    async fn page_rules(
+        &self,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> StoreResult<Page<WatchedRule>> {
+        let after = after.map(|c| c.position().to_owned()).unwrap_or_default();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT offer_id, brand_id, filter, set_at, drift_since, drift_notified \
+                     FROM rules WHERE offer_id > ?1 ORDER BY offer_id LIMIT ?2",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![after, limit as i64 + 1], |row| {
+                    Ok((
+                        (
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, i64>(3)?,
+                        ),
+                        row.get::<_, Option<i64>>(4)?,
+                        row.get::<_, bool>(5)?,
+                    ))
+                })
+                .map_err(sql)?;
+            let mut rules = Vec::new();
+            for row in rows {
+                let (columns, since, notified) = row.map_err(sql)?;
+                rules.push(WatchedRule {
+                    rule: rule_of(columns)?,
+                    watch: DriftWatch {
+                        since: since.map(from_ms),
+                        notified,
+                    },
+                });
+            }
+            Ok(page_of(rules, limit, |r| r.rule.offer_id.to_string()))
+        })
+        .await
+    }
+
+    async fn note_drift(
+        &self,
+        rule: &OfferRule,
+        was: DriftWatch,
+        now: DriftWatch,
+    ) -> StoreResult<bool> {
+        let (offer, set_at) = (rule.offer_id.to_string(), to_ms(rule.set_at));
+        let changed = self
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE rules SET drift_since = ?1, drift_notified = ?2 \
+                     WHERE offer_id = ?3 AND set_at = ?4 \
+                     AND drift_since IS ?5 AND drift_notified = ?6",
+                )
+                .map_err(sql)?
+                .execute(params![
+                    now.since.map(to_ms),
+                    now.notified,
+                    offer,
+                    set_at,
+                    was.since.map(to_ms),
+                    was.notified
+                ])
+                .map_err(sql)
+            })
+            .await?;
+        Ok(changed == 1)
+    }
+
     /// One writer unit reads each location, decides and writes: nothing comes between.
     async fn follow_rule(
         &self,
@@ -643,17 +716,23 @@ fn rules_of(stmt: &mut rusqlite::CachedStatement<'_>, key: &str) -> StoreResult<
         .map_err(sql)?;
     let mut rules = Vec::new();
     for row in rows {
-        let (offer, brand, filter, set_at) = row.map_err(sql)?;
-        rules.push(OfferRule {
-            offer_id: offer.parse()?,
-            brand_id: brand.parse()?,
-            filter: serde_json::from_str(&filter).map_err(|e| {
-                StoreError::internal(format!("offer {offer} has an unreadable rule: {e}"))
-            })?,
-            set_at: from_ms(set_at),
-        });
+        rules.push(rule_of(row.map_err(sql)?)?);
     }
     Ok(rules)
+}
+
+/// A rule from its columns `offer_id, brand_id, filter, set_at`.
+fn rule_of(
+    (offer, brand, filter, set_at): (String, String, String, i64),
+) -> StoreResult<OfferRule> {
+    Ok(OfferRule {
+        offer_id: offer.parse()?,
+        brand_id: brand.parse()?,
+        filter: serde_json::from_str(&filter).map_err(|e| {
+            StoreError::internal(format!("offer {offer} has an unreadable rule: {e}"))
+        })?,
+        set_at: from_ms(set_at),
+    })
 }
 
 /// One location brought to what the rule wants of it, inside the caller's writer unit.

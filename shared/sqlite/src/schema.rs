@@ -26,6 +26,7 @@ const MIGRATIONS: &[Migration] = &[
     v10_held_jobs,
     v11_offer_schedules,
     v12_webhook_progress,
+    v13_drift_watch,
 ];
 
 /// The schema version this build writes.
@@ -495,6 +496,17 @@ fn v12_webhook_progress(tx: &Transaction<'_>) -> StoreResult<()> {
              PRIMARY KEY (brand_id, occurred_at, event_id)
          ) WITHOUT ROWID;
          CREATE INDEX webhook_events_by_age ON webhook_events (occurred_at);",
+    )
+    .map_err(sql)
+}
+
+/// Version 13: what the drift watch last saw of each rule (`drift_since`: since when its
+/// links have disagreed with it; `drift_notified`: the brand was told of that stretch).
+/// `INSERT OR REPLACE` of a rule starts both afresh.
+fn v13_drift_watch(tx: &Transaction<'_>) -> StoreResult<()> {
+    tx.execute_batch(
+        "ALTER TABLE rules ADD COLUMN drift_since INTEGER;
+         ALTER TABLE rules ADD COLUMN drift_notified INTEGER NOT NULL DEFAULT 0;",
     )
     .map_err(sql)
 }

@@ -271,6 +271,38 @@ pub struct OfferRule {
     pub set_at: DateTime<Utc>,
 }
 
+/// The offer's links against its rule, counted exactly at the time of reading.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Drift {
+    /// Active locations the rule matches that do not carry the offer.
+    pub missing: u64,
+    /// Locations carrying the offer that the rule does not want (closed, or not matching).
+    pub extra: u64,
+}
+
+impl Drift {
+    pub fn is_none(&self) -> bool {
+        self.missing == 0 && self.extra == 0
+    }
+}
+
+/// What the drift watch last saw of a rule: since when its links have disagreed with it
+/// (`None`: they agreed), and whether its brand was told of that stretch (`offer.drift`).
+/// Setting the rule again starts it afresh.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DriftWatch {
+    pub since: Option<DateTime<Utc>>,
+    pub notified: bool,
+}
+
+/// A standing rule with what the drift watch last saw of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WatchedRule {
+    pub rule: OfferRule,
+    pub watch: DriftWatch,
+}
+
 impl OfferRule {
     /// Whether the rule wants the offer on this location now.
     pub fn wants(&self, location: &Location) -> bool {

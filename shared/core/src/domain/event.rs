@@ -1,5 +1,7 @@
 //! Events webhooks deliver: a job's (`JobEvent`: it started, paused, resumed, made progress,
-//! ended or waits for an approval) and a subscription's own (`WebhookEvent`: a test send).
+//! ended or waits for an approval), a subscription's own (`WebhookEvent`: a test send, or
+//! another subscription disabled) and an offer's (`OfferEvent`: its links drifted from its
+//! standing rule).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -41,10 +43,25 @@ pub enum EventType {
     /// brand's other subscriptions.
     #[serde(rename = "webhook.disabled")]
     WebhookDisabled,
+    /// An offer's links have disagreed with its standing rule for longer than the settling
+    /// time.
+    #[serde(rename = "offer.drift")]
+    OfferDrift,
+}
+
+/// What an event is about, which says the type of its `data`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A `JobEvent`.
+    Job,
+    /// A `WebhookEvent`.
+    Webhook,
+    /// An `OfferEvent`.
+    Offer,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 12] = [
         EventType::JobStarted,
         EventType::JobProgress,
         EventType::JobPaused,
@@ -56,6 +73,7 @@ impl EventType {
         EventType::JobAwaitingApproval,
         EventType::WebhookTest,
         EventType::WebhookDisabled,
+        EventType::OfferDrift,
     ];
 
     /// What a job's `callbackUrl` hears: that the job ended, or that it waits for approval.
@@ -80,12 +98,17 @@ impl EventType {
             EventType::JobAwaitingApproval => "job.awaiting_approval",
             EventType::WebhookTest => "webhook.test",
             EventType::WebhookDisabled => "webhook.disabled",
+            EventType::OfferDrift => "offer.drift",
         }
     }
 
-    /// An event of a job (its `data` is a `JobEvent`), not of a subscription.
-    pub fn is_job(self) -> bool {
-        !matches!(self, EventType::WebhookTest | EventType::WebhookDisabled)
+    /// What an event of this type is about.
+    pub fn kind(self) -> EventKind {
+        match self {
+            EventType::WebhookTest | EventType::WebhookDisabled => EventKind::Webhook,
+            EventType::OfferDrift => EventKind::Offer,
+            _ => EventKind::Job,
+        }
     }
 
     /// What the event says, for the event catalog (`GET /webhooks/event-types`).
@@ -136,6 +159,13 @@ impl EventType {
                 "Another subscription of the brand (`webhookId`) was disabled: every delivery \
                  to it failed for days (`reason`). POST /webhooks/{id}/enable brings it back."
             }
+            EventType::OfferDrift => {
+                "An offer's links have disagreed with its standing rule since `driftSince`, \
+                 longer than the settling time: `missing` locations the rule wants lack the \
+                 offer, `extra` ones carry it unwanted (GET /offers/{offerId}/drift counts \
+                 them now). One event per stretch of drift; PUT /offers/{offerId}/rule or a \
+                 reconcile job mends it."
+            }
         }
     }
 
@@ -149,7 +179,10 @@ impl EventType {
             EventType::JobFailed => Some(JobStatus::Failed),
             EventType::JobCancelled => Some(JobStatus::Cancelled),
             EventType::JobAwaitingApproval => Some(JobStatus::AwaitingApproval),
-            EventType::JobProgress | EventType::WebhookTest | EventType::WebhookDisabled => None,
+            EventType::JobProgress
+            | EventType::WebhookTest
+            | EventType::WebhookDisabled
+            | EventType::OfferDrift => None,
         }
     }
 
@@ -263,7 +296,7 @@ impl JobEvent {
             EventType::JobProgress | EventType::JobPaused | EventType::JobResumed => {
                 (counters.linked, counters.already_linked) = (3_100, 900)
             }
-            EventType::WebhookTest | EventType::WebhookDisabled => {}
+            EventType::WebhookTest | EventType::WebhookDisabled | EventType::OfferDrift => {}
         }
         JobEvent {
             event_id: example_id(0x31),
@@ -357,21 +390,80 @@ impl WebhookEvent {
     }
 }
 
+/// An event of an offer: the `data` of an `offer.drift` delivery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct OfferEvent {
+    /// Stable for one stretch of drift: receivers dedupe on it.
+    pub event_id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub brand_id: BrandId,
+    pub offer_id: OfferId,
+    /// Since when the offer's links have disagreed with its rule (as first seen).
+    pub drift_since: DateTime<Utc>,
+    /// Active locations the rule wants that do not carry the offer, when last counted.
+    pub missing: u64,
+    /// Locations carrying the offer that the rule does not want, when last counted.
+    pub extra: u64,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl OfferEvent {
+    /// That the rule of `offer` (of `brand`) has been drifting since `since`, as counted at
+    /// `at`: one event per stretch of drift (its id names the offer and `since`).
+    pub fn drift(
+        brand: BrandId,
+        offer: OfferId,
+        since: DateTime<Utc>,
+        drift: super::Drift,
+        at: DateTime<Utc>,
+    ) -> OfferEvent {
+        let name = format!("{offer}:offer.drift:{}", since.timestamp_millis());
+        OfferEvent {
+            event_id: Uuid::new_v5(&EVENT_NAMESPACE, name.as_bytes()),
+            event_type: EventType::OfferDrift,
+            brand_id: brand,
+            offer_id: offer,
+            drift_since: since,
+            missing: drift.missing,
+            extra: drift.extra,
+            occurred_at: at,
+        }
+    }
+
+    /// For the event catalog.
+    pub fn example(event_type: EventType) -> OfferEvent {
+        OfferEvent {
+            event_id: example_id(0x33),
+            event_type,
+            brand_id: BrandId::from_uuid(example_id(0x12)),
+            offer_id: OfferId::from_uuid(example_id(0x11)),
+            drift_since: example_time() - chrono::Duration::minutes(45),
+            missing: 3,
+            extra: 1,
+            occurred_at: example_time(),
+        }
+    }
+}
+
 /// Any event a delivery carries: its `type` says which kind.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Event {
     Job(JobEvent),
     Webhook(WebhookEvent),
+    Offer(OfferEvent),
 }
 
 impl Event {
     /// An event of `event_type` as the catalog shows it.
     pub fn example(event_type: EventType) -> Event {
-        if event_type.is_job() {
-            Event::Job(JobEvent::example(event_type))
-        } else {
-            Event::Webhook(WebhookEvent::example(event_type))
+        match event_type.kind() {
+            EventKind::Job => Event::Job(JobEvent::example(event_type)),
+            EventKind::Webhook => Event::Webhook(WebhookEvent::example(event_type)),
+            EventKind::Offer => Event::Offer(OfferEvent::example(event_type)),
         }
     }
 
@@ -379,6 +471,7 @@ impl Event {
         match self {
             Event::Job(e) => e.event_id,
             Event::Webhook(e) => e.event_id,
+            Event::Offer(e) => e.event_id,
         }
     }
 
@@ -386,6 +479,7 @@ impl Event {
         match self {
             Event::Job(e) => e.event_type,
             Event::Webhook(e) => e.event_type,
+            Event::Offer(e) => e.event_type,
         }
     }
 
@@ -393,6 +487,7 @@ impl Event {
         match self {
             Event::Job(e) => e.brand_id,
             Event::Webhook(e) => e.brand_id,
+            Event::Offer(e) => e.brand_id,
         }
     }
 
@@ -400,6 +495,7 @@ impl Event {
         match self {
             Event::Job(e) => e.occurred_at,
             Event::Webhook(e) => e.occurred_at,
+            Event::Offer(e) => e.occurred_at,
         }
     }
 
@@ -407,11 +503,11 @@ impl Event {
     pub fn job_id(&self) -> Option<JobId> {
         match self {
             Event::Job(e) => Some(e.job_id),
-            Event::Webhook(_) => None,
+            Event::Webhook(_) | Event::Offer(_) => None,
         }
     }
 
-    /// Reads an event of either kind, its `type` deciding which.
+    /// Reads an event of any kind, its `type` deciding which.
     pub fn from_json(value: serde_json::Value) -> Result<Event, DomainError> {
         let event_type: EventType = value
             .get("type")
@@ -424,13 +520,12 @@ impl Event {
         let bad = |e: serde_json::Error| {
             DomainError::BadMessage(format!("not a {} event: {e}", event_type.as_str()))
         };
-        if event_type.is_job() {
-            serde_json::from_value(value).map(Event::Job).map_err(bad)
-        } else {
-            serde_json::from_value(value)
-                .map(Event::Webhook)
-                .map_err(bad)
+        match event_type.kind() {
+            EventKind::Job => serde_json::from_value(value).map(Event::Job),
+            EventKind::Webhook => serde_json::from_value(value).map(Event::Webhook),
+            EventKind::Offer => serde_json::from_value(value).map(Event::Offer),
         }
+        .map_err(bad)
     }
 }
 

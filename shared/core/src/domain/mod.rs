@@ -12,15 +12,16 @@ mod text;
 mod webhook;
 
 pub use catalog::{
-    AttributesChange, Country, Link, LinkOutcome, LinkedBy, Location, LocationAttributes,
-    LocationChange, LocationFilter, LocationStatus, Offer, OfferRule, OfferSchedule, Upserted,
-    MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN, MAX_TAGS, MAX_TAG_LEN,
+    AttributesChange, Country, Drift, DriftWatch, Link, LinkOutcome, LinkedBy, Location,
+    LocationAttributes, LocationChange, LocationFilter, LocationStatus, Offer, OfferRule,
+    OfferSchedule, Upserted, WatchedRule, MAX_ATTRIBUTE_LEN, MAX_EXTERNAL_ID_LEN, MAX_TAGS,
+    MAX_TAG_LEN,
 };
 pub use chunk::{
     ChunkMessage, FanoutMessage, DEFAULT_CHUNK_SIZE, MAX_CHUNK_ROWS, MAX_CHUNK_SIZE,
     MAX_MESSAGE_BYTES,
 };
-pub use event::{Event, EventType, JobEvent, WebhookEvent};
+pub use event::{Event, EventKind, EventType, JobEvent, OfferEvent, WebhookEvent};
 pub use ids::{
     BrandId, ChunkSeq, IdempotencyKey, ImportId, JobId, LocationId, OfferId, SubscriptionId,
     WebhookUrl, UUID_PATTERN, WEBHOOK_HOST_LENGTH_PATTERN, WEBHOOK_URL_PATTERN,

@@ -370,6 +370,8 @@ impl Subscription {
                 (e.event_type != EventType::JobProgress || self.progress_every_seconds.is_some())
                     && self.filter.matches(event)
             }
+            // A callback's filter names its job: it hears no offer's event.
+            Event::Offer(_) => self.filter.matches(event),
         }
     }
 }
