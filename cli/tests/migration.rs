@@ -75,7 +75,7 @@ async fn v1_runtime(v1: &V1, clock: Clock) -> (Runtime, ApiClient) {
 }
 
 /// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 12;
+const SCHEMA_VERSION: i64 = 13;
 
 fn user_version(path: &std::path::Path) -> i64 {
     rusqlite::Connection::open(path)

@@ -430,12 +430,17 @@ where
 pub async fn wait_terminal(ports: &Ports, id: JobId, timeout: Duration) -> Job {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let job = ports
-            .jobs
-            .get_job(id)
-            .await
-            .expect("get job")
-            .expect("job exists");
+        let job = match ports.jobs.get_job(id).await {
+            Ok(job) => job.expect("job exists"),
+            // A read that timed out (a fault a test injects, or a loaded emulator) is asked
+            // again until the deadline, as any poller would.
+            Err(StoreError::Unavailable(e)) if tokio::time::Instant::now() < deadline => {
+                eprintln!("get job {id}: {e:?}; asking again");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Err(e) => panic!("get job: {e:?}"),
+        };
         if job.status.is_terminal() {
             return job;
         }

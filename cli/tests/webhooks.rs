@@ -2003,6 +2003,55 @@ async fn deliver_drift_events(
     }
 }
 
+/// The one `offer.drift` on the queue, delivered to `healthy`: signed with `secret` (at
+/// `now`), passing `schema`, of the offer and brand of `expected`, for the stretch that began
+/// at its time, one missing store; nothing else sent. Its `webhook-id`.
+async fn heard_drift(
+    deliverer: &webhooks::Deliverer,
+    ports: &bulklink_core::ports::Ports,
+    healthy: &mut Receiver,
+    (secret, schema): (&WebhookSecret, &Value),
+    now: chrono::DateTime<chrono::Utc>,
+    expected: (
+        bulklink_core::domain::OfferId,
+        BrandId,
+        chrono::DateTime<chrono::Utc>,
+    ),
+) -> String {
+    let told = deliver_drift_events(deliverer, ports).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    let got = healthy
+        .messages
+        .try_recv()
+        .expect("the subscription heard it");
+    bulklink_core::domain::verify(
+        &[secret],
+        got.header("webhook-id"),
+        got.header("webhook-timestamp"),
+        got.header("webhook-signature"),
+        &got.body,
+        now,
+    )
+    .unwrap();
+    let delivered = got.payload().unwrap();
+    json_schema_check(schema, &delivered)
+        .unwrap_or_else(|e| panic!("the delivery {delivered}: {e}"));
+    let data = &delivered["data"];
+    let (offer, brand, since) = expected;
+    assert_eq!(data["type"], "offer.drift");
+    assert_eq!(data["offerId"], offer.to_string());
+    assert_eq!(data["brandId"], brand.to_string());
+    assert_eq!((&data["missing"], &data["extra"]), (&json!(1), &json!(0)));
+    let began: chrono::DateTime<chrono::Utc> =
+        data["driftSince"].as_str().unwrap().parse().unwrap();
+    assert_eq!(began, since);
+    assert!(
+        healthy.messages.try_recv().is_err(),
+        "nothing else was sent"
+    );
+    got.header("webhook-id").expect("a webhook-id").to_owned()
+}
+
 /// A rule's links drifting from it (a store opened behind the follower's back) are told as
 /// one `offer.drift` once the drift has lasted the settling time — not before, and not again
 /// while it lasts; signed like any delivery, matching its catalog schema, heard only by the
@@ -2103,39 +2152,17 @@ async fn a_rules_lasting_drift_is_told_once_a_stretch_after_the_settling_time(ki
     clock.advance(chrono::Duration::minutes(2));
     assert_eq!(watch().await, report(1, 1, 1));
 
-    let told = deliver_drift_events(&deliverer, &ports).await;
-    assert_eq!(told.len(), 1, "{told:?}");
-    let got = healthy
-        .messages
-        .try_recv()
-        .expect("the subscription heard it");
     let secret: WebhookSecret = healthy_sub.secret.as_deref().unwrap().parse().unwrap();
-    bulklink_core::domain::verify(
-        &[&secret],
-        got.header("webhook-id"),
-        got.header("webhook-timestamp"),
-        got.header("webhook-signature"),
-        &got.body,
+    let drift_of = |since| (seeded.offer_id, seeded.brand_id, since);
+    let first_id = heard_drift(
+        &deliverer,
+        &ports,
+        &mut healthy,
+        (&secret, &schema),
         clock.now(),
+        drift_of(since),
     )
-    .unwrap();
-    let delivered = got.payload().unwrap();
-    json_schema_check(&schema, &delivered)
-        .unwrap_or_else(|e| panic!("the delivery {delivered}: {e}"));
-    let data = &delivered["data"];
-    assert_eq!(data["type"], "offer.drift");
-    assert_eq!(data["offerId"], seeded.offer_id.to_string());
-    assert_eq!(data["brandId"], seeded.brand_id.to_string());
-    assert_eq!((&data["missing"], &data["extra"]), (&json!(1), &json!(0)));
-    assert_eq!(
-        data["driftSince"]
-            .as_str()
-            .unwrap()
-            .parse::<chrono::DateTime<chrono::Utc>>()
-            .unwrap(),
-        since
-    );
-    let first_id = got.header("webhook-id").to_owned();
+    .await;
     let logged: Value = api
         .get(&format!("/webhooks/{}/deliveries?limit=100", narrow_sub.id))
         .await
@@ -2159,24 +2186,15 @@ async fn a_rules_lasting_drift_is_told_once_a_stretch_after_the_settling_time(ki
     assert_eq!(watch().await, report(1, 1, 0));
     clock.advance(chrono::Duration::minutes(31));
     assert_eq!(watch().await, report(1, 1, 1));
-    let told = deliver_drift_events(&deliverer, &ports).await;
-    assert_eq!(told.len(), 1, "{told:?}");
-    let got = healthy
-        .messages
-        .try_recv()
-        .expect("the new stretch was heard");
-    assert_ne!(got.header("webhook-id"), first_id);
-    assert_eq!(
-        got.payload().unwrap()["data"]["driftSince"]
-            .as_str()
-            .unwrap()
-            .parse::<chrono::DateTime<chrono::Utc>>()
-            .unwrap(),
-        again
-    );
-    assert!(
-        healthy.messages.try_recv().is_err(),
-        "nothing else was sent"
-    );
+    let second_id = heard_drift(
+        &deliverer,
+        &ports,
+        &mut healthy,
+        (&secret, &schema),
+        clock.now(),
+        drift_of(again),
+    )
+    .await;
+    assert_ne!(second_id, first_id);
     runtime.shutdown().await;
 }
