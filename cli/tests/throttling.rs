@@ -244,3 +244,100 @@ async fn a_budget_above_the_tables_capacity_converges_to_it_instead_of_burning_r
     );
     pipeline.shutdown().await;
 }
+
+/// A rate-limited subscription's send slot is asked for a quarter of a second ahead: time
+/// enough for DynamoDB's answer, not for a store answering in seconds (a loaded table, or
+/// its emulator under a long run). There, every answer came after its slot, and each
+/// attempt, sent back to ask again, found the same, for as long as the store was slow. The
+/// deliverer notes how long the store takes to answer and asks that much further ahead:
+/// through a proxy that answers every read of the subscription 1.5 s late, the delivery
+/// is sent within a few tries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_delivery_gets_sent_when_the_store_answers_for_its_slot_late() {
+    use bulklink_core::domain::WebhookMessage;
+    let env = Env::of(Kind::Aws, fast_settings()).await;
+    let rule: Rule = Arc::new(|target: &str, body: &[u8], _| {
+        let read_of_subscription = target.ends_with(".GetItem")
+            && std::str::from_utf8(body).is_ok_and(|b| b.contains("\"#WEBHOOK\""));
+        if read_of_subscription {
+            Fault::Late
+        } else {
+            Fault::Pass
+        }
+    });
+    let (endpoint, proxy) = start_proxy(rule).await;
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .build(),
+        )
+        .load()
+        .await;
+    let runtime = bulklink::runtime::Runtime::start_aws(
+        AwsClients::from_config(&config),
+        env.aws_names().unwrap(),
+        bulklink::runtime::RuntimeConfig {
+            consumers: false,
+            ..env.config()
+        },
+        |ports| ports,
+    )
+    .await
+    .unwrap();
+    let ports = runtime.ports.clone();
+    let brand = bulklink_core::domain::BrandId::new_random();
+    let mut receiver = bulklink::receiver::Receiver::start().await.unwrap();
+    let sub = crate::webhooks::stored_subscription(&ports, brand, &receiver.url, |s| {
+        s.rate_limit_per_sec = Some(1)
+    })
+    .await;
+    receiver.trust(sub.secret.as_str()).unwrap();
+    let deliverer = webhooks::Deliverer::new(&ports, loopback_egress(), &env.settings).unwrap();
+    let event = crate::webhooks::succeeded_event(brand, ports.clock.now());
+
+    let mut report = deliverer
+        .handle(&WebhookMessage::Event(event).encode())
+        .await
+        .unwrap();
+    let mut tries = 1;
+    while report.delivered == 0 {
+        assert!(
+            tries < 4,
+            "not sent in {tries} tries: each answer came after its slot ({report:?})"
+        );
+        let message = loop {
+            let got = ports
+                .webhook_queue
+                .receive(1, Duration::from_secs(1))
+                .await
+                .unwrap();
+            if let Some(message) = got.into_iter().next() {
+                break message;
+            }
+        };
+        report = deliverer.handle(&message.body).await.unwrap();
+        ports
+            .webhook_queue
+            .delete(&[message.receipt])
+            .await
+            .unwrap();
+        tries += 1;
+    }
+
+    assert!(
+        proxy.late.load(Ordering::SeqCst) >= 2,
+        "the reads were late"
+    );
+    let got = tokio::time::timeout(Duration::from_secs(10), receiver.next())
+        .await
+        .expect("a delivery")
+        .expect("the receiver runs");
+    assert!(got.verified.is_ok(), "{:?}", got.verified);
+    runtime.shutdown().await;
+}

@@ -41,6 +41,8 @@ crate::on_both_backends!(
     a_rate_limited_subscription_gets_every_event_and_never_more_than_its_rate_a_second,
     a_subscription_failing_for_five_days_is_disabled_its_brand_told_and_enable_brings_it_back,
     a_throttled_delivery_waiting_its_turn_is_not_taken_for_a_lost_one,
+    a_throttled_delivery_sent_back_on_the_queue_keeps_its_send_slot,
+    a_burst_to_one_endpoint_over_its_cap_is_sent_now_not_sent_back,
     a_secret_stored_in_plaintext_before_sealing_is_sealed_and_still_signs,
     a_rules_lasting_drift_is_told_once_a_stretch_after_the_settling_time,
 );
@@ -1937,9 +1939,126 @@ async fn a_throttled_delivery_waiting_its_turn_is_not_taken_for_a_lost_one(kind:
     assert!(overdue.iter().all(|d| d.id != id), "taken for a lost one");
 }
 
+/// An attempt whose send slot is beyond the few seconds it may wait in place goes back on
+/// the queue with that slot kept for it, and comes back to send in it without asking for
+/// another: a backlog of n deliveries costs n asks, not a crowd asking again every second
+/// until each is within reach (which kept DynamoDB busy with a throttled subscription's
+/// slot while its backlog lasted).
+async fn a_throttled_delivery_sent_back_on_the_queue_keeps_its_send_slot(kind: Kind) {
+    use bulklink_core::domain::{SendSlot, WebhookMessage};
+    let env = Env::of(kind, fast_settings()).await;
+    let ports = env.ports();
+    let brand = BrandId::new_random();
+    let mut receiver = Receiver::start().await.unwrap();
+    let sub = stored_subscription(&ports, brand, &receiver.url, |s| {
+        s.rate_limit_per_sec = Some(1)
+    })
+    .await;
+    receiver.trust(sub.secret.as_str()).unwrap();
+    let spacing = sub.send_spacing_us().unwrap();
+    // The next free slot, taking none (nothing is within 0 µs).
+    let next_free = || {
+        let ports = ports.clone();
+        async move {
+            let now = ports.clock.now().timestamp_micros();
+            match ports.webhooks.take_send_slot(sub.id, now, spacing, 0).await {
+                Ok(Some(SendSlot::Busy { free_at })) => free_at,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    // Six seconds of sends already spoken for: the next slot is past the wait in place.
+    let now = ports.clock.now().timestamp_micros();
+    for _ in 0..6 {
+        ports
+            .webhooks
+            .take_send_slot(sub.id, now, spacing, i64::MAX)
+            .await
+            .unwrap();
+    }
+    let event = succeeded_event(brand, ports.clock.now());
+    let deliverer = webhooks::Deliverer::new(&ports, loopback_egress(), &env.settings).unwrap();
+
+    let report = deliverer
+        .handle(&WebhookMessage::Event(event.clone()).encode())
+        .await
+        .unwrap();
+
+    assert_eq!((report.deferred, report.attempted), (1, 0), "{report:?}");
+    let kept = next_free().await - spacing;
+    let message = loop {
+        let got = ports
+            .webhook_queue
+            .receive(1, Duration::from_secs(1))
+            .await
+            .unwrap();
+        if let Some(message) = got.into_iter().next() {
+            break message;
+        }
+    };
+    let WebhookMessage::Attempt { send_slot, .. } = WebhookMessage::decode(&message.body).unwrap()
+    else {
+        panic!("not an attempt: {}", message.body);
+    };
+    assert_eq!(
+        send_slot,
+        Some(kept),
+        "the slot taken for it travels with it"
+    );
+    let report = deliverer.handle(&message.body).await.unwrap();
+    assert_eq!(
+        (report.deferred, report.attempted, report.delivered),
+        (0, 1, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        next_free().await,
+        kept + spacing,
+        "it sent in its kept slot without taking another"
+    );
+    let sent_by = ports.clock.now().timestamp_micros();
+    assert!(sent_by >= kept, "sent before its slot: {sent_by} < {kept}");
+    let got = next_delivery(&mut receiver, Duration::from_secs(10)).await;
+    assert!(got.verified.is_ok(), "{:?}", got.verified);
+}
+
+/// An event for more subscriptions of one endpoint than its concurrency cap: an endpoint
+/// that answers at once frees its slots in milliseconds, so every delivery is sent now;
+/// none goes back on the queue to come back with the others and crowd it again (which
+/// kept the emulated DynamoDB busy for the length of the contract run).
+async fn a_burst_to_one_endpoint_over_its_cap_is_sent_now_not_sent_back(kind: Kind) {
+    use bulklink_core::domain::WebhookMessage;
+    let settings = bulklink_core::Settings {
+        webhook_host_concurrency: 2,
+        ..fast_settings()
+    };
+    let env = Env::of(kind, settings).await;
+    let ports = env.ports();
+    let brand = BrandId::new_random();
+    let mut receiver = Receiver::start().await.unwrap();
+    for _ in 0..8 {
+        stored_subscription(&ports, brand, &receiver.url, |_| {}).await;
+    }
+    let deliverer = webhooks::Deliverer::new(&ports, loopback_egress(), &env.settings).unwrap();
+
+    let report = deliverer
+        .handle(&WebhookMessage::Event(succeeded_event(brand, ports.clock.now())).encode())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        (report.attempted, report.delivered, report.deferred),
+        (8, 8, 0),
+        "{report:?}"
+    );
+    for _ in 0..8 {
+        next_delivery(&mut receiver, Duration::from_secs(10)).await;
+    }
+}
+
 /// A subscription of `brand` to `url` written straight to the store (no API), after
 /// `shape` sets what the test needs.
-async fn stored_subscription(
+pub(crate) async fn stored_subscription(
     ports: &bulklink_core::ports::Ports,
     brand: BrandId,
     url: &str,
@@ -1959,7 +2078,7 @@ async fn stored_subscription(
 }
 
 /// The `job.succeeded` event of a new job of `brand` that ended at `at`.
-fn succeeded_event(
+pub(crate) fn succeeded_event(
     brand: BrandId,
     at: chrono::DateTime<chrono::Utc>,
 ) -> bulklink_core::domain::Event {

@@ -10,6 +10,7 @@
 pub mod lambda;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use bulklink_core::domain::{
     Delivery, DeliveryId, DeliveryStatus, Event, Replay, RetrySchedule, SendSlot, Subscription,
     SubscriptionId, SubscriptionStatus, WebhookEvent, WebhookMessage,
 };
-use bulklink_core::lifecycle::schedule_attempt;
+use bulklink_core::lifecycle::{schedule_attempt, schedule_attempt_in_slot};
 use bulklink_core::ports::{Ports, Queue, ReceivedMessage, TypedQueue, Webhooks};
 use bulklink_core::{Settings, StoreError};
 use bulklink_egress::Egress;
@@ -27,8 +28,14 @@ use tracing::{info, warn, Instrument};
 
 /// The `user-agent` of every delivery.
 pub const USER_AGENT: &str = concat!("bulklink/", env!("CARGO_PKG_VERSION"));
-/// An attempt that finds its endpoint busy (at its concurrency cap) goes back on the queue
-/// for this long instead of waiting for it.
+/// An attempt that finds its endpoint busy (at its concurrency cap) waits this long at most
+/// for one of its slots: an endpoint that answers at once frees one in milliseconds, so a
+/// burst of deliveries to it is sent now rather than sent back to crowd the queue again.
+const HOST_WAIT: Duration = Duration::from_secs(1);
+
+/// An attempt that finds its endpoint busy for `HOST_WAIT` (or this deliverer at its cap)
+/// goes back on the queue for this long, and up to as long again (spread at random, so
+/// that what was sent back together does not come back together).
 const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 /// Why a message could not be handled. Either way the message is left to be delivered
@@ -91,6 +98,10 @@ pub struct Deliverer {
     /// timeout): a replay hands the rest of its range on before it.
     message_budget: Duration,
     disable_after: Duration,
+    /// How long the store has lately taken to answer for a send slot (µs, the longest
+    /// lately seen, fading by an eighth an ask): a slow store's attempts ask for slots that
+    /// much further off, so that the answer comes back before the slot.
+    slot_answer_us: AtomicI64,
 }
 
 /// How late in its send slot an attempt may still send (µs): the slots are 5% (50 ms a
@@ -98,8 +109,17 @@ pub struct Deliverer {
 const SLOT_LATE_US: i64 = 20_000;
 
 /// A rate-limited subscription's attempt waits in place for a send slot at most this far
-/// ahead (µs); past it, it goes back on the queue until the backlog is shorter.
+/// ahead (µs); past it, it goes back on the queue with the slot kept for it.
 const MAX_SLOT_AHEAD_US: i64 = 5_000_000;
+
+/// How far ahead an attempt may be given a send slot (µs): a day, the retry window's
+/// default. A backlog longer than that takes no slot; its attempts come back as it shrinks.
+const MAX_SLOT_KEPT_US: i64 = 86_400_000_000;
+
+/// An attempt sent back on the queue with a slot kept for it comes back this long before
+/// the slot (µs): within `MAX_SLOT_AHEAD_US` of it even when a delayed message takes its
+/// whole second longer (delays count whole seconds, rounded up) and some to be received.
+const SLOT_RETURN_LEAD_US: i64 = 3_000_000;
 
 /// Events one step of a replay reads at a time.
 const REPLAY_PAGE: usize = 100;
@@ -125,6 +145,7 @@ impl Deliverer {
             clock: ports.clock.clone(),
             message_budget: settings.webhook_visibility_timeout / 2,
             disable_after: settings.webhook_disable_after,
+            slot_answer_us: AtomicI64::new(0),
         })
     }
 
@@ -148,9 +169,10 @@ impl Deliverer {
                 subscription_id,
                 delivery_id,
                 attempts,
+                send_slot,
             } => {
                 let span = tracing::info_span!("webhook_attempt", delivery_id = %delivery_id);
-                self.scheduled(subscription_id, delivery_id, attempts)
+                self.scheduled(subscription_id, delivery_id, attempts, send_slot)
                     .instrument(span)
                     .await
             }
@@ -305,6 +327,7 @@ impl Deliverer {
         subscription_id: SubscriptionId,
         delivery_id: DeliveryId,
         attempts: u32,
+        send_slot: Option<i64>,
     ) -> Result<Report, HandleError> {
         let Some(delivery) = self
             .webhooks
@@ -319,14 +342,14 @@ impl Deliverer {
         }
         let now = self.clock.now();
         if let Some(at) = delivery.next_attempt_at.filter(|at| *at > now) {
-            // Waits longer than one delayed message can: send it on.
+            // Waits longer than one delayed message can: send it on (its slot with it).
             let wait = (at - now).to_std().unwrap_or_default();
-            schedule_attempt(&self.queue, &delivery, wait).await?;
+            schedule_attempt_in_slot(&self.queue, &delivery, wait, send_slot).await?;
             return Ok(Report::default());
         }
         match self.webhooks.get_subscription(subscription_id).await? {
             Some(subscription) => self
-                .attempt(subscription, delivery)
+                .attempt_in_slot(subscription, delivery, send_slot)
                 .await
                 .map_err(Into::into),
             None => self
@@ -394,10 +417,16 @@ impl Deliverer {
         Ok(Some(reason))
     }
 
-    /// Puts an attempt back on the queue for `wait`. When it comes back more than a minute
-    /// after the time its record says, the record is moved too, so the sweeper never takes
-    /// a delivery that waits its turn for a lost one (and sends it twice).
-    async fn defer(&self, mut delivery: Delivery, wait: Duration) -> Result<Report, StoreError> {
+    /// Puts an attempt back on the queue for `wait`, with the send slot kept for it if any.
+    /// When it comes back more than a minute after the time its record says, the record is
+    /// moved too, so the sweeper never takes a delivery that waits its turn for a lost one
+    /// (and sends it twice).
+    async fn defer(
+        &self,
+        mut delivery: Delivery,
+        wait: Duration,
+        send_slot: Option<i64>,
+    ) -> Result<Report, StoreError> {
         let back =
             self.clock.now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
         let recorded = delivery.next_attempt_at.unwrap_or(back);
@@ -409,66 +438,132 @@ impl Deliverer {
                 return Ok(Report::default());
             }
         }
-        schedule_attempt(&self.queue, &delivery, wait).await?;
+        schedule_attempt_in_slot(&self.queue, &delivery, wait, send_slot).await?;
         Ok(Report {
             deferred: 1,
             ..Default::default()
         })
     }
 
-    /// Takes a slot of this deliverer and one of the endpoint's, without waiting.
-    fn slots(
+    /// Takes one of the endpoint's slots (waiting `host_wait` at most) and one of this
+    /// deliverer's (without waiting: one slow endpoint must not hold the others back).
+    async fn slots(
         &self,
         subscription: &Subscription,
+        host_wait: Duration,
     ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
-        let host = self.host_slots(subscription).try_acquire_owned().ok()?;
+        let host = tokio::time::timeout(host_wait, self.host_slots(subscription).acquire_owned())
+            .await
+            .ok()?
+            .ok()?;
         let global = self.in_flight.clone().try_acquire_owned().ok()?;
         Some((host, global))
+    }
+
+    /// The subscription's next send slot for an attempt asking at `now_us`: one the store's
+    /// answer can come back before. A slot's lead (`SEND_SLOT_LEAD_US`) covers a store that
+    /// answers in milliseconds; one answering slower (a loaded DynamoDB, or its emulator)
+    /// is asked as if it were later by twice its recent answer time past that lead.
+    /// Otherwise every answer would come after its slot, and each attempt, sent back to ask
+    /// again, would find the same.
+    async fn take_send_slot(
+        &self,
+        id: bulklink_core::domain::SubscriptionId,
+        now_us: i64,
+        spacing_us: i64,
+    ) -> Result<Option<SendSlot>, StoreError> {
+        let lag = self.slot_answer_us.load(Ordering::Relaxed);
+        let extra =
+            (2 * lag - bulklink_core::domain::SEND_SLOT_LEAD_US).clamp(0, MAX_SLOT_AHEAD_US / 2);
+        let slot = self
+            .webhooks
+            .take_send_slot(id, now_us + extra, spacing_us, MAX_SLOT_KEPT_US)
+            .await?;
+        let took = (self.clock.now().timestamp_micros() - now_us).max(0);
+        let _ = self
+            .slot_answer_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |seen| {
+                Some(took.max(seen - seen / 8))
+            });
+        Ok(slot)
+    }
+
+    /// How long an attempt that found no slot goes back on the queue for.
+    fn busy_retry() -> Duration {
+        BUSY_RETRY.mul_f64(1.0 + rand::random::<f64>())
     }
 
     /// One attempt of `delivery`, recorded; the next one scheduled if it failed.
     async fn attempt(
         &self,
         subscription: Subscription,
+        delivery: Delivery,
+    ) -> Result<Report, StoreError> {
+        self.attempt_in_slot(subscription, delivery, None).await
+    }
+
+    /// [`Deliverer::attempt`] in `send_slot` if one was kept for it and is not past.
+    async fn attempt_in_slot(
+        &self,
+        subscription: Subscription,
         mut delivery: Delivery,
+        send_slot: Option<i64>,
     ) -> Result<Report, StoreError> {
         if subscription.status != bulklink_core::domain::SubscriptionStatus::Active {
             return self.give_up(delivery, "the subscription is disabled").await;
         }
         if let Some(spacing) = subscription.send_spacing_us() {
             // A rate-limited subscription: its send slot first (waiting for it holds no
-            // concurrency slot).
+            // concurrency slot). Each attempt asks for a slot once: one far ahead is kept
+            // for it while it waits on the queue, so a backlog of n deliveries costs n
+            // asks, not a crowd asking again every second until each is within reach.
             let now_us = self.clock.now().timestamp_micros();
-            match self
-                .webhooks
-                .take_send_slot(subscription.id, now_us, spacing, MAX_SLOT_AHEAD_US)
-                .await?
-            {
-                None => return self.give_up(delivery, "the subscription was deleted").await,
-                Some(SendSlot::Busy { free_at }) => {
-                    // Spread, never dropped: back once the backlog is within reach.
-                    let wait = (free_at - now_us - MAX_SLOT_AHEAD_US).max(1_000_000);
-                    return self
-                        .defer(delivery, Duration::from_micros(wait as u64))
-                        .await;
-                }
-                Some(SendSlot::At { at, .. }) => {
-                    let answered = self.clock.now().timestamp_micros();
-                    if answered < at {
-                        tokio::time::sleep(Duration::from_micros((at - answered) as u64)).await;
+            let kept = send_slot.filter(|slot| now_us <= slot + SLOT_LATE_US);
+            let at = match kept {
+                Some(slot) => slot,
+                None => match self
+                    .take_send_slot(subscription.id, now_us, spacing)
+                    .await?
+                {
+                    None => return self.give_up(delivery, "the subscription was deleted").await,
+                    Some(SendSlot::Busy { free_at }) => {
+                        // Spread, never dropped: back once the backlog is within reach.
+                        let wait = (free_at - now_us - MAX_SLOT_KEPT_US).max(1_000_000);
+                        return self
+                            .defer(delivery, Duration::from_micros(wait as u64), None)
+                            .await;
                     }
-                    if self.clock.now().timestamp_micros() > at + SLOT_LATE_US {
-                        // The store answered, or this task woke, after the slot began:
-                        // sending now could crowd the next one. Let the slot go; try again.
-                        return self.defer(delivery, BUSY_RETRY).await;
-                    }
-                }
+                    Some(SendSlot::At { at, .. }) => at,
+                },
+            };
+            let answered = self.clock.now().timestamp_micros();
+            if at - answered > MAX_SLOT_AHEAD_US {
+                // Back on the queue, the slot kept for it: it returns shortly before.
+                let wait = (at - answered - SLOT_RETURN_LEAD_US) as u64;
+                return self
+                    .defer(delivery, Duration::from_micros(wait), Some(at))
+                    .await;
+            }
+            if answered < at {
+                tokio::time::sleep(Duration::from_micros((at - answered) as u64)).await;
+            }
+            if self.clock.now().timestamp_micros() > at + SLOT_LATE_US {
+                // The store answered, or this task woke, after the slot began: sending
+                // now could crowd the next one. Let the slot go; try again (asking for a
+                // slot further off: the slow answer was noted).
+                return self.defer(delivery, Self::busy_retry(), None).await;
             }
         }
-        let Some(_slots) = self.slots(&subscription) else {
+        // In its send slot, a rate-limited attempt cannot wait for the endpoint: later
+        // would crowd the next slot.
+        let host_wait = match subscription.send_spacing_us() {
+            Some(_) => Duration::ZERO,
+            None => HOST_WAIT,
+        };
+        let Some(slots) = self.slots(&subscription, host_wait).await else {
             // Busy endpoint (or deliverer): come back shortly rather than hold this message
             // and everything behind it.
-            return self.defer(delivery, BUSY_RETRY).await;
+            return self.defer(delivery, Self::busy_retry(), None).await;
         };
         let now = self.clock.now();
         let id = delivery.id.to_string();
@@ -494,6 +589,9 @@ impl Deliverer {
                 delivery.body.clone(),
             )
             .await;
+        // The endpoint's and the deliverer's slots bound requests in flight: recording
+        // the answer needs neither.
+        drop(slots);
 
         let expected = delivery.attempts;
         delivery.attempts += 1;

@@ -323,10 +323,22 @@ pub async fn schedule_attempt(
     delivery: &crate::domain::Delivery,
     delay: std::time::Duration,
 ) -> StoreResult<()> {
+    schedule_attempt_in_slot(queue, delivery, delay, None).await
+}
+
+/// [`schedule_attempt`] for an attempt whose rate-limited subscription keeps it the send
+/// slot `send_slot` (µs since the epoch): it sends then without asking for another.
+pub async fn schedule_attempt_in_slot(
+    queue: &crate::ports::TypedQueue<crate::domain::WebhookMessage>,
+    delivery: &crate::domain::Delivery,
+    delay: std::time::Duration,
+    send_slot: Option<i64>,
+) -> StoreResult<()> {
     let message = crate::domain::WebhookMessage::Attempt {
         subscription_id: delivery.subscription_id,
         delivery_id: delivery.id,
         attempts: delivery.attempts,
+        send_slot,
     };
     queue
         .send_delayed(&message, delay.min(crate::ports::MAX_SEND_DELAY))

@@ -656,11 +656,13 @@ impl RetrySchedule {
 #[derive(Clone, Debug, PartialEq)]
 pub enum WebhookMessage {
     Event(Event),
-    /// Try this delivery, if it still has `attempts` attempts behind it.
+    /// Try this delivery, if it still has `attempts` attempts behind it; in `send_slot`
+    /// (µs since the epoch) if a rate-limited subscription's slot was kept for it.
     Attempt {
         subscription_id: SubscriptionId,
         delivery_id: DeliveryId,
         attempts: u32,
+        send_slot: Option<i64>,
     },
     /// Send the subscription's brand's events of `[since, until)` to it again, in order of
     /// occurrence, from `after` on (`POST /webhooks/{id}/replay`).
@@ -704,6 +706,8 @@ struct AttemptBody {
     subscription_id: SubscriptionId,
     delivery_id: DeliveryId,
     attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    send_slot: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -720,11 +724,13 @@ impl WebhookMessage {
                 subscription_id,
                 delivery_id,
                 attempts,
+                send_slot,
             } => serde_json::to_string(&AttemptEnvelope {
                 attempt: AttemptBody {
                     subscription_id: *subscription_id,
                     delivery_id: *delivery_id,
                     attempts: *attempts,
+                    send_slot: *send_slot,
                 },
             })
             .unwrap_or_default(),
@@ -744,6 +750,7 @@ impl WebhookMessage {
                 subscription_id: attempt.subscription_id,
                 delivery_id: attempt.delivery_id,
                 attempts: attempt.attempts,
+                send_slot: attempt.send_slot,
             });
         }
         let value: serde_json::Value = serde_json::from_str(body).map_err(|e| {
@@ -1068,8 +1075,18 @@ mod tests {
             subscription_id: SubscriptionId::new_random(),
             delivery_id: "msg_0190a0b0c0d07e0f8a0b0c0d0e0f1011".parse().unwrap(),
             attempts: 3,
+            send_slot: None,
         };
         assert_eq!(WebhookMessage::decode(&attempt.encode()).unwrap(), attempt);
+        // A kept send slot travels with the attempt; a message without one still reads.
+        let kept = WebhookMessage::Attempt {
+            subscription_id: SubscriptionId::new_random(),
+            delivery_id: "msg_0190a0b0c0d07e0f8a0b0c0d0e0f1011".parse().unwrap(),
+            attempts: 0,
+            send_slot: Some(1_796_680_158_498_102),
+        };
+        assert_eq!(WebhookMessage::decode(&kept.encode()).unwrap(), kept);
+        assert!(!attempt.encode().contains("sendSlot"));
         let replay = WebhookMessage::Replay(Replay {
             subscription_id: SubscriptionId::new_random(),
             since: at(),
