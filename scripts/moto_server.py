@@ -18,18 +18,25 @@ with "rehearsal-" is appended to it as one JSON line per IAM action it needs:
 {"key", "action", "resource"} (a transaction is one line per item, as IAM authorises it).
 The deployment rehearsal gives each function binary such a key, so what each one calls can
 be held against its Terraform role.
+
+With BULKLINK_MOTO_STATS naming a file, the calls are counted by kind with the time moto
+spent on them (a DynamoDB call's time inside the one-at-a-time lock), to find what keeps a
+slow run's emulator busy: `BULKLINK_MOTO_STATS=/tmp/moto-stats.txt scripts/contract.sh`.
 """
 
 import base64
+import collections
+import inspect
 import io
 import json
 import os
 import re
 import sys
 import threading
+import time
 from urllib.parse import parse_qs, unquote
 
-from moto.dynamodb.models.table import StreamShard
+from moto.dynamodb.models.table import StreamShard, Table
 from moto.moto_server.threaded_moto_server import MotoRequestHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
@@ -47,6 +54,44 @@ def _copy_stream_shard(shard, memo):
 
 
 StreamShard.__deepcopy__ = _copy_stream_shard
+
+
+# moto answers every Query by listing the whole table, sorted, and keeping the items that
+# match: each query cost time in proportion to everything ever written, and a long run (the
+# contract run's fuzzing writes thousands of items) slowed to seconds a request. A query of
+# the table reads only its partition here; a query of an index still looks at every item
+# (moto keeps no index), unsorted, since the query sorts what matches itself.
+_query_params = list(inspect.signature(Table.query).parameters)
+_table_query = Table.query
+_table_all_items = Table.all_items
+
+
+def _query(self, *args, **kwargs):
+    bound = dict(zip(_query_params[1:], args), **kwargs)
+    self._bulklink_query = (bound.get("index_name"), bound.get("hash_key"))
+    try:
+        return _table_query(self, *args, **kwargs)
+    finally:
+        self._bulklink_query = None
+
+
+def _all_items(self):
+    query = getattr(self, "_bulklink_query", None)
+    if query is None:
+        return _table_all_items(self)
+    index_name, hash_key = query
+    if index_name is None and hash_key is not None:
+        partition = self.items.get(hash_key)
+        if partition is None:
+            return []
+        return list(partition.values()) if self.range_key_attr else [partition]
+    if self.range_key_attr:
+        return [item for partition in self.items.values() for item in partition.values()]
+    return list(self.items.values())
+
+
+Table.query = _query
+Table.all_items = _all_items
 
 
 def serialize_dynamodb(app):
@@ -167,9 +212,55 @@ def log_calls(app, path: str):
     return wrapped
 
 
+def call_stats(app, path: str):
+    """Counts the calls by kind (X-Amz-Target, or path; a DynamoDB key's partition and sort
+    key with ids masked) with the time moto spent on them and their answers' mean size, and
+    rewrites `path` with the table, costliest first, every 200 calls."""
+    totals = collections.defaultdict(lambda: [0, 0.0, 0])
+    lock = threading.Lock()
+    ids = re.compile(r"[0-9a-f-]{8,}")
+
+    def kind(environ) -> str:
+        target = environ.get("HTTP_X_AMZ_TARGET", "") or environ.get("PATH_INFO", "")
+        if not target.startswith("DynamoDB_"):
+            return target
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        try:
+            key = json.loads(body or b"{}")
+            key = key.get("Key") or key.get("Item") or {}
+        except ValueError:
+            return target
+        pk = (key.get("pk") or {}).get("S", "")
+        sk = (key.get("sk") or {}).get("S", "")
+        return f"{target} {ids.sub('*', pk)} / {ids.sub('*', sk)[:30]}".rstrip(" /")
+
+    def wrapped(environ, start_response):
+        name = kind(environ)
+        began = time.perf_counter()
+        out = list(app(environ, start_response))
+        took = time.perf_counter() - began
+        with lock:
+            row = totals[name]
+            row[0] += 1
+            row[1] += took
+            row[2] += sum(len(b) for b in out)
+            if sum(r[0] for r in totals.values()) % 200 == 0:
+                with open(path, "w", encoding="utf-8") as f:
+                    for name, (n, secs, size) in sorted(totals.items(), key=lambda kv: -kv[1][1]):
+                        f.write(f"{secs:9.1f} s {n:7d} calls {size / n:9.0f} B  {name}\n")
+        return out
+
+    return wrapped
+
+
 def main() -> None:
     port = int(sys.argv[1])
-    app = serialize_dynamodb(DomainDispatcherApplication(create_backend_app))
+    app = DomainDispatcherApplication(create_backend_app)
+    if os.environ.get("BULKLINK_MOTO_STATS"):
+        app = call_stats(app, os.environ["BULKLINK_MOTO_STATS"])
+    app = serialize_dynamodb(app)
     if os.environ.get("BULKLINK_MOTO_CALLS"):
         app = log_calls(app, os.environ["BULKLINK_MOTO_CALLS"])
     server = make_server(
