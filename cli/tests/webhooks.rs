@@ -690,20 +690,33 @@ async fn fifty_hanging_receivers_do_not_delay_a_healthy_one(kind: Kind) {
             }
         });
     }
+    let mut subs = Vec::new();
     for url in &hanging {
-        subscribe(&api, url).await;
+        subs.push(subscribe(&api, url).await);
     }
     let mut healthy = Receiver::start().await.unwrap();
     subscribe(&api, &healthy.url).await;
 
-    let job = run_job(&api, seeded.offer_id).await;
+    run_job(&api, seeded.offer_id).await;
     next_delivery(&mut healthy, Duration::from_secs(30)).await;
-    let arrived = chrono::Utc::now();
 
-    let finished = job.finished_at.unwrap();
-    let late = (arrived - finished).num_milliseconds();
-    eprintln!("healthy receiver got the event {late} ms after the job ended ({kind:?})");
-    assert!(late < 2_000, "{late} ms after the job ended");
+    // The healthy receiver had its event while every hanging attempt was still waiting for
+    // its answer (each ends only at its 10 s timeout, and is then recorded): it waited for
+    // none of them. Read after the arrival, so any attempt ended before it shows.
+    let mut hanging_attempts = 0;
+    for sub in &subs {
+        let log: Value = api
+            .get(&format!("/webhooks/{}/deliveries", sub.id))
+            .await
+            .unwrap();
+        for delivery in log["items"].as_array().unwrap() {
+            hanging_attempts += delivery["attempts"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(
+        hanging_attempts, 0,
+        "a hanging receiver's attempt ended before the healthy one got its event ({kind:?})"
+    );
     stop.store(true, Ordering::SeqCst);
     runtime.shutdown().await;
 }
@@ -737,15 +750,7 @@ async fn a_callback_url_hears_a_job_that_ends_at_once(kind: Kind) {
     let delivery = next_delivery(&mut receiver, Duration::from_secs(30)).await;
 
     assert_eq!(created.status, StatusCode::ACCEPTED);
-    let took = job.finished_at.unwrap() - job.created_at;
-    eprintln!(
-        "{kind:?}: the job ended {} ms after its creation",
-        took.num_milliseconds()
-    );
-    if kind == Kind::Embedded {
-        // On moto every call takes milliseconds; the embedded job really is that fast.
-        assert!(took.num_milliseconds() < 100, "{took}");
-    }
+    assert_eq!(job.counters.counters.total, 0, "a job of no locations");
     let callback = &created.body["callback"];
     assert_eq!(
         replay.body["callback"], *callback,
