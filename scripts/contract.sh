@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 BIN="${1:-${CARGO_TARGET_DIR:-$PWD/target}/debug/bulklink}"
 EXAMPLES="${CONTRACT_EXAMPLES:-50}"
-AWS_EXAMPLES="${CONTRACT_AWS_EXAMPLES:-10}"
+AWS_EXAMPLES="${CONTRACT_AWS_EXAMPLES:-5}"
 SEED="${CONTRACT_SEED:-20261201}"
 REPORTS="${CARGO_TARGET_DIR:-$PWD/target}/schemathesis"
 PY=.venv/bin/python
@@ -76,12 +76,15 @@ eval "$("$BIN" bootstrap --endpoint-url "http://127.0.0.1:$moto_port" --prefix c
 aws_port=$(free_port)
 aws_api="http://127.0.0.1:$aws_port"
 (cd "$work" && exec "$BIN" serve --backend aws --listen "127.0.0.1:$aws_port" \
-  --token-key "$work/bulklink.key" --webhook-resolver none \
+  --token-key "$work/bulklink.key" --webhook-resolver none --request-timeout 60 \
   --brand-rate-per-sec 100000 --brand-rate-burst 100000 >"$work/serve-aws.log" 2>&1) &
 pids+=($!)
 wait_ready "$aws_api"
 seed "$aws_api" "$brand_token"
 # moto copies a table for every transaction: with the jobs the run's scheduled offers start
-# (a past `startsAt` starts a link-all at once) a transaction can take seconds, and a report
-# reads every location's external id from it, so a request gets 30 s here instead of 10.
-run_schemathesis aws-brand brand "$aws_api" "$brand_token" "$AWS_EXAMPLES" 30
+# (a past `startsAt` starts a link-all at once) a transaction can take seconds, and a
+# report, a dry run or an offer's drift reads every location the fuzzing made (hundreds)
+# from it, so a request gets 60 s here (the server too) instead of 10. Five examples an
+# operation (the embedded runs take 50): at ten, one run here took 16 minutes and the
+# emulator's load made a request outlast 30 s.
+run_schemathesis aws-brand brand "$aws_api" "$brand_token" "$AWS_EXAMPLES" 60

@@ -311,16 +311,7 @@ async fn a_rate_limited_delivery_gets_sent_when_the_store_answers_for_its_slot_l
             tries < 4,
             "not sent in {tries} tries: each answer came after its slot ({report:?})"
         );
-        let message = loop {
-            let got = ports
-                .webhook_queue
-                .receive(1, Duration::from_secs(1))
-                .await
-                .unwrap();
-            if let Some(message) = got.into_iter().next() {
-                break message;
-            }
-        };
+        let message = crate::webhooks::next_webhook_message(&ports).await;
         report = deliverer.handle(&message.body).await.unwrap();
         ports
             .webhook_queue

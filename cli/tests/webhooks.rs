@@ -1991,16 +1991,7 @@ async fn a_throttled_delivery_sent_back_on_the_queue_keeps_its_send_slot(kind: K
 
     assert_eq!((report.deferred, report.attempted), (1, 0), "{report:?}");
     let kept = next_free().await - spacing;
-    let message = loop {
-        let got = ports
-            .webhook_queue
-            .receive(1, Duration::from_secs(1))
-            .await
-            .unwrap();
-        if let Some(message) = got.into_iter().next() {
-            break message;
-        }
-    };
+    let message = next_webhook_message(&ports).await;
     let WebhookMessage::Attempt { send_slot, .. } = WebhookMessage::decode(&message.body).unwrap()
     else {
         panic!("not an attempt: {}", message.body);
@@ -2058,6 +2049,22 @@ async fn a_burst_to_one_endpoint_over_its_cap_is_sent_now_not_sent_back(kind: Ki
     );
     for _ in 0..8 {
         next_delivery(&mut receiver, Duration::from_secs(10)).await;
+    }
+}
+
+/// The next message of the webhook queue, as soon as one is visible (left on the queue).
+pub(crate) async fn next_webhook_message(
+    ports: &bulklink_core::ports::Ports,
+) -> bulklink_core::ports::ReceivedMessage {
+    loop {
+        let got = ports
+            .webhook_queue
+            .receive(1, Duration::from_secs(1))
+            .await
+            .unwrap();
+        if let Some(message) = got.into_iter().next() {
+            return message;
+        }
     }
 }
 
